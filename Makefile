@@ -1,0 +1,25 @@
+# The verbs a newcomer and CI use. Each installs what it needs into .venv first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/integration demo
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/transform_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

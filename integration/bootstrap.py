@@ -1,0 +1,37 @@
+"""The one place where files are read and the pipeline is wired together."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from integration.config import Settings
+from integration.errors import ConfigurationError
+from integration.formats.json_contract import JsonContract
+from integration.flows.referral import ReferralContext
+from integration.mappings import load_mappings
+from integration.pipeline import Pipeline
+
+
+def load_contract(schemas_dir: Path, name: str) -> JsonContract:
+    path = schemas_dir / name
+    try:
+        return JsonContract(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot load schema {path}: {exc}") from None
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    mappings = load_mappings(settings.mappings_dir)
+    return Pipeline(
+        discharge_contract=load_contract(settings.schemas_dir, "discharge-event.schema.json"),
+        referral=ReferralContext(
+            directory=mappings.directory,
+            rules=mappings.referral_rules,
+            terminology=mappings.terminology,
+            routing=mappings.referral_routing,
+            now=datetime.fromtimestamp(0, timezone.utc),
+        ),
+        max_payload_bytes=settings.max_payload_bytes,
+    )

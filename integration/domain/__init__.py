@@ -1,0 +1,1 @@
+"""The agreement's rules and the records they work on: pure, no I/O."""

@@ -1,0 +1,51 @@
+"""CPR numbers (personnumre): shape, birth date and century; the modulus-11 check is advisory only."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+_SHAPE = re.compile(r"[0-9]{10}")
+_MOD11_WEIGHTS = (4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
+
+# Century by the 7th digit, for two-digit years up to and including each bound (CPR office rules).
+_CENTURY_RULES: dict[int, tuple[tuple[int, int], ...]] = {
+    **{d: ((99, 1900),) for d in (0, 1, 2, 3)},
+    **{d: ((36, 2000), (99, 1900)) for d in (4, 9)},
+    **{d: ((57, 2000), (99, 1800)) for d in (5, 6, 7, 8)},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Cpr:
+    value: str
+    birth_date: date
+
+    @property
+    def passes_modulus11(self) -> bool:
+        """Numbers issued since 2007 may fail this; it must never be grounds for rejection."""
+        return sum(int(c) * w for c, w in zip(self.value, _MOD11_WEIGHTS)) % 11 == 0
+
+    def __repr__(self) -> str:  # keep the number out of tracebacks and debug output
+        return "Cpr(<hidden>)"
+
+
+def birth_century(seventh_digit: int, two_digit_year: int) -> int:
+    for upper_bound, century in _CENTURY_RULES[seventh_digit]:
+        if two_digit_year <= upper_bound:
+            return century
+    raise AssertionError("unreachable: every rule ends at 99")
+
+
+def parse_cpr(value: str) -> Cpr:
+    """Parse a 10-digit CPR number; the error message never repeats the number."""
+    if not _SHAPE.fullmatch(value):
+        raise ValueError("a CPR number is 10 digits (DDMMYYSSSS)")
+    day, month, year = int(value[0:2]), int(value[2:4]), int(value[4:6])
+    century = birth_century(int(value[6]), year)
+    try:
+        born = date(century + year, month, day)
+    except ValueError:
+        raise ValueError("the date part of the CPR number is not a real date") from None
+    return Cpr(value=value, birth_date=born)

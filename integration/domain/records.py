@@ -1,0 +1,110 @@
+"""Typed records of inbound messages, built by integration.formats after validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+
+from integration.domain.cpr import Cpr
+
+
+class RiskGroup(Enum):
+    """The agreement's three risk groups, ordered from low to high."""
+
+    LOW = "low"
+    MODERATE = "moderate"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_RANK[self]
+
+    def __lt__(self, other: RiskGroup) -> bool:
+        return self.rank < other.rank
+
+    def __le__(self, other: RiskGroup) -> bool:
+        return self.rank <= other.rank
+
+
+_RISK_RANK = {RiskGroup.LOW: 0, RiskGroup.MODERATE: 1, RiskGroup.HIGH: 2}
+
+
+class Setting(Enum):
+    """Where something happens: at the hospital or in the patient's municipality."""
+
+    HOSPITAL = "hospital"
+    MUNICIPALITY = "municipality"
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    sor: str
+    ean: str | None
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralPractitioner:
+    sor: str
+    ydernummer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    cpr: Cpr
+    given_names: tuple[str, ...]
+    family_name: str
+    municipality_code: str
+    gp: GeneralPractitioner | None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    system: str
+    code: str
+    primary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Surgery:
+    sternotomy: bool
+    date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExerciseTest:
+    date: date
+    conclusion: str
+    max_workload_watt: float | None
+    mets: float | None
+    peak_heart_rate: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralRequest:
+    """What the clinician decided about referral, as sent by the hospital."""
+
+    decision: str  # municipal | hospital | none
+    training_needed: bool
+    rehab_elements: tuple[str, ...]
+    ambulatory_control: bool
+    ambulatory_control_at_end: bool
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeEvent:
+    event_id: str
+    event_type: str  # discharge | visitation
+    occurred_at: datetime
+    hospital: Organisation
+    patient: Patient
+    admitted_at: datetime
+    discharged_at: datetime
+    diagnoses: tuple[Diagnosis, ...]
+    surgery: Surgery | None
+    risk_criteria: tuple[str, ...]
+    clinician_risk_group: RiskGroup | None
+    exercise_test: ExerciseTest | None
+    referral: ReferralRequest

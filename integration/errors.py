@@ -1,0 +1,62 @@
+"""The exception tree: what can go wrong with a message, and what happens to it then.
+
+    IntegrationError
+    ├── Rejected              permanent: this message can never succeed as it is → dead-letter queue
+    │   ├── InvalidInput      the message breaks its contract (names the field and the problem)
+    │   ├── UnknownMessageKind the message is not one of the kinds the service accepts
+    │   └── ConfigurationError our mappings lack something the message needs (e.g. a
+    │                         municipality without a receiving endpoint); replay after the fix
+    └── Transient             our side could not do it now (broker, database) → retry
+
+    BuildError                a message we built is invalid: a bug in the service, never the
+                              sender's fault; it fails loudly and nothing is sent
+
+Messages of these exceptions never contain a CPR number or a name: they go to logs and to
+dead-letter headers.
+"""
+
+
+class IntegrationError(Exception):
+    """Base of every error the service expects and handles."""
+
+    reason: str = "error"
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else self.reason
+
+
+class Rejected(IntegrationError):
+    """A permanent failure: retrying the same message cannot help."""
+
+    reason = "rejected"
+
+
+class InvalidInput(Rejected):
+    """The inbound message breaks its contract."""
+
+    reason = "invalid-input"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+class UnknownMessageKind(Rejected):
+    reason = "unknown-message-kind"
+
+
+class ConfigurationError(Rejected):
+    """The mappings lack something this message needs; fix the mapping, then replay."""
+
+    reason = "configuration-error"
+
+
+class Transient(IntegrationError):
+    """A temporary failure on our side; the same message may succeed later."""
+
+    reason = "transient"
+
+
+class BuildError(Exception):
+    """A message built by the service fails validation: a bug, never the sender's fault."""

@@ -1,0 +1,1 @@
+"""Outbound FHIR R4: builders of plain JSON-ready dicts in MedCom's messaging style, and their validation."""

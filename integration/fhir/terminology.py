@@ -1,0 +1,62 @@
+"""Code systems, identifier systems and canonical URLs, loaded once from `mappings/terminology.yaml`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Coding:
+    system: str
+    code: str
+    display: str | None = None
+
+    def as_fhir(self) -> dict[str, str]:
+        coding = {"system": self.system, "code": self.code}
+        if self.display:
+            coding["display"] = self.display
+        return coding
+
+
+@dataclass(frozen=True, slots=True)
+class Terminology:
+    canonical_base: str
+    code_systems: Mapping[str, str]
+    extensions: Mapping[str, str]
+    referral_event: Coding
+    medcom: Mapping[str, Any]
+    identifiers: Mapping[str, str]
+    municipality_codes: Mapping[str, str]
+    diagnosis_systems: Mapping[str, str]
+    risk_probability: str
+    observation_category: str
+    ucum: str
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> Terminology:
+        base = doc["canonicalBase"].rstrip("/")
+        event = doc["referralEvent"]
+        return cls(
+            canonical_base=base,
+            code_systems={k: base + v for k, v in doc["codeSystems"].items()},
+            extensions={k: base + v for k, v in doc["extensions"].items()},
+            referral_event=Coding(event["system"], event["code"], event.get("display")),
+            medcom=doc["medcom"],
+            identifiers=doc["identifiers"],
+            municipality_codes=doc["municipalityCodes"],
+            diagnosis_systems=doc["diagnosisSystems"],
+            risk_probability=doc["riskProbability"],
+            observation_category=doc["observationCategory"],
+            ucum=doc["ucum"],
+        )
+
+    def endpoint(self, sor: str) -> str:
+        return self.medcom["endpointTemplate"].format(sor=sor)
+
+    def profile(self, name: str) -> str:
+        return self.medcom["profiles"][name]
+
+    def full_url(self, resource_type: str, resource_id: str) -> str:
+        return f"{self.canonical_base}/{resource_type}/{resource_id}"

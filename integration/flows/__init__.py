@@ -1,0 +1,1 @@
+"""One module per flow: an inbound record and the context → outgoing messages and audit facts (pure)."""

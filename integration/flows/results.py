@@ -1,0 +1,36 @@
+"""What a flow hands back to the runtime: messages to publish and facts to audit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    route: Route
+    message: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"route": {"exchange": self.route.exchange, "routingKey": self.route.routing_key}, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFact:
+    """One step worth auditing. Details never hold a CPR number: the audit store keys records by patient itself."""
+
+    kind: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowResult:
+    outgoing: tuple[Outgoing, ...]
+    facts: tuple[AuditFact, ...]

@@ -1,0 +1,1 @@
+"""Inbound formats: hardened decoding, contract validation, and parsing into typed records."""

@@ -1,0 +1,49 @@
+"""structlog set-up. Every log line passes the CPR mask: no CPR number ever reaches log output."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+CPR_LIKE = re.compile(r"(?<!\d)[0-3]\d[01]\d{3}-?\d{4}(?!\d)")
+CPR_MASK = "<cpr>"
+
+
+def mask_cpr(text: str) -> str:
+    return CPR_LIKE.sub(CPR_MASK, text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_cpr(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked(v) for v in value)
+    return value
+
+
+def mask_cpr_numbers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: replace anything shaped like a CPR number, in every field and traceback."""
+    return {key: _masked(value) for key, value in event_dict.items()}
+
+
+def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            mask_cpr_numbers,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,126 @@
+"""Loading `mappings/` (YAML) once at start into frozen records, with a clear error for a bad file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from integration.domain.directory import Department, Directory, Municipality
+from integration.domain.identifiers import gs1_check_digit_ok
+from integration.domain.pathway import CATEGORY
+from integration.domain.records import Organisation, RiskGroup
+from integration.domain.referral_rules import NoteTexts, ReferralRules
+from integration.domain.risk import DCS_CRITERIA, RiskPolicy
+from integration.errors import ConfigurationError
+from integration.fhir.terminology import Terminology
+from integration.flows.referral import ReferralRouting
+
+REHAB_ELEMENTS = ("physical-activity", "diet", "patient-education", "smoking-cessation")
+
+
+@dataclass(frozen=True, slots=True)
+class Mappings:
+    directory: Directory
+    terminology: Terminology
+    referral_rules: ReferralRules
+    referral_routing: ReferralRouting
+
+
+def _read(directory: Path, name: str) -> dict[str, Any]:
+    path = directory / name
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigurationError(f"{path}: expected a mapping at the top level")
+    return doc
+
+
+def _organisation(doc: dict[str, Any], where: str) -> Organisation:
+    ean = str(doc["ean"])
+    if not gs1_check_digit_ok(ean):
+        raise ConfigurationError(f"{where}: EAN {ean} has a wrong GS1 check digit")
+    return Organisation(sor=str(doc["sor"]), ean=ean, name=str(doc["name"]))
+
+
+def _municipalities(doc: dict[str, Any]) -> dict[str, Municipality]:
+    result: dict[str, Municipality] = {}
+    for item in doc["municipalities"]:
+        code = str(item["code"])
+        if code in result:
+            raise ConfigurationError(f"municipalities.yaml: code {code} appears twice")
+        endpoint = item.get("endpoint")
+        result[code] = Municipality(
+            code=code,
+            name=item["name"],
+            region=item["region"],
+            endpoint=_organisation(endpoint, f"municipalities.yaml {code}") if endpoint else None,
+            placeholder=bool(endpoint and endpoint.get("placeholder")),
+        )
+    return result
+
+
+def _departments(doc: dict[str, Any]) -> dict[str, Department]:
+    result: dict[str, Department] = {}
+    for item in doc["departments"]:
+        org = _organisation(item, f"departments.yaml {item.get('sor')}")
+        result[org.sor] = Department(
+            organisation=org,
+            hospital=item["hospital"],
+            rehabilitation_unit=item.get("rehabilitationUnit"),
+            placeholder=bool(item.get("placeholder")),
+        )
+    return result
+
+
+def _require_labels(labels: dict[str, Any], table: str, codes: tuple[str, ...] | list[str]) -> None:
+    missing = [code for code in codes if code not in labels.get(table, {})]
+    if missing:
+        raise ConfigurationError(f"referral.yaml: labels.{table} lacks {', '.join(missing)}")
+
+
+def _referral_rules(doc: dict[str, Any]) -> ReferralRules:
+    labels = {table: {str(k).lower(): v for k, v in entries.items()} for table, entries in doc["labels"].items()}
+    _require_labels(labels, "dcsRiskCriterion", DCS_CRITERIA)
+    _require_labels(labels, "rehabElement", REHAB_ELEMENTS)
+    _require_labels(labels, "referralCategory", sorted(set(CATEGORY.values())))
+    _require_labels(labels, "riskGroup", [g.value for g in RiskGroup])
+    high = frozenset(doc["risk"].get("highRiskCriteria") or ())
+    if unknown := high - set(DCS_CRITERIA):
+        raise ConfigurationError(f"referral.yaml: risk.highRiskCriteria names unknown criteria {sorted(unknown)}")
+    notes = doc["notes"]
+    return ReferralRules(
+        risk_policy=RiskPolicy(high_risk_criteria=high),
+        sternotomy_delay_weeks=int(doc["sternotomyBicycleTestDelayWeeks"]),
+        notes=NoteTexts(
+            no_exercise_test=notes["noExerciseTest"],
+            sternotomy=notes["sternotomy"],
+            risk_escalated=notes["riskEscalated"],
+            closing_conversation=notes["closingConversation"],
+            ambulatory_control=notes["ambulatoryControl"],
+        ),
+        labels=labels,
+    )
+
+
+def load_mappings(directory: Path) -> Mappings:
+    try:
+        referral = _read(directory, "referral.yaml")
+        routing = referral["routing"]
+        return Mappings(
+            directory=Directory(
+                municipalities=_municipalities(_read(directory, "municipalities.yaml")),
+                departments=_departments(_read(directory, "departments.yaml")),
+            ),
+            terminology=Terminology.from_mapping(_read(directory, "terminology.yaml")),
+            referral_rules=_referral_rules(referral),
+            referral_routing=ReferralRouting(
+                exchange=routing["exchange"], municipality_key=routing["municipality"], hospital_key=routing["hospital"]
+            ),
+        )
+    except KeyError as exc:
+        raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None

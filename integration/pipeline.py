@@ -1,0 +1,65 @@
+"""The pure transform: inbound bytes → message kind → parser → flow → outgoing messages and audit facts.
+
+Dispatch is a table of kinds; each later flow adds one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from integration.errors import UnknownMessageKind
+from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.json_contract import JsonContract, decode_json
+from integration.flows.referral import ReferralContext, handle_discharge
+from integration.flows.results import FlowResult
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Everything the flows need, built once by bootstrap; `now` is set per message."""
+
+    discharge_contract: JsonContract
+    referral: ReferralContext
+    max_payload_bytes: int
+
+    def at(self, now: datetime) -> Pipeline:
+        return replace(self, referral=replace(self.referral, now=now))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageKind:
+    name: str
+    matches: Callable[[Any], bool]
+    handle: Callable[[Any, Pipeline], FlowResult]
+
+
+def _is_discharge_event(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("eventType") in ("discharge", "visitation")
+
+
+def _handle_discharge_event(doc: Any, pipeline: Pipeline) -> FlowResult:
+    return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral)
+
+
+JSON_KINDS: tuple[MessageKind, ...] = (
+    MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
+)
+
+
+def detect_kind(doc: Any) -> MessageKind:
+    for kind in JSON_KINDS:
+        if kind.matches(doc):
+            return kind
+    raise UnknownMessageKind(
+        "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation')"
+    )
+
+
+def transform(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowResult:
+    if raw.lstrip()[:1] == b"<":
+        raise UnknownMessageKind("XML messages are not accepted yet")
+    doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+    return detect_kind(doc).handle(doc, pipeline.at(now))

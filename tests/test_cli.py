@@ -1,0 +1,83 @@
+"""The `integration` command as an integrator uses it: real process, real files, exit codes and stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GOLDEN
+
+EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
+
+
+def run_cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "integration", *args], input=stdin, capture_output=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_transform_file_prints_route_and_message() -> None:
+    done = run_cli("transform", str(EVENT))
+    assert done.returncode == 0, done.stderr
+    (item,) = json.loads(done.stdout)
+    assert item["route"] == {"exchange": "rehab.referral", "routingKey": "referral.municipality.851"}
+    assert item["message"]["resourceType"] == "Bundle"
+    assert done.stderr == b""
+
+
+def test_transform_stdin() -> None:
+    done = run_cli("transform", "-", stdin=EVENT.read_bytes())
+    assert done.returncode == 0 and json.loads(done.stdout)[0]["route"]["routingKey"] == "referral.municipality.851"
+
+
+def test_no_referral_prints_empty_array() -> None:
+    done = run_cli("transform", str(GOLDEN / "discharge" / "07-no-referral.event.json"))
+    assert (done.returncode, json.loads(done.stdout)) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"{not json", b"error: malformed JSON"),
+        (EVENT.read_bytes().replace(b'"2512489996"', b'"3212489996"'), b"error: patient.cpr: the date part"),
+        (EVENT.read_bytes().replace(b'"851"', b'"999"'), b"error: patient.municipalityCode: unknown municipality code '999'"),
+        (b"\xff\xfe{}", b"error: payload is not valid UTF-8"),
+    ],
+    ids=["malformed", "cpr-date", "municipality", "non-utf8"],
+)
+def test_invalid_input_exits_2_with_one_line_and_no_traceback(payload: bytes, expected: bytes) -> None:
+    done = run_cli("transform", "-", stdin=payload)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.startswith(expected)
+    assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+    assert b"3212489996" not in done.stderr
+
+
+def test_twenty_megabyte_payload_exits_2() -> None:
+    done = run_cli("transform", "-", stdin=b"{" + b" " * (20 * 1024 * 1024) + b"}")
+    assert done.returncode == 2 and b"payload too large" in done.stderr
+
+
+def test_missing_endpoint_exits_3() -> None:
+    done = run_cli("transform", "-", stdin=EVENT.read_bytes().replace(b'"851"', b'"101"'))
+    assert done.returncode == 3
+    assert b"municipality 101" in done.stderr and done.stderr.count(b"\n") == 1
+
+
+def test_broken_mappings_exit_3(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "integration", "transform", str(EVENT)], capture_output=True,
+                          env={"INTEGRATION_MAPPINGS_DIR": str(tmp_path), "PATH": ""}, timeout=60)
+    assert done.returncode == 3 and b"configuration" in done.stderr
+
+
+def test_demo_writes_one_file_per_sample(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = run_cli("demo", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in out.glob("*.json"))
+    assert written == sorted(p.name for p in (GOLDEN / "discharge").glob("*.event.json"))
+    assert b"referral.municipality.851" in done.stdout and b"no referral" in done.stdout
