@@ -58,6 +58,7 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("sender-without-ean", _sender_without_ean, "needs both an SOR and an EAN"),
     ("wrong-type-in-resource", lambda b: _resource(b, "ServiceRequest").update(authoredOn="yesterday"), "authoredOn"),
     ("list-for-single", lambda b: _resource(b, "ServiceRequest").update(subject=[{"reference": "Patient/x"}]), "subject"),
+    ("bad-element-in-list", lambda b: _resource(b, "ServiceRequest")["orderDetail"].append({"coding": "x"}), "orderDetail.3"),
     ("unknown-element", lambda b: _resource(b, "Patient").update(nickname="Nan"), "nickname"),
     ("two-choice-values", lambda b: _resource(b, "Observation").update(valueBoolean=True), "Observation"),
 ]
@@ -100,3 +101,23 @@ def test_intentionally_invalid_medcom_example_fails_for_its_documented_reasons(s
 def test_medcom_carecommunication_example_meets_the_messaging_rules_but_its_test_bundle_id(shared: Path) -> None:
     path = shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send" / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
     assert messaging_problems(json.loads(path.read_text(encoding="utf-8"))) == ["Bundle.id must be a UUID"]
+
+
+def test_remembered_validation_still_catches_changed_content(referral: dict[str, Any]) -> None:
+    assert fhir_problems(referral) == []  # every element of this message is now remembered
+    broken = copy.deepcopy(referral)
+    _resource(broken, "ServiceRequest")["category"][0]["coding"][0]["code"] = ["gop-general"]
+    organisation = _resource(broken, "Organization")
+    organisation["identifier"][0]["use"] = 7
+    problems = " ".join(fhir_problems(broken))
+    assert "category.0.coding.0.code" in problems and "Organization/" in problems
+
+
+def test_results_are_the_same_with_nothing_remembered(referral: dict[str, Any]) -> None:
+    from integration.fhir.validation import forget_validated
+
+    broken = copy.deepcopy(referral)
+    _resource(broken, "Observation").update(valueBoolean=True)
+    remembered = fhir_problems(broken)
+    forget_validated()
+    assert fhir_problems(broken) == remembered != []

@@ -9,10 +9,12 @@ invariants, so `messaging_problems` checks those, with the MedCom envelope rules
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterator
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -57,9 +59,116 @@ def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
-def _format_pydantic(resource: Resource, error: ValidationError) -> list[str]:
+def _element_model(annotation: Any) -> tuple[Any, bool] | None:
+    """The element model behind a field's annotation, and whether the field is a list."""
+    is_list, pending = False, [annotation]
+    while pending:
+        current = pending.pop()
+        if hasattr(current, "get_model_klass"):
+            model = current.get_model_klass()
+            return (None if model.__name__ in ("Resource", "DomainResource") else model), is_list
+        is_list = is_list or typing.get_origin(current) is list
+        pending.extend(typing.get_args(current))
+    return None
+
+
+@cache
+def _complex_fields(model: Any) -> dict[str, Any]:
+    """JSON name → element model, for the fields of `model` whose values are complex elements."""
+    fields = {}
+    for name, field in model.model_fields.items():
+        found = _element_model(field.annotation)
+        if found and found[0] is not None:
+            fields[field.alias or name] = found[0]
+    return fields
+
+
+@lru_cache(maxsize=16384)
+def _validated_element(model: Any, content: bytes) -> Any:
+    """An element validated by fhir.resources, once per distinct content (see docs/decisions/0005)."""
+    return model.model_validate(orjson.loads(content))
+
+
+class _InvalidElement(Exception):
+    def __init__(self, field: str, error: ValidationError) -> None:
+        super().__init__(field)
+        self.field, self.error = field, error
+
+
+def _element(model: Any, value: Any, field: str) -> Any:
+    if isinstance(value, dict):
+        try:
+            return _validated_element(model, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+        except ValidationError as exc:
+            raise _InvalidElement(field, exc) from None
+    if isinstance(value, list):
+        return [_element(model, item, f"{field}.{i}") for i, item in enumerate(value)]
+    return value
+
+
+class _BoundedSet:
+    """Remembers up to `size` keys, forgetting the oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self._keys: dict[bytes, None] = {}
+        self._size = size
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._keys
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+    def add(self, key: bytes) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+
+# Whole resources already validated (an organisation recurs in every message to or from it).
+_valid_resources = _BoundedSet(4096)
+
+def forget_validated() -> None:
+    """Empty the memory of validated elements and resources (benchmarks measure the cold cost with it)."""
+    _validated_element.cache_clear()
+    _valid_resources.clear()
+
+
+# Never remembered: narratives (unique to a message: they show its ids) and what identifies a
+# patient, which a cache would keep in memory for no gain.
+UNCACHED_RESOURCES = frozenset({"Patient"})
+UNCACHED_ELEMENTS = frozenset({"text"})
+UNCACHED_PATIENT_ELEMENTS = UNCACHED_ELEMENTS | {"identifier", "name", "telecom", "contact"}
+
+
+def validate_resource(resource: Resource) -> None:
+    """Validate one resource with its fhir.resources model (raises pydantic's ValidationError).
+
+    Its complex elements are validated first, each by its own element model and remembered by
+    exact content, so an element that recurs across messages (a code, an organisation's
+    identifier, a profile, a reference to a known organisation) is validated once per process;
+    the resource's own rules then run on them. See docs/decisions/0005-validation-cost.md.
+    """
+    model = _model(resource["resourceType"])
+    if resource["resourceType"] in UNCACHED_RESOURCES:
+        _validate_with_known_elements(model, resource, UNCACHED_PATIENT_ELEMENTS)
+        return
+    content = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    if content not in _valid_resources:
+        _validate_with_known_elements(model, resource, UNCACHED_ELEMENTS)
+        _valid_resources.add(content)
+
+
+def _validate_with_known_elements(model: Any, resource: Resource, uncached: frozenset[str]) -> None:
+    fields = _complex_fields(model)
+    model.model_validate(
+        {k: _element(fields[k], v, k) if k in fields and k not in uncached else v for k, v in resource.items()}
+    )
+
+
+def _format_pydantic(resource: Resource, error: ValidationError, field: str = "") -> list[str]:
     where = f"{resource.get('resourceType')}/{resource.get('id')}"
-    return [f"{where}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+    return [f"{where}: {'.'.join([field] * bool(field) + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()]
 
 
 def fhir_problems(bundle: Resource) -> list[str]:
@@ -73,12 +182,13 @@ def fhir_problems(bundle: Resource) -> list[str]:
     for entry in bundle.get("entry", []):
         resource = entry.get("resource") or {}
         try:
-            _model(resource["resourceType"]).model_validate(resource)
-        except (ValidationError, KeyError, ValueError) as exc:
-            if isinstance(exc, ValidationError):
-                problems += _format_pydantic(resource, exc)
-            else:
-                problems.append(f"entry {entry.get('fullUrl')}: not a FHIR resource ({exc})")
+            validate_resource(resource)
+        except ValidationError as exc:
+            problems += _format_pydantic(resource, exc)
+        except _InvalidElement as exc:
+            problems += _format_pydantic(resource, exc.error, exc.field)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"entry {entry.get('fullUrl')}: not a FHIR resource ({exc})")
     return problems
 
 
@@ -98,7 +208,7 @@ def _walk(node: Any, references: list[str], timestamps: list[str]) -> None:
             if key == "reference" and isinstance(value, str):
                 references.append(value)
             elif isinstance(value, str):
-                if DATETIME_WITH_TIME.match(value):
+                if value[10:11] == "T" and DATETIME_WITH_TIME.match(value):
                     timestamps.append(value)
             else:
                 _walk(value, references, timestamps)

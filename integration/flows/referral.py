@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -33,6 +34,7 @@ class ReferralContext:
     terminology: Terminology
     routing: ReferralRouting
     now: datetime
+    validate: Callable[[dict], None] = validate_message  # raises BuildError; only benchmarks swap it
 
 
 def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralContext) -> tuple[Organisation, Route]:
@@ -85,9 +87,7 @@ def build_referral_message(
         sent_at=ctx.now,
     )
     content = [patient, *supporting] + ([gp_org] if gp_org else [])
-    bundle = message_bundle(envelope, request, content, terms)
-    validate_message(bundle)
-    return bundle
+    return message_bundle(envelope, request, content, terms)
 
 
 def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
@@ -103,6 +103,7 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
                                                       "riskGroup": risk.group.value, "performer": pathway.performer.value}))
     receiver, route = _receiver_and_route(event, pathway, ctx)
     bundle = build_referral_message(event, risk, pathway, receiver, ctx)
+    ctx.validate(bundle)
     facts.append(
         AuditFact(
             "referral-built",
