@@ -3,13 +3,13 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	touch $@
 
 demo: install
@@ -17,6 +17,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check integration tests bench
+	$(BIN)/ruff format --check integration tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/transform_bench.py

@@ -12,6 +12,7 @@ import copy
 import statistics
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,8 +21,6 @@ import orjson
 
 from integration.bootstrap import build_pipeline
 from integration.config import Settings
-from dataclasses import replace
-
 from integration.fhir.validation import fhir_problems, forget_validated, messaging_problems
 from integration.pipeline import transform
 
@@ -78,16 +77,23 @@ def main() -> None:
 
     total = median_us(end_to_end)
     print(f"events: {len(events)} distinct per pass, one process, one core")
-    print(f"end to end (decode, schema, rules, build, validate, serialise): median {total:.0f} µs, "
-          f"p95 {statistics.quantiles(end_to_end, n=20)[-1] * 1e6:.0f} µs, "
-          f"{1 / statistics.median(end_to_end):.0f} events/s")
-    stages = (("decode, schema, rules, build (no validation)", build_only),
-              ("fhir.resources validation", fhir_times), ("messaging rules", rule_times),
-              ("orjson serialisation", dump_times))
+    print(
+        f"end to end (decode, schema, rules, build, validate, serialise): median {total:.0f} µs, "
+        f"p95 {statistics.quantiles(end_to_end, n=20)[-1] * 1e6:.0f} µs, "
+        f"{1 / statistics.median(end_to_end):.0f} events/s"
+    )
+    stages = (
+        ("decode, schema, rules, build (no validation)", build_only),
+        ("fhir.resources validation", fhir_times),
+        ("messaging rules", rule_times),
+        ("orjson serialisation", dump_times),
+    )
     for label, ts in stages:
         print(f"  {label}: median {median_us(ts):.0f} µs ({median_us(ts) / total:.0%} of end to end)")
-    print(f"  fhir.resources validation with nothing remembered: median {median_us(cold_times):.0f} µs "
-          f"({median_us(cold_times) / median_us(fhir_times):.1f}× the remembering validation)")
+    print(
+        f"  fhir.resources validation with nothing remembered: median {median_us(cold_times):.0f} µs "
+        f"({median_us(cold_times) / median_us(fhir_times):.1f}× the remembering validation)"
+    )
     print(f"end to end / without validation: {total / median_us(build_only):.1f}×")
     print(f"bundle size: median {statistics.median(len(r) for r in results):.0f} bytes")
 

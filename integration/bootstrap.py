@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from integration.config import Settings
 from integration.errors import ConfigurationError
-from integration.formats.json_contract import JsonContract
 from integration.flows.referral import ReferralContext
+from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
 from integration.pipeline import Pipeline
 
@@ -31,7 +31,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             rules=mappings.referral_rules,
             terminology=mappings.terminology,
             routing=mappings.referral_routing,
-            now=datetime.fromtimestamp(0, timezone.utc),
+            now=datetime.fromtimestamp(0, UTC),
         ),
         max_payload_bytes=settings.max_payload_bytes,
     )

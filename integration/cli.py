@@ -15,9 +15,9 @@ import structlog
 from integration.bootstrap import build_pipeline
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import BuildError, ConfigurationError, Rejected
+from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
-from integration.flows.results import FlowResult
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 
@@ -81,10 +81,15 @@ def transform_command(source: BinaryIO) -> None:
 
 
 @main.command()
-@click.option("--samples", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=PROJECT_ROOT / "tests" / "golden" / "discharge", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("out") / "demo", show_default=True)
+@click.option(
+    "--samples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=PROJECT_ROOT / "tests" / "golden" / "discharge",
+    show_default=True,
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out") / "demo", show_default=True
+)
 def demo(samples: Path, out: Path) -> None:
     """Run the referral flow over the sample discharge events (*.event.json) and write what would be sent."""
     pipeline = _pipeline()

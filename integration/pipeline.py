@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from integration.errors import UnknownMessageKind
-from integration.formats.discharge_event import parse_discharge_event
-from integration.formats.json_contract import JsonContract, decode_json
 from integration.flows.referral import ReferralContext, handle_discharge
 from integration.flows.results import FlowResult
+from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.json_contract import JsonContract, decode_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +44,7 @@ def _handle_discharge_event(doc: Any, pipeline: Pipeline) -> FlowResult:
     return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral)
 
 
-JSON_KINDS: tuple[MessageKind, ...] = (
-    MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
-)
+JSON_KINDS: tuple[MessageKind, ...] = (MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),)
 
 
 def detect_kind(doc: Any) -> MessageKind:

@@ -30,6 +30,7 @@ def setter(path: str, value: Any):
         for part in parents:
             node = node[int(part)] if part.isdigit() else node[part]
         node[last] = value
+
     return change
 
 
@@ -40,6 +41,7 @@ def remover(path: str):
         for part in parents:
             node = node[part]
         del node[last]
+
     return change
 
 
@@ -48,13 +50,40 @@ INVALID = [
     ("malformed-json", b'{"schemaVersion": "1", "eventType": "discharge",', "", "malformed JSON"),
     ("trailing-garbage", json.dumps(EXAMPLE).encode() + b"}", "", "malformed JSON"),
     ("not-an-object", b"[1, 2, 3]", "", "not a message this service accepts"),
-    ("non-utf8", json.dumps({**EXAMPLE, "hospital": {**EXAMPLE["hospital"], "name": "Hjørring"}}, ensure_ascii=False).encode("latin-1"), "", "not valid UTF-8"),
+    (
+        "non-utf8",
+        json.dumps({**EXAMPLE, "hospital": {**EXAMPLE["hospital"], "name": "Hjørring"}}, ensure_ascii=False).encode(
+            "latin-1"
+        ),
+        "",
+        "not valid UTF-8",
+    ),
     ("wrong-type-number-for-string", mutated(setter("patient.familyName", 42)), "patient.familyName", "wrong type"),
-    ("wrong-type-string-for-bool", mutated(setter("referral.trainingNeeded", "yes")), "referral.trainingNeeded", "wrong type"),
+    (
+        "wrong-type-string-for-bool",
+        mutated(setter("referral.trainingNeeded", "yes")),
+        "referral.trainingNeeded",
+        "wrong type",
+    ),
     ("wrong-type-criteria-not-list", mutated(setter("riskCriteria", "heart-failure")), "riskCriteria", "wrong type"),
-    ("unknown-criterion", mutated(setter("riskCriteria", ["heart-failure", "obesity"])), "riskCriteria[1]", "unknown value 'obesity'"),
-    ("duplicate-criterion", mutated(setter("riskCriteria", ["heart-failure", "heart-failure"])), "riskCriteria", "repeats"),
-    ("unknown-element", mutated(setter("referral.rehabElements", ["yoga"])), "referral.rehabElements[0]", "unknown value"),
+    (
+        "unknown-criterion",
+        mutated(setter("riskCriteria", ["heart-failure", "obesity"])),
+        "riskCriteria[1]",
+        "unknown value 'obesity'",
+    ),
+    (
+        "duplicate-criterion",
+        mutated(setter("riskCriteria", ["heart-failure", "heart-failure"])),
+        "riskCriteria",
+        "repeats",
+    ),
+    (
+        "unknown-element",
+        mutated(setter("referral.rehabElements", ["yoga"])),
+        "referral.rehabElements[0]",
+        "unknown value",
+    ),
     ("unknown-risk-group", mutated(setter("clinicianRiskGroup", "extreme")), "clinicianRiskGroup", "unknown value"),
     ("unknown-field", mutated(setter("patient.nickname", "Nan")), "patient.nickname", "unknown field"),
     ("cpr-impossible-day", mutated(setter("patient.cpr", "3212489996")), "patient.cpr", "not a real date"),
@@ -62,22 +91,89 @@ INVALID = [
     ("cpr-february-30", mutated(setter("patient.cpr", "3002489996")), "patient.cpr", "not a real date"),
     ("cpr-too-short", mutated(setter("patient.cpr", "251248999")), "patient.cpr", "required format"),
     ("cpr-with-hyphen", mutated(setter("patient.cpr", "251248-9996")), "patient.cpr", "required format"),
-    ("unknown-municipality", mutated(setter("patient.municipalityCode", "999")), "patient.municipalityCode", "unknown municipality code '999'"),
-    ("ertholmene-is-not-a-municipality", mutated(setter("patient.municipalityCode", "411")), "patient.municipalityCode", "unknown municipality"),
+    (
+        "unknown-municipality",
+        mutated(setter("patient.municipalityCode", "999")),
+        "patient.municipalityCode",
+        "unknown municipality code '999'",
+    ),
+    (
+        "ertholmene-is-not-a-municipality",
+        mutated(setter("patient.municipalityCode", "411")),
+        "patient.municipalityCode",
+        "unknown municipality",
+    ),
     ("missing-patient", mutated(remover("patient")), "patient", "required field is missing"),
     ("missing-cpr", mutated(remover("patient.cpr")), "patient.cpr", "required field is missing"),
     ("missing-event-id", mutated(remover("eventId")), "eventId", "required field is missing"),
-    ("missing-referral-decision", mutated(remover("referral.decision")), "referral.decision", "required field is missing"),
-    ("missing-exercise-conclusion", mutated(setter("exerciseTest", {"performed": True, "date": "2026-11-19"})), "exerciseTest.conclusion", "required field is missing"),
-    ("results-without-test", mutated(setter("exerciseTest", {"performed": False, "mets": 7})), "exerciseTest", "not allowed"),
-    ("sternotomy-without-date", mutated(setter("surgery", {"sternotomy": True})), "surgery.date", "required field is missing"),
+    (
+        "missing-referral-decision",
+        mutated(remover("referral.decision")),
+        "referral.decision",
+        "required field is missing",
+    ),
+    (
+        "missing-exercise-conclusion",
+        mutated(setter("exerciseTest", {"performed": True, "date": "2026-11-19"})),
+        "exerciseTest.conclusion",
+        "required field is missing",
+    ),
+    (
+        "results-without-test",
+        mutated(setter("exerciseTest", {"performed": False, "mets": 7})),
+        "exerciseTest",
+        "not allowed",
+    ),
+    (
+        "sternotomy-without-date",
+        mutated(setter("surgery", {"sternotomy": True})),
+        "surgery.date",
+        "required field is missing",
+    ),
     ("impossible-surgery-date", mutated(setter("surgery.date", "2026-02-30")), "surgery.date", "not a real date"),
     ("timestamp-without-zone", mutated(setter("occurredAt", "2026-11-20T14:05:00")), "occurredAt", "required format"),
-    ("impossible-timestamp", mutated(setter("occurredAt", "2026-11-31T14:05:00+01:00")), "occurredAt", "not a real date"),
-    ("discharged-before-admitted", mutated(setter("admission.dischargedAt", "2026-11-13T09:00:00+01:00")), "admission.dischargedAt", "before"),
-    ("municipal-referral-without-content", mutated(setter("referral", {**EXAMPLE["referral"], "trainingNeeded": False, "rehabElements": []})), "referral", "needs trainingNeeded"),
-    ("control-at-end-without-control", mutated(setter("referral", {**EXAMPLE["referral"], "ambulatoryControl": False, "ambulatoryControlAtEndOfRehab": True})), "referral.ambulatoryControlAtEndOfRehab", "ambulatoryControl is false"),
-    ("two-primary-diagnoses", mutated(setter("diagnoses", [{"system": "ICD-10", "code": "I21.4", "primary": True}, {"system": "ICD-10", "code": "I50.1", "primary": True}])), "diagnoses", "more than one primary"),
+    (
+        "impossible-timestamp",
+        mutated(setter("occurredAt", "2026-11-31T14:05:00+01:00")),
+        "occurredAt",
+        "not a real date",
+    ),
+    (
+        "discharged-before-admitted",
+        mutated(setter("admission.dischargedAt", "2026-11-13T09:00:00+01:00")),
+        "admission.dischargedAt",
+        "before",
+    ),
+    (
+        "municipal-referral-without-content",
+        mutated(setter("referral", {**EXAMPLE["referral"], "trainingNeeded": False, "rehabElements": []})),
+        "referral",
+        "needs trainingNeeded",
+    ),
+    (
+        "control-at-end-without-control",
+        mutated(
+            setter(
+                "referral", {**EXAMPLE["referral"], "ambulatoryControl": False, "ambulatoryControlAtEndOfRehab": True}
+            )
+        ),
+        "referral.ambulatoryControlAtEndOfRehab",
+        "ambulatoryControl is false",
+    ),
+    (
+        "two-primary-diagnoses",
+        mutated(
+            setter(
+                "diagnoses",
+                [
+                    {"system": "ICD-10", "code": "I21.4", "primary": True},
+                    {"system": "ICD-10", "code": "I50.1", "primary": True},
+                ],
+            )
+        ),
+        "diagnoses",
+        "more than one primary",
+    ),
     ("no-diagnosis", mutated(setter("diagnoses", [])), "diagnoses", "at least 1"),
     ("bad-ean-check-digit", mutated(setter("hospital.ean", "5790001382446")), "hospital.ean", "check digit"),
     ("wrong-schema-version", mutated(setter("schemaVersion", "2")), "schemaVersion", "must be '1'"),
@@ -87,7 +183,9 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("raw", "field", "words"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
-def test_invalid_input_is_rejected_with_field_and_problem(pipeline: Pipeline, raw: bytes, field: str, words: str) -> None:
+def test_invalid_input_is_rejected_with_field_and_problem(
+    pipeline: Pipeline, raw: bytes, field: str, words: str
+) -> None:
     with pytest.raises((InvalidInput, UnknownMessageKind)) as caught:
         transform(raw, pipeline, FIXED_NOW)
     message = str(caught.value)

@@ -15,8 +15,9 @@ EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
 
 
 def run_cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "integration", *args], input=stdin, capture_output=True,
-                          timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "integration", *args], input=stdin, capture_output=True, timeout=60, cwd=cwd
+    )
 
 
 def test_transform_file_prints_route_and_message() -> None:
@@ -43,7 +44,10 @@ def test_no_referral_prints_empty_array() -> None:
     [
         (b"{not json", b"error: malformed JSON"),
         (EVENT.read_bytes().replace(b'"2512489996"', b'"3212489996"'), b"error: patient.cpr: the date part"),
-        (EVENT.read_bytes().replace(b'"851"', b'"999"'), b"error: patient.municipalityCode: unknown municipality code '999'"),
+        (
+            EVENT.read_bytes().replace(b'"851"', b'"999"'),
+            b"error: patient.municipalityCode: unknown municipality code '999'",
+        ),
         (b"\xff\xfe{}", b"error: payload is not valid UTF-8"),
     ],
     ids=["malformed", "cpr-date", "municipality", "non-utf8"],
@@ -69,8 +73,12 @@ def test_missing_endpoint_exits_3() -> None:
 
 
 def test_broken_mappings_exit_3(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "integration", "transform", str(EVENT)], capture_output=True,
-                          env={"INTEGRATION_MAPPINGS_DIR": str(tmp_path), "PATH": ""}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "transform", str(EVENT)],
+        capture_output=True,
+        env={"INTEGRATION_MAPPINGS_DIR": str(tmp_path), "PATH": ""},
+        timeout=60,
+    )
     assert done.returncode == 3 and b"configuration" in done.stderr
 
 
@@ -81,3 +89,26 @@ def test_demo_writes_one_file_per_sample(tmp_path: Path) -> None:
     written = sorted(p.name for p in out.glob("*.json"))
     assert written == sorted(p.name for p in (GOLDEN / "discharge").glob("*.event.json"))
     assert b"referral.municipality.851" in done.stdout and b"no referral" in done.stdout
+
+
+def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    from integration.config import PROJECT_ROOT
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT_ROOT / "mappings", mappings)
+    terminology = mappings / "terminology.yaml"
+    terminology.write_text(
+        terminology.read_text(encoding="utf-8").replace('code: "new-referral"', 'code: ""'), encoding="utf-8"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "transform", str(EVENT)],
+        capture_output=True,
+        env={"INTEGRATION_MAPPINGS_DIR": str(mappings), "PATH": ""},
+        timeout=60,
+    )
+    assert done.returncode == 70
+    assert done.stdout == b""
+    assert done.stderr.startswith(b"error: internal error, nothing was produced: built message is invalid")
+    assert b"eventCoding.code" in done.stderr and b"2512489996" not in done.stderr

@@ -30,7 +30,9 @@ def test_there_are_at_least_twelve_golden_events() -> None:
 
 
 @pytest.mark.parametrize("path", EVENTS, ids=lambda p: p.name.removesuffix(".event.json"))
-def test_golden_event_produces_expected_messages(path: Path, pipeline: Pipeline, request: pytest.FixtureRequest) -> None:
+def test_golden_event_produces_expected_messages(
+    path: Path, pipeline: Pipeline, request: pytest.FixtureRequest
+) -> None:
     expected_path = path.with_name(path.name.replace(".event.json", ".expected.json"))
     actual = _actual(path, pipeline)
     if request.config.getoption("--update-golden"):

@@ -24,5 +24,8 @@ def test_cpr_numbers_are_masked_in_every_field_and_traceback() -> None:
 
 
 def test_mask_leaves_other_numbers_alone() -> None:
-    assert mask_cpr("SOR 715541000016001, EAN 5790001382445, id 12345") == "SOR 715541000016001, EAN 5790001382445, id 12345"
+    assert (
+        mask_cpr("SOR 715541000016001, EAN 5790001382445, id 12345")
+        == "SOR 715541000016001, EAN 5790001382445, id 12345"
+    )
     assert mask_cpr("cpr 2512489996.") == "cpr <cpr>."

@@ -28,7 +28,9 @@ def test_region_nordjylland_has_placeholder_endpoints_and_no_other(mappings) -> 
     with_endpoint = {c for c, m in mappings.directory.municipalities.items() if m.endpoint}
     assert with_endpoint == NORDJYLLAND
     assert all(mappings.directory.municipalities[c].placeholder for c in NORDJYLLAND)
-    assert {m.region for c, m in mappings.directory.municipalities.items() if c in NORDJYLLAND} == {"Region Nordjylland"}
+    assert {m.region for c, m in mappings.directory.municipalities.items() if c in NORDJYLLAND} == {
+        "Region Nordjylland"
+    }
 
 
 def test_region_traps(mappings) -> None:

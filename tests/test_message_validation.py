@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -46,9 +47,16 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("header-not-first", lambda b: b["entry"].reverse(), "entry[0] must be the MessageHeader"),
     ("two-primary-destinations", _second_destination, "exactly one primary destination"),
     ("no-provenance", _drop_provenance, "no Provenance targets"),
-    ("dangling-reference", lambda b: _resource(b, "ServiceRequest")["subject"].update(reference="Patient/x"),
-     "'Patient/x' does not resolve"),
-    ("bad-status-code", lambda b: _resource(b, "ServiceRequest").update(status="sent"), "status 'sent' is not a valid code"),
+    (
+        "dangling-reference",
+        lambda b: _resource(b, "ServiceRequest")["subject"].update(reference="Patient/x"),
+        "'Patient/x' does not resolve",
+    ),
+    (
+        "bad-status-code",
+        lambda b: _resource(b, "ServiceRequest").update(status="sent"),
+        "status 'sent' is not a valid code",
+    ),
     ("bad-intent-code", lambda b: _resource(b, "ServiceRequest").update(intent="referral"), "intent 'referral'"),
     ("timestamp-without-zone", lambda b: b.update(timestamp="2026-11-20T14:30:00"), "has no time zone"),
     ("id-too-long", lambda b: _resource(b, "RiskAssessment").update(id="a" * 65), "at most 64 characters"),
@@ -57,8 +65,16 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("patient-without-family", lambda b: _resource(b, "Patient")["name"][0].pop("family"), "needs a family name"),
     ("sender-without-ean", _sender_without_ean, "needs both an SOR and an EAN"),
     ("wrong-type-in-resource", lambda b: _resource(b, "ServiceRequest").update(authoredOn="yesterday"), "authoredOn"),
-    ("list-for-single", lambda b: _resource(b, "ServiceRequest").update(subject=[{"reference": "Patient/x"}]), "subject"),
-    ("bad-element-in-list", lambda b: _resource(b, "ServiceRequest")["orderDetail"].append({"coding": "x"}), "orderDetail.3"),
+    (
+        "list-for-single",
+        lambda b: _resource(b, "ServiceRequest").update(subject=[{"reference": "Patient/x"}]),
+        "subject",
+    ),
+    (
+        "bad-element-in-list",
+        lambda b: _resource(b, "ServiceRequest")["orderDetail"].append({"coding": "x"}),
+        "orderDetail.3",
+    ),
     ("unknown-element", lambda b: _resource(b, "Patient").update(nickname="Nan"), "nickname"),
     ("two-choice-values", lambda b: _resource(b, "Observation").update(valueBoolean=True), "Observation"),
 ]
@@ -99,7 +115,13 @@ def test_intentionally_invalid_medcom_example_fails_for_its_documented_reasons(s
 
 
 def test_medcom_carecommunication_example_meets_the_messaging_rules_but_its_test_bundle_id(shared: Path) -> None:
-    path = shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send" / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    path = (
+        shared
+        / "medcom"
+        / "dk-medcom-carecommunication-testscripts"
+        / "send"
+        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    )
     assert messaging_problems(json.loads(path.read_text(encoding="utf-8"))) == ["Bundle.id must be a UUID"]
 
 

@@ -33,7 +33,9 @@ def one(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:
 
 
 def by_ref(bundle: dict[str, Any], ref: str) -> dict[str, Any]:
-    return next(e["resource"] for e in bundle["entry"] if f"{e['resource']['resourceType']}/{e['resource']['id']}" == ref)
+    return next(
+        e["resource"] for e in bundle["entry"] if f"{e['resource']['resourceType']}/{e['resource']['id']}" == ref
+    )
 
 
 def extension(resource: dict[str, Any], suffix: str) -> Any:
@@ -52,7 +54,9 @@ def test_envelope_follows_medcom_messaging(pipeline: Pipeline) -> None:
     assert destination["endpoint"] == "https://sor2.sum.dsdn.dk/#id=434751000016002"
     receiver = by_ref(bundle, destination["receiver"]["reference"])
     assert {i["system"]: i["value"] for i in receiver["identifier"]} == {
-        "urn:oid:1.2.208.176.1.1": "434751000016002", "https://www.gs1.org/gln": "5790008515204"}
+        "urn:oid:1.2.208.176.1.1": "434751000016002",
+        "https://www.gs1.org/gln": "5790008515204",
+    }
     sender = by_ref(bundle, header["sender"]["reference"])
     assert sender["name"] == "Aalborg UH, Kardiologisk Afdeling"
     assert header["source"]["endpoint"] == "https://sor2.sum.dsdn.dk/#id=715541000016001"
@@ -76,7 +80,9 @@ def test_patient_has_cpr_name_birth_date_municipality_and_gp(pipeline: Pipeline)
     assert patient["address"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "0851"
     gp = by_ref(bundle, patient["generalPractitioner"][0]["reference"])
     assert {i["system"]: i["value"] for i in gp["identifier"]} == {
-        "urn:oid:1.2.208.176.1.1": "123451000016008", "urn:oid:1.2.208.176.1.4": "012345"}
+        "urn:oid:1.2.208.176.1.1": "123451000016008",
+        "urn:oid:1.2.208.176.1.4": "012345",
+    }
 
 
 def test_service_request_core_fields(pipeline: Pipeline) -> None:
@@ -92,7 +98,11 @@ def test_service_request_core_fields(pipeline: Pipeline) -> None:
     assert category["coding"][0]["system"] == f"{BASE}/CodeSystem/rehabilitation-referral-category"
     assert category["coding"][0]["code"] == "gop-general"
     assert [d["coding"][0]["code"] for d in request["orderDetail"]] == [
-        "physical-activity", "diet", "patient-education", "smoking-cessation"]
+        "physical-activity",
+        "diet",
+        "patient-education",
+        "smoking-cessation",
+    ]
     assert request["identifier"][0]["value"] == "urn:uuid:3f0b9c1e-5d7a-4e47-9a52-0c6f4a1d2b11"
     assert extension(request, "closing-conversation") == "municipality"
     assert extension(request, "ambulatory-control") is True
@@ -121,12 +131,27 @@ def test_escalation_is_noted_and_audited(pipeline: Pipeline) -> None:
     ("name", "routing_key", "category", "closing"),
     [
         ("01-municipal-gop-general-sternotomy", "referral.municipality.851", "gop-general", "municipality"),
-        ("02-municipal-rehabilitation-elements-only", "referral.municipality.849", "municipal-rehabilitation", "municipality"),
+        (
+            "02-municipal-rehabilitation-elements-only",
+            "referral.municipality.849",
+            "municipal-rehabilitation",
+            "municipality",
+        ),
         ("04-high-risk-hospital", "referral.hospital.715561000016003", "gop-specialised", "hospital"),
-        ("05-high-risk-overrides-municipal-decision", "referral.hospital.715561000016003", "gop-specialised", "hospital"),
+        (
+            "05-high-risk-overrides-municipal-decision",
+            "referral.hospital.715561000016003",
+            "gop-specialised",
+            "hospital",
+        ),
         ("06-moderate-decision-hospital", "referral.hospital.715561000016003", "gop-specialised", "hospital"),
         ("10-closing-conversation-at-hospital", "referral.municipality.846", "gop-general", "hospital"),
-        ("13-department-performs-own-rehabilitation", "referral.hospital.716141000016004", "gop-specialised", "hospital"),
+        (
+            "13-department-performs-own-rehabilitation",
+            "referral.hospital.716141000016004",
+            "gop-specialised",
+            "hospital",
+        ),
         ("14-sks-diagnoses-primary-last", "referral.municipality.773", "municipal-rehabilitation", "municipality"),
     ],
 )
@@ -139,7 +164,8 @@ def test_pathway_routing_category_and_closing(pipeline: Pipeline, name, routing_
     assert extension(request, "closing-conversation") == closing
     receiver = by_ref(outgoing.message, request["performer"][0]["reference"])
     assert routing_key.endswith(receiver["identifier"][0]["value"]) or routing_key.endswith(
-        json.loads((DISCHARGE / f"{name}.event.json").read_text())["patient"]["municipalityCode"].lstrip("0"))
+        json.loads((DISCHARGE / f"{name}.event.json").read_text())["patient"]["municipalityCode"].lstrip("0")
+    )
 
 
 def test_high_risk_overriding_a_municipal_decision_is_audited(pipeline: Pipeline) -> None:
@@ -167,7 +193,10 @@ def test_exercise_test_travels_as_observation(pipeline: Pipeline) -> None:
     assert {"reference": f"Observation/{observation['id']}"} in request["supportingInfo"]
     assert observation["valueString"].startswith("Ingen iskæmi")
     assert observation["effectiveDateTime"] == "2026-12-03"
-    values = {c["code"]["coding"][0]["code"]: (c["valueQuantity"]["value"], c["valueQuantity"]["code"]) for c in observation["component"]}
+    values = {
+        c["code"]["coding"][0]["code"]: (c["valueQuantity"]["value"], c["valueQuantity"]["code"])
+        for c in observation["component"]
+    }
     assert values == {"max-workload": (150, "W"), "mets": (7.5, "{MET}"), "peak-heart-rate": (142, "/min")}
     assert not any("lægefagligt vurderet" in n["text"] for n in request["note"])
 

@@ -25,7 +25,7 @@ class Cpr:
     @property
     def passes_modulus11(self) -> bool:
         """Numbers issued since 2007 may fail this; it must never be grounds for rejection."""
-        return sum(int(c) * w for c, w in zip(self.value, _MOD11_WEIGHTS)) % 11 == 0
+        return sum(int(c) * w for c, w in zip(self.value, _MOD11_WEIGHTS, strict=True)) % 11 == 0
 
     def __repr__(self) -> str:  # keep the number out of tracebacks and debug output
         return "Cpr(<hidden>)"

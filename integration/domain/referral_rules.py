@@ -52,12 +52,12 @@ def _sternotomy_note(event: DischargeEvent, rules: ReferralRules) -> str | None:
     if surgery is None or not surgery.sternotomy or surgery.date is None:
         return None
     earliest = earliest_bicycle_test(surgery.date, rules.sternotomy_delay_weeks)
-    return rules.notes.sternotomy.format(
-        surgery_date=surgery.date.isoformat(), earliest_test_date=earliest.isoformat()
-    )
+    return rules.notes.sternotomy.format(surgery_date=surgery.date.isoformat(), earliest_test_date=earliest.isoformat())
 
 
-def referral_notes(event: DischargeEvent, risk: RiskAssessment, pathway: Pathway, rules: ReferralRules) -> tuple[str, ...]:
+def referral_notes(
+    event: DischargeEvent, risk: RiskAssessment, pathway: Pathway, rules: ReferralRules
+) -> tuple[str, ...]:
     """The referral's note lines, in reading order; the clinician's own note comes last."""
     lines = (
         _escalation_note(risk, rules),
@@ -66,9 +66,7 @@ def referral_notes(event: DischargeEvent, risk: RiskAssessment, pathway: Pathway
         rules.notes.closing_conversation.format(
             place=rules.label("closingConversation", pathway.closing_conversation.value)
         ),
-        rules.notes.ambulatory_control.format(
-            answer=rules.label("yesNo", str(pathway.ambulatory_control).lower())
-        ),
+        rules.notes.ambulatory_control.format(answer=rules.label("yesNo", str(pathway.ambulatory_control).lower())),
         event.referral.note,
     )
     return tuple(line for line in lines if line)

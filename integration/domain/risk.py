@@ -42,9 +42,7 @@ def risk_floor(criteria: tuple[str, ...], policy: RiskPolicy) -> RiskGroup:
     return RiskGroup.MODERATE if criteria else RiskGroup.LOW
 
 
-def stratify(
-    criteria: tuple[str, ...], clinician_group: RiskGroup | None, policy: RiskPolicy
-) -> RiskAssessment:
+def stratify(criteria: tuple[str, ...], clinician_group: RiskGroup | None, policy: RiskPolicy) -> RiskAssessment:
     floor = risk_floor(criteria, policy)
     group = floor if clinician_group is None else max(clinician_group, floor, key=lambda g: g.rank)
     return RiskAssessment(group=group, criteria=criteria, clinician_group=clinician_group)

@@ -14,5 +14,7 @@ _XHTML = '<div xmlns="http://www.w3.org/1999/xhtml">'
 
 def narrative(resource_type: str, resource_id: str, rows: Iterable[tuple[str, object]]) -> dict[str, str]:
     lines = [f"<p><b>{escape(resource_type)}</b>: {escape(resource_id)}</p>"]
-    lines += [f"<p><b>{escape(label)}</b>: {escape(str(value))}</p>" for label, value in rows if value not in (None, "")]
+    lines += [
+        f"<p><b>{escape(label)}</b>: {escape(str(value))}</p>" for label, value in rows if value not in (None, "")
+    ]
     return {"status": "generated", "div": _XHTML + "".join(lines) + "</div>"}

@@ -29,8 +29,14 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
 
 
 def risk_assessment(
-    rid: str, risk: RiskAssessment, event: DischargeEvent, patient: Resource, performer: Resource,
-    basis: Resource | None, rules: ReferralRules, terms: Terminology,
+    rid: str,
+    risk: RiskAssessment,
+    event: DischargeEvent,
+    patient: Resource,
+    performer: Resource,
+    basis: Resource | None,
+    rules: ReferralRules,
+    terms: Terminology,
 ) -> Resource:
     criteria = [rules.label("dcsRiskCriterion", c) for c in risk.criteria]
     resource: Resource = {
@@ -41,7 +47,10 @@ def risk_assessment(
             rid,
             [
                 ("Risikogruppe", rules.label("riskGroup", risk.group.value)),
-                ("Klinikerens vurdering", risk.clinician_group and rules.label("riskGroup", risk.clinician_group.value)),
+                (
+                    "Klinikerens vurdering",
+                    risk.clinician_group and rules.label("riskGroup", risk.clinician_group.value),
+                ),
                 ("DCS-kriterier", "; ".join(criteria) or "ingen"),
                 ("Patient", f"Patient/{patient['id']}"),
                 ("Udført af", f"Organization/{performer['id']}"),
@@ -105,7 +114,11 @@ def exercise_test_observation(
         "status": "final",
         "category": [{"coding": [_coding(terms.observation_category, "procedure", "Procedure")]}],
         "code": {
-            "coding": [_coding(terms.code_systems["exerciseTest"], "symptom-limited-exercise-test", "Symptomlimiteret arbejdstest")],
+            "coding": [
+                _coding(
+                    terms.code_systems["exerciseTest"], "symptom-limited-exercise-test", "Symptomlimiteret arbejdstest"
+                )
+            ],
             "text": "Symptomlimiteret arbejdstest",
         },
         "subject": reference(patient),
@@ -119,9 +132,16 @@ def exercise_test_observation(
 
 
 def service_request(
-    rid: str, event: DischargeEvent, pathway: Pathway, notes: tuple[str, ...],
-    patient: Resource, requester: Resource, performer: Resource, supporting: list[Resource],
-    rules: ReferralRules, terms: Terminology,
+    rid: str,
+    event: DischargeEvent,
+    pathway: Pathway,
+    notes: tuple[str, ...],
+    patient: Resource,
+    requester: Resource,
+    performer: Resource,
+    supporting: list[Resource],
+    rules: ReferralRules,
+    terms: Terminology,
 ) -> Resource:
     category = pathway.category
     elements = event.referral.rehab_elements
@@ -153,7 +173,11 @@ def service_request(
         "status": "active",
         "intent": "order",
         "category": [
-            {"coding": [_coding(terms.code_systems["referralCategory"], category, rules.label("referralCategory", category))]}
+            {
+                "coding": [
+                    _coding(terms.code_systems["referralCategory"], category, rules.label("referralCategory", category))
+                ]
+            }
         ],
         "code": {"text": "Hjerterehabilitering"},
         "subject": reference(patient),
@@ -169,6 +193,7 @@ def service_request(
     }
     if elements:  # FHIR forbids empty arrays
         resource["orderDetail"] = [
-            {"coding": [_coding(terms.code_systems["rehabElement"], e, rules.label("rehabElement", e))]} for e in elements
+            {"coding": [_coding(terms.code_systems["rehabElement"], e, rules.label("rehabElement", e))]}
+            for e in elements
         ]
     return resource

@@ -53,10 +53,10 @@ class Terminology:
         )
 
     def endpoint(self, sor: str) -> str:
-        return self.medcom["endpointTemplate"].format(sor=sor)
+        return str(self.medcom["endpointTemplate"]).format(sor=sor)
 
     def profile(self, name: str) -> str:
-        return self.medcom["profiles"][name]
+        return str(self.medcom["profiles"][name])
 
     def full_url(self, resource_type: str, resource_id: str) -> str:
         return f"{self.canonical_base}/{resource_type}/{resource_id}"

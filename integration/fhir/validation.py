@@ -32,18 +32,50 @@ EAN = "https://www.gs1.org/gln"
 CPR = "urn:oid:1.2.208.176.1.2"
 
 _REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
-_EVENT_STATUS = {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+_EVENT_STATUS = {
+    "registered",
+    "preliminary",
+    "final",
+    "amended",
+    "corrected",
+    "cancelled",
+    "entered-in-error",
+    "unknown",
+}
 # Required bindings (FHIR R4) of the coded elements we emit, which the models do not enforce.
 REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
-    ("Bundle", "type"): frozenset({"document", "message", "transaction", "transaction-response", "batch",
-                                   "batch-response", "history", "searchset", "collection"}),
+    ("Bundle", "type"): frozenset(
+        {
+            "document",
+            "message",
+            "transaction",
+            "transaction-response",
+            "batch",
+            "batch-response",
+            "history",
+            "searchset",
+            "collection",
+        }
+    ),
     ("ServiceRequest", "status"): frozenset(_REQUEST_STATUS),
-    ("ServiceRequest", "intent"): frozenset({"proposal", "plan", "directive", "order", "original-order",
-                                             "reflex-order", "filler-order", "instance-order", "option"}),
+    ("ServiceRequest", "intent"): frozenset(
+        {
+            "proposal",
+            "plan",
+            "directive",
+            "order",
+            "original-order",
+            "reflex-order",
+            "filler-order",
+            "instance-order",
+            "option",
+        }
+    ),
     ("RiskAssessment", "status"): frozenset(_EVENT_STATUS),
     ("Observation", "status"): frozenset(_EVENT_STATUS),
-    ("Communication", "status"): frozenset({"preparation", "in-progress", "not-done", "on-hold", "stopped",
-                                           "completed", "entered-in-error", "unknown"}),
+    ("Communication", "status"): frozenset(
+        {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+    ),
     ("Provenance", "entity.role"): frozenset({"derivation", "revision", "quotation", "source", "removal"}),
     ("MessageHeader", "response.code"): frozenset({"ok", "transient-error", "fatal-error"}),
     ("OperationOutcome", "issue.severity"): frozenset({"fatal", "error", "warning", "information"}),
@@ -128,6 +160,7 @@ class _BoundedSet:
 # Whole resources already validated (an organisation recurs in every message to or from it).
 _valid_resources = _BoundedSet(4096)
 
+
 def forget_validated() -> None:
     """Empty the memory of validated elements and resources (benchmarks measure the cold cost with it)."""
     _validated_element.cache_clear()
@@ -168,7 +201,9 @@ def _validate_with_known_elements(model: Any, resource: Resource, uncached: froz
 
 def _format_pydantic(resource: Resource, error: ValidationError, field: str = "") -> list[str]:
     where = f"{resource.get('resourceType')}/{resource.get('id')}"
-    return [f"{where}: {'.'.join([field] * bool(field) + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()]
+    return [
+        f"{where}: {'.'.join([field] * bool(field) + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()
+    ]
 
 
 def fhir_problems(bundle: Resource) -> list[str]:
@@ -225,7 +260,11 @@ def _code_problems(resource: Resource) -> list[str]:
     rtype, problems = resource["resourceType"], []
     for (owner, path), allowed in REQUIRED_CODES.items():
         if owner == rtype:
-            problems += [f"{rtype}/{resource['id']}: {path} {v!r} is not a valid code" for v in _values(resource, path) if v not in allowed]
+            problems += [
+                f"{rtype}/{resource['id']}: {path} {v!r} is not a valid code"
+                for v in _values(resource, path)
+                if v not in allowed
+            ]
     text = resource.get("text")
     if text is not None and text.get("status") not in REQUIRED_CODES[("Narrative", "status")]:
         problems.append(f"{rtype}/{resource['id']}: text.status is not a valid code")
@@ -244,7 +283,9 @@ def _header_problems(header: Resource, by_ref: dict[str, Resource], allow_cc: bo
         problems.append("MessageHeader: needs exactly one primary destination, each destination marked primary or cc")
     if not allow_cc and "cc" in uses:
         problems.append("MessageHeader: cc destinations are not allowed for this message")
-    parties = [header.get("sender", {}).get("reference")] + [d.get("receiver", {}).get("reference") for d in header.get("destination", [])]
+    parties = [header.get("sender", {}).get("reference")] + [
+        d.get("receiver", {}).get("reference") for d in header.get("destination", [])
+    ]
     for ref in parties:
         org = by_ref.get(ref or "")
         if org is None or org["resourceType"] != "Organization":
@@ -270,12 +311,15 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
     by_ref = {f"{r['resourceType']}/{r['id']}": r for r in resources}
     header = resources[0]
     problems += _header_problems(header, by_ref, allow_cc)
-    if not any(p.get("target", [{}])[0].get("reference") == f"MessageHeader/{header['id']}"
-               for p in resources if p["resourceType"] == "Provenance"):
+    if not any(
+        p.get("target", [{}])[0].get("reference") == f"MessageHeader/{header['id']}"
+        for p in resources
+        if p["resourceType"] == "Provenance"
+    ):
         problems.append("no Provenance targets this message's MessageHeader")
     references: list[str] = []
     timestamps: list[str] = [bundle.get("timestamp", "")]
-    for entry, resource in zip(entries, resources):
+    for entry, resource in zip(entries, resources, strict=True):
         rid, rtype = resource.get("id", ""), resource["resourceType"]
         if not UUID.fullmatch(rid) or not FHIR_ID.fullmatch(rid):
             problems.append(f"{rtype}: id {rid!r} must be a UUID of at most 64 characters")
@@ -286,8 +330,11 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
             problems.append(f"{rtype}/{rid}: narrative text is missing")
         problems += _code_problems(resource)
         # A Provenance's entity points at earlier messages, which are not in this Bundle.
-        _walk({k: v for k, v in resource.items() if k != "entity"} if rtype == "Provenance" else resource,
-              references, timestamps)
+        _walk(
+            {k: v for k, v in resource.items() if k != "entity"} if rtype == "Provenance" else resource,
+            references,
+            timestamps,
+        )
     problems += [f"reference {ref!r} does not resolve inside the Bundle" for ref in references if ref not in by_ref]
     problems += [f"timestamp {ts!r} has no time zone" for ts in timestamps if not ZONE_SUFFIX.search(ts)]
     patients = [r for r in resources if r["resourceType"] == "Patient"]

@@ -6,13 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway
 from integration.domain.records import DischargeEvent, Organisation, Setting
 from integration.domain.referral_rules import ReferralRules, referral_notes
 from integration.domain.risk import RiskAssessment, stratify
-from integration.fhir.envelope import Envelope, gp_organization, message_bundle, messaging_organization, patient_resource
+from integration.fhir.envelope import (
+    Envelope,
+    gp_organization,
+    message_bundle,
+    messaging_organization,
+    patient_resource,
+)
 from integration.fhir.ids import derived_id
 from integration.fhir.referral import exercise_test_observation, risk_assessment, service_request
 from integration.fhir.terminology import Terminology
@@ -34,7 +41,7 @@ class ReferralContext:
     terminology: Terminology
     routing: ReferralRouting
     now: datetime
-    validate: Callable[[dict], None] = validate_message  # raises BuildError; only benchmarks swap it
+    validate: Callable[[dict[str, Any]], None] = validate_message  # raises BuildError; only benchmarks swap it
 
 
 def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralContext) -> tuple[Organisation, Route]:
@@ -53,15 +60,19 @@ def _risk_facts(event: DischargeEvent, risk: RiskAssessment) -> list[AuditFact]:
     return [
         AuditFact(
             "risk-escalated",
-            {"eventId": event.event_id, "from": risk.clinician_group.value, "to": risk.group.value,
-             "criteria": list(risk.criteria)},
+            {
+                "eventId": event.event_id,
+                "from": risk.clinician_group.value,
+                "to": risk.group.value,
+                "criteria": list(risk.criteria),
+            },
         )
     ]
 
 
 def build_referral_message(
     event: DischargeEvent, risk: RiskAssessment, pathway: Pathway, receiver: Organisation, ctx: ReferralContext
-) -> dict:
+) -> dict[str, Any]:
     terms, rules = ctx.terminology, ctx.rules
     ids = partial(derived_id, event.event_id)
     sender = messaging_organization(event.hospital, terms)
@@ -99,17 +110,32 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
         facts.append(AuditFact("no-referral", {"eventId": event.event_id, "riskGroup": risk.group.value}))
         return FlowResult(outgoing=(), facts=tuple(facts))
     if pathway.decision_overridden:
-        facts.append(AuditFact("pathway-overridden", {"eventId": event.event_id, "decision": event.referral.decision,
-                                                      "riskGroup": risk.group.value, "performer": pathway.performer.value}))
+        facts.append(
+            AuditFact(
+                "pathway-overridden",
+                {
+                    "eventId": event.event_id,
+                    "decision": event.referral.decision,
+                    "riskGroup": risk.group.value,
+                    "performer": pathway.performer.value,
+                },
+            )
+        )
     receiver, route = _receiver_and_route(event, pathway, ctx)
     bundle = build_referral_message(event, risk, pathway, receiver, ctx)
     ctx.validate(bundle)
     facts.append(
         AuditFact(
             "referral-built",
-            {"eventId": event.event_id, "messageHeaderId": bundle["entry"][0]["resource"]["id"],
-             "bundleId": bundle["id"], "category": pathway.category, "riskGroup": risk.group.value,
-             "receiverSor": receiver.sor, "routingKey": route.routing_key},
+            {
+                "eventId": event.event_id,
+                "messageHeaderId": bundle["entry"][0]["resource"]["id"],
+                "bundleId": bundle["id"],
+                "category": pathway.category,
+                "riskGroup": risk.group.value,
+                "receiverSor": receiver.sor,
+                "routingKey": route.routing_key,
+            },
         )
     )
     return FlowResult(outgoing=(Outgoing(route, bundle),), facts=tuple(facts))

@@ -19,7 +19,10 @@ class Outgoing:
     message: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
-        return {"route": {"exchange": self.route.exchange, "routingKey": self.route.routing_key}, "message": self.message}
+        return {
+            "route": {"exchange": self.route.exchange, "routingKey": self.route.routing_key},
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True)

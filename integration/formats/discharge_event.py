@@ -13,8 +13,8 @@ from typing import Any
 from integration.domain.cpr import parse_cpr
 from integration.domain.identifiers import gs1_check_digit_ok
 from integration.domain.records import (
-    DischargeEvent,
     Diagnosis,
+    DischargeEvent,
     ExerciseTest,
     GeneralPractitioner,
     Organisation,
@@ -101,13 +101,9 @@ def _referral(doc: dict[str, Any]) -> ReferralRequest:
         note=doc.get("note") or None,
     )
     if request.decision == "municipal" and not (request.training_needed or request.rehab_elements):
-        raise InvalidInput(
-            "referral", "a municipal referral needs trainingNeeded or at least one rehabElement"
-        )
+        raise InvalidInput("referral", "a municipal referral needs trainingNeeded or at least one rehabElement")
     if request.ambulatory_control_at_end and not request.ambulatory_control:
-        raise InvalidInput(
-            "referral.ambulatoryControlAtEndOfRehab", "is true but referral.ambulatoryControl is false"
-        )
+        raise InvalidInput("referral.ambulatoryControlAtEndOfRehab", "is true but referral.ambulatoryControl is false")
     return request
 
 
@@ -125,9 +121,7 @@ def parse_discharge_event(document: Any, contract: JsonContract) -> DischargeEve
         event_id=document["eventId"].lower(),
         event_type=document["eventType"],
         occurred_at=_timestamp(document["occurredAt"], "occurredAt"),
-        hospital=Organisation(
-            sor=hospital["sor"], ean=_ean(hospital["ean"], "hospital.ean"), name=hospital["name"]
-        ),
+        hospital=Organisation(sor=hospital["sor"], ean=_ean(hospital["ean"], "hospital.ean"), name=hospital["name"]),
         patient=_patient(document["patient"]),
         admitted_at=admitted,
         discharged_at=discharged,

@@ -47,36 +47,36 @@ def _join(path: str, name: str) -> str:
 
 
 def _describe(error: jsonschema_rs.ValidationError) -> InvalidInput:
-    kind = error.kind
+    kind, detail = error.kind.name, error.kind.as_dict()
     path = field_path(error.instance_path)
-    match kind.name:
+    match kind:
         case "required":
-            return InvalidInput(_join(path, kind.property), "required field is missing")
+            return InvalidInput(_join(path, detail["property"]), "required field is missing")
         case "additionalProperties":
-            return InvalidInput(_join(path, kind.unexpected[0]), "unknown field")
+            return InvalidInput(_join(path, detail["unexpected"][0]), "unknown field")
         case "enum":
-            allowed = ", ".join(str(option) for option in kind.options)
+            allowed = ", ".join(str(option) for option in detail["options"])
             return InvalidInput(path, f"unknown value {error.instance!r}; expected one of: {allowed}")
         case "const":
-            return InvalidInput(path, f"must be {kind.expected_value!r}")
+            return InvalidInput(path, f"must be {detail['expected_value']!r}")
         case "type":
-            return InvalidInput(path, f"wrong type: expected {' or '.join(kind.types)}")
+            return InvalidInput(path, f"wrong type: expected {' or '.join(detail['types'])}")
         case "pattern" | "minLength":
             return InvalidInput(path, "does not have the required format")
         case "maxLength":
-            return InvalidInput(path, f"longer than {kind.limit} characters")
+            return InvalidInput(path, f"longer than {detail['limit']} characters")
         case "minimum" | "maximum":
-            return InvalidInput(path, f"out of range (the {kind.name} is {kind.limit})")
+            return InvalidInput(path, f"out of range (the {kind} is {detail['limit']})")
         case "minItems":
-            return InvalidInput(path, f"needs at least {kind.limit} item(s)")
+            return InvalidInput(path, f"needs at least {detail['limit']} item(s)")
         case "maxItems":
-            return InvalidInput(path, f"has more than {kind.limit} items")
+            return InvalidInput(path, f"has more than {detail['limit']} items")
         case "uniqueItems":
             return InvalidInput(path, "repeats an item")
         case "maxProperties":
             return InvalidInput(path, "has fields that are not allowed here")
         case _:
-            return InvalidInput(path, f"violates the schema ({kind.name})")
+            return InvalidInput(path, f"violates the schema ({kind})")
 
 
 class JsonContract:

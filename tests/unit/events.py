@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 from integration.domain.cpr import parse_cpr
 from integration.domain.records import (
-    DischargeEvent,
     Diagnosis,
+    DischargeEvent,
     GeneralPractitioner,
     Organisation,
     Patient,
@@ -24,8 +24,13 @@ def event() -> DischargeEvent:
         event_type="discharge",
         occurred_at=datetime(2026, 11, 20, 14, 5, tzinfo=CPH),
         hospital=Organisation("715541000016001", "5790001382445", "Aalborg UH, Kardiologisk Afdeling"),
-        patient=Patient(parse_cpr("2512489996"), ("Nancy", "Ann"), "Berggren", "851",
-                        GeneralPractitioner("123451000016008", "012345")),
+        patient=Patient(
+            parse_cpr("2512489996"),
+            ("Nancy", "Ann"),
+            "Berggren",
+            "851",
+            GeneralPractitioner("123451000016008", "012345"),
+        ),
         admitted_at=datetime(2026, 11, 14, 9, 12, tzinfo=CPH),
         discharged_at=datetime(2026, 11, 20, 13, 30, tzinfo=CPH),
         diagnoses=(Diagnosis("ICD-10", "I21.4", True),),

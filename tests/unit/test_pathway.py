@@ -34,13 +34,23 @@ def test_choose_pathway(decision, risk, training, elements, at_end, performer, c
     base = event()
     ev = replace(
         base,
-        referral=replace(base.referral, decision=decision, training_needed=training, rehab_elements=elements,
-                         ambulatory_control=at_end, ambulatory_control_at_end=at_end),
+        referral=replace(
+            base.referral,
+            decision=decision,
+            training_needed=training,
+            rehab_elements=elements,
+            ambulatory_control=at_end,
+            ambulatory_control_at_end=at_end,
+        ),
     )
     pathway = choose_pathway(ev, RiskAssessment(risk, (), None))
     assert pathway is not None
     assert (pathway.performer, pathway.category, pathway.closing_conversation, pathway.decision_overridden) == (
-        performer, category, closing, overridden)
+        performer,
+        category,
+        closing,
+        overridden,
+    )
     assert pathway.ambulatory_control is at_end
 
 
@@ -51,9 +61,7 @@ def test_decision_none_gives_no_pathway(risk) -> None:
     assert choose_pathway(ev, RiskAssessment(risk, (), None)) is None
 
 
-@pytest.mark.parametrize(
-    ("performer", "at_end", "place"), [(H, False, H), (H, True, H), (M, True, H), (M, False, M)]
-)
+@pytest.mark.parametrize(("performer", "at_end", "place"), [(H, False, H), (H, True, H), (M, True, H), (M, False, M)])
 def test_closing_conversation_place(performer, at_end, place) -> None:
     assert closing_conversation_place(performer, at_end) is place
 

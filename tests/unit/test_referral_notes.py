@@ -54,7 +54,9 @@ def test_sternotomy_line(pipeline: Pipeline, surgery, line) -> None:
 
 
 def test_escalation_line_lists_the_criteria(pipeline: Pipeline) -> None:
-    ev = replace(event(), clinician_risk_group=RiskGroup.LOW, risk_criteria=("heart-failure", "significant-comorbidity"))
+    ev = replace(
+        event(), clinician_risk_group=RiskGroup.LOW, risk_criteria=("heart-failure", "significant-comorbidity")
+    )
     assert _notes(pipeline, ev)[0] == (
         "Risikogruppe hævet fra lav til moderat på grund af DCS-kriterier: "
         "Tegn til eller symptomer på hjertesvigt uanset EF; Betydelig eller svær komorbiditet."
