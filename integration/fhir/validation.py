@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
@@ -108,10 +109,10 @@ def _element_model(annotation: Any) -> tuple[Any, bool] | None:
 def _complex_fields(model: Any) -> dict[str, Any]:
     """JSON name → element model, for the fields of `model` whose values are complex elements."""
     fields = {}
-    for name, field in model.model_fields.items():
-        found = _element_model(field.annotation)
+    for name, info in model.model_fields.items():
+        found = _element_model(info.annotation)
         if found and found[0] is not None:
-            fields[field.alias or name] = found[0]
+            fields[info.alias or name] = found[0]
     return fields
 
 
@@ -206,8 +207,12 @@ def _format_pydantic(resource: Resource, error: ValidationError, field: str = ""
     ]
 
 
-def fhir_problems(bundle: Resource) -> list[str]:
-    """FHIR R4 content problems, each resource validated by its own model."""
+def fhir_problems(bundle: Resource, *, remember: bool = True) -> list[str]:
+    """FHIR R4 content problems, each resource validated by its own model.
+
+    With `remember`, validated content is remembered (our own messages, see `validate_resource`);
+    without, every element is validated afresh and nothing is kept (for messages from elsewhere).
+    """
     problems: list[str] = []
     shell = {**bundle, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in bundle.get("entry", [])]}
     try:
@@ -217,7 +222,10 @@ def fhir_problems(bundle: Resource) -> list[str]:
     for entry in bundle.get("entry", []):
         resource = entry.get("resource") or {}
         try:
-            validate_resource(resource)
+            if remember:
+                validate_resource(resource)
+            else:
+                _model(resource["resourceType"]).model_validate(resource)
         except ValidationError as exc:
             problems += _format_pydantic(resource, exc)
         except _InvalidElement as exc:
@@ -237,19 +245,31 @@ def _values(node: Any, path: str) -> Iterator[Any]:
             yield item
 
 
-def _walk(node: Any, references: list[str], timestamps: list[str]) -> None:
+@dataclass
+class _Found:
+    references: list[str] = field(default_factory=list)
+    timestamps: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+
+
+def _walk(node: Any, found: _Found, path: str) -> None:
+    """Collect references and timestamps, and the empty values FHIR forbids (invariant ele-1)."""
     if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                references.append(value)
-            elif isinstance(value, str):
-                if value[10:11] == "T" and DATETIME_WITH_TIME.match(value):
-                    timestamps.append(value)
-            else:
-                _walk(value, references, timestamps)
+        items: Any = node.items()
     elif isinstance(node, list):
-        for item in node:
-            _walk(item, references, timestamps)
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        if value in ("", [], {}, None):
+            found.empty.append(f"{path}.{key}")
+        elif key == "reference" and isinstance(value, str):
+            found.references.append(value)
+        elif isinstance(value, str):
+            if value[10:11] == "T" and DATETIME_WITH_TIME.match(value):
+                found.timestamps.append(value)
+        else:
+            _walk(value, found, f"{path}.{key}")
 
 
 def _identifier_systems(resource: Resource) -> set[str]:
@@ -317,8 +337,7 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
         if p["resourceType"] == "Provenance"
     ):
         problems.append("no Provenance targets this message's MessageHeader")
-    references: list[str] = []
-    timestamps: list[str] = [bundle.get("timestamp", "")]
+    found = _Found(timestamps=[bundle.get("timestamp", "")])
     for entry, resource in zip(entries, resources, strict=True):
         rid, rtype = resource.get("id", ""), resource["resourceType"]
         if not UUID.fullmatch(rid) or not FHIR_ID.fullmatch(rid):
@@ -332,11 +351,14 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
         # A Provenance's entity points at earlier messages, which are not in this Bundle.
         _walk(
             {k: v for k, v in resource.items() if k != "entity"} if rtype == "Provenance" else resource,
-            references,
-            timestamps,
+            found,
+            f"{rtype}/{rid}",
         )
-    problems += [f"reference {ref!r} does not resolve inside the Bundle" for ref in references if ref not in by_ref]
-    problems += [f"timestamp {ts!r} has no time zone" for ts in timestamps if not ZONE_SUFFIX.search(ts)]
+    problems += [
+        f"reference {ref!r} does not resolve inside the Bundle" for ref in found.references if ref not in by_ref
+    ]
+    problems += [f"timestamp {ts!r} has no time zone" for ts in found.timestamps if not ZONE_SUFFIX.search(ts)]
+    problems += [f"{where}: empty value (FHIR elements need a value or children)" for where in found.empty]
     patients = [r for r in resources if r["resourceType"] == "Patient"]
     for patient in patients:
         cprs = [i for i in patient.get("identifier", []) if i.get("system") == CPR]
