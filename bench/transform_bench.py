@@ -1,7 +1,8 @@
 """Micro-benchmark: median cost to transform one discharge event into a validated, serialised referral Bundle.
 
-Each timed event is distinct (own event id, patient, municipality, pathway), so no cache can
-help; the stages are timed in the same run so their shares and ratios are comparable.
+Each timed event is distinct, as in production: its own event id (so its own message ids), patient,
+municipality, free-text note and times; the pathways rotate over the golden samples. The stages
+are timed event by event, interleaved, so their shares and ratios are comparable.
 Run: .venv/bin/python bench/transform_bench.py [--events N]
 """
 
@@ -28,6 +29,7 @@ from integration.pipeline import transform
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden" / "discharge"
 CPRS = ["2512489996", "1502779995", "0107729995", "2911829996", "3103979995", "0104909995", "0201919990", "1310169995"]
+NOTE_WORDS = ["dyspnø", "ødemer", "angina", "træthed", "svimmelhed", "hjertebanken", "brystsmerter"]
 NORDJYLLAND = ["773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860"]
 
 
@@ -40,6 +42,9 @@ def distinct_events(count: int) -> list[bytes]:
         event["eventId"] = str(uuid.uuid4())
         event["patient"]["cpr"] = CPRS[i % len(CPRS)]
         event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
+        # Like real referrals, each has its own free-text note and its own times.
+        event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
+        event["occurredAt"] = f"2026-11-{1 + i % 28:02d}T{8 + i % 9:02d}:{i % 60:02d}:00+01:00"
         events.append(orjson.dumps(event))
     return events
 

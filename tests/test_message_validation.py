@@ -146,3 +146,45 @@ def test_results_are_the_same_with_nothing_remembered(referral: dict[str, Any]) 
     assert fhir_problems(broken, remember=False) == remembered != []
     forget_validated()
     assert fhir_problems(broken) == remembered
+
+
+def test_a_message_differing_only_in_ids_and_timestamp_reuses_what_was_validated(pipeline: Pipeline) -> None:
+    from dataclasses import replace
+
+    from integration.fhir.resource_validation import _validated_element
+
+    raw = (GOLDEN / "discharge" / "04-high-risk-hospital.event.json").read_text(encoding="utf-8")
+    first = transform(raw.encode(), pipeline, FIXED_NOW).outgoing[0].message
+    unvalidated = replace(pipeline, referral=replace(pipeline.referral, validate=lambda bundle: None))
+    other_event = raw.replace(json.loads(raw)["eventId"], "0d1f2e3c-4b5a-4978-8a6b-5c4d3e2f1a0b")
+    second = transform(other_event.encode(), unvalidated, FIXED_NOW.replace(hour=16)).outgoing[0].message
+    assert first["id"] != second["id"] and first["timestamp"] != second["timestamp"]
+    misses = _validated_element.cache_info().misses
+    assert fhir_problems(second) == []
+    # Only the ServiceRequest's identifier, which carries the new event id, is new content.
+    assert _validated_element.cache_info().misses == misses + 1
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [("2026-11-31T14:30:00+01:00", "timestamp"), ("2026-11-20T25:30:00+01:00", "timestamp")],
+    ids=["no-such-day", "no-such-hour"],
+)
+def test_a_timestamp_that_is_not_real_is_never_taken_for_a_remembered_one(
+    referral: dict[str, Any], timestamp: str, expected: str
+) -> None:
+    assert fhir_problems(referral) == []  # the real timestamp's shape is now remembered
+    broken = copy.deepcopy(referral)
+    real = broken["timestamp"]
+    provenance = _resource(broken, "Provenance")
+    broken["timestamp"] = provenance["occurredDateTime"] = provenance["recorded"] = timestamp
+    assert real != timestamp
+    problems = " ".join(fhir_problems(broken))
+    assert "Bundle" in problems and "Provenance" in problems
+
+
+def test_an_id_that_is_not_a_uuid_is_validated_for_itself(referral: dict[str, Any]) -> None:
+    assert fhir_problems(referral) == []
+    broken = copy.deepcopy(referral)
+    _resource(broken, "Provenance")["id"] = "not a valid id!"
+    assert any("Provenance/not a valid id!: id" in p for p in fhir_problems(broken))

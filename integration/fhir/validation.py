@@ -1,25 +1,21 @@
 """Validation of every message before it leaves: FHIR R4 content and MedCom's messaging rules.
 
-FHIR content: each resource is validated with its fhir.resources model. fhir.resources 8
-ships no R4 package; its R4B models accept R4 content for every resource we emit (Bundle is
-identical). They do not check required code bindings, the 64-character id limit or
-invariants, so `messaging_problems` checks those, with the MedCom envelope rules.
+FHIR content is checked by fhir.resources (`resource_validation`). It does not check required
+code bindings, the 64-character id limit or invariants, so `messaging_problems` checks those,
+with the MedCom envelope rules, on every message.
 """
 
 from __future__ import annotations
 
 import re
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
 from typing import Any
 
-import orjson
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
 from integration.errors import BuildError
+from integration.fhir.resource_validation import fhir_problems, forget_validated
+
+__all__ = ["fhir_problems", "forget_validated", "messaging_problems", "validate_message"]
 
 Resource = dict[str, Any]
 
@@ -87,154 +83,6 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
-@cache
-def _model(resource_type: str) -> Any:
-    return get_fhir_model_class(resource_type)
-
-
-def _element_model(annotation: Any) -> tuple[Any, bool] | None:
-    """The element model behind a field's annotation, and whether the field is a list."""
-    is_list, pending = False, [annotation]
-    while pending:
-        current = pending.pop()
-        if hasattr(current, "get_model_klass"):
-            model = current.get_model_klass()
-            return (None if model.__name__ in ("Resource", "DomainResource") else model), is_list
-        is_list = is_list or typing.get_origin(current) is list
-        pending.extend(typing.get_args(current))
-    return None
-
-
-@cache
-def _complex_fields(model: Any) -> dict[str, Any]:
-    """JSON name → element model, for the fields of `model` whose values are complex elements."""
-    fields = {}
-    for name, info in model.model_fields.items():
-        found = _element_model(info.annotation)
-        if found and found[0] is not None:
-            fields[info.alias or name] = found[0]
-    return fields
-
-
-@lru_cache(maxsize=16384)
-def _validated_element(model: Any, content: bytes) -> Any:
-    """An element validated by fhir.resources, once per distinct content (see docs/decisions/0005)."""
-    return model.model_validate(orjson.loads(content))
-
-
-class _InvalidElement(Exception):
-    def __init__(self, field: str, error: ValidationError) -> None:
-        super().__init__(field)
-        self.field, self.error = field, error
-
-
-def _element(model: Any, value: Any, field: str) -> Any:
-    if isinstance(value, dict):
-        try:
-            return _validated_element(model, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
-        except ValidationError as exc:
-            raise _InvalidElement(field, exc) from None
-    if isinstance(value, list):
-        return [_element(model, item, f"{field}.{i}") for i, item in enumerate(value)]
-    return value
-
-
-class _BoundedSet:
-    """Remembers up to `size` keys, forgetting the oldest first."""
-
-    def __init__(self, size: int) -> None:
-        self._keys: dict[bytes, None] = {}
-        self._size = size
-
-    def __contains__(self, key: bytes) -> bool:
-        return key in self._keys
-
-    def clear(self) -> None:
-        self._keys.clear()
-
-    def add(self, key: bytes) -> None:
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            del self._keys[next(iter(self._keys))]
-
-
-# Whole resources already validated (an organisation recurs in every message to or from it).
-_valid_resources = _BoundedSet(4096)
-
-
-def forget_validated() -> None:
-    """Empty the memory of validated elements and resources (benchmarks measure the cold cost with it)."""
-    _validated_element.cache_clear()
-    _valid_resources.clear()
-
-
-# Never remembered: narratives (unique to a message: they show its ids) and what identifies a
-# patient, which a cache would keep in memory for no gain.
-UNCACHED_RESOURCES = frozenset({"Patient"})
-UNCACHED_ELEMENTS = frozenset({"text"})
-UNCACHED_PATIENT_ELEMENTS = UNCACHED_ELEMENTS | {"identifier", "name", "telecom", "contact"}
-
-
-def validate_resource(resource: Resource) -> None:
-    """Validate one resource with its fhir.resources model (raises pydantic's ValidationError).
-
-    Its complex elements are validated first, each by its own element model and remembered by
-    exact content, so an element that recurs across messages (a code, an organisation's
-    identifier, a profile, a reference to a known organisation) is validated once per process;
-    the resource's own rules then run on them. See docs/decisions/0005-validation-cost.md.
-    """
-    model = _model(resource["resourceType"])
-    if resource["resourceType"] in UNCACHED_RESOURCES:
-        _validate_with_known_elements(model, resource, UNCACHED_PATIENT_ELEMENTS)
-        return
-    content = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-    if content not in _valid_resources:
-        _validate_with_known_elements(model, resource, UNCACHED_ELEMENTS)
-        _valid_resources.add(content)
-
-
-def _validate_with_known_elements(model: Any, resource: Resource, uncached: frozenset[str]) -> None:
-    fields = _complex_fields(model)
-    model.model_validate(
-        {k: _element(fields[k], v, k) if k in fields and k not in uncached else v for k, v in resource.items()}
-    )
-
-
-def _format_pydantic(resource: Resource, error: ValidationError, field: str = "") -> list[str]:
-    where = f"{resource.get('resourceType')}/{resource.get('id')}"
-    return [
-        f"{where}: {'.'.join([field] * bool(field) + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()
-    ]
-
-
-def fhir_problems(bundle: Resource, *, remember: bool = True) -> list[str]:
-    """FHIR R4 content problems, each resource validated by its own model.
-
-    With `remember`, validated content is remembered (our own messages, see `validate_resource`);
-    without, every element is validated afresh and nothing is kept (for messages from elsewhere).
-    """
-    problems: list[str] = []
-    shell = {**bundle, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in bundle.get("entry", [])]}
-    try:
-        _model("Bundle").model_validate(shell)
-    except ValidationError as exc:
-        problems += _format_pydantic(bundle, exc)
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource") or {}
-        try:
-            if remember:
-                validate_resource(resource)
-            else:
-                _model(resource["resourceType"]).model_validate(resource)
-        except ValidationError as exc:
-            problems += _format_pydantic(resource, exc)
-        except _InvalidElement as exc:
-            problems += _format_pydantic(resource, exc.error, exc.field)
-        except (KeyError, ValueError, TypeError) as exc:
-            problems.append(f"entry {entry.get('fullUrl')}: not a FHIR resource ({exc})")
-    return problems
-
-
 def _values(node: Any, path: str) -> Iterator[Any]:
     head, _, rest = path.partition(".")
     value = node.get(head) if isinstance(node, dict) else None
@@ -254,12 +102,7 @@ class _Found:
 
 def _walk(node: Any, found: _Found, path: str) -> None:
     """Collect references and timestamps, and the empty values FHIR forbids (invariant ele-1)."""
-    if isinstance(node, dict):
-        items: Any = node.items()
-    elif isinstance(node, list):
-        items = enumerate(node)
-    else:
-        return
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
         if value in ("", [], {}, None):
             found.empty.append(f"{path}.{key}")
@@ -276,15 +119,19 @@ def _identifier_systems(resource: Resource) -> set[str]:
     return {i.get("system") for i in resource.get("identifier", [])}
 
 
+_CODES_BY_OWNER: dict[str, list[tuple[str, frozenset[str]]]] = {}
+for (_owner, _path), _allowed in REQUIRED_CODES.items():
+    _CODES_BY_OWNER.setdefault(_owner, []).append((_path, _allowed))
+
+
 def _code_problems(resource: Resource) -> list[str]:
     rtype, problems = resource["resourceType"], []
-    for (owner, path), allowed in REQUIRED_CODES.items():
-        if owner == rtype:
-            problems += [
-                f"{rtype}/{resource['id']}: {path} {v!r} is not a valid code"
-                for v in _values(resource, path)
-                if v not in allowed
-            ]
+    for path, allowed in _CODES_BY_OWNER.get(rtype, ()):
+        problems += [
+            f"{rtype}/{resource['id']}: {path} {v!r} is not a valid code"
+            for v in _values(resource, path)
+            if v not in allowed
+        ]
     text = resource.get("text")
     if text is not None and text.get("status") not in REQUIRED_CODES[("Narrative", "status")]:
         problems.append(f"{rtype}/{resource['id']}: text.status is not a valid code")
@@ -348,12 +195,10 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
         if not resource.get("text", {}).get("div"):
             problems.append(f"{rtype}/{rid}: narrative text is missing")
         problems += _code_problems(resource)
-        # A Provenance's entity points at earlier messages, which are not in this Bundle.
-        _walk(
-            {k: v for k, v in resource.items() if k != "entity"} if rtype == "Provenance" else resource,
-            found,
-            f"{rtype}/{rid}",
-        )
+        # The narrative is checked above and is one string; a Provenance's entity points at
+        # earlier messages, which are not in this Bundle.
+        skipped = ("text", "entity") if rtype == "Provenance" else ("text",)
+        _walk({k: v for k, v in resource.items() if k not in skipped}, found, f"{rtype}/{rid}")
     problems += [
         f"reference {ref!r} does not resolve inside the Bundle" for ref in found.references if ref not in by_ref
     ]

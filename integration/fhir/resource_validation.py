@@ -1,0 +1,218 @@
+"""FHIR R4 content validation with fhir.resources, remembering what it already found valid.
+
+fhir.resources 8 ships no R4 package; its R4B models accept R4 content for every resource we
+emit (Bundle is identical). Each FHIR element is its own pydantic model with Python-level
+validators (about 25 µs each), so a referral of about 100 elements costs milliseconds. Two
+things make that affordable without validating less (docs/decisions/0005-validation-cost.md):
+
+- Elements are validated bottom-up and remembered, keyed by their content; a remembered
+  element is handed to its parent as the model instance, which fhir.resources accepts as is.
+- The key abstracts the message's own volatile tokens: its resource ids (when UUIDs) and its
+  timestamp (when a real one) are replaced, wherever they occur, by a fixed token of the same
+  shape. fhir.resources judges such tokens by their lexical form only, and a UUID or a real
+  timestamp stays one, so two contents that differ only there are valid or invalid together.
+
+Never remembered: what identifies a patient (identifier, name, telecom, contact) and the
+patient's narrative; messages validated with `remember=False` (from elsewhere) leave nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from datetime import datetime
+from functools import cache, lru_cache
+from typing import Any
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+Resource = dict[str, Any]
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_STAND_IN = b"abcdef01-abcd-4bcd-8bcd-abcdef012345"
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})")
+_PATIENT_IDENTITY = frozenset({"identifier", "name", "telecom", "contact", "text"})
+
+StandIns = tuple[tuple[bytes, bytes], ...]
+
+
+@cache
+def model_for(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def _timestamp_stand_in(token: str) -> bytes | None:
+    """A fixed real timestamp of the same shape, or None when `token` is not a real timestamp."""
+    shape = _TIMESTAMP.fullmatch(token)
+    if shape is None:
+        return None
+    try:
+        datetime.fromisoformat(token)
+    except ValueError:
+        return None
+    seconds = re.sub(r"[0-9]", "0", shape.group(1) or "")
+    zone = "Z" if shape.group(3) == "Z" else "+00:00"
+    return f"2000-01-01T00:00{seconds}{zone}".encode()
+
+
+def stand_ins(bundle: Resource) -> StandIns:
+    """The message's own volatile tokens, each with its fixed stand-in: every resource id and the
+    Bundle's id that is a UUID, and the Bundle's timestamp if it is a real one."""
+    ids = {bundle.get("id")} | {(e.get("resource") or {}).get("id") for e in bundle.get("entry", [])}
+    pairs = [(i.encode(), _UUID_STAND_IN) for i in ids if isinstance(i, str) and _UUID.fullmatch(i)]
+    timestamp = bundle.get("timestamp")
+    if isinstance(timestamp, str) and (stand_in := _timestamp_stand_in(timestamp)) is not None:
+        pairs.append((timestamp.encode(), stand_in))
+    return tuple(pairs)
+
+
+def memory_key(content: bytes, replacements: StandIns) -> bytes:
+    """The content with the message's volatile tokens replaced by their stand-ins."""
+    for token, stand_in in replacements:
+        content = content.replace(token, stand_in)
+    return content
+
+
+def _element_model(annotation: Any) -> Any:
+    """The element model behind a field's annotation (None for a field that holds resources)."""
+    pending = [annotation]
+    while pending:
+        current = pending.pop()
+        if hasattr(current, "get_model_klass"):
+            model = current.get_model_klass()
+            return None if model.__name__ in ("Resource", "DomainResource") else model
+        pending.extend(typing.get_args(current))
+    return None
+
+
+@cache
+def _complex_fields(model: Any) -> dict[str, Any]:
+    """JSON name → element model, for the fields of `model` whose values are complex elements."""
+    fields = {}
+    for name, info in model.model_fields.items():
+        element = _element_model(info.annotation)
+        if element is not None:
+            fields[info.alias or name] = element
+    return fields
+
+
+class InvalidElement(Exception):
+    def __init__(self, field: str, error: ValidationError) -> None:
+        super().__init__(field)
+        self.field, self.error = field, error
+
+
+@lru_cache(maxsize=16384)
+def _validated_element(model: Any, key: bytes) -> Any:
+    """The element model built from the key's content: valid exactly when the original is."""
+    return model.model_validate(orjson.loads(key))
+
+
+def _element(model: Any, value: Any, field: str, replacements: StandIns) -> Any:
+    if isinstance(value, dict):
+        key = memory_key(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), replacements)
+        try:
+            return _validated_element(model, key)
+        except ValidationError as exc:
+            raise InvalidElement(field, exc) from None
+    if isinstance(value, list):
+        return [_element(model, item, f"{field}.{i}", replacements) for i, item in enumerate(value)]
+    return value
+
+
+class _BoundedSet:
+    """Remembers up to `size` keys, forgetting the oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self._keys: dict[bytes, None] = {}
+        self._size = size
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._keys
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+    def add(self, key: bytes) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+
+_valid_resources = _BoundedSet(4096)
+
+
+def forget_validated() -> None:
+    """Empty the memory of validated elements and resources."""
+    _validated_element.cache_clear()
+    _valid_resources.clear()
+
+
+def _validate_with_known_elements(
+    model: Any, resource: Resource, replacements: StandIns, skip: frozenset[str] = frozenset()
+) -> None:
+    fields = _complex_fields(model)
+    model.model_validate(
+        {
+            k: _element(fields[k], v, k, replacements) if k in fields and k not in skip else v
+            for k, v in resource.items()
+        }
+    )
+
+
+def validate_resource(resource: Resource, replacements: StandIns = ()) -> None:
+    """Validate one resource with its fhir.resources model, remembering what was found valid.
+
+    `replacements` are the message's volatile tokens (`stand_ins`). Raises pydantic's
+    ValidationError, or InvalidElement naming the field whose element failed.
+    """
+    model = model_for(resource["resourceType"])
+    if resource["resourceType"] == "Patient":
+        _validate_with_known_elements(model, resource, replacements, _PATIENT_IDENTITY)
+        return
+    key = model.__name__.encode() + memory_key(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), replacements)
+    if key not in _valid_resources:
+        _validate_with_known_elements(model, resource, replacements)
+        _valid_resources.add(key)
+
+
+def _format(resource: Resource, error: ValidationError, field: str = "") -> list[str]:
+    where = f"{resource.get('resourceType')}/{resource.get('id')}"
+    prefix = [field] if field else []
+    return [f"{where}: {'.'.join(prefix + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()]
+
+
+def fhir_problems(bundle: Resource, *, remember: bool = True) -> list[str]:
+    """FHIR R4 content problems: the Bundle's shell, then each resource with its own model.
+
+    `remember` is for our own messages; a message from elsewhere is validated afresh and leaves
+    nothing behind.
+    """
+    problems: list[str] = []
+    replacements = stand_ins(bundle)
+    shell = {**bundle, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in bundle.get("entry", [])]}
+    try:
+        if remember:
+            validate_resource(shell, replacements)
+        else:
+            model_for("Bundle").model_validate(shell)
+    except ValidationError as exc:
+        problems += _format(bundle, exc)
+    except InvalidElement as exc:
+        problems += _format(bundle, exc.error, exc.field)
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource") or {}
+        try:
+            if remember:
+                validate_resource(resource, replacements)
+            else:
+                model_for(resource["resourceType"]).model_validate(resource)
+        except ValidationError as exc:
+            problems += _format(resource, exc)
+        except InvalidElement as exc:
+            problems += _format(resource, exc.error, exc.field)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"entry {entry.get('fullUrl')}: not a FHIR resource ({exc})")
+    return problems
