@@ -9,9 +9,11 @@ from pathlib import Path
 from integration.config import Settings
 from integration.errors import ConfigurationError
 from integration.flows.referral import ReferralContext
+from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
-from integration.pipeline import Pipeline
+from integration.pipeline import Pipeline, transform
+from integration.runtime.processor import Handler
 
 
 def load_contract(schemas_dir: Path, name: str) -> JsonContract:
@@ -35,3 +37,12 @@ def build_pipeline(settings: Settings) -> Pipeline:
         ),
         max_payload_bytes=settings.max_payload_bytes,
     )
+
+
+def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
+    """The handler of each flow's inbound queue; a later flow adds one entry."""
+
+    def discharge(body: bytes, now: datetime) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("discharge-event",))
+
+    return {"discharge": discharge}

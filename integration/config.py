@@ -1,15 +1,39 @@
-"""Settings, read once from the environment, with defaults that run on a laptop from a checkout."""
+"""Settings, read once: defaults that run on a laptop, then an optional TOML file, then the environment.
+
+INTEGRATION_CONFIG             path of a TOML file whose [integration] table sets any key below
+INTEGRATION_BROKER_URL         amqp(s)://user:password@host:port/vhost  (guest is for local development only)
+INTEGRATION_BROKER_CA_FILE, INTEGRATION_BROKER_CERT_FILE, INTEGRATION_BROKER_KEY_FILE   TLS (amqps)
+INTEGRATION_PREFETCH           unacked messages per consumer (default 20)
+INTEGRATION_AUDIT_DSN          sqlite:///path (default data/audit.sqlite3) or postgresql://…
+INTEGRATION_FLOWS              comma-separated flows to consume (default: every flow with a handler)
+INTEGRATION_MAPPINGS_DIR, INTEGRATION_SCHEMAS_DIR, INTEGRATION_MAX_PAYLOAD_BYTES
+"""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from integration.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    "broker_url": "amqp://guest:guest@127.0.0.1:5672/hjerterehab",
+    "broker_ca_file": None,
+    "broker_cert_file": None,
+    "broker_key_file": None,
+    "prefetch": 20,
+    "audit_dsn": "sqlite:///data/audit.sqlite3",
+    "flows": "",
+    "mappings_dir": str(PROJECT_ROOT / "mappings"),
+    "schemas_dir": str(PROJECT_ROOT / "schemas"),
+    "max_payload_bytes": 1024 * 1024,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,16 +41,51 @@ class Settings:
     mappings_dir: Path
     schemas_dir: Path
     max_payload_bytes: int
+    broker_url: str = DEFAULTS["broker_url"]
+    broker_ca_file: str | None = None
+    broker_cert_file: str | None = None
+    broker_key_file: str | None = None
+    prefetch: int = 20
+    audit_dsn: str = DEFAULTS["audit_dsn"]
+    flows: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        try:
-            max_bytes = int(env.get("INTEGRATION_MAX_PAYLOAD_BYTES", 1024 * 1024))
-        except ValueError:
-            raise ConfigurationError("INTEGRATION_MAX_PAYLOAD_BYTES must be a whole number of bytes") from None
+        values = dict(DEFAULTS)
+        if path := env.get("INTEGRATION_CONFIG"):
+            values.update(_read_file(Path(path)))
+        values.update({key: env[name] for key in DEFAULTS if (name := f"INTEGRATION_{key.upper()}") in env})
         return cls(
-            mappings_dir=Path(env.get("INTEGRATION_MAPPINGS_DIR", PROJECT_ROOT / "mappings")),
-            schemas_dir=Path(env.get("INTEGRATION_SCHEMAS_DIR", PROJECT_ROOT / "schemas")),
-            max_payload_bytes=max_bytes,
+            mappings_dir=Path(values["mappings_dir"]),
+            schemas_dir=Path(values["schemas_dir"]),
+            max_payload_bytes=_whole_number(values, "max_payload_bytes"),
+            broker_url=str(values["broker_url"]),
+            broker_ca_file=values["broker_ca_file"] or None,
+            broker_cert_file=values["broker_cert_file"] or None,
+            broker_key_file=values["broker_key_file"] or None,
+            prefetch=_whole_number(values, "prefetch"),
+            audit_dsn=str(values["audit_dsn"]),
+            flows=tuple(f.strip() for f in str(values["flows"]).split(",") if f.strip()),
         )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("integration", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the config file {path}: {exc}") from None
+    unknown = set(table) - set(DEFAULTS)
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+    return dict(table)
+
+
+def _whole_number(values: Mapping[str, Any], key: str) -> int:
+    try:
+        number = int(values[key])
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be a whole number") from None
+    if number <= 0:
+        raise ConfigurationError(f"{key} must be positive")
+    return number

@@ -6,7 +6,9 @@
     │   ├── UnknownMessageKind the message is not one of the kinds the service accepts
     │   └── ConfigurationError our mappings lack something the message needs (e.g. a
     │                         municipality without a receiving endpoint); replay after the fix
-    └── Transient             our side could not do it now (broker, database) → retry
+    ├── Transient             our side could not do it now (database, a refused publish) → retry
+    └── ConnectionLost        the broker connection is gone: unacked messages come back on
+                              their own; the consumer reconnects with backoff
 
     BuildError                a message we built is invalid: a bug in the service, never the
                               sender's fault; it fails loudly and nothing is sent
@@ -56,6 +58,12 @@ class Transient(IntegrationError):
     """A temporary failure on our side; the same message may succeed later."""
 
     reason = "transient"
+
+
+class ConnectionLost(IntegrationError):
+    """The broker connection or channel is gone; retrying on it is pointless, reconnecting is not."""
+
+    reason = "connection-lost"
 
 
 class BuildError(Exception):

@@ -47,17 +47,20 @@ def _handle_discharge_event(doc: Any, pipeline: Pipeline) -> FlowResult:
 JSON_KINDS: tuple[MessageKind, ...] = (MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),)
 
 
-def detect_kind(doc: Any) -> MessageKind:
+def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKind:
     for kind in JSON_KINDS:
-        if kind.matches(doc):
+        if kind.matches(doc) and (accepted is None or kind.name in accepted):
             return kind
+    if accepted is not None:
+        raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
     raise UnknownMessageKind(
         "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation')"
     )
 
 
-def transform(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowResult:
+def transform(raw: bytes, pipeline: Pipeline, now: datetime, accepted: tuple[str, ...] | None = None) -> FlowResult:
+    """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
     if raw.lstrip()[:1] == b"<":
         raise UnknownMessageKind("XML messages are not accepted yet")
     doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
-    return detect_kind(doc).handle(doc, pipeline.at(now))
+    return detect_kind(doc, accepted).handle(doc, pipeline.at(now))

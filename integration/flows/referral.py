@@ -108,7 +108,7 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
     pathway = choose_pathway(event, risk)
     if pathway is None:
         facts.append(AuditFact("no-referral", {"eventId": event.event_id, "riskGroup": risk.group.value}))
-        return FlowResult(outgoing=(), facts=tuple(facts))
+        return FlowResult(outgoing=(), facts=tuple(facts), patient=event.patient.cpr.value)
     if pathway.decision_overridden:
         facts.append(
             AuditFact(
@@ -138,4 +138,4 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
             },
         )
     )
-    return FlowResult(outgoing=(Outgoing(route, bundle),), facts=tuple(facts))
+    return FlowResult(outgoing=(Outgoing(route, bundle),), facts=tuple(facts), patient=event.patient.cpr.value)

@@ -37,3 +37,4 @@ class AuditFact:
 class FlowResult:
     outgoing: tuple[Outgoing, ...]
     facts: tuple[AuditFact, ...]
+    patient: str | None = None  # the CPR number the message is about, for the audit log only

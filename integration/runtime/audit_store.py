@@ -1,0 +1,184 @@
+"""The audit store: the hash-chained audit log and the processed-messages table, over SQL.
+
+One implementation for both databases; `sqlite_store` and `postgres_store` supply the
+connection, the placeholders and the lock that serialises appends to the chain. Any database
+error is Transient: the message is retried, and its delivery limit ends the retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutput:
+    """One outgoing message exactly as first published, for byte-identical republishing."""
+
+    exchange: str
+    routing_key: str
+    message_id: str
+    body: bytes
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "exchange": self.exchange,
+            "routingKey": self.routing_key,
+            "messageId": self.message_id,
+            "body": self.body.decode("utf-8"),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, str]) -> StoredOutput:
+        return cls(doc["exchange"], doc["routingKey"], doc["messageId"], doc["body"].encode("utf-8"))
+
+
+class AuditStore(Protocol):
+    def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None: ...
+
+    def record(
+        self,
+        entries: Sequence[AuditEntry],
+        at: datetime,
+        processed: tuple[str, str, Sequence[StoredOutput]] | None = None,
+    ) -> None: ...
+
+    def records(self) -> Iterator[AuditRecord]: ...
+
+    def head(self) -> tuple[int, str]: ...
+
+    def trail(self, patient: str) -> list[AuditRecord]: ...
+
+    def close(self) -> None: ...
+
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT PRIMARY KEY, at TEXT NOT NULL, step TEXT NOT NULL, flow TEXT NOT NULL,
+        message_id TEXT NOT NULL, patient TEXT, detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient)",
+    """CREATE TABLE IF NOT EXISTS audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS processed_message (
+        flow TEXT NOT NULL, message_id TEXT NOT NULL, at TEXT NOT NULL, outputs TEXT NOT NULL,
+        PRIMARY KEY (flow, message_id))""",
+)
+
+
+class SqlAuditStore:
+    """The store over a DB-API connection; subclasses open it and lock the chain."""
+
+    placeholder = "?"
+
+    def __init__(self, connection: Any) -> None:
+        self._db = connection
+        self._setup()
+
+    # -- hooks for the two databases -------------------------------------------------------
+    def _transaction(self) -> Any:
+        raise NotImplementedError
+
+    def _lock_chain(self, cursor: Any) -> None:
+        """Serialise appends to the chain across processes, for the rest of the transaction."""
+
+    def _translate(self, exc: Exception) -> Exception:
+        return exc
+
+    # ---------------------------------------------------------------------------------------
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder)
+
+    def _setup(self) -> None:
+        with self._transaction() as cursor:
+            for statement in SCHEMA:
+                cursor.execute(statement)
+            cursor.execute(self._sql("SELECT seq FROM audit_head WHERE id = 1"))
+            if cursor.fetchone() is None:
+                cursor.execute(self._sql("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)"), (GENESIS,))
+
+    def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("SELECT outputs FROM processed_message WHERE flow = ? AND message_id = ?"), (flow, message_id)
+            )
+            row = cursor.fetchone()
+        return None if row is None else [StoredOutput.from_json(o) for o in orjson.loads(row[0])]
+
+    def record(
+        self,
+        entries: Sequence[AuditEntry],
+        at: datetime,
+        processed: tuple[str, str, Sequence[StoredOutput]] | None = None,
+    ) -> None:
+        """Append entries to the chain, and mark a message processed, in one transaction."""
+        stamp = at.isoformat()
+        with self._transaction() as cursor:
+            self._lock_chain(cursor)
+            cursor.execute(self._sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
+            seq, prev = cursor.fetchone()
+            records = chain(entries, seq, prev, stamp)
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO audit_log (seq, at, step, flow, message_id, patient, detail, prev_hash, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                [
+                    (
+                        r.seq,
+                        r.at,
+                        r.step,
+                        r.flow,
+                        r.message_id,
+                        r.patient,
+                        orjson.dumps(r.detail, option=orjson.OPT_SORT_KEYS).decode(),
+                        r.prev_hash,
+                        r.hash,
+                    )
+                    for r in records
+                ],
+            )
+            if records:
+                cursor.execute(
+                    self._sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"),
+                    (records[-1].seq, records[-1].hash),
+                )
+            if processed is not None:
+                flow, message_id, outputs = processed
+                cursor.execute(
+                    self._sql("INSERT INTO processed_message (flow, message_id, at, outputs) VALUES (?, ?, ?, ?)"),
+                    (flow, message_id, stamp, orjson.dumps([o.as_json() for o in outputs]).decode()),
+                )
+
+    def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[AuditRecord]:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT seq, at, step, flow, message_id, patient, detail, prev_hash, hash FROM audit_log "
+                    f"{where} ORDER BY seq"
+                ),
+                params,
+            )
+            rows = cursor.fetchall()
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8]) for r in rows]
+
+    def records(self) -> Iterator[AuditRecord]:
+        yield from self._rows()
+
+    def head(self) -> tuple[int, str]:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
+            seq, digest = cursor.fetchone()
+        return int(seq), str(digest)
+
+    def trail(self, patient: str) -> list[AuditRecord]:
+        return self._rows("WHERE patient = ?", (patient,))
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,18 @@
+"""Opening the audit store named by a DSN: `sqlite:///path` (default) or `postgresql://…`."""
+
+from __future__ import annotations
+
+from integration.errors import ConfigurationError
+from integration.runtime.audit_store import AuditStore
+
+
+def open_audit_store(dsn: str) -> AuditStore:
+    if dsn.startswith("sqlite:///"):
+        from integration.runtime.sqlite_store import SqliteAuditStore
+
+        return SqliteAuditStore(dsn.removeprefix("sqlite:///"))
+    if dsn.startswith(("postgresql://", "postgres://")):
+        from integration.runtime.postgres_store import PostgresAuditStore
+
+        return PostgresAuditStore(dsn)
+    raise ConfigurationError("audit DSN must start with sqlite:/// or postgresql://")

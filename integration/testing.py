@@ -1,0 +1,110 @@
+"""Test helpers shipped with the package: an in-memory broker that routes like our RabbitMQ topology.
+
+Used by the unit tests of the runtime and by `integration demo` when no broker is reachable.
+It is not a substitute for the real broker in the adapter's own tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from integration.errors import Transient
+from integration.topology import bindings, exchanges, queues
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    body: bytes
+    message_id: str | None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    content_type: str | None = None
+    redelivered: bool = False
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: `*` is one word, `#` zero or more."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] in ("*", k[0])) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), key.split("."))
+
+
+class InMemoryBroker:
+    """Exchanges, queues and bindings as in `integration.topology`; publish routes at once."""
+
+    def __init__(self) -> None:
+        self.exchanges = {e.name: e for e in exchanges()}
+        self.queues: dict[str, deque[StoredMessage]] = {q.name: deque() for q in queues()}
+        self.bindings = [(b.exchange, b.queue, b.routing_key) for b in bindings()]
+
+    def bind(self, exchange: str, queue: str, routing_key: str) -> None:
+        self.queues.setdefault(queue, deque())
+        self.bindings.append((exchange, queue, routing_key))
+
+    def _routes(self, exchange: str, routing_key: str) -> list[str]:
+        kind = self.exchanges[exchange].type
+        return [
+            queue
+            for source, queue, key in self.bindings
+            if source == exchange
+            and (
+                kind == "fanout"
+                or (kind == "direct" and key == routing_key)
+                or (kind == "topic" and topic_matches(key, routing_key))
+            )
+        ]
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str = FHIR_JSON,
+    ) -> None:
+        if exchange not in self.exchanges:
+            raise Transient(f"no exchange {exchange}")
+        targets = self._routes(exchange, routing_key)
+        alternate = self.exchanges[exchange].arguments.get("alternate-exchange")
+        if not targets and alternate:
+            targets = self._routes(alternate, routing_key)
+        if not targets:
+            raise Transient(f"unroutable: {exchange} {routing_key}")
+        for queue in targets:
+            self.queues[queue].append(StoredMessage(body, message_id, dict(headers or {}), content_type))
+
+    def get(self, queue: str) -> StoredMessage | None:
+        messages = self.queues[queue]
+        return messages.popleft() if messages else None
+
+
+def drain_in_memory(broker: InMemoryBroker, processor: Any, flows: Any) -> int:
+    """Process every message waiting on the flows' inbound queues, as the consumer would; returns how many."""
+    from integration.runtime.processor import Delivery
+
+    handled = 0
+    while True:
+        progressed = False
+        for flow in flows:
+            message = broker.get(flow.queue)
+            if message is None:
+                continue
+            delivery = Delivery(
+                flow.name, message.body, message.message_id, message.redelivered, message.headers, message.content_type
+            )
+            processor.acknowledged(delivery, processor.process(delivery))
+            handled += 1
+            progressed = True
+        if not progressed:
+            return handled

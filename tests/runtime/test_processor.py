@@ -1,0 +1,132 @@
+"""The message lifecycle on the in-memory broker and a real SQLite audit store (pure core plus one real adapter)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from integration.audit_chain import verify
+from integration.bootstrap import flow_handlers
+from integration.errors import Transient
+from integration.pipeline import Pipeline
+from integration.runtime.processor import Delivery, Processor, RetryPolicy
+from integration.runtime.sqlite_store import SqliteAuditStore
+from integration.testing import InMemoryBroker
+from tests.conftest import FIXED_NOW, GOLDEN
+
+EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
+FAST = RetryPolicy(attempts=3, seconds=2, initial_wait=0.001, max_wait=0.01)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteAuditStore:
+    return SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
+
+
+@pytest.fixture
+def broker() -> InMemoryBroker:
+    b = InMemoryBroker()
+    b.bind("rehab.referral", "sink", "#")
+    return b
+
+
+def make(pipeline: Pipeline, store: Any, bus: Any) -> Processor:
+    return Processor(flow_handlers(pipeline), store, bus, lambda: FIXED_NOW, FAST)
+
+
+def delivery(body: bytes, message_id: str | None = "m-1") -> Delivery:
+    return Delivery("discharge", body, message_id, content_type="application/json")
+
+
+def test_processed_message_publishes_confirmed_output_and_audits_every_step(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    outcome = processor.process(delivery(EVENT.read_bytes()))
+    processor.acknowledged(delivery(EVENT.read_bytes()), outcome)
+    (out,) = broker.queues["sink"]
+    bundle = orjson.loads(out.body)
+    assert out.message_id == bundle["entry"][0]["resource"]["id"]
+    steps = [r.step for r in store.records()]
+    assert steps == ["received", "validated", "fact:referral-built", "transformed", "published", "acked"]
+    assert all(r.patient == "2512489996" for r in store.records())
+    assert verify(store.records(), store.head()) is None
+
+
+def test_redelivery_republishes_byte_identical_output(pipeline, store, broker) -> None:
+    first = make(pipeline, store, broker)
+    first.process(delivery(EVENT.read_bytes()))
+    later = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW.replace(hour=18), FAST)
+    outcome = later.process(Delivery("discharge", EVENT.read_bytes(), "m-1", redelivered=True))
+    assert outcome.disposition == "replayed-outputs"
+    one, two = broker.queues["sink"]
+    assert one.body == two.body and one.message_id == two.message_id
+
+
+def test_without_message_id_the_body_hash_is_the_key(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    processor.process(delivery(EVENT.read_bytes(), None))
+    assert processor.process(delivery(EVENT.read_bytes(), None)).disposition == "replayed-outputs"
+
+
+def test_invalid_input_is_dead_lettered_with_reason_and_never_raises(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    bad = EVENT.read_bytes().replace(b'"851"', b'"999"')
+    outcome = processor.process(delivery(bad))
+    assert outcome.disposition == "dead-lettered"
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    assert dead.body == bad
+    assert dead.headers["x-rehab-reason"] == "patient.municipalityCode: unknown municipality code '999'"
+    assert dead.headers["x-rehab-flow"] == "discharge"
+    assert dead.headers["x-rehab-reason-code"] == "invalid-input"
+    assert datetime.fromisoformat(dead.headers["x-rehab-rejected-at"])
+    assert dead.content_type == "application/json"
+    assert [r.step for r in store.records()] == ["received", "rejected", "dead-lettered"]
+    assert broker.queues["sink"] == type(broker.queues["sink"])()
+
+
+def test_wrong_kind_on_a_flow_queue_is_dead_lettered(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    assert processor.process(delivery(b'{"resourceType": "Bundle"}')).disposition == "dead-lettered"
+
+
+class FlakyBus:
+    def __init__(self, inner: InMemoryBroker, failures: int) -> None:
+        self.inner, self.failures = inner, failures
+
+    def publish(self, *args: Any, **kwargs: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise Transient("broker said no")
+        self.inner.publish(*args, **kwargs)
+
+
+def test_transient_publish_failure_is_retried(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, FlakyBus(broker, failures=2))
+    assert processor.process(delivery(EVENT.read_bytes())).disposition == "processed"
+    assert len(broker.queues["sink"]) == 1
+
+
+def test_persistent_failure_raises_transient_after_bounded_retries(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, FlakyBus(broker, failures=100))
+    with pytest.raises(Transient):
+        processor.process(delivery(EVENT.read_bytes()))
+    # the outputs were stored before publishing: a redelivery republishes exactly them
+    outcome = make(pipeline, store, broker).process(delivery(EVENT.read_bytes()))
+    assert outcome.disposition == "replayed-outputs" and len(broker.queues["sink"]) == 1
+
+
+def test_no_referral_is_processed_and_audited_without_output(pipeline, store, broker) -> None:
+    body = (GOLDEN / "discharge" / "07-no-referral.event.json").read_bytes()
+    processor = make(pipeline, store, broker)
+    assert processor.process(delivery(body)).outputs == 0
+    assert [r.step for r in store.records()] == ["received", "validated", "fact:no-referral", "transformed"]
+
+
+def test_audit_detail_never_holds_the_cpr_outside_the_patient_column(pipeline, store, broker) -> None:
+    make(pipeline, store, broker).process(delivery(EVENT.read_bytes()))
+    for record in store.records():
+        assert "2512489996" not in json.dumps(record.detail)
