@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from integration.audit_chain import AuditEntry, verify
 from integration.runtime.audit_store import StoredOutput
 from integration.runtime.stores import open_audit_store
 
-AT = datetime(2026, 11, 20, 14, 30, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
