@@ -1,10 +1,9 @@
-"""The `integration` command: transform one message, run the demo over the bundled samples."""
+"""The `integration` command: transform one message, run the consumers, the demo, and the operations commands."""
 
 from __future__ import annotations
 
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
@@ -13,7 +12,9 @@ import orjson
 import structlog
 
 from integration.bootstrap import build_pipeline
-from integration.config import PROJECT_ROOT, Settings
+from integration.cli_ops import audit, dlq, topology
+from integration.cli_runtime import run_consumers, run_demo
+from integration.config import Settings
 from integration.errors import BuildError, ConfigurationError, Rejected
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
@@ -81,26 +82,27 @@ def transform_command(source: BinaryIO) -> None:
 
 
 @main.command()
-@click.option(
-    "--samples",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=PROJECT_ROOT / "tests" / "golden" / "discharge",
-    show_default=True,
-)
-@click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out") / "demo", show_default=True
-)
-def demo(samples: Path, out: Path) -> None:
-    """Run the referral flow over the sample discharge events (*.event.json) and write what would be sent."""
-    pipeline = _pipeline()
-    out.mkdir(parents=True, exist_ok=True)
-    files = sorted(samples.glob("*.event.json"))
-    sent = 0
-    for path in files:
-        result = _run(path.read_bytes(), pipeline)
-        (out / path.name).write_bytes(_dump([o.as_json() for o in result.outgoing]))
-        routes = ", ".join(o.route.routing_key for o in result.outgoing) or "no referral"
-        facts = ", ".join(f.kind for f in result.facts)
-        click.echo(f"{path.name.removesuffix('.event.json'):<44} → {routes:<36} [{facts}]")
-        sent += len(result.outgoing)
-    click.echo(f"{len(files)} events, {sent} referral messages written to {out}/")
+def demo() -> None:
+    """Start the consumers on the local broker, send them the sample events, and say what went where.
+
+    Without a reachable broker the same consumers run on the in-memory bus, and the first line says so.
+    """
+    try:
+        run_demo(Settings.from_env())
+    except ConfigurationError as exc:
+        _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+@main.command()
+@click.option("--flows", default=None, help="comma-separated flows to consume (default: all with a handler)")
+def run(flows: str | None) -> None:
+    """Run the consumers until SIGTERM or SIGINT."""
+    try:
+        run_consumers(Settings.from_env(), flows)
+    except ConfigurationError as exc:
+        _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+main.add_command(topology)
+main.add_command(dlq)
+main.add_command(audit)

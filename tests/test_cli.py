@@ -82,13 +82,29 @@ def test_broken_mappings_exit_3(tmp_path: Path) -> None:
     assert done.returncode == 3 and b"configuration" in done.stderr
 
 
-def test_demo_writes_one_file_per_sample(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    done = run_cli("demo", "--out", str(out))
+def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    env.update(
+        {
+            "INTEGRATION_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/none",
+            "INTEGRATION_AUDIT_DSN": f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "demo"], capture_output=True, env=env, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
-    written = sorted(p.name for p in out.glob("*.json"))
-    assert written == sorted(p.name for p in (GOLDEN / "discharge").glob("*.event.json"))
-    assert b"referral.municipality.851" in done.stdout and b"no referral" in done.stdout
+    lines = done.stdout.decode().splitlines()
+    assert lines[0].startswith("no broker at amqp://guest:***@127.0.0.1:1/none") and "in-memory bus" in lines[0]
+    assert "guest:guest" not in done.stdout.decode()
+    assert sum("referral from" in line for line in lines) == 13
+    assert any(
+        "dead-lettered: bad-unknown-municipality" in line and "unknown municipality code '999'" in line
+        for line in lines
+    )
+    assert lines[-1].startswith("13 referrals received downstream")
 
 
 def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:

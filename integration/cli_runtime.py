@@ -1,0 +1,175 @@
+"""Commands that run the service: `run` the consumers, and the `demo` on the local broker (or in memory)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+import click
+import orjson
+
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.config import PROJECT_ROOT, Settings
+from integration.errors import ConfigurationError, ConnectionLost
+from integration.runtime.audit_store import AuditStore
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.processor import Bus, Processor
+from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, apply_topology, drain
+from integration.runtime.stores import open_audit_store
+from integration.testing import InMemoryBroker, drain_in_memory
+from integration.topology import FLOWS_BY_NAME, INBOUND_EXCHANGE, Flow
+
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
+SAMPLES = PROJECT_ROOT / "tests" / "golden" / "discharge"
+
+
+def now() -> datetime:
+    return datetime.now(DANISH_TIME)
+
+
+def broker_settings(settings: Settings) -> BrokerSettings:
+    return BrokerSettings(
+        settings.broker_url,
+        settings.prefetch,
+        settings.broker_ca_file,
+        settings.broker_cert_file,
+        settings.broker_key_file,
+    )
+
+
+def selected_flows(settings: Settings, handlers: dict[str, object], names: str | None) -> list[Flow]:
+    chosen = [n.strip() for n in names.split(",")] if names else list(settings.flows) or list(handlers)
+    unknown = [n for n in chosen if n not in handlers]
+    if unknown:
+        raise ConfigurationError(f"no handler for flow(s) {', '.join(unknown)}; available: {', '.join(handlers)}")
+    return [FLOWS_BY_NAME[n] for n in chosen]
+
+
+def processor_factory(settings: Settings, store: AuditStore) -> Callable[[Bus], Processor]:
+    handlers = flow_handlers(build_pipeline(settings))
+    return lambda bus: Processor(handlers, store, bus, now)
+
+
+def run_consumers(settings: Settings, flow_names: str | None) -> None:
+    handlers = flow_handlers(build_pipeline(settings))
+    flows = selected_flows(settings, dict(handlers), flow_names)
+    store = open_audit_store(settings.audit_dsn)
+    service = ConsumerService(broker_settings(settings), flows, processor_factory(settings, store))
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"signal {signal.Signals(signum).name}: finishing the message in hand, then stopping", err=True)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.run()
+    finally:
+        store.close()
+
+
+def _samples() -> list[tuple[str, bytes, str]]:
+    samples = []
+    for path in sorted(SAMPLES.glob("*.event.json")):
+        body = path.read_bytes()
+        samples.append((path.name.removesuffix(".event.json"), body, orjson.loads(body)["eventId"]))
+    poison = samples[0][1].replace(b'"851"', b'"999"')
+    samples.append(("bad-unknown-municipality", poison, "demo-poison-unknown-municipality"))
+    return samples
+
+
+def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
+    broker = InMemoryBroker()
+    for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
+        broker.bind(exchange, "demo.outputs", "#")
+    names = {}
+    for name, body, message_id in _samples():
+        broker.publish(INBOUND_EXCHANGE, "discharge", body, message_id, content_type="application/json")
+        names[message_id] = name
+    processor = processor_factory(settings, store)(broker)
+    drain_in_memory(broker, processor, [FLOWS_BY_NAME["discharge"]])
+    routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
+    dead = [
+        (names.get(m.message_id or "", "?"), str(m.headers.get("x-rehab-reason")))
+        for m in broker.queues["rehab.discharge-events.dlq"]
+    ]
+    return _summarise(store, routed, dead)
+
+
+def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line per referral received downstream (sample → routing key), then the dead-lettered ones."""
+    names = {message_id: name for name, _, message_id in _samples()}
+    published = {r.detail.get("outputId"): r for r in store.records() if r.step == "published"}
+    lines = []
+    for output_id in routed:
+        record = published.get(output_id)
+        name = names.get(record.message_id, "?") if record else "?"
+        lines.append((f"referral from {name}", str(record.detail.get("routingKey")) if record else "?"))
+    lines += [(f"dead-lettered: {name}", reason) for name, reason in dead]
+    return lines
+
+
+def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
+    apply_topology(connection.channel)
+    outputs = connection.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+    for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
+        connection.channel.queue_bind(outputs, exchange, "#")
+    dlq_before = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
+    service = ConsumerService(
+        broker_settings(settings), [FLOWS_BY_NAME["discharge"]], processor_factory(settings, store)
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    samples = _samples()
+    for _name, body, message_id in samples:
+        connection.publish(INBOUND_EXCHANGE, "discharge", body, message_id, content_type="application/json")
+    deadline = time.monotonic() + 60
+    while service.handled < len(samples) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.stop()
+    worker.join(timeout=30)
+    routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
+    dlq_after = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
+    lines = _summarise(store, routed, [])
+    lines.append(("dead-lettered (rehab.discharge-events.dlq)", f"{dlq_after - dlq_before} new, {dlq_after} waiting"))
+    return lines
+
+
+def run_demo(settings: Settings) -> None:
+    Path("out").mkdir(exist_ok=True)
+    store = open_audit_store(settings.audit_dsn)
+    try:
+        try:
+            connection = RabbitConnection(broker_settings(settings))
+        except ConnectionLost as exc:
+            click.echo(f"no broker at {_safe_url(settings.broker_url)} ({exc}); running on the in-memory bus instead")
+            lines = demo_in_memory(settings, store)
+        else:
+            click.echo(f"broker: {_safe_url(settings.broker_url)}; audit: {settings.audit_dsn}")
+            try:
+                lines = demo_on_broker(settings, store, connection)
+            finally:
+                connection.close()
+        for left, right in lines:
+            click.echo(f"  {left:<58} → {right}")
+        click.echo(
+            f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals received downstream; "
+            f"audit log {store.head()[0]} records"
+        )
+    finally:
+        store.close()
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,121 @@
+"""Helpers for the tests against the real broker: events, consumer processes, output counting."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
+from tests.conftest import GOLDEN
+from tests.runtime.conftest import broker_url
+
+NORDJYLLAND = ["773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860"]
+
+
+def referral_events(count: int) -> list[tuple[str, bytes]]:
+    """`count` distinct discharge events that each produce one referral: (event id, body)."""
+    templates = [orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "discharge").glob("*.event.json"))]
+    templates = [t for t in templates if t["referral"]["decision"] != "none"]
+    events = []
+    for i in range(count):
+        event = copy.deepcopy(templates[i % len(templates)])
+        event["eventId"] = str(uuid.uuid4())
+        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
+        events.append((event["eventId"], orjson.dumps(event)))
+    return events
+
+
+def connect(vhost: str, prefetch: int = 100) -> RabbitConnection:
+    return RabbitConnection(BrokerSettings(broker_url(vhost), prefetch))
+
+
+def publish_events(vhost: str, events: list[tuple[str, bytes]]) -> None:
+    connection = connect(vhost)
+    try:
+        for event_id, body in events:
+            connection.publish("rehab.inbound", "discharge", body, event_id, content_type="application/json")
+    finally:
+        connection.close()
+
+
+def output_queue(vhost: str) -> str:
+    """A durable queue that collects every referral published in the vhost."""
+    name = f"test.outputs.{uuid.uuid4().hex[:8]}"
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        connection.channel.queue_bind(name, "rehab.referral", "#")
+    finally:
+        connection.close()
+    return name
+
+
+def take_all(vhost: str, queue: str) -> list[Any]:
+    connection = connect(vhost, prefetch=1000)
+    try:
+        messages = drain(connection, queue, 1_000_000)
+        for m in messages:
+            connection.channel.basic_ack(m.delivery_tag)
+        return messages
+    finally:
+        connection.close()
+
+
+def queue_depth(vhost: str, queue: str) -> int:
+    connection = connect(vhost)
+    try:
+        return int(connection.channel.queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def consumer_env(vhost: str, audit_dsn: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    env.update(
+        {
+            "INTEGRATION_BROKER_URL": broker_url(vhost),
+            "INTEGRATION_AUDIT_DSN": audit_dsn,
+            "INTEGRATION_PREFETCH": "20",
+            **extra,
+        }
+    )
+    return env
+
+
+def start_consumer(vhost: str, audit_dsn: str, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "integration", "--log-level", "INFO", "run"],
+        env=consumer_env(vhost, audit_dsn, **extra),
+        stdout=log,
+        stderr=log,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def referrals_by_event(messages: list[Any]) -> dict[str, set[str]]:
+    """event id → the distinct MessageHeader ids sent for it (each must have exactly one)."""
+    found: dict[str, set[str]] = {}
+    for message in messages:
+        bundle = orjson.loads(message.body)
+        request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+        event_id = request["identifier"][0]["value"].removeprefix("urn:uuid:")
+        found.setdefault(event_id, set()).add(bundle["entry"][0]["resource"]["id"])
+    return found

@@ -1,0 +1,287 @@
+"""The service on the real RabbitMQ broker: topology, delivery semantics, dead letters, shutdown, reconnects."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.cli_ops import definitions_document
+from integration.config import PROJECT_ROOT, Settings
+from integration.errors import Transient
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.processor import Processor, RetryPolicy
+from integration.runtime.rabbitmq import BrokerSettings, apply_topology
+from integration.runtime.stores import open_audit_store
+from integration.topology import FLOWS_BY_NAME
+from tests.conftest import FIXED_NOW
+from tests.runtime.broker_helpers import (
+    connect,
+    consumer_env,
+    output_queue,
+    publish_events,
+    queue_depth,
+    referral_events,
+    referrals_by_event,
+    start_consumer,
+    take_all,
+    wait_for,
+)
+from tests.runtime.conftest import broker_url, rabbitmqctl
+
+FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
+INBOUND = "rehab.discharge-events"
+DLQ = "rehab.discharge-events.dlq"
+
+
+@contextmanager
+def consumer(vhost: str, store: Any, retry: RetryPolicy = FAST) -> Iterator[ConsumerService]:
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost), prefetch=20),
+        [FLOWS_BY_NAME["discharge"]],
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, retry),
+        reconnect_max_wait=1.0,
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the consumer did not stop"
+
+
+@contextmanager
+def _connection(vhost: str) -> Iterator[Any]:
+    connection = connect(vhost)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def test_topology_apply_is_idempotent(vhost: str) -> None:
+    with _connection(vhost) as connection:
+        first = apply_topology(connection.channel)
+        assert apply_topology(connection.channel) == first
+    assert "queue rehab.discharge-events" in first and "exchange rehab.referral" in first
+
+
+def test_committed_definitions_match_the_topology() -> None:
+    committed = (PROJECT_ROOT / "deploy" / "rabbitmq" / "definitions.json").read_bytes()
+    assert committed == definitions_document(), (
+        "run: integration topology export --out deploy/rabbitmq/definitions.json"
+    )
+
+
+def test_definitions_import_into_a_real_broker(tmp_path: Path) -> None:
+    rabbitmqctl("import_definitions", str(PROJECT_ROOT / "deploy" / "rabbitmq" / "definitions.json"))
+    queues = rabbitmqctl("list_queues", "-p", "hjerterehab", "name", "arguments")
+    assert "rehab.discharge-events" in queues and "x-delivery-limit" in queues
+    policies = rabbitmqctl("list_policies", "-p", "hjerterehab")
+    assert "rehab-inbound-limits" in policies
+    rabbitmqctl("set_permissions", "-p", "hjerterehab", "guest", ".*", ".*", ".*")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_events_become_referrals_and_are_acked(vhost: str, backend: str, request, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'a.sqlite3'}" if backend == "sqlite" else request.getfixturevalue("postgres_dsn")
+    store = open_audit_store(dsn)
+    outputs = output_queue(vhost)
+    events = referral_events(40)
+    with consumer(vhost, store):
+        publish_events(vhost, events)
+        wait_for(lambda: queue_depth(vhost, outputs) >= 40, 60, "40 referrals")
+        wait_for(lambda: queue_depth(vhost, INBOUND) == 0, 30, "the inbound queue to drain")
+    found = referrals_by_event(take_all(vhost, outputs))
+    assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
+    steps = [r.step for r in store.records()]
+    assert steps.count("acked") == 40 and steps.count("published") == 40
+    store.close()
+
+
+def test_redelivered_message_id_republishes_byte_identical_output(vhost: str, audit_dsn: str) -> None:
+    store = open_audit_store(audit_dsn)
+    outputs = output_queue(vhost)
+    (event,) = referral_events(1)
+    with consumer(vhost, store):
+        publish_events(vhost, [event])
+        wait_for(lambda: queue_depth(vhost, outputs) == 1, 30, "the first referral")
+        publish_events(vhost, [event])  # the same message id again, as after a lost ack
+        wait_for(lambda: queue_depth(vhost, outputs) == 2, 30, "the republished referral")
+    first, second = take_all(vhost, outputs)
+    assert first.body == second.body and first.message_id == second.message_id
+    store.close()
+
+
+def test_poison_message_is_dead_lettered_with_reason_while_others_flow(vhost: str, audit_dsn: str) -> None:
+    store = open_audit_store(audit_dsn)
+    outputs = output_queue(vhost)
+    events = referral_events(5)
+    poison_id, body = events[2]
+    events[2] = (poison_id, body.replace(b'"schemaVersion":"1"', b'"schemaVersion":"9"'))
+    before = queue_depth(vhost, DLQ)
+    with consumer(vhost, store):
+        publish_events(vhost, events)
+        wait_for(lambda: queue_depth(vhost, outputs) == 4 and queue_depth(vhost, DLQ) == before + 1, 30, "4 + 1 DLQ")
+    with _connection(vhost) as connection:
+        method, properties, dead_body = connection.channel.basic_get(DLQ, auto_ack=False)
+        while properties.message_id != poison_id:
+            method, properties, dead_body = connection.channel.basic_get(DLQ, auto_ack=False)
+    assert dead_body == events[2][1]
+    assert properties.headers["x-rehab-reason"] == "schemaVersion: must be '1'"
+    assert properties.headers["x-rehab-flow"] == "discharge"
+    assert datetime.fromisoformat(properties.headers["x-rehab-rejected-at"])
+    take_all(vhost, outputs)
+    store.close()
+
+
+class UnavailableStore:
+    """An audit store whose database is down."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def processed(self, *args: Any) -> None:
+        raise Transient("database unavailable")
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        raise Transient("database unavailable")
+
+
+def test_persistent_transient_failure_ends_in_the_dlq_through_the_delivery_limit(vhost: str, audit_dsn: str) -> None:
+    outputs = output_queue(vhost)
+    (event,) = referral_events(1)
+    before = queue_depth(vhost, DLQ)
+    with consumer(vhost, UnavailableStore(None)):
+        publish_events(vhost, [event])
+        wait_for(lambda: queue_depth(vhost, DLQ) == before + 1, 60, "the broker to dead-letter after 5 deliveries")
+    assert queue_depth(vhost, outputs) == 0  # nothing was published: nothing durable had been done
+    with _connection(vhost) as connection:
+        while True:
+            method, properties, _ = connection.channel.basic_get(DLQ, auto_ack=False)
+            if properties.message_id == event[0]:
+                break
+    assert properties.headers["x-first-death-reason"] == "delivery_limit"
+
+
+def test_consumer_reconnects_when_the_broker_drops_its_connections(vhost: str, audit_dsn: str) -> None:
+    store = open_audit_store(audit_dsn)
+    outputs = output_queue(vhost)
+    events = referral_events(300)
+    with consumer(vhost, store):
+        publish_events(vhost, events[:150])
+        wait_for(lambda: queue_depth(vhost, outputs) >= 50, 60, "a first part")
+        rabbitmqctl("close_all_connections", "test: dropped on purpose")
+        publish_events(vhost, events[150:])
+        wait_for(lambda: queue_depth(vhost, INBOUND) == 0 and queue_depth(vhost, outputs) >= 300, 90, "all 300")
+    found = referrals_by_event(take_all(vhost, outputs))
+    assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
+    store.close()
+
+
+def test_sigterm_finishes_in_flight_work_and_loses_nothing(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
+    outputs = output_queue(vhost)
+    events = referral_events(400)
+    publish_events(vhost, events)
+    process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
+    wait_for(lambda: queue_depth(vhost, outputs) >= 50, 60, "a first part to be processed")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    left = queue_depth(vhost, INBOUND)
+    done = queue_depth(vhost, outputs)
+    assert left > 0 and done + left >= 400  # stopped part way, and every event is either done or still queued
+    process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
+    try:
+        wait_for(lambda: queue_depth(vhost, INBOUND) == 0, 90, "the rest")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    found = referrals_by_event(take_all(vhost, outputs))
+    assert len(found) == 400 and all(len(ids) == 1 for ids in found.values())
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "integration", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
+    import shutil
+
+    outputs = output_queue(vhost)
+    ((event_id, body),) = referral_events(1)
+    copenhagen = json.dumps({**json.loads(body), "patient": {**json.loads(body)["patient"], "municipalityCode": "101"}})
+    env = consumer_env(vhost, audit_dsn)
+    before = queue_depth(vhost, DLQ)
+    process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
+    try:
+        publish_events(vhost, [(event_id, copenhagen.encode())])
+        wait_for(lambda: queue_depth(vhost, DLQ) == before + 1, 30, "the message to be dead-lettered")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    listed = _cli("dlq", "list", "--flow", "discharge", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert event_id in listed.stdout and "municipality 101 (København) has no receiving endpoint" in listed.stdout
+    assert queue_depth(vhost, DLQ) == before + 1  # listing leaves the messages where they are
+
+    fixed = tmp_path / "mappings"
+    shutil.copytree(PROJECT_ROOT / "mappings", fixed)
+    municipalities = fixed / "municipalities.yaml"
+    municipalities.write_text(
+        municipalities.read_text(encoding="utf-8").replace(
+            '{code: "101", name: "København", region: "Region Hovedstaden"}',
+            '{code: "101", name: "København", region: "Region Hovedstaden", '
+            'endpoint: {sor: "434761000016005", ean: "5790000101016", name: "Københavns Kommune, Forebyggelse"}}',
+        ),
+        encoding="utf-8",
+    )
+    env_fixed = {**env, "INTEGRATION_MAPPINGS_DIR": str(fixed)}
+    process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log", INTEGRATION_MAPPINGS_DIR=str(fixed))
+    try:
+        replayed = _cli("dlq", "replay", "--flow", "discharge", "--id", event_id, env=env_fixed)
+        assert replayed.returncode == 0, replayed.stderr
+        assert "replayed 1 message(s)" in replayed.stdout
+        wait_for(lambda: queue_depth(vhost, outputs) == 1, 30, "the replayed referral")
+        assert queue_depth(vhost, DLQ) == before  # only the named message left the DLQ
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    (message,) = take_all(vhost, outputs)
+    assert json.loads(message.body)["entry"][0]["resource"]["destination"][0]["endpoint"].endswith("434761000016005")
+    trail = _cli("audit", "trail", "--patient", json.loads(copenhagen)["patient"]["cpr"], env=env)
+    assert trail.returncode == 0 and "published" in trail.stdout
+    verified = _cli("audit", "verify", env=env)
+    assert verified.returncode == 0 and "audit log intact" in verified.stdout
+
+
+def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "demo"],
+        env=consumer_env(vhost, audit_dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"broker: amqp://guest:***@127.0.0.1:5672/{vhost}")
+    assert sum("referral from" in line for line in lines) == 13
+    assert any(
+        line.strip().startswith("dead-lettered (rehab.discharge-events.dlq)") and "1 new" in line for line in lines
+    )
