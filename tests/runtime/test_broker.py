@@ -205,7 +205,8 @@ def test_sigterm_finishes_in_flight_work_and_loses_nothing(vhost: str, audit_dsn
     assert left > 0 and done + left >= 400  # stopped part way, and every event is either done or still queued
     process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
     try:
-        wait_for(lambda: queue_depth(vhost, INBOUND) == 0, 90, "the rest")
+        # ready-message counts leave out messages in flight: wait for the outputs themselves
+        wait_for(lambda: queue_depth(vhost, outputs) >= 400, 90, "the rest")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -256,12 +257,12 @@ def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp
         replayed = _cli("dlq", "replay", "--flow", "discharge", "--id", event_id, env=env_fixed)
         assert replayed.returncode == 0, replayed.stderr
         assert "replayed 1 message(s)" in replayed.stdout
-        wait_for(lambda: queue_depth(vhost, outputs) == 1, 30, "the replayed referral")
+        wait_for(lambda: queue_depth(vhost, outputs) >= 1, 30, "the replayed referral")
         assert queue_depth(vhost, DLQ) == before  # only the named message left the DLQ
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-    (message,) = take_all(vhost, outputs)
+    (message,) = [m for m in take_all(vhost, outputs) if event_id.encode() in m.body]
     assert json.loads(message.body)["entry"][0]["resource"]["destination"][0]["endpoint"].endswith("434761000016005")
     trail = _cli("audit", "trail", "--patient", json.loads(copenhagen)["patient"]["cpr"], env=env)
     assert trail.returncode == 0 and "published" in trail.stdout
