@@ -47,3 +47,17 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+def cpr_numbers_in(text: str) -> list[str]:
+    """Everything in `text` that is a CPR number (shape and a real birth date), masked for reporting."""
+    from integration.domain.cpr import parse_cpr
+
+    found = []
+    for match in CPR_LIKE.finditer(text):
+        try:
+            parse_cpr(match.group(0).replace("-", ""))
+        except ValueError:
+            continue
+        found.append(match.group(0)[:4] + "…")
+    return found

@@ -29,3 +29,10 @@ def test_mask_leaves_other_numbers_alone() -> None:
         == "SOR 715541000016001, EAN 5790001382445, id 12345"
     )
     assert mask_cpr("cpr 2512489996.") == "cpr <cpr>."
+
+
+def test_the_suite_scanner_finds_cpr_numbers_and_only_them() -> None:
+    from integration.log import cpr_numbers_in
+
+    assert cpr_numbers_in('{"x": "2512489996", "y": "251248-9996"}') == ["2512…", "2512…"]
+    assert cpr_numbers_in("SOR 715541000016001, 9999999999, event 3213489996") == []  # no real birth date
