@@ -103,7 +103,7 @@ def drain_in_memory(broker: InMemoryBroker, processor: Any, flows: Any) -> int:
             delivery = Delivery(
                 flow.name, message.body, message.message_id, message.redelivered, message.headers, message.content_type
             )
-            processor.acknowledged(delivery, processor.process(delivery))
+            processor.acknowledged([(delivery, processor.process(delivery))])
             handled += 1
             progressed = True
         if not progressed:

@@ -39,15 +39,13 @@ class StoredOutput:
         return cls(doc["exchange"], doc["routingKey"], doc["messageId"], doc["body"].encode("utf-8"))
 
 
-class AuditStore(Protocol):
-    def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None: ...
+Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message id, outputs)
 
-    def record(
-        self,
-        entries: Sequence[AuditEntry],
-        at: datetime,
-        processed: tuple[str, str, Sequence[StoredOutput]] | None = None,
-    ) -> None: ...
+
+class AuditStore(Protocol):
+    def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]: ...
+
+    def record(self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = ()) -> None: ...
 
     def records(self) -> Iterator[AuditRecord]: ...
 
@@ -82,7 +80,7 @@ class SqlAuditStore:
         self._setup()
 
     # -- hooks for the two databases -------------------------------------------------------
-    def _transaction(self) -> Any:
+    def _transaction(self, write: bool = True) -> Any:
         raise NotImplementedError
 
     def _lock_chain(self, cursor: Any) -> None:
@@ -104,20 +102,31 @@ class SqlAuditStore:
                 cursor.execute(self._sql("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)"), (GENESIS,))
 
     def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
-        with self._transaction() as cursor:
-            cursor.execute(
-                self._sql("SELECT outputs FROM processed_message WHERE flow = ? AND message_id = ?"), (flow, message_id)
-            )
-            row = cursor.fetchone()
-        return None if row is None else [StoredOutput.from_json(o) for o in orjson.loads(row[0])]
+        return self.processed_many([(flow, message_id)]).get((flow, message_id))
 
-    def record(
-        self,
-        entries: Sequence[AuditEntry],
-        at: datetime,
-        processed: tuple[str, str, Sequence[StoredOutput]] | None = None,
-    ) -> None:
+    def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]:
+        """The stored outputs of those of `keys` (flow, message id) that were processed before."""
+        found: dict[tuple[str, str], list[StoredOutput]] = {}
+        if not keys:
+            return found
+        with self._transaction(write=False) as cursor:
+            for flow in {f for f, _ in keys}:
+                ids = [m for f, m in keys if f == flow]
+                marks = ", ".join("?" * len(ids))
+                cursor.execute(
+                    self._sql(
+                        f"SELECT message_id, outputs FROM processed_message WHERE flow = ? AND message_id IN ({marks})"
+                    ),
+                    (flow, *ids),
+                )
+                for message_id, outputs in cursor.fetchall():
+                    found[(flow, message_id)] = [StoredOutput.from_json(o) for o in orjson.loads(outputs)]
+        return found
+
+    def record(self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = ()) -> None:
         """Append entries to the chain, and mark a message processed, in one transaction."""
+        if not entries and not processed:
+            return
         stamp = at.isoformat()
         with self._transaction() as cursor:
             self._lock_chain(cursor)
@@ -149,15 +158,17 @@ class SqlAuditStore:
                     self._sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"),
                     (records[-1].seq, records[-1].hash),
                 )
-            if processed is not None:
-                flow, message_id, outputs = processed
-                cursor.execute(
+            if processed:
+                cursor.executemany(
                     self._sql("INSERT INTO processed_message (flow, message_id, at, outputs) VALUES (?, ?, ?, ?)"),
-                    (flow, message_id, stamp, orjson.dumps([o.as_json() for o in outputs]).decode()),
+                    [
+                        (flow, message_id, stamp, orjson.dumps([o.as_json() for o in outputs]).decode())
+                        for flow, message_id, outputs in processed
+                    ],
                 )
 
     def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[AuditRecord]:
-        with self._transaction() as cursor:
+        with self._transaction(write=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT seq, at, step, flow, message_id, patient, detail, prev_hash, hash FROM audit_log "
@@ -172,7 +183,7 @@ class SqlAuditStore:
         yield from self._rows()
 
     def head(self) -> tuple[int, str]:
-        with self._transaction() as cursor:
+        with self._transaction(write=False) as cursor:
             cursor.execute(self._sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
             seq, digest = cursor.fetchone()
         return int(seq), str(digest)

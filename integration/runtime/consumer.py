@@ -1,9 +1,11 @@
-"""The consumer loop on RabbitMQ: consume each flow's inbound queue, process, ack last.
+"""The consumer loop on RabbitMQ: consume each flow's inbound queue, process in batches, ack last.
 
-One canonical log line per message (flow, correlation id, outcome, outputs, milliseconds).
-A lost connection is re-established with exponential backoff and jitter, for as long as it
-takes; unacked messages come back from the broker meanwhile. `stop()` (SIGTERM, SIGINT) lets
-the message in hand finish and be acked, then closes.
+Deliveries that arrive together (up to the prefetch) are processed as one batch, so the audit
+log's transactions are shared; each delivery is still acked only after its own outputs are
+confirmed and its records committed. One canonical log line per message (flow, correlation id,
+outcome, outputs, milliseconds). A lost connection is re-established with exponential backoff
+and jitter, for as long as it takes; unacked messages come back from the broker meanwhile.
+`stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be acked, then closes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Recei
 from integration.topology import Flow
 
 log = structlog.get_logger("integration.consumer")
+POLL_SECONDS = 0.2
 
 
 class ConsumerService:
@@ -37,18 +40,12 @@ class ConsumerService:
         self._make_processor = make_processor
         self._reconnect_max_wait = reconnect_max_wait
         self._stopping = threading.Event()
-        self._connection: RabbitConnection | None = None
+        self._in_hand: list[tuple[Flow, Received]] = []
         self.handled = 0
 
     def stop(self) -> None:
-        """Finish the message in hand, ack it, stop consuming and close. Safe from a signal handler or thread."""
+        """Finish the batch in hand, ack it, stop consuming and close. Safe from a signal handler or thread."""
         self._stopping.set()
-        connection = self._connection
-        if connection is not None:
-            try:
-                connection.connection.add_callback_threadsafe(connection.channel.stop_consuming)
-            except Exception:  # noqa: BLE001 - the connection is already gone: nothing left to stop
-                pass
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -61,7 +58,7 @@ class ConsumerService:
             except ConnectionLost as exc:
                 log.warning("broker connection lost; reconnecting", error=str(exc))
             finally:
-                self._connection = None
+                self._in_hand.clear()  # unacked: the broker redelivers them
                 connection.close()
 
     def _connect(self) -> RabbitConnection:
@@ -74,8 +71,10 @@ class ConsumerService:
             reraise=True,
         )
         connection: RabbitConnection = retrying(RabbitConnection, self._broker)
-        self._connection = connection
         return connection
+
+    def _take(self, flow: Flow, message: Received) -> None:
+        self._in_hand.append((flow, message))
 
     def _pause(self, seconds: float) -> None:
         self._stopping.wait(seconds)
@@ -83,44 +82,56 @@ class ConsumerService:
     def _serve(self, connection: RabbitConnection) -> None:
         processor = self._make_processor(connection)
         for flow in self._flows:
-            consume(connection, flow.queue, partial(self._handle, connection, processor, flow))
+            consume(connection, flow.queue, partial(self._take, flow))
         log.info("consuming", queues=[f.queue for f in self._flows])
-        if self._stopping.is_set():
-            return
         try:
-            connection.channel.start_consuming()
+            while not self._stopping.is_set():
+                connection.connection.process_data_events(time_limit=0 if self._in_hand else POLL_SECONDS)
+                if self._in_hand:
+                    batch, self._in_hand = self._in_hand, []
+                    self._handle(connection, processor, batch)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             raise
 
-    def _handle(self, connection: RabbitConnection, processor: Processor, flow: Flow, message: Received) -> None:
-        delivery = Delivery(
-            flow.name, message.body, message.message_id, message.redelivered, message.headers, message.content_type
-        )
+    def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
+        deliveries = [
+            Delivery(flow.name, m.body, m.message_id, m.redelivered, m.headers, m.content_type) for flow, m in batch
+        ]
         started = time.perf_counter()
-        bound = log.bind(flow=flow.name, correlation_id=delivery.key, redelivered=delivery.redelivered)
         try:
-            outcome = processor.process(delivery)
+            outcomes = processor.process_batch(deliveries)
         except ConnectionLost:
             raise
         except Transient as exc:
-            connection.channel.basic_nack(message.delivery_tag, requeue=True)
-            bound.warning("message", outcome="requeued", reason=str(exc), ms=_ms(started))
+            for _, message in batch:
+                connection.channel.basic_nack(message.delivery_tag, requeue=True)
+            log.warning("batch", outcome="requeued", messages=len(batch), reason=str(exc), ms=_ms(started))
             return
-        except Exception as exc:  # a bug: back to the queue; the delivery limit dead-letters it
-            connection.channel.basic_nack(message.delivery_tag, requeue=True)
-            bound.error("message", outcome="failed", error=type(exc).__name__, reason=str(exc), ms=_ms(started))
-            return
-        connection.channel.basic_ack(message.delivery_tag)
-        self.handled += 1
+        acked = []
+        for (flow, message), delivery, outcome in zip(batch, deliveries, outcomes, strict=True):
+            if outcome.ackable:
+                connection.channel.basic_ack(message.delivery_tag)
+                acked.append((delivery, outcome))
+            else:  # a bug in the flow: back to the queue; the delivery limit dead-letters it
+                connection.channel.basic_nack(message.delivery_tag, requeue=True)
+            log.info(
+                "message",
+                flow=flow.name,
+                correlation_id=delivery.key,
+                redelivered=delivery.redelivered,
+                outcome=outcome.disposition,
+                outputs=outcome.outputs,
+                error=outcome.error,
+                batch=len(batch),
+                ms=_ms(started),
+            )
+        self.handled += len(acked)
         try:
-            processor.acknowledged(delivery, outcome)
+            processor.acknowledged(acked)
         except Transient as exc:
-            bound.warning("ack not audited", reason=str(exc))
-        bound.info("message", outcome=outcome.disposition, outputs=outcome.outputs, ms=_ms(started))
-        if self._stopping.is_set():
-            connection.channel.stop_consuming()
+            log.warning("acks not audited", reason=str(exc), messages=len(acked))
 
 
 def _ms(started: float) -> float:

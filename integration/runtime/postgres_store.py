@@ -32,7 +32,7 @@ class PostgresAuditStore(SqlAuditStore):
             raise Transient(f"audit store (PostgreSQL) unavailable: {type(exc).__name__}") from None
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
         if self._db.closed or self._db.broken:
             self._db = self._connect()
         try:

@@ -1,14 +1,19 @@
-"""The life of one inbound message, whatever the bus: the order of durable steps that makes
-delivery at-least-once without ever sending two different messages for one input.
+"""The life of inbound messages, whatever the bus: the order of durable steps that makes delivery
+at-least-once without ever sending two different messages for one input.
 
-    received → (already processed? republish the stored outputs, byte for byte)
-             → handler → rejected? dead-letter with the reason, confirmed
-             → outputs and audit committed together → each output published, confirmed
-             → published audited → (caller acks) → acked audited
+For a batch of deliveries (one, or as many as the consumer has in hand):
 
-The caller acks only when `process` returns. Transient failures are retried here with
-exponential backoff and jitter, bounded in attempts and time; if they persist `process` raises
-Transient and the caller returns the message to the queue, whose delivery limit ends the loop.
+    look up which were processed before → republish their stored outputs, byte for byte
+    run the others through their flow's handler → rejected ones: a copy to the dead-letter
+        exchange with the reason in its headers, confirmed
+    commit, in one transaction, the audit records and the outputs of every processed message
+    publish each output, persistent and mandatory, with a broker confirm → commit "published"
+    (the caller acks) → commit "acked"
+
+The caller acks a delivery only after `process_batch` returned its outcome. Transient failures
+are retried here with exponential backoff and jitter, bounded in attempts and time; if they
+persist the whole batch raises Transient and the caller returns it to the queue, whose delivery
+limit ends the loop. A handler that fails unexpectedly (a bug) fails only its own delivery.
 """
 
 from __future__ import annotations
@@ -67,9 +72,14 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    disposition: str  # processed | replayed-outputs | dead-lettered
+    disposition: str  # processed | replayed-outputs | dead-lettered | failed
     outputs: int
     patient: str | None = None
+    error: str | None = None
+
+    @property
+    def ackable(self) -> bool:
+        return self.disposition != "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,17 @@ class RetryPolicy:
             wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait),
             reraise=True,
         )
+
+
+@dataclass
+class _Batch:
+    """What one batch has decided, before anything is published or committed."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    entries: list[AuditEntry] = field(default_factory=list)
+    processed: list[tuple[str, str, list[StoredOutput]]] = field(default_factory=list)
+    to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
+    dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
 
 
 class Processor:
@@ -107,45 +128,25 @@ class Processor:
         return self._retry.retrying()(step)
 
     def process(self, delivery: Delivery) -> Outcome:
-        """Do every durable step for this delivery; the caller may ack when this returns."""
-        stored = self._durably(lambda: self._store.processed(delivery.flow, delivery.key))
-        if stored is not None:
-            return self._republish(delivery, stored)
+        return self.process_batch([delivery])[0]
+
+    def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable."""
         now = self._clock()
-        try:
-            result = self._handlers[delivery.flow](delivery.body, now)
-        except Rejected as rejection:
-            return self._dead_letter(delivery, rejection, now)
-        outputs = [
-            StoredOutput(
-                o.route.exchange, o.route.routing_key, o.message["entry"][0]["resource"]["id"], orjson.dumps(o.message)
-            )
-            for o in result.outgoing
-        ]
-        patient = result.patient
-        entries = [
-            self._entry(
-                "received",
-                delivery,
-                patient,
-                sha256=hashlib.sha256(delivery.body).hexdigest(),
-                redelivered=delivery.redelivered,
-            ),
-            self._entry("validated", delivery, patient),
-            *(self._entry(f"fact:{fact.kind}", delivery, patient, **fact.detail) for fact in result.facts),
-            self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
-        ]
-        self._durably(lambda: self._store.record(entries, now, (delivery.flow, delivery.key, outputs)))
-        self._publish_all(delivery, outputs, patient)
-        return Outcome("processed", len(outputs), patient)
-
-    def acknowledged(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Audit the ack (after it happened: a lost record here loses no message)."""
-        self._durably(lambda: self._store.record([self._entry("acked", delivery, outcome.patient)], self._clock()))
-
-    def _publish_all(self, delivery: Delivery, outputs: Sequence[StoredOutput], patient: str | None) -> None:
+        keys = [(d.flow, d.key) for d in deliveries]
+        stored = self._durably(lambda: self._store.processed_many(keys))
+        batch = _Batch()
+        for index, delivery in enumerate(deliveries):
+            previous = stored.get((delivery.flow, delivery.key))
+            if previous is not None:
+                self._plan_republish(batch, index, delivery, previous)
+            else:
+                self._plan(batch, index, delivery, now)
+        for delivery, rejection in batch.dead_letters:
+            self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
+        self._durably(lambda: self._store.record(batch.entries, now, batch.processed))
         published = []
-        for output in outputs:
+        for delivery, output, patient in batch.to_publish:
             self._durably(
                 partial(self._bus.publish, output.exchange, output.routing_key, output.body, output.message_id)
             )
@@ -162,55 +163,77 @@ class Processor:
             )
         if published:
             self._durably(lambda: self._store.record(published, self._clock()))
+        return [batch.outcomes[i] for i in range(len(deliveries))]
 
-    def _republish(self, delivery: Delivery, stored: list[StoredOutput]) -> Outcome:
-        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
-        self._durably(
-            lambda: self._store.record(
-                [self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True)],
-                self._clock(),
-            )
+    def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
+        """Audit the acks (after they happened: a lost record here loses no message)."""
+        entries = [self._entry("acked", d, o.patient) for d, o in acked]
+        if entries:
+            self._durably(lambda: self._store.record(entries, self._clock()))
+
+    def _plan(self, batch: _Batch, index: int, delivery: Delivery, now: datetime) -> None:
+        received = self._entry(
+            "received",
+            delivery,
+            None,
+            sha256=hashlib.sha256(delivery.body).hexdigest(),
+            redelivered=delivery.redelivered,
         )
-        self._publish_all(delivery, stored, None)
-        return Outcome("replayed-outputs", len(stored))
+        try:
+            result = self._handlers[delivery.flow](delivery.body, now)
+        except Rejected as rejection:
+            batch.dead_letters.append((delivery, rejection))
+            batch.entries += [
+                received,
+                self._entry("rejected", delivery, None, reason=str(rejection), code=rejection.reason),
+                self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+            ]
+            batch.outcomes[index] = Outcome("dead-lettered", 0)
+            return
+        except Exception as exc:  # a bug in a flow: this delivery goes back to its queue, the batch goes on
+            log.error("handler failed", flow=delivery.flow, correlation_id=delivery.key, error=type(exc).__name__)
+            batch.outcomes[index] = Outcome("failed", 0, error=f"{type(exc).__name__}: {exc}")
+            return
+        patient = result.patient
+        outputs = [
+            StoredOutput(
+                o.route.exchange, o.route.routing_key, o.message["entry"][0]["resource"]["id"], orjson.dumps(o.message)
+            )
+            for o in result.outgoing
+        ]
+        batch.entries += [
+            AuditEntry(received.step, received.flow, received.message_id, received.detail, patient),
+            self._entry("validated", delivery, patient),
+            *(self._entry(f"fact:{fact.kind}", delivery, patient, **fact.detail) for fact in result.facts),
+            self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
+        ]
+        batch.processed.append((delivery.flow, delivery.key, outputs))
+        batch.to_publish += [(delivery, output, patient) for output in outputs]
+        batch.outcomes[index] = Outcome("processed", len(outputs), patient)
 
-    def _dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> Outcome:
+    def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: list[StoredOutput]) -> None:
+        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
+        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
+        batch.to_publish += [(delivery, output, None) for output in stored]
+        batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
+
+    def _publish_dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> None:
         headers = {
+            **delivery.headers,
             "x-rehab-reason": str(rejection),
             "x-rehab-reason-code": rejection.reason,
             "x-rehab-flow": delivery.flow,
             "x-rehab-rejected-at": now.isoformat(),
             "x-rehab-original-message-id": delivery.key,
         }
-        self._durably(
-            lambda: self._bus.publish(
-                DEAD_LETTER_EXCHANGE,
-                delivery.flow,
-                delivery.body,
-                delivery.key,
-                {**delivery.headers, **headers},
-                delivery.content_type or "application/octet-stream",
-            )
+        self._bus.publish(
+            DEAD_LETTER_EXCHANGE,
+            delivery.flow,
+            delivery.body,
+            delivery.key,
+            headers,
+            delivery.content_type or "application/octet-stream",
         )
-        self._durably(
-            lambda: self._store.record(
-                [
-                    self._entry(
-                        "received",
-                        delivery,
-                        None,
-                        sha256=hashlib.sha256(delivery.body).hexdigest(),
-                        redelivered=delivery.redelivered,
-                    ),
-                    self._entry("rejected", delivery, None, reason=str(rejection), code=rejection.reason),
-                    self._entry(
-                        "dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow
-                    ),
-                ],
-                now,
-            )
-        )
-        return Outcome("dead-lettered", 0)
 
     @staticmethod
     def _entry(step: str, delivery: Delivery, patient: str | None, **detail: Any) -> AuditEntry:

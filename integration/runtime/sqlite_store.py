@@ -30,10 +30,10 @@ class SqliteAuditStore(SqlAuditStore):
         super().__init__(connection)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
         cursor = self._db.cursor()
         try:
-            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield cursor
             cursor.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -101,7 +101,7 @@ def test_processed_outputs_round_trip_byte_for_byte(store) -> None:
     store.record(
         [AuditEntry("transformed", "discharge", "m-1")],
         AT,
-        ("discharge", "m-1", [StoredOutput("rehab.referral", "referral.municipality.851", "h-1", body)]),
+        [("discharge", "m-1", [StoredOutput("rehab.referral", "referral.municipality.851", "h-1", body)])],
     )
     (output,) = store.processed("discharge", "m-1")
     assert output.body == body and output.routing_key == "referral.municipality.851"
@@ -111,9 +111,9 @@ def test_processed_outputs_round_trip_byte_for_byte(store) -> None:
 def test_processed_twice_in_one_store_is_refused(store) -> None:
     from integration.errors import Transient
 
-    store.record([], AT, ("discharge", "m-1", []))
+    store.record([], AT, [("discharge", "m-1", [])])
     with pytest.raises(Transient):
-        store.record([AuditEntry("x", "discharge", "m-1")], AT, ("discharge", "m-1", []))
+        store.record([AuditEntry("x", "discharge", "m-1")], AT, [("discharge", "m-1", [])])
     assert verify(store.records(), store.head()) is None  # the failed transaction left nothing behind
 
 

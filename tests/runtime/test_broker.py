@@ -154,7 +154,7 @@ class UnavailableStore:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def processed(self, *args: Any) -> None:
+    def processed_many(self, *args: Any) -> None:
         raise Transient("database unavailable")
 
     def record(self, *args: Any, **kwargs: Any) -> None:

@@ -46,7 +46,7 @@ def delivery(body: bytes, message_id: str | None = "m-1") -> Delivery:
 def test_processed_message_publishes_confirmed_output_and_audits_every_step(pipeline, store, broker) -> None:
     processor = make(pipeline, store, broker)
     outcome = processor.process(delivery(EVENT.read_bytes()))
-    processor.acknowledged(delivery(EVENT.read_bytes()), outcome)
+    processor.acknowledged([(delivery(EVENT.read_bytes()), outcome)])
     (out,) = broker.queues["sink"]
     bundle = orjson.loads(out.body)
     assert out.message_id == bundle["entry"][0]["resource"]["id"]
