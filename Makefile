@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-pipeline dev-broker clean
 
 install: $(VENV)/.installed
 
@@ -12,8 +12,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	touch $@
 
-demo: install
+demo: install dev-broker
 	$(BIN)/integration demo
+
+# Local development only: a vhost for the service, open to guest. Skipped quietly without a local broker.
+dev-broker:
+	@if command -v rabbitmqctl >/dev/null 2>&1 && rabbitmqctl -q status >/dev/null 2>&1; then \
+	  rabbitmqctl -q add_vhost hjerterehab >/dev/null 2>&1 || true; \
+	  rabbitmqctl -q set_permissions -p hjerterehab guest ".*" ".*" ".*" >/dev/null; \
+	fi
 
 test: install
 	$(BIN)/pytest
@@ -26,5 +33,8 @@ lint: install
 bench: install
 	$(BIN)/python bench/transform_bench.py
 
+bench-pipeline: install
+	$(BIN)/python bench/pipeline.py
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out data .pytest_cache
