@@ -62,10 +62,16 @@ def _dump(value: object) -> bytes:
 
 
 @click.group()
-@click.option("--log-level", default="WARNING", show_default=True, help="Log level for stderr (JSON lines).")
-def main(log_level: str) -> None:
+@click.option("--log-level", default="WARNING", show_default=True, help="Log level for stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help="JSON lines (default when stderr is not a terminal) or console.",
+)
+def main(log_level: str, log_format: str | None) -> None:
     """Cross-sector cardiac rehabilitation integration service (Region Nordjylland)."""
-    configure_logging(log_level)
+    configure_logging(log_level, fmt=log_format)
 
 
 @main.command(name="transform")

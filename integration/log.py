@@ -33,7 +33,12 @@ def mask_cpr_numbers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     return {key: _masked(value) for key, value in event_dict.items()}
 
 
-def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr, fmt: str | None = None) -> None:
+    """JSON lines, or a console rendering when `fmt` is "console" (default: console on a terminal)."""
+    fmt = fmt or ("console" if stream.isatty() else "json")
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -41,7 +46,7 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             mask_cpr_numbers,
-            structlog.processors.JSONRenderer(),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=stream),

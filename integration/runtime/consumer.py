@@ -97,7 +97,8 @@ class ConsumerService:
 
     def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
         deliveries = [
-            Delivery(flow.name, m.body, m.message_id, m.redelivered, m.headers, m.content_type) for flow, m in batch
+            Delivery(flow.name, m.body, m.message_id, m.redelivered, m.headers, m.content_type, m.source)
+            for flow, m in batch
         ]
         started = time.perf_counter()
         try:

@@ -63,6 +63,7 @@ class Delivery:
     redelivered: bool = False
     headers: Mapping[str, Any] = field(default_factory=dict)
     content_type: str | None = None
+    source: str | None = None
 
     @property
     def key(self) -> str:
@@ -178,6 +179,7 @@ class Processor:
             None,
             sha256=hashlib.sha256(delivery.body).hexdigest(),
             redelivered=delivery.redelivered,
+            source=delivery.source,
         )
         try:
             result = self._handlers[delivery.flow](delivery.body, now)

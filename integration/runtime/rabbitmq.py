@@ -136,6 +136,7 @@ class Received:
     headers: Mapping[str, Any]
     content_type: str | None
     redelivered: bool
+    source: str | None = None  # the publishing user (validated by the broker) or the sender's app id
 
 
 def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Received:
@@ -146,6 +147,7 @@ def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Rece
         properties.headers or {},
         properties.content_type,
         bool(method.redelivered),
+        properties.user_id or properties.app_id,
     )
 
 

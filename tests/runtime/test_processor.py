@@ -130,3 +130,14 @@ def test_audit_detail_never_holds_the_cpr_outside_the_patient_column(pipeline, s
     make(pipeline, store, broker).process(delivery(EVENT.read_bytes()))
     for record in store.records():
         assert "2512489996" not in json.dumps(record.detail)
+
+
+def test_received_record_names_the_source_and_the_body_hash(pipeline, store, broker) -> None:
+    import hashlib
+
+    body = EVENT.read_bytes()
+    make(pipeline, store, broker).process(Delivery("discharge", body, "m-9", source="rehab-hospital"))
+    received = next(r for r in store.records() if r.step == "received")
+    assert received.detail["source"] == "rehab-hospital"
+    assert received.detail["sha256"] == hashlib.sha256(body).hexdigest()
+    assert received.message_id == "m-9" and received.flow == "discharge"
