@@ -14,7 +14,6 @@ The last line printed is one JSON object. Needs `rabbitmqctl` (a vhost of its ow
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -30,25 +29,13 @@ import orjson
 import pika
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden" / "discharge"
-NORDJYLLAND = ["773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860"]
+sys.path.insert(0, str(ROOT))
+
+from integration.testing import distinct_referral_events as events  # noqa: E402 - after the path is set
 
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
-def events(count: int) -> list[tuple[str, bytes]]:
-    templates = [orjson.loads(p.read_bytes()) for p in sorted(GOLDEN.glob("*.event.json"))]
-    templates = [t for t in templates if t["referral"]["decision"] != "none"]
-    out = []
-    for i in range(count):
-        event = copy.deepcopy(templates[i % len(templates)])
-        event["eventId"] = str(uuid.uuid4())
-        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
-        event["referral"]["note"] = f"Klinisk note {i}."
-        out.append((event["eventId"], orjson.dumps(event)))
-    return out
 
 
 class Broker:

@@ -9,14 +9,11 @@ Run: .venv/bin/python bench/transform_bench.py [--events N]
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,27 +23,11 @@ from integration.bootstrap import build_pipeline
 from integration.config import Settings
 from integration.fhir.validation import fhir_problems, messaging_problems
 from integration.pipeline import transform
-
-GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden" / "discharge"
-CPRS = ["2512489996", "1502779995", "0107729995", "2911829996", "3103979995", "0104909995", "0201919990", "1310169995"]
-NOTE_WORDS = ["dyspnø", "ødemer", "angina", "træthed", "svimmelhed", "hjertebanken", "brystsmerter"]
-NORDJYLLAND = ["773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860"]
+from integration.testing import distinct_referral_events
 
 
 def distinct_events(count: int) -> list[bytes]:
-    templates = [orjson.loads(p.read_bytes()) for p in sorted(GOLDEN.glob("*.event.json"))]
-    templates = [t for t in templates if t["referral"]["decision"] != "none"]
-    events = []
-    for i in range(count):
-        event = copy.deepcopy(templates[i % len(templates)])
-        event["eventId"] = str(uuid.uuid4())
-        event["patient"]["cpr"] = CPRS[i % len(CPRS)]
-        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
-        # Like real referrals, each has its own free-text note and its own times.
-        event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
-        event["occurredAt"] = f"2026-11-{1 + i % 28:02d}T{8 + i % 9:02d}:{i % 60:02d}:00+01:00"
-        events.append(orjson.dumps(event))
-    return events
+    return [body for _, body in distinct_referral_events(count)]
 
 
 def clock(fn: Callable[[Any], Any], item: Any) -> tuple[float, Any]:

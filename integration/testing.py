@@ -6,15 +6,19 @@ It is not a substitute for the real broker in the adapter's own tests.
 
 from __future__ import annotations
 
+import copy
+import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from integration.errors import Transient
-from integration.topology import bindings, exchanges, queues
+import orjson
 
-FHIR_JSON = "application/fhir+json"
+from integration.config import PROJECT_ROOT
+from integration.errors import Transient
+from integration.runtime.processor import FHIR_JSON, Delivery, Processor
+from integration.topology import Flow, bindings, exchanges, queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +93,8 @@ class InMemoryBroker:
         return messages.popleft() if messages else None
 
 
-def drain_in_memory(broker: InMemoryBroker, processor: Any, flows: Any) -> int:
+def drain_in_memory(broker: InMemoryBroker, processor: Processor, flows: Sequence[Flow]) -> int:
     """Process every message waiting on the flows' inbound queues, as the consumer would; returns how many."""
-    from integration.runtime.processor import Delivery
-
     handled = 0
     while True:
         progressed = False
@@ -108,3 +110,29 @@ def drain_in_memory(broker: InMemoryBroker, processor: Any, flows: Any) -> int:
             progressed = True
         if not progressed:
             return handled
+
+
+GOLDEN_DISCHARGE = PROJECT_ROOT / "tests" / "golden" / "discharge"
+TEST_CPRS = ("2512489996", "1502779995", "0107729995", "2911829996", "3103979995", "0104909995", "0201919990")
+NOTE_WORDS = ("dyspnø", "ødemer", "angina", "træthed", "svimmelhed", "hjertebanken", "brystsmerter")
+NORDJYLLAND = ("773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860")
+
+
+def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
+    """`count` distinct discharge events, each producing one referral: (event id, body).
+
+    Like real ones, each has its own event id, patient, municipality, free-text note and time; the
+    pathways rotate over the golden samples. MedCom's test CPR numbers only.
+    """
+    templates = [orjson.loads(p.read_bytes()) for p in sorted(GOLDEN_DISCHARGE.glob("*.event.json"))]
+    templates = [t for t in templates if t["referral"]["decision"] != "none"]
+    events = []
+    for i in range(count):
+        event = copy.deepcopy(templates[i % len(templates)])
+        event["eventId"] = str(uuid.uuid4())
+        event["patient"]["cpr"] = TEST_CPRS[i % len(TEST_CPRS)]
+        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
+        event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
+        event["occurredAt"] = f"2026-11-{1 + i % 28:02d}T{8 + i % 9:02d}:{i % 60:02d}:00+01:00"
+        events.append((event["eventId"], orjson.dumps(event)))
+    return events

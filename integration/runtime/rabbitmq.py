@@ -18,9 +18,9 @@ import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
 from integration.errors import ConfigurationError, ConnectionLost, Transient
+from integration.runtime.processor import FHIR_JSON
 from integration.topology import bindings, exchanges, queues
 
-FHIR_JSON = "application/fhir+json"
 _LOST = (
     px.AMQPConnectionError,
     px.ConnectionClosed,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -15,23 +14,13 @@ from typing import Any
 import orjson
 
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
-from tests.conftest import GOLDEN
+from integration.testing import distinct_referral_events
 from tests.runtime.conftest import broker_url
-
-NORDJYLLAND = ["773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860"]
 
 
 def referral_events(count: int) -> list[tuple[str, bytes]]:
     """`count` distinct discharge events that each produce one referral: (event id, body)."""
-    templates = [orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "discharge").glob("*.event.json"))]
-    templates = [t for t in templates if t["referral"]["decision"] != "none"]
-    events = []
-    for i in range(count):
-        event = copy.deepcopy(templates[i % len(templates)])
-        event["eventId"] = str(uuid.uuid4())
-        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
-        events.append((event["eventId"], orjson.dumps(event)))
-    return events
+    return distinct_referral_events(count)
 
 
 def connect(vhost: str, prefetch: int = 100) -> RabbitConnection:
