@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from integration.config import Settings
+from integration.domain.course import CourseLookup
 from integration.errors import ConfigurationError
+from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
 from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
@@ -26,6 +29,7 @@ def load_contract(schemas_dir: Path, name: str) -> JsonContract:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     mappings = load_mappings(settings.mappings_dir)
+    hotline = mappings.hotline_settings
     return Pipeline(
         discharge_contract=load_contract(settings.schemas_dir, "discharge-event.schema.json"),
         referral=ReferralContext(
@@ -36,13 +40,29 @@ def build_pipeline(settings: Settings) -> Pipeline:
             now=datetime.fromtimestamp(0, UTC),
         ),
         max_payload_bytes=settings.max_payload_bytes,
+        advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),
+        hotline=HotlineContext(
+            hotlines=mappings.hotlines,
+            timezone=ZoneInfo(hotline["timezone"]),
+            replies=hotline["replies"],
+            exchange=hotline["routing"]["exchange"],
+            queue_key=hotline["routing"]["queue"],
+            reply_key=hotline["routing"]["reply"],
+            reply_contract=load_contract(settings.schemas_dir, "advice-reply.schema.json"),
+        ),
+        municipality_sors=frozenset(
+            m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
+        ),
     )
 
 
 def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
     """The handler of each flow's inbound queue; a later flow adds one entry."""
 
-    def discharge(body: bytes, now: datetime) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("discharge-event",))
+    def discharge(body: bytes, now: datetime, courses: CourseLookup) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("discharge-event",), courses=courses)
 
-    return {"discharge": discharge}
+    def hotline(body: bytes, now: datetime, courses: CourseLookup) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("advice-request",), courses=courses)
+
+    return {"discharge": discharge, "hotline": hotline}

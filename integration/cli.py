@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
@@ -15,10 +16,12 @@ from integration.bootstrap import build_pipeline
 from integration.cli_ops import audit, dlq, topology
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
-from integration.errors import BuildError, ConfigurationError, Rejected
+from integration.domain.course import Course, CourseLookup, no_courses
+from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
+from integration.runtime.stores import open_audit_store
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 
@@ -45,9 +48,9 @@ def _pipeline() -> Pipeline:
         raise  # unreachable: _fail exits
 
 
-def _run(raw: bytes, pipeline: Pipeline) -> FlowResult:
+def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, courses: CourseLookup = no_courses) -> FlowResult:
     try:
-        return transform(raw, pipeline, _now())
+        return transform(raw, pipeline, now or _now(), courses=courses)
     except ConfigurationError as exc:
         _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     except Rejected as exc:
@@ -74,16 +77,72 @@ def main(log_level: str, log_format: str | None) -> None:
     configure_logging(log_level, fmt=log_format)
 
 
+def _receipt_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("not an ISO 8601 date and time") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter("needs a time zone, e.g. 2026-11-23T10:00:00+01:00")
+    return moment
+
+
+def _state_file(path: Path) -> CourseLookup:
+    """Course state from a JSON list of {patient, referringDepartment, municipalityCode, open, responsible}."""
+    try:
+        courses = {
+            c["patient"]: Course(
+                c["patient"],
+                c["referringDepartment"],
+                c["municipalityCode"],
+                bool(c["open"]),
+                c.get("responsible", "hospital" if c["open"] else "gp"),
+            )
+            for c in orjson.loads(path.read_bytes())
+        }
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise click.BadParameter(f"cannot read course state from {path}: {exc}") from None
+    return courses.get
+
+
+def _store_courses(settings: Settings) -> CourseLookup:
+    """Course state from the configured store, opened only if a message asks for it."""
+
+    def lookup(patient: str) -> Course | None:
+        store = open_audit_store(settings.audit_dsn)
+        try:
+            return store.course(patient)
+        finally:
+            store.close()
+
+    return lookup
+
+
 @main.command(name="transform")
 @click.argument("source", type=click.File("rb"))
-def transform_command(source: BinaryIO) -> None:
+@click.option("--at", "at", default=None, help="the receipt time (ISO 8601 with zone); default now")
+@click.option(
+    "--state",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="course state as JSON, instead of the configured store",
+)
+def transform_command(source: BinaryIO, at: str | None, state: Path | None) -> None:
     """Transform one inbound message (FILE, or - for stdin) and print the outgoing messages as JSON.
 
     Exit 0 on success (an empty array when nothing is to be sent), 2 on invalid input,
     3 on a configuration error.
     """
+    received = _receipt_time(at)
+    courses = _state_file(state) if state else _store_courses(Settings.from_env())
     pipeline = _pipeline()
-    result = _run(source.read(), pipeline)
+    try:
+        result = _run(source.read(), pipeline, received, courses)
+    except Transient as exc:
+        _fail(EXIT_CONFIGURATION, f"course state unavailable: {exc}")
+        raise
     sys.stdout.buffer.write(_dump([o.as_json() for o in result.outgoing]) + b"\n")
 
 

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import holidays
 import yaml
 
 from integration.domain.directory import Department, Directory, Municipality
+from integration.domain.hotline import Hotline
 from integration.domain.identifiers import gs1_check_digit_ok
+from integration.domain.opening_hours import WEEKDAYS, OpeningHours, parse_hours
 from integration.domain.pathway import CATEGORY
 from integration.domain.records import Organisation, RiskGroup
 from integration.domain.referral_rules import NoteTexts, ReferralRules
@@ -27,6 +30,8 @@ class Mappings:
     terminology: Terminology
     referral_rules: ReferralRules
     referral_routing: ReferralRouting
+    hotlines: dict[str, Hotline]
+    hotline_settings: dict[str, Any]  # timezone, reply texts, routing
 
 
 def _read(directory: Path, name: str) -> dict[str, Any]:
@@ -107,10 +112,31 @@ def _referral_rules(doc: dict[str, Any]) -> ReferralRules:
     )
 
 
+def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
+    calendar = holidays.country_holidays(doc["holidayCountry"])
+    result = {}
+    for item in doc["departments"]:
+        sor = str(item["sor"])
+        try:
+            weekly = {WEEKDAYS.index(day): parse_hours(span) for day, span in item["hours"].items()}
+            closed = frozenset((int(m), int(d)) for m, d in (day.split("-") for day in item.get("closedDays", [])))
+        except ValueError as exc:
+            raise ConfigurationError(f"hotlines.yaml {sor}: {exc}") from None
+        result[sor] = Hotline(
+            sor,
+            item["name"],
+            OpeningHours(weekly, closed, calendar.__contains__),
+            item["onCall"]["name"],
+            item["onCall"]["phone"],
+        )
+    return result
+
+
 def load_mappings(directory: Path) -> Mappings:
     try:
         referral = _read(directory, "referral.yaml")
         routing = referral["routing"]
+        hotline_doc = _read(directory, "hotlines.yaml")
         return Mappings(
             directory=Directory(
                 municipalities=_municipalities(_read(directory, "municipalities.yaml")),
@@ -121,6 +147,8 @@ def load_mappings(directory: Path) -> Mappings:
             referral_routing=ReferralRouting(
                 exchange=routing["exchange"], municipality_key=routing["municipality"], hospital_key=routing["hospital"]
             ),
+            hotlines=_hotlines(hotline_doc),
+            hotline_settings={k: hotline_doc[k] for k in ("timezone", "replies", "routing")},
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None

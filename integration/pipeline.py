@@ -10,9 +10,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from integration.domain.course import CourseLookup, no_courses
 from integration.errors import UnknownMessageKind
+from integration.flows.hotline import HotlineContext, handle_advice_request
 from integration.flows.referral import ReferralContext, handle_discharge
 from integration.flows.results import FlowResult
+from integration.formats.advice_request import parse_advice_request
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.json_contract import JsonContract, decode_json
 
@@ -24,6 +27,9 @@ class Pipeline:
     discharge_contract: JsonContract
     referral: ReferralContext
     max_payload_bytes: int
+    advice_contract: JsonContract
+    hotline: HotlineContext
+    municipality_sors: frozenset[str]
 
     def at(self, now: datetime) -> Pipeline:
         return replace(self, referral=replace(self.referral, now=now))
@@ -33,18 +39,30 @@ class Pipeline:
 class MessageKind:
     name: str
     matches: Callable[[Any], bool]
-    handle: Callable[[Any, Pipeline], FlowResult]
+    handle: Callable[[Any, Pipeline, CourseLookup], FlowResult]
 
 
 def _is_discharge_event(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("eventType") in ("discharge", "visitation")
 
 
-def _handle_discharge_event(doc: Any, pipeline: Pipeline) -> FlowResult:
+def _handle_discharge_event(doc: Any, pipeline: Pipeline, _courses: CourseLookup) -> FlowResult:
     return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral)
 
 
-JSON_KINDS: tuple[MessageKind, ...] = (MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),)
+def _is_advice_request(doc: Any) -> bool:
+    return isinstance(doc, dict) and "requestId" in doc and "urgency" in doc
+
+
+def _handle_advice_request(doc: Any, pipeline: Pipeline, courses: CourseLookup) -> FlowResult:
+    request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors)
+    return handle_advice_request(request, doc, courses(request.patient), pipeline.hotline, pipeline.referral.now)
+
+
+JSON_KINDS: tuple[MessageKind, ...] = (
+    MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
+    MessageKind("advice-request", _is_advice_request, _handle_advice_request),
+)
 
 
 def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKind:
@@ -54,13 +72,20 @@ def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKin
     if accepted is not None:
         raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
     raise UnknownMessageKind(
-        "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation')"
+        "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
+        "an advice request needs requestId and urgency)"
     )
 
 
-def transform(raw: bytes, pipeline: Pipeline, now: datetime, accepted: tuple[str, ...] | None = None) -> FlowResult:
+def transform(
+    raw: bytes,
+    pipeline: Pipeline,
+    now: datetime,
+    accepted: tuple[str, ...] | None = None,
+    courses: CourseLookup = no_courses,
+) -> FlowResult:
     """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
     if raw.lstrip()[:1] == b"<":
         raise UnknownMessageKind("XML messages are not accepted yet")
     doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
-    return detect_kind(doc, accepted).handle(doc, pipeline.at(now))
+    return detect_kind(doc, accepted).handle(doc, pipeline.at(now), courses)

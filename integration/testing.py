@@ -17,7 +17,8 @@ import orjson
 
 from integration.config import PROJECT_ROOT
 from integration.errors import Transient
-from integration.runtime.processor import FHIR_JSON, Delivery, Processor
+from integration.flows.results import FHIR_JSON
+from integration.runtime.processor import Delivery, Processor
 from integration.topology import Flow, bindings, exchanges, queues
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from integration.domain.course import Course
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway
 from integration.domain.records import DischargeEvent, Organisation, Setting
@@ -138,4 +139,9 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
             },
         )
     )
-    return FlowResult(outgoing=(Outgoing(route, bundle),), facts=tuple(facts), patient=event.patient.cpr.value)
+    course = Course(
+        event.patient.cpr.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"
+    )
+    return FlowResult(
+        outgoing=(Outgoing(route, bundle),), facts=tuple(facts), patient=event.patient.cpr.value, courses=(course,)
+    )

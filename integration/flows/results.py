@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from integration.domain.course import Course
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -13,10 +15,19 @@ class Route:
     routing_key: str
 
 
+FHIR_JSON = "application/fhir+json"
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     route: Route
     message: dict[str, Any]
+    message_id: str | None = None  # default: the FHIR message's MessageHeader id
+    content_type: str = FHIR_JSON
+
+    @property
+    def id(self) -> str:
+        return self.message_id or str(self.message["entry"][0]["resource"]["id"])
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,3 +49,4 @@ class FlowResult:
     outgoing: tuple[Outgoing, ...]
     facts: tuple[AuditFact, ...]
     patient: str | None = None  # the CPR number the message is about, for the audit log only
+    courses: tuple[Course, ...] = ()  # course state to record with the message

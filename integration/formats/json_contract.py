@@ -73,6 +73,8 @@ def _describe(error: jsonschema_rs.ValidationError) -> InvalidInput:
             return InvalidInput(path, f"has more than {detail['limit']} items")
         case "uniqueItems":
             return InvalidInput(path, "repeats an item")
+        case "minProperties":
+            return InvalidInput(path, f"needs at least {detail['limit']} field(s)")
         case "maxProperties":
             return InvalidInput(path, "has fields that are not allowed here")
         case _:

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import orjson
 
 from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
+from integration.domain.course import Course
+from integration.flows.results import FHIR_JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,18 +27,26 @@ class StoredOutput:
     routing_key: str
     message_id: str
     body: bytes
+    content_type: str = FHIR_JSON
 
     def as_json(self) -> dict[str, str]:
         return {
             "exchange": self.exchange,
             "routingKey": self.routing_key,
             "messageId": self.message_id,
+            "contentType": self.content_type,
             "body": self.body.decode("utf-8"),
         }
 
     @classmethod
     def from_json(cls, doc: dict[str, str]) -> StoredOutput:
-        return cls(doc["exchange"], doc["routingKey"], doc["messageId"], doc["body"].encode("utf-8"))
+        return cls(
+            doc["exchange"],
+            doc["routingKey"],
+            doc["messageId"],
+            doc["body"].encode("utf-8"),
+            doc.get("contentType", FHIR_JSON),
+        )
 
 
 Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message id, outputs)
@@ -45,7 +55,11 @@ Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message 
 class AuditStore(Protocol):
     def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]: ...
 
-    def record(self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = ()) -> None: ...
+    def record(
+        self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = (), courses: Sequence[Course] = ()
+    ) -> None: ...
+
+    def course(self, patient: str) -> Course | None: ...
 
     def records(self) -> Iterator[AuditRecord]: ...
 
@@ -64,6 +78,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient)",
     """CREATE TABLE IF NOT EXISTS audit_head (
         id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rehab_course (
+        patient TEXT PRIMARY KEY, referring_department TEXT NOT NULL, municipality_code TEXT NOT NULL,
+        is_open INTEGER NOT NULL, responsible TEXT NOT NULL, changed_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS processed_message (
         flow TEXT NOT NULL, message_id TEXT NOT NULL, at TEXT NOT NULL, outputs TEXT NOT NULL,
         PRIMARY KEY (flow, message_id))""",
@@ -123,9 +140,11 @@ class SqlAuditStore:
                     found[(flow, message_id)] = [StoredOutput.from_json(o) for o in orjson.loads(outputs)]
         return found
 
-    def record(self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = ()) -> None:
-        """Append entries to the chain, and mark a message processed, in one transaction."""
-        if not entries and not processed:
+    def record(
+        self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = (), courses: Sequence[Course] = ()
+    ) -> None:
+        """Append entries to the chain, mark messages processed and record course state, in one transaction."""
+        if not entries and not processed and not courses:
             return
         stamp = at.isoformat()
         with self._transaction() as cursor:
@@ -158,6 +177,20 @@ class SqlAuditStore:
                     self._sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"),
                     (records[-1].seq, records[-1].hash),
                 )
+            if courses:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO rehab_course (patient, referring_department, municipality_code, is_open, "
+                        "responsible, changed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (patient) DO UPDATE SET "
+                        "referring_department = excluded.referring_department, municipality_code = "
+                        "excluded.municipality_code, is_open = excluded.is_open, responsible = excluded.responsible, "
+                        "changed_at = excluded.changed_at"
+                    ),
+                    [
+                        (c.patient, c.referring_department, c.municipality_code, int(c.open), c.responsible, stamp)
+                        for c in courses
+                    ],
+                )
             if processed:
                 cursor.executemany(
                     self._sql("INSERT INTO processed_message (flow, message_id, at, outputs) VALUES (?, ?, ?, ?)"),
@@ -178,6 +211,18 @@ class SqlAuditStore:
             )
             rows = cursor.fetchall()
         return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8]) for r in rows]
+
+    def course(self, patient: str) -> Course | None:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT referring_department, municipality_code, is_open, responsible FROM rehab_course "
+                    "WHERE patient = ?"
+                ),
+                (patient,),
+            )
+            row = cursor.fetchone()
+        return None if row is None else Course(patient, row[0], row[1], bool(row[2]), row[3])
 
     def records(self) -> Iterator[AuditRecord]:
         yield from self._rows()

@@ -30,15 +30,15 @@ import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from integration.audit_chain import AuditEntry
+from integration.domain.course import Course, CourseLookup
 from integration.errors import Rejected, Transient
-from integration.flows.results import FlowResult
+from integration.flows.results import FHIR_JSON, FlowResult
 from integration.runtime.audit_store import AuditStore, StoredOutput
 from integration.topology import DEAD_LETTER_EXCHANGE
 
 log = structlog.get_logger("integration.processor")
 
-Handler = Callable[[bytes, datetime], FlowResult]
-FHIR_JSON = "application/fhir+json"
+Handler = Callable[[bytes, datetime, CourseLookup], FlowResult]
 
 
 class Bus(Protocol):
@@ -106,6 +106,7 @@ class _Batch:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     entries: list[AuditEntry] = field(default_factory=list)
     processed: list[tuple[str, str, list[StoredOutput]]] = field(default_factory=list)
+    courses: list[Course] = field(default_factory=list)
     to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
 
@@ -145,11 +146,19 @@ class Processor:
                 self._plan(batch, index, delivery, now)
         for delivery, rejection in batch.dead_letters:
             self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
-        self._durably(lambda: self._store.record(batch.entries, now, batch.processed))
+        self._durably(lambda: self._store.record(batch.entries, now, batch.processed, batch.courses))
         published = []
         for delivery, output, patient in batch.to_publish:
             self._durably(
-                partial(self._bus.publish, output.exchange, output.routing_key, output.body, output.message_id)
+                partial(
+                    self._bus.publish,
+                    output.exchange,
+                    output.routing_key,
+                    output.body,
+                    output.message_id,
+                    None,
+                    output.content_type,
+                )
             )
             published.append(
                 self._entry(
@@ -182,7 +191,7 @@ class Processor:
             source=delivery.source,
         )
         try:
-            result = self._handlers[delivery.flow](delivery.body, now)
+            result = self._handlers[delivery.flow](delivery.body, now, self._store.course)
         except Rejected as rejection:
             batch.dead_letters.append((delivery, rejection))
             batch.entries += [
@@ -198,9 +207,7 @@ class Processor:
             return
         patient = result.patient
         outputs = [
-            StoredOutput(
-                o.route.exchange, o.route.routing_key, o.message["entry"][0]["resource"]["id"], orjson.dumps(o.message)
-            )
+            StoredOutput(o.route.exchange, o.route.routing_key, o.id, orjson.dumps(o.message), o.content_type)
             for o in result.outgoing
         ]
         batch.entries += [
@@ -210,6 +217,7 @@ class Processor:
             self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
         ]
         batch.processed.append((delivery.flow, delivery.key, outputs))
+        batch.courses += result.courses
         batch.to_publish += [(delivery, output, patient) for output in outputs]
         batch.outcomes[index] = Outcome("processed", len(outputs), patient)
 

@@ -18,7 +18,7 @@ import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
 from integration.errors import ConfigurationError, ConnectionLost, Transient
-from integration.runtime.processor import FHIR_JSON
+from integration.flows.results import FHIR_JSON
 from integration.topology import bindings, exchanges, queues
 
 _LOST = (
@@ -137,6 +137,7 @@ class Received:
     content_type: str | None
     redelivered: bool
     source: str | None = None  # the publishing user (validated by the broker) or the sender's app id
+    routing_key: str = ""
 
 
 def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Received:
@@ -148,6 +149,7 @@ def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Rece
         properties.content_type,
         bool(method.redelivered),
         properties.user_id or properties.app_id,
+        method.routing_key,
     )
 
 

@@ -1,0 +1,101 @@
+"""Hotline routing (the agreement's advice during a municipal course), pure and table-driven.
+
+A routine question goes to the inbox of the department that holds medical responsibility (the
+referring department while the patient's course is open); outside opening hours the sender is told
+when it will be answered. An acute question goes to that department's on-call doctor at once. Once the
+municipality's closing status has handed responsibility to the GP, a municipality's question is sent
+to manual triage and the sender is told. Nothing is dropped: what cannot be placed goes to triage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from integration.domain.course import Course
+from integration.domain.opening_hours import OpeningHours
+
+
+class SenderKind(Enum):
+    MUNICIPALITY = "municipality"
+    GP = "gp"
+
+
+@dataclass(frozen=True, slots=True)
+class AdviceRequest:
+    request_id: str
+    sender_kind: SenderKind
+    sender_id: str  # SOR, or the GP's ydernummer
+    patient: str  # CPR
+    text: str
+    acute: bool
+    sent_at: datetime
+    addressed_department: str | None = None  # SOR, when the sender named one
+
+
+@dataclass(frozen=True, slots=True)
+class Hotline:
+    department: str  # SOR
+    name: str
+    hours: OpeningHours
+    on_call_name: str
+    on_call_phone: str
+
+
+class Outcome(Enum):
+    ACUTE_TO_ON_CALL = "acute-to-on-call"
+    TO_DEPARTMENT = "to-department"
+    TO_DEPARTMENT_AFTER_HOURS = "to-department-after-hours"
+    RESPONSIBILITY_WITH_GP = "responsibility-with-gp"
+    UNMATCHED = "unmatched"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    queue: str  # on-call.<SOR> | department.<SOR> | unmatched
+    department: Hotline | None
+    answer_from: datetime | None = None  # when an after-hours request will be answered
+
+    @property
+    def replies(self) -> bool:
+        """Whether the sender gets an automatic reply."""
+        return self.outcome in REPLYING
+
+
+REPLYING = frozenset({Outcome.ACUTE_TO_ON_CALL, Outcome.TO_DEPARTMENT_AFTER_HOURS, Outcome.RESPONSIBILITY_WITH_GP})
+
+
+def responsible_department(request: AdviceRequest, course: Course | None) -> str | None:
+    """Who should answer: the department a GP addressed, else the one that referred the patient."""
+    if request.sender_kind is SenderKind.GP and request.addressed_department:
+        return request.addressed_department
+    if course is not None:
+        return course.referring_department
+    return request.addressed_department
+
+
+def route(
+    request: AdviceRequest, course: Course | None, hotlines: Mapping[str, Hotline], received_at: datetime
+) -> Decision:
+    municipality_after_handover = (
+        request.sender_kind is SenderKind.MUNICIPALITY and course is not None and not course.open
+    )
+    if municipality_after_handover and not request.acute:
+        return Decision(Outcome.RESPONSIBILITY_WITH_GP, "unmatched", None)
+    sor = responsible_department(request, course)
+    hotline = hotlines.get(sor) if sor else None
+    if hotline is None:
+        return Decision(Outcome.UNMATCHED, "unmatched", None)
+    if request.acute:
+        return Decision(Outcome.ACUTE_TO_ON_CALL, f"oncall.{hotline.department}", hotline)
+    if hotline.hours.is_open(received_at):
+        return Decision(Outcome.TO_DEPARTMENT, f"department.{hotline.department}", hotline)
+    return Decision(
+        Outcome.TO_DEPARTMENT_AFTER_HOURS,
+        f"department.{hotline.department}",
+        hotline,
+        answer_from=hotline.hours.next_opening(received_at),
+    )

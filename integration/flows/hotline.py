@@ -1,0 +1,97 @@
+"""The hotline flow: an advice request → the department's inbox or on-call, or triage, and an automatic reply."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from integration.domain.course import Course
+from integration.domain.hotline import AdviceRequest, Decision, Hotline, Outcome, route
+from integration.errors import BuildError, InvalidInput
+from integration.fhir.ids import derived_id
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.formats.json_contract import JsonContract
+
+JSON = "application/json"
+REPLY_KIND = {
+    Outcome.ACUTE_TO_ON_CALL: "on-call",
+    Outcome.TO_DEPARTMENT_AFTER_HOURS: "after-hours",
+    Outcome.RESPONSIBILITY_WITH_GP: "responsibility-with-gp",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HotlineContext:
+    hotlines: Mapping[str, Hotline]
+    timezone: ZoneInfo
+    replies: Mapping[str, str]  # onCall, afterHours, responsibilityWithGp
+    exchange: str
+    queue_key: str  # template with {queue}
+    reply_key: str  # template with {sender}
+    reply_contract: JsonContract
+
+
+def _reply_text(decision: Decision, ctx: HotlineContext) -> str:
+    hotline = decision.department
+    if decision.outcome is Outcome.ACUTE_TO_ON_CALL and hotline:
+        return ctx.replies["onCall"].format(name=hotline.on_call_name, phone=hotline.on_call_phone)
+    if decision.outcome is Outcome.TO_DEPARTMENT_AFTER_HOURS and hotline and decision.answer_from:
+        when = decision.answer_from.strftime("%d-%m-%Y kl. %H:%M")
+        return ctx.replies["afterHours"].format(department=hotline.name, answer_from=when)
+    return ctx.replies["responsibilityWithGp"]
+
+
+def json_reply(request: AdviceRequest, decision: Decision, ctx: HotlineContext, now: datetime) -> dict[str, Any]:
+    recipient = "ydernummer" if len(request.sender_id) == 6 else "sor"  # SOR ids have 11 digits or more
+    reply: dict[str, Any] = {
+        "schemaVersion": "1",
+        "replyId": derived_id(request.request_id, "reply"),
+        "inReplyTo": request.request_id,
+        "recipient": {recipient: request.sender_id},
+        "kind": REPLY_KIND[decision.outcome],
+        "text": _reply_text(decision, ctx),
+        "sentAt": now.isoformat(timespec="seconds"),
+    }
+    if decision.department:
+        reply["department"] = decision.department.department
+    if decision.outcome is Outcome.ACUTE_TO_ON_CALL and decision.department:
+        reply["onCall"] = {"name": decision.department.on_call_name, "phone": decision.department.on_call_phone}
+    if decision.answer_from:
+        reply["answerFrom"] = decision.answer_from.isoformat(timespec="minutes")
+    try:
+        ctx.reply_contract.check(reply)
+    except InvalidInput as exc:
+        raise BuildError(f"automatic reply is invalid: {exc}") from None
+    return reply
+
+
+def handle_advice_request(
+    request: AdviceRequest, document: dict[str, Any], course: Course | None, ctx: HotlineContext, now: datetime
+) -> FlowResult:
+    """Route the request (forwarded unchanged) and, where the agreement's rules call for one, reply."""
+    decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
+    outgoing = [
+        Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), document, request.request_id, JSON)
+    ]
+    if decision.replies:
+        reply = json_reply(request, decision, ctx, now)
+        outgoing.append(
+            Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply, reply["replyId"], JSON)
+        )
+    fact = AuditFact(
+        "hotline-routed",
+        {
+            "requestId": request.request_id,
+            "outcome": decision.outcome.value,
+            "queue": decision.queue,
+            "sender": request.sender_id,
+            "senderKind": request.sender_kind.value,
+            "acute": request.acute,
+            "answerFrom": decision.answer_from.isoformat() if decision.answer_from else None,
+            "courseOpen": course.open if course else None,
+        },
+    )
+    return FlowResult(outgoing=tuple(outgoing), facts=(fact,), patient=request.patient)

@@ -1,0 +1,78 @@
+"""The hotline flow end to end on the real broker: a referral opens the course, advice requests are routed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import orjson
+
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.config import Settings
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.processor import Processor, RetryPolicy
+from integration.runtime.rabbitmq import BrokerSettings
+from integration.runtime.stores import open_audit_store
+from integration.topology import FLOWS_BY_NAME
+from tests.conftest import FIXED_NOW, GOLDEN
+from tests.runtime.broker_helpers import connect, queue_depth, take_all, wait_for
+from tests.runtime.conftest import broker_url
+
+AALBORG = "715541000016001"
+
+
+def _queue(vhost: str, exchange: str) -> str:
+    name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        connection.channel.queue_bind(name, exchange, "#")
+    finally:
+        connection.close()
+    return name
+
+
+def _publish(vhost: str, key: str, body: bytes, message_id: str) -> None:
+    connection = connect(vhost)
+    try:
+        connection.publish("rehab.inbound", key, body, message_id, content_type="application/json")
+    finally:
+        connection.close()
+
+
+def test_referral_opens_the_course_and_an_acute_request_reaches_on_call(vhost: str, tmp_path: Path) -> None:
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost)),
+        [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"]],
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
+    )
+    referrals, hotline = _queue(vhost, "rehab.referral"), _queue(vhost, "rehab.hotline")
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        event = (GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json").read_bytes()
+        _publish(vhost, "discharge", event, json.loads(event)["eventId"])
+        wait_for(lambda: queue_depth(vhost, referrals) == 1, 30, "the referral")
+        request = (GOLDEN / "hotline" / "municipality-acute.request.json").read_bytes()
+        _publish(vhost, "hotline", request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a11")
+        wait_for(lambda: queue_depth(vhost, hotline) == 2, 30, "the routed request and the reply")
+        _publish(vhost, "hotline", request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a11")  # redelivered
+        wait_for(lambda: queue_depth(vhost, hotline) == 4, 30, "the republished outputs")
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+    messages = take_all(vhost, hotline)
+    routed = {m.routing_key: m.body for m in messages[:2]}
+    assert set(routed) == {f"hotline.oncall.{AALBORG}", "hotline.reply.434751000016002"}
+    assert orjson.loads(routed["hotline.reply.434751000016002"])["kind"] == "on-call"
+    assert [m.body for m in messages[2:]] == [m.body for m in messages[:2]]  # byte-identical on redelivery
+    course = store.course("2512489996")
+    assert course is not None and course.open and course.referring_department == AALBORG
+    facts = [r for r in store.records() if r.step == "fact:hotline-routed"]
+    assert len(facts) == 1 and facts[0].detail["outcome"] == "acute-to-on-call" and facts[0].patient == "2512489996"
+    take_all(vhost, referrals)
+    store.close()
