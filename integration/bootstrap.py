@@ -49,6 +49,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
             queue_key=hotline["routing"]["queue"],
             reply_key=hotline["routing"]["reply"],
             reply_contract=load_contract(settings.schemas_dir, "advice-reply.schema.json"),
+            triage_phone=str(hotline["triagePhone"]),
+            terminology=mappings.terminology,
         ),
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
@@ -63,6 +65,6 @@ def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
         return transform(body, pipeline, now, accepted=("discharge-event",), courses=courses)
 
     def hotline(body: bytes, now: datetime, courses: CourseLookup) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("advice-request",), courses=courses)
+        return transform(body, pipeline, now, accepted=("advice-request", "care-communication"), courses=courses)
 
     return {"discharge": discharge, "hotline": hotline}

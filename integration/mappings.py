@@ -148,7 +148,7 @@ def load_mappings(directory: Path) -> Mappings:
                 exchange=routing["exchange"], municipality_key=routing["municipality"], hospital_key=routing["hospital"]
             ),
             hotlines=_hotlines(hotline_doc),
-            hotline_settings={k: hotline_doc[k] for k in ("timezone", "replies", "routing")},
+            hotline_settings={k: hotline_doc[k] for k in ("timezone", "replies", "routing", "triagePhone")},
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None

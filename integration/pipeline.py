@@ -12,10 +12,11 @@ from typing import Any
 
 from integration.domain.course import CourseLookup, no_courses
 from integration.errors import UnknownMessageKind
-from integration.flows.hotline import HotlineContext, handle_advice_request
+from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge
 from integration.flows.results import FlowResult
 from integration.formats.advice_request import parse_advice_request
+from integration.formats.care_communication import decode_xml_bundle, is_care_communication, parse_care_communication
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.json_contract import JsonContract, decode_json
 
@@ -59,21 +60,27 @@ def _handle_advice_request(doc: Any, pipeline: Pipeline, courses: CourseLookup) 
     return handle_advice_request(request, doc, courses(request.patient), pipeline.hotline, pipeline.referral.now)
 
 
-JSON_KINDS: tuple[MessageKind, ...] = (
+def _handle_care_communication(doc: Any, pipeline: Pipeline, courses: CourseLookup) -> FlowResult:
+    request = parse_care_communication(doc, pipeline.municipality_sors)
+    return handle_care_communication(request, doc, courses(request.patient), pipeline.hotline, pipeline.referral.now)
+
+
+KINDS: tuple[MessageKind, ...] = (
     MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
     MessageKind("advice-request", _is_advice_request, _handle_advice_request),
+    MessageKind("care-communication", is_care_communication, _handle_care_communication),
 )
 
 
 def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKind:
-    for kind in JSON_KINDS:
+    for kind in KINDS:
         if kind.matches(doc) and (accepted is None or kind.name in accepted):
             return kind
     if accepted is not None:
         raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
     raise UnknownMessageKind(
         "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
-        "an advice request needs requestId and urgency)"
+        "an advice request needs requestId and urgency; a CareCommunication is a MedCom message Bundle)"
     )
 
 
@@ -86,6 +93,7 @@ def transform(
 ) -> FlowResult:
     """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
     if raw.lstrip()[:1] == b"<":
-        raise UnknownMessageKind("XML messages are not accepted yet")
-    doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+        doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
+    else:
+        doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
     return detect_kind(doc, accepted).handle(doc, pipeline.at(now), courses)

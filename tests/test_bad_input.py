@@ -202,9 +202,28 @@ def test_twenty_megabyte_payload_is_rejected_before_parsing(pipeline: Pipeline) 
         transform(raw, pipeline, FIXED_NOW)
 
 
-def test_xml_is_not_a_discharge_event(pipeline: Pipeline) -> None:
-    with pytest.raises(UnknownMessageKind, match="XML"):
+def test_xml_that_is_not_a_fhir_bundle_is_rejected(pipeline: Pipeline) -> None:
+    with pytest.raises(InvalidInput, match="not a FHIR Bundle"):
         transform(b"<?xml version='1.0'?><ClosingReport/>", pipeline, FIXED_NOW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (
+            b'<?xml version="1.0"?><!DOCTYPE Bundle [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b'<Bundle xmlns="http://hl7.org/fhir"><id value="&x;"/></Bundle>',
+            "DOCTYPE",
+        ),
+        (b'<Bundle xmlns="http://hl7.org/fhir"><id value="x"/>', "malformed XML"),
+        (b"<" + b"a" * (2 * 1024 * 1024) + b"/>", "payload too large"),
+    ],
+    ids=["external-entity", "truncated", "too-large"],
+)
+def test_hostile_or_broken_xml_is_rejected(pipeline: Pipeline, raw: bytes, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words) as caught:
+        transform(raw, pipeline, FIXED_NOW)
+    assert "root:" not in str(caught.value)
 
 
 def test_utf8_bom_is_tolerated(pipeline: Pipeline) -> None:

@@ -33,6 +33,7 @@ class AdviceRequest:
     acute: bool
     sent_at: datetime
     addressed_department: str | None = None  # SOR, when the sender named one
+    thread_id: str | None = None  # a CareCommunication's thread (Communication.identifier)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,9 +195,9 @@ def messaging_problems(bundle: Resource, *, allow_cc: bool = False) -> list[str]
         if not resource.get("text", {}).get("div"):
             problems.append(f"{rtype}/{rid}: narrative text is missing")
         problems += _code_problems(resource)
-        # The narrative is checked above and is one string; a Provenance's entity points at
-        # earlier messages, which are not in this Bundle.
-        skipped = ("text", "entity") if rtype == "Provenance" else ("text",)
+        # The narrative is checked above and is one string; a Provenance's target and entity may point
+        # at earlier messages, which are not in this Bundle (the chain of a reply).
+        skipped = ("text", "entity", "target") if rtype == "Provenance" else ("text",)
         _walk({k: v for k, v in resource.items() if k not in skipped}, found, f"{rtype}/{rid}")
     problems += [
         f"reference {ref!r} does not resolve inside the Bundle" for ref in found.references if ref not in by_ref

@@ -11,7 +11,10 @@ from zoneinfo import ZoneInfo
 from integration.domain.course import Course
 from integration.domain.hotline import AdviceRequest, Decision, Hotline, Outcome, route
 from integration.errors import BuildError, InvalidInput
+from integration.fhir.care_communication import reply_message
 from integration.fhir.ids import derived_id
+from integration.fhir.terminology import Terminology
+from integration.fhir.validation import validate_message
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
 from integration.formats.json_contract import JsonContract
 
@@ -32,6 +35,8 @@ class HotlineContext:
     queue_key: str  # template with {queue}
     reply_key: str  # template with {sender}
     reply_contract: JsonContract
+    triage_phone: str
+    terminology: Terminology
 
 
 def _reply_text(decision: Decision, ctx: HotlineContext) -> str:
@@ -95,3 +100,34 @@ def handle_advice_request(
         },
     )
     return FlowResult(outgoing=tuple(outgoing), facts=(fact,), patient=request.patient)
+
+
+def handle_care_communication(
+    request: AdviceRequest, bundle: dict[str, Any], course: Course | None, ctx: HotlineContext, now: datetime
+) -> FlowResult:
+    """Route a CareCommunication (forwarded unchanged); where a reply is due, it is a MedCom reply-message."""
+    decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
+    outgoing = [Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), bundle, request.request_id)]
+    if decision.replies:
+        phone = decision.department.on_call_phone if decision.department else ctx.triage_phone
+        reply = reply_message(bundle, _reply_text(decision, ctx), phone, now, ctx.terminology)
+        validate_message(reply)
+        outgoing.append(Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply))
+    return FlowResult(outgoing=tuple(outgoing), facts=(_routed(request, decision, course),), patient=request.patient)
+
+
+def _routed(request: AdviceRequest, decision: Decision, course: Course | None) -> AuditFact:
+    return AuditFact(
+        "hotline-routed",
+        {
+            "requestId": request.request_id,
+            "outcome": decision.outcome.value,
+            "queue": decision.queue,
+            "sender": request.sender_id,
+            "senderKind": request.sender_kind.value,
+            "acute": request.acute,
+            "thread": request.thread_id,
+            "answerFrom": decision.answer_from.isoformat() if decision.answer_from else None,
+            "courseOpen": course.open if course else None,
+        },
+    )

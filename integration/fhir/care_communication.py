@@ -1,0 +1,164 @@
+"""Automatic replies to a MedCom CareCommunication: a `reply-message` in the same thread.
+
+The reply repeats every earlier text payload (attachments without their data), adds ours, carries
+every earlier Provenance plus a `reply-message` one pointing at the message it answers, and goes
+from the department that received the request back to its sender.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.ids import derived_id
+from integration.fhir.narrative import narrative
+from integration.fhir.terminology import Terminology
+
+CC = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/"
+CORE_EXT = "http://medcomfhir.dk/ig/core/StructureDefinition/"
+DEFINITION = "http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/MedComCareCommunicationMessageDefinition|5.0"
+EVENT = {
+    "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
+    "code": "care-communication-message",
+}
+
+
+def _by_reference(bundle: Resource, ref: str) -> Resource:
+    return next(
+        e["resource"] for e in bundle["entry"] if f"{e['resource']['resourceType']}/{e['resource']['id']}" == ref
+    )
+
+
+def _earlier_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """An earlier payload as a reply repeats it: text as it was, an attachment without its content."""
+    if "contentAttachment" not in payload:
+        return payload
+    attachment = {k: v for k, v in payload["contentAttachment"].items() if k not in ("data", "url")}
+    return {**payload, "contentAttachment": attachment}
+
+
+def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
+    header_in = inbound["entry"][0]["resource"]
+    ids = partial(derived_id, f"{header_in['id']}/auto-reply")
+    requester = _by_reference(inbound, header_in["sender"]["reference"])
+    department = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
+    communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
+    sent = fhir_instant(now)
+    practitioner = {
+        "resourceType": "Practitioner",
+        "id": ids("Practitioner"),
+        "meta": {"profile": ["http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-practitioner"]},
+        "text": narrative("Practitioner", ids("Practitioner"), [("Navn", "Hotline, automatisk svar")]),
+        "name": [{"family": "Automatisk svar", "given": ["Hotline"]}],
+    }
+    role = {
+        "resourceType": "PractitionerRole",
+        "id": ids("PractitionerRole"),
+        "meta": {"profile": ["http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-practitionerrole"]},
+        "text": narrative(
+            "PractitionerRole",
+            ids("PractitionerRole"),
+            [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", "Automatisk svar")],
+        ),
+        "practitioner": reference(practitioner),
+        "code": [{"text": "Automatisk svar"}],
+    }
+    payload_id = f"urn:uuid:{ids('payload')}"
+    payload = {
+        "extension": [
+            {"url": CORE_EXT + "medcom-core-datetime-extension", "valueDateTime": sent},
+            {
+                "url": CORE_EXT + "medcom-core-identifier-extension",
+                "valueIdentifier": {"value": payload_id, "assigner": reference(department)},
+            },
+            {"url": CORE_EXT + "medcom-core-practitioner-extension", "valueReference": reference(role)},
+            {
+                "url": CORE_EXT + "medcom-core-contact-extension",
+                "valueContactPoint": {"system": "phone", "value": phone},
+            },
+        ],
+        "contentString": text,
+    }
+    communication = {
+        "resourceType": "Communication",
+        "id": ids("Communication"),
+        "meta": {"profile": [CC + "medcom-careCommunication-communication"]},
+        "text": narrative(
+            "Communication",
+            ids("Communication"),
+            [
+                ("Tråd", communication_in["identifier"][0]["value"]),
+                ("Svar", text),
+                ("Patient", communication_in["subject"]["reference"]),
+            ],
+        ),
+        **{
+            k: communication_in[k]
+            for k in ("identifier", "category", "priority", "subject", "topic", "encounter")
+            if k in communication_in
+        },
+        "status": "unknown",
+        "payload": [*(_earlier_payload(p) for p in communication_in.get("payload", [])), payload],
+    }
+    header = {
+        "resourceType": "MessageHeader",
+        "id": ids("MessageHeader"),
+        "meta": {"profile": [CC + "medcom-careCommunication-messageHeader"]},
+        "text": narrative(
+            "MessageHeader",
+            ids("MessageHeader"),
+            [
+                ("Hændelse", "care-communication-message"),
+                ("Til", f"Organization/{requester['id']}"),
+                ("Fra", f"Organization/{department['id']}"),
+                ("Fokus", f"Communication/{communication['id']}"),
+            ],
+        ),
+        "eventCoding": EVENT,
+        "destination": [
+            {
+                **header_in["destination"][0],
+                "endpoint": header_in["source"]["endpoint"],
+                "receiver": reference(requester),
+            }
+        ],
+        "sender": reference(department),
+        "source": {"endpoint": header_in["destination"][0]["endpoint"]},
+        "focus": [reference(communication)],
+        "definition": DEFINITION,
+    }
+    provenance = {
+        "resourceType": "Provenance",
+        "id": ids("Provenance"),
+        "meta": {"profile": [CC + "medcom-careCommunication-provenance"]},
+        "text": narrative(
+            "Provenance",
+            ids("Provenance"),
+            [
+                ("Mål", f"MessageHeader/{header['id']}"),
+                ("Aktivitet", "reply-message"),
+                ("Svar på", f"MessageHeader/{header_in['id']}"),
+            ],
+        ),
+        "target": [reference(header)],
+        "occurredDateTime": sent,
+        "recorded": sent,
+        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": "reply-message"}]},
+        "agent": [{"who": reference(department)}],
+        "entity": [
+            {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
+            {"role": "source", "what": {"identifier": {"value": payload_id}}},
+        ],
+    }
+    kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
+    resources = [header, communication, *kept, role, practitioner, provenance]
+    return {
+        "resourceType": "Bundle",
+        "id": ids("Bundle"),
+        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
+        "type": "message",
+        "timestamp": sent,
+        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
+    }

@@ -1,0 +1,142 @@
+"""MedCom CareCommunication requests: every shared example routes or is rejected clearly; replies are MedCom replies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+import holidays
+import pytest
+
+from integration.domain.course import Course
+from integration.domain.hotline import Hotline
+from integration.domain.opening_hours import OpeningHours
+from integration.errors import InvalidInput, UnknownMessageKind
+from integration.fhir.validation import messaging_problems
+from integration.formats.care_communication import decode_xml_bundle, parse_care_communication
+from integration.pipeline import Pipeline, transform
+
+SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
+ACCEPTED = ("advice-request", "care-communication")
+
+
+def _examples(shared: Path) -> list[Path]:
+    folders = [
+        shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send",
+        shared / "medcom" / "dk-medcom-carecommunication" / "examples",
+    ]
+    return sorted(p for folder in folders for p in folder.iterdir() if p.suffix in (".json", ".xml"))
+
+
+def _bundle(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    return decode_xml_bundle(raw, 10**7) if path.suffix == ".xml" else json.loads(raw)
+
+
+def _with_hotline_for(pipeline: Pipeline, sor: str) -> Pipeline:
+    hours = OpeningHours(
+        {d: (time(8), time(15)) for d in range(5)}, frozenset(), holidays.country_holidays("DK").__contains__
+    )
+    hotline = Hotline(sor, "Modtagende afdeling", hours, "Bagvagt", "+45 11 22 33 44")
+    return replace(pipeline, hotline=replace(pipeline.hotline, hotlines={sor: hotline}))
+
+
+def _entries(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
+
+
+def test_every_shared_carecommunication_example_routes_with_a_valid_reply_or_is_rejected(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    routed, rejected = [], []
+    for path in _examples(shared):
+        bundle = _bundle(path)
+        try:
+            request = parse_care_communication(bundle, pipeline.municipality_sors)
+        except InvalidInput as exc:
+            rejected.append((path.name, str(exc)))
+            continue
+        except UnknownMessageKind:
+            rejected.append((path.name, "not a CareCommunication"))
+            continue
+        configured = _with_hotline_for(pipeline, request.addressed_department or "")
+        result = transform(path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED)
+        forward, reply_out = result.outgoing
+        assert forward.message == bundle and forward.id == bundle["entry"][0]["resource"]["id"]
+        reply = reply_out.message
+        assert messaging_problems(reply) == []
+        header, header_in = reply["entry"][0]["resource"], bundle["entry"][0]["resource"]
+        (comm,), (comm_in,) = (
+            _entries(reply, "Communication"),
+            [
+                r
+                for r in _entries(bundle, "Communication")
+                if f"Communication/{r['id']}" == header_in["focus"][0]["reference"]
+            ],
+        )
+        assert comm["identifier"] == comm_in["identifier"]  # same thread
+        assert len(comm["payload"]) == len(comm_in["payload"]) + 1
+        assert all("data" not in p.get("contentAttachment", {}) for p in comm["payload"])
+        provenances = _entries(reply, "Provenance")
+        assert len(provenances) == len(_entries(bundle, "Provenance")) + 1
+        ours = next(p for p in provenances if p["target"][0]["reference"] == f"MessageHeader/{header['id']}")
+        assert ours["activity"]["coding"][0]["code"] == "reply-message"
+        assert {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}} in ours["entity"]
+        assert header["destination"][0]["receiver"] == header_in["sender"]
+        assert reply_out.route.routing_key == f"hotline.reply.{request.sender_id}"
+        routed.append(path.name)
+    assert len(routed) >= 5, (routed, rejected)
+    # the acknowledgements among the examples are not CareCommunications, and say so
+    assert rejected and all(
+        "Acknowledgement" in name and "got 'acknowledgement-message'" in reason for name, reason in rejected
+    ), rejected
+
+
+def test_an_acknowledgement_on_the_hotline_queue_is_rejected_as_the_wrong_kind(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    path = shared / "medcom" / "dk-medcom-carecommunication" / "examples" / "Flow2-Acknowledgement_Ex_to_OIOXML.xml"
+    with pytest.raises(UnknownMessageKind, match="not a message this queue accepts"):
+        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
+
+
+def test_a_carecommunication_without_cpr_is_rejected_with_the_reason(shared: Path, pipeline: Pipeline) -> None:
+    path = (
+        shared
+        / "medcom"
+        / "dk-medcom-carecommunication-testscripts"
+        / "send"
+        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    )
+    bundle = json.loads(path.read_bytes())
+    for patient in _entries(bundle, "Patient"):
+        patient["identifier"] = [{"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}]
+    with pytest.raises(InvalidInput, match="no CPR number"):
+        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED)
+
+
+def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_responsible(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    path = (
+        shared
+        / "medcom"
+        / "dk-medcom-carecommunication-testscripts"
+        / "send"
+        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    )
+    bundle = json.loads(path.read_bytes())
+    request = parse_care_communication(bundle, {"328081000016004"})  # treat the sender as a municipality
+    configured = replace(
+        _with_hotline_for(pipeline, request.addressed_department or ""),
+        municipality_sors=frozenset({"328081000016004"}),
+    )
+    closed = Course(request.patient, request.addressed_department or "", "851", False, "gp")
+    result = transform(path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED, courses=lambda cpr: closed)
+    forward, reply = result.outgoing
+    assert forward.route.routing_key == "hotline.unmatched"
+    text = _entries(reply.message, "Communication")[0]["payload"][-1]["contentString"]
+    assert "praktiserende læge" in text
