@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from integration.config import Settings
-from integration.domain.course import CourseLookup
+from integration.domain.course import State
 from integration.errors import ConfigurationError
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
@@ -61,10 +61,10 @@ def build_pipeline(settings: Settings) -> Pipeline:
 def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
     """The handler of each flow's inbound queue; a later flow adds one entry."""
 
-    def discharge(body: bytes, now: datetime, courses: CourseLookup) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("discharge-event",), courses=courses)
+    def discharge(body: bytes, now: datetime, state: State) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("discharge-event",), state=state)
 
-    def hotline(body: bytes, now: datetime, courses: CourseLookup) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("advice-request", "care-communication"), courses=courses)
+    def hotline(body: bytes, now: datetime, state: State) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("advice-request", "care-communication"), state=state)
 
     return {"discharge": discharge, "hotline": hotline}

@@ -16,7 +16,7 @@ from integration.bootstrap import build_pipeline
 from integration.cli_ops import audit, dlq, topology
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
-from integration.domain.course import Course, CourseLookup, no_courses
+from integration.domain.course import NO_STATE, Course, FixedState, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
@@ -48,9 +48,9 @@ def _pipeline() -> Pipeline:
         raise  # unreachable: _fail exits
 
 
-def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, courses: CourseLookup = no_courses) -> FlowResult:
+def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, state: State = NO_STATE) -> FlowResult:
     try:
-        return transform(raw, pipeline, now or _now(), courses=courses)
+        return transform(raw, pipeline, now or _now(), state=state)
     except ConfigurationError as exc:
         _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     except Rejected as exc:
@@ -89,7 +89,7 @@ def _receipt_time(value: str | None) -> datetime | None:
     return moment
 
 
-def _state_file(path: Path) -> CourseLookup:
+def _state_file(path: Path) -> State:
     """Course state from a JSON list of {patient, referringDepartment, municipalityCode, open, responsible}."""
     try:
         courses = {
@@ -104,20 +104,28 @@ def _state_file(path: Path) -> CourseLookup:
         }
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise click.BadParameter(f"cannot read course state from {path}: {exc}") from None
-    return courses.get
+    return FixedState(courses=courses)
 
 
-def _store_courses(settings: Settings) -> CourseLookup:
-    """Course state from the configured store, opened only if a message asks for it."""
+class _StoreState:
+    """State from the configured store, opened only if a message asks for it."""
 
-    def lookup(patient: str) -> Course | None:
-        store = open_audit_store(settings.audit_dsn)
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def course(self, patient: str) -> Course | None:
+        store = open_audit_store(self._settings.audit_dsn)
         try:
             return store.course(patient)
         finally:
             store.close()
 
-    return lookup
+    def requester(self, thread_id: str) -> str | None:
+        store = open_audit_store(self._settings.audit_dsn)
+        try:
+            return store.requester(thread_id)
+        finally:
+            store.close()
 
 
 @main.command(name="transform")
@@ -136,10 +144,10 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None) -> N
     3 on a configuration error.
     """
     received = _receipt_time(at)
-    courses = _state_file(state) if state else _store_courses(Settings.from_env())
+    known = _state_file(state) if state else _StoreState(Settings.from_env())
     pipeline = _pipeline()
     try:
-        result = _run(source.read(), pipeline, received, courses)
+        result = _run(source.read(), pipeline, received, known)
     except Transient as exc:
         _fail(EXIT_CONFIGURATION, f"course state unavailable: {exc}")
         raise

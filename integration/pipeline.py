@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from integration.domain.course import CourseLookup, no_courses
+from integration.domain.course import NO_STATE, State
 from integration.errors import UnknownMessageKind
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge
@@ -40,14 +40,14 @@ class Pipeline:
 class MessageKind:
     name: str
     matches: Callable[[Any], bool]
-    handle: Callable[[Any, Pipeline, CourseLookup], FlowResult]
+    handle: Callable[[Any, Pipeline, State], FlowResult]
 
 
 def _is_discharge_event(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("eventType") in ("discharge", "visitation")
 
 
-def _handle_discharge_event(doc: Any, pipeline: Pipeline, _courses: CourseLookup) -> FlowResult:
+def _handle_discharge_event(doc: Any, pipeline: Pipeline, _state: State) -> FlowResult:
     return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral)
 
 
@@ -55,14 +55,14 @@ def _is_advice_request(doc: Any) -> bool:
     return isinstance(doc, dict) and "requestId" in doc and "urgency" in doc
 
 
-def _handle_advice_request(doc: Any, pipeline: Pipeline, courses: CourseLookup) -> FlowResult:
+def _handle_advice_request(doc: Any, pipeline: Pipeline, state: State) -> FlowResult:
     request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors)
-    return handle_advice_request(request, doc, courses(request.patient), pipeline.hotline, pipeline.referral.now)
+    return handle_advice_request(request, doc, state.course(request.patient), pipeline.hotline, pipeline.referral.now)
 
 
-def _handle_care_communication(doc: Any, pipeline: Pipeline, courses: CourseLookup) -> FlowResult:
+def _handle_care_communication(doc: Any, pipeline: Pipeline, state: State) -> FlowResult:
     request = parse_care_communication(doc, pipeline.municipality_sors)
-    return handle_care_communication(request, doc, courses(request.patient), pipeline.hotline, pipeline.referral.now)
+    return handle_care_communication(request, doc, state, pipeline.hotline, pipeline.referral.now)
 
 
 KINDS: tuple[MessageKind, ...] = (
@@ -89,11 +89,11 @@ def transform(
     pipeline: Pipeline,
     now: datetime,
     accepted: tuple[str, ...] | None = None,
-    courses: CourseLookup = no_courses,
+    state: State = NO_STATE,
 ) -> FlowResult:
     """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
     if raw.lstrip()[:1] == b"<":
         doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
     else:
         doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
-    return detect_kind(doc, accepted).handle(doc, pipeline.at(now), courses)
+    return detect_kind(doc, accepted).handle(doc, pipeline.at(now), state)

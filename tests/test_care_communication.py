@@ -11,7 +11,7 @@ from typing import Any
 import holidays
 import pytest
 
-from integration.domain.course import Course
+from integration.domain.course import Course, FixedState
 from integration.domain.hotline import Hotline
 from integration.domain.opening_hours import OpeningHours
 from integration.errors import InvalidInput, UnknownMessageKind
@@ -135,8 +135,55 @@ def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_
         municipality_sors=frozenset({"328081000016004"}),
     )
     closed = Course(request.patient, request.addressed_department or "", "851", False, "gp")
-    result = transform(path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED, courses=lambda cpr: closed)
+    result = transform(
+        path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED, state=FixedState(courses={request.patient: closed})
+    )
     forward, reply = result.outgoing
     assert forward.route.routing_key == "hotline.unmatched"
     text = _entries(reply.message, "Communication")[0]["payload"][-1]["contentString"]
     assert "praktiserende læge" in text
+
+
+def _department_reply(shared: Path) -> tuple[dict[str, Any], str]:
+    """A CareCommunication sent by the department of the shared example S-C (as its answer)."""
+    path = (
+        shared
+        / "medcom"
+        / "dk-medcom-carecommunication-testscripts"
+        / "send"
+        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    )
+    bundle = json.loads(path.read_bytes())
+    header = bundle["entry"][0]["resource"]
+    header["sender"], header["destination"][0]["receiver"] = header["destination"][0]["receiver"], header["sender"]
+    department = next(
+        e["resource"] for e in bundle["entry"] if f"Organization/{e['resource']['id']}" == header["sender"]["reference"]
+    )
+    sor = next(i["value"] for i in department["identifier"] if i["system"] == "urn:oid:1.2.208.176.1.1")
+    thread = _entries(bundle, "Communication")[0]["identifier"][0]["value"]
+    return bundle, sor + "|" + thread
+
+
+def test_a_departments_answer_goes_back_to_the_requester_by_thread(shared: Path, pipeline: Pipeline) -> None:
+    bundle, key = _department_reply(shared)
+    sor, thread = key.split("|")
+    configured = _with_hotline_for(pipeline, sor)
+    result = transform(
+        json.dumps(bundle).encode(),
+        configured,
+        SATURDAY,
+        accepted=ACCEPTED,
+        state=FixedState(threads={thread: "434751000016002"}),
+    )
+    (out,) = result.outgoing
+    assert out.route.routing_key == "hotline.reply.434751000016002" and out.message == bundle
+    assert result.state.answered == (thread,)
+    assert [f.kind for f in result.facts] == ["hotline-answered"]
+
+
+def test_a_departments_message_in_an_unknown_thread_goes_to_triage(shared: Path, pipeline: Pipeline) -> None:
+    bundle, key = _department_reply(shared)
+    configured = _with_hotline_for(pipeline, key.split("|")[0])
+    result = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    assert [o.route.routing_key for o in result.outgoing] == ["hotline.unmatched"]
+    assert result.state.answered == () and result.facts[0].kind == "hotline-answer-unmatched"

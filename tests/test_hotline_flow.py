@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from integration.domain.course import Course
+from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput
 from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
@@ -27,7 +27,7 @@ def run(pipeline: Pipeline, name: str, at: str, course: Course | None) -> list[d
         raw,
         pipeline,
         datetime.fromisoformat(at),
-        courses=lambda cpr: course if course and course.patient == cpr else None,
+        state=FixedState(courses={course.patient: course} if course else {}),
     )
     assert result.patient == json.loads(raw)["patient"]["cpr"]
     return [o.as_json() | {"id": o.id, "contentType": o.content_type} for o in result.outgoing]

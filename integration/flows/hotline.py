@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from integration.domain.course import Course
+from integration.domain.course import Course, OpenRequest, State, StateChanges
 from integration.domain.hotline import AdviceRequest, Decision, Hotline, Outcome, route
 from integration.errors import BuildError, InvalidInput
 from integration.fhir.care_communication import reply_message
@@ -86,26 +86,48 @@ def handle_advice_request(
         outgoing.append(
             Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply, reply["replyId"], JSON)
         )
-    fact = AuditFact(
-        "hotline-routed",
-        {
-            "requestId": request.request_id,
-            "outcome": decision.outcome.value,
-            "queue": decision.queue,
-            "sender": request.sender_id,
-            "senderKind": request.sender_kind.value,
-            "acute": request.acute,
-            "answerFrom": decision.answer_from.isoformat() if decision.answer_from else None,
-            "courseOpen": course.open if course else None,
-        },
+    return FlowResult(
+        outgoing=tuple(outgoing),
+        facts=(_routed(request, decision, course),),
+        patient=request.patient,
+        state=_opened(request, decision),
     )
-    return FlowResult(outgoing=tuple(outgoing), facts=(fact,), patient=request.patient)
+
+
+def _opened(request: AdviceRequest, decision: Decision) -> StateChanges:
+    department = decision.department.department if decision.department else None
+    return StateChanges(
+        opened=(OpenRequest(request.request_id, request.thread_id, request.sender_id, department, request.patient),)
+    )
+
+
+def _department_answer(request: AdviceRequest, bundle: dict[str, Any], state: State, ctx: HotlineContext) -> FlowResult:
+    """A department's reply in a request's thread goes back to whoever asked; an unknown thread to triage."""
+    requester = state.requester(request.thread_id) if request.thread_id else None
+    key = ctx.reply_key.format(sender=requester) if requester else ctx.queue_key.format(queue="unmatched")
+    fact = AuditFact(
+        "hotline-answered" if requester else "hotline-answer-unmatched",
+        {"thread": request.thread_id, "department": request.sender_id, "requester": requester},
+    )
+    answered = (request.thread_id,) if requester and request.thread_id else ()
+    return FlowResult(
+        outgoing=(Outgoing(Route(ctx.exchange, key), bundle, request.request_id),),
+        facts=(fact,),
+        patient=request.patient,
+        state=StateChanges(answered=answered),
+    )
 
 
 def handle_care_communication(
-    request: AdviceRequest, bundle: dict[str, Any], course: Course | None, ctx: HotlineContext, now: datetime
+    request: AdviceRequest, bundle: dict[str, Any], state: State, ctx: HotlineContext, now: datetime
 ) -> FlowResult:
-    """Route a CareCommunication (forwarded unchanged); where a reply is due, it is a MedCom reply-message."""
+    """Route a CareCommunication (forwarded unchanged); where a reply is due, it is a MedCom reply-message.
+
+    One sent by a hotline department is its answer to a request, and goes back to the requester by thread.
+    """
+    if request.sender_id in ctx.hotlines:
+        return _department_answer(request, bundle, state, ctx)
+    course = state.course(request.patient)
     decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
     outgoing = [Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), bundle, request.request_id)]
     if decision.replies:
@@ -113,7 +135,12 @@ def handle_care_communication(
         reply = reply_message(bundle, _reply_text(decision, ctx), phone, now, ctx.terminology)
         validate_message(reply)
         outgoing.append(Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply))
-    return FlowResult(outgoing=tuple(outgoing), facts=(_routed(request, decision, course),), patient=request.patient)
+    return FlowResult(
+        outgoing=tuple(outgoing),
+        facts=(_routed(request, decision, course),),
+        patient=request.patient,
+        state=_opened(request, decision),
+    )
 
 
 def _routed(request: AdviceRequest, decision: Decision, course: Course | None) -> AuditFact:

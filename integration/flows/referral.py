@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from integration.domain.course import Course
+from integration.domain.course import Course, StateChanges
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway
 from integration.domain.records import DischargeEvent, Organisation, Setting
@@ -143,5 +143,8 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
         event.patient.cpr.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"
     )
     return FlowResult(
-        outgoing=(Outgoing(route, bundle),), facts=tuple(facts), patient=event.patient.cpr.value, courses=(course,)
+        outgoing=(Outgoing(route, bundle),),
+        facts=tuple(facts),
+        patient=event.patient.cpr.value,
+        state=StateChanges(courses=(course,)),
     )

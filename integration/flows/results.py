@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from integration.domain.course import Course
+from integration.domain.course import StateChanges
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +49,4 @@ class FlowResult:
     outgoing: tuple[Outgoing, ...]
     facts: tuple[AuditFact, ...]
     patient: str | None = None  # the CPR number the message is about, for the audit log only
-    courses: tuple[Course, ...] = ()  # course state to record with the message
+    state: StateChanges = StateChanges()  # what to remember, recorded with the message

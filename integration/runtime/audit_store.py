@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
-from integration.domain.course import Course
+from integration.domain.course import Course, OpenRequest
 from integration.flows.results import FHIR_JSON
 
 
@@ -52,14 +52,33 @@ class StoredOutput:
 Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message id, outputs)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    request: OpenRequest
+    received_at: datetime
+    overdue_noted: bool
+
+
 class AuditStore(Protocol):
     def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]: ...
 
     def record(
-        self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = (), courses: Sequence[Course] = ()
+        self,
+        entries: Sequence[AuditEntry],
+        at: datetime,
+        processed: Processed = (),
+        courses: Sequence[Course] = (),
+        opened: Sequence[OpenRequest] = (),
+        answered: Sequence[str] = (),
     ) -> None: ...
 
     def course(self, patient: str) -> Course | None: ...
+
+    def requester(self, thread_id: str) -> str | None: ...
+
+    def open_requests(self) -> list[PendingRequest]: ...
+
+    def note_overdue(self, request_ids: Sequence[str], at: datetime) -> None: ...
 
     def records(self) -> Iterator[AuditRecord]: ...
 
@@ -81,6 +100,10 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rehab_course (
         patient TEXT PRIMARY KEY, referring_department TEXT NOT NULL, municipality_code TEXT NOT NULL,
         is_open INTEGER NOT NULL, responsible TEXT NOT NULL, changed_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hotline_request (
+        request_id TEXT PRIMARY KEY, thread_id TEXT, requester TEXT NOT NULL, department TEXT,
+        patient TEXT NOT NULL, received_at TEXT NOT NULL, answered_at TEXT, overdue_noted_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS hotline_request_thread ON hotline_request (thread_id)",
     """CREATE TABLE IF NOT EXISTS processed_message (
         flow TEXT NOT NULL, message_id TEXT NOT NULL, at TEXT NOT NULL, outputs TEXT NOT NULL,
         PRIMARY KEY (flow, message_id))""",
@@ -141,10 +164,16 @@ class SqlAuditStore:
         return found
 
     def record(
-        self, entries: Sequence[AuditEntry], at: datetime, processed: Processed = (), courses: Sequence[Course] = ()
+        self,
+        entries: Sequence[AuditEntry],
+        at: datetime,
+        processed: Processed = (),
+        courses: Sequence[Course] = (),
+        opened: Sequence[OpenRequest] = (),
+        answered: Sequence[str] = (),
     ) -> None:
-        """Append entries to the chain, mark messages processed and record course state, in one transaction."""
-        if not entries and not processed and not courses:
+        """Append entries to the chain, mark messages processed and record state, in one transaction."""
+        if not (entries or processed or courses or opened or answered):
             return
         stamp = at.isoformat()
         with self._transaction() as cursor:
@@ -191,6 +220,19 @@ class SqlAuditStore:
                         for c in courses
                     ],
                 )
+            if opened:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO hotline_request (request_id, thread_id, requester, department, patient, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
+                    ),
+                    [(r.request_id, r.thread_id, r.requester, r.department, r.patient, stamp) for r in opened],
+                )
+            if answered:
+                cursor.executemany(
+                    self._sql("UPDATE hotline_request SET answered_at = ? WHERE thread_id = ? AND answered_at IS NULL"),
+                    [(stamp, thread) for thread in answered],
+                )
             if processed:
                 cursor.executemany(
                     self._sql("INSERT INTO processed_message (flow, message_id, at, outputs) VALUES (?, ?, ?, ?)"),
@@ -223,6 +265,36 @@ class SqlAuditStore:
             )
             row = cursor.fetchone()
         return None if row is None else Course(patient, row[0], row[1], bool(row[2]), row[3])
+
+    def requester(self, thread_id: str) -> str | None:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql("SELECT requester FROM hotline_request WHERE thread_id = ? ORDER BY received_at LIMIT 1"),
+                (thread_id,),
+            )
+            row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    def open_requests(self) -> list[PendingRequest]:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT request_id, thread_id, requester, department, patient, received_at, overdue_noted_at "
+                    "FROM hotline_request WHERE answered_at IS NULL ORDER BY received_at"
+                )
+            )
+            rows = cursor.fetchall()
+        return [
+            PendingRequest(OpenRequest(r[0], r[1], r[2], r[3], r[4]), datetime.fromisoformat(r[5]), r[6] is not None)
+            for r in rows
+        ]
+
+    def note_overdue(self, request_ids: Sequence[str], at: datetime) -> None:
+        with self._transaction() as cursor:
+            cursor.executemany(
+                self._sql("UPDATE hotline_request SET overdue_noted_at = ? WHERE request_id = ?"),
+                [(at.isoformat(), r) for r in request_ids],
+            )
 
     def records(self) -> Iterator[AuditRecord]:
         yield from self._rows()

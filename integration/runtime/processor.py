@@ -30,7 +30,7 @@ import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from integration.audit_chain import AuditEntry
-from integration.domain.course import Course, CourseLookup
+from integration.domain.course import Course, OpenRequest, State
 from integration.errors import Rejected, Transient
 from integration.flows.results import FHIR_JSON, FlowResult
 from integration.runtime.audit_store import AuditStore, StoredOutput
@@ -38,7 +38,7 @@ from integration.topology import DEAD_LETTER_EXCHANGE
 
 log = structlog.get_logger("integration.processor")
 
-Handler = Callable[[bytes, datetime, CourseLookup], FlowResult]
+Handler = Callable[[bytes, datetime, State], FlowResult]
 
 
 class Bus(Protocol):
@@ -107,6 +107,8 @@ class _Batch:
     entries: list[AuditEntry] = field(default_factory=list)
     processed: list[tuple[str, str, list[StoredOutput]]] = field(default_factory=list)
     courses: list[Course] = field(default_factory=list)
+    opened: list[OpenRequest] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
     to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
 
@@ -146,7 +148,9 @@ class Processor:
                 self._plan(batch, index, delivery, now)
         for delivery, rejection in batch.dead_letters:
             self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
-        self._durably(lambda: self._store.record(batch.entries, now, batch.processed, batch.courses))
+        self._durably(
+            lambda: self._store.record(batch.entries, now, batch.processed, batch.courses, batch.opened, batch.answered)
+        )
         published = []
         for delivery, output, patient in batch.to_publish:
             self._durably(
@@ -191,7 +195,7 @@ class Processor:
             source=delivery.source,
         )
         try:
-            result = self._handlers[delivery.flow](delivery.body, now, self._store.course)
+            result = self._handlers[delivery.flow](delivery.body, now, self._store)
         except Rejected as rejection:
             batch.dead_letters.append((delivery, rejection))
             batch.entries += [
@@ -217,7 +221,9 @@ class Processor:
             self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
         ]
         batch.processed.append((delivery.flow, delivery.key, outputs))
-        batch.courses += result.courses
+        batch.courses += result.state.courses
+        batch.opened += result.state.opened
+        batch.answered += result.state.answered
         batch.to_publish += [(delivery, output, patient) for output in outputs]
         batch.outcomes[index] = Outcome("processed", len(outputs), patient)
 
