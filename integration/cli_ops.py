@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import orjson
+import structlog
 from rich.progress import Progress
 
 from integration.audit_chain import AuditEntry, verify
@@ -20,6 +21,7 @@ from integration.runtime.rabbitmq import Received, apply_topology, connected, dr
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS, FLOWS_BY_NAME, INBOUND_EXCHANGE, USERS, Flow, definitions
 
+log = structlog.get_logger("integration.hotline")
 DEAD_LETTER_HEADERS = ("x-rehab-", "x-death", "x-first-death", "x-last-death")
 
 
@@ -183,3 +185,64 @@ def audit_trail(patient: str) -> None:
             )
     finally:
         store.close()
+
+
+@click.group()
+def hotline() -> None:
+    """Hotline requests waiting for the department's answer."""
+
+
+@hotline.command("pending")
+@click.option("--hours", type=int, default=None, help="opening hours after which a request is overdue")
+def hotline_pending(hours: int | None) -> None:
+    """List unanswered requests older than the limit; log and audit each overdue one once."""
+    from integration.bootstrap import build_pipeline
+    from integration.domain.opening_hours import open_hours_between
+
+    settings = Settings.from_env()
+    limit = hours if hours is not None else settings.hotline_overdue_hours
+    hotlines = build_pipeline(settings).hotline.hotlines
+    store = open_audit_store(settings.audit_dsn)
+    now = datetime.now(UTC)
+    try:
+        overdue = []
+        for pending in store.open_requests():
+            request = pending.request
+            desk = hotlines.get(request.department or "")
+            zone = desk.hours if desk else None
+            local_now = now.astimezone(pending.received_at.tzinfo)
+            age = open_hours_between(zone, pending.received_at, local_now)
+            if age >= limit:
+                overdue.append((pending, age))
+        fresh = [p for p, _ in overdue if not p.overdue_noted]
+        if fresh:
+            store.record(
+                [
+                    AuditEntry(
+                        "hotline-overdue",
+                        "hotline",
+                        p.request.request_id,
+                        {"department": p.request.department, "requester": p.request.requester},
+                        patient=p.request.patient,
+                    )
+                    for p in fresh
+                ],
+                now,
+            )
+            store.note_overdue([p.request.request_id for p in fresh], now)
+            for p in fresh:
+                log.warning(
+                    "hotline request overdue",
+                    request_id=p.request.request_id,
+                    department=p.request.department,
+                    requester=p.request.requester,
+                )
+    finally:
+        store.close()
+    click.echo(f"{len(overdue)} unanswered request(s) older than {limit} opening hour(s):")
+    for pending, age in overdue:
+        request = pending.request
+        click.echo(
+            f"  {request.request_id}  received {pending.received_at.isoformat(timespec='minutes')}  "
+            f"{age:.1f} h  to {request.department or 'triage'}  from {request.requester}"
+        )

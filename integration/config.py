@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "mappings_dir": str(PROJECT_ROOT / "mappings"),
     "schemas_dir": str(PROJECT_ROOT / "schemas"),
     "max_payload_bytes": 1024 * 1024,
+    "hotline_overdue_hours": 8,
 }
 
 
@@ -48,6 +49,7 @@ class Settings:
     prefetch: int = 20
     audit_dsn: str = DEFAULTS["audit_dsn"]
     flows: tuple[str, ...] = ()
+    hotline_overdue_hours: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +69,7 @@ class Settings:
             prefetch=_whole_number(values, "prefetch"),
             audit_dsn=str(values["audit_dsn"]),
             flows=tuple(f.strip() for f in str(values["flows"]).split(",") if f.strip()),
+            hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
         )
 
 

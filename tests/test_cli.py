@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,35 @@ def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) ->
     assert done.stdout == b""
     assert done.stderr.startswith(b"error: internal error, nothing was produced: built message is invalid")
     assert b"eventCoding.code" in done.stderr and b"2512489996" not in done.stderr
+
+
+def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: Path) -> None:
+    import os
+    from datetime import datetime, timedelta
+
+    from integration.domain.course import OpenRequest
+    from integration.runtime.stores import open_audit_store
+
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    store = open_audit_store(dsn)
+    long_ago = datetime.now(UTC) - timedelta(days=10)
+    store.record([], long_ago, opened=[OpenRequest("r-old", None, "434751000016002", "715541000016001", "2512489996")])
+    store.record([], datetime.now(UTC), opened=[OpenRequest("r-new", None, "012345", None, "0107729995")])
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "integration", "hotline", "pending"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "1 unanswered request(s) older than 8 opening hour(s)" in done.stdout and "r-old" in done.stdout
+        assert "r-new" not in done.stdout
+    store = open_audit_store(dsn)
+    overdue = [r for r in store.records() if r.step == "hotline-overdue"]
+    store.close()
+    assert len(overdue) == 1 and overdue[0].message_id == "r-old" and overdue[0].patient == "2512489996"
+    assert "2512489996" not in done.stderr  # the log line names the request, never the patient

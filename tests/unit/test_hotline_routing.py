@@ -274,3 +274,25 @@ def test_opening_hours_follow_summer_time() -> None:
     hours = HOTLINES[AALBORG].hours
     assert hours.is_open(at("2026-06-15T14:59")) and not hours.is_open(at("2026-06-15T15:00"))
     assert hours.next_opening(at("2026-03-27T16:00")) == at("2026-03-30T08:00")  # across the switch to summer time
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "hours"),
+    [
+        ("2026-11-23T09:00", "2026-11-23T11:30", 2.5),
+        ("2026-11-23T14:00", "2026-11-24T09:00", 2.0),  # one hour on Monday, one on Tuesday
+        ("2026-11-27T14:00", "2026-11-30T09:00", 2.0),  # the weekend does not count
+        ("2026-04-01T14:00", "2026-04-07T09:00", 2.0),  # nor Easter
+        ("2026-11-23T16:00", "2026-11-23T20:00", 0.0),
+    ],
+)
+def test_open_hours_between(start: str, end: str, hours: float) -> None:
+    from integration.domain.opening_hours import open_hours_between
+
+    assert open_hours_between(HOTLINES[AALBORG].hours, at(start), at(end)) == hours
+
+
+def test_without_opening_hours_every_hour_counts() -> None:
+    from integration.domain.opening_hours import open_hours_between
+
+    assert open_hours_between(None, at("2026-11-28T10:00"), at("2026-11-29T10:00")) == 24.0
