@@ -74,27 +74,38 @@ def run_consumers(settings: Settings, flow_names: str | None) -> None:
         store.close()
 
 
-def _samples() -> list[tuple[str, bytes, str]]:
+HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
+
+
+def _samples() -> list[tuple[str, str, bytes, str]]:
+    """(flow, name, body, message id): the sample discharge events and one bad one, then hotline requests."""
     samples = []
     for path in sorted(SAMPLES.glob("*.event.json")):
         body = path.read_bytes()
-        samples.append((path.name.removesuffix(".event.json"), body, orjson.loads(body)["eventId"]))
-    poison = samples[0][1].replace(b'"851"', b'"999"')
-    samples.append(("bad-unknown-municipality", poison, "demo-poison-unknown-municipality"))
+        samples.append(("discharge", path.name.removesuffix(".event.json"), body, orjson.loads(body)["eventId"]))
+    poison = samples[0][2].replace(b'"851"', b'"999"')
+    samples.append(("discharge", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality"))
+    for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
+        body = path.read_bytes()
+        samples.append(("hotline", path.name.removesuffix(".request.json"), body, orjson.loads(body)["requestId"]))
     return samples
+
+
+DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"]]
 
 
 def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
     broker = InMemoryBroker()
     for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
         broker.bind(exchange, "demo.outputs", "#")
-    names = {}
-    for name, body, message_id in _samples():
-        broker.publish(INBOUND_EXCHANGE, "discharge", body, message_id, content_type="application/json")
-        names[message_id] = name
     processor = processor_factory(settings, store)(broker)
-    drain_in_memory(broker, processor, [FLOWS_BY_NAME["discharge"]])
+    for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
+        for sample_flow, _name, body, message_id in _samples():
+            if sample_flow == flow.name:
+                broker.publish(INBOUND_EXCHANGE, flow.name, body, message_id, content_type="application/json")
+        drain_in_memory(broker, processor, [flow])
     routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
+    names = {message_id: name for _, name, _, message_id in _samples()}
     dead = [
         (names.get(m.message_id or "", "?"), str(m.headers.get("x-rehab-reason")))
         for m in broker.queues["rehab.discharge-events.dlq"]
@@ -103,14 +114,15 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
 
 
 def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """One line per referral received downstream (sample → routing key), then the dead-lettered ones."""
-    names = {message_id: name for name, _, message_id in _samples()}
+    """One line per message received downstream (sample → routing key), then the dead-lettered ones."""
+    names = {message_id: name for _, name, _, message_id in _samples()}
     published = {r.detail.get("outputId"): r for r in store.records() if r.step == "published"}
     lines = []
     for output_id in routed:
         record = published.get(output_id)
         name = names.get(record.message_id, "?") if record else "?"
-        lines.append((f"referral from {name}", str(record.detail.get("routingKey")) if record else "?"))
+        what = "referral from" if record and record.detail.get("exchange") == "rehab.referral" else "hotline:"
+        lines.append((f"{what} {name}", str(record.detail.get("routingKey")) if record else "?"))
     lines += [(f"dead-lettered: {name}", reason) for name, reason in dead]
     return lines
 
@@ -121,17 +133,18 @@ def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConn
     for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
         connection.channel.queue_bind(outputs, exchange, "#")
     dlq_before = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
-    service = ConsumerService(
-        broker_settings(settings), [FLOWS_BY_NAME["discharge"]], processor_factory(settings, store)
-    )
+    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(settings, store))
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     samples = _samples()
-    for _name, body, message_id in samples:
-        connection.publish(INBOUND_EXCHANGE, "discharge", body, message_id, content_type="application/json")
-    deadline = time.monotonic() + 60
-    while service.handled < len(samples) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
+        batch = [s for s in samples if s[0] == flow.name]
+        expected = service.handled + len(batch)
+        for _flow, _name, body, message_id in batch:
+            connection.publish(INBOUND_EXCHANGE, flow.name, body, message_id, content_type="application/json")
+        deadline = time.monotonic() + 60
+        while service.handled < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
     service.stop()
     worker.join(timeout=30)
     routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
@@ -159,7 +172,8 @@ def run_demo(settings: Settings) -> None:
         for left, right in lines:
             click.echo(f"  {left:<58} → {right}")
         click.echo(
-            f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals received downstream; "
+            f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals and "
+            f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline messages received downstream; "
             f"audit log {store.head()[0]} records"
         )
     finally:

@@ -105,7 +105,9 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
         "dead-lettered: bad-unknown-municipality" in line and "unknown municipality code '999'" in line
         for line in lines
     )
-    assert lines[-1].startswith("13 referrals received downstream")
+    assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
+    assert any("hotline: patient-without-course" in line and "hotline.unmatched" in line for line in lines)
+    assert lines[-1].startswith("13 referrals and ") and "hotline messages received downstream" in lines[-1]
 
 
 def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_gp_request_goes_to_the_department_the_gp_addressed(pipeline: Pipeline) 
 
 
 def test_patient_without_course_and_no_department_goes_to_triage(pipeline: Pipeline) -> None:
-    outputs = run(pipeline, "unknown-patient", "2026-11-23T10:00:00+01:00", OPEN)
+    outputs = run(pipeline, "patient-without-course", "2026-11-23T10:00:00+01:00", OPEN)
     assert keys(outputs) == ["hotline.unmatched"]
 
 

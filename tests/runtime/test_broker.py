@@ -283,6 +283,7 @@ def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"broker: amqp://guest:***@127.0.0.1:5672/{vhost}")
     assert sum("referral from" in line for line in lines) == 13
+    assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any(
         line.strip().startswith("dead-lettered (rehab.discharge-events.dlq)") and "1 new" in line for line in lines
     )
