@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
@@ -21,9 +22,11 @@ from integration.errors import BuildError, ConfigurationError, Rejected, Transie
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
+from integration.runtime.audit_store import AuditStore
 from integration.runtime.stores import open_audit_store
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
+T = TypeVar("T")
 
 # Exit codes: 2 the input is invalid or not a known kind, 3 our configuration is wrong, 70 a bug (EX_SOFTWARE).
 EXIT_INVALID, EXIT_CONFIGURATION, EXIT_BUG = 2, 3, 70
@@ -113,19 +116,18 @@ class _StoreState:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def course(self, patient: str) -> Course | None:
+    def _ask(self, question: Callable[[AuditStore], T]) -> T:
         store = open_audit_store(self._settings.audit_dsn)
         try:
-            return store.course(patient)
+            return question(store)
         finally:
             store.close()
 
+    def course(self, patient: str) -> Course | None:
+        return self._ask(lambda store: store.course(patient))
+
     def requester(self, thread_id: str) -> str | None:
-        store = open_audit_store(self._settings.audit_dsn)
-        try:
-            return store.requester(thread_id)
-        finally:
-            store.close()
+        return self._ask(lambda store: store.requester(thread_id))
 
 
 @main.command(name="transform")

@@ -31,6 +31,17 @@ def _examples(shared: Path) -> list[Path]:
     return sorted(p for folder in folders for p in folder.iterdir() if p.suffix in (".json", ".xml"))
 
 
+def _municipal_nursing_to_gp(shared: Path) -> Path:
+    """The shared example S-C: municipal home nursing (Aalborg) writes to a GP."""
+    return (
+        shared
+        / "medcom"
+        / "dk-medcom-carecommunication-testscripts"
+        / "send"
+        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
+    )
+
+
 def _bundle(path: Path) -> dict[str, Any]:
     raw = path.read_bytes()
     return decode_xml_bundle(raw, 10**7) if path.suffix == ".xml" else json.loads(raw)
@@ -104,13 +115,7 @@ def test_an_acknowledgement_on_the_hotline_queue_is_rejected_as_the_wrong_kind(
 
 
 def test_a_carecommunication_without_cpr_is_rejected_with_the_reason(shared: Path, pipeline: Pipeline) -> None:
-    path = (
-        shared
-        / "medcom"
-        / "dk-medcom-carecommunication-testscripts"
-        / "send"
-        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
-    )
+    path = _municipal_nursing_to_gp(shared)
     bundle = json.loads(path.read_bytes())
     for patient in _entries(bundle, "Patient"):
         patient["identifier"] = [{"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}]
@@ -121,13 +126,7 @@ def test_a_carecommunication_without_cpr_is_rejected_with_the_reason(shared: Pat
 def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_responsible(
     shared: Path, pipeline: Pipeline
 ) -> None:
-    path = (
-        shared
-        / "medcom"
-        / "dk-medcom-carecommunication-testscripts"
-        / "send"
-        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
-    )
+    path = _municipal_nursing_to_gp(shared)
     bundle = json.loads(path.read_bytes())
     request = parse_care_communication(bundle, {"328081000016004"})  # treat the sender as a municipality
     configured = replace(
@@ -146,13 +145,7 @@ def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_
 
 def _department_reply(shared: Path) -> tuple[dict[str, Any], str]:
     """A CareCommunication sent by the department of the shared example S-C (as its answer)."""
-    path = (
-        shared
-        / "medcom"
-        / "dk-medcom-carecommunication-testscripts"
-        / "send"
-        / "Bundle-S-C-new-aca3d03a-febd-4b88-ad53-ac1bc36da615.json"
-    )
+    path = _municipal_nursing_to_gp(shared)
     bundle = json.loads(path.read_bytes())
     header = bundle["entry"][0]["resource"]
     header["sender"], header["destination"][0]["receiver"] = header["destination"][0]["receiver"], header["sender"]

@@ -7,6 +7,7 @@ from the department that received the request back to its sender.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -17,7 +18,7 @@ from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
 
 CC = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/"
-CORE_EXT = "http://medcomfhir.dk/ig/core/StructureDefinition/"
+CORE = "http://medcomfhir.dk/ig/core/StructureDefinition/"
 DEFINITION = "http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/MedComCareCommunicationMessageDefinition|5.0"
 EVENT = {
     "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
@@ -39,6 +40,52 @@ def _earlier_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "contentAttachment": attachment}
 
 
+def _resource(rtype: str, rid: str, profile: str, rows: list[tuple[str, object]], **content: Any) -> Resource:
+    """A resource with its MedCom profile and its narrative."""
+    return {
+        "resourceType": rtype,
+        "id": rid,
+        "meta": {"profile": [profile]},
+        "text": narrative(rtype, rid, rows),
+        **content,
+    }
+
+
+def _automatic_author(ids: Callable[[str], str]) -> tuple[Resource, Resource]:
+    """The author of an automatic reply: the profile requires a named Practitioner in a PractitionerRole."""
+    practitioner = _resource(
+        "Practitioner",
+        ids("Practitioner"),
+        CORE + "medcom-core-practitioner",
+        [("Navn", "Hotline, automatisk svar")],
+        name=[{"family": "Automatisk svar", "given": ["Hotline"]}],
+    )
+    role = _resource(
+        "PractitionerRole",
+        ids("PractitionerRole"),
+        CORE + "medcom-core-practitionerrole",
+        [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", "Automatisk svar")],
+        practitioner=reference(practitioner),
+        code=[{"text": "Automatisk svar"}],
+    )
+    return practitioner, role
+
+
+def _text_payload(payload_id: str, text: str, sent: str, author: Resource, sender: Resource, phone: str) -> Resource:
+    return {
+        "extension": [
+            {"url": CORE + "medcom-core-datetime-extension", "valueDateTime": sent},
+            {
+                "url": CORE + "medcom-core-identifier-extension",
+                "valueIdentifier": {"value": payload_id, "assigner": reference(sender)},
+            },
+            {"url": CORE + "medcom-core-practitioner-extension", "valueReference": reference(author)},
+            {"url": CORE + "medcom-core-contact-extension", "valueContactPoint": {"system": "phone", "value": phone}},
+        ],
+        "contentString": text,
+    }
+
+
 def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
     header_in = inbound["entry"][0]["resource"]
     ids = partial(derived_id, f"{header_in['id']}/auto-reply")
@@ -46,112 +93,68 @@ def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms
     department = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
     communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
     sent = fhir_instant(now)
-    practitioner = {
-        "resourceType": "Practitioner",
-        "id": ids("Practitioner"),
-        "meta": {"profile": ["http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-practitioner"]},
-        "text": narrative("Practitioner", ids("Practitioner"), [("Navn", "Hotline, automatisk svar")]),
-        "name": [{"family": "Automatisk svar", "given": ["Hotline"]}],
-    }
-    role = {
-        "resourceType": "PractitionerRole",
-        "id": ids("PractitionerRole"),
-        "meta": {"profile": ["http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-practitionerrole"]},
-        "text": narrative(
-            "PractitionerRole",
-            ids("PractitionerRole"),
-            [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", "Automatisk svar")],
-        ),
-        "practitioner": reference(practitioner),
-        "code": [{"text": "Automatisk svar"}],
-    }
+    practitioner, role = _automatic_author(ids)
     payload_id = f"urn:uuid:{ids('payload')}"
-    payload = {
-        "extension": [
-            {"url": CORE_EXT + "medcom-core-datetime-extension", "valueDateTime": sent},
-            {
-                "url": CORE_EXT + "medcom-core-identifier-extension",
-                "valueIdentifier": {"value": payload_id, "assigner": reference(department)},
-            },
-            {"url": CORE_EXT + "medcom-core-practitioner-extension", "valueReference": reference(role)},
-            {
-                "url": CORE_EXT + "medcom-core-contact-extension",
-                "valueContactPoint": {"system": "phone", "value": phone},
-            },
+    earlier = [_earlier_payload(p) for p in communication_in.get("payload", [])]
+    communication = _resource(
+        "Communication",
+        ids("Communication"),
+        CC + "medcom-careCommunication-communication",
+        [
+            ("Tråd", communication_in["identifier"][0]["value"]),
+            ("Svar", text),
+            ("Patient", communication_in["subject"]["reference"]),
         ],
-        "contentString": text,
-    }
-    communication = {
-        "resourceType": "Communication",
-        "id": ids("Communication"),
-        "meta": {"profile": [CC + "medcom-careCommunication-communication"]},
-        "text": narrative(
-            "Communication",
-            ids("Communication"),
-            [
-                ("Tråd", communication_in["identifier"][0]["value"]),
-                ("Svar", text),
-                ("Patient", communication_in["subject"]["reference"]),
-            ],
-        ),
         **{
             k: communication_in[k]
             for k in ("identifier", "category", "priority", "subject", "topic", "encounter")
             if k in communication_in
         },
-        "status": "unknown",
-        "payload": [*(_earlier_payload(p) for p in communication_in.get("payload", [])), payload],
-    }
-    header = {
-        "resourceType": "MessageHeader",
-        "id": ids("MessageHeader"),
-        "meta": {"profile": [CC + "medcom-careCommunication-messageHeader"]},
-        "text": narrative(
-            "MessageHeader",
-            ids("MessageHeader"),
-            [
-                ("Hændelse", "care-communication-message"),
-                ("Til", f"Organization/{requester['id']}"),
-                ("Fra", f"Organization/{department['id']}"),
-                ("Fokus", f"Communication/{communication['id']}"),
-            ],
-        ),
-        "eventCoding": EVENT,
-        "destination": [
+        status="unknown",
+        payload=[*earlier, _text_payload(payload_id, text, sent, role, department, phone)],
+    )
+    header = _resource(
+        "MessageHeader",
+        ids("MessageHeader"),
+        CC + "medcom-careCommunication-messageHeader",
+        [
+            ("Hændelse", "care-communication-message"),
+            ("Til", f"Organization/{requester['id']}"),
+            ("Fra", f"Organization/{department['id']}"),
+            ("Fokus", f"Communication/{communication['id']}"),
+        ],
+        eventCoding=EVENT,
+        destination=[
             {
                 **header_in["destination"][0],
                 "endpoint": header_in["source"]["endpoint"],
                 "receiver": reference(requester),
             }
         ],
-        "sender": reference(department),
-        "source": {"endpoint": header_in["destination"][0]["endpoint"]},
-        "focus": [reference(communication)],
-        "definition": DEFINITION,
-    }
-    provenance = {
-        "resourceType": "Provenance",
-        "id": ids("Provenance"),
-        "meta": {"profile": [CC + "medcom-careCommunication-provenance"]},
-        "text": narrative(
-            "Provenance",
-            ids("Provenance"),
-            [
-                ("Mål", f"MessageHeader/{header['id']}"),
-                ("Aktivitet", "reply-message"),
-                ("Svar på", f"MessageHeader/{header_in['id']}"),
-            ],
-        ),
-        "target": [reference(header)],
-        "occurredDateTime": sent,
-        "recorded": sent,
-        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": "reply-message"}]},
-        "agent": [{"who": reference(department)}],
-        "entity": [
+        sender=reference(department),
+        source={"endpoint": header_in["destination"][0]["endpoint"]},
+        focus=[reference(communication)],
+        definition=DEFINITION,
+    )
+    provenance = _resource(
+        "Provenance",
+        ids("Provenance"),
+        CC + "medcom-careCommunication-provenance",
+        [
+            ("Mål", f"MessageHeader/{header['id']}"),
+            ("Aktivitet", "reply-message"),
+            ("Svar på", f"MessageHeader/{header_in['id']}"),
+        ],
+        target=[reference(header)],
+        occurredDateTime=sent,
+        recorded=sent,
+        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": "reply-message"}]},
+        agent=[{"who": reference(department)}],
+        entity=[
             {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
             {"role": "source", "what": {"identifier": {"value": payload_id}}},
         ],
-    }
+    )
     kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
     resources = [header, communication, *kept, role, practitioner, provenance]
     return {
