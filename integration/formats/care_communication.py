@@ -20,6 +20,7 @@ from integration.domain.cpr import parse_cpr
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.errors import InvalidInput
 from integration.fhir.resource_validation import fhir_problems
+from integration.formats.safe_xml import parse_xml
 
 CARE_COMMUNICATION_EVENT = "care-communication-message"
 SOR = "urn:oid:1.2.208.176.1.1"
@@ -28,29 +29,8 @@ YDERNUMMER = "urn:oid:1.2.208.176.1.4"
 FHIR_NS = "http://hl7.org/fhir"
 
 
-def _hardened_parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-
-
 def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
-    if len(raw) > max_bytes:
-        raise InvalidInput("", f"payload too large: {len(raw)} bytes, the limit is {max_bytes}")
-    if b"<!doctype" in raw.lower():
-        raise InvalidInput("", "a DOCTYPE is not allowed in a message")
-    try:
-        root = etree.fromstring(raw, _hardened_parser())
-    except etree.XMLSyntaxError as exc:
-        raise InvalidInput("", f"malformed XML: {exc.msg}") from None
-    if root.getroottree().docinfo.doctype:
-        raise InvalidInput("", "a DOCTYPE is not allowed in a message")
+    root = parse_xml(raw, max_bytes)
     if root.tag != f"{{{FHIR_NS}}}Bundle":
         raise InvalidInput("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
     try:
