@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from lxml import etree
+
 from integration.config import Settings
 from integration.domain.course import State
 from integration.errors import ConfigurationError
+from integration.flows.closing import ClosingContext
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
 from integration.flows.results import FlowResult
@@ -24,6 +27,14 @@ def load_contract(schemas_dir: Path, name: str) -> JsonContract:
     try:
         return JsonContract(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot load schema {path}: {exc}") from None
+
+
+def load_xml_schema(schemas_dir: Path, name: str) -> etree.XMLSchema:
+    path = schemas_dir / name
+    try:
+        return etree.XMLSchema(etree.parse(str(path)))
+    except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
         raise ConfigurationError(f"cannot load schema {path}: {exc}") from None
 
 
@@ -52,6 +63,15 @@ def build_pipeline(settings: Settings) -> Pipeline:
             triage_phone=str(hotline["triagePhone"]),
             terminology=mappings.terminology,
         ),
+        closing_schema=load_xml_schema(settings.schemas_dir, "closing-report.xsd"),
+        closing=ClosingContext(
+            terminology=mappings.terminology,
+            directory=mappings.directory,
+            gp_clinics=mappings.gp_clinics,
+            exchange="rehab.status",
+            gp_key="gp.status.{ydernummer}",
+            dhrd_key="hospital.dhrd.{sor}",
+        ),
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
@@ -67,4 +87,7 @@ def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
     def hotline(body: bytes, now: datetime, state: State) -> FlowResult:
         return transform(body, pipeline, now, accepted=("advice-request", "care-communication"), state=state)
 
-    return {"discharge": discharge, "hotline": hotline}
+    def closing(body: bytes, now: datetime, state: State) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("closing-report",), state=state)
+
+    return {"discharge": discharge, "hotline": hotline, "closing": closing}

@@ -75,6 +75,7 @@ def run_consumers(settings: Settings, flow_names: str | None) -> None:
 
 
 HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
+CLOSING_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "closing"
 
 
 def _samples() -> list[tuple[str, str, bytes, str]]:
@@ -88,10 +89,13 @@ def _samples() -> list[tuple[str, str, bytes, str]]:
     for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
         body = path.read_bytes()
         samples.append(("hotline", path.name.removesuffix(".request.json"), body, orjson.loads(body)["requestId"]))
+    report = CLOSING_SAMPLES / "01-full-items.report.xml"
+    samples.append(("closing", "closing-report", report.read_bytes(), "demo-closing-report-01"))
     return samples
 
 
-DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"]]
+DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["closing"]]
+LABELS = {"rehab.referral": "referral from", "rehab.hotline": "hotline:", "rehab.status": "status:"}
 
 
 def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
@@ -121,7 +125,7 @@ def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]
     for output_id in routed:
         record = published.get(output_id)
         name = names.get(record.message_id, "?") if record else "?"
-        what = "referral from" if record and record.detail.get("exchange") == "rehab.referral" else "hotline:"
+        what = LABELS.get(str(record.detail.get("exchange")), "?") if record else "?"
         lines.append((f"{what} {name}", str(record.detail.get("routingKey")) if record else "?"))
     lines += [(f"dead-lettered: {name}", reason) for name, reason in dead]
     return lines
@@ -173,7 +177,8 @@ def run_demo(settings: Settings) -> None:
             click.echo(f"  {left:<58} → {right}")
         click.echo(
             f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals and "
-            f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline messages received downstream; "
+            f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline and "
+            f"{sum(1 for left, _ in lines if left.startswith('status'))} status messages received downstream; "
             f"audit log {store.head()[0]} records"
         )
     finally:

@@ -32,6 +32,7 @@ class Mappings:
     referral_routing: ReferralRouting
     hotlines: dict[str, Hotline]
     hotline_settings: dict[str, Any]  # timezone, reply texts, routing
+    gp_clinics: dict[str, Organisation]  # by ydernummer
 
 
 def _read(directory: Path, name: str) -> dict[str, Any]:
@@ -149,6 +150,10 @@ def load_mappings(directory: Path) -> Mappings:
             ),
             hotlines=_hotlines(hotline_doc),
             hotline_settings={k: hotline_doc[k] for k in ("timezone", "replies", "routing", "triagePhone")},
+            gp_clinics={
+                str(c["ydernummer"]): _organisation(c, f"gp-clinics.yaml {c.get('ydernummer')}")
+                for c in _read(directory, "gp-clinics.yaml")["clinics"]
+            },
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None

@@ -10,13 +10,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from lxml import etree
+
 from integration.domain.course import NO_STATE, State
 from integration.errors import UnknownMessageKind
+from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge
 from integration.flows.results import FlowResult
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import decode_xml_bundle, is_care_communication, parse_care_communication
+from integration.formats.closing_report import NS as CLOSING_REPORT_NS
+from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.json_contract import JsonContract, decode_json
 
@@ -31,6 +36,8 @@ class Pipeline:
     advice_contract: JsonContract
     hotline: HotlineContext
     municipality_sors: frozenset[str]
+    closing_schema: etree.XMLSchema
+    closing: ClosingContext
 
     def at(self, now: datetime) -> Pipeline:
         return replace(self, referral=replace(self.referral, now=now))
@@ -65,6 +72,8 @@ def _handle_care_communication(doc: Any, pipeline: Pipeline, state: State) -> Fl
     return handle_care_communication(request, doc, state, pipeline.hotline, pipeline.referral.now)
 
 
+CLOSING_REPORT_TAG = CLOSING_REPORT_NS.encode()
+
 KINDS: tuple[MessageKind, ...] = (
     MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
     MessageKind("advice-request", _is_advice_request, _handle_advice_request),
@@ -84,6 +93,15 @@ def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKin
     )
 
 
+def _closing_report(
+    raw: bytes, pipeline: Pipeline, now: datetime, accepted: tuple[str, ...] | None, state: State
+) -> FlowResult:
+    if accepted is not None and "closing-report" not in accepted:
+        raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
+    report = parse_closing_report(raw, pipeline.closing_schema, pipeline.max_payload_bytes)
+    return handle_closing_report(report, state, pipeline.closing, now)
+
+
 def transform(
     raw: bytes,
     pipeline: Pipeline,
@@ -93,6 +111,8 @@ def transform(
 ) -> FlowResult:
     """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
     if raw.lstrip()[:1] == b"<":
+        if CLOSING_REPORT_TAG in raw[:4096]:  # the XML kinds: our closing report, or a FHIR Bundle
+            return _closing_report(raw, pipeline, now, accepted, state)
         doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
     else:
         doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)

@@ -107,7 +107,8 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     )
     assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any("hotline: patient-without-course" in line and "hotline.unmatched" in line for line in lines)
-    assert lines[-1].startswith("13 referrals and ") and "hotline messages received downstream" in lines[-1]
+    assert lines[-1].startswith("13 referrals and ") and "status messages received downstream" in lines[-1]
+    assert any("status: closing-report" in line and "gp.status.012345" in line for line in lines)
 
 
 def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:

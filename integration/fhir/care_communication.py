@@ -7,7 +7,8 @@ from the department that received the request back to its sender.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -19,6 +20,7 @@ from integration.fhir.terminology import Terminology
 
 CC = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/"
 CORE = "http://medcomfhir.dk/ig/core/StructureDefinition/"
+CATEGORY_SYSTEM = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-careCommunication-categoryCodes"
 DEFINITION = "http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/MedComCareCommunicationMessageDefinition|5.0"
 EVENT = {
     "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
@@ -157,6 +159,114 @@ def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms
     )
     kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
     resources = [header, communication, *kept, role, practitioner, provenance]
+    return {
+        "resourceType": "Bundle",
+        "id": ids("Bundle"),
+        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
+        "type": "message",
+        "timestamp": sent,
+        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    name: str
+    role: str
+    phone: str
+
+
+def new_message(
+    *,
+    seed: str,
+    sender: Resource,
+    receiver: Resource,
+    patient: Resource,
+    category: str,
+    topic: str,
+    text: str,
+    author: Author,
+    now: datetime,
+    terms: Terminology,
+    also: Sequence[Resource] = (),
+) -> Resource:
+    """A CareCommunication new-message from `sender` to `receiver` (MedComMessagingOrganizations) about `patient`.
+
+    `also`: resources the patient references (e.g. the GP's Organization); one entry per resource id.
+    """
+    ids = partial(derived_id, seed)
+    sent = fhir_instant(now)
+    given, _, family = author.name.rpartition(" ")
+    practitioner = _resource(
+        "Practitioner",
+        ids("Practitioner"),
+        CORE + "medcom-core-practitioner",
+        [("Navn", author.name)],
+        name=[{"family": family, **({"given": [given]} if given else {})}],
+    )
+    role = _resource(
+        "PractitionerRole",
+        ids("PractitionerRole"),
+        CORE + "medcom-core-practitionerrole",
+        [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", author.role)],
+        practitioner=reference(practitioner),
+        code=[{"text": author.role}],
+    )
+    payload_id = f"urn:uuid:{ids('payload')}"
+    communication = _resource(
+        "Communication",
+        ids("Communication"),
+        CC + "medcom-careCommunication-communication",
+        [("Emne", topic), ("Tekst", text), ("Patient", f"Patient/{patient['id']}")],
+        identifier=[{"value": f"urn:uuid:{ids('thread')}"}],
+        status="unknown",
+        category=[{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
+        subject=reference(patient),
+        topic={"text": topic},
+        payload=[_text_payload(payload_id, text, sent, role, sender, author.phone)],
+    )
+    header = _resource(
+        "MessageHeader",
+        ids("MessageHeader"),
+        CC + "medcom-careCommunication-messageHeader",
+        [
+            ("Hændelse", "care-communication-message"),
+            ("Til", f"Organization/{receiver['id']}"),
+            ("Fra", f"Organization/{sender['id']}"),
+            ("Fokus", f"Communication/{communication['id']}"),
+        ],
+        eventCoding=EVENT,
+        destination=[
+            {
+                "extension": [
+                    {
+                        "url": terms.medcom["destinationUseExtension"],
+                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
+                    }
+                ],
+                "endpoint": terms.endpoint(receiver["identifier"][0]["value"]),
+                "receiver": reference(receiver),
+            }
+        ],
+        sender=reference(sender),
+        source={"endpoint": terms.endpoint(sender["identifier"][0]["value"])},
+        focus=[reference(communication)],
+        definition=DEFINITION,
+    )
+    provenance = _resource(
+        "Provenance",
+        ids("Provenance"),
+        CC + "medcom-careCommunication-provenance",
+        [("Mål", f"MessageHeader/{header['id']}"), ("Aktivitet", "new-message")],
+        target=[reference(header)],
+        occurredDateTime=sent,
+        recorded=sent,
+        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": "new-message"}]},
+        agent=[{"who": reference(sender)}],
+        entity=[{"role": "source", "what": {"identifier": {"value": payload_id}}}],
+    )
+    every = (header, communication, patient, sender, receiver, role, practitioner, provenance, *also)
+    resources = [r for i, r in enumerate(every) if r["id"] not in {earlier["id"] for earlier in every[:i]}]
     return {
         "resourceType": "Bundle",
         "id": ids("Bundle"),

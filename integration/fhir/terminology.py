@@ -31,6 +31,7 @@ class Terminology:
     municipality_codes: Mapping[str, str]
     diagnosis_systems: Mapping[str, str]
     risk_probability: str
+    snomed: str
     observation_category: str
     ucum: str
 
@@ -48,6 +49,7 @@ class Terminology:
             municipality_codes=doc["municipalityCodes"],
             diagnosis_systems=doc["diagnosisSystems"],
             risk_probability=doc["riskProbability"],
+            snomed=doc["snomed"],
             observation_category=doc["observationCategory"],
             ucum=doc["ucum"],
         )

@@ -15,7 +15,14 @@ from typing import Any
 from integration.errors import BuildError
 from integration.fhir.resource_validation import fhir_problems, forget_validated
 
-__all__ = ["fhir_problems", "forget_validated", "messaging_problems", "validate_message"]
+__all__ = [
+    "document_problems",
+    "fhir_problems",
+    "forget_validated",
+    "messaging_problems",
+    "validate_document",
+    "validate_message",
+]
 
 Resource = dict[str, Any]
 
@@ -80,6 +87,7 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Patient", "identifier.use"): frozenset({"usual", "official", "temp", "secondary", "old"}),
     ("Organization", "identifier.use"): frozenset({"usual", "official", "temp", "secondary", "old"}),
     ("Narrative", "status"): frozenset({"generated", "extensions", "additional", "empty"}),
+    ("Composition", "status"): frozenset({"preliminary", "final", "amended", "entered-in-error"}),
 }
 
 
@@ -219,3 +227,36 @@ def validate_message(bundle: Resource, *, allow_cc: bool = False) -> None:
     problems = messaging_problems(bundle, allow_cc=allow_cc) + fhir_problems(bundle)
     if problems:
         raise BuildError("built message is invalid: " + "; ".join(problems))
+
+
+def document_problems(bundle: Resource) -> list[str]:
+    """FHIR document rules we rely on: a Composition first, an identifier, UUID ids, references inside."""
+    problems = []
+    entries = bundle.get("entry") or []
+    resources = [e.get("resource", {}) for e in entries]
+    if bundle.get("type") != "document" or not resources or resources[0].get("resourceType") != "Composition":
+        problems.append("a document Bundle starts with its Composition")
+    if not (bundle.get("identifier") or {}).get("value"):
+        problems.append("a document Bundle needs an identifier (bdl-9)")
+    by_ref = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+    found = _Found(timestamps=[bundle.get("timestamp", "")])
+    for resource in resources:
+        rid, rtype = resource.get("id", ""), resource.get("resourceType")
+        if not UUID.fullmatch(rid):
+            problems.append(f"{rtype}: id {rid!r} must be a UUID")
+        if not resource.get("text", {}).get("div"):
+            problems.append(f"{rtype}/{rid}: narrative text is missing")
+        problems += _code_problems(resource)
+        _walk(resource, found, f"{rtype}/{rid}")
+    problems += [
+        f"reference {ref!r} does not resolve inside the Bundle" for ref in found.references if ref not in by_ref
+    ]
+    problems += [f"timestamp {ts!r} has no time zone" for ts in found.timestamps if not ZONE_SUFFIX.search(ts)]
+    problems += [f"{where}: empty value (FHIR elements need a value or children)" for where in found.empty]
+    return problems
+
+
+def validate_document(bundle: Resource) -> None:
+    problems = document_problems(bundle) + fhir_problems(bundle)
+    if problems:
+        raise BuildError("built document is invalid: " + "; ".join(problems))

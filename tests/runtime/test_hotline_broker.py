@@ -76,3 +76,42 @@ def test_referral_opens_the_course_and_an_acute_request_reaches_on_call(vhost: s
     assert len(facts) == 1 and facts[0].detail["outcome"] == "acute-to-on-call" and facts[0].patient == "2512489996"
     take_all(vhost, referrals)
     store.close()
+
+
+def test_closing_report_hands_over_to_the_gp_and_the_hotline_follows(vhost: str, tmp_path: Path) -> None:
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    flows = [FLOWS_BY_NAME[name] for name in ("discharge", "hotline", "closing")]
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost)),
+        flows,
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
+    )
+    referrals, hotline, status = (_queue(vhost, e) for e in ("rehab.referral", "rehab.hotline", "rehab.status"))
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    report = (GOLDEN / "closing" / "01-full-items.report.xml").read_bytes()
+    try:
+        event = (GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json").read_bytes()
+        _publish(vhost, "discharge", event, json.loads(event)["eventId"])
+        wait_for(lambda: queue_depth(vhost, referrals) >= 1, 30, "the referral")
+        _publish(vhost, "closing", report, "closing-1")
+        wait_for(lambda: queue_depth(vhost, status) == 3, 30, "GP document, GP message and DHRD notice")
+        _publish(vhost, "closing", report, "closing-1")  # redelivered
+        wait_for(lambda: queue_depth(vhost, status) == 6, 30, "the republished outputs")
+        request = (GOLDEN / "hotline" / "municipality-routine.request.json").read_bytes()
+        _publish(vhost, "hotline", request, "after-handover")
+        wait_for(lambda: queue_depth(vhost, hotline) == 2, 30, "triage and the reply")
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+    messages = take_all(vhost, status)
+    assert [m.routing_key for m in messages[:3]] == ["gp.status.012345", "gp.status.012345", f"hospital.dhrd.{AALBORG}"]
+    assert [m.body for m in messages[3:]] == [m.body for m in messages[:3]]
+    course = store.course("2512489996")
+    assert course is not None and not course.open and course.responsible == "gp"
+    routed = {m.routing_key: m.body for m in take_all(vhost, hotline)}
+    assert set(routed) == {"hotline.unmatched", "hotline.reply.434751000016002"}
+    assert orjson.loads(routed["hotline.reply.434751000016002"])["kind"] == "responsibility-with-gp"
+    take_all(vhost, referrals)
+    store.close()

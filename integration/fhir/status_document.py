@@ -1,0 +1,268 @@
+"""The GP status after a municipal rehabilitation course: a FHIR R4 document Bundle.
+
+A Composition (course, effect, HADS, handover) with one Observation per measurement (before and
+after as components, UCUM units) and one per HADS subscale (SNOMED CT, with the band as
+interpretation). Narratives are XHTML built with lxml: a `div` in the XHTML namespace, text only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from lxml import etree
+from lxml.builder import ElementMaker
+
+from integration.domain.hads import HadsResult, Subscale
+from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.ids import derived_id
+from integration.fhir.terminology import Terminology
+from integration.formats.closing_report import ClosingReport, Measurement
+
+XHTML = "http://www.w3.org/1999/xhtml"
+E = ElementMaker(namespace=XHTML, nsmap={None: XHTML})
+HADS_CODES = {"anxiety": ("401319005", "HADS angst-score"), "depression": ("401320004", "HADS depressions-score")}
+BAND_LABELS = {"normal": "normal", "borderline": "grænsetilfælde", "abnormal": "sandsynlig angst/depression"}
+ELEMENT_LABELS = {
+    "physical-activity": "Fysisk aktivitet",
+    "diet": "Kostvejledning",
+    "patient-education": "Patientuddannelse",
+    "smoking-cessation": "Rygestop",
+}
+MEASUREMENT_LABELS = {
+    "six-minute-walk": "6 minutters gangtest",
+    "max-workload": "Maksimal belastning",
+    "vo2-peak": "VO2 peak",
+    "body-weight": "Vægt",
+    "waist": "Taljemål",
+    "systolic-blood-pressure": "Systolisk blodtryk",
+    "diastolic-blood-pressure": "Diastolisk blodtryk",
+    "ldl-cholesterol": "LDL-kolesterol",
+    "hba1c": "HbA1c",
+}
+ATTENTION = (
+    "OBS: HADS-screeningen viser risiko for angst eller depression. Vi gør opmærksom på dette, "
+    "så egen læge kan tage stilling til videre opfølgning."
+)
+
+
+def xhtml(*content: Any) -> dict[str, str]:
+    return {"status": "generated", "div": etree.tostring(E.div(*content), encoding="unicode")}
+
+
+def _number(value: Any) -> int | float:
+    return int(value) if value == int(value) else float(value)
+
+
+def _measurement(
+    rid: str, m: Measurement, report: ClosingReport, patient: Resource, author: Resource, terms: Terminology
+) -> Resource:
+    label = MEASUREMENT_LABELS[m.code]
+    parts = [
+        (when, value) for when, value in (("Før forløbet", m.before), ("Efter forløbet", m.after)) if value is not None
+    ]
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "text": xhtml(E.p(E.b(label), ": ", "; ".join(f"{w.lower()} {v} {m.unit}" for w, v in parts) or "ikke målt")),
+        "status": "final",
+        "code": {
+            "coding": [{"system": terms.code_systems["measurement"], "code": m.code, "display": label}],
+            "text": label,
+        },
+        "subject": reference(patient),
+        "effectivePeriod": {"start": report.course_start.isoformat(), "end": report.course_end.isoformat()},
+        "performer": [reference(author)],
+        **(
+            {
+                "component": [
+                    {
+                        "code": {"text": when},
+                        "valueQuantity": {
+                            "value": _number(value),
+                            "unit": m.unit,
+                            "system": terms.ucum,
+                            "code": m.unit,
+                        },
+                    }
+                    for when, value in parts
+                ]
+            }
+            if parts
+            else {"dataAbsentReason": {"text": "Ikke målt"}}
+        ),
+    }
+
+
+def _hads_observation(
+    rid: str,
+    name: str,
+    subscale: Subscale,
+    report: ClosingReport,
+    patient: Resource,
+    author: Resource,
+    terms: Terminology,
+) -> Resource:
+    code, display = HADS_CODES[name]
+    base: Resource = {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": terms.snomed, "code": code, "display": display}], "text": display},
+        "subject": reference(patient),
+        "effectiveDateTime": (report.hads_date or report.closing_date).isoformat(),
+        "performer": [reference(author)],
+    }
+    if subscale.score is None or subscale.band is None:
+        text = "Ikke beregnelig: to eller flere spørgsmål er ubesvaret"
+        return {
+            **base,
+            "text": xhtml(E.p(E.b(display), ": ", text)),
+            "dataAbsentReason": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "error"}],
+                "text": text,
+            },
+        }
+    band = subscale.band.value
+    note = " (beregnet forholdsmæssigt: ét spørgsmål ubesvaret)" if subscale.prorated else ""
+    return {
+        **base,
+        "text": xhtml(E.p(E.b(display), f": {subscale.score} ({BAND_LABELS[band]}){note}")),
+        "valueInteger": subscale.score,
+        "interpretation": [
+            {"coding": [{"system": terms.code_systems["hadsBand"], "code": band, "display": BAND_LABELS[band]}]}
+        ],
+        **({"note": [{"text": note.strip(" ()")}]} if subscale.prorated else {}),
+    }
+
+
+def _section(title: str, paragraphs: Iterable[Any], entries: Iterable[Resource] = ()) -> Resource:
+    section: Resource = {"title": title, "text": xhtml(*paragraphs)}
+    refs = [reference(r) for r in entries]
+    if refs:
+        section["entry"] = refs
+    return section
+
+
+def hads_lines(hads: HadsResult | None) -> list[str]:
+    if hads is None:
+        return ["HADS-screening er ikke udført ved afslutningen."]
+    lines = []
+    for name, subscale in (("Angst", hads.anxiety), ("Depression", hads.depression)):
+        if subscale.score is None or subscale.band is None:
+            lines.append(f"{name}: ikke beregnelig (to eller flere spørgsmål ubesvaret)")
+        else:
+            lines.append(f"{name}: {subscale.score} ({BAND_LABELS[subscale.band.value]})")
+    if hads.needs_attention:
+        lines.append(ATTENTION)
+    return lines
+
+
+def handover_line(report: ClosingReport) -> str:
+    if report.hospital_retains_responsibility:
+        return (
+            "Patienten er fortsat tilknyttet hospitalet, som bevarer det lægefaglige behandlingsansvar og "
+            "overdrager det til egen læge med sin egen opfølgningsplan."
+        )
+    return "Med denne status overgår det lægefaglige behandlingsansvar fra hospitalet til egen læge."
+
+
+def status_document(
+    report: ClosingReport,
+    patient: Resource,
+    municipality: Resource,
+    gp: Resource,
+    now_id: Callable[[str], str],
+    terms: Terminology,
+) -> Resource:
+    """The document; `now_id` mints ids from the report id."""
+    ids = now_id
+    measurements = [
+        _measurement(ids(f"Observation/{m.code}"), m, report, patient, municipality, terms) for m in report.measurements
+    ]
+    hads = (
+        []
+        if report.hads is None
+        else [
+            _hads_observation(ids(f"Observation/hads-{n}"), n, s, report, patient, municipality, terms)
+            for n, s in (("anxiety", report.hads.anxiety), ("depression", report.hads.depression))
+        ]
+    )
+    elements = [
+        f"{ELEMENT_LABELS[e.code]}: {'gennemført' if e.completed else 'ikke gennemført'}"
+        + (f" ({e.sessions} gange)" if e.sessions is not None else "")
+        for e in report.elements
+    ]
+    smoking = [f"Rygestatus: {report.smoking[0]} før, {report.smoking[1]} efter"] if report.smoking else []
+    sections = [
+        _section(
+            "Forløbet",
+            [
+                E.p(
+                    f"Kommunalt rehabiliteringsforløb {report.course_start.isoformat()} til "
+                    f"{report.course_end.isoformat()}; afsluttende samtale {report.closing_date.isoformat()} "
+                    f"({'i kommunen' if report.closing_place == 'municipality' else 'på hospitalet'})."
+                ),
+                E.ul(*(E.li(line) for line in elements)),
+            ],
+        ),
+        _section(
+            "Effekt af rehabiliteringen",
+            [
+                E.p(report.summary),
+                *(E.p(line) for line in smoking),
+                E.ul(*(E.li(etree.fromstring(m["text"]["div"]).xpath("string()")) for m in measurements)),
+            ],
+            measurements,
+        ),
+        _section("Screening for angst og depression (HADS)", [E.p(line) for line in hads_lines(report.hads)], hads),
+        _section(
+            "Overdragelse",
+            [E.p(handover_line(report)), *([E.p(f"Opfølgning: {report.follow_up}")] if report.follow_up else [])],
+        ),
+    ]
+    composition = {
+        "resourceType": "Composition",
+        "id": ids("Composition"),
+        "text": xhtml(
+            E.p(E.b("Status efter hjerterehabilitering")),
+            E.p(f"Patient/{patient['id']}; fra {municipality['name']}; til egen læge Organization/{gp['id']}"),
+        ),
+        "extension": [
+            {
+                "url": terms.extensions["responsibilityTransferred"],
+                "valueBoolean": not report.hospital_retains_responsibility,
+            }
+        ],
+        "status": "final",
+        "type": {
+            "coding": [
+                {
+                    "system": terms.code_systems["documentType"],
+                    "code": "rehabilitation-closing-status",
+                    "display": "Status efter hjerterehabilitering",
+                }
+            ],
+            "text": "Status efter hjerterehabilitering",
+        },
+        "subject": reference(patient),
+        "date": fhir_instant(report.sent_at),
+        "author": [reference(municipality)],
+        "title": "Status efter hjerterehabilitering",
+        "section": sections,
+    }
+    resources = [composition, patient, municipality, gp, *measurements, *hads]
+    bundle_id = ids("Bundle")
+    return {
+        "resourceType": "Bundle",
+        "id": bundle_id,
+        "identifier": {"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{bundle_id}"},
+        "type": "document",
+        "timestamp": fhir_instant(report.sent_at),
+        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
+    }
+
+
+def document_ids(report_id: str) -> Callable[[str], str]:
+    return partial(derived_id, f"{report_id}/status")
