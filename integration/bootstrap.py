@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,6 @@ def build_pipeline(settings: Settings) -> Pipeline:
             rules=mappings.referral_rules,
             terminology=mappings.terminology,
             routing=mappings.referral_routing,
-            now=datetime.fromtimestamp(0, UTC),
         ),
         max_payload_bytes=settings.max_payload_bytes,
         advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),

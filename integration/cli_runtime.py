@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -19,7 +19,7 @@ from integration.config import PROJECT_ROOT, Settings
 from integration.errors import ConfigurationError, ConnectionLost
 from integration.runtime.audit_store import AuditStore
 from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Bus, Processor
+from integration.runtime.processor import Bus, Handler, Processor
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, apply_topology, drain
 from integration.runtime.stores import open_audit_store
 from integration.testing import InMemoryBroker, drain_in_memory
@@ -51,8 +51,7 @@ def selected_flows(settings: Settings, handlers: dict[str, object], names: str |
     return [FLOWS_BY_NAME[n] for n in chosen]
 
 
-def processor_factory(settings: Settings, store: AuditStore) -> Callable[[Bus], Processor]:
-    handlers = flow_handlers(build_pipeline(settings))
+def processor_factory(handlers: Mapping[str, Handler], store: AuditStore) -> Callable[[Bus], Processor]:
     return lambda bus: Processor(handlers, store, bus, now)
 
 
@@ -60,7 +59,7 @@ def run_consumers(settings: Settings, flow_names: str | None) -> None:
     handlers = flow_handlers(build_pipeline(settings))
     flows = selected_flows(settings, dict(handlers), flow_names)
     store = open_audit_store(settings.audit_dsn)
-    service = ConsumerService(broker_settings(settings), flows, processor_factory(settings, store))
+    service = ConsumerService(broker_settings(settings), flows, processor_factory(handlers, store))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         click.echo(f"signal {signal.Signals(signum).name}: finishing the message in hand, then stopping", err=True)
@@ -102,7 +101,7 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
     broker = InMemoryBroker()
     for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
         broker.bind(exchange, "demo.outputs", "#")
-    processor = processor_factory(settings, store)(broker)
+    processor = processor_factory(flow_handlers(build_pipeline(settings)), store)(broker)
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
         for sample_flow, _name, body, message_id in _samples():
             if sample_flow == flow.name:
@@ -137,7 +136,8 @@ def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConn
     for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
         connection.channel.queue_bind(outputs, exchange, "#")
     dlq_before = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
-    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(settings, store))
+    handlers = flow_handlers(build_pipeline(settings))
+    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(handlers, store))
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     samples = _samples()

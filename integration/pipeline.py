@@ -6,7 +6,7 @@ Dispatch is a table of kinds; each later flow adds one row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from integration.formats.json_contract import JsonContract, decode_json
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Everything the flows need, built once by bootstrap; `now` is set per message."""
+    """Everything the flows need, built once by bootstrap."""
 
     discharge_contract: JsonContract
     referral: ReferralContext
@@ -39,37 +39,34 @@ class Pipeline:
     closing_schema: etree.XMLSchema
     closing: ClosingContext
 
-    def at(self, now: datetime) -> Pipeline:
-        return replace(self, referral=replace(self.referral, now=now))
-
 
 @dataclass(frozen=True, slots=True)
 class MessageKind:
     name: str
     matches: Callable[[Any], bool]
-    handle: Callable[[Any, Pipeline, State], FlowResult]
+    handle: Callable[[Any, Pipeline, datetime, State], FlowResult]
 
 
 def _is_discharge_event(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("eventType") in ("discharge", "visitation")
 
 
-def _handle_discharge_event(doc: Any, pipeline: Pipeline, _state: State) -> FlowResult:
-    return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral)
+def _handle_discharge_event(doc: Any, pipeline: Pipeline, now: datetime, _state: State) -> FlowResult:
+    return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral, now)
 
 
 def _is_advice_request(doc: Any) -> bool:
     return isinstance(doc, dict) and "requestId" in doc and "urgency" in doc
 
 
-def _handle_advice_request(doc: Any, pipeline: Pipeline, state: State) -> FlowResult:
+def _handle_advice_request(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
     request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors)
-    return handle_advice_request(request, doc, state.course(request.patient), pipeline.hotline, pipeline.referral.now)
+    return handle_advice_request(request, doc, state.course(request.patient), pipeline.hotline, now)
 
 
-def _handle_care_communication(doc: Any, pipeline: Pipeline, state: State) -> FlowResult:
+def _handle_care_communication(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
     request = parse_care_communication(doc, pipeline.municipality_sors)
-    return handle_care_communication(request, doc, state, pipeline.hotline, pipeline.referral.now)
+    return handle_care_communication(request, doc, state, pipeline.hotline, now)
 
 
 CLOSING_REPORT_TAG = CLOSING_REPORT_NS.encode()
@@ -116,4 +113,4 @@ def transform(
         doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
     else:
         doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
-    return detect_kind(doc, accepted).handle(doc, pipeline.at(now), state)
+    return detect_kind(doc, accepted).handle(doc, pipeline, now, state)

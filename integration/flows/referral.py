@@ -41,7 +41,6 @@ class ReferralContext:
     rules: ReferralRules
     terminology: Terminology
     routing: ReferralRouting
-    now: datetime
     validate: Callable[[dict[str, Any]], None] = validate_message  # raises BuildError; only benchmarks swap it
 
 
@@ -72,7 +71,12 @@ def _risk_facts(event: DischargeEvent, risk: RiskAssessment) -> list[AuditFact]:
 
 
 def build_referral_message(
-    event: DischargeEvent, risk: RiskAssessment, pathway: Pathway, receiver: Organisation, ctx: ReferralContext
+    event: DischargeEvent,
+    risk: RiskAssessment,
+    pathway: Pathway,
+    receiver: Organisation,
+    ctx: ReferralContext,
+    now: datetime,
 ) -> dict[str, Any]:
     terms, rules = ctx.terminology, ctx.rules
     ids = partial(derived_id, event.event_id)
@@ -96,13 +100,13 @@ def build_referral_message(
         event=terms.referral_event,
         sender=sender,
         receiver=receiver_org,
-        sent_at=ctx.now,
+        sent_at=now,
     )
     content = [patient, *supporting] + ([gp_org] if gp_org else [])
     return message_bundle(envelope, request, content, terms)
 
 
-def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
+def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime) -> FlowResult:
     ctx.directory.municipality(event.patient.municipality_code)  # an unknown code is invalid input on every path
     risk = stratify(event.risk_criteria, event.clinician_risk_group, ctx.rules.risk_policy)
     facts = _risk_facts(event, risk)
@@ -123,7 +127,7 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext) -> FlowResult:
             )
         )
     receiver, route = _receiver_and_route(event, pathway, ctx)
-    bundle = build_referral_message(event, risk, pathway, receiver, ctx)
+    bundle = build_referral_message(event, risk, pathway, receiver, ctx, now)
     ctx.validate(bundle)
     facts.append(
         AuditFact(
