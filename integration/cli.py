@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from integration.bootstrap import build_pipeline
-from integration.cli_ops import audit, dlq, hotline, topology
+from integration.cli_ops import audit, dlq, hotline, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
 from integration.domain.course import NO_STATE, Course, FixedState, State
@@ -182,3 +182,4 @@ main.add_command(topology)
 main.add_command(dlq)
 main.add_command(audit)
 main.add_command(hotline)
+main.add_command(validate)

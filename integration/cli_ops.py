@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -17,6 +18,7 @@ from rich.progress import Progress
 from integration.audit_chain import AuditEntry, verify
 from integration.cli_runtime import broker_settings
 from integration.config import Settings
+from integration.errors import InvalidInput
 from integration.runtime.rabbitmq import Received, apply_topology, connected, drain
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS, FLOWS_BY_NAME, INBOUND_EXCHANGE, USERS, Flow, definitions
@@ -246,3 +248,26 @@ def hotline_pending(hours: int | None) -> None:
             f"  {request.request_id}  received {pending.received_at.isoformat(timespec='minutes')}  "
             f"{age:.1f} h  to {request.department or 'triage'}  from {request.requester}"
         )
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"))
+def validate(source: Any) -> None:
+    """Check a FHIR message or document (JSON or XML, FILE or -) against FHIR R4, MedCom's messaging rules and
+    the TouchStone assertions; print the findings. Exit 0 when clean, 1 otherwise."""
+    from integration.fhir.conformance import conformance_findings
+    from integration.formats.care_communication import decode_xml_bundle
+    from integration.formats.json_contract import decode_json
+
+    raw = source.read()
+    limit = Settings.from_env().max_payload_bytes
+    try:
+        bundle = decode_xml_bundle(raw, limit) if raw.lstrip()[:1] == b"<" else decode_json(raw, max_bytes=limit)
+    except InvalidInput as exc:
+        click.echo(f"cannot read: {exc}")
+        raise SystemExit(1) from None
+    findings = conformance_findings(bundle)
+    for finding in findings:
+        click.echo(f"- {finding}")
+    click.echo(f"{len(findings)} finding(s)" if findings else "conforms: no findings")
+    raise SystemExit(1 if findings else 0)

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from integration.fhir.envelope import Resource, fhir_instant, reference
-from integration.fhir.ids import derived_id
+from integration.fhir.ids import derived_id, derived_uuid4
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
 
@@ -91,12 +91,13 @@ def _text_payload(payload_id: str, text: str, sent: str, author: Resource, sende
 def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
     header_in = inbound["entry"][0]["resource"]
     ids = partial(derived_id, f"{header_in['id']}/auto-reply")
+    v4 = partial(derived_uuid4, f"{header_in['id']}/auto-reply")
     requester = _by_reference(inbound, header_in["sender"]["reference"])
     department = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
     communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
     sent = fhir_instant(now)
     practitioner, role = _automatic_author(ids)
-    payload_id = f"urn:uuid:{ids('payload')}"
+    payload_id = f"urn:uuid:{v4('payload')}"
     earlier = [_earlier_payload(p) for p in communication_in.get("payload", [])]
     communication = _resource(
         "Communication",
@@ -195,6 +196,7 @@ def new_message(
     `also`: resources the patient references (e.g. the GP's Organization); one entry per resource id.
     """
     ids = partial(derived_id, seed)
+    v4 = partial(derived_uuid4, seed)
     sent = fhir_instant(now)
     given, _, family = author.name.rpartition(" ")
     practitioner = _resource(
@@ -212,13 +214,13 @@ def new_message(
         practitioner=reference(practitioner),
         code=[{"text": author.role}],
     )
-    payload_id = f"urn:uuid:{ids('payload')}"
+    payload_id = f"urn:uuid:{v4('payload')}"
     communication = _resource(
         "Communication",
         ids("Communication"),
         CC + "medcom-careCommunication-communication",
         [("Emne", topic), ("Tekst", text), ("Patient", f"Patient/{patient['id']}")],
-        identifier=[{"value": f"urn:uuid:{ids('thread')}"}],
+        identifier=[{"value": f"urn:uuid:{v4('thread')}"}],
         status="unknown",
         category=[{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
         subject=reference(patient),

@@ -18,3 +18,9 @@ def derived_id(source_id: str, role: str) -> str:
 def organisation_id(sor: str) -> str:
     """The same organisation has the same resource id in every message."""
     return derived_id("organisation", sor)
+
+
+def derived_uuid4(source_id: str, role: str) -> str:
+    """A derived id in UUID version 4 form, where MedCom requires v4 (thread and payload ids):
+    the same hash as `derived_id`, with the version and variant bits of v4."""
+    return str(uuid.UUID(bytes=uuid.uuid5(NAMESPACE, f"{source_id}/{role}").bytes, version=4))

@@ -1,0 +1,120 @@
+"""Conformance checks for any FHIR message or document, ours or a partner's (`integration validate`).
+
+Three layers: FHIR R4 content (fhir.resources), our MedCom messaging or document rules, and
+FHIRPath assertions ported from MedCom's TouchStone test scripts and the profiles' invariants,
+evaluated with fhirpathpy, chosen by the message's event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhirpathpy import evaluate
+from fhirpathpy.models import models
+
+from integration.fhir.resource_validation import fhir_problems
+from integration.fhir.validation import document_problems, messaging_problems
+
+UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+HEADER = "Bundle.entry[0].resource"
+
+
+@dataclass(frozen=True, slots=True)
+class Assertion:
+    name: str
+    expression: str  # FHIRPath over the Bundle; must evaluate to [true]
+
+
+CARE_COMMUNICATION = (
+    Assertion("event is care-communication-message", f"{HEADER}.event.as(Coding).code = 'care-communication-message'"),
+    Assertion(
+        "a Provenance targets this MessageHeader (TouchStone assertProvenanceTarget)",
+        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id)).exists()",
+    ),
+    Assertion(
+        "the latest Provenance's activity is new-, reply- or forward-message",
+        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id))"
+        ".activity.coding.code.all($this in ('new-message' | 'reply-message' | 'forward-message'))",
+    ),
+    Assertion(
+        "Communication.identifier is a urn:uuid v4 (the thread id)",
+        f"Bundle.entry.resource.ofType(Communication).identifier.value.all(matches('^urn:uuid:{UUID4}$'))",
+    ),
+    Assertion(
+        "MessageHeader.definition names CareCommunication 5.x",
+        f"{HEADER}.definition.matches('^http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/"
+        "MedComCareCommunicationMessageDefinition[|]5[.][0-9]{1,2}$')",
+    ),
+    Assertion("exactly one Patient (medcom-careCommunication-2)", "Bundle.entry.resource.ofType(Patient).count() = 1"),
+    Assertion(
+        "a topic when the category is other (medcom-careCommunication-6)",
+        "Bundle.entry.resource.ofType(Communication).all(category.coding.code = 'other' implies topic.text.exists())",
+    ),
+    Assertion(
+        "priority only with regarding-referral (medcom-careCommunication-5)",
+        "Bundle.entry.resource.ofType(Communication).all(priority.exists() implies "
+        "category.coding.code = 'regarding-referral')",
+    ),
+    Assertion(
+        "the MessageHeader's profile is the CareCommunication header (medcom-careCommunication-1)",
+        f"{HEADER}.meta.profile.exists($this.startsWith("
+        "'http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-messageHeader'))",
+    ),
+)
+ACKNOWLEDGEMENT = (
+    Assertion("event is acknowledgement-message", f"{HEADER}.event.as(Coding).code = 'acknowledgement-message'"),
+    Assertion(
+        "exactly two Provenances (TouchStone assertProvenanceEntityCount)",
+        "Bundle.entry.resource.ofType(Provenance).count() = 2",
+    ),
+    Assertion(
+        "exactly one Provenance with activity acknowledgement",
+        "Bundle.entry.resource.ofType(Provenance).where(activity.coding.code = 'acknowledgement').count() = 1",
+    ),
+    Assertion(
+        "an OperationOutcome when the response is not ok (medcom-acknowledgement-1)",
+        f"{HEADER}.response.code = 'ok' or Bundle.entry.resource.ofType(OperationOutcome).exists()",
+    ),
+)
+REFERRAL = (
+    Assertion("focus is a ServiceRequest", f"{HEADER}.focus.reference.all(startsWith('ServiceRequest/'))"),
+    Assertion(
+        "the ServiceRequest has one category from our referral categories",
+        "Bundle.entry.resource.ofType(ServiceRequest).category.coding.code.all($this in "
+        "('gop-specialised' | 'gop-general' | 'municipal-rehabilitation'))",
+    ),
+    Assertion(
+        "a RiskAssessment supports the referral",
+        "Bundle.entry.resource.ofType(ServiceRequest).supportingInfo.reference.where(startsWith('RiskAssessment/'))"
+        ".exists()",
+    ),
+)
+BY_EVENT = {
+    "care-communication-message": CARE_COMMUNICATION,
+    "acknowledgement-message": ACKNOWLEDGEMENT,
+    "new-referral": REFERRAL,
+}
+
+
+def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
+    header = ((bundle.get("entry") or [{}])[0].get("resource")) or {}
+    event = (header.get("eventCoding") or {}).get("code")
+    findings = []
+    for assertion in BY_EVENT.get(event or "", ()):
+        try:
+            result = evaluate(bundle, assertion.expression, {"resource": bundle}, model=models["r4"])
+        except Exception as exc:  # noqa: BLE001 - a message the engine cannot read fails the assertion, with why
+            findings.append(f"{assertion.name}: could not be evaluated ({type(exc).__name__})")
+            continue
+        if result != [True]:
+            findings.append(f"{assertion.name}: not met")
+    return findings
+
+
+def conformance_findings(bundle: dict[str, Any]) -> list[str]:
+    """Every finding, empty when the message or document conforms."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return ["not a FHIR Bundle"]
+    structure = document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
+    return structure + fhir_problems(bundle, remember=False) + fhirpath_findings(bundle)

@@ -1,0 +1,142 @@
+"""The conformance suite: every message the service emits, and MedCom's own examples, through the same checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from integration.domain.course import Course, FixedState
+from integration.fhir.conformance import conformance_findings
+from integration.formats.care_communication import decode_xml_bundle
+from integration.pipeline import Pipeline, transform
+from tests.conftest import FIXED_NOW, GOLDEN
+
+NOW = datetime(2027, 2, 20, 10, 5, tzinfo=ZoneInfo("Europe/Copenhagen"))
+STATE = FixedState(courses={"2512489996": Course("2512489996", "715541000016001", "851", True, "hospital")})
+
+
+def emitted(pipeline: Pipeline) -> list[tuple[str, dict[str, Any]]]:
+    """Every FHIR message or document the golden samples of all flows make."""
+    found = []
+    samples = [*sorted((GOLDEN / "discharge").glob("*.event.json")), *sorted((GOLDEN / "closing").glob("*.report.xml"))]
+    for path in samples:
+        for out in transform(
+            path.read_bytes(), pipeline, NOW if path.suffix == ".xml" else FIXED_NOW, state=STATE
+        ).outgoing:
+            found.append((f"{path.name} → {out.route.routing_key}", out.message))
+    return found
+
+
+def test_everything_we_emit_conforms(pipeline: Pipeline, shared: Path) -> None:
+    messages = emitted(pipeline)
+    cc_examples = sorted((shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send").iterdir())
+    for path in cc_examples:  # our automatic replies to MedCom's own CareCommunications, outside opening hours
+        from integration.formats.care_communication import parse_care_communication
+        from tests.test_care_communication import SATURDAY, _with_hotline_for
+
+        bundle = decode_xml_bundle(path.read_bytes(), 10**7) if path.suffix == ".xml" else json.loads(path.read_bytes())
+        request = parse_care_communication(bundle, pipeline.municipality_sors)
+        configured = _with_hotline_for(pipeline, request.addressed_department or "")
+        reply = transform(path.read_bytes(), configured, SATURDAY, accepted=("care-communication",)).outgoing[1]
+        messages.append((f"reply to {path.name}", reply.message))
+    assert len(messages) >= 40
+    for name, message in messages:
+        assert conformance_findings(message) == [], name
+
+
+def _shared_examples(shared: Path) -> list[Path]:
+    folders = [
+        "dk-medcom-carecommunication-testscripts/send",
+        "dk-medcom-carecommunication/examples",
+        "dk-medcom-acknowledgement-testscripts",
+    ]
+    return sorted(p for f in folders for p in (shared / "medcom" / f).iterdir() if p.suffix in (".json", ".xml"))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    return decode_xml_bundle(raw, 10**7) if path.suffix == ".xml" else json.loads(raw)
+
+
+def test_medcoms_carecommunication_and_acknowledgement_examples_conform_but_for_the_test_bundle_ids(
+    shared: Path,
+) -> None:
+    for path in _shared_examples(shared):
+        findings = conformance_findings(_read(path))
+        # The TouchStone send examples prefix their Bundle.id ("S-C-new-…"); MedCom requires a UUID.
+        assert findings in ([], ["Bundle.id must be a UUID"]), (path.name, findings)
+
+
+def test_the_intentionally_invalid_medcom_example_fails_for_its_documented_reason(shared: Path) -> None:
+    path = shared / "medcom" / "dk-medcom-hospitalnotification-testscripts" / "HospitalNotification_Ex_TEK_FCC.json"
+    findings = " ".join(conformance_findings(_read(path)))
+    assert "eventCoding" in findings and "class: Field required" in findings
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda b: b["entry"][0]["resource"].update(definition="http://example.org/other"), "CareCommunication 5.x"),
+        (
+            lambda b: [
+                r["resource"].update(identifier=[{"value": "thread-1"}])
+                for r in b["entry"]
+                if r["resource"]["resourceType"] == "Communication"
+            ],
+            "urn:uuid v4",
+        ),
+        (
+            lambda b: [
+                r["resource"].update(priority="asap")
+                for r in b["entry"]
+                if r["resource"]["resourceType"] == "Communication"
+            ],
+            "priority only with regarding-referral",
+        ),
+        (
+            lambda b: [
+                r["resource"]["activity"]["coding"][0].update(code="retract-message")
+                for r in b["entry"]
+                if r["resource"]["resourceType"] == "Provenance"
+            ],
+            "new-, reply- or forward-message",
+        ),
+    ],
+    ids=["definition", "thread-id", "priority", "activity"],
+)
+def test_each_touchstone_assertion_can_fail(shared: Path, breakage, expected: str) -> None:
+    bundle = copy.deepcopy(
+        _read(
+            shared
+            / "medcom"
+            / "dk-medcom-carecommunication"
+            / "examples"
+            / "Flow1-CareCommunication_Ex_from_OIOXML.xml"
+        )
+    )
+    breakage(bundle)
+    assert any(expected in f for f in conformance_findings(bundle))
+
+
+def test_validate_command_exit_codes(shared: Path, tmp_path: Path) -> None:
+    good = shared / "medcom" / "dk-medcom-carecommunication" / "examples" / "Flow1-CareCommunication_Ex_from_OIOXML.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "validate", str(good)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "conforms: no findings" in done.stdout
+    bad = tmp_path / "bad.json"
+    bundle = _read(good)
+    bundle["entry"] = bundle["entry"][1:]
+    bad.write_text(json.dumps(bundle))
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "validate", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "entry[0] must be the MessageHeader" in done.stdout
