@@ -88,6 +88,71 @@ def _text_payload(payload_id: str, text: str, sent: str, author: Resource, sende
     }
 
 
+def _header(
+    rid: str,
+    sender: Resource,
+    receiver: Resource,
+    destination: dict[str, Any],
+    source_endpoint: str,
+    communication: Resource,
+) -> Resource:
+    """A CareCommunication MessageHeader; `destination` carries its use extension and endpoint."""
+    return _resource(
+        "MessageHeader",
+        rid,
+        CC + "medcom-careCommunication-messageHeader",
+        [
+            ("Hændelse", "care-communication-message"),
+            ("Til", f"Organization/{receiver['id']}"),
+            ("Fra", f"Organization/{sender['id']}"),
+            ("Fokus", f"Communication/{communication['id']}"),
+        ],
+        eventCoding=EVENT,
+        destination=[{**destination, "receiver": reference(receiver)}],
+        sender=reference(sender),
+        source={"endpoint": source_endpoint},
+        focus=[reference(communication)],
+        definition=DEFINITION,
+    )
+
+
+def _provenance(
+    rid: str,
+    header: Resource,
+    activity: str,
+    agent: Resource,
+    entity: list[dict[str, Any]],
+    sent: str,
+    terms: Terminology,
+) -> Resource:
+    answers = [e["what"]["reference"] for e in entity if e["role"] == "revision"]
+    return _resource(
+        "Provenance",
+        rid,
+        CC + "medcom-careCommunication-provenance",
+        [("Mål", f"MessageHeader/{header['id']}"), ("Aktivitet", activity), *(("Svar på", a) for a in answers)],
+        target=[reference(header)],
+        occurredDateTime=sent,
+        recorded=sent,
+        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": activity}]},
+        agent=[{"who": reference(agent)}],
+        entity=entity,
+    )
+
+
+def _message(rid: str, resources: Sequence[Resource], sent: str, terms: Terminology) -> Resource:
+    """The Bundle, one entry per resource id (the first one wins)."""
+    unique = [r for i, r in enumerate(resources) if r["id"] not in {earlier["id"] for earlier in resources[:i]}]
+    return {
+        "resourceType": "Bundle",
+        "id": rid,
+        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
+        "type": "message",
+        "timestamp": sent,
+        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in unique],
+    }
+
+
 def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
     header_in = inbound["entry"][0]["resource"]
     ids = partial(derived_id, f"{header_in['id']}/auto-reply")
@@ -116,58 +181,17 @@ def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms
         status="unknown",
         payload=[*earlier, _text_payload(payload_id, text, sent, role, department, phone)],
     )
-    header = _resource(
-        "MessageHeader",
-        ids("MessageHeader"),
-        CC + "medcom-careCommunication-messageHeader",
-        [
-            ("Hændelse", "care-communication-message"),
-            ("Til", f"Organization/{requester['id']}"),
-            ("Fra", f"Organization/{department['id']}"),
-            ("Fokus", f"Communication/{communication['id']}"),
-        ],
-        eventCoding=EVENT,
-        destination=[
-            {
-                **header_in["destination"][0],
-                "endpoint": header_in["source"]["endpoint"],
-                "receiver": reference(requester),
-            }
-        ],
-        sender=reference(department),
-        source={"endpoint": header_in["destination"][0]["endpoint"]},
-        focus=[reference(communication)],
-        definition=DEFINITION,
+    destination = {**header_in["destination"][0], "endpoint": header_in["source"]["endpoint"]}
+    header = _header(
+        ids("MessageHeader"), department, requester, destination, header_in["destination"][0]["endpoint"], communication
     )
-    provenance = _resource(
-        "Provenance",
-        ids("Provenance"),
-        CC + "medcom-careCommunication-provenance",
-        [
-            ("Mål", f"MessageHeader/{header['id']}"),
-            ("Aktivitet", "reply-message"),
-            ("Svar på", f"MessageHeader/{header_in['id']}"),
-        ],
-        target=[reference(header)],
-        occurredDateTime=sent,
-        recorded=sent,
-        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": "reply-message"}]},
-        agent=[{"who": reference(department)}],
-        entity=[
-            {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
-            {"role": "source", "what": {"identifier": {"value": payload_id}}},
-        ],
-    )
+    entity = [
+        {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
+        {"role": "source", "what": {"identifier": {"value": payload_id}}},
+    ]
+    provenance = _provenance(ids("Provenance"), header, "reply-message", department, entity, sent, terms)
     kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
-    resources = [header, communication, *kept, role, practitioner, provenance]
-    return {
-        "resourceType": "Bundle",
-        "id": ids("Bundle"),
-        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
-        "type": "message",
-        "timestamp": sent,
-        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
-    }
+    return _message(ids("Bundle"), [header, communication, *kept, role, practitioner, provenance], sent, terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,53 +251,24 @@ def new_message(
         topic={"text": topic},
         payload=[_text_payload(payload_id, text, sent, role, sender, author.phone)],
     )
-    header = _resource(
-        "MessageHeader",
-        ids("MessageHeader"),
-        CC + "medcom-careCommunication-messageHeader",
-        [
-            ("Hændelse", "care-communication-message"),
-            ("Til", f"Organization/{receiver['id']}"),
-            ("Fra", f"Organization/{sender['id']}"),
-            ("Fokus", f"Communication/{communication['id']}"),
-        ],
-        eventCoding=EVENT,
-        destination=[
+    destination = {
+        "extension": [
             {
-                "extension": [
-                    {
-                        "url": terms.medcom["destinationUseExtension"],
-                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
-                    }
-                ],
-                "endpoint": terms.endpoint(receiver["identifier"][0]["value"]),
-                "receiver": reference(receiver),
+                "url": terms.medcom["destinationUseExtension"],
+                "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
             }
         ],
-        sender=reference(sender),
-        source={"endpoint": terms.endpoint(sender["identifier"][0]["value"])},
-        focus=[reference(communication)],
-        definition=DEFINITION,
-    )
-    provenance = _resource(
-        "Provenance",
-        ids("Provenance"),
-        CC + "medcom-careCommunication-provenance",
-        [("Mål", f"MessageHeader/{header['id']}"), ("Aktivitet", "new-message")],
-        target=[reference(header)],
-        occurredDateTime=sent,
-        recorded=sent,
-        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": "new-message"}]},
-        agent=[{"who": reference(sender)}],
-        entity=[{"role": "source", "what": {"identifier": {"value": payload_id}}}],
-    )
-    every = (header, communication, patient, sender, receiver, role, practitioner, provenance, *also)
-    resources = [r for i, r in enumerate(every) if r["id"] not in {earlier["id"] for earlier in every[:i]}]
-    return {
-        "resourceType": "Bundle",
-        "id": ids("Bundle"),
-        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
-        "type": "message",
-        "timestamp": sent,
-        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
+        "endpoint": terms.endpoint(receiver["identifier"][0]["value"]),
     }
+    header = _header(
+        ids("MessageHeader"),
+        sender,
+        receiver,
+        destination,
+        terms.endpoint(sender["identifier"][0]["value"]),
+        communication,
+    )
+    entity = [{"role": "source", "what": {"identifier": {"value": payload_id}}}]
+    provenance = _provenance(ids("Provenance"), header, "new-message", sender, entity, sent, terms)
+    resources = [header, communication, patient, sender, receiver, role, practitioner, provenance, *also]
+    return _message(ids("Bundle"), resources, sent, terms)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from integration.domain.course import Course, State, StateChanges
 from integration.domain.directory import Directory
@@ -98,20 +99,25 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
     )
     validate_document(document)
     author = Author(*report.author)
-    gp_message = new_message(
-        seed=f"{report.report_id}/gp-status",
-        sender=municipality,
-        receiver=messaging_organization(clinic, terms),
-        patient=patient,
-        category="carecoordination",
-        topic="Status efter hjerterehabilitering",
-        text=status_text(report),
-        author=author,
-        now=now,
-        terms=terms,
-        also=[gp],
-    )
-    validate_message(gp_message)
+
+    def message_to(receiver: Organisation, purpose: str, topic: str, text: str) -> dict[str, Any]:
+        message = new_message(
+            seed=f"{report.report_id}/{purpose}",
+            sender=municipality,
+            receiver=messaging_organization(receiver, terms),
+            patient=patient,
+            category="carecoordination",
+            topic=topic,
+            text=text,
+            author=author,
+            now=now,
+            terms=terms,
+            also=[gp],
+        )
+        validate_message(message)
+        return message
+
+    gp_message = message_to(clinic, "gp-status", "Status efter hjerterehabilitering", status_text(report))
     gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
     outgoing = [Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message)]
     course = state.course(report.patient.value)
@@ -138,20 +144,7 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
                 )
             )
         else:
-            notice = new_message(
-                seed=f"{report.report_id}/dhrd",
-                sender=municipality,
-                receiver=messaging_organization(department.organisation, terms),
-                patient=patient,
-                category="carecoordination",
-                topic="HADS-screening til DHRD",
-                text=dhrd_text(report),
-                author=author,
-                now=now,
-                terms=terms,
-                also=[gp],
-            )
-            validate_message(notice)
+            notice = message_to(department.organisation, "dhrd", "HADS-screening til DHRD", dhrd_text(report))
             outgoing.append(Outgoing(Route(ctx.exchange, ctx.dhrd_key.format(sor=department.organisation.sor)), notice))
     closed = Course(
         report.patient.value,
