@@ -55,17 +55,27 @@ def _number(value: Any) -> int | float:
     return int(value) if value == int(value) else float(value)
 
 
+def _before_after(m: Measurement) -> list[tuple[str, Any]]:
+    return [
+        (when, value) for when, value in (("Før forløbet", m.before), ("Efter forløbet", m.after)) if value is not None
+    ]
+
+
+def measurement_line(m: Measurement) -> str:
+    """'6 minutters gangtest: før forløbet 420 m; efter forløbet 510 m', as the narratives show it."""
+    values = "; ".join(f"{when.lower()} {value} {m.unit}" for when, value in _before_after(m)) or "ikke målt"
+    return f"{MEASUREMENT_LABELS[m.code]}: {values}"
+
+
 def _measurement(
     rid: str, m: Measurement, report: ClosingReport, patient: Resource, author: Resource, terms: Terminology
 ) -> Resource:
     label = MEASUREMENT_LABELS[m.code]
-    parts = [
-        (when, value) for when, value in (("Før forløbet", m.before), ("Efter forløbet", m.after)) if value is not None
-    ]
+    parts = _before_after(m)
     return {
         "resourceType": "Observation",
         "id": rid,
-        "text": xhtml(E.p(E.b(label), ": ", "; ".join(f"{w.lower()} {v} {m.unit}" for w, v in parts) or "ikke målt")),
+        "text": xhtml(E.p(E.b(label), measurement_line(m).removeprefix(label))),
         "status": "final",
         "code": {
             "coding": [{"system": terms.code_systems["measurement"], "code": m.code, "display": label}],
@@ -212,7 +222,7 @@ def status_document(
             [
                 E.p(report.summary),
                 *(E.p(line) for line in smoking),
-                E.ul(*(E.li(etree.fromstring(m["text"]["div"]).xpath("string()")) for m in measurements)),
+                E.ul(*(E.li(measurement_line(m)) for m in report.measurements)),
             ],
             measurements,
         ),
