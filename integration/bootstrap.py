@@ -12,14 +12,16 @@ from lxml import etree
 from integration.config import Settings
 from integration.domain.course import State
 from integration.errors import ConfigurationError
+from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
 from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
-from integration.pipeline import Pipeline, transform
-from integration.runtime.processor import Handler
+from integration.pipeline import Pipeline, answer_unprocessable, transform
+from integration.runtime.processor import Handler, Unprocessable
+from integration.topology import ACK_EXCHANGE
 
 
 def load_contract(schemas_dir: Path, name: str) -> JsonContract:
@@ -71,6 +73,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
             gp_key="gp.status.{ydernummer}",
             dhrd_key="hospital.dhrd.{sor}",
         ),
+        acknowledger=Acknowledger(
+            AckContext(exchange=ACK_EXCHANGE, routing_key="ack.{sor}", terminology=mappings.terminology)
+        ),
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
@@ -89,4 +94,12 @@ def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
     def closing(body: bytes, now: datetime, state: State) -> FlowResult:
         return transform(body, pipeline, now, accepted=("closing-report",), state=state)
 
-    return {"discharge": discharge, "hotline": hotline, "closing": closing}
+    def acknowledgement(body: bytes, now: datetime, state: State) -> FlowResult:
+        return transform(body, pipeline, now, accepted=("acknowledgement",), state=state)
+
+    return {"discharge": discharge, "hotline": hotline, "closing": closing, "acknowledgement": acknowledgement}
+
+
+def unprocessable_answer(pipeline: Pipeline) -> Unprocessable:
+    """What the processor sends for a message it gives up on for now."""
+    return lambda body, now: answer_unprocessable(body, pipeline, now)

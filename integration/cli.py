@@ -14,10 +14,10 @@ import orjson
 import structlog
 
 from integration.bootstrap import build_pipeline
-from integration.cli_ops import audit, dlq, hotline, topology, validate
+from integration.cli_ops import audit, dlq, hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
-from integration.domain.course import NO_STATE, Course, FixedState, State
+from integration.domain.course import NO_STATE, Course, EarlierMessage, FixedState, OutboundStatus, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
@@ -129,6 +129,15 @@ class _StoreState:
     def requester(self, thread_id: str) -> str | None:
         return self._ask(lambda store: store.requester(thread_id))
 
+    def received(self, header_id: str) -> EarlierMessage | None:
+        return self._ask(lambda store: store.received(header_id))
+
+    def bundle_header(self, bundle_id: str) -> str | None:
+        return self._ask(lambda store: store.bundle_header(bundle_id))
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        return self._ask(lambda store: store.outbound(header_id))
+
 
 @main.command(name="transform")
 @click.argument("source", type=click.File("rb"))
@@ -182,4 +191,5 @@ main.add_command(topology)
 main.add_command(dlq)
 main.add_command(audit)
 main.add_command(hotline)
+main.add_command(outbound)
 main.add_command(validate)

@@ -250,6 +250,66 @@ def hotline_pending(hours: int | None) -> None:
         )
 
 
+@click.group()
+def outbound() -> None:
+    """Our MedCom messages and their acks: resend what got none, list what needs a person."""
+
+
+def _moment(at: str | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(at)
+    if moment.tzinfo is None:
+        raise click.BadParameter("needs a time zone, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at")
+    return moment
+
+
+@outbound.command("resend")
+@click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
+def outbound_resend(at: str | None) -> None:
+    """One pass of what the consumer does every minute: resend unacknowledged messages, flag the hopeless."""
+    from integration.cli_runtime import resend_policy
+    from integration.runtime.outbound import resend_unacknowledged
+
+    settings = Settings.from_env()
+    store = open_audit_store(settings.audit_dsn)
+    try:
+        with connected(broker_settings(settings)) as connection:
+            report = resend_unacknowledged(store, connection, _moment(at), resend_policy(settings))
+    finally:
+        store.close()
+    click.echo(f"resent {len(report.resent)}, flagged for manual follow-up {len(report.gave_up)}")
+
+
+@outbound.command("pending")
+@click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
+def outbound_pending(at: str | None) -> None:
+    """Messages that need a person: no ack after the last resend, or answered with an error.
+    Exit 0 when there are none, 1 otherwise."""
+    settings = Settings.from_env()
+    store = open_audit_store(settings.audit_dsn)
+    try:
+        flagged = store.outbound_messages(["gave-up", "failed"])
+        waiting = store.outbound_messages(["awaiting"])
+    finally:
+        store.close()
+    moment = _moment(at)
+    click.echo(f"{len(flagged)} message(s) need manual follow-up; {len(waiting)} awaiting an ack")
+    for message in flagged:
+        why = "no ack after the last resend" if message.state == "gave-up" else "answered with an error"
+        click.echo(
+            f"  {message.header_id}  {message.state}  {why}  first sent {message.first_sent_at.isoformat()}  "
+            f"resent {message.resends}x  to {message.output.routing_key}"
+        )
+    for message in waiting:
+        minutes = (moment - message.last_sent_at).total_seconds() / 60
+        click.echo(
+            f"  {message.header_id}  awaiting  {minutes:.0f} min since last sent  resent {message.resends}x  "
+            f"to {message.output.routing_key}"
+        )
+    raise SystemExit(1 if flagged else 0)
+
+
 @click.command()
 @click.argument("source", type=click.File("rb"))
 def validate(source: Any) -> None:

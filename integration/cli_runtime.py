@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo
 import click
 import orjson
 
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build_pipeline, flow_handlers, unprocessable_answer
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import ConfigurationError, ConnectionLost
 from integration.runtime.audit_store import AuditStore
 from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Bus, Handler, Processor
+from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
+from integration.runtime.processor import Bus, Handler, Processor, Unprocessable
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, apply_topology, drain
 from integration.runtime.stores import open_audit_store
 from integration.testing import InMemoryBroker, drain_in_memory
@@ -51,15 +52,29 @@ def selected_flows(settings: Settings, handlers: dict[str, object], names: str |
     return [FLOWS_BY_NAME[n] for n in chosen]
 
 
-def processor_factory(handlers: Mapping[str, Handler], store: AuditStore) -> Callable[[Bus], Processor]:
-    return lambda bus: Processor(handlers, store, bus, now)
+def processor_factory(
+    handlers: Mapping[str, Handler], store: AuditStore, unprocessable: Unprocessable | None = None
+) -> Callable[[Bus], Processor]:
+    return lambda bus: Processor(handlers, store, bus, now, unprocessable=unprocessable)
+
+
+def resend_policy(settings: Settings) -> ResendPolicy:
+    return ResendPolicy(timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends)
 
 
 def run_consumers(settings: Settings, flow_names: str | None) -> None:
-    handlers = flow_handlers(build_pipeline(settings))
+    pipeline = build_pipeline(settings)
+    handlers = flow_handlers(pipeline)
     flows = selected_flows(settings, dict(handlers), flow_names)
     store = open_audit_store(settings.audit_dsn)
-    service = ConsumerService(broker_settings(settings), flows, processor_factory(handlers, store))
+    factory = processor_factory(handlers, store, unprocessable_answer(pipeline))
+    policy = resend_policy(settings)
+    service = ConsumerService(
+        broker_settings(settings),
+        flows,
+        factory,
+        periodic=lambda bus: resend_unacknowledged(store, bus, now(), policy),
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         click.echo(f"signal {signal.Signals(signum).name}: finishing the message in hand, then stopping", err=True)

@@ -7,6 +7,9 @@ INTEGRATION_PREFETCH           unacked messages per consumer (default 20)
 INTEGRATION_AUDIT_DSN          sqlite:///path (default data/audit.sqlite3) or postgresql://…
 INTEGRATION_FLOWS              comma-separated flows to consume (default: every flow with a handler)
 INTEGRATION_MAPPINGS_DIR, INTEGRATION_SCHEMAS_DIR, INTEGRATION_MAX_PAYLOAD_BYTES
+INTEGRATION_HOTLINE_OVERDUE_HOURS  open hotline requests older than this are overdue (default 8)
+INTEGRATION_ACK_TIMEOUT_MINUTES    our MedCom messages without an ack after this are resent (default 30)
+INTEGRATION_MAX_RESENDS            resends before a message is flagged for manual follow-up (default 2)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "schemas_dir": str(PROJECT_ROOT / "schemas"),
     "max_payload_bytes": 1024 * 1024,
     "hotline_overdue_hours": 8,
+    "ack_timeout_minutes": 30,
+    "max_resends": 2,
 }
 
 
@@ -50,6 +55,8 @@ class Settings:
     audit_dsn: str = DEFAULTS["audit_dsn"]
     flows: tuple[str, ...] = ()
     hotline_overdue_hours: int = 8
+    ack_timeout_minutes: int = 30
+    max_resends: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +77,8 @@ class Settings:
             audit_dsn=str(values["audit_dsn"]),
             flows=tuple(f.strip() for f in str(values["flows"]).split(",") if f.strip()),
             hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
+            ack_timeout_minutes=_whole_number(values, "ack_timeout_minutes"),
+            max_resends=_whole_number(values, "max_resends"),
         )
 
 

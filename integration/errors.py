@@ -17,6 +17,10 @@ Messages of these exceptions never contain a CPR number or a name: they go to lo
 dead-letter headers.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class IntegrationError(Exception):
     """Base of every error the service expects and handles."""
@@ -28,9 +32,19 @@ class IntegrationError(Exception):
 
 
 class Rejected(IntegrationError):
-    """A permanent failure: retrying the same message cannot help."""
+    """A permanent failure: retrying the same message cannot help.
+
+    `reply`, when set, is what to send and record although the message is dead-lettered (a
+    MedCom message's fatal-error acknowledgement): a FlowResult, typed loosely to keep this
+    module free of imports.
+    """
 
     reason = "rejected"
+    reply: Any = None
+
+    def answered(self, reply: Any) -> Rejected:
+        self.reply = reply
+        return self
 
 
 class InvalidInput(Rejected):

@@ -13,7 +13,9 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, State
-from integration.errors import UnknownMessageKind
+from integration.errors import Rejected, UnknownMessageKind
+from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
+from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge
@@ -38,6 +40,7 @@ class Pipeline:
     municipality_sors: frozenset[str]
     closing_schema: etree.XMLSchema
     closing: ClosingContext
+    acknowledger: Acknowledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +72,17 @@ def _handle_care_communication(doc: Any, pipeline: Pipeline, now: datetime, stat
     return handle_care_communication(request, doc, state, pipeline.hotline, now)
 
 
+def _handle_acknowledgement(doc: Any, _pipeline: Pipeline, _now: datetime, state: State) -> FlowResult:
+    return handle_acknowledgement(doc, state)
+
+
 CLOSING_REPORT_TAG = CLOSING_REPORT_NS.encode()
 
 KINDS: tuple[MessageKind, ...] = (
     MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
     MessageKind("advice-request", _is_advice_request, _handle_advice_request),
     MessageKind("care-communication", is_care_communication, _handle_care_communication),
+    MessageKind("acknowledgement", is_acknowledgement, _handle_acknowledgement),
 )
 
 
@@ -86,7 +94,8 @@ def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKin
         raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
     raise UnknownMessageKind(
         "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
-        "an advice request needs requestId and urgency; a CareCommunication is a MedCom message Bundle)"
+        "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
+        "message Bundle)"
     )
 
 
@@ -99,6 +108,19 @@ def _closing_report(
     return handle_closing_report(report, state, pipeline.closing, now)
 
 
+def answer_unprocessable(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowResult | None:
+    """What to tell the sender of a message we give up on for now (a MedCom transient-error ack), if anything."""
+    try:
+        doc = (
+            decode_xml_bundle(raw, pipeline.max_payload_bytes)
+            if raw.lstrip()[:1] == b"<"
+            else decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+        )
+    except Rejected:
+        return None
+    return pipeline.acknowledger.unprocessable(doc, now)
+
+
 def transform(
     raw: bytes,
     pipeline: Pipeline,
@@ -106,11 +128,18 @@ def transform(
     accepted: tuple[str, ...] | None = None,
     state: State = NO_STATE,
 ) -> FlowResult:
-    """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own)."""
+    """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own).
+
+    A MedCom message other than an ack is answered with an ack, under the duplicate rules.
+    """
     if raw.lstrip()[:1] == b"<":
         if CLOSING_REPORT_TAG in raw[:4096]:  # the XML kinds: our closing report, or a FHIR Bundle
             return _closing_report(raw, pipeline, now, accepted, state)
         doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
     else:
         doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+    if is_medcom_message(doc) and not is_acknowledgement(doc):
+        return pipeline.acknowledger.handle(
+            doc, lambda: detect_kind(doc, accepted).handle(doc, pipeline, now, state), state, now
+        )
     return detect_kind(doc, accepted).handle(doc, pipeline, now, state)

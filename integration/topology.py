@@ -17,6 +17,7 @@ INBOUND_EXCHANGE = "rehab.inbound"
 DEAD_LETTER_EXCHANGE = "rehab.dlx"
 UNROUTED_EXCHANGE = "rehab.unrouted"
 UNROUTED_QUEUE = "rehab.unrouted"
+ACK_EXCHANGE = "rehab.ack"  # our MedCom acks, routing key ack.<the acknowledged sender's SOR>
 DELIVERY_LIMIT = 5
 MAX_LENGTH = 100_000
 
@@ -36,6 +37,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("discharge", "rehab.discharge-events", "rehab.referral"),
     Flow("hotline", "rehab.hotline-requests", "rehab.hotline"),
     Flow("closing", "rehab.closing-reports", "rehab.status"),
+    Flow("acknowledgement", "rehab.acknowledgements", ACK_EXCHANGE),  # acks for our messages; never answered
 )
 FLOWS_BY_NAME = {f.name: f for f in FLOWS}
 
@@ -74,7 +76,7 @@ def inbound_queue_arguments(flow: Flow) -> dict[str, Any]:
 
 
 def exchanges() -> list[Exchange]:
-    outbound = sorted({f.outbound_exchange for f in FLOWS})
+    outbound = sorted({f.outbound_exchange for f in FLOWS} | {ACK_EXCHANGE})
     return [
         Exchange(INBOUND_EXCHANGE, "direct"),
         Exchange(DEAD_LETTER_EXCHANGE, "direct"),
@@ -106,7 +108,7 @@ def bindings() -> list[Binding]:
 USERS: dict[str, tuple[str, str, str, str]] = {
     # name: (tags, configure, write, read)
     "rehab-admin": ("administrator", ".*", ".*", ".*"),
-    "rehab-service": ("", "", r"^rehab\.(referral|hotline|status|dlx|inbound)$", r"^rehab\.[a-z-]+(\.dlq)?$"),
+    "rehab-service": ("", "", r"^rehab\.(referral|hotline|status|ack|dlx|inbound)$", r"^rehab\.[a-z-]+(\.dlq)?$"),
     "rehab-hospital": ("", "", r"^rehab\.inbound$", ""),
     "rehab-municipality": ("", "", r"^rehab\.inbound$", ""),
 }
@@ -134,7 +136,7 @@ def definitions(password_hashes: dict[str, str]) -> dict[str, Any]:
             {
                 "vhost": VHOST,
                 "name": "rehab-inbound-limits",
-                "pattern": r"^rehab\.(discharge-events|hotline-requests|closing-reports)$",
+                "pattern": r"^rehab\.(discharge-events|hotline-requests|closing-reports|acknowledgements)$",
                 "apply-to": "queues",
                 "priority": 1,
                 "definition": {

@@ -55,6 +55,10 @@ def _with_hotline_for(pipeline: Pipeline, sor: str) -> Pipeline:
     return replace(pipeline, hotline=replace(pipeline.hotline, hotlines={sor: hotline}))
 
 
+def header_in_id(bundle: dict[str, Any]) -> str:
+    return str(bundle["entry"][0]["resource"]["id"])
+
+
 def _entries(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
@@ -75,7 +79,9 @@ def test_every_shared_carecommunication_example_routes_with_a_valid_reply_or_is_
             continue
         configured = _with_hotline_for(pipeline, request.addressed_department or "")
         result = transform(path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED)
-        forward, reply_out = result.outgoing
+        forward, reply_out, ack = result.outgoing
+        assert ack.route.routing_key == f"ack.{request.sender_id}"
+        assert ack.message["entry"][0]["resource"]["response"] == {"identifier": header_in_id(bundle), "code": "ok"}
         assert forward.message == bundle and forward.id == bundle["entry"][0]["resource"]["id"]
         reply = reply_out.message
         assert messaging_problems(reply) == []
@@ -137,7 +143,7 @@ def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_
     result = transform(
         path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED, state=FixedState(courses={request.patient: closed})
     )
-    forward, reply = result.outgoing
+    forward, reply, _ack = result.outgoing
     assert forward.route.routing_key == "hotline.unmatched"
     text = _entries(reply.message, "Communication")[0]["payload"][-1]["contentString"]
     assert "praktiserende læge" in text
@@ -168,15 +174,16 @@ def test_a_departments_answer_goes_back_to_the_requester_by_thread(shared: Path,
         accepted=ACCEPTED,
         state=FixedState(threads={thread: "434751000016002"}),
     )
-    (out,) = result.outgoing
+    out, ack = result.outgoing
     assert out.route.routing_key == "hotline.reply.434751000016002" and out.message == bundle
+    assert ack.route.routing_key == f"ack.{sor}"
     assert result.state.answered == (thread,)
-    assert [f.kind for f in result.facts] == ["hotline-answered"]
+    assert [f.kind for f in result.facts] == ["hotline-answered", "acknowledged"]
 
 
 def test_a_departments_message_in_an_unknown_thread_goes_to_triage(shared: Path, pipeline: Pipeline) -> None:
     bundle, key = _department_reply(shared)
     configured = _with_hotline_for(pipeline, key.split("|")[0])
     result = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
-    assert [o.route.routing_key for o in result.outgoing] == ["hotline.unmatched"]
+    assert [o.route.routing_key for o in result.outgoing] == ["hotline.unmatched", f"ack.{key.split('|')[0]}"]
     assert result.state.answered == () and result.facts[0].kind == "hotline-answer-unmatched"

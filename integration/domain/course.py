@@ -1,10 +1,11 @@
-"""What the flows remember between messages: each patient's rehabilitation course, and open hotline requests."""
+"""What the flows remember between messages: each patient's rehabilitation course, open hotline
+requests, the MedCom messages we received (with the ack each got) and the acks our own messages got."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +31,70 @@ class OpenRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """One transmission of a MedCom message we received, and the ack it was first answered with."""
+
+    header_id: str
+    bundle_id: str
+    code: str | None = None  # the ack's response code; None when this transmission added no new ack
+    ack: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierMessage:
+    """What we know of a MessageHeader id seen before: its transmissions and the first ack."""
+
+    bundle_ids: frozenset[str]
+    code: str | None
+    ack: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """An ack for one of our own messages."""
+
+    header_id: str  # our MessageHeader id, the ack's response.identifier
+    code: str
+    issues: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundStatus:
+    header_id: str
+    state: str  # awaiting | acknowledged | failed | gave-up
+    resends: int
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanges:
     """What a flow asks to be recorded, in the same transaction as the message's audit records."""
 
     courses: tuple[Course, ...] = ()
     opened: tuple[OpenRequest, ...] = ()
     answered: tuple[str, ...] = ()  # thread ids whose request the department has answered
+    received: tuple[ReceivedMessage, ...] = ()
+    acks: tuple[AckReceived, ...] = ()
+
+    def __add__(self, other: StateChanges) -> StateChanges:
+        return StateChanges(
+            self.courses + other.courses,
+            self.opened + other.opened,
+            self.answered + other.answered,
+            self.received + other.received,
+            self.acks + other.acks,
+        )
 
 
 class State(Protocol):
     def course(self, patient: str) -> Course | None: ...
 
     def requester(self, thread_id: str) -> str | None: ...
+
+    def received(self, header_id: str) -> EarlierMessage | None: ...
+
+    def bundle_header(self, bundle_id: str) -> str | None: ...
+
+    def outbound(self, header_id: str) -> OutboundStatus | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +103,23 @@ class FixedState:
 
     courses: Mapping[str, Course] = field(default_factory=dict)
     threads: Mapping[str, str] = field(default_factory=dict)
+    messages: Mapping[str, EarlierMessage] = field(default_factory=dict)
+    sent: Mapping[str, OutboundStatus] = field(default_factory=dict)
 
     def course(self, patient: str) -> Course | None:
         return self.courses.get(patient)
 
     def requester(self, thread_id: str) -> str | None:
         return self.threads.get(thread_id)
+
+    def received(self, header_id: str) -> EarlierMessage | None:
+        return self.messages.get(header_id)
+
+    def bundle_header(self, bundle_id: str) -> str | None:
+        return next((h for h, m in self.messages.items() if bundle_id in m.bundle_ids), None)
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        return self.sent.get(header_id)
 
 
 NO_STATE = FixedState()

@@ -119,7 +119,7 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
 
     gp_message = message_to(clinic, "gp-status", "Status efter hjerterehabilitering", status_text(report))
     gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
-    outgoing = [Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message)]
+    outgoing = [Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message, expects_ack=True)]
     course = state.course(report.patient.value)
     facts = [
         AuditFact(
@@ -145,7 +145,11 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
             )
         else:
             notice = message_to(department.organisation, "dhrd", "HADS-screening til DHRD", dhrd_text(report))
-            outgoing.append(Outgoing(Route(ctx.exchange, ctx.dhrd_key.format(sor=department.organisation.sor)), notice))
+            outgoing.append(
+                Outgoing(
+                    Route(ctx.exchange, ctx.dhrd_key.format(sor=department.organisation.sor)), notice, expects_ack=True
+                )
+            )
     closed = Course(
         report.patient.value,
         course.referring_department if course else "",

@@ -134,7 +134,8 @@ def handle_care_communication(
         phone = decision.department.on_call_phone if decision.department else ctx.triage_phone
         reply = reply_message(bundle, _reply_text(decision, ctx), phone, now, ctx.terminology)
         validate_message(reply)
-        outgoing.append(Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply))
+        route_back = Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id))
+        outgoing.append(Outgoing(route_back, reply, expects_ack=True))
     return FlowResult(
         outgoing=tuple(outgoing),
         facts=(_routed(request, decision, course),),

@@ -147,7 +147,7 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime)
         event.patient.cpr.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"
     )
     return FlowResult(
-        outgoing=(Outgoing(route, bundle),),
+        outgoing=(Outgoing(route, bundle, expects_ack=True),),
         facts=tuple(facts),
         patient=event.patient.cpr.value,
         state=StateChanges(courses=(course,)),

@@ -24,6 +24,7 @@ class Outgoing:
     message: dict[str, Any]
     message_id: str | None = None  # default: the FHIR message's MessageHeader id
     content_type: str = FHIR_JSON
+    expects_ack: bool = False  # a MedCom message of ours: tracked until its ack, resent without one
 
     @property
     def id(self) -> str:
@@ -50,3 +51,6 @@ class FlowResult:
     facts: tuple[AuditFact, ...]
     patient: str | None = None  # the CPR number the message is about, for the audit log only
     state: StateChanges = StateChanges()  # what to remember, recorded with the message
+
+    def plus(self, outgoing: tuple[Outgoing, ...], facts: tuple[AuditFact, ...], state: StateChanges) -> FlowResult:
+        return FlowResult(self.outgoing + outgoing, self.facts + facts, self.patient, self.state + state)

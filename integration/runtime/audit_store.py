@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
-from integration.domain.course import Course, OpenRequest
+from integration.domain.course import AckReceived, Course, EarlierMessage, OpenRequest, OutboundStatus, ReceivedMessage
 from integration.flows.results import FHIR_JSON
 
 
@@ -28,25 +28,49 @@ class StoredOutput:
     message_id: str
     body: bytes
     content_type: str = FHIR_JSON
+    awaits_ack: str | None = None  # a MedCom message of ours: its MessageHeader id, tracked until acked
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, Any]:
         return {
             "exchange": self.exchange,
             "routingKey": self.routing_key,
             "messageId": self.message_id,
             "contentType": self.content_type,
             "body": self.body.decode("utf-8"),
+            "awaitsAck": self.awaits_ack,
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, str]) -> StoredOutput:
+    def from_json(cls, doc: dict[str, Any]) -> StoredOutput:
         return cls(
             doc["exchange"],
             doc["routingKey"],
             doc["messageId"],
             doc["body"].encode("utf-8"),
             doc.get("contentType", FHIR_JSON),
+            doc.get("awaitsAck"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One of our MedCom messages waiting for its ack, as last sent."""
+
+    header_id: str
+    flow: str
+    output: StoredOutput
+    first_sent_at: datetime
+    last_sent_at: datetime
+    resends: int
+    state: str  # awaiting | acknowledged | failed | gave-up
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A resend of one of our messages (`body` set) or the decision to stop resending (`body` None)."""
+
+    header_id: str
+    body: bytes | None
 
 
 Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message id, outputs)
@@ -70,7 +94,18 @@ class AuditStore(Protocol):
         courses: Sequence[Course] = (),
         opened: Sequence[OpenRequest] = (),
         answered: Sequence[str] = (),
+        received: Sequence[ReceivedMessage] = (),
+        acks: Sequence[AckReceived] = (),
+        resends: Sequence[Resend] = (),
     ) -> None: ...
+
+    def received(self, header_id: str) -> EarlierMessage | None: ...
+
+    def bundle_header(self, bundle_id: str) -> str | None: ...
+
+    def outbound(self, header_id: str) -> OutboundStatus | None: ...
+
+    def outbound_messages(self, states: Sequence[str]) -> list[OutboundMessage]: ...
 
     def course(self, patient: str) -> Course | None: ...
 
@@ -104,6 +139,15 @@ SCHEMA = (
         request_id TEXT PRIMARY KEY, thread_id TEXT, requester TEXT NOT NULL, department TEXT,
         patient TEXT NOT NULL, received_at TEXT NOT NULL, answered_at TEXT, overdue_noted_at TEXT)""",
     "CREATE INDEX IF NOT EXISTS hotline_request_thread ON hotline_request (thread_id)",
+    """CREATE TABLE IF NOT EXISTS medcom_received (
+        bundle_id TEXT PRIMARY KEY, header_id TEXT NOT NULL, at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS medcom_received_header ON medcom_received (header_id)",
+    """CREATE TABLE IF NOT EXISTS medcom_ack (
+        header_id TEXT PRIMARY KEY, code TEXT NOT NULL, ack TEXT NOT NULL, at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS outbound_message (
+        header_id TEXT PRIMARY KEY, flow TEXT NOT NULL, output TEXT NOT NULL, first_sent_at TEXT NOT NULL,
+        last_sent_at TEXT NOT NULL, resends INTEGER NOT NULL, state TEXT NOT NULL, settled_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS outbound_message_state ON outbound_message (state, last_sent_at)",
     """CREATE TABLE IF NOT EXISTS processed_message (
         flow TEXT NOT NULL, message_id TEXT NOT NULL, at TEXT NOT NULL, outputs TEXT NOT NULL,
         PRIMARY KEY (flow, message_id))""",
@@ -171,9 +215,12 @@ class SqlAuditStore:
         courses: Sequence[Course] = (),
         opened: Sequence[OpenRequest] = (),
         answered: Sequence[str] = (),
+        received: Sequence[ReceivedMessage] = (),
+        acks: Sequence[AckReceived] = (),
+        resends: Sequence[Resend] = (),
     ) -> None:
         """Append entries to the chain, mark messages processed and record state, in one transaction."""
-        if not (entries or processed or courses or opened or answered):
+        if not (entries or processed or courses or opened or answered or received or acks or resends):
             return
         stamp = at.isoformat()
         with self._transaction() as cursor:
@@ -241,6 +288,118 @@ class SqlAuditStore:
                         for flow, message_id, outputs in processed
                     ],
                 )
+                self._track_outbound(cursor, processed, stamp)
+            self._record_messaging(cursor, received, acks, resends, stamp)
+
+    def _track_outbound(self, cursor: Any, processed: Processed, stamp: str) -> None:
+        cursor.executemany(
+            self._sql(
+                "INSERT INTO outbound_message (header_id, flow, output, first_sent_at, last_sent_at, resends, state) "
+                "VALUES (?, ?, ?, ?, ?, 0, 'awaiting') ON CONFLICT (header_id) DO NOTHING"
+            ),
+            [
+                (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), stamp, stamp)
+                for flow, _, outputs in processed
+                for o in outputs
+                if o.awaits_ack
+            ],
+        )
+
+    def _record_messaging(
+        self,
+        cursor: Any,
+        received: Sequence[ReceivedMessage],
+        acks: Sequence[AckReceived],
+        resends: Sequence[Resend],
+        stamp: str,
+    ) -> None:
+        if received:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO medcom_received (bundle_id, header_id, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (bundle_id) DO NOTHING"
+                ),
+                [(r.bundle_id, r.header_id, stamp) for r in received],
+            )
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO medcom_ack (header_id, code, ack, at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (header_id) DO NOTHING"
+                ),
+                [(r.header_id, r.code, orjson.dumps(r.ack).decode(), stamp) for r in received if r.ack and r.code],
+            )
+        if acks:
+            cursor.executemany(
+                self._sql(
+                    "UPDATE outbound_message SET state = ?, settled_at = ? "
+                    "WHERE header_id = ? AND state IN ('awaiting', 'gave-up')"
+                ),
+                [("acknowledged" if a.code == "ok" else "failed", stamp, a.header_id) for a in acks],
+            )
+        for resend in resends:
+            if resend.body is None:
+                cursor.execute(
+                    self._sql("UPDATE outbound_message SET state = 'gave-up', settled_at = ? WHERE header_id = ?"),
+                    (stamp, resend.header_id),
+                )
+                continue
+            cursor.execute(self._sql("SELECT output FROM outbound_message WHERE header_id = ?"), (resend.header_id,))
+            output = orjson.loads(cursor.fetchone()[0])
+            output["body"] = resend.body.decode("utf-8")
+            cursor.execute(
+                self._sql(
+                    "UPDATE outbound_message SET output = ?, last_sent_at = ?, resends = resends + 1 "
+                    "WHERE header_id = ?"
+                ),
+                (orjson.dumps(output).decode(), stamp, resend.header_id),
+            )
+
+    def received(self, header_id: str) -> EarlierMessage | None:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(self._sql("SELECT bundle_id FROM medcom_received WHERE header_id = ?"), (header_id,))
+            bundles = frozenset(str(r[0]) for r in cursor.fetchall())
+            cursor.execute(self._sql("SELECT code, ack FROM medcom_ack WHERE header_id = ?"), (header_id,))
+            row = cursor.fetchone()
+        if not bundles and row is None:
+            return None
+        return EarlierMessage(bundles, row and row[0], row and orjson.loads(row[1]))
+
+    def bundle_header(self, bundle_id: str) -> str | None:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(self._sql("SELECT header_id FROM medcom_received WHERE bundle_id = ?"), (bundle_id,))
+            row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(self._sql("SELECT state, resends FROM outbound_message WHERE header_id = ?"), (header_id,))
+            row = cursor.fetchone()
+        return None if row is None else OutboundStatus(header_id, str(row[0]), int(row[1]))
+
+    def outbound_messages(self, states: Sequence[str]) -> list[OutboundMessage]:
+        """Our messages in these states, the longest waiting first."""
+        marks = ", ".join("?" * len(states))
+        with self._transaction(write=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT header_id, flow, output, first_sent_at, last_sent_at, resends, state FROM outbound_message "
+                    f"WHERE state IN ({marks}) ORDER BY last_sent_at"
+                ),
+                tuple(states),
+            )
+            rows = cursor.fetchall()
+        return [
+            OutboundMessage(
+                r[0],
+                r[1],
+                StoredOutput.from_json(orjson.loads(r[2])),
+                datetime.fromisoformat(r[3]),
+                datetime.fromisoformat(r[4]),
+                int(r[5]),
+                r[6],
+            )
+            for r in rows
+        ]
 
     def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[AuditRecord]:
         with self._transaction(write=False) as cursor:

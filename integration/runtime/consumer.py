@@ -5,7 +5,8 @@ log's transactions are shared; each delivery is still acked only after its own o
 confirmed and its records committed. One canonical log line per message (flow, correlation id,
 outcome, outputs, milliseconds). A lost connection is re-established with exponential backoff
 and jitter, for as long as it takes; unacked messages come back from the broker meanwhile.
-`stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be acked, then closes.
+`stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be acked, then closes. Between
+batches, `periodic` (the resend of our unacknowledged messages) runs every `period` seconds.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ class ConsumerService:
         flows: Sequence[Flow],
         make_processor: Callable[[Bus], Processor],
         reconnect_max_wait: float = 10.0,
+        periodic: Callable[[Bus], object] | None = None,
+        period: float = 60.0,
     ) -> None:
         self._broker = broker
         self._flows = flows
         self._make_processor = make_processor
         self._reconnect_max_wait = reconnect_max_wait
+        self._periodic = periodic
+        self._period = period
+        self._next_periodic = 0.0
         self._stopping = threading.Event()
         self._in_hand: list[tuple[Flow, Received]] = []
         self.handled = 0
@@ -90,10 +96,20 @@ class ConsumerService:
                 if self._in_hand:
                     batch, self._in_hand = self._in_hand, []
                     self._handle(connection, processor, batch)
+                self._run_periodic(connection)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             raise
+
+    def _run_periodic(self, connection: RabbitConnection) -> None:
+        if self._periodic is None or time.monotonic() < self._next_periodic:
+            return
+        self._next_periodic = time.monotonic() + self._period
+        try:
+            self._periodic(connection)
+        except Transient as exc:  # the store or a publish failed: the next run tries again
+            log.warning("periodic job failed; next run retries", reason=str(exc))
 
     def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
         deliveries = [

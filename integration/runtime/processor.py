@@ -5,7 +5,8 @@ For a batch of deliveries (one, or as many as the consumer has in hand):
 
     look up which were processed before → republish their stored outputs, byte for byte
     run the others through their flow's handler → rejected ones: a copy to the dead-letter
-        exchange with the reason in its headers, confirmed
+        exchange with the reason in its headers, confirmed (and their reply, e.g. a MedCom
+        fatal-error ack, stored and published like any output)
     commit, in one transaction, the audit records and the outputs of every processed message
     publish each output, persistent and mandatory, with a broker confirm → commit "published"
     (the caller acks) → commit "acked"
@@ -13,7 +14,9 @@ For a batch of deliveries (one, or as many as the consumer has in hand):
 The caller acks a delivery only after `process_batch` returned its outcome. Transient failures
 are retried here with exponential backoff and jitter, bounded in attempts and time; if they
 persist the whole batch raises Transient and the caller returns it to the queue, whose delivery
-limit ends the loop. A handler that fails unexpectedly (a bug) fails only its own delivery.
+limit ends the loop. A handler that fails unexpectedly (a bug) fails only its own delivery; on
+its last delivery attempt it is dead-lettered here, with the flow's answer for a message it could
+not process now (a MedCom transient-error ack), so the sender hears of it.
 """
 
 from __future__ import annotations
@@ -30,15 +33,23 @@ import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from integration.audit_chain import AuditEntry
-from integration.domain.course import Course, OpenRequest, State
+from integration.domain.course import (
+    Course,
+    EarlierMessage,
+    OutboundStatus,
+    State,
+    StateChanges,
+)
 from integration.errors import Rejected, Transient
 from integration.flows.results import FHIR_JSON, FlowResult
 from integration.runtime.audit_store import AuditStore, StoredOutput
-from integration.topology import DEAD_LETTER_EXCHANGE
+from integration.topology import DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT
 
 log = structlog.get_logger("integration.processor")
 
 Handler = Callable[[bytes, datetime, State], FlowResult]
+# What to send for a message that could not be processed now and is given up on (None: nothing).
+Unprocessable = Callable[[bytes, datetime], FlowResult | None]
 
 
 class Bus(Protocol):
@@ -69,6 +80,11 @@ class Delivery:
     def key(self) -> str:
         """The idempotency key: the sender's message id, else the body's SHA-256."""
         return self.message_id or "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def last_attempt(self) -> bool:
+        """A quorum queue counts earlier deliveries in x-delivery-count; past the limit it dead-letters."""
+        return int(self.headers.get("x-delivery-count") or 0) >= DELIVERY_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +122,39 @@ class _Batch:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     entries: list[AuditEntry] = field(default_factory=list)
     processed: list[tuple[str, str, list[StoredOutput]]] = field(default_factory=list)
-    courses: list[Course] = field(default_factory=list)
-    opened: list[OpenRequest] = field(default_factory=list)
-    answered: list[str] = field(default_factory=list)
+    changes: StateChanges = StateChanges()
     to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
+
+
+class _BatchState:
+    """The store as the flows see it during a batch: with what earlier messages of the batch received,
+    so that two copies of one MedCom message in one batch are still one message and one duplicate."""
+
+    def __init__(self, store: AuditStore, batch: _Batch) -> None:
+        self._store = store
+        self._batch = batch
+
+    def course(self, patient: str) -> Course | None:
+        return self._store.course(patient)
+
+    def requester(self, thread_id: str) -> str | None:
+        return self._store.requester(thread_id)
+
+    def received(self, header_id: str) -> EarlierMessage | None:
+        ours = [r for r in self._batch.changes.received if r.header_id == header_id]
+        stored = self._store.received(header_id)
+        if not ours:
+            return stored
+        first = stored or EarlierMessage(frozenset(), ours[0].code, ours[0].ack)
+        return EarlierMessage(first.bundle_ids | {r.bundle_id for r in ours}, first.code, first.ack)
+
+    def bundle_header(self, bundle_id: str) -> str | None:
+        ours = next((r.header_id for r in self._batch.changes.received if r.bundle_id == bundle_id), None)
+        return ours or self._store.bundle_header(bundle_id)
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        return self._store.outbound(header_id)
 
 
 class Processor:
@@ -121,12 +165,14 @@ class Processor:
         bus: Bus,
         clock: Callable[[], datetime],
         retry: RetryPolicy = RetryPolicy(),
+        unprocessable: Unprocessable | None = None,
     ) -> None:
         self._handlers = handlers
         self._store = store
         self._bus = bus
         self._clock = clock
         self._retry = retry
+        self._unprocessable = unprocessable
 
     def _durably(self, step: Callable[[], Any]) -> Any:
         return self._retry.retrying()(step)
@@ -148,8 +194,18 @@ class Processor:
                 self._plan(batch, index, delivery, now)
         for delivery, rejection in batch.dead_letters:
             self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
+        changes = batch.changes
         self._durably(
-            lambda: self._store.record(batch.entries, now, batch.processed, batch.courses, batch.opened, batch.answered)
+            lambda: self._store.record(
+                batch.entries,
+                now,
+                batch.processed,
+                changes.courses,
+                changes.opened,
+                changes.answered,
+                changes.received,
+                changes.acks,
+            )
         )
         published = []
         for delivery, output, patient in batch.to_publish:
@@ -195,37 +251,89 @@ class Processor:
             source=delivery.source,
         )
         try:
-            result = self._handlers[delivery.flow](delivery.body, now, self._store)
+            result = self._handlers[delivery.flow](delivery.body, now, _BatchState(self._store, batch))
         except Rejected as rejection:
-            batch.dead_letters.append((delivery, rejection))
-            batch.entries += [
-                received,
-                self._entry("rejected", delivery, None, reason=str(rejection), code=rejection.reason),
-                self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
-            ]
-            batch.outcomes[index] = Outcome("dead-lettered", 0)
+            self._plan_rejection(batch, index, delivery, rejection, received)
             return
         except Exception as exc:  # a bug in a flow: this delivery goes back to its queue, the batch goes on
             log.error("handler failed", flow=delivery.flow, correlation_id=delivery.key, error=type(exc).__name__)
+            if delivery.last_attempt:
+                self._plan_give_up(batch, index, delivery, exc, received, now)
+                return
             batch.outcomes[index] = Outcome("failed", 0, error=f"{type(exc).__name__}: {exc}")
             return
         patient = result.patient
-        outputs = [
-            StoredOutput(o.route.exchange, o.route.routing_key, o.id, orjson.dumps(o.message), o.content_type)
-            for o in result.outgoing
-        ]
+        outputs = self._outputs(result)
         batch.entries += [
             AuditEntry(received.step, received.flow, received.message_id, received.detail, patient),
             self._entry("validated", delivery, patient),
-            *(self._entry(f"fact:{fact.kind}", delivery, patient, **fact.detail) for fact in result.facts),
+            *self._facts(delivery, result),
             self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
         ]
-        batch.processed.append((delivery.flow, delivery.key, outputs))
-        batch.courses += result.state.courses
-        batch.opened += result.state.opened
-        batch.answered += result.state.answered
-        batch.to_publish += [(delivery, output, patient) for output in outputs]
+        self._keep(batch, delivery, result, outputs)
         batch.outcomes[index] = Outcome("processed", len(outputs), patient)
+
+    @staticmethod
+    def _outputs(result: FlowResult) -> list[StoredOutput]:
+        return [
+            StoredOutput(
+                o.route.exchange,
+                o.route.routing_key,
+                o.id,
+                orjson.dumps(o.message),
+                o.content_type,
+                o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
+            )
+            for o in result.outgoing
+        ]
+
+    def _facts(self, delivery: Delivery, result: FlowResult) -> list[AuditEntry]:
+        return [self._entry(f"fact:{fact.kind}", delivery, result.patient, **fact.detail) for fact in result.facts]
+
+    @staticmethod
+    def _keep(batch: _Batch, delivery: Delivery, result: FlowResult, outputs: list[StoredOutput]) -> None:
+        """Mark the delivery processed with these outputs and state, to be committed and then published."""
+        batch.processed.append((delivery.flow, delivery.key, outputs))
+        batch.changes = batch.changes + result.state
+        batch.to_publish += [(delivery, output, result.patient) for output in outputs]
+
+    def _plan_rejection(
+        self, batch: _Batch, index: int, delivery: Delivery, rejection: Rejected, received: AuditEntry
+    ) -> None:
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("rejected", delivery, None, reason=str(rejection), code=rejection.reason),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        reply: FlowResult | None = rejection.reply
+        if reply is None:
+            batch.outcomes[index] = Outcome("dead-lettered", 0)
+            return
+        outputs = self._outputs(reply)
+        batch.entries += self._facts(delivery, reply)
+        self._keep(batch, delivery, reply, outputs)  # a redelivery republishes the reply, not a second one
+        batch.outcomes[index] = Outcome("dead-lettered", len(outputs))
+
+    def _plan_give_up(
+        self, batch: _Batch, index: int, delivery: Delivery, exc: Exception, received: AuditEntry, now: datetime
+    ) -> None:
+        """The last attempt failed on our side: dead-letter it and tell the sender (not remembered: a replay
+        after the fix processes it and answers again)."""
+        rejection = Rejected(f"could not be processed after {DELIVERY_LIMIT + 1} attempts: {type(exc).__name__}")
+        rejection.reason = "internal-error"
+        answer = self._unprocessable(delivery.body, now) if self._unprocessable else None
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("gave-up", delivery, None, reason=str(rejection), code=rejection.reason),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        outputs = self._outputs(answer) if answer else []
+        if answer:
+            batch.entries += self._facts(delivery, answer)
+            batch.to_publish += [(delivery, output, None) for output in outputs]
+        batch.outcomes[index] = Outcome("dead-lettered", len(outputs))
 
     def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: list[StoredOutput]) -> None:
         log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))

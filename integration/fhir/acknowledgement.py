@@ -1,0 +1,271 @@
+"""MedCom Acknowledgement 2.0: the answer to every MedCom message we receive.
+
+An ack goes from the message's receiver back to its sender: a new Bundle and MessageHeader, event
+`acknowledgement-message`, `response.identifier` = the received MessageHeader.id and a code (`ok`,
+`fatal-error`, `transient-error`; an OperationOutcome saying what and where when not ok), and
+exactly two Provenances: the received message's latest one, copied, and ours (`acknowledgement`,
+entity revision → the received MessageHeader).
+
+Its MessageHeader id derives from the received MessageHeader id, so a duplicate is answered with
+the same body; only the Bundle id and timestamp differ per transmission (`retransmission`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.ids import derived_id
+from integration.fhir.narrative import narrative
+from integration.fhir.terminology import Terminology
+
+ACK = "http://medcomfhir.dk/ig/acknowledgement/StructureDefinition/"
+PROVENANCE_PROFILE = "http://medcomfhir.dk/ig/messaging/StructureDefinition/medcom-messaging-provenance"
+EVENT = {
+    "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
+    "code": "acknowledgement-message",
+}
+HL7_ISSUE_DETAILS = "http://terminology.hl7.org/CodeSystem/operation-outcome"
+MEDCOM_ISSUE_DETAILS = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-acknowledgement-error-codes"
+# The issue-details codes we use, by the code system the MedCom value set takes them from.
+DETAILS_SYSTEM = {
+    "MSG_BAD_FORMAT": HL7_ISSUE_DETAILS,
+    "MSG_BAD_SYNTAX": HL7_ISSUE_DETAILS,
+    "MSG_DUPLICATE_ID": HL7_ISSUE_DETAILS,
+    "MSG_LOCAL_FAIL": HL7_ISSUE_DETAILS,
+    "MSG_RESOURCE_REQUIRED": HL7_ISSUE_DETAILS,
+    "MSG_UNKNOWN_TYPE": HL7_ISSUE_DETAILS,
+    "MSG_Receiver_Identifier_UNKNOWN": MEDCOM_ISSUE_DETAILS,
+    "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE": MEDCOM_ISSUE_DETAILS,
+    "MSG_VALUESET_VALUE_UNKNOWN": MEDCOM_ISSUE_DETAILS,
+}
+RESPONSE_CODES = ("ok", "transient-error", "fatal-error")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One OperationOutcome issue: FHIR issue type, MedCom issue detail, our words, and where (FHIRPath)."""
+
+    code: str  # FHIR issue-type: structure | required | value | invalid | duplicate | not-supported | exception
+    details: str  # a code of DETAILS_SYSTEM
+    text: str
+    expression: str | None = None
+    severity: str = "error"
+
+    def as_fhir(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "details": {"coding": [{"system": DETAILS_SYSTEM[self.details], "code": self.details}], "text": self.text},
+        }
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "details": self.details, "text": self.text, "expression": self.expression}
+
+
+class NotAcknowledgeable(ValueError):
+    """The message lacks what an ack needs (its MessageHeader id, sender, receiver, endpoints, Provenance)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _entry_resource(bundle: Resource, ref: str | None) -> Resource | None:
+    for entry in bundle.get("entry") or []:
+        resource = (entry or {}).get("resource") or {}
+        if ref and f"{resource.get('resourceType')}/{resource.get('id')}" == ref:
+            return resource
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    """Who sent the received message and to whom: the ack goes the other way."""
+
+    header_id: str
+    bundle_id: str | None
+    sender: Resource
+    receiver: Resource
+    sender_endpoint: str
+    receiver_endpoint: str
+    latest_provenance: Resource
+
+
+def addressing(bundle: Any) -> Addressing:
+    """What an ack to `bundle` needs, or NotAcknowledgeable saying what is missing."""
+    if not isinstance(bundle, dict):
+        raise NotAcknowledgeable("Bundle", "not a Bundle")
+    header = (((bundle.get("entry") or [{}])[0] or {}).get("resource")) or {}
+    if header.get("resourceType") != "MessageHeader" or not header.get("id"):
+        raise NotAcknowledgeable("Bundle.entry[0]", "no MessageHeader with an id")
+    destinations = header.get("destination") or [{}]
+    sender = _entry_resource(bundle, (header.get("sender") or {}).get("reference"))
+    receiver = _entry_resource(bundle, ((destinations[0] or {}).get("receiver") or {}).get("reference"))
+    if sender is None:
+        raise NotAcknowledgeable("MessageHeader.sender", "the sender Organization is not in the Bundle")
+    if receiver is None:
+        raise NotAcknowledgeable("MessageHeader.destination.receiver", "the receiver Organization is not in the Bundle")
+    sender_endpoint = (header.get("source") or {}).get("endpoint")
+    receiver_endpoint = (destinations[0] or {}).get("endpoint")
+    if not sender_endpoint:
+        raise NotAcknowledgeable("MessageHeader.source.endpoint", "missing: it says where the ack goes")
+    if not receiver_endpoint:
+        raise NotAcknowledgeable("MessageHeader.destination.endpoint", "missing")
+    target = f"MessageHeader/{header['id']}"
+    latest = next(
+        (
+            r
+            for r in ((e or {}).get("resource") or {} for e in bundle.get("entry") or [])
+            if r.get("resourceType") == "Provenance" and target in [t.get("reference") for t in r.get("target") or []]
+        ),
+        None,
+    )
+    if latest is None:
+        raise NotAcknowledgeable("Provenance.target", "no Provenance targets the MessageHeader")
+    return Addressing(
+        header_id=str(header["id"]),
+        bundle_id=bundle.get("id"),
+        sender=sender,
+        receiver=receiver,
+        sender_endpoint=sender_endpoint,
+        receiver_endpoint=receiver_endpoint,
+        latest_provenance=latest,
+    )
+
+
+def _with_narrative(provenance: Resource) -> Resource:
+    """The received Provenance as it was; one without narrative gets ours (MedCom requires one)."""
+    if (provenance.get("text") or {}).get("div"):
+        return provenance
+    activity = ((provenance.get("activity") or {}).get("coding") or [{}])[0].get("code")
+    rows = [("Mål", t.get("reference")) for t in provenance.get("target", [])] + [("Aktivitet", activity)]
+    return {**provenance, "text": narrative("Provenance", str(provenance.get("id")), rows)}
+
+
+def _operation_outcome(rid: str, issues: Sequence[Issue]) -> Resource:
+    return {
+        "resourceType": "OperationOutcome",
+        "id": rid,
+        "meta": {"profile": [ACK + "medcom-acknowledgement-operationoutcome"]},
+        "text": narrative(
+            "OperationOutcome",
+            rid,
+            [
+                (f"Fejl {n}", f"{i.details}: {i.text}" + (f" ({i.expression})" if i.expression else ""))
+                for n, i in enumerate(issues, 1)
+            ],
+        ),
+        "issue": [i.as_fhir() for i in issues],
+    }
+
+
+def acknowledgement(to: Addressing, code: str, issues: Sequence[Issue], now: datetime, terms: Terminology) -> Resource:
+    """The ack of the message `to` describes, first transmission (Bundle id derived from the received Bundle id)."""
+    if code not in RESPONSE_CODES:
+        raise ValueError(f"unknown response code {code!r}")
+    if code != "ok" and not issues:
+        raise ValueError("an ack that is not ok needs at least one issue")
+    seed = f"{to.header_id}/ack/{code}"
+    sent = fhir_instant(now)
+    header_id = derived_id(seed, "MessageHeader")
+    us, them = to.receiver, to.sender
+    outcome = _operation_outcome(derived_id(seed, "OperationOutcome"), issues) if issues else None
+    response: dict[str, Any] = {"identifier": to.header_id, "code": code}
+    if outcome is not None:
+        response["details"] = reference(outcome)
+    header: Resource = {
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "meta": {"profile": [ACK + "medcom-messaging-acknowledgementHeader"]},
+        "text": narrative(
+            "MessageHeader",
+            header_id,
+            [
+                ("Hændelse", "acknowledgement-message"),
+                ("Til", f"Organization/{them['id']}"),
+                ("Fra", f"Organization/{us['id']}"),
+                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
+                ("Svar", code),
+                ("Detaljer", outcome and f"OperationOutcome/{outcome['id']}"),
+            ],
+        ),
+        "eventCoding": EVENT,
+        "destination": [
+            {
+                "extension": [
+                    {
+                        "url": terms.medcom["destinationUseExtension"],
+                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
+                    }
+                ],
+                "endpoint": to.sender_endpoint,
+                "receiver": reference(them),
+            }
+        ],
+        "sender": reference(us),
+        "source": {"endpoint": to.receiver_endpoint},
+        "response": response,
+    }
+    provenance_id = derived_id(seed, "Provenance")
+    ours: Resource = {
+        "resourceType": "Provenance",
+        "id": provenance_id,
+        "meta": {"profile": [PROVENANCE_PROFILE]},
+        "text": narrative(
+            "Provenance",
+            provenance_id,
+            [
+                ("Mål", f"MessageHeader/{header_id}"),
+                ("Aktivitet", "acknowledgement"),
+                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
+            ],
+        ),
+        "target": [reference(header)],
+        "occurredDateTime": sent,
+        "recorded": sent,
+        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": "acknowledgement"}]},
+        "agent": [{"who": reference(us)}],
+        "entity": [{"role": "revision", "what": {"reference": f"MessageHeader/{to.header_id}"}}],
+    }
+    resources = [header, *([outcome] if outcome else []), us, them, _with_narrative(to.latest_provenance), ours]
+    return {
+        "resourceType": "Bundle",
+        "id": derived_id(f"{to.bundle_id or to.header_id}/ack", code),
+        "meta": {"profile": [ACK + "medcom-messaging-acknowledgement"]},
+        "type": "message",
+        "timestamp": sent,
+        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in unique(resources)],
+    }
+
+
+def unique(resources: Sequence[Resource]) -> list[Resource]:
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for resource in resources:
+        key = (resource["resourceType"], resource["id"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(resource)
+    return kept
+
+
+def retransmission(message: Resource, transmission: str, now: datetime) -> Resource:
+    """The same message sent again: a new Bundle id (derived from `transmission`) and timestamp, same content."""
+    header_id = message["entry"][0]["resource"]["id"]
+    return {**message, "id": derived_id(f"{header_id}/transmission", transmission), "timestamp": fhir_instant(now)}
+
+
+def response_of(ack: Resource) -> tuple[str, str, list[dict[str, Any]]]:
+    """(acknowledged MessageHeader id, response code, OperationOutcome issues) of an ack Bundle."""
+    header = ack["entry"][0]["resource"]
+    response = header.get("response") or {}
+    details = _entry_resource(ack, (response.get("details") or {}).get("reference"))
+    return str(response.get("identifier")), str(response.get("code")), list((details or {}).get("issue", []))

@@ -1,0 +1,201 @@
+"""Every MedCom message we receive is answered with an ack, under MedCom's duplicate rules.
+
+    MessageHeader.id new, Bundle.id new        → the flow runs; ack ok, or fatal-error (dead-lettered)
+    MessageHeader.id seen, Bundle.id new       → a duplicate: not processed; the first ack's body again,
+                                                 in a new Bundle
+    MessageHeader.id seen, Bundle.id seen      → our ack was lost: sent again, in a new Bundle
+    MessageHeader.id new, Bundle.id seen       → Bundle ids are never reused: fatal-error
+
+A message too broken to address (no MessageHeader id, sender, receiver, endpoints or Provenance)
+cannot be acknowledged; it is dead-lettered with its reason, and the audit log says no ack went.
+An ack is never acknowledged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from integration.domain.course import EarlierMessage, ReceivedMessage, State, StateChanges
+from integration.errors import ConfigurationError, InvalidInput, Rejected, UnknownMessageKind
+from integration.fhir.acknowledgement import (
+    Addressing,
+    Issue,
+    NotAcknowledgeable,
+    acknowledgement,
+    addressing,
+    retransmission,
+)
+from integration.fhir.resource_validation import fhir_problems
+from integration.fhir.terminology import Terminology
+from integration.fhir.validation import messaging_problems
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+
+log = structlog.get_logger("integration.acknowledging")
+
+SOR = "urn:oid:1.2.208.176.1.1"
+MEDCOM_EVENTS = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes"
+ACK_EVENT = "acknowledgement-message"
+
+
+@dataclass(frozen=True, slots=True)
+class AckContext:
+    exchange: str
+    routing_key: str  # template with {sor}: the original sender's SOR
+    terminology: Terminology
+
+
+def is_medcom_message(doc: Any) -> bool:
+    """A FHIR message Bundle whose MessageHeader carries a MedCom event code."""
+    if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
+        return False
+    header = (((doc.get("entry") or [{}])[0] or {}).get("resource")) or {}
+    return (
+        header.get("resourceType") == "MessageHeader"
+        and (header.get("eventCoding") or {}).get("system") == MEDCOM_EVENTS
+    )
+
+
+def is_acknowledgement(doc: Any) -> bool:
+    return is_medcom_message(doc) and doc["entry"][0]["resource"]["eventCoding"].get("code") == ACK_EVENT
+
+
+_LOCATED = re.compile(
+    r"^(?:not valid FHIR R4: )?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[^:]+): (?P<path>[^:]+): (?P<problem>.*)$"
+)
+
+
+def _expression(field: str) -> str | None:
+    """A FHIRPath for the OperationOutcome from our field names (`Patient.identifier`, `Patient/<id>: a.0.b`)."""
+    if not field:
+        return None
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", field)
+
+
+def issue_of(rejection: Rejected) -> Issue:
+    """The OperationOutcome issue for a rejection: what is wrong, and where when we know."""
+    text = str(rejection)
+    if isinstance(rejection, UnknownMessageKind):
+        return Issue("not-supported", "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE", text, "MessageHeader.eventCoding")
+    if isinstance(rejection, ConfigurationError):
+        return Issue("not-found", "MSG_Receiver_Identifier_UNKNOWN", text, "MessageHeader.destination")
+    if isinstance(rejection, InvalidInput):
+        located = _LOCATED.match(rejection.problem)
+        if located:  # a FHIR content error, "Type/id: path: problem"
+            path = f"{located['type']}.{located['path']}"
+            return Issue(
+                "structure",
+                "MSG_BAD_FORMAT",
+                f"{located['type']}/{located['id']}: {located['problem']}",
+                _expression(path),
+            )
+        return Issue("invalid", "MSG_BAD_FORMAT", text, _expression(rejection.field))
+    return Issue("processing", "MSG_BAD_FORMAT", text)
+
+
+def _sor(organization: dict[str, Any]) -> str:
+    return next((i["value"] for i in organization.get("identifier", []) if i.get("system") == SOR), "unknown")
+
+
+def _valid(ack: dict[str, Any]) -> list[str]:
+    return messaging_problems(ack) + fhir_problems(ack)
+
+
+class Acknowledger:
+    """Wraps a flow's handling of one MedCom message with the duplicate rules and the ack."""
+
+    def __init__(self, ctx: AckContext) -> None:
+        self._ctx = ctx
+
+    def _route(self, to: Addressing) -> Route:
+        return Route(self._ctx.exchange, self._ctx.routing_key.format(sor=_sor(to.sender)))
+
+    def _ack(self, to: Addressing, code: str, issues: list[Issue], now: datetime) -> dict[str, Any] | None:
+        """The ack, or None when the received message's parties cannot make a valid one (audited)."""
+        ack = acknowledgement(to, code, issues, now, self._ctx.terminology)
+        problems = _valid(ack)
+        if problems:
+            log.warning("no acknowledgement possible", header=to.header_id, problem=problems[0])
+            return None
+        return ack
+
+    def handle(self, bundle: dict[str, Any], run: Callable[[], FlowResult], state: State, now: datetime) -> FlowResult:
+        try:
+            to = addressing(bundle)
+        except NotAcknowledgeable as exc:
+            rejection = InvalidInput(exc.field, f"{exc.problem} (so the message cannot be acknowledged either)")
+            raise rejection.answered(
+                FlowResult((), (AuditFact("not-acknowledged", {"why": str(rejection)}),))
+            ) from None
+        earlier = state.received(to.header_id)
+        if earlier is not None:
+            return self._duplicate(to, earlier, now)
+        bundle_id = str(to.bundle_id or "")
+        if bundle_id and state.bundle_header(bundle_id) not in (None, to.header_id):
+            reuse = Rejected(f"Bundle.id {bundle_id} was already used by another message")
+            issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
+            raise reuse.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
+        try:
+            result = run()
+        except Rejected as rejection:
+            raise rejection.answered(
+                self._answer(FlowResult((), ()), to, "fatal-error", [issue_of(rejection)], now)
+            ) from None
+        return self._answer(result, to, "ok", [], now)
+
+    def _answer(
+        self, result: FlowResult, to: Addressing, code: str, issues: list[Issue], now: datetime, record: bool = True
+    ) -> FlowResult:
+        ack = self._ack(to, code, issues, now)
+        if ack is None:
+            fact = AuditFact("not-acknowledged", {"header": to.header_id, "why": "its parties cannot make a valid ack"})
+            return result.plus((), (fact,), StateChanges())
+        fact = AuditFact(
+            "acknowledged",
+            {
+                "header": to.header_id,
+                "bundle": to.bundle_id,
+                "code": code,
+                "ack": ack["id"],
+                "issues": [i.as_json() for i in issues],
+            },
+        )
+        received = ReceivedMessage(to.header_id, str(to.bundle_id), code, ack) if record and to.bundle_id else None
+        return result.plus(
+            (Outgoing(self._route(to), ack, ack["id"]),),
+            (fact,),
+            StateChanges(received=(received,) if received else ()),
+        )
+
+    def _duplicate(self, to: Addressing, earlier: EarlierMessage, now: datetime) -> FlowResult:
+        """Not processed again: the first ack's body once more, in a new Bundle (MedCom: same answer every time)."""
+        transmission = str(to.bundle_id)
+        lost = to.bundle_id in earlier.bundle_ids
+        if lost:  # the same transmission again: our ack never arrived
+            transmission = f"{to.bundle_id}@{now.isoformat()}"
+        kind = "ack-resent" if lost else "duplicate-message"
+        log.info("duplicate MedCom message: not processed again", kind=kind, header=to.header_id)
+        facts = (AuditFact(kind, {"header": to.header_id, "bundle": to.bundle_id, "code": earlier.code}),)
+        seen = StateChanges(received=() if lost else (ReceivedMessage(to.header_id, str(to.bundle_id)),))
+        if earlier.ack is None:
+            return FlowResult((), facts, state=seen)
+        ack = retransmission(dict(earlier.ack), transmission, now)
+        outgoing = Outgoing(self._route(to), ack, ack["id"])
+        return FlowResult((outgoing,), facts, state=seen)
+
+    def unprocessable(self, bundle: Any, now: datetime) -> FlowResult | None:
+        """A transient-error ack for a MedCom message we gave up on for now; not remembered, so a replay
+        after the fix is processed and answered ok (MedCom KR4/KR5)."""
+        if not is_medcom_message(bundle) or is_acknowledgement(bundle):
+            return None
+        try:
+            to = addressing(bundle)
+        except NotAcknowledgeable:
+            return None
+        issue = Issue("transient", "MSG_LOCAL_FAIL", "the receiver could not process the message now; it will be")
+        return self._answer(FlowResult((), ()), to, "transient-error", [issue], now, record=False)

@@ -1,0 +1,43 @@
+"""Acks for our own messages: matched by `response.identifier` to what we sent.
+
+ok → acknowledged; fatal-error or transient-error → failed, the OperationOutcome's issues in the
+audit log. A second ack for a message already settled is logged, audited and ignored. An ack for
+nothing we sent is dead-lettered: someone has to look at it. Acks are never acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from integration.domain.course import AckReceived, State, StateChanges
+from integration.errors import InvalidInput
+from integration.fhir.acknowledgement import RESPONSE_CODES, response_of
+from integration.fhir.resource_validation import fhir_problems
+from integration.flows.results import AuditFact, FlowResult
+
+log = structlog.get_logger("integration.acks")
+
+
+def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
+    problems = fhir_problems(bundle, remember=False)
+    if problems:
+        raise InvalidInput("Bundle", f"not valid FHIR R4: {problems[0]}")
+    header_id, code, issues = response_of(bundle)
+    if code not in RESPONSE_CODES:
+        raise InvalidInput("MessageHeader.response.code", f"must be one of {', '.join(RESPONSE_CODES)}")
+    if code != "ok" and not issues:
+        raise InvalidInput("MessageHeader.response.details", f"a {code} ack needs an OperationOutcome")
+    sent = state.outbound(header_id)
+    if sent is None:
+        raise InvalidInput("MessageHeader.response.identifier", f"{header_id} is not a message we sent")
+    detail = {"header": header_id, "ack": bundle.get("id"), "code": code, "issues": issues}
+    if sent.state in ("acknowledged", "failed"):
+        log.info("duplicate ack ignored", header=header_id, state=sent.state)
+        return FlowResult((), (AuditFact("ack-duplicate", {**detail, "state": sent.state}),))
+    return FlowResult(
+        (),
+        (AuditFact("ack-received", detail),),
+        state=StateChanges(acks=(AckReceived(header_id, code, tuple(issues)),)),
+    )

@@ -1,0 +1,248 @@
+"""MedCom Acknowledgement 2.0 for every MedCom message we receive, and the duplicate rules.
+
+The duplicate scenarios are those of MedCom's TouchStone scripts for acknowledgements (ok, fatal-error
+and transient-error, each sent twice), played with CareCommunications and HospitalNotifications.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.domain.course import EarlierMessage, FixedState, ReceivedMessage
+from integration.errors import Rejected
+from integration.fhir.conformance import conformance_findings
+from integration.flows.results import FlowResult, Outgoing
+from integration.formats.care_communication import decode_xml_bundle
+from integration.pipeline import Pipeline, answer_unprocessable, transform
+from tests.test_care_communication import ACCEPTED, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for
+
+CC_SEND = ("medcom", "dk-medcom-carecommunication-testscripts", "send")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    return decode_xml_bundle(raw, 10**7) if path.suffix == ".xml" else json.loads(raw)
+
+
+def _resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
+
+
+def _configured(pipeline: Pipeline, bundle: dict[str, Any]) -> Pipeline:
+    header = bundle["entry"][0]["resource"]
+    receiver = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if f"Organization/{e['resource']['id']}" == header["destination"][0]["receiver"]["reference"]
+    )
+    sor = next(i["value"] for i in receiver["identifier"] if i["system"] == "urn:oid:1.2.208.176.1.1")
+    return _with_hotline_for(pipeline, sor)
+
+
+def _ack_of(result: FlowResult) -> Outgoing:
+    (ack,) = [o for o in result.outgoing if o.route.exchange == "rehab.ack"]
+    return ack
+
+
+def _rejected_ack(
+    pipeline: Pipeline, bundle: dict[str, Any], state: FixedState | None = None
+) -> tuple[Rejected, Outgoing]:
+    with pytest.raises(Rejected) as caught:
+        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED, state=state or FixedState())
+    assert caught.value.reply is not None, "a MedCom message is answered even when rejected"
+    return caught.value, _ack_of(caught.value.reply)
+
+
+def _remembered(result: FlowResult) -> FixedState:
+    """The state after `result` was recorded, for the next message."""
+    messages: dict[str, EarlierMessage] = {}
+    for received in result.state.received:
+        messages[received.header_id] = EarlierMessage(frozenset({received.bundle_id}), received.code, received.ack)
+    return FixedState(messages=messages)
+
+
+def _without_transmission(ack: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ack.items() if k not in ("id", "timestamp")}
+
+
+def test_every_shared_carecommunication_is_acknowledged_ok_as_the_standard_asks(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    paths = sorted(shared.joinpath(*CC_SEND).iterdir())
+    assert len(paths) >= 6
+    for path in paths:
+        bundle = _load(path)
+        header_in = bundle["entry"][0]["resource"]
+        ack = _ack_of(transform(path.read_bytes(), _configured(pipeline, bundle), SATURDAY, accepted=ACCEPTED)).message
+        assert conformance_findings(ack) == [], path.name
+        header = ack["entry"][0]["resource"]
+        assert header["response"] == {"identifier": header_in["id"], "code": "ok"}
+        assert header["id"] != header_in["id"] and ack["id"] != bundle["id"]
+        assert header["destination"][0]["receiver"] == header_in["sender"]
+        assert header["destination"][0]["endpoint"] == header_in["source"]["endpoint"]
+        assert header["sender"] == header_in["destination"][0]["receiver"]
+        copied, ours = _resources(ack, "Provenance")
+        latest_in = next(
+            p
+            for p in _resources(bundle, "Provenance")
+            if p["target"][0]["reference"] == f"MessageHeader/{header_in['id']}"
+        )
+        assert copied == latest_in, "the latest received Provenance, unchanged"
+        assert ours["target"] == [{"reference": f"MessageHeader/{header['id']}"}]
+        assert ours["entity"] == [{"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}}]
+        assert ours["agent"] == [{"who": header["sender"]}]
+        assert not _resources(ack, "OperationOutcome") and not _resources(ack, "Patient")
+
+
+def test_an_invalid_carecommunication_gets_fatal_error_naming_the_field(shared: Path, pipeline: Pipeline) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    for patient in _resources(bundle, "Patient"):
+        patient["birthDate"] = "1948-13-45"
+    rejection, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    ack = out.message
+    assert conformance_findings(ack) == []
+    header = ack["entry"][0]["resource"]
+    assert header["response"]["code"] == "fatal-error"
+    (outcome,) = _resources(ack, "OperationOutcome")
+    assert header["response"]["details"] == {"reference": f"OperationOutcome/{outcome['id']}"}
+    (issue,) = outcome["issue"]
+    assert issue["severity"] == "error" and issue["code"] == "structure"
+    assert issue["expression"] == ["Patient.birthDate"]
+    assert issue["details"]["coding"][0]["code"] == "MSG_BAD_FORMAT"
+    (received,) = rejection.reply.state.received
+    assert received.code == "fatal-error", "remembered: a duplicate gets the same fatal-error"
+
+
+def test_a_carecommunication_without_cpr_gets_fatal_error_at_the_patient_identifier(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    for patient in _resources(bundle, "Patient"):
+        patient["identifier"] = [{"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}]
+    _, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert issue["expression"] == ["Patient.identifier"] and "no CPR number" in issue["details"]["text"]
+
+
+def test_a_hospitalnotification_is_answered_fatal_error_we_cannot_receive_it(shared: Path, pipeline: Pipeline) -> None:
+    path = (
+        shared
+        / "medcom"
+        / "dk-medcom-hospitalnotification-testscripts"
+        / "Bundle-5be3a118-64e4-4541-a2fa-a90e3df387d6.xml"
+    )
+    with pytest.raises(Rejected, match="not a message this queue accepts") as caught:
+        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
+    ack = _ack_of(caught.value.reply).message
+    assert conformance_findings(ack) == []
+    (issue,) = _resources(ack, "OperationOutcome")[0]["issue"]
+    assert issue["code"] == "not-supported"
+    assert issue["details"]["coding"][0]["code"] == "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE"
+
+
+def test_a_message_that_cannot_be_addressed_is_rejected_without_an_ack(shared: Path, pipeline: Pipeline) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    del bundle["entry"][0]["resource"]["source"]
+    with pytest.raises(Rejected, match="source.endpoint") as caught:
+        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED)
+    assert caught.value.reply.outgoing == ()
+    assert [f.kind for f in caught.value.reply.facts] == ["not-acknowledged"]
+
+
+def test_an_ack_is_never_acknowledged(shared: Path, pipeline: Pipeline) -> None:
+    path = shared / "medcom" / "dk-ehmi-sbdh" / "ehmiMessage_Ack.xml"
+    with pytest.raises(Rejected) as caught:
+        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
+    assert caught.value.reply is None
+
+
+@pytest.mark.parametrize("first_code", ["ok", "fatal-error"])
+def test_a_duplicate_is_not_processed_and_gets_the_same_ack_in_a_new_bundle(
+    shared: Path, pipeline: Pipeline, first_code: str
+) -> None:
+    """TouchStone ok-duplicate and fatal-error-duplicate: the same message with a new Bundle.id."""
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    if first_code == "fatal-error":
+        for patient in _resources(bundle, "Patient"):
+            patient["birthDate"] = "1948-13-45"
+    configured = _configured(pipeline, bundle)
+    if first_code == "ok":
+        first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    else:
+        first = _rejected_ack(configured, bundle)[0].reply
+    first_ack = _ack_of(first).message
+    again = copy.deepcopy(bundle)
+    again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"  # the sender's resend: new Bundle.id, same MessageHeader.id
+    later = SATURDAY + timedelta(minutes=31)
+    second = transform(json.dumps(again).encode(), configured, later, accepted=ACCEPTED, state=_remembered(first))
+    (out,) = second.outgoing  # nothing routed: not processed again
+    assert [f.kind for f in second.facts] == ["duplicate-message"]
+    assert _without_transmission(out.message) == _without_transmission(first_ack)
+    assert out.message["id"] != first_ack["id"] and out.message["timestamp"] != first_ack["timestamp"]
+    assert second.state.received == (ReceivedMessage(bundle["entry"][0]["resource"]["id"], again["id"]),)
+    assert conformance_findings(out.message) == []
+
+
+def test_the_same_transmission_again_means_our_ack_was_lost_and_it_is_sent_again(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    configured = _configured(pipeline, bundle)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    second = transform(
+        json.dumps(bundle).encode(),
+        configured,
+        SATURDAY + timedelta(hours=1),
+        accepted=ACCEPTED,
+        state=_remembered(first),
+    )
+    (out,) = second.outgoing
+    assert [f.kind for f in second.facts] == ["ack-resent"]
+    assert _without_transmission(out.message) == _without_transmission(_ack_of(first).message)
+    assert out.message["id"] != _ack_of(first).message["id"]
+
+
+def test_a_reused_bundle_id_with_a_new_message_is_a_fatal_error(shared: Path, pipeline: Pipeline) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    configured = _configured(pipeline, bundle)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    other = copy.deepcopy(bundle)
+    header = other["entry"][0]["resource"]
+    old_id, header["id"] = header["id"], "7d4e2f0a-1b3c-4d5e-8f60-718293a4b5c6"
+    for provenance in _resources(other, "Provenance"):
+        provenance["target"] = [{"reference": f"MessageHeader/{header['id']}"}]
+    other["entry"][0]["fullUrl"] = other["entry"][0]["fullUrl"].replace(old_id, header["id"])
+    _, out = _rejected_ack(configured, other, _remembered(first))
+    (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert issue["code"] == "duplicate" and issue["details"]["coding"][0]["code"] == "MSG_DUPLICATE_ID"
+
+
+def test_a_message_we_give_up_on_gets_transient_error_and_then_ok_when_it_loads(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    """TouchStone transient-error-duplicate: transient-error first, ok for the resend once it loads."""
+    path = _municipal_nursing_to_gp(shared)
+    bundle = _load(path)
+    answer = answer_unprocessable(path.read_bytes(), pipeline, SATURDAY)
+    assert answer is not None and answer.state.received == ()  # not remembered
+    transient = _ack_of(answer).message
+    assert conformance_findings(transient) == []
+    header = transient["entry"][0]["resource"]
+    assert header["response"]["code"] == "transient-error"
+    assert _resources(transient, "OperationOutcome")[0]["issue"][0]["code"] == "transient"
+    again = copy.deepcopy(bundle)
+    again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
+    later = transform(json.dumps(again).encode(), _configured(pipeline, bundle), SATURDAY, accepted=ACCEPTED)
+    ok = _ack_of(later).message
+    assert ok["entry"][0]["resource"]["response"]["code"] == "ok" and ok["id"] != transient["id"]
+
+
+def test_nothing_to_answer_for_what_is_not_a_medcom_message(pipeline: Pipeline) -> None:
+    assert answer_unprocessable(b'{"eventType": "discharge"}', pipeline, SATURDAY) is None
+    assert answer_unprocessable(b"<not-xml", pipeline, SATURDAY) is None
