@@ -35,19 +35,59 @@ def emitted(pipeline: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def test_everything_we_emit_conforms(pipeline: Pipeline, shared: Path) -> None:
+def _kind(message: dict[str, Any]) -> str:
+    if message.get("type") == "document":
+        return "document"
+    header = message["entry"][0]["resource"]
+    response = header.get("response", {}).get("code")
+    return header["eventCoding"]["code"] + (f" {response}" if response else "")
+
+
+def every_emitted_message(pipeline: Pipeline, shared: Path) -> list[tuple[str, dict[str, Any]]]:
+    """All golden samples of all flows, our answers to MedCom's own CareCommunications (reply and ack, outside
+    opening hours), a fatal-error and a transient-error ack, a duplicate's ack and a resent message."""
+    from integration.fhir.acknowledgement import retransmission
+    from integration.formats.care_communication import parse_care_communication
+    from integration.pipeline import answer_unprocessable
+    from tests.test_acknowledgements import _rejected_ack
+    from tests.test_care_communication import SATURDAY, _with_hotline_for
+
     messages = emitted(pipeline)
     cc_examples = sorted((shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send").iterdir())
-    for path in cc_examples:  # our automatic replies to MedCom's own CareCommunications, outside opening hours
-        from integration.formats.care_communication import parse_care_communication
-        from tests.test_care_communication import SATURDAY, _with_hotline_for
-
-        bundle = decode_xml_bundle(path.read_bytes(), 10**7) if path.suffix == ".xml" else json.loads(path.read_bytes())
+    for path in cc_examples:
+        bundle = _read(path)
         request = parse_care_communication(bundle, pipeline.municipality_sors)
         configured = _with_hotline_for(pipeline, request.addressed_department or "")
-        reply = transform(path.read_bytes(), configured, SATURDAY, accepted=("care-communication",)).outgoing[1]
-        messages.append((f"reply to {path.name}", reply.message))
-    assert len(messages) >= 40
+        _forward, *answers = transform(
+            path.read_bytes(), configured, SATURDAY, accepted=("care-communication",)
+        ).outgoing
+        messages += [(f"{out.route.routing_key} for {path.name}", out.message) for out in answers]
+        broken = copy.deepcopy(bundle)
+        for entry in broken["entry"]:
+            if entry["resource"]["resourceType"] == "Patient":
+                entry["resource"]["birthDate"] = "1948-13-45"
+        messages.append((f"fatal-error ack for {path.name}", _rejected_ack(configured, broken)[1].message))
+        unprocessable = answer_unprocessable(path.read_bytes(), configured, SATURDAY)
+        assert unprocessable is not None
+        messages += [(f"transient-error ack for {path.name}", out.message) for out in unprocessable.outgoing]
+    ack = next(m for name, m in messages if name.startswith("ack."))
+    messages.append(("a duplicate's ack", retransmission(ack, "another-bundle", SATURDAY)))
+    referral = messages[0][1]
+    messages.append(("a resent referral", retransmission(referral, "resend-1", SATURDAY)))
+    return messages
+
+
+def test_everything_we_emit_conforms(pipeline: Pipeline, shared: Path) -> None:
+    messages = every_emitted_message(pipeline, shared)
+    assert {_kind(m) for _, m in messages} == {
+        "new-referral",
+        "care-communication-message",
+        "document",
+        "acknowledgement-message ok",
+        "acknowledgement-message fatal-error",
+        "acknowledgement-message transient-error",
+    }
+    assert len(messages) >= 60
     for name, message in messages:
         assert conformance_findings(message) == [], name
 
@@ -122,6 +162,35 @@ def test_each_touchstone_assertion_can_fail(shared: Path, breakage, expected: st
             / "Flow1-CareCommunication_Ex_from_OIOXML.xml"
         )
     )
+    breakage(bundle)
+    assert any(expected in f for f in conformance_findings(bundle))
+
+
+def _ack(shared: Path) -> dict[str, Any]:
+    return _read(
+        shared / "medcom" / "dk-medcom-carecommunication" / "examples" / "Flow2-Acknowledgement_Ex_to_OIOXML.xml"
+    )
+
+
+def _provenances(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda b: b["entry"].append({"resource": {**_provenances(b)[0], "id": "x"}}), "exactly two Provenances"),
+        (
+            lambda b: _provenances(b)[0]["activity"]["coding"][0].update(code="acknowledgement"),
+            "exactly one Provenance with activity acknowledgement",
+        ),
+        (lambda b: b["entry"][0]["resource"]["response"].update(code="fatal-error"), "an OperationOutcome"),
+    ],
+    ids=["provenance-count", "activity", "operation-outcome"],
+)
+def test_each_acknowledgement_assertion_can_fail(shared: Path, breakage, expected: str) -> None:
+    bundle = copy.deepcopy(_ack(shared))
+    assert not [f for f in conformance_findings(bundle) if expected in f]
     breakage(bundle)
     assert any(expected in f for f in conformance_findings(bundle))
 

@@ -1,0 +1,163 @@
+"""Acknowledgements end to end on the real broker: routed + ok, invalid → DLQ + fatal-error, a duplicate →
+one processing and two identical acks; then our reply goes unacknowledged, is resent, and is acked."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from integration.bootstrap import flow_handlers, unprocessable_answer
+from integration.fhir.acknowledgement import acknowledgement, addressing
+from integration.fhir.conformance import conformance_findings
+from integration.pipeline import Pipeline
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
+from integration.runtime.processor import Processor, RetryPolicy
+from integration.runtime.rabbitmq import BrokerSettings
+from integration.runtime.stores import open_audit_store
+from integration.topology import FLOWS_BY_NAME
+from tests.runtime.broker_helpers import connect, queue_depth, take_all, wait_for
+from tests.runtime.conftest import broker_url
+from tests.test_acknowledgements import _configured
+from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
+
+SENDER_SOR = "328081000016004"  # the shared example's municipal home nursing
+
+
+def _collector(vhost: str, exchange: str) -> str:
+    name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        connection.channel.queue_bind(name, exchange, "#")
+    finally:
+        connection.close()
+    return name
+
+
+def _send(vhost: str, flow: str, message: dict[str, Any]) -> None:
+    connection = connect(vhost)
+    try:
+        connection.publish("rehab.inbound", flow, orjson.dumps(message), message["id"])
+    finally:
+        connection.close()
+
+
+def _bodies(vhost: str, queue: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(m.routing_key, orjson.loads(m.body)) for m in take_all(vhost, queue)]
+
+
+def _code(ack: dict[str, Any]) -> str:
+    return str(ack["entry"][0]["resource"]["response"]["code"])
+
+
+def test_acks_duplicates_and_resends_on_the_broker(
+    vhost: str, tmp_path: Path, shared: Path, pipeline: Pipeline
+) -> None:
+    bundle = json.loads(_municipal_nursing_to_gp(shared).read_bytes())
+    configured = _configured(pipeline, bundle)
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    store = open_audit_store(dsn)  # the consumer's
+    ours = open_audit_store(dsn)  # this thread's: a connection is never shared between threads
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost)),
+        [FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["acknowledgement"]],
+        lambda bus: Processor(
+            flow_handlers(configured),
+            store,
+            bus,
+            lambda: SATURDAY,
+            RetryPolicy(attempts=2, seconds=1),
+            unprocessable_answer(configured),
+        ),
+    )
+    acks, hotline = _collector(vhost, "rehab.ack"), _collector(vhost, "rehab.hotline")
+    invalid = copy.deepcopy(bundle)
+    invalid["id"], invalid["entry"][0]["resource"]["id"] = str(uuid.uuid4()), str(uuid.uuid4())
+    for entry in invalid["entry"]:
+        if entry["resource"]["resourceType"] == "Provenance":
+            entry["resource"]["target"] = [{"reference": f"MessageHeader/{invalid['entry'][0]['resource']['id']}"}]
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["birthDate"] = "1948-13-45"
+    duplicate = {**copy.deepcopy(bundle), "id": str(uuid.uuid4())}
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        _send(vhost, "hotline", bundle)
+        wait_for(lambda: queue_depth(vhost, acks) == 1 and queue_depth(vhost, hotline) == 2, 30, "ack, forward, reply")
+        _send(vhost, "hotline", invalid)
+        wait_for(lambda: queue_depth(vhost, acks) == 2, 30, "the fatal-error ack")
+        _send(vhost, "hotline", duplicate)
+        wait_for(lambda: queue_depth(vhost, acks) == 3, 30, "the duplicate's ack")
+        (dead,) = take_all(vhost, "rehab.hotline-requests.dlq")
+        assert orjson.loads(dead.body)["id"] == invalid["id"]
+        ((_, forward), (reply_key, reply)) = sorted(
+            _bodies(vhost, hotline), key=lambda kv: kv[0] != "hotline.unmatched"
+        )
+        assert forward == bundle and reply_key == f"hotline.reply.{SENDER_SOR}"
+        (_, ok), (_, fatal), (_, again) = _bodies(vhost, acks)
+        assert _code(ok) == "ok" and _code(fatal) == "fatal-error" and _code(again) == "ok"
+        outcome = next(e["resource"] for e in fatal["entry"] if e["resource"]["resourceType"] == "OperationOutcome")
+        assert outcome["issue"][0]["expression"] == ["Patient.birthDate"]
+        assert {k: v for k, v in ok.items() if k not in ("id", "timestamp")} == {
+            k: v for k, v in again.items() if k not in ("id", "timestamp")
+        }
+        assert ok["id"] != again["id"]
+        assert all(conformance_findings(a) == [] for a in (ok, fatal, again))
+        assert queue_depth(vhost, hotline) == 0, "the duplicate was not processed again"
+
+        # our reply gets no ack: resent after 30 minutes with a new Bundle id, then acked
+        connection = connect(vhost)
+        try:
+            report = resend_unacknowledged(ours, connection, SATURDAY + timedelta(minutes=31), ResendPolicy())
+        finally:
+            connection.close()
+        assert report.resent == (reply["entry"][0]["resource"]["id"],)
+        ((_, resent),) = _bodies(vhost, hotline)
+        assert resent["entry"] == reply["entry"] and resent["id"] != reply["id"]
+        their_ack = acknowledgement(addressing(resent), "ok", [], SATURDAY, configured.referral.terminology)
+        _send(vhost, "acknowledgement", their_ack)
+        header = reply["entry"][0]["resource"]["id"]
+        wait_for(lambda: getattr(ours.outbound(header), "state", None) == "acknowledged", 30, "the ack matched")
+        assert queue_depth(vhost, acks) == 0, "an ack is never acknowledged"
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        store.close()
+        ours.close()
+
+
+def test_the_consumer_runs_the_resend_job_periodically_and_survives_its_failures(vhost: str, tmp_path: Path) -> None:
+    from integration.errors import Transient
+
+    calls: list[object] = []
+
+    def job(bus: object) -> None:
+        calls.append(bus)
+        if len(calls) == 1:
+            raise Transient("the audit store is away")
+
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost)),
+        [FLOWS_BY_NAME["acknowledgement"]],
+        lambda bus: Processor({}, store, bus, lambda: SATURDAY),
+        periodic=job,
+        period=0.1,
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: len(calls) >= 3, 30, "three runs of the job")
+        assert worker.is_alive()
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        store.close()
