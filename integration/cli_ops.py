@@ -313,9 +313,9 @@ def outbound_pending(at: str | None) -> None:
 @click.command()
 @click.argument("source", type=click.File("rb"))
 def validate(source: Any) -> None:
-    """Check a FHIR message or document (JSON or XML, FILE or -) against FHIR R4, MedCom's messaging rules and
-    the TouchStone assertions; print the findings. Exit 0 when clean, 1 otherwise."""
-    from integration.fhir.conformance import conformance_findings
+    """Check a FHIR message or document (JSON or XML, FILE or -) against FHIR R4, MedCom's messaging rules, the
+    TouchStone assertions and the profiles' snapshots; print the findings. Exit 0 when clean, 1 otherwise."""
+    from integration.fhir.conformance import conformance
     from integration.formats.care_communication import decode_xml_bundle
     from integration.formats.json_contract import decode_json
 
@@ -326,8 +326,15 @@ def validate(source: Any) -> None:
     except InvalidInput as exc:
         click.echo(f"cannot read: {exc}")
         raise SystemExit(1) from None
-    findings = conformance_findings(bundle)
-    for finding in findings:
+    result = conformance(bundle)
+    for finding in result.findings:
         click.echo(f"- {finding}")
-    click.echo(f"{len(findings)} finding(s)" if findings else "conforms: no findings")
-    raise SystemExit(1 if findings else 0)
+    if result.profiles is None:
+        click.echo(f"profiles not checked: {result.profiles_skipped}")
+    else:
+        covered = ", ".join(f"{n} {what}" for what, n in sorted(result.profiles.counts.items()))
+        click.echo(f"profiles checked: {covered}")
+        if result.profiles.unknown_profiles:
+            click.echo(f"profiles not among the definitions: {', '.join(sorted(result.profiles.unknown_profiles))}")
+    click.echo(f"{len(result.findings)} finding(s)" if result.findings else "conforms: no findings")
+    raise SystemExit(1 if result.findings else 0)

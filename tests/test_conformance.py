@@ -109,16 +109,30 @@ def _read(path: Path) -> dict[str, Any]:
 def test_medcoms_carecommunication_and_acknowledgement_examples_conform_but_for_the_test_bundle_ids(
     shared: Path,
 ) -> None:
+    # The TouchStone ack fixtures AE and AR use issue codes outside the published value set (INDEX.md caveat 1).
+    unpublished_issue_code = [
+        "Bundle.entry[1].resource(OperationOutcome).issue[0].details.coding[0]: not in the required value set "
+        "http://medcomfhir.dk/ig/terminology/ValueSet/medcom-acknowledgement-issue-details "
+        "(MedComAcknowledgementOperationOutcome)"
+    ]
     for path in _shared_examples(shared):
         findings = conformance_findings(_read(path))
+        if path.name in ("Binary-Ack-AE_C.json", "Binary-Ack-AR_B.json"):
+            assert findings == unpublished_issue_code, (path.name, findings)
+            continue
         # The TouchStone send examples prefix their Bundle.id ("S-C-new-…"); MedCom requires a UUID.
         assert findings in ([], ["Bundle.id must be a UUID"]), (path.name, findings)
 
 
 def test_the_intentionally_invalid_medcom_example_fails_for_its_documented_reason(shared: Path) -> None:
     path = shared / "medcom" / "dk-medcom-hospitalnotification-testscripts" / "HospitalNotification_Ex_TEK_FCC.json"
-    findings = " ".join(conformance_findings(_read(path)))
-    assert "eventCoding" in findings and "class: Field required" in findings
+    findings = conformance_findings(_read(path))
+    assert "eventCoding" in " ".join(findings) and "class: Field required" in " ".join(findings)
+    # and the profile layer says the same, in the HospitalNotification profiles' words
+    assert "Bundle.entry[0].resource(MessageHeader).event[x]: 0 found, MessageHeader allows 1..1" in findings
+    assert "Bundle.entry[2].resource(Encounter).class: 0 found, MedComHospitalNotificationEncounter allows 1..1" in (
+        findings
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,6 +215,7 @@ def test_validate_command_exit_codes(shared: Path, tmp_path: Path) -> None:
         [sys.executable, "-m", "integration", "validate", str(good)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "conforms: no findings" in done.stdout
+    assert "profiles checked: " in done.stdout and " constraints" in done.stdout
     bad = tmp_path / "bad.json"
     bundle = _read(good)
     bundle["entry"] = bundle["entry"][1:]

@@ -28,16 +28,19 @@ EVENT = {
     "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
     "code": "acknowledgement-message",
 }
-HL7_ISSUE_DETAILS = "http://terminology.hl7.org/CodeSystem/operation-outcome"
+# Acknowledgement 2.0.3 pins MedCom terminology 1.4.0, whose issue-details value set files HL7's codes under
+# this URL (2.0.1 moved them to http://terminology.hl7.org/CodeSystem/operation-outcome); a receiver validating
+# an ack against its package needs this one.
+HL7_ISSUE_DETAILS = "http://hl7.org/fhir/ValueSet/operation-outcome"
 MEDCOM_ISSUE_DETAILS = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-acknowledgement-error-codes"
 # The issue-details codes we use, by the code system the MedCom value set takes them from.
 DETAILS_SYSTEM = {
     "MSG_BAD_FORMAT": HL7_ISSUE_DETAILS,
     "MSG_BAD_SYNTAX": HL7_ISSUE_DETAILS,
     "MSG_DUPLICATE_ID": HL7_ISSUE_DETAILS,
-    "MSG_LOCAL_FAIL": HL7_ISSUE_DETAILS,
     "MSG_RESOURCE_REQUIRED": HL7_ISSUE_DETAILS,
     "MSG_UNKNOWN_TYPE": HL7_ISSUE_DETAILS,
+    "MSG_Mailbox_Out_Of_Operation": MEDCOM_ISSUE_DETAILS,
     "MSG_Receiver_Identifier_UNKNOWN": MEDCOM_ISSUE_DETAILS,
     "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE": MEDCOM_ISSUE_DETAILS,
     "MSG_VALUESET_VALUE_UNKNOWN": MEDCOM_ISSUE_DETAILS,

@@ -1,8 +1,9 @@
 """Conformance checks for any FHIR message or document, ours or a partner's (`integration validate`).
 
-Three layers: FHIR R4 content (fhir.resources), our MedCom messaging or document rules, and
-FHIRPath assertions ported from MedCom's TouchStone test scripts and the profiles' invariants,
-evaluated with fhirpathpy, chosen by the message's event.
+Four layers: FHIR R4 content (fhir.resources), our MedCom messaging or document rules, FHIRPath
+assertions ported from MedCom's TouchStone test scripts, evaluated with fhirpathpy and chosen by the
+message's event, and the profiles' snapshots (constraints, cardinality, fixed and pattern values,
+required bindings; `profile_check`) when the definitions are at hand.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from fhirpathpy import evaluate
 from fhirpathpy.models import models
 
+from integration.fhir.definitions import DefinitionsMissing, load_definitions
+from integration.fhir.profile_check import ProfileReport, check_profiles, standard_of
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.validation import document_problems, messaging_problems
 
@@ -112,9 +115,26 @@ def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
     return findings
 
 
+@dataclass(frozen=True, slots=True)
+class Conformance:
+    findings: list[str]
+    profiles: ProfileReport | None  # None: the definitions were not at hand
+    profiles_skipped: str | None = None
+
+
+def conformance(bundle: dict[str, Any]) -> Conformance:
+    """Every check we have, and what the profile layer covered (or why it could not run)."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return Conformance(["not a FHIR Bundle"], None, "not a Bundle")
+    structure = document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
+    findings = structure + fhir_problems(bundle, remember=False) + fhirpath_findings(bundle)
+    try:
+        report = check_profiles(bundle, load_definitions(standard_of(bundle)))
+    except DefinitionsMissing as missing:
+        return Conformance(findings, None, str(missing))
+    return Conformance(findings + report.findings, report)
+
+
 def conformance_findings(bundle: dict[str, Any]) -> list[str]:
     """Every finding, empty when the message or document conforms."""
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        return ["not a FHIR Bundle"]
-    structure = document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
-    return structure + fhir_problems(bundle, remember=False) + fhirpath_findings(bundle)
+    return conformance(bundle).findings

@@ -108,12 +108,13 @@ class Envelope:
 
 
 def message_header(env: Envelope, focus: Resource, terms: Terminology) -> Resource:
+    """MedCom's messaging header in all but the event (no MedCom referral event exists), so it claims no profile:
+    a header with our event would break the required binding of MedComMessagingMessageHeader (decision 1)."""
     receiver_sor = env.receiver["identifier"][0]["value"]
     sender_sor = env.sender["identifier"][0]["value"]
     return {
         "resourceType": "MessageHeader",
         "id": env.header_id,
-        "meta": {"profile": [terms.profile("messageHeader")]},
         "text": narrative(
             "MessageHeader",
             env.header_id,
@@ -170,7 +171,8 @@ def provenance(env: Envelope, activity: str, terms: Terminology) -> Resource:
 
 
 def message_bundle(env: Envelope, focus: Resource, content: Iterable[Resource], terms: Terminology) -> Resource:
-    """A MedCom message: MessageHeader first, then the focus, the content, the Organizations and the Provenance."""
+    """A MedCom-style message: MessageHeader first, then the focus, the content, the Organizations and the
+    Provenance. Like its header, the Bundle claims no MedCom profile (medcom-messaging-1 needs a MedCom header)."""
     resources: list[Resource] = [
         message_header(env, focus, terms),
         focus,
@@ -189,7 +191,6 @@ def message_bundle(env: Envelope, focus: Resource, content: Iterable[Resource], 
     return {
         "resourceType": "Bundle",
         "id": env.bundle_id,
-        "meta": {"profile": [terms.profile("message")]},
         "type": "message",
         "timestamp": fhir_instant(env.sent_at),
         "entry": entries,

@@ -197,5 +197,7 @@ class Acknowledger:
             to = addressing(bundle)
         except NotAcknowledgeable:
             return None
-        issue = Issue("transient", "MSG_LOCAL_FAIL", "the receiver could not process the message now; it will be")
+        issue = Issue(
+            "transient", "MSG_Mailbox_Out_Of_Operation", "the receiver could not process the message now; it will be"
+        )
         return self._answer(FlowResult((), ()), to, "transient-error", [issue], now, record=False)
