@@ -109,16 +109,21 @@ def _read(path: Path) -> dict[str, Any]:
 def test_medcoms_carecommunication_and_acknowledgement_examples_conform_but_for_the_test_bundle_ids(
     shared: Path,
 ) -> None:
-    # The TouchStone ack fixtures AE and AR use issue codes outside the published value set (INDEX.md caveat 1).
-    unpublished_issue_code = [
-        "Bundle.entry[1].resource(OperationOutcome).issue[0].details.coding[0]: not in the required value set "
-        "http://medcomfhir.dk/ig/terminology/ValueSet/medcom-acknowledgement-issue-details "
-        "(MedComAcknowledgementOperationOutcome)"
-    ]
+    # The TouchStone ack fixtures have quirks (INDEX.md caveat 1): AA's response.identifier names no
+    # MessageHeader its Provenances point at, nor does AR's; AE and AR use issue codes outside the published
+    # value set.
+    mismatch = "one Provenance's entity is the acknowledged MessageHeader"
+    unpublished = "not in the required value set http://medcomfhir.dk/ig/terminology/ValueSet/medcom-acknowledgement"
+    quirks = {
+        "Binary-Ack-AA_A.json": [mismatch],
+        "Binary-Ack-AE_C.json": [unpublished],
+        "Binary-Ack-AR_B.json": [mismatch, unpublished],
+    }
     for path in _shared_examples(shared):
         findings = conformance_findings(_read(path))
-        if path.name in ("Binary-Ack-AE_C.json", "Binary-Ack-AR_B.json"):
-            assert findings == unpublished_issue_code, (path.name, findings)
+        if path.name in quirks:
+            assert len(findings) == len(quirks[path.name]), (path.name, findings)
+            assert all(any(q in f for f in findings) for q in quirks[path.name]), (path.name, findings)
             continue
         # The TouchStone send examples prefix their Bundle.id ("S-C-new-…"); MedCom requires a UUID.
         assert findings in ([], ["Bundle.id must be a UUID"]), (path.name, findings)
@@ -199,8 +204,13 @@ def _provenances(bundle: dict[str, Any]) -> list[dict[str, Any]]:
             "exactly one Provenance with activity acknowledgement",
         ),
         (lambda b: b["entry"][0]["resource"]["response"].update(code="fatal-error"), "an OperationOutcome"),
+        (
+            lambda b: b["entry"][0]["resource"]["response"].update(identifier="another-message"),
+            "the acknowledged MessageHeader",
+        ),
+        (lambda b: b["entry"][0]["resource"].update(id="other-id"), "a Provenance targets this MessageHeader"),
     ],
-    ids=["provenance-count", "activity", "operation-outcome"],
+    ids=["provenance-count", "activity", "operation-outcome", "acknowledged-header", "provenance-target"],
 )
 def test_each_acknowledgement_assertion_can_fail(shared: Path, breakage, expected: str) -> None:
     bundle = copy.deepcopy(_ack(shared))

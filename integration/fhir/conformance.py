@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhirpathpy import evaluate
-from fhirpathpy.models import models
-
 from integration.fhir.definitions import DefinitionsMissing, load_definitions
-from integration.fhir.profile_check import ProfileReport, check_profiles, standard_of
+from integration.fhir.profile_check import ProfileReport, check_profiles, compiled_fhirpath, standard_of
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.validation import document_problems, messaging_problems
 
@@ -76,6 +73,16 @@ ACKNOWLEDGEMENT = (
         "Bundle.entry.resource.ofType(Provenance).where(activity.coding.code = 'acknowledgement').count() = 1",
     ),
     Assertion(
+        "one Provenance's entity is the acknowledged MessageHeader (TouchStone assertMessageHeaderid, by id)",
+        "Bundle.entry.resource.ofType(Provenance).where(entity.what.reference = 'MessageHeader/' + "
+        "%resource.entry[0].resource.response.identifier).count() = 1",
+    ),
+    Assertion(
+        "a Provenance targets this MessageHeader (TouchStone assertProvenanceTarget, by id)",
+        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id))"
+        ".exists()",
+    ),
+    Assertion(
         "an OperationOutcome when the response is not ok (medcom-acknowledgement-1)",
         f"{HEADER}.response.code = 'ok' or Bundle.entry.resource.ofType(OperationOutcome).exists()",
     ),
@@ -106,7 +113,7 @@ def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
     findings = []
     for assertion in BY_EVENT.get(event or "", ()):
         try:
-            result = evaluate(bundle, assertion.expression, {"resource": bundle}, model=models["r4"])
+            result = compiled_fhirpath(assertion.expression)(bundle, {"resource": bundle})
         except Exception as exc:  # noqa: BLE001 - a message the engine cannot read fails the assertion, with why
             findings.append(f"{assertion.name}: could not be evaluated ({type(exc).__name__})")
             continue

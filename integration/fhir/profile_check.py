@@ -116,7 +116,8 @@ FUNCTIONS = {
 
 
 @cache
-def _compiled(expression: str) -> Callable[..., list[Any]]:
+def compiled_fhirpath(expression: str) -> Callable[..., list[Any]]:
+    """An R4 FHIRPath expression, parsed once, with the functions above; call it with (node, variables)."""
     return compile_fhirpath(expression, models["r4"], {"userInvocationTable": FUNCTIONS, "traceFn": _quiet})
 
 
@@ -486,7 +487,7 @@ class _Check:
                 else _typed(item, _fhir_type(element, item, type_name))
             )
             context = {"resource": self._resource, "rootResource": self._resource}
-            result = _compiled(constraint["expression"])(node, context)
+            result = compiled_fhirpath(constraint["expression"])(node, context)
         except Exception:  # noqa: BLE001 - an expression the engine cannot evaluate is counted, not guessed
             self.report.unevaluable.add(key)
             self.report.counts["unevaluable"] += 1
