@@ -1,6 +1,8 @@
 """Every MedCom message we receive is answered with an ack, under MedCom's duplicate rules.
 
-    MessageHeader.id new, Bundle.id new        → the flow runs; ack ok, or fatal-error (dead-lettered)
+    MessageHeader.id new, Bundle.id new        → the flow runs; ack ok, or fatal-error (dead-lettered), or
+                                                 transient-error when our configuration lacks something
+                                                 (dead-lettered; not remembered, so a replay is processed)
     MessageHeader.id seen, Bundle.id new       → a duplicate: not processed; the first ack's body again,
                                                  in a new Bundle
     MessageHeader.id seen, Bundle.id seen      → our ack was lost: sent again, in a new Bundle
@@ -142,6 +144,9 @@ class Acknowledger:
             raise reuse.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
         try:
             result = run()
+        except ConfigurationError as ours:  # our mappings lack something: not remembered, so a replay after the
+            answer = self._answer(FlowResult((), ()), to, "transient-error", [issue_of(ours)], now, record=False)
+            raise ours.answered(answer) from None  # fix is processed and answered ok
         except Rejected as rejection:
             raise rejection.answered(
                 self._answer(FlowResult((), ()), to, "fatal-error", [issue_of(rejection)], now)

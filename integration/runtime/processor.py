@@ -6,7 +6,7 @@ For a batch of deliveries (one, or as many as the consumer has in hand):
     look up which were processed before → republish their stored outputs, byte for byte
     run the others through their flow's handler → rejected ones: a copy to the dead-letter
         exchange with the reason in its headers, confirmed (and their reply, e.g. a MedCom
-        fatal-error ack, stored and published like any output)
+        fatal-error ack, recorded with the batch and then published)
     commit, in one transaction, the audit records and the outputs of every processed message
     publish each output, persistent and mandatory, with a broker confirm → commit "published"
     (the caller acks) → commit "acked"
@@ -310,9 +310,12 @@ class Processor:
         if reply is None:
             batch.outcomes[index] = Outcome("dead-lettered", 0)
             return
+        # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
+        # queue after a fix must reach the flow again (whose duplicate rules then decide).
         outputs = self._outputs(reply)
         batch.entries += self._facts(delivery, reply)
-        self._keep(batch, delivery, reply, outputs)  # a redelivery republishes the reply, not a second one
+        batch.changes = batch.changes + reply.state
+        batch.to_publish += [(delivery, output, None) for output in outputs]
         batch.outcomes[index] = Outcome("dead-lettered", len(outputs))
 
     def _plan_give_up(

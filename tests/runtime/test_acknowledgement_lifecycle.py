@@ -121,10 +121,36 @@ def test_an_invalid_message_is_dead_lettered_and_answered_fatal_error_and_a_rede
     (ack,) = _taken(broker, "rehab.ack")
     outcome_resource = next(e["resource"] for e in ack["entry"] if e["resource"]["resourceType"] == "OperationOutcome")
     assert outcome_resource["issue"][0]["expression"] == ["Patient.birthDate"]
-    assert processor.process(_delivery(bundle, redelivered=True)).disposition == "replayed-outputs"
-    (republished,) = _taken(broker, "rehab.ack")
-    assert republished == ack
+    again = processor.process(_delivery(bundle, redelivered=True))  # e.g. `integration dlq replay`
+    assert again.disposition == "processed", "not dead-lettered twice: the duplicate rules answer it"
+    (resent,) = _taken(broker, "rehab.ack")
+    assert _without_transmission(resent) == _without_transmission(ack), "the same fatal-error, never a different answer"
     assert len(broker.queues["rehab.hotline-requests.dlq"]) == 1
+
+
+def test_a_gap_in_our_configuration_is_transient_error_and_a_replay_after_the_fix_is_processed(
+    shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker
+) -> None:
+    from integration.errors import ConfigurationError
+
+    bundle = _cc(shared)
+    configured = _configured(pipeline, bundle)
+
+    def unmapped(body: bytes, now: datetime, state: Any) -> Any:
+        def lacking() -> Any:
+            raise ConfigurationError("the receiving department has no hotline in mappings/hotlines.yaml")
+
+        return configured.acknowledger.handle(orjson.loads(body), lacking, state, now)
+
+    broken = Processor({"hotline": unmapped}, store, broker, Clock(SATURDAY), FAST)
+    assert broken.process(_delivery(bundle)).disposition == "dead-lettered"
+    (ack,) = _taken(broker, "rehab.ack")
+    assert ack["entry"][0]["resource"]["response"]["code"] == "transient-error"
+    fixed = _processor(configured, store, broker, Clock(SATURDAY))
+    assert fixed.process(_delivery(bundle)).disposition == "processed"  # the replay, same message id
+    (ok,) = _taken(broker, "rehab.ack")
+    assert ok["entry"][0]["resource"]["response"]["code"] == "ok"
+    assert len(_taken(broker, "rehab.hotline")) == 2
 
 
 def test_two_copies_in_one_batch_are_one_message_and_one_duplicate(
