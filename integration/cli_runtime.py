@@ -103,18 +103,27 @@ def _samples() -> list[tuple[str, str, bytes, str]]:
     for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
         body = path.read_bytes()
         samples.append(("hotline", path.name.removesuffix(".request.json"), body, orjson.loads(body)["requestId"]))
+    for path in sorted(HOTLINE_SAMPLES.glob("*.carecommunication.json")):  # MedCom: answered with an ack
+        body = path.read_bytes()
+        samples.append(("hotline", path.name.removesuffix(".json"), body, orjson.loads(body)["id"]))
     report = CLOSING_SAMPLES / "01-full-items.report.xml"
     samples.append(("closing", "closing-report", report.read_bytes(), "demo-closing-report-01"))
     return samples
 
 
 DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["closing"]]
-LABELS = {"rehab.referral": "referral from", "rehab.hotline": "hotline:", "rehab.status": "status:"}
+LABELS = {
+    "rehab.referral": "referral from",
+    "rehab.hotline": "hotline:",
+    "rehab.status": "status:",
+    "rehab.ack": "ack:",
+}
+OUTPUT_EXCHANGES = tuple(LABELS)
 
 
 def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
     broker = InMemoryBroker()
-    for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
+    for exchange in OUTPUT_EXCHANGES:
         broker.bind(exchange, "demo.outputs", "#")
     processor = processor_factory(flow_handlers(build_pipeline(settings)), store)(broker)
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
@@ -148,7 +157,7 @@ def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]
 def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
     apply_topology(connection.channel)
     outputs = connection.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-    for exchange in ("rehab.referral", "rehab.hotline", "rehab.status"):
+    for exchange in OUTPUT_EXCHANGES:
         connection.channel.queue_bind(outputs, exchange, "#")
     dlq_before = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
     handlers = flow_handlers(build_pipeline(settings))
@@ -193,7 +202,8 @@ def run_demo(settings: Settings) -> None:
         click.echo(
             f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals and "
             f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline and "
-            f"{sum(1 for left, _ in lines if left.startswith('status'))} status messages received downstream; "
+            f"{sum(1 for left, _ in lines if left.startswith('status'))} status messages and "
+            f"{sum(1 for left, _ in lines if left.startswith('ack'))} MedCom acks received downstream; "
             f"audit log {store.head()[0]} records"
         )
     finally:

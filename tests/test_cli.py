@@ -107,7 +107,10 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     )
     assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any("hotline: patient-without-course" in line and "hotline.unmatched" in line for line in lines)
-    assert lines[-1].startswith("13 referrals and ") and "status messages received downstream" in lines[-1]
+    assert any(
+        "ack: municipality-routine.carecommunication" in line and "ack.434751000016002" in line for line in lines
+    )
+    assert lines[-1].startswith("13 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
     assert any("status: closing-report" in line and "gp.status.012345" in line for line in lines)
 
 

@@ -285,5 +285,8 @@ def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
     assert sum("referral from" in line for line in lines) == 13
     assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any(
+        "ack: municipality-routine.carecommunication" in line and "ack.434751000016002" in line for line in lines
+    )
+    assert any(
         line.strip().startswith("dead-lettered (rehab.discharge-events.dlq)") and "1 new" in line for line in lines
     )
