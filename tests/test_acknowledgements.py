@@ -155,6 +155,15 @@ def test_a_message_that_cannot_be_addressed_is_rejected_without_an_ack(shared: P
     assert [f.kind for f in caught.value.reply.facts] == ["not-acknowledged"]
 
 
+def test_a_message_without_a_bundle_id_is_answered_fatal_error(shared: Path, pipeline: Pipeline) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    del bundle["id"]
+    rejection, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert issue["expression"] == ["Bundle.id"] and rejection.reply.state.received == ()
+    assert conformance_findings(out.message) == []
+
+
 def test_an_ack_is_never_acknowledged(shared: Path, pipeline: Pipeline) -> None:
     path = shared / "medcom" / "dk-ehmi-sbdh" / "ehmiMessage_Ack.xml"
     with pytest.raises(Rejected) as caught:

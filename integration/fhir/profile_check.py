@@ -144,11 +144,10 @@ def _children(node: Node, name: str) -> list[tuple[Node, str | None]]:
         return []
     if name.endswith("[x]"):
         base = name[:-3]
-        found = []
+        found: list[tuple[Node, str | None]] = []
         for key, value in node.items():
             if key.startswith(base) and key[len(base) : len(base) + 1].isupper():
-                suffix = key[len(base) :]
-                type_name = suffix if suffix[:1].isupper() and _is_complex(suffix) else _lower_first(suffix)
+                type_name = _choice_type(key[len(base) :])
                 found += [(v, type_name) for v in (value if isinstance(value, list) else [value])]
         return found
     value = node.get(name)
@@ -165,8 +164,20 @@ def _at(node: Node, path: str) -> list[Node]:
     return found
 
 
+PRIMITIVES = frozenset(
+    "boolean integer string decimal uri url canonical base64Binary instant date dateTime time code oid id "
+    "markdown unsignedInt positiveInt uuid xhtml".split()
+)
+
+
+def _choice_type(suffix: str) -> str:
+    """The type a choice element's key names: `valueDateTime` → dateTime, `valueCoding` → Coding."""
+    lowered = _lower_first(suffix)
+    return lowered if lowered in PRIMITIVES else suffix
+
+
 def _is_complex(type_name: str) -> bool:
-    return type_name[:1].isupper() and type_name not in ("Boolean", "String", "Integer", "Decimal")
+    return type_name[:1].isupper()
 
 
 def _contains(pattern: Node, value: Node) -> bool:

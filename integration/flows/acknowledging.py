@@ -134,19 +134,23 @@ class Acknowledger:
             raise rejection.answered(
                 FlowResult((), (AuditFact("not-acknowledged", {"why": str(rejection)}),))
             ) from None
+        if not to.bundle_id:  # duplicates are told apart by it: MedCom requires one per transmission
+            missing = InvalidInput("Bundle.id", "missing: MedCom gives every transmission a new Bundle.id")
+            issue = Issue("required", "MSG_BAD_FORMAT", str(missing), "Bundle.id")
+            raise missing.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
         earlier = state.received(to.header_id)
         if earlier is not None:
             return self._duplicate(to, earlier, now)
-        bundle_id = str(to.bundle_id or "")
-        if bundle_id and state.bundle_header(bundle_id) not in (None, to.header_id):
-            reuse = Rejected(f"Bundle.id {bundle_id} was already used by another message")
+        if state.bundle_header(to.bundle_id) not in (None, to.header_id):
+            reuse = Rejected(f"Bundle.id {to.bundle_id} was already used by another message")
             issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
             raise reuse.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
         try:
             result = run()
-        except ConfigurationError as ours:  # our mappings lack something: not remembered, so a replay after the
+        except ConfigurationError as ours:
+            # Our mappings lack something: not remembered, so a replay after the fix is processed and answered ok.
             answer = self._answer(FlowResult((), ()), to, "transient-error", [issue_of(ours)], now, record=False)
-            raise ours.answered(answer) from None  # fix is processed and answered ok
+            raise ours.answered(answer) from None
         except Rejected as rejection:
             raise rejection.answered(
                 self._answer(FlowResult((), ()), to, "fatal-error", [issue_of(rejection)], now)
@@ -170,7 +174,7 @@ class Acknowledger:
                 "issues": [i.as_json() for i in issues],
             },
         )
-        received = ReceivedMessage(to.header_id, str(to.bundle_id), code, ack) if record and to.bundle_id else None
+        received = ReceivedMessage(to.header_id, str(to.bundle_id), code, ack) if record else None
         return result.plus(
             (Outgoing(self._route(to), ack, ack["id"]),),
             (fact,),

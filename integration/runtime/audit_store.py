@@ -362,7 +362,8 @@ class SqlAuditStore:
             row = cursor.fetchone()
         if not bundles and row is None:
             return None
-        return EarlierMessage(bundles, row and row[0], row and orjson.loads(row[1]))
+        code, ack = (None, None) if row is None else (str(row[0]), orjson.loads(row[1]))
+        return EarlierMessage(bundles, code, ack)
 
     def bundle_header(self, bundle_id: str) -> str | None:
         with self._transaction(write=False) as cursor:
