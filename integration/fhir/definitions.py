@@ -108,20 +108,21 @@ class Definitions:
         if vs is None:
             return None
         compose = vs.get("compose") or {}
-        included: set[tuple[str, str]] = set()
-        for part in compose.get("include", []):
-            codes = self._part(part)
-            if codes is None:
-                return None
-            included |= codes
-        for part in compose.get("exclude", []):
-            codes = self._part(part)
-            if codes is None:
-                return None
-            included -= codes
         if not compose and vs.get("expansion"):
             return frozenset((c["system"], c["code"]) for c in _flatten(vs["expansion"].get("contains", [])))
-        return frozenset(included)
+        included = self._union(compose.get("include", []))
+        excluded = self._union(compose.get("exclude", []))
+        return None if included is None or excluded is None else frozenset(included - excluded)
+
+    def _union(self, parts: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]] | None:
+        """The codes of these compose parts together; None as soon as one cannot be enumerated."""
+        found: set[tuple[str, str]] = set()
+        for part in parts:
+            codes = self._part(part)
+            if codes is None:
+                return None
+            found |= codes
+        return found
 
     def _part(self, part: Mapping[str, Any]) -> set[tuple[str, str]] | None:
         if part.get("filter"):

@@ -48,6 +48,18 @@ def output_queue(vhost: str) -> str:
     return name
 
 
+def collector(vhost: str, exchange: str, routing_key: str = "#") -> str:
+    """A durable queue of its own that collects what is published on `exchange`."""
+    name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        connection.channel.queue_bind(name, exchange, routing_key)
+    finally:
+        connection.close()
+    return name
+
+
 def take_all(vhost: str, queue: str) -> list[Any]:
     connection = connect(vhost, prefetch=1000)
     try:

@@ -23,23 +23,12 @@ from integration.runtime.processor import Processor, RetryPolicy
 from integration.runtime.rabbitmq import BrokerSettings
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS_BY_NAME
-from tests.runtime.broker_helpers import connect, queue_depth, take_all, wait_for
+from tests.runtime.broker_helpers import collector, connect, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url
 from tests.test_acknowledgements import _configured
 from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
 
 SENDER_SOR = "328081000016004"  # the shared example's municipal home nursing
-
-
-def _collector(vhost: str, exchange: str) -> str:
-    name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
-    connection = connect(vhost)
-    try:
-        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
-        connection.channel.queue_bind(name, exchange, "#")
-    finally:
-        connection.close()
-    return name
 
 
 def _send(vhost: str, flow: str, message: dict[str, Any]) -> None:
@@ -78,7 +67,7 @@ def test_acks_duplicates_and_resends_on_the_broker(
             unprocessable_answer(configured),
         ),
     )
-    acks, hotline = _collector(vhost, "rehab.ack"), _collector(vhost, "rehab.hotline")
+    acks, hotline = collector(vhost, "rehab.ack"), collector(vhost, "rehab.hotline")
     invalid = copy.deepcopy(bundle)
     invalid["id"], invalid["entry"][0]["resource"]["id"] = str(uuid.uuid4()), str(uuid.uuid4())
     for entry in invalid["entry"]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import orjson
@@ -17,21 +16,10 @@ from integration.runtime.rabbitmq import BrokerSettings
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
-from tests.runtime.broker_helpers import connect, queue_depth, take_all, wait_for
+from tests.runtime.broker_helpers import collector, connect, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url
 
 AALBORG = "715541000016001"
-
-
-def _queue(vhost: str, exchange: str) -> str:
-    name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
-    connection = connect(vhost)
-    try:
-        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
-        connection.channel.queue_bind(name, exchange, "#")
-    finally:
-        connection.close()
-    return name
 
 
 def _publish(vhost: str, key: str, body: bytes, message_id: str) -> None:
@@ -50,7 +38,7 @@ def test_referral_opens_the_course_and_an_acute_request_reaches_on_call(vhost: s
         [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"]],
         lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
     )
-    referrals, hotline = _queue(vhost, "rehab.referral"), _queue(vhost, "rehab.hotline")
+    referrals, hotline = collector(vhost, "rehab.referral"), collector(vhost, "rehab.hotline")
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     try:
@@ -87,7 +75,7 @@ def test_closing_report_hands_over_to_the_gp_and_the_hotline_follows(vhost: str,
         flows,
         lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
     )
-    referrals, hotline, status = (_queue(vhost, e) for e in ("rehab.referral", "rehab.hotline", "rehab.status"))
+    referrals, hotline, status = (collector(vhost, e) for e in ("rehab.referral", "rehab.hotline", "rehab.status"))
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     report = (GOLDEN / "closing" / "01-full-items.report.xml").read_bytes()

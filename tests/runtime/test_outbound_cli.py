@@ -14,7 +14,7 @@ from integration.pipeline import Pipeline, transform
 from integration.runtime.audit_store import StoredOutput
 from integration.runtime.stores import open_audit_store
 from tests.conftest import FIXED_NOW, GOLDEN
-from tests.runtime.broker_helpers import connect, take_all
+from tests.runtime.broker_helpers import collector, take_all
 from tests.runtime.conftest import broker_url
 
 EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
@@ -34,13 +34,7 @@ def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeli
     sent = StoredOutput(out.route.exchange, out.route.routing_key, out.id, orjson.dumps(out.message), awaits_ack=header)
     store.record([], FIXED_NOW, processed=[("discharge", "event-1", [sent])])
     store.close()
-    collector = f"test.referrals.{tmp_path.name[-8:]}"
-    connection = connect(vhost)
-    try:
-        connection.channel.queue_declare(collector, durable=True, arguments={"x-queue-type": "quorum"})
-        connection.channel.queue_bind(collector, "rehab.referral", "#")
-    finally:
-        connection.close()
+    referrals = collector(vhost, "rehab.referral")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {
         "INTEGRATION_AUDIT_DSN": dsn,
         "INTEGRATION_BROKER_URL": broker_url(vhost),
@@ -57,7 +51,7 @@ def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeli
     done = _cli(env, "resend", "--at", at(93))
     assert done.stdout.strip() == "resent 0, flagged for manual follow-up 1", done.stderr
     assert "2512489996" not in done.stderr
-    resent = [orjson.loads(m.body) for m in take_all(vhost, collector)]
+    resent = [orjson.loads(m.body) for m in take_all(vhost, referrals)]
     assert [m["entry"][0]["resource"]["id"] for m in resent] == [header, header]
     assert len({m["id"] for m in resent} | {out.message["id"]}) == 3
     done = _cli(env, "pending")
