@@ -284,24 +284,30 @@ def outbound_resend(at: str | None) -> None:
 @outbound.command("pending")
 @click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
 def outbound_pending(at: str | None) -> None:
-    """Messages that need a person: no ack after the last resend, or answered with an error.
-    Exit 0 when there are none, 1 otherwise."""
+    """Messages that need a person: no ack after the last resend, or answered with an error; and those
+    waiting past the ack timeout. Exit 0 when none needs a person, 1 otherwise."""
+    from integration.cli_runtime import resend_policy
+
     settings = Settings.from_env()
+    moment = _moment(at)
     store = open_audit_store(settings.audit_dsn)
     try:
         flagged = store.outbound_messages(["gave-up", "failed"])
-        waiting = store.outbound_messages(["awaiting"])
+        overdue = store.outbound_messages(["awaiting"], moment - resend_policy(settings).ack_timeout)
+        waiting = store.outbound_count("awaiting")
     finally:
         store.close()
-    moment = _moment(at)
-    click.echo(f"{len(flagged)} message(s) need manual follow-up; {len(waiting)} awaiting an ack")
+    click.echo(
+        f"{len(flagged)} message(s) need manual follow-up; {waiting} awaiting an ack, {len(overdue)} of them "
+        "past the ack timeout (the consumer resends those)"
+    )
     for message in flagged:
         why = "no ack after the last resend" if message.state == "gave-up" else "answered with an error"
         click.echo(
             f"  {message.header_id}  {message.state}  {why}  first sent {message.first_sent_at.isoformat()}  "
             f"resent {message.resends}x  to {message.output.routing_key}"
         )
-    for message in waiting:
+    for message in overdue:
         minutes = (moment - message.last_sent_at).total_seconds() / 60
         click.echo(
             f"  {message.header_id}  awaiting  {minutes:.0f} min since last sent  resent {message.resends}x  "

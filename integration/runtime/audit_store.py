@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -105,7 +105,11 @@ class AuditStore(Protocol):
 
     def outbound(self, header_id: str) -> OutboundStatus | None: ...
 
-    def outbound_messages(self, states: Sequence[str]) -> list[OutboundMessage]: ...
+    def outbound_messages(
+        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+    ) -> list[OutboundMessage]: ...
+
+    def outbound_count(self, state: str) -> int: ...
 
     def course(self, patient: str) -> Course | None: ...
 
@@ -122,6 +126,11 @@ class AuditStore(Protocol):
     def trail(self, patient: str) -> list[AuditRecord]: ...
 
     def close(self) -> None: ...
+
+
+def _utc(moment: datetime) -> str:
+    """Outbound times in UTC with microseconds, so that they compare as text in SQL across DST changes."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 SCHEMA = (
@@ -288,8 +297,8 @@ class SqlAuditStore:
                         for flow, message_id, outputs in processed
                     ],
                 )
-                self._track_outbound(cursor, processed, stamp)
-            self._record_messaging(cursor, received, acks, resends, stamp)
+                self._track_outbound(cursor, processed, _utc(at))
+            self._record_messaging(cursor, received, acks, resends, stamp, _utc(at))
 
     def _track_outbound(self, cursor: Any, processed: Processed, stamp: str) -> None:
         cursor.executemany(
@@ -312,6 +321,7 @@ class SqlAuditStore:
         acks: Sequence[AckReceived],
         resends: Sequence[Resend],
         stamp: str,
+        utc_stamp: str,
     ) -> None:
         if received:
             cursor.executemany(
@@ -351,8 +361,13 @@ class SqlAuditStore:
                     "UPDATE outbound_message SET output = ?, last_sent_at = ?, resends = resends + 1 "
                     "WHERE header_id = ?"
                 ),
-                (orjson.dumps(output).decode(), stamp, resend.header_id),
+                (orjson.dumps(output).decode(), utc_stamp, resend.header_id),
             )
+
+    def outbound_count(self, state: str) -> int:
+        with self._transaction(write=False) as cursor:
+            cursor.execute(self._sql("SELECT COUNT(*) FROM outbound_message WHERE state = ?"), (state,))
+            return int(cursor.fetchone()[0])
 
     def received(self, header_id: str) -> EarlierMessage | None:
         with self._transaction(write=False) as cursor:
@@ -377,16 +392,21 @@ class SqlAuditStore:
             row = cursor.fetchone()
         return None if row is None else OutboundStatus(header_id, str(row[0]), int(row[1]))
 
-    def outbound_messages(self, states: Sequence[str]) -> list[OutboundMessage]:
-        """Our messages in these states, the longest waiting first."""
+    def outbound_messages(
+        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+    ) -> list[OutboundMessage]:
+        """Our messages in these states (last sent before `sent_before`), the longest waiting first."""
         marks = ", ".join("?" * len(states))
+        where, params = f"state IN ({marks})", list(states)
+        if sent_before is not None:
+            where, params = where + " AND last_sent_at < ?", [*params, _utc(sent_before)]
         with self._transaction(write=False) as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT header_id, flow, output, first_sent_at, last_sent_at, resends, state FROM outbound_message "
-                    f"WHERE state IN ({marks}) ORDER BY last_sent_at"
+                    f"WHERE {where} ORDER BY last_sent_at" + (f" LIMIT {int(limit)}" if limit else "")
                 ),
-                tuple(states),
+                tuple(params),
             )
             rows = cursor.fetchall()
         return [

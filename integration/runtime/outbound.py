@@ -29,6 +29,7 @@ log = structlog.get_logger("integration.outbound")
 class ResendPolicy:
     ack_timeout: timedelta = timedelta(minutes=30)
     max_resends: int = 2
+    per_pass: int = 500  # the consumer runs a pass between batches: keep it short
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +45,7 @@ def _entry(step: str, message: OutboundMessage, **detail: Any) -> AuditEntry:
 def resend_unacknowledged(store: AuditStore, bus: Bus, now: datetime, policy: ResendPolicy) -> ResendReport:
     """One pass: resend what waited too long for its ack, give up on what was resent enough."""
     resent, gave_up = [], []
-    for message in store.outbound_messages(["awaiting"]):
-        if message.last_sent_at + policy.ack_timeout > now:
-            break  # the longest waiting come first
+    for message in store.outbound_messages(["awaiting"], now - policy.ack_timeout, policy.per_pass):
         if message.resends >= policy.max_resends:
             log.warning("no ack after the last resend: manual follow-up", header=message.header_id)
             entry = _entry("outbound-gave-up", message, resends=message.resends, routingKey=message.output.routing_key)

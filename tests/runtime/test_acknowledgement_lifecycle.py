@@ -16,12 +16,12 @@ from integration.audit_chain import verify
 from integration.bootstrap import flow_handlers, unprocessable_answer
 from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
 from integration.fhir.conformance import conformance_findings
-from integration.pipeline import Pipeline
-from integration.runtime.audit_store import SqlAuditStore
+from integration.pipeline import Pipeline, transform
+from integration.runtime.audit_store import SqlAuditStore, StoredOutput
 from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
 from integration.runtime.processor import Delivery, Processor, RetryPolicy
 from integration.runtime.stores import open_audit_store
-from integration.testing import InMemoryBroker
+from integration.testing import InMemoryBroker, distinct_referral_events
 from integration.topology import DELIVERY_LIMIT
 from tests.conftest import GOLDEN
 from tests.test_acknowledgements import _configured
@@ -272,3 +272,21 @@ def test_an_acked_message_is_never_resent(pipeline: Pipeline, store: SqlAuditSto
     )
     report = resend_unacknowledged(store, broker, SATURDAY + timedelta(days=1), ResendPolicy())
     assert report.resent == () and report.gave_up == ()
+
+
+def test_a_pass_reads_only_what_is_due_and_at_most_its_share(
+    pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker
+) -> None:
+    """A backlog of tens of thousands awaiting their ack must not be loaded by every pass (it was: 2 GB)."""
+    for minutes, (event_id, body) in zip((0, 1, 2, 50), distinct_referral_events(4), strict=True):
+        (out,) = transform(body, pipeline, SATURDAY + timedelta(minutes=minutes)).outgoing
+        sent = StoredOutput(
+            "rehab.referral", out.route.routing_key, out.id, orjson.dumps(out.message), awaits_ack=out.id
+        )
+        store.record([], SATURDAY + timedelta(minutes=minutes), processed=[("discharge", event_id, [sent])])
+    now = SATURDAY + timedelta(minutes=40)
+    assert len(store.outbound_messages(["awaiting"], now - timedelta(minutes=30))) == 3, "the fourth is not due"
+    policy = ResendPolicy(per_pass=2)
+    assert len(resend_unacknowledged(store, broker, now, policy).resent) == 2
+    assert len(resend_unacknowledged(store, broker, now, policy).resent) == 1, "the oldest first, then the rest"
+    assert len(_taken(broker, "rehab.referral")) == 3

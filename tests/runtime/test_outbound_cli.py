@@ -44,7 +44,10 @@ def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeli
         return (FIXED_NOW + timedelta(minutes=minutes)).isoformat()
 
     done = _cli(env, "pending", "--at", at(10))
-    assert done.returncode == 0 and "0 message(s) need manual follow-up; 1 awaiting an ack" in done.stdout
+    assert done.returncode == 0 and "0 message(s) need manual follow-up; 1 awaiting an ack, 0 of them" in done.stdout
+    done = _cli(env, "pending", "--at", at(45))
+    assert done.returncode == 0 and "1 awaiting an ack, 1 of them past the ack timeout" in done.stdout
+    assert f"{header}  awaiting  45 min since last sent" in done.stdout
     assert _cli(env, "resend", "--at", at(20)).stdout.strip() == "resent 0, flagged for manual follow-up 0"
     assert _cli(env, "resend", "--at", at(31)).stdout.strip() == "resent 1, flagged for manual follow-up 0"
     assert _cli(env, "resend", "--at", at(62)).stdout.strip() == "resent 1, flagged for manual follow-up 0"
