@@ -63,6 +63,7 @@ class OutboundStatus:
     header_id: str
     state: str  # awaiting | acknowledged | failed | gave-up
     resends: int
+    patient: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
 log = structlog.get_logger("integration.acknowledging")
 
 SOR = "urn:oid:1.2.208.176.1.1"
+CPR = "urn:oid:1.2.208.176.1.2"
 MEDCOM_EVENTS = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes"
 ACK_EVENT = "acknowledgement-message"
 
@@ -104,6 +105,15 @@ def _sor(organization: dict[str, Any]) -> str:
     return next((i["value"] for i in organization.get("identifier", []) if i.get("system") == SOR), "unknown")
 
 
+def _patient_of(bundle: dict[str, Any]) -> str | None:
+    """The CPR number of the message's Patient, for the audit log only (never logged)."""
+    for entry in bundle.get("entry") or []:
+        resource = (entry or {}).get("resource") or {}
+        if resource.get("resourceType") == "Patient":
+            return next((i.get("value") for i in resource.get("identifier", []) if i.get("system") == CPR), None)
+    return None
+
+
 def _valid(ack: dict[str, Any]) -> list[str]:
     return messaging_problems(ack) + fhir_problems(ack)
 
@@ -127,34 +137,33 @@ class Acknowledger:
         return ack
 
     def handle(self, bundle: dict[str, Any], run: Callable[[], FlowResult], state: State, now: datetime) -> FlowResult:
+        nothing = FlowResult((), (), _patient_of(bundle))  # what a rejection's answer adds to
         try:
             to = addressing(bundle)
         except NotAcknowledgeable as exc:
             rejection = InvalidInput(exc.field, f"{exc.problem} (so the message cannot be acknowledged either)")
             raise rejection.answered(
-                FlowResult((), (AuditFact("not-acknowledged", {"why": str(rejection)}),))
+                nothing.plus((), (AuditFact("not-acknowledged", {"why": str(rejection)}),), StateChanges())
             ) from None
         if not to.bundle_id:  # duplicates are told apart by it: MedCom requires one per transmission
             missing = InvalidInput("Bundle.id", "missing: MedCom gives every transmission a new Bundle.id")
             issue = Issue("required", "MSG_BAD_FORMAT", str(missing), "Bundle.id")
-            raise missing.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
+            raise missing.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         earlier = state.received(to.header_id)
         if earlier is not None:
-            return self._duplicate(to, earlier, now)
+            return self._duplicate(to, earlier, now, _patient_of(bundle))
         if state.bundle_header(to.bundle_id) not in (None, to.header_id):
             reuse = Rejected(f"Bundle.id {to.bundle_id} was already used by another message")
             issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
-            raise reuse.answered(self._answer(FlowResult((), ()), to, "fatal-error", [issue], now, record=False))
+            raise reuse.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         try:
             result = run()
         except ConfigurationError as ours:
             # Our mappings lack something: not remembered, so a replay after the fix is processed and answered ok.
-            answer = self._answer(FlowResult((), ()), to, "transient-error", [issue_of(ours)], now, record=False)
+            answer = self._answer(nothing, to, "transient-error", [issue_of(ours)], now, record=False)
             raise ours.answered(answer) from None
         except Rejected as rejection:
-            raise rejection.answered(
-                self._answer(FlowResult((), ()), to, "fatal-error", [issue_of(rejection)], now)
-            ) from None
+            raise rejection.answered(self._answer(nothing, to, "fatal-error", [issue_of(rejection)], now)) from None
         return self._answer(result, to, "ok", [], now)
 
     def _answer(
@@ -181,7 +190,7 @@ class Acknowledger:
             StateChanges(received=(received,) if received else ()),
         )
 
-    def _duplicate(self, to: Addressing, earlier: EarlierMessage, now: datetime) -> FlowResult:
+    def _duplicate(self, to: Addressing, earlier: EarlierMessage, now: datetime, patient: str | None) -> FlowResult:
         """Not processed again: the first ack's body once more, in a new Bundle (MedCom: same answer every time)."""
         transmission = str(to.bundle_id)
         lost = to.bundle_id in earlier.bundle_ids
@@ -192,10 +201,10 @@ class Acknowledger:
         facts = (AuditFact(kind, {"header": to.header_id, "bundle": to.bundle_id, "code": earlier.code}),)
         seen = StateChanges(received=() if lost else (ReceivedMessage(to.header_id, str(to.bundle_id)),))
         if earlier.ack is None:
-            return FlowResult((), facts, state=seen)
+            return FlowResult((), facts, patient, seen)
         ack = retransmission(dict(earlier.ack), transmission, now)
         outgoing = Outgoing(self._route(to), ack, ack["id"])
-        return FlowResult((outgoing,), facts, state=seen)
+        return FlowResult((outgoing,), facts, patient, seen)
 
     def unprocessable(self, bundle: Any, now: datetime) -> FlowResult | None:
         """A transient-error ack for a MedCom message we gave up on for now; not remembered, so a replay
@@ -209,4 +218,4 @@ class Acknowledger:
         issue = Issue(
             "transient", "MSG_Mailbox_Out_Of_Operation", "the receiver could not process the message now; it will be"
         )
-        return self._answer(FlowResult((), ()), to, "transient-error", [issue], now, record=False)
+        return self._answer(FlowResult((), (), _patient_of(bundle)), to, "transient-error", [issue], now, record=False)

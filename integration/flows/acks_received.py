@@ -35,9 +35,10 @@ def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
     detail = {"header": header_id, "ack": bundle.get("id"), "code": code, "issues": issues}
     if sent.state in ("acknowledged", "failed"):
         log.info("duplicate ack ignored", header=header_id, state=sent.state)
-        return FlowResult((), (AuditFact("ack-duplicate", {**detail, "state": sent.state}),))
+        return FlowResult((), (AuditFact("ack-duplicate", {**detail, "state": sent.state}),), sent.patient)
     return FlowResult(
         (),
         (AuditFact("ack-received", detail),),
-        state=StateChanges(acks=(AckReceived(header_id, code, tuple(issues)),)),
+        sent.patient,
+        StateChanges(acks=(AckReceived(header_id, code, tuple(issues)),)),
     )

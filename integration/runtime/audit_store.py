@@ -29,6 +29,7 @@ class StoredOutput:
     body: bytes
     content_type: str = FHIR_JSON
     awaits_ack: str | None = None  # a MedCom message of ours: its MessageHeader id, tracked until acked
+    patient: str | None = None  # whom a tracked message is about, for the audit records of its acks and resends
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class StoredOutput:
             "contentType": self.content_type,
             "body": self.body.decode("utf-8"),
             "awaitsAck": self.awaits_ack,
+            "patient": self.patient,
         }
 
     @classmethod
@@ -49,6 +51,7 @@ class StoredOutput:
             doc["body"].encode("utf-8"),
             doc.get("contentType", FHIR_JSON),
             doc.get("awaitsAck"),
+            doc.get("patient"),
         )
 
 
@@ -63,6 +66,10 @@ class OutboundMessage:
     last_sent_at: datetime
     resends: int
     state: str  # awaiting | acknowledged | failed | gave-up
+
+    @property
+    def patient(self) -> str | None:
+        return self.output.patient
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,9 +395,13 @@ class SqlAuditStore:
 
     def outbound(self, header_id: str) -> OutboundStatus | None:
         with self._transaction(write=False) as cursor:
-            cursor.execute(self._sql("SELECT state, resends FROM outbound_message WHERE header_id = ?"), (header_id,))
+            cursor.execute(
+                self._sql("SELECT state, resends, output FROM outbound_message WHERE header_id = ?"), (header_id,)
+            )
             row = cursor.fetchone()
-        return None if row is None else OutboundStatus(header_id, str(row[0]), int(row[1]))
+        if row is None:
+            return None
+        return OutboundStatus(header_id, str(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
 
     def outbound_messages(
         self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None

@@ -39,7 +39,9 @@ class ResendReport:
 
 
 def _entry(step: str, message: OutboundMessage, **detail: Any) -> AuditEntry:
-    return AuditEntry(step=step, flow=message.flow, message_id=message.header_id, detail=detail)
+    return AuditEntry(
+        step=step, flow=message.flow, message_id=message.header_id, detail=detail, patient=message.patient
+    )
 
 
 def resend_unacknowledged(store: AuditStore, bus: Bus, now: datetime, policy: ResendPolicy) -> ResendReport:

@@ -283,6 +283,7 @@ class Processor:
                 orjson.dumps(o.message),
                 o.content_type,
                 o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
+                result.patient if o.expects_ack else None,
             )
             for o in result.outgoing
         ]

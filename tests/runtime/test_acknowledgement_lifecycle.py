@@ -103,6 +103,8 @@ def test_processed_dead_lettered_and_duplicate_messages_are_each_acked_once_and_
     assert earlier is not None and earlier.bundle_ids == {bundle["id"], again["id"]} and earlier.code == "ok"
     steps = [r.step for r in store.records()]
     assert steps.count("fact:hotline-routed") == 1 and steps.count("fact:duplicate-message") == 1
+    patient = next(r.patient for r in store.records() if r.step == "fact:hotline-routed")
+    assert "fact:duplicate-message" in {r.step for r in store.trail(str(patient))}
     assert verify(store.records(), store.head()) is None
 
 
@@ -257,10 +259,12 @@ def test_no_ack_means_two_resends_then_manual_follow_up_and_a_late_ack_still_cou
     assert flagged.header_id == header and flagged.resends == 2
     steps = [r.step for r in store.records()]
     assert steps.count("outbound-resent") == 2 and steps.count("outbound-gave-up") == 1
+    assert {"outbound-resent", "outbound-gave-up"} <= {r.step for r in store.trail("2512489996")}
 
     ok = _ack_for(referral, "ok", SATURDAY + timedelta(hours=9), pipeline)
     _processor(pipeline, store, broker, clock).process(_delivery(ok, "acknowledgement"))
     assert store.outbound(header).state == "acknowledged"  # type: ignore[union-attr]
+    assert "fact:ack-received" in {r.step for r in store.trail("2512489996")}, "the patient's trail shows the ack"
     assert verify(store.records(), store.head()) is None
 
 
