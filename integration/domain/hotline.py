@@ -81,8 +81,11 @@ def responsible_department(request: AdviceRequest, course: Course | None) -> str
 def route(
     request: AdviceRequest, course: Course | None, hotlines: Mapping[str, Hotline], received_at: datetime
 ) -> Decision:
-    municipality_after_handover = (
-        request.sender_kind is SenderKind.MUNICIPALITY and course is not None and not course.open
+    municipality_after_handover = (  # a course the hospital keeps responsibility for stays the department's
+        request.sender_kind is SenderKind.MUNICIPALITY
+        and course is not None
+        and not course.open
+        and course.responsible == "gp"
     )
     if municipality_after_handover and not request.acute:
         return Decision(Outcome.RESPONSIBILITY_WITH_GP, "unmatched", None)

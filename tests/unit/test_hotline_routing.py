@@ -27,6 +27,7 @@ def hotline(sor: str) -> Hotline:
 HOTLINES = {AALBORG: hotline(AALBORG), THISTED: hotline(THISTED)}
 OPEN_COURSE = Course("2512489996", AALBORG, "851", open=True, responsible="hospital")
 CLOSED_COURSE = Course("2512489996", AALBORG, "851", open=False, responsible="gp")
+RETAINED_COURSE = Course("2512489996", AALBORG, "851", open=False, responsible="hospital")
 
 
 def at(text: str) -> datetime:
@@ -188,6 +189,17 @@ CASES = [
         "2026-11-23T10:00",
         Outcome.RESPONSIBILITY_WITH_GP,
         "unmatched",
+        None,
+    ),
+    (
+        "course-closed-hospital-retains-responsibility",
+        M,
+        False,
+        None,
+        RETAINED_COURSE,
+        "2026-11-23T10:00",
+        Outcome.TO_DEPARTMENT,
+        f"department.{AALBORG}",
         None,
     ),
     ("no-course-no-department", M, False, None, None, "2026-11-23T10:00", Outcome.UNMATCHED, "unmatched", None),
