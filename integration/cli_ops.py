@@ -326,13 +326,14 @@ def validate(source: Any) -> None:
     from integration.formats.json_contract import decode_json
 
     raw = source.read()
-    limit = Settings.from_env().max_payload_bytes
+    settings = Settings.from_env()
+    limit = settings.max_payload_bytes
     try:
         bundle = decode_xml_bundle(raw, limit) if raw.lstrip()[:1] == b"<" else decode_json(raw, max_bytes=limit)
     except InvalidInput as exc:
         click.echo(f"cannot read: {exc}")
         raise SystemExit(1) from None
-    result = conformance(bundle)
+    result = conformance(bundle, settings.medcom_definitions_dir, settings.fhir_core_dir)
     for finding in result.findings:
         click.echo(f"- {finding}")
     if result.profiles is None:

@@ -10,6 +10,8 @@ INTEGRATION_MAPPINGS_DIR, INTEGRATION_SCHEMAS_DIR, INTEGRATION_MAX_PAYLOAD_BYTES
 INTEGRATION_HOTLINE_OVERDUE_HOURS  open hotline requests older than this are overdue (default 8)
 INTEGRATION_ACK_TIMEOUT_MINUTES    our MedCom messages without an ack after this are resent (default 30)
 INTEGRATION_MAX_RESENDS            resends before a message is flagged for manual follow-up (default 2)
+INTEGRATION_MEDCOM_DEFINITIONS_DIR, INTEGRATION_FHIR_CORE_DIR   definitions for `integration validate`'s
+                                   profile checks (default ../shared/medcom/definitions, .cache/hl7.fhir.r4.core)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "hotline_overdue_hours": 8,
     "ack_timeout_minutes": 30,
     "max_resends": 2,
+    "medcom_definitions_dir": str(PROJECT_ROOT.parent / "shared" / "medcom" / "definitions"),
+    "fhir_core_dir": str(PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"),
 }
 
 
@@ -57,6 +61,8 @@ class Settings:
     hotline_overdue_hours: int = 8
     ack_timeout_minutes: int = 30
     max_resends: int = 2
+    medcom_definitions_dir: Path = Path(DEFAULTS["medcom_definitions_dir"])
+    fhir_core_dir: Path = Path(DEFAULTS["fhir_core_dir"])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +85,8 @@ class Settings:
             hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
             ack_timeout_minutes=_whole_number(values, "ack_timeout_minutes"),
             max_resends=_whole_number(values, "max_resends"),
+            medcom_definitions_dir=Path(values["medcom_definitions_dir"]),
+            fhir_core_dir=Path(values["fhir_core_dir"]),
         )
 
 

@@ -226,6 +226,17 @@ def test_validate_command_exit_codes(shared: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and "conforms: no findings" in done.stdout
     assert "profiles checked: " in done.stdout and " constraints" in done.stdout
+    import os
+
+    elsewhere = {**os.environ, "INTEGRATION_MEDCOM_DEFINITIONS_DIR": str(tmp_path / "none")}
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "validate", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=elsewhere,
+    )
+    assert done.returncode == 0 and "profiles not checked: MedCom's definitions are not in" in done.stdout
     bad = tmp_path / "bad.json"
     bundle = _read(good)
     bundle["entry"] = bundle["entry"][1:]

@@ -9,9 +9,10 @@ required bindings; `profile_check`) when the definitions are at hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from integration.fhir.definitions import DefinitionsMissing, load_definitions
+from integration.fhir.definitions import CORE_DIR, MEDCOM_DIR, DefinitionsMissing, load_definitions
 from integration.fhir.profile_check import ProfileReport, check_profiles, compiled_fhirpath, standard_of
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.validation import document_problems, messaging_problems
@@ -129,14 +130,14 @@ class Conformance:
     profiles_skipped: str | None = None
 
 
-def conformance(bundle: dict[str, Any]) -> Conformance:
+def conformance(bundle: dict[str, Any], medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> Conformance:
     """Every check we have, and what the profile layer covered (or why it could not run)."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return Conformance(["not a FHIR Bundle"], None, "not a Bundle")
     structure = document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
     findings = structure + fhir_problems(bundle, remember=False) + fhirpath_findings(bundle)
     try:
-        report = check_profiles(bundle, load_definitions(standard_of(bundle)))
+        report = check_profiles(bundle, load_definitions(standard_of(bundle), medcom_dir, core_dir))
     except DefinitionsMissing as missing:
         return Conformance(findings, None, str(missing))
     return Conformance(findings + report.findings, report)

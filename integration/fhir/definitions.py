@@ -18,7 +18,7 @@ import orjson
 
 from integration.config import PROJECT_ROOT
 
-CORE_DIR = PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"
+CORE_DIR = PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"  # defaults; `integration validate` takes settings
 CORE_FILES = ("profiles-resources.min.json", "profiles-types.min.json", "valuesets.min.json")
 MEDCOM_DIR = PROJECT_ROOT.parent / "shared" / "medcom" / "definitions"
 CORE_BASE = "http://hl7.org/fhir/StructureDefinition/"
