@@ -50,3 +50,10 @@ def test_amqps_gets_tls_options() -> None:
 def test_tls_files_without_amqps_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="not amqps"):
         connection_parameters(BrokerSettings("amqp://u:p@h/v", ca_file="/etc/ca.pem"))
+
+
+def test_the_example_settings_file_is_valid() -> None:
+    from integration.config import PROJECT_ROOT
+
+    settings = Settings.from_env({"INTEGRATION_CONFIG": str(PROJECT_ROOT / "deploy" / "integration.example.toml")})
+    assert settings.ack_timeout_minutes == 30 and settings.max_resends == 2 and settings.prefetch == 20
