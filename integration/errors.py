@@ -52,10 +52,11 @@ class InvalidInput(Rejected):
 
     reason = "invalid-input"
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(f"{field}: {problem}" if field else problem)
         self.field = field
         self.problem = problem
+        self.details = details  # every problem found, when the message names only the first
 
 
 class UnknownMessageKind(Rejected):

@@ -119,6 +119,17 @@ def test_an_invalid_carecommunication_gets_fatal_error_naming_the_field(shared: 
     assert received.code == "fatal-error", "remembered: a duplicate gets the same fatal-error"
 
 
+def test_every_content_error_is_its_own_issue(shared: Path, pipeline: Pipeline) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    for patient in _resources(bundle, "Patient"):
+        patient["birthDate"] = "1948-13-45"
+    for communication in _resources(bundle, "Communication"):
+        communication["sent"] = "yesterday"
+    _, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    issues = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert sorted(i["expression"][0] for i in issues) == ["Communication.sent", "Patient.birthDate"]
+
+
 def test_a_carecommunication_without_cpr_gets_fatal_error_at_the_patient_identifier(
     shared: Path, pipeline: Pipeline
 ) -> None:

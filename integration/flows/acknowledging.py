@@ -80,25 +80,26 @@ def _expression(field: str) -> str | None:
     return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", field)
 
 
-def issue_of(rejection: Rejected) -> Issue:
-    """The OperationOutcome issue for a rejection: what is wrong, and where when we know."""
+def _fhir_issue(problem: str) -> Issue | None:
+    """A FHIR content error, "Type/id: path: problem", as an issue at `Type.path`."""
+    located = _LOCATED.match(problem)
+    if not located:
+        return None
+    where = _expression(f"{located['type']}.{located['path']}")
+    return Issue("structure", "MSG_BAD_FORMAT", f"{located['type']}/{located['id']}: {located['problem']}", where)
+
+
+def issues_of(rejection: Rejected) -> list[Issue]:
+    """The OperationOutcome's issues for a rejection: what is wrong, and where when we know; one per problem."""
     text = str(rejection)
     if isinstance(rejection, UnknownMessageKind):
-        return Issue("not-supported", "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE", text, "MessageHeader.eventCoding")
+        return [Issue("not-supported", "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE", text, "MessageHeader.eventCoding")]
     if isinstance(rejection, ConfigurationError):
-        return Issue("not-found", "MSG_Receiver_Identifier_UNKNOWN", text, "MessageHeader.destination")
+        return [Issue("not-found", "MSG_Receiver_Identifier_UNKNOWN", text, "MessageHeader.destination")]
     if isinstance(rejection, InvalidInput):
-        located = _LOCATED.match(rejection.problem)
-        if located:  # a FHIR content error, "Type/id: path: problem"
-            path = f"{located['type']}.{located['path']}"
-            return Issue(
-                "structure",
-                "MSG_BAD_FORMAT",
-                f"{located['type']}/{located['id']}: {located['problem']}",
-                _expression(path),
-            )
-        return Issue("invalid", "MSG_BAD_FORMAT", text, _expression(rejection.field))
-    return Issue("processing", "MSG_BAD_FORMAT", text)
+        located = [issue for p in rejection.details or (rejection.problem,) if (issue := _fhir_issue(p))]
+        return located or [Issue("invalid", "MSG_BAD_FORMAT", text, _expression(rejection.field))]
+    return [Issue("processing", "MSG_BAD_FORMAT", text)]
 
 
 def _sor(organization: dict[str, Any]) -> str:
@@ -160,10 +161,10 @@ class Acknowledger:
             result = run()
         except ConfigurationError as ours:
             # Our mappings lack something: not remembered, so a replay after the fix is processed and answered ok.
-            answer = self._answer(nothing, to, "transient-error", [issue_of(ours)], now, record=False)
+            answer = self._answer(nothing, to, "transient-error", issues_of(ours), now, record=False)
             raise ours.answered(answer) from None
         except Rejected as rejection:
-            raise rejection.answered(self._answer(nothing, to, "fatal-error", [issue_of(rejection)], now)) from None
+            raise rejection.answered(self._answer(nothing, to, "fatal-error", issues_of(rejection), now)) from None
         return self._answer(result, to, "ok", [], now)
 
     def _answer(

@@ -71,6 +71,7 @@ def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collecti
         raise InvalidInput(
             "Bundle",
             f"not valid FHIR R4: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            tuple(problems),
         )
     header = bundle["entry"][0]["resource"]
     destinations = header.get("destination") or []
