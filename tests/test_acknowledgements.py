@@ -266,3 +266,41 @@ def test_a_message_we_give_up_on_gets_transient_error_and_then_ok_when_it_loads(
 def test_nothing_to_answer_for_what_is_not_a_medcom_message(pipeline: Pipeline) -> None:
     assert answer_unprocessable(b'{"eventType": "discharge"}', pipeline, SATURDAY) is None
     assert answer_unprocessable(b"<not-xml", pipeline, SATURDAY) is None
+
+
+def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState, dict[str, Any]]:
+    from integration.domain.course import OutboundStatus
+    from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
+    from tests.conftest import GOLDEN
+
+    event = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
+    (referral,) = transform(event.read_bytes(), pipeline, SATURDAY).outgoing
+    issues = [] if code == "ok" else [Issue("invalid", "MSG_BAD_FORMAT", "no", "Patient")]
+    ack = acknowledgement(addressing(referral.message), code, issues, SATURDAY, pipeline.referral.terminology)
+    header = referral.message["entry"][0]["resource"]["id"]
+    return FixedState(sent={header: OutboundStatus(header, "awaiting", 0, "2512489996")}), ack
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        (lambda h: h["response"].update(code="maybe"), "MessageHeader.response.code"),
+        (lambda h: h["response"].pop("details"), "MessageHeader.response.details"),
+        (lambda h: h["response"].update(identifier="not-ours"), "is not a message we sent"),
+    ],
+    ids=["unknown-code", "error-without-outcome", "unknown-message"],
+)
+def test_a_bad_ack_for_our_message_is_rejected_with_the_reason(pipeline: Pipeline, breakage: Any, reason: str) -> None:
+    state, ack = _our_message_and_its_ack(pipeline, "fatal-error")
+    breakage(ack["entry"][0]["resource"])
+    with pytest.raises(Rejected, match=reason) as caught:
+        transform(json.dumps(ack).encode(), pipeline, SATURDAY, accepted=("acknowledgement",), state=state)
+    assert caught.value.reply is None, "an ack is never acknowledged"
+
+
+def test_an_ack_settles_our_message_and_names_its_patient_for_the_audit(pipeline: Pipeline) -> None:
+    state, ack = _our_message_and_its_ack(pipeline, "ok")
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, accepted=("acknowledgement",), state=state)
+    assert result.outgoing == () and result.patient == "2512489996"
+    (settled,) = result.state.acks
+    assert settled.code == "ok" and [f.kind for f in result.facts] == ["ack-received"]
