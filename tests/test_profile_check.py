@@ -104,6 +104,11 @@ BREAKAGES: list[tuple[str, Breakage, str]] = [
         "fit no slice of the closed slicing",
     ),
     (
+        "reference target",
+        lambda b: _header(b).update(sender={"reference": f"Patient/{_of(b, 'Patient')['id']}"}),
+        "is none of medcom-messaging-organization",
+    ),
+    (
         "datatype profile's own constraint",
         lambda b: _of(b, "Organization")["identifier"][0].update(value="5790000121780"),
         "gln-modulus-10",

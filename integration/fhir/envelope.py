@@ -147,11 +147,12 @@ def message_header(env: Envelope, focus: Resource, terms: Terminology) -> Resour
 
 
 def provenance(env: Envelope, activity: str, terms: Terminology) -> Resource:
+    """MedCom's messaging Provenance in content; it claims no profile, since that profile's target must be a
+    MedCom messaging MessageHeader, which the referral's is not (decision 1)."""
     sent = fhir_instant(env.sent_at)
     return {
         "resourceType": "Provenance",
         "id": env.provenance_id,
-        "meta": {"profile": [terms.profile("provenance")]},
         "text": narrative(
             "Provenance",
             env.provenance_id,

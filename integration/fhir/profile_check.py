@@ -8,12 +8,14 @@ their own definition (the profile named on the element's type, else the core one
   `conformsTo()` and `memberOf()` supplied here), errors as findings, warnings counted;
 - cardinality (`min`/`max`), per slice too; closed slicing;
 - `fixed[x]` (equal) and `pattern[x]` (contained) values;
-- required bindings whose value set can be enumerated from the definitions we have.
+- required bindings whose value set can be enumerated from the definitions we have;
+- a reference into the Bundle points at one of the element's target profiles.
 
 Slices are told apart by their discriminators where the slice names the value (extension url, fixed or
 pattern values in the slice); `Bundle.entry.resource` is checked as its own resource. What is not done:
-`targetProfile` of references, type slicing beyond choice types, value sets with filters or external
-code systems (counted as not checked), and the primitive types' regexes (fhir.resources checks those).
+`targetProfile` of references that leave the Bundle, type slicing beyond choice types, value sets with
+filters or external code systems (counted as not checked), and the primitive types' regexes
+(fhir.resources checks those).
 `conformsTo(url)` holds when the resource claims `url` or a profile derived from it; the claimed
 profiles are themselves checked here, which is what makes that claim worth something.
 """
@@ -264,7 +266,8 @@ class _Check:
         self._resource: Mapping[str, Any] = bundle
 
     def conforms_to(self, resource: Mapping[str, Any], url: str) -> bool:
-        if unversioned(url) == f"http://hl7.org/fhir/StructureDefinition/{resource.get('resourceType')}":
+        core = "http://hl7.org/fhir/StructureDefinition/"
+        if unversioned(url) in {core + str(resource.get("resourceType")), core + "Resource", core + "DomainResource"}:
             return True
         claimed = ((resource.get("meta") or {}).get("profile")) or []
         return any(self.definitions.derives_from(p, url) for p in claimed)
@@ -322,6 +325,7 @@ class _Check:
     def _item(self, tree: _Tree, element: Mapping[str, Any], item: Node, at: str, type_name: str | None) -> None:
         self._constraints(tree, element, item, at, type_name)
         self._value(tree, element, item, at)
+        self._target(tree, element, item, at)
         kids = tree.children.get(element["id"])
         if kids:
             self._kids(tree, kids, item, at)
@@ -454,6 +458,21 @@ class _Check:
         binding = element.get("binding") or {}
         if binding.get("strength") == "required" and binding.get("valueSet"):
             self._binding(tree, binding["valueSet"], item, where)
+
+    def _target(self, tree: _Tree, element: Mapping[str, Any], item: Node, where: str) -> None:
+        """A reference inside the Bundle must point at a resource of an allowed target profile: its type's, or one
+        it claims (or derives from). References that leave the Bundle are the messaging rules' business."""
+        targets = [
+            p for t in element.get("type") or [] if t.get("code") == "Reference" for p in t.get("targetProfile", [])
+        ]
+        reference = item.get("reference") if isinstance(item, dict) else None
+        resource = self.by_reference.get(str(reference)) if reference else None
+        if not targets or resource is None:
+            return
+        self.report.counts["reference targets"] += 1
+        if not any(self.conforms_to(resource, url) for url in targets):
+            names = ", ".join(unversioned(u).rsplit("/", 1)[-1] for u in targets)
+            self.report.findings.append(f"{where}: {reference} is none of {names} ({tree.name})")
 
     def _binding(self, tree: _Tree, value_set: str, item: Node, where: str) -> None:
         codes = self.definitions.codes(value_set)

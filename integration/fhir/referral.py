@@ -60,7 +60,8 @@ def risk_assessment(
         "method": {"text": "Risikostratificering efter Dansk Cardiologisk Selskabs kriterier"},
         "subject": reference(patient),
         "occurrenceDateTime": fhir_instant(event.discharged_at),
-        "performer": reference(performer),
+        # R4 allows only a Practitioner, PractitionerRole or Device as performer; the department is named
+        # in the narrative and is the message's sender.
         "prediction": [
             {
                 "outcome": {"text": "Risiko ved fysisk træning"},
