@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.envelope import Resource, entries, fhir_instant, reference
 from integration.fhir.ids import derived_id
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
@@ -245,19 +245,8 @@ def acknowledgement(to: Addressing, code: str, issues: Sequence[Issue], now: dat
         "meta": {"profile": [ACK + "medcom-messaging-acknowledgement"]},
         "type": "message",
         "timestamp": sent,
-        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in unique(resources)],
+        "entry": entries(resources, terms),
     }
-
-
-def unique(resources: Sequence[Resource]) -> list[Resource]:
-    seen: set[tuple[str, str]] = set()
-    kept = []
-    for resource in resources:
-        key = (resource["resourceType"], resource["id"])
-        if key not in seen:
-            seen.add(key)
-            kept.append(resource)
-    return kept
 
 
 def retransmission(message: Resource, transmission: str, now: datetime) -> Resource:

@@ -182,17 +182,21 @@ def message_bundle(env: Envelope, focus: Resource, content: Iterable[Resource], 
         env.receiver,
         provenance(env, "new-message", terms),
     ]
-    entries, seen = [], set()
-    for resource in resources:
-        key = (resource["resourceType"], resource["id"])
-        if key in seen:  # e.g. a department that is both sender and receiver appears once
-            continue
-        seen.add(key)
-        entries.append({"fullUrl": terms.full_url(*key), "resource": resource})
     return {
         "resourceType": "Bundle",
         "id": env.bundle_id,
         "type": "message",
         "timestamp": fhir_instant(env.sent_at),
-        "entry": entries,
+        "entry": entries(resources, terms),
     }
+
+
+def entries(resources: Iterable[Resource], terms: Terminology) -> list[dict[str, Any]]:
+    """Bundle entries, one per resource (e.g. a department that is both sender and receiver appears once)."""
+    found, seen = [], set()
+    for resource in resources:
+        key = (resource["resourceType"], resource["id"])
+        if key not in seen:
+            seen.add(key)
+            found.append({"fullUrl": terms.full_url(*key), "resource": resource})
+    return found
