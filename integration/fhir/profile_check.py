@@ -219,6 +219,7 @@ class _Tree:
     sd: Mapping[str, Any]
     elements: Mapping[str, Mapping[str, Any]]
     children: Mapping[str, tuple[Mapping[str, Any], ...]]
+    patterned: frozenset[str]  # ids of the elements with a fixed or pattern value in their subtree
 
     @property
     def root(self) -> Mapping[str, Any]:
@@ -242,7 +243,14 @@ def _tree(sd: Mapping[str, Any]) -> _Tree:
     for element in sd["snapshot"]["element"][1:]:
         parent = element["id"].rsplit(".", 1)[0]
         children.setdefault(parent, []).append(element)
-    tree = _Tree(sd, elements, {k: tuple(v) for k, v in children.items()})
+    patterned = {
+        ".".join(parts[:end])
+        for element_id, element in elements.items()
+        if _fixed_or_pattern(element) is not None
+        for parts in [element_id.split(".")]
+        for end in range(1, len(parts) + 1)
+    }
+    tree = _Tree(sd, elements, {k: tuple(v) for k, v in children.items()}, frozenset(patterned))
     _trees[id(sd)] = tree
     return tree
 
@@ -376,7 +384,7 @@ class _Check:
             elif kind in ("value", "pattern") and re.fullmatch(r"[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)*", path):
                 expected = self._expected(tree, slice_, path, profiles)
                 if expected is None:  # the value sits in a sliced extension: match the slice's patterns
-                    if not self._has_pattern(tree, slice_["id"]):
+                    if slice_["id"] not in tree.patterned:
                         self.report.counts["slices without a discriminating value"] += 1
                         self.report.unassignable.add(str(slice_["id"]))
                         return False
@@ -424,7 +432,7 @@ class _Check:
         if wanted and not (item == wanted[1] if wanted[0] == "fixed" else _contains(wanted[1], item)):
             return False
         for kid in tree.children.get(element_id, ()):
-            if not self._has_pattern(tree, kid["id"]):
+            if kid["id"] not in tree.patterned:
                 continue
             values = _children(item, _last(kid))
             if kid.get("sliceName"):
@@ -433,13 +441,6 @@ class _Check:
             if not values or not any(self._matches(tree, kid["id"], v) for v, _ in values):
                 return False
         return True
-
-    def _has_pattern(self, tree: _Tree, element_id: str) -> bool:
-        return any(
-            _fixed_or_pattern(e) is not None
-            for key, e in tree.elements.items()
-            if key == element_id or key.startswith(element_id + ".")
-        )
 
     # -- the checks --------------------------------------------------------------------------------
     def _cardinality(self, tree: _Tree, element: Mapping[str, Any], count: int, where: str) -> None:
