@@ -141,14 +141,16 @@ def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: P
     import os
     from datetime import datetime, timedelta
 
-    from integration.domain.course import OpenRequest
+    from integration.domain.course import OpenRequest, StateChanges
     from integration.runtime.stores import open_audit_store
 
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     store = open_audit_store(dsn)
     long_ago = datetime.now(UTC) - timedelta(days=10)
-    store.record([], long_ago, opened=[OpenRequest("r-old", None, "434751000016002", "715541000016001", "2512489996")])
-    store.record([], datetime.now(UTC), opened=[OpenRequest("r-new", None, "012345", None, "0107729995")])
+    old = OpenRequest("r-old", None, "434751000016002", "715541000016001", "2512489996")
+    store.record([], long_ago, changes=StateChanges(opened=(old,)))
+    new = OpenRequest("r-new", None, "012345", None, "0107729995")
+    store.record([], datetime.now(UTC), changes=StateChanges(opened=(new,)))
     store.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
     for _ in range(2):

@@ -15,8 +15,18 @@ from typing import Any, Protocol
 import orjson
 
 from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
-from integration.domain.course import AckReceived, Course, EarlierMessage, OpenRequest, OutboundStatus, ReceivedMessage
+from integration.domain.course import (
+    AckReceived,
+    Course,
+    EarlierMessage,
+    OpenRequest,
+    OutboundStatus,
+    ReceivedMessage,
+    StateChanges,
+)
 from integration.flows.results import FHIR_JSON
+
+NO_CHANGES = StateChanges()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +108,7 @@ class AuditStore(Protocol):
         entries: Sequence[AuditEntry],
         at: datetime,
         processed: Processed = (),
-        courses: Sequence[Course] = (),
-        opened: Sequence[OpenRequest] = (),
-        answered: Sequence[str] = (),
-        received: Sequence[ReceivedMessage] = (),
-        acks: Sequence[AckReceived] = (),
+        changes: StateChanges = NO_CHANGES,
         resends: Sequence[Resend] = (),
     ) -> None: ...
 
@@ -228,16 +234,13 @@ class SqlAuditStore:
         entries: Sequence[AuditEntry],
         at: datetime,
         processed: Processed = (),
-        courses: Sequence[Course] = (),
-        opened: Sequence[OpenRequest] = (),
-        answered: Sequence[str] = (),
-        received: Sequence[ReceivedMessage] = (),
-        acks: Sequence[AckReceived] = (),
+        changes: StateChanges = NO_CHANGES,
         resends: Sequence[Resend] = (),
     ) -> None:
         """Append entries to the chain, mark messages processed and record state, in one transaction."""
-        if not (entries or processed or courses or opened or answered or received or acks or resends):
+        if not (entries or processed or changes != NO_CHANGES or resends):
             return
+        courses, opened, answered = changes.courses, changes.opened, changes.answered
         stamp = at.isoformat()
         with self._transaction() as cursor:
             self._lock_chain(cursor)
@@ -305,7 +308,7 @@ class SqlAuditStore:
                     ],
                 )
                 self._track_outbound(cursor, processed, _utc(at))
-            self._record_messaging(cursor, received, acks, resends, stamp, _utc(at))
+            self._record_messaging(cursor, changes.received, changes.acks, resends, stamp, _utc(at))
 
     def _track_outbound(self, cursor: Any, processed: Processed, stamp: str) -> None:
         cursor.executemany(

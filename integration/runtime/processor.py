@@ -194,19 +194,7 @@ class Processor:
                 self._plan(batch, index, delivery, now)
         for delivery, rejection in batch.dead_letters:
             self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
-        changes = batch.changes
-        self._durably(
-            lambda: self._store.record(
-                batch.entries,
-                now,
-                batch.processed,
-                changes.courses,
-                changes.opened,
-                changes.answered,
-                changes.received,
-                changes.acks,
-            )
-        )
+        self._durably(lambda: self._store.record(batch.entries, now, batch.processed, batch.changes))
         published = []
         for delivery, output, patient in batch.to_publish:
             self._durably(

@@ -125,19 +125,21 @@ def test_unreachable_postgres_is_transient() -> None:
 
 
 def test_open_requests_are_remembered_answered_by_thread_and_noted_overdue(store) -> None:
-    from integration.domain.course import OpenRequest
+    from integration.domain.course import OpenRequest, StateChanges
 
     store.record(
         [],
         AT,
-        opened=[
-            OpenRequest("r-1", "urn:uuid:t-1", "434751000016002", "715541000016001", "2512489996"),
-            OpenRequest("r-2", None, "012345", None, "0107729995"),
-        ],
+        changes=StateChanges(
+            opened=(
+                OpenRequest("r-1", "urn:uuid:t-1", "434751000016002", "715541000016001", "2512489996"),
+                OpenRequest("r-2", None, "012345", None, "0107729995"),
+            )
+        ),
     )
     assert store.requester("urn:uuid:t-1") == "434751000016002" and store.requester("urn:uuid:none") is None
     assert [p.request.request_id for p in store.open_requests()] == ["r-1", "r-2"]
-    store.record([], AT, answered=["urn:uuid:t-1"])
+    store.record([], AT, changes=StateChanges(answered=("urn:uuid:t-1",)))
     (left,) = store.open_requests()
     assert left.request.request_id == "r-2" and not left.overdue_noted
     store.note_overdue(["r-2"], AT)
@@ -145,10 +147,11 @@ def test_open_requests_are_remembered_answered_by_thread_and_noted_overdue(store
 
 
 def test_courses_are_opened_and_closed(store) -> None:
-    from integration.domain.course import Course
+    from integration.domain.course import Course, StateChanges
 
-    store.record([], AT, courses=[Course("2512489996", "715541000016001", "851", True, "hospital")])
+    opened = Course("2512489996", "715541000016001", "851", True, "hospital")
+    store.record([], AT, changes=StateChanges(courses=(opened,)))
     assert store.course("2512489996").open
-    store.record([], AT, courses=[Course("2512489996", "715541000016001", "851", False, "gp")])
+    store.record([], AT, changes=StateChanges(courses=(Course("2512489996", "715541000016001", "851", False, "gp"),)))
     assert store.course("2512489996") == Course("2512489996", "715541000016001", "851", False, "gp")
     assert store.course("0107729995") is None
