@@ -4,8 +4,9 @@
     ├── Rejected              permanent: this message can never succeed as it is → dead-letter queue
     │   ├── InvalidInput      the message breaks its contract (names the field and the problem)
     │   ├── UnknownMessageKind the message is not one of the kinds the service accepts
-    │   └── ConfigurationError our mappings lack something the message needs (e.g. a
-    │                         municipality without a receiving endpoint); replay after the fix
+    │   ├── ConfigurationError our mappings lack something the message needs (e.g. a
+    │   │                     municipality without a receiving endpoint); replay after the fix
+    │   └── GivenUp           our flow failed on the message's last delivery attempt; replay after the fix
     ├── Transient             our side could not do it now (database, a refused publish) → retry
     └── ConnectionLost        the broker connection is gone: unacked messages come back on
                               their own; the consumer reconnects with backoff
@@ -67,6 +68,12 @@ class ConfigurationError(Rejected):
     """The mappings lack something this message needs; fix the mapping, then replay."""
 
     reason = "configuration-error"
+
+
+class GivenUp(Rejected):
+    """Our side failed on every delivery attempt (a bug): dead-lettered so that it can be replayed after the fix."""
+
+    reason = "internal-error"
 
 
 class Transient(IntegrationError):

@@ -40,7 +40,7 @@ from integration.domain.course import (
     State,
     StateChanges,
 )
-from integration.errors import Rejected, Transient
+from integration.errors import GivenUp, Rejected, Transient
 from integration.flows.results import FHIR_JSON, FlowResult
 from integration.runtime.audit_store import AuditStore, StoredOutput
 from integration.topology import DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT
@@ -312,8 +312,7 @@ class Processor:
     ) -> None:
         """The last attempt failed on our side: dead-letter it and tell the sender (not remembered: a replay
         after the fix processes it and answers again)."""
-        rejection = Rejected(f"could not be processed after {DELIVERY_LIMIT + 1} attempts: {type(exc).__name__}")
-        rejection.reason = "internal-error"
+        rejection = GivenUp(f"could not be processed after {DELIVERY_LIMIT + 1} attempts: {type(exc).__name__}")
         answer = self._unprocessable(delivery.body, now) if self._unprocessable else None
         batch.dead_letters.append((delivery, rejection))
         batch.entries += [
