@@ -14,7 +14,9 @@ import orjson
 import structlog
 
 from integration.bootstrap import build_pipeline
-from integration.cli_ops import audit, dlq, hotline, outbound, topology, validate
+from integration.cli_audit import audit
+from integration.cli_dlq import dlq
+from integration.cli_ops import hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
 from integration.domain.course import NO_STATE, Course, EarlierMessage, FixedState, OutboundStatus, State
