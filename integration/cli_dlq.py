@@ -69,11 +69,7 @@ def dlq_replay(flow: str | None, ids: tuple[str, ...], replay_all: bool) -> None
                 chosen = [m for m in messages if replay_all or m.message_id in ids]
                 task = progress.add_task(f"replaying {f.dead_letter_queue}", total=len(chosen))
                 for message in chosen:
-                    headers = {
-                        k: v
-                        for k, v in message.headers.items()
-                        if not k.startswith(DEAD_LETTER_HEADERS)
-                    }
+                    headers = {k: v for k, v in message.headers.items() if not k.startswith(DEAD_LETTER_HEADERS)}
                     connection.publish(
                         INBOUND_EXCHANGE,
                         f.name,
