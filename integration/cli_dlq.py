@@ -12,6 +12,7 @@ from rich.progress import Progress
 from integration.audit_chain import AuditEntry
 from integration.cli_runtime import broker_settings
 from integration.config import Settings
+from integration.log import one_line
 from integration.runtime.rabbitmq import Received, connected, drain
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS, FLOWS_BY_NAME, INBOUND_EXCHANGE, Flow
@@ -29,9 +30,9 @@ def _flows(flow: str | None) -> Sequence[Flow]:
 
 
 def _reason(message: Received) -> str:
-    headers = message.headers
+    headers = message.raw_headers
     if "x-rehab-reason" in headers:
-        return str(headers["x-rehab-reason"])
+        return one_line(headers["x-rehab-reason"])
     deaths = headers.get("x-death") or [{}]
     return f"broker: {deaths[0].get('reason', 'unknown')} (after repeated failures)"
 
@@ -45,8 +46,8 @@ def dlq_list(flow: str | None) -> None:
             messages = drain(connection, f.dead_letter_queue, 100_000)
             click.echo(f"{f.dead_letter_queue}: {len(messages)} message(s)")
             for message in messages:
-                when = message.headers.get("x-rehab-rejected-at", "")
-                click.echo(f"  {message.message_id}  {when}  {_reason(message)}")
+                when = message.raw_headers.get("x-rehab-rejected-at", "")
+                click.echo(f"  {one_line(message.message_id or '-')}  {one_line(when)}  {_reason(message)}")
             for message in messages:
                 connection.channel.basic_nack(message.delivery_tag, requeue=True)
 
@@ -69,7 +70,7 @@ def dlq_replay(flow: str | None, ids: tuple[str, ...], replay_all: bool) -> None
                 chosen = [m for m in messages if replay_all or m.message_id in ids]
                 task = progress.add_task(f"replaying {f.dead_letter_queue}", total=len(chosen))
                 for message in chosen:
-                    headers = {k: v for k, v in message.headers.items() if not k.startswith(DEAD_LETTER_HEADERS)}
+                    headers = {k: v for k, v in message.raw_headers.items() if not k.startswith(DEAD_LETTER_HEADERS)}
                     connection.publish(
                         INBOUND_EXCHANGE,
                         f.name,

@@ -13,19 +13,30 @@ from zoneinfo import ZoneInfo
 
 import click
 import orjson
+import structlog
 
 from integration.bootstrap import build_pipeline, flow_handlers, unprocessable_answer
 from integration.config import PROJECT_ROOT, Settings
-from integration.errors import ConfigurationError, ConnectionLost
+from integration.errors import ConfigurationError, ConnectionLost, Transient
+from integration.log import one_line
 from integration.runtime.audit_store import AuditStore
 from integration.runtime.consumer import ConsumerService
+from integration.runtime.health import Health, serve
 from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
 from integration.runtime.processor import Bus, Handler, Processor, Unprocessable
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, apply_topology, drain
-from integration.runtime.stores import open_audit_store
+from integration.runtime.rabbitmq import (
+    BrokerSettings,
+    RabbitConnection,
+    apply_topology,
+    connection_parameters,
+    drain,
+    masked_url,
+)
+from integration.runtime.stores import masked_dsn, open_audit_store
 from integration.testing import InMemoryBroker, drain_in_memory
 from integration.topology import FLOWS_BY_NAME, INBOUND_EXCHANGE, Flow
 
+log = structlog.get_logger("integration.run")
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 SAMPLES = PROJECT_ROOT / "tests" / "golden" / "discharge"
 
@@ -63,29 +74,63 @@ def resend_policy(settings: Settings) -> ResendPolicy:
 
 
 def run_consumers(settings: Settings, flow_names: str | None) -> None:
+    """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
+    as during operation: one line says what is awaited, `/readyz` fails until it answers."""
     pipeline = build_pipeline(settings)
     handlers = flow_handlers(pipeline)
     flows = selected_flows(settings, dict(handlers), flow_names)
-    store = open_audit_store(settings.audit_dsn)
-    factory = processor_factory(handlers, store, unprocessable_answer(pipeline))
-    policy = resend_policy(settings)
-    service = ConsumerService(
-        broker_settings(settings),
-        flows,
-        factory,
-        periodic=lambda bus: resend_unacknowledged(store, bus, now(), policy),
-    )
+    broker = broker_settings(settings)
+    connection_parameters(broker)  # a broker URL that cannot work is a configuration error now, not a retry loop
+    health = Health()
+    stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         click.echo(f"signal {signal.Signals(signum).name}: finishing the message in hand, then stopping", err=True)
-        service.stop()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    serve(health, settings.health_listen)
+    store = wait_for_store(settings.audit_dsn, health, stopping)
+    if store is None:
+        return
+    factory = processor_factory(handlers, store, unprocessable_answer(pipeline))
+    policy = resend_policy(settings)
+    service = ConsumerService(
+        broker, flows, factory, periodic=lambda bus: resend_unacknowledged(store, bus, now(), policy), health=health
+    )
+    log.info(
+        "starting", flows=[f.name for f in flows], broker=masked_url(broker.url), audit=masked_dsn(settings.audit_dsn)
+    )
+
+    def stop_when_signalled() -> None:
+        stopping.wait()
+        service.stop()
+
+    threading.Thread(target=stop_when_signalled, daemon=True).start()
     try:
         service.run()
     finally:
         store.close()
+
+
+def wait_for_store(dsn: str, health: Health, stopping: threading.Event, max_wait: float = 15.0) -> AuditStore | None:
+    """Open the audit store, waiting with backoff while it is unavailable; None when stopped meanwhile."""
+    delay = 0.5
+    while True:
+        try:
+            store = open_audit_store(dsn)
+        except Transient as exc:
+            if health.down("audit-store", str(exc)):
+                log.warning("waiting for the audit store", audit=masked_dsn(dsn), reason=one_line(exc))
+            if stopping.wait(delay):
+                return None
+            delay = min(delay * 2, max_wait)
+            continue
+        away = health.up("audit-store")
+        if away is not None:
+            log.info("audit store available", waited_s=round(away, 1))
+        return store
 
 
 HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
@@ -189,10 +234,10 @@ def run_demo(settings: Settings) -> None:
         try:
             connection = RabbitConnection(broker_settings(settings))
         except ConnectionLost as exc:
-            click.echo(f"no broker at {_safe_url(settings.broker_url)} ({exc}); running on the in-memory bus instead")
+            click.echo(f"no broker at {masked_url(settings.broker_url)} ({exc}); running on the in-memory bus instead")
             lines = demo_in_memory(settings, store)
         else:
-            click.echo(f"broker: {_safe_url(settings.broker_url)}; audit: {settings.audit_dsn}")
+            click.echo(f"broker: {masked_url(settings.broker_url)}; audit: {masked_dsn(settings.audit_dsn)}")
             try:
                 lines = demo_on_broker(settings, store, connection)
             finally:
@@ -208,12 +253,3 @@ def run_demo(settings: Settings) -> None:
         )
     finally:
         store.close()
-
-
-def _safe_url(url: str) -> str:
-    """The broker URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

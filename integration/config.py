@@ -1,7 +1,8 @@
 """Settings, read once: defaults that run on a laptop, then an optional TOML file, then the environment.
 
 INTEGRATION_CONFIG             path of a TOML file whose [integration] table sets any key below
-INTEGRATION_BROKER_URL         amqp(s)://user:password@host:port/vhost  (guest is for local development only)
+INTEGRATION_BROKER_URL         amqp(s)://user:password@host:port/vhost  (guest is for local development only);
+                               several, comma-separated (a list in the file): the nodes of one cluster
 INTEGRATION_BROKER_CA_FILE, INTEGRATION_BROKER_CERT_FILE, INTEGRATION_BROKER_KEY_FILE   TLS (amqps)
 INTEGRATION_PREFETCH           unacked messages per consumer (default 20)
 INTEGRATION_AUDIT_DSN          sqlite:///path (default data/audit.sqlite3) or postgresql://…
@@ -12,6 +13,7 @@ INTEGRATION_ACK_TIMEOUT_MINUTES    our MedCom messages without an ack after this
 INTEGRATION_MAX_RESENDS            resends before a message is flagged for manual follow-up (default 2)
 INTEGRATION_MEDCOM_DEFINITIONS_DIR, INTEGRATION_FHIR_CORE_DIR   definitions for `integration validate`'s
                                    profile checks (default ../shared/medcom/definitions, .cache/hl7.fhir.r4.core)
+INTEGRATION_HEALTH_LISTEN          host:port of /healthz, /readyz and /metrics (default 127.0.0.1:9464; empty: off)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "max_resends": 2,
     "medcom_definitions_dir": str(PROJECT_ROOT.parent / "shared" / "medcom" / "definitions"),
     "fhir_core_dir": str(PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"),
+    "health_listen": "127.0.0.1:9464",
 }
 
 
@@ -63,6 +66,7 @@ class Settings:
     max_resends: int = 2
     medcom_definitions_dir: Path = Path(DEFAULTS["medcom_definitions_dir"])
     fhir_core_dir: Path = Path(DEFAULTS["fhir_core_dir"])
+    health_listen: str = DEFAULTS["health_listen"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,7 +79,7 @@ class Settings:
             mappings_dir=Path(values["mappings_dir"]),
             schemas_dir=Path(values["schemas_dir"]),
             max_payload_bytes=_whole_number(values, "max_payload_bytes"),
-            broker_url=str(values["broker_url"]),
+            broker_url=_url_list(values["broker_url"]),
             broker_ca_file=values["broker_ca_file"] or None,
             broker_cert_file=values["broker_cert_file"] or None,
             broker_key_file=values["broker_key_file"] or None,
@@ -87,6 +91,7 @@ class Settings:
             max_resends=_whole_number(values, "max_resends"),
             medcom_definitions_dir=Path(values["medcom_definitions_dir"]),
             fhir_core_dir=Path(values["fhir_core_dir"]),
+            health_listen=str(values["health_listen"] or ""),
         )
 
 
@@ -99,6 +104,15 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigurationError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
     return dict(table)
+
+
+def _url_list(value: Any) -> str:
+    """One URL, several comma-separated, or (in the file) a list of them: kept as one comma-separated string."""
+    urls = value if isinstance(value, list) else str(value).split(",")
+    cleaned = [str(u).strip() for u in urls if str(u).strip()]
+    if not cleaned:
+        raise ConfigurationError("broker_url: no broker URL given")
+    return ",".join(cleaned)
 
 
 def _whole_number(values: Mapping[str, Any], key: str) -> int:

@@ -6,8 +6,12 @@
     │   ├── UnknownMessageKind the message is not one of the kinds the service accepts
     │   ├── ConfigurationError our mappings lack something the message needs (e.g. a
     │   │                     municipality without a receiving endpoint); replay after the fix
-    │   └── GivenUp           our flow failed on the message's last delivery attempt; replay after the fix
-    ├── Transient             our side could not do it now (database, a refused publish) → retry
+    │   └── GivenUp           our flow failed on every attempt we allow it; replay after the fix
+    ├── Transient             a dependency (the audit store, the broker) is down or refuses for now:
+    │                         the consumer holds its messages unacked, waits with backoff and
+    │                         retries; no delivery attempt is spent
+    ├── StoreRefused          the database refused a write for this content (a constraint, a value
+    │                         it cannot hold): a defect of ours, counted against the message
     └── ConnectionLost        the broker connection is gone: unacked messages come back on
                               their own; the consumer reconnects with backoff
 
@@ -77,9 +81,26 @@ class GivenUp(Rejected):
 
 
 class Transient(IntegrationError):
-    """A temporary failure on our side; the same message may succeed later."""
+    """A dependency is unavailable for now; the same message will succeed once it is back.
+
+    `dependency` names it for the operator's log line and the readiness check: "audit-store" or "broker".
+    """
 
     reason = "transient"
+
+    def __init__(self, message: str, dependency: str = "audit-store") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
+class StoreRefused(IntegrationError):
+    """The database refused this write for what it holds (a constraint or a value it cannot store).
+
+    Not an outage: waiting would not help. The processor retries the deliveries of the batch one
+    at a time, and the one that still fails counts as a failure of ours.
+    """
+
+    reason = "store-refused"
 
 
 class ConnectionLost(IntegrationError):

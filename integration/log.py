@@ -18,6 +18,15 @@ def mask_cpr(text: str) -> str:
     return CPR_LIKE.sub(CPR_MASK, text)
 
 
+def one_line(value: object, limit: int = 300) -> str:
+    """Untrusted text as one safe line for a log, a header or a terminal: control and other
+    non-printable characters escaped (so no forged lines), CPR numbers masked, cut to `limit`."""
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes | bytearray) else str(value)
+    escaped = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    masked = mask_cpr(escaped)
+    return masked if len(masked) <= limit else masked[: limit - 1] + "…"
+
+
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
         return mask_cpr(value)

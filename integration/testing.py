@@ -10,7 +10,7 @@ import copy
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ import orjson
 from integration.config import PROJECT_ROOT
 from integration.errors import Transient
 from integration.flows.results import FHIR_JSON
+from integration.runtime.amqp_properties import read_properties
 from integration.runtime.processor import Delivery, Processor
 from integration.topology import Flow, bindings, exchanges, queues
 
@@ -29,6 +30,8 @@ class StoredMessage:
     headers: Mapping[str, Any] = field(default_factory=dict)
     content_type: str | None = None
     redelivered: bool = False
+    user_id: str | None = None
+    exchange: str = ""
 
 
 def topic_matches(pattern: str, key: str) -> bool:
@@ -45,9 +48,13 @@ def topic_matches(pattern: str, key: str) -> bool:
 
 
 class InMemoryBroker:
-    """Exchanges, queues and bindings as in `integration.topology`; publish routes at once."""
+    """Exchanges, queues and bindings as in `integration.topology`; publish routes at once.
 
-    def __init__(self) -> None:
+    Every message it takes carries `user_id` as its AMQP user-id, as our RabbitMQ adapter's do.
+    """
+
+    def __init__(self, user_id: str = "in-memory") -> None:
+        self.user_id = user_id
         self.exchanges = {e.name: e for e in exchanges()}
         self.queues: dict[str, deque[StoredMessage]] = {q.name: deque() for q in queues()}
         self.bindings = [(b.exchange, b.queue, b.routing_key) for b in bindings()]
@@ -79,23 +86,43 @@ class InMemoryBroker:
         content_type: str = FHIR_JSON,
     ) -> None:
         if exchange not in self.exchanges:
-            raise Transient(f"no exchange {exchange}")
+            raise Transient(f"no exchange {exchange}", "broker")
         targets = self._routes(exchange, routing_key)
         alternate = self.exchanges[exchange].arguments.get("alternate-exchange")
         if not targets and alternate:
             targets = self._routes(alternate, routing_key)
         if not targets:
-            raise Transient(f"unroutable: {exchange} {routing_key}")
+            raise Transient(f"unroutable: {exchange} {routing_key}", "broker")
         for queue in targets:
-            self.queues[queue].append(StoredMessage(body, message_id, dict(headers or {}), content_type))
+            self.queues[queue].append(
+                StoredMessage(body, message_id, dict(headers or {}), content_type, False, self.user_id, exchange)
+            )
 
     def get(self, queue: str) -> StoredMessage | None:
         messages = self.queues[queue]
         return messages.popleft() if messages else None
 
 
+def delivery_of(flow: Flow, message: StoredMessage) -> Delivery:
+    """The processor's view of a stored message, its properties checked as the RabbitMQ adapter checks them."""
+    checked = read_properties(message.message_id, message.user_id, message.content_type, message.headers)
+    return Delivery(
+        flow.name,
+        message.body,
+        checked.message_id,
+        message.redelivered,
+        checked.headers,
+        checked.content_type,
+        checked.user_id,
+        message.exchange,
+        checked.problem,
+    )
+
+
 def drain_in_memory(broker: InMemoryBroker, processor: Processor, flows: Sequence[Flow]) -> int:
-    """Process every message waiting on the flows' inbound queues, as the consumer would; returns how many."""
+    """Process every message waiting on the flows' inbound queues, as the consumer would; returns how many
+    were settled. As on RabbitMQ, a delivery that failed is not acked: it goes back to the head of its
+    queue, redelivered, until the processor settles it (it gives up after its attempts)."""
     handled = 0
     while True:
         progressed = False
@@ -103,10 +130,13 @@ def drain_in_memory(broker: InMemoryBroker, processor: Processor, flows: Sequenc
             message = broker.get(flow.queue)
             if message is None:
                 continue
-            delivery = Delivery(
-                flow.name, message.body, message.message_id, message.redelivered, message.headers, message.content_type
-            )
-            processor.acknowledged([(delivery, processor.process(delivery))])
+            delivery = delivery_of(flow, message)
+            outcome = processor.process(delivery)
+            if not outcome.ackable:
+                broker.queues[flow.queue].appendleft(replace(message, redelivered=True))
+                progressed = True
+                continue
+            processor.acknowledged([(delivery, outcome)])
             handled += 1
             progressed = True
         if not progressed:

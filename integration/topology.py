@@ -18,7 +18,11 @@ DEAD_LETTER_EXCHANGE = "rehab.dlx"
 UNROUTED_EXCHANGE = "rehab.unrouted"
 UNROUTED_QUEUE = "rehab.unrouted"
 ACK_EXCHANGE = "rehab.ack"  # our MedCom acks, routing key ack.<the acknowledged sender's SOR>
-DELIVERY_LIMIT = 5
+# The broker's own limit is only a backstop against a message that kills the consumer process itself:
+# every return of a message (a consumer crash, a lost connection) counts toward it, so it is set far
+# above anything an outage produces. Our flow's attempts are counted in the audit store
+# (`processor.FLOW_ATTEMPTS`), never from a header.
+DELIVERY_LIMIT = 50
 MAX_LENGTH = 100_000
 
 

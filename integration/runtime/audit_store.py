@@ -1,8 +1,13 @@
 """The audit store: the hash-chained audit log and the processed-messages table, over SQL.
 
 One implementation for both databases; `sqlite_store` and `postgres_store` supply the
-connection, the placeholders and the lock that serialises appends to the chain. Any database
-error is Transient: the message is retried, and its delivery limit ends the retries.
+connection, the placeholders, the lock that serialises appends to the chain, and the
+translation of database errors: an outage (no connection, a timeout, a lock not granted) is
+Transient, so the consumer waits for the database; a write refused for what it holds (a
+constraint, a value the column cannot take) is StoreRefused, a defect counted against the message.
+
+The schema is versioned (`schema_version`); `MIGRATIONS` bring any earlier store up to date,
+under a lock, so that consumers starting together on a fresh database do not race.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from integration.domain.course import (
     ReceivedMessage,
     StateChanges,
 )
+from integration.errors import ConfigurationError
 from integration.flows.results import FHIR_JSON
 
 NO_CHANGES = StateChanges()
@@ -90,7 +96,27 @@ class Resend:
     body: bytes | None
 
 
-Processed = Sequence[tuple[str, str, Sequence[StoredOutput]]]  # (flow, message id, outputs)
+Processed = Sequence[tuple[str, str, str, Sequence[StoredOutput]]]  # (flow, key, body SHA-256, outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Our side failed on a delivery (flow, key): counted, so attempts never depend on a header."""
+
+    flow: str
+    key: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierDelivery:
+    """What the store knows of a key (flow, message-id or body hash) before a delivery is processed."""
+
+    processed: bool
+    digest: str | None = None  # the processed message's body SHA-256 (None: processed before hashes were kept)
+    at: str | None = None  # when it was processed
+    outputs: tuple[StoredOutput, ...] = ()
+    failures: int = 0  # how often our side failed on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +127,7 @@ class PendingRequest:
 
 
 class AuditStore(Protocol):
-    def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]: ...
+    def deliveries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], EarlierDelivery]: ...
 
     def record(
         self,
@@ -110,6 +136,7 @@ class AuditStore(Protocol):
         processed: Processed = (),
         changes: StateChanges = NO_CHANGES,
         resends: Sequence[Resend] = (),
+        failures: Sequence[Failure] = (),
     ) -> None: ...
 
     def received(self, header_id: str) -> EarlierMessage | None: ...
@@ -146,7 +173,7 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-SCHEMA = (
+SCHEMA_V1 = (
     """CREATE TABLE IF NOT EXISTS audit_log (
         seq BIGINT PRIMARY KEY, at TEXT NOT NULL, step TEXT NOT NULL, flow TEXT NOT NULL,
         message_id TEXT NOT NULL, patient TEXT, detail TEXT NOT NULL,
@@ -174,6 +201,17 @@ SCHEMA = (
         flow TEXT NOT NULL, message_id TEXT NOT NULL, at TEXT NOT NULL, outputs TEXT NOT NULL,
         PRIMARY KEY (flow, message_id))""",
 )
+# Each step brings the schema from the version before it; a store records the version it reached.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    SCHEMA_V1,
+    (  # 2: a processed message's body hash (a reused message-id is told from a redelivery); our failures
+        "ALTER TABLE processed_message ADD COLUMN body_sha256 TEXT",
+        """CREATE TABLE IF NOT EXISTS delivery_failure (
+            flow TEXT NOT NULL, message_id TEXT NOT NULL, failures INTEGER NOT NULL, last_error TEXT NOT NULL,
+            at TEXT NOT NULL, PRIMARY KEY (flow, message_id))""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class SqlAuditStore:
@@ -192,6 +230,9 @@ class SqlAuditStore:
     def _lock_chain(self, cursor: Any) -> None:
         """Serialise appends to the chain across processes, for the rest of the transaction."""
 
+    def _lock_schema(self, cursor: Any) -> None:
+        """Serialise schema changes across processes, for the rest of the transaction."""
+
     def _translate(self, exc: Exception) -> Exception:
         return exc
 
@@ -200,33 +241,69 @@ class SqlAuditStore:
         return text.replace("?", self.placeholder)
 
     def _setup(self) -> None:
+        """Create or migrate the schema, under a lock: consumers starting together do not race."""
         with self._transaction() as cursor:
-            for statement in SCHEMA:
+            self._lock_schema(cursor)
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            )
+            cursor.execute("SELECT version FROM schema_version WHERE id = 1")
+            row = cursor.fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the audit store has schema version {version}, newer than this release knows ({SCHEMA_VERSION})"
+                )
+            for statement in (s for step in MIGRATIONS[version:] for s in step):
                 cursor.execute(statement)
+            if row is None:
+                cursor.execute(self._sql("INSERT INTO schema_version (id, version) VALUES (1, ?)"), (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                cursor.execute(self._sql("UPDATE schema_version SET version = ? WHERE id = 1"), (SCHEMA_VERSION,))
             cursor.execute(self._sql("SELECT seq FROM audit_head WHERE id = 1"))
             if cursor.fetchone() is None:
                 cursor.execute(self._sql("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)"), (GENESIS,))
 
     def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
-        return self.processed_many([(flow, message_id)]).get((flow, message_id))
+        earlier = self.deliveries([(flow, message_id)]).get((flow, message_id))
+        return list(earlier.outputs) if earlier and earlier.processed else None
 
-    def processed_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredOutput]]:
-        """The stored outputs of those of `keys` (flow, message id) that were processed before."""
-        found: dict[tuple[str, str], list[StoredOutput]] = {}
+    def deliveries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], EarlierDelivery]:
+        """What is known of each of `keys` (flow, key): processed (with its body hash and stored outputs),
+        and how often our side failed on it. Keys the store never saw are left out."""
+        processed: dict[tuple[str, str], tuple[str | None, str, tuple[StoredOutput, ...]]] = {}
+        failures: dict[tuple[str, str], int] = {}
         if not keys:
-            return found
+            return {}
         with self._transaction(write=False) as cursor:
             for flow in {f for f, _ in keys}:
-                ids = [m for f, m in keys if f == flow]
+                ids = sorted({m for f, m in keys if f == flow})
                 marks = ", ".join("?" * len(ids))
                 cursor.execute(
                     self._sql(
-                        f"SELECT message_id, outputs FROM processed_message WHERE flow = ? AND message_id IN ({marks})"
+                        "SELECT message_id, body_sha256, at, outputs FROM processed_message "
+                        f"WHERE flow = ? AND message_id IN ({marks})"
                     ),
                     (flow, *ids),
                 )
-                for message_id, outputs in cursor.fetchall():
-                    found[(flow, message_id)] = [StoredOutput.from_json(o) for o in orjson.loads(outputs)]
+                for message_id, digest, at, outputs in cursor.fetchall():
+                    stored = tuple(StoredOutput.from_json(o) for o in orjson.loads(outputs))
+                    processed[(flow, message_id)] = (digest, at, stored)
+                cursor.execute(
+                    self._sql(
+                        f"SELECT message_id, failures FROM delivery_failure WHERE flow = ? AND message_id IN ({marks})"
+                    ),
+                    (flow, *ids),
+                )
+                failures.update({(flow, m): int(n) for m, n in cursor.fetchall()})
+        found = {}
+        for key in set(processed) | set(failures):
+            if key in processed:
+                digest, at, stored = processed[key]
+                found[key] = EarlierDelivery(True, digest, at, stored, failures.get(key, 0))
+            else:
+                found[key] = EarlierDelivery(False, failures=failures[key])
         return found
 
     def record(
@@ -236,9 +313,11 @@ class SqlAuditStore:
         processed: Processed = (),
         changes: StateChanges = NO_CHANGES,
         resends: Sequence[Resend] = (),
+        failures: Sequence[Failure] = (),
     ) -> None:
-        """Append entries to the chain, mark messages processed and record state, in one transaction."""
-        if not (entries or processed or changes != NO_CHANGES or resends):
+        """Append entries to the chain, mark messages processed, count failures and record state, in one
+        transaction."""
+        if not (entries or processed or changes != NO_CHANGES or resends or failures):
             return
         courses, opened, answered = changes.courses, changes.opened, changes.answered
         stamp = at.isoformat()
@@ -301,13 +380,26 @@ class SqlAuditStore:
                 )
             if processed:
                 cursor.executemany(
-                    self._sql("INSERT INTO processed_message (flow, message_id, at, outputs) VALUES (?, ?, ?, ?)"),
+                    self._sql(
+                        "INSERT INTO processed_message (flow, message_id, body_sha256, at, outputs) "
+                        "VALUES (?, ?, ?, ?, ?)"
+                    ),
                     [
-                        (flow, message_id, stamp, orjson.dumps([o.as_json() for o in outputs]).decode())
-                        for flow, message_id, outputs in processed
+                        (flow, key, digest, stamp, orjson.dumps([o.as_json() for o in outputs]).decode())
+                        for flow, key, digest, outputs in processed
                     ],
                 )
                 self._track_outbound(cursor, processed, _utc(at))
+            if failures:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO delivery_failure (flow, message_id, failures, last_error, at) "
+                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT (flow, message_id) "
+                        "DO UPDATE SET failures = delivery_failure.failures + 1, "
+                        "last_error = excluded.last_error, at = excluded.at"
+                    ),
+                    [(f.flow, f.key, f.error, stamp) for f in failures],
+                )
             self._record_messaging(cursor, changes.received, changes.acks, resends, stamp, _utc(at))
 
     def _track_outbound(self, cursor: Any, processed: Processed, stamp: str) -> None:
@@ -318,7 +410,7 @@ class SqlAuditStore:
             ),
             [
                 (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), stamp, stamp)
-                for flow, _, outputs in processed
+                for flow, _, _, outputs in processed
                 for o in outputs
                 if o.awaits_ack
             ],

@@ -2,11 +2,23 @@
 
 Deliveries that arrive together (up to the prefetch) are processed as one batch, so the audit
 log's transactions are shared; each delivery is still acked only after its own outputs are
-confirmed and its records committed. One canonical log line per message (flow, correlation id,
-outcome, outputs, milliseconds). A lost connection is re-established with exponential backoff
-and jitter, for as long as it takes; unacked messages come back from the broker meanwhile.
-`stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be acked, then closes. Between
-batches, `periodic` (the resend of our unacknowledged messages) runs every `period` seconds.
+confirmed and its records committed. A redelivered message is processed on its own, so that one
+which troubles the consumer cannot take the others of its batch down with it. One canonical log
+line per message (flow, correlation id, outcome, outputs, milliseconds).
+
+Outages never spend a message's delivery attempts:
+
+- the audit store down, or the broker refusing a publish (`Transient`): the batch is held unacked
+  — not returned to its queue — and retried with backoff until the dependency answers; one log
+  line when the wait starts, one every minute while it lasts, one when it ends; `/readyz` fails
+  meanwhile (`integration.runtime.health`). Heartbeats go on, so the broker keeps the connection.
+- the broker connection lost (`ConnectionLost`): reconnected with backoff, to the next node when
+  several are configured; the unacked messages come back from the broker.
+
+No exception from a message ever ends the loop: a defect is logged with its traceback and the
+batch goes back to its queue. `stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be
+acked, then closes. Between batches, `periodic` (the resend of our unacknowledged messages) runs
+every `period` seconds.
 """
 
 from __future__ import annotations
@@ -20,12 +32,16 @@ import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from integration.errors import ConnectionLost, Transient
-from integration.runtime.processor import Bus, Delivery, Processor
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Received, consume, translate_lost
+from integration.log import one_line
+from integration.runtime import metrics
+from integration.runtime.health import Health
+from integration.runtime.processor import Bus, Delivery, Outcome, Processor
+from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Received, consume, masked_url, translate_lost
 from integration.topology import Flow
 
 log = structlog.get_logger("integration.consumer")
 POLL_SECONDS = 0.2
+STILL_WAITING_EVERY = 60.0  # seconds between "still waiting" lines during an outage
 
 
 class ConsumerService:
@@ -37,6 +53,9 @@ class ConsumerService:
         reconnect_max_wait: float = 10.0,
         periodic: Callable[[Bus], object] | None = None,
         period: float = 60.0,
+        health: Health | None = None,
+        wait_initial: float = 0.5,
+        wait_max: float = 15.0,
     ) -> None:
         self._broker = broker
         self._flows = flows
@@ -47,11 +66,18 @@ class ConsumerService:
         self._next_periodic = 0.0
         self._stopping = threading.Event()
         self._in_hand: list[tuple[Flow, Received]] = []
+        self.health = health or Health()
+        self._wait_initial = wait_initial
+        self._wait_max = wait_max
         self.handled = 0
 
     def stop(self) -> None:
         """Finish the batch in hand, ack it, stop consuming and close. Safe from a signal handler or thread."""
         self._stopping.set()
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -62,10 +88,18 @@ class ConsumerService:
             try:
                 self._serve(connection)
             except ConnectionLost as exc:
-                log.warning("broker connection lost; reconnecting", error=str(exc))
+                self._broker_lost(str(exc))
+            except Exception as exc:  # a defect in the loop itself: never end the service for it
+                log.error("consumer loop failed; reconnecting", error=type(exc).__name__, exc_info=exc)
+                self._broker_lost(f"consumer loop failed: {type(exc).__name__}")
+                self._stopping.wait(self._reconnect_max_wait)
             finally:
                 self._in_hand.clear()  # unacked: the broker redelivers them
                 connection.close()
+
+    def _broker_lost(self, reason: str) -> None:
+        if self.health.down("broker", reason):
+            log.warning("broker connection lost; reconnecting", reason=one_line(reason))
 
     def _connect(self) -> RabbitConnection:
         retrying = Retrying(
@@ -73,10 +107,17 @@ class ConsumerService:
             wait=wait_exponential_jitter(multiplier=0.2, max=self._reconnect_max_wait, jitter=0.2),
             stop=stop_when_event_set(self._stopping),
             sleep=self._pause,
-            before_sleep=lambda state: log.warning("broker unreachable; retrying", attempt=state.attempt_number),
+            before_sleep=lambda state: log.warning(
+                "broker unreachable; retrying",
+                broker=masked_url(self._broker.url),
+                attempt=state.attempt_number,
+                reason=one_line(state.outcome.exception()) if state.outcome else None,
+            ),
             reraise=True,
         )
         connection: RabbitConnection = retrying(RabbitConnection, self._broker)
+        away = self.health.up("broker")
+        log.info("connected to the broker", node=connection.node, **({"after_s": round(away, 1)} if away else {}))
         return connection
 
     def _take(self, flow: Flow, message: Received) -> None:
@@ -87,15 +128,17 @@ class ConsumerService:
 
     def _serve(self, connection: RabbitConnection) -> None:
         processor = self._make_processor(connection)
-        for flow in self._flows:
-            consume(connection, flow.queue, partial(self._take, flow))
-        log.info("consuming", queues=[f.queue for f in self._flows])
         try:
+            for flow in self._flows:
+                consume(connection, flow.queue, partial(self._take, flow))
+            log.info("consuming", queues=[f.queue for f in self._flows])
             while not self._stopping.is_set():
+                self.health.beat()
                 connection.connection.process_data_events(time_limit=0 if self._in_hand else POLL_SECONDS)
                 if self._in_hand:
-                    batch, self._in_hand = self._in_hand, []
-                    self._handle(connection, processor, batch)
+                    in_hand, self._in_hand = self._in_hand, []
+                    for batch in _batches(in_hand):
+                        self._handle(connection, processor, batch)
                 self._run_periodic(connection)
         except Exception as exc:
             if translate_lost(exc):
@@ -108,35 +151,44 @@ class ConsumerService:
         self._next_periodic = time.monotonic() + self._period
         try:
             self._periodic(connection)
-        except Transient as exc:  # the store or a publish failed: the next run tries again
-            log.warning("periodic job failed; next run retries", reason=str(exc))
-
-    def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
-        deliveries = [
-            Delivery(flow.name, m.body, m.message_id, m.redelivered, m.headers, m.content_type, m.source)
-            for flow, m in batch
-        ]
-        started = time.perf_counter()
-        try:
-            outcomes = processor.process_batch(deliveries)
         except ConnectionLost:
             raise
-        except Transient as exc:
+        except Transient as exc:  # the store or a publish failed: the next run tries again
+            log.warning("periodic job failed; next run retries", reason=one_line(exc))
+        except Exception as exc:  # a defect: logged, and the next run tries again
+            if translate_lost(exc):
+                raise
+            log.error("periodic job failed", error=type(exc).__name__, exc_info=exc)
+
+    def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
+        deliveries = [delivery_of(flow, m) for flow, m in batch]
+        started = time.perf_counter()
+        try:
+            outcomes = self._process_waiting(connection, processor, deliveries)
+        except ConnectionLost:
+            raise
+        except Exception as exc:
+            if translate_lost(exc):
+                raise
+            log.error("batch could not be processed; returned to its queue", error=type(exc).__name__, exc_info=exc)
             for _, message in batch:
                 connection.channel.basic_nack(message.delivery_tag, requeue=True)
-            log.warning("batch", outcome="requeued", messages=len(batch), reason=str(exc), ms=_ms(started))
             return
+        if outcomes is None:  # stopping during an outage: the broker returns them when we close
+            return
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         acked = []
         for (flow, message), delivery, outcome in zip(batch, deliveries, outcomes, strict=True):
             if outcome.ackable:
                 connection.channel.basic_ack(message.delivery_tag)
                 acked.append((delivery, outcome))
-            else:  # a bug in the flow: back to the queue; the delivery limit dead-letters it
+            else:  # a failure of ours, counted: back to the queue until the processor gives up on it
                 connection.channel.basic_nack(message.delivery_tag, requeue=True)
+            metrics.MESSAGES.labels(flow.name, outcome.disposition).inc()
             log.info(
                 "message",
                 flow=flow.name,
-                correlation_id=delivery.key,
+                correlation_id=one_line(delivery.key),
                 redelivered=delivery.redelivered,
                 outcome=outcome.disposition,
                 outputs=outcome.outputs,
@@ -148,7 +200,75 @@ class ConsumerService:
         try:
             processor.acknowledged(acked)
         except Transient as exc:
-            log.warning("acks not audited", reason=str(exc), messages=len(acked))
+            log.warning("acks not audited", reason=one_line(exc), messages=len(acked))
+
+    def _process_waiting(
+        self, connection: RabbitConnection, processor: Processor, deliveries: list[Delivery]
+    ) -> list[Outcome] | None:
+        """process_batch, waiting out an unavailable dependency with the deliveries held unacked.
+
+        Returns None when asked to stop during the wait (the deliveries stay unacked)."""
+        delay, waiting_for, since, noted = self._wait_initial, None, 0.0, 0.0
+        while True:
+            try:
+                outcomes = processor.process_batch(deliveries)
+            except Transient as exc:
+                if waiting_for is None:
+                    waiting_for, since, noted = exc.dependency, time.monotonic(), time.monotonic()
+                if self.health.down(exc.dependency, str(exc)):
+                    log.warning(
+                        f"{exc.dependency} unavailable: holding messages unacked until it is back",
+                        held=len(deliveries),
+                        reason=one_line(exc),
+                    )
+                elif time.monotonic() - noted >= STILL_WAITING_EVERY:
+                    noted = time.monotonic()
+                    log.warning(
+                        f"still waiting for the {exc.dependency}",
+                        held=len(deliveries) + len(self._in_hand),
+                        waited_s=round(noted - since),
+                        reason=one_line(exc),
+                    )
+                metrics.WAITING_MESSAGES.set(len(deliveries) + len(self._in_hand))
+                self._pause_connected(connection, delay)
+                if self._stopping.is_set():
+                    return None
+                delay = min(delay * 2, self._wait_max)
+                continue
+            if waiting_for is not None:
+                metrics.WAITING_MESSAGES.set(0)
+                away = self.health.up(waiting_for)
+                if away is not None:
+                    log.info(f"{waiting_for} available again: resuming", waited_s=round(away, 1))
+            return outcomes
+
+    def _pause_connected(self, connection: RabbitConnection, seconds: float) -> None:
+        """Wait, keeping the connection's heartbeats going (new deliveries join the messages in hand)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.health.beat()
+            connection.connection.process_data_events(time_limit=min(left, 1.0))
+
+
+def delivery_of(flow: Flow, message: Received) -> Delivery:
+    return Delivery(
+        flow.name,
+        message.body,
+        message.message_id,
+        message.redelivered,
+        message.headers,
+        message.content_type,
+        message.source,
+        message.exchange,
+        message.problem,
+    )
+
+
+def _batches(in_hand: list[tuple[Flow, Received]]) -> list[list[tuple[Flow, Received]]]:
+    """Redelivered messages one by one (one that troubles the consumer must not take others along), then the rest."""
+    again = [[item] for item in in_hand if item[1].redelivered]
+    fresh = [item for item in in_hand if not item[1].redelivered]
+    return again + ([fresh] if fresh else [])
 
 
 def _ms(started: float) -> float:

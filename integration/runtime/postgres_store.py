@@ -1,7 +1,11 @@
 """The audit store in PostgreSQL (psycopg 3), for production.
 
-A transaction-scoped advisory lock serialises appends to the chain across consumer processes.
-A broken connection is reopened on the next use; until then every call is Transient.
+A transaction-scoped advisory lock serialises appends to the chain across consumer processes,
+another one schema changes. A broken connection is reopened on the next use; until then every
+call is Transient. Nothing can hang the consumer for long: connecting gives up after
+`CONNECT_TIMEOUT` seconds, TCP keepalives and a TCP user timeout notice a black-holed path
+within about ten seconds, and the server cancels a statement after `STATEMENT_TIMEOUT` and a lock
+wait after `LOCK_TIMEOUT`; each of these is an outage (Transient), which the consumer waits out.
 """
 
 from __future__ import annotations
@@ -12,10 +16,24 @@ from typing import Any
 
 import psycopg
 
-from integration.errors import Transient
+from integration.errors import StoreRefused, Transient
 from integration.runtime.audit_store import SqlAuditStore
 
 CHAIN_LOCK = 0x72656861  # any constant; the same in every process
+SCHEMA_LOCK = 0x72656862
+CONNECT_TIMEOUT = 5  # seconds
+STATEMENT_TIMEOUT = "30s"
+LOCK_TIMEOUT = "20s"
+# libpq: probe an idle connection after 5 s, every 2 s, 3 times; give up on unacknowledged data after 10 s.
+TCP_SETTINGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# Refusals of a value or a constraint; every other error (connection, timeout, admin shutdown…) is an outage.
+_REFUSED = (psycopg.IntegrityError, psycopg.DataError)
 
 
 class PostgresAuditStore(SqlAuditStore):
@@ -27,9 +45,15 @@ class PostgresAuditStore(SqlAuditStore):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self._dsn, connect_timeout=5, autocommit=True)
+            connection = psycopg.connect(
+                psycopg.conninfo.make_conninfo(self._dsn, connect_timeout=CONNECT_TIMEOUT, **TCP_SETTINGS),
+                autocommit=True,
+            )
+            connection.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+            connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            return connection
         except psycopg.Error as exc:
-            raise Transient(f"audit store (PostgreSQL) unavailable: {type(exc).__name__}") from None
+            raise Transient(f"audit store (PostgreSQL) unavailable: {_first_line(exc)}") from None
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Any]:
@@ -38,8 +62,23 @@ class PostgresAuditStore(SqlAuditStore):
         try:
             with self._db.transaction(), self._db.cursor() as cursor:
                 yield cursor
+        except _REFUSED as exc:
+            raise StoreRefused(f"audit store (PostgreSQL) refused the write: {_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise Transient(f"audit store (PostgreSQL): {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            raise Transient(f"audit store (PostgreSQL): {_first_line(exc)}") from None
 
     def _lock_chain(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+
+    def _lock_schema(self, cursor: Any) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except psycopg.Error:
+            pass
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

@@ -3,7 +3,10 @@ at-least-once without ever sending two different messages for one input.
 
 For a batch of deliveries (one, or as many as the consumer has in hand):
 
-    look up which were processed before → republish their stored outputs, byte for byte
+    look up what the store knows of each key (flow, message-id or body hash): processed before
+        with the same body → republish its stored outputs, byte for byte; processed with another
+        body → a reused message-id: refused; how often our flow already failed on it
+    a second copy within the batch → the redelivery it is (same body) or a reused id (another body)
     run the others through their flow's handler → rejected ones: a copy to the dead-letter
         exchange with the reason in its headers, confirmed (and their reply, e.g. a MedCom
         fatal-error ack, recorded with the batch and then published)
@@ -11,21 +14,31 @@ For a batch of deliveries (one, or as many as the consumer has in hand):
     publish each output, persistent and mandatory, with a broker confirm → commit "published"
     (the caller acks) → commit "acked"
 
-The caller acks a delivery only after `process_batch` returned its outcome. Transient failures
-are retried here with exponential backoff and jitter, bounded in attempts and time; if they
-persist the whole batch raises Transient and the caller returns it to the queue, whose delivery
-limit ends the loop. A handler that fails unexpectedly (a bug) fails only its own delivery; on
-its last delivery attempt it is dead-lettered here, with the flow's answer for a message it could
-not process now (a MedCom transient-error ack), so the sender hears of it.
+What happens on failure, by whose fault (`integration.errors`):
+
+- the input (a `Rejected`, or a property the adapter refused): dead-lettered with the reason on
+  its first delivery, never retried;
+- our flow (any other exception from a handler): the delivery is returned to its queue and the
+  failure counted in the store — not from a header a publisher could write; on the last of
+  `attempts` it is dead-lettered (`internal-error`) with the flow's answer for a message it could
+  not process now (a MedCom transient-error ack), so the sender hears of it;
+- the database refusing a write for what it holds (`StoreRefused`), or a defect outside the flows:
+  the batch is retried one delivery at a time, and the one that still fails counts as above;
+- a dependency (`Transient`: the audit store, a publish the broker refuses): retried here a few
+  times, then raised; the consumer holds the batch unacked and waits for the dependency, so an
+  outage never spends a delivery attempt.
+
+`fault`, when given, is called at named points ("handled", "dead-lettered", "committed",
+"published") so that tests can kill the process exactly there.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from hashlib import sha256
 from typing import Any, Protocol
 
 import orjson
@@ -40,16 +53,20 @@ from integration.domain.course import (
     State,
     StateChanges,
 )
-from integration.errors import GivenUp, Rejected, Transient
+from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
 from integration.flows.results import FHIR_JSON, FlowResult
-from integration.runtime.audit_store import AuditStore, StoredOutput
-from integration.topology import DEAD_LETTER_EXCHANGE, DELIVERY_LIMIT
+from integration.log import mask_cpr, one_line
+from integration.runtime import metrics
+from integration.runtime.amqp_properties import RESERVED_HEADERS
+from integration.runtime.audit_store import AuditStore, EarlierDelivery, Failure, StoredOutput
+from integration.topology import DEAD_LETTER_EXCHANGE
 
 log = structlog.get_logger("integration.processor")
 
 Handler = Callable[[bytes, datetime, State], FlowResult]
 # What to send for a message that could not be processed now and is given up on (None: nothing).
 Unprocessable = Callable[[bytes, datetime], FlowResult | None]
+FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
 
 
 class Bus(Protocol):
@@ -66,30 +83,43 @@ class Bus(Protocol):
     ) -> None: ...
 
 
+class ReusedMessageId(InvalidInput):
+    """A message-id already used for a message with other content: one of the two would be lost."""
+
+    reason = "reused-message-id"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """One inbound message as the processor sees it; its properties were checked by the adapter."""
+
     flow: str
     body: bytes
-    message_id: str | None  # the AMQP message-id property, when the sender set one
+    message_id: str | None  # the AMQP message-id property, when the sender set a valid one
     redelivered: bool = False
     headers: Mapping[str, Any] = field(default_factory=dict)
     content_type: str | None = None
-    source: str | None = None
+    source: str | None = None  # the AMQP user-id, verified by the broker against the connection
+    exchange: str | None = None  # the exchange it was published to (set by the broker)
+    problem: tuple[str, str] | None = None  # (property, what is wrong): refused before any flow sees it
+    digest: str = ""  # the body's SHA-256, hex; computed when not given
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            object.__setattr__(self, "digest", sha256(self.body).hexdigest())
 
     @property
     def key(self) -> str:
-        """The idempotency key: the sender's message id, else the body's SHA-256."""
-        return self.message_id or "sha256:" + hashlib.sha256(self.body).hexdigest()
+        """The idempotency key within the flow: the sender's message-id, else the body's SHA-256.
 
-    @property
-    def last_attempt(self) -> bool:
-        """A quorum queue counts earlier deliveries in x-delivery-count; past the limit it dead-letters."""
-        return int(self.headers.get("x-delivery-count") or 0) >= DELIVERY_LIMIT
+        The body's hash is stored beside it, so that a message-id reused for other content is told
+        apart from a redelivery (decision 12)."""
+        return self.message_id or "sha256:" + self.digest
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    disposition: str  # processed | replayed-outputs | dead-lettered | failed
+    disposition: str  # processed | replayed-outputs | duplicate-in-batch | dead-lettered | failed
     outputs: int
     patient: str | None = None
     error: str | None = None
@@ -101,10 +131,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 5
-    seconds: float = 20.0
-    initial_wait: float = 0.1
-    max_wait: float = 3.0
+    """The few quick retries of a durable step before the consumer's wait for the dependency takes over."""
+
+    attempts: int = 3
+    seconds: float = 2.0
+    initial_wait: float = 0.05
+    max_wait: float = 0.5
 
     def retrying(self) -> Retrying:
         return Retrying(
@@ -121,10 +153,12 @@ class _Batch:
 
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     entries: list[AuditEntry] = field(default_factory=list)
-    processed: list[tuple[str, str, list[StoredOutput]]] = field(default_factory=list)
+    processed: list[tuple[str, str, str, list[StoredOutput]]] = field(default_factory=list)
     changes: StateChanges = StateChanges()
     to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
 
 
 class _BatchState:
@@ -157,6 +191,10 @@ class _BatchState:
         return self._store.outbound(header_id)
 
 
+def _no_fault(_point: str) -> None:
+    """Production has no fault injection."""
+
+
 class Processor:
     def __init__(
         self,
@@ -166,6 +204,8 @@ class Processor:
         clock: Callable[[], datetime],
         retry: RetryPolicy = RetryPolicy(),
         unprocessable: Unprocessable | None = None,
+        attempts: int = FLOW_ATTEMPTS,
+        fault: Callable[[str], None] = _no_fault,
     ) -> None:
         self._handlers = handlers
         self._store = store
@@ -173,6 +213,8 @@ class Processor:
         self._clock = clock
         self._retry = retry
         self._unprocessable = unprocessable
+        self._attempts = attempts
+        self._fault = fault
 
     def _durably(self, step: Callable[[], Any]) -> Any:
         return self._retry.retrying()(step)
@@ -181,20 +223,239 @@ class Processor:
         return self.process_batch([delivery])[0]
 
     def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable."""
+        """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable.
+
+        Raises Transient when a dependency stays unavailable (nothing is lost: the caller holds the
+        deliveries and calls again), ConnectionLost when the broker connection is gone."""
+        try:
+            return self._process_together(deliveries)
+        except (Transient, ConnectionLost):
+            raise
+        except Exception as exc:  # StoreRefused, or a defect outside the flows: find the delivery it belongs to
+            if len(deliveries) > 1:
+                log.warning("batch failed; processing its deliveries one at a time", error=type(exc).__name__)
+                return [outcome for d in deliveries for outcome in self.process_batch([d])]
+            return [self._fail_alone(deliveries[0], exc)]
+
+    def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
+        """Audit the acks (after they happened: a lost record here loses no message)."""
+        entries = [self._entry("acked", d, o.patient) for d, o in acked]
+        if entries:
+            self._durably(lambda: self._store.record(entries, self._clock()))
+
+    def probe(self) -> None:
+        """Raise Transient while the audit store is unavailable (the consumer's readiness check)."""
+        self._store.head()
+
+    # -- planning ------------------------------------------------------------------------------
+    def _process_together(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         now = self._clock()
         keys = [(d.flow, d.key) for d in deliveries]
-        stored = self._durably(lambda: self._store.processed_many(keys))
+        earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
         batch = _Batch()
         for index, delivery in enumerate(deliveries):
-            previous = stored.get((delivery.flow, delivery.key))
-            if previous is not None:
-                self._plan_republish(batch, index, delivery, previous)
+            self._plan_one(batch, index, delivery, earlier.get((delivery.flow, delivery.key)), now)
+        self._settle(batch, now)
+        return [batch.outcomes[i] for i in range(len(deliveries))]
+
+    def _plan_one(
+        self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery | None, now: datetime
+    ) -> None:
+        received = self._received(delivery)
+        first = batch.firsts.setdefault((delivery.flow, delivery.key), delivery)
+        if delivery.problem is not None:
+            self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
+        elif first is not delivery:
+            self._plan_copy(batch, index, delivery, first, received)
+        elif earlier is not None and earlier.processed:
+            if earlier.digest in (None, delivery.digest):
+                self._plan_republish(batch, index, delivery, earlier.outputs)
             else:
-                self._plan(batch, index, delivery, now)
+                self._plan_rejection(batch, index, delivery, self._reused(delivery, earlier.at), received)
+        else:
+            self._plan(batch, index, delivery, received, earlier.failures if earlier else 0, now)
+
+    def _received(self, delivery: Delivery) -> AuditEntry:
+        return self._entry(
+            "received",
+            delivery,
+            None,
+            sha256=delivery.digest,
+            redelivered=delivery.redelivered,
+            source=delivery.source,
+            exchange=delivery.exchange,
+        )
+
+    def _plan(
+        self, batch: _Batch, index: int, delivery: Delivery, received: AuditEntry, failures: int, now: datetime
+    ) -> None:
+        try:
+            result = self._handlers[delivery.flow](delivery.body, now, _BatchState(self._store, batch))
+        except Rejected as rejection:
+            self._plan_rejection(batch, index, delivery, rejection, received)
+            return
+        except Exception as exc:  # a defect in a flow: counted against this delivery; the batch goes on
+            log.error(
+                "handler failed",
+                flow=delivery.flow,
+                correlation_id=one_line(delivery.key),
+                exc_info=exc,
+                attempt=failures + 1,
+            )
+            self._plan_failure(batch, index, delivery, exc, received, failures, now)
+            return
+        self._fault("handled")
+        patient = result.patient
+        outputs = self._outputs(result)
+        batch.entries += [
+            AuditEntry(received.step, received.flow, received.message_id, received.detail, patient),
+            self._entry("validated", delivery, patient),
+            *self._facts(delivery, result),
+            self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
+        ]
+        batch.processed.append((delivery.flow, delivery.key, delivery.digest, outputs))
+        batch.changes = batch.changes + result.state
+        batch.to_publish += [(delivery, output, result.patient) for output in outputs]
+        batch.outcomes[index] = Outcome("processed", len(outputs), patient)
+
+    @staticmethod
+    def _outputs(result: FlowResult) -> list[StoredOutput]:
+        return [
+            StoredOutput(
+                o.route.exchange,
+                o.route.routing_key,
+                o.id,
+                orjson.dumps(o.message),
+                o.content_type,
+                o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
+                result.patient if o.expects_ack else None,
+            )
+            for o in result.outgoing
+        ]
+
+    def _facts(self, delivery: Delivery, result: FlowResult) -> list[AuditEntry]:
+        return [self._entry(f"fact:{fact.kind}", delivery, result.patient, **fact.detail) for fact in result.facts]
+
+    def _reused(self, delivery: Delivery, first_at: str | None) -> ReusedMessageId:
+        metrics.REUSED_MESSAGE_IDS.labels(delivery.flow).inc()
+        log.warning("a message-id was reused for other content", flow=delivery.flow, message_id=one_line(delivery.key))
+        when = f" (first processed {first_at})" if first_at else " (earlier in the same batch)"
+        return ReusedMessageId(
+            "message-id",
+            f"'{one_line(delivery.key, 100)}' was already used for a message with other content{when}; "
+            "every message needs a message-id of its own",
+        )
+
+    def _plan_copy(self, batch: _Batch, index: int, delivery: Delivery, first: Delivery, received: AuditEntry) -> None:
+        """A second copy in one batch (a sender's retry after a lost confirm): the redelivery it is, or a reused id."""
+        if first.digest != delivery.digest:
+            self._plan_rejection(batch, index, delivery, self._reused(delivery, None), received)
+            return
+        log.info("second copy of a message in one batch: settled with the first", flow=delivery.flow)
+        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
+        batch.outcomes[index] = Outcome("duplicate-in-batch", 0)
+
+    def _plan_rejection(
+        self, batch: _Batch, index: int, delivery: Delivery, rejection: Rejected, received: AuditEntry
+    ) -> None:
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("rejected", delivery, None, reason=mask_cpr(str(rejection)), code=rejection.reason),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        reply: FlowResult | None = rejection.reply
+        if reply is None:
+            batch.outcomes[index] = Outcome("dead-lettered", 0, error=rejection.reason)
+            return
+        # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
+        # queue after a fix must reach the flow again (whose duplicate rules then decide).
+        outputs = self._outputs(reply)
+        batch.entries += self._facts(delivery, reply)
+        batch.changes = batch.changes + reply.state
+        batch.to_publish += [(delivery, output, None) for output in outputs]
+        batch.outcomes[index] = Outcome("dead-lettered", len(outputs), error=rejection.reason)
+
+    def _plan_failure(
+        self,
+        batch: _Batch,
+        index: int,
+        delivery: Delivery,
+        exc: BaseException,
+        received: AuditEntry,
+        failures: int,
+        now: datetime,
+    ) -> None:
+        """Our side failed on this delivery: count it; back to its queue, or given up on the last attempt."""
+        error = type(exc).__name__
+        batch.failures.append(Failure(delivery.flow, delivery.key, error))
+        attempt = failures + 1
+        if attempt < self._attempts:
+            batch.entries += [received, self._entry("failed", delivery, None, error=error, attempt=attempt)]
+            batch.outcomes[index] = Outcome("failed", 0, error=error)
+            return
+        # The last attempt: dead-letter it and tell the sender (not remembered: a replay after the fix
+        # processes it and answers again).
+        rejection = GivenUp(f"our processing failed on all {self._attempts} attempts ({error}); replay after the fix")
+        answer = self._unprocessable(delivery.body, now) if self._unprocessable else None
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("gave-up", delivery, None, reason=str(rejection), code=rejection.reason, attempt=attempt),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        outputs = self._outputs(answer) if answer else []
+        if answer:
+            batch.entries += self._facts(delivery, answer)
+            batch.to_publish += [(delivery, output, None) for output in outputs]
+        batch.outcomes[index] = Outcome("dead-lettered", len(outputs), error=rejection.reason)
+
+    def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: Sequence[StoredOutput]) -> None:
+        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
+        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
+        batch.to_publish += [(delivery, output, None) for output in stored]
+        batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
+
+    def _fail_alone(self, delivery: Delivery, exc: Exception) -> Outcome:
+        """A delivery that failed outside its flow even on its own (StoreRefused, a defect): count it like a
+        flow failure. If even that cannot be recorded, it goes back to its queue uncounted."""
+        refused = isinstance(exc, StoreRefused)
+        log.error(
+            "delivery failed outside its flow",
+            flow=delivery.flow,
+            correlation_id=one_line(delivery.key),
+            error=type(exc).__name__,
+            reason=one_line(exc) if refused else None,
+            exc_info=None if refused else exc,
+        )
+        try:
+            now = self._clock()
+            earlier = self._durably(lambda: self._store.deliveries([(delivery.flow, delivery.key)]))
+            previous = earlier.get((delivery.flow, delivery.key))
+            batch = _Batch()
+            self._plan_failure(
+                batch, 0, delivery, exc, self._received(delivery), previous.failures if previous else 0, now
+            )
+            self._settle(batch, now)
+            return batch.outcomes[0]
+        except (Transient, ConnectionLost):
+            raise
+        except Exception as again:
+            log.error("failure could not be recorded; returned to its queue", error=type(again).__name__)
+            return Outcome("failed", 0, error=type(exc).__name__)
+
+    # -- the durable steps ---------------------------------------------------------------------
+    def _settle(self, batch: _Batch, now: datetime) -> None:
+        """Dead letters (confirmed), then one commit of everything decided, then the outputs (confirmed)."""
         for delivery, rejection in batch.dead_letters:
             self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
-        self._durably(lambda: self._store.record(batch.entries, now, batch.processed, batch.changes))
+            metrics.DEAD_LETTERS.labels(delivery.flow, rejection.reason).inc()
+        if batch.dead_letters:
+            self._fault("dead-lettered")
+        self._durably(
+            lambda: self._store.record(batch.entries, now, batch.processed, batch.changes, failures=batch.failures)
+        )
+        self._fault("committed")
         published = []
         for delivery, output, patient in batch.to_publish:
             self._durably(
@@ -220,126 +481,21 @@ class Processor:
                 )
             )
         if published:
+            self._fault("published")
             self._durably(lambda: self._store.record(published, self._clock()))
-        return [batch.outcomes[i] for i in range(len(deliveries))]
-
-    def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
-        """Audit the acks (after they happened: a lost record here loses no message)."""
-        entries = [self._entry("acked", d, o.patient) for d, o in acked]
-        if entries:
-            self._durably(lambda: self._store.record(entries, self._clock()))
-
-    def _plan(self, batch: _Batch, index: int, delivery: Delivery, now: datetime) -> None:
-        received = self._entry(
-            "received",
-            delivery,
-            None,
-            sha256=hashlib.sha256(delivery.body).hexdigest(),
-            redelivered=delivery.redelivered,
-            source=delivery.source,
-        )
-        try:
-            result = self._handlers[delivery.flow](delivery.body, now, _BatchState(self._store, batch))
-        except Rejected as rejection:
-            self._plan_rejection(batch, index, delivery, rejection, received)
-            return
-        except Exception as exc:  # a bug in a flow: this delivery goes back to its queue, the batch goes on
-            log.error("handler failed", flow=delivery.flow, correlation_id=delivery.key, error=type(exc).__name__)
-            if delivery.last_attempt:
-                self._plan_give_up(batch, index, delivery, exc, received, now)
-                return
-            batch.outcomes[index] = Outcome("failed", 0, error=f"{type(exc).__name__}: {exc}")
-            return
-        patient = result.patient
-        outputs = self._outputs(result)
-        batch.entries += [
-            AuditEntry(received.step, received.flow, received.message_id, received.detail, patient),
-            self._entry("validated", delivery, patient),
-            *self._facts(delivery, result),
-            self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
-        ]
-        self._keep(batch, delivery, result, outputs)
-        batch.outcomes[index] = Outcome("processed", len(outputs), patient)
-
-    @staticmethod
-    def _outputs(result: FlowResult) -> list[StoredOutput]:
-        return [
-            StoredOutput(
-                o.route.exchange,
-                o.route.routing_key,
-                o.id,
-                orjson.dumps(o.message),
-                o.content_type,
-                o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
-                result.patient if o.expects_ack else None,
-            )
-            for o in result.outgoing
-        ]
-
-    def _facts(self, delivery: Delivery, result: FlowResult) -> list[AuditEntry]:
-        return [self._entry(f"fact:{fact.kind}", delivery, result.patient, **fact.detail) for fact in result.facts]
-
-    @staticmethod
-    def _keep(batch: _Batch, delivery: Delivery, result: FlowResult, outputs: list[StoredOutput]) -> None:
-        """Mark the delivery processed with these outputs and state, to be committed and then published."""
-        batch.processed.append((delivery.flow, delivery.key, outputs))
-        batch.changes = batch.changes + result.state
-        batch.to_publish += [(delivery, output, result.patient) for output in outputs]
-
-    def _plan_rejection(
-        self, batch: _Batch, index: int, delivery: Delivery, rejection: Rejected, received: AuditEntry
-    ) -> None:
-        batch.dead_letters.append((delivery, rejection))
-        batch.entries += [
-            received,
-            self._entry("rejected", delivery, None, reason=str(rejection), code=rejection.reason),
-            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
-        ]
-        reply: FlowResult | None = rejection.reply
-        if reply is None:
-            batch.outcomes[index] = Outcome("dead-lettered", 0)
-            return
-        # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
-        # queue after a fix must reach the flow again (whose duplicate rules then decide).
-        outputs = self._outputs(reply)
-        batch.entries += self._facts(delivery, reply)
-        batch.changes = batch.changes + reply.state
-        batch.to_publish += [(delivery, output, None) for output in outputs]
-        batch.outcomes[index] = Outcome("dead-lettered", len(outputs))
-
-    def _plan_give_up(
-        self, batch: _Batch, index: int, delivery: Delivery, exc: Exception, received: AuditEntry, now: datetime
-    ) -> None:
-        """The last attempt failed on our side: dead-letter it and tell the sender (not remembered: a replay
-        after the fix processes it and answers again)."""
-        rejection = GivenUp(f"could not be processed after {DELIVERY_LIMIT + 1} attempts: {type(exc).__name__}")
-        answer = self._unprocessable(delivery.body, now) if self._unprocessable else None
-        batch.dead_letters.append((delivery, rejection))
-        batch.entries += [
-            received,
-            self._entry("gave-up", delivery, None, reason=str(rejection), code=rejection.reason),
-            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
-        ]
-        outputs = self._outputs(answer) if answer else []
-        if answer:
-            batch.entries += self._facts(delivery, answer)
-            batch.to_publish += [(delivery, output, None) for output in outputs]
-        batch.outcomes[index] = Outcome("dead-lettered", len(outputs))
-
-    def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: list[StoredOutput]) -> None:
-        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
-        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
-        batch.to_publish += [(delivery, output, None) for output in stored]
-        batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
 
     def _publish_dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> None:
+        """A copy of the message with our reason, for `dlq list` and `dlq replay`. The sender's own headers
+        go along (without any it forged in our name); nothing in ours holds a CPR number or a raw id."""
         headers = {
-            **delivery.headers,
-            "x-rehab-reason": str(rejection),
+            **{k: v for k, v in delivery.headers.items() if not k.startswith(RESERVED_HEADERS)},
+            "x-rehab-reason": one_line(rejection),
             "x-rehab-reason-code": rejection.reason,
             "x-rehab-flow": delivery.flow,
             "x-rehab-rejected-at": now.isoformat(),
-            "x-rehab-original-message-id": delivery.key,
+            "x-rehab-original-message-id": one_line(delivery.key),
+            "x-rehab-body-sha256": delivery.digest,
+            "x-rehab-source": one_line(delivery.source or "unknown"),
         }
         self._bus.publish(
             DEAD_LETTER_EXCHANGE,

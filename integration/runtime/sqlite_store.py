@@ -2,30 +2,58 @@
 
 WAL journal with synchronous=FULL: a committed record survives a crash of the process or the
 machine. BEGIN IMMEDIATE takes the write lock at once, which serialises appends to the chain
-across consumer processes sharing the file.
+across consumer processes sharing the file; a lock not granted within the busy timeout is an
+outage (Transient), like a file that cannot be opened. The file holds CPR numbers: it is created
+readable by its owner only (0600), and a looser existing file is tightened.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from integration.errors import Transient
+import structlog
+
+from integration.errors import StoreRefused, Transient
 from integration.runtime.audit_store import SqlAuditStore
+
+log = structlog.get_logger("integration.audit_store")
+BUSY_TIMEOUT_SECONDS = 5.0
+OWNER_ONLY = 0o600
+# Refusals of a value or a constraint; every other sqlite3 error (locked, I/O, no such table) is an outage.
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+
+def _owner_only(path: Path) -> None:
+    """Create the file 0600, or tighten an existing one that others could read."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, OWNER_ONLY)
+            log.warning("audit store file was readable by others: made owner-only", path=str(path), was=oct(mode))
+    else:
+        os.close(descriptor)
 
 
 class SqliteAuditStore(SqlAuditStore):
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(Path(path))
+            connection = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
         super().__init__(connection)
 
@@ -36,6 +64,9 @@ class SqliteAuditStore(SqlAuditStore):
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield cursor
             cursor.execute("COMMIT")
+        except _REFUSED as exc:
+            self._rollback()
+            raise StoreRefused(f"audit store (SQLite) refused the write: {type(exc).__name__}: {exc}") from None
         except sqlite3.Error as exc:
             self._rollback()
             raise Transient(f"audit store (SQLite): {exc}") from None

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from integration.errors import ConfigurationError
 from integration.runtime.audit_store import AuditStore
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN without its password (in the URL's authority or as a password= parameter), for printing."""
+    text = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", dsn)
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", text)
 
 
 def open_audit_store(dsn: str) -> AuditStore:

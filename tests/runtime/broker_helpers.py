@@ -86,6 +86,7 @@ def consumer_env(vhost: str, audit_dsn: str, **extra: str) -> dict[str, str]:
             "INTEGRATION_BROKER_URL": broker_url(vhost),
             "INTEGRATION_AUDIT_DSN": audit_dsn,
             "INTEGRATION_PREFETCH": "20",
+            "INTEGRATION_HEALTH_LISTEN": "127.0.0.1:0",
             **extra,
         }
     )

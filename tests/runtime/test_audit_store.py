@@ -101,20 +101,33 @@ def test_processed_outputs_round_trip_byte_for_byte(store) -> None:
     store.record(
         [AuditEntry("transformed", "discharge", "m-1")],
         AT,
-        [("discharge", "m-1", [StoredOutput("rehab.referral", "referral.municipality.851", "h-1", body)])],
+        [("discharge", "m-1", "a" * 64, [StoredOutput("rehab.referral", "referral.municipality.851", "h-1", body)])],
     )
     (output,) = store.processed("discharge", "m-1")
     assert output.body == body and output.routing_key == "referral.municipality.851"
     assert store.processed("discharge", "m-2") is None
 
 
-def test_processed_twice_in_one_store_is_refused(store) -> None:
-    from integration.errors import Transient
+def test_processed_twice_in_one_store_is_refused_not_an_outage(store) -> None:
+    from integration.errors import StoreRefused
 
-    store.record([], AT, [("discharge", "m-1", [])])
-    with pytest.raises(Transient):
-        store.record([AuditEntry("x", "discharge", "m-1")], AT, [("discharge", "m-1", [])])
+    store.record([], AT, [("discharge", "m-1", "a" * 64, [])])
+    with pytest.raises(StoreRefused):
+        store.record([AuditEntry("x", "discharge", "m-1")], AT, [("discharge", "m-1", "a" * 64, [])])
     assert verify(store.records(), store.head()) is None  # the failed transaction left nothing behind
+
+
+def test_deliveries_know_the_body_hash_and_our_failures(store) -> None:
+    from integration.runtime.audit_store import Failure
+
+    store.record([], AT, [("discharge", "m-1", "a" * 64, [])])
+    store.record([], AT, failures=[Failure("discharge", "m-2", "KeyError")])
+    store.record([], AT, failures=[Failure("discharge", "m-2", "TypeError"), Failure("hotline", "m-1", "X")])
+    found = store.deliveries([("discharge", "m-1"), ("discharge", "m-2"), ("discharge", "m-3"), ("hotline", "m-1")])
+    assert found[("discharge", "m-1")].processed and found[("discharge", "m-1")].digest == "a" * 64
+    assert found[("discharge", "m-1")].at and found[("discharge", "m-1")].failures == 0
+    assert not found[("discharge", "m-2")].processed and found[("discharge", "m-2")].failures == 2
+    assert found[("hotline", "m-1")].failures == 1 and ("discharge", "m-3") not in found
 
 
 def test_unreachable_postgres_is_transient() -> None:

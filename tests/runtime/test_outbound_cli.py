@@ -32,7 +32,7 @@ def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeli
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     store = open_audit_store(dsn)
     sent = StoredOutput(out.route.exchange, out.route.routing_key, out.id, orjson.dumps(out.message), awaits_ack=header)
-    store.record([], FIXED_NOW, processed=[("discharge", "event-1", [sent])])
+    store.record([], FIXED_NOW, processed=[("discharge", "event-1", "a" * 64, [sent])])
     store.close()
     referrals = collector(vhost, "rehab.referral")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {

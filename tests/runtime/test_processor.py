@@ -141,3 +141,122 @@ def test_received_record_names_the_source_and_the_body_hash(pipeline, store, bro
     assert received.detail["source"] == "rehab-hospital"
     assert received.detail["sha256"] == hashlib.sha256(body).hexdigest()
     assert received.message_id == "m-9" and received.flow == "discharge"
+
+
+def _events(n: int) -> list[tuple[str, bytes]]:
+    from integration.testing import distinct_referral_events
+
+    return distinct_referral_events(n)
+
+
+def test_a_second_copy_in_one_batch_is_settled_with_the_first(pipeline, store, broker) -> None:
+    (event_id, body), (other_id, other) = _events(2)
+    outcomes = make(pipeline, store, broker).process_batch(
+        [delivery(body, event_id), delivery(body, event_id), delivery(other, other_id)]
+    )
+    assert [o.disposition for o in outcomes] == ["processed", "duplicate-in-batch", "processed"]
+    assert len(broker.queues["sink"]) == 2 and not broker.queues["rehab.discharge-events.dlq"]
+    assert verify(store.records(), store.head()) is None
+
+
+def test_a_reused_message_id_is_refused_in_the_batch_and_across_batches(pipeline, store, broker) -> None:
+    from integration.runtime import metrics
+
+    before = metrics.REUSED_MESSAGE_IDS.labels("discharge")._value.get()  # noqa: SLF001 - prometheus' own counter
+    (_, first), (_, second), (_, third) = _events(3)
+    processor = make(pipeline, store, broker)
+    together = processor.process_batch([delivery(first, "same"), delivery(second, "same")])
+    assert [o.disposition for o in together] == ["processed", "dead-lettered"]
+    later = processor.process(delivery(third, "same"))
+    assert later.disposition == "dead-lettered" and later.error == "reused-message-id"
+    assert processor.process(delivery(first, "same")).disposition == "replayed-outputs"
+    dead = list(broker.queues["rehab.discharge-events.dlq"])
+    assert [d.body for d in dead] == [second, third]
+    assert all("'same' was already used for a message with other content" in d.headers["x-rehab-reason"] for d in dead)
+    assert "first processed" in dead[1].headers["x-rehab-reason"]
+    assert metrics.REUSED_MESSAGE_IDS.labels("discharge")._value.get() == before + 2  # noqa: SLF001
+    codes = [r.detail.get("code") for r in store.records() if r.step == "rejected"]
+    assert codes == ["reused-message-id", "reused-message-id"]
+
+
+def test_a_property_refused_by_the_adapter_is_dead_lettered_before_any_flow(pipeline, store, broker) -> None:
+    outcome = make(pipeline, store, broker).process(
+        Delivery("discharge", EVENT.read_bytes(), None, problem=("user-id", "missing: senders must set it"))
+    )
+    assert outcome.disposition == "dead-lettered" and not broker.queues["sink"]
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    assert dead.headers["x-rehab-reason"] == "user-id: missing: senders must set it"
+
+
+def test_dead_letter_headers_never_hold_a_cpr_number_or_a_senders_forgery(pipeline, store, broker) -> None:
+    from integration.log import cpr_numbers_in
+
+    bad = EVENT.read_bytes().replace(b'"decision": "municipality"', b'"decision": "0101701234"')
+    bad = bad.replace(b'"851"', b'"2512489996"')  # a CPR typed into the municipality field
+    forged = {"x-rehab-reason": "forged", "x-death": [{"reason": "forged"}], "x-mine": "kept"}
+    make(pipeline, store, broker).process(Delivery("discharge", bad, "m-cpr", headers=forged, source="guest"))
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    assert cpr_numbers_in(json.dumps(dead.headers, default=str)) == []
+    assert dead.headers["x-mine"] == "kept" and "x-death" not in dead.headers
+    assert dead.headers["x-rehab-reason"] != "forged"
+    assert all(cpr_numbers_in(json.dumps(r.detail)) == [] for r in store.records())
+
+
+class RefusingStore:
+    """The real store, except that it refuses (as a constraint would) any write marking `key` processed."""
+
+    def __init__(self, inner: Any, key: str) -> None:
+        self.inner, self.key = inner, key
+
+    def record(self, entries: Any, at: Any, processed: Any = (), *args: Any, **kwargs: Any) -> None:
+        from integration.errors import StoreRefused
+
+        if any(p[1] == self.key for p in processed):
+            raise StoreRefused("audit store refused the write: IntegrityError")
+        self.inner.record(entries, at, processed, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_refused_write_fails_only_its_own_delivery_and_counts_against_it(pipeline, store, broker) -> None:
+    events = _events(4)
+    refusing = RefusingStore(store, events[1][0])
+    processor = make(pipeline, refusing, broker)
+    outcomes = processor.process_batch([delivery(body, event_id) for event_id, body in events])
+    assert [o.disposition for o in outcomes] == ["processed", "failed", "processed", "processed"]
+    assert len(broker.queues["sink"]) == 3
+    assert store.deliveries([("discharge", events[1][0])])[("discharge", events[1][0])].failures == 1
+
+
+def test_a_defect_outside_the_flows_is_isolated_counted_and_finally_given_up(pipeline, store, broker) -> None:
+    from integration.runtime.processor import FLOW_ATTEMPTS
+
+    class Odd:  # a handler result the processor cannot take: a defect, not the sender's fault
+        patient = None
+        outgoing = (object(),)
+        facts = ()
+
+    (good_id, good), (bad_id, _) = _events(2)
+    handlers = {
+        "discharge": lambda body, now, state: (
+            Odd() if body == b"odd" else flow_handlers(pipeline)["discharge"](body, now, state)
+        )
+    }
+    processor = Processor(handlers, store, broker, lambda: FIXED_NOW, FAST)
+    first = processor.process_batch([delivery(good, good_id), delivery(b"odd", bad_id)])
+    assert [o.disposition for o in first] == ["processed", "failed"]
+    for _ in range(FLOW_ATTEMPTS - 2):
+        assert processor.process(delivery(b"odd", bad_id)).disposition == "failed"
+    assert processor.process(delivery(b"odd", bad_id)).disposition == "dead-lettered"
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    assert dead.headers["x-rehab-reason-code"] == "internal-error"
+
+
+def test_the_fault_hook_is_called_at_each_durable_step_in_order(pipeline, store, broker) -> None:
+    points: list[str] = []
+    (event_id, body), (_, bad) = _events(2)
+    bad = bad.replace(b'"schemaVersion":"1"', b'"schemaVersion":"9"')
+    processor = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW, FAST, fault=points.append)
+    processor.process_batch([delivery(body, event_id), delivery(bad, "bad")])
+    assert points == ["handled", "dead-lettered", "committed", "published"]
