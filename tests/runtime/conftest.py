@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.runtime.rabbit_nodes import own_broker, pytest_configure, rabbit_cluster  # noqa: F401
+
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
