@@ -64,18 +64,25 @@ def selected_flows(settings: Settings, handlers: dict[str, object], names: str |
 
 
 def processor_factory(
-    handlers: Mapping[str, Handler], store: AuditStore, unprocessable: Unprocessable | None = None
+    handlers: Mapping[str, Handler],
+    store: AuditStore,
+    unprocessable: Unprocessable | None = None,
+    fault: Callable[[str], None] | None = None,
 ) -> Callable[[Bus], Processor]:
-    return lambda bus: Processor(handlers, store, bus, now, unprocessable=unprocessable)
+    """Processors on a bus; `fault` is the fault-injection seam of the processor (tests only)."""
+    if fault is None:
+        return lambda bus: Processor(handlers, store, bus, now, unprocessable=unprocessable)
+    return lambda bus: Processor(handlers, store, bus, now, unprocessable=unprocessable, fault=fault)
 
 
 def resend_policy(settings: Settings) -> ResendPolicy:
     return ResendPolicy(timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends)
 
 
-def run_consumers(settings: Settings, flow_names: str | None) -> None:
+def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[str], None] | None = None) -> None:
     """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
-    as during operation: one line says what is awaited, `/readyz` fails until it answers."""
+    as during operation: one line says what is awaited, `/readyz` fails until it answers. `fault` is
+    passed to the processors (the fault tests' kill switch; never set by the command line)."""
     pipeline = build_pipeline(settings)
     handlers = flow_handlers(pipeline)
     flows = selected_flows(settings, dict(handlers), flow_names)
@@ -94,7 +101,7 @@ def run_consumers(settings: Settings, flow_names: str | None) -> None:
     store = wait_for_store(settings.audit_dsn, health, stopping)
     if store is None:
         return
-    factory = processor_factory(handlers, store, unprocessable_answer(pipeline))
+    factory = processor_factory(handlers, store, unprocessable_answer(pipeline), fault)
     policy = resend_policy(settings)
     service = ConsumerService(
         broker, flows, factory, periodic=lambda bus: resend_unacknowledged(store, bus, now(), policy), health=health

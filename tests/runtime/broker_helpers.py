@@ -18,13 +18,18 @@ from integration.testing import distinct_referral_events
 from tests.runtime.conftest import broker_url
 
 
+def target_url(vhost: str) -> str:
+    """A vhost of the shared broker, or the URL(s) of a broker of the test's own, as given."""
+    return vhost if vhost.startswith(("amqp://", "amqps://")) else broker_url(vhost)
+
+
 def referral_events(count: int) -> list[tuple[str, bytes]]:
     """`count` distinct discharge events that each produce one referral: (event id, body)."""
     return distinct_referral_events(count)
 
 
 def connect(vhost: str, prefetch: int = 100) -> RabbitConnection:
-    return RabbitConnection(BrokerSettings(broker_url(vhost), prefetch))
+    return RabbitConnection(BrokerSettings(target_url(vhost), prefetch))
 
 
 def publish_events(vhost: str, events: list[tuple[str, bytes]]) -> None:
@@ -83,7 +88,7 @@ def consumer_env(vhost: str, audit_dsn: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
     env.update(
         {
-            "INTEGRATION_BROKER_URL": broker_url(vhost),
+            "INTEGRATION_BROKER_URL": target_url(vhost),
             "INTEGRATION_AUDIT_DSN": audit_dsn,
             "INTEGRATION_PREFETCH": "20",
             "INTEGRATION_HEALTH_LISTEN": "127.0.0.1:0",

@@ -1,16 +1,22 @@
-"""Fault tests on the real broker, bounded in time: a consumer killed with SIGKILL, the broker's app
-stopped and started, mid-run of 2,000 events. Afterwards every event has exactly one referral
-downstream (counted by distinct MessageHeader ids), none is lost, and the audit chain verifies."""
+"""Fault tests on a RabbitMQ node of the test's own, bounded in time: a consumer killed with SIGKILL many times
+at random moments and at each durable step of the processor, and the broker node itself killed, mid-run of
+2,000 events. Afterwards every event has exactly one referral downstream (counted by distinct MessageHeader
+ids), the dead-letter queue holds exactly the poison messages sent on purpose, and the audit chain verifies."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from integration.audit_chain import verify
+from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
 from integration.runtime.stores import open_audit_store
 from tests.runtime.broker_helpers import (
+    consumer_env,
     output_queue,
     publish_events,
     queue_depth,
@@ -20,9 +26,22 @@ from tests.runtime.broker_helpers import (
     take_all,
     wait_for,
 )
-from tests.runtime.conftest import rabbitmqctl
 
 EVENTS = 2000
+DLQ = "rehab.discharge-events.dlq"
+
+
+@pytest.fixture
+def broker(own_broker) -> str:  # type: ignore[no-untyped-def]
+    """The own node's URL, with a fresh vhost and the service's topology applied."""
+    import uuid
+
+    vhost = f"faults-{uuid.uuid4().hex[:8]}"
+    own_broker.node.add_vhost(vhost)
+    url = own_broker.url(vhost)
+    with connected(BrokerSettings(url)) as connection:
+        apply_topology(connection.channel)
+    return url
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -31,54 +50,105 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=60)
 
 
-def _assert_exactly_one_referral_each(
-    vhost: str, outputs: str, events: list[tuple[str, bytes]], audit_dsn: str
+def _with_poison(events: list[tuple[str, bytes]], every: int) -> tuple[list[tuple[str, bytes]], set[str]]:
+    """Every `every`-th event made invalid on purpose: these, and only these, must end in the dead-letter queue."""
+    poisoned = set()
+    for index in range(every - 1, len(events), every):
+        event_id, body = events[index]
+        events[index] = (event_id, body.replace(b'"schemaVersion":"1"', b'"schemaVersion":"9"'))
+        poisoned.add(event_id)
+    return events, poisoned
+
+
+def _assert_exactly_once(
+    broker: str, outputs: str, events: list[tuple[str, bytes]], poisoned: set[str], dsn: str
 ) -> None:
-    messages = take_all(vhost, outputs)
+    messages = take_all(broker, outputs)
     found = referrals_by_event(messages)
-    assert set(found) == {event_id for event_id, _ in events}, f"{len(events) - len(found)} events lost"
+    expected = {event_id for event_id, _ in events} - poisoned
+    assert set(found) == expected, f"{len(expected - set(found))} events lost"
     assert all(len(ids) == 1 for ids in found.values()), "an event got two different referrals"
     bodies: dict[str, bytes] = {}
     for message in messages:  # a republished referral is byte-identical to the first
         assert bodies.setdefault(message.message_id, message.body) == message.body
-    store = open_audit_store(audit_dsn)
+    dead = {m.message_id for m in take_all(broker, DLQ)}
+    assert dead == poisoned, "the dead-letter queue holds exactly the poison messages"
+    store = open_audit_store(dsn)
     try:
         assert verify(store.records(), store.head()) is None
     finally:
         store.close()
 
 
-def test_kill_9_mid_run_loses_nothing_and_duplicates_nothing(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
-    outputs = output_queue(vhost)
-    events = referral_events(EVENTS)
-    publish_events(vhost, events)
-    log = tmp_path / "consumer.log"
-    process = start_consumer(vhost, audit_dsn, log)
-    wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS // 4, 120, "a quarter of the events")
-    process.kill()  # SIGKILL: no chance to finish anything
-    process.wait(timeout=30)
-    process = start_consumer(vhost, audit_dsn, log)
+def _finish(broker: str, dsn: str, log: Path, outputs: str, expected: int) -> None:
+    process = start_consumer(broker, dsn, log)
     try:
-        wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS, 240, "every event after the restart")
+        wait_for(lambda: queue_depth(broker, outputs) >= expected, 240, "every event after the restarts")
+        wait_for(lambda: queue_depth(broker, "rehab.discharge-events") == 0, 60, "the inbound queue to drain")
     finally:
         _stop(process)
-    _assert_exactly_one_referral_each(vhost, outputs, events, audit_dsn)
 
 
-def test_broker_stop_and_start_mid_run_loses_nothing(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
-    outputs = output_queue(vhost)
+def test_kill_9_many_times_mid_run_loses_nothing_and_duplicates_nothing(
+    broker: str, audit_dsn: str, tmp_path: Path
+) -> None:
+    outputs = output_queue(broker)
+    events, poisoned = _with_poison(referral_events(EVENTS), every=97)
+    publish_events(broker, events)
+    log = tmp_path / "consumer.log"
+    for kill in range(6):  # six SIGKILLs at whatever moment the consumer is in
+        process = start_consumer(broker, audit_dsn, log)
+        done = queue_depth(broker, outputs)
+        wait_for(lambda done=done: queue_depth(broker, outputs) >= done + 150, 120, f"progress before kill {kill + 1}")
+        process.kill()
+        process.wait(timeout=30)
+    _finish(broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
+    _assert_exactly_once(broker, outputs, events, poisoned, audit_dsn)
+
+
+POINTS = ["handled", "dead-lettered", "committed", "published"]
+
+
+def test_kill_9_at_each_durable_step_loses_nothing_and_duplicates_nothing(
+    broker: str, audit_dsn: str, tmp_path: Path
+) -> None:
+    outputs = output_queue(broker)
+    events, poisoned = _with_poison(referral_events(EVENTS), every=41)
+    publish_events(broker, events)
+    log = tmp_path / "consumer.log"
+    env = consumer_env(broker, audit_dsn)
+    kills = 0
+    for point in POINTS * 2:  # each durable step, twice, at a different batch each time
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.runtime.fault_consumer", point, str(2 + kills)],
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+        assert process.wait(timeout=120) == -signal.SIGKILL, f"the consumer was not killed at {point}"
+        kills += 1
+    assert log.read_text().count("fault injection: SIGKILL at") == len(POINTS) * 2
+    _finish(broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
+    _assert_exactly_once(broker, outputs, events, poisoned, audit_dsn)
+
+
+def test_broker_node_killed_and_restarted_mid_run_loses_nothing(
+    own_broker, broker: str, audit_dsn: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    outputs = output_queue(broker)
     events = referral_events(EVENTS)
-    publish_events(vhost, events)
-    process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
+    publish_events(broker, events)
+    process = start_consumer(broker, audit_dsn, tmp_path / "consumer.log")
     try:
-        wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS // 4, 120, "a quarter of the events")
-        rabbitmqctl("stop_app")
+        wait_for(lambda: queue_depth(broker, outputs) >= EVENTS // 4, 120, "a quarter of the events")
+        own_broker.node.kill()  # the whole node, abruptly: no goodbye to the consumer
         try:
             assert process.poll() is None, "the consumer must survive the broker going away"
         finally:
-            rabbitmqctl("start_app")
-            rabbitmqctl("await_startup")
-        wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS, 240, "every event after the broker came back")
+            own_broker.node.start()
+        wait_for(lambda: queue_depth(broker, outputs) >= EVENTS, 240, "every event after the broker came back")
+        assert process.poll() is None
     finally:
         _stop(process)
-    _assert_exactly_one_referral_each(vhost, outputs, events, audit_dsn)
+    _assert_exactly_once(broker, outputs, events, set(), audit_dsn)
