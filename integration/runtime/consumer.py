@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import structlog
-from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from integration.errors import ConnectionLost, Transient
 from integration.log import one_line
@@ -102,17 +102,22 @@ class ConsumerService:
             log.warning("broker connection lost; reconnecting", reason=one_line(reason))
 
     def _connect(self) -> RabbitConnection:
+        """Connect, retrying with backoff for as long as it takes: one line when the wait begins, one a minute."""
+        noted = [0.0]
+
+        def waiting(state: RetryCallState) -> None:
+            reason = one_line(state.outcome.exception()) if state.outcome else None
+            if state.attempt_number == 1 or time.monotonic() - noted[0] >= STILL_WAITING_EVERY:
+                noted[0] = time.monotonic()
+                what = "waiting for the broker" if state.attempt_number == 1 else "still waiting for the broker"
+                log.warning(what, broker=masked_url(self._broker.url), attempt=state.attempt_number, reason=reason)
+
         retrying = Retrying(
             retry=retry_if_exception_type(ConnectionLost),
             wait=wait_exponential_jitter(multiplier=0.2, max=self._reconnect_max_wait, jitter=0.2),
             stop=stop_when_event_set(self._stopping),
             sleep=self._pause,
-            before_sleep=lambda state: log.warning(
-                "broker unreachable; retrying",
-                broker=masked_url(self._broker.url),
-                attempt=state.attempt_number,
-                reason=one_line(state.outcome.exception()) if state.outcome else None,
-            ),
+            before_sleep=waiting,
             reraise=True,
         )
         connection: RabbitConnection = retrying(RabbitConnection, self._broker)

@@ -262,10 +262,11 @@ class Processor:
         self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery | None, now: datetime
     ) -> None:
         received = self._received(delivery)
-        first = batch.firsts.setdefault((delivery.flow, delivery.key), delivery)
-        if delivery.problem is not None:
+        if delivery.problem is not None:  # refused for its properties: no copy of it stands for another
             self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
-        elif first is not delivery:
+            return
+        first = batch.firsts.setdefault((delivery.flow, delivery.key), delivery)
+        if first is not delivery:
             self._plan_copy(batch, index, delivery, first, received)
         elif earlier is not None and earlier.processed:
             if earlier.digest in (None, delivery.digest):
@@ -294,6 +295,8 @@ class Processor:
         except Rejected as rejection:
             self._plan_rejection(batch, index, delivery, rejection, received)
             return
+        except (Transient, ConnectionLost):  # the store went away while the flow read its state: an outage
+            raise
         except Exception as exc:  # a defect in a flow: counted against this delivery; the batch goes on
             log.error(
                 "handler failed",

@@ -260,3 +260,34 @@ def test_the_fault_hook_is_called_at_each_durable_step_in_order(pipeline, store,
     processor = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW, FAST, fault=points.append)
     processor.process_batch([delivery(body, event_id), delivery(bad, "bad")])
     assert points == ["handled", "dead-lettered", "committed", "published"]
+
+
+def test_the_store_going_away_while_a_flow_reads_its_state_is_an_outage_not_a_failure(pipeline, store, broker) -> None:
+    from integration.errors import Transient
+
+    def reads_state(body: bytes, now: datetime, state: Any) -> Any:
+        state.course("2512489996")
+        raise AssertionError("unreachable: the store is away")
+
+    class Away:
+        def __getattr__(self, name: str) -> Any:
+            if name == "course":
+                raise Transient("audit store (PostgreSQL) unavailable")
+            return getattr(store, name)
+
+    processor = Processor({"discharge": reads_state}, Away(), broker, lambda: FIXED_NOW, FAST)
+    with pytest.raises(Transient):
+        processor.process(delivery(EVENT.read_bytes()))
+    assert store.deliveries([("discharge", "m-1")]) == {}, "no attempt was counted"
+
+
+def test_a_copy_without_a_valid_property_does_not_stand_for_the_valid_message(pipeline, store, broker) -> None:
+    body = EVENT.read_bytes()
+    outcomes = make(pipeline, store, broker).process_batch(
+        [
+            Delivery("discharge", body, None, problem=("user-id", "missing")),
+            Delivery("discharge", body, None, source="rehab-hospital"),
+        ]
+    )
+    assert [o.disposition for o in outcomes] == ["dead-lettered", "processed"]
+    assert len(broker.queues["sink"]) == 1
