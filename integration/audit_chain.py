@@ -1,14 +1,16 @@
 """The audit log's hash chain, pure: each record carries the hash of the one before it.
 
 A record's hash covers its sequence number, time, step, flow, message id, patient and detail,
-and the previous record's hash, so changing, inserting or deleting any record breaks the chain
-from that point; `verify` says where.
+the digests of the state rows its transaction left (`state`, when it changed any), and the
+previous record's hash, so changing, inserting or deleting any record breaks the chain from that
+point; `verify` says where. A record may also carry an HMAC of its hash (`mac`, "key-id:hex",
+made with a key kept outside the database): it is not part of the hash, it vouches for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,33 +41,58 @@ class AuditRecord:
     detail: Mapping[str, Any]
     prev_hash: str
     hash: str
+    state: Mapping[str, Mapping[str, str]] | None = None  # table → key digest → row digest, as left
+    mac: str | None = None  # "key-id:HMAC-SHA256(key, key-id:hash)", when a key was configured
 
 
-def record_hash(seq: int, at: str, entry: AuditEntry, prev_hash: str) -> str:
-    content = orjson.dumps(
-        {
-            "seq": seq,
-            "at": at,
-            "step": entry.step,
-            "flow": entry.flow,
-            "messageId": entry.message_id,
-            "patient": entry.patient,
-            "detail": entry.detail,
-            "prev": prev_hash,
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(content).hexdigest()
+def record_hash(
+    seq: int, at: str, entry: AuditEntry, prev_hash: str, state: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
+    content: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "step": entry.step,
+        "flow": entry.flow,
+        "messageId": entry.message_id,
+        "patient": entry.patient,
+        "detail": entry.detail,
+        "prev": prev_hash,
+    }
+    if state is not None:  # absent from records written before the state was covered: their hashes stand
+        content["state"] = state
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def chain(entries: Iterable[AuditEntry], after_seq: int, after_hash: str, at: str) -> list[AuditRecord]:
-    """Records for `entries`, continuing the chain after the record (`after_seq`, `after_hash`)."""
+def chain(
+    entries: Sequence[AuditEntry],
+    after_seq: int,
+    after_hash: str,
+    at: str,
+    state: Mapping[str, Mapping[str, str]] | None = None,
+    sign: Callable[[str], str] | None = None,
+) -> list[AuditRecord]:
+    """Records for `entries`, continuing the chain after the record (`after_seq`, `after_hash`).
+
+    `state`, the digests of the rows the transaction left, goes with the last record; `sign`, when
+    given, makes each record's HMAC from its hash."""
     records, prev = [], after_hash
+    last = after_seq + len(entries)
     for seq, entry in enumerate(entries, start=after_seq + 1):
-        digest = record_hash(seq, at, entry, prev)
+        rows = state if seq == last and state else None
+        digest = record_hash(seq, at, entry, prev, rows)
         records.append(
             AuditRecord(
-                seq, at, entry.step, entry.flow, entry.message_id, entry.patient, dict(entry.detail), prev, digest
+                seq,
+                at,
+                entry.step,
+                entry.flow,
+                entry.message_id,
+                entry.patient,
+                dict(entry.detail),
+                prev,
+                digest,
+                rows,
+                sign(digest) if sign else None,
             )
         )
         prev = digest
@@ -90,7 +117,7 @@ def verify(records: Iterable[AuditRecord], head: tuple[int, str] | None = None) 
         if record.prev_hash != prev:
             return ChainBreak(record.seq, "does not follow the record before it (inserted, or one before was deleted)")
         entry = AuditEntry(record.step, record.flow, record.message_id, record.detail, record.patient)
-        if record_hash(record.seq, record.at, entry, record.prev_hash) != record.hash:
+        if record_hash(record.seq, record.at, entry, record.prev_hash, record.state) != record.hash:
             return ChainBreak(record.seq, "its content was changed after it was written")
         expected_seq, prev = record.seq + 1, record.hash
     if head is not None and head != (expected_seq - 1, prev):

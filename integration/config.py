@@ -14,6 +14,11 @@ INTEGRATION_MAX_RESENDS            resends before a message is flagged for manua
 INTEGRATION_MEDCOM_DEFINITIONS_DIR, INTEGRATION_FHIR_CORE_DIR   definitions for `integration validate`'s
                                    profile checks (default ../shared/medcom/definitions, .cache/hl7.fhir.r4.core)
 INTEGRATION_HEALTH_LISTEN          host:port of /healthz, /readyz and /metrics (default 127.0.0.1:9464; empty: off)
+INTEGRATION_AUDIT_ANCHOR_MINUTES   the consumer publishes the audit chain's head this often, when it moved (default 5)
+INTEGRATION_AUDIT_ANCHOR_FILE      and appends it to this file (default: none, the log line only); keep it where
+                                   the database's owner cannot rewrite it (append-only, or shipped off the host)
+INTEGRATION_AUDIT_HMAC_KEY_FILE    HMAC keys for the audit records, `<key id> <hex secret>` per line (default: none)
+INTEGRATION_AUDIT_HMAC_KEY_ID      the key id that signs new records (default: the file's only key)
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "medcom_definitions_dir": str(PROJECT_ROOT.parent / "shared" / "medcom" / "definitions"),
     "fhir_core_dir": str(PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"),
     "health_listen": "127.0.0.1:9464",
+    "audit_anchor_minutes": 5,
+    "audit_anchor_file": "",
+    "audit_hmac_key_file": "",
+    "audit_hmac_key_id": "",
 }
 
 
@@ -67,6 +76,10 @@ class Settings:
     medcom_definitions_dir: Path = Path(DEFAULTS["medcom_definitions_dir"])
     fhir_core_dir: Path = Path(DEFAULTS["fhir_core_dir"])
     health_listen: str = DEFAULTS["health_listen"]
+    audit_anchor_minutes: int = 5
+    audit_anchor_file: Path | None = None
+    audit_hmac_key_file: Path | None = None
+    audit_hmac_key_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +105,10 @@ class Settings:
             medcom_definitions_dir=Path(values["medcom_definitions_dir"]),
             fhir_core_dir=Path(values["fhir_core_dir"]),
             health_listen=str(values["health_listen"] or ""),
+            audit_anchor_minutes=_whole_number(values, "audit_anchor_minutes"),
+            audit_anchor_file=Path(values["audit_anchor_file"]) if values["audit_anchor_file"] else None,
+            audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
+            audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
         )
 
 

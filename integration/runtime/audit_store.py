@@ -7,13 +7,18 @@ Transient, so the consumer waits for the database; a write refused for what it h
 constraint, a value the column cannot take) is StoreRefused, a defect counted against the message.
 
 The schema is versioned (`schema_version`); `MIGRATIONS` bring any earlier store up to date,
-under a lock, so that consumers starting together on a fresh database do not race.
+under a lock, so that consumers starting together on a fresh database do not race. Opened with
+`create=False` (the commands that read or verify), a store must already exist at this release's
+version: nothing is created or migrated, and a missing one is `StoreMissing`.
+
+The tables that drive behaviour are covered by the chain (`audit_state`): each transaction's last
+record carries the digests of the rows it left. With a signing key, every record gets an HMAC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,18 +26,33 @@ import orjson
 
 from integration.audit_chain import GENESIS, AuditEntry, AuditRecord, chain
 from integration.domain.course import (
-    AckReceived,
     Course,
     EarlierMessage,
     OpenRequest,
     OutboundStatus,
-    ReceivedMessage,
     StateChanges,
 )
 from integration.errors import ConfigurationError
 from integration.flows.results import FHIR_JSON
+from integration.runtime import audit_state
+from integration.runtime.audit_state import COVERED, StateDigests
 
 NO_CHANGES = StateChanges()
+Signer = Callable[[str], str]  # a record's hash → its HMAC, "key-id:hex"
+
+
+class StoreMissing(Exception):
+    """Asked to open an existing audit store, there is none: no file, or not the audit tables (dropped?)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What `audit verify` examines, read in one snapshot: the head, every record, and every row of the
+    covered tables (table → key digest → (row digest, the key as it may be shown))."""
+
+    head: tuple[int, str]
+    records: list[AuditRecord]
+    rows: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +177,21 @@ class AuditStore(Protocol):
 
     def open_requests(self) -> list[PendingRequest]: ...
 
-    def note_overdue(self, request_ids: Sequence[str], at: datetime) -> None: ...
+    def note_overdue(self, request_ids: Sequence[str], at: datetime, entries: Sequence[AuditEntry] = ()) -> None: ...
 
     def records(self) -> Iterator[AuditRecord]: ...
+
+    def evidence(self) -> Evidence: ...
 
     def head(self) -> tuple[int, str]: ...
 
     def trail(self, patient: str) -> list[AuditRecord]: ...
 
     def close(self) -> None: ...
+
+
+def _outputs_json(outputs: Sequence[StoredOutput]) -> str:
+    return orjson.dumps([o.as_json() for o in outputs]).decode()
 
 
 def _utc(moment: datetime) -> str:
@@ -210,8 +236,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             flow TEXT NOT NULL, message_id TEXT NOT NULL, failures INTEGER NOT NULL, last_error TEXT NOT NULL,
             at TEXT NOT NULL, PRIMARY KEY (flow, message_id))""",
     ),
+    (  # 3: the evidence (decision 15): the state digests of a record's transaction, and its HMAC
+        "ALTER TABLE audit_log ADD COLUMN state TEXT",
+        "ALTER TABLE audit_log ADD COLUMN mac TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are
+ADOPT_PER_RECORD = 1000  # rows whose digests one adoption record carries
+TABLES = ("schema_version", "audit_log", "audit_head", *COVERED)
 
 
 class SqlAuditStore:
@@ -219,9 +252,14 @@ class SqlAuditStore:
 
     placeholder = "?"
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, create: bool = True, sign: Signer | None = None) -> None:
         self._db = connection
-        self._setup()
+        self._sign = sign
+        if create:
+            self._setup()
+        else:
+            self._check_existing()
+        self._check_signing()
 
     # -- hooks for the two databases -------------------------------------------------------
     def _transaction(self, write: bool = True) -> Any:
@@ -235,6 +273,13 @@ class SqlAuditStore:
 
     def _translate(self, exc: Exception) -> Exception:
         return exc
+
+    def _tables(self, cursor: Any) -> set[str]:
+        """The names of the tables this connection sees."""
+        raise NotImplementedError
+
+    def _snapshot(self, cursor: Any) -> None:
+        """Make the rest of this read transaction see one consistent snapshot of every table."""
 
     # ---------------------------------------------------------------------------------------
     def _sql(self, text: str) -> str:
@@ -264,6 +309,58 @@ class SqlAuditStore:
             cursor.execute(self._sql("SELECT seq FROM audit_head WHERE id = 1"))
             if cursor.fetchone() is None:
                 cursor.execute(self._sql("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)"), (GENESIS,))
+            if 0 < version < STATE_COVERED_FROM:
+                self._adopt_state(cursor, version)
+
+    def _adopt_state(self, cursor: Any, version: int) -> None:
+        """Put the digests of the rows an older store holds into the chain: from here on, a change by
+        anyone but the service shows. (What was changed before the upgrade cannot be told.)"""
+        self._lock_chain(cursor)
+        stamp = datetime.now(UTC).isoformat()
+        rows: list[tuple[str, str, str]] = []
+        for table in COVERED:
+            rows += [(table, key, digest) for key, (digest, _) in audit_state.every_row(cursor, table).items()]
+        for start in range(0, len(rows), ADOPT_PER_RECORD):
+            part = rows[start : start + ADOPT_PER_RECORD]
+            state: StateDigests = {}
+            for table, key, digest in part:
+                state.setdefault(table, {})[key] = digest
+            detail = {"fromVersion": version, "rows": len(part), "of": len(rows)}
+            self._append(cursor, [AuditEntry("state-adopted", "audit", "-", detail)], stamp, state)
+
+    def _check_existing(self) -> None:
+        """The store must exist, whole, at this release's version: a reader creates and migrates nothing."""
+        with self._transaction(write=False) as cursor:
+            missing = [t for t in TABLES if t not in self._tables(cursor)]
+            if len(missing) == len(TABLES):
+                raise StoreMissing("none of the audit store's tables exists")
+            if missing:
+                raise StoreMissing(f"the audit store lacks table(s) {', '.join(missing)} (dropped?)")
+            cursor.execute("SELECT version FROM schema_version WHERE id = 1")
+            row = cursor.fetchone()
+            cursor.execute("SELECT seq FROM audit_head WHERE id = 1")
+            head = cursor.fetchone()
+        if row is None or head is None:
+            raise StoreMissing(f"the audit store lacks its {'schema version' if row is None else 'head'} row")
+        if int(row[0]) != SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the audit store has schema version {row[0]}, this release reads {SCHEMA_VERSION}"
+                + (": start the service (integration run) once to migrate it" if int(row[0]) < SCHEMA_VERSION else "")
+            )
+
+    def _check_signing(self) -> None:
+        """Without a key, refuse to write to a log whose last record is signed: a record appended
+        unsigned would read as a forgery."""
+        if self._sign is not None:
+            return
+        with self._transaction(write=False) as cursor:
+            cursor.execute("SELECT mac FROM audit_log WHERE seq = (SELECT seq FROM audit_head WHERE id = 1)")
+            row = cursor.fetchone()
+        if row is not None and row[0]:
+            raise ConfigurationError(
+                f"the audit log is signed (HMAC key id {str(row[0]).split(':')[0]!r}) and no key is configured: "
+                "set audit_hmac_key_file to the service's key file"
+            )
 
     def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
         earlier = self.deliveries([(flow, message_id)]).get((flow, message_id))
@@ -319,77 +416,12 @@ class SqlAuditStore:
         transaction."""
         if not (entries or processed or changes != NO_CHANGES or resends or failures):
             return
-        courses, opened, answered = changes.courses, changes.opened, changes.answered
         stamp = at.isoformat()
         with self._transaction() as cursor:
             self._lock_chain(cursor)
-            cursor.execute(self._sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
-            seq, prev = cursor.fetchone()
-            records = chain(entries, seq, prev, stamp)
-            cursor.executemany(
-                self._sql(
-                    "INSERT INTO audit_log (seq, at, step, flow, message_id, patient, detail, prev_hash, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                [
-                    (
-                        r.seq,
-                        r.at,
-                        r.step,
-                        r.flow,
-                        r.message_id,
-                        r.patient,
-                        orjson.dumps(r.detail, option=orjson.OPT_SORT_KEYS).decode(),
-                        r.prev_hash,
-                        r.hash,
-                    )
-                    for r in records
-                ],
-            )
-            if records:
-                cursor.execute(
-                    self._sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"),
-                    (records[-1].seq, records[-1].hash),
-                )
-            if courses:
-                cursor.executemany(
-                    self._sql(
-                        "INSERT INTO rehab_course (patient, referring_department, municipality_code, is_open, "
-                        "responsible, changed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (patient) DO UPDATE SET "
-                        "referring_department = excluded.referring_department, municipality_code = "
-                        "excluded.municipality_code, is_open = excluded.is_open, responsible = excluded.responsible, "
-                        "changed_at = excluded.changed_at"
-                    ),
-                    [
-                        (c.patient, c.referring_department, c.municipality_code, int(c.open), c.responsible, stamp)
-                        for c in courses
-                    ],
-                )
-            if opened:
-                cursor.executemany(
-                    self._sql(
-                        "INSERT INTO hotline_request (request_id, thread_id, requester, department, patient, "
-                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
-                    ),
-                    [(r.request_id, r.thread_id, r.requester, r.department, r.patient, stamp) for r in opened],
-                )
-            if answered:
-                cursor.executemany(
-                    self._sql("UPDATE hotline_request SET answered_at = ? WHERE thread_id = ? AND answered_at IS NULL"),
-                    [(stamp, thread) for thread in answered],
-                )
+            state = self._record_courses_and_requests(cursor, changes, stamp)
             if processed:
-                cursor.executemany(
-                    self._sql(
-                        "INSERT INTO processed_message (flow, message_id, body_sha256, at, outputs) "
-                        "VALUES (?, ?, ?, ?, ?)"
-                    ),
-                    [
-                        (flow, key, digest, stamp, orjson.dumps([o.as_json() for o in outputs]).decode())
-                        for flow, key, digest, outputs in processed
-                    ],
-                )
-                self._track_outbound(cursor, processed, _utc(at))
+                audit_state.merge(state, self._record_processed(cursor, processed, stamp, _utc(at)))
             if failures:
                 cursor.executemany(
                     self._sql(
@@ -400,53 +432,105 @@ class SqlAuditStore:
                     ),
                     [(f.flow, f.key, f.error, stamp) for f in failures],
                 )
-            self._record_messaging(cursor, changes.received, changes.acks, resends, stamp, _utc(at))
+                keys = {(f.flow, f.key) for f in failures}
+                audit_state.merge(state, {"delivery_failure": self._read_back(cursor, "delivery_failure", keys)})
+            audit_state.merge(state, self._record_messaging(cursor, changes, resends, stamp, _utc(at)))
+            self._append(cursor, entries, stamp, state)
 
-    def _track_outbound(self, cursor: Any, processed: Processed, stamp: str) -> None:
+    # Each writer below returns the digests of the covered rows it changed, as they now stand: computed from
+    # what it inserted when it knows that, read back when the database computed them (upserts, updates).
+    def _read_back(self, cursor: Any, table: str, keys: set[tuple[Any, ...]]) -> dict[str, str]:
+        return audit_state.read_back(cursor, self._sql, table, keys)
+
+    def _insert_new(self, cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
+        """Insert the rows (the covered columns' values, in order) whose key the table does not hold yet;
+        the digests of those inserted (the others did not change)."""
+        fresh = audit_state.first_of_each_key(table, rows)
+        inserted = self._insert_missing(cursor, table, fresh) if fresh else []
+        return audit_state.digest_rows(table, inserted)
+
+    def _insert_missing(
+        self, cursor: Any, table: str, rows: dict[tuple[Any, ...], tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Insert rows by key, skipping keys the table holds; the rows inserted. (Asks which keys are there
+        first; a database with INSERT … RETURNING does it in one statement.)"""
+        present = audit_state.keys_present(cursor, self._sql, table, rows)
+        new = [row for key, row in rows.items() if key not in present]
+        if new:
+            cursor.executemany(self._sql(audit_state.insert_sql(table)), new)
+        return new
+
+    def _record_courses_and_requests(self, cursor: Any, changes: StateChanges, stamp: str) -> StateDigests:
+        state: StateDigests = {}
+        if changes.courses:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO rehab_course (patient, referring_department, municipality_code, is_open, "
+                    "responsible, changed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (patient) DO UPDATE SET "
+                    "referring_department = excluded.referring_department, municipality_code = "
+                    "excluded.municipality_code, is_open = excluded.is_open, responsible = excluded.responsible, "
+                    "changed_at = excluded.changed_at"
+                ),
+                [
+                    (c.patient, c.referring_department, c.municipality_code, int(c.open), c.responsible, stamp)
+                    for c in changes.courses
+                ],
+            )
+            state["rehab_course"] = self._read_back(cursor, "rehab_course", {(c.patient,) for c in changes.courses})
+        if changes.opened:
+            rows = [
+                (r.request_id, r.thread_id, r.requester, r.department, r.patient, stamp, None, None)
+                for r in changes.opened
+            ]
+            audit_state.merge(state, {"hotline_request": self._insert_new(cursor, "hotline_request", rows)})
+        if changes.answered:
+            cursor.executemany(
+                self._sql("UPDATE hotline_request SET answered_at = ? WHERE thread_id = ? AND answered_at IS NULL"),
+                [(stamp, thread) for thread in changes.answered],
+            )
+            answered = audit_state.rows_where(cursor, self._sql, "hotline_request", "thread_id", set(changes.answered))
+            audit_state.merge(state, {"hotline_request": answered})
+        return state
+
+    def _record_processed(self, cursor: Any, processed: Processed, stamp: str, utc_stamp: str) -> StateDigests:
+        """Mark messages processed with their outputs (a key already there fails the insert, so the digests
+        are of what was inserted), and track those of our outputs that await an ack."""
+        rows = [(flow, key, digest, stamp, _outputs_json(outputs)) for flow, key, digest, outputs in processed]
         cursor.executemany(
             self._sql(
-                "INSERT INTO outbound_message (header_id, flow, output, first_sent_at, last_sent_at, resends, state) "
-                "VALUES (?, ?, ?, ?, ?, 0, 'awaiting') ON CONFLICT (header_id) DO NOTHING"
+                "INSERT INTO processed_message (flow, message_id, body_sha256, at, outputs) VALUES (?, ?, ?, ?, ?)"
             ),
-            [
-                (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), stamp, stamp)
-                for flow, _, _, outputs in processed
-                for o in outputs
-                if o.awaits_ack
-            ],
+            rows,
         )
+        tracked = [
+            (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), utc_stamp, utc_stamp, 0, "awaiting", None)
+            for flow, _, _, outputs in processed
+            for o in outputs
+            if o.awaits_ack
+        ]
+        return {
+            "processed_message": audit_state.digest_rows("processed_message", rows),
+            "outbound_message": self._insert_new(cursor, "outbound_message", tracked),
+        }
 
     def _record_messaging(
-        self,
-        cursor: Any,
-        received: Sequence[ReceivedMessage],
-        acks: Sequence[AckReceived],
-        resends: Sequence[Resend],
-        stamp: str,
-        utc_stamp: str,
-    ) -> None:
-        if received:
-            cursor.executemany(
-                self._sql(
-                    "INSERT INTO medcom_received (bundle_id, header_id, at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (bundle_id) DO NOTHING"
-                ),
-                [(r.bundle_id, r.header_id, stamp) for r in received],
-            )
-            cursor.executemany(
-                self._sql(
-                    "INSERT INTO medcom_ack (header_id, code, ack, at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (header_id) DO NOTHING"
-                ),
-                [(r.header_id, r.code, orjson.dumps(r.ack).decode(), stamp) for r in received if r.ack and r.code],
-            )
-        if acks:
+        self, cursor: Any, changes: StateChanges, resends: Sequence[Resend], stamp: str, utc_stamp: str
+    ) -> StateDigests:
+        state: StateDigests = {}
+        if changes.received:
+            received = [(r.bundle_id, r.header_id, stamp) for r in changes.received]
+            answered = [
+                (r.header_id, r.code, orjson.dumps(r.ack).decode(), stamp) for r in changes.received if r.ack and r.code
+            ]
+            state["medcom_received"] = self._insert_new(cursor, "medcom_received", received)
+            state["medcom_ack"] = self._insert_new(cursor, "medcom_ack", answered)
+        if changes.acks:
             cursor.executemany(
                 self._sql(
                     "UPDATE outbound_message SET state = ?, settled_at = ? "
                     "WHERE header_id = ? AND state IN ('awaiting', 'gave-up')"
                 ),
-                [("acknowledged" if a.code == "ok" else "failed", stamp, a.header_id) for a in acks],
+                [("acknowledged" if a.code == "ok" else "failed", stamp, a.header_id) for a in changes.acks],
             )
         for resend in resends:
             if resend.body is None:
@@ -465,6 +549,45 @@ class SqlAuditStore:
                 ),
                 (orjson.dumps(output).decode(), utc_stamp, resend.header_id),
             )
+        settled = {(a.header_id,) for a in changes.acks} | {(r.header_id,) for r in resends}
+        if settled:
+            state["outbound_message"] = self._read_back(cursor, "outbound_message", settled)
+        return state
+
+    def _append(self, cursor: Any, entries: Sequence[AuditEntry], stamp: str, state: StateDigests) -> None:
+        """Append entries to the chain (one of its own when only state changed), the state with the last."""
+        if state and not entries:
+            entries = [AuditEntry("state-changed", "audit", "-")]
+        if not entries:
+            return
+        cursor.execute(self._sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
+        seq, prev = cursor.fetchone()
+        records = chain(entries, seq, prev, stamp, state, self._sign)
+        cursor.executemany(
+            self._sql(
+                "INSERT INTO audit_log (seq, at, step, flow, message_id, patient, detail, prev_hash, hash, state, mac) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            [
+                (
+                    r.seq,
+                    r.at,
+                    r.step,
+                    r.flow,
+                    r.message_id,
+                    r.patient,
+                    orjson.dumps(r.detail, option=orjson.OPT_SORT_KEYS).decode(),
+                    r.prev_hash,
+                    r.hash,
+                    None if r.state is None else orjson.dumps(r.state, option=orjson.OPT_SORT_KEYS).decode(),
+                    r.mac,
+                )
+                for r in records
+            ],
+        )
+        cursor.execute(
+            self._sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"), (records[-1].seq, records[-1].hash)
+        )
 
     def outbound_count(self, state: str) -> int:
         with self._transaction(write=False) as cursor:
@@ -531,14 +654,10 @@ class SqlAuditStore:
     def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[AuditRecord]:
         with self._transaction(write=False) as cursor:
             cursor.execute(
-                self._sql(
-                    "SELECT seq, at, step, flow, message_id, patient, detail, prev_hash, hash FROM audit_log "
-                    f"{where} ORDER BY seq"
-                ),
+                self._sql(f"SELECT {RECORD_COLUMNS} FROM audit_log {where} ORDER BY seq"),
                 params,
             )
-            rows = cursor.fetchall()
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8]) for r in rows]
+            return [_record(r) for r in cursor.fetchall()]
 
     def course(self, patient: str) -> Course | None:
         with self._transaction(write=False) as cursor:
@@ -575,15 +694,32 @@ class SqlAuditStore:
             for r in rows
         ]
 
-    def note_overdue(self, request_ids: Sequence[str], at: datetime) -> None:
+    def note_overdue(self, request_ids: Sequence[str], at: datetime, entries: Sequence[AuditEntry] = ()) -> None:
+        """Note requests as reported overdue, with the audit entries that report them, in one transaction."""
+        stamp = at.isoformat()
         with self._transaction() as cursor:
+            self._lock_chain(cursor)
             cursor.executemany(
                 self._sql("UPDATE hotline_request SET overdue_noted_at = ? WHERE request_id = ?"),
-                [(at.isoformat(), r) for r in request_ids],
+                [(stamp, r) for r in request_ids],
             )
+            keys = {(r,) for r in request_ids}
+            state = {"hotline_request": audit_state.read_back(cursor, self._sql, "hotline_request", keys)}
+            self._append(cursor, entries, stamp, state if state["hotline_request"] else {})
 
     def records(self) -> Iterator[AuditRecord]:
         yield from self._rows()
+
+    def evidence(self) -> Evidence:
+        """The head, every record and every covered row, from one snapshot (the service may be writing)."""
+        with self._transaction(write=False) as cursor:
+            self._snapshot(cursor)
+            cursor.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
+            seq, digest = cursor.fetchone()
+            cursor.execute(f"SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY seq")
+            records = [_record(r) for r in cursor]
+            rows = {table: audit_state.every_row(cursor, table) for table in COVERED}
+        return Evidence((int(seq), str(digest)), records, rows)
 
     def head(self) -> tuple[int, str]:
         with self._transaction(write=False) as cursor:
@@ -596,3 +732,20 @@ class SqlAuditStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+RECORD_COLUMNS = "seq, at, step, flow, message_id, patient, detail, prev_hash, hash, state, mac"
+
+
+def _record(row: Sequence[Any]) -> AuditRecord:
+    state = None if row[9] is None else _json(row[9])
+    return AuditRecord(row[0], row[1], row[2], row[3], row[4], row[5], _json(row[6]), row[7], row[8], state, row[10])
+
+
+def _json(text: Any) -> Any:
+    """A stored JSON value; text that is not JSON (written by someone else) is kept as it is, so that
+    verification reports the record as changed instead of failing to read it."""
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
+        return {"<not JSON>": str(text)}

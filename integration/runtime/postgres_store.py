@@ -17,13 +17,15 @@ from typing import Any
 import psycopg
 
 from integration.errors import StoreRefused, Transient
-from integration.runtime.audit_store import SqlAuditStore
+from integration.runtime import audit_state
+from integration.runtime.audit_store import Signer, SqlAuditStore
 
 CHAIN_LOCK = 0x72656861  # any constant; the same in every process
 SCHEMA_LOCK = 0x72656862
 CONNECT_TIMEOUT = 5  # seconds
 STATEMENT_TIMEOUT = "30s"
 LOCK_TIMEOUT = "20s"
+INSERT_CHUNK = 200  # rows per multi-row INSERT (8 columns: far below the 65,535 parameters of a statement)
 # libpq: probe an idle connection after 5 s, every 2 s, 3 times; give up on unacknowledged data after 10 s.
 TCP_SETTINGS = {
     "keepalives": 1,
@@ -39,9 +41,9 @@ _REFUSED = (psycopg.IntegrityError, psycopg.DataError)
 class PostgresAuditStore(SqlAuditStore):
     placeholder = "%s"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, create: bool = True, sign: Signer | None = None) -> None:
         self._dsn = dsn
-        super().__init__(self._connect())
+        super().__init__(self._connect(), create, sign)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -72,6 +74,28 @@ class PostgresAuditStore(SqlAuditStore):
 
     def _lock_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+    def _insert_missing(
+        self, cursor: Any, table: str, rows: dict[tuple[Any, ...], tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING the keys inserted: one round trip."""
+        inserted: list[tuple[Any, ...]] = []
+        ordered = list(rows.items())
+        for start in range(0, len(ordered), INSERT_CHUNK):
+            chunk = ordered[start : start + INSERT_CHUNK]
+            text = audit_state.insert_sql(table, len(chunk), returning_keys=True)
+            cursor.execute(self._sql(text), tuple(value for _, row in chunk for value in row))
+            keys = {tuple(found) for found in cursor.fetchall()}
+            inserted += [row for key, row in chunk if key in keys]
+        return inserted
+
+    def _tables(self, cursor: Any) -> set[str]:
+        """The tables on the search path, as unqualified names resolve them."""
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND pg_table_is_visible(oid)")
+        return {str(r[0]) for r in cursor.fetchall()}
+
+    def _snapshot(self, cursor: Any) -> None:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
     def close(self) -> None:
         try:

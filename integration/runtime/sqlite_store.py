@@ -4,7 +4,8 @@ WAL journal with synchronous=FULL: a committed record survives a crash of the pr
 machine. BEGIN IMMEDIATE takes the write lock at once, which serialises appends to the chain
 across consumer processes sharing the file; a lock not granted within the busy timeout is an
 outage (Transient), like a file that cannot be opened. The file holds CPR numbers: it is created
-readable by its owner only (0600), and a looser existing file is tightened.
+readable by its owner only (0600), and a looser existing file is tightened. Opened with
+`create=False`, a missing file is `StoreMissing` and is never created (read-write, `mode=rw`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import structlog
 
 from integration.errors import StoreRefused, Transient
-from integration.runtime.audit_store import SqlAuditStore
+from integration.runtime.audit_store import Signer, SqlAuditStore, StoreMissing
 
 log = structlog.get_logger("integration.audit_store")
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -42,20 +43,39 @@ def _owner_only(path: Path) -> None:
         os.close(descriptor)
 
 
+def _existing(path: str) -> str:
+    """The URI that opens an existing file read-write and never creates one."""
+    if path == ":memory:" or not Path(path).is_file():
+        raise StoreMissing(f"the file {path} does not exist")
+    return f"{Path(path).resolve().as_uri()}?mode=rw"
+
+
 class SqliteAuditStore(SqlAuditStore):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
         try:
-            if path != ":memory:":
+            if create and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 _owner_only(Path(path))
             connection = sqlite3.connect(
-                path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+                path if create else _existing(path),
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,
+                uri=not create,
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError:  # "file is not a database": no outage, not a store at all
+                raise StoreMissing(f"{path} is not an SQLite database") from None
+            raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
-        super().__init__(connection)
+        super().__init__(connection, create, sign)
+
+    def _tables(self, cursor: Any) -> set[str]:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in cursor.fetchall()}
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Any]:

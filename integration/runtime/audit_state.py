@@ -1,0 +1,178 @@
+"""The state tables the audit chain covers, and the digests of their rows that go into it.
+
+The tables that drive behaviour (stored outputs that get republished, failure counts, courses,
+hotline requests, MedCom messages received and answered, our messages awaiting acks) are written
+only by the audit store, in the transaction that appends to the chain. That transaction puts,
+into its last record, a digest of what each row it touched now holds, under a digest of the row's
+key (a course is keyed by CPR number: no key goes into the chain as it is). `audit verify`
+replays those digests and compares them with every row in the tables: a row changed, inserted or
+deleted by anyone but the service shows up with its table.
+
+A row's digest covers the columns listed here, in this order. A migration that adds a column to
+one of these tables must add it here too and record the rows' new digests (as `adopt` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from integration.log import one_line
+
+StateDigests = dict[str, dict[str, str]]  # table → key digest → row digest
+Sql = Callable[[str], str]  # the store's placeholder translation
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    key: tuple[str, ...]
+    columns: tuple[str, ...]  # the key's columns first
+    key_is_personal: bool = False  # the key is a CPR number: never shown, not even masked
+
+
+COVERED: Mapping[str, Table] = {
+    "processed_message": Table(("flow", "message_id"), ("flow", "message_id", "body_sha256", "at", "outputs")),
+    "delivery_failure": Table(("flow", "message_id"), ("flow", "message_id", "failures", "last_error", "at")),
+    "rehab_course": Table(
+        ("patient",),
+        ("patient", "referring_department", "municipality_code", "is_open", "responsible", "changed_at"),
+        key_is_personal=True,
+    ),
+    "hotline_request": Table(
+        ("request_id",),
+        (
+            "request_id",
+            "thread_id",
+            "requester",
+            "department",
+            "patient",
+            "received_at",
+            "answered_at",
+            "overdue_noted_at",
+        ),
+    ),
+    "medcom_received": Table(("bundle_id",), ("bundle_id", "header_id", "at")),
+    "medcom_ack": Table(("header_id",), ("header_id", "code", "ack", "at")),
+    "outbound_message": Table(
+        ("header_id",),
+        ("header_id", "flow", "output", "first_sent_at", "last_sent_at", "resends", "state", "settled_at"),
+    ),
+}
+READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back
+
+
+def _odd(value: Any) -> str:
+    """A value the service never writes (a blob, a decimal: someone else wrote it) still gets a digest."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<bytes:{bytes(value).hex()}>"
+    return f"<{type(value).__name__}:{value!r}>"
+
+
+def key_digest(table: str, key: Sequence[Any]) -> str:
+    return hashlib.sha256(orjson.dumps([table, *key], default=_odd)).hexdigest()[:32]
+
+
+def row_digest(table: str, values: Sequence[Any]) -> str:
+    return hashlib.sha256(orjson.dumps([table, *values], default=_odd)).hexdigest()
+
+
+def shown_key(table: str, key: Sequence[Any]) -> str:
+    """The key as an operator may see it: masked of CPR numbers, and not at all for a course."""
+    if COVERED[table].key_is_personal:
+        return f"key digest {key_digest(table, key)[:12]}"
+    return one_line(", ".join("NULL" if k is None else str(k) for k in key), 120)
+
+
+def digest_rows(table: str, rows: Iterator[Sequence[Any]] | Sequence[Sequence[Any]]) -> dict[str, str]:
+    """Row digests by key digest, for rows of the table's covered columns."""
+    width = len(COVERED[table].key)
+    return {key_digest(table, row[:width]): row_digest(table, row) for row in rows}
+
+
+def _by_keys(table: str, count: int) -> str:
+    """A WHERE clause matching `count` keys of the table (its parameters: the keys' values in order)."""
+    key = COVERED[table].key
+    if len(key) == 1:
+        return f"{key[0]} IN ({', '.join('?' * count)})"
+    row = f"({', '.join('?' * len(key))})"
+    return f"({', '.join(key)}) IN (VALUES {', '.join([row] * count)})"
+
+
+def _chunks(keys: Collection[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    ordered = sorted(keys, key=repr)
+    for start in range(0, len(ordered), READ_BACK_CHUNK):
+        yield ordered[start : start + READ_BACK_CHUNK]
+
+
+def read_back(cursor: Any, sql: Sql, table: str, keys: Collection[tuple[Any, ...]]) -> dict[str, str]:
+    """The digests of the rows with these keys, as they stand in this transaction (absent ones left out)."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(keys):
+        columns = ", ".join(COVERED[table].columns)
+        cursor.execute(sql(f"SELECT {columns} FROM {table} WHERE {_by_keys(table, len(chunk))}"), _flat(chunk))
+        found.update(digest_rows(table, cursor.fetchall()))
+    return found
+
+
+def first_of_each_key(table: str, rows: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """The rows by key, the first of a key given twice (as ON CONFLICT DO NOTHING keeps it)."""
+    width = len(COVERED[table].key)
+    fresh: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        fresh.setdefault(tuple(row[:width]), row)
+    return fresh
+
+
+def keys_present(cursor: Any, sql: Sql, table: str, keys: Collection[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """Which of these keys the table holds (only the keys come back, not the rows)."""
+    present: set[tuple[Any, ...]] = set()
+    for chunk in _chunks(keys):
+        where = _by_keys(table, len(chunk))
+        cursor.execute(sql(f"SELECT {', '.join(COVERED[table].key)} FROM {table} WHERE {where}"), _flat(chunk))
+        present.update(tuple(found) for found in cursor.fetchall())
+    return present
+
+
+def insert_sql(table: str, rows: int = 1, returning_keys: bool = False) -> str:
+    """INSERT of `rows` rows of the covered columns that skips a key already there."""
+    spec = COVERED[table]
+    row = f"({', '.join('?' * len(spec.columns))})"
+    text = f"INSERT INTO {table} ({', '.join(spec.columns)}) VALUES {', '.join([row] * rows)} "
+    text += f"ON CONFLICT ({', '.join(spec.key)}) DO NOTHING"
+    return text + (f" RETURNING {', '.join(spec.key)}" if returning_keys else "")
+
+
+def _flat(keys: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(value for key in keys for value in key)
+
+
+def rows_where(cursor: Any, sql: Sql, table: str, column: str, values: Collection[Any]) -> dict[str, str]:
+    """The digests of the rows whose `column` is one of `values` (an update by something else than the key)."""
+    spec, found, ordered = COVERED[table], {}, sorted(values)
+    for start in range(0, len(ordered), READ_BACK_CHUNK):
+        chunk = ordered[start : start + READ_BACK_CHUNK]
+        cursor.execute(
+            sql(f"SELECT {', '.join(spec.columns)} FROM {table} WHERE {column} IN ({', '.join('?' * len(chunk))})"),
+            tuple(chunk),
+        )
+        found.update(digest_rows(table, cursor.fetchall()))
+    return found
+
+
+def every_row(cursor: Any, table: str) -> dict[str, tuple[str, str]]:
+    """Every row of a covered table: key digest → (row digest, the key as it may be shown)."""
+    spec = COVERED[table]
+    width = len(spec.key)
+    cursor.execute(f"SELECT {', '.join(spec.columns)} FROM {table}")
+    return {key_digest(table, row[:width]): (row_digest(table, row), shown_key(table, row[:width])) for row in cursor}
+
+
+def merge(into: StateDigests, more: Mapping[str, Mapping[str, str]]) -> StateDigests:
+    for table, digests in more.items():
+        if digests:
+            into.setdefault(table, {}).update(digests)
+    return into
