@@ -19,7 +19,8 @@ from integration.bootstrap import build_pipeline, flow_handlers, unprocessable_a
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.log import one_line
-from integration.runtime.audit_store import AuditStore
+from integration.runtime.anchors import anchor_job
+from integration.runtime.audit_store import AuditStore, Signer
 from integration.runtime.consumer import ConsumerService
 from integration.runtime.health import Health, serve
 from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
@@ -32,7 +33,7 @@ from integration.runtime.rabbitmq import (
     drain,
     masked_url,
 )
-from integration.runtime.stores import masked_dsn, open_audit_store
+from integration.runtime.stores import mac_keys, masked_dsn, open_audit_store
 from integration.testing import InMemoryBroker, drain_in_memory
 from integration.topology import FLOWS_BY_NAME, INBOUND_EXCHANGE, Flow
 
@@ -97,14 +98,20 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    keys = mac_keys(settings)
     serve(health, settings.health_listen)
-    store = wait_for_store(settings.audit_dsn, health, stopping)
+    store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
     if store is None:
         return
     factory = processor_factory(handlers, store, unprocessable_answer(pipeline), fault)
     policy = resend_policy(settings)
+    anchor = anchor_job(settings, store)  # the chain's head, out of the database's reach (decision 15)
     service = ConsumerService(
-        broker, flows, factory, periodic=lambda bus: resend_unacknowledged(store, bus, now(), policy), health=health
+        broker,
+        flows,
+        factory,
+        periodic=lambda bus: (anchor(), resend_unacknowledged(store, bus, now(), policy)),
+        health=health,
     )
     log.info(
         "starting", flows=[f.name for f in flows], broker=masked_url(broker.url), audit=masked_dsn(settings.audit_dsn)
@@ -118,15 +125,18 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
     try:
         service.run()
     finally:
+        anchor.last()
         store.close()
 
 
-def wait_for_store(dsn: str, health: Health, stopping: threading.Event, max_wait: float = 15.0) -> AuditStore | None:
+def wait_for_store(
+    dsn: str, health: Health, stopping: threading.Event, max_wait: float = 15.0, sign: Signer | None = None
+) -> AuditStore | None:
     """Open the audit store, waiting with backoff while it is unavailable; None when stopped meanwhile."""
     delay = 0.5
     while True:
         try:
-            store = open_audit_store(dsn)
+            store = open_audit_store(dsn, sign=sign)
         except Transient as exc:
             if health.down("audit-store", str(exc)):
                 log.warning("waiting for the audit store", audit=masked_dsn(dsn), reason=one_line(exc))
