@@ -13,8 +13,9 @@ import click
 import orjson
 import structlog
 
+from integration.audit_chain import AuditEntry
 from integration.bootstrap import build_pipeline
-from integration.cli_audit import audit
+from integration.cli_audit import audit, reader
 from integration.cli_dlq import dlq
 from integration.cli_ops import hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
@@ -24,8 +25,8 @@ from integration.errors import BuildError, ConfigurationError, Rejected, Transie
 from integration.flows.results import FlowResult
 from integration.log import configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
-from integration.runtime.audit_store import AuditStore
-from integration.runtime.stores import open_audit_store
+from integration.runtime.audit_store import AuditStore, StoreMissing
+from integration.runtime.stores import masked_dsn, open_store
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 T = TypeVar("T")
@@ -113,32 +114,36 @@ def _state_file(path: Path) -> State:
 
 
 class _StoreState:
-    """State from the configured store, opened only if a message asks for it."""
+    """State from the configured store, opened only if a message asks for it. The store must exist
+    (transform never creates one), and each read is audited with the OS user who ran the command."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def _ask(self, question: Callable[[AuditStore], T]) -> T:
-        store = open_audit_store(self._settings.audit_dsn)
+    def _ask(self, what: str, question: Callable[[AuditStore], T], patient: Callable[[T], str | None]) -> T:
+        store = open_store(self._settings, create=False)
         try:
-            return question(store)
+            answer = question(store)
+            entry = AuditEntry("state-read", "transform", "-", {**reader(), "read": what}, patient=patient(answer))
+            store.record([entry], datetime.now(DANISH_TIME))  # before the answer can be printed
+            return answer
         finally:
             store.close()
 
     def course(self, patient: str) -> Course | None:
-        return self._ask(lambda store: store.course(patient))
+        return self._ask("course", lambda store: store.course(patient), lambda _: patient)
 
     def requester(self, thread_id: str) -> str | None:
-        return self._ask(lambda store: store.requester(thread_id))
+        return self._ask("requester", lambda store: store.requester(thread_id), lambda _: None)
 
     def received(self, header_id: str) -> EarlierMessage | None:
-        return self._ask(lambda store: store.received(header_id))
+        return self._ask("received", lambda store: store.received(header_id), lambda _: None)
 
     def bundle_header(self, bundle_id: str) -> str | None:
-        return self._ask(lambda store: store.bundle_header(bundle_id))
+        return self._ask("bundle-header", lambda store: store.bundle_header(bundle_id), lambda _: None)
 
     def outbound(self, header_id: str) -> OutboundStatus | None:
-        return self._ask(lambda store: store.outbound(header_id))
+        return self._ask("outbound", lambda store: store.outbound(header_id), lambda a: a.patient if a else None)
 
 
 @main.command(name="transform")
@@ -154,15 +159,20 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None) -> N
     """Transform one inbound message (FILE, or - for stdin) and print the outgoing messages as JSON.
 
     Exit 0 on success (an empty array when nothing is to be sent), 2 on invalid input,
-    3 on a configuration error.
+    3 on a configuration error or when the course state it needs cannot be read from the store.
     """
     received = _receipt_time(at)
-    known = _state_file(state) if state else _StoreState(Settings.from_env())
+    settings = Settings.from_env()
+    known = _state_file(state) if state else _StoreState(settings)
     pipeline = _pipeline()
     try:
         result = _run(source.read(), pipeline, received, known)
     except Transient as exc:
         _fail(EXIT_CONFIGURATION, f"course state unavailable: {exc}")
+        raise
+    except StoreMissing as exc:
+        where = masked_dsn(settings.audit_dsn)
+        _fail(EXIT_CONFIGURATION, f"course state unavailable: no audit store at {where}: {exc} (or give --state)")
         raise
     sys.stdout.buffer.write(_dump([o.as_json() for o in result.outgoing]) + b"\n")
 

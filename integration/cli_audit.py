@@ -1,52 +1,166 @@
-"""The `audit` commands: verify the hash chain, list a patient's trail."""
+"""The `audit` commands: verify the evidence, list a patient's trail; and what every command that
+opens the store shares: opening an existing store only, and naming the OS user who reads.
+
+`audit verify` exits 0 when intact, 1 when not (or empty, or missing), 2 on a usage error (an anchor
+file unreadable or without anchors), 3 on a configuration error, 69 when the database is unreachable.
+The other commands exit 66 when there is no audit store, 69 and 3 likewise, and 65 when the store
+refuses to record their read (its chain is inconsistent: `audit verify` says where).
+"""
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 import orjson
 
-from integration.audit_chain import AuditEntry, verify
+from integration.audit_chain import AuditEntry
+from integration.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 from integration.config import Settings
-from integration.runtime.stores import open_audit_store
+from integration.errors import ConfigurationError, StoreRefused, Transient
+from integration.log import mask_cpr
+from integration.runtime.audit_store import AuditStore, StoreMissing
+from integration.runtime.stores import mac_keys, masked_dsn, open_store
+
+# sysexits: 65 EX_DATAERR (the store's own data is inconsistent), 66 EX_NOINPUT (no store where the
+# configuration says), 69 EX_UNAVAILABLE (try again later)
+EXIT_BROKEN, EXIT_USAGE, EXIT_CONFIGURATION = 1, 2, 3
+EXIT_STORE_REFUSED, EXIT_NO_STORE, EXIT_UNAVAILABLE = 65, 66, 69
+UNSET_LOGINUID = 0xFFFFFFFF
+
+
+def reader() -> dict[str, Any]:
+    """Who reads, from the process's credentials (LOGNAME and USER are whatever the caller sets): the
+    effective user, and the session's login user when the kernel knows a different one (under sudo)."""
+    uid = os.geteuid()
+    who: dict[str, Any] = {"by": _user_name(uid), "uid": uid}
+    try:
+        login = int(Path("/proc/self/loginuid").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        login = UNSET_LOGINUID
+    if login not in (UNSET_LOGINUID, uid):
+        who["login"] = _user_name(login)
+    return who
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (a container): the number is what there is
+        return f"uid {uid}"
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"error: {mask_cpr(message)}", err=True)
+    raise SystemExit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+@contextmanager
+def existing_store(
+    settings: Settings, keys: MacKeys | None = None, missing_exit: int = EXIT_NO_STORE
+) -> Iterator[AuditStore]:
+    """The configured store, which must exist (a command that reads never creates one); a missing
+    store, an outage or a configuration error is one line and an exit code, never a traceback."""
+    where = masked_dsn(settings.audit_dsn)
+    try:
+        store = open_store(settings, create=False, keys=keys)
+    except StoreMissing as exc:
+        fail(missing_exit, f"no audit store at {where}: {exc}")
+    except Transient as exc:
+        fail(EXIT_UNAVAILABLE, f"audit store unreachable: {exc}")
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    try:
+        yield store
+    except Transient as exc:
+        fail(EXIT_UNAVAILABLE, f"audit store unreachable: {exc}")
+    except StoreRefused as exc:
+        fail(EXIT_STORE_REFUSED, f"{exc} (integration audit verify says what is wrong with the log)")
+    finally:
+        store.close()
 
 
 @click.group()
 def audit() -> None:
-    """The audit log: verify its hash chain, list a patient's trail."""
+    """The audit log: verify its evidence, list a patient's trail."""
+
+
+def _anchors(files: tuple[Path, ...]) -> list[Anchor]:
+    found = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            fail(EXIT_USAGE, f"--anchor {path}: cannot read it: {exc.strerror or type(exc).__name__}")
+        anchors = parse_anchors(text, path.name)
+        if not anchors:
+            fail(EXIT_USAGE, f"--anchor {path}: no audit anchor in it (anchor file lines or 'audit anchor' log lines)")
+        found += anchors
+    return found
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Check the whole hash chain; exit 1 and say where when a record was changed, inserted or deleted."""
-    store = open_audit_store(Settings.from_env().audit_dsn)
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="an anchor file, or the service's shipped log: every anchored record must still be in the chain (repeatable)",
+)
+@click.option("--allow-empty", is_flag=True, help="an empty log is intact (a fresh deployment)")
+def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
+    """Check the evidence: the hash chain, the state tables it covers, the anchors given and (with a key
+    configured) every record's HMAC. One line per finding, naming the record, table or anchor.
+
+    Exit 0 intact; 1 not intact, empty (without --allow-empty) or missing; 2 an unusable --anchor;
+    3 a configuration error; 69 the database unreachable. The read is itself audited."""
+    settings = settings_or_exit()
+    anchors = _anchors(anchor_files)
     try:
-        head = store.head()
-        broken = verify(store.records(), head)
-    finally:
-        store.close()
-    if broken is not None:
-        click.echo(f"audit log BROKEN at record {broken.seq}: {broken.problem}", err=True)
-        raise SystemExit(1)
-    click.echo(f"audit log intact: {head[0]} records, head {head[1][:16]}…")
+        keys = mac_keys(settings)
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    with existing_store(settings, keys, missing_exit=EXIT_BROKEN) as store:
+        evidence = store.evidence()
+        result = examine(evidence.head, evidence.records, evidence.rows, keys, anchors, allow_empty)
+        unrecorded = None
+        if evidence.records:  # it read every patient's records: who did is recorded
+            detail = {**reader(), "intact": result.intact, "records": len(evidence.records), "anchors": len(anchors)}
+            try:
+                store.record([AuditEntry("audit-verified", "audit", "-", detail)], datetime.now(UTC))
+            except StoreRefused as exc:  # a head that disagrees with the records: the findings say so
+                unrecorded = f"error: this verification could not be recorded in the audit log: {exc}"
+    for finding in result.findings:
+        click.echo(mask_cpr(finding.line()), err=True)
+    if unrecorded:
+        click.echo(mask_cpr(unrecorded), err=True)
+    if not result.intact or unrecorded:
+        raise SystemExit(EXIT_BROKEN)
+    click.echo(mask_cpr(f"audit log intact: {'; '.join(result.summary)}"))
 
 
 @audit.command("trail")
 @click.option("--patient", required=True, help="the patient's CPR number")
 def audit_trail(patient: str) -> None:
-    """List what was received and sent about a patient. The look-up is itself audited."""
-    store = open_audit_store(Settings.from_env().audit_dsn)
-    try:
-        store.record(
-            [AuditEntry("audit-trail-viewed", "audit", "-", {"by": getpass.getuser()}, patient=patient)],
-            datetime.now(UTC),
-        )
+    """List what was received and sent about a patient. The look-up is itself audited, with the OS user."""
+    settings = settings_or_exit()
+    with existing_store(settings) as store:
+        store.record([AuditEntry("audit-trail-viewed", "audit", "-", reader(), patient=patient)], datetime.now(UTC))
         for record in store.trail(patient):
             detail = orjson.dumps(record.detail).decode()
             click.echo(
                 f"{record.seq:>8}  {record.at}  {record.flow:<10} {record.step:<22} {record.message_id}  {detail}"
             )
-    finally:
-        store.close()

@@ -13,11 +13,11 @@ import orjson
 import structlog
 
 from integration.audit_chain import AuditEntry
+from integration.cli_audit import existing_store
 from integration.cli_runtime import broker_settings
 from integration.config import Settings
 from integration.errors import InvalidInput
 from integration.runtime.rabbitmq import apply_topology, connected
-from integration.runtime.stores import open_audit_store
 from integration.topology import USERS, definitions
 
 log = structlog.get_logger("integration.hotline")
@@ -69,16 +69,16 @@ def hotline() -> None:
 @hotline.command("pending")
 @click.option("--hours", type=int, default=None, help="opening hours after which a request is overdue")
 def hotline_pending(hours: int | None) -> None:
-    """List unanswered requests older than the limit; log and audit each overdue one once."""
+    """List unanswered requests older than the limit; log and audit each overdue one once.
+    Exit 66 when there is no audit store, 69 when it is unreachable."""
     from integration.bootstrap import build_pipeline
     from integration.domain.opening_hours import open_hours_between
 
     settings = Settings.from_env()
     limit = hours if hours is not None else settings.hotline_overdue_hours
     hotlines = build_pipeline(settings).hotline.hotlines
-    store = open_audit_store(settings.audit_dsn)
     now = datetime.now(UTC)
-    try:
+    with existing_store(settings) as store:
         overdue = []
         for pending in store.open_requests():
             request = pending.request
@@ -90,20 +90,17 @@ def hotline_pending(hours: int | None) -> None:
                 overdue.append((pending, age))
         fresh = [p for p, _ in overdue if not p.overdue_noted]
         if fresh:
-            store.record(
-                [
-                    AuditEntry(
-                        "hotline-overdue",
-                        "hotline",
-                        p.request.request_id,
-                        {"department": p.request.department, "requester": p.request.requester},
-                        patient=p.request.patient,
-                    )
-                    for p in fresh
-                ],
-                now,
-            )
-            store.note_overdue([p.request.request_id for p in fresh], now)
+            entries = [
+                AuditEntry(
+                    "hotline-overdue",
+                    "hotline",
+                    p.request.request_id,
+                    {"department": p.request.department, "requester": p.request.requester},
+                    patient=p.request.patient,
+                )
+                for p in fresh
+            ]
+            store.note_overdue([p.request.request_id for p in fresh], now, entries)
             for p in fresh:
                 log.warning(
                     "hotline request overdue",
@@ -111,8 +108,6 @@ def hotline_pending(hours: int | None) -> None:
                     department=p.request.department,
                     requester=p.request.requester,
                 )
-    finally:
-        store.close()
     click.echo(f"{len(overdue)} unanswered request(s) older than {limit} opening hour(s):")
     for pending, age in overdue:
         request = pending.request
@@ -144,12 +139,8 @@ def outbound_resend(at: str | None) -> None:
     from integration.runtime.outbound import resend_unacknowledged
 
     settings = Settings.from_env()
-    store = open_audit_store(settings.audit_dsn)
-    try:
-        with connected(broker_settings(settings)) as connection:
-            report = resend_unacknowledged(store, connection, _moment(at), resend_policy(settings))
-    finally:
-        store.close()
+    with existing_store(settings) as store, connected(broker_settings(settings)) as connection:
+        report = resend_unacknowledged(store, connection, _moment(at), resend_policy(settings))
     click.echo(f"resent {len(report.resent)}, flagged for manual follow-up {len(report.gave_up)}")
 
 
@@ -157,18 +148,16 @@ def outbound_resend(at: str | None) -> None:
 @click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
 def outbound_pending(at: str | None) -> None:
     """Messages that need a person: no ack after the last resend, or answered with an error; and those
-    waiting past the ack timeout. Exit 0 when none needs a person, 1 otherwise."""
+    waiting past the ack timeout. Exit 0 when none needs a person, 1 otherwise; 66 when there is no audit
+    store, 69 when it is unreachable."""
     from integration.cli_runtime import resend_policy
 
     settings = Settings.from_env()
     moment = _moment(at)
-    store = open_audit_store(settings.audit_dsn)
-    try:
+    with existing_store(settings) as store:
         flagged = store.outbound_messages(["gave-up", "failed"])
         overdue = store.outbound_messages(["awaiting"], moment - resend_policy(settings).ack_timeout)
         waiting = store.outbound_count("awaiting")
-    finally:
-        store.close()
     click.echo(
         f"{len(flagged)} message(s) need manual follow-up; {waiting} awaiting an ack, {len(overdue)} of them "
         "past the ack timeout (the consumer resends those)"
