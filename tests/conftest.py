@@ -12,6 +12,7 @@ from integration.bootstrap import build_pipeline
 from integration.config import PROJECT_ROOT, Settings
 from integration.log import configure_logging, cpr_numbers_in
 from integration.pipeline import Pipeline
+from tests.cli_runs import CLI_OUTPUT, log_cli_output_to
 
 SHARED = PROJECT_ROOT.parent / "shared"
 GOLDEN = Path(__file__).parent / "golden"
@@ -50,19 +51,37 @@ def _log_to_the_suite_log(_suite_log: TextIO) -> None:
     configure_logging("DEBUG", _suite_log)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cli_output_log(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every CLI run's stdout and stderr (tests/cli_runs.py) go to one file the session's end scans."""
+    log_cli_output_to(tmp_path_factory.getbasetemp() / CLI_OUTPUT)
+
+
+def scanned_files(base: Path) -> list[Path]:
+    """What the CPR scan reads: the suite's log, every consumer's log file, the CLI runs' output
+    (cli-output.log) and the headers of every dead letter left in a test vhost (dead-letter-headers.log)."""
+    return [p for p in [base / SUITE_LOG, *sorted(base.rglob("*.log"))] if p.is_file()]
+
+
+def cpr_leaks(files: list[Path]) -> dict[str, list[str]]:
+    """Each file that holds CPR numbers, with them (masked)."""
+    return {str(p): found for p in files if (found := cpr_numbers_in(p.read_text(errors="replace")))}
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """No CPR number in any log output of the suite: in-process logs and every consumer's log file."""
+    """No CPR number in any output of the suite: in-process logs, every consumer's log file, CLI output and
+    dead-letter headers."""
     if not hasattr(session.config, "_tmp_path_factory"):
         return
     base = session.config._tmp_path_factory.getbasetemp()  # noqa: SLF001 - pytest's own temp root
-    logs = [base / SUITE_LOG, *base.rglob("*.log")]
-    leaks = {str(p): found for p in logs if p.is_file() and (found := cpr_numbers_in(p.read_text(errors="replace")))}
-    scanned = sum(p.stat().st_size for p in logs if p.is_file())
+    logs = scanned_files(base)
+    leaks = cpr_leaks(logs)
+    scanned = sum(p.stat().st_size for p in logs)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
-            f"CPR scan of the suite's log output: {scanned} bytes in {len(logs)} file(s), "
-            f"{sum(len(v) for v in leaks.values())} CPR number(s) found"
+            f"CPR scan of the suite's log output, CLI output and dead-letter headers: {scanned} bytes in "
+            f"{len(logs)} file(s), {sum(len(v) for v in leaks.values())} CPR number(s) found"
         )
     if leaks:
         if reporter is not None:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN
 
 EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
 
 
 def run_cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "integration", *args], input=stdin, capture_output=True, timeout=60, cwd=cwd
-    )
+    return run_integration(*args, input=stdin, timeout=60, cwd=cwd)
 
 
 def test_transform_file_prints_route_and_message() -> None:
@@ -74,11 +72,8 @@ def test_missing_endpoint_exits_3() -> None:
 
 
 def test_broken_mappings_exit_3(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "transform", str(EVENT)],
-        capture_output=True,
-        env={"INTEGRATION_MAPPINGS_DIR": str(tmp_path), "PATH": ""},
-        timeout=60,
+    done = run_integration(
+        "transform", str(EVENT), env={"INTEGRATION_MAPPINGS_DIR": str(tmp_path), "PATH": ""}, timeout=60
     )
     assert done.returncode == 3 and b"configuration" in done.stderr
 
@@ -93,9 +88,7 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
             "INTEGRATION_AUDIT_DSN": f"sqlite:///{tmp_path / 'audit.sqlite3'}",
         }
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "demo"], capture_output=True, env=env, timeout=120, cwd=tmp_path
-    )
+    done = run_integration("demo", env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert lines[0].startswith("no broker at amqp://guest:***@127.0.0.1:1/none") and "in-memory bus" in lines[0]
@@ -125,11 +118,8 @@ def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) ->
     terminology.write_text(
         terminology.read_text(encoding="utf-8").replace('code: "new-referral"', 'code: ""'), encoding="utf-8"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "transform", str(EVENT)],
-        capture_output=True,
-        env={"INTEGRATION_MAPPINGS_DIR": str(mappings), "PATH": ""},
-        timeout=60,
+    done = run_integration(
+        "transform", str(EVENT), env={"INTEGRATION_MAPPINGS_DIR": str(mappings), "PATH": ""}, timeout=60
     )
     assert done.returncode == 70
     assert done.stdout == b""
@@ -154,13 +144,7 @@ def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: P
     store.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
     for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-m", "integration", "hotline", "pending"],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            text=True,
-        )
+        done = run_integration("hotline", "pending", env=env, timeout=60, text=True)
         assert done.returncode == 0, done.stderr
         assert "1 unanswered request(s) older than 8 opening hour(s)" in done.stdout and "r-old" in done.stdout
         assert "r-new" not in done.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from integration.domain.course import Course, FixedState
 from integration.fhir.conformance import conformance_findings
 from integration.formats.care_communication import decode_xml_bundle
 from integration.pipeline import Pipeline, transform
+from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW, GOLDEN
 
 NOW = datetime(2027, 2, 20, 10, 5, tzinfo=ZoneInfo("Europe/Copenhagen"))
@@ -221,27 +220,17 @@ def test_each_acknowledgement_assertion_can_fail(shared: Path, breakage, expecte
 
 def test_validate_command_exit_codes(shared: Path, tmp_path: Path) -> None:
     good = shared / "medcom" / "dk-medcom-carecommunication" / "examples" / "Flow1-CareCommunication_Ex_from_OIOXML.xml"
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "validate", str(good)], capture_output=True, text=True, timeout=60
-    )
+    done = run_integration("validate", str(good), text=True, timeout=60)
     assert done.returncode == 0 and "conforms: no findings" in done.stdout
     assert "profiles checked: " in done.stdout and " constraints" in done.stdout
     import os
 
     elsewhere = {**os.environ, "INTEGRATION_MEDCOM_DEFINITIONS_DIR": str(tmp_path / "none")}
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "validate", str(good)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=elsewhere,
-    )
+    done = run_integration("validate", str(good), text=True, timeout=60, env=elsewhere)
     assert done.returncode == 0 and "profiles not checked: MedCom's definitions are not in" in done.stdout
     bad = tmp_path / "bad.json"
     bundle = _read(good)
     bundle["entry"] = bundle["entry"][1:]
     bad.write_text(json.dumps(bundle))
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "validate", str(bad)], capture_output=True, text=True, timeout=60
-    )
+    done = run_integration("validate", str(bad), text=True, timeout=60)
     assert done.returncode == 1 and "entry[0] must be the MessageHeader" in done.stdout

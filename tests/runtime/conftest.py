@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,9 +38,38 @@ def rabbitmqctl(*args: str) -> str:
     return done.stdout
 
 
+DEAD_LETTER_HEADERS_LOG = "dead-letter-headers.log"  # under pytest's base temp dir: scanned for CPR numbers
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "backslashreplace")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def dump_dead_letter_headers(url: str, queues: Iterable[str], log: Path, where: str) -> int:
+    """Append the headers of every message waiting in `queues` to `log`, one JSON line each; the messages
+    stay where they are. Returns how many were written."""
+    from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
+
+    written = 0
+    connection = RabbitConnection(BrokerSettings(url))
+    try:
+        with log.open("a", encoding="utf-8") as out:
+            for queue in queues:
+                for message in drain(connection, queue, 1_000_000):
+                    line = {"where": where, "queue": queue, "headers": dict(message.raw_headers)}
+                    out.write(json.dumps(line, default=_plain, ensure_ascii=False) + "\n")
+                    written += 1
+    finally:
+        connection.close()  # unacked: back to their queues
+    return written
+
+
 @pytest.fixture(scope="module")
-def vhost() -> Iterator[str]:
-    """A fresh vhost for the module, with the service's topology applied."""
+def vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh vhost for the module, with the service's topology applied. When it is deleted, the headers of
+    every dead letter left in it go to dead-letter-headers.log, which the session's end scans for CPR numbers."""
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is not installed; the broker tests need a local RabbitMQ")
     name = f"test-{uuid.uuid4().hex[:10]}"
@@ -49,7 +80,14 @@ def vhost() -> Iterator[str]:
     with connected(BrokerSettings(broker_url(name))) as connection:
         apply_topology(connection.channel)
     yield name
-    rabbitmqctl("delete_vhost", name)
+    try:
+        dead_letter_queues = [
+            q for q in rabbitmqctl("list_queues", "-p", name, "name", "--silent").split() if q.endswith(".dlq")
+        ]
+        log = tmp_path_factory.getbasetemp() / DEAD_LETTER_HEADERS_LOG
+        dump_dead_letter_headers(broker_url(name), dead_letter_queues, log, f"vhost {name}")
+    finally:
+        rabbitmqctl("delete_vhost", name)
 
 
 def broker_url(vhost: str) -> str:

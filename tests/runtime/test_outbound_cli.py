@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import orjson
 from integration.pipeline import Pipeline, transform
 from integration.runtime.audit_store import StoredOutput
 from integration.runtime.stores import open_audit_store
+from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import collector, take_all
 from tests.runtime.conftest import broker_url
@@ -21,9 +21,7 @@ EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "integration", "outbound", *args], capture_output=True, text=True, env=env, timeout=60
-    )
+    return run_integration("outbound", *args, text=True, env=env, timeout=60)
 
 
 def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeline) -> None:
