@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from integration.testing import distinct_referral_events as events  # noqa: E402 - after the path is set
+from integration.topology import SENDERS_BY_KIND  # noqa: E402 - after the path is set
+
+# Discharge events come from the hospital, on its own exchange (decision 14).
+HOSPITAL = SENDERS_BY_KIND["hospital"].exchange
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -41,7 +45,9 @@ def rabbitmqctl(*args: str) -> None:
 class Broker:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        parameters = pika.URLParameters(url)
+        self.user = parameters.credentials.username  # the AMQP user-id every inbound message must carry
+        self.connection = pika.BlockingConnection(parameters)
         self.channel = self.connection.channel()
 
     def depth(self, queue: str) -> int:
@@ -54,7 +60,9 @@ class Broker:
                 exchange,
                 key,
                 body,
-                pika.BasicProperties(delivery_mode=2, message_id=message_id, content_type="application/json"),
+                pika.BasicProperties(
+                    delivery_mode=2, message_id=message_id, content_type="application/json", user_id=self.user
+                ),
             )
         self.connection.process_data_events(0)
 
@@ -151,10 +159,12 @@ def latency_run(broker_url: str, outputs: str, rate: int, seconds: int) -> list[
             time.sleep(min(due - now, 0.002))
         sent[event_id] = time.perf_counter()
         publisher.channel.basic_publish(
-            "rehab.inbound",
+            HOSPITAL,
             "discharge",
             body,
-            pika.BasicProperties(delivery_mode=2, message_id=event_id, content_type="application/json"),
+            pika.BasicProperties(
+                delivery_mode=2, message_id=event_id, content_type="application/json", user_id=publisher.user
+            ),
         )
         publisher.connection.process_data_events(0)
     collector.join(timeout=seconds + 60)
@@ -199,7 +209,7 @@ def main() -> None:
         print(f"relay: {args.events} events, {result['relay_eps']} events/s", flush=True)
 
         # (b) the pipeline, same backlog size
-        broker.load("rehab.inbound", "discharge", sample)
+        broker.load(HOSPITAL, "discharge", sample)
         broker.wait_depth("rehab.discharge-events", args.events, 60)
         pipeline = start_pipeline(url, f"sqlite:///{workdir / 'audit.sqlite3'}", workdir / "pipeline.log")
         result["pipeline_eps"] = round(broker.drain_rate("bench.outputs", args.events, 900), 1)
@@ -220,7 +230,7 @@ def main() -> None:
 
         # resident memory while a large backlog drains
         broker.channel.queue_unbind("bench.outputs", "rehab.referral", "#")
-        broker.load("rehab.inbound", "discharge", events(args.backlog))
+        broker.load(HOSPITAL, "discharge", events(args.backlog))
         samples = []
         deadline = time.perf_counter() + args.drain_seconds
         while time.perf_counter() < deadline and broker.depth("rehab.discharge-events") > 0:

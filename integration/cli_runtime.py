@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import click
@@ -35,7 +36,7 @@ from integration.runtime.rabbitmq import (
 )
 from integration.runtime.stores import mac_keys, masked_dsn, open_audit_store
 from integration.testing import InMemoryBroker, drain_in_memory
-from integration.topology import FLOWS_BY_NAME, INBOUND_EXCHANGE, Flow
+from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND, Flow
 
 log = structlog.get_logger("integration.run")
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
@@ -154,22 +155,37 @@ HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
 CLOSING_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "closing"
 
 
-def _samples() -> list[tuple[str, str, bytes, str]]:
-    """(flow, name, body, message id): the sample discharge events and one bad one, then hotline requests."""
+class Sample(NamedTuple):
+    flow: str
+    sender: str  # the kind of sender (`integration.topology.SENDERS`): its exchange is where the sample goes
+    name: str
+    body: bytes
+    message_id: str
+
+
+def _samples() -> list[Sample]:
+    """The sample discharge events and one bad one (from the hospital), the hotline requests (from a
+    municipality or a GP, as their sender says), then a municipality's closing report."""
     samples = []
     for path in sorted(SAMPLES.glob("*.event.json")):
         body = path.read_bytes()
-        samples.append(("discharge", path.name.removesuffix(".event.json"), body, orjson.loads(body)["eventId"]))
-    poison = samples[0][2].replace(b'"851"', b'"999"')
-    samples.append(("discharge", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality"))
+        name = path.name.removesuffix(".event.json")
+        samples.append(Sample("discharge", "hospital", name, body, orjson.loads(body)["eventId"]))
+    poison = samples[0].body.replace(b'"851"', b'"999"')
+    samples.append(
+        Sample("discharge", "hospital", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality")
+    )
     for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
         body = path.read_bytes()
-        samples.append(("hotline", path.name.removesuffix(".request.json"), body, orjson.loads(body)["requestId"]))
+        request = orjson.loads(body)
+        sender = "gp" if "ydernummer" in request.get("sender", {}) else "municipality"
+        samples.append(Sample("hotline", sender, path.name.removesuffix(".request.json"), body, request["requestId"]))
     for path in sorted(HOTLINE_SAMPLES.glob("*.carecommunication.json")):  # MedCom: answered with an ack
         body = path.read_bytes()
-        samples.append(("hotline", path.name.removesuffix(".json"), body, orjson.loads(body)["id"]))
+        name = path.name.removesuffix(".json")
+        samples.append(Sample("hotline", "municipality", name, body, orjson.loads(body)["id"]))
     report = CLOSING_SAMPLES / "01-full-items.report.xml"
-    samples.append(("closing", "closing-report", report.read_bytes(), "demo-closing-report-01"))
+    samples.append(Sample("closing", "municipality", "closing-report", report.read_bytes(), "demo-closing-report-01"))
     return samples
 
 
@@ -189,12 +205,13 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
         broker.bind(exchange, "demo.outputs", "#")
     processor = processor_factory(flow_handlers(build_pipeline(settings)), store)(broker)
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
-        for sample_flow, _name, body, message_id in _samples():
-            if sample_flow == flow.name:
-                broker.publish(INBOUND_EXCHANGE, flow.name, body, message_id, content_type="application/json")
+        for sample in _samples():
+            if sample.flow == flow.name:
+                exchange = SENDERS_BY_KIND[sample.sender].exchange
+                broker.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
         drain_in_memory(broker, processor, [flow])
     routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
-    names = {message_id: name for _, name, _, message_id in _samples()}
+    names = {s.message_id: s.name for s in _samples()}
     dead = [
         (names.get(m.message_id or "", "?"), str(m.headers.get("x-rehab-reason")))
         for m in broker.queues["rehab.discharge-events.dlq"]
@@ -204,7 +221,7 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
 
 def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """One line per message received downstream (sample → routing key), then the dead-lettered ones."""
-    names = {message_id: name for _, name, _, message_id in _samples()}
+    names = {s.message_id: s.name for s in _samples()}
     published = {r.detail.get("outputId"): r for r in store.records() if r.step == "published"}
     lines = []
     for output_id in routed:
@@ -228,10 +245,11 @@ def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConn
     worker.start()
     samples = _samples()
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
-        batch = [s for s in samples if s[0] == flow.name]
+        batch = [s for s in samples if s.flow == flow.name]
         expected = service.handled + len(batch)
-        for _flow, _name, body, message_id in batch:
-            connection.publish(INBOUND_EXCHANGE, flow.name, body, message_id, content_type="application/json")
+        for sample in batch:
+            exchange = SENDERS_BY_KIND[sample.sender].exchange
+            connection.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
         deadline = time.monotonic() + 60
         while service.handled < expected and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -48,7 +48,9 @@ def topic_matches(pattern: str, key: str) -> bool:
 
 
 class InMemoryBroker:
-    """Exchanges, queues and bindings as in `integration.topology`; publish routes at once.
+    """Exchanges, queues and bindings as in `integration.topology`; publish routes at once, through an
+    exchange's alternate exchange when nothing else takes the message; a full queue (`x-max-length`)
+    refuses it as RabbitMQ's `reject-publish` does, and `reject-publish-dlx` also dead-letters it.
 
     Every message it takes carries `user_id` as its AMQP user-id, as our RabbitMQ adapter's do.
     """
@@ -57,6 +59,7 @@ class InMemoryBroker:
         self.user_id = user_id
         self.exchanges = {e.name: e for e in exchanges()}
         self.queues: dict[str, deque[StoredMessage]] = {q.name: deque() for q in queues()}
+        self.arguments: dict[str, Mapping[str, Any]] = {q.name: q.arguments for q in queues()}
         self.bindings = [(b.exchange, b.queue, b.routing_key) for b in bindings()]
 
     def bind(self, exchange: str, queue: str, routing_key: str) -> None:
@@ -93,10 +96,28 @@ class InMemoryBroker:
             targets = self._routes(alternate, routing_key)
         if not targets:
             raise Transient(f"unroutable: {exchange} {routing_key}", "broker")
-        for queue in targets:
-            self.queues[queue].append(
-                StoredMessage(body, message_id, dict(headers or {}), content_type, False, self.user_id, exchange)
-            )
+        message = StoredMessage(body, message_id, dict(headers or {}), content_type, False, self.user_id, exchange)
+        refused = [queue for queue in targets if not self._enqueue(queue, message, routing_key)]
+        if refused:  # RabbitMQ nacks the publish when any queue refused it
+            raise Transient(f"the broker refused the message for {exchange} {routing_key}", "broker")
+
+    def _enqueue(self, queue: str, message: StoredMessage, routing_key: str) -> bool:
+        arguments = self.arguments.get(queue, {})
+        limit = arguments.get("x-max-length")
+        overflow = arguments.get("x-overflow", "drop-head")
+        if limit is None or len(self.queues[queue]) < limit or overflow == "drop-head":
+            self.queues[queue].append(message)
+            while limit is not None and len(self.queues[queue]) > limit:
+                self.queues[queue].popleft()
+            return True
+        dead_letter_exchange = arguments.get("x-dead-letter-exchange")
+        if overflow == "reject-publish-dlx" and dead_letter_exchange:
+            key = arguments.get("x-dead-letter-routing-key", routing_key)
+            death = {"reason": "maxlen", "queue": queue, "exchange": message.exchange, "routing-keys": [routing_key]}
+            dead = replace(message, headers={**message.headers, "x-death": [death]}, exchange=dead_letter_exchange)
+            for target in self._routes(dead_letter_exchange, key):
+                self._enqueue(target, dead, key)
+        return False
 
     def get(self, queue: str) -> StoredMessage | None:
         messages = self.queues[queue]

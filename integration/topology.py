@@ -1,10 +1,17 @@
 """The RabbitMQ topology as data: one description drives `integration topology apply` and the
 importable `deploy/rabbitmq/definitions.json` (a test keeps the two identical).
 
-Per flow: an inbound quorum queue fed by `rehab.inbound` under the flow's name, with a delivery
-limit and dead-lettering (at-least-once) to `rehab.dlx`, where the flow's dead-letter queue
-waits. Outbound topic exchanges park unroutable messages in `rehab.unrouted` (alternate
-exchange), so a confirmed publish is never silently dropped.
+Inbound, per kind of sender (decision 14): each kind has an exchange of its own, `rehab.inbound.<kind>`,
+that only its broker user may write, bound under the flow's name to exactly the flow queues the
+agreement lets that kind send. A kind it may not send is routed by the exchange's alternate exchange
+through a gate that refuses it (the publisher's confirm is negative) and dead-letters it into
+`rehab.inbound.refused`, where an operator finds it with the sender's verified user-id. Replays
+(`integration dlq replay`) come through `rehab.replay`, which only the service and the administrator
+may write.
+
+Per flow: an inbound quorum queue with a delivery limit and dead-lettering (at-least-once) to
+`rehab.dlx`, where the flow's dead-letter queue waits. Outbound topic exchanges park unroutable
+messages in `rehab.unrouted` (alternate exchange), so a confirmed publish is never silently dropped.
 """
 
 from __future__ import annotations
@@ -13,8 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VHOST = "hjerterehab"
-INBOUND_EXCHANGE = "rehab.inbound"
 DEAD_LETTER_EXCHANGE = "rehab.dlx"
+REPLAY_EXCHANGE = "rehab.replay"  # `integration dlq replay` only: the service and the administrator may write it
+REFUSED_EXCHANGE = "rehab.inbound.refused"  # the alternate exchange of every sender's exchange
+REFUSED_GATE = "rehab.inbound.refused.gate"  # takes nothing: refuses (nack) and dead-letters what reaches it
+# The gate's dead-letter exchange: a fanout of its own, so that the refused message keeps the routing key
+# its sender gave it (rehab.dlx routes by flow name and would put it among the flow's dead letters).
+REFUSED_DEAD_LETTER_EXCHANGE = "rehab.inbound.refused.dlx"
+REFUSED_QUEUE = "rehab.inbound.refused"  # where refused messages wait for an operator (`integration dlq refused`)
+# Exchanges of earlier versions that `integration topology apply` deletes (decision 14: one per sender now).
+RETIRED_EXCHANGES = ("rehab.inbound",)
 UNROUTED_EXCHANGE = "rehab.unrouted"
 UNROUTED_QUEUE = "rehab.unrouted"
 ACK_EXCHANGE = "rehab.ack"  # our MedCom acks, routing key ack.<the acknowledged sender's SOR>
@@ -28,7 +43,7 @@ MAX_LENGTH = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    name: str  # also the routing key on rehab.inbound and rehab.dlx
+    name: str  # also the routing key on the senders' exchanges, rehab.replay and rehab.dlx
     queue: str
     outbound_exchange: str
 
@@ -44,6 +59,32 @@ FLOWS: tuple[Flow, ...] = (
     Flow("acknowledgement", "rehab.acknowledgements", ACK_EXCHANGE),  # acks for our messages; never answered
 )
 FLOWS_BY_NAME = {f.name: f for f in FLOWS}
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A kind of sender: its broker user, and the flows the agreement lets it send (its exchange's bindings)."""
+
+    kind: str
+    user: str
+    flows: tuple[str, ...]
+
+    @property
+    def exchange(self) -> str:
+        return f"rehab.inbound.{self.kind}"
+
+
+SENDERS: tuple[Sender, ...] = (
+    # discharge/visitation events, the hotline answers of its departments, acks of our messages
+    Sender("hospital", "rehab-hospital", ("discharge", "hotline", "acknowledgement")),
+    # advice requests, closing reports, acks of our referrals
+    Sender("municipality", "rehab-municipality", ("hotline", "closing", "acknowledgement")),
+    # advice requests, acks of our status messages
+    Sender("gp", "rehab-gp", ("hotline", "acknowledgement")),
+)
+SENDERS_BY_KIND = {s.kind: s for s in SENDERS}
+SERVICE_USER = "rehab-service"
+ADMIN_USER = "rehab-admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +120,19 @@ def inbound_queue_arguments(flow: Flow) -> dict[str, Any]:
     }
 
 
+def outbound_exchanges() -> list[str]:
+    return sorted({f.outbound_exchange for f in FLOWS} | {ACK_EXCHANGE})
+
+
 def exchanges() -> list[Exchange]:
-    outbound = sorted({f.outbound_exchange for f in FLOWS} | {ACK_EXCHANGE})
     return [
-        Exchange(INBOUND_EXCHANGE, "direct"),
+        *(Exchange(s.exchange, "direct", {"alternate-exchange": REFUSED_EXCHANGE}) for s in SENDERS),
+        Exchange(REFUSED_EXCHANGE, "fanout"),
+        Exchange(REFUSED_DEAD_LETTER_EXCHANGE, "fanout"),
+        Exchange(REPLAY_EXCHANGE, "direct"),
         Exchange(DEAD_LETTER_EXCHANGE, "direct"),
         Exchange(UNROUTED_EXCHANGE, "fanout"),
-        *(Exchange(name, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}) for name in outbound),
+        *(Exchange(name, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}) for name in outbound_exchanges()),
     ]
 
 
@@ -94,28 +141,66 @@ def queues() -> list[Queue]:
     for flow in FLOWS:
         result.append(Queue(flow.queue, inbound_queue_arguments(flow)))
         result.append(Queue(flow.dead_letter_queue, {"x-queue-type": "quorum"}))
+    # A publish routed to the gate is refused (the sender's confirm is a nack) and dead-lettered to the
+    # refused queue. Only a classic queue can do both (quorum queues have no reject-publish-dlx).
+    result.append(
+        Queue(
+            REFUSED_GATE,
+            {
+                "x-queue-type": "classic",
+                "x-max-length": 0,
+                "x-overflow": "reject-publish-dlx",
+                "x-dead-letter-exchange": REFUSED_DEAD_LETTER_EXCHANGE,
+            },
+        )
+    )
+    # Bounded: a sender flooding kinds it may not send must not fill the broker (it still gets its nacks).
+    result.append(
+        Queue(REFUSED_QUEUE, {"x-queue-type": "quorum", "x-max-length": MAX_LENGTH, "x-overflow": "reject-publish"})
+    )
     result.append(Queue(UNROUTED_QUEUE, {"x-queue-type": "quorum"}))
     return result
 
 
 def bindings() -> list[Binding]:
     result = []
+    for sender in SENDERS:
+        result += [Binding(sender.exchange, FLOWS_BY_NAME[name].queue, name) for name in sender.flows]
     for flow in FLOWS:
-        result.append(Binding(INBOUND_EXCHANGE, flow.queue, flow.name))
+        result.append(Binding(REPLAY_EXCHANGE, flow.queue, flow.name))
         result.append(Binding(DEAD_LETTER_EXCHANGE, flow.dead_letter_queue, flow.name))
+    result.append(Binding(REFUSED_EXCHANGE, REFUSED_GATE, ""))
+    result.append(Binding(REFUSED_DEAD_LETTER_EXCHANGE, REFUSED_QUEUE, ""))
     result.append(Binding(UNROUTED_EXCHANGE, UNROUTED_QUEUE, ""))
     return result
 
 
+def exactly(names: list[str]) -> str:
+    """A permission regex that matches these resource names and nothing else."""
+    return "^(" + "|".join(name.replace(".", r"\.") for name in names) + ")$"
+
+
+def _users() -> dict[str, tuple[str, str, str, str]]:
+    service_reads = [q for f in FLOWS for q in (f.queue, f.dead_letter_queue)] + [REFUSED_QUEUE]
+    return {
+        # name: (tags, configure, write, read)
+        ADMIN_USER: ("administrator", ".*", ".*", ".*"),
+        # Consumes the flow queues; publishes outputs, dead letters and (`dlq replay`) replays; lists refused
+        # messages (`dlq refused`). It cannot write a sender's exchange, so it cannot pose as a sender.
+        SERVICE_USER: (
+            "",
+            "",
+            exactly([*outbound_exchanges(), DEAD_LETTER_EXCHANGE, REPLAY_EXCHANGE]),
+            exactly(service_reads),
+        ),
+        # Each kind of sender writes its own exchange and nothing else.
+        **{s.user: ("", "", exactly([s.exchange]), "") for s in SENDERS},
+    }
+
+
 # Users and their least privileges (configure, write, read regexes), for the definitions file.
 # `guest` is for local development only and is not part of the deployed definitions.
-USERS: dict[str, tuple[str, str, str, str]] = {
-    # name: (tags, configure, write, read)
-    "rehab-admin": ("administrator", ".*", ".*", ".*"),
-    "rehab-service": ("", "", r"^rehab\.(referral|hotline|status|ack|dlx|inbound)$", r"^rehab\.[a-z-]+(\.dlq)?$"),
-    "rehab-hospital": ("", "", r"^rehab\.inbound$", ""),
-    "rehab-municipality": ("", "", r"^rehab\.inbound$", ""),
-}
+USERS: dict[str, tuple[str, str, str, str]] = _users()
 
 
 def definitions(password_hashes: dict[str, str]) -> dict[str, Any]:

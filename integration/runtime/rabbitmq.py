@@ -24,7 +24,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.flows.results import FHIR_JSON
 from integration.runtime.amqp_properties import read_properties
-from integration.topology import bindings, exchanges, queues
+from integration.topology import RETIRED_EXCHANGES, bindings, exchanges, queues
 
 _LOST = (
     px.AMQPConnectionError,
@@ -161,9 +161,12 @@ def connected(settings: BrokerSettings) -> Iterator[RabbitConnection]:
 
 
 def apply_topology(channel: BlockingChannel) -> list[str]:
-    """Declare every exchange, queue and binding; idempotent. Returns what was declared."""
+    """Declare every exchange, queue and binding, and delete retired exchanges; idempotent. Returns what was done."""
     done = []
     try:
+        for name in RETIRED_EXCHANGES:  # deleting an absent exchange is no error
+            channel.exchange_delete(name)
+            done.append(f"exchange {name} deleted (retired)")
         for exchange in exchanges():
             channel.exchange_declare(exchange.name, exchange.type, durable=True, arguments=exchange.arguments)
             done.append(f"exchange {exchange.name}")

@@ -15,7 +15,17 @@ import orjson
 
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.testing import distinct_referral_events
+from integration.topology import SENDERS_BY_KIND
 from tests.runtime.conftest import broker_url
+
+# Who sends each flow's messages when a test does not say (decision 14: each kind of sender has its own
+# exchange, bound only to the flows the agreement lets it send).
+DEFAULT_SENDER = {
+    "discharge": "hospital",
+    "hotline": "municipality",
+    "closing": "municipality",
+    "acknowledgement": "municipality",
+}
 
 
 def target_url(vhost: str) -> str:
@@ -32,11 +42,33 @@ def connect(vhost: str, prefetch: int = 100) -> RabbitConnection:
     return RabbitConnection(BrokerSettings(target_url(vhost), prefetch))
 
 
-def publish_events(vhost: str, events: list[tuple[str, bytes]]) -> None:
+def inbound_exchange(flow: str, sender: str | None = None) -> str:
+    """The exchange a `sender` (a kind: hospital, municipality, gp; default: the flow's usual one) publishes to."""
+    return SENDERS_BY_KIND[sender or DEFAULT_SENDER[flow]].exchange
+
+
+# flow → (exchange, routing key) of its usual sender, for tests that publish with a client of their own.
+INBOUND_ROUTES = {flow: (inbound_exchange(flow), flow) for flow in DEFAULT_SENDER}
+
+
+def publish_events(vhost: str, events: list[tuple[str, bytes]], sender: str = "hospital") -> None:
+    """Discharge events, as `sender` would publish them (the connection's user is their user-id)."""
+    publish(vhost, "discharge", events, sender)
+
+
+def publish(
+    vhost: str,
+    flow: str,
+    messages: list[tuple[str, bytes]],
+    sender: str | None = None,
+    content_type: str = "application/json",
+) -> None:
+    """(message id, body) pairs to `flow`, through the exchange of `sender` (default: the flow's usual sender)."""
+    exchange = inbound_exchange(flow, sender)
     connection = connect(vhost)
     try:
-        for event_id, body in events:
-            connection.publish("rehab.inbound", "discharge", body, event_id, content_type="application/json")
+        for message_id, body in messages:
+            connection.publish(exchange, flow, body, message_id, content_type=content_type)
     finally:
         connection.close()
 

@@ -23,7 +23,7 @@ from integration.runtime.processor import Processor, RetryPolicy
 from integration.runtime.rabbitmq import BrokerSettings
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS_BY_NAME
-from tests.runtime.broker_helpers import collector, connect, queue_depth, take_all, wait_for
+from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url
 from tests.test_acknowledgements import _configured
 from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
@@ -34,7 +34,7 @@ SENDER_SOR = "328081000016004"  # the shared example's municipal home nursing
 def _send(vhost: str, flow: str, message: dict[str, Any]) -> None:
     connection = connect(vhost)
     try:
-        connection.publish("rehab.inbound", flow, orjson.dumps(message), message["id"])
+        connection.publish(inbound_exchange(flow), flow, orjson.dumps(message), message["id"])
     finally:
         connection.close()
 

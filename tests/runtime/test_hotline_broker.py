@@ -16,7 +16,7 @@ from integration.runtime.rabbitmq import BrokerSettings
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
-from tests.runtime.broker_helpers import collector, connect, queue_depth, take_all, wait_for
+from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url
 
 AALBORG = "715541000016001"
@@ -25,7 +25,7 @@ AALBORG = "715541000016001"
 def _publish(vhost: str, key: str, body: bytes, message_id: str) -> None:
     connection = connect(vhost)
     try:
-        connection.publish("rehab.inbound", key, body, message_id, content_type="application/json")
+        connection.publish(inbound_exchange(key), key, body, message_id, content_type="application/json")
     finally:
         connection.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,11 @@ import pytest
 
 from integration.audit_chain import verify
 from integration.runtime.stores import open_audit_store
+from tests.cli_runs import run_integration
 from tests.runtime.broker_helpers import (
     connect,
     consumer_env,
+    inbound_exchange,
     output_queue,
     queue_depth,
     referral_events,
@@ -30,6 +31,7 @@ from tests.runtime.broker_helpers import (
 from tests.runtime.conftest import broker_url
 
 INBOUND = "rehab.discharge-events"
+HOSPITAL = inbound_exchange("discharge", "hospital")
 DLQ = "rehab.discharge-events.dlq"
 
 
@@ -41,7 +43,7 @@ def _publish_raw(vhost: str, body: bytes, **properties: Any) -> None:
         channel = connection.channel()
         channel.confirm_delivery()
         properties.setdefault("user_id", "guest")
-        channel.basic_publish("rehab.inbound", "discharge", body, pika.BasicProperties(**properties), mandatory=True)
+        channel.basic_publish(HOSPITAL, "discharge", body, pika.BasicProperties(**properties), mandatory=True)
     finally:
         connection.close()
 
@@ -77,7 +79,7 @@ def test_a_senders_retries_within_one_batch_are_redeliveries_not_a_dead_lettered
         for event_id, body in events:
             copies = 2 if event_id in retried else 1
             for _ in range(copies):  # the publisher's retry after a lost confirm: same id, same bytes
-                connection.publish("rehab.inbound", "discharge", body, event_id, content_type="application/json")
+                connection.publish(HOSPITAL, "discharge", body, event_id, content_type="application/json")
     finally:
         connection.close()
     assert len(retried) == 10
@@ -158,13 +160,7 @@ def test_hostile_properties_and_headers_never_crash_the_consumer(vhost: str, aud
             "every innocent and acceptable message processed, the hostile ones dead-lettered",
         )
         assert process.poll() is None, "the consumer crashed"
-        listed = subprocess.run(
-            [sys.executable, "-m", "integration", "dlq", "list", "--flow", "discharge"],
-            env=consumer_env(vhost, audit_dsn),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        listed = run_integration("dlq", "list", "--flow", "discharge", env=consumer_env(vhost, audit_dsn), text=True)
     finally:
         _stop(process)
     assert listed.returncode == 0, listed.stderr
