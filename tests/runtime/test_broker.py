@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from integration.runtime.processor import Processor, RetryPolicy
 from integration.runtime.rabbitmq import BrokerSettings, apply_topology
 from integration.runtime.stores import open_audit_store
 from integration.topology import FLOWS_BY_NAME
+from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
     connect,
@@ -84,15 +84,6 @@ def test_committed_definitions_match_the_topology() -> None:
     assert committed == definitions_document(), (
         "run: integration topology export --out deploy/rabbitmq/definitions.json"
     )
-
-
-def test_definitions_import_into_a_real_broker(tmp_path: Path) -> None:
-    rabbitmqctl("import_definitions", str(PROJECT_ROOT / "deploy" / "rabbitmq" / "definitions.json"))
-    queues = rabbitmqctl("list_queues", "-p", "hjerterehab", "name", "arguments")
-    assert "rehab.discharge-events" in queues and "x-delivery-limit" in queues
-    policies = rabbitmqctl("list_policies", "-p", "hjerterehab")
-    assert "rehab-inbound-limits" in policies
-    rabbitmqctl("set_permissions", "-p", "hjerterehab", "guest", ".*", ".*", ".*")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -215,9 +206,7 @@ def test_sigterm_finishes_in_flight_work_and_loses_nothing(vhost: str, audit_dsn
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "integration", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_integration(*args, env=env, text=True, timeout=120)
 
 
 def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
@@ -271,14 +260,7 @@ def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp
 
 
 def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "integration", "demo"],
-        env=consumer_env(vhost, audit_dsn),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done = run_integration("demo", env=consumer_env(vhost, audit_dsn), text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"broker: amqp://guest:***@127.0.0.1:5672/{vhost}")
