@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from integration.domain.pathway import Pathway, earliest_bicycle_test
 from integration.domain.records import DischargeEvent, Setting
 from integration.domain.risk import RiskAssessment, RiskPolicy
+from integration.errors import InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,12 @@ def _sternotomy_note(event: DischargeEvent, rules: ReferralRules) -> str | None:
     surgery = event.surgery
     if surgery is None or not surgery.sternotomy or surgery.date is None:
         return None
-    earliest = earliest_bicycle_test(surgery.date, rules.sternotomy_delay_weeks)
+    try:
+        earliest = earliest_bicycle_test(surgery.date, rules.sternotomy_delay_weeks)
+    except OverflowError:  # a real date, but the test date after it is past the calendar's end (year 9999)
+        raise InvalidInput(
+            "surgery.date", "too late in the calendar: the earliest bicycle test date is past 9999"
+        ) from None
     return rules.notes.sternotomy.format(surgery_date=surgery.date.isoformat(), earliest_test_date=earliest.isoformat())
 
 
