@@ -222,7 +222,9 @@ def new_message(
     ids = partial(derived_id, seed)
     v4 = partial(derived_uuid4, seed)
     sent = fhir_instant(now)
-    given, _, family = author.name.rpartition(" ")
+    # The last word is the family name; split on any white space, so neither part is empty or only spaces.
+    *given_words, family = author.name.split() or [author.name]
+    given = " ".join(given_words)
     practitioner = _resource(
         "Practitioner",
         ids("Practitioner"),

@@ -2,7 +2,9 @@
 
 Parsed hardened (`safe_xml`), validated against the XSD, then checked for what XSD 1.0 cannot say:
 each measurement's UCUM unit, distinct HADS items, real dates, a CPR number with a real birth date.
-Errors name the element and never repeat a value from the report.
+Typed values are read as XSD 1.0 defines them (white space collapsed, `1`/`0` booleans, signs and
+leading zeros in numbers); the forms the report has no use for are refused by the XSD itself, so
+the two never disagree. Errors name the element and never repeat a value from the report.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ UNITS = {
     "ldl-cholesterol": "mmol/L",
     "hba1c": "mmol/mol",
 }
-_OFFENDING_VALUE = re.compile(r"[Tt]he value '[^']*'")
-_NAMESPACE = re.compile(r"\{[^}]*\}")
+# libxml2 puts the offending value first ("'V' is not a valid value of the atomic type 'T'") or after
+# "The value" ("[facet 'pattern'] The value 'V' is not accepted by …"); greedy, so a quote inside V cannot
+# end it early: what follows the last " is/has/does" is the schema's, never the report's.
+_VALUE_FIRST = re.compile(r"^'.*'(?= is not a valid value of )", re.DOTALL)
+_THE_VALUE = re.compile(r"[Tt]he value '.*'(?= (?:is|has|does) )", re.DOTALL)
+_NAMESPACE = re.compile(r"\{[^{}']*:[^{}']*\}")  # {urn:…}Element; not a pattern's {4} or \p{Z}
 _ATTRIBUTE = re.compile(r"attribute '([^']+)'")
+_XML_SPACE = " \t\r\n"  # what XSD's whiteSpace collapse removes; Python's strip() would remove more
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +104,41 @@ def _element_path(element: etree._Element) -> str:
     return ".".join(reversed(parts))
 
 
+# The patterns of schemas/closing-report.xsd that say more in words than as a regular expression.
+_PATTERN_WORDS = {
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}": "not a date yyyy-mm-dd (a four-digit year, no time zone)",
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?"
+    "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))": (
+        "not a date and time yyyy-mm-ddThh:mm:ss with a time zone (a four-digit year, hours 00 to 23, "
+        "a zone from -14:00 to +14:00)"
+    ),
+    "[\\s\\S]*[^\\s\\p{Z}\\p{Cc}][\\s\\S]*": "holds nothing but spaces or control characters",
+}
+_PATTERN = re.compile(r"\[facet 'pattern'\] the value is not accepted by the pattern '(.*)'\.$", re.DOTALL)
+
+
+def _without_values(detail: str, value: str | None) -> str:
+    """libxml2's description of a violation without the offending value (they go to logs and headers)."""
+    detail = _THE_VALUE.sub("the value", _VALUE_FIRST.sub("the value", detail))
+    if value:
+        detail = detail.replace(f"'{value}'", "the value")
+    pattern = _PATTERN.match(detail)
+    if pattern and pattern.group(1) in _PATTERN_WORDS:
+        return _PATTERN_WORDS[pattern.group(1)]
+    return " ".join(_NAMESPACE.sub("", detail).split())
+
+
 def _schema_violation(root: etree._Element, error: etree._LogEntry) -> InvalidInput:
     found = root.getroottree().xpath(error.path) if error.path else []
-    field = _element_path(found[0]) if found else "ClosingReport"
+    element = found[0] if found and isinstance(found[0], etree._Element) else None
+    field = _element_path(element) if element is not None else "ClosingReport"
     attribute = _ATTRIBUTE.search(error.message)
+    value = element.text if element is not None else None
     if attribute:
         field += f".{attribute.group(1)}"
-    detail = error.message.split(": ", 2 if attribute else 1)[-1]
-    return InvalidInput(field, _NAMESPACE.sub("", _OFFENDING_VALUE.sub("the value", detail)))
+        value = element.get(attribute.group(1)) if element is not None else None
+    detail = error.message.split(": ", 1)[-1]
+    return InvalidInput(field, _without_values(detail, value))
 
 
 def check_against_schema(root: etree._Element, schema: etree.XMLSchema) -> None:
@@ -120,13 +154,48 @@ def _text(parent: etree._Element, name: str) -> str | None:
     return child.text if child is not None else None
 
 
+def _collapsed(value: str | None) -> str:
+    return (value or "").strip(_XML_SPACE)
+
+
+def _xs_boolean(value: str | None) -> bool:
+    return _collapsed(value) in ("true", "1")
+
+
+def _xs_integer(value: str | None) -> int:
+    """An xs:integer the XSD admitted: a sign and any number of leading zeros (Python's int() refuses
+    more than 4300 digits, zeros included)."""
+    text = _collapsed(value)
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return -int(digits) if text.startswith("-") else int(digits)
+
+
+def _xs_decimal(value: str | None) -> Decimal | None:
+    text = _collapsed(value)
+    return Decimal(text) if text else None
+
+
+def _xs_date(value: str | None, field: str) -> date:
+    try:
+        return date.fromisoformat(_collapsed(value))
+    except ValueError:
+        raise InvalidInput(field, "not a real date") from None
+
+
+def _xs_datetime(value: str | None, field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(_collapsed(value))
+    except ValueError:
+        raise InvalidInput(field, "not a real date and time") from None
+
+
 def _measurements(root: etree._Element) -> tuple[Measurement, ...]:
     found = []
     for i, m in enumerate(root.iterfind(f"{_q('Measurements')}/{_q('Measurement')}"), start=1):
         code, unit = m.get("code"), m.get("unit")
         if UNITS[code] != unit:
             raise InvalidInput(f"ClosingReport.Measurements.Measurement[{i}]", f"{code} is measured in {UNITS[code]}")
-        found.append(Measurement(code, unit, *(Decimal(m.get(k)) if m.get(k) else None for k in ("before", "after"))))
+        found.append(Measurement(code, unit, _xs_decimal(m.get("before")), _xs_decimal(m.get("after"))))
     return tuple(found)
 
 
@@ -134,14 +203,19 @@ def _hads(root: etree._Element) -> tuple[date | None, HadsResult | None]:
     element = root.find(_q("HADS"))
     if element is None:
         return None, None
-    when = date.fromisoformat(element.get("date"))
+    when = _xs_date(element.get("date"), "ClosingReport.HADS.date")
     items = element.findall(_q("Item"))
     if not items:
-        return when, from_sums(int(_text(element, "Anxiety") or 0), int(_text(element, "Depression") or 0))
-    numbers = [int(i.get("n")) for i in items]
+        return when, from_sums(_xs_integer(_text(element, "Anxiety")), _xs_integer(_text(element, "Depression")))
+    numbers = [_xs_integer(i.get("n")) for i in items]
     if len(set(numbers)) != len(numbers):
         raise InvalidInput("ClosingReport.HADS", "an item appears more than once")
-    return when, score_items({int(i.get("n")): int(i.get("score")) for i in items})
+    return when, score_items(dict(zip(numbers, (_xs_integer(i.get("score")) for i in items), strict=True)))
+
+
+def _element(e: etree._Element) -> CourseElement:
+    sessions = e.get("sessions")
+    return CourseElement(e.get("code"), _xs_boolean(e.get("completed")), _xs_integer(sessions) if sessions else None)
 
 
 def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) -> ClosingReport:
@@ -157,14 +231,15 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         cpr = parse_cpr(patient.get("cpr"))
     except ValueError as exc:
         raise InvalidInput("ClosingReport.Patient.cpr", str(exc)) from None
-    start, end = date.fromisoformat(course.get("start")), date.fromisoformat(course.get("end"))
+    start = _xs_date(course.get("start"), "ClosingReport.Course.start")
+    end = _xs_date(course.get("end"), "ClosingReport.Course.end")
     if end < start:
         raise InvalidInput("ClosingReport.Course", "ends before it starts")
     smoking = root.find(f"{_q('Measurements')}/{_q('SmokingStatus')}")
     hads_date, hads = _hads(root)
     return ClosingReport(
         report_id=(_text(root, "ReportId") or "").lower(),
-        sent_at=datetime.fromisoformat(_text(root, "SentAt") or ""),
+        sent_at=_xs_datetime(_text(root, "SentAt"), "ClosingReport.SentAt"),
         municipality_code=municipality.get("code").lstrip("0").zfill(3),
         municipality_sor=municipality.get("sor"),
         municipality_ean=municipality.get("ean"),
@@ -177,15 +252,8 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         referral_ref=_text(root, "ReferralRef"),
         course_start=start,
         course_end=end,
-        elements=tuple(
-            CourseElement(
-                e.get("code"),
-                e.get("completed") in ("true", "1"),
-                int(e.get("sessions")) if e.get("sessions") else None,
-            )
-            for e in course.findall(_q("Element"))
-        ),
-        closing_date=date.fromisoformat(closing.get("date")),
+        elements=tuple(_element(e) for e in course.findall(_q("Element"))),
+        closing_date=_xs_date(closing.get("date"), "ClosingReport.ClosingConversation.date"),
         closing_place=closing.get("place"),
         measurements=_measurements(root),
         smoking=(smoking.get("before"), smoking.get("after")) if smoking is not None else None,
@@ -193,6 +261,6 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         hads=hads,
         summary=_text(root, "Summary") or "",
         follow_up=_text(root, "FollowUp"),
-        hospital_retains_responsibility=(_text(root, "HospitalRetainsResponsibility") or "").strip() in ("true", "1"),
+        hospital_retains_responsibility=_xs_boolean(_text(root, "HospitalRetainsResponsibility")),
         author=(author.get("name"), author.get("role"), author.get("phone")),
     )
