@@ -19,6 +19,7 @@ from typing import Any
 
 from integration.fhir.envelope import Resource, entries, fhir_instant, reference
 from integration.fhir.ids import derived_id
+from integration.fhir.messaging_rules import as_dict, as_list, message_header
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
 
@@ -81,10 +82,12 @@ class NotAcknowledgeable(ValueError):
         self.problem = problem
 
 
-def _entry_resource(bundle: Resource, ref: str | None) -> Resource | None:
-    for entry in bundle.get("entry") or []:
-        resource = (entry or {}).get("resource") or {}
-        if ref and f"{resource.get('resourceType')}/{resource.get('id')}" == ref:
+def _entry_resource(bundle: Resource, ref: Any) -> Resource | None:
+    """The resource `ref` names, when it has a string id (an ack repeats it, so it must be one)."""
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        rid = resource.get("id")
+        if isinstance(ref, str) and isinstance(rid, str) and f"{resource.get('resourceType')}/{rid}" == ref:
             return resource
     return None
 
@@ -102,40 +105,46 @@ class Addressing:
     latest_provenance: Resource
 
 
+def _latest_provenance(bundle: Resource, header_id: str) -> Resource | None:
+    target = f"MessageHeader/{header_id}"
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        targets = [as_dict(t).get("reference") for t in as_list(resource.get("target"))]
+        if resource.get("resourceType") == "Provenance" and target in targets:
+            return resource
+    return None
+
+
 def addressing(bundle: Any) -> Addressing:
-    """What an ack to `bundle` needs, or NotAcknowledgeable saying what is missing."""
+    """What an ack to `bundle` needs, or NotAcknowledgeable saying what is missing; any JSON value is read."""
     if not isinstance(bundle, dict):
         raise NotAcknowledgeable("Bundle", "not a Bundle")
-    header = (((bundle.get("entry") or [{}])[0] or {}).get("resource")) or {}
-    if header.get("resourceType") != "MessageHeader" or not header.get("id"):
+    header = message_header(bundle)
+    header_id = header.get("id")
+    if header.get("resourceType") != "MessageHeader" or not isinstance(header_id, str) or not header_id:
         raise NotAcknowledgeable("Bundle.entry[0]", "no MessageHeader with an id")
-    destinations = header.get("destination") or [{}]
-    sender = _entry_resource(bundle, (header.get("sender") or {}).get("reference"))
-    receiver = _entry_resource(bundle, ((destinations[0] or {}).get("receiver") or {}).get("reference"))
+    destination = as_dict((as_list(header.get("destination")) or [None])[0])
+    sender = _entry_resource(bundle, as_dict(header.get("sender")).get("reference"))
+    receiver = _entry_resource(bundle, as_dict(destination.get("receiver")).get("reference"))
     if sender is None:
         raise NotAcknowledgeable("MessageHeader.sender", "the sender Organization is not in the Bundle")
     if receiver is None:
         raise NotAcknowledgeable("MessageHeader.destination.receiver", "the receiver Organization is not in the Bundle")
-    sender_endpoint = (header.get("source") or {}).get("endpoint")
-    receiver_endpoint = (destinations[0] or {}).get("endpoint")
-    if not sender_endpoint:
+    sender_endpoint = as_dict(header.get("source")).get("endpoint")
+    receiver_endpoint = destination.get("endpoint")
+    if not isinstance(sender_endpoint, str) or not sender_endpoint:
         raise NotAcknowledgeable("MessageHeader.source.endpoint", "missing: it says where the ack goes")
-    if not receiver_endpoint:
+    if not isinstance(receiver_endpoint, str) or not receiver_endpoint:
         raise NotAcknowledgeable("MessageHeader.destination.endpoint", "missing")
-    target = f"MessageHeader/{header['id']}"
-    latest = next(
-        (
-            r
-            for r in ((e or {}).get("resource") or {} for e in bundle.get("entry") or [])
-            if r.get("resourceType") == "Provenance" and target in [t.get("reference") for t in r.get("target") or []]
-        ),
-        None,
-    )
+    latest = _latest_provenance(bundle, header_id)
     if latest is None:
         raise NotAcknowledgeable("Provenance.target", "no Provenance targets the MessageHeader")
+    if not isinstance(latest.get("id"), str) or not latest["id"]:
+        raise NotAcknowledgeable("Provenance.id", "missing: the ack repeats the Provenance, which needs its id")
+    bundle_id = bundle.get("id")
     return Addressing(
-        header_id=str(header["id"]),
-        bundle_id=bundle.get("id"),
+        header_id=header_id,
+        bundle_id=bundle_id if isinstance(bundle_id, str) and bundle_id else None,
         sender=sender,
         receiver=receiver,
         sender_endpoint=sender_endpoint,
@@ -146,10 +155,11 @@ def addressing(bundle: Any) -> Addressing:
 
 def _with_narrative(provenance: Resource) -> Resource:
     """The received Provenance as it was; one without narrative gets ours (MedCom requires one)."""
-    if (provenance.get("text") or {}).get("div"):
+    if as_dict(provenance.get("text")).get("div"):
         return provenance
-    activity = ((provenance.get("activity") or {}).get("coding") or [{}])[0].get("code")
-    rows = [("Mål", t.get("reference")) for t in provenance.get("target", [])] + [("Aktivitet", activity)]
+    activity = as_dict((as_list(as_dict(provenance.get("activity")).get("coding")) or [None])[0]).get("code")
+    targets = [as_dict(t).get("reference") for t in as_list(provenance.get("target"))]
+    rows = [("Mål", t) for t in targets] + [("Aktivitet", activity)]
     return {**provenance, "text": narrative("Provenance", str(provenance.get("id")), rows)}
 
 
@@ -257,7 +267,7 @@ def retransmission(message: Resource, transmission: str, now: datetime) -> Resou
 
 def response_of(ack: Resource) -> tuple[str, str, list[dict[str, Any]]]:
     """(acknowledged MessageHeader id, response code, OperationOutcome issues) of an ack Bundle."""
-    header = ack["entry"][0]["resource"]
-    response = header.get("response") or {}
-    details = _entry_resource(ack, (response.get("details") or {}).get("reference"))
-    return str(response.get("identifier")), str(response.get("code")), list((details or {}).get("issue", []))
+    response = as_dict(message_header(ack).get("response"))
+    details = _entry_resource(ack, as_dict(response.get("details")).get("reference"))
+    issues = [as_dict(i) for i in as_list(as_dict(details).get("issue"))]
+    return str(response.get("identifier")), str(response.get("code")), issues

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import typing
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
@@ -60,8 +61,11 @@ def _timestamp_stand_in(token: str) -> bytes | None:
 def stand_ins(bundle: Resource) -> StandIns:
     """The message's own volatile tokens, each with its fixed stand-in: every resource id and the
     Bundle's id that is a UUID, and the Bundle's timestamp if it is a real one."""
-    ids = {bundle.get("id")} | {(e.get("resource") or {}).get("id") for e in bundle.get("entry", [])}
-    pairs = [(i.encode(), _UUID_STAND_IN) for i in ids if isinstance(i, str) and _UUID.fullmatch(i)]
+    entries = bundle.get("entry")
+    resources = [e.get("resource") for e in (entries if isinstance(entries, list) else []) if isinstance(e, dict)]
+    ids = [bundle.get("id")] + [r.get("id") for r in resources if isinstance(r, dict)]
+    unique = {i for i in ids if isinstance(i, str) and _UUID.fullmatch(i)}
+    pairs = [(i.encode(), _UUID_STAND_IN) for i in sorted(unique)]
     timestamp = bundle.get("timestamp")
     if isinstance(timestamp, str) and (stand_in := _timestamp_stand_in(timestamp)) is not None:
         pairs.append((timestamp.encode(), stand_in))
@@ -178,41 +182,130 @@ def validate_resource(resource: Resource, replacements: StandIns = ()) -> None:
         _valid_resources.add(key)
 
 
-def _format(resource: Resource, error: ValidationError, field: str = "") -> list[str]:
-    where = f"{resource.get('resourceType')}/{resource.get('id')}"
-    prefix = [field] if field else []
-    return [f"{where}: {'.'.join(prefix + [str(p) for p in e['loc']])}: {e['msg']}" for e in error.errors()]
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_HIDDEN = "(id not shown)"
+# fhir.resources' one message that quotes the input: "expects resource type ``Meta``, but got ``<value>``. Make sure …"
+_QUOTED_RESOURCE_TYPE = re.compile(r"but got ``.*``\.\s*Make sure", re.DOTALL)
+# What fhir.resources' validators raise besides ValidationError on content they cannot read (its url type,
+# for one, calls str methods on whatever it is given), and orjson on a number it cannot write.
+_UNREADABLE = (KeyError, ValueError, TypeError, AttributeError)
 
 
-def fhir_problems(bundle: Resource, *, remember: bool = True) -> list[str]:
-    """FHIR R4 content problems: the Bundle's shell, then each resource with its own model.
+@dataclass(frozen=True, slots=True)
+class ContentError:
+    """One FHIR content error: `text` as before (`Patient/<id>: identifier.0.value: <problem>`), `field` as a
+    FHIR path (`Patient.identifier[0].value`), and `shown`, which repeats nothing from the message but what
+    FHIR defines: the id only when it is a UUID, element names only when they are names."""
+
+    text: str
+    field: str
+    shown: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def without_values(problem: str) -> str:
+    """pydantic's words for a problem on one line, without the value fhir.resources quotes in one of them."""
+    return " ".join(_QUOTED_RESOURCE_TYPE.sub("but got another. Make sure", problem).split())
+
+
+def _located(rtype: str, rid: Any, path: list[Any], problem: str) -> ContentError:
+    shown_id = rid if isinstance(rid, str) and _UUID.fullmatch(rid) else _HIDDEN
+    names = [p if isinstance(p, int) or (isinstance(p, str) and _NAME.fullmatch(p)) else "?" for p in path]
+    field = rtype + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in names)
+    return ContentError(
+        f"{rtype}/{rid}: {'.'.join(str(p) for p in path)}: {problem}",
+        field,
+        f"{rtype}/{shown_id}: {'.'.join(str(p) for p in names)}: {without_values(problem)}",
+    )
+
+
+def _validation_errors(resource: Resource, error: ValidationError, field: str = "") -> list[ContentError]:
+    rtype = resource.get("resourceType")
+    prefix: list[Any] = [int(p) if p.isdigit() else p for p in field.split(".")] if field else []
+    return [
+        _located(rtype if isinstance(rtype, str) else "Resource", resource.get("id"), prefix + list(e["loc"]), e["msg"])
+        for e in error.errors()
+    ]
+
+
+def _not_a_resource(position: int, why: str) -> ContentError:
+    return ContentError(f"entry[{position}]: {why}", f"Bundle.entry[{position}].resource", f"entry[{position}]: {why}")
+
+
+def _model(resource: Any) -> Any:
+    """The fhir.resources model for `resource`, or None when it names no FHIR R4 resource type."""
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(rtype, str) or not _NAME.fullmatch(rtype):
+        return None
+    try:
+        return model_for(rtype)
+    except _UNREADABLE:
+        return None
+
+
+def _checked(resource: Resource, model: Any, replacements: StandIns, remember: bool) -> list[ContentError]:
+    """The content errors of one resource (or the Bundle's shell), remembering what is valid when asked to."""
+    try:
+        if remember:
+            validate_resource(resource, replacements)
+        else:
+            model.model_validate(resource)
+    except ValidationError as exc:
+        return _validation_errors(resource, exc)
+    except InvalidElement as exc:
+        return _validation_errors(resource, exc.error, exc.field)
+    except _UNREADABLE as exc:
+        rtype = resource.get("resourceType")
+        problem = f"cannot be read as FHIR R4 ({type(exc).__name__})"
+        where = _unreadable_element(model, resource)
+        return [_located(rtype if isinstance(rtype, str) else "Resource", resource.get("id"), where, problem)]
+    return []
+
+
+def _unreadable_element(model: Any, resource: Resource) -> list[Any]:
+    """The element whose content the validator itself failed on (it does not say): each one alone."""
+    for key, value in resource.items():
+        if key != "resourceType":
+            try:
+                model.model_validate({"resourceType": resource.get("resourceType"), key: value})
+            except ValidationError:
+                continue
+            except _UNREADABLE:
+                return [key]
+    return []
+
+
+def _shell(bundle: Resource) -> Resource:
+    """The Bundle without its entries' resources (each is validated with its own model)."""
+    entries = bundle.get("entry", [])
+    if isinstance(entries, list):
+        entries = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries]
+    return {**bundle, "entry": entries}
+
+
+def content_errors(bundle: Any, *, remember: bool = True) -> list[ContentError]:
+    """FHIR R4 content errors: the Bundle's shell, then each resource with its own model; any JSON value is read.
 
     `remember` is for our own messages; a message from elsewhere is validated afresh and leaves
     nothing behind.
     """
-    problems: list[str] = []
-    replacements = stand_ins(bundle)
-    shell = {**bundle, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in bundle.get("entry", [])]}
-    try:
-        if remember:
-            validate_resource(shell, replacements)
+    if not isinstance(bundle, dict) or _model(bundle) is None:
+        return [ContentError("not a FHIR resource", "Bundle", "not a FHIR resource")]
+    model, replacements = _model(bundle), stand_ins(bundle)
+    errors = _checked(_shell(bundle), model, replacements, remember)
+    entries = bundle.get("entry")
+    for position, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource = (entry.get("resource") if isinstance(entry, dict) else None) or {}
+        model = _model(resource)
+        if model is None:
+            errors.append(_not_a_resource(position, "not a FHIR resource (no resourceType, or not an R4 type)"))
         else:
-            model_for("Bundle").model_validate(shell)
-    except ValidationError as exc:
-        problems += _format(bundle, exc)
-    except InvalidElement as exc:
-        problems += _format(bundle, exc.error, exc.field)
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource") or {}
-        try:
-            if remember:
-                validate_resource(resource, replacements)
-            else:
-                model_for(resource["resourceType"]).model_validate(resource)
-        except ValidationError as exc:
-            problems += _format(resource, exc)
-        except InvalidElement as exc:
-            problems += _format(resource, exc.error, exc.field)
-        except (KeyError, ValueError, TypeError) as exc:
-            problems.append(f"entry {entry.get('fullUrl')}: not a FHIR resource ({exc})")
-    return problems
+            errors += _checked(resource, model, replacements, remember)
+    return errors
+
+
+def fhir_problems(bundle: Any, *, remember: bool = True) -> list[str]:
+    """FHIR R4 content problems, as text (`content_errors`)."""
+    return [error.text for error in content_errors(bundle, remember=remember)]

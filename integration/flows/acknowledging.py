@@ -33,10 +33,12 @@ from integration.fhir.acknowledgement import (
     addressing,
     retransmission,
 )
+from integration.fhir.messaging_rules import as_dict, as_list, message_header
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.terminology import Terminology
 from integration.fhir.validation import messaging_problems
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.formats.care_communication import SOR_CODE
 
 log = structlog.get_logger("integration.acknowledging")
 
@@ -57,15 +59,14 @@ def is_medcom_message(doc: Any) -> bool:
     """A FHIR message Bundle whose MessageHeader carries a MedCom event code."""
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
         return False
-    header = (((doc.get("entry") or [{}])[0] or {}).get("resource")) or {}
-    return (
-        header.get("resourceType") == "MessageHeader"
-        and (header.get("eventCoding") or {}).get("system") == MEDCOM_EVENTS
+    header = message_header(doc)
+    return header.get("resourceType") == "MessageHeader" and as_dict(header.get("eventCoding")).get("system") == (
+        MEDCOM_EVENTS
     )
 
 
 def is_acknowledgement(doc: Any) -> bool:
-    return is_medcom_message(doc) and doc["entry"][0]["resource"]["eventCoding"].get("code") == ACK_EVENT
+    return is_medcom_message(doc) and as_dict(message_header(doc).get("eventCoding")).get("code") == ACK_EVENT
 
 
 _LOCATED = re.compile(
@@ -103,15 +104,21 @@ def issues_of(rejection: Rejected) -> list[Issue]:
 
 
 def _sor(organization: dict[str, Any]) -> str:
-    return next((i["value"] for i in organization.get("identifier", []) if i.get("system") == SOR), "unknown")
+    """The SOR code for the ack's routing key; `unknown` (unroutable, so kept in rehab.unrouted) when there is none."""
+    identifiers = (as_dict(i) for i in as_list(organization.get("identifier")))
+    values = (i.get("value") for i in identifiers if i.get("system") == SOR)
+    return next((v for v in values if isinstance(v, str) and SOR_CODE.fullmatch(v)), "unknown")
 
 
 def _patient_of(bundle: dict[str, Any]) -> str | None:
     """The CPR number of the message's Patient, for the audit log only (never logged)."""
-    for entry in bundle.get("entry") or []:
-        resource = (entry or {}).get("resource") or {}
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
         if resource.get("resourceType") == "Patient":
-            return next((i.get("value") for i in resource.get("identifier", []) if i.get("system") == CPR), None)
+            values = (
+                as_dict(i).get("value") for i in as_list(resource.get("identifier")) if as_dict(i).get("system") == CPR
+            )
+            return next((v for v in values if isinstance(v, str)), None)
     return None
 
 
@@ -154,7 +161,7 @@ class Acknowledger:
         if earlier is not None:
             return self._duplicate(to, earlier, now, _patient_of(bundle))
         if state.bundle_header(to.bundle_id) not in (None, to.header_id):
-            reuse = Rejected(f"Bundle.id {to.bundle_id} was already used by another message")
+            reuse = Rejected("Bundle.id: already used by another message")
             issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
             raise reuse.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         try:

@@ -14,16 +14,17 @@ import structlog
 from integration.domain.course import AckReceived, State, StateChanges
 from integration.errors import InvalidInput
 from integration.fhir.acknowledgement import RESPONSE_CODES, response_of
-from integration.fhir.resource_validation import fhir_problems
+from integration.fhir.messaging_rules import UUID
+from integration.fhir.resource_validation import content_errors
 from integration.flows.results import AuditFact, FlowResult
 
 log = structlog.get_logger("integration.acks")
 
 
 def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
-    problems = fhir_problems(bundle, remember=False)
-    if problems:
-        raise InvalidInput("Bundle", f"not valid FHIR R4: {problems[0]}")
+    errors = content_errors(bundle, remember=False)
+    if errors:
+        raise InvalidInput(errors[0].field, f"not valid FHIR R4: {errors[0].shown}")
     header_id, code, issues = response_of(bundle)
     if code not in RESPONSE_CODES:
         raise InvalidInput("MessageHeader.response.code", f"must be one of {', '.join(RESPONSE_CODES)}")
@@ -31,7 +32,8 @@ def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
         raise InvalidInput("MessageHeader.response.details", f"a {code} ack needs an OperationOutcome")
     sent = state.outbound(header_id)
     if sent is None:
-        raise InvalidInput("MessageHeader.response.identifier", f"{header_id} is not a message we sent")
+        shown = f"{header_id} " if UUID.fullmatch(header_id) else ""  # ours are UUIDs; anything else is not repeated
+        raise InvalidInput("MessageHeader.response.identifier", f"{shown}is not a message we sent")
     detail = {"header": header_id, "ack": bundle.get("id"), "code": code, "issues": issues}
     if sent.state in ("acknowledged", "failed"):
         log.info("duplicate ack ignored", header=header_id, state=sent.state)

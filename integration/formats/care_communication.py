@@ -7,6 +7,7 @@ content and against the MedCom envelope rules that matter for routing before any
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,9 @@ from pydantic import ValidationError
 from integration.domain.cpr import parse_cpr
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.errors import InvalidInput
-from integration.fhir.resource_validation import fhir_problems
+from integration.fhir.messaging_rules import as_dict, as_list, message_header, messaging_findings
+from integration.fhir.resource_validation import content_errors, without_values
+from integration.formats.json_contract import check_depth
 from integration.formats.safe_xml import parse_xml
 
 CARE_COMMUNICATION_EVENT = "care-communication-message"
@@ -27,6 +30,12 @@ SOR = "urn:oid:1.2.208.176.1.1"
 CPR = "urn:oid:1.2.208.176.1.2"
 YDERNUMMER = "urn:oid:1.2.208.176.1.4"
 FHIR_NS = "http://hl7.org/fhir"
+_CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+SOR_CODE = re.compile(r"[0-9]{11,18}")  # it becomes part of routing keys: `hotline.reply.<SOR>`, `ack.<SOR>`
+# Rules our own messages are held to that do not concern what a reply repeats: MedCom's test scripts
+# give their Bundles templated ids, and a reply has its own Bundle.
+_NOT_FOR_INBOUND = frozenset({"Bundle.id"})
 
 
 def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -35,55 +44,93 @@ def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise InvalidInput("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
     try:
         bundle: dict[str, Any] = orjson.loads(Bundle.model_validate_xml(etree.tostring(root)).model_dump_json())
-    except (ValidationError, ValueError) as exc:
-        raise InvalidInput("", f"not valid FHIR: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"] if _NAME.fullmatch(str(p)))
+        raise InvalidInput(f"Bundle{where}", f"not valid FHIR: {without_values(first['msg'])}") from None
+    except (KeyError, ValueError, TypeError, AttributeError):  # fhir.resources' XML reader on what it cannot place
+        raise InvalidInput("Bundle", "not valid FHIR XML: an element or value FHIR R4 does not define here") from None
+    check_depth(bundle)
     return bundle
 
 
 def is_care_communication(doc: Any) -> bool:
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
         return False
-    header = ((doc.get("entry") or [{}])[0] or {}).get("resource") or {}
+    header = message_header(doc)
     return (
         header.get("resourceType") == "MessageHeader"
-        and (header.get("eventCoding") or {}).get("code") == CARE_COMMUNICATION_EVENT
+        and as_dict(header.get("eventCoding")).get("code") == CARE_COMMUNICATION_EVENT
     )
 
 
-def _resolve(bundle: dict[str, Any], reference: str | None, field: str) -> dict[str, Any]:
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource") or {}
-        if reference and f"{resource.get('resourceType')}/{resource.get('id')}" == reference:
+def _resolve(bundle: dict[str, Any], reference: Any, field: str) -> dict[str, Any]:
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        if isinstance(reference, str) and f"{resource.get('resourceType')}/{resource.get('id')}" == reference:
             return resource
-    raise InvalidInput(field, f"reference {reference!r} does not resolve inside the Bundle")
+    raise InvalidInput(field, "the reference does not resolve inside the Bundle")
 
 
 def _identifier(resource: dict[str, Any], system: str) -> str | None:
-    return next((i.get("value") for i in resource.get("identifier", []) if i.get("system") == system), None)
+    values = (
+        as_dict(i).get("value") for i in as_list(resource.get("identifier")) if as_dict(i).get("system") == system
+    )
+    return next((v for v in values if isinstance(v, str)), None)
+
+
+def _fhir_content(bundle: dict[str, Any]) -> None:
+    """FHIR R4 content, validated afresh: every error, each naming where it is (never a value or a non-UUID id)."""
+    errors = content_errors(bundle, remember=False)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidInput(
+            errors[0].field, f"not valid FHIR R4: {errors[0].shown}{more}", tuple(e.shown for e in errors)
+        )
+
+
+def _messaging_rules(bundle: dict[str, Any]) -> None:
+    """The MedCom rules a reply of ours is held to when it repeats this message's content: an id and a
+    narrative in every resource, resolving references, official CPR, SOR and EAN, required codes."""
+    findings = [f for f in messaging_findings(bundle) if f.field not in _NOT_FOR_INBOUND]
+    if findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise InvalidInput(findings[0].field, f"{findings[0].problem}{more}")
+
+
+def _sent_at(bundle: dict[str, Any]) -> datetime:
+    value = bundle.get("timestamp")
+    if not isinstance(value, str):
+        raise InvalidInput("Bundle.timestamp", "missing: MedCom stamps every message")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # FHIR's instant admits a leap second, which no clock of ours can hold
+        problem = "a leap second (:60) is not accepted" if value[17:19] == "60" else "not a real date and time"
+        raise InvalidInput("Bundle.timestamp", problem) from None
 
 
 def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collection[str]) -> AdviceRequest:
     if not is_care_communication(bundle):
-        event = (((bundle.get("entry") or [{}])[0].get("resource") or {}).get("eventCoding") or {}).get("code")
-        raise InvalidInput("MessageHeader.eventCoding", f"not a {CARE_COMMUNICATION_EVENT} (got {event!r})")
-    problems = fhir_problems(bundle, remember=False)
-    if problems:
-        raise InvalidInput(
-            "Bundle",
-            f"not valid FHIR R4: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            tuple(problems),
-        )
-    header = bundle["entry"][0]["resource"]
-    destinations = header.get("destination") or []
+        event = as_dict(message_header(bundle).get("eventCoding")).get("code")
+        got = f" (got {event!r})" if isinstance(event, str) and _CODE_LIKE.fullmatch(event) else ""
+        raise InvalidInput("MessageHeader.eventCoding", f"not a {CARE_COMMUNICATION_EVENT}{got}")
+    _fhir_content(bundle)
+    header = message_header(bundle)
+    destinations = as_list(header.get("destination"))
     if len(destinations) != 1:
         raise InvalidInput("MessageHeader.destination", "a CareCommunication has exactly one (primary) destination")
-    sender = _resolve(bundle, (header.get("sender") or {}).get("reference"), "MessageHeader.sender")
-    receiver = _resolve(bundle, (destinations[0].get("receiver") or {}).get("reference"), "MessageHeader.destination")
-    communication = _resolve(bundle, (header.get("focus") or [{}])[0].get("reference"), "MessageHeader.focus")
-    patient = _resolve(bundle, (communication.get("subject") or {}).get("reference"), "Communication.subject")
+    sender = _resolve(bundle, as_dict(header.get("sender")).get("reference"), "MessageHeader.sender")
+    receiver = _resolve(
+        bundle, as_dict(as_dict(destinations[0]).get("receiver")).get("reference"), "MessageHeader.destination"
+    )
+    focus = as_list(header.get("focus"))
+    communication = _resolve(bundle, as_dict(focus[0] if focus else None).get("reference"), "MessageHeader.focus")
+    patient = _resolve(bundle, as_dict(communication.get("subject")).get("reference"), "Communication.subject")
     sender_sor = _identifier(sender, SOR)
     if not sender_sor:
         raise InvalidInput("MessageHeader.sender", "the sender Organization has no SOR identifier")
+    if not SOR_CODE.fullmatch(sender_sor):
+        raise InvalidInput("MessageHeader.sender", "the sender Organization's SOR identifier is not 11 to 18 digits")
     cpr = _identifier(patient, CPR)
     if not cpr:
         raise InvalidInput("Patient.identifier", "the patient has no CPR number (a replacement CPR cannot be routed)")
@@ -91,10 +138,13 @@ def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collecti
         parse_cpr(cpr)
     except ValueError as exc:
         raise InvalidInput("Patient.identifier", str(exc)) from None
-    thread = ((communication.get("identifier") or [{}])[0]).get("value")
+    threads = as_list(communication.get("identifier"))
+    thread = as_dict(threads[0] if threads else None).get("value")
     if not thread:
         raise InvalidInput("Communication.identifier", "the thread id is missing")
-    texts = [p["contentString"] for p in communication.get("payload", []) if p.get("contentString")]
+    _messaging_rules(bundle)
+    payloads = (as_dict(p).get("contentString") for p in as_list(communication.get("payload")))
+    texts = [t for t in payloads if isinstance(t, str) and t]
     kind = SenderKind.MUNICIPALITY if sender_sor in municipality_sors else SenderKind.GP
     return AdviceRequest(
         request_id=str(header["id"]),
@@ -103,7 +153,7 @@ def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collecti
         patient=cpr,
         text=texts[-1] if texts else "",
         acute=False,  # MedCom: a CareCommunication is never used for acute matters
-        sent_at=datetime.fromisoformat(bundle["timestamp"]),
+        sent_at=_sent_at(bundle),
         addressed_department=_identifier(receiver, SOR),
-        thread_id=thread,
+        thread_id=str(thread),
     )
