@@ -63,8 +63,8 @@ def test_resend_then_flag_then_list(vhost: str, tmp_path: Path, pipeline: Pipeli
 
 
 def test_pending_is_clean_on_an_empty_store(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {
-        "INTEGRATION_AUDIT_DSN": f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    }
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    open_audit_store(dsn).close()  # the service creates the store; a command that reads never does (decision 15)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
     done = _cli(env, "pending", "--at", datetime.now().astimezone().isoformat())
     assert done.returncode == 0 and "0 message(s) need manual follow-up; 0 awaiting an ack" in done.stdout
