@@ -41,6 +41,11 @@ class SocketDeadline:
             with self._lock:
                 self._armed = None
 
+    def disarm(self) -> None:
+        """Lift the deadline for the rest of the armed block (a long read that is meant to take its time)."""
+        with self._lock:
+            self._armed = None
+
     @property
     def fired(self) -> bool:
         """Whether the last armed block was cut short by the deadline."""

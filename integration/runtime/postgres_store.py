@@ -4,8 +4,13 @@ A transaction-scoped advisory lock serialises appends to the chain across consum
 another one schema changes. A broken connection is reopened on the next use; until then every
 call is Transient. Nothing can hang the consumer for long: connecting gives up after
 `CONNECT_TIMEOUT` seconds, TCP keepalives and a TCP user timeout notice a black-holed path
-within about ten seconds, and the server cancels a statement after `STATEMENT_TIMEOUT` and a lock
-wait after `LOCK_TIMEOUT`; each of these is an outage (Transient), which the consumer waits out.
+within about ten seconds, the server cancels a statement after `STATEMENT_TIMEOUT` and a lock
+wait after `LOCK_TIMEOUT`, and a watchdog abandons a connection on which a transaction outlives
+`TRANSACTION_DEADLINE` (a peer that takes bytes and never answers, which TCP cannot notice); each of
+these is an outage (Transient), which the consumer waits out.
+
+The advisory locks are keyed by the schema the store lives in, so that stores in different schemas
+of one database (tests, or several deployments) do not wait for each other.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import psycopg
 from integration.errors import StoreRefused, Transient
 from integration.runtime import audit_state
 from integration.runtime.audit_store import Signer, SqlAuditStore
+from integration.runtime.deadline import SocketDeadline
 
-CHAIN_LOCK = 0x72656861  # any constant; the same in every process
-SCHEMA_LOCK = 0x72656862
+CHAIN_LOCK = "hjerterehab:audit-chain"  # with the schema's name: the same in every process of one store
+SCHEMA_LOCK = "hjerterehab:audit-schema"
 CONNECT_TIMEOUT = 5  # seconds
-STATEMENT_TIMEOUT = "30s"
-LOCK_TIMEOUT = "20s"
+STATEMENT_TIMEOUT = "10s"  # the service's statements take milliseconds
+LOCK_TIMEOUT = "8s"
+TRANSACTION_DEADLINE = 15.0  # seconds: past the server's own timeouts, so those speak first when it can
 INSERT_CHUNK = 200  # rows per multi-row INSERT (8 columns: far below the 65,535 parameters of a statement)
 # libpq: probe an idle connection after 5 s, every 2 s, 3 times; give up on unacknowledged data after 10 s.
 TCP_SETTINGS = {
@@ -43,6 +50,7 @@ class PostgresAuditStore(SqlAuditStore):
 
     def __init__(self, dsn: str, create: bool = True, sign: Signer | None = None) -> None:
         self._dsn = dsn
+        self._deadline = SocketDeadline(TRANSACTION_DEADLINE)
         super().__init__(self._connect(), create, sign)
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -62,18 +70,22 @@ class PostgresAuditStore(SqlAuditStore):
         if self._db.closed or self._db.broken:
             self._db = self._connect()
         try:
-            with self._db.transaction(), self._db.cursor() as cursor:
+            with self._deadline.armed(self._db.pgconn.socket), self._db.transaction(), self._db.cursor() as cursor:
                 yield cursor
         except _REFUSED as exc:
             raise StoreRefused(f"audit store (PostgreSQL) refused the write: {_first_line(exc)}") from None
         except psycopg.Error as exc:
+            if self._deadline.fired:
+                raise Transient(
+                    f"audit store (PostgreSQL): no answer within {TRANSACTION_DEADLINE:.0f} s; connection abandoned"
+                ) from None
             raise Transient(f"audit store (PostgreSQL): {_first_line(exc)}") from None
 
     def _lock_chain(self, cursor: Any) -> None:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (CHAIN_LOCK,))
 
     def _lock_schema(self, cursor: Any) -> None:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (SCHEMA_LOCK,))
 
     def _insert_missing(
         self, cursor: Any, table: str, rows: dict[tuple[Any, ...], tuple[Any, ...]]
@@ -95,7 +107,10 @@ class PostgresAuditStore(SqlAuditStore):
         return {str(r[0]) for r in cursor.fetchall()}
 
     def _snapshot(self, cursor: Any) -> None:
+        """One consistent read of the whole log (audit verify): it may take as long as the log is long."""
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        self._deadline.disarm()
 
     def close(self) -> None:
         try:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,10 @@ def dump_dead_letter_headers(url: str, queues: Iterable[str], log: Path, where: 
     return written
 
 
-@pytest.fixture(scope="module")
-def vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh vhost for the module, with the service's topology applied. When it is deleted, the headers of
-    every dead letter left in it go to dead-letter-headers.log, which the session's end scans for CPR numbers."""
+@contextmanager
+def fresh_vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh vhost with the service's topology applied. When it is deleted, the headers of every dead letter
+    left in it go to dead-letter-headers.log, which the session's end scans for CPR numbers."""
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is not installed; the broker tests need a local RabbitMQ")
     name = f"test-{uuid.uuid4().hex[:10]}"
@@ -79,15 +80,31 @@ def vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with connected(BrokerSettings(broker_url(name))) as connection:
         apply_topology(connection.channel)
-    yield name
     try:
-        dead_letter_queues = [
-            q for q in rabbitmqctl("list_queues", "-p", name, "name", "--silent").split() if q.endswith(".dlq")
-        ]
-        log = tmp_path_factory.getbasetemp() / DEAD_LETTER_HEADERS_LOG
-        dump_dead_letter_headers(broker_url(name), dead_letter_queues, log, f"vhost {name}")
+        yield name
     finally:
-        rabbitmqctl("delete_vhost", name)
+        try:
+            dead_letter_queues = [
+                q for q in rabbitmqctl("list_queues", "-p", name, "name", "--silent").split() if q.endswith(".dlq")
+            ]
+            log = tmp_path_factory.getbasetemp() / DEAD_LETTER_HEADERS_LOG
+            dump_dead_letter_headers(broker_url(name), dead_letter_queues, log, f"vhost {name}")
+        finally:
+            rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="module")
+def vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh vhost for the module (see `fresh_vhost`)."""
+    with fresh_vhost(tmp_path_factory) as name:
+        yield name
+
+
+@pytest.fixture
+def vhost_of_its_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh vhost for one test, where a test's leftovers must not meet the next test (see `fresh_vhost`)."""
+    with fresh_vhost(tmp_path_factory) as name:
+        yield name
 
 
 def broker_url(vhost: str) -> str:
