@@ -43,8 +43,35 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_amqps_gets_tls_options() -> None:
-    params = connection_parameters(BrokerSettings("amqps://u:p@broker.example:5671/hjerterehab"))
+    (params,) = connection_parameters(BrokerSettings("amqps://u:p@broker.example:5671/hjerterehab"))
     assert params.ssl_options is not None and params.port == 5671 and params.virtual_host == "hjerterehab"
+
+
+def test_several_broker_urls_are_the_nodes_of_one_cluster_tried_in_order() -> None:
+    settings = Settings.from_env({"INTEGRATION_BROKER_URL": "amqp://u:p@a:5672/v, amqp://u:p@b:5673/v,"})
+    assert settings.broker_url == "amqp://u:p@a:5672/v,amqp://u:p@b:5673/v"
+    first, second = connection_parameters(BrokerSettings(settings.broker_url))
+    assert (first.host, first.port, second.host, second.port) == ("a", 5672, "b", 5673)
+
+
+def test_a_broker_url_list_in_the_settings_file(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[integration]\nbroker_url = ["amqp://u:p@a/v", "amqp://u:p@b/v"]\n')
+    assert Settings.from_env({"INTEGRATION_CONFIG": str(config)}).broker_url == "amqp://u:p@a/v,amqp://u:p@b/v"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("amqp://u:p@a/v,amqp://u:p@b/other", "different vhosts"),
+        ("http://u:secret@a/v", "not an amqp"),
+        (" , ", "no broker URL"),
+    ],
+)
+def test_broker_urls_that_cannot_work_are_configuration_errors(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as refused:
+        connection_parameters(BrokerSettings(url))
+    assert "secret" not in str(refused.value)
 
 
 def test_tls_files_without_amqps_are_refused() -> None:
