@@ -34,13 +34,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_whe
 from integration.errors import ConnectionLost, Transient
 from integration.log import one_line
 from integration.runtime import metrics
+from integration.runtime.amqp_properties import text_problem
 from integration.runtime.health import Health
 from integration.runtime.processor import Bus, Delivery, Outcome, Processor
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Received, consume, masked_url, translate_lost
-from integration.topology import Flow
+from integration.topology import REPLAY_EXCHANGE, Flow
 
 log = structlog.get_logger("integration.consumer")
 POLL_SECONDS = 0.2
+ORIGINAL_SOURCE = "x-rehab-original-source"  # set by `integration dlq replay`
 STILL_WAITING_EVERY = 60.0  # seconds between "still waiting" lines during an outage
 
 
@@ -256,6 +258,9 @@ class ConsumerService:
 
 
 def delivery_of(flow: Flow, message: Received) -> Delivery:
+    """The processor's view of a delivery. Only on `rehab.replay` (which the service and the administrator alone
+    may write) is our own header naming a replayed message's first sender believed."""
+    original = message.raw_headers.get(ORIGINAL_SOURCE) if message.exchange == REPLAY_EXCHANGE else None
     return Delivery(
         flow.name,
         message.body,
@@ -266,6 +271,7 @@ def delivery_of(flow: Flow, message: Received) -> Delivery:
         message.source,
         message.exchange,
         message.problem,
+        original_source=original if isinstance(original, str) and text_problem(original) is None else None,
     )
 
 

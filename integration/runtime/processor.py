@@ -103,6 +103,7 @@ class Delivery:
     exchange: str | None = None  # the exchange it was published to (set by the broker)
     problem: tuple[str, str] | None = None  # (property, what is wrong): refused before any flow sees it
     digest: str = ""  # the body's SHA-256, hex; computed when not given
+    original_source: str | None = None  # a replay's first sender, as our own dead letter recorded it
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -285,6 +286,7 @@ class Processor:
             redelivered=delivery.redelivered,
             source=delivery.source,
             exchange=delivery.exchange,
+            **({"originalSource": delivery.original_source} if delivery.original_source else {}),
         )
 
     def _plan(
@@ -498,7 +500,7 @@ class Processor:
             "x-rehab-rejected-at": now.isoformat(),
             "x-rehab-original-message-id": one_line(delivery.key),
             "x-rehab-body-sha256": delivery.digest,
-            "x-rehab-source": one_line(delivery.source or "unknown"),
+            "x-rehab-source": one_line(delivery.original_source or delivery.source or "unknown"),
         }
         self._bus.publish(
             DEAD_LETTER_EXCHANGE,

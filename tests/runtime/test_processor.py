@@ -291,3 +291,25 @@ def test_a_copy_without_a_valid_property_does_not_stand_for_the_valid_message(pi
     )
     assert [o.disposition for o in outcomes] == ["dead-lettered", "processed"]
     assert len(broker.queues["sink"]) == 1
+
+
+def test_a_replays_first_sender_is_believed_only_on_the_replay_exchange(pipeline, store, broker) -> None:
+    from integration.runtime.consumer import delivery_of
+    from integration.runtime.rabbitmq import Received
+    from integration.topology import FLOWS_BY_NAME, REPLAY_EXCHANGE
+
+    bad = EVENT.read_bytes().replace(b'"851"', b'"999"')
+    claims = {"x-rehab-original-source": "rehab-hospital"}
+    flow = FLOWS_BY_NAME["discharge"]
+    replayed = Received(1, bad, "m-r", {}, None, False, "rehab-admin", "discharge", REPLAY_EXCHANGE, None, claims)
+    forged = Received(
+        2, bad, "m-f", {}, None, False, "rehab-municipality", "discharge", "rehab.inbound.municipality", None, claims
+    )
+    assert delivery_of(flow, replayed).original_source == "rehab-hospital"
+    assert delivery_of(flow, forged).original_source is None
+    make(pipeline, store, broker).process_batch([delivery_of(flow, replayed), delivery_of(flow, forged)])
+    first, second = broker.queues["rehab.discharge-events.dlq"]
+    assert first.headers["x-rehab-source"] == "rehab-hospital"  # a second replay still names the first sender
+    assert second.headers["x-rehab-source"] == "rehab-municipality"
+    received = [r for r in store.records() if r.step == "received"]
+    assert received[0].detail["originalSource"] == "rehab-hospital" and "originalSource" not in received[1].detail
