@@ -34,7 +34,7 @@ from integration.runtime.rabbitmq import (
     drain,
     masked_url,
 )
-from integration.runtime.stores import mac_keys, masked_dsn, open_audit_store
+from integration.runtime.stores import mac_keys, masked_dsn, open_audit_store, open_store
 from integration.testing import InMemoryBroker, drain_in_memory
 from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND, Flow
 
@@ -264,7 +264,7 @@ def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConn
 
 def run_demo(settings: Settings) -> None:
     Path("out").mkdir(exist_ok=True)
-    store = open_audit_store(settings.audit_dsn)
+    store = open_store(settings)
     try:
         try:
             connection = RabbitConnection(broker_settings(settings))
