@@ -128,8 +128,14 @@ def check_macs(records: Sequence[AuditRecord], keys: MacKeys) -> tuple[list[Find
 ANCHOR_EVENT = "audit anchor"  # the structured log line's event
 ANCHOR_KIND = "audit-head"  # the anchor file's lines: {"anchor": "audit-head", "seq": …, "hash": …, "at": …}
 _HASH_TEXT = re.compile(r"(?:[0-9a-f]|<cpr>)+")
-_CONSOLE_SEQ = re.compile(r"\bseq=(\d+)")
-_CONSOLE_HASH = re.compile(r"\bhash='?([0-9a-f<>cpr]+)")
+# structlog's console rendering of the anchor event, and nothing else: the event where the event stands
+# (after the time stamp and the level) and its two fields ending the line. A value a sender chose (a
+# message-id quoting an anchor line) is rendered quoted inside another event's line, so it cannot match.
+_CONSOLE_ANCHOR = re.compile(
+    r"(?:^|\s)\d{4}-\d\d-\d\dT[0-9:.]+Z? \[info\s*\] "
+    + re.escape(ANCHOR_EVENT)
+    + r"\s+hash='?([0-9a-f<>cpr]{64,})'? seq=(\d+)\s*$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,8 @@ def parse_anchors(text: str, name: str) -> list[Anchor]:
 
 
 def _json_anchor(line: str) -> tuple[int, str] | None:
+    """The line's JSON object (after any journal prefix) when it is an anchor itself; a quoted anchor in
+    some other event's field is not one."""
     start = line.find("{")
     if start < 0:
         return None
@@ -178,10 +186,8 @@ def _json_anchor(line: str) -> tuple[int, str] | None:
 
 
 def _console_anchor(line: str) -> tuple[int, str] | None:
-    if f" {ANCHOR_EVENT} " not in line:
-        return None
-    seq, digest = _CONSOLE_SEQ.search(line), _CONSOLE_HASH.search(line)
-    return (int(seq.group(1)), digest.group(1)) if seq and digest else None
+    found = _CONSOLE_ANCHOR.search(line)
+    return (int(found.group(2)), found.group(1)) if found else None
 
 
 def check_anchors(records: Sequence[AuditRecord], anchors: Sequence[Anchor]) -> tuple[list[Finding], str]:

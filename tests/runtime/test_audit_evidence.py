@@ -522,6 +522,25 @@ def test_anchors_are_read_from_the_file_and_from_log_lines_even_masked() -> None
     assert not anchors[1].matches("ab" + "1111111111" + "cd" * 25 + "ce")
 
 
+def test_an_anchor_quoted_inside_another_line_is_not_an_anchor() -> None:
+    """A sender's message-id ends up in log lines; written to look like an anchor, it must not count as one
+    (it would let whoever rewrote the log plant the head of a rewritten chain)."""
+    forged = "f" * 64
+    quoted = f"x 2026-11-30T10:05:00Z [info     ] audit anchor                   hash='{forged}' seq=3"
+    text = "\n".join(
+        [
+            f"2026-11-30T10:05:01Z [warning  ] a message-id was reused       flow='discharge' message_id={quoted!r}",
+            f"2026-11-30T10:05:01Z [warning  ] a message-id was reused       message_id={quoted!r} reason='x'",
+            f"2026-11-30T10:05:02Z [info     ] message audit anchor seq=3 hash={forged} flow='discharge'",
+            orjson.dumps({"event": "a message-id was reused", "message_id": quoted}).decode(),
+            orjson.dumps(
+                {"event": "message", "message_id": '{"anchor": "audit-head", "seq": 3, "hash": "' + forged + '"}'}
+            ).decode(),
+        ]
+    )
+    assert parse_anchors(text, "shipped.log") == []
+
+
 def test_an_anchor_file_without_anchors_is_a_usage_error(dsn: str, tmp_path: Path) -> None:
     filled(dsn)
     other = tmp_path / "notes.txt"
