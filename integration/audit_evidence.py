@@ -128,14 +128,12 @@ def check_macs(records: Sequence[AuditRecord], keys: MacKeys) -> tuple[list[Find
 ANCHOR_EVENT = "audit anchor"  # the structured log line's event
 ANCHOR_KIND = "audit-head"  # the anchor file's lines: {"anchor": "audit-head", "seq": …, "hash": …, "at": …}
 _HASH_TEXT = re.compile(r"(?:[0-9a-f]|<cpr>)+")
-# structlog's console rendering of the anchor event, and nothing else: the event where the event stands
-# (after the time stamp and the level) and its two fields ending the line. A value a sender chose (a
-# message-id quoting an anchor line) is rendered quoted inside another event's line, so it cannot match.
-_CONSOLE_ANCHOR = re.compile(
-    r"(?:^|\s)\d{4}-\d\d-\d\dT[0-9:.]+Z? \[info\s*\] "
-    + re.escape(ANCHOR_EVENT)
-    + r"\s+hash='?([0-9a-f<>cpr]{64,})'? seq=(\d+)\s*$"
-)
+# structlog's console rendering: a time stamp and a level open every line; the first such opening is the
+# line's own (a journal prefix has no ISO time stamp, and a sender's value comes after it). Only a line
+# whose own event is the anchor, with exactly its two fields, is one: a message-id quoting an anchor line
+# sits inside another event's line and cannot match.
+_CONSOLE_OPENING = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]+Z? \[\w+\s*\] ")
+_CONSOLE_ANCHOR = re.compile(re.escape(ANCHOR_EVENT) + r" +hash='?([0-9a-f<>cpr]{64,})'? seq=(\d+)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +184,8 @@ def _json_anchor(line: str) -> tuple[int, str] | None:
 
 
 def _console_anchor(line: str) -> tuple[int, str] | None:
-    found = _CONSOLE_ANCHOR.search(line)
+    opening = _CONSOLE_OPENING.search(line)
+    found = _CONSOLE_ANCHOR.fullmatch(line, opening.end()) if opening else None
     return (int(found.group(2)), found.group(1)) if found else None
 
 

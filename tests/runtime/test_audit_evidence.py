@@ -531,6 +531,7 @@ def test_an_anchor_quoted_inside_another_line_is_not_an_anchor() -> None:
         [
             f"2026-11-30T10:05:01Z [warning  ] a message-id was reused       flow='discharge' message_id={quoted!r}",
             f"2026-11-30T10:05:01Z [warning  ] a message-id was reused       message_id={quoted!r} reason='x'",
+            f"2026-11-30T10:05:01Z [warning  ] reused   message_id='x {quoted[2:-7]}' seq=3",
             f"2026-11-30T10:05:02Z [info     ] message audit anchor seq=3 hash={forged} flow='discharge'",
             orjson.dumps({"event": "a message-id was reused", "message_id": quoted}).decode(),
             orjson.dumps(
