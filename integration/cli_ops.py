@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from integration.audit_chain import AuditEntry
 from integration.cli_audit import existing_store
 from integration.cli_runtime import broker_settings
 from integration.config import Settings
-from integration.errors import InvalidInput
-from integration.runtime.rabbitmq import apply_topology, connected
+from integration.errors import ConfigurationError, InvalidInput
+from integration.runtime.rabbitmq import connected
 from integration.topology import USERS, definitions
 
 log = structlog.get_logger("integration.hotline")
@@ -43,10 +44,24 @@ def topology() -> None:
 
 
 @topology.command("apply")
-def topology_apply() -> None:
-    """Declare every exchange, queue and binding in the configured vhost (idempotent)."""
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="re-create queues an earlier release declared with other arguments, keeping their messages "
+    "(stop `integration run` first)",
+)
+def topology_apply(migrate: bool) -> None:
+    """Declare every exchange, queue and binding in the configured vhost (idempotent). Exit 3 when a queue
+    exists with an earlier release's arguments and --migrate was not given (the line names it)."""
+    from integration.runtime.queue_migration import apply
+
     with connected(broker_settings(Settings.from_env())) as connection:
-        for line in apply_topology(connection.channel):
+        try:
+            done = apply(connection, migrating=migrate)
+        except ConfigurationError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(3)
+        for line in done:
             click.echo(line)
 
 

@@ -26,10 +26,10 @@ from integration.runtime.consumer import ConsumerService
 from integration.runtime.health import Health, serve
 from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
 from integration.runtime.processor import Bus, Handler, Processor, Unprocessable
+from integration.runtime.queue_migration import apply as apply_topology_migrating
 from integration.runtime.rabbitmq import (
     BrokerSettings,
     RabbitConnection,
-    apply_topology,
     connection_parameters,
     drain,
     masked_url,
@@ -234,7 +234,8 @@ def _summarise(store: AuditStore, routed: list[str], dead: list[tuple[str, str]]
 
 
 def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
-    apply_topology(connection.channel)
+    # A vhost an earlier release set up has queues with other arguments: re-created, messages kept.
+    apply_topology_migrating(connection, migrating=True)
     outputs = connection.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     for exchange in OUTPUT_EXCHANGES:
         connection.channel.queue_bind(outputs, exchange, "#")
