@@ -55,14 +55,25 @@ def sender_headers(headers: object) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if isinstance(k, str) and not k.startswith(RESERVED_HEADERS)}
 
 
-def read_properties(message_id: object, user_id: object, content_type: object, headers: object) -> InboundProperties:
+def read_properties(
+    message_id: object,
+    user_id: object,
+    content_type: object,
+    headers: object,
+    unreadable: tuple[str, str] | None = None,
+) -> InboundProperties:
     """Check an inbound message's properties. The first problem found is kept; the others are then moot.
 
     Rules: a message-id, when set, is an identifier (UTF-8 text, no control characters, at most 255
     bytes); the user-id is required (senders must set it; RabbitMQ checks it against the connection);
     a content-type that is not clean text is ignored (it is only a label on a dead letter).
+    `unreadable` is (property, why) when the adapter could not decode a property at all (a header table
+    pika cannot read): the message is refused for it, whatever else it holds.
     """
     problem: tuple[str, str] | None = None
+    if unreadable is not None:
+        part, reason = unreadable
+        problem = (part, f"{reason}; the message is refused whole (the dead letter keeps its body, not its {part})")
     clean_id: str | None = None
     if message_id not in (None, ""):
         if why := text_problem(message_id):

@@ -7,22 +7,32 @@ resource alarm); a lost connection or channel is ConnectionLost, and the consume
 
 Several broker URLs (the nodes of one cluster, comma-separated) are tried in order on every
 (re)connection, so the service carries on through the loss of the node it was connected to.
+
+A publisher writes the header table of its messages, and pika decodes it inside its frame reader,
+where an exception drops the whole connection (and every message in hand comes back, again and
+again). Importing this module installs `GuardedProperties` as pika's decoder of message properties:
+a table that cannot be decoded, nested too deep, or not writable again is left out, the other
+properties are kept, and the message is refused naming its headers (`received`).
 """
 
 from __future__ import annotations
 
 import ssl
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pika
+import pika.data
 import pika.exceptions as px
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.flows.results import FHIR_JSON
+from integration.log import one_line
 from integration.runtime.amqp_properties import read_properties
 from integration.topology import RETIRED_EXCHANGES, bindings, exchanges, queues
 
@@ -50,6 +60,86 @@ class BrokerSettings:
     @property
     def urls(self) -> tuple[str, ...]:
         return tuple(u.strip() for u in self.url.split(",") if u.strip())
+
+
+DEEPEST_HEADERS = 16  # levels of nested tables and arrays; senders' headers are flat, pika's decoder recurses
+
+
+class GuardedProperties(pika.spec.BasicProperties):  # type: ignore[misc]  # pika is untyped
+    """BasicProperties whose decoding never raises. `unreadable` is ("headers" or "properties", why) when
+    they could not be read whole; the headers are then None and every other property is still decoded."""
+
+    unreadable: tuple[str, str] | None = None
+    headers: Any
+
+    def decode(self, encoded: bytes, offset: int = 0) -> GuardedProperties:
+        try:
+            super().decode(encoded, offset)
+        except Exception as exc:  # a publisher's bytes: any error of pika's decoder is a refusal
+            self._decode_without_headers(encoded, offset, f"could not be decoded ({_short(exc)})")
+            return self
+        if self.headers is not None and (why := _unwritable(self.headers)):
+            self.headers = None
+            self.unreadable = ("headers", why)
+        return self
+
+    def _decode_without_headers(self, encoded: bytes, offset: int, why: str) -> None:
+        try:
+            super().decode(_without_header_table(encoded, offset), 0)
+            self.unreadable = ("headers", why)
+        except Exception as exc:  # not even the rest can be read: refused for that
+            pika.spec.BasicProperties.__init__(self)
+            self.unreadable = ("properties", f"could not be decoded ({_short(exc)})")
+
+
+def _short(exc: BaseException) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}", 120)
+
+
+def _unwritable(headers: object) -> str | None:
+    """Why a decoded header table cannot go into our dead letter as it is, or None when it can."""
+    if _depth(headers) > DEEPEST_HEADERS:
+        return f"nested deeper than {DEEPEST_HEADERS} levels"
+    try:
+        pika.data.encode_table([], headers)
+    except Exception as exc:  # e.g. a double too big for an AMQP long, which pika decodes as an int
+        return f"could not be encoded again ({_short(exc)})"
+    return None
+
+
+def _depth(value: object) -> int:
+    """How deeply tables and arrays nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            if deepest > DEEPEST_HEADERS:
+                return deepest
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _without_header_table(encoded: bytes, offset: int) -> bytes:
+    """The encoded properties with their header table cut out and its flag cleared (AMQP 0-9-1 4.2.6.1: the
+    flags, then content-type and content-encoding as short strings, then the table with its length)."""
+    flags = struct.unpack_from(">H", encoded, offset)[0]
+    if not flags & pika.spec.BasicProperties.FLAG_HEADERS or flags & 1:  # no table, or flag words we do not know
+        raise ValueError("no header table to leave out")
+    start = offset + 2
+    for flag in (pika.spec.BasicProperties.FLAG_CONTENT_TYPE, pika.spec.BasicProperties.FLAG_CONTENT_ENCODING):
+        if flags & flag:
+            start += 1 + encoded[start]
+    end = start + 4 + struct.unpack_from(">I", encoded, start)[0]
+    if end > len(encoded):
+        raise ValueError("the header table runs past the properties")
+    cleared = flags & ~pika.spec.BasicProperties.FLAG_HEADERS
+    return struct.pack(">H", cleared) + bytes(encoded[offset + 2 : start]) + bytes(encoded[end:])
+
+
+# pika's frame reader builds the properties of every delivery from this table (pika.frame.decode_frame).
+pika.spec.props[pika.spec.BasicProperties.INDEX] = GuardedProperties
 
 
 def connection_parameters(settings: BrokerSettings) -> list[pika.URLParameters]:
@@ -199,7 +289,13 @@ class Received:
 
 
 def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Received:
-    checked = read_properties(properties.message_id, properties.user_id, properties.content_type, properties.headers)
+    checked = read_properties(
+        properties.message_id,
+        properties.user_id,
+        properties.content_type,
+        properties.headers,
+        getattr(properties, "unreadable", None),
+    )
     return Received(
         method.delivery_tag,
         bytes(body),
