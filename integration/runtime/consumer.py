@@ -36,7 +36,7 @@ from integration.log import one_line
 from integration.runtime import metrics
 from integration.runtime.amqp_properties import text_problem
 from integration.runtime.health import Health
-from integration.runtime.processor import Bus, Delivery, Outcome, Processor
+from integration.runtime.processor import Bus, Delivery, Held, Outcome, Processor
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Received, consume, masked_url, translate_lost
 from integration.topology import REPLAY_EXCHANGE, Flow
 
@@ -216,9 +216,10 @@ class ConsumerService:
 
         Returns None when asked to stop during the wait (the deliveries stay unacked)."""
         delay, waiting_for, since, noted = self._wait_initial, None, 0.0, 0.0
+        held = Held()  # what the batch already did: a retry after the wait goes on from there
         while True:
             try:
-                outcomes = processor.process_batch(deliveries)
+                outcomes = processor.process_batch(deliveries, held)
             except Transient as exc:
                 if waiting_for is None:
                     waiting_for, since, noted = exc.dependency, time.monotonic(), time.monotonic()

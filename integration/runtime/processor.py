@@ -26,7 +26,10 @@ What happens on failure, by whose fault (`integration.errors`):
   the batch is retried one delivery at a time, and the one that still fails counts as above;
 - a dependency (`Transient`: the audit store, a publish the broker refuses): retried here a few
   times, then raised; the consumer holds the batch unacked and waits for the dependency, so an
-  outage never spends a delivery attempt.
+  outage never spends a delivery attempt. It passes the same `Held` to every retry of the batch:
+  the batch's plan is kept, and a retry goes on from the step that failed: a dead letter the
+  broker confirmed is not sent again, a commit not made again (no rejection audited twice, no
+  failure counted twice), and an output the broker confirmed not published again.
 
 `fault`, when given, is called at named points ("handled", "dead-lettered", "committed",
 "published") so that tests can kill the process exactly there.
@@ -150,8 +153,9 @@ class RetryPolicy:
 
 @dataclass
 class _Batch:
-    """What one batch has decided, before anything is published or committed."""
+    """What one batch has decided, before anything is published or committed, and how far its settling got."""
 
+    now: datetime
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     entries: list[AuditEntry] = field(default_factory=list)
     processed: list[tuple[str, str, str, list[StoredOutput]]] = field(default_factory=list)
@@ -160,6 +164,36 @@ class _Batch:
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    committed: bool = False
+    published: list[AuditEntry] = field(default_factory=list)  # one per output of to_publish confirmed, in order
+    published_recorded: bool = False
+
+
+class Held:
+    """A batch the caller holds through an outage, across its retries: the plans made for it and the dead letters
+    the broker confirmed, so that a retry repeats no durable step (decision 13). Deliveries are known by
+    identity: the caller passes the same Delivery objects to every retry, and holds them meanwhile."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, tuple[int, ...]], _Batch] = {}
+        self._dead_lettered: set[int] = set()
+
+    def plan(self, how: str, deliveries: Sequence[Delivery]) -> _Batch | None:
+        return self._plans.get((how, tuple(map(id, deliveries))))
+
+    def keep(self, how: str, deliveries: Sequence[Delivery], batch: _Batch) -> _Batch:
+        self._plans[(how, tuple(map(id, deliveries)))] = batch
+        return batch
+
+    def drop(self, how: str, deliveries: Sequence[Delivery]) -> None:
+        """A plan that failed for a reason other than an outage: it will not be followed again."""
+        self._plans.pop((how, tuple(map(id, deliveries))), None)
+
+    def dead_lettered(self, delivery: Delivery) -> bool:
+        return id(delivery) in self._dead_lettered
+
+    def confirm_dead_letter(self, delivery: Delivery) -> None:
+        self._dead_lettered.add(id(delivery))
 
 
 class _BatchState:
@@ -223,20 +257,22 @@ class Processor:
     def process(self, delivery: Delivery) -> Outcome:
         return self.process_batch([delivery])[0]
 
-    def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+    def process_batch(self, deliveries: Sequence[Delivery], held: Held | None = None) -> list[Outcome]:
         """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable.
 
         Raises Transient when a dependency stays unavailable (nothing is lost: the caller holds the
-        deliveries and calls again), ConnectionLost when the broker connection is gone."""
+        deliveries and calls again, with the same `held`), ConnectionLost when the broker connection is gone."""
+        held = Held() if held is None else held
         try:
-            return self._process_together(deliveries)
+            return self._process_together(deliveries, held)
         except (Transient, ConnectionLost):
             raise
         except Exception as exc:  # StoreRefused, or a defect outside the flows: find the delivery it belongs to
+            held.drop("together", deliveries)
             if len(deliveries) > 1:
                 log.warning("batch failed; processing its deliveries one at a time", error=type(exc).__name__)
-                return [outcome for d in deliveries for outcome in self.process_batch([d])]
-            return [self._fail_alone(deliveries[0], exc)]
+                return [outcome for d in deliveries for outcome in self.process_batch([d], held)]
+            return [self._fail_alone(deliveries[0], exc, held)]
 
     def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
         """Audit the acks (after they happened: a lost record here loses no message)."""
@@ -249,15 +285,19 @@ class Processor:
         self._store.head()
 
     # -- planning ------------------------------------------------------------------------------
-    def _process_together(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+    def _process_together(self, deliveries: Sequence[Delivery], held: Held) -> list[Outcome]:
+        batch = held.plan("together", deliveries) or held.keep("together", deliveries, self._plan_all(deliveries))
+        self._settle(batch, held)
+        return [batch.outcomes[i] for i in range(len(deliveries))]
+
+    def _plan_all(self, deliveries: Sequence[Delivery]) -> _Batch:
         now = self._clock()
         keys = [(d.flow, d.key) for d in deliveries]
         earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
-        batch = _Batch()
+        batch = _Batch(now)
         for index, delivery in enumerate(deliveries):
             self._plan_one(batch, index, delivery, earlier.get((delivery.flow, delivery.key)), now)
-        self._settle(batch, now)
-        return [batch.outcomes[i] for i in range(len(deliveries))]
+        return batch
 
     def _plan_one(
         self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery | None, now: datetime
@@ -421,7 +461,7 @@ class Processor:
         batch.to_publish += [(delivery, output, None) for output in stored]
         batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
 
-    def _fail_alone(self, delivery: Delivery, exc: Exception) -> Outcome:
+    def _fail_alone(self, delivery: Delivery, exc: Exception, held: Held) -> Outcome:
         """A delivery that failed outside its flow even on its own (StoreRefused, a defect): count it like a
         flow failure. If even that cannot be recorded, it goes back to its queue uncounted."""
         refused = isinstance(exc, StoreRefused)
@@ -434,35 +474,55 @@ class Processor:
             exc_info=None if refused else exc,
         )
         try:
-            now = self._clock()
-            earlier = self._durably(lambda: self._store.deliveries([(delivery.flow, delivery.key)]))
-            previous = earlier.get((delivery.flow, delivery.key))
-            batch = _Batch()
-            self._plan_failure(
-                batch, 0, delivery, exc, self._received(delivery), previous.failures if previous else 0, now
-            )
-            self._settle(batch, now)
+            batch = held.plan("alone", [delivery]) or held.keep("alone", [delivery], self._plan_alone(delivery, exc))
+            self._settle(batch, held)
             return batch.outcomes[0]
         except (Transient, ConnectionLost):
             raise
         except Exception as again:
+            held.drop("alone", [delivery])
             log.error("failure could not be recorded; returned to its queue", error=type(again).__name__)
             return Outcome("failed", 0, error=type(exc).__name__)
 
+    def _plan_alone(self, delivery: Delivery, exc: Exception) -> _Batch:
+        now = self._clock()
+        earlier = self._durably(lambda: self._store.deliveries([(delivery.flow, delivery.key)]))
+        previous = earlier.get((delivery.flow, delivery.key))
+        batch = _Batch(now)
+        self._plan_failure(batch, 0, delivery, exc, self._received(delivery), previous.failures if previous else 0, now)
+        return batch
+
     # -- the durable steps ---------------------------------------------------------------------
-    def _settle(self, batch: _Batch, now: datetime) -> None:
-        """Dead letters (confirmed), then one commit of everything decided, then the outputs (confirmed)."""
+    def _settle(self, batch: _Batch, held: Held) -> None:
+        """Dead letters (confirmed), then one commit of everything decided, then the outputs (confirmed).
+
+        Each step done is marked in `batch` and `held`, so that settling the same plan again after an
+        outage goes on where it stopped."""
         for delivery, rejection in batch.dead_letters:
-            self._durably(partial(self._publish_dead_letter, delivery, rejection, now))
+            if held.dead_lettered(delivery):
+                continue
+            self._durably(partial(self._publish_dead_letter, delivery, rejection, batch.now))
+            held.confirm_dead_letter(delivery)
             metrics.DEAD_LETTERS.labels(delivery.flow, rejection.reason).inc()
         if batch.dead_letters:
             self._fault("dead-lettered")
-        self._durably(
-            lambda: self._store.record(batch.entries, now, batch.processed, batch.changes, failures=batch.failures)
-        )
+        if not batch.committed:
+            self._durably(
+                lambda: self._store.record(
+                    batch.entries, batch.now, batch.processed, batch.changes, failures=batch.failures
+                )
+            )
+            batch.committed = True
         self._fault("committed")
-        published = []
-        for delivery, output, patient in batch.to_publish:
+        self._publish_outputs(batch)
+        if batch.published and not batch.published_recorded:
+            self._fault("published")
+            self._durably(lambda: self._store.record(batch.published, self._clock()))
+            batch.published_recorded = True
+
+    def _publish_outputs(self, batch: _Batch) -> None:
+        """Publish the outputs not confirmed yet, each with a broker confirm, in order."""
+        for delivery, output, patient in batch.to_publish[len(batch.published) :]:
             self._durably(
                 partial(
                     self._bus.publish,
@@ -474,7 +534,7 @@ class Processor:
                     output.content_type,
                 )
             )
-            published.append(
+            batch.published.append(
                 self._entry(
                     "published",
                     delivery,
@@ -485,9 +545,6 @@ class Processor:
                     confirmed=True,
                 )
             )
-        if published:
-            self._fault("published")
-            self._durably(lambda: self._store.record(published, self._clock()))
 
     def _publish_dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> None:
         """A copy of the message with our reason, for `dlq list` and `dlq replay`. The sender's own headers

@@ -1,0 +1,165 @@
+"""A batch held through an outage is retried without repeating what it already did (decision 13): on the real
+broker, a dead letter the broker confirmed is not published again, a rejection or a failure the store
+committed is not audited or counted again, and an output the broker confirmed is not published again —
+whether the outage strikes after the dead letters, after the commit or after the outputs (the processor's
+fault hook raises Transient there), or the receivers' queue refuses our outputs until it is drained."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from integration.audit_chain import verify
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.config import Settings
+from integration.errors import Transient
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.health import Health
+from integration.runtime.processor import Processor, RetryPolicy
+from integration.runtime.rabbitmq import BrokerSettings
+from integration.runtime.stores import open_audit_store
+from integration.topology import FLOWS_BY_NAME
+from tests.conftest import FIXED_NOW
+from tests.runtime.broker_helpers import (
+    collector,
+    connect,
+    publish_events,
+    queue_depth,
+    referral_events,
+    referrals_by_event,
+    take_all,
+    wait_for,
+)
+from tests.runtime.conftest import broker_url
+
+FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
+INBOUND = "rehab.discharge-events"
+DLQ = "rehab.discharge-events.dlq"
+
+
+@contextmanager
+def consumer(
+    vhost: str, store: Any, health: Health, fault: Callable[[str], None] | None = None
+) -> Iterator[ConsumerService]:
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    extra = {"fault": fault} if fault else {}
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost), prefetch=20),
+        [FLOWS_BY_NAME["discharge"]],
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST, **extra),
+        reconnect_max_wait=1.0,
+        health=health,
+        wait_initial=0.05,
+        wait_max=0.2,
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the consumer did not stop"
+
+
+def _with_poison(events: list[tuple[str, bytes]], every: int) -> set[str]:
+    poisoned = set()
+    for index in range(every - 1, len(events), every):
+        event_id, body = events[index]
+        events[index] = (event_id, body.replace(b'"schemaVersion":"1"', b'"schemaVersion":"9"'))
+        poisoned.add(event_id)
+    return poisoned
+
+
+def _assert_each_once(
+    vhost: str, store: Any, events: list[tuple[str, bytes]], poisoned: set[str], outputs: str
+) -> None:
+    taken = take_all(vhost, outputs)
+    published = Counter(m.message_id for m in taken)
+    assert all(n == 1 for n in published.values()), f"outputs published again: {published.most_common(3)}"
+    found = referrals_by_event(taken)
+    assert set(found) == {e for e, _ in events} - poisoned and all(len(ids) == 1 for ids in found.values())
+    dead = Counter(m.message_id for m in take_all(vhost, DLQ))
+    assert dead == dict.fromkeys(poisoned, 1), f"dead letters published again: {dead.most_common(3)}"
+    records = list(store.records())
+    for step in ("rejected", "dead-lettered"):
+        audited = Counter(r.message_id for r in records if r.step == step)
+        assert audited == dict.fromkeys(poisoned, 1), f"{step} audited again: {audited.most_common(3)}"
+    audited = Counter(r.detail["outputId"] for r in records if r.step == "published")
+    assert sorted(audited) == sorted(published) and all(n == 1 for n in audited.values())
+    assert not any(r.detail.get("redelivered") for r in records if r.step == "received")
+    assert verify(records, store.head()) is None
+
+
+class OutageAt:
+    """The processor's fault hook: the dependency is away the first `times` times the batch reaches `point`."""
+
+    def __init__(self, point: str, times: int) -> None:
+        self.point, self.left, self.reached = point, times, 0
+
+    def __call__(self, where: str) -> None:
+        if where == self.point and self.left > 0:
+            self.left -= 1
+            self.reached += 1
+            raise Transient(f"audit store (test) unavailable at {where}")
+
+
+@pytest.mark.parametrize("point", ["dead-lettered", "committed", "published"])
+def test_an_outage_after_a_durable_step_repeats_none_of_it(vhost_of_its_own: str, audit_dsn: str, point: str) -> None:
+    vhost = vhost_of_its_own
+    outputs = collector(vhost, "rehab.referral")
+    events = referral_events(15)
+    poisoned = _with_poison(events, every=5)
+    store = open_audit_store(audit_dsn)
+    outage = OutageAt(point, times=6)
+    health = Health()
+    publish_events(vhost, events)  # before the consumer starts: one batch of 15
+    with consumer(vhost, store, health, outage) as service:
+        wait_for(lambda: service.handled == len(events), 60, "every event acked")
+        assert outage.reached == 6
+        wait_for(lambda: health.ready, 10, "readiness once the outage is over")
+    _assert_each_once(vhost, store, events, poisoned, outputs)
+    store.close()
+
+
+def test_a_queue_refusing_our_outputs_repeats_no_dead_letter_and_no_confirmed_output(
+    vhost_of_its_own: str, audit_dsn: str
+) -> None:
+    """The receivers' queue is full (reject-publish): the batch is held and retried until it is drained."""
+    vhost = vhost_of_its_own
+    full = "test.outputs.full"
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_declare(
+            full, durable=True, arguments={"x-queue-type": "quorum", "x-max-length": 4, "x-overflow": "reject-publish"}
+        )
+        connection.channel.queue_bind(full, "rehab.referral", "#")
+    finally:
+        connection.close()
+    events = referral_events(15)
+    poisoned = _with_poison(events, every=5)
+    store = open_audit_store(audit_dsn)
+    health = Health()
+    publish_events(vhost, events)
+    taken: list[Any] = []
+    with consumer(vhost, store, health) as service:
+        wait_for(lambda: queue_depth(vhost, full) >= 4 and not health.ready, 30, "the full queue to refuse")
+        threading.Event().wait(3)  # many retries of the held batch meanwhile
+        assert queue_depth(vhost, DLQ) == len(poisoned), "dead letters published again while the batch was held"
+        while len(referrals_by_event(taken)) < len(events) - len(poisoned):
+            taken += take_all(vhost, full)
+            threading.Event().wait(0.3)
+        wait_for(lambda: service.handled == len(events) and health.ready, 30, "every event acked")
+    taken += take_all(vhost, full)
+    published = Counter(m.message_id for m in taken)
+    assert all(n == 1 for n in published.values()), f"confirmed outputs published again: {published.most_common(3)}"
+    dead = Counter(m.message_id for m in take_all(vhost, DLQ))
+    assert dead == dict.fromkeys(poisoned, 1)
+    rejected = Counter(r.message_id for r in store.records() if r.step == "rejected")
+    assert rejected == dict.fromkeys(poisoned, 1)
+    store.close()
