@@ -120,6 +120,17 @@ class Delivery:
         apart from a redelivery (decision 12)."""
         return self.message_id or "sha256:" + self.digest
 
+    @property
+    def sender(self) -> str | None:
+        """Who sent it: a replay's first sender, else the AMQP user-id the broker verified."""
+        return self.original_source or self.source
+
+    @property
+    def stored_key(self) -> str:
+        """The key the store remembers it under: the idempotency key scoped by its sender, so that two
+        senders that happen to use one message-id never meet (decision 12). `key` names it everywhere else."""
+        return f"{self.sender}/{self.key}" if self.sender else self.key
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -226,6 +237,16 @@ class _BatchState:
         return self._store.outbound(header_id)
 
 
+def _lookup_keys(delivery: Delivery) -> list[tuple[str, str]]:
+    """The store keys that may hold what is known of `delivery`: its sender-scoped key, and the bare key
+    a store written before keys were scoped holds (a message processed then and redelivered now)."""
+    return [(delivery.flow, delivery.stored_key), (delivery.flow, delivery.key)]
+
+
+def _earlier(known: Mapping[tuple[str, str], EarlierDelivery], delivery: Delivery) -> EarlierDelivery | None:
+    return known.get((delivery.flow, delivery.stored_key)) or known.get((delivery.flow, delivery.key))
+
+
 def _no_fault(_point: str) -> None:
     """Production has no fault injection."""
 
@@ -292,11 +313,11 @@ class Processor:
 
     def _plan_all(self, deliveries: Sequence[Delivery]) -> _Batch:
         now = self._clock()
-        keys = [(d.flow, d.key) for d in deliveries]
+        keys = [k for d in deliveries for k in _lookup_keys(d)]
         earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
         batch = _Batch(now)
         for index, delivery in enumerate(deliveries):
-            self._plan_one(batch, index, delivery, earlier.get((delivery.flow, delivery.key)), now)
+            self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now)
         return batch
 
     def _plan_one(
@@ -306,7 +327,7 @@ class Processor:
         if delivery.problem is not None:  # refused for its properties: no copy of it stands for another
             self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
             return
-        first = batch.firsts.setdefault((delivery.flow, delivery.key), delivery)
+        first = batch.firsts.setdefault((delivery.flow, delivery.stored_key), delivery)
         if first is not delivery:
             self._plan_copy(batch, index, delivery, first, received)
         elif earlier is not None and earlier.processed:
@@ -358,7 +379,7 @@ class Processor:
             *self._facts(delivery, result),
             self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
         ]
-        batch.processed.append((delivery.flow, delivery.key, delivery.digest, outputs))
+        batch.processed.append((delivery.flow, delivery.stored_key, delivery.digest, outputs))
         batch.changes = batch.changes + result.state
         batch.to_publish += [(delivery, output, result.patient) for output in outputs]
         batch.outcomes[index] = Outcome("processed", len(outputs), patient)
@@ -433,7 +454,7 @@ class Processor:
     ) -> None:
         """Our side failed on this delivery: count it; back to its queue, or given up on the last attempt."""
         error = type(exc).__name__
-        batch.failures.append(Failure(delivery.flow, delivery.key, error))
+        batch.failures.append(Failure(delivery.flow, delivery.stored_key, error))
         attempt = failures + 1
         if attempt < self._attempts:
             batch.entries += [received, self._entry("failed", delivery, None, error=error, attempt=attempt)]
@@ -486,8 +507,8 @@ class Processor:
 
     def _plan_alone(self, delivery: Delivery, exc: Exception) -> _Batch:
         now = self._clock()
-        earlier = self._durably(lambda: self._store.deliveries([(delivery.flow, delivery.key)]))
-        previous = earlier.get((delivery.flow, delivery.key))
+        earlier = self._durably(lambda: self._store.deliveries(_lookup_keys(delivery)))
+        previous = _earlier(earlier, delivery)
         batch = _Batch(now)
         self._plan_failure(batch, 0, delivery, exc, self._received(delivery), previous.failures if previous else 0, now)
         return batch

@@ -179,6 +179,31 @@ def test_a_reused_message_id_is_refused_in_the_batch_and_across_batches(pipeline
     assert codes == ["reused-message-id", "reused-message-id"]
 
 
+def test_one_message_id_from_two_senders_is_two_messages(pipeline, store, broker) -> None:
+    """Message-ids are the sender's own numbering: a municipality's id never stands for the hospital's,
+    in one batch or later; each sender's own retry is still a redelivery."""
+    (_, first), (_, second), (_, third) = _events(3)
+
+    def sent_by(sender: str, body: bytes) -> Delivery:
+        return Delivery("discharge", body, "42", content_type="application/json", source=sender)
+
+    processor = make(pipeline, store, broker)
+    together = processor.process_batch([sent_by("rehab-hospital", first), sent_by("rehab-hospital-2", second)])
+    assert [o.disposition for o in together] == ["processed", "processed"]
+    assert processor.process(sent_by("rehab-hospital-3", third)).disposition == "processed"
+    assert processor.process(sent_by("rehab-hospital-2", second)).disposition == "replayed-outputs"
+    assert processor.process(sent_by("rehab-hospital", second)).error == "reused-message-id"
+    assert len(broker.queues["sink"]) == 4  # three referrals and one republished
+
+
+def test_a_message_processed_before_keys_were_scoped_is_still_a_redelivery(pipeline, store, broker) -> None:
+    """A store written by the previous release holds the bare key: a redelivery after the upgrade is found."""
+    (event_id, body), *_ = _events(1)
+    make(pipeline, store, broker).process(delivery(body, event_id))  # no sender: stored under the bare key
+    again = Delivery("discharge", body, event_id, redelivered=True, content_type="application/json", source="guest")
+    assert make(pipeline, store, broker).process(again).disposition == "replayed-outputs"
+
+
 def test_a_property_refused_by_the_adapter_is_dead_lettered_before_any_flow(pipeline, store, broker) -> None:
     outcome = make(pipeline, store, broker).process(
         Delivery("discharge", EVENT.read_bytes(), None, problem=("user-id", "missing: senders must set it"))
