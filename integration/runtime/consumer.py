@@ -14,6 +14,13 @@ Outages never spend a message's delivery attempts:
   meanwhile (`integration.runtime.health`). Heartbeats go on, so the broker keeps the connection.
 - the broker connection lost (`ConnectionLost`): reconnected with backoff, to the next node when
   several are configured; the unacked messages come back from the broker.
+- a queue we may not consume (`QueueRefused`: missing, or not ours): one line naming it and what
+  to do, `/readyz` failing meanwhile, and tried again with backoff.
+
+Whatever ends a connection's service, the next one waits a little longer (1 s doubling to 30 s,
+afresh after a minute of consuming), so that a fault that recurs at once is no hot loop. While no
+message arrives, the audit store is asked every few seconds whether it answers, so that `/readyz`
+tells of an outage before a message meets it.
 
 No exception from a message ever ends the loop: a defect is logged with its traceback and the
 batch goes back to its queue. `stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be
@@ -23,6 +30,7 @@ every `period` seconds.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,13 +45,24 @@ from integration.runtime import metrics
 from integration.runtime.amqp_properties import text_problem
 from integration.runtime.health import Health
 from integration.runtime.processor import Bus, Delivery, Held, Outcome, Processor
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, Received, consume, masked_url, translate_lost
+from integration.runtime.rabbitmq import (
+    BrokerSettings,
+    QueueRefused,
+    RabbitConnection,
+    Received,
+    consume,
+    masked_url,
+    translate_lost,
+)
 from integration.topology import REPLAY_EXCHANGE, Flow
 
 log = structlog.get_logger("integration.consumer")
 POLL_SECONDS = 0.2
 ORIGINAL_SOURCE = "x-rehab-original-source"  # set by `integration dlq replay`
 STILL_WAITING_EVERY = 60.0  # seconds between "still waiting" lines during an outage
+PROBE_EVERY = 5.0  # seconds without a word from the audit store before the idle consumer asks it
+HEALTHY_AFTER = 60.0  # seconds of consuming after which a failure is retried at the first backoff again
+STORE = "audit-store"
 
 
 class ConsumerService:
@@ -58,6 +77,9 @@ class ConsumerService:
         health: Health | None = None,
         wait_initial: float = 0.5,
         wait_max: float = 15.0,
+        retry_initial: float = 1.0,
+        retry_max: float = 30.0,
+        probe_every: float = PROBE_EVERY,
     ) -> None:
         self._broker = broker
         self._flows = flows
@@ -71,6 +93,11 @@ class ConsumerService:
         self.health = health or Health()
         self._wait_initial = wait_initial
         self._wait_max = wait_max
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._probe_every = probe_every
+        self._next_probe = 0.0
+        self._consuming_since: float | None = None
         self.handled = 0
 
     def stop(self) -> None:
@@ -82,6 +109,7 @@ class ConsumerService:
         return self._stopping
 
     def run(self) -> None:
+        delay = self._retry_initial
         while not self._stopping.is_set():
             try:
                 connection = self._connect()
@@ -89,15 +117,22 @@ class ConsumerService:
                 break  # stopping while the broker was away
             try:
                 self._serve(connection)
+            except QueueRefused as exc:
+                if self.health.down(f"queue {exc.queue}", str(exc)):
+                    log.error("cannot consume a queue: retrying with backoff", queue=exc.queue, reason=one_line(exc))
             except ConnectionLost as exc:
                 self._broker_lost(str(exc))
             except Exception as exc:  # a defect in the loop itself: never end the service for it
                 log.error("consumer loop failed; reconnecting", error=type(exc).__name__, exc_info=exc)
                 self._broker_lost(f"consumer loop failed: {type(exc).__name__}")
-                self._stopping.wait(self._reconnect_max_wait)
             finally:
                 self._in_hand.clear()  # unacked: the broker redelivers them
                 connection.close()
+            if self._consuming_since is not None and time.monotonic() - self._consuming_since >= HEALTHY_AFTER:
+                delay = self._retry_initial
+            self._consuming_since = None
+            self._stopping.wait(delay * random.uniform(1.0, 1.2))  # jitter: consumers restarted together spread out
+            delay = min(delay * 2, self._retry_max)
 
     def _broker_lost(self, reason: str) -> None:
         if self.health.down("broker", reason):
@@ -124,7 +159,8 @@ class ConsumerService:
         )
         connection: RabbitConnection = retrying(RabbitConnection, self._broker)
         away = self.health.up("broker")
-        log.info("connected to the broker", node=connection.node, **({"after_s": round(away, 1)} if away else {}))
+        if away is not None:  # a change: not every reconnection while a queue is missing
+            log.info("connected to the broker", node=connection.node, after_s=round(away, 1))
         return connection
 
     def _take(self, flow: Flow, message: Received) -> None:
@@ -138,6 +174,9 @@ class ConsumerService:
         try:
             for flow in self._flows:
                 consume(connection, flow.queue, partial(self._take, flow))
+                if self.health.up(f"queue {flow.queue}") is not None:
+                    log.info("queue available again", queue=flow.queue)
+            self._consuming_since = time.monotonic()
             log.info("consuming", queues=[f.queue for f in self._flows])
             while not self._stopping.is_set():
                 self.health.beat()
@@ -146,11 +185,43 @@ class ConsumerService:
                     in_hand, self._in_hand = self._in_hand, []
                     for batch in _batches(in_hand):
                         self._handle(connection, processor, batch)
+                else:
+                    self._probe_when_idle(processor)
                 self._run_periodic(connection)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             raise
+
+    def _probe_when_idle(self, processor: Processor) -> None:
+        """Ask the audit store whether it answers, when nothing else has for `probe_every` seconds (readiness)."""
+        if time.monotonic() < self._next_probe:
+            return
+        try:
+            processor.probe()
+        except Transient as exc:
+            self._dependency_down(exc, held=0)
+        except Exception as exc:  # not an outage we know: readiness still fails, with the traceback once
+            if translate_lost(exc):
+                raise
+            if self.health.down(STORE, f"the probe failed: {type(exc).__name__}"):
+                log.error(f"{STORE} probe failed", error=type(exc).__name__, exc_info=exc)
+        else:
+            self._store_up()
+        self._next_probe = time.monotonic() + self._probe_every
+
+    def _dependency_down(self, exc: Transient, held: int) -> bool:
+        """Mark the dependency down; one line when that is news. True when it was."""
+        if not self.health.down(exc.dependency, str(exc)):
+            return False
+        what = "holding messages unacked until it is back" if held else "not ready until it answers"
+        log.warning(f"{exc.dependency} unavailable: {what}", held=held, reason=one_line(exc))
+        return True
+
+    def _store_up(self) -> None:
+        away = self.health.up(STORE)
+        if away is not None:
+            log.info(f"{STORE} available again: resuming", waited_s=round(away, 1))
 
     def _run_periodic(self, connection: RabbitConnection) -> None:
         if self._periodic is None or time.monotonic() < self._next_periodic:
@@ -221,15 +292,12 @@ class ConsumerService:
             try:
                 outcomes = processor.process_batch(deliveries, held)
             except Transient as exc:
+                newly_down = self._dependency_down(exc, held=len(deliveries))
                 if waiting_for is None:
                     waiting_for, since, noted = exc.dependency, time.monotonic(), time.monotonic()
-                if self.health.down(exc.dependency, str(exc)):
-                    log.warning(
-                        f"{exc.dependency} unavailable: holding messages unacked until it is back",
-                        held=len(deliveries),
-                        reason=one_line(exc),
-                    )
-                elif time.monotonic() - noted >= STILL_WAITING_EVERY:
+                    if not newly_down:  # known to be down since an idle probe: the wait for it begins now
+                        log.warning(f"holding messages until the {exc.dependency} is back", held=len(deliveries))
+                elif not newly_down and time.monotonic() - noted >= STILL_WAITING_EVERY:
                     noted = time.monotonic()
                     log.warning(
                         f"still waiting for the {exc.dependency}",
@@ -248,6 +316,8 @@ class ConsumerService:
                 away = self.health.up(waiting_for)
                 if away is not None:
                     log.info(f"{waiting_for} available again: resuming", waited_s=round(away, 1))
+            self._store_up()  # the batch was settled: the store answered, whatever the probe said last
+            self._next_probe = time.monotonic() + self._probe_every
             return outcomes
 
     def _pause_connected(self, connection: RabbitConnection, seconds: float) -> None:

@@ -3,7 +3,15 @@
 Publishing is always persistent, mandatory and confirmed, and carries our broker user as the
 AMQP user-id: `publish` returns only when the broker has taken responsibility for the message.
 A refused or unroutable publish is Transient (the broker refuses for now: a full queue, a
-resource alarm); a lost connection or channel is ConnectionLost, and the consumer reconnects.
+resource alarm); a lost connection or channel is ConnectionLost, and the consumer reconnects;
+a queue the broker will not let us consume (missing, or not ours to read) is QueueRefused.
+
+A dead peer is noticed by AMQP heartbeats (15 s: pika gives up after 20 to 40 s of silence) and,
+where the network drops packets, by TCP keepalives and a TCP user timeout. The heartbeat is no
+shorter because the consumer loop is away from the socket for as long as one audit store call can
+take (its 15 s deadline): a broker closes a connection silent for two to three heartbeats, and
+would then return every message held through a database outage. A URL may set its own
+`?heartbeat=` or `?blocked_connection_timeout=`.
 
 Several broker URLs (the nodes of one cluster, comma-separated) are tried in order on every
 (re)connection, so the service carries on through the loss of the node it was connected to.
@@ -23,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pika
 import pika.data
@@ -54,12 +63,33 @@ class BrokerSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    heartbeat: int = 30
+    heartbeat: int = 15  # seconds; see the module's docstring before lowering it
     socket_timeout: float = 5.0  # seconds to reach a node before trying the next
 
     @property
     def urls(self) -> tuple[str, ...]:
         return tuple(u.strip() for u in self.url.split(",") if u.strip())
+
+
+# Linux TCP options (pika sets those the platform has): probe an idle peer after 10 s, every 5 s, 3 times;
+# give up on data the peer has not acknowledged for 30 s.
+TCP_OPTIONS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
+
+
+class QueueRefused(ConnectionLost):
+    """The broker closed our channel rather than let us consume a queue: it is missing (404), or not ours to
+    read (403). Waiting alone will not mend it; an operator must, and the consumer retries with backoff."""
+
+    def __init__(self, queue: str, code: int, text: str) -> None:
+        if code == 404:
+            what = f"queue {queue} does not exist: run `integration topology apply`"
+        elif code == 403:
+            what = f"the broker refused us queue {queue} ({text}): check the service user's permissions"
+        else:
+            what = f"the broker refused to let us consume queue {queue} ({code} {text})"
+        super().__init__(what)
+        self.queue = queue
+        self.code = code
 
 
 DEEPEST_HEADERS = 16  # levels of nested tables and arrays; senders' headers are flat, pika's decoder recurses
@@ -161,8 +191,12 @@ def _parameters(url: str, settings: BrokerSettings) -> pika.URLParameters:
         params = pika.URLParameters(url)
     except ValueError as exc:
         raise ConfigurationError(f"broker_url: {masked_url(url)}: {exc}") from None
-    params.heartbeat = settings.heartbeat
-    params.blocked_connection_timeout = 60
+    given = parse_qs(urlsplit(url).query)
+    if "heartbeat" not in given:
+        params.heartbeat = settings.heartbeat
+    if "blocked_connection_timeout" not in given:
+        params.blocked_connection_timeout = 60
+    params.tcp_options = dict(TCP_OPTIONS)
     params.connection_attempts = 1
     params.socket_timeout = settings.socket_timeout
     params.stack_timeout = settings.socket_timeout * 2
@@ -315,7 +349,10 @@ def consume(connection: RabbitConnection, queue: str, callback: Callable[[Receiv
     def on_message(_channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
         callback(received(method, properties, body))
 
-    connection.channel.basic_consume(queue, on_message, auto_ack=False)
+    try:
+        connection.channel.basic_consume(queue, on_message, auto_ack=False)
+    except px.ChannelClosedByBroker as exc:
+        raise QueueRefused(queue, exc.reply_code, one_line(exc.reply_text, 200)) from exc
 
 
 def drain(connection: RabbitConnection, queue: str, limit: int) -> list[Received]:
