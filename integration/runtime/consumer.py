@@ -131,7 +131,7 @@ class ConsumerService:
             if self._consuming_since is not None and time.monotonic() - self._consuming_since >= HEALTHY_AFTER:
                 delay = self._retry_initial
             self._consuming_since = None
-            self._stopping.wait(delay * random.uniform(1.0, 1.2))  # jitter: consumers restarted together spread out
+            self._pause(delay * random.uniform(1.0, 1.2))  # jitter: consumers restarted together spread out
             delay = min(delay * 2, self._retry_max)
 
     def _broker_lost(self, reason: str) -> None:
@@ -167,7 +167,11 @@ class ConsumerService:
         self._in_hand.append((flow, message))
 
     def _pause(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
+        """Wait, or until stopped; still alive for /healthz meanwhile (waiting out a fault is the loop's work)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._stopping.is_set():
+            self.health.beat()
+            self._stopping.wait(min(left, 1.0))
 
     def _serve(self, connection: RabbitConnection) -> None:
         processor = self._make_processor(connection)

@@ -1,8 +1,9 @@
 """What an operator or an orchestrator can ask the running consumer: is it alive, is it ready, what has it done.
 
     GET /healthz   200 while the consumer loop turns (it beats at least every few seconds), else 503
-    GET /readyz    200 when connected to the broker and the audit store answers; else 503 with one
-                   line per unavailable dependency: what, since how many seconds, and why
+    GET /readyz    200 when connected to the broker, consuming every queue, and the audit store
+                   answers (the idle consumer asks it every few seconds); else 503 with one line per
+                   unavailable dependency: what, since how many seconds, and why
     GET /metrics   Prometheus text format (`integration.runtime.metrics`)
 
 Served by the standard library's WSGI server on a daemon thread (`INTEGRATION_HEALTH_LISTEN`,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.config import Settings
+from integration.runtime.consumer import ConsumerService
+from integration.runtime.health import Health
+from integration.runtime.processor import Processor
 from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.runtime.stores import open_audit_store
+from integration.topology import FLOWS_BY_NAME
+from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
     connect,
     output_queue,
@@ -143,3 +152,36 @@ def test_a_black_holed_broker_is_noticed_within_the_heartbeats_and_left_for_the_
             _stop(process)
     assert noticed < 42, f"a black-holed broker went unnoticed for {noticed:.0f} s"
     assert _lines(log, "broker connection lost") == 1
+
+
+def test_waiting_out_a_missing_queue_is_alive_for_healthz(vhost_of_its_own: str, audit_dsn: str) -> None:
+    """The backoff is the loop's work, not a stuck loop: /healthz must not have the consumer restarted for it."""
+    vhost = vhost_of_its_own
+    connection = connect(vhost)
+    try:
+        connection.channel.queue_delete(INBOUND)
+    finally:
+        connection.close()
+    now = [0.0]
+    health = Health(clock=lambda: now[0])
+    store = open_audit_store(audit_dsn)
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    service = ConsumerService(
+        BrokerSettings(target_url(vhost)),
+        [FLOWS_BY_NAME["discharge"]],
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW),
+        health=health,
+        retry_initial=20.0,
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: any(INBOUND in line for line in health.problems()), 30, "the missing queue on /readyz")
+        now[0] += 3600.0  # an hour later by the health's clock, still in the first backoff by the real one
+        time.sleep(2)
+        assert health.alive
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        store.close()
+    assert not worker.is_alive()
