@@ -5,17 +5,48 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-CPR_LIKE = re.compile(r"(?<!\d)[0-3]\d[01]\d{3}-?\d{4}(?!\d)")
+# DDMMYY then SSSS, written together, with a dash, or with one space (also a no-break space, a tab or a
+# Unicode dash); anywhere in a longer text, but not inside a longer run of digits.
+CPR_SEPARATORS = "- \t\u00a0\u2010\u2011\u2012\u2013\u2014\u2212"
+CPR_LIKE = re.compile(rf"(?<!\d)[0-3]\d[01]\d{{3}}[{CPR_SEPARATORS}]?\d{{4}}(?!\d)")
 CPR_MASK = "<cpr>"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def mask_cpr(text: str) -> str:
+    """`text` with everything shaped like a CPR number replaced by `<cpr>`: the one mask for every output."""
     return CPR_LIKE.sub(CPR_MASK, text)
+
+
+def masked(value: Any) -> Any:
+    """`value` with every CPR-shaped part masked, through dicts (keys too), lists and tuples: text as text,
+    bytes as text (decoded, undecodable bytes escaped), a whole number that is one as `<cpr>`; other values
+    (floats, times, booleans, None) as they are."""
+    if isinstance(value, str):
+        return mask_cpr(value)
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", "backslashreplace")
+        return mask_cpr(text) if CPR_LIKE.search(text) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return CPR_MASK if CPR_LIKE.search(str(value)) else value
+    if isinstance(value, Mapping):
+        return {masked(k): masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(masked(v) for v in value)
+    return value
+
+
+def masked_headers(headers: object) -> dict[str, Any]:
+    """AMQP headers fit to copy onto a message we publish (a dead letter, a replay): every CPR-shaped value
+    or name masked (`masked`); anything but a table is no headers."""
+    if not isinstance(headers, Mapping):
+        return {}
+    return {str(masked(k)): masked(v) for k, v in headers.items()}
 
 
 def one_line(value: object, limit: int = 300) -> str:
@@ -23,27 +54,19 @@ def one_line(value: object, limit: int = 300) -> str:
     non-printable characters escaped (so no forged lines), CPR numbers masked, cut to `limit`."""
     text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes | bytearray) else str(value)
     escaped = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    masked = mask_cpr(escaped)
-    return masked if len(masked) <= limit else masked[: limit - 1] + "…"
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_cpr(value)
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_masked(v) for v in value)
-    return value
+    safe = mask_cpr(escaped)
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
 
 
 def mask_cpr_numbers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace anything shaped like a CPR number, in every field and traceback."""
-    return {key: _masked(value) for key, value in event_dict.items()}
+    return {key: masked(value) for key, value in event_dict.items()}
 
 
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr, fmt: str | None = None) -> None:
     """JSON lines, or a console rendering when `fmt` is "console" (default: console on a terminal)."""
+    if level.upper() not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     fmt = fmt or ("console" if stream.isatty() else "json")
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
@@ -70,7 +93,7 @@ def cpr_numbers_in(text: str) -> list[str]:
     found = []
     for match in CPR_LIKE.finditer(text):
         try:
-            parse_cpr(match.group(0).replace("-", ""))
+            parse_cpr(re.sub(r"\D", "", match.group(0)))
         except ValueError:
             continue
         found.append(match.group(0)[:4] + "…")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 _SHAPE = re.compile(r"[0-9]{10}")
+_WRITTEN = re.compile(r"([0-9]{6})[- ]?([0-9]{4})")  # as people write it: DDMMYYSSSS, DDMMYY-SSSS, DDMMYY SSSS
 _MOD11_WEIGHTS = (4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
 
 # Century by the 7th digit, for two-digit years up to and including each bound (CPR office rules).
@@ -49,3 +50,12 @@ def parse_cpr(value: str) -> Cpr:
     except ValueError:
         raise ValueError("the date part of the CPR number is not a real date") from None
     return Cpr(value=value, birth_date=born)
+
+
+def read_cpr(text: str) -> Cpr:
+    """A CPR number as a person types it (DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, surrounding blanks
+    ignored), in the stored form of ten digits; the error message never repeats the text."""
+    written = _WRITTEN.fullmatch(text.strip())
+    if written is None:
+        raise ValueError("a CPR number is 10 digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS")
+    return parse_cpr(written.group(1) + written.group(2))
