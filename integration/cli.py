@@ -17,13 +17,14 @@ from integration.audit_chain import AuditEntry
 from integration.bootstrap import build_pipeline
 from integration.cli_audit import audit, reader
 from integration.cli_dlq import dlq
+from integration.cli_errors import IntegrationCommand
 from integration.cli_ops import hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
 from integration.domain.course import NO_STATE, Course, EarlierMessage, FixedState, OutboundStatus, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.flows.results import FlowResult
-from integration.log import configure_logging, mask_cpr
+from integration.log import LEVELS, configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
 from integration.runtime.audit_store import AuditStore, StoreMissing
 from integration.runtime.stores import masked_dsn, open_store
@@ -70,8 +71,14 @@ def _dump(value: object) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2)
 
 
-@click.group()
-@click.option("--log-level", default="WARNING", show_default=True, help="Log level for stderr.")
+@click.group(cls=IntegrationCommand)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="Log level for stderr.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["json", "console"]),
@@ -79,7 +86,12 @@ def _dump(value: object) -> bytes:
     help="JSON lines (default when stderr is not a terminal) or console.",
 )
 def main(log_level: str, log_format: str | None) -> None:
-    """Cross-sector cardiac rehabilitation integration service (Region Nordjylland)."""
+    """Cross-sector cardiac rehabilitation integration service (Region Nordjylland).
+
+    Exit codes: 0 done; 1 the command's own "no" (see each command); 2 usage; 3 configuration; 65 the
+    audit store damaged or refusing to record a read; 66 no audit store; 69 the broker or the database
+    unavailable (try again); 70 a bug; 74 a file that cannot be read or written. Errors are one line on
+    stderr, never with a CPR number."""
     configure_logging(log_level, fmt=log_format)
 
 
@@ -183,20 +195,16 @@ def demo() -> None:
 
     Without a reachable broker the same consumers run on the in-memory bus, and the first line says so.
     """
-    try:
-        run_demo(Settings.from_env())
-    except ConfigurationError as exc:
-        _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    run_demo(Settings.from_env())
 
 
 @main.command()
 @click.option("--flows", default=None, help="comma-separated flows to consume (default: all with a handler)")
 def run(flows: str | None) -> None:
-    """Run the consumers until SIGTERM or SIGINT."""
-    try:
-        run_consumers(Settings.from_env(), flows)
-    except ConfigurationError as exc:
-        _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    """Run the consumers until SIGTERM or SIGINT (exit 0). A database or broker that is down is waited for;
+    exit 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
+    what its version says: it is not migrated), 66 when its file is not a database."""
+    run_consumers(Settings.from_env(), flows)
 
 
 main.add_command(topology)

@@ -1,10 +1,11 @@
 """The `audit` commands: verify the evidence, list a patient's trail; and what every command that
 opens the store shares: opening an existing store only, and naming the OS user who reads.
 
-`audit verify` exits 0 when intact, 1 when not (or empty, or missing), 2 on a usage error (an anchor
-file unreadable or without anchors), 3 on a configuration error, 69 when the database is unreachable.
-The other commands exit 66 when there is no audit store, 69 and 3 likewise, and 65 when the store
-refuses to record their read (its chain is inconsistent: `audit verify` says where).
+`audit verify` exits 0 when intact, 1 when not (or empty, missing or damaged), 2 on a usage error (an
+anchor file unreadable or without anchors), 3 on a configuration error, 69 when the database is
+unreachable. The other commands exit 66 when there is no audit store, 69 and 3 likewise, and 65 when
+the store is damaged (a file SQLite cannot read, a schema other than its version says) or refuses to
+record their read (its chain is inconsistent: `audit verify` says where).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import orjson
 from integration.audit_chain import AuditEntry
 from integration.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 from integration.config import Settings
-from integration.errors import ConfigurationError, StoreRefused, Transient
-from integration.log import mask_cpr
+from integration.domain.cpr import read_cpr
+from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
+from integration.log import mask_cpr, one_line
 from integration.runtime.audit_store import AuditStore, StoreMissing
 from integration.runtime.stores import mac_keys, masked_dsn, open_store
 
@@ -57,7 +59,8 @@ def _user_name(uid: int) -> str:
 
 
 def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"error: {mask_cpr(message)}", err=True)
+    """One line on stderr (`one_line`: masked, control characters escaped), then exit with `code`."""
+    click.echo(f"error: {one_line(message, 1000)}", err=True)
     raise SystemExit(code)
 
 
@@ -69,23 +72,28 @@ def settings_or_exit() -> Settings:
 
 
 @contextmanager
-def existing_store(
-    settings: Settings, keys: MacKeys | None = None, missing_exit: int = EXIT_NO_STORE
-) -> Iterator[AuditStore]:
-    """The configured store, which must exist (a command that reads never creates one); a missing
-    store, an outage or a configuration error is one line and an exit code, never a traceback."""
+def existing_store(settings: Settings, keys: MacKeys | None = None, verifying: bool = False) -> Iterator[AuditStore]:
+    """The configured store, which must exist (a command that reads never creates one); a missing or
+    damaged store, an outage or a configuration error is one line and an exit code, never a traceback.
+    For `audit verify` (`verifying`) a missing or damaged store is the finding: exit 1."""
     where = masked_dsn(settings.audit_dsn)
     try:
         store = open_store(settings, create=False, keys=keys)
     except StoreMissing as exc:
-        fail(missing_exit, f"no audit store at {where}: {exc}")
+        fail(EXIT_BROKEN if verifying else EXIT_NO_STORE, f"no audit store at {where}: {exc}")
+    except StoreDamaged as exc:
+        fail(EXIT_BROKEN if verifying else EXIT_STORE_REFUSED, f"{exc} ({where}; restore it from a backup)")
     except Transient as exc:
         fail(EXIT_UNAVAILABLE, f"audit store unreachable: {exc}")
     except ConfigurationError as exc:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     try:
         yield store
+    except StoreDamaged as exc:
+        fail(EXIT_BROKEN if verifying else EXIT_STORE_REFUSED, f"{exc} ({where}; restore it from a backup)")
     except Transient as exc:
+        if exc.dependency != "audit-store":
+            raise  # the broker's, for `integration.cli_errors` to say
         fail(EXIT_UNAVAILABLE, f"audit store unreachable: {exc}")
     except StoreRefused as exc:
         fail(EXIT_STORE_REFUSED, f"{exc} (integration audit verify says what is wrong with the log)")
@@ -125,7 +133,7 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
     """Check the evidence: the hash chain, the state tables it covers, the anchors given and (with a key
     configured) every record's HMAC. One line per finding, naming the record, table or anchor.
 
-    Exit 0 intact; 1 not intact, empty (without --allow-empty) or missing; 2 an unusable --anchor;
+    Exit 0 intact; 1 not intact, empty (without --allow-empty), missing or damaged; 2 an unusable --anchor;
     3 a configuration error; 69 the database unreachable. The read is itself audited."""
     settings = settings_or_exit()
     anchors = _anchors(anchor_files)
@@ -133,7 +141,7 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
         keys = mac_keys(settings)
     except ConfigurationError as exc:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
-    with existing_store(settings, keys, missing_exit=EXIT_BROKEN) as store:
+    with existing_store(settings, keys, verifying=True) as store:
         evidence = store.evidence()
         result = examine(evidence.head, evidence.records, evidence.rows, keys, anchors, allow_empty)
         unrecorded = None
@@ -152,15 +160,34 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
     click.echo(mask_cpr(f"audit log intact: {'; '.join(result.summary)}"))
 
 
+def _cpr(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """The CPR number as stored (ten digits) from how it is typed; a usage error that never repeats it."""
+    try:
+        return read_cpr(value).value
+    except ValueError:
+        raise click.BadParameter(
+            "not a CPR number (ten digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, starting with a real birth date)"
+        ) from None
+
+
 @audit.command("trail")
-@click.option("--patient", required=True, help="the patient's CPR number")
+@click.option(
+    "--patient", required=True, callback=_cpr, help="the patient's CPR number: DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS"
+)
 def audit_trail(patient: str) -> None:
-    """List what was received and sent about a patient. The look-up is itself audited, with the OS user."""
+    """List what was received and sent about a patient, this look-up included (it is itself audited, with
+    the OS user), then how many records that was. A number that is not a CPR number is a usage error (2)."""
     settings = settings_or_exit()
     with existing_store(settings) as store:
         store.record([AuditEntry("audit-trail-viewed", "audit", "-", reader(), patient=patient)], datetime.now(UTC))
-        for record in store.trail(patient):
-            detail = orjson.dumps(record.detail).decode()
-            click.echo(
-                f"{record.seq:>8}  {record.at}  {record.flow:<10} {record.step:<22} {record.message_id}  {detail}"
+        trail = store.trail(patient)
+    for record in trail:
+        detail = orjson.dumps(record.detail).decode()
+        click.echo(
+            mask_cpr(
+                f"{record.seq:>8}  {record.at}  {record.flow:<10} {record.step:<22} {one_line(record.message_id)}  "
+                f"{detail}"
             )
+        )
+    views = sum(1 for record in trail if record.step == "audit-trail-viewed")
+    click.echo(f"{len(trail)} record(s) about the patient, {views} of them look-ups of this trail")

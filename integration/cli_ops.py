@@ -15,13 +15,13 @@ import structlog
 
 from integration.audit_chain import AuditEntry
 from integration.cli_audit import existing_store
-from integration.cli_runtime import broker_settings
+from integration.cli_runtime import broker_connection
 from integration.config import Settings
 from integration.errors import ConfigurationError, InvalidInput
-from integration.runtime.rabbitmq import connected
 from integration.topology import USERS, definitions
 
 log = structlog.get_logger("integration.hotline")
+MAX_HOURS = 24 * 366  # opening hours: more than a year's worth is a typing mistake
 
 
 def _dump(value: object) -> bytes:
@@ -55,7 +55,7 @@ def topology_apply(migrate: bool) -> None:
     exists with an earlier release's arguments and --migrate was not given (the line names it)."""
     from integration.runtime.queue_migration import apply
 
-    with connected(broker_settings(Settings.from_env())) as connection:
+    with broker_connection(Settings.from_env()) as connection:
         try:
             done = apply(connection, migrating=migrate)
         except ConfigurationError as exc:
@@ -82,7 +82,12 @@ def hotline() -> None:
 
 
 @hotline.command("pending")
-@click.option("--hours", type=int, default=None, help="opening hours after which a request is overdue")
+@click.option(
+    "--hours",
+    type=click.IntRange(0, MAX_HOURS),
+    default=None,
+    help="opening hours after which a request is overdue",
+)
 def hotline_pending(hours: int | None) -> None:
     """List unanswered requests older than the limit; log and audit each overdue one once.
     Exit 66 when there is no audit store, 69 when it is unreachable."""
@@ -140,7 +145,12 @@ def outbound() -> None:
 def _moment(at: str | None) -> datetime:
     if at is None:
         return datetime.now(UTC)
-    moment = datetime.fromisoformat(at)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise click.BadParameter(
+            "not an ISO 8601 date and time, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at"
+        ) from None
     if moment.tzinfo is None:
         raise click.BadParameter("needs a time zone, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at")
     return moment
@@ -154,8 +164,9 @@ def outbound_resend(at: str | None) -> None:
     from integration.runtime.outbound import resend_unacknowledged
 
     settings = Settings.from_env()
-    with existing_store(settings) as store, connected(broker_settings(settings)) as connection:
-        report = resend_unacknowledged(store, connection, _moment(at), resend_policy(settings))
+    moment = _moment(at)
+    with existing_store(settings) as store, broker_connection(settings) as connection:
+        report = resend_unacknowledged(store, connection, moment, resend_policy(settings))
     click.echo(f"resent {len(report.resent)}, flagged for manual follow-up {len(report.gave_up)}")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -18,7 +19,7 @@ import structlog
 
 from integration.bootstrap import build_pipeline, flow_handlers, unprocessable_answer
 from integration.config import PROJECT_ROOT, Settings
-from integration.errors import ConfigurationError, ConnectionLost, Transient
+from integration.errors import ConfigurationError, ConnectionLost, StoreDamaged, Transient
 from integration.log import one_line
 from integration.runtime.anchors import anchor_job
 from integration.runtime.audit_store import AuditStore, Signer
@@ -55,6 +56,22 @@ def broker_settings(settings: Settings) -> BrokerSettings:
         settings.broker_cert_file,
         settings.broker_key_file,
     )
+
+
+@contextmanager
+def broker_connection(settings: Settings) -> Iterator[RabbitConnection]:
+    """The configured broker, for a command. A broker that cannot be reached, or refuses us, is a
+    ConnectionLost naming the (masked) URL; the broker's own error stays its cause."""
+    try:
+        connection = RabbitConnection(broker_settings(settings))
+    except ConnectionLost as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # the adapter keeps pika's error as the context
+        said = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise ConnectionLost(f"no connection to {masked_url(settings.broker_url)} ({said})") from exc
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def selected_flows(settings: Settings, handlers: dict[str, object], names: str | None) -> list[Flow]:
@@ -133,11 +150,15 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
 def wait_for_store(
     dsn: str, health: Health, stopping: threading.Event, max_wait: float = 15.0, sign: Signer | None = None
 ) -> AuditStore | None:
-    """Open the audit store, waiting with backoff while it is unavailable; None when stopped meanwhile."""
+    """Open the audit store, waiting with backoff while it is unavailable; None when stopped meanwhile. A
+    damaged store (StoreDamaged: its file, or a schema other than its version says) is raised at once:
+    waiting will not mend it, and the service must not migrate it."""
     delay = 0.5
     while True:
         try:
             store = open_audit_store(dsn, sign=sign)
+        except StoreDamaged:
+            raise
         except Transient as exc:
             if health.down("audit-store", str(exc)):
                 log.warning("waiting for the audit store", audit=masked_dsn(dsn), reason=one_line(exc))

@@ -10,6 +10,10 @@
     ├── Transient             a dependency (the audit store, the broker) is down or refuses for now:
     │                         the consumer holds its messages unacked, waits with backoff and
     │                         retries; no delivery attempt is spent
+    │   └── StoreDamaged      the audit store's file or schema is damaged (a page SQLite cannot read,
+    │                         a schema that is not what its version says): a running consumer
+    │                         holds its messages as for an outage; `run` at start and every
+    │                         command stop with one line, since waiting will not mend it
     ├── StoreRefused          the database refused a write for this content (a constraint, a value
     │                         it cannot hold): a defect of ours, counted against the message
     └── ConnectionLost        the broker connection is gone: unacked messages come back on
@@ -91,6 +95,18 @@ class Transient(IntegrationError):
     def __init__(self, message: str, dependency: str = "audit-store") -> None:
         super().__init__(message)
         self.dependency = dependency
+
+
+class StoreDamaged(Transient):
+    """The audit store is there but damaged: its file (SQLite: a malformed page, not a database) or its
+    schema (tables or columns other than its recorded version says; a version that is no version).
+
+    A Transient, so that a consumer that meets it while running holds its messages unacked as for any
+    outage (nothing is dead-lettered while an operator restores the store). Waiting will not mend it:
+    `integration run` at start and every command that opens the store stop with one line instead.
+    """
+
+    reason = "store-damaged"
 
 
 class StoreRefused(IntegrationError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,3 +153,28 @@ def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: P
     store.close()
     assert len(overdue) == 1 and overdue[0].message_id == "r-old" and overdue[0].patient == "2512489996"
     assert "2512489996" not in done.stderr  # the log line names the request, never the patient
+
+
+def test_audit_trail_reads_the_cpr_number_as_it_is_typed_and_refuses_what_is_none(tmp_path: Path) -> None:
+    import os
+
+    from integration.audit_chain import AuditEntry
+    from integration.runtime.stores import open_audit_store
+
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    store = open_audit_store(dsn)
+    store.record([AuditEntry("received", "discharge", "event-1", {"x": 1}, patient="2512489996")], datetime.now(UTC))
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
+    for n, typed in enumerate(("251248-9996", "251248 9996", "2512489996"), start=1):
+        done = run_integration("audit", "trail", "--patient", typed, env=env, timeout=60, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "event-1" in done.stdout and "2512489996" not in done.stdout
+        assert (
+            done.stdout.splitlines()[-1] == f"{n + 1} record(s) about the patient, {n} of them look-ups of this trail"
+        )
+    for wrong in ("251248-999", "3212489996", "2512489996x", "251248--9996"):
+        done = run_integration("audit", "trail", "--patient", wrong, env=env, timeout=60, text=True)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.startswith("error: Invalid value for '--patient': not a CPR number")
+        assert wrong not in done.stderr and "2512489996" not in done.stderr and done.stderr.count("\n") == 1

@@ -9,7 +9,8 @@ constraint, a value the column cannot take) is StoreRefused, a defect counted ag
 The schema is versioned (`schema_version`); `MIGRATIONS` bring any earlier store up to date,
 under a lock, so that consumers starting together on a fresh database do not race. Opened with
 `create=False` (the commands that read or verify), a store must already exist at this release's
-version: nothing is created or migrated, and a missing one is `StoreMissing`.
+version: nothing is created or migrated, and a missing one is `StoreMissing`. A store whose schema is
+not what its recorded version says (a tampered `schema_version`) is `StoreDamaged`: never migrated.
 
 The tables that drive behaviour are covered by the chain (`audit_state`): each transaction's last
 record carries the digests of the rows it left. With a signing key, every record gets an HMAC.
@@ -32,7 +33,7 @@ from integration.domain.course import (
     OutboundStatus,
     StateChanges,
 )
-from integration.errors import ConfigurationError
+from integration.errors import ConfigurationError, StoreDamaged
 from integration.flows.results import FHIR_JSON
 from integration.runtime import audit_state
 from integration.runtime.audit_state import COVERED, StateDigests
@@ -190,6 +191,17 @@ class AuditStore(Protocol):
     def close(self) -> None: ...
 
 
+def _version(value: object) -> int:
+    """The recorded schema version, which must be a whole number from 1 on (StoreDamaged otherwise)."""
+    try:
+        version = int(str(value))
+    except ValueError:
+        raise StoreDamaged("the audit store's schema_version holds no version number (tampered?)") from None
+    if version < 1:
+        raise StoreDamaged(f"the audit store's schema_version holds {version}, which no release wrote (tampered?)")
+    return version
+
+
 def _outputs_json(outputs: Sequence[StoredOutput]) -> str:
     return orjson.dumps([o.as_json() for o in outputs]).decode()
 
@@ -274,6 +286,11 @@ class SqlAuditStore:
     def _translate(self, exc: Exception) -> Exception:
         return exc
 
+    def _schema_error(self, exc: Exception) -> bool:
+        """Whether a statement failed for the schema it met (a table or column missing or already there),
+        not for an outage: a migration that meets one finds a store other than its version says."""
+        return False
+
     def _tables(self, cursor: Any) -> set[str]:
         """The names of the tables this connection sees."""
         raise NotImplementedError
@@ -295,13 +312,24 @@ class SqlAuditStore:
             )
             cursor.execute("SELECT version FROM schema_version WHERE id = 1")
             row = cursor.fetchone()
-            version = 0 if row is None else int(row[0])
+            if row is None and "audit_log" in self._tables(cursor):
+                raise StoreDamaged("the audit store has tables but no schema version row (tampered?): not migrated")
+            version = 0 if row is None else _version(row[0])
             if version > SCHEMA_VERSION:
                 raise ConfigurationError(
                     f"the audit store has schema version {version}, newer than this release knows ({SCHEMA_VERSION})"
                 )
             for statement in (s for step in MIGRATIONS[version:] for s in step):
-                cursor.execute(statement)
+                try:
+                    cursor.execute(statement)
+                except Exception as exc:
+                    if not self._schema_error(exc):
+                        raise
+                    said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise StoreDamaged(
+                        f"the audit store's schema is not what its version {version} says "
+                        f"({type(exc).__name__}: {said}): not migrated"
+                    ) from None
             if row is None:
                 cursor.execute(self._sql("INSERT INTO schema_version (id, version) VALUES (1, ?)"), (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
@@ -342,10 +370,11 @@ class SqlAuditStore:
             head = cursor.fetchone()
         if row is None or head is None:
             raise StoreMissing(f"the audit store lacks its {'schema version' if row is None else 'head'} row")
-        if int(row[0]) != SCHEMA_VERSION:
+        version = _version(row[0])
+        if version != SCHEMA_VERSION:
             raise ConfigurationError(
-                f"the audit store has schema version {row[0]}, this release reads {SCHEMA_VERSION}"
-                + (": start the service (integration run) once to migrate it" if int(row[0]) < SCHEMA_VERSION else "")
+                f"the audit store has schema version {version}, this release reads {SCHEMA_VERSION}"
+                + (": start the service (integration run) once to migrate it" if version < SCHEMA_VERSION else "")
             )
 
     def _check_signing(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from integration.errors import StoreRefused, Transient
+from integration.errors import StoreDamaged, StoreRefused, Transient
 from integration.runtime import audit_state
 from integration.runtime.audit_store import Signer, SqlAuditStore
 from integration.runtime.deadline import SocketDeadline
@@ -41,8 +41,10 @@ TCP_SETTINGS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
 }
-# Refusals of a value or a constraint; every other error (connection, timeout, admin shutdown…) is an outage.
+# Refusals of a value or a constraint; data or an index the server reports corrupted (SQLSTATE XX001, XX002)
+# is StoreDamaged; every other error (connection, timeout, admin shutdown…) is an outage.
 _REFUSED = (psycopg.IntegrityError, psycopg.DataError)
+_DAMAGED = (psycopg.errors.DataCorrupted, psycopg.errors.IndexCorrupted)
 
 
 class PostgresAuditStore(SqlAuditStore):
@@ -74,12 +76,18 @@ class PostgresAuditStore(SqlAuditStore):
                 yield cursor
         except _REFUSED as exc:
             raise StoreRefused(f"audit store (PostgreSQL) refused the write: {_first_line(exc)}") from None
+        except _DAMAGED as exc:
+            raise StoreDamaged(f"audit store (PostgreSQL) damaged: {_first_line(exc)}") from None
         except psycopg.Error as exc:
             if self._deadline.fired:
                 raise Transient(
                     f"audit store (PostgreSQL): no answer within {TRANSACTION_DEADLINE:.0f} s; connection abandoned"
                 ) from None
             raise Transient(f"audit store (PostgreSQL): {_first_line(exc)}") from None
+
+    def _schema_error(self, exc: Exception) -> bool:
+        """SQLSTATE class 42 (ProgrammingError): a table or column missing or already there, no privilege."""
+        return isinstance(exc, psycopg.ProgrammingError)
 
     def _lock_chain(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (CHAIN_LOCK,))

@@ -20,14 +20,20 @@ from typing import Any
 
 import structlog
 
-from integration.errors import StoreRefused, Transient
+from integration.errors import StoreDamaged, StoreRefused, Transient
 from integration.runtime.audit_store import Signer, SqlAuditStore, StoreMissing
 
 log = structlog.get_logger("integration.audit_store")
 BUSY_TIMEOUT_SECONDS = 5.0
 OWNER_ONLY = 0o600
-# Refusals of a value or a constraint; every other sqlite3 error (locked, I/O, no such table) is an outage.
+# Refusals of a value or a constraint; a damaged file is StoreDamaged; every other sqlite3 error (locked,
+# I/O, no such table) is an outage.
 _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # result codes: a malformed page, not a database
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in _DAMAGED
 
 
 def _owner_only(path: Path) -> None:
@@ -50,6 +56,21 @@ def _existing(path: str) -> str:
     return f"{Path(path).resolve().as_uri()}?mode=rw"
 
 
+def _check_pages(connection: sqlite3.Connection, path: str) -> None:
+    """A reader's answer is only as good as the file: SQLite's quick check of every page and b-tree (a
+    damaged index can make a query return too little without an error). Linear in the file's size."""
+    try:
+        found = [str(row[0]) for row in connection.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.Error as exc:
+        connection.close()
+        if _damaged(exc):
+            raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
+        raise Transient(f"audit store (SQLite) cannot check {path}: {exc}") from None
+    if found != ["ok"]:
+        connection.close()
+        raise StoreDamaged(f"audit store (SQLite) damaged: {' '.join(' '.join(found).split())[:300]}")
+
+
 class SqliteAuditStore(SqlAuditStore):
     def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
         try:
@@ -66,12 +87,22 @@ class SqliteAuditStore(SqlAuditStore):
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
+                raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
             if type(exc) is sqlite3.DatabaseError:  # "file is not a database": no outage, not a store at all
                 raise StoreMissing(f"{path} is not an SQLite database") from None
             raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
+        if not create:
+            _check_pages(connection, path)
         super().__init__(connection, create, sign)
+
+    def _schema_error(self, exc: Exception) -> bool:
+        """SQLITE_ERROR is SQLite's result code for a statement the schema refuses (no such table, a
+        duplicate column); outages have codes of their own (busy, locked, I/O, full, cannot open)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(exc, sqlite3.OperationalError) and code == sqlite3.SQLITE_ERROR
 
     def _tables(self, cursor: Any) -> set[str]:
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -89,6 +120,8 @@ class SqliteAuditStore(SqlAuditStore):
             raise StoreRefused(f"audit store (SQLite) refused the write: {type(exc).__name__}: {exc}") from None
         except sqlite3.Error as exc:
             self._rollback()
+            if _damaged(exc):
+                raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
             raise Transient(f"audit store (SQLite): {exc}") from None
         except BaseException:
             self._rollback()
