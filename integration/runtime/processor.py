@@ -58,7 +58,7 @@ from integration.domain.course import (
 )
 from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
 from integration.flows.results import FHIR_JSON, FlowResult
-from integration.log import mask_cpr, one_line
+from integration.log import mask_cpr, masked_headers, one_line
 from integration.runtime import metrics
 from integration.runtime.amqp_properties import RESERVED_HEADERS
 from integration.runtime.audit_store import AuditStore, EarlierDelivery, Failure, StoredOutput
@@ -571,7 +571,7 @@ class Processor:
         """A copy of the message with our reason, for `dlq list` and `dlq replay`. The sender's own headers
         go along (without any it forged in our name); nothing in ours holds a CPR number or a raw id."""
         headers = {
-            **{k: v for k, v in delivery.headers.items() if not k.startswith(RESERVED_HEADERS)},
+            **masked_headers({k: v for k, v in delivery.headers.items() if not k.startswith(RESERVED_HEADERS)}),
             "x-rehab-reason": one_line(rejection),
             "x-rehab-reason-code": rejection.reason,
             "x-rehab-flow": delivery.flow,

@@ -219,10 +219,6 @@ def test_a_vhost_without_the_topology_is_a_configuration_error_naming_it(vhost_o
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processor._publish_dead_letter must copy the sender's headers through integration.log.masked_headers",
-)
 def test_the_dead_letter_we_publish_masks_the_senders_headers(pipeline: Any, tmp_path: Any) -> None:
     from integration.bootstrap import flow_handlers
     from integration.runtime.processor import Delivery, Processor
