@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.testing import distinct_referral_events
 from integration.topology import SENDERS_BY_KIND
-from tests.runtime.conftest import broker_url
+from tests.runtime.conftest import broker_url, rabbitmqctl
 
 # Who sends each flow's messages when a test does not say (decision 14: each kind of sender has its own
 # exchange, bound only to the flows the agreement lets it send).
@@ -106,6 +107,18 @@ def take_all(vhost: str, queue: str) -> list[Any]:
         return messages
     finally:
         connection.close()
+
+
+def unsettled(vhost: str, queue: str, ctl: Callable[..., str] = rabbitmqctl) -> int:
+    """Messages in `queue`, ready *and* delivered but not acked: 0 only once a consumer acked the last one.
+
+    `queue_depth` (a passive declare) counts only the ready ones, so a consumer holding its prefetch
+    would look done. `ctl` is `rabbitmqctl` of the shared broker, or an own node's `ctl`."""
+    url = target_url(vhost).split(",")[0]
+    name = unquote(urlsplit(url).path.lstrip("/")) or "/"
+    listed = ctl("list_queues", "-p", name, "--quiet", "--no-table-headers", "name", "messages")
+    counts = dict(line.split() for line in listed.splitlines() if line.strip())
+    return int(counts[queue])
 
 
 def queue_depth(vhost: str, queue: str) -> int:

@@ -35,6 +35,7 @@ from tests.runtime.broker_helpers import (
     referrals_by_event,
     start_consumer,
     take_all,
+    unsettled,
     wait_for,
 )
 from tests.runtime.conftest import broker_url, rabbitmqctl
@@ -95,7 +96,7 @@ def test_events_become_referrals_and_are_acked(vhost: str, backend: str, request
     with consumer(vhost, store):
         publish_events(vhost, events)
         wait_for(lambda: queue_depth(vhost, outputs) >= 40, 60, "40 referrals")
-        wait_for(lambda: queue_depth(vhost, INBOUND) == 0, 30, "the inbound queue to drain")
+        wait_for(lambda: unsettled(vhost, INBOUND) == 0, 30, "the inbound queue to drain")
     found = referrals_by_event(take_all(vhost, outputs))
     assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
     steps = [r.step for r in store.records()]
@@ -177,7 +178,7 @@ def test_consumer_reconnects_when_the_broker_drops_its_connections(vhost: str, a
         wait_for(lambda: queue_depth(vhost, outputs) >= 50, 60, "a first part")
         rabbitmqctl("close_all_connections", "test: dropped on purpose")
         publish_events(vhost, events[150:])
-        wait_for(lambda: queue_depth(vhost, INBOUND) == 0 and queue_depth(vhost, outputs) >= 300, 90, "all 300")
+        wait_for(lambda: unsettled(vhost, INBOUND) == 0 and queue_depth(vhost, outputs) >= 300, 90, "all 300")
     found = referrals_by_event(take_all(vhost, outputs))
     assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
     store.close()

@@ -24,11 +24,13 @@ from tests.runtime.broker_helpers import (
     referrals_by_event,
     start_consumer,
     take_all,
+    unsettled,
     wait_for,
 )
 
 EVENTS = 2000
 DLQ = "rehab.discharge-events.dlq"
+INBOUND = "rehab.discharge-events"
 
 
 @pytest.fixture
@@ -80,18 +82,19 @@ def _assert_exactly_once(
         store.close()
 
 
-def _finish(broker: str, dsn: str, log: Path, outputs: str, expected: int) -> None:
+def _finish(node, broker: str, dsn: str, log: Path, outputs: str, expected: int) -> None:  # type: ignore[no-untyped-def]
+    """Run the consumer until every inbound message is acked (hence its outputs confirmed), then stop it."""
     process = start_consumer(broker, dsn, log)
     try:
         wait_for(lambda: queue_depth(broker, outputs) >= expected, 240, "every event after the restarts")
-        wait_for(lambda: queue_depth(broker, "rehab.discharge-events") == 0, 60, "the inbound queue to drain")
+        wait_for(lambda: unsettled(broker, INBOUND, node.ctl) == 0, 120, "every inbound message acked")
     finally:
         _stop(process)
 
 
 def test_kill_9_many_times_mid_run_loses_nothing_and_duplicates_nothing(
-    broker: str, audit_dsn: str, tmp_path: Path
-) -> None:
+    own_broker, broker: str, audit_dsn: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     outputs = output_queue(broker)
     events, poisoned = _with_poison(referral_events(EVENTS), every=97)
     publish_events(broker, events)
@@ -102,7 +105,7 @@ def test_kill_9_many_times_mid_run_loses_nothing_and_duplicates_nothing(
         wait_for(lambda done=done: queue_depth(broker, outputs) >= done + 150, 120, f"progress before kill {kill + 1}")
         process.kill()
         process.wait(timeout=30)
-    _finish(broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
+    _finish(own_broker.node, broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
     _assert_exactly_once(broker, outputs, events, poisoned, audit_dsn)
 
 
@@ -110,8 +113,8 @@ POINTS = ["handled", "dead-lettered", "committed", "published"]
 
 
 def test_kill_9_at_each_durable_step_loses_nothing_and_duplicates_nothing(
-    broker: str, audit_dsn: str, tmp_path: Path
-) -> None:
+    own_broker, broker: str, audit_dsn: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     outputs = output_queue(broker)
     events, poisoned = _with_poison(referral_events(EVENTS), every=41)
     publish_events(broker, events)
@@ -129,7 +132,7 @@ def test_kill_9_at_each_durable_step_loses_nothing_and_duplicates_nothing(
         assert process.wait(timeout=120) == -signal.SIGKILL, f"the consumer was not killed at {point}"
         kills += 1
     assert log.read_text().count("fault injection: SIGKILL at") == len(POINTS) * 2
-    _finish(broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
+    _finish(own_broker.node, broker, audit_dsn, log, outputs, EVENTS - len(poisoned))
     _assert_exactly_once(broker, outputs, events, poisoned, audit_dsn)
 
 
@@ -148,6 +151,7 @@ def test_broker_node_killed_and_restarted_mid_run_loses_nothing(
         finally:
             own_broker.node.start()
         wait_for(lambda: queue_depth(broker, outputs) >= EVENTS, 240, "every event after the broker came back")
+        wait_for(lambda: unsettled(broker, INBOUND, own_broker.node.ctl) == 0, 120, "every inbound message acked")
         assert process.poll() is None
     finally:
         _stop(process)

@@ -26,6 +26,7 @@ from tests.runtime.broker_helpers import (
     referrals_by_event,
     start_consumer,
     take_all,
+    unsettled,
     wait_for,
 )
 from tests.runtime.conftest import broker_url
@@ -86,7 +87,7 @@ def test_a_senders_retries_within_one_batch_are_redeliveries_not_a_dead_lettered
     process = start_consumer(vhost, audit_dsn, tmp_path / "consumer.log")
     try:
         wait_for(lambda: queue_depth(vhost, outputs) >= 200, 120, "a referral for each of the 200 events")
-        wait_for(lambda: queue_depth(vhost, INBOUND) == 0, 60, "the inbound queue to drain")
+        wait_for(lambda: unsettled(vhost, INBOUND) == 0, 60, "the inbound queue to drain")
     finally:
         _stop(process)
     found = referrals_by_event(take_all(vhost, outputs))
