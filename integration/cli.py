@@ -23,6 +23,7 @@ from integration.cli_runtime import run_consumers, run_demo
 from integration.config import Settings
 from integration.domain.course import NO_STATE, Course, EarlierMessage, FixedState, OutboundStatus, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
+from integration.fhir import fhir_json
 from integration.flows.results import FlowResult
 from integration.log import LEVELS, configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
@@ -68,7 +69,7 @@ def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, state: Sta
 
 
 def _dump(value: object) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    return fhir_json.dumps(value, option=orjson.OPT_INDENT_2)
 
 
 @click.group(cls=IntegrationCommand)

@@ -1,15 +1,22 @@
-"""Golden closing reports: each report beside the GP status, DHRD notice and facts it must produce."""
+"""Golden closing reports: each report beside the GP status, DHRD notice and facts it must produce.
+
+Outputs are compared as the bytes we publish would read (`fhir_json`), with every number that has a point
+kept as its text: `85.00` and `85` differ here as they do in FHIR.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from integration.domain.course import Course, FixedState
+from integration.fhir import fhir_json
 from integration.fhir.validation import document_problems, fhir_problems, messaging_problems
 from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
@@ -18,6 +25,17 @@ from tests.golden_normalise import normalise
 REPORTS = sorted((GOLDEN / "closing").glob("*.report.xml"))
 NOW = datetime(2027, 2, 20, 10, 5, tzinfo=ZoneInfo("Europe/Copenhagen"))
 NANCY_IN_AALBORG = FixedState(courses={"2512489996": Course("2512489996", "715541000016001", "851", True, "hospital")})
+
+
+@dataclass(frozen=True)
+class Decimal:
+    """A JSON number with a point or an exponent, as written: Decimal('85.00') != Decimal('85')."""
+
+    text: str
+
+
+def lexical(raw: bytes | str) -> object:
+    return json.loads(raw, parse_float=Decimal)
 
 
 def run(path: Path, pipeline: Pipeline):
@@ -47,9 +65,10 @@ def test_golden_report_produces_expected_messages(
         ids,
     )
     expected_path = path.with_name(path.name.replace(".report.xml", ".expected.json"))
+    published = fhir_json.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n"
     if request.config.getoption("--update-golden"):
-        expected_path.write_text(json.dumps(actual, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    assert actual == json.loads(expected_path.read_text(encoding="utf-8"))
+        expected_path.write_bytes(published)
+    assert lexical(published) == lexical(expected_path.read_bytes())
 
 
 @pytest.mark.parametrize("path", REPORTS, ids=lambda p: p.name.removesuffix(".report.xml"))

@@ -29,6 +29,8 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from integration.fhir import fhir_json
+
 Resource = dict[str, Any]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -116,7 +118,7 @@ def _validated_element(model: Any, key: bytes) -> Any:
 
 def _element(model: Any, value: Any, field: str, replacements: StandIns) -> Any:
     if isinstance(value, dict):
-        key = memory_key(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), replacements)
+        key = memory_key(fhir_json.dumps(value, option=orjson.OPT_SORT_KEYS), replacements)
         try:
             return _validated_element(model, key)
         except ValidationError as exc:
@@ -176,7 +178,7 @@ def validate_resource(resource: Resource, replacements: StandIns = ()) -> None:
     if resource["resourceType"] == "Patient":
         _validate_with_known_elements(model, resource, replacements, _PATIENT_IDENTITY)
         return
-    key = model.__name__.encode() + memory_key(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), replacements)
+    key = model.__name__.encode() + memory_key(fhir_json.dumps(resource, option=orjson.OPT_SORT_KEYS), replacements)
     if key not in _valid_resources:
         _validate_with_known_elements(model, resource, replacements)
         _valid_resources.add(key)

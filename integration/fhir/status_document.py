@@ -1,13 +1,15 @@
 """The GP status after a municipal rehabilitation course: a FHIR R4 document Bundle.
 
 A Composition (course, effect, HADS, handover) with one Observation per measurement (before and
-after as components, UCUM units) and one per HADS subscale (SNOMED CT, with the band as
-interpretation). Narratives are XHTML built with lxml: a `div` in the XHTML namespace, text only.
+after as components, UCUM units, each value a Decimal with the precision the report gave it) and one
+per HADS subscale (SNOMED CT, with the band as interpretation). Narratives are XHTML built with lxml:
+a `div` in the XHTML namespace, text only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -16,6 +18,7 @@ from lxml.builder import ElementMaker
 
 from integration.domain.hads import HadsResult, Subscale
 from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
 from integration.formats.closing_report import ClosingReport, Measurement
@@ -51,11 +54,7 @@ def xhtml(*content: Any) -> dict[str, str]:
     return {"status": "generated", "div": etree.tostring(E.div(*content), encoding="unicode")}
 
 
-def _number(value: Any) -> int | float:
-    return int(value) if value == int(value) else float(value)
-
-
-def _before_after(m: Measurement) -> list[tuple[str, Any]]:
+def _before_after(m: Measurement) -> list[tuple[str, Decimal]]:
     return [
         (when, value) for when, value in (("Før forløbet", m.before), ("Efter forløbet", m.after)) if value is not None
     ]
@@ -63,8 +62,8 @@ def _before_after(m: Measurement) -> list[tuple[str, Any]]:
 
 def measurement_line(m: Measurement) -> str:
     """'6 minutters gangtest: før forløbet 420 m; efter forløbet 510 m', as the narratives show it."""
-    values = "; ".join(f"{when.lower()} {value} {m.unit}" for when, value in _before_after(m)) or "ikke målt"
-    return f"{MEASUREMENT_LABELS[m.code]}: {values}"
+    values = "; ".join(f"{when.lower()} {decimal_text(value)} {m.unit}" for when, value in _before_after(m))
+    return f"{MEASUREMENT_LABELS[m.code]}: {values or 'ikke målt'}"
 
 
 def _measurement(
@@ -90,7 +89,7 @@ def _measurement(
                     {
                         "code": {"text": when},
                         "valueQuantity": {
-                            "value": _number(value),
+                            "value": value,  # a Decimal, written with its precision (fhir_json)
                             "unit": m.unit,
                             "system": terms.ucum,
                             "code": m.unit,

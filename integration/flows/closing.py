@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from integration.domain.course import Course, State, StateChanges
@@ -14,6 +15,7 @@ from integration.domain.records import GeneralPractitioner, Organisation, Patien
 from integration.errors import ConfigurationError
 from integration.fhir.care_communication import Author, new_message
 from integration.fhir.envelope import gp_organization, messaging_organization, patient_resource
+from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.status_document import (
     ELEMENT_LABELS,
@@ -38,8 +40,9 @@ class ClosingContext:
     dhrd_key: str  # template with {sor}
 
 
-def _value(value: object) -> str:
-    return "–" if value is None else str(value)
+def _value(value: Decimal | None) -> str:
+    """A measured value as the report wrote it (85.00 stays 85.00), or a dash."""
+    return "–" if value is None else decimal_text(value)
 
 
 def status_text(report: ClosingReport) -> str:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import structlog
 
 from integration.audit_chain import AuditEntry
+from integration.fhir import fhir_json
 from integration.fhir.acknowledgement import retransmission
 from integration.runtime.audit_store import AuditStore, OutboundMessage, Resend
 from integration.runtime.processor import Bus
@@ -55,8 +55,8 @@ def resend_unacknowledged(store: AuditStore, bus: Bus, now: datetime, policy: Re
             gave_up.append(message.header_id)
             continue
         number = message.resends + 1
-        again = retransmission(orjson.loads(message.output.body), f"resend-{number}", now)
-        body = orjson.dumps(again)
+        again = retransmission(fhir_json.loads(message.output.body), f"resend-{number}", now)
+        body = fhir_json.dumps(again)
         out = message.output
         bus.publish(out.exchange, out.routing_key, body, again["id"], _headers(number), out.content_type)
         log.info("resent: no ack in time", header=message.header_id, resend=number)

@@ -44,7 +44,6 @@ from functools import partial
 from hashlib import sha256
 from typing import Any, Protocol
 
-import orjson
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
@@ -57,6 +56,7 @@ from integration.domain.course import (
     StateChanges,
 )
 from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
+from integration.fhir import fhir_json
 from integration.flows.results import FHIR_JSON, FlowResult
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.runtime import metrics
@@ -391,7 +391,7 @@ class Processor:
                 o.route.exchange,
                 o.route.routing_key,
                 o.id,
-                orjson.dumps(o.message),
+                fhir_json.dumps(o.message),
                 o.content_type,
                 o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
                 result.patient if o.expects_ack else None,
