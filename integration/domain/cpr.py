@@ -1,14 +1,19 @@
-"""CPR numbers (personnumre): shape, birth date and century; the modulus-11 check is advisory only."""
+"""CPR numbers (personnumre): shape, birth date and century, and whether the birth date can be right for a
+moment (not after it); the modulus-11 check is advisory only."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 _SHAPE = re.compile(r"[0-9]{10}")
 _WRITTEN = re.compile(r"([0-9]{6})[- ]?([0-9]{4})")  # as people write it: DDMMYYSSSS, DDMMYY-SSSS, DDMMYY SSSS
 _MOD11_WEIGHTS = (4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
+CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"  # FHIR identifier system (dk-core DkCoreCprIdentifier)
+# A birth date is a date of the Danish calendar: moments are compared by their date in Denmark.
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 
 # Century by the 7th digit, for two-digit years up to and including each bound (CPR office rules).
 _CENTURY_RULES: dict[int, tuple[tuple[int, int], ...]] = {
@@ -27,6 +32,15 @@ class Cpr:
     def passes_modulus11(self) -> bool:
         """Numbers issued since 2007 may fail this; it must never be grounds for rejection."""
         return sum(int(c) * w for c, w in zip(self.value, _MOD11_WEIGHTS, strict=True)) % 11 == 0
+
+    @property
+    def system(self) -> str:
+        return CPR_SYSTEM
+
+    @property
+    def key(self) -> str:
+        """Whom the audit log and the course state file the patient under: the number itself."""
+        return self.value
 
     def __repr__(self) -> str:  # keep the number out of tracebacks and debug output
         return "Cpr(<hidden>)"
@@ -59,3 +73,16 @@ def read_cpr(text: str) -> Cpr:
     if written is None:
         raise ValueError("a CPR number is 10 digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS")
     return parse_cpr(written.group(1) + written.group(2))
+
+
+def born_by(cpr: Cpr, *moments: datetime) -> None:
+    """Raise ValueError (never repeating the number) when the birth date that the century rule gives is
+    after the earliest of `moments` (each taken as its date in Denmark): a CPR number born after the event
+    it is reported in cannot be right, e.g. 7th digit 5 and year 50 put the birth on 2050-01-01."""
+    if not moments:
+        return
+    earliest = min(m.astimezone(DANISH_TIME).date() if m.tzinfo else m.date() for m in moments)
+    if cpr.birth_date > earliest:
+        raise ValueError(
+            "the birth date that the CPR number's century digit gives is after the event it is reported in"
+        )

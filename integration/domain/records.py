@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 
-from integration.domain.cpr import Cpr
+from integration.domain.identifiers import PatientNumber
 
 
 class RiskGroup(Enum):
@@ -52,7 +52,7 @@ class GeneralPractitioner:
 
 @dataclass(frozen=True, slots=True)
 class Patient:
-    cpr: Cpr
+    cpr: PatientNumber  # the CPR number, or a replacement number (X-eCPR, D-eCPR) for a patient without one
     given_names: tuple[str, ...]
     family_name: str
     municipality_code: str

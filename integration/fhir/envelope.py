@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from integration.domain.cpr import Cpr
+from integration.domain.identifiers import PatientNumber
 from integration.domain.records import Organisation, Patient
 from integration.fhir.ids import organisation_id
 from integration.fhir.narrative import narrative
@@ -53,7 +55,16 @@ def gp_organization(sor: str, ydernummer: str, terms: Terminology) -> Resource:
     }
 
 
+def _patient_identifier(number: PatientNumber, terms: Terminology) -> dict[str, str]:
+    """dk-core's slices: a CPR number is `official`; a replacement number (X-eCPR, D-eCPR) is `temp`, in the
+    system that issued it."""
+    if isinstance(number, Cpr):
+        return {"use": "official", "system": terms.identifiers["cpr"], "value": number.value}
+    return {"use": "temp", "system": number.system, "value": number.value}
+
+
 def patient_resource(patient: Patient, rid: str, gp: Resource | None, terms: Terminology) -> Resource:
+    number, born = patient.cpr, patient.cpr.birth_date
     name: dict[str, Any] = {"use": "official", "family": patient.family_name}
     if patient.given_names:
         name["given"] = list(patient.given_names)
@@ -67,15 +78,15 @@ def patient_resource(patient: Patient, rid: str, gp: Resource | None, terms: Ter
             rid,
             [
                 ("Navn", " ".join((*patient.given_names, patient.family_name))),
-                ("CPR", patient.cpr.value),
-                ("Født", patient.cpr.birth_date.isoformat()),
+                ("CPR" if isinstance(number, Cpr) else "Erstatnings-CPR", number.value),
+                ("Født", born and born.isoformat()),
                 ("Kommunekode", municipality),
                 ("Egen læge", gp and f"Organization/{gp['id']}"),
             ],
         ),
-        "identifier": [{"use": "official", "system": terms.identifiers["cpr"], "value": patient.cpr.value}],
+        "identifier": [_patient_identifier(number, terms)],
         "name": [name],
-        "birthDate": patient.cpr.birth_date.isoformat(),
+        **({"birthDate": born.isoformat()} if born else {}),  # a replacement number gives no birth date
         "address": [
             {
                 "extension": [

@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from integration.domain.course import Course, StateChanges
+from integration.domain.cpr import Cpr
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway
 from integration.domain.records import DischargeEvent, Organisation, Setting
@@ -113,7 +114,7 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime)
     pathway = choose_pathway(event, risk)
     if pathway is None:
         facts.append(AuditFact("no-referral", {"eventId": event.event_id, "riskGroup": risk.group.value}))
-        return FlowResult(outgoing=(), facts=tuple(facts), patient=event.patient.cpr.value)
+        return FlowResult(outgoing=(), facts=tuple(facts), patient=event.patient.cpr.key)
     if pathway.decision_overridden:
         facts.append(
             AuditFact(
@@ -143,12 +144,16 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime)
             },
         )
     )
-    course = Course(
-        event.patient.cpr.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"
+    number = event.patient.cpr
+    # Courses are filed under CPR numbers only: a replacement number is temporary (decision 17).
+    courses = (
+        (Course(number.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"),)
+        if isinstance(number, Cpr)
+        else ()
     )
     return FlowResult(
         outgoing=(Outgoing(route, bundle, expects_ack=True),),
         facts=tuple(facts),
-        patient=event.patient.cpr.value,
-        state=StateChanges(courses=(course,)),
+        patient=number.key,
+        state=StateChanges(courses=courses),
     )
