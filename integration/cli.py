@@ -72,13 +72,17 @@ def _dump(value: object) -> bytes:
     return fhir_json.dumps(value, option=orjson.OPT_INDENT_2)
 
 
+# `run` is the service: its log is how an operator follows it (a start line, one line per message). The
+# one-off commands answer on stdout and at most one error line; their log says only what went wrong.
+SERVICE_COMMANDS = frozenset({"run"})
+
+
 @click.group(cls=IntegrationCommand)
 @click.option(
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
-    default="WARNING",
-    show_default=True,
-    help="Log level for stderr.",
+    default=None,
+    help="Log level for stderr [default: INFO for run, WARNING for the other commands].",
 )
 @click.option(
     "--log-format",
@@ -86,14 +90,16 @@ def _dump(value: object) -> bytes:
     default=None,
     help="JSON lines (default when stderr is not a terminal) or console.",
 )
-def main(log_level: str, log_format: str | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """Cross-sector cardiac rehabilitation integration service (Region Nordjylland).
 
     Exit codes: 0 done; 1 the command's own "no" (see each command); 2 usage; 3 configuration; 65 the
     audit store damaged or refusing to record a read; 66 no audit store; 69 the broker or the database
     unavailable (try again); 70 a bug; 74 a file that cannot be read or written. Errors are one line on
     stderr, never with a CPR number."""
-    configure_logging(log_level, fmt=log_format)
+    default = "INFO" if ctx.invoked_subcommand in SERVICE_COMMANDS else "WARNING"
+    configure_logging(log_level or default, fmt=log_format)
 
 
 def _receipt_time(value: str | None) -> datetime | None:

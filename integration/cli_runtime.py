@@ -106,12 +106,15 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
     handlers = flow_handlers(pipeline)
     flows = selected_flows(settings, dict(handlers), flow_names)
     broker = broker_settings(settings)
-    connection_parameters(broker)  # a broker URL that cannot work is a configuration error now, not a retry loop
+    # A broker URL that cannot work is a configuration error now, not a retry loop.
+    vhost = connection_parameters(broker)[0].virtual_host
     health = Health()
     stopping = threading.Event()
+    signalled: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"signal {signal.Signals(signum).name}: finishing the message in hand, then stopping", err=True)
+        # No logging here: a signal handler may interrupt a log line being written. The stopper thread says it.
+        signalled.append(signal.Signals(signum).name)
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -120,6 +123,7 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
     serve(health, settings.health_listen)
     store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
     if store is None:
+        log.info("stopped while waiting for the audit store", signal=signalled[0] if signalled else None)
         return
     factory = processor_factory(handlers, store, unprocessable_answer(pipeline), fault)
     policy = resend_policy(settings)
@@ -132,11 +136,19 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
         health=health,
     )
     log.info(
-        "starting", flows=[f.name for f in flows], broker=masked_url(broker.url), audit=masked_dsn(settings.audit_dsn)
+        "starting",
+        flows=[f.name for f in flows],
+        queues=[f.queue for f in flows],
+        vhost=vhost,
+        broker=masked_url(broker.url),
+        audit=masked_dsn(settings.audit_dsn),
+        prefetch=broker.prefetch,
     )
 
     def stop_when_signalled() -> None:
         stopping.wait()
+        if signalled:
+            log.info("stopping: finishing the messages in hand", signal=signalled[0])
         service.stop()
 
     threading.Thread(target=stop_when_signalled, daemon=True).start()
@@ -145,6 +157,7 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Callable[[s
     finally:
         anchor.last()
         store.close()
+    log.info("stopped", handled=service.handled)
 
 
 def wait_for_store(

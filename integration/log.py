@@ -63,8 +63,37 @@ def mask_cpr_numbers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     return {key: masked(value) for key, value in event_dict.items()}
 
 
+class _ToStructlog(logging.Handler):
+    """Lines that libraries log through the standard library (pika, psycopg, the HTTP server) go through
+    the same processors: the same format (JSON or console) and the same CPR mask as our own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = record.getMessage()
+        except Exception:  # a library's bad format arguments: its text as given, never a crash of the log
+            event = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, event, **fields)
+
+
+def _route_standard_logging(level: str) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    # pika reports each failed connection at ERROR, with tracebacks, from five loggers; our adapter
+    # (integration.runtime.rabbitmq) translates the same failure into the one line that names it.
+    logging.getLogger("pika").propagate = False
+    # Libraries speak at INFO of what is routine for them (pika: every connection); only their warnings count.
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr, fmt: str | None = None) -> None:
-    """JSON lines, or a console rendering when `fmt` is "console" (default: console on a terminal)."""
+    """JSON lines, or a console rendering when `fmt` is "console" (default: console on a terminal). Every
+    line passes the CPR mask, tracebacks included (`format_exc_info` renders them before the mask); the
+    standard library's log records (from libraries) are rendered the same way, from WARNING up."""
     if level.upper() not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     fmt = fmt or ("console" if stream.isatty() else "json")
@@ -84,6 +113,7 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr, fmt: str
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(level)
 
 
 def cpr_numbers_in(text: str) -> list[str]:

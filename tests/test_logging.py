@@ -2,7 +2,10 @@
 
 import io
 import json
+import logging
+from pathlib import Path
 
+import pytest
 import structlog
 
 from integration.log import configure_logging, mask_cpr
@@ -36,3 +39,43 @@ def test_the_suite_scanner_finds_cpr_numbers_and_only_them() -> None:
 
     assert cpr_numbers_in('{"x": "2512489996", "y": "251248-9996"}') == ["2512…", "2512…"]
     assert cpr_numbers_in("SOR 715541000016001, 9999999999, event 3213489996") == []  # no real birth date
+
+
+def _failing_flow(body: bytes, now: object, state: object) -> object:
+    patient = "2512489996"  # a local of the frame: never rendered, whatever the renderer
+    raise ValueError(f"no course for {patient} in {body[:30]!r} (251248-9996)")
+
+
+def _failing_flow_logged(fmt: str, tmp_path: Path) -> str:
+    from integration.runtime.processor import Delivery, Processor
+    from integration.runtime.sqlite_store import SqliteAuditStore
+    from integration.testing import InMemoryBroker
+    from tests.conftest import FIXED_NOW
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream, fmt)
+    store = SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
+    try:
+        processor = Processor({"discharge": _failing_flow}, store, InMemoryBroker(), lambda: FIXED_NOW)  # type: ignore[dict-item]
+        outcome = processor.process(Delivery("discharge", b'{"cpr": "2512489996"}', "m-1"))
+    finally:
+        store.close()
+    assert outcome.disposition == "failed" and outcome.error == "ValueError"
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_failing_flows_exception_is_logged_with_its_traceback_and_masked(fmt: str, tmp_path: Path) -> None:
+    output = _failing_flow_logged(fmt, tmp_path)
+    assert "handler failed" in output and "Traceback (most recent call last)" in output
+    assert "_failing_flow" in output and "ValueError: no course for <cpr>" in output
+    assert "2512489996" not in output and "251248-9996" not in output
+
+
+def test_library_log_lines_are_rendered_and_masked_like_ours() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream, "json")
+    logging.getLogger("some.library").warning("could not reach %s for 2512489996", "db")
+    logging.getLogger("some.library").info("routine")  # a library's INFO is below what we show
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["event"] == "could not reach db for <cpr>" and line["logger"] == "some.library"

@@ -37,15 +37,16 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
 
-from integration.errors import ConnectionLost, Transient
+from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.log import one_line
 from integration.runtime import metrics
 from integration.runtime.amqp_properties import text_problem
 from integration.runtime.health import Health
 from integration.runtime.processor import Bus, Delivery, Held, Outcome, Processor
 from integration.runtime.rabbitmq import (
+    BrokerRefused,
     BrokerSettings,
     QueueRefused,
     RabbitConnection,
@@ -98,6 +99,7 @@ class ConsumerService:
         self._probe_every = probe_every
         self._next_probe = 0.0
         self._consuming_since: float | None = None
+        self._connected_once = False  # `_connect`: a refusal before it is a configuration error
         self.handled = 0
 
     def stop(self) -> None:
@@ -139,8 +141,18 @@ class ConsumerService:
             log.warning("broker connection lost; reconnecting", reason=one_line(reason))
 
     def _connect(self) -> RabbitConnection:
-        """Connect, retrying with backoff for as long as it takes: one line when the wait begins, one a minute."""
+        """Connect, retrying with backoff what can heal (a node down or unreachable, a timeout): one line when
+        the wait begins, one a minute, each naming the cause.
+
+        The broker refusing our login or vhost (`BrokerRefused`) before we ever connected is a configuration
+        error (ConfigurationError: `run` exits 3 with one line) — retrying a wrong password helps nobody.
+        Once this service has been connected, the same refusal is retried like an outage (a password rotated
+        on the broker before the service's settings, a vhost being re-created): the service must not stop
+        consuming for good on what an operator is likely mending, and every "still waiting" line names it."""
         noted = [0.0]
+
+        def healable(exc: BaseException) -> bool:
+            return isinstance(exc, ConnectionLost) and (self._connected_once or not isinstance(exc, BrokerRefused))
 
         def waiting(state: RetryCallState) -> None:
             reason = one_line(state.outcome.exception()) if state.outcome else None
@@ -150,14 +162,20 @@ class ConsumerService:
                 log.warning(what, broker=masked_url(self._broker.url), attempt=state.attempt_number, reason=reason)
 
         retrying = Retrying(
-            retry=retry_if_exception_type(ConnectionLost),
+            retry=retry_if_exception(healable),
             wait=wait_exponential_jitter(multiplier=0.2, max=self._reconnect_max_wait, jitter=0.2),
             stop=stop_when_event_set(self._stopping),
             sleep=self._pause,
             before_sleep=waiting,
             reraise=True,
         )
-        connection: RabbitConnection = retrying(RabbitConnection, self._broker)
+        try:
+            connection: RabbitConnection = retrying(RabbitConnection, self._broker)
+        except BrokerRefused as exc:
+            if self._connected_once:
+                raise  # stopping while refused: as for any other wait
+            raise ConfigurationError(f"{exc} ({masked_url(self._broker.url)})") from exc
+        self._connected_once = True
         away = self.health.up("broker")
         if away is not None:  # a change: not every reconnection while a queue is missing
             log.info("connected to the broker", node=connection.node, after_s=round(away, 1))
@@ -275,6 +293,7 @@ class ConsumerService:
                 outcome=outcome.disposition,
                 outputs=outcome.outputs,
                 error=outcome.error,
+                reason=outcome.reason,
                 batch=len(batch),
                 ms=_ms(started),
             )

@@ -137,7 +137,8 @@ class Outcome:
     disposition: str  # processed | replayed-outputs | duplicate-in-batch | dead-lettered | failed
     outputs: int
     patient: str | None = None
-    error: str | None = None
+    error: str | None = None  # a dead letter's reason code, or the exception's type of a failure of ours
+    reason: str | None = None  # a dead letter's reason as its header says it (one line, CPR numbers masked)
 
     @property
     def ackable(self) -> bool:
@@ -432,7 +433,7 @@ class Processor:
         ]
         reply: FlowResult | None = rejection.reply
         if reply is None:
-            batch.outcomes[index] = Outcome("dead-lettered", 0, error=rejection.reason)
+            batch.outcomes[index] = Outcome("dead-lettered", 0, error=rejection.reason, reason=one_line(rejection))
             return
         # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
         # queue after a fix must reach the flow again (whose duplicate rules then decide).
@@ -440,7 +441,9 @@ class Processor:
         batch.entries += self._facts(delivery, reply)
         batch.changes = batch.changes + reply.state
         batch.to_publish += [(delivery, output, None) for output in outputs]
-        batch.outcomes[index] = Outcome("dead-lettered", len(outputs), error=rejection.reason)
+        batch.outcomes[index] = Outcome(
+            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+        )
 
     def _plan_failure(
         self,
@@ -474,7 +477,9 @@ class Processor:
         if answer:
             batch.entries += self._facts(delivery, answer)
             batch.to_publish += [(delivery, output, None) for output in outputs]
-        batch.outcomes[index] = Outcome("dead-lettered", len(outputs), error=rejection.reason)
+        batch.outcomes[index] = Outcome(
+            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+        )
 
     def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: Sequence[StoredOutput]) -> None:
         log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))

@@ -76,6 +76,30 @@ class BrokerSettings:
 TCP_OPTIONS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
 
 
+class BrokerRefused(ConnectionLost):
+    """The broker answered and refused us: our login (wrong user or password), our vhost (missing, or not
+    ours). Waiting will not mend it; `run` exits 3 at start (decision in `ConsumerService._connect`)."""
+
+
+# pika's errors for a broker that answers and refuses our login or vhost; a connection closed by the
+# broker with these codes while opening means the same (403 ACCESS_REFUSED, 530 NOT_ALLOWED).
+_REFUSED = (px.ProbableAuthenticationError, px.ProbableAccessDeniedError, px.AuthenticationError)
+_REFUSED_CODES = frozenset({403, 530})
+
+
+def _refusal(exc: BaseException) -> bool:
+    if isinstance(exc, _REFUSED):
+        return True
+    return isinstance(exc, px.ConnectionClosedByBroker) and exc.reply_code in _REFUSED_CODES
+
+
+def _described(exc: BaseException) -> str:
+    """pika's error as one line: its type and what it says, or what it wraps (a refused TCP connection is an
+    AMQPConnectionError whose text is empty)."""
+    text = str(exc) or "; ".join(repr(a) if isinstance(a, BaseException) else str(a) for a in exc.args)
+    return one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 300)
+
+
 class QueueRefused(ConnectionLost):
     """The broker closed our channel rather than let us consume a queue: it is missing (404), or not ours to
     read (403). Waiting alone will not mend it; an operator must, and the consumer retries with backoff."""
@@ -236,7 +260,9 @@ class RabbitConnection:
             self.channel.confirm_delivery()
             self.channel.basic_qos(prefetch_count=settings.prefetch)
         except _LOST as exc:
-            raise ConnectionLost(f"broker unreachable: {type(exc).__name__}: {exc}") from None
+            if _refusal(exc):
+                raise BrokerRefused(f"the broker refused our login or vhost: {_described(exc)}") from exc
+            raise ConnectionLost(f"broker unreachable: {_described(exc)}") from exc
         connected = self.connection._impl.params  # noqa: SLF001 - pika keeps which node it reached only here
         self.node = f"{connected.host}:{connected.port}"
         credentials = connected.credentials
