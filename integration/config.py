@@ -5,7 +5,10 @@ INTEGRATION_BROKER_URL         amqp(s)://user:password@host:port/vhost  (guest i
                                several, comma-separated (a list in the file): the nodes of one cluster
 INTEGRATION_BROKER_CA_FILE, INTEGRATION_BROKER_CERT_FILE, INTEGRATION_BROKER_KEY_FILE   TLS (amqps)
 INTEGRATION_PREFETCH           unacked messages per consumer (default 20)
-INTEGRATION_AUDIT_DSN          sqlite:///path (default data/audit.sqlite3) or postgresql://…
+INTEGRATION_AUDIT_DSN          sqlite:///path or postgresql://… (default: sqlite in the user's state directory,
+                               $XDG_STATE_HOME/hjerterehab-integration/audit.sqlite3, else
+                               ~/.local/state/hjerterehab-integration/audit.sqlite3; never relative to the working
+                               directory: a relative sqlite path is made absolute when the settings are read)
 INTEGRATION_FLOWS              comma-separated flows to consume (default: every flow with a handler)
 INTEGRATION_MAPPINGS_DIR, INTEGRATION_SCHEMAS_DIR, INTEGRATION_MAX_PAYLOAD_BYTES
 INTEGRATION_HOTLINE_OVERDUE_HOURS  open hotline requests older than this are overdue (default 8)
@@ -19,13 +22,19 @@ INTEGRATION_AUDIT_ANCHOR_FILE      and appends it to this file (default: none, t
                                    the database's owner cannot rewrite it (append-only, or shipped off the host)
 INTEGRATION_AUDIT_HMAC_KEY_FILE    HMAC keys for the audit records, `<key id> <hex secret>` per line (default: none)
 INTEGRATION_AUDIT_HMAC_KEY_ID      the key id that signs new records (default: the file's only key)
+
+A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
+table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
+other than these (and INTEGRATION_TEST_RABBIT_OWNER, which the test suite sets on broker nodes it starts) — a
+misspelled setting must not leave the service running on a default.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,11 @@ from typing import Any
 from integration.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR_NAME = "hjerterehab-integration"  # under $XDG_STATE_HOME (the systemd unit: StateDirectory=)
+FILE_TABLE = "integration"
+# INTEGRATION_* variables that are no setting but are known: the settings file's path, and the marker the test
+# suite puts in the environment of the broker nodes it starts (tests/runtime/rabbit_nodes.py).
+OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
 DEFAULTS: dict[str, Any] = {
     "broker_url": "amqp://guest:guest@127.0.0.1:5672/hjerterehab",
@@ -40,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_cert_file": None,
     "broker_key_file": None,
     "prefetch": 20,
-    "audit_dsn": "sqlite:///data/audit.sqlite3",
+    "audit_dsn": None,  # default_audit_dsn(): in the user's state directory
     "flows": "",
     "mappings_dir": str(PROJECT_ROOT / "mappings"),
     "schemas_dir": str(PROJECT_ROOT / "schemas"),
@@ -68,7 +82,7 @@ class Settings:
     broker_cert_file: str | None = None
     broker_key_file: str | None = None
     prefetch: int = 20
-    audit_dsn: str = DEFAULTS["audit_dsn"]
+    audit_dsn: str = ""  # from_env: default_audit_dsn() when not set
     flows: tuple[str, ...] = ()
     hotline_overdue_hours: int = 8
     ack_timeout_minutes: int = 30
@@ -84,10 +98,13 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        _refuse_unknown_variables(env)
         values = dict(DEFAULTS)
         if path := env.get("INTEGRATION_CONFIG"):
             values.update(_read_file(Path(path)))
         values.update({key: env[name] for key in DEFAULTS if (name := f"INTEGRATION_{key.upper()}") in env})
+        if not values["audit_dsn"]:
+            values["audit_dsn"] = default_audit_dsn(env)
         return cls(
             mappings_dir=Path(values["mappings_dir"]),
             schemas_dir=Path(values["schemas_dir"]),
@@ -97,7 +114,7 @@ class Settings:
             broker_cert_file=values["broker_cert_file"] or None,
             broker_key_file=values["broker_key_file"] or None,
             prefetch=_whole_number(values, "prefetch"),
-            audit_dsn=str(values["audit_dsn"]),
+            audit_dsn=_absolute_sqlite(str(values["audit_dsn"])),
             flows=tuple(f.strip() for f in str(values["flows"]).split(",") if f.strip()),
             hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
             ack_timeout_minutes=_whole_number(values, "ack_timeout_minutes"),
@@ -112,14 +129,59 @@ class Settings:
         )
 
 
+def default_audit_dsn(env: Mapping[str, str]) -> str:
+    """The SQLite audit store's one place when no DSN is set: `$XDG_STATE_HOME/hjerterehab-integration/
+    audit.sqlite3` (an absolute XDG_STATE_HOME only, as the XDG spec says), else `~/.local/state/...`.
+    Whatever the working directory, every command of a user finds the same chain."""
+    state = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        home = env.get("HOME") or str(Path.home())
+        state = os.path.join(home, ".local", "state")
+    return "sqlite:///" + os.path.join(state, STATE_DIR_NAME, "audit.sqlite3")
+
+
+def _absolute_sqlite(dsn: str) -> str:
+    """A sqlite DSN with a relative path made absolute now, so that every line naming the store names the file."""
+    if not dsn.startswith("sqlite:///"):
+        return dsn
+    path = dsn.removeprefix("sqlite:///")
+    return dsn if os.path.isabs(path) or path == ":memory:" else "sqlite:///" + os.path.abspath(path)
+
+
+def _nearest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
+    known = {f"INTEGRATION_{key.upper()}" for key in DEFAULTS} | OTHER_VARIABLES
+    unknown = sorted(name for name in env if name.startswith("INTEGRATION_") and name not in known)
+    if unknown:
+        settings = [key.upper() for key in DEFAULTS]  # compared without the prefix they all share
+        named = "; ".join(
+            name + _nearest(name.removeprefix("INTEGRATION_"), settings).replace("mean ", "mean INTEGRATION_")
+            for name in unknown
+        )
+        raise ConfigurationError(f"unknown environment variable(s) {named}: unset them or correct the name")
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("integration", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read the config file {path}: {exc}") from None
-    unknown = set(table) - set(DEFAULTS)
+    others = sorted(set(document) - {FILE_TABLE})
+    if others:
+        suggest = {name: _nearest(name, [FILE_TABLE]).replace(FILE_TABLE, f"[{FILE_TABLE}]") for name in others}
+        named = "; ".join(f"[{name}]{hint}" for name, hint in suggest.items())
+        raise ConfigurationError(f"{path}: unknown table(s) {named}: the settings go in [{FILE_TABLE}]")
+    table = document.get(FILE_TABLE)
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: no [{FILE_TABLE}] table (its settings would all be defaults)")
+    unknown = sorted(set(table) - set(DEFAULTS))
     if unknown:
-        raise ConfigurationError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+        named = "; ".join(name + _nearest(name, DEFAULTS) for name in unknown)
+        raise ConfigurationError(f"{path}: unknown settings {named}")
     return dict(table)
 
 

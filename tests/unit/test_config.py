@@ -10,9 +10,76 @@ from integration.runtime.rabbitmq import BrokerSettings, connection_parameters
 
 
 def test_defaults_run_on_a_laptop() -> None:
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"HOME": "/home/anna"})
     assert settings.broker_url == "amqp://guest:guest@127.0.0.1:5672/hjerterehab"
-    assert settings.audit_dsn == "sqlite:///data/audit.sqlite3" and settings.prefetch == 20
+    assert settings.audit_dsn == "sqlite:////home/anna/.local/state/hjerterehab-integration/audit.sqlite3"
+    assert settings.prefetch == 20
+
+
+def test_the_default_audit_store_is_one_place_whatever_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = Settings.from_env({"XDG_STATE_HOME": "/var/lib"}).audit_dsn
+    monkeypatch.chdir("/")
+    assert Settings.from_env({"XDG_STATE_HOME": "/var/lib"}).audit_dsn == first
+    assert first == "sqlite:////var/lib/hjerterehab-integration/audit.sqlite3"
+    # XDG: a relative XDG_STATE_HOME is ignored
+    assert Settings.from_env({"XDG_STATE_HOME": "state", "HOME": "/h"}).audit_dsn.startswith("sqlite:////h/.local/")
+
+
+def test_a_relative_sqlite_path_is_made_absolute_when_read(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    dsn = Settings.from_env({"INTEGRATION_AUDIT_DSN": "sqlite:///data/audit.sqlite3"}).audit_dsn
+    assert dsn == f"sqlite:///{tmp_path / 'data' / 'audit.sqlite3'}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "named"),
+    [
+        ("INTEGRATION_BROKER_URLS", "INTEGRATION_BROKER_URLS (did you mean INTEGRATION_BROKER_URL?)"),
+        ("INTEGRATION_AUDIT_DNS", "INTEGRATION_AUDIT_DNS (did you mean INTEGRATION_AUDIT_DSN?)"),
+        ("INTEGRATION_COLOUR", "INTEGRATION_COLOUR:"),
+    ],
+)
+def test_an_unknown_integration_variable_is_refused_naming_it(variable: str, named: str) -> None:
+    with pytest.raises(ConfigurationError, match="unknown environment variable") as refused:
+        Settings.from_env({variable: "x"})
+    assert named in str(refused.value)
+
+
+def test_every_integration_variable_the_project_sets_is_known() -> None:
+    """The tests, the Makefile, deploy/, .ci/run and the fault consumer: each INTEGRATION_* name they use."""
+    import re
+
+    from integration.config import PROJECT_ROOT
+
+    places = [PROJECT_ROOT / "Makefile", PROJECT_ROOT / ".ci" / "run", PROJECT_ROOT / "README.md"]
+    for folder in ("tests", "deploy", "bench", "integration"):
+        places += [p for p in (PROJECT_ROOT / folder).rglob("*") if p.is_file()]
+    names = set()
+    for place in places:
+        if place.exists() and place.suffix not in {".pyc", ".sqlite3"} and place != Path(__file__):
+            names |= set(re.findall(r"INTEGRATION_[A-Z][A-Z0-9_]*[A-Z0-9]", place.read_text(errors="replace")))
+    assert names, "no INTEGRATION_ names found"
+    Settings.from_env(dict.fromkeys(names - {"INTEGRATION_CONFIG"}, "1") | {"INTEGRATION_BROKER_URL": "amqp://h/v"})
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[integraton]\nprefetch = 5\n", "[integraton] (did you mean [integration]?)"),
+        ("[integration]\nprefetch = 5\n[broker]\nurl = 'x'\n", "unknown table(s) [broker]"),
+        ("prefetch = 5\n", "unknown table(s) [prefetch]"),
+        ("", "no [integration] table"),
+        ("[integration]\nbroker_urls = 'amqp://h/v'\n", "broker_urls (did you mean broker_url?)"),
+    ],
+    ids=["misspelled-table", "extra-table", "key-outside", "empty", "misspelled-key"],
+)
+def test_a_settings_file_with_a_name_we_do_not_know_is_refused(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"INTEGRATION_CONFIG": str(config)})
+    assert named in str(refused.value)
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
