@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -13,22 +12,22 @@ import click
 import orjson
 import structlog
 
-from integration.audit_chain import AuditEntry
 from integration.bootstrap import build_pipeline
-from integration.cli_audit import audit, reader
+from integration.cli_audit import audit
 from integration.cli_dlq import dlq
 from integration.cli_errors import IntegrationCommand
 from integration.cli_ops import hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers, run_demo
+from integration.cli_state import StoreState, state_file
 from integration.config import Settings
-from integration.domain.course import NO_STATE, Course, EarlierMessage, FixedState, OutboundStatus, State
+from integration.domain.course import NO_STATE, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult
 from integration.log import LEVELS, configure_logging, mask_cpr
 from integration.pipeline import Pipeline, transform
-from integration.runtime.audit_store import AuditStore, StoreMissing
-from integration.runtime.stores import masked_dsn, open_store
+from integration.runtime.audit_store import StoreMissing
+from integration.runtime.stores import masked_dsn
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 T = TypeVar("T")
@@ -114,57 +113,6 @@ def _receipt_time(value: str | None) -> datetime | None:
     return moment
 
 
-def _state_file(path: Path) -> State:
-    """Course state from a JSON list of {patient, referringDepartment, municipalityCode, open, responsible}."""
-    try:
-        courses = {
-            c["patient"]: Course(
-                c["patient"],
-                c["referringDepartment"],
-                c["municipalityCode"],
-                bool(c["open"]),
-                c.get("responsible", "hospital" if c["open"] else "gp"),
-            )
-            for c in orjson.loads(path.read_bytes())
-        }
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise click.BadParameter(f"cannot read course state from {path}: {exc}") from None
-    return FixedState(courses=courses)
-
-
-class _StoreState:
-    """State from the configured store, opened only if a message asks for it. The store must exist
-    (transform never creates one), and each read is audited with the OS user who ran the command."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    def _ask(self, what: str, question: Callable[[AuditStore], T], patient: Callable[[T], str | None]) -> T:
-        store = open_store(self._settings, create=False)
-        try:
-            answer = question(store)
-            entry = AuditEntry("state-read", "transform", "-", {**reader(), "read": what}, patient=patient(answer))
-            store.record([entry], datetime.now(DANISH_TIME))  # before the answer can be printed
-            return answer
-        finally:
-            store.close()
-
-    def course(self, patient: str) -> Course | None:
-        return self._ask("course", lambda store: store.course(patient), lambda _: patient)
-
-    def requester(self, thread_id: str) -> str | None:
-        return self._ask("requester", lambda store: store.requester(thread_id), lambda _: None)
-
-    def received(self, header_id: str) -> EarlierMessage | None:
-        return self._ask("received", lambda store: store.received(header_id), lambda _: None)
-
-    def bundle_header(self, bundle_id: str) -> str | None:
-        return self._ask("bundle-header", lambda store: store.bundle_header(bundle_id), lambda _: None)
-
-    def outbound(self, header_id: str) -> OutboundStatus | None:
-        return self._ask("outbound", lambda store: store.outbound(header_id), lambda a: a.patient if a else None)
-
-
 @main.command(name="transform")
 @click.argument("source", type=click.File("rb"))
 @click.option("--at", "at", default=None, help="the receipt time (ISO 8601 with zone); default now")
@@ -172,17 +120,24 @@ class _StoreState:
     "--state",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="course state as JSON, instead of the configured store",
+    help="courses and open hotline requests as JSON (see the README); default: none",
 )
-def transform_command(source: BinaryIO, at: str | None, state: Path | None) -> None:
+@click.option("--store", is_flag=True, help="read course state from the configured audit store (each read audited)")
+def transform_command(source: BinaryIO, at: str | None, state: Path | None, store: bool) -> None:
     """Transform one inbound message (FILE, or - for stdin) and print the outgoing messages as JSON.
 
-    Exit 0 on success (an empty array when nothing is to be sent), 2 on invalid input,
-    3 on a configuration error or when the course state it needs cannot be read from the store.
+    Stateless by default: no patient has a course, no request awaits an answer, no message was received
+    before — the same input gives the same output. `--state FILE` gives that state; `--store` reads it from
+    the configured audit store, which must exist (never created).
+
+    Exit 0 on success (an empty array when nothing is to be sent), 2 on invalid input or a state file that
+    cannot be used, 3 on a configuration error or when `--store` cannot be read.
     """
+    if state is not None and store:
+        raise click.UsageError("give --state FILE or --store, not both")
     received = _receipt_time(at)
     settings = Settings.from_env()
-    known = _state_file(state) if state else _StoreState(settings)
+    known: State = state_file(state) if state else StoreState(settings) if store else NO_STATE
     pipeline = _pipeline()
     try:
         result = _run(source.read(), pipeline, received, known)

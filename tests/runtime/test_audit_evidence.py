@@ -651,7 +651,10 @@ def test_reads_by_trail_verify_and_transform_are_audited_with_the_os_user(tmp_pa
         assert done.returncode == 0, done.stderr
     # transform prints the outgoing message, which names the patient by design: its output is not checked here
     done = subprocess.run(
-        [sys.executable, "-m", "integration", "transform", str(request)], env=env, capture_output=True, timeout=120
+        [sys.executable, "-m", "integration", "transform", str(request), "--store"],
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     assert done.returncode == 0 and done.stderr == b"", done.stderr
     store = open_audit_store(dsn)
@@ -663,10 +666,11 @@ def test_reads_by_trail_verify_and_transform_are_audited_with_the_os_user(tmp_pa
     assert reads["state-read"].detail["read"] == "course" and reads["audit-verified"].detail["intact"] is True
 
 
-def test_transform_without_a_store_says_so_and_creates_none(tmp_path: Path) -> None:
+def test_transform_with_store_but_without_one_says_so_and_creates_none(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
     env |= {"INTEGRATION_AUDIT_DSN": f"sqlite:///{tmp_path / 'absent.sqlite3'}"}
-    done = run_integration("transform", str(GOLDEN / "hotline" / "municipality-routine.request.json"), env=env)
+    request = str(GOLDEN / "hotline" / "municipality-routine.request.json")
+    done = run_integration("transform", request, "--store", env=env)
     assert done.returncode == 3 and done.stdout == b""
     assert b"course state unavailable: no audit store at " in done.stderr and b"(or give --state)" in done.stderr
     assert not (tmp_path / "absent.sqlite3").exists()
