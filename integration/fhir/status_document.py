@@ -17,7 +17,7 @@ from lxml import etree
 from lxml.builder import ElementMaker
 
 from integration.domain.hads import HadsResult, Subscale
-from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.envelope import Resource, reference
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
@@ -256,7 +256,7 @@ def status_document(
             "text": "Status efter hjerterehabilitering",
         },
         "subject": reference(patient),
-        "date": fhir_instant(report.sent_at),
+        "date": report.sent_at_instant,
         "author": [reference(municipality)],
         "title": "Status efter hjerterehabilitering",
         "section": sections,
@@ -268,7 +268,7 @@ def status_document(
         "id": bundle_id,
         "identifier": {"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{bundle_id}"},
         "type": "document",
-        "timestamp": fhir_instant(report.sent_at),
+        "timestamp": report.sent_at_instant,
         "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in resources],
     }
 

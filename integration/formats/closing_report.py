@@ -4,7 +4,11 @@ Parsed hardened (`safe_xml`), validated against the XSD, then checked for what X
 each measurement's UCUM unit, distinct HADS items, real dates, a CPR number with a real birth date.
 Typed values are read as XSD 1.0 defines them (white space collapsed, `1`/`0` booleans, signs and
 leading zeros in numbers); the forms the report has no use for are refused by the XSD itself, so
-the two never disagree. Errors name the element and never repeat a value from the report.
+the two never disagree. What the FHIR output needs beyond the XSD's value is kept too: a measured
+value's digits after the point (a Decimal: `85.00` stays `85.00`; a sign, leading zeros and a point
+with nothing after it are not kept), and SentAt as written (every digit of its second, `Z` or its
+offset), which is already a FHIR instant. Errors name the element and never repeat a value from the
+report.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class Measurement:
 @dataclass(frozen=True, slots=True)
 class ClosingReport:
     report_id: str
-    sent_at: datetime
+    sent_at: datetime  # to the microsecond
+    sent_at_instant: str  # as written, white space collapsed: a FHIR instant with all its digits
     municipality_code: str
     municipality_sor: str
     municipality_ean: str
@@ -104,13 +109,24 @@ def _element_path(element: etree._Element) -> str:
     return ".".join(reversed(parts))
 
 
+# A measured value of at most 15 digits as written (leading zeros, sign and point aside): k digits before
+# the point leave 15 - k after it.
+_MEASURED_VALUE = (
+    "[+\\-]?0*(\\.[0-9]{1,15}|[0-9](\\.[0-9]{0,14})?|"
+    + "|".join(f"[0-9]{{{k}}}(\\.[0-9]{{0,{15 - k}}})?" for k in range(2, 15))
+    + "|[0-9]{15}\\.?)"
+)
 # The patterns of schemas/closing-report.xsd that say more in words than as a regular expression.
 _PATTERN_WORDS = {
     "[0-9]{4}-[0-9]{2}-[0-9]{2}": "not a date yyyy-mm-dd (a four-digit year, no time zone)",
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?"
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?"
     "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))": (
         "not a date and time yyyy-mm-ddThh:mm:ss with a time zone (a four-digit year, hours 00 to 23, "
-        "a zone from -14:00 to +14:00)"
+        "at most nine digits of a second, a zone from -14:00 to +14:00)"
+    ),
+    _MEASURED_VALUE: (
+        "has more than 15 digits (the schema's totalDigits, counting the zeros after the point as written: "
+        "they are the value's precision)"
     ),
     "[\\s\\S]*[^\\s\\p{Z}\\p{Cc}][\\s\\S]*": "holds nothing but spaces or control characters",
 }
@@ -171,6 +187,7 @@ def _xs_integer(value: str | None) -> int:
 
 
 def _xs_decimal(value: str | None) -> Decimal | None:
+    """The XSD's value, with the exponent its digits after the point give (Decimal('85.00'))."""
     text = _collapsed(value)
     return Decimal(text) if text else None
 
@@ -240,6 +257,7 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
     return ClosingReport(
         report_id=(_text(root, "ReportId") or "").lower(),
         sent_at=_xs_datetime(_text(root, "SentAt"), "ClosingReport.SentAt"),
+        sent_at_instant=_collapsed(_text(root, "SentAt")),
         municipality_code=municipality.get("code").lstrip("0").zfill(3),
         municipality_sor=municipality.get("sor"),
         municipality_ean=municipality.get("ean"),
