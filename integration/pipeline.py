@@ -55,7 +55,9 @@ def _is_discharge_event(doc: Any) -> bool:
 
 
 def _handle_discharge_event(doc: Any, pipeline: Pipeline, now: datetime, _state: State) -> FlowResult:
-    return handle_discharge(parse_discharge_event(doc, pipeline.discharge_contract), pipeline.referral, now)
+    return handle_discharge(
+        parse_discharge_event(doc, pipeline.discharge_contract, received_at=now), pipeline.referral, now
+    )
 
 
 def _is_advice_request(doc: Any) -> bool:
@@ -63,12 +65,12 @@ def _is_advice_request(doc: Any) -> bool:
 
 
 def _handle_advice_request(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
-    request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors)
+    request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors, received_at=now)
     return handle_advice_request(request, doc, state.course(request.patient), pipeline.hotline, now)
 
 
 def _handle_care_communication(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
-    request = parse_care_communication(doc, pipeline.municipality_sors)
+    request = parse_care_communication(doc, pipeline.municipality_sors, received_at=now)
     return handle_care_communication(request, doc, state, pipeline.hotline, now)
 
 

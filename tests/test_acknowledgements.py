@@ -20,7 +20,7 @@ from integration.fhir.conformance import conformance_findings
 from integration.flows.results import FlowResult, Outgoing
 from integration.formats.care_communication import decode_xml_bundle
 from integration.pipeline import Pipeline, answer_unprocessable, transform
-from tests.test_care_communication import ACCEPTED, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for
+from tests.test_care_communication import ACCEPTED, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for, as_sent
 
 CC_SEND = ("medcom", "dk-medcom-carecommunication-testscripts", "send")
 
@@ -74,7 +74,7 @@ def _without_transmission(ack: dict[str, Any]) -> dict[str, Any]:
 def test_every_shared_carecommunication_is_acknowledged_ok_as_the_standard_asks(
     shared: Path, pipeline: Pipeline
 ) -> None:
-    paths = sorted(shared.joinpath(*CC_SEND).iterdir())
+    paths = [as_sent(p) for p in sorted(shared.joinpath(*CC_SEND).iterdir())]
     assert len(paths) >= 6
     for path in paths:
         bundle = _load(path)
@@ -130,7 +130,7 @@ def test_every_content_error_is_its_own_issue(shared: Path, pipeline: Pipeline) 
     assert sorted(i["expression"][0] for i in issues) == ["Communication.sent", "Patient.birthDate"]
 
 
-def test_a_carecommunication_without_cpr_gets_fatal_error_at_the_patient_identifier(
+def test_a_carecommunication_without_a_usable_cpr_gets_fatal_error_at_the_patient_identifier(
     shared: Path, pipeline: Pipeline
 ) -> None:
     bundle = _load(_municipal_nursing_to_gp(shared))
@@ -138,7 +138,11 @@ def test_a_carecommunication_without_cpr_gets_fatal_error_at_the_patient_identif
         patient["identifier"] = [{"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}]
     _, out = _rejected_ack(_configured(pipeline, bundle), bundle)
     (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
-    assert issue["expression"] == ["Patient.identifier"] and "no CPR number" in issue["details"]["text"]
+    assert (
+        issue["expression"] == ["Patient.identifier"]
+        and "X-eCPR does not have its format" in (issue["details"]["text"])
+    )
+    assert "250147X1" not in json.dumps(out.message)
 
 
 def test_a_hospitalnotification_is_answered_fatal_error_we_cannot_receive_it(shared: Path, pipeline: Pipeline) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from dataclasses import replace
 from datetime import datetime, time
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 import holidays
 import pytest
+from lxml import etree
 
 from integration.domain.course import Course, FixedState
 from integration.domain.hotline import Hotline
@@ -23,6 +27,35 @@ SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
 ACCEPTED = ("advice-request", "care-communication")
 
 
+AS_SENT = Path(tempfile.gettempdir()) / "rehab-tests-touchstone-as-sent"
+_TEMPLATED_ID = re.compile(r"[A-Za-z-]+-(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def as_sent(path: Path) -> Path:
+    """A TouchStone send example as TouchStone sends it. The file's Bundle.id is a template ("S-C-new-<uuid>"),
+    which MedCom's rule of a new UUID per transmission refuses (fatal-error); sent, it is the UUID it ends in.
+    Other files are returned as they are."""
+    raw = path.read_bytes()
+    bundle = _bundle(path)
+    templated = _TEMPLATED_ID.fullmatch(str(bundle.get("id", "")))
+    if templated is None:
+        return path
+    if path.suffix == ".xml":
+        root = etree.fromstring(raw)
+        root.find("{http://hl7.org/fhir}id").set("value", templated["uuid"])
+        raw = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    else:
+        bundle["id"] = templated["uuid"]
+        raw = json.dumps(bundle, ensure_ascii=False, indent=2).encode()
+    AS_SENT.mkdir(exist_ok=True)
+    sent = AS_SENT / path.name
+    if not sent.exists() or sent.read_bytes() != raw:
+        partial = sent.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(raw)
+        partial.replace(sent)  # other test processes may read it meanwhile
+    return sent
+
+
 def _examples(shared: Path) -> list[Path]:
     folders = [
         shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send",
@@ -32,8 +65,8 @@ def _examples(shared: Path) -> list[Path]:
 
 
 def _municipal_nursing_to_gp(shared: Path) -> Path:
-    """The shared example S-C: municipal home nursing (Aalborg) writes to a GP."""
-    return (
+    """The shared example S-C, as TouchStone sends it (`as_sent`): municipal home nursing (Aalborg) writes to a GP."""
+    return as_sent(
         shared
         / "medcom"
         / "dk-medcom-carecommunication-testscripts"
@@ -67,7 +100,7 @@ def test_every_shared_carecommunication_example_routes_with_a_valid_reply_or_is_
     shared: Path, pipeline: Pipeline
 ) -> None:
     routed, rejected = [], []
-    for path in _examples(shared):
+    for path in map(as_sent, _examples(shared)):
         bundle = _bundle(path)
         try:
             request = parse_care_communication(bundle, pipeline.municipality_sors)
@@ -120,13 +153,24 @@ def test_an_acknowledgement_on_the_hotline_queue_is_rejected_as_the_wrong_kind(
         transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
 
 
-def test_a_carecommunication_without_cpr_is_rejected_with_the_reason(shared: Path, pipeline: Pipeline) -> None:
-    path = _municipal_nursing_to_gp(shared)
-    bundle = json.loads(path.read_bytes())
+@pytest.mark.parametrize(
+    ("identifier", "expected"),
+    [
+        ({"system": "http://rn.dk", "value": "0706830VJ9"}, "needs a CPR identifier, or a replacement CPR"),
+        ({"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}, "an X-eCPR does not have its format"),
+        ({"system": "urn:oid:1.2.208.176.1.6.1.3.179", "value": "0101701TT2"}, "a D-eCPR does not have its format"),
+        ({"use": "temp", "system": "urn:oid:1.2.208.176.1.2", "value": "0101701234"}, "use must be official"),
+    ],
+)
+def test_a_carecommunication_naming_its_patient_by_no_usable_number_is_refused_with_the_reason(
+    shared: Path, pipeline: Pipeline, identifier: dict[str, str], expected: str
+) -> None:
+    bundle = json.loads(_municipal_nursing_to_gp(shared).read_bytes())
     for patient in _entries(bundle, "Patient"):
-        patient["identifier"] = [{"system": "urn:oid:1.2.208.176.1.6.1.1", "value": "250147X1"}]
-    with pytest.raises(InvalidInput, match="no CPR number"):
+        patient["identifier"] = [identifier]
+    with pytest.raises(InvalidInput, match=expected) as caught:
         transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED)
+    assert caught.value.field == "Patient.identifier" and identifier["value"] not in str(caught.value)
 
 
 def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_responsible(

@@ -49,10 +49,11 @@ def every_emitted_message(pipeline: Pipeline, shared: Path) -> list[tuple[str, d
     from integration.formats.care_communication import parse_care_communication
     from integration.pipeline import answer_unprocessable
     from tests.test_acknowledgements import _rejected_ack
-    from tests.test_care_communication import SATURDAY, _with_hotline_for
+    from tests.test_care_communication import SATURDAY, _with_hotline_for, as_sent
 
     messages = emitted(pipeline)
-    cc_examples = sorted((shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send").iterdir())
+    send = shared / "medcom" / "dk-medcom-carecommunication-testscripts" / "send"
+    cc_examples = [as_sent(p) for p in sorted(send.iterdir())]
     for path in cc_examples:
         bundle = _read(path)
         request = parse_care_communication(bundle, pipeline.municipality_sors)

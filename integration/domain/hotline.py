@@ -28,7 +28,7 @@ class AdviceRequest:
     request_id: str
     sender_kind: SenderKind
     sender_id: str  # SOR, or the GP's ydernummer
-    patient: str  # CPR
+    patient: str  # the CPR number, or a replacement number as `system|value` (identifiers.ReplacementCpr.key)
     text: str
     acute: bool
     sent_at: datetime

@@ -35,7 +35,11 @@ D_ECPR_SYSTEMS: Mapping[str, str] = {
     "urn:oid:1.2.208.176.1.6.1.3.187": "D-eCPR fra Region Hovedstaden",
 }
 REPLACEMENT_SYSTEMS = frozenset({X_ECPR_SYSTEM, *D_ECPR_SYSTEMS})
-_DAY_MONTH = r"(((0[1-9]|[12][0-9]|3[01])(01|03|05|07|08|10|12))|((0[1-9]|[12][0-9]|30)(04|06|09|11))|((0[1-9]|1[0-9]|2[0-9])02))"
+_DAY_MONTH = (  # a day that the month has (29 February in any year)
+    r"(((0[1-9]|[12][0-9]|3[01])(01|03|05|07|08|10|12))"
+    r"|((0[1-9]|[12][0-9]|30)(04|06|09|11))"
+    r"|((0[1-9]|1[0-9]|2[0-9])02))"
+)
 
 
 class ReplacementKind(Enum):

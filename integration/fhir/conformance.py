@@ -13,54 +13,78 @@ from pathlib import Path
 from typing import Any
 
 from integration.fhir.definitions import CORE_DIR, MEDCOM_DIR, DefinitionsMissing, load_definitions
+from integration.fhir.messaging_rules import Finding, as_dict, as_list
 from integration.fhir.profile_check import ProfileReport, check_profiles, compiled_fhirpath, standard_of
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.validation import document_problems, messaging_problems
 
 UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 HEADER = "Bundle.entry[0].resource"
+CATEGORY_CODES = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-careCommunication-categoryCodes"
 
 
 @dataclass(frozen=True, slots=True)
 class Assertion:
     name: str
     expression: str  # FHIRPath over the Bundle; must evaluate to [true]
+    field: str = "Bundle"  # where a failure is reported (the acknowledgement's issue expression)
 
 
 CARE_COMMUNICATION = (
-    Assertion("event is care-communication-message", f"{HEADER}.event.as(Coding).code = 'care-communication-message'"),
+    Assertion(
+        "event is care-communication-message",
+        f"{HEADER}.event.as(Coding).code = 'care-communication-message'",
+        "MessageHeader.eventCoding",
+    ),
     Assertion(
         "a Provenance targets this MessageHeader (TouchStone assertProvenanceTarget)",
         "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id)).exists()",
+        "Provenance.target",
     ),
     Assertion(
         "the latest Provenance's activity is new-, reply- or forward-message",
         "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id))"
         ".activity.coding.code.all($this in ('new-message' | 'reply-message' | 'forward-message'))",
+        "Provenance.activity",
     ),
     Assertion(
         "Communication.identifier is a urn:uuid v4 (the thread id)",
         f"Bundle.entry.resource.ofType(Communication).identifier.value.all(matches('^urn:uuid:{UUID4}$'))",
+        "Communication.identifier",
     ),
     Assertion(
         "MessageHeader.definition names CareCommunication 5.x",
         f"{HEADER}.definition.matches('^http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/"
         "MedComCareCommunicationMessageDefinition[|]5[.][0-9]{1,2}$')",
+        "MessageHeader.definition",
     ),
-    Assertion("exactly one Patient (medcom-careCommunication-2)", "Bundle.entry.resource.ofType(Patient).count() = 1"),
+    Assertion(
+        "exactly one Patient (medcom-careCommunication-2)",
+        "Bundle.entry.resource.ofType(Patient).count() = 1",
+        "Patient",
+    ),
+    Assertion(
+        "the category is one coding with MedCom's category system and a code (required binding)",
+        "Bundle.entry.resource.ofType(Communication).all(category.count() = 1 and category.coding.count() = 1 and "
+        f"category.coding.system = '{CATEGORY_CODES}' and category.coding.code.exists())",
+        "Communication.category",
+    ),
     Assertion(
         "a topic when the category is other (medcom-careCommunication-6)",
         "Bundle.entry.resource.ofType(Communication).all(category.coding.code = 'other' implies topic.text.exists())",
+        "Communication.topic",
     ),
     Assertion(
         "priority only with regarding-referral (medcom-careCommunication-5)",
         "Bundle.entry.resource.ofType(Communication).all(priority.exists() implies "
         "category.coding.code = 'regarding-referral')",
+        "Communication.priority",
     ),
     Assertion(
         "the MessageHeader's profile is the CareCommunication header (medcom-careCommunication-1)",
         f"{HEADER}.meta.profile.exists($this.startsWith("
         "'http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-messageHeader'))",
+        "MessageHeader.meta.profile",
     ),
 )
 ACKNOWLEDGEMENT = (
@@ -108,19 +132,27 @@ BY_EVENT = {
 }
 
 
-def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
-    header = ((bundle.get("entry") or [{}])[0].get("resource")) or {}
-    event = (header.get("eventCoding") or {}).get("code")
+def assertion_findings(bundle: dict[str, Any]) -> list[Finding]:
+    """The TouchStone assertions of the message's event that are not met, each where it is reported; the
+    problem names the assertion, never a value."""
+    header = as_dict(as_dict((as_list(bundle.get("entry")) or [{}])[0]).get("resource"))
+    event = as_dict(header.get("eventCoding")).get("code")
     findings = []
-    for assertion in BY_EVENT.get(event or "", ()):
+    for assertion in BY_EVENT.get(event if isinstance(event, str) else "", ()):
         try:
             result = compiled_fhirpath(assertion.expression)(bundle, {"resource": bundle})
         except Exception as exc:  # noqa: BLE001 - a message the engine cannot read fails the assertion, with why
-            findings.append(f"{assertion.name}: could not be evaluated ({type(exc).__name__})")
-            continue
-        if result != [True]:
-            findings.append(f"{assertion.name}: not met")
+            problem = f"{assertion.name}: could not be evaluated ({type(exc).__name__})"
+        else:
+            if result == [True]:
+                continue
+            problem = f"{assertion.name}: not met"
+        findings.append(Finding(assertion.field, problem, problem))
     return findings
+
+
+def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
+    return [finding.text for finding in assertion_findings(bundle)]
 
 
 @dataclass(frozen=True, slots=True)

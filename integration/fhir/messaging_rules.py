@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from integration.domain.cpr import parse_cpr
+from integration.domain.identifiers import REPLACEMENT_SYSTEMS, parse_replacement_cpr
+
 Resource = dict[str, Any]
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -262,12 +265,46 @@ def _first_target(provenance: Resource) -> Any:
     return as_dict(targets[0]).get("reference") if targets else None
 
 
-def _patient_findings(patient: Resource) -> list[Finding]:
-    findings, rid = [], patient.get("id")
-    cprs = [as_dict(i) for i in as_list(patient.get("identifier")) if as_dict(i).get("system") == CPR]
-    if not cprs or any(i.get("use", "official") != "official" for i in cprs):
-        problem = "needs a CPR identifier, and its use must be official"
-        findings.append(Finding("Patient.identifier", problem, f"Patient/{rid}: {problem}"))
+def _number_problem(identifier: dict[str, Any]) -> str | None:
+    """What is wrong with a CPR or replacement CPR identifier's value, in words that never repeat it."""
+    value, system = identifier.get("value"), identifier.get("system")
+    if not isinstance(value, str):
+        return "has no value"
+    try:
+        parse_cpr(value) if system == CPR else parse_replacement_cpr(str(system), value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _identifier_findings(patient: Resource) -> list[Finding]:
+    """dk-core's Patient.identifier slices: a CPR number (use official), else a replacement number, an
+    X-eCPR or a region's D-eCPR (use temp), each in its format."""
+    rid, identifiers = patient.get("id"), [as_dict(i) for i in as_list(patient.get("identifier"))]
+    cprs = [i for i in identifiers if i.get("system") == CPR]
+    replacements = [i for i in identifiers if i.get("system") in REPLACEMENT_SYSTEMS]
+    problems = []
+    if not cprs and not replacements:
+        problems.append("needs a CPR identifier, or a replacement CPR (X-eCPR or D-eCPR) for a patient without one")
+    if any(i.get("use", "official") != "official" for i in cprs):
+        problems.append("a CPR identifier's use must be official")
+    if any(i.get("use", "temp") != "temp" for i in replacements):
+        problems.append("a replacement CPR identifier's use must be temp")
+    problems += [p for i in cprs + replacements if (p := _number_problem(i))]
+    return [Finding("Patient.identifier", p, f"Patient/{rid}: identifier: {p}") for p in problems]
+
+
+def _birth_findings(patient: Resource, bundle: Resource) -> list[Finding]:
+    """A patient born after the message was sent cannot be right (the date part of both, as written)."""
+    born, sent = patient.get("birthDate"), bundle.get("timestamp")
+    if not isinstance(born, str) or not isinstance(sent, str) or not born or born <= sent[: len(born)]:
+        return []
+    problem = "is after the message's timestamp"
+    return [Finding("Patient.birthDate", problem, f"Patient/{patient.get('id')}: birthDate {problem}")]
+
+
+def _patient_findings(patient: Resource, bundle: Resource) -> list[Finding]:
+    findings, rid = _identifier_findings(patient) + _birth_findings(patient, bundle), patient.get("id")
     if not any(as_dict(n).get("family") for n in as_list(patient.get("name"))):
         findings.append(Finding("Patient.name", "needs a family name", f"Patient/{rid}: needs a family name"))
     return findings
@@ -342,7 +379,7 @@ def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
         _walk({k: v for k, v in resource.items() if k not in skipped}, found, _At(f"{rtype}/{rid}", rtype))
     findings += _walked(found, by_ref, bundle)
     for patient in (r for r in resources if r.get("resourceType") == "Patient"):
-        findings += _patient_findings(patient)
+        findings += _patient_findings(patient, bundle)
     return findings
 
 

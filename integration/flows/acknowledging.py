@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from integration.domain.course import EarlierMessage, ReceivedMessage, State, StateChanges
+from integration.domain.identifiers import patient_number
 from integration.errors import ConfigurationError, InvalidInput, Rejected, UnknownMessageKind
 from integration.fhir.acknowledgement import (
     Addressing,
@@ -34,6 +35,7 @@ from integration.fhir.acknowledgement import (
     retransmission,
 )
 from integration.fhir.messaging_rules import as_dict, as_list, message_header
+from integration.fhir.receipt import NotConformant
 from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.terminology import Terminology
 from integration.fhir.validation import messaging_problems
@@ -97,6 +99,11 @@ def issues_of(rejection: Rejected) -> list[Issue]:
         return [Issue("not-supported", "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE", text, "MessageHeader.eventCoding")]
     if isinstance(rejection, ConfigurationError):
         return [Issue("not-found", "MSG_Receiver_Identifier_UNKNOWN", text, "MessageHeader.destination")]
+    if isinstance(rejection, NotConformant):  # every finding of the fast checks, as found (no text parsed)
+        return [
+            Issue(f.layer.value, "MSG_BAD_FORMAT", f"{f.field}: {f.problem}", _expression(f.field))
+            for f in rejection.findings
+        ]
     if isinstance(rejection, InvalidInput):
         located = [issue for p in rejection.details or (rejection.problem,) if (issue := _fhir_issue(p))]
         return located or [Issue("invalid", "MSG_BAD_FORMAT", text, _expression(rejection.field))]
@@ -111,14 +118,18 @@ def _sor(organization: dict[str, Any]) -> str:
 
 
 def _patient_of(bundle: dict[str, Any]) -> str | None:
-    """The CPR number of the message's Patient, for the audit log only (never logged)."""
+    """Whom the message is about, for the audit log only (never logged): the first Patient's CPR number, else
+    its replacement number as `system|value` (`ReplacementCpr.key`); None when it names neither (well)."""
     for entry in as_list(bundle.get("entry")):
         resource = as_dict(as_dict(entry).get("resource"))
         if resource.get("resourceType") == "Patient":
-            values = (
-                as_dict(i).get("value") for i in as_list(resource.get("identifier")) if as_dict(i).get("system") == CPR
-            )
-            return next((v for v in values if isinstance(v, str)), None)
+            identifiers = [as_dict(i) for i in as_list(resource.get("identifier"))]
+            try:
+                number = patient_number((i.get("system"), i.get("value")) for i in identifiers)
+            except ValueError:
+                cprs = (i.get("value") for i in identifiers if i.get("system") == CPR)
+                return next((v for v in cprs if isinstance(v, str)), None)  # as before: the audit keeps it
+            return number.key if number else None
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from integration.domain.course import Course, OpenRequest, State, StateChanges
 from integration.domain.hotline import AdviceRequest, Decision, Hotline, Outcome, route
+from integration.domain.identifiers import is_replacement_key
 from integration.errors import BuildError, InvalidInput
 from integration.fhir.care_communication import reply_message
 from integration.fhir.ids import derived_id
@@ -77,6 +78,7 @@ def handle_advice_request(
     request: AdviceRequest, document: dict[str, Any], course: Course | None, ctx: HotlineContext, now: datetime
 ) -> FlowResult:
     """Route the request (forwarded unchanged) and, where the agreement's rules call for one, reply."""
+    course = _course_of(request, lambda _: course)
     decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
     outgoing = [
         Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), document, request.request_id, JSON)
@@ -127,7 +129,7 @@ def handle_care_communication(
     """
     if request.sender_id in ctx.hotlines:
         return _department_answer(request, bundle, state, ctx)
-    course = state.course(request.patient)
+    course = _course_of(request, state.course)
     decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
     outgoing = [Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), bundle, request.request_id)]
     if decision.replies:
@@ -144,6 +146,12 @@ def handle_care_communication(
     )
 
 
+def _course_of(request: AdviceRequest, course: Callable[[str], Course | None]) -> Course | None:
+    """The patient's course; none for a patient named by a replacement number, since courses are filed
+    under CPR numbers (decision 17): such a request goes to the department it names, else to triage."""
+    return None if is_replacement_key(request.patient) else course(request.patient)
+
+
 def _routed(request: AdviceRequest, decision: Decision, course: Course | None) -> AuditFact:
     return AuditFact(
         "hotline-routed",
@@ -157,5 +165,7 @@ def _routed(request: AdviceRequest, decision: Decision, course: Course | None) -
             "thread": request.thread_id,
             "answerFrom": decision.answer_from.isoformat() if decision.answer_from else None,
             "courseOpen": course.open if course else None,
+            # how the patient is named; the number itself is the audit record's patient, never a detail
+            "patientIdentifier": "replacement-cpr" if is_replacement_key(request.patient) else "cpr",
         },
     )

@@ -6,23 +6,24 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from integration.domain.cpr import parse_cpr
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.errors import InvalidInput
 from integration.formats.json_contract import JsonContract
+from integration.formats.patient_number import patient_number_of
 
 
-def parse_advice_request(document: Any, contract: JsonContract, municipality_sors: Collection[str]) -> AdviceRequest:
-    """A sender by ydernummer is a GP; by SOR, a municipality when the SOR is a municipal endpoint, else a GP clinic."""
+def parse_advice_request(
+    document: Any, contract: JsonContract, municipality_sors: Collection[str], *, received_at: datetime | None = None
+) -> AdviceRequest:
+    """A sender by ydernummer is a GP; by SOR, a municipality when the SOR is a municipal endpoint, else a GP clinic.
+    The patient is `patient.cpr` (its birth date not after `sentAt` nor `received_at`), else
+    `patient.replacementCpr` (X-eCPR or D-eCPR: it matches no course)."""
     contract.check(document)
-    try:
-        cpr = parse_cpr(document["patient"]["cpr"]).value
-    except ValueError as exc:
-        raise InvalidInput("patient.cpr", str(exc)) from None
     try:
         sent_at = datetime.fromisoformat(document["sentAt"])
     except ValueError:
         raise InvalidInput("sentAt", "not a real date and time") from None
+    patient = patient_number_of(document["patient"], sent_at, *([received_at] if received_at else []))
     sender = document["sender"]
     if "ydernummer" in sender:
         kind, sender_id = SenderKind.GP, sender["ydernummer"]
@@ -33,7 +34,7 @@ def parse_advice_request(document: Any, contract: JsonContract, municipality_sor
         request_id=document["requestId"].lower(),
         sender_kind=kind,
         sender_id=sender_id,
-        patient=cpr,
+        patient=patient.key,
         text=document["text"],
         acute=document["urgency"] == "acute",
         sent_at=sent_at,

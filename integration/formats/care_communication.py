@@ -1,8 +1,11 @@
 """A MedCom CareCommunication 5.0 message (FHIR R4 message Bundle, JSON or XML) → an advice request.
 
 XML is parsed with a hardened lxml parser first (no DTD, no entities, no network, size-capped; a
-DOCTYPE is refused), then read into FHIR JSON by fhir.resources. The message is validated as FHIR
-content and against the MedCom envelope rules that matter for routing before anything is read.
+DOCTYPE is refused), then read into FHIR JSON by fhir.resources. Before anything is read for routing,
+the message passes the fast layers of `integration validate` (`fhir.receipt`): FHIR content, MedCom's
+messaging rules and Bundle invariants, and the TouchStone assertions; a finding refuses it. The patient
+is named by a CPR number, or for a patient without one by a replacement number (X-eCPR, D-eCPR); a CPR
+number whose birth date is after the message's time or its receipt is refused.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from fhir.resources.R4B.bundle import Bundle
 from lxml import etree
 from pydantic import ValidationError
 
-from integration.domain.cpr import parse_cpr
+from integration.domain.cpr import Cpr, born_by
 from integration.domain.hotline import AdviceRequest, SenderKind
+from integration.domain.identifiers import PatientNumber, patient_number
 from integration.errors import InvalidInput
-from integration.fhir.messaging_rules import as_dict, as_list, message_header, messaging_findings
-from integration.fhir.resource_validation import content_errors, without_values
+from integration.fhir.messaging_rules import as_dict, as_list, message_header
+from integration.fhir.receipt import check_on_receipt
+from integration.fhir.resource_validation import without_values
 from integration.formats.json_contract import check_depth
 from integration.formats.safe_xml import parse_xml
 
@@ -33,9 +38,6 @@ FHIR_NS = "http://hl7.org/fhir"
 _CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 SOR_CODE = re.compile(r"[0-9]{11,18}")  # it becomes part of routing keys: `hotline.reply.<SOR>`, `ack.<SOR>`
-# Rules our own messages are held to that do not concern what a reply repeats: MedCom's test scripts
-# give their Bundles templated ids, and a reply has its own Bundle.
-_NOT_FOR_INBOUND = frozenset({"Bundle.id"})
 
 
 def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -79,25 +81,6 @@ def _identifier(resource: dict[str, Any], system: str) -> str | None:
     return next((v for v in values if isinstance(v, str)), None)
 
 
-def _fhir_content(bundle: dict[str, Any]) -> None:
-    """FHIR R4 content, validated afresh: every error, each naming where it is (never a value or a non-UUID id)."""
-    errors = content_errors(bundle, remember=False)
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InvalidInput(
-            errors[0].field, f"not valid FHIR R4: {errors[0].shown}{more}", tuple(e.shown for e in errors)
-        )
-
-
-def _messaging_rules(bundle: dict[str, Any]) -> None:
-    """The MedCom rules a reply of ours is held to when it repeats this message's content: an id and a
-    narrative in every resource, resolving references, official CPR, SOR and EAN, required codes."""
-    findings = [f for f in messaging_findings(bundle) if f.field not in _NOT_FOR_INBOUND]
-    if findings:
-        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
-        raise InvalidInput(findings[0].field, f"{findings[0].problem}{more}")
-
-
 def _sent_at(bundle: dict[str, Any]) -> datetime:
     value = bundle.get("timestamp")
     if not isinstance(value, str):
@@ -109,12 +92,31 @@ def _sent_at(bundle: dict[str, Any]) -> datetime:
         raise InvalidInput("Bundle.timestamp", problem) from None
 
 
-def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collection[str]) -> AdviceRequest:
+def _patient(patient: dict[str, Any], *moments: datetime) -> PatientNumber:
+    """The CPR number, else the replacement number, naming the patient (never repeating it in an error)."""
+    identifiers = [as_dict(i) for i in as_list(patient.get("identifier"))]
+    try:
+        number = patient_number((i.get("system"), i.get("value")) for i in identifiers)
+        if isinstance(number, Cpr):
+            born_by(number, *moments)
+    except ValueError as exc:
+        raise InvalidInput("Patient.identifier", str(exc)) from None
+    if number is None:
+        raise InvalidInput("Patient.identifier", "the patient has no CPR number and no replacement CPR number")
+    return number
+
+
+def parse_care_communication(
+    bundle: dict[str, Any], municipality_sors: Collection[str], *, received_at: datetime | None = None
+) -> AdviceRequest:
+    """The advice request a CareCommunication makes (InvalidInput, or NotConformant with every finding of
+    the fast checks, when it cannot be routed); `received_at` is when it came, if known."""
     if not is_care_communication(bundle):
         event = as_dict(message_header(bundle).get("eventCoding")).get("code")
         got = f" (got {event!r})" if isinstance(event, str) and _CODE_LIKE.fullmatch(event) else ""
         raise InvalidInput("MessageHeader.eventCoding", f"not a {CARE_COMMUNICATION_EVENT}{got}")
-    _fhir_content(bundle)
+    check_on_receipt(bundle)
+    sent_at = _sent_at(bundle)
     header = message_header(bundle)
     destinations = as_list(header.get("destination"))
     if len(destinations) != 1:
@@ -131,18 +133,11 @@ def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collecti
         raise InvalidInput("MessageHeader.sender", "the sender Organization has no SOR identifier")
     if not SOR_CODE.fullmatch(sender_sor):
         raise InvalidInput("MessageHeader.sender", "the sender Organization's SOR identifier is not 11 to 18 digits")
-    cpr = _identifier(patient, CPR)
-    if not cpr:
-        raise InvalidInput("Patient.identifier", "the patient has no CPR number (a replacement CPR cannot be routed)")
-    try:
-        parse_cpr(cpr)
-    except ValueError as exc:
-        raise InvalidInput("Patient.identifier", str(exc)) from None
+    number = _patient(patient, sent_at, *([received_at] if received_at else []))
     threads = as_list(communication.get("identifier"))
     thread = as_dict(threads[0] if threads else None).get("value")
     if not thread:
         raise InvalidInput("Communication.identifier", "the thread id is missing")
-    _messaging_rules(bundle)
     payloads = (as_dict(p).get("contentString") for p in as_list(communication.get("payload")))
     texts = [t for t in payloads if isinstance(t, str) and t]
     kind = SenderKind.MUNICIPALITY if sender_sor in municipality_sors else SenderKind.GP
@@ -150,10 +145,10 @@ def parse_care_communication(bundle: dict[str, Any], municipality_sors: Collecti
         request_id=str(header["id"]),
         sender_kind=kind,
         sender_id=sender_sor,
-        patient=cpr,
+        patient=number.key,
         text=texts[-1] if texts else "",
         acute=False,  # MedCom: a CareCommunication is never used for acute matters
-        sent_at=_sent_at(bundle),
+        sent_at=sent_at,
         addressed_department=_identifier(receiver, SOR),
         thread_id=str(thread),
     )

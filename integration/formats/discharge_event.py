@@ -1,7 +1,8 @@
 """The discharge event (JSON, schema `schemas/discharge-event.schema.json`) → DischargeEvent.
 
 The schema checks the shape; this module checks what a schema cannot say clearly: real
-dates, CPR birth dates and centuries, check digits, timestamps in order, and a municipal
+dates, CPR birth dates and centuries (a birth after the event is refused), replacement CPR
+numbers in their system's format, check digits, timestamps in order, and a municipal
 referral that asks for something.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from integration.domain.cpr import parse_cpr
 from integration.domain.identifiers import gs1_check_digit_ok
 from integration.domain.records import (
     Diagnosis,
@@ -25,6 +25,7 @@ from integration.domain.records import (
 )
 from integration.errors import InvalidInput
 from integration.formats.json_contract import JsonContract
+from integration.formats.patient_number import patient_number_of
 
 
 def _timestamp(value: str, field: str) -> datetime:
@@ -50,14 +51,11 @@ def _ean(value: str, field: str) -> str:
     return value
 
 
-def _patient(doc: dict[str, Any]) -> Patient:
-    try:
-        cpr = parse_cpr(doc["cpr"])
-    except ValueError as exc:
-        raise InvalidInput("patient.cpr", str(exc)) from None
+def _patient(doc: dict[str, Any], *moments: datetime) -> Patient:
+    number = patient_number_of(doc, *moments)
     gp = doc.get("gp")
     return Patient(
-        cpr=cpr,
+        cpr=number,
         given_names=tuple(doc["givenNames"]),
         family_name=doc["familyName"],
         municipality_code=doc["municipalityCode"].lstrip("0").zfill(3),
@@ -107,8 +105,11 @@ def _referral(doc: dict[str, Any]) -> ReferralRequest:
     return request
 
 
-def parse_discharge_event(document: Any, contract: JsonContract) -> DischargeEvent:
-    """Validate against the contract, then build the typed record (raises InvalidInput)."""
+def parse_discharge_event(
+    document: Any, contract: JsonContract, *, received_at: datetime | None = None
+) -> DischargeEvent:
+    """Validate against the contract, then build the typed record (raises InvalidInput). A CPR number's birth
+    date may not be after the event's times, nor after `received_at` (when the referral is made)."""
     contract.check(document)
     admission = document["admission"]
     admitted = _timestamp(admission["admittedAt"], "admission.admittedAt")
@@ -117,12 +118,14 @@ def parse_discharge_event(document: Any, contract: JsonContract) -> DischargeEve
         raise InvalidInput("admission.dischargedAt", "is before admission.admittedAt")
     hospital = document["hospital"]
     clinician = document.get("clinicianRiskGroup")
+    occurred = _timestamp(document["occurredAt"], "occurredAt")
+    moments = (occurred, admitted, *([received_at] if received_at else []))
     return DischargeEvent(
         event_id=document["eventId"].lower(),
         event_type=document["eventType"],
-        occurred_at=_timestamp(document["occurredAt"], "occurredAt"),
+        occurred_at=occurred,
         hospital=Organisation(sor=hospital["sor"], ean=_ean(hospital["ean"], "hospital.ean"), name=hospital["name"]),
-        patient=_patient(document["patient"]),
+        patient=_patient(document["patient"], *moments),
         admitted_at=admitted,
         discharged_at=discharged,
         diagnoses=_diagnoses(document["diagnoses"]),
