@@ -75,14 +75,17 @@ def read_cpr(text: str) -> Cpr:
     return parse_cpr(written.group(1) + written.group(2))
 
 
-def born_by(cpr: Cpr, *moments: datetime) -> None:
+def _danish_date(moment: date | datetime) -> date:
+    if isinstance(moment, datetime):
+        return moment.astimezone(DANISH_TIME).date() if moment.tzinfo else moment.date()
+    return moment
+
+
+def born_by(cpr: Cpr, *moments: date | datetime) -> None:
     """Raise ValueError (never repeating the number) when the birth date that the century rule gives is
-    after the earliest of `moments` (each taken as its date in Denmark): a CPR number born after the event
+    after the earliest of `moments` (a time taken as its date in Denmark): a CPR number born after the event
     it is reported in cannot be right, e.g. 7th digit 5 and year 50 put the birth on 2050-01-01."""
-    if not moments:
-        return
-    earliest = min(m.astimezone(DANISH_TIME).date() if m.tzinfo else m.date() for m in moments)
-    if cpr.birth_date > earliest:
+    if moments and cpr.birth_date > min(map(_danish_date, moments)):
         raise ValueError(
             "the birth date that the CPR number's century digit gives is after the event it is reported in"
         )

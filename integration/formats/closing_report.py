@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from lxml import etree
 
-from integration.domain.cpr import Cpr, parse_cpr
+from integration.domain.cpr import Cpr, born_by, parse_cpr
 from integration.domain.hads import HadsResult, from_sums, score_items
 from integration.errors import InvalidInput
 from integration.formats.safe_xml import parse_xml
@@ -252,6 +252,10 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
     end = _xs_date(course.get("end"), "ClosingReport.Course.end")
     if end < start:
         raise InvalidInput("ClosingReport.Course", "ends before it starts")
+    try:
+        born_by(cpr, start)  # a course does not start before the patient is born
+    except ValueError as exc:
+        raise InvalidInput("ClosingReport.Patient.cpr", str(exc)) from None
     smoking = root.find(f"{_q('Measurements')}/{_q('SmokingStatus')}")
     hads_date, hads = _hads(root)
     return ClosingReport(
