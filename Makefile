@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	touch $@
 
-demo: install dev-broker
+demo: install
 	$(BIN)/integration demo
 
-# Local development only: a vhost for the service, open to guest. Skipped quietly without a local broker.
+# Local development only: a vhost for `integration run`, open to guest (the demo makes its own). Skipped quietly
+# without a local broker.
 dev-broker:
 	@if command -v rabbitmqctl >/dev/null 2>&1 && rabbitmqctl -q status >/dev/null 2>&1; then \
 	  rabbitmqctl -q add_vhost hjerterehab >/dev/null 2>&1 || true; \

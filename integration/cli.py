@@ -14,10 +14,11 @@ import structlog
 
 from integration.bootstrap import build_pipeline
 from integration.cli_audit import audit
+from integration.cli_demo import run_demo
 from integration.cli_dlq import dlq
 from integration.cli_errors import IntegrationCommand
 from integration.cli_ops import hotline, outbound, topology, validate
-from integration.cli_runtime import run_consumers, run_demo
+from integration.cli_runtime import run_consumers
 from integration.cli_state import StoreState, state_file
 from integration.config import Settings
 from integration.domain.course import NO_STATE, State
@@ -153,9 +154,11 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None, stor
 
 @main.command()
 def demo() -> None:
-    """Start the consumers on the local broker, send them the sample events, and say what went where.
+    """Run the consumers on the sample messages and say what went where, apart from any running service.
 
-    Without a reachable broker the same consumers run on the in-memory bus, and the first line says so.
+    On a broker on this machine: in a vhost of its own, created with rabbitmqctl and removed at the end.
+    Otherwise the same consumers run on the in-memory bus, and the first line says why. Its audit store is
+    temporary; the configured one is not touched.
     """
     run_demo(Settings.from_env())
 

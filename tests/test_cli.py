@@ -105,6 +105,8 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     )
     assert lines[-1].startswith("13 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
     assert any("status: closing-report" in line and "gp.status.012345" in line for line in lines)
+    assert any("no output: 07-no-referral" in line and "nothing to send" in line for line in lines)
+    assert not (tmp_path / "audit.sqlite3").exists()  # the configured store is not touched: the demo has its own
 
 
 def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:
@@ -178,3 +180,17 @@ def test_audit_trail_reads_the_cpr_number_as_it_is_typed_and_refuses_what_is_non
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.startswith("error: Invalid value for '--patient': not a CPR number")
         assert wrong not in done.stderr and "2512489996" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_demo_that_cannot_make_a_vhost_of_its_own_runs_in_memory_and_says_why(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"PATH": ""}  # no rabbitmqctl
+    env["INTEGRATION_AUDIT_DSN"] = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    done = run_integration("demo", env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert (
+        lines[0] == "rabbitmqctl is not installed; running on the in-memory bus instead (never in the service's vhost)"
+    )
+    assert sum("referral from" in line for line in lines) == 13

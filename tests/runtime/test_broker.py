@@ -261,15 +261,20 @@ def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp
 
 
 def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
+    """The demo runs in a vhost of its own, removed at the end: nothing reaches the configured vhost or store."""
+    dlq_before = queue_depth(vhost, "rehab.discharge-events.dlq")
     done = run_integration("demo", env=consumer_env(vhost, audit_dsn), text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"broker: amqp://guest:***@127.0.0.1:5672/{vhost}")
+    assert lines[0].startswith("broker: amqp://guest:***@127.0.0.1:5672/hjerterehab-demo-")
+    own = lines[0].split("vhost ")[1].split()[0]
+    assert f"vhost {own} removed" in lines and own not in rabbitmqctl("list_vhosts")
     assert sum("referral from" in line for line in lines) == 13
+    assert any("no output: 07-no-referral" in line and "nothing to send" in line for line in lines)
     assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any(
         "ack: municipality-routine.carecommunication" in line and "ack.434751000016002" in line for line in lines
     )
-    assert any(
-        line.strip().startswith("dead-lettered (rehab.discharge-events.dlq)") and "1 new" in line for line in lines
-    )
+    assert any(line.strip().startswith("dead-lettered (rehab.discharge-events.dlq)") and "1," in line for line in lines)
+    assert queue_depth(vhost, "rehab.discharge-events.dlq") == dlq_before
+    assert not Path(audit_dsn.removeprefix("sqlite:///")).exists()  # the service's store is not touched
