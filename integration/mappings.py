@@ -138,7 +138,7 @@ def load_mappings(directory: Path) -> Mappings:
         referral = _read(directory, "referral.yaml")
         routing = referral["routing"]
         hotline_doc = _read(directory, "hotlines.yaml")
-        return Mappings(
+        mappings = Mappings(
             directory=Directory(
                 municipalities=_municipalities(_read(directory, "municipalities.yaml")),
                 departments=_departments(_read(directory, "departments.yaml")),
@@ -157,3 +157,23 @@ def load_mappings(directory: Path) -> Mappings:
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None
+    _refuse_shared_endpoints(mappings)
+    return mappings
+
+
+def _refuse_shared_endpoints(mappings: Mappings) -> None:
+    """Every receiving endpoint (a municipality's unit, a department, a GP clinic) has its own SOR id and EAN:
+    two that share one would receive each other's messages, and an ack from one would count for the other."""
+    endpoints = [(f"municipalities.yaml {c}", m.endpoint) for c, m in mappings.directory.municipalities.items()]
+    endpoints += [(f"departments.yaml {sor}", d.organisation) for sor, d in mappings.directory.departments.items()]
+    endpoints += [(f"gp-clinics.yaml {y}", org) for y, org in mappings.gp_clinics.items()]
+    seen: dict[tuple[str, str], str] = {}
+    for where, org in endpoints:
+        if org is None:
+            continue
+        for kind, value in (("SOR id", org.sor), ("EAN", org.ean)):
+            if value is None:
+                continue
+            if (kind, value) in seen:
+                raise ConfigurationError(f"{where}: {kind} {value} is also {seen[kind, value]}'s")
+            seen[kind, value] = where

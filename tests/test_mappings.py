@@ -106,3 +106,39 @@ def test_missing_key_is_a_configuration_error(copy_of_mappings: Path) -> None:
     _edit(copy_of_mappings / "referral.yaml", "sternotomyBicycleTestDelayWeeks: 6", "")
     with pytest.raises(ConfigurationError, match="sternotomyBicycleTestDelayWeeks"):
         load_mappings(copy_of_mappings)
+
+
+def _endpoints_in_files() -> list[tuple[str, dict[str, object]]]:
+    """Every entry in mappings/*.yaml that is a receiving endpoint (it has a SOR id and an EAN), with its file."""
+    import yaml
+
+    found: list[tuple[str, dict[str, object]]] = []
+    for path in sorted((PROJECT_ROOT / "mappings").glob("*.yaml")):
+        stack: list[object] = [yaml.safe_load(path.read_text(encoding="utf-8"))]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if "sor" in item and "ean" in item:
+                    found.append((path.name, item))
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return found
+
+
+def test_every_endpoint_identifier_in_the_mappings_is_unique() -> None:
+    endpoints = _endpoints_in_files()
+    assert len(endpoints) >= 11 + 4 + 3  # Nordjylland's units, the departments, the GP clinics
+    for key in ("sor", "ean"):
+        values = [str(item[key]) for _, item in endpoints]
+        shared = {v: [f"{f} {i.get('name')}" for f, i in endpoints if str(i[key]) == v] for v in values}
+        assert all(len(names) == 1 for names in shared.values()), {v: n for v, n in shared.items() if len(n) > 1}
+
+
+def test_two_endpoints_sharing_a_sor_id_are_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "mappings"
+    shutil.copytree(PROJECT_ROOT / "mappings", copy)
+    text = (copy / "gp-clinics.yaml").read_text(encoding="utf-8")
+    (copy / "gp-clinics.yaml").write_text(text.replace('"485621000016007"', '"715541000016001"'), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="SOR id 715541000016001 is also departments.yaml"):
+        load_mappings(copy)
