@@ -48,7 +48,7 @@ class ReplacementKind(Enum):
 
 
 # dk-core's invariants x-ecpr and d-ecpr, as written there.
-_FORMAT = {
+FORMATS = {
     ReplacementKind.X_ECPR: re.compile(rf"{_DAY_MONTH}[0-9]{{2}}[17][A-Z]{{2}}[0-9]"),
     ReplacementKind.D_ECPR: re.compile(rf"{_DAY_MONTH}[0-9]{{2}}[056][A-Z]{{2}}[0-9]"),
 }
@@ -99,7 +99,7 @@ def parse_replacement_cpr(system: str, value: str) -> ReplacementCpr:
     if system not in REPLACEMENT_SYSTEMS:
         raise ValueError("not a replacement CPR system (X-eCPR or a region's D-eCPR)")
     number = ReplacementCpr(system, value)
-    if not _FORMAT[number.kind].fullmatch(value):
+    if not FORMATS[number.kind].fullmatch(value):
         raise ValueError(f"{number.label} does not have its format: {_SHAPE[number.kind]}")
     return number
 
