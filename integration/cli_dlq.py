@@ -192,6 +192,8 @@ def dlq_replay(flow: str | None, ids: tuple[str, ...], replay_all: bool) -> None
     Exit 1 when an --id names no dead letter: the others are replayed, and one line says which were not found."""
     if not ids and not replay_all:
         raise click.UsageError("name messages with --id, or give --all")
+    if ids and replay_all:
+        raise click.UsageError("give --id or --all, not both: --all replays every dead letter, not only those named")
     settings = settings_or_exit()
     replayed, found = 0, set()
     with (

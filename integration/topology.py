@@ -225,7 +225,7 @@ def definitions(password_hashes: dict[str, str]) -> dict[str, Any]:
             {
                 "vhost": VHOST,
                 "name": "rehab-inbound-limits",
-                "pattern": r"^rehab\.(discharge-events|hotline-requests|closing-reports|acknowledgements)$",
+                "pattern": exactly([f.queue for f in FLOWS]),  # every flow's inbound queue, and no other
                 "apply-to": "queues",
                 "priority": 1,
                 "definition": {

@@ -49,6 +49,7 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     [
         ("dlq", "list", "--flow", CPR),
         ("dlq", "replay", "--flow", SPACED, "--all"),
+        ("dlq", "replay", "--id", "dl-abcdefghij", "--all"),  # --all would replay more than the one named
         ("transform", CPR),
         ("transform", "--state", DASHED, "-"),
         ("hotline", "pending", "--hours", CPR),
