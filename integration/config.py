@@ -42,6 +42,15 @@ from typing import Any
 from integration.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped(name: str) -> Path:
+    """`mappings` or `schemas` as this installation has them: the copy a wheel carries inside the package
+    (setup.py), else the checkout's top-level folder (a checkout, an editable install)."""
+    inside = Path(__file__).resolve().parent / "_shipped" / name
+    return inside if inside.is_dir() else PROJECT_ROOT / name
+
+
 STATE_DIR_NAME = "hjerterehab-integration"  # under $XDG_STATE_HOME (the systemd unit: StateDirectory=)
 FILE_TABLE = "integration"
 # INTEGRATION_* variables that are no setting but are known: the settings file's path, and the marker the test
@@ -56,8 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "prefetch": 20,
     "audit_dsn": None,  # default_audit_dsn(): in the user's state directory
     "flows": "",
-    "mappings_dir": str(PROJECT_ROOT / "mappings"),
-    "schemas_dir": str(PROJECT_ROOT / "schemas"),
+    "mappings_dir": str(shipped("mappings")),
+    "schemas_dir": str(shipped("schemas")),
     "max_payload_bytes": 1024 * 1024,
     "hotline_overdue_hours": 8,
     "ack_timeout_minutes": 30,

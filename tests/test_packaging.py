@@ -1,0 +1,41 @@
+"""Installed without the checkout (`pip install .`, as the systemd unit's comment says), the service still finds
+its default mappings and schemas: the build copies them into the package (setup.py), and the settings' defaults
+look there first. Built here with setup.py's own build step (no network), run from elsewhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from integration.config import PROJECT_ROOT, Settings, shipped
+
+
+def test_a_checkout_reads_its_own_top_level_mappings_and_schemas() -> None:
+    settings = Settings.from_env({})
+    assert (settings.mappings_dir, settings.schemas_dir) == (shipped("mappings"), shipped("schemas"))
+    assert shipped("mappings") == PROJECT_ROOT / "mappings" and shipped("schemas") == PROJECT_ROOT / "schemas"
+
+
+def test_the_built_package_carries_the_mappings_and_schemas_and_uses_them(tmp_path: Path) -> None:
+    built = tmp_path / "lib"
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("mappings", "schemas"):
+        copied = sorted(p.name for p in (built / "integration" / "_shipped" / name).iterdir())
+        assert copied == sorted(p.name for p in (PROJECT_ROOT / name).iterdir() if p.is_file()), name
+    check = (
+        "from integration.config import Settings; from integration.bootstrap import build_pipeline; "
+        "s = Settings.from_env({}); build_pipeline(s); print(s.mappings_dir, s.schemas_dir)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"PYTHONPATH": str(built)}
+    ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [str(built / "integration" / "_shipped" / n) for n in ("mappings", "schemas")]
