@@ -18,3 +18,14 @@ def test_the_inbound_limits_policy_covers_every_inbound_queue_and_says_what_thei
         assert arguments["x-max-length"] == policy["definition"]["max-length"]
         assert arguments["x-overflow"] == policy["definition"]["overflow"]
         assert arguments["x-delivery-limit"] == policy["definition"]["delivery-limit"]
+
+
+def test_only_each_sender_writes_its_inbound_exchange_and_no_one_the_retired_one() -> None:
+    from integration.topology import ADMIN_USER, RETIRED_EXCHANGES, SENDERS
+
+    inbound = [s.exchange for s in SENDERS] + list(RETIRED_EXCHANGES)
+    for user, (_, configure, write, _) in USERS.items():
+        if user == ADMIN_USER:
+            continue
+        may = {exchange for exchange in inbound if re.fullmatch(write, exchange) or re.fullmatch(configure, exchange)}
+        assert may == {s.exchange for s in SENDERS if s.user == user}, user  # rehab-service: none of them
