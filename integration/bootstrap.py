@@ -62,6 +62,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             reply_key=hotline["routing"]["reply"],
             reply_contract=load_contract(settings.schemas_dir, "advice-reply.schema.json"),
             triage_phone=str(hotline["triagePhone"]),
+            regional_on_call=hotline["regionalOnCall"],
             terminology=mappings.terminology,
         ),
         closing_schema=load_xml_schema(settings.schemas_dir, "closing-report.xsd"),

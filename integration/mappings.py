@@ -10,7 +10,7 @@ import holidays
 import yaml
 
 from integration.domain.directory import Department, Directory, Municipality
-from integration.domain.hotline import Hotline
+from integration.domain.hotline import Hotline, OnCall
 from integration.domain.identifiers import gs1_check_digit_ok
 from integration.domain.opening_hours import WEEKDAYS, OpeningHours, parse_hours
 from integration.domain.pathway import CATEGORY
@@ -133,6 +133,27 @@ def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
     return result
 
 
+REPLY_TEXTS = ("onCall", "acuteToTriage", "afterHours", "responsibilityWithGp")
+
+
+def _hotline_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    """The time zone, reply texts, routing, triage phone and the region's on-call contact (KeyError: a key
+    is missing), each reply text present and the on-call contact named."""
+    settings = {k: doc[k] for k in ("timezone", "replies", "routing", "triagePhone", "regionalOnCall")}
+    missing = [key for key in REPLY_TEXTS if not isinstance(as_mapping(settings["replies"]).get(key), str)]
+    if missing:
+        raise ConfigurationError(f"hotlines.yaml: replies lacks {', '.join(missing)}")
+    on_call = as_mapping(settings["regionalOnCall"])
+    if not all(isinstance(on_call.get(k), str) and on_call[k].strip() for k in ("name", "phone")):
+        raise ConfigurationError("hotlines.yaml: regionalOnCall needs a name and a phone")
+    settings["regionalOnCall"] = OnCall(on_call["name"], on_call["phone"])
+    return settings
+
+
+def as_mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def load_mappings(directory: Path) -> Mappings:
     try:
         referral = _read(directory, "referral.yaml")
@@ -149,7 +170,7 @@ def load_mappings(directory: Path) -> Mappings:
                 exchange=routing["exchange"], municipality_key=routing["municipality"], hospital_key=routing["hospital"]
             ),
             hotlines=_hotlines(hotline_doc),
-            hotline_settings={k: hotline_doc[k] for k in ("timezone", "replies", "routing", "triagePhone")},
+            hotline_settings=_hotline_settings(hotline_doc),
             gp_clinics={
                 str(c["ydernummer"]): _organisation(c, f"gp-clinics.yaml {c.get('ydernummer')}")
                 for c in _read(directory, "gp-clinics.yaml")["clinics"]

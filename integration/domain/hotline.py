@@ -4,7 +4,9 @@ A routine question goes to the inbox of the department that holds medical respon
 referring department while the patient's course is open); outside opening hours the sender is told
 when it will be answered. An acute question goes to that department's on-call doctor at once. Once the
 municipality's closing status has handed responsibility to the GP, a municipality's question is sent
-to manual triage and the sender is told. Nothing is dropped: what cannot be placed goes to triage.
+to manual triage and the sender is told. Nothing is dropped: what cannot be placed goes to triage, and
+an acute question placed there is answered with the region's on-call contact (whoever asks acutely is
+always given someone to ring).
 """
 
 from __future__ import annotations
@@ -45,8 +47,17 @@ class Hotline:
     on_call_phone: str
 
 
+@dataclass(frozen=True, slots=True)
+class OnCall:
+    """Someone to ring at once: a department's on-call doctor, or the region's when no department is known."""
+
+    name: str
+    phone: str
+
+
 class Outcome(Enum):
     ACUTE_TO_ON_CALL = "acute-to-on-call"
+    ACUTE_TO_TRIAGE = "acute-to-triage"  # no department to give it to: triage, and the region's on-call replies
     TO_DEPARTMENT = "to-department"
     TO_DEPARTMENT_AFTER_HOURS = "to-department-after-hours"
     RESPONSIBILITY_WITH_GP = "responsibility-with-gp"
@@ -66,7 +77,14 @@ class Decision:
         return self.outcome in REPLYING
 
 
-REPLYING = frozenset({Outcome.ACUTE_TO_ON_CALL, Outcome.TO_DEPARTMENT_AFTER_HOURS, Outcome.RESPONSIBILITY_WITH_GP})
+REPLYING = frozenset(
+    {
+        Outcome.ACUTE_TO_ON_CALL,
+        Outcome.ACUTE_TO_TRIAGE,
+        Outcome.TO_DEPARTMENT_AFTER_HOURS,
+        Outcome.RESPONSIBILITY_WITH_GP,
+    }
+)
 
 
 def responsible_department(request: AdviceRequest, course: Course | None) -> str | None:
@@ -91,8 +109,8 @@ def route(
         return Decision(Outcome.RESPONSIBILITY_WITH_GP, "unmatched", None)
     sor = responsible_department(request, course)
     hotline = hotlines.get(sor) if sor else None
-    if hotline is None:
-        return Decision(Outcome.UNMATCHED, "unmatched", None)
+    if hotline is None:  # no course, no department named, or one without a hotline
+        return Decision(Outcome.ACUTE_TO_TRIAGE if request.acute else Outcome.UNMATCHED, "unmatched", None)
     if request.acute:
         return Decision(Outcome.ACUTE_TO_ON_CALL, f"oncall.{hotline.department}", hotline)
     if hotline.hours.is_open(received_at):

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from integration.domain.course import Course, OpenRequest, State, StateChanges
-from integration.domain.hotline import AdviceRequest, Decision, Hotline, Outcome, route
+from integration.domain.hotline import AdviceRequest, Decision, Hotline, OnCall, Outcome, route
 from integration.domain.identifiers import is_replacement_key
 from integration.errors import BuildError, InvalidInput
 from integration.fhir.care_communication import reply_message
@@ -22,6 +22,7 @@ from integration.formats.json_contract import JsonContract
 JSON = "application/json"
 REPLY_KIND = {
     Outcome.ACUTE_TO_ON_CALL: "on-call",
+    Outcome.ACUTE_TO_TRIAGE: "on-call",
     Outcome.TO_DEPARTMENT_AFTER_HOURS: "after-hours",
     Outcome.RESPONSIBILITY_WITH_GP: "responsibility-with-gp",
 }
@@ -31,19 +32,28 @@ REPLY_KIND = {
 class HotlineContext:
     hotlines: Mapping[str, Hotline]
     timezone: ZoneInfo
-    replies: Mapping[str, str]  # onCall, afterHours, responsibilityWithGp
+    replies: Mapping[str, str]  # onCall, acuteToTriage, afterHours, responsibilityWithGp
     exchange: str
     queue_key: str  # template with {queue}
     reply_key: str  # template with {sender}
     reply_contract: JsonContract
     triage_phone: str
     terminology: Terminology
+    regional_on_call: OnCall  # whom an acute request routed to triage is told to ring
+
+
+def _on_call(decision: Decision, ctx: HotlineContext) -> OnCall | None:
+    """Whom an acute request's sender should ring: the department's on-call, else the region's."""
+    if decision.outcome is Outcome.ACUTE_TO_ON_CALL and decision.department:
+        return OnCall(decision.department.on_call_name, decision.department.on_call_phone)
+    return ctx.regional_on_call if decision.outcome is Outcome.ACUTE_TO_TRIAGE else None
 
 
 def _reply_text(decision: Decision, ctx: HotlineContext) -> str:
-    hotline = decision.department
-    if decision.outcome is Outcome.ACUTE_TO_ON_CALL and hotline:
-        return ctx.replies["onCall"].format(name=hotline.on_call_name, phone=hotline.on_call_phone)
+    hotline, on_call = decision.department, _on_call(decision, ctx)
+    if on_call is not None:
+        key = "onCall" if decision.outcome is Outcome.ACUTE_TO_ON_CALL else "acuteToTriage"
+        return ctx.replies[key].format(name=on_call.name, phone=on_call.phone)
     if decision.outcome is Outcome.TO_DEPARTMENT_AFTER_HOURS and hotline and decision.answer_from:
         when = decision.answer_from.strftime("%d-%m-%Y kl. %H:%M")
         return ctx.replies["afterHours"].format(department=hotline.name, answer_from=when)
@@ -63,8 +73,8 @@ def json_reply(request: AdviceRequest, decision: Decision, ctx: HotlineContext, 
     }
     if decision.department:
         reply["department"] = decision.department.department
-    if decision.outcome is Outcome.ACUTE_TO_ON_CALL and decision.department:
-        reply["onCall"] = {"name": decision.department.on_call_name, "phone": decision.department.on_call_phone}
+    if on_call := _on_call(decision, ctx):
+        reply["onCall"] = {"name": on_call.name, "phone": on_call.phone}
     if decision.answer_from:
         reply["answerFrom"] = decision.answer_from.isoformat(timespec="minutes")
     try:
@@ -133,7 +143,8 @@ def handle_care_communication(
     decision = route(request, course, ctx.hotlines, now.astimezone(ctx.timezone))
     outgoing = [Outgoing(Route(ctx.exchange, ctx.queue_key.format(queue=decision.queue)), bundle, request.request_id)]
     if decision.replies:
-        phone = decision.department.on_call_phone if decision.department else ctx.triage_phone
+        on_call, desk = _on_call(decision, ctx), decision.department
+        phone = on_call.phone if on_call else desk.on_call_phone if desk else ctx.triage_phone
         reply = reply_message(bundle, _reply_text(decision, ctx), phone, now, ctx.terminology)
         validate_message(reply)
         route_back = Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id))
