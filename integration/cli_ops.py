@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -19,6 +20,10 @@ from integration.cli_runtime import broker_connection
 from integration.config import Settings
 from integration.errors import ConfigurationError, InvalidInput
 from integration.topology import USERS, definitions
+
+if TYPE_CHECKING:
+    from integration.domain.hotline import Hotline
+    from integration.runtime.audit_store import AuditStore, PendingRequest
 
 log = structlog.get_logger("integration.hotline")
 MAX_HOURS = 24 * 366  # opening hours: more than a year's worth is a typing mistake
@@ -81,59 +86,80 @@ def hotline() -> None:
     """Hotline requests waiting for the department's answer."""
 
 
+AT_HELP = "the time to act as of (ISO 8601 with an offset, e.g. 2026-11-23T09:00:00+01:00); default now"
+
+
 @hotline.command("pending")
 @click.option(
     "--hours",
-    type=click.IntRange(0, MAX_HOURS),
+    type=click.IntRange(1, MAX_HOURS),
     default=None,
-    help="opening hours after which a request is overdue",
+    help="opening hours after which a request is overdue (a whole number, at least 1)",
 )
-def hotline_pending(hours: int | None) -> None:
-    """List unanswered requests older than the limit; log and audit each overdue one once.
-    Exit 66 when there is no audit store, 69 when it is unreachable."""
+@click.option("--at", default=None, help=AT_HELP + "; a time after now lists without auditing")
+def hotline_pending(hours: int | None, at: str | None) -> None:
+    """List unanswered requests older than the limit, in opening hours counted in the hotline's zone
+    (Europe/Copenhagen, daylight saving included); log and audit each overdue one once. Exit 2 for a bad
+    --hours or --at, 66 when there is no audit store, 69 when it is unreachable."""
     from integration.bootstrap import build_pipeline
-    from integration.domain.opening_hours import open_hours_between
 
     settings = Settings.from_env()
     limit = hours if hours is not None else settings.hotline_overdue_hours
-    hotlines = build_pipeline(settings).hotline.hotlines
-    now = datetime.now(UTC)
+    moment = _moment(at)
+    real_now = datetime.now(UTC)
+    context = build_pipeline(settings).hotline
     with existing_store(settings) as store:
-        overdue = []
-        for pending in store.open_requests():
-            request = pending.request
-            desk = hotlines.get(request.department or "")
-            zone = desk.hours if desk else None
-            local_now = now.astimezone(pending.received_at.tzinfo)
-            age = open_hours_between(zone, pending.received_at, local_now)
-            if age >= limit:
-                overdue.append((pending, age))
+        overdue = _overdue(store.open_requests(), context.hotlines, moment, limit)
         fresh = [p for p, _ in overdue if not p.overdue_noted]
-        if fresh:
-            entries = [
-                AuditEntry(
-                    "hotline-overdue",
-                    "hotline",
-                    p.request.request_id,
-                    {"department": p.request.department, "requester": p.request.requester},
-                    patient=p.request.patient,
-                )
-                for p in fresh
-            ]
-            store.note_overdue([p.request.request_id for p in fresh], now, entries)
-            for p in fresh:
-                log.warning(
-                    "hotline request overdue",
-                    request_id=p.request.request_id,
-                    department=p.request.department,
-                    requester=p.request.requester,
-                )
-    click.echo(f"{len(overdue)} unanswered request(s) older than {limit} opening hour(s):")
+        if fresh and moment <= real_now:  # overdue then is overdue now; a future moment is only a forecast
+            _note_overdue(store, fresh, real_now)
+    as_of = f" as of {moment.astimezone(context.timezone).isoformat(timespec='minutes')}" if at else ""
+    click.echo(f"{len(overdue)} unanswered request(s) older than {limit} opening hour(s){as_of}:")
     for pending, age in overdue:
         request = pending.request
+        received = pending.received_at.astimezone(context.timezone).isoformat(timespec="minutes")
         click.echo(
-            f"  {request.request_id}  received {pending.received_at.isoformat(timespec='minutes')}  "
+            f"  {request.request_id}  received {received}  "
             f"{age:.1f} h  to {request.department or 'triage'}  from {request.requester}"
+        )
+    if fresh and moment > real_now:
+        click.echo("(a time after now: nothing was audited as overdue)")
+
+
+def _overdue(
+    requests: list[PendingRequest], hotlines: Mapping[str, Hotline], moment: datetime, limit: int
+) -> list[tuple[PendingRequest, float]]:
+    """The requests at least `limit` opening hours old at `moment`, with their age: the hours of the department
+    they went to, every hour for triage (open_hours_between counts in the hotline's zone)."""
+    from integration.domain.opening_hours import open_hours_between
+
+    overdue = []
+    for pending in requests:
+        desk = hotlines.get(pending.request.department or "")
+        age = open_hours_between(desk.hours if desk else None, pending.received_at, moment)
+        if age >= limit:
+            overdue.append((pending, age))
+    return overdue
+
+
+def _note_overdue(store: AuditStore, fresh: list[PendingRequest], now: datetime) -> None:
+    entries = [
+        AuditEntry(
+            "hotline-overdue",
+            "hotline",
+            p.request.request_id,
+            {"department": p.request.department, "requester": p.request.requester},
+            patient=p.request.patient,
+        )
+        for p in fresh
+    ]
+    store.note_overdue([p.request.request_id for p in fresh], now, entries)
+    for p in fresh:
+        log.warning(
+            "hotline request overdue",
+            request_id=p.request.request_id,
+            department=p.request.department,
+            requester=p.request.requester,
         )
 
 
@@ -143,6 +169,7 @@ def outbound() -> None:
 
 
 def _moment(at: str | None) -> datetime:
+    """`--at` as an aware time (now when not given); a usage error (exit 2, one line) for anything else."""
     if at is None:
         return datetime.now(UTC)
     try:
@@ -151,13 +178,13 @@ def _moment(at: str | None) -> datetime:
         raise click.BadParameter(
             "not an ISO 8601 date and time, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at"
         ) from None
-    if moment.tzinfo is None:
+    if moment.utcoffset() is None:
         raise click.BadParameter("needs a time zone, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at")
     return moment
 
 
 @outbound.command("resend")
-@click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
+@click.option("--at", default=None, help=AT_HELP)
 def outbound_resend(at: str | None) -> None:
     """One pass of what the consumer does every minute: resend unacknowledged messages, flag the hopeless."""
     from integration.cli_runtime import resend_policy
@@ -171,7 +198,7 @@ def outbound_resend(at: str | None) -> None:
 
 
 @outbound.command("pending")
-@click.option("--at", default=None, help="the time to act as of (ISO 8601 with zone); default now")
+@click.option("--at", default=None, help=AT_HELP)
 def outbound_pending(at: str | None) -> None:
     """Messages that need a person: no ack after the last resend, or answered with an error; and those
     waiting past the ack timeout. Exit 0 when none needs a person, 1 otherwise; 66 when there is no audit

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 import yaml
@@ -113,8 +114,16 @@ def _referral_rules(doc: dict[str, Any]) -> ReferralRules:
     )
 
 
+def _zone(name: Any) -> ZoneInfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"hotlines.yaml: timezone {name!r} is not an IANA time zone") from None
+
+
 def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
     calendar = holidays.country_holidays(doc["holidayCountry"])
+    zone = _zone(doc["timezone"])  # the hours are wall-clock times there
     result = {}
     for item in doc["departments"]:
         sor = str(item["sor"])
@@ -126,7 +135,7 @@ def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
         result[sor] = Hotline(
             sor,
             item["name"],
-            OpeningHours(weekly, closed, calendar.__contains__),
+            OpeningHours(weekly, closed, calendar.__contains__, zone),
             item["onCall"]["name"],
             item["onCall"]["phone"],
         )
