@@ -8,11 +8,20 @@ required bindings; `profile_check`) when the definitions are at hand.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration.fhir.definitions import CORE_DIR, MEDCOM_DIR, DefinitionsMissing, load_definitions
+from integration.fhir.definitions import (
+    CORE_DIR,
+    MEDCOM_DIR,
+    STANDARDS,
+    Definitions,
+    DefinitionsMissing,
+    load_definitions,
+)
 from integration.fhir.messaging_rules import Finding, as_dict, as_list
 from integration.fhir.profile_check import ProfileReport, check_profiles, compiled_fhirpath, standard_of
 from integration.fhir.resource_validation import fhir_problems
@@ -157,24 +166,116 @@ def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Conformance:
+    """What the checks found in one message or document.
+
+    `profiles` is None when the profile layer did not run, and `profiles_skipped` says why (the definitions
+    are not at hand, or it is no Bundle); `incomplete` names each check that could not be made as asked
+    (definitions that cannot be read; a layer that failed on this input, which is a defect of ours)."""
+
     findings: list[str]
-    profiles: ProfileReport | None  # None: the definitions were not at hand
+    profiles: ProfileReport | None  # None: the profile layer did not run
     profiles_skipped: str | None = None
+    incomplete: tuple[str, ...] = ()
 
 
-def conformance(bundle: dict[str, Any], medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> Conformance:
-    """Every check we have, and what the profile layer covered (or why it could not run)."""
+class DefinitionsUnreadable(RuntimeError):
+    """The definitions are there but cannot be read (a file that is not JSON, a folder we may not list)."""
+
+
+Layer = Callable[[dict[str, Any]], list[str]]
+
+
+def _structure(bundle: dict[str, Any]) -> list[str]:
+    return document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
+
+
+FAST_LAYERS: tuple[tuple[str, Layer], ...] = (
+    ("the messaging or document rules", _structure),
+    ("the FHIR R4 content check", lambda bundle: fhir_problems(bundle, remember=False)),
+    ("the TouchStone assertions", fhirpath_findings),
+)
+
+
+def conformance(bundle: Any, medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> Conformance:
+    """Every check we have, and what the profile layer covered (or why it could not run). Never raises: any
+    JSON value is a finding (`not a FHIR Bundle`); a layer that fails on the input is named in `incomplete`."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return Conformance(["not a FHIR Bundle"], None, "not a Bundle")
-    structure = document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
-    findings = structure + fhir_problems(bundle, remember=False) + fhirpath_findings(bundle)
+    findings: list[str] = []
+    incomplete: list[str] = []
+    for name, layer in FAST_LAYERS:
+        try:
+            findings += layer(bundle)
+        except Exception as exc:  # noqa: BLE001 - reported as a check not made (exit 2), never as conformance
+            incomplete.append(_failed(name, exc))
     try:
-        report = check_profiles(bundle, load_definitions(standard_of(bundle), medcom_dir, core_dir))
+        report = check_profiles(bundle, _definitions(bundle, medcom_dir, core_dir))
     except DefinitionsMissing as missing:
-        return Conformance(findings, None, str(missing))
-    return Conformance(findings + report.findings, report)
+        return Conformance(findings, None, str(missing), tuple(incomplete))
+    except DefinitionsUnreadable as unreadable:
+        return Conformance(findings, None, str(unreadable), (*incomplete, str(unreadable)))
+    except Exception as exc:  # noqa: BLE001 - as above
+        failed = _failed("the profile layer", exc)
+        return Conformance(findings, None, failed, (*incomplete, failed))
+    return Conformance(findings + report.findings, report, None, tuple(incomplete))
 
 
-def conformance_findings(bundle: dict[str, Any]) -> list[str]:
-    """Every finding, empty when the message or document conforms."""
-    return conformance(bundle).findings
+def _failed(layer: str, exc: BaseException) -> str:
+    return f"{layer} failed on this input ({type(exc).__name__}; a defect: please report it with the input)"
+
+
+def _definitions(bundle: dict[str, Any], medcom_dir: Path, core_dir: Path) -> Definitions:
+    """The pinned definitions of the bundle's standard: DefinitionsMissing when a folder is not there,
+    DefinitionsUnreadable when one is there but cannot be read."""
+    standard = standard_of(bundle)
+    folders = [core_dir, medcom_dir, *(medcom_dir / folder for folder in STANDARDS[standard])]
+    for folder in folders:
+        if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
+            raise DefinitionsUnreadable(f"the definitions in {folder} cannot be read (permission denied)")
+    try:
+        return load_definitions(standard, medcom_dir, core_dir)
+    except DefinitionsMissing:
+        raise
+    except OSError as exc:
+        raise DefinitionsUnreadable(f"the definitions cannot be read: {exc.strerror or exc} ({exc.filename})") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson's JSONDecodeError is a ValueError
+        raise DefinitionsUnreadable(
+            f"the definitions in {medcom_dir} or {core_dir} cannot be read: not FHIR JSON ({type(exc).__name__})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCheck:
+    """One message of what `validate` was given: `label` says which ("" for a single message or document);
+    `result` is None when it is no FHIR resource at all (a JSON form in transform's output), `skipped` why."""
+
+    label: str
+    result: Conformance | None
+    skipped: str | None = None
+
+
+def check_document(document: Any, medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> list[MessageCheck]:
+    """A FHIR message or document, or `integration transform`'s output (a JSON array of
+    `{"route": {...}, "message": ...}`): each message checked, labelled `message N (routing key)`."""
+    if not isinstance(document, list):
+        return [MessageCheck("", conformance(document, medcom_dir, core_dir))]
+    return [_output_item(index, item, medcom_dir, core_dir) for index, item in enumerate(document, start=1)]
+
+
+def _output_item(index: int, item: Any, medcom_dir: Path, core_dir: Path) -> MessageCheck:
+    if not isinstance(item, dict) or "message" not in item:
+        label = f"item {index}"
+        return MessageCheck(label, Conformance(["not a transform output item (route and message)"], None, "no message"))
+    route = item.get("route")
+    key = route.get("routingKey") if isinstance(route, dict) else None
+    label = f"message {index}" + (f" ({key})" if isinstance(key, str) and key else "")
+    message = item["message"]
+    if isinstance(message, dict) and "resourceType" not in message:
+        return MessageCheck(label, None, "not a FHIR resource (a JSON form); not checked")
+    return MessageCheck(label, conformance(message, medcom_dir, core_dir))
+
+
+def conformance_findings(bundle: Any) -> list[str]:
+    """Every finding, empty when the message or document conforms; a check that could not be made is one too."""
+    result = conformance(bundle)
+    return result.findings + list(result.incomplete)

@@ -128,11 +128,28 @@ def _quiet(*_args: Any) -> None:
 
 
 def _codings(value: Node) -> set[tuple[str, str]]:
+    """The (system, code) pairs of a Coding or CodeableConcept; a part that is not a string counts as empty."""
     if isinstance(value, dict) and "coding" in value:
-        return {(c.get("system", ""), c.get("code", "")) for c in value["coding"] if isinstance(c, dict)}
+        return {_pair(c) for c in _items(value["coding"]) if isinstance(c, dict)}
     if isinstance(value, dict):
-        return {(value.get("system", ""), value.get("code", ""))}
+        return {_pair(value)}
     return set()
+
+
+def _pair(coding: Mapping[str, Any]) -> tuple[str, str]:
+    system, code = coding.get("system", ""), coding.get("code", "")
+    return (system if isinstance(system, str) else "", code if isinstance(code, str) else "")
+
+
+def _items(value: Node) -> list[Node]:
+    """A JSON array's items; nothing for any other shape (the messaging rules report the shape)."""
+    return value if isinstance(value, list) else []
+
+
+def _claimed(resource: Mapping[str, Any]) -> list[str]:
+    """The profiles a resource claims in meta.profile (those written as strings)."""
+    meta = resource.get("meta")
+    return [p for p in _items(meta.get("profile") if isinstance(meta, dict) else None) if isinstance(p, str)]
 
 
 # -- reading the instance along element ids ----------------------------------------------------------
@@ -264,11 +281,11 @@ class _Check:
         self.definitions = definitions
         self.report = ProfileReport()
         self.by_reference: dict[str, Mapping[str, Any]] = {}
-        for entry in bundle.get("entry") or []:
-            resource = (entry or {}).get("resource") or {}
-            if resource.get("resourceType") and resource.get("id"):
+        for entry in _items(bundle.get("entry")):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") and resource.get("id"):
                 self.by_reference[f"{resource['resourceType']}/{resource['id']}"] = resource
-                if entry.get("fullUrl"):
+                if isinstance(entry.get("fullUrl"), str):
                     self.by_reference[entry["fullUrl"]] = resource
         self._done: set[tuple[str, str]] = set()
         self._resource: Mapping[str, Any] = bundle
@@ -277,15 +294,14 @@ class _Check:
         core = "http://hl7.org/fhir/StructureDefinition/"
         if unversioned(url) in {core + str(resource.get("resourceType")), core + "Resource", core + "DomainResource"}:
             return True
-        claimed = ((resource.get("meta") or {}).get("profile")) or []
-        return any(self.definitions.derives_from(p, url) for p in claimed)
+        return any(self.definitions.derives_from(p, url) for p in _claimed(resource))
 
     # -- per resource ------------------------------------------------------------------------------
     def resource(self, resource: Mapping[str, Any], where: str) -> None:
         self._resource = resource
         rtype = str(resource.get("resourceType"))
         profiles = [self.definitions.core(rtype)]
-        for url in ((resource.get("meta") or {}).get("profile")) or []:
+        for url in _claimed(resource):
             sd = self.definitions.structure(url)
             if sd is None:
                 self.report.unknown_profiles.add(unversioned(url))
@@ -379,7 +395,8 @@ class _Check:
             path = str(discriminator.get("path", "")).removeprefix("$this").removeprefix(".")
             kind = discriminator.get("type")
             if kind in ("value", "pattern") and path == "url" and profiles:
-                if not (isinstance(item, dict) and item.get("url") in {unversioned(p) for p in profiles}):
+                url = item.get("url") if isinstance(item, dict) else None
+                if not (isinstance(url, str) and url in {unversioned(p) for p in profiles}):
                     return False
             elif kind in ("value", "pattern") and re.fullmatch(r"[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)*", path):
                 expected = self._expected(tree, slice_, path, profiles)
@@ -535,11 +552,13 @@ class _Check:
 
 def standard_of(bundle: Mapping[str, Any]) -> str:
     """Which pinned set of definitions a message is checked against: by its event, else by its claimed profile."""
-    header = (((bundle.get("entry") or [{}])[0] or {}).get("resource")) or {}
-    event = str((header.get("eventCoding") or {}).get("code"))
-    if event in STANDARD_OF_EVENT:
+    entries = _items(bundle.get("entry"))
+    header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
+    coding = header.get("eventCoding") if isinstance(header, dict) else None
+    event = coding.get("code") if isinstance(coding, dict) else None
+    if isinstance(event, str) and event in STANDARD_OF_EVENT:
         return STANDARD_OF_EVENT[event]
-    claimed = " ".join(((bundle.get("meta") or {}).get("profile")) or [])
+    claimed = " ".join(_claimed(bundle))
     return next(
         (standard for marker, standard in STANDARD_OF_PROFILE.items() if marker in claimed), "care-communication"
     )
@@ -551,8 +570,8 @@ def check_profiles(bundle: Mapping[str, Any], definitions: Definitions) -> Profi
     token = _current.set(check)
     try:
         check.resource(bundle, "Bundle")
-        for index, entry in enumerate(bundle.get("entry") or []):
-            resource = (entry or {}).get("resource")
+        for index, entry in enumerate(_items(bundle.get("entry"))):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict):
                 check.resource(resource, f"Bundle.entry[{index}].resource({resource.get('resourceType')})")
     finally:
