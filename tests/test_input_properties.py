@@ -32,6 +32,7 @@ from integration.flows.results import FlowResult
 from integration.log import cpr_numbers_in
 from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
+from tests.fuzz.harness import check_emitted
 
 BOUNDED = settings(
     max_examples=150,
@@ -73,9 +74,10 @@ def _no_personal_data(text: str) -> None:
 
 
 def outcome(raw: bytes, flows: Flows, now: datetime, state: State, accepted: tuple[str, ...] | None = None) -> Any:
-    """The flow's answer: a FlowResult or a Rejected (checked for personal data); anything else propagates."""
+    """The flow's answer: a FlowResult (its messages checked as validate's fast layers check them) or a Rejected
+    (checked for personal data); anything else propagates."""
     try:
-        return transform(raw, flows.pipeline, now, accepted=accepted, state=state)
+        result = transform(raw, flows.pipeline, now, accepted=accepted, state=state)
     except Rejected as rejection:
         message = str(rejection)
         assert message and "\n" not in message
@@ -91,6 +93,8 @@ def outcome(raw: bytes, flows: Flows, now: datetime, state: State, accepted: tup
                 ]
                 _no_personal_data(json.dumps(outcomes, ensure_ascii=False))
         return rejection
+    check_emitted(result)  # nothing leaves that validate's fast layers would call an error
+    return result
 
 
 def assert_field_named(result: Any) -> None:
