@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import orjson
@@ -19,10 +19,12 @@ from integration.cli_audit import existing_store
 from integration.cli_runtime import broker_connection
 from integration.config import Settings
 from integration.errors import ConfigurationError, InvalidInput
+from integration.log import mask_cpr, one_line
 from integration.topology import USERS, definitions
 
 if TYPE_CHECKING:
     from integration.domain.hotline import Hotline
+    from integration.fhir.conformance import MessageCheck
     from integration.runtime.audit_store import AuditStore, PendingRequest
 
 log = structlog.get_logger("integration.hotline")
@@ -232,30 +234,85 @@ def outbound_pending(at: str | None) -> None:
 
 @click.command()
 @click.argument("source", type=click.File("rb"))
-def validate(source: Any) -> None:
-    """Check a FHIR message or document (JSON or XML, FILE or -) against FHIR R4, MedCom's messaging rules, the
-    TouchStone assertions and the profiles' snapshots; print the findings. Exit 0 when clean, 1 otherwise."""
-    from integration.fhir.conformance import conformance
+@click.option(
+    "--require-profiles",
+    is_flag=True,
+    help="exit 2 when the profile layer cannot run because the definitions are not there",
+)
+def validate(source: Any, require_profiles: bool) -> None:
+    """Check a FHIR message or document (JSON or XML, FILE or -), or the JSON array `integration transform`
+    prints (each message in it), against FHIR R4, MedCom's messaging rules, the TouchStone assertions and,
+    when the definitions are at hand, the profiles' snapshots; print the findings. Exit 0 when the layers
+    that ran find nothing, 1 with findings, 2 when it could not check (unreadable input, definitions there
+    but unreadable, or absent with --require-profiles)."""
+    from integration.fhir.conformance import check_document
     from integration.formats.care_communication import decode_xml_bundle
     from integration.formats.json_contract import decode_json
 
-    raw = source.read()
+    try:
+        raw = source.read()
+    except OSError as exc:
+        _cannot_check(f"cannot read {source.name}: {exc.strerror or exc}")
     settings = Settings.from_env()
     limit = settings.max_payload_bytes
     try:
         bundle = decode_xml_bundle(raw, limit) if raw.lstrip()[:1] == b"<" else decode_json(raw, max_bytes=limit)
     except InvalidInput as exc:
-        click.echo(f"cannot read: {exc}")
-        raise SystemExit(1) from None
-    result = conformance(bundle, settings.medcom_definitions_dir, settings.fhir_core_dir)
-    for finding in result.findings:
-        click.echo(f"- {finding}")
-    if result.profiles is None:
-        click.echo(f"profiles not checked: {result.profiles_skipped}")
-    else:
-        covered = ", ".join(f"{n} {what}" for what, n in sorted(result.profiles.counts.items()))
-        click.echo(f"profiles checked: {covered}")
-        if result.profiles.unknown_profiles:
-            click.echo(f"profiles not among the definitions: {', '.join(sorted(result.profiles.unknown_profiles))}")
-    click.echo(f"{len(result.findings)} finding(s)" if result.findings else "conforms: no findings")
-    raise SystemExit(1 if result.findings else 0)
+        _cannot_check(f"cannot read: {exc}")
+    checks = check_document(bundle, settings.medcom_definitions_dir, settings.fhir_core_dir)
+    raise SystemExit(_report(checks, require_profiles))
+
+
+def _say(line: str) -> None:
+    click.echo(mask_cpr(line))  # a finding may quote what it found; a CPR number never leaves
+
+
+def _cannot_check(why: str) -> NoReturn:
+    click.echo(f"error: {mask_cpr(one_line(why))}", err=True)
+    raise SystemExit(2)
+
+
+def _report(checks: list[MessageCheck], require_profiles: bool) -> int:
+    """Print each message's findings (prefixed by which message, in a transform array) and a last line that
+    says what was and was not checked; the exit code."""
+    findings, incomplete, skipped_profiles, checked = 0, 0, [], 0
+    for check in checks:
+        prefix = f"{check.label}: " if check.label else ""
+        if check.result is None:
+            _say(f"{prefix}{check.skipped}")
+            continue
+        checked += 1
+        result = check.result
+        findings += len(result.findings)
+        for finding in result.findings:
+            _say(f"- {prefix}{finding}")
+        for why in result.incomplete:
+            incomplete += 1
+            _say(f"{prefix}could not check: {why}")
+        if result.profiles is not None:
+            covered = ", ".join(f"{n} {what}" for what, n in sorted(result.profiles.counts.items()))
+            _say(f"{prefix}profiles checked: {covered}")
+            if result.profiles.unknown_profiles:
+                _say(
+                    f"{prefix}profiles not among the definitions: {', '.join(sorted(result.profiles.unknown_profiles))}"
+                )
+        elif result.profiles_skipped and not result.incomplete:
+            skipped_profiles.append(result.profiles_skipped)
+            if check.label:
+                _say(f"{prefix}profiles not checked: {result.profiles_skipped}")
+    return _summary(findings, incomplete, skipped_profiles, checked, require_profiles)
+
+
+def _summary(findings: int, incomplete: int, skipped: list[str], checked: int, require_profiles: bool) -> int:
+    not_checked = f"; profiles not checked: {skipped[0]}" if skipped else ""
+    if checked == 0:
+        _say("nothing to check: no FHIR message or document among what was given")
+        return 2
+    if incomplete or (skipped and require_profiles):
+        _say(f"{findings} finding(s); could not check everything{not_checked}")
+        return 2
+    if findings:
+        _say(f"{findings} finding(s){not_checked}")
+        return 1
+    _say(f"no findings in the layers that ran{not_checked}" if skipped else "conforms: no findings")
+    return 0
