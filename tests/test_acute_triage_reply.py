@@ -8,9 +8,14 @@ mappings/hotlines.yaml, in the sender's own format (the JSON advice reply, or a 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from integration.domain.course import FixedState
 from integration.domain.hotline import AdviceRequest, Outcome, SenderKind, route
@@ -93,3 +98,32 @@ def test_hotlines_yaml_marks_the_regional_on_call_a_placeholder() -> None:
     doc = yaml.safe_load((PROJECT_ROOT / "mappings" / "hotlines.yaml").read_text(encoding="utf-8"))
     assert doc["regionalOnCall"]["placeholder"] is True and doc["regionalOnCall"]["phone"]
     assert "acuteToTriage" in doc["replies"]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda doc: doc.pop("regionalOnCall"), "lacks the key 'regionalOnCall'"),
+        (lambda doc: doc["regionalOnCall"].update(phone=" "), "regionalOnCall needs a name and a phone"),
+        (lambda doc: doc["replies"].pop("acuteToTriage"), "replies lacks acuteToTriage"),
+        (lambda doc: doc.update(timezone="Europe/Aarhus"), "not an IANA time zone"),
+    ],
+)
+def test_hotlines_yaml_without_what_an_acute_reply_needs_is_refused_at_start(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], says: str
+) -> None:
+    import shutil
+
+    import yaml
+
+    from integration.config import PROJECT_ROOT
+    from integration.errors import ConfigurationError
+    from integration.mappings import load_mappings
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT_ROOT / "mappings", mappings)
+    doc = yaml.safe_load((mappings / "hotlines.yaml").read_text(encoding="utf-8"))
+    change(doc)
+    (mappings / "hotlines.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        load_mappings(mappings)
