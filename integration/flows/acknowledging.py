@@ -36,9 +36,8 @@ from integration.fhir.acknowledgement import (
 )
 from integration.fhir.messaging_rules import as_dict, as_list, message_header
 from integration.fhir.receipt import NotConformant
-from integration.fhir.resource_validation import fhir_problems
 from integration.fhir.terminology import Terminology
-from integration.fhir.validation import messaging_problems
+from integration.fhir.validation import outgoing_findings
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
 from integration.formats.care_communication import SOR_CODE
 
@@ -134,7 +133,8 @@ def _patient_of(bundle: dict[str, Any]) -> str | None:
 
 
 def _valid(ack: dict[str, Any]) -> list[str]:
-    return messaging_problems(ack) + fhir_problems(ack)
+    """The gate every output passes (`validation.outgoing_findings`), as text."""
+    return [finding.text for finding in outgoing_findings(ack)]
 
 
 class Acknowledger:
