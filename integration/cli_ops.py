@@ -246,8 +246,7 @@ def validate(source: Any, require_profiles: bool) -> None:
     that ran find nothing, 1 with findings, 2 when it could not check (unreadable input, definitions there
     but unreadable, or absent with --require-profiles)."""
     from integration.fhir.conformance import check_document
-    from integration.formats.care_communication import decode_xml_bundle
-    from integration.formats.json_contract import decode_json
+    from integration.pipeline import decode_bundle_or_json
 
     try:
         raw = source.read()
@@ -256,7 +255,7 @@ def validate(source: Any, require_profiles: bool) -> None:
     settings = Settings.from_env()
     limit = settings.max_payload_bytes
     try:
-        bundle = decode_xml_bundle(raw, limit) if raw.lstrip()[:1] == b"<" else decode_json(raw, max_bytes=limit)
+        bundle = decode_bundle_or_json(raw, limit)
     except InvalidInput as exc:
         _cannot_check(f"cannot read: {exc}")
     checks = check_document(bundle, settings.medcom_definitions_dir, settings.fhir_core_dir)

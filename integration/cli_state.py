@@ -13,7 +13,6 @@ to its requester. Errors name the place in the file (`courses[0].open`) and neve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,8 @@ from integration.audit_chain import AuditEntry
 from integration.cli_audit import reader
 from integration.config import Settings
 from integration.domain.course import Course, EarlierMessage, FixedState, OutboundStatus, State
+from integration.errors import InvalidInput
+from integration.formats.json_contract import decode_json
 from integration.runtime.audit_store import AuditStore
 from integration.runtime.stores import open_store
 
@@ -34,30 +35,14 @@ DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 RESPONSIBLE = ("hospital", "gp")
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _Duplicate(f"a key appears twice in one object ({key!r})" if key.isidentifier() else "a repeated key")
-        seen[key] = value
-    return seen
-
-
 def state_file(path: Path) -> State:
     """The state in `path` (see the module's docstring). click.BadParameter (exit 2) naming where it is wrong."""
     try:
-        document = json.loads(path.read_bytes(), object_pairs_hook=_no_duplicates)
+        document = decode_json(path.read_bytes())  # the reader of every inbound JSON: UTF-8, no key twice, …
     except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    except _Duplicate as exc:
+    except InvalidInput as exc:
         raise click.BadParameter(f"{path}: {exc}") from None
-    except ValueError as exc:  # JSONDecodeError, and bytes that are no UTF-8
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise click.BadParameter(f"{path} is not JSON{where}") from None
     try:
         return _state(document)
     except _Wrong as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from lxml import etree
@@ -25,7 +26,8 @@ from integration.formats.care_communication import decode_xml_bundle, is_care_co
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
-from integration.formats.json_contract import JsonContract, decode_json
+from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
+from integration.formats.syntax import Syntax, sniff
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +80,6 @@ def _handle_acknowledgement(doc: Any, _pipeline: Pipeline, _now: datetime, state
     return handle_acknowledgement(doc, state)
 
 
-CLOSING_REPORT_TAG = CLOSING_REPORT_NS.encode()
-
 KINDS: tuple[MessageKind, ...] = (
     MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
     MessageKind("advice-request", _is_advice_request, _handle_advice_request),
@@ -110,14 +110,21 @@ def _closing_report(
     return handle_closing_report(report, state, pipeline.closing, now)
 
 
+def decode_bundle_or_json(raw: bytes, max_bytes: int) -> Any:
+    """A FHIR Bundle in XML (read into FHIR JSON), else a JSON value: InvalidInput when neither."""
+    if sniff(raw).syntax is Syntax.XML:
+        return decode_xml_bundle(raw, max_bytes)
+    return decode_json(raw, max_bytes=max_bytes)
+
+
+def _raise(refusal: Rejected) -> FlowResult:
+    raise refusal
+
+
 def answer_unprocessable(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowResult | None:
     """What to tell the sender of a message we give up on for now (a MedCom transient-error ack), if anything."""
     try:
-        doc = (
-            decode_xml_bundle(raw, pipeline.max_payload_bytes)
-            if raw.lstrip()[:1] == b"<"
-            else decode_json(raw, max_bytes=pipeline.max_payload_bytes)
-        )
+        doc = decode_bundle_or_json(raw, pipeline.max_payload_bytes)
     except Rejected:
         return None
     return pipeline.acknowledger.unprocessable(doc, now)
@@ -134,12 +141,16 @@ def transform(
 
     A MedCom message other than an ack is answered with an ack, under the duplicate rules.
     """
-    if raw.lstrip()[:1] == b"<":
-        if CLOSING_REPORT_TAG in raw[:4096]:  # the XML kinds: our closing report, or a FHIR Bundle
-            return _closing_report(raw, pipeline, now, accepted, state)
-        doc = decode_xml_bundle(raw, pipeline.max_payload_bytes)
-    else:
-        doc = decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+    sniffed = sniff(raw)
+    if sniffed.syntax is Syntax.XML and CLOSING_REPORT_NS in sniffed.head:  # else a FHIR Bundle, in XML
+        return _closing_report(raw, pipeline, now, accepted, state)
+    try:
+        doc = decode_bundle_or_json(raw, pipeline.max_payload_bytes)
+    except RefusedContent as refused:  # well-formed, so a MedCom sender can be told, by a fatal-error ack
+        doc = refused.document
+        if not is_medcom_message(doc) or is_acknowledgement(doc):
+            raise
+        return pipeline.acknowledger.handle(doc, partial(_raise, refused), state, now)
     if is_medcom_message(doc) and not is_acknowledgement(doc):
         return pipeline.acknowledger.handle(
             doc, lambda: detect_kind(doc, accepted).handle(doc, pipeline, now, state), state, now

@@ -47,7 +47,7 @@ def test_no_referral_prints_empty_array() -> None:
             EVENT.read_bytes().replace(b'"851"', b'"999"'),
             b"error: patient.municipalityCode: unknown municipality code '999'",
         ),
-        (b"\xff\xfe{}", b"error: payload is not valid UTF-8"),
+        (b"\xff\xfe{}", "error: JSON must be UTF-8 (RFC 8259 §8.1); this is UTF-16LE".encode()),
     ],
     ids=["malformed", "cpr-date", "municipality", "non-utf8"],
 )
@@ -109,7 +109,7 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     assert not (tmp_path / "audit.sqlite3").exists()  # the configured store is not touched: the demo has its own
 
 
-def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) -> None:
+def test_an_invalid_built_message_is_refused_and_prints_nothing(tmp_path: Path) -> None:
     import shutil
 
     from integration.config import PROJECT_ROOT
@@ -123,10 +123,11 @@ def test_an_invalid_built_message_exits_70_and_prints_nothing(tmp_path: Path) ->
     done = run_integration(
         "transform", str(EVENT), env={"INTEGRATION_MAPPINGS_DIR": str(mappings), "PATH": ""}, timeout=60
     )
-    assert done.returncode == 70
+    # It never leaves; the input is refused naming the element (issue #11, point 4), replayable after the fix.
+    assert done.returncode == 2
     assert done.stdout == b""
-    assert done.stderr.startswith(b"error: internal error, nothing was produced: built message is invalid")
-    assert b"eventCoding.code" in done.stderr and b"2512489996" not in done.stderr
+    assert done.stderr.startswith(b"error: MessageHeader.eventCoding.code")
+    assert b"would fail our own checks" in done.stderr and b"2512489996" not in done.stderr
 
 
 def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: Path) -> None:

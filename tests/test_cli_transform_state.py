@@ -76,7 +76,7 @@ def test_a_state_file_with_an_open_request_routes_a_departments_answer_to_its_re
         ('{"courses": [], "openRequests": [{"threadId": "t"}]}', "openRequests[0].requester is missing"),
         ('{"courses": [], "course": []}', "unknown key(s) course"),
         ('{"courses": [], "courses": []}', "a key appears twice"),
-        ('[{"patient": "2512489996",', "is not JSON (line 1"),
+        ('[{"patient": "2512489996",', "malformed JSON: unexpected end of data at line 1"),
     ],
 )
 def test_a_state_file_that_cannot_be_used_is_exit_2_naming_where(tmp_path: Path, content: str, says: str) -> None:

@@ -9,29 +9,44 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jsonschema_rs
 import orjson
 
 from integration.errors import InvalidInput
+from integration.formats.syntax import sniff
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 # No message we accept nests beyond about 15 levels; the schema validator gives up at 255, and the
 # readers and FHIR rules recurse. Deeper input is refused where it is decoded, naming where.
 MAX_DEPTH = 64
-_UTF8_BOM = b"\xef\xbb\xbf"
 _CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+class RefusedContent(InvalidInput):
+    """Well-formed JSON refused for what it holds (a key twice, a forbidden character): `document` is what a
+    lenient reader made of it, so that a MedCom sender can still be answered with a fatal-error ack."""
+
+    def __init__(self, field: str, problem: str, document: Any) -> None:
+        super().__init__(field, problem)
+        self.document = document
+
+
 def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Bytes → JSON value: size-capped, strict UTF-8, strict JSON."""
+    """Bytes → JSON value: size-capped, UTF-8 (RFC 8259 §8.1; a UTF-8 BOM is tolerated), strict JSON, nested at
+    most MAX_DEPTH deep, no object with a key twice (RFC 8259 §4 leaves it open; FHIR JSON and our contracts
+    forbid it), no string with a character that no message may carry (`forbidden_character`).
+
+    Raises InvalidInput naming the JSON path (`entry[2].resource.identifier`) and never a value."""
     if len(raw) > max_bytes:
         raise InvalidInput("", f"payload too large: {len(raw)} bytes, the limit is {max_bytes}")
-    if raw.startswith(_UTF8_BOM):
-        raw = raw[len(_UTF8_BOM) :]
+    sniffed = sniff(raw)
+    if sniffed.encoding != "UTF-8":
+        raise InvalidInput("", f"JSON must be UTF-8 (RFC 8259 §8.1); this is {sniffed.encoding}")
+    raw = raw[sniffed.bom :]
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -41,10 +56,151 @@ def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     except orjson.JSONDecodeError as exc:
         if exc.msg.startswith(_TOO_LARGE):
             raise InvalidInput(_field_of_huge_number(raw), "a number too large to read (beyond a double)") from None
+        _refuse_forbidden_characters(_lenient(raw))  # orjson refuses them without saying where
         raise InvalidInput("", f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep: no need to look
+    keys, depth = _shape(document)
+    if depth > MAX_DEPTH:
         check_depth(document)
+    if keys != _key_ends(raw):  # else no key can be there twice (see _key_ends); an exact second look
+        _refuse_duplicate_keys(raw, document)
+    if _may_hold_forbidden(raw):
+        _refuse_forbidden_characters(document)
     return document
+
+
+# -- duplicate keys -----------------------------------------------------------------------------------
+# orjson keeps the last of two equal keys without a word. Counting settles most messages without a
+# second parse: every key-value pair in the text ends its key with a quote followed by optional white
+# space and a colon, so the number of such quote-colon sequences in the raw bytes is at least the
+# number of pairs, which is at least the number of keys orjson kept. When the count equals the keys
+# kept, no key was dropped. When not (a duplicate, or a string holding `":` or starting with `:`), the
+# standard library's parser looks again, exactly, with a hook that sees every object's pairs.
+_KEY_END_SPACED = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _key_ends(raw: bytes) -> int:
+    """How many quotes in `raw` are followed by optional white space and a colon: at least one per key."""
+    return raw.count(b'":') + len(_KEY_END_SPACED.findall(raw))
+
+
+def _shape(document: Any) -> tuple[int, int]:
+    """(keys in every object, deepest nesting) of a JSON value, level by level, without recursion."""
+    keys = depth = 0
+    level = [document] if isinstance(document, dict | list) else []
+    while level:
+        depth += 1
+        below: list[Any] = []
+        for container in level:
+            children = container.values() if type(container) is dict else container
+            if type(container) is dict:
+                keys += len(container)
+            below += [child for child in children if type(child) is dict or type(child) is list]
+        level = below
+    return keys, depth
+
+
+class _Repeated(dict[str, Any]):
+    """An object that had `key` more than once (the standard parser's hook marks it; never returned)."""
+
+    key: str
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    kept = dict(pairs)
+    if len(kept) == len(pairs):
+        return kept
+    repeated, seen = _Repeated(kept), set()
+    for key, _ in pairs:
+        if key in seen:
+            repeated.key = key
+            break
+        seen.add(key)
+    return repeated
+
+
+def _refuse_duplicate_keys(raw: bytes, document: Any) -> None:
+    paired = json.loads(raw, object_pairs_hook=_pairs)  # orjson read it: valid JSON, at most MAX_DEPTH deep
+    for path, value in _walk(paired):
+        if isinstance(value, _Repeated):
+            raise RefusedContent(
+                _safe_path([*path, value.key]),
+                "a key appears twice in one object (FHIR and our "
+                "contracts forbid it: which one counts would be a guess)",
+                document,
+            )
+
+
+# -- characters no message may carry ------------------------------------------------------------------
+# FHIR forbids the C0 controls but tab, CR and LF in every string (R4 datatypes, `string`), and XML 1.0
+# cannot carry them at all, so a message with one would fail our own FHIR output (its narrative). Lone
+# surrogates are not Unicode text (no UTF-8 can hold them); U+FFFE and U+FFFF are not XML characters, so
+# no FHIR resource holding one can be written as FHIR XML or put in a narrative. That is exactly what XML
+# 1.0 refuses itself, so JSON and XML inputs take the same characters. DEL and the C1 controls are
+# accepted: FHIR strings and XML 1.0 allow them, and our outputs carry them unchanged.
+FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# In the raw bytes each forbidden character is one of these escapes or U+FFFE/U+FFFF's bytes (raw C0 and
+# lone surrogates orjson refuses itself): a message with none of them needs no look at its strings.
+_FORBIDDEN_ESCAPES = (b"\\u000", b"\\u001", b"\\b", b"\\f")  # U+0000-U+001F, then \b and \f
+_NONCHARACTERS = (b"\\ufffe", b"\\uffff", b"\xef\xbf\xbe", b"\xef\xbf\xbf")  # escaped (any case), or raw
+
+
+def _may_hold_forbidden(raw: bytes) -> bool:
+    """Whether `raw` may hold a forbidden character: plain substring searches, so cheap; an escaped backslash
+    before `u0007` is a false alarm that the look at the strings clears."""
+    if any(escape in raw for escape in _FORBIDDEN_ESCAPES):
+        return True
+    lowered = raw.lower() if b"\\u" in raw else raw
+    return any(noncharacter in lowered for noncharacter in _NONCHARACTERS)
+
+
+def forbidden_character(text: str) -> str | None:
+    """What the first character of `text` that no message may carry is ("a control character (U+0007)"), if any."""
+    found = FORBIDDEN.search(text)
+    if found is None:
+        return None
+    point = ord(found.group())
+    kind = (
+        "a lone surrogate"
+        if 0xD800 <= point <= 0xDFFF
+        else "a noncharacter"
+        if point >= 0xFFFE
+        else "a control character"
+    )
+    return f"{kind} (U+{point:04X})"
+
+
+def _refuse_forbidden_characters(document: Any) -> None:
+    for path, value in _walk(document):
+        if isinstance(value, dict):
+            for key in value:
+                if FORBIDDEN.search(key):
+                    raise RefusedContent(_safe_path([*path, key]), f"a key holds {forbidden_character(key)}", document)
+        elif isinstance(value, str) and (found := forbidden_character(value)):
+            raise RefusedContent(_safe_path(path), f"holds {found}, which no message may carry", document)
+
+
+def _lenient(raw: bytes) -> Any:
+    """`raw` read by the standard library's parser, which takes raw control characters and lone surrogates
+    (so that we can say where they are); None when it cannot read it either."""
+    try:
+        return json.loads(raw.decode("utf-8", errors="surrogatepass"), strict=False)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _walk(document: Any) -> Iterator[tuple[list[str | int], Any]]:
+    """Every value in document order, with its path."""
+    pending: list[tuple[Any, list[str | int]]] = [(document, [])]
+    while pending:
+        value, path = pending.pop()
+        yield path, value
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        pending.extend((child, [*path, key]) for key, child in reversed(list(items)))
+
+
+def _safe_path(path: Sequence[str | int]) -> str:
+    """The path, with any key that does not look like a field name shown as `?` (keys may hold anything)."""
+    return field_path([p if isinstance(p, int) or _NAME_LIKE.fullmatch(p) else "?" for p in path])
 
 
 _TOO_LARGE = "number is infinity"  # orjson's words for a number beyond a double (1e400, or 400 digits)
