@@ -302,12 +302,7 @@ def test_the_installed_command_answers_hostile_input_cleanly(command: str) -> No
 
 # tests/fuzz/regressions/<entry>--<what>.input; a finding whose fix is under way (issue #11) is xfail until
 # it lands: flip it by removing its line here and its entry in harness.KNOWN.
-UNDER_WAY = {
-    "closing_report--malformed-xml-message-two-lines.input": "F1 safe_xml.py: lxml's message ends in a newline",
-    "discharge_event--malformed-xml-message-two-lines.input": "F1 safe_xml.py: lxml's message ends in a newline",
-    "closing_report--malformed-xml-message-quotes-a-cpr.input": "F2 safe_xml.py: lxml's message quotes the input",
-    "discharge_event--unknown-key-holding-a-cpr-quoted.input": "F3 json_contract.py: an unknown key is quoted",
-}
+UNDER_WAY: dict[str, str] = {}
 
 
 def _regressions() -> list[Any]:

@@ -22,8 +22,10 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 # No message we accept nests beyond about 15 levels; the schema validator gives up at 255, and the
 # readers and FHIR rules recurse. Deeper input is refused where it is decoded, naming where.
 MAX_DEPTH = 64
-_CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
-_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_CODE_LIKE = re.compile(r"(?!.*\d(?:-?\d){5})[a-z][a-z0-9]*(-[a-z0-9]+)*")  # no six digits: a CPR is ten
+# A key from the payload is repeated in an error only when it looks like a field name: letters, digits and
+# underscores, and no run of six digits (a sender may put a CPR number into an unknown key).
+_NAME_LIKE = re.compile(r"(?![A-Za-z0-9_]*\d{6})[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class RefusedContent(InvalidInput):

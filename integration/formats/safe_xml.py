@@ -19,6 +19,7 @@ from lxml import etree
 
 from integration.errors import InvalidInput
 from integration.formats.syntax import sniff
+from integration.log import mask_cpr, one_line
 
 _DECLARED = re.compile(r"""\A<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
 # What a declaration may name for the encoding the bytes are in (XML 1.0 §4.3.3: "UTF-16" with its mark).
@@ -65,6 +66,12 @@ def _has_doctype(raw: bytes, encoding: str, bom: int) -> bool:
     return "<!doctype" in raw[bom:].decode(encoding, errors="replace").lower()
 
 
+def _parser_message(exc: etree.XMLSyntaxError) -> str:
+    """libxml2's message on one line, with anything CPR-shaped masked: it quotes element and attribute names
+    from the input, which a sender may have filled with anything."""
+    return one_line(mask_cpr(str(exc.msg)), 200)
+
+
 def parse_xml(raw: bytes, max_bytes: int) -> etree._Element:
     """Bytes → the root element (InvalidInput: too large, an encoding we do not read, a DOCTYPE, malformed)."""
     if len(raw) > max_bytes:
@@ -75,7 +82,7 @@ def parse_xml(raw: bytes, max_bytes: int) -> etree._Element:
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
-        raise InvalidInput("", f"malformed XML: {exc.msg}") from None
+        raise InvalidInput("", f"malformed XML: {_parser_message(exc)}") from None
     if root.getroottree().docinfo.doctype:
         raise InvalidInput("", "a DOCTYPE is not allowed in a message")
     return root

@@ -263,15 +263,7 @@ Check = Callable[[bytes], Any]
 
 # Findings whose fix is under way elsewhere (issue #11), each with its xfail regression test in
 # tests/test_parser_properties.py: the fuzz targets do not stop on them. Remove an entry when its test passes.
-KNOWN: dict[str, Callable[[BaseException], bool]] = {
-    "F1 malformed-XML rejection spans two lines (safe_xml.py: lxml's message ends in a newline)": (
-        lambda e: isinstance(e, Finding) and "not one line" in str(e)
-    ),
-    "F2/F3 a rejection quotes a name from the input (an XML name in lxml's message, an unknown JSON key) "
-    "that holds a CPR number (safe_xml.py, json_contract.py)": (
-        lambda e: isinstance(e, Finding) and str(e).startswith("a CPR number in a rejection's")
-    ),
-}
+KNOWN: dict[str, Callable[[BaseException], bool]] = {}
 
 
 def known(exc: BaseException) -> str | None:
