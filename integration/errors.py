@@ -3,6 +3,9 @@
     IntegrationError
     ├── Rejected              permanent: this message can never succeed as it is → dead-letter queue
     │   ├── InvalidInput      the message breaks its contract (names the field and the problem)
+    │   │   └── Unsendable    (integration.fhir.validation) what we would build from it fails our own
+    │   │                     fast checks (FHIR R4, MedCom rules, TouchStone, narrative): nothing is
+    │   │                     sent, the input is refused naming the output's element
     │   ├── UnknownMessageKind the message is not one of the kinds the service accepts
     │   ├── ConfigurationError our mappings lack something the message needs (e.g. a
     │   │                     municipality without a receiving endpoint); replay after the fix
@@ -19,8 +22,8 @@
     └── ConnectionLost        the broker connection is gone: unacked messages come back on
                               their own; the consumer reconnects with backoff
 
-    BuildError                a message we built is invalid: a bug in the service, never the
-                              sender's fault; it fails loudly and nothing is sent
+    BuildError                a JSON advice reply we built breaks its schema: a bug in the service,
+                              never the sender's fault; it fails loudly and nothing is sent
 
 Messages of these exceptions never contain a CPR number or a name: they go to logs and to
 dead-letter headers.

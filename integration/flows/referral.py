@@ -42,7 +42,7 @@ class ReferralContext:
     rules: ReferralRules
     terminology: Terminology
     routing: ReferralRouting
-    validate: Callable[[dict[str, Any]], None] = validate_message  # raises BuildError; only benchmarks swap it
+    validate: Callable[[dict[str, Any]], None] = validate_message  # raises Unsendable; only benchmarks swap it
 
 
 def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralContext) -> tuple[Organisation, Route]:
