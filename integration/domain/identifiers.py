@@ -111,10 +111,15 @@ def is_replacement_key(key: str) -> bool:
 
 def patient_number(identifiers: Iterable[tuple[object, object]]) -> PatientNumber | None:
     """How (system, value) pairs name a patient: the CPR number when one is given, else a replacement number;
-    None when neither is. ValueError (never repeating the value) when the one chosen is malformed."""
+    None when neither is. ValueError (never repeating the value) when the one chosen is malformed, or when two
+    different numbers of one kind are given (the same number twice is one)."""
     pairs = [(s, v) for s, v in identifiers if isinstance(s, str) and isinstance(v, str)]
-    cpr = next((v for s, v in pairs if s == CPR_SYSTEM), None)
-    if cpr is not None:
-        return parse_cpr(cpr)
-    replacement = next(((s, v) for s, v in pairs if s in REPLACEMENT_SYSTEMS), None)
-    return parse_replacement_cpr(*replacement) if replacement else None
+    cprs = {v for s, v in pairs if s == CPR_SYSTEM}
+    if len(cprs) > 1:  # which one is the patient? Taking either would route on a guess
+        raise ValueError("names more than one CPR number")
+    if cprs:
+        return parse_cpr(cprs.pop())
+    replacements = {(s, v) for s, v in pairs if s in REPLACEMENT_SYSTEMS}
+    if len(replacements) > 1:
+        raise ValueError("names more than one replacement CPR number")
+    return parse_replacement_cpr(*replacements.pop()) if replacements else None

@@ -282,16 +282,39 @@ def _identifier_findings(patient: Resource) -> list[Finding]:
     X-eCPR or a region's D-eCPR (use temp), each in its format."""
     rid, identifiers = patient.get("id"), [as_dict(i) for i in as_list(patient.get("identifier"))]
     cprs = [i for i in identifiers if i.get("system") == CPR]
-    replacements = [i for i in identifiers if i.get("system") in REPLACEMENT_SYSTEMS]
+    replacements = [i for i in identifiers if isinstance(i.get("system"), str) and i["system"] in REPLACEMENT_SYSTEMS]
     problems = []
     if not cprs and not replacements:
         problems.append("needs a CPR identifier, or a replacement CPR (X-eCPR or D-eCPR) for a patient without one")
+    if len({str(i.get("value")) for i in cprs}) > 1:
+        problems.append("names more than one CPR number: which is the patient cannot be told")
+    if len({(i["system"], str(i.get("value"))) for i in replacements}) > 1:
+        problems.append("names more than one replacement CPR number: which is the patient cannot be told")
+
     if any(i.get("use", "official") != "official" for i in cprs):
         problems.append("a CPR identifier's use must be official")
     if any(i.get("use", "temp") != "temp" for i in replacements):
         problems.append("a replacement CPR identifier's use must be temp")
     problems += [p for i in cprs + replacements if (p := _number_problem(i))]
-    return [Finding("Patient.identifier", p, f"Patient/{rid}: identifier: {p}") for p in problems]
+    findings = [Finding("Patient.identifier", p, f"Patient/{rid}: identifier: {p}") for p in problems]
+    return findings + [
+        Finding("Patient.birthDate", p, f"Patient/{rid}: birthDate: {p}")
+        for p in _birth_date_against_cpr(patient, cprs)
+    ]
+
+
+def _birth_date_against_cpr(patient: Resource, cprs: list[dict[str, Any]]) -> list[str]:
+    """Patient.birthDate, given as a full date, must be the date the CPR number's digits and century rule give."""
+    born = patient.get("birthDate")
+    if len(cprs) != 1 or not isinstance(born, str) or len(born) != 10 or not isinstance(cprs[0].get("value"), str):
+        return []
+    try:
+        cpr = parse_cpr(cprs[0]["value"])
+    except ValueError:
+        return []  # the number's own problem is reported as such
+    if born != cpr.birth_date.isoformat():
+        return ["birthDate is not the birth date the CPR number gives"]
+    return []
 
 
 def _birth_findings(patient: Resource, bundle: Resource) -> list[Finding]:

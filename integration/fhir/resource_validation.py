@@ -184,7 +184,7 @@ def validate_resource(resource: Resource, replacements: StandIns = ()) -> None:
         _valid_resources.add(key)
 
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NAME = re.compile(r"(?![A-Za-z0-9_]*\d{6})[A-Za-z_][A-Za-z0-9_]{0,63}")  # no six digits: a CPR is ten
 _HIDDEN = "(id not shown)"
 # fhir.resources' one message that quotes the input: "expects resource type ``Meta``, but got ``<value>``. Make sure …"
 _QUOTED_RESOURCE_TYPE = re.compile(r"but got ``.*``\.\s*Make sure", re.DOTALL)

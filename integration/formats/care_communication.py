@@ -36,7 +36,7 @@ CPR = "urn:oid:1.2.208.176.1.2"
 YDERNUMMER = "urn:oid:1.2.208.176.1.4"
 FHIR_NS = "http://hl7.org/fhir"
 _CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NAME = re.compile(r"(?![A-Za-z0-9_]*\d{6})[A-Za-z_][A-Za-z0-9_]{0,63}")  # no six digits: a CPR is ten
 SOR_CODE = re.compile(r"[0-9]{11,18}")  # it becomes part of routing keys: `hotline.reply.<SOR>`, `ack.<SOR>`
 
 
