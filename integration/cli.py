@@ -62,6 +62,8 @@ def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, state: Sta
     except ConfigurationError as exc:
         _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     except Rejected as exc:
+        if exc.reply is not None:  # what the sender is told, e.g. a MedCom fatal-error ack: shown, as it would be sent
+            sys.stdout.buffer.write(_dump([o.as_json() for o in exc.reply.outgoing]) + b"\n")
         _fail(EXIT_INVALID, str(exc))
     except BuildError as exc:
         _fail(EXIT_BUG, f"internal error, nothing was produced: {exc}")

@@ -195,3 +195,23 @@ def test_demo_that_cannot_make_a_vhost_of_its_own_runs_in_memory_and_says_why(tm
         lines[0] == "rabbitmqctl is not installed; running on the in-memory bus instead (never in the service's vhost)"
     )
     assert sum("referral from" in line for line in lines) == 13
+
+
+def test_a_refused_medcom_message_prints_the_fatal_error_ack_it_would_be_answered_with() -> None:
+    """`transform` shows what the sender would be told, so a vendor can try its messages offline (exit 2 still)."""
+    message = json.loads((GOLDEN / "hotline" / "municipality-routine.carecommunication.json").read_text())
+    patient = next(e["resource"] for e in message["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient["identifier"].append(dict(patient["identifier"][0], value="0101701234"))  # a second patient
+    done = run_cli("transform", "-", "--at", "2026-11-23T10:00:00+01:00", stdin=json.dumps(message).encode())
+    assert done.returncode == 2
+    assert done.stderr.decode().startswith("error: Patient.identifier: ")
+    (ack,) = json.loads(done.stdout)
+    assert ack["route"]["routingKey"].startswith("ack.")
+    assert ack["message"]["entry"][0]["resource"]["response"]["code"] == "fatal-error"
+
+
+def test_a_refused_event_prints_nothing_on_stdout() -> None:
+    event = json.loads(EVENT.read_text())
+    event["schemaVersion"] = "9"
+    done = run_cli("transform", "-", stdin=json.dumps(event).encode())
+    assert done.returncode == 2 and done.stdout == b""
