@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from integration.domain.hotline import AdviceRequest, SenderKind
-from integration.errors import InvalidInput
+from integration.domain.moment import read_moment
 from integration.formats.json_contract import JsonContract
 from integration.formats.patient_number import patient_number_of
 
@@ -19,10 +19,7 @@ def parse_advice_request(
     The patient is `patient.cpr` (its birth date not after `sentAt` nor `received_at`), else
     `patient.replacementCpr` (X-eCPR or D-eCPR: it matches no course)."""
     contract.check(document)
-    try:
-        sent_at = datetime.fromisoformat(document["sentAt"])
-    except ValueError:
-        raise InvalidInput("sentAt", "not a real date and time") from None
+    sent_at = read_moment(document["sentAt"], "sentAt")  # a zone, years 1900-2199
     patient = patient_number_of(document["patient"], sent_at, *([received_at] if received_at else []))
     sender = document["sender"]
     if "ydernummer" in sender:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from integration.domain.cpr import Cpr, born_by
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.domain.identifiers import PatientNumber, patient_number
+from integration.domain.moment import read_moment
 from integration.errors import InvalidInput
 from integration.fhir.messaging_rules import as_dict, as_list, message_header
 from integration.fhir.receipt import check_on_receipt
@@ -85,11 +86,7 @@ def _sent_at(bundle: dict[str, Any]) -> datetime:
     value = bundle.get("timestamp")
     if not isinstance(value, str):
         raise InvalidInput("Bundle.timestamp", "missing: MedCom stamps every message")
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:  # FHIR's instant admits a leap second, which no clock of ours can hold
-        problem = "a leap second (:60) is not accepted" if value[17:19] == "60" else "not a real date and time"
-        raise InvalidInput("Bundle.timestamp", problem) from None
+    return read_moment(value, "Bundle.timestamp")  # a zone, years 1900-2199; a leap second is named
 
 
 def _patient(patient: dict[str, Any], *moments: datetime) -> PatientNumber:

@@ -2,8 +2,8 @@
 
 The schema checks the shape; this module checks what a schema cannot say clearly: real
 dates, CPR birth dates and centuries (a birth after the event is refused), replacement CPR
-numbers in their system's format, check digits, timestamps in order, and a municipal
-referral that asks for something.
+numbers in their system's format, check digits, timestamps with a zone, in the years 1900-2199
+(`domain.moment`) and in order, and a municipal referral that asks for something.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from integration.domain.identifiers import gs1_check_digit_ok
+from integration.domain.moment import read_moment
 from integration.domain.records import (
     Diagnosis,
     DischargeEvent,
@@ -26,16 +27,6 @@ from integration.domain.records import (
 from integration.errors import InvalidInput
 from integration.formats.json_contract import JsonContract
 from integration.formats.patient_number import patient_number_of
-
-
-def _timestamp(value: str, field: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(field, "not a real date and time") from None
-    if parsed.tzinfo is None:  # the schema demands a zone; keep the guarantee local too
-        raise InvalidInput(field, "a time zone is required")
-    return parsed
 
 
 def _date(value: str, field: str) -> date:
@@ -112,13 +103,13 @@ def parse_discharge_event(
     date may not be after the event's times, nor after `received_at` (when the referral is made)."""
     contract.check(document)
     admission = document["admission"]
-    admitted = _timestamp(admission["admittedAt"], "admission.admittedAt")
-    discharged = _timestamp(admission["dischargedAt"], "admission.dischargedAt")
+    admitted = read_moment(admission["admittedAt"], "admission.admittedAt")
+    discharged = read_moment(admission["dischargedAt"], "admission.dischargedAt")
     if discharged < admitted:
         raise InvalidInput("admission.dischargedAt", "is before admission.admittedAt")
     hospital = document["hospital"]
     clinician = document.get("clinicianRiskGroup")
-    occurred = _timestamp(document["occurredAt"], "occurredAt")
+    occurred = read_moment(document["occurredAt"], "occurredAt")
     moments = (occurred, admitted, *([received_at] if received_at else []))
     return DischargeEvent(
         event_id=document["eventId"].lower(),

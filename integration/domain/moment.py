@@ -1,0 +1,70 @@
+"""Moments (a date and a time of day with a zone offset) as every reader takes them: from a message, a state
+file or the command line (`--at`).
+
+A moment must carry its zone and lie in the years 1900 to 2199 as written. Why those bounds: every moment we
+read is when a clinical message was made, sent or received (a discharge, an admission, a request's
+`sentAt`, a FHIR `Bundle.timestamp`, a receipt time), so one before 1900 or after 2199 is a typing or
+clock error, never a fact. The bounds keep every piece of our date arithmetic far from the ends of
+Python's calendar (years 1 to 9999), where converting to UTC or to Europe/Copenhagen, adding six weeks
+for a bicycle test, walking opening hours day by day or counting a deadline raised OverflowError: such a
+message was retried and then dead-lettered as our own bug, and its sender never learned the field.
+CPR birth dates reach back to 1858, but they are dates, not moments: a date is never converted between
+zones, and comparing one to a moment's date in Denmark is safe at any year.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from integration.errors import InvalidInput
+
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 2199
+# The instants a moment within the years above can fall on, whatever its offset (at most ±24 hours).
+EARLIEST_INSTANT = datetime(EARLIEST_YEAR - 1, 12, 31, tzinfo=UTC)
+LATEST_INSTANT = datetime(LATEST_YEAR + 1, 1, 2, tzinfo=UTC)
+RANGE = f"the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+
+
+def parse_moment(text: str) -> datetime:
+    """ISO 8601 text (`2026-11-23T10:00:00+01:00`, `…Z`) → an aware datetime, to the microsecond.
+
+    Raises ValueError with a one-line problem that never repeats the text: not a real date and time (a leap
+    second, `:60`, is named: FHIR's instant admits one, no clock of ours can hold it), no zone, or a year
+    outside EARLIEST_YEAR..LATEST_YEAR (`plausible`)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        leap = len(text) > 18 and text[10:11] in ("T", "t", " ") and text[17:19] == "60"
+        raise ValueError("a leap second (:60) is not accepted" if leap else "not a real date and time") from None
+    if moment.utcoffset() is None:
+        raise ValueError("a time zone is required, e.g. 2026-11-23T10:00:00+01:00")
+    return plausible(moment)
+
+
+def plausible(moment: datetime) -> datetime:
+    """`moment` itself when its year as written is within EARLIEST_YEAR..LATEST_YEAR, else ValueError."""
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise ValueError(f"outside {RANGE}: not a time a clinical message can carry")
+    return moment
+
+
+def read_moment(text: str, field: str) -> datetime:
+    """`parse_moment` for a field of a message: InvalidInput(field, problem), never repeating the value."""
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+
+
+def instant(moment: datetime) -> datetime:
+    """`moment` (aware) in UTC, moved to the nearest edge of the plausible instants when beyond them.
+
+    For arithmetic that must never raise: every reader refuses a moment outside the range, so only a
+    caller's own mistake gets here with one, and counting it at the range's edge is the answer that
+    cannot overflow (comparing two aware datetimes never converts them, so the test itself is safe)."""
+    if moment < EARLIEST_INSTANT:
+        return EARLIEST_INSTANT
+    if moment > LATEST_INSTANT:
+        return LATEST_INSTANT
+    return moment.astimezone(UTC)
