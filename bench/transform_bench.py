@@ -21,7 +21,8 @@ import orjson
 
 from integration.bootstrap import build_pipeline
 from integration.config import Settings
-from integration.fhir.validation import fhir_problems, messaging_problems
+from integration.fhir.conformance import assertion_findings
+from integration.fhir.validation import fhir_problems, messaging_problems, narrative_findings
 from integration.pipeline import transform
 from integration.testing import distinct_referral_events
 
@@ -59,7 +60,8 @@ def main() -> None:
 
     # The stages are measured interleaved, event by event, so that drift in the machine's speed
     # falls on all of them alike and their ratios hold.
-    times: dict[str, list[float]] = {k: [] for k in ("end", "build", "cold", "fhir", "rules", "dump")}
+    stage_keys = ("end", "build", "cold", "fhir", "rules", "touchstone", "narrative", "dump")
+    times: dict[str, list[float]] = {k: [] for k in stage_keys}
     sizes = []
     for raw, other in zip(distinct_events(args.events), distinct_events(args.events), strict=True):
         elapsed, message = clock(end_to_end, raw)
@@ -70,6 +72,8 @@ def main() -> None:
         times["cold"].append(clock(lambda b: fhir_problems(b, remember=False), bundle)[0])
         times["fhir"].append(clock(fhir_problems, bundle)[0])
         times["rules"].append(clock(messaging_problems, bundle)[0])
+        times["touchstone"].append(clock(assertion_findings, bundle)[0])
+        times["narrative"].append(clock(narrative_findings, bundle)[0])
         times["dump"].append(clock(orjson.dumps, bundle)[0])
 
     total = median_us(times["end"])
@@ -83,6 +87,8 @@ def main() -> None:
         ("decode, schema, rules, build (no validation)", "build"),
         ("fhir.resources validation", "fhir"),
         ("messaging rules", "rules"),
+        ("TouchStone assertions (the outgoing gate)", "touchstone"),
+        ("narrative rules txt-1/txt-2 (the outgoing gate)", "narrative"),
         ("orjson serialisation", "dump"),
     )
     for label, key in stages:
