@@ -5,8 +5,9 @@ each is read as XML Schema defines its value and reaches the FHIR output with th
 
 - Date (Course start and end, ClosingConversation date, HADS date): `yyyy-mm-dd`, years 0001-9999, real
   days only (29 February in 2000 and 2028, not in 2027 or 2100); value: the date.
-- ZonedDateTime (SentAt): `yyyy-mm-ddThh:mm:ss`, hours 00-23, 0 to 9 digits of a second, `Z` or `±hh:mm`
-  up to ±14:00 (`+00:00` and `-00:00` included); value: the moment, which FHIR gets as the report wrote it.
+- ZonedDateTime (SentAt): `yyyy-mm-ddThh:mm:ss`, years 1900-2199 (`domain.moment`), hours 00-23, 0 to 9
+  digits of a second, `Z` or `±hh:mm` up to ±14:00 (`+00:00` and `-00:00` included); value: the moment,
+  which FHIR gets as the report wrote it.
 - xs:boolean (Element completed, HospitalRetainsResponsibility): `true`, `false`, `1`, `0`.
 - nonNegativeInteger up to 999 (Element sessions) and xs:integer ranges (HADS Item n 1-14, score 0-3,
   Anxiety and Depression 0-21): digits with any number of leading zeros, a `+`, and `-` on a zero only.
@@ -125,7 +126,7 @@ def xs_dates(lo: date = date(1, 1, 1), hi: date = date(9999, 12, 31)) -> st.Sear
 
 @st.composite
 def zoned_datetimes(draw: st.DrawFn) -> Lexical:
-    moment = draw(st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30)))
+    moment = draw(st.datetimes(datetime(1900, 1, 1), datetime(2199, 12, 31, 23, 59, 59)))
     digits = draw(st.integers(0, 9))
     nanos = draw(st.integers(0, 10**digits - 1)) if digits else 0
     fraction = f".{nanos:0{digits}d}" if digits else ""
@@ -369,7 +370,8 @@ FORMS: list[tuple[str, str, Any, str]] = [
             ("zero-fraction", f"{_W}.000000000Z", 0, f"{_W}.000000000Z"),
             ("spaces", f"{_W}+01:00", 0, f"&#10;  {_W}+01:00&#9;"),
             ("leap-day", "2028-02-29T23:59:59.999999999-12:00", 999_999, "2028-02-29T23:59:59.999999999-12:00"),
-            ("first-moment", "0001-01-01T00:00:00+14:00", 0, "0001-01-01T00:00:00+14:00"),
+            ("first-moment", "1900-01-01T00:00:00+14:00", 0, "1900-01-01T00:00:00+14:00"),
+            ("last-moment", "2199-12-31T23:59:59.999999999-14:00", 999_999, "2199-12-31T23:59:59.999999999-14:00"),
         ]
     ),
     *(
@@ -455,6 +457,10 @@ def test_each_lexical_form_is_read_as_the_xsd_defines_and_carried_to_fhir(
 REFUSED = [
     ("sent_at", "ten-digits-of-a-second", f"{_W}.1234567890Z", "ClosingReport.SentAt", "nine digits"),
     ("sent_at", "not-a-leap-year", "2027-02-29T10:00:00Z", "ClosingReport.SentAt", ""),
+    ("sent_at", "year-1899", "1899-12-31T23:59:59-14:00", "ClosingReport.SentAt", "1900 to 2199"),
+    ("sent_at", "year-2200", "2200-01-01T00:00:00+14:00", "ClosingReport.SentAt", "1900 to 2199"),
+    ("sent_at", "year-0001", "0001-01-01T00:00:00+14:00", "ClosingReport.SentAt", "1900 to 2199"),
+    ("sent_at", "year-9999", "9999-12-31T23:59:59-14:00", "ClosingReport.SentAt", "1900 to 2199"),
     ("end", "2100-is-no-leap-year", "2100-02-29", "ClosingReport.Course.end", ""),
     ("after", "sixteen-digits-as-written", "85.00000000000000", "ClosingReport.Measurements.Measurement.after", "15"),
     ("after", "sixteen-digit-value", "1234567890123456", "ClosingReport.Measurements.Measurement.after", "15"),

@@ -119,9 +119,9 @@ _MEASURED_VALUE = (
 # The patterns of schemas/closing-report.xsd that say more in words than as a regular expression.
 _PATTERN_WORDS = {
     "[0-9]{4}-[0-9]{2}-[0-9]{2}": "not a date yyyy-mm-dd (a four-digit year, no time zone)",
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?"
+    "(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?"
     "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))": (
-        "not a date and time yyyy-mm-ddThh:mm:ss with a time zone (a four-digit year, hours 00 to 23, "
+        "not a date and time yyyy-mm-ddThh:mm:ss with a time zone (a year from 1900 to 2199, hours 00 to 23, "
         "at most nine digits of a second, a zone from -14:00 to +14:00)"
     ),
     _MEASURED_VALUE: (
