@@ -14,7 +14,7 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, State
-from integration.errors import Rejected, UnknownMessageKind
+from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
 from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
@@ -22,11 +22,12 @@ from integration.flows.hotline import HotlineContext, handle_advice_request, han
 from integration.flows.referral import ReferralContext, handle_discharge
 from integration.flows.results import FlowResult
 from integration.formats.advice_request import parse_advice_request
-from integration.formats.care_communication import decode_xml_bundle, is_care_communication, parse_care_communication
+from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
+from integration.formats.safe_xml import parse_xml
 from integration.formats.syntax import Syntax, sniff
 
 
@@ -113,8 +114,39 @@ def _closing_report(
 def decode_bundle_or_json(raw: bytes, max_bytes: int) -> Any:
     """A FHIR Bundle in XML (read into FHIR JSON), else a JSON value: InvalidInput when neither."""
     if sniff(raw).syntax is Syntax.XML:
-        return decode_xml_bundle(raw, max_bytes)
+        return read_xml_bundle(parse_xml(raw, max_bytes))
     return decode_json(raw, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ToCheck:
+    """What `integration validate` checks: `document` as read (None when no FHIR JSON could be made of it)
+    and `refusal`, the content error the reader found in well-formed input (None when it found none)."""
+
+    document: Any
+    refusal: str | None = None
+
+
+def read_to_check(raw: bytes, max_bytes: int) -> ToCheck:
+    """Bytes → what `validate` checks. Raises InvalidInput only when the input cannot be read at all: too
+    large, an encoding we do not read, malformed XML or JSON, a character no message may carry, a JSON key
+    twice (which of the two would be checked?). An XML message that is well-formed but not a FHIR Bundle, or
+    that FHIR R4 or our reader's fidelity check refuses, is a finding, as the same content in JSON is."""
+    if sniff(raw).syntax is not Syntax.XML:
+        return ToCheck(decode_json(raw, max_bytes=max_bytes))
+    root = parse_xml(raw, max_bytes)
+    try:
+        return ToCheck(read_xml_bundle(root))
+    except RefusedContent as refused:  # read, with something the FHIR JSON does not carry as sent
+        return ToCheck(refused.document, str(refused))
+    except InvalidInput as refused:
+        return ToCheck(None, str(refused))
+
+
+def is_closing_report(root: etree._Element) -> bool:
+    """Whether a parsed XML message is a closing report: its root element is in the report's namespace
+    (what comments, processing instructions or text before or inside it say does not count)."""
+    return bool(etree.QName(root).namespace == CLOSING_REPORT_NS)
 
 
 def _raise(refusal: Rejected) -> FlowResult:
@@ -141,11 +173,11 @@ def transform(
 
     A MedCom message other than an ack is answered with an ack, under the duplicate rules.
     """
-    sniffed = sniff(raw)
-    if sniffed.syntax is Syntax.XML and CLOSING_REPORT_NS in sniffed.head:  # else a FHIR Bundle, in XML
+    root = parse_xml(raw, pipeline.max_payload_bytes) if sniff(raw).syntax is Syntax.XML else None
+    if root is not None and is_closing_report(root):  # else a FHIR Bundle, in XML
         return _closing_report(raw, pipeline, now, accepted, state)
     try:
-        doc = decode_bundle_or_json(raw, pipeline.max_payload_bytes)
+        doc = read_xml_bundle(root) if root is not None else decode_json(raw, max_bytes=pipeline.max_payload_bytes)
     except RefusedContent as refused:  # well-formed, so a MedCom sender can be told, by a fatal-error ack
         doc = refused.document
         if not is_medcom_message(doc) or is_acknowledgement(doc):

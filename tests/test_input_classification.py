@@ -457,7 +457,7 @@ def test_an_xml_element_fhir_does_not_define_is_refused(pipeline: Pipeline) -> N
     root = etree.fromstring(_as_xml(CARE_COMMUNICATION))
     etree.SubElement(root, "{http://hl7.org/fhir}bogus", value="1")
     rejection = rejected(etree.tostring(root), pipeline, WEEKDAY, state=STATE)
-    assert isinstance(rejection, InvalidInput) and rejection.field == "Bundle"
+    assert isinstance(rejection, InvalidInput) and rejection.field == "Bundle.bogus"
 
 
 def test_an_xml_carecommunication_without_narrative_gets_fatal_error(pipeline: Pipeline) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,9 +254,18 @@ class MessageCheck:
     skipped: str | None = None
 
 
-def check_document(document: Any, medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> list[MessageCheck]:
+def check_document(
+    document: Any, medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR, *, refusal: str | None = None
+) -> list[MessageCheck]:
     """A FHIR message or document, or `integration transform`'s output (a JSON array of
-    `{"route": {...}, "message": ...}`): each message checked, labelled `message N (routing key)`."""
+    `{"route": {...}, "message": ...}`): each message checked, labelled `message N (routing key)`.
+    `refusal` is a content error its reader found (a finding first); `document` is None when the reader
+    could make no FHIR JSON of it, and then the refusal is the only finding."""
+    if document is None and refusal is not None:
+        return [MessageCheck("", Conformance([refusal], None, "the message could not be read into FHIR JSON"))]
+    if refusal is not None:
+        result = conformance(document, medcom_dir, core_dir)
+        return [MessageCheck("", replace(result, findings=[refusal, *result.findings]))]
     if not isinstance(document, list):
         return [MessageCheck("", conformance(document, medcom_dir, core_dir))]
     return [_output_item(index, item, medcom_dir, core_dir) for index, item in enumerate(document, start=1)]

@@ -28,6 +28,7 @@ from integration.errors import InvalidInput
 from integration.fhir.messaging_rules import as_dict, as_list, message_header
 from integration.fhir.receipt import check_on_receipt
 from integration.fhir.resource_validation import without_values
+from integration.formats.fhir_xml_fidelity import carry_exactly, check_shape
 from integration.formats.json_contract import check_depth
 from integration.formats.safe_xml import parse_xml
 
@@ -42,19 +43,52 @@ SOR_CODE = re.compile(r"[0-9]{11,18}")  # it becomes part of routing keys: `hotl
 
 
 def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
-    root = parse_xml(raw, max_bytes)
+    """FHIR XML bytes → the Bundle as FHIR JSON, carrying exactly what the XML holds (InvalidInput: not
+    readable XML, not a FHIR Bundle; NotCarried naming the element: anything the FHIR JSON would not
+    carry as sent, `fhir_xml_fidelity`)."""
+    return read_xml_bundle(parse_xml(raw, max_bytes))
+
+
+def read_xml_bundle(root: etree._Element) -> dict[str, Any]:
+    """A parsed FHIR XML Bundle → FHIR JSON (as `decode_xml_bundle`, for a root already parsed)."""
     if root.tag != f"{{{FHIR_NS}}}Bundle":
-        raise InvalidInput("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
+        raise NotFhirBundle("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
     try:
         bundle: dict[str, Any] = orjson.loads(Bundle.model_validate_xml(etree.tostring(root)).model_dump_json())
     except ValidationError as exc:
+        check_shape(root)  # names where, if the shape is what the reader could not place
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"] if _NAME.fullmatch(str(p)))
         raise InvalidInput(f"Bundle{where}", f"not valid FHIR: {without_values(first['msg'])}") from None
-    except (KeyError, ValueError, TypeError, AttributeError):  # fhir.resources' XML reader on what it cannot place
+    except KeyError as exc:  # fhir.resources' XML reader on an element name it cannot place
+        check_shape(root)
+        where = _first_element_named(root, str(exc.args[0]) if exc.args else "")
+        raise InvalidInput(where, "not valid FHIR XML: an element FHIR R4 does not define here") from None
+    except (ValueError, TypeError, AttributeError):  # fhir.resources' XML reader on what it cannot place
+        check_shape(root)
         raise InvalidInput("Bundle", "not valid FHIR XML: an element or value FHIR R4 does not define here") from None
     check_depth(bundle)
-    return bundle
+    return carry_exactly(root, bundle)
+
+
+class NotFhirBundle(InvalidInput):
+    """Well-formed XML whose root is not a FHIR Bundle."""
+
+
+def _first_element_named(root: etree._Element, name: str) -> str:
+    """The FHIR-style path (`Patient.identifier.bogus`) of the first element called `name`; "Bundle" if none."""
+    if not _NAME.fullmatch(name):
+        return "Bundle"
+    for element in root.iter():
+        if isinstance(element.tag, str) and etree.QName(element).localname == name:
+            names: list[str] = []
+            for node in (element, *element.iterancestors()):
+                local = etree.QName(node).localname
+                names.append(local)
+                if local[:1].isupper():  # a resource: FHIR paths start there
+                    break
+            return ".".join(reversed(names))
+    return "Bundle"
 
 
 def is_care_communication(doc: Any) -> bool:
