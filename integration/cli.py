@@ -22,6 +22,7 @@ from integration.cli_runtime import run_consumers
 from integration.cli_state import StoreState, state_file
 from integration.config import Settings
 from integration.domain.course import NO_STATE, State
+from integration.domain.moment import parse_moment
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult
@@ -108,12 +109,9 @@ def _receipt_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter("not an ISO 8601 date and time") from None
-    if moment.tzinfo is None:
-        raise click.BadParameter("needs a time zone, e.g. 2026-11-23T10:00:00+01:00")
-    return moment
+        return parse_moment(value)  # a zone, and a year a message can carry (1900-2199)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 @main.command(name="transform")

@@ -76,9 +76,17 @@ def read_cpr(text: str) -> Cpr:
 
 
 def _danish_date(moment: date | datetime) -> date:
-    if isinstance(moment, datetime):
-        return moment.astimezone(DANISH_TIME).date() if moment.tzinfo else moment.date()
-    return moment
+    """The date in Denmark of a time (its own date when it has no zone), or a date itself. Never raises: a time
+    within a day of the calendar's ends (years 1 and 9999) cannot be moved to Denmark's zone without leaving
+    the calendar, so its date as written stands in (readers refuse such times first: `domain.moment`)."""
+    if not isinstance(moment, datetime):
+        return moment
+    if moment.utcoffset() is None:
+        return moment.date()
+    try:
+        return moment.astimezone(DANISH_TIME).date()
+    except OverflowError:
+        return moment.date()
 
 
 def born_by(cpr: Cpr, *moments: date | datetime) -> None:

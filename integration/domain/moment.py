@@ -24,6 +24,7 @@ LATEST_YEAR = 2199
 EARLIEST_INSTANT = datetime(EARLIEST_YEAR - 1, 12, 31, tzinfo=UTC)
 LATEST_INSTANT = datetime(LATEST_YEAR + 1, 1, 2, tzinfo=UTC)
 RANGE = f"the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+IMPLAUSIBLE = f"outside {RANGE}: not a time a clinical message can carry"
 
 
 def parse_moment(text: str) -> datetime:
@@ -36,16 +37,17 @@ def parse_moment(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         leap = len(text) > 18 and text[10:11] in ("T", "t", " ") and text[17:19] == "60"
-        raise ValueError("a leap second (:60) is not accepted" if leap else "not a real date and time") from None
+        problem = "a leap second (:60) is not accepted" if leap else "not an ISO 8601 date and time, or not a real date"
+        raise ValueError(problem) from None
     if moment.utcoffset() is None:
-        raise ValueError("a time zone is required, e.g. 2026-11-23T10:00:00+01:00")
+        raise ValueError("needs a time zone, e.g. 2026-11-23T10:00:00+01:00")
     return plausible(moment)
 
 
 def plausible(moment: datetime) -> datetime:
     """`moment` itself when its year as written is within EARLIEST_YEAR..LATEST_YEAR, else ValueError."""
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
-        raise ValueError(f"outside {RANGE}: not a time a clinical message can carry")
+        raise ValueError(IMPLAUSIBLE)
     return moment
 
 

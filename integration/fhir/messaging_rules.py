@@ -16,6 +16,7 @@ from typing import Any
 
 from integration.domain.cpr import parse_cpr
 from integration.domain.identifiers import REPLACEMENT_SYSTEMS, parse_replacement_cpr
+from integration.domain.moment import EARLIEST_YEAR, IMPLAUSIBLE, LATEST_YEAR
 
 Resource = dict[str, Any]
 
@@ -83,6 +84,36 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Narrative", "status"): frozenset({"generated", "extensions", "additional", "empty"}),
     ("Composition", "status"): frozenset({"preliminary", "final", "amended", "entered-in-error"}),
 }
+# MedCom's CareCommunication category codes: Communication.category is bound (required) to the ValueSet
+# medcom-careCommunication-categories, which includes the whole CodeSystem medcom-careCommunication-categoryCodes;
+# these are its codes in medcom.fhir.dk.terminology#2.0.1 (CodeSystem version 1.9.0), the terminology
+# CareCommunication 5.0.4 pins (../shared/medcom/definitions/medcom.fhir.dk.terminology#2.0.1/
+# CodeSystem-medcom-careCommunication-categoryCodes.json; copied here, never read at run time).
+CARE_COMMUNICATION_CATEGORY_SYSTEM = (
+    "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-careCommunication-categoryCodes"
+)
+CARE_COMMUNICATION_CATEGORIES = frozenset(
+    {
+        "alcohol-and-drug-treatment",
+        "assistive-devices",
+        "carecoordination",
+        "decease",
+        "discharge",
+        "examination-results",
+        "healthcare",
+        "home-care-assessment",
+        "medicine",
+        "nursing",
+        "outpatient",
+        "psychiatry-social-disability",
+        "regarding-referral",
+        "telemedicine",
+        "training",
+        "acute-ambulant",
+        "extended-care-responsibility",
+        "other",
+    }
+)
 _CODES_BY_OWNER: dict[str, list[tuple[str, frozenset[str]]]] = {}
 for (_owner, _path), _allowed in REQUIRED_CODES.items():
     _CODES_BY_OWNER.setdefault(_owner, []).append((_path, _allowed))
@@ -167,12 +198,42 @@ def _walked(found: _Found, known: set[str] | dict[str, Any], bundle: Resource) -
         findings.append(
             Finding("Bundle.timestamp", "missing or without a time zone", f"timestamp {shown!r} has no time zone")
         )
+    elif not _plausible_year(timestamp):
+        findings.append(Finding("Bundle.timestamp", IMPLAUSIBLE, f"timestamp {timestamp!r} is {IMPLAUSIBLE}"))
     findings += [
         Finding(at.field, "has no time zone", f"timestamp {ts!r} has no time zone")
         for at, ts in found.timestamps
         if not ZONE_SUFFIX.search(ts)
     ]
+    findings += [
+        Finding(at.field, IMPLAUSIBLE, f"{at.text}: timestamp {ts!r} is {IMPLAUSIBLE}")
+        for at, ts in found.timestamps
+        if not _plausible_year(ts)
+    ]
     return findings + [Finding(at.field, EMPTY, f"{at.text}: {EMPTY}") for at in found.empty]
+
+
+def _plausible_year(timestamp: str) -> bool:
+    """A date and time (`YYYY-MM-DDT…`, as `_walk` collects them) whose year as written is one we read."""
+    year = timestamp[:4]
+    return not (year.isascii() and year.isdigit()) or EARLIEST_YEAR <= int(year) <= LATEST_YEAR
+
+
+def _category_findings(communication: Resource) -> list[Finding]:
+    """A category coded in MedCom's category system must be one of its codes (a required binding); a category
+    in another system, or without a code, the TouchStone assertion reports (`conformance`)."""
+    rid, findings = communication.get("id"), []
+    for i, category in enumerate(as_list(communication.get("category"))):
+        for coding in map(as_dict, as_list(as_dict(category).get("coding"))):
+            code = coding.get("code")
+            if coding.get("system") != CARE_COMMUNICATION_CATEGORY_SYSTEM or code is None:
+                continue
+            if not isinstance(code, str) or code not in CARE_COMMUNICATION_CATEGORIES:
+                problem = "is not a code of MedCom's CareCommunication categories (a required binding)"
+                findings.append(
+                    Finding("Communication.category", problem, f"Communication/{rid}: category[{i}] {problem}")
+                )
+    return findings
 
 
 def _identifier_systems(resource: Resource) -> set[str]:
@@ -396,6 +457,8 @@ def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
             problem = "fullUrl does not name the resource"
             findings.append(Finding(f"Bundle.entry[{position}].fullUrl", problem, f"{rtype}/{rid}: {problem}"))
         findings += _narrative_finding(resource, rtype) + _code_findings(resource, rtype)
+        if rtype == "Communication":
+            findings += _category_findings(resource)
         # The narrative is checked above and is one string; a Provenance's target and entity may point
         # at earlier messages, which are not in this Bundle (the chain of a reply).
         skipped = ("text", "entity", "target") if rtype == "Provenance" else ("text",)
