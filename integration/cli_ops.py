@@ -174,15 +174,12 @@ def _moment(at: str | None) -> datetime:
     """`--at` as an aware time (now when not given); a usage error (exit 2, one line) for anything else."""
     if at is None:
         return datetime.now(UTC)
+    from integration.domain.moment import parse_moment
+
     try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise click.BadParameter(
-            "not an ISO 8601 date and time, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at"
-        ) from None
-    if moment.utcoffset() is None:
-        raise click.BadParameter("needs a time zone, e.g. 2026-11-23T09:00:00+01:00", param_hint="--at")
-    return moment
+        return parse_moment(at)  # a zone, and a year a message can carry (1900-2199)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 @outbound.command("resend")
