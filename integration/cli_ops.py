@@ -240,10 +240,18 @@ def validate(source: Any, require_profiles: bool) -> None:
     """Check a FHIR message or document (JSON or XML, FILE or -), or the JSON array `integration transform`
     prints (each message in it), against FHIR R4, MedCom's messaging rules, the TouchStone assertions and,
     when the definitions are at hand, the profiles' snapshots; print the findings. Exit 0 when the layers
-    that ran find nothing, 1 with findings, 2 when it could not check (unreadable input, definitions there
-    but unreadable, or absent with --require-profiles)."""
+    that ran find nothing (or transform's output holds no FHIR message), 1 with findings, 2 when it could
+    not check (input that cannot be read, definitions there but unreadable, or absent with
+    --require-profiles).
+
+    "Cannot be read" (2) is the same for either syntax: too large, an encoding we do not read, malformed
+    XML or JSON, a character no message may carry (XML 1.0 makes it malformed; JSON gets the same answer),
+    a JSON key twice (the document is ambiguous: which value would be checked?). Everything about the
+    content of a well-formed document is a finding (1), in XML as in JSON: not a FHIR Bundle, an element
+    FHIR R4 does not define, an element more than once where FHIR allows one, text or an attribute FHIR
+    XML does not carry."""
     from integration.fhir.conformance import check_document
-    from integration.pipeline import decode_bundle_or_json
+    from integration.pipeline import read_to_check
 
     try:
         raw = source.read()
@@ -252,10 +260,12 @@ def validate(source: Any, require_profiles: bool) -> None:
     settings = Settings.from_env()
     limit = settings.max_payload_bytes
     try:
-        bundle = decode_bundle_or_json(raw, limit)
+        read = read_to_check(raw, limit)
     except InvalidInput as exc:
         _cannot_check(f"cannot read: {exc}")
-    checks = check_document(bundle, settings.medcom_definitions_dir, settings.fhir_core_dir)
+    checks = check_document(
+        read.document, settings.medcom_definitions_dir, settings.fhir_core_dir, refusal=read.refusal
+    )
     raise SystemExit(_report(checks, require_profiles))
 
 
@@ -301,9 +311,9 @@ def _report(checks: list[MessageCheck], require_profiles: bool) -> int:
 
 def _summary(findings: int, incomplete: int, skipped: list[str], checked: int, require_profiles: bool) -> int:
     not_checked = f"; profiles not checked: {skipped[0]}" if skipped else ""
-    if checked == 0:
-        _say("nothing to check: no FHIR message or document among what was given")
-        return 2
+    if checked == 0:  # only transform's output gets here: `[]` ("no referral") or JSON forms alone
+        _say("no FHIR message to check: transform's output holds none (no message, or JSON forms only)")
+        return 0
     if incomplete or (skipped and require_profiles):
         _say(f"{findings} finding(s); could not check everything{not_checked}")
         return 2

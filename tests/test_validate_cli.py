@@ -157,10 +157,50 @@ def test_transform_output_is_validated_message_by_message(tmp_path: Path) -> Non
     assert "- item 4: not a transform output item (route and message)" in lines
 
 
-def test_transform_output_with_no_fhir_message_is_nothing_to_check() -> None:
+def test_transform_output_with_no_fhir_message_is_exit_0_saying_so() -> None:
+    """`[]` is transform's "no referral": `transform … | validate -` must not fail on a valid outcome."""
     for output in ([], [{"route": {"routingKey": "hotline.unmatched"}, "message": {"requestId": "r"}}]):
         done = _validate(output)
-        assert done.returncode == 2 and done.stdout.splitlines()[-1].startswith("nothing to check")
+        assert done.returncode == 0 and done.stdout.splitlines()[-1].startswith("no FHIR message to check")
+
+
+# Attack on issue 11, F7: the same content error is a finding (exit 1) in XML as in JSON.
+@pytest.mark.parametrize(
+    ("xml", "json_document", "says"),
+    [
+        (b'<Bundle xmlns="http://hl7.org/fhir"/>', {"resourceType": "Bundle"}, "type"),
+        (b"<a/>", {}, "not a FHIR Bundle"),
+        (
+            b'<Bundle xmlns="http://hl7.org/fhir"><type value="message"/><bogus value="x"/></Bundle>',
+            {"resourceType": "Bundle", "type": "message", "bogus": "x"},
+            "bogus",
+        ),
+    ],
+    ids=["empty Bundle", "not a Bundle", "unknown element"],
+)
+def test_an_xml_content_error_is_a_finding_as_in_json(
+    xml: bytes, json_document: Any, says: str, tmp_path: Path
+) -> None:
+    for done in (
+        _validate(raw=xml, **_no_definitions(tmp_path)),
+        _validate(json_document, **_no_definitions(tmp_path)),
+    ):
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert says in done.stdout and done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"<Bundle xmlns='http://hl7.org/fhir'><type value='message'/>",
+        b'{"resourceType": "Bundle", "type": "a", "type": "b"}',
+        b'<Bundle xmlns="http://hl7.org/fhir"><id value="&#7;"/></Bundle>',
+    ],
+    ids=["malformed XML", "a JSON key twice", "a forbidden character"],
+)
+def test_what_cannot_be_read_unambiguously_is_exit_2(raw: bytes) -> None:
+    done = _validate(raw=raw)
+    assert done.returncode == 2 and done.stderr.startswith("error: cannot read")
 
 
 def test_a_cpr_number_quoted_by_a_finding_is_masked(tmp_path: Path) -> None:
