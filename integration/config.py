@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ FILE_TABLE = "integration"
 # suite puts in the environment of the broker nodes it starts (tests/runtime/rabbit_nodes.py).
 OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
 DEFAULTS: dict[str, Any] = {
     "broker_url": "amqp://guest:guest@127.0.0.1:5672/hjerterehab",
     "broker_ca_file": None,
@@ -79,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "audit_hmac_key_file": "",
     "audit_hmac_key_id": "",
 }
+# The settings that are whole numbers (their defaults are integers); every other one is a string.
+WHOLE_NUMBERS = frozenset(key for key, value in DEFAULTS.items() if type(value) is int)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +196,30 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         named = "; ".join(name + _nearest(name, DEFAULTS) for name in unknown)
         raise ConfigurationError(f"{path}: unknown settings {named}")
+    for key, value in table.items():
+        _check_file_type(path, key, value)
     return dict(table)
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a value's type, for an error line (never the value: it may be a secret's path)."""
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "date or time")
+
+
+def _check_file_type(path: Path, key: str, value: Any) -> None:
+    """A setting in the file has its TOML type, never coerced: `prefetch = 2.5` is not 2, `prefetch = true`
+    is not 1, `prefetch = "20"` is not 20 (a quoted number is a string). Whole numbers are TOML integers;
+    every other setting is a string, and broker_url may be an array of strings too."""
+    if key in WHOLE_NUMBERS:
+        wanted, ok = "a whole number (a TOML integer, unquoted)", type(value) is int
+    elif key == "broker_url":
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        wanted = "a string or an array of strings"
+    else:
+        wanted, ok = "a string", isinstance(value, str)
+    if not ok:
+        raise ConfigurationError(f"{path}: {key} must be {wanted}, not a TOML {_toml_type(value)}")
 
 
 def _url_list(value: Any) -> str:
@@ -204,10 +232,17 @@ def _url_list(value: Any) -> str:
 
 
 def _whole_number(values: Mapping[str, Any], key: str) -> int:
-    try:
-        number = int(values[key])
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{key} must be a whole number") from None
+    """A positive whole number: an integer (the defaults, the file: `_check_file_type`), or from the
+    environment the digits 0-9 alone (no sign, point, exponent, underscore or blank: `2.5`, `1e3`, `true`
+    and ` 20` are refused, not read as something near them). ConfigurationError names the setting."""
+    value = values[key]
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif type(value) is int:
+        number = value
+    else:
+        source = f" (INTEGRATION_{key.upper()}: the digits 0-9 alone)" if isinstance(value, str) else ""
+        raise ConfigurationError(f"{key} must be a whole number{source}")
     if number <= 0:
         raise ConfigurationError(f"{key} must be positive")
     return number

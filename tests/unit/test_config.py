@@ -1,5 +1,6 @@
 """Settings: defaults, a TOML file, the environment over both, and clear errors."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,54 @@ def test_file_then_environment(tmp_path: Path) -> None:
 def test_bad_settings_are_configuration_errors(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("prefetch = 2.5", "prefetch must be a whole number (a TOML integer, unquoted), not a TOML float"),
+        ("prefetch = true", "prefetch must be a whole number (a TOML integer, unquoted), not a TOML boolean"),
+        ('prefetch = "20"', "prefetch must be a whole number (a TOML integer, unquoted), not a TOML string"),
+        ("max_resends = 1979-05-27", "max_resends must be a whole number (a TOML integer, unquoted), not a TOML date"),
+        ("audit_dsn = 5", "audit_dsn must be a string, not a TOML integer"),
+        ('flows = ["discharge"]', "flows must be a string, not a TOML array"),
+        ("broker_url = [1]", "broker_url must be a string or an array of strings, not a TOML array"),
+    ],
+    ids=["float", "boolean", "quoted", "date", "dsn-integer", "flows-array", "url-array-of-integers"],
+)
+def test_a_file_value_of_the_wrong_type_is_refused_naming_the_key(tmp_path: Path, line: str, says: str) -> None:
+    """They were coerced without a word: 2.5 ran as 2, true as 1 (attack on issue 11, F9)."""
+    config = tmp_path / "c.toml"
+    config.write_text(f"[integration]\n{line}\n")
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"INTEGRATION_CONFIG": str(config)})
+    assert says in str(refused.value)
+
+
+def test_the_right_types_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[integration]\nprefetch = 7\nbroker_url = ["amqp://a/v", "amqp://b/v"]\nflows = "discharge"\n')
+    settings = Settings.from_env({"INTEGRATION_CONFIG": str(config), "INTEGRATION_MAX_RESENDS": "3"})
+    assert (settings.prefetch, settings.broker_url, settings.max_resends) == (7, "amqp://a/v,amqp://b/v", 3)
+
+
+@pytest.mark.parametrize("value", ["2.5", "true", "1e3", "+5", "1_000", " 20", "２０", ""])
+def test_an_environment_value_that_is_not_digits_alone_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"INTEGRATION_PREFETCH": value})
+    assert "prefetch must be a whole number (INTEGRATION_PREFETCH: the digits 0-9 alone)" in str(refused.value)
+
+
+def test_a_wrong_type_is_exit_3_with_one_line(tmp_path: Path) -> None:
+    from tests.cli_runs import run_integration
+
+    config = tmp_path / "c.toml"
+    config.write_text("[integration]\nprefetch = 2.5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {
+        "INTEGRATION_CONFIG": str(config)
+    }
+    done = run_integration("outbound", "pending", env=env, text=True, timeout=60)
+    assert done.returncode == 3 and len(done.stderr.splitlines()) == 1 and "prefetch" in done.stderr, done.stderr
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
