@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from integration.domain.cpr import parse_cpr
@@ -370,10 +371,10 @@ def _birth_date_against_cpr(patient: Resource, cprs: list[dict[str, Any]]) -> li
     if len(cprs) != 1 or not isinstance(born, str) or len(born) != 10 or not isinstance(cprs[0].get("value"), str):
         return []
     try:
-        cpr = parse_cpr(cprs[0]["value"])
+        cpr, given = parse_cpr(cprs[0]["value"]), date.fromisoformat(born)
     except ValueError:
-        return []  # the number's own problem is reported as such
-    if born != cpr.birth_date.isoformat():
+        return []  # a malformed number or date is reported as such, by its own check
+    if given != cpr.birth_date:
         return ["birthDate is not the birth date the CPR number gives"]
     return []
 
