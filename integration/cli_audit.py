@@ -24,7 +24,16 @@ import orjson
 from integration.audit_chain import AuditEntry
 from integration.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 from integration.config import Settings
-from integration.domain.cpr import read_cpr
+from integration.domain.cpr import CPR_SYSTEM, read_cpr
+from integration.domain.identifiers import (
+    D_ECPR_SYSTEMS,
+    FORMATS,
+    REPLACEMENT_SYSTEMS,
+    X_ECPR_SYSTEM,
+    ReplacementCpr,
+    ReplacementKind,
+    parse_replacement_cpr,
+)
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 from integration.log import mask_cpr, one_line
 from integration.runtime.audit_store import AuditStore, StoreMissing
@@ -160,23 +169,51 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
     click.echo(mask_cpr(f"audit log intact: {'; '.join(result.summary)}"))
 
 
-def _cpr(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    """The CPR number as stored (ten digits) from how it is typed; a usage error that never repeats it."""
+_NOT_A_PATIENT = (
+    "not a CPR number (ten digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, starting with a real birth date), "
+    "nor a replacement number (an X-eCPR, DDMMYY1AB2, alone or as SYSTEM|VALUE; a D-eCPR as SYSTEM|VALUE)"
+)
+
+
+def _patient(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """The key the audit files the patient under, from how it is typed (docs/decisions/0017): a CPR number
+    (DDMMYYSSSS, DDMMYY-SSSS, DDMMYY SSSS) as its ten digits, also as `urn:oid:1.2.208.176.1.2|NUMBER`; a
+    replacement number in FHIR's token form `SYSTEM|VALUE` (the system X-eCPR's or a D-eCPR's); a bare
+    X-eCPR value (DDMMYY, 1 or 7, two capital letters, a digit) under X-eCPR's system, since no other system
+    issues that shape. A bare D-eCPR value is refused: six systems issue that shape, and two regions may
+    give the same value to different patients. A usage error never repeats what was typed."""
+    text = value.strip()
+    system, bar, number = text.partition("|")
     try:
-        return read_cpr(value).value
-    except ValueError:
-        raise click.BadParameter(
-            "not a CPR number (ten digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, starting with a real birth date)"
-        ) from None
+        if bar and system == CPR_SYSTEM:
+            return read_cpr(number).value
+        if bar:
+            return parse_replacement_cpr(system, number).key
+        if FORMATS[ReplacementKind.X_ECPR].fullmatch(text):
+            return ReplacementCpr(X_ECPR_SYSTEM, text).key
+        if FORMATS[ReplacementKind.D_ECPR].fullmatch(text):
+            raise click.BadParameter(
+                "a D-eCPR names its patient only with its system: type SYSTEM|VALUE, the system one of "
+                + ", ".join(sorted(D_ECPR_SYSTEMS))
+            )
+        return read_cpr(text).value
+    except ValueError as exc:
+        problem = str(exc) if bar and system in REPLACEMENT_SYSTEMS else _NOT_A_PATIENT
+        raise click.BadParameter(problem) from None
 
 
 @audit.command("trail")
 @click.option(
-    "--patient", required=True, callback=_cpr, help="the patient's CPR number: DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS"
+    "--patient",
+    required=True,
+    callback=_patient,
+    help="the patient: a CPR number (DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS), or a replacement number as "
+    "SYSTEM|VALUE (an X-eCPR may be typed alone)",
 )
 def audit_trail(patient: str) -> None:
     """List what was received and sent about a patient, this look-up included (it is itself audited, with
-    the OS user), then how many records that was. A number that is not a CPR number is a usage error (2)."""
+    the OS user), then how many records that was. The patient is named by a CPR number or a replacement
+    number (X-eCPR, D-eCPR: docs/decisions/0017); anything else is a usage error (2)."""
     settings = settings_or_exit()
     with existing_store(settings) as store:
         store.record([AuditEntry("audit-trail-viewed", "audit", "-", reader(), patient=patient)], datetime.now(UTC))
