@@ -420,6 +420,174 @@ def _repeated_entries(entries: list[dict[str, Any]], resources: list[Resource]) 
     return findings
 
 
+# Bundle invariants of FHIR R4 on where entry parts and the total may appear (bdl-1 to bdl-4).
+_BUNDLE_PLACES = (
+    ("total", ("searchset", "history"), "bdl-1: a total only in a search set or history"),
+    ("search", ("searchset",), "bdl-2: entry.search only in a search set"),
+    ("request", ("batch", "transaction", "history"), "bdl-3: entry.request only in a batch, transaction or history"),
+    ("response", ("batch-response", "transaction-response", "history"), "bdl-4: entry.response only in a response"),
+)
+
+
+def _bundle_invariants(bundle: Resource, entries: list[dict[str, Any]]) -> list[Finding]:
+    """bdl-1 to bdl-4: `total`, `entry.search`, `entry.request`, `entry.response` only where the Bundle's type
+    allows them."""
+    kind, findings = bundle.get("type"), []
+    for key, allowed, problem in _BUNDLE_PLACES:
+        if kind in allowed:
+            continue
+        if key == "total":
+            if "total" in bundle:
+                findings.append(Finding("Bundle.total", problem, f"Bundle.total: {problem}"))
+            continue
+        findings += [
+            Finding(f"Bundle.entry[{i}].{key}", problem, f"entry[{i}].{key}: {problem}")
+            for i, entry in enumerate(entries)
+            if key in entry
+        ]
+    return findings
+
+
+def _anywhere(node: Any, at: _At) -> Iterator[tuple[_At, str, Any, dict[str, Any]]]:
+    """Every (place, key, value, object holding it) under `node`, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        here = at.child(key)
+        if isinstance(key, str) and isinstance(node, dict):
+            yield here, key, value, node
+        if isinstance(value, dict | list):
+            yield from _anywhere(value, here)
+
+
+_PATIENT_SYSTEMS = frozenset({CPR, *REPLACEMENT_SYSTEMS})
+UNKNOWN_MODIFIER = "a modifier extension we do not understand: the content must not be processed (FHIR R4 §2.4)"
+OTHER_PATIENT = "names a patient other than the message's one Patient"
+
+
+def _content_findings(resources: list[Resource]) -> list[Finding]:
+    """Anywhere in the resources: a modifierExtension (we understand none), and a CPR or replacement CPR
+    identifier that is not the one Patient's (another patient's data). With no Patient, or more than one,
+    other findings say so and the identifiers are not compared."""
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    own = (
+        {(i.get("system"), i.get("value")) for i in map(as_dict, as_list(patients[0].get("identifier")))}
+        if len(patients) == 1
+        else None
+    )
+    findings = []
+    for resource in resources:
+        rtype = _resource_type(resource) or "Resource"
+        rid = resource.get("id", "")
+        for at, key, value, holder in _anywhere(resource, _At(f"{rtype}/{rid}", rtype)):
+            if key == "modifierExtension" and value not in ([], None):
+                findings.append(Finding(at.field, UNKNOWN_MODIFIER, f"{at.text}: {UNKNOWN_MODIFIER}"))
+            elif (
+                own is not None
+                and key == "system"
+                and isinstance(value, str)
+                and value in _PATIENT_SYSTEMS
+                and not at.field.startswith("Patient.identifier[")
+            ):
+                if (value, holder.get("value")) not in own:
+                    where, text = at.field.removesuffix(".system"), at.text.removesuffix(".system")
+                    findings.append(Finding(where, OTHER_PATIENT, f"{text}: {OTHER_PATIENT}"))
+    return findings
+
+
+_ENDPOINT_SOR = re.compile(r"#id=([0-9]+)$")
+
+
+def _sors(organization: Resource) -> set[str]:
+    values = (
+        as_dict(i).get("value") for i in as_list(organization.get("identifier")) if as_dict(i).get("system") == SOR
+    )
+    return {v for v in values if isinstance(v, str)}
+
+
+def _routing_findings(header: Resource, resources: list[Resource], by_ref: dict[str, Resource]) -> list[Finding]:
+    """Contradictions in who sends and who receives: an Organization with two different SOR ids; a destination
+    endpoint naming another SOR than its receiver's; the source endpoint another SOR than the sender's."""
+    findings = []
+    for org in resources:
+        if org.get("resourceType") == "Organization" and len(_sors(org)) > 1:
+            problem = "names two different SOR ids: which organization is meant cannot be told"
+            findings.append(Finding("Organization.identifier", problem, f"Organization/{org.get('id')}: {problem}"))
+    pairs = [
+        (
+            f"MessageHeader.destination[{i}].endpoint",
+            as_dict(d).get("endpoint"),
+            as_dict(as_dict(d).get("receiver")).get("reference"),
+            "the receiver's",
+        )
+        for i, d in enumerate(as_list(header.get("destination")))
+    ]
+    pairs.append(
+        (
+            "MessageHeader.source.endpoint",
+            as_dict(header.get("source")).get("endpoint"),
+            as_dict(header.get("sender")).get("reference"),
+            "the sender's",
+        )
+    )
+    for where, endpoint, ref, whose in pairs:
+        named = _ENDPOINT_SOR.search(endpoint) if isinstance(endpoint, str) else None
+        party = by_ref.get(ref) if isinstance(ref, str) else None
+        if named is None or party is None:
+            continue
+        sors = _sors(party)
+        if sors and named.group(1) not in sors:
+            problem = f"names another SOR id than {whose} Organization"
+            findings.append(Finding(where, problem, f"MessageHeader: {where.removeprefix('MessageHeader.')} {problem}"))
+    return findings
+
+
+CARE_COMMUNICATION_EVENT = "care-communication-message"
+# What a CareCommunication Bundle holds: medcom-careCommunication-message, `entry` (CareCommunication 5.0.4,
+# ../shared/medcom/dk-medcom-carecommunication/profiles/MedComCareCommunicationMessage.fsh). The slicing is
+# open, but a type outside these is one our flow would forward unread, so it is refused.
+CARE_COMMUNICATION_TYPES = frozenset(
+    {
+        "MessageHeader",
+        "Organization",
+        "Provenance",
+        "Communication",
+        "Patient",
+        "Encounter",
+        "Practitioner",
+        "PractitionerRole",
+        "CareTeam",
+    }
+)
+
+
+def _care_communication_findings(header: Resource, resources: list[Resource]) -> list[Finding]:
+    """CareCommunication's own rules: the resource types its Bundle may hold, exactly one Communication with
+    status `unknown` (fixed by medcom-careCommunication-communication; entered-in-error is refused) and one
+    thread identifier, and one MessageHeader.focus."""
+    findings = []
+    for i, resource in enumerate(resources):
+        rtype = _resource_type(resource)
+        if rtype is not None and rtype not in CARE_COMMUNICATION_TYPES:
+            problem = "a resource type a CareCommunication does not hold (medcom-careCommunication-message)"
+            findings.append(Finding(f"Bundle.entry[{i}].resource", problem, f"{rtype}/{resource.get('id')}: {problem}"))
+    communications = [r for r in resources if r.get("resourceType") == "Communication"]
+    if len(communications) != 1:
+        problem = "a CareCommunication holds exactly one Communication"
+        findings.append(Finding("Communication", problem, f"{len(communications)} Communications: {problem}"))
+    for communication in communications:
+        rid = communication.get("id")
+        if communication.get("status") != "unknown":
+            problem = "must be 'unknown' (fixed by MedCom's CareCommunication)"
+            findings.append(Finding("Communication.status", problem, f"Communication/{rid}: status {problem}"))
+        if len(as_list(communication.get("identifier"))) > 1:
+            problem = "holds more than one thread identifier (1..1 in MedCom's CareCommunication)"
+            findings.append(Finding("Communication.identifier", problem, f"Communication/{rid}: identifier {problem}"))
+    if len(as_list(header.get("focus"))) != 1:
+        problem = "a CareCommunication's MessageHeader has exactly one focus"
+        findings.append(Finding("MessageHeader.focus", problem, f"MessageHeader: {problem}"))
+    return findings
+
+
 def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
     """MedCom messaging rules, FHIR invariants and required codes that the models do not check."""
     if not isinstance(bundle, dict):
@@ -445,6 +613,10 @@ def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
         problem = "no Provenance targets this message's MessageHeader"
         findings.append(Finding("Provenance.target", problem, problem))
     findings += _repeated_entries(entries, resources)
+    findings += _bundle_invariants(bundle, entries) + _routing_findings(header, resources, by_ref)
+    findings += _content_findings(resources)
+    if as_dict(header.get("eventCoding")).get("code") == CARE_COMMUNICATION_EVENT:
+        findings += _care_communication_findings(header, resources)
     found = _Found()
     for position, (entry, resource) in enumerate(zip(entries, resources, strict=True)):
         rtype = _resource_type(resource)

@@ -22,6 +22,7 @@ import re
 import typing
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any
 
@@ -279,6 +280,84 @@ def _unreadable_element(model: Any, resource: Resource) -> list[Any]:
     return []
 
 
+# FHIR JSON's types for primitives (R4 §2.6.2 "JSON representation of primitive elements"): a boolean is JSON
+# true/false, an integer a JSON number without fraction or exponent, a decimal a JSON number, every other
+# primitive a JSON string. fhir.resources' (pydantic's) lax mode coerces "true", 5.0 and 1E1, and the raw
+# JSON, not the model, is what we forward; so the JSON types are checked on the raw content.
+_KINDS = {bool: "boolean", int: "integer", Decimal: "decimal", str: "string"}
+_SHOULD_BE = {
+    "boolean": "must be a JSON boolean (true or false)",
+    "integer": "must be a JSON integer (no fraction, no exponent)",
+    "decimal": "must be a JSON number",
+    "string": "must be a JSON string",
+}
+
+
+def _primitive_kind(annotation: Any) -> str | None:
+    """boolean, integer, decimal or string for a field holding a FHIR primitive (or a list of them), else None."""
+    pending = [annotation]
+    while pending:
+        current = pending.pop()
+        if current in _KINDS:
+            return _KINDS[current]
+        if hasattr(current, "get_model_klass"):
+            return None
+        pending.extend(typing.get_args(current))
+    return None
+
+
+@cache
+def _primitive_fields(model: Any) -> dict[str, str]:
+    """JSON name → boolean, integer, decimal or string, for the fields of `model` that hold primitives."""
+    kinds = {}
+    for name, info in model.model_fields.items():
+        kind = _primitive_kind(info.annotation)
+        if kind is not None and not name.endswith("__ext") and name != "fhir_comments":
+            kinds[info.alias or name] = kind
+    return kinds
+
+
+def _json_type_ok(kind: str, value: Any) -> bool:
+    if value is None:
+        return True  # in a list of primitives, a null pairs with an `_element`'s extension
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "decimal":
+        return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def json_type_errors(resource: Resource, model: Any) -> list[ContentError]:
+    """Every primitive in `resource` whose JSON type is not the one FHIR JSON requires, naming where (a path of
+    element names, never the value). Contained resources are checked with their own model."""
+    errors: list[ContentError] = []
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    pending: list[tuple[Any, Any, list[Any]]] = [(model, resource, [])]
+    while pending:
+        current, node, path = pending.pop()
+        kinds, complex_fields = _primitive_fields(current), _complex_fields(current)
+        for key, value in node.items():
+            values = value if isinstance(value, list) else [value]
+            if key in kinds:
+                for i, item in enumerate(values):
+                    if not _json_type_ok(kinds[key], item):
+                        where = path + [key] + ([i] if isinstance(value, list) else [])
+                        errors.append(_located(str(rtype), rid, where, _SHOULD_BE[kinds[key]]))
+            elif key in complex_fields:
+                for i, item in enumerate(values):
+                    if isinstance(item, dict):
+                        where = path + [key] + ([i] if isinstance(value, list) else [])
+                        pending.append((complex_fields[key], item, where))
+            elif key == "contained":
+                for i, item in enumerate(values):
+                    inner = _model(item)
+                    if inner is not None:
+                        pending.append((inner, item, path + [key, i]))
+    return errors
+
+
 def _shell(bundle: Resource) -> Resource:
     """The Bundle without its entries' resources (each is validated with its own model)."""
     entries = bundle.get("entry", [])
@@ -296,7 +375,8 @@ def content_errors(bundle: Any, *, remember: bool = True) -> list[ContentError]:
     if not isinstance(bundle, dict) or _model(bundle) is None:
         return [ContentError("not a FHIR resource", "Bundle", "not a FHIR resource")]
     model, replacements = _model(bundle), stand_ins(bundle)
-    errors = _checked(_shell(bundle), model, replacements, remember)
+    shell = _shell(bundle)
+    errors = _checked(shell, model, replacements, remember) + json_type_errors(shell, model)
     entries = bundle.get("entry")
     for position, entry in enumerate(entries if isinstance(entries, list) else []):
         resource = (entry.get("resource") if isinstance(entry, dict) else None) or {}
@@ -304,7 +384,7 @@ def content_errors(bundle: Any, *, remember: bool = True) -> list[ContentError]:
         if model is None:
             errors.append(_not_a_resource(position, "not a FHIR resource (no resourceType, or not an R4 type)"))
         else:
-            errors += _checked(resource, model, replacements, remember)
+            errors += _checked(resource, model, replacements, remember) + json_type_errors(resource, model)
     return errors
 
 
