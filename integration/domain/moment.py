@@ -14,7 +14,8 @@ zones, and comparing one to a moment's date in Denmark is safe at any year.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 
 from integration.errors import InvalidInput
 
@@ -49,6 +50,48 @@ def plausible(moment: datetime) -> datetime:
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
         raise ValueError(IMPLAUSIBLE)
     return moment
+
+
+def plausible_date(value: date) -> date:
+    """`value` itself when its year is within EARLIEST_YEAR..LATEST_YEAR, else ValueError. Every date a message
+    carries about its own care (a surgery, an exercise test, a conversation, a questionnaire) falls within
+    the same years as its moments, for the same reasons; a CPR birth date is not such a date."""
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"outside {RANGE}: not a date a clinical message can carry")
+    return value
+
+
+def read_date(text: str, field: str) -> date:
+    """`YYYY-MM-DD` → a real date in the plausible years: InvalidInput(field, problem), never repeating it."""
+    try:
+        value = date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(field, "not a real date") from None
+    try:
+        return plausible_date(value)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+
+
+_MINUTES_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+# FHIR R4's dateTime with a time (Datatypes, `dateTime`, the regex narrowed to a full date, a time and a zone).
+_FHIR_DATE_TIME = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?"
+    r"(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))"
+)
+
+
+def fhir_date_time(text: str, moment: datetime) -> str:
+    """A moment's text as the sender wrote it (`moment` is what `parse_moment` made of it) → a FHIR dateTime:
+    the text itself, fraction and `Z` included (FHIR R4 Datatypes allow both), with `:00` seconds added when
+    the sender left them out (RFC 3339 as our schemas admit it; FHIR needs seconds with a time). A form FHIR
+    has no lexical twin for (ISO 8601's basic format, which `datetime.fromisoformat` also reads) is written
+    from `moment`, to the microsecond."""
+    if _MINUTES_ONLY.fullmatch(text[:16]) and text[16:17] != ":":
+        text = f"{text[:16]}:00{text[16:]}"
+    if _FHIR_DATE_TIME.fullmatch(text):
+        return text
+    return moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
 
 
 def read_moment(text: str, field: str) -> datetime:

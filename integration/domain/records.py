@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from enum import Enum
 
 from integration.domain.identifiers import PatientNumber
@@ -76,8 +77,9 @@ class Surgery:
 class ExerciseTest:
     date: date
     conclusion: str
-    max_workload_watt: float | None
-    mets: float | None
+    # As the sender wrote them: an int, or a Decimal keeping its digits (7.50 stays 7.50), never a float.
+    max_workload_watt: int | Decimal | None
+    mets: int | Decimal | None
     peak_heart_rate: int | None
 
 
@@ -108,3 +110,7 @@ class DischargeEvent:
     clinician_risk_group: RiskGroup | None
     exercise_test: ExerciseTest | None
     referral: ReferralRequest
+    # occurredAt and dischargedAt as the sender wrote them (FHIR dateTime form: `moment.fhir_date_time`),
+    # carried to the referral unchanged; empty when the event was built without its text (then from the datetime).
+    occurred_at_text: str = ""
+    discharged_at_text: str = ""

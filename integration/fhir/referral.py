@@ -1,8 +1,14 @@
-"""The referral's clinical content: ServiceRequest, RiskAssessment and the exercise-test Observation."""
+"""The referral's clinical content: ServiceRequest, RiskAssessment and the exercise-test Observation.
+
+Times and measured values are carried as the discharge event wrote them: `authoredOn` and the risk
+assessment's `occurrenceDateTime` are the sender's text (fraction and `Z` kept; `moment.fhir_date_time`),
+and each exercise-test value is a Decimal written digit for digit by `fhir_json.dumps` (never a float).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from integration.domain.pathway import Pathway
@@ -10,6 +16,7 @@ from integration.domain.records import DischargeEvent, ExerciseTest
 from integration.domain.referral_rules import ReferralRules
 from integration.domain.risk import RiskAssessment
 from integration.fhir.envelope import Resource, fhir_instant, reference
+from integration.fhir.fhir_json import decimal_text
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
 
@@ -59,7 +66,7 @@ def risk_assessment(
         "status": "final",
         "method": {"text": "Risikostratificering efter Dansk Cardiologisk Selskabs kriterier"},
         "subject": reference(patient),
-        "occurrenceDateTime": fhir_instant(event.discharged_at),
+        "occurrenceDateTime": event.discharged_at_text or fhir_instant(event.discharged_at),
         # R4 allows only a Practitioner, PractitionerRole or Device as performer; the department is named
         # in the narrative and is the message's sender.
         "prediction": [
@@ -82,22 +89,29 @@ def risk_assessment(
     return resource
 
 
-def _component(code: str, display: str, value: float | int, unit: str, ucum: str, terms: Terminology) -> dict[str, Any]:
+def _component(code: str, display: str, value: Decimal, unit: str, ucum: str, terms: Terminology) -> dict[str, Any]:
     return {
         "code": {"coding": [_coding(terms.code_systems["exerciseTest"], code, display)]},
         "valueQuantity": {"value": value, "unit": unit, "system": terms.ucum, "code": ucum},
     }
 
 
+def _exact(value: int | Decimal) -> Decimal:
+    """A measured value as the sender wrote it, for `fhir_json.dumps` (digit for digit, positional: `1e2` is
+    written 100, `1e-7` 0.0000001, `-0.0` 0.0) and for the narrative (`decimal_text`, the same text)."""
+    return Decimal(value)
+
+
 def exercise_test_observation(
     rid: str, test: ExerciseTest, patient: Resource, performer: Resource, terms: Terminology
 ) -> Resource:
-    measured = [
+    sent = [
         ("max-workload", "Maksimal belastning", test.max_workload_watt, "W", "W"),
         ("mets", "METs", test.mets, "MET", "{MET}"),
         ("peak-heart-rate", "Maksimal puls", test.peak_heart_rate, "slag/min", "/min"),
     ]
-    components = [_component(c, d, v, u, ucum, terms) for c, d, v, u, ucum in measured if v is not None]
+    measured = [(c, d, _exact(v), u, ucum) for c, d, v, u, ucum in sent if v is not None]
+    components = [_component(c, d, v, u, ucum, terms) for c, d, v, u, ucum in measured]
     resource: Resource = {
         "resourceType": "Observation",
         "id": rid,
@@ -107,7 +121,7 @@ def exercise_test_observation(
             [
                 ("Undersøgelse", "Symptomlimiteret arbejdstest"),
                 ("Dato", test.date.isoformat()),
-                *((d, f"{v} {u}") for _, d, v, u, _ in measured if v is not None),
+                *((d, f"{decimal_text(v)} {u}") for _, d, v, u, _ in measured),
                 ("Konklusion", test.conclusion),
                 ("Patient", f"Patient/{patient['id']}"),
             ],
@@ -182,7 +196,7 @@ def service_request(
         ],
         "code": {"text": "Hjerterehabilitering"},
         "subject": reference(patient),
-        "authoredOn": fhir_instant(event.occurred_at),
+        "authoredOn": event.occurred_at_text or fhir_instant(event.occurred_at),
         "requester": reference(requester),
         "performer": [reference(performer)],
         "reasonCode": [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import jsonschema_rs
@@ -42,6 +43,11 @@ def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     most MAX_DEPTH deep, no object with a key twice (RFC 8259 §4 leaves it open; FHIR JSON and our contracts
     forbid it), no string with a character that no message may carry (`forbidden_character`).
 
+    Every number written with a fraction or an exponent (`7.50`, `1e2`, `-0.0`) comes back as a
+    `decimal.Decimal` holding the sender's digits (`Decimal('7.50')`), never a float, which would drop
+    `7.50`'s precision (FHIR R4 Datatypes, `decimal`) and round `7.1234567890123456789`; a number without
+    either is an int. `fhir_json.dumps` writes such a Decimal back digit for digit.
+
     Raises InvalidInput naming the JSON path (`entry[2].resource.identifier`) and never a value."""
     if len(raw) > max_bytes:
         raise InvalidInput("", f"payload too large: {len(raw)} bytes, the limit is {max_bytes}")
@@ -60,11 +66,11 @@ def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             raise InvalidInput(_field_of_huge_number(raw), "a number too large to read (beyond a double)") from None
         _refuse_forbidden_characters(_lenient(raw))  # orjson refuses them without saying where
         raise InvalidInput("", f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    keys, depth = _shape(document)
+    keys, depth, fractional = _shape(document)
     if depth > MAX_DEPTH:
         check_depth(document)
-    if keys != _key_ends(raw):  # else no key can be there twice (see _key_ends); an exact second look
-        _refuse_duplicate_keys(raw, document)
+    if fractional or keys != _key_ends(raw):  # else no key can be there twice (see _key_ends)
+        document = _exact(raw, document)
     if _may_hold_forbidden(raw):
         _refuse_forbidden_characters(document)
     return document
@@ -85,9 +91,11 @@ def _key_ends(raw: bytes) -> int:
     return raw.count(b'":') + len(_KEY_END_SPACED.findall(raw))
 
 
-def _shape(document: Any) -> tuple[int, int]:
-    """(keys in every object, deepest nesting) of a JSON value, level by level, without recursion."""
+def _shape(document: Any) -> tuple[int, int, bool]:
+    """(keys in every object, deepest nesting, whether any number is a float) of a JSON value, level by
+    level, without recursion."""
     keys = depth = 0
+    fractional = type(document) is float
     level = [document] if isinstance(document, dict | list) else []
     while level:
         depth += 1
@@ -96,9 +104,14 @@ def _shape(document: Any) -> tuple[int, int]:
             children = container.values() if type(container) is dict else container
             if type(container) is dict:
                 keys += len(container)
-            below += [child for child in children if type(child) is dict or type(child) is list]
+            for child in children:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is float:
+                    fractional = True
         level = below
-    return keys, depth
+    return keys, depth, fractional
 
 
 class _Repeated(dict[str, Any]):
@@ -107,29 +120,38 @@ class _Repeated(dict[str, Any]):
     key: str
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    kept = dict(pairs)
-    if len(kept) == len(pairs):
-        return kept
-    repeated, seen = _Repeated(kept), set()
-    for key, _ in pairs:
-        if key in seen:
-            repeated.key = key
-            break
-        seen.add(key)
-    return repeated
+def _exact(raw: bytes, document: Any) -> Any:
+    """`raw` read again by the standard library's parser, exactly: every number with a fraction or an exponent
+    as a Decimal of its digits, and refused (RefusedContent, with orjson's `document`) when an object has a
+    key twice, naming the first such key's path. orjson read it first: it is valid JSON, at most MAX_DEPTH
+    deep, with no number beyond a double."""
+    repeats = 0
 
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeats
+        kept = dict(items)
+        if len(kept) == len(items):
+            return kept
+        repeats += 1
+        repeated, seen = _Repeated(kept), set()
+        for key, _ in items:
+            if key in seen:
+                repeated.key = key
+                break
+            seen.add(key)
+        return repeated
 
-def _refuse_duplicate_keys(raw: bytes, document: Any) -> None:
-    paired = json.loads(raw, object_pairs_hook=_pairs)  # orjson read it: valid JSON, at most MAX_DEPTH deep
-    for path, value in _walk(paired):
-        if isinstance(value, _Repeated):
-            raise RefusedContent(
-                _safe_path([*path, value.key]),
-                "a key appears twice in one object (FHIR and our "
-                "contracts forbid it: which one counts would be a guess)",
-                document,
-            )
+    paired = json.loads(raw, parse_float=Decimal, object_pairs_hook=pairs)
+    if repeats:  # only then is the walk needed, to name the first one's path
+        for path, value in _walk(paired):
+            if isinstance(value, _Repeated):
+                raise RefusedContent(
+                    _safe_path([*path, value.key]),
+                    "a key appears twice in one object (FHIR and our "
+                    "contracts forbid it: which one counts would be a guess)",
+                    document,
+                )
+    return paired
 
 
 # -- characters no message may carry ------------------------------------------------------------------
