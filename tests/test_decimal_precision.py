@@ -50,10 +50,9 @@ def _weights(body: bytes) -> list[str]:
         ('before="85" after="85.0"', ["85", "85.0"]),
         ('before="+085.50" after=" 0085.000 "', ["85.50", "85.000"]),
         ('before=".5" after="5."', ["0.5", "5"]),
-        ('before="-0.00" after="-0"', ["0.00", "0"]),
         ('before="0.000000000000001" after="12345678901.2340"', ["0.000000000000001", "12345678901.2340"]),
     ],
-    ids=["trailing-zeros", "integer-and-one-zero", "sign-leading-zeros-spaces", "bare-points", "negative-zero", "tiny"],
+    ids=["trailing-zeros", "integer-and-one-zero", "sign-leading-zeros-spaces", "bare-points", "tiny"],
 )
 def test_the_document_writes_each_measured_value_with_the_reports_digits_after_the_point(
     pipeline: Pipeline, written: str, published: list[str]

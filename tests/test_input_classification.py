@@ -114,7 +114,7 @@ def test_a_date_with_a_zone_is_refused_by_the_schema_naming_the_attribute(
 ) -> None:
     rejection = rejected(report(old, new), pipeline, CLOSING_NOW, state=STATE)
     assert isinstance(rejection, InvalidInput) and rejection.field.endswith(field)
-    assert rejection.problem == "not a date yyyy-mm-dd (a four-digit year, no time zone)"
+    assert rejection.problem == "not a date yyyy-mm-dd (a year from 1900 to 2199, no time zone)"
 
 
 def test_the_patterns_put_in_words_are_the_schemas_own() -> None:

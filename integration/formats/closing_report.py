@@ -1,7 +1,9 @@
 """The municipality's closing report (XML, `schemas/closing-report.xsd`) → ClosingReport.
 
 Parsed hardened (`safe_xml`), validated against the XSD, then checked for what XSD 1.0 cannot say:
-each measurement's UCUM unit, distinct HADS items, real dates, a CPR number with a real birth date.
+each measurement's UCUM unit, distinct HADS items, each course element once, real dates, a closing
+conversation not before the course starts, a CPR number with a real birth date. The XSD itself keeps
+every date in the years 1900-2199 (as every moment, `domain.moment`) and every measured value above zero.
 Typed values are read as XSD 1.0 defines them (white space collapsed, `1`/`0` booleans, signs and
 leading zeros in numbers); the forms the report has no use for are refused by the XSD itself, so
 the two never disagree. What the FHIR output needs beyond the XSD's value is kept too: a measured
@@ -41,7 +43,7 @@ UNITS = {
 # "The value" ("[facet 'pattern'] The value 'V' is not accepted by …"); greedy, so a quote inside V cannot
 # end it early: what follows the last " is/has/does" is the schema's, never the report's.
 _VALUE_FIRST = re.compile(r"^'.*'(?= is not a valid value of )", re.DOTALL)
-_THE_VALUE = re.compile(r"[Tt]he value '.*'(?= (?:is|has|does) )", re.DOTALL)
+_THE_VALUE = re.compile(r"[Tt]he value '.*'(?= (?:is|has|does|must) )", re.DOTALL)
 _NAMESPACE = re.compile(r"\{[^{}']*:[^{}']*\}")  # {urn:…}Element; not a pattern's {4} or \p{Z}
 _ATTRIBUTE = re.compile(r"attribute '([^']+)'")
 _XML_SPACE = " \t\r\n"  # what XSD's whiteSpace collapse removes; Python's strip() would remove more
@@ -118,7 +120,7 @@ _MEASURED_VALUE = (
 )
 # The patterns of schemas/closing-report.xsd that say more in words than as a regular expression.
 _PATTERN_WORDS = {
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}": "not a date yyyy-mm-dd (a four-digit year, no time zone)",
+    "(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}": "not a date yyyy-mm-dd (a year from 1900 to 2199, no time zone)",
     "(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?"
     "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))": (
         "not a date and time yyyy-mm-ddThh:mm:ss with a time zone (a year from 1900 to 2199, hours 00 to 23, "
@@ -135,6 +137,8 @@ _PATTERN = re.compile(r"\[facet 'pattern'\] the value is not accepted by the pat
 
 def _without_values(detail: str, value: str | None) -> str:
     """libxml2's description of a violation without the offending value (they go to logs and headers)."""
+    if detail.startswith("[facet 'minExclusive']"):  # only MeasuredValue has one: its limit is 0
+        return "must be above 0 (no measurement the report carries is 0 or below)"
     detail = _THE_VALUE.sub("the value", _VALUE_FIRST.sub("the value", detail))
     if value:
         detail = detail.replace(f"'{value}'", "the value")
@@ -235,6 +239,17 @@ def _element(e: etree._Element) -> CourseElement:
     return CourseElement(e.get("code"), _xs_boolean(e.get("completed")), _xs_integer(sessions) if sessions else None)
 
 
+def _elements(course: etree._Element) -> tuple[CourseElement, ...]:
+    """Each course element once: one reported twice (perhaps completed and not) leaves which is true a guess."""
+    found: list[CourseElement] = []
+    for e in course.findall(_q("Element")):
+        element = _element(e)
+        if any(f.code == element.code for f in found):
+            raise InvalidInput(_element_path(e), "reports a course element that an earlier Element reports")
+        found.append(element)
+    return tuple(found)
+
+
 def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) -> ClosingReport:
     root = parse_xml(raw, max_bytes)
     check_against_schema(root, schema)
@@ -256,6 +271,9 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         born_by(cpr, start)  # a course does not start before the patient is born
     except ValueError as exc:
         raise InvalidInput("ClosingReport.Patient.cpr", str(exc)) from None
+    closing_date = _xs_date(closing.get("date"), "ClosingReport.ClosingConversation.date")
+    if closing_date < start:
+        raise InvalidInput("ClosingReport.ClosingConversation.date", "is before the course starts (Course.start)")
     smoking = root.find(f"{_q('Measurements')}/{_q('SmokingStatus')}")
     hads_date, hads = _hads(root)
     return ClosingReport(
@@ -274,8 +292,8 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         referral_ref=_text(root, "ReferralRef"),
         course_start=start,
         course_end=end,
-        elements=tuple(_element(e) for e in course.findall(_q("Element"))),
-        closing_date=_xs_date(closing.get("date"), "ClosingReport.ClosingConversation.date"),
+        elements=_elements(course),
+        closing_date=closing_date,
         closing_place=closing.get("place"),
         measurements=_measurements(root),
         smoking=(smoking.get("before"), smoking.get("after")) if smoking is not None else None,
