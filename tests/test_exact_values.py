@@ -264,3 +264,36 @@ def test_a_measured_value_not_above_zero_is_refused_naming_the_attribute(pipelin
     rejection = _refused(raw, pipeline, CLOSING_NOW)
     assert rejection.field.endswith(".after") and "above 0" in rejection.problem, rejection
     assert f"'{value}'" not in str(rejection)
+
+
+@pytest.mark.parametrize(
+    ("ref", "identifier"),
+    [
+        (
+            "urn:uuid:06ff9f5d-4113-5ee5-ae6c-308d851071eb",
+            {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:06ff9f5d-4113-5ee5-ae6c-308d851071eb"},
+        ),
+        ("AAL-2026-4711", {"value": "AAL-2026-4711"}),
+    ],
+    ids=["uuid", "municipality-number"],
+)
+def test_the_referral_ref_reaches_the_gp_document_as_a_link_to_the_referral(
+    pipeline: Pipeline, ref: str, identifier: dict[str, str]
+) -> None:
+    anchor = "  <Course "
+    assert REPORT.count(anchor) == 1
+    raw = REPORT.replace(anchor, f"  <ReferralRef>{ref}</ReferralRef>\n{anchor}").encode()
+    state = FixedState(courses={CPR: Course(CPR, "715541000016001", "851", True, "hospital")})
+    result = transform(raw, pipeline, CLOSING_NOW, state=state)
+    documents = [
+        e["resource"]
+        for o in result.outgoing
+        for e in o.message.get("entry", [])
+        if e["resource"]["resourceType"] == "Composition"
+    ]
+    assert documents, "no GP document"
+    for composition in documents:
+        assert composition["event"][0]["detail"][0]["identifier"] == identifier
+        assert composition["event"][0]["detail"][0]["type"] == "ServiceRequest"
+    assert fhir_problems(result.outgoing[0].message) == []
+    assert f"Henvisning: {ref}" in fhir_json.dumps([o.message for o in result.outgoing]).decode()

@@ -3,11 +3,13 @@
 A Composition (course, effect, HADS, handover) with one Observation per measurement (before and
 after as components, UCUM units, each value a Decimal with the precision the report gave it) and one
 per HADS subscale (SNOMED CT, with the band as interpretation). Narratives are XHTML built with lxml:
-a `div` in the XHTML namespace, text only.
+a `div` in the XHTML namespace, text only. The report's `<ReferralRef>` links the Composition to the
+referral it answers (Composition.event, see `_referral_event`) and is named in the course section.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from functools import partial
@@ -177,6 +179,25 @@ def handover_line(report: ClosingReport) -> str:
     return "Med denne status overgår det lægefaglige behandlingsansvar fra hospitalet til egen læge."
 
 
+_URI = re.compile(r"urn:(uuid:[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|oid:[0-2](\.(0|[1-9][0-9]*))+)")
+
+
+def _referral_event(report: ClosingReport, terms: Terminology) -> dict[str, Any]:
+    """The course the document reports on, linked to the referral it answers: `<ReferralRef>` as a logical
+    reference (FHIR R4 Composition.event.detail, Reference(Any)) to the referral's ServiceRequest, whose
+    identifier our referral flow writes as `urn:uuid:<eventId>` in system urn:ietf:rfc:3986. The reference
+    is carried as written: with that system when it is such a URI (a `urn:uuid:` or `urn:oid:`), else as a
+    bare identifier value (a municipality's own referral number)."""
+    ref = report.referral_ref or ""
+    identifier = {"system": terms.identifiers["rfc3986"], "value": ref} if _URI.fullmatch(ref) else {"value": ref}
+    return {
+        "period": {"start": report.course_start.isoformat(), "end": report.course_end.isoformat()},
+        "detail": [
+            {"type": "ServiceRequest", "identifier": identifier, "display": "Henvisning til hjerterehabilitering"}
+        ],
+    }
+
+
 def status_document(
     report: ClosingReport,
     patient: Resource,
@@ -214,6 +235,7 @@ def status_document(
                     f"({'i kommunen' if report.closing_place == 'municipality' else 'på hospitalet'})."
                 ),
                 E.ul(*(E.li(line) for line in elements)),
+                *([E.p(f"Henvisning: {report.referral_ref}")] if report.referral_ref is not None else []),
             ],
         ),
         _section(
@@ -261,6 +283,8 @@ def status_document(
         "title": "Status efter hjerterehabilitering",
         "section": sections,
     }
+    if report.referral_ref is not None:
+        composition["event"] = [_referral_event(report, terms)]
     resources = [composition, patient, municipality, gp, *measurements, *hads]
     bundle_id = ids("Bundle")
     return {
