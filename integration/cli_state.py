@@ -3,16 +3,20 @@ same output, whatever ran before), a `--state` file, or the configured audit sto
 
 The state file is JSON, either a list of courses (the older form) or an object:
 
-    {"courses": [{"patient": "DDMMYYSSSS", "referringDepartment": SOR, "municipalityCode": "851",
-                  "open": true, "responsible": "hospital" | "gp"}],      responsible: default hospital if open
+    {"courses": [{"patient": "DDMMYYSSSS" | "system|value", "referringDepartment": SOR (11-18 digits),
+                  "municipalityCode": "851", "open": true,
+                  "responsible": "hospital" | "gp"}],                    responsible: default hospital if open
      "openRequests": [{"threadId": "…", "requester": SOR or ydernummer}]}
 
-`openRequests` are the hotline requests awaiting a department's answer: the answer in that thread goes back
-to its requester. Errors name the place in the file (`courses[0].open`) and never repeat a value.
+One course per patient (a second is refused, naming both entries); the patient a CPR number or a replacement
+number (X-eCPR, D-eCPR) as `system|value`. `openRequests` are the hotline requests awaiting a department's
+answer: the answer in that thread goes back to its requester. Errors name the place in the file
+(`courses[0].open`) and never repeat a value.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +29,15 @@ from integration.audit_chain import AuditEntry
 from integration.cli_audit import reader
 from integration.config import Settings
 from integration.domain.course import Course, EarlierMessage, FixedState, OutboundStatus, State
+from integration.domain.cpr import parse_cpr
+from integration.domain.identifiers import parse_replacement_cpr
 from integration.errors import InvalidInput
 from integration.formats.json_contract import decode_json
 from integration.runtime.audit_store import AuditStore
 from integration.runtime.stores import open_store
 
 T = TypeVar("T")
+SOR_CODE = re.compile(r"[0-9]{11,18}")
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 RESPONSIBLE = ("hospital", "gp")
 
@@ -61,9 +68,15 @@ def _state(document: Any) -> FixedState:
     unknown = sorted(set(document) - {"courses", "openRequests"})
     if unknown:
         raise _Wrong(f"unknown key(s) {', '.join(k if k.isidentifier() else '?' for k in unknown)}")
-    courses = [_course(c, f"courses[{i}]") for i, c in enumerate(_list(document, "courses"))]
+    courses: dict[str, Course] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(_list(document, "courses")):
+        course = _course(item, f"courses[{i}]")
+        if course.patient in courses:  # the store holds one course per patient; which one is meant is a guess
+            raise _Wrong(f"courses[{i}].patient is the patient of courses[{first[course.patient]}]: one course each")
+        courses[course.patient], first[course.patient] = course, i
     threads = dict(_request(r, f"openRequests[{i}]") for i, r in enumerate(_list(document, "openRequests")))
-    return FixedState(courses={c.patient: c for c in courses}, threads=threads)
+    return FixedState(courses=courses, threads=threads)
 
 
 def _list(document: dict[str, Any], key: str) -> list[Any]:
@@ -90,12 +103,30 @@ def _course(item: Any, where: str) -> Course:
     if responsible not in RESPONSIBLE:
         raise _Wrong(f"{where}.responsible must be one of {', '.join(RESPONSIBLE)}")
     return Course(
-        _text(item, "patient", where),
-        _text(item, "referringDepartment", where),
+        _patient(item, where),
+        _sor(item, "referringDepartment", where),
         _text(item, "municipalityCode", where),
         is_open,
         responsible,
     )
+
+
+def _patient(item: dict[str, Any], where: str) -> str:
+    """A CPR number (10 digits, a real date, a plausible century) or a replacement number as `system|value`."""
+    value = _text(item, "patient", where)
+    system, bar, number = value.partition("|")
+    try:
+        parse_replacement_cpr(system, number) if bar else parse_cpr(value)
+    except ValueError:
+        raise _Wrong(f"{where}.patient is neither a CPR number nor a replacement number as system|value") from None
+    return value
+
+
+def _sor(item: dict[str, Any], key: str, where: str) -> str:
+    value = _text(item, key, where)
+    if not SOR_CODE.fullmatch(value):
+        raise _Wrong(f"{where}.{key} must be a SOR code (11 to 18 digits)")
+    return value
 
 
 def _request(item: Any, where: str) -> tuple[str, str]:

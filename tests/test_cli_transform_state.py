@@ -69,6 +69,12 @@ def test_a_state_file_with_an_open_request_routes_a_departments_answer_to_its_re
     assert unmatched[0] == "hotline.unmatched"  # stateless: no request awaits this answer
 
 
+def _courses(*courses: tuple[str, str]) -> str:
+    """A state file's courses: (patient, referringDepartment) each, open, in municipality 851."""
+    fixed = {"municipalityCode": "851", "open": True}
+    return json.dumps([{"patient": p, "referringDepartment": d, **fixed} for p, d in courses])
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -77,6 +83,30 @@ def test_a_state_file_with_an_open_request_routes_a_departments_answer_to_its_re
         ('{"courses": [], "course": []}', "unknown key(s) course"),
         ('{"courses": [], "courses": []}', "a key appears twice"),
         ('[{"patient": "2512489996",', "malformed JSON: unexpected end of data at line 1"),
+        (
+            _courses(("2512489996", "715541000016001"), ("2512489996", "715581000016005")),
+            "courses[1].patient is the patient of courses[0]",
+        ),
+        (
+            _courses(("2512489996", "x")),
+            "courses[0].referringDepartment must be a SOR code",
+        ),
+        (
+            _courses(("2512489996", "7155410000160011234")),
+            "courses[0].referringDepartment must be a SOR code",
+        ),
+        (
+            _courses(("25124899961", "715541000016001")),
+            "courses[0].patient is neither a CPR number",
+        ),
+        (
+            _courses(("3213489996", "715541000016001")),
+            "courses[0].patient is neither a CPR number",
+        ),
+        (
+            _courses(("urn:oid:1.2.208.176.1.6.1.1|2512489996", "715541000016001")),
+            "courses[0].patient is neither",
+        ),
     ],
 )
 def test_a_state_file_that_cannot_be_used_is_exit_2_naming_where(tmp_path: Path, content: str, says: str) -> None:
@@ -85,6 +115,14 @@ def test_a_state_file_that_cannot_be_used_is_exit_2_naming_where(tmp_path: Path,
     done = run_integration("transform", str(REQUEST), "--state", str(state), text=True, env=_env("sqlite:///x"))
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert "2512489996" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_course_for_a_replacement_number_is_read(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    course = {"referringDepartment": "715541000016001", "municipalityCode": "851", "open": True}
+    state.write_text(json.dumps([{**course, "patient": "urn:oid:1.2.208.176.1.6.1.1|2501471XY1"}]))
+    done = run_integration("transform", str(REQUEST), "--at", AT, "--state", str(state), text=True, env=_env("x"))
+    assert done.returncode == 0, done.stderr
 
 
 def test_state_and_store_together_are_a_usage_error(tmp_path: Path) -> None:
