@@ -1,10 +1,18 @@
 """What a received MedCom message must pass before it is routed: the fast layers of `integration validate`.
 
-    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`, validated afresh
-    MedCom's messaging rules and Bundle invariants `messaging_rules.messaging_findings`: bdl-7, fullUrl ↔
-                                                  resource type and id, resolving references, one
-                                                  MessageHeader first, narratives, UUID ids, CPR or
-                                                  replacement CPR, required codes
+    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`, validated afresh,
+                                                  and every primitive's JSON type (booleans true/false,
+                                                  integers without fraction or exponent, strings)
+    MedCom's messaging rules and Bundle invariants `messaging_rules.messaging_findings`: bdl-1 to bdl-4,
+                                                  bdl-7, fullUrl ↔ resource type and id, resolving
+                                                  references, one MessageHeader first, narratives, UUID
+                                                  ids, CPR or replacement CPR, required codes, no
+                                                  modifierExtension (we understand none), no other
+                                                  patient's CPR or replacement number anywhere, endpoints
+                                                  naming their Organization's SOR id, one SOR id per
+                                                  Organization; for a CareCommunication its resource
+                                                  types, one Communication (status unknown, one thread
+                                                  id) and one MessageHeader.focus
     the TouchStone assertions of its event        `conformance.assertion_findings`: exactly one Patient,
                                                   the category coded, the thread id, the definition, …
 
