@@ -54,6 +54,10 @@ def _nested_modifier(b: dict[str, Any]) -> None:
     _of(b, "Communication")["payload"][0]["modifierExtension"] = [{"url": "http://example.org/x", "valueBoolean": True}]
 
 
+def _entry_modifier(b: dict[str, Any]) -> None:
+    b["entry"][1]["modifierExtension"] = [{"url": "http://example.org/x", "valueBoolean": True}]
+
+
 def _status(b: dict[str, Any]) -> None:
     _of(b, "Communication")["status"] = "entered-in-error"
 
@@ -114,6 +118,7 @@ CASES: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (_request, "Bundle.entry[2].request"),
     (_modifier, "Communication.modifierExtension"),
     (_nested_modifier, "Communication.payload[0].modifierExtension"),
+    (_entry_modifier, "Bundle.entry[1].modifierExtension"),
     (_status, "Communication.status"),
     (_about, "Communication.about[0].identifier"),
     (_subject_identifier, "Communication.subject.identifier"),

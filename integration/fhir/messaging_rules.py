@@ -614,7 +614,11 @@ def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
         findings.append(Finding("Provenance.target", problem, problem))
     findings += _repeated_entries(entries, resources)
     findings += _bundle_invariants(bundle, entries) + _routing_findings(header, resources, by_ref)
-    findings += _content_findings(resources)
+    findings += _content_findings(resources) + [
+        Finding(f"Bundle.entry[{i}].modifierExtension", UNKNOWN_MODIFIER, f"entry[{i}]: {UNKNOWN_MODIFIER}")
+        for i, entry in enumerate(entries)
+        if entry.get("modifierExtension") not in ([], None)
+    ]
     if as_dict(header.get("eventCoding")).get("code") == CARE_COMMUNICATION_EVENT:
         findings += _care_communication_findings(header, resources)
     found = _Found()
