@@ -118,8 +118,6 @@ def test_medcoms_carecommunication_and_acknowledgement_examples_conform_but_for_
         "Binary-Ack-AA_A.json": [mismatch],
         "Binary-Ack-AE_C.json": [unpublished],
         "Binary-Ack-AR_B.json": [mismatch, unpublished],
-        # Flow3's source endpoint names SOR …16003, its sender Organization …16000: a contradiction we refuse.
-        "Flow3-CareCommunication_Ex_to_OIOXML.xml": ["source.endpoint names another SOR id than the sender's"],
     }
     for path in _shared_examples(shared):
         findings = conformance_findings(_read(path))

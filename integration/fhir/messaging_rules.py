@@ -494,9 +494,6 @@ def _content_findings(resources: list[Resource]) -> list[Finding]:
     return findings
 
 
-_ENDPOINT_SOR = re.compile(r"#id=([0-9]+)$")
-
-
 def _sors(organization: Resource) -> set[str]:
     values = (
         as_dict(i).get("value") for i in as_list(organization.get("identifier")) if as_dict(i).get("system") == SOR
@@ -505,39 +502,16 @@ def _sors(organization: Resource) -> set[str]:
 
 
 def _routing_findings(header: Resource, resources: list[Resource], by_ref: dict[str, Resource]) -> list[Finding]:
-    """Contradictions in who sends and who receives: an Organization with two different SOR ids; a destination
-    endpoint naming another SOR than its receiver's; the source endpoint another SOR than the sender's."""
+    """Contradictions in who sends and who receives: an Organization with two different SOR ids.
+
+    Endpoints are not held to their Organization's SOR id: an endpoint may belong to another SOR unit of the
+    same organization, as in MedCom's own Flow3 example (source endpoint …16003, sender Organization …16000),
+    and a reply goes back to the endpoint the message came from."""
     findings = []
     for org in resources:
         if org.get("resourceType") == "Organization" and len(_sors(org)) > 1:
             problem = "names two different SOR ids: which organization is meant cannot be told"
             findings.append(Finding("Organization.identifier", problem, f"Organization/{org.get('id')}: {problem}"))
-    pairs = [
-        (
-            f"MessageHeader.destination[{i}].endpoint",
-            as_dict(d).get("endpoint"),
-            as_dict(as_dict(d).get("receiver")).get("reference"),
-            "the receiver's",
-        )
-        for i, d in enumerate(as_list(header.get("destination")))
-    ]
-    pairs.append(
-        (
-            "MessageHeader.source.endpoint",
-            as_dict(header.get("source")).get("endpoint"),
-            as_dict(header.get("sender")).get("reference"),
-            "the sender's",
-        )
-    )
-    for where, endpoint, ref, whose in pairs:
-        named = _ENDPOINT_SOR.search(endpoint) if isinstance(endpoint, str) else None
-        party = by_ref.get(ref) if isinstance(ref, str) else None
-        if named is None or party is None:
-            continue
-        sors = _sors(party)
-        if sors and named.group(1) not in sors:
-            problem = f"names another SOR id than {whose} Organization"
-            findings.append(Finding(where, problem, f"MessageHeader: {where.removeprefix('MessageHeader.')} {problem}"))
     return findings
 
 
