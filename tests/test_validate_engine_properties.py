@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from integration.domain.course import Course, FixedState
+from integration.fhir import fhir_json
 from integration.fhir.conformance import check_document, conformance
 from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
@@ -151,7 +152,7 @@ def samples(pipeline: Pipeline) -> list[dict[str, Any]]:
     report = (GOLDEN / "closing" / "01-full-items.report.xml").read_bytes()
     status = transform(report, pipeline, NOW, state=FixedState(courses={course.patient: course})).outgoing[0].message
     cc = json.loads((GOLDEN / "hotline" / "municipality-routine.carecommunication.json").read_text(encoding="utf-8"))
-    return [json.loads(json.dumps(m, default=str)) for m in (cc, referral, status)]
+    return [fhir_json.loads(fhir_json.dumps(m)) for m in (cc, referral, status)]  # decimals stay JSON numbers
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
