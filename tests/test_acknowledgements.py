@@ -17,6 +17,7 @@ import pytest
 from integration.domain.course import EarlierMessage, FixedState, ReceivedMessage
 from integration.errors import Rejected
 from integration.fhir.conformance import conformance_findings
+from integration.flows.acknowledging import ResentWithOtherContent, content_digest
 from integration.flows.results import FlowResult, Outgoing
 from integration.formats.care_communication import decode_xml_bundle
 from integration.pipeline import Pipeline, answer_unprocessable, transform
@@ -63,7 +64,10 @@ def _remembered(result: FlowResult) -> FixedState:
     """The state after `result` was recorded, for the next message."""
     messages: dict[str, EarlierMessage] = {}
     for received in result.state.received:
-        messages[received.header_id] = EarlierMessage(frozenset({received.bundle_id}), received.code, received.ack)
+        contents = frozenset({received.content}) if received.content else frozenset()
+        messages[received.header_id] = EarlierMessage(
+            frozenset({received.bundle_id}), received.code, received.ack, contents
+        )
     return FixedState(messages=messages)
 
 
@@ -209,8 +213,108 @@ def test_a_duplicate_is_not_processed_and_gets_the_same_ack_in_a_new_bundle(
     assert [f.kind for f in second.facts] == ["duplicate-message"]
     assert _without_transmission(out.message) == _without_transmission(first_ack)
     assert out.message["id"] != first_ack["id"] and out.message["timestamp"] != first_ack["timestamp"]
-    assert second.state.received == (ReceivedMessage(bundle["entry"][0]["resource"]["id"], again["id"]),)
+    header_id = bundle["entry"][0]["resource"]["id"]
+    assert second.state.received == (ReceivedMessage(header_id, again["id"], content=content_digest(bundle)),)
     assert conformance_findings(out.message) == []
+
+
+def _changed_text(bundle: dict[str, Any]) -> dict[str, Any]:
+    changed = copy.deepcopy(bundle)
+    (communication,) = _resources(changed, "Communication")
+    communication["payload"][0]["contentString"] = "Ændret: ny tekst"
+    return changed
+
+
+@pytest.mark.parametrize("bundle_id", ["same", "new"])
+@pytest.mark.parametrize("first_code", ["ok", "fatal-error"])
+def test_a_message_resent_under_its_messageheader_id_with_other_content_is_refused(
+    shared: Path, pipeline: Pipeline, bundle_id: str, first_code: str
+) -> None:
+    """MedCom: only an unchanged message is resent under its MessageHeader.id. Taken for a duplicate, the
+    changed text was acked with the first `ok` and reached no one."""
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    if first_code == "fatal-error":
+        for patient in _resources(bundle, "Patient"):
+            patient["birthDate"] = "1948-13-45"
+    configured = _configured(pipeline, bundle)
+    if first_code == "ok":
+        first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    else:
+        first = _rejected_ack(configured, bundle)[0].reply
+    changed = _changed_text(bundle)
+    if bundle_id == "new":
+        changed["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
+    rejection, out = _rejected_ack(configured, changed, _remembered(first))
+    assert isinstance(rejection, ResentWithOtherContent) and rejection.reason == "reused-medcom-message-id"
+    assert "MessageHeader.id" in str(rejection)
+    header = out.message["entry"][0]["resource"]
+    assert header["response"]["code"] == "fatal-error"
+    assert header["response"]["identifier"] == bundle["entry"][0]["resource"]["id"]
+    (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert issue["code"] == "duplicate" and issue["details"]["coding"][0]["code"] == "MSG_DUPLICATE_ID"
+    assert issue["expression"] == ["MessageHeader.id"]
+    assert conformance_findings(out.message) == []
+    assert rejection.reply.state.received == (), "not remembered: the first stays the message"
+    assert not [o for o in rejection.reply.outgoing if o.route.exchange != "rehab.ack"], "nothing routed"
+
+
+def test_a_retransmission_may_renew_its_bundle_and_send_times_only(shared: Path, pipeline: Pipeline) -> None:
+    """What content_digest leaves out: Bundle.id, .identifier, .timestamp, .meta, entry.fullUrl, each
+    resource's meta.lastUpdated/versionId, a Provenance's occurredDateTime/recorded; the entries' order."""
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    configured = _configured(pipeline, bundle)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    again = copy.deepcopy(bundle)
+    again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
+    again["timestamp"] = "2026-12-05T12:31:00+01:00"
+    again["meta"] = {**again.get("meta", {}), "lastUpdated": "2026-12-05T12:31:00+01:00"}
+    for provenance in _resources(again, "Provenance"):
+        provenance["occurredDateTime"] = "2026-12-05T12:31:00+01:00"
+        provenance["recorded"] = "2026-12-05T12:31:00+01:00"
+    for entry in again["entry"]:
+        entry["resource"].setdefault("meta", {})["lastUpdated"] = "2026-12-05T12:31:00+01:00"
+    again["entry"][1:] = reversed(again["entry"][1:])
+    assert content_digest(again) == content_digest(bundle)
+    second = transform(json.dumps(again).encode(), configured, SATURDAY, accepted=ACCEPTED, state=_remembered(first))
+    assert [f.kind for f in second.facts] == ["duplicate-message"]
+    assert _ack_of(second).message["entry"][0]["resource"]["response"]["code"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: _resources(b, "Communication")[0]["payload"][0].update(contentString="x"),
+        lambda b: _resources(b, "Patient")[0].update(gender="other"),
+        lambda b: _resources(b, "Provenance")[0].update(activity={"text": "x"}),
+        lambda b: _resources(b, "Communication")[0].update(id="5e0f2c8b-0d3c-4f55-9a8e-1c2b3d4e5f60"),
+        lambda b: b["entry"].append({"fullUrl": "urn:x", "resource": {"resourceType": "Basic", "id": "x"}}),
+    ],
+    ids=["text", "patient", "provenance-activity", "resource-id", "extra-entry"],
+)
+def test_content_digest_tells_other_content(shared: Path, change: Any) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    other = copy.deepcopy(bundle)
+    change(other)
+    assert content_digest(other) != content_digest(bundle)
+
+
+def test_a_messageheader_id_remembered_without_a_digest_is_a_duplicate_as_before(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    """A store from before the digests: nothing to compare with, so a resend is taken as a duplicate and
+    its digest kept (the next changed one is refused)."""
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    configured = _configured(pipeline, bundle)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    (received,) = first.state.received
+    old = FixedState(
+        messages={received.header_id: EarlierMessage(frozenset({received.bundle_id}), received.code, received.ack)}
+    )
+    changed = _changed_text(bundle)
+    changed["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
+    second = transform(json.dumps(changed).encode(), configured, SATURDAY, accepted=ACCEPTED, state=old)
+    assert [f.kind for f in second.facts] == ["duplicate-message"]
+    assert second.state.received[0].content == content_digest(changed)
 
 
 def test_the_same_transmission_again_means_our_ack_was_lost_and_it_is_sent_again(

@@ -38,15 +38,19 @@ class ReceivedMessage:
     bundle_id: str
     code: str | None = None  # the ack's response code; None when this transmission added no new ack
     ack: Mapping[str, Any] | None = None
+    content: str | None = None  # `acknowledging.content_digest` of the message; None: not known
 
 
 @dataclass(frozen=True, slots=True)
 class EarlierMessage:
-    """What we know of a MessageHeader id seen before: its transmissions and the first ack."""
+    """What we know of a MessageHeader id seen before: its transmissions, the first ack, and the digests of
+    the content its transmissions carried (`acknowledging.content_digest`; empty when none is known: those
+    received before the store kept them)."""
 
     bundle_ids: frozenset[str]
     code: str | None
     ack: Mapping[str, Any] | None
+    contents: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

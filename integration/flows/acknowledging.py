@@ -7,6 +7,14 @@
                                                  in a new Bundle
     MessageHeader.id seen, Bundle.id seen      → our ack was lost: sent again, in a new Bundle
     MessageHeader.id new, Bundle.id seen       → Bundle ids are never reused: fatal-error
+    MessageHeader.id seen, other content       → refused, whatever its Bundle.id: fatal-error, MSG_DUPLICATE_ID
+                                                 at MessageHeader.id; dead-lettered (`reused-medcom-message-id`),
+                                                 not remembered. MedCom: a resend is the unchanged message; changed
+                                                 content is a new message with a new MessageHeader.id. Treated as a
+                                                 duplicate it would be acked `ok` and its new content reach no one.
+
+"Content" is `content_digest`: what a resend may not change. A MessageHeader id received before the
+store kept digests has none; its next transmission is taken as a duplicate (as then) and its digest kept.
 
 A message too broken to address (no MessageHeader id, sender, receiver, endpoints or Provenance)
 cannot be acknowledged; it is dead-lettered with its reason, and the audit log says no ack went.
@@ -15,6 +23,8 @@ An ack is never acknowledged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,6 +142,56 @@ def _patient_of(bundle: dict[str, Any]) -> str | None:
     return None
 
 
+SEND_TIME_ELEMENTS = frozenset({"occurredDateTime", "occurredPeriod", "recorded"})  # of a Provenance
+
+
+def _without_send_times(resource: Any) -> Any:
+    """A resource without what a resend renews: each resource's `meta.lastUpdated` and `meta.versionId`, and a
+    Provenance's send time (MedCom: `occurredDateTime` and `recorded` say when the message was sent)."""
+    if not isinstance(resource, dict):
+        return resource
+    kept = {
+        k: v
+        for k, v in resource.items()
+        if not (resource.get("resourceType") == "Provenance" and k in SEND_TIME_ELEMENTS)
+    }
+    if isinstance(kept.get("meta"), dict):
+        kept["meta"] = {k: v for k, v in kept["meta"].items() if k not in ("lastUpdated", "versionId")}
+    return kept
+
+
+def content_digest(bundle: dict[str, Any]) -> str:
+    """The SHA-256 (hex, 64 characters) of a message's content, as a resend must carry it unchanged.
+
+    Covered: every `Bundle.entry.resource` as received, ids and references included, in canonical JSON
+    (keys sorted, no spaces, non-ASCII as is; a number as the parser gave it), taken as a set (the entries'
+    order is not content). Left out, because a MedCom retransmission renews them (new Bundle.id and
+    send time; MedCom Reliable Messaging, README §1.5/§9): everything outside the entries' resources
+    (`Bundle.id`, `Bundle.identifier`, `Bundle.timestamp`, `Bundle.meta`, `entry.fullUrl`), each resource's
+    `meta.lastUpdated` and `meta.versionId`, and every Provenance's `occurredDateTime`, `occurredPeriod` and
+    `recorded`. Anything else that differs (a text, a code, a patient, a resource id) is other content.
+    Never raises: an entry that is no object counts as what it is.
+    """
+    parts = sorted(
+        json.dumps(
+            _without_send_times(as_dict(entry).get("resource")),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,  # a Decimal, as its text
+        )
+        for entry in as_list(bundle.get("entry"))
+    )
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ResentWithOtherContent(InvalidInput):
+    """A MessageHeader id received before, now with other content (`content_digest`): a changed message
+    resent under its old id. MedCom: changed content is a new message, with a new MessageHeader.id."""
+
+    reason = "reused-medcom-message-id"
+
+
 def _valid(ack: dict[str, Any]) -> list[str]:
     """The gate every output passes (`validation.outgoing_findings`), as text."""
     return [finding.text for finding in outgoing_findings(ack)]
@@ -168,9 +228,19 @@ class Acknowledger:
             missing = InvalidInput("Bundle.id", "missing: MedCom gives every transmission a new Bundle.id")
             issue = Issue("required", "MSG_BAD_FORMAT", str(missing), "Bundle.id")
             raise missing.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
+        content = content_digest(bundle)
         earlier = state.received(to.header_id)
+        if earlier is not None and earlier.contents and content not in earlier.contents:
+            log.warning("a MedCom MessageHeader.id was resent with other content", header=to.header_id)
+            changed = ResentWithOtherContent(
+                "MessageHeader.id",
+                "already received with other content; a changed message needs a new MessageHeader.id "
+                "(MedCom: only an unchanged message is resent under its MessageHeader.id)",
+            )
+            issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(changed), "MessageHeader.id")
+            raise changed.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         if earlier is not None:
-            return self._duplicate(to, earlier, now, _patient_of(bundle))
+            return self._duplicate(to, earlier, now, _patient_of(bundle), content)
         if state.bundle_header(to.bundle_id) not in (None, to.header_id):
             reuse = Rejected("Bundle.id: already used by another message")
             issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
@@ -182,11 +252,19 @@ class Acknowledger:
             answer = self._answer(nothing, to, "transient-error", issues_of(ours), now, record=False)
             raise ours.answered(answer) from None
         except Rejected as rejection:
-            raise rejection.answered(self._answer(nothing, to, "fatal-error", issues_of(rejection), now)) from None
-        return self._answer(result, to, "ok", [], now)
+            answer = self._answer(nothing, to, "fatal-error", issues_of(rejection), now, content=content)
+            raise rejection.answered(answer) from None
+        return self._answer(result, to, "ok", [], now, content=content)
 
     def _answer(
-        self, result: FlowResult, to: Addressing, code: str, issues: list[Issue], now: datetime, record: bool = True
+        self,
+        result: FlowResult,
+        to: Addressing,
+        code: str,
+        issues: list[Issue],
+        now: datetime,
+        record: bool = True,
+        content: str | None = None,
     ) -> FlowResult:
         ack = self._ack(to, code, issues, now)
         if ack is None:
@@ -202,14 +280,16 @@ class Acknowledger:
                 "issues": [i.as_json() for i in issues],
             },
         )
-        received = ReceivedMessage(to.header_id, str(to.bundle_id), code, ack) if record else None
+        received = ReceivedMessage(to.header_id, str(to.bundle_id), code, ack, content) if record else None
         return result.plus(
             (Outgoing(self._route(to), ack, ack["id"]),),
             (fact,),
             StateChanges(received=(received,) if received else ()),
         )
 
-    def _duplicate(self, to: Addressing, earlier: EarlierMessage, now: datetime, patient: str | None) -> FlowResult:
+    def _duplicate(
+        self, to: Addressing, earlier: EarlierMessage, now: datetime, patient: str | None, content: str
+    ) -> FlowResult:
         """Not processed again: the first ack's body once more, in a new Bundle (MedCom: same answer every time)."""
         transmission = str(to.bundle_id)
         lost = to.bundle_id in earlier.bundle_ids
@@ -218,7 +298,9 @@ class Acknowledger:
         kind = "ack-resent" if lost else "duplicate-message"
         log.info("duplicate MedCom message: not processed again", kind=kind, header=to.header_id)
         facts = (AuditFact(kind, {"header": to.header_id, "bundle": to.bundle_id, "code": earlier.code}),)
-        seen = StateChanges(received=() if lost else (ReceivedMessage(to.header_id, str(to.bundle_id)),))
+        seen = StateChanges(
+            received=() if lost else (ReceivedMessage(to.header_id, str(to.bundle_id), content=content),)
+        )
         if earlier.ack is None:
             return FlowResult((), facts, patient, seen)
         ack = retransmission(dict(earlier.ack), transmission, now)

@@ -9,7 +9,10 @@ replays those digests and compares them with every row in the tables: a row chan
 deleted by anyone but the service shows up with its table.
 
 A row's digest covers the columns listed here, in this order. A migration that adds a column to
-one of these tables must add it here too and record the rows' new digests (as `adopt` does).
+one of these tables adds it here, as one of the table's `added` columns: a row whose added columns
+are all NULL (the rows the migration found, which have no value for them) keeps the digest it had
+without them, so the chain still covers those rows, and a change made to them before the upgrade
+still shows. (Or it records the rows' new digests, as `adopt` does; that also adopts any change.)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Table:
     key: tuple[str, ...]
     columns: tuple[str, ...]  # the key's columns first
     key_is_personal: bool = False  # the key is a CPR number: never shown, not even masked
+    added: int = 0  # how many of the last columns a migration added: left out of a row's digest while all NULL
 
 
 COVERED: Mapping[str, Table] = {
@@ -55,7 +59,8 @@ COVERED: Mapping[str, Table] = {
             "overdue_noted_at",
         ),
     ),
-    "medcom_received": Table(("bundle_id",), ("bundle_id", "header_id", "at")),
+    # content_sha256 (schema 4): the message's `acknowledging.content_digest`; NULL in rows from before
+    "medcom_received": Table(("bundle_id",), ("bundle_id", "header_id", "at", "content_sha256"), added=1),
     "medcom_ack": Table(("header_id",), ("header_id", "code", "ack", "at")),
     "outbound_message": Table(
         ("header_id",),
@@ -77,6 +82,10 @@ def key_digest(table: str, key: Sequence[Any]) -> str:
 
 
 def row_digest(table: str, values: Sequence[Any]) -> str:
+    """The digest of a row's covered columns; the table's `added` columns are left out while all NULL."""
+    added = COVERED[table].added if table in COVERED else 0
+    if added and all(v is None for v in values[-added:]):
+        values = values[:-added]
     return hashlib.sha256(orjson.dumps([table, *values], default=_odd)).hexdigest()
 
 

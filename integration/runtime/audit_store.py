@@ -252,6 +252,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE audit_log ADD COLUMN state TEXT",
         "ALTER TABLE audit_log ADD COLUMN mac TEXT",
     ),
+    (  # 4: the content digest of a MedCom message received (a changed message resent under its id is refused);
+        # rows from before have none (NULL: unknown) and keep their state digests (audit_state: `added`)
+        "ALTER TABLE medcom_received ADD COLUMN content_sha256 TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are
@@ -547,7 +551,7 @@ class SqlAuditStore:
     ) -> StateDigests:
         state: StateDigests = {}
         if changes.received:
-            received = [(r.bundle_id, r.header_id, stamp) for r in changes.received]
+            received = [(r.bundle_id, r.header_id, stamp, r.content) for r in changes.received]
             answered = [
                 (r.header_id, r.code, orjson.dumps(r.ack).decode(), stamp) for r in changes.received if r.ack and r.code
             ]
@@ -625,14 +629,18 @@ class SqlAuditStore:
 
     def received(self, header_id: str) -> EarlierMessage | None:
         with self._transaction(write=False) as cursor:
-            cursor.execute(self._sql("SELECT bundle_id FROM medcom_received WHERE header_id = ?"), (header_id,))
-            bundles = frozenset(str(r[0]) for r in cursor.fetchall())
+            cursor.execute(
+                self._sql("SELECT bundle_id, content_sha256 FROM medcom_received WHERE header_id = ?"), (header_id,)
+            )
+            rows = cursor.fetchall()
+            bundles = frozenset(str(r[0]) for r in rows)
+            contents = frozenset(str(r[1]) for r in rows if r[1] is not None)
             cursor.execute(self._sql("SELECT code, ack FROM medcom_ack WHERE header_id = ?"), (header_id,))
             row = cursor.fetchone()
         if not bundles and row is None:
             return None
         code, ack = (None, None) if row is None else (str(row[0]), orjson.loads(row[1]))
-        return EarlierMessage(bundles, code, ack)
+        return EarlierMessage(bundles, code, ack, contents)
 
     def bundle_header(self, bundle_id: str) -> str | None:
         with self._transaction(write=False) as cursor:

@@ -228,7 +228,8 @@ class _BatchState:
         if not ours:
             return stored
         first = stored or EarlierMessage(frozenset(), ours[0].code, ours[0].ack)
-        return EarlierMessage(first.bundle_ids | {r.bundle_id for r in ours}, first.code, first.ack)
+        contents = first.contents | {r.content for r in ours if r.content is not None}
+        return EarlierMessage(first.bundle_ids | {r.bundle_id for r in ours}, first.code, first.ack, contents)
 
     def bundle_header(self, bundle_id: str) -> str | None:
         ours = next((r.header_id for r in self._batch.changes.received if r.bundle_id == bundle_id), None)

@@ -167,6 +167,57 @@ def test_two_copies_in_one_batch_are_one_message_and_one_duplicate(
     assert len(_taken(broker, "rehab.hotline")) == 2  # one forward and one reply: processed once
 
 
+def _changed(bundle: dict[str, Any], bundle_id: str) -> dict[str, Any]:
+    """The same MessageHeader.id in a new Bundle, with another text: a changed message resent under its old id."""
+    changed = copy.deepcopy(bundle)
+    changed["id"] = bundle_id
+    for entry in changed["entry"]:
+        if entry["resource"]["resourceType"] == "Communication":
+            entry["resource"]["payload"][0]["contentString"] = "Ændret: ny tekst"
+    return changed
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["across-batches", "in-one-batch"])
+def test_a_changed_message_resent_under_its_messageheader_id_is_refused_and_dead_lettered(
+    shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker, together: bool
+) -> None:
+    from integration.runtime import metrics
+
+    bundle = _cc(shared)
+    changed = _changed(bundle, "5f0e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f")
+    processor = _processor(_configured(pipeline, bundle), store, broker, Clock(SATURDAY))
+    counted = metrics.DEAD_LETTERS.labels("hotline", "reused-medcom-message-id")
+    before = counted._value.get()  # noqa: SLF001 - prometheus' own counter
+    if together:
+        outcomes = processor.process_batch([_delivery(bundle), _delivery(changed)])
+    else:
+        outcomes = [processor.process(_delivery(bundle)), processor.process(_delivery(changed))]
+    assert [o.disposition for o in outcomes] == ["processed", "dead-lettered"]
+    assert outcomes[1].error == "reused-medcom-message-id"
+    assert counted._value.get() == before + 1  # noqa: SLF001
+    (dead,) = broker.queues["rehab.hotline-requests.dlq"]
+    assert dead.body == orjson.dumps(changed)
+    assert dead.headers["x-rehab-reason"].startswith("MessageHeader.id: already received with other content")
+    ok, refused = _taken(broker, "rehab.ack")
+    assert ok["entry"][0]["resource"]["response"]["code"] == "ok"
+    assert refused["entry"][0]["resource"]["response"]["code"] == "fatal-error"
+    (issue,) = next(e["resource"] for e in refused["entry"] if e["resource"]["resourceType"] == "OperationOutcome")[
+        "issue"
+    ]
+    assert issue["details"]["coding"][0]["code"] == "MSG_DUPLICATE_ID" and issue["expression"] == ["MessageHeader.id"]
+    assert len(_taken(broker, "rehab.hotline")) == 2, "the first only: forwarded and replied once"
+    earlier = store.received(bundle["entry"][0]["resource"]["id"])
+    assert earlier is not None and earlier.bundle_ids == {bundle["id"]}, "the refused one is not remembered"
+    assert verify(store.records(), store.head()) is None
+
+    unchanged = copy.deepcopy(bundle)
+    unchanged["id"] = "6a1f9e8d-7c6b-4d4e-9f30-2b1c0d9e8f70"  # a true resend still gets the first ok
+    assert processor.process(_delivery(unchanged)).disposition == "processed"
+    (resent,) = _taken(broker, "rehab.ack")
+    assert _without_transmission(resent) == _without_transmission(ok)
+    assert _taken(broker, "rehab.hotline") == []
+
+
 def test_a_bug_is_retried_and_on_the_last_attempt_dead_lettered_with_transient_error(
     shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker
 ) -> None:

@@ -5,6 +5,7 @@ with the OS user."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import signal
@@ -30,7 +31,7 @@ from integration.config import Settings
 from integration.domain.course import AckReceived, Course, OpenRequest, ReceivedMessage, StateChanges
 from integration.log import configure_logging, cpr_numbers_in
 from integration.runtime.anchors import AnchorJob
-from integration.runtime.audit_store import MIGRATIONS, Failure, Resend, SqlAuditStore, StoredOutput
+from integration.runtime.audit_store import MIGRATIONS, SCHEMA_VERSION, Failure, Resend, SqlAuditStore, StoredOutput
 from integration.runtime.consumer import ConsumerService
 from integration.runtime.processor import Processor, RetryPolicy
 from integration.runtime.rabbitmq import BrokerSettings
@@ -264,7 +265,10 @@ def test_an_older_schema_is_not_migrated_by_a_reader(tmp_path: Path) -> None:
     _version_2_store(path)
     done = verify(f"sqlite:///{path}")
     assert done.exit_code == 3
-    assert "schema version 2, this release reads 3: start the service (integration run) once" in done.stderr
+    assert (
+        f"schema version 2, this release reads {SCHEMA_VERSION}: start the service (integration run) once"
+        in done.stderr
+    )
 
 
 # -- the tail cut off, a record rewritten, a record appended: anchors and HMAC --------------------------
@@ -480,6 +484,40 @@ def test_a_store_from_before_the_evidence_adopts_its_rows_when_migrated(tmp_path
     sql(f"sqlite:///{path}", "UPDATE processed_message SET body_sha256 = 'ab'")
     done = verify(f"sqlite:///{path}")
     assert done.exit_code == 1 and "table processed_message: row discharge, old-1 was changed" in done.stderr
+
+
+def test_a_version_3_store_gains_content_digests_and_its_received_rows_stay_covered(dsn: str) -> None:
+    """Schema 4 adds medcom_received.content_sha256. Rows from before hold NULL there (unknown: a resend is
+    a duplicate as before) and keep the digests the chain has for them, so a change made to them is found."""
+    from integration.runtime import audit_state
+
+    schema_3 = hashlib.sha256(orjson.dumps(["medcom_received", "b-in-1", "h-in-1", "x"])).hexdigest()
+    assert audit_state.row_digest("medcom_received", ("b-in-1", "h-in-1", "x", None)) == schema_3
+    filled(dsn)
+    sql(dsn, "ALTER TABLE medcom_received DROP COLUMN content_sha256", "UPDATE schema_version SET version = 3")
+    store = open_audit_store(dsn)  # the service migrates it
+    try:
+        earlier = store.received("h-in-1")
+        assert earlier is not None and earlier.bundle_ids == {"b-in-1"} and earlier.contents == frozenset()
+        store.record(
+            [AuditEntry("fact:duplicate-message", "hotline", "b-in-2")],
+            AT,
+            changes=StateChanges(received=(ReceivedMessage("h-in-1", "b-in-2", content="d" * 64),)),
+        )
+        earlier = store.received("h-in-1")
+        assert earlier is not None and earlier.contents == {"d" * 64}
+    finally:
+        store.close()
+    assert verify(dsn).exit_code == 0
+    sql(dsn, "UPDATE medcom_received SET content_sha256 = 'e' WHERE bundle_id = 'b-in-1'")
+    sql(dsn, "UPDATE medcom_received SET content_sha256 = NULL WHERE bundle_id = 'b-in-2'")
+    done = verify(dsn)
+    assert done.exit_code == 1
+    lines = findings(done)
+    assert len(lines) == 2 and all(line.startswith("audit log BROKEN at table medcom_received: ") for line in lines)
+    assert any("row b-in-1 was changed" in line for line in lines) and any(
+        "row b-in-2 was changed" in line for line in lines
+    )
 
 
 def _version_2_store(path: Path) -> None:
