@@ -317,3 +317,11 @@ def test_a_closing_report_in_utf16_is_read_as_in_utf8(pipeline: Pipeline) -> Non
 def test_xml_in_an_encoding_we_do_not_read_is_refused_naming_it(raw: bytes, says: str) -> None:
     with pytest.raises(InvalidInput, match=says):
         parse_xml(raw, 10_000)
+
+
+@pytest.mark.parametrize("number", ["0e400111111111111111111111111111111", "1e-401", "0.0e-500"])
+def test_a_number_decimal_cannot_hold_or_we_would_not_write_out_is_refused_naming_its_field(number: str) -> None:
+    """Found by the fuzzer: `0e400111…` is a double (0.0) but no Decimal; `1e-401` would be written as 401 digits."""
+    with pytest.raises(InvalidInput) as caught:
+        decode_json(f'{{"exerciseTest": {{"mets": {number}}}}}'.encode())
+    assert caught.value.field == "exerciseTest.mets" and number not in str(caught.value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import jsonschema_rs
@@ -141,7 +141,10 @@ def _exact(raw: bytes, document: Any) -> Any:
             seen.add(key)
         return repeated
 
-    paired = json.loads(raw, parse_float=Decimal, object_pairs_hook=pairs)
+    try:
+        paired = json.loads(raw, parse_float=_decimal, object_pairs_hook=pairs)
+    except _Unreadable:
+        raise InvalidInput(_field_of_huge_number(raw), "a number too large or too finely written to read") from None
     if repeats:  # only then is the walk needed, to name the first one's path
         for path, value in _walk(paired):
             if isinstance(value, _Repeated):
@@ -231,7 +234,35 @@ _TOO_LARGE = "number is infinity"  # orjson's words for a number beyond a double
 _HUGE = object()
 
 
+# A decimal's exponent beyond these is no measurement, and writing it positionally (`fhir_json`) would take as
+# many digits: `1e999999999` is a gigabyte of zeros. A double's range, with room for its subnormals.
+_LARGEST_EXPONENT = 308
+_SMALLEST_EXPONENT = -400
+
+
+class _Unreadable(ValueError):
+    """A number Decimal cannot hold (`0e400111…`) or that we will not write out (see _LARGEST_EXPONENT)."""
+
+
+def _decimal(text: str) -> Decimal:
+    """A JSON number with a fraction or exponent as the Decimal of its digits; _Unreadable beyond our range."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # an exponent beyond what Decimal holds at all
+        raise _Unreadable(text) from None
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or not _SMALLEST_EXPONENT <= exponent <= _LARGEST_EXPONENT:
+        raise _Unreadable(text)
+    if not value.is_zero() and value.adjusted() > _LARGEST_EXPONENT:
+        raise _Unreadable(text)
+    return value
+
+
 def _huge_float(text: str) -> Any:
+    try:
+        _decimal(text)
+    except _Unreadable:
+        return _HUGE
     return _HUGE if float(text) in (float("inf"), float("-inf")) else 0.0
 
 
