@@ -11,6 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -185,6 +186,8 @@ def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
         event["patient"]["cpr"] = TEST_CPRS[i % len(TEST_CPRS)]
         event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
         event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
-        event["occurredAt"] = f"2026-11-{1 + i % 28:02d}T{8 + i % 9:02d}:{i % 60:02d}:00+01:00"
+        # a time of its own, after the template's (so still after its admission, surgery and exercise test)
+        occurred = datetime.fromisoformat(event["occurredAt"]) + timedelta(days=i % 28, hours=i % 9, minutes=i % 60)
+        event["occurredAt"] = occurred.isoformat()
         events.append((event["eventId"], orjson.dumps(event)))
     return events

@@ -470,7 +470,11 @@ def _content_findings(resources: list[Resource]) -> list[Finding]:
     other findings say so and the identifiers are not compared."""
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
     own = (
-        {(i.get("system"), i.get("value")) for i in map(as_dict, as_list(patients[0].get("identifier")))}
+        {
+            (i["system"], i.get("value"))
+            for i in map(as_dict, as_list(patients[0].get("identifier")))
+            if isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
+        }
         if len(patients) == 1
         else None
     )
