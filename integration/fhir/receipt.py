@@ -8,9 +8,8 @@
                                                   references, one MessageHeader first, narratives, UUID
                                                   ids, CPR or replacement CPR, required codes, no
                                                   modifierExtension (we understand none), no other
-                                                  patient's CPR or replacement number anywhere, endpoints
-                                                  naming their Organization's SOR id, one SOR id per
-                                                  Organization; for a CareCommunication its resource
+                                                  patient's CPR or replacement number anywhere, one SOR
+                                                  id per Organization; for a CareCommunication its resource
                                                   types, one Communication (status unknown, one thread
                                                   id) and one MessageHeader.focus
     the TouchStone assertions of its event        `conformance.assertion_findings`: exactly one Patient,
