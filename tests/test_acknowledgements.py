@@ -190,20 +190,27 @@ def test_an_ack_is_never_acknowledged(shared: Path, pipeline: Pipeline) -> None:
     assert caught.value.reply is None
 
 
-@pytest.mark.parametrize("first_code", ["ok", "fatal-error"])
-def test_a_duplicate_is_not_processed_and_gets_the_same_ack_in_a_new_bundle(
+def _first_transmission(
     shared: Path, pipeline: Pipeline, first_code: str
-) -> None:
-    """TouchStone ok-duplicate and fatal-error-duplicate: the same message with a new Bundle.id."""
+) -> tuple[dict[str, Any], Pipeline, FlowResult]:
+    """MedCom's municipal CareCommunication received once and answered `first_code` (`ok`, or `fatal-error` for
+    an impossible birth date): the message, the pipeline configured for it, and what the first receipt gave."""
     bundle = _load(_municipal_nursing_to_gp(shared))
     if first_code == "fatal-error":
         for patient in _resources(bundle, "Patient"):
             patient["birthDate"] = "1948-13-45"
     configured = _configured(pipeline, bundle)
     if first_code == "ok":
-        first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
-    else:
-        first = _rejected_ack(configured, bundle)[0].reply
+        return bundle, configured, transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    return bundle, configured, _rejected_ack(configured, bundle)[0].reply
+
+
+@pytest.mark.parametrize("first_code", ["ok", "fatal-error"])
+def test_a_duplicate_is_not_processed_and_gets_the_same_ack_in_a_new_bundle(
+    shared: Path, pipeline: Pipeline, first_code: str
+) -> None:
+    """TouchStone ok-duplicate and fatal-error-duplicate: the same message with a new Bundle.id."""
+    bundle, configured, first = _first_transmission(shared, pipeline, first_code)
     first_ack = _ack_of(first).message
     again = copy.deepcopy(bundle)
     again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"  # the sender's resend: new Bundle.id, same MessageHeader.id
@@ -232,15 +239,7 @@ def test_a_message_resent_under_its_messageheader_id_with_other_content_is_refus
 ) -> None:
     """MedCom: only an unchanged message is resent under its MessageHeader.id. Taken for a duplicate, the
     changed text was acked with the first `ok` and reached no one."""
-    bundle = _load(_municipal_nursing_to_gp(shared))
-    if first_code == "fatal-error":
-        for patient in _resources(bundle, "Patient"):
-            patient["birthDate"] = "1948-13-45"
-    configured = _configured(pipeline, bundle)
-    if first_code == "ok":
-        first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
-    else:
-        first = _rejected_ack(configured, bundle)[0].reply
+    bundle, configured, first = _first_transmission(shared, pipeline, first_code)
     changed = _changed_text(bundle)
     if bundle_id == "new":
         changed["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"

@@ -10,6 +10,13 @@ from integration.errors import ConfigurationError
 from integration.runtime.rabbitmq import BrokerSettings, connection_parameters
 
 
+def _settings_file(tmp_path: Path, text: str) -> dict[str, str]:
+    """A settings file holding `text`, as the environment that names it."""
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    return {"INTEGRATION_CONFIG": str(config)}
+
+
 def test_defaults_run_on_a_laptop() -> None:
     settings = Settings.from_env({"HOME": "/home/anna"})
     assert settings.broker_url == "amqp://guest:guest@127.0.0.1:5672/hjerterehab"
@@ -76,17 +83,17 @@ def test_every_integration_variable_the_project_sets_is_known() -> None:
     ids=["misspelled-table", "extra-table", "key-outside", "empty", "misspelled-key"],
 )
 def test_a_settings_file_with_a_name_we_do_not_know_is_refused(tmp_path: Path, text: str, named: str) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(text)
+    config = _settings_file(tmp_path, text)
     with pytest.raises(ConfigurationError) as refused:
-        Settings.from_env({"INTEGRATION_CONFIG": str(config)})
+        Settings.from_env(config)
     assert named in str(refused.value)
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
-    config = tmp_path / "integration.toml"
-    config.write_text('[integration]\nprefetch = 50\naudit_dsn = "postgresql://db/x"\nflows = "discharge"\n')
-    settings = Settings.from_env({"INTEGRATION_CONFIG": str(config), "INTEGRATION_PREFETCH": "7"})
+    config = _settings_file(
+        tmp_path, '[integration]\nprefetch = 50\naudit_dsn = "postgresql://db/x"\nflows = "discharge"\n'
+    )
+    settings = Settings.from_env(config | {"INTEGRATION_PREFETCH": "7"})
     assert (settings.prefetch, settings.audit_dsn, settings.flows) == (7, "postgresql://db/x", ("discharge",))
 
 
@@ -118,17 +125,17 @@ def test_bad_settings_are_configuration_errors(env: dict[str, str], message: str
 )
 def test_a_file_value_of_the_wrong_type_is_refused_naming_the_key(tmp_path: Path, line: str, says: str) -> None:
     """They were coerced without a word: 2.5 ran as 2, true as 1 (attack on issue 11, F9)."""
-    config = tmp_path / "c.toml"
-    config.write_text(f"[integration]\n{line}\n")
+    config = _settings_file(tmp_path, f"[integration]\n{line}\n")
     with pytest.raises(ConfigurationError) as refused:
-        Settings.from_env({"INTEGRATION_CONFIG": str(config)})
+        Settings.from_env(config)
     assert says in str(refused.value)
 
 
 def test_the_right_types_are_read(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text('[integration]\nprefetch = 7\nbroker_url = ["amqp://a/v", "amqp://b/v"]\nflows = "discharge"\n')
-    settings = Settings.from_env({"INTEGRATION_CONFIG": str(config), "INTEGRATION_MAX_RESENDS": "3"})
+    config = _settings_file(
+        tmp_path, '[integration]\nprefetch = 7\nbroker_url = ["amqp://a/v", "amqp://b/v"]\nflows = "discharge"\n'
+    )
+    settings = Settings.from_env(config | {"INTEGRATION_MAX_RESENDS": "3"})
     assert (settings.prefetch, settings.broker_url, settings.max_resends) == (7, "amqp://a/v,amqp://b/v", 3)
 
 
@@ -142,20 +149,16 @@ def test_an_environment_value_that_is_not_digits_alone_is_refused_naming_the_var
 def test_a_wrong_type_is_exit_3_with_one_line(tmp_path: Path) -> None:
     from tests.cli_runs import run_integration
 
-    config = tmp_path / "c.toml"
-    config.write_text("[integration]\nprefetch = 2.5\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {
-        "INTEGRATION_CONFIG": str(config)
-    }
+    config = _settings_file(tmp_path, "[integration]\nprefetch = 2.5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | config
     done = run_integration("outbound", "pending", env=env, text=True, timeout=60)
     assert done.returncode == 3 and len(done.stderr.splitlines()) == 1 and "prefetch" in done.stderr, done.stderr
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text("[integration]\nbroker = 'x'\n")
+    config = _settings_file(tmp_path, "[integration]\nbroker = 'x'\n")
     with pytest.raises(ConfigurationError, match="unknown settings broker"):
-        Settings.from_env({"INTEGRATION_CONFIG": str(config)})
+        Settings.from_env(config)
 
 
 def test_amqps_gets_tls_options() -> None:
@@ -171,9 +174,8 @@ def test_several_broker_urls_are_the_nodes_of_one_cluster_tried_in_order() -> No
 
 
 def test_a_broker_url_list_in_the_settings_file(tmp_path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text('[integration]\nbroker_url = ["amqp://u:p@a/v", "amqp://u:p@b/v"]\n')
-    assert Settings.from_env({"INTEGRATION_CONFIG": str(config)}).broker_url == "amqp://u:p@a/v,amqp://u:p@b/v"
+    config = _settings_file(tmp_path, '[integration]\nbroker_url = ["amqp://u:p@a/v", "amqp://u:p@b/v"]\n')
+    assert Settings.from_env(config).broker_url == "amqp://u:p@a/v,amqp://u:p@b/v"
 
 
 @pytest.mark.parametrize(
