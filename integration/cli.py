@@ -17,12 +17,11 @@ from integration.cli_audit import audit
 from integration.cli_demo import run_demo
 from integration.cli_dlq import dlq
 from integration.cli_errors import IntegrationCommand
-from integration.cli_ops import hotline, outbound, topology, validate
+from integration.cli_ops import at_option, hotline, outbound, topology, validate
 from integration.cli_runtime import run_consumers
 from integration.cli_state import StoreState, state_file
 from integration.config import Settings
 from integration.domain.course import NO_STATE, State
-from integration.domain.moment import parse_moment
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult
@@ -106,12 +105,7 @@ def main(ctx: click.Context, log_level: str | None, log_format: str | None) -> N
 
 
 def _receipt_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_moment(value)  # a zone, and a year a message can carry (1900-2199)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--at") from None
+    return None if value is None else at_option(value)
 
 
 @main.command(name="transform")

@@ -170,16 +170,20 @@ def outbound() -> None:
     """Our MedCom messages and their acks: resend what got none, list what needs a person."""
 
 
-def _moment(at: str | None) -> datetime:
-    """`--at` as an aware time (now when not given); a usage error (exit 2, one line) for anything else."""
-    if at is None:
-        return datetime.now(UTC)
+def at_option(at: str) -> datetime:
+    """An `--at` value as an aware time: a zone, and a year a message can carry (1900-2199); a usage error
+    (exit 2, one line, never repeating it) for anything else. Every command's `--at` is read here."""
     from integration.domain.moment import parse_moment
 
     try:
-        return parse_moment(at)  # a zone, and a year a message can carry (1900-2199)
+        return parse_moment(at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
+
+
+def _moment(at: str | None) -> datetime:
+    """`--at` as an aware time, now when not given."""
+    return datetime.now(UTC) if at is None else at_option(at)
 
 
 @outbound.command("resend")
