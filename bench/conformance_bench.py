@@ -22,16 +22,16 @@ import holidays
 
 from integration.bootstrap import build_pipeline
 from integration.config import PROJECT_ROOT, Settings
+from integration.conformance.checks import fhirpath_findings
+from integration.conformance.definitions import load_definitions
+from integration.conformance.profile_check import check_profiles, standard_of
+from integration.conformance.resource_validation import fhir_problems
+from integration.conformance.validation import document_problems, messaging_problems
 from integration.domain.hotline import Hotline
 from integration.domain.opening_hours import OpeningHours
-from integration.fhir.acknowledgement import acknowledgement, addressing
-from integration.fhir.conformance import fhirpath_findings
-from integration.fhir.definitions import load_definitions
-from integration.fhir.profile_check import check_profiles, standard_of
-from integration.fhir.resource_validation import fhir_problems
-from integration.fhir.validation import document_problems, messaging_problems
+from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.formats.care_communication import decode_xml_bundle, parse_care_communication
-from integration.pipeline import Pipeline, answer_unprocessable, transform
+from integration.messages.acknowledgement import acknowledgement, addressing
 
 GOLDEN = PROJECT_ROOT / "tests" / "golden"
 SHARED_CC = PROJECT_ROOT.parent / "shared" / "medcom" / "dk-medcom-carecommunication-testscripts" / "send"

@@ -31,7 +31,7 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from integration.testing import distinct_referral_events as events  # noqa: E402 - after the path is set
+from integration.adapters.memory import distinct_referral_events as events  # noqa: E402 - after the path is set
 from integration.topology import SENDERS_BY_KIND  # noqa: E402 - after the path is set
 
 # Discharge events come from the hospital, on its own exchange (decision 14).
@@ -183,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
+    from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
 
     vhost = f"bench-{uuid.uuid4().hex[:8]}"
     url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"

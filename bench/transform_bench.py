@@ -17,14 +17,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-
+from integration.adapters.memory import distinct_referral_events
 from integration.bootstrap import build_pipeline
 from integration.config import Settings
-from integration.fhir.conformance import assertion_findings
-from integration.fhir.validation import fhir_problems, messaging_problems, narrative_findings
-from integration.pipeline import transform
-from integration.testing import distinct_referral_events
+from integration.conformance.checks import assertion_findings
+from integration.conformance.validation import fhir_problems, messaging_problems, narrative_findings
+from integration.fhir import fhir_json
+from integration.flows.dispatch import transform
 
 
 def distinct_events(count: int) -> list[bytes]:
@@ -50,7 +49,7 @@ def main() -> None:
     now = datetime(2026, 11, 20, 14, 30, tzinfo=ZoneInfo("Europe/Copenhagen"))
 
     def end_to_end(raw: bytes) -> bytes:
-        return orjson.dumps(transform(raw, pipeline, now).outgoing[0].message)
+        return fhir_json.dumps(transform(raw, pipeline, now).outgoing[0].message)
 
     def build_only(raw: bytes) -> dict[str, Any]:
         return transform(raw, unvalidated, now).outgoing[0].message
@@ -74,7 +73,7 @@ def main() -> None:
         times["rules"].append(clock(messaging_problems, bundle)[0])
         times["touchstone"].append(clock(assertion_findings, bundle)[0])
         times["narrative"].append(clock(narrative_findings, bundle)[0])
-        times["dump"].append(clock(orjson.dumps, bundle)[0])
+        times["dump"].append(clock(fhir_json.dumps, bundle)[0])
 
     total = median_us(times["end"])
     print(f"events: {args.events} distinct, interleaved stages, one process, one core")
@@ -89,7 +88,7 @@ def main() -> None:
         ("messaging rules", "rules"),
         ("TouchStone assertions (the outgoing gate)", "touchstone"),
         ("narrative rules txt-1/txt-2 (the outgoing gate)", "narrative"),
-        ("orjson serialisation", "dump"),
+        ("serialisation (fhir_json, Decimal as written)", "dump"),
     )
     for label, key in stages:
         print(f"  {label}: median {median_us(times[key]):.0f} µs ({median_us(times[key]) / total:.0%} of end to end)")

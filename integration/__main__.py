@@ -1,3 +1,3 @@
-from integration.cli import main
+from integration.cli.main import main
 
 main()

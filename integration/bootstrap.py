@@ -14,13 +14,13 @@ from integration.domain.course import State
 from integration.errors import ConfigurationError
 from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
+from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
 from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
-from integration.pipeline import Pipeline, answer_unprocessable, transform
-from integration.runtime.processor import Handler, Unprocessable
+from integration.service.processor import Handler, Unprocessable
 from integration.topology import ACK_EXCHANGE
 
 

@@ -3,7 +3,7 @@
     IntegrationError
     ├── Rejected              permanent: this message can never succeed as it is → dead-letter queue
     │   ├── InvalidInput      the message breaks its contract (names the field and the problem)
-    │   │   └── Unsendable    (integration.fhir.validation) what we would build from it fails our own
+    │   │   └── Unsendable    (integration.conformance.validation) what we would build from it fails our own
     │   │                     fast checks (FHIR R4, MedCom rules, TouchStone, narrative): nothing is
     │   │                     sent, the input is refused naming the output's element
     │   ├── UnknownMessageKind the message is not one of the kinds the service accepts

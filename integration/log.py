@@ -84,7 +84,7 @@ def _route_standard_logging(level: str) -> None:
         root.removeHandler(handler)
     root.addHandler(_ToStructlog())
     # pika reports each failed connection at ERROR, with tracebacks, from five loggers; our adapter
-    # (integration.runtime.rabbitmq) translates the same failure into the one line that names it.
+    # (integration.adapters.rabbitmq) translates the same failure into the one line that names it.
     logging.getLogger("pika").propagate = False
     # Libraries speak at INFO of what is routine for them (pika: every connection); only their warnings count.
     root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

@@ -10,8 +10,8 @@ import pytest
 
 from integration.bootstrap import build_pipeline
 from integration.config import PROJECT_ROOT, Settings
+from integration.flows.dispatch import Pipeline
 from integration.log import configure_logging, cpr_numbers_in
-from integration.pipeline import Pipeline
 from tests.cli_runs import CLI_OUTPUT, log_cli_output_to
 
 SHARED = PROJECT_ROOT.parent / "shared"

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from integration.conformance.checks import conformance_findings
 from integration.domain.course import EarlierMessage, FixedState, ReceivedMessage
 from integration.errors import Rejected
-from integration.fhir.conformance import conformance_findings
 from integration.flows.acknowledging import ResentWithOtherContent, content_digest
+from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.flows.results import FlowResult, Outgoing
 from integration.formats.care_communication import decode_xml_bundle
-from integration.pipeline import Pipeline, answer_unprocessable, transform
 from tests.test_care_communication import ACCEPTED, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for, as_sent
 
 CC_SEND = ("medcom", "dk-medcom-carecommunication-testscripts", "send")
@@ -377,7 +377,7 @@ def test_nothing_to_answer_for_what_is_not_a_medcom_message(pipeline: Pipeline) 
 
 def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState, dict[str, Any]]:
     from integration.domain.course import OutboundStatus
-    from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
+    from integration.messages.acknowledgement import Issue, acknowledgement, addressing
     from tests.conftest import GOLDEN
 
     event = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"

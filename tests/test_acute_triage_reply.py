@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from integration.conformance.validation import messaging_problems
 from integration.domain.course import FixedState
 from integration.domain.hotline import AdviceRequest, Outcome, SenderKind, route
-from integration.fhir.validation import messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.hotline import handle_care_communication
 from integration.formats.care_communication import parse_care_communication
-from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
 
 HOTLINE = GOLDEN / "hotline"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.audit_chain import AuditEntry
-from integration.runtime.stores import open_audit_store
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import AuditEntry
 from tests.cli_runs import run_integration
 
 X_ECPR = "urn:oid:1.2.208.176.1.6.1.1"

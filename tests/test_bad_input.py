@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from integration.errors import ConfigurationError, InvalidInput, UnknownMessageKind
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import FIXED_NOW, GOLDEN
 
 EXAMPLE = json.loads((GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json").read_text())

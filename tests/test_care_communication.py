@@ -15,13 +15,13 @@ import holidays
 import pytest
 from lxml import etree
 
+from integration.conformance.validation import messaging_problems
 from integration.domain.course import Course, FixedState
 from integration.domain.hotline import Hotline
 from integration.domain.opening_hours import OpeningHours
 from integration.errors import InvalidInput, UnknownMessageKind
-from integration.fhir.validation import messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.formats.care_communication import decode_xml_bundle, parse_care_communication
-from integration.pipeline import Pipeline, transform
 
 SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
 ACCEPTED = ("advice-request", "care-communication")

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from integration.errors import InvalidInput
-from integration.fhir.messaging_rules import (
+from integration.conformance.messaging_rules import (
     CARE_COMMUNICATION_CATEGORIES,
     CARE_COMMUNICATION_CATEGORY_SYSTEM,
     messaging_findings,
 )
-from integration.pipeline import Pipeline
+from integration.errors import InvalidInput
+from integration.flows.dispatch import Pipeline
 from tests.conftest import SHARED
 from tests.test_input_classification import STATE, WEEKDAY, ack_code, care_communication, rejected, resource
 

@@ -134,8 +134,8 @@ def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: P
     import os
     from datetime import datetime, timedelta
 
+    from integration.adapters.sql.stores import open_audit_store
     from integration.domain.course import OpenRequest, StateChanges
-    from integration.runtime.stores import open_audit_store
 
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     store = open_audit_store(dsn)
@@ -161,8 +161,8 @@ def test_hotline_pending_lists_overdue_requests_and_audits_each_once(tmp_path: P
 def test_audit_trail_reads_the_cpr_number_as_it_is_typed_and_refuses_what_is_none(tmp_path: Path) -> None:
     import os
 
-    from integration.audit_chain import AuditEntry
-    from integration.runtime.stores import open_audit_store
+    from integration.adapters.sql.stores import open_audit_store
+    from integration.service.audit_chain import AuditEntry
 
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     store = open_audit_store(dsn)

@@ -12,10 +12,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from integration.cli_errors import IntegrationCommand, explain
+from integration.adapters.sql.store import StoreMissing
+from integration.adapters.sql.stores import open_audit_store
+from integration.cli.errors import IntegrationCommand, explain
 from integration.errors import ConfigurationError, ConnectionLost, InvalidInput, StoreDamaged, Transient
-from integration.runtime.audit_store import StoreMissing
-from integration.runtime.stores import open_audit_store
 from tests.cli_runs import run_integration
 
 CPR, DASHED, SPACED = "2512489996", "251248-9996", "251248 9996"

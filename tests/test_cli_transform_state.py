@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from integration.adapters.sql.stores import open_audit_store
 from integration.domain.course import Course, StateChanges
-from integration.runtime.stores import open_audit_store
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW, GOLDEN, SHARED
 

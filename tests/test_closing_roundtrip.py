@@ -41,8 +41,8 @@ from integration.domain.course import Course, FixedState
 from integration.domain.hads import from_sums, score_items
 from integration.errors import InvalidInput
 from integration.fhir import fhir_json
+from integration.flows.dispatch import Pipeline, transform
 from integration.formats.closing_report import ClosingReport, parse_closing_report
-from integration.pipeline import Pipeline, transform
 
 NOW = datetime.fromisoformat("2030-01-01T10:00:00+01:00")
 PATIENT = "2512489996"

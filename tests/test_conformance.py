@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from integration.conformance.checks import conformance_findings
 from integration.domain.course import Course, FixedState
-from integration.fhir.conformance import conformance_findings
+from integration.flows.dispatch import Pipeline, transform
 from integration.formats.care_communication import decode_xml_bundle
-from integration.pipeline import Pipeline, transform
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW, GOLDEN
 
@@ -45,9 +45,9 @@ def _kind(message: dict[str, Any]) -> str:
 def every_emitted_message(pipeline: Pipeline, shared: Path) -> list[tuple[str, dict[str, Any]]]:
     """All golden samples of all flows, our answers to MedCom's own CareCommunications (reply and ack, outside
     opening hours), a fatal-error and a transient-error ack, a duplicate's ack and a resent message."""
-    from integration.fhir.acknowledgement import retransmission
+    from integration.flows.dispatch import answer_unprocessable
     from integration.formats.care_communication import parse_care_communication
-    from integration.pipeline import answer_unprocessable
+    from integration.messages.acknowledgement import retransmission
     from tests.test_acknowledgements import _rejected_ack
     from tests.test_care_communication import SATURDAY, _with_hotline_for, as_sent
 

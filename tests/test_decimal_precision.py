@@ -15,15 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from integration.adapters.memory import InMemoryBroker
+from integration.adapters.sql.store import StoredOutput
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import flow_handlers, unprocessable_answer
+from integration.conformance.validation import fhir_problems
 from integration.fhir import fhir_json
-from integration.fhir.validation import fhir_problems
-from integration.pipeline import Pipeline, transform
-from integration.runtime.audit_store import StoredOutput
-from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
-from integration.runtime.processor import Delivery, Processor, RetryPolicy
-from integration.runtime.stores import open_audit_store
-from integration.testing import InMemoryBroker
+from integration.flows.dispatch import Pipeline, transform
+from integration.service.outbound import ResendPolicy, resend_unacknowledged
+from integration.service.processor import Delivery, Processor, RetryPolicy
 from tests.conftest import GOLDEN
 
 NOW = datetime.fromisoformat("2027-02-20T10:05:00+01:00")

@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from integration.conformance.validation import fhir_problems
 from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput, Rejected
 from integration.fhir import fhir_json
-from integration.fhir.validation import fhir_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.formats.json_contract import RefusedContent, decode_json
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN
 
 EVENT = json.loads((GOLDEN / "discharge" / "08-exercise-test-with-results.event.json").read_text())

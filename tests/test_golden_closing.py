@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from integration.conformance.validation import document_problems, fhir_problems, messaging_problems
 from integration.domain.course import Course, FixedState
 from integration.fhir import fhir_json
-from integration.fhir.validation import document_problems, fhir_problems, messaging_problems
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
 from tests.golden_normalise import normalise
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.fhir.validation import fhir_problems, messaging_problems
-from integration.pipeline import Pipeline, transform
+from integration.conformance.validation import fhir_problems, messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.golden_normalise import generated_ids, normalise
 

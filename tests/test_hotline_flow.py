@@ -12,7 +12,7 @@ import pytest
 
 from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
 
 HOTLINE = GOLDEN / "hotline"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.sql.stores import open_audit_store
 from integration.domain.course import OpenRequest, StateChanges
-from integration.runtime.stores import open_audit_store
 from tests.cli_runs import run_integration
 
 AALBORG = "715541000016001"

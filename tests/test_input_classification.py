@@ -21,14 +21,14 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from lxml import etree
 
+from integration.conformance.validation import fhir_problems, messaging_problems
 from integration.domain.course import Course, FixedState, OutboundStatus
 from integration.errors import InvalidInput, Rejected
-from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
-from integration.fhir.validation import fhir_problems, messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
 from integration.formats.closing_report import parse_closing_report
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, transform
+from integration.messages.acknowledgement import Issue, acknowledgement, addressing
 from tests.conftest import GOLDEN
 
 CPR = "2512489996"

@@ -27,10 +27,10 @@ from lxml import etree
 
 from integration.domain.course import Course, FixedState, OutboundStatus, State
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
-from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, transform
+from integration.messages.acknowledgement import Issue, acknowledgement, addressing
 from tests.conftest import GOLDEN
 from tests.fuzz.harness import check_emitted
 

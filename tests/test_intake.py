@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from integration.conformance.validation import Unsendable, outgoing_findings
 from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput, Rejected
-from integration.fhir.validation import Unsendable, outgoing_findings
+from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.flows.referral import handle_discharge
 from integration.flows.results import FlowResult
 from integration.formats.discharge_event import parse_discharge_event
@@ -27,7 +28,6 @@ from integration.formats.json_contract import decode_json
 from integration.formats.safe_xml import parse_xml
 from integration.formats.syntax import Syntax, sniff
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, answer_unprocessable, transform
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN, SHARED
 

@@ -47,9 +47,9 @@ def _failing_flow(body: bytes, now: object, state: object) -> object:
 
 
 def _failing_flow_logged(fmt: str, tmp_path: Path) -> str:
-    from integration.runtime.processor import Delivery, Processor
-    from integration.runtime.sqlite_store import SqliteAuditStore
-    from integration.testing import InMemoryBroker
+    from integration.adapters.memory import InMemoryBroker
+    from integration.adapters.sql.sqlite import SqliteAuditStore
+    from integration.service.processor import Delivery, Processor
     from tests.conftest import FIXED_NOW
 
     stream = io.StringIO()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from integration.fhir.validation import Unsendable, fhir_problems, messaging_problems, validate_message
-from integration.pipeline import Pipeline, transform
+from integration.conformance.validation import Unsendable, fhir_problems, messaging_problems, validate_message
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import FIXED_NOW, GOLDEN
 
 INTENTIONALLY_INVALID = {"HospitalNotification_Ex_TEK_FCC.json"}
@@ -137,7 +137,7 @@ def test_remembered_validation_still_catches_changed_content(referral: dict[str,
 
 
 def test_results_are_the_same_with_nothing_remembered(referral: dict[str, Any]) -> None:
-    from integration.fhir.validation import forget_validated
+    from integration.conformance.validation import forget_validated
 
     broken = copy.deepcopy(referral)
     _resource(broken, "Observation").update(valueBoolean=True)
@@ -150,7 +150,7 @@ def test_results_are_the_same_with_nothing_remembered(referral: dict[str, Any]) 
 def test_a_message_differing_only_in_ids_and_timestamp_reuses_what_was_validated(pipeline: Pipeline) -> None:
     from dataclasses import replace
 
-    from integration.fhir.resource_validation import _validated_element
+    from integration.conformance.resource_validation import _validated_element
 
     raw = (GOLDEN / "discharge" / "04-high-risk-hospital.event.json").read_text(encoding="utf-8")
     first = transform(raw.encode(), pipeline, FIXED_NOW).outgoing[0].message

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from integration.adapters.sql.stores import open_audit_store
 from integration.domain.cpr import _danish_date, born_by, parse_cpr
 from integration.domain.moment import parse_moment, read_moment
 from integration.domain.opening_hours import OpeningHours, open_hours_between
 from integration.errors import InvalidInput
-from integration.pipeline import Pipeline
-from integration.runtime.stores import open_audit_store
+from integration.flows.dispatch import Pipeline
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN
 from tests.test_input_classification import (

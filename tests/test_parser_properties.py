@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from integration.cli import main
+from integration.cli.main import main
 from integration.log import cpr_numbers_in
 from tests.cli_runs import run_integration
 from tests.fuzz.harness import (

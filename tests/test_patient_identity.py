@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from integration.conformance.checks import FAST_LAYERS
+from integration.conformance.messaging_rules import messaging_findings
 from integration.domain.identifiers import patient_number
 from integration.errors import Rejected
-from integration.fhir.conformance import FAST_LAYERS
-from integration.fhir.messaging_rules import messaging_findings
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
 
 CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"

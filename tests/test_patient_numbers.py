@@ -16,18 +16,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from integration.adapters.memory import InMemoryBroker
+from integration.adapters.sql.sqlite import SqliteAuditStore
 from integration.bootstrap import flow_handlers
 from integration.config import PROJECT_ROOT
+from integration.conformance.messaging_rules import messaging_findings
+from integration.conformance.validation import messaging_problems
 from integration.domain.cpr import born_by, parse_cpr
 from integration.domain.identifiers import D_ECPR_SYSTEMS, FORMATS, REPLACEMENT_SYSTEMS, X_ECPR_SYSTEM
 from integration.errors import InvalidInput, Rejected
-from integration.fhir.messaging_rules import messaging_findings
-from integration.fhir.validation import messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.log import CPR_LIKE, configure_logging
-from integration.pipeline import Pipeline, transform
-from integration.runtime.processor import Delivery, Processor, RetryPolicy
-from integration.runtime.sqlite_store import SqliteAuditStore
-from integration.testing import InMemoryBroker
+from integration.service.processor import Delivery, Processor, RetryPolicy
 from tests.cli_runs import run_logged
 from tests.conftest import GOLDEN
 

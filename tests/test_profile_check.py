@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from integration.fhir.definitions import CORE_DIR, DefinitionsMissing, load_definitions
-from integration.fhir.profile_check import check_profiles, html_checks, standard_of
+from integration.conformance.definitions import CORE_DIR, DefinitionsMissing, load_definitions
+from integration.conformance.profile_check import check_profiles, html_checks, standard_of
 from integration.formats.care_communication import decode_xml_bundle
 
 Bundle = dict[str, Any]

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
+from integration.conformance.checks import fhirpath_findings
+from integration.conformance.resource_validation import fhir_problems
+from integration.conformance.validation import document_problems, messaging_problems
 from integration.errors import Rejected
-from integration.fhir.conformance import fhirpath_findings
-from integration.fhir.resource_validation import fhir_problems
-from integration.fhir.validation import document_problems, messaging_problems
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
 from integration.formats.care_communication import decode_xml_bundle
 from integration.formats.json_contract import decode_json
-from integration.pipeline import Pipeline, transform
 from tests.conftest import GOLDEN, SHARED
 
 JAN_12 = datetime.fromisoformat("2027-01-12T10:20:00+01:00")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from integration.fhir.receipt import receipt_findings
+from integration.conformance.receipt import receipt_findings
 from integration.formats.json_contract import decode_json
 
 GOLDEN = Path(__file__).parent / "golden" / "hotline" / "municipality-routine.carecommunication.json"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import FIXED_NOW, GOLDEN
 
 DISCHARGE = GOLDEN / "discharge"

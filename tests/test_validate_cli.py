@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from integration.fhir.definitions import CORE_FILES
+from integration.conformance.definitions import CORE_FILES
 from integration.log import cpr_numbers_in
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN, SHARED

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from integration.conformance.checks import check_document, conformance
 from integration.domain.course import Course, FixedState
 from integration.fhir import fhir_json
-from integration.fhir.conformance import check_document, conformance
-from integration.pipeline import Pipeline, transform
+from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
 
 BOUNDED = settings(

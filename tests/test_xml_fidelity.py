@@ -25,11 +25,11 @@ from lxml import etree
 
 from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput, Rejected
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
 from integration.formats.care_communication import decode_xml_bundle
 from integration.formats.fhir_xml_fidelity import NotCarried
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, transform
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN, SHARED
 

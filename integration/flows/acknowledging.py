@@ -33,10 +33,16 @@ from typing import Any
 
 import structlog
 
+from integration.conformance.messaging_rules import as_dict, as_list, message_header
+from integration.conformance.receipt import NotConformant
+from integration.conformance.validation import outgoing_findings
 from integration.domain.course import EarlierMessage, ReceivedMessage, State, StateChanges
 from integration.domain.identifiers import patient_number
 from integration.errors import ConfigurationError, InvalidInput, Rejected, UnknownMessageKind
-from integration.fhir.acknowledgement import (
+from integration.fhir.terminology import Terminology
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.formats.care_communication import SOR_CODE
+from integration.messages.acknowledgement import (
     Addressing,
     Issue,
     NotAcknowledgeable,
@@ -44,12 +50,6 @@ from integration.fhir.acknowledgement import (
     addressing,
     retransmission,
 )
-from integration.fhir.messaging_rules import as_dict, as_list, message_header
-from integration.fhir.receipt import NotConformant
-from integration.fhir.terminology import Terminology
-from integration.fhir.validation import outgoing_findings
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
-from integration.formats.care_communication import SOR_CODE
 
 log = structlog.get_logger("integration.acknowledging")
 

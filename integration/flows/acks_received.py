@@ -11,12 +11,12 @@ from typing import Any
 
 import structlog
 
+from integration.conformance.messaging_rules import UUID
+from integration.conformance.resource_validation import content_errors
 from integration.domain.course import AckReceived, State, StateChanges
 from integration.errors import InvalidInput
-from integration.fhir.acknowledgement import RESPONSE_CODES, response_of
-from integration.fhir.messaging_rules import UUID
-from integration.fhir.resource_validation import content_errors
 from integration.flows.results import AuditFact, FlowResult
+from integration.messages.acknowledgement import RESPONSE_CODES, response_of
 
 log = structlog.get_logger("integration.acks")
 

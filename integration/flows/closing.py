@@ -9,25 +9,25 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from integration.conformance.validation import validate_document, validate_message
 from integration.domain.course import Course, State, StateChanges
 from integration.domain.directory import Directory
 from integration.domain.records import GeneralPractitioner, Organisation, Patient
 from integration.errors import ConfigurationError
-from integration.fhir.care_communication import Author, new_message
-from integration.fhir.envelope import gp_organization, messaging_organization, patient_resource
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
-from integration.fhir.status_document import (
+from integration.fhir.terminology import Terminology
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.formats.closing_report import ClosingReport
+from integration.messages.care_communication import Author, new_message
+from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
+from integration.messages.status_document import (
     ELEMENT_LABELS,
     MEASUREMENT_LABELS,
     hads_lines,
     handover_line,
     status_document,
 )
-from integration.fhir.terminology import Terminology
-from integration.fhir.validation import validate_document, validate_message
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
-from integration.formats.closing_report import ClosingReport
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,16 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from integration.conformance.validation import validate_message
 from integration.domain.course import Course, OpenRequest, State, StateChanges
 from integration.domain.hotline import AdviceRequest, Decision, Hotline, OnCall, Outcome, route
 from integration.domain.identifiers import is_replacement_key
 from integration.errors import BuildError, InvalidInput
-from integration.fhir.care_communication import reply_message
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.fhir.validation import validate_message
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
 from integration.formats.json_contract import JsonContract
+from integration.messages.care_communication import reply_message
 
 JSON = "application/json"
 REPLY_KIND = {

@@ -8,6 +8,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from integration.conformance.validation import validate_message
 from integration.domain.course import Course, StateChanges
 from integration.domain.cpr import Cpr
 from integration.domain.directory import Directory
@@ -15,18 +16,17 @@ from integration.domain.pathway import Pathway, choose_pathway
 from integration.domain.records import DischargeEvent, Organisation, Setting
 from integration.domain.referral_rules import ReferralRules, referral_notes
 from integration.domain.risk import RiskAssessment, stratify
-from integration.fhir.envelope import (
+from integration.fhir.ids import derived_id
+from integration.fhir.terminology import Terminology
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.messages.envelope import (
     Envelope,
     gp_organization,
     message_bundle,
     messaging_organization,
     patient_resource,
 )
-from integration.fhir.ids import derived_id
-from integration.fhir.referral import exercise_test_observation, risk_assessment, service_request
-from integration.fhir.terminology import Terminology
-from integration.fhir.validation import validate_message
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.messages.referral import exercise_test_observation, risk_assessment, service_request
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,14 @@ from fhir.resources.R4B.bundle import Bundle
 from lxml import etree
 from pydantic import ValidationError
 
+from integration.conformance.messaging_rules import as_dict, as_list, message_header
+from integration.conformance.receipt import check_on_receipt
+from integration.conformance.resource_validation import without_values
 from integration.domain.cpr import Cpr, born_by
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.domain.identifiers import PatientNumber, patient_number
 from integration.domain.moment import read_moment
 from integration.errors import InvalidInput
-from integration.fhir.messaging_rules import as_dict, as_list, message_header
-from integration.fhir.receipt import check_on_receipt
-from integration.fhir.resource_validation import without_values
 from integration.formats.fhir_xml_fidelity import carry_exactly, check_shape
 from integration.formats.json_contract import check_depth
 from integration.formats.safe_xml import parse_xml

@@ -31,9 +31,9 @@ import orjson
 from integration.domain.course import NO_STATE, Course, FixedState, OutboundStatus, State
 from integration.errors import InvalidInput, Rejected
 from integration.fhir import fhir_json
+from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FHIR_JSON, FlowResult
 from integration.log import cpr_numbers_in
-from integration.pipeline import Pipeline, transform
 
 FUZZ = Path(__file__).parent
 TESTS = FUZZ.parent
@@ -131,7 +131,7 @@ def _is_outcome(entry: Any) -> bool:
 
 def fast_findings(bundle: Any) -> list[str]:
     """What `integration validate` finds outside the profile layer: the same function, without definitions."""
-    from integration.fhir.conformance import conformance
+    from integration.conformance.checks import conformance
 
     result = conformance(bundle, NO_DEFINITIONS, NO_DEFINITIONS)
     assert result.profiles is None, "the profile layer ran without definitions"
@@ -186,7 +186,7 @@ def validate_engine(raw: bytes, pipeline: Pipeline) -> list[str]:
     """`integration validate`'s path in-process: decode as it does, then every layer (the profile layer when
     the definitions are at hand). Unreadable input is an answer too."""
     from integration.config import Settings
-    from integration.fhir.conformance import conformance
+    from integration.conformance.checks import conformance
     from integration.formats.care_communication import decode_xml_bundle
     from integration.formats.json_contract import decode_json
 
@@ -252,7 +252,7 @@ def care_communication_xml(raw_json: bytes) -> bytes:
 
 
 def acknowledgement_of(referral: dict[str, Any], code: str = "ok") -> bytes:
-    from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
+    from integration.messages.acknowledgement import Issue, acknowledgement, addressing
 
     issues = [] if code == "ok" else [Issue("invalid", "MSG_BAD_FORMAT", "no", "Patient")]
     terminology = pipeline().referral.terminology

@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
-from integration.testing import distinct_referral_events
+from integration.adapters.memory import distinct_referral_events
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.topology import SENDERS_BY_KIND
 from tests.runtime.conftest import broker_url, rabbitmqctl
 

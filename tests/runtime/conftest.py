@@ -51,7 +51,7 @@ def _plain(value: Any) -> str:
 def dump_dead_letter_headers(url: str, queues: Iterable[str], log: Path, where: str) -> int:
     """Append the headers of every message waiting in `queues` to `log`, one JSON line each; the messages
     stay where they are. Returns how many were written."""
-    from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
+    from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
 
     written = 0
     connection = RabbitConnection(BrokerSettings(url))
@@ -76,7 +76,7 @@ def fresh_vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:10]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
+    from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
 
     with connected(BrokerSettings(broker_url(name))) as connection:
         apply_topology(connection.channel)

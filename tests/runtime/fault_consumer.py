@@ -1,5 +1,5 @@
 """A consumer exactly like `integration run`, which kills itself (SIGKILL) the Nth time its processor reaches a
-named point: "handled", "dead-lettered", "committed" or "published" (`integration.runtime.processor`).
+named point: "handled", "dead-lettered", "committed" or "published" (`integration.service.processor`).
 
     python -m tests.runtime.fault_consumer POINT N
 """
@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from integration.cli_runtime import run_consumers
+from integration.cli.runtime import run_consumers
 from integration.config import Settings
 from integration.log import configure_logging
 

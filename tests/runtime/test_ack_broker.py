@@ -13,15 +13,15 @@ from typing import Any
 
 import orjson
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import flow_handlers, unprocessable_answer
-from integration.fhir.acknowledgement import acknowledgement, addressing
-from integration.fhir.conformance import conformance_findings
-from integration.pipeline import Pipeline
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings
-from integration.runtime.stores import open_audit_store
+from integration.conformance.checks import conformance_findings
+from integration.flows.dispatch import Pipeline
+from integration.messages.acknowledgement import acknowledgement, addressing
+from integration.service.outbound import ResendPolicy, resend_unacknowledged
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url

@@ -12,16 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from integration.audit_chain import verify
+from integration.adapters.memory import InMemoryBroker, distinct_referral_events
+from integration.adapters.sql.store import SqlAuditStore, StoredOutput
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import flow_handlers, unprocessable_answer
-from integration.fhir.acknowledgement import Issue, acknowledgement, addressing
-from integration.fhir.conformance import conformance_findings
-from integration.pipeline import Pipeline, transform
-from integration.runtime.audit_store import SqlAuditStore, StoredOutput
-from integration.runtime.outbound import ResendPolicy, resend_unacknowledged
-from integration.runtime.processor import FLOW_ATTEMPTS, Delivery, Processor, RetryPolicy
-from integration.runtime.stores import open_audit_store
-from integration.testing import InMemoryBroker, distinct_referral_events
+from integration.conformance.checks import conformance_findings
+from integration.flows.dispatch import Pipeline, transform
+from integration.messages.acknowledgement import Issue, acknowledgement, addressing
+from integration.service.audit_chain import verify
+from integration.service.outbound import ResendPolicy, resend_unacknowledged
+from integration.service.processor import FLOW_ATTEMPTS, Delivery, Processor, RetryPolicy
 from tests.conftest import GOLDEN
 from tests.test_acknowledgements import _configured
 from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
@@ -181,7 +181,7 @@ def _changed(bundle: dict[str, Any], bundle_id: str) -> dict[str, Any]:
 def test_a_changed_message_resent_under_its_messageheader_id_is_refused_and_dead_lettered(
     shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker, together: bool
 ) -> None:
-    from integration.runtime import metrics
+    from integration.service import metrics
 
     bundle = _cc(shared)
     changed = _changed(bundle, "5f0e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f")

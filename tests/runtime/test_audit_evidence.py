@@ -23,19 +23,19 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from integration.audit_chain import GENESIS, AuditEntry, record_hash
-from integration.audit_evidence import MASKED, MacKeys, parse_anchors
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings
+from integration.adapters.sql.store import MIGRATIONS, SCHEMA_VERSION, Failure, Resend, SqlAuditStore, StoredOutput
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
-from integration.cli_audit import audit
+from integration.cli.audit import audit
 from integration.config import Settings
 from integration.domain.course import AckReceived, Course, OpenRequest, ReceivedMessage, StateChanges
 from integration.log import configure_logging, cpr_numbers_in
-from integration.runtime.anchors import AnchorJob
-from integration.runtime.audit_store import MIGRATIONS, SCHEMA_VERSION, Failure, Resend, SqlAuditStore, StoredOutput
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings
-from integration.runtime.stores import open_audit_store
+from integration.service.anchors import AnchorJob
+from integration.service.audit_chain import GENESIS, AuditEntry, record_hash
+from integration.service.audit_evidence import MASKED, MacKeys, parse_anchors
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import (
@@ -489,7 +489,7 @@ def test_a_store_from_before_the_evidence_adopts_its_rows_when_migrated(tmp_path
 def test_a_version_3_store_gains_content_digests_and_its_received_rows_stay_covered(dsn: str) -> None:
     """Schema 4 adds medcom_received.content_sha256. Rows from before hold NULL there (unknown: a resend is
     a duplicate as before) and keep the digests the chain has for them, so a change made to them is found."""
-    from integration.runtime import audit_state
+    from integration.adapters.sql import audit_state
 
     schema_3 = hashlib.sha256(orjson.dumps(["medcom_received", "b-in-1", "h-in-1", "x"])).hexdigest()
     assert audit_state.row_digest("medcom_received", ("b-in-1", "h-in-1", "x", None)) == schema_3
@@ -716,14 +716,14 @@ def test_transform_with_store_but_without_one_says_so_and_creates_none(tmp_path:
 
 def test_the_processor_path_leaves_every_row_it_wrote_covered(dsn: str) -> None:
     """The state digests the service writes as it goes agree with its tables, message after message."""
-    from integration.testing import InMemoryBroker
+    from integration.adapters.memory import InMemoryBroker
 
     store = open_audit_store(dsn)
     broker = InMemoryBroker()
     broker.bind("rehab.referral", "sink", "#")
     handlers = flow_handlers(build_pipeline(Settings.from_env({})))
     processor = Processor(handlers, store, broker, lambda: FIXED_NOW, FAST)
-    from integration.runtime.processor import Delivery
+    from integration.service.processor import Delivery
 
     deliveries = [Delivery("discharge", body, event_id) for event_id, body in referral_events(12)]
     outcomes = processor.process_batch(deliveries[:6]) + processor.process_batch(deliveries[6:])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.audit_chain import AuditEntry, verify
-from integration.runtime.audit_store import StoredOutput
-from integration.runtime.stores import open_audit_store
+from integration.adapters.sql.store import StoredOutput
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import AuditEntry, verify
 
 AT = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def test_cut_off_tail_is_found(store) -> None:
 
 
 def test_inserted_record_with_a_correct_hash_is_found(store) -> None:
-    from integration.audit_chain import record_hash
+    from integration.service.audit_chain import record_hash
 
     fill(store)
     last = list(store.records())[-1]
@@ -118,7 +118,7 @@ def test_processed_twice_in_one_store_is_refused_not_an_outage(store) -> None:
 
 
 def test_deliveries_know_the_body_hash_and_our_failures(store) -> None:
-    from integration.runtime.audit_store import Failure
+    from integration.adapters.sql.store import Failure
 
     store.record([], AT, [("discharge", "m-1", "a" * 64, [])])
     store.record([], AT, failures=[Failure("discharge", "m-2", "KeyError")])

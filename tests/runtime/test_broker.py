@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings, apply_topology
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
-from integration.cli_ops import definitions_document
+from integration.cli.ops import definitions_document
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import Transient
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings, apply_topology
-from integration.runtime.stores import open_audit_store
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW

@@ -15,9 +15,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from integration.audit_chain import verify
-from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
-from integration.runtime.stores import open_audit_store
+from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
     INBOUND_ROUTES,
     output_queue,

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.health import Health
+from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import Settings
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.health import Health
-from integration.runtime.processor import Processor
-from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
-from integration.runtime.stores import open_audit_store
+from integration.service.processor import Processor
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from integration.testing import TEST_CPRS
+from integration.adapters.memory import TEST_CPRS
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME
 from tests.cli_runs import CLI_OUTPUT, _session_log, run_logged
 from tests.conftest import cpr_leaks, scanned_files

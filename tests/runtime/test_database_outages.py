@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.audit_chain import verify
-from integration.runtime.stores import open_audit_store
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
     output_queue,
     publish_events,

@@ -20,8 +20,8 @@ from typing import Any
 import pika
 import pytest
 
+from integration.adapters.sql.stores import open_audit_store
 from integration.log import cpr_numbers_in
-from integration.runtime.stores import open_audit_store
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, SENDERS_BY_KIND
 from tests.cli_runs import run_integration
 from tests.runtime.broker_helpers import consumer_env, queue_depth, take_all, wait_for
@@ -220,10 +220,10 @@ def test_a_vhost_without_the_topology_is_a_configuration_error_naming_it(vhost_o
 
 
 def test_the_dead_letter_we_publish_masks_the_senders_headers(pipeline: Any, tmp_path: Any) -> None:
+    from integration.adapters.memory import InMemoryBroker
+    from integration.adapters.sql.sqlite import SqliteAuditStore
     from integration.bootstrap import flow_handlers
-    from integration.runtime.processor import Delivery, Processor
-    from integration.runtime.sqlite_store import SqliteAuditStore
-    from integration.testing import InMemoryBroker
+    from integration.service.processor import Delivery, Processor
     from tests.conftest import FIXED_NOW
 
     broker = InMemoryBroker()

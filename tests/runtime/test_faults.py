@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.audit_chain import verify
-from integration.runtime.rabbitmq import BrokerSettings, apply_topology, connected
-from integration.runtime.stores import open_audit_store
+from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
     consumer_env,
     output_queue,

@@ -16,13 +16,13 @@ import pika
 import pytest
 from prometheus_client import REGISTRY
 
-from integration.audit_chain import verify
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain, received
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import Settings
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain, received
-from integration.runtime.stores import open_audit_store
+from integration.service.audit_chain import verify
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (

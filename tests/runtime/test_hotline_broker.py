@@ -8,12 +8,12 @@ from pathlib import Path
 
 import orjson
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import Settings
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings
-from integration.runtime.stores import open_audit_store
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for

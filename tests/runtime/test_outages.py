@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from integration.audit_chain import verify
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.health import Health, serve
+from integration.adapters.rabbitmq import BrokerSettings
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import Settings
 from integration.errors import Transient
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.health import Health, serve
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings
-from integration.runtime.stores import open_audit_store
+from integration.service.audit_chain import verify
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (

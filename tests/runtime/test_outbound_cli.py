@@ -9,9 +9,9 @@ from pathlib import Path
 
 import orjson
 
-from integration.pipeline import Pipeline, transform
-from integration.runtime.audit_store import StoredOutput
-from integration.runtime.stores import open_audit_store
+from integration.adapters.sql.store import StoredOutput
+from integration.adapters.sql.stores import open_audit_store
+from integration.flows.dispatch import Pipeline, transform
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import collector, take_all

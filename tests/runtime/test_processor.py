@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from integration.audit_chain import verify
+from integration.adapters.memory import InMemoryBroker
+from integration.adapters.sql.sqlite import SqliteAuditStore
 from integration.bootstrap import flow_handlers
 from integration.errors import Transient
-from integration.pipeline import Pipeline
-from integration.runtime.processor import Delivery, Processor, RetryPolicy
-from integration.runtime.sqlite_store import SqliteAuditStore
-from integration.testing import InMemoryBroker
+from integration.flows.dispatch import Pipeline
+from integration.service.audit_chain import verify
+from integration.service.processor import Delivery, Processor, RetryPolicy
 from tests.conftest import FIXED_NOW, GOLDEN
 
 EVENT = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
@@ -144,7 +144,7 @@ def test_received_record_names_the_source_and_the_body_hash(pipeline, store, bro
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:
-    from integration.testing import distinct_referral_events
+    from integration.adapters.memory import distinct_referral_events
 
     return distinct_referral_events(n)
 
@@ -160,7 +160,7 @@ def test_a_second_copy_in_one_batch_is_settled_with_the_first(pipeline, store, b
 
 
 def test_a_reused_message_id_is_refused_in_the_batch_and_across_batches(pipeline, store, broker) -> None:
-    from integration.runtime import metrics
+    from integration.service import metrics
 
     before = metrics.REUSED_MESSAGE_IDS.labels("discharge")._value.get()  # noqa: SLF001 - prometheus' own counter
     (_, first), (_, second), (_, third) = _events(3)
@@ -255,7 +255,7 @@ def test_a_refused_write_fails_only_its_own_delivery_and_counts_against_it(pipel
 
 
 def test_a_defect_outside_the_flows_is_isolated_counted_and_finally_given_up(pipeline, store, broker) -> None:
-    from integration.runtime.processor import FLOW_ATTEMPTS
+    from integration.service.processor import FLOW_ATTEMPTS
 
     class Odd:  # a handler result the processor cannot take: a defect, not the sender's fault
         patient = None
@@ -319,8 +319,8 @@ def test_a_copy_without_a_valid_property_does_not_stand_for_the_valid_message(pi
 
 
 def test_a_replays_first_sender_is_believed_only_on_the_replay_exchange(pipeline, store, broker) -> None:
-    from integration.runtime.consumer import delivery_of
-    from integration.runtime.rabbitmq import Received
+    from integration.adapters.consumer import delivery_of
+    from integration.adapters.rabbitmq import Received
     from integration.topology import FLOWS_BY_NAME, REPLAY_EXCHANGE
 
     bad = EVENT.read_bytes().replace(b'"851"', b'"999"')

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.queue_migration import differing_queues, holding_queue, migrate
+from integration.adapters.rabbitmq import apply_topology, drain
 from integration.errors import ConfigurationError
-from integration.runtime.queue_migration import differing_queues, holding_queue, migrate
-from integration.runtime.rabbitmq import apply_topology, drain
 from integration.topology import DELIVERY_LIMIT, FLOWS_BY_NAME, REPLAY_EXCHANGE, inbound_queue_arguments
 from tests.runtime.broker_helpers import (
     connect,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerRefused, BrokerSettings
 from integration.errors import ConnectionLost
 from integration.log import configure_logging
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.rabbitmq import BrokerRefused, BrokerSettings
 from integration.topology import FLOWS_BY_NAME
 from tests.cli_runs import run_integration
 from tests.runtime.broker_helpers import consumer_env, publish_events, referral_events, wait_for

@@ -25,15 +25,15 @@ import pika
 import pika.exceptions as px
 import pytest
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.memory import InMemoryBroker
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
+from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import Transient
 from integration.log import cpr_numbers_in
-from integration.runtime.consumer import ConsumerService
-from integration.runtime.processor import Processor, RetryPolicy
-from integration.runtime.rabbitmq import BrokerSettings, RabbitConnection, drain
-from integration.runtime.stores import open_audit_store
-from integration.testing import InMemoryBroker
+from integration.service.processor import Processor, RetryPolicy
 from integration.topology import (
     ADMIN_USER,
     DEAD_LETTER_EXCHANGE,

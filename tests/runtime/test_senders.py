@@ -13,8 +13,8 @@ from typing import Any
 import pika
 import pytest
 
-from integration.audit_chain import verify
-from integration.runtime.stores import open_audit_store
+from integration.adapters.sql.stores import open_audit_store
+from integration.service.audit_chain import verify
 from tests.cli_runs import run_integration
 from tests.runtime.broker_helpers import (
     connect,
@@ -182,8 +182,8 @@ def test_x_delivery_count_from_a_publisher_is_ignored(audit_dsn: str, count: obj
     """In-process, with a flow that fails: the attempts come from our store, whatever the header says."""
     from datetime import UTC, datetime
 
-    from integration.runtime.processor import FLOW_ATTEMPTS, Delivery, Processor
-    from integration.testing import InMemoryBroker
+    from integration.adapters.memory import InMemoryBroker
+    from integration.service.processor import FLOW_ATTEMPTS, Delivery, Processor
 
     def broken(body: bytes, now: datetime, state: Any) -> Any:
         raise RuntimeError("a bug")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.audit_chain import AuditEntry
+from integration.adapters.sql.stores import open_audit_store
 from integration.domain.course import Course, StateChanges
-from integration.runtime.stores import open_audit_store
+from integration.service.audit_chain import AuditEntry
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW
 

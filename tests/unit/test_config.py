@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.rabbitmq import BrokerSettings, connection_parameters
 from integration.config import Settings
 from integration.errors import ConfigurationError
-from integration.runtime.rabbitmq import BrokerSettings, connection_parameters
 
 
 def _settings_file(tmp_path: Path, text: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from integration.runtime.deadline import SocketDeadline
+from integration.adapters.sql.deadline import SocketDeadline
 
 
 def _silent_pair() -> tuple[socket.socket, socket.socket, socket.socket]:

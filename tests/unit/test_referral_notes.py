@@ -9,7 +9,7 @@ from integration.domain.pathway import choose_pathway
 from integration.domain.records import ExerciseTest, RiskGroup, Surgery
 from integration.domain.referral_rules import referral_notes
 from integration.domain.risk import stratify
-from integration.pipeline import Pipeline
+from integration.flows.dispatch import Pipeline
 from tests.unit.events import event
 
 SENTENCE = (

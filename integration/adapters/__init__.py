@@ -1,0 +1,1 @@
+"""The edges: RabbitMQ (the only user of pika), the SQL audit store, the in-memory bus, the health server."""

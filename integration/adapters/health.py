@@ -1,0 +1,119 @@
+"""What an operator or an orchestrator can ask the running consumer: is it alive, is it ready, what has it done.
+
+    GET /healthz   200 while the consumer loop turns (it beats at least every few seconds), else 503
+    GET /readyz    200 when connected to the broker, consuming every queue, and the audit store
+                   answers (the idle consumer asks it every few seconds); else 503 with one line per
+                   unavailable dependency: what, since how many seconds, and why
+    GET /metrics   Prometheus text format (`integration.service.metrics`)
+
+Served by the standard library's WSGI server on a daemon thread (`INTEGRATION_HEALTH_LISTEN`,
+default 127.0.0.1:9464; empty to switch it off). Every change of a dependency's state is also one
+log line, so the same story is in the logs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import structlog
+from prometheus_client import make_wsgi_app
+
+from integration.log import one_line
+from integration.service import metrics
+
+log = structlog.get_logger("integration.health")
+STALE_AFTER = 60.0  # seconds without a beat before /healthz says the loop is stuck
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class Health:
+    """The state of the consumer's dependencies, shared between the consumer loop and the HTTP thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down: dict[str, tuple[float, str]] = {"broker": (clock(), "not connected yet")}
+        self._beat = clock()
+
+    def down(self, dependency: str, reason: str) -> bool:
+        """Mark a dependency unavailable; True when it was available until now (a change worth a log line)."""
+        with self._lock:
+            changed = dependency not in self._down
+            self._down[dependency] = (self._down[dependency][0] if not changed else self._clock(), one_line(reason))
+        metrics.DEPENDENCY_UP.labels(dependency).set(0)
+        return changed
+
+    def up(self, dependency: str) -> float | None:
+        """Mark a dependency available; the seconds it was away when this is a change, else None."""
+        with self._lock:
+            since = self._down.pop(dependency, None)
+        metrics.DEPENDENCY_UP.labels(dependency).set(1)
+        return None if since is None else self._clock() - since[0]
+
+    def beat(self) -> None:
+        with self._lock:
+            self._beat = self._clock()
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return not self._down
+
+    def problems(self) -> list[str]:
+        now = self._clock()
+        with self._lock:
+            return [f"{d} unavailable for {now - since:.0f} s: {why}" for d, (since, why) in sorted(self._down.items())]
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._clock() - self._beat < STALE_AFTER
+
+
+def application(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """The WSGI application for /healthz, /readyz and /metrics."""
+    prometheus = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return prometheus(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            ok, lines = health.alive, ["alive" if health.alive else "the consumer loop has not turned for a minute"]
+        elif path == "/readyz":
+            ok, lines = health.ready, health.problems() or ["ready"]
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: /healthz, /readyz or /metrics\n"]
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+        return ["\n".join(lines).encode() + b"\n"]
+
+    return app
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's name
+        """Probes every few seconds would flood the log; the state changes are logged instead."""
+
+
+def serve(health: Health, listen: str) -> WSGIServer | None:
+    """Serve the endpoints on `listen` ("host:port"; port 0 picks a free one) in a daemon thread.
+
+    Returns the server (its `server_port` is the port bound), or None when switched off or the
+    address cannot be bound (logged: the consumer runs on without it)."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    try:
+        server = make_server(host or "127.0.0.1", int(port), application(health), handler_class=_Quiet)
+    except (OSError, ValueError) as exc:
+        log.warning("health endpoint not started", listen=listen, error=str(exc))
+        return None
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    log.info("health endpoint", url=f"http://{host or '127.0.0.1'}:{server.server_port}/readyz")
+    return server

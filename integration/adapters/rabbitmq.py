@@ -1,0 +1,396 @@
+"""RabbitMQ through pika: the only module that imports pika, and the one that translates its errors.
+
+Publishing is always persistent, mandatory and confirmed, and carries our broker user as the
+AMQP user-id: `publish` returns only when the broker has taken responsibility for the message.
+A refused or unroutable publish is Transient (the broker refuses for now: a full queue, a
+resource alarm); a lost connection or channel is ConnectionLost, and the consumer reconnects;
+a queue the broker will not let us consume (missing, or not ours to read) is QueueRefused.
+
+A dead peer is noticed by AMQP heartbeats (15 s: pika gives up after 20 to 40 s of silence) and,
+where the network drops packets, by TCP keepalives and a TCP user timeout. The heartbeat is no
+shorter because the consumer loop is away from the socket for as long as one audit store call can
+take (its 15 s deadline): a broker closes a connection silent for two to three heartbeats, and
+would then return every message held through a database outage. A URL may set its own
+`?heartbeat=` or `?blocked_connection_timeout=`.
+
+Several broker URLs (the nodes of one cluster, comma-separated) are tried in order on every
+(re)connection, so the service carries on through the loss of the node it was connected to.
+
+A publisher writes the header table of its messages, and pika decodes it inside its frame reader,
+where an exception drops the whole connection (and every message in hand comes back, again and
+again). Importing this module installs `GuardedProperties` as pika's decoder of message properties:
+a table that cannot be decoded, nested too deep, or not writable again is left out, the other
+properties are kept, and the message is refused naming its headers (`received`).
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pika
+import pika.data
+import pika.exceptions as px
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel
+
+from integration.adapters.amqp_properties import read_properties
+from integration.errors import ConfigurationError, ConnectionLost, Transient
+from integration.flows.results import FHIR_JSON
+from integration.log import one_line
+from integration.topology import RETIRED_EXCHANGES, bindings, exchanges, queues
+
+_LOST = (
+    px.AMQPConnectionError,
+    px.ConnectionClosed,
+    px.ChannelClosed,
+    px.ChannelWrongStateError,
+    px.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    url: str  # one amqp(s):// URL, or several separated by commas: the nodes of one cluster
+    prefetch: int = 20
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    heartbeat: int = 15  # seconds; see the module's docstring before lowering it
+    socket_timeout: float = 5.0  # seconds to reach a node before trying the next
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.url.split(",") if u.strip())
+
+
+# Linux TCP options (pika sets those the platform has): probe an idle peer after 10 s, every 5 s, 3 times;
+# give up on data the peer has not acknowledged for 30 s.
+TCP_OPTIONS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
+
+
+class BrokerRefused(ConnectionLost):
+    """The broker answered and refused us: our login (wrong user or password), our vhost (missing, or not
+    ours). Waiting will not mend it; `run` exits 3 at start (decision in `ConsumerService._connect`)."""
+
+
+# pika's errors for a broker that answers and refuses our login or vhost; a connection closed by the
+# broker with these codes while opening means the same (403 ACCESS_REFUSED, 530 NOT_ALLOWED).
+_REFUSED = (px.ProbableAuthenticationError, px.ProbableAccessDeniedError, px.AuthenticationError)
+_REFUSED_CODES = frozenset({403, 530})
+
+
+def _refusal(exc: BaseException) -> bool:
+    if isinstance(exc, _REFUSED):
+        return True
+    return isinstance(exc, px.ConnectionClosedByBroker) and exc.reply_code in _REFUSED_CODES
+
+
+def _described(exc: BaseException) -> str:
+    """pika's error as one line: its type and what it says, or what it wraps (a refused TCP connection is an
+    AMQPConnectionError whose text is empty)."""
+    text = str(exc) or "; ".join(repr(a) if isinstance(a, BaseException) else str(a) for a in exc.args)
+    return one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 300)
+
+
+class QueueRefused(ConnectionLost):
+    """The broker closed our channel rather than let us consume a queue: it is missing (404), or not ours to
+    read (403). Waiting alone will not mend it; an operator must, and the consumer retries with backoff."""
+
+    def __init__(self, queue: str, code: int, text: str) -> None:
+        if code == 404:
+            what = f"queue {queue} does not exist: run `integration topology apply`"
+        elif code == 403:
+            what = f"the broker refused us queue {queue} ({text}): check the service user's permissions"
+        else:
+            what = f"the broker refused to let us consume queue {queue} ({code} {text})"
+        super().__init__(what)
+        self.queue = queue
+        self.code = code
+
+
+DEEPEST_HEADERS = 16  # levels of nested tables and arrays; senders' headers are flat, pika's decoder recurses
+
+
+class GuardedProperties(pika.spec.BasicProperties):  # type: ignore[misc]  # pika is untyped
+    """BasicProperties whose decoding never raises. `unreadable` is ("headers" or "properties", why) when
+    they could not be read whole; the headers are then None and every other property is still decoded."""
+
+    unreadable: tuple[str, str] | None = None
+    headers: Any
+
+    def decode(self, encoded: bytes, offset: int = 0) -> GuardedProperties:
+        try:
+            super().decode(encoded, offset)
+        except Exception as exc:  # a publisher's bytes: any error of pika's decoder is a refusal
+            self._decode_without_headers(encoded, offset, f"could not be decoded ({_short(exc)})")
+            return self
+        if self.headers is not None and (why := _unwritable(self.headers)):
+            self.headers = None
+            self.unreadable = ("headers", why)
+        return self
+
+    def _decode_without_headers(self, encoded: bytes, offset: int, why: str) -> None:
+        try:
+            super().decode(_without_header_table(encoded, offset), 0)
+            self.unreadable = ("headers", why)
+        except Exception as exc:  # not even the rest can be read: refused for that
+            pika.spec.BasicProperties.__init__(self)
+            self.unreadable = ("properties", f"could not be decoded ({_short(exc)})")
+
+
+def _short(exc: BaseException) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}", 120)
+
+
+def _unwritable(headers: object) -> str | None:
+    """Why a decoded header table cannot go into our dead letter as it is, or None when it can."""
+    if _depth(headers) > DEEPEST_HEADERS:
+        return f"nested deeper than {DEEPEST_HEADERS} levels"
+    try:
+        pika.data.encode_table([], headers)
+    except Exception as exc:  # e.g. a double too big for an AMQP long, which pika decodes as an int
+        return f"could not be encoded again ({_short(exc)})"
+    return None
+
+
+def _depth(value: object) -> int:
+    """How deeply tables and arrays nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            if deepest > DEEPEST_HEADERS:
+                return deepest
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _without_header_table(encoded: bytes, offset: int) -> bytes:
+    """The encoded properties with their header table cut out and its flag cleared (AMQP 0-9-1 4.2.6.1: the
+    flags, then content-type and content-encoding as short strings, then the table with its length)."""
+    flags = struct.unpack_from(">H", encoded, offset)[0]
+    if not flags & pika.spec.BasicProperties.FLAG_HEADERS or flags & 1:  # no table, or flag words we do not know
+        raise ValueError("no header table to leave out")
+    start = offset + 2
+    for flag in (pika.spec.BasicProperties.FLAG_CONTENT_TYPE, pika.spec.BasicProperties.FLAG_CONTENT_ENCODING):
+        if flags & flag:
+            start += 1 + encoded[start]
+    end = start + 4 + struct.unpack_from(">I", encoded, start)[0]
+    if end > len(encoded):
+        raise ValueError("the header table runs past the properties")
+    cleared = flags & ~pika.spec.BasicProperties.FLAG_HEADERS
+    return struct.pack(">H", cleared) + bytes(encoded[offset + 2 : start]) + bytes(encoded[end:])
+
+
+# pika's frame reader builds the properties of every delivery from this table (pika.frame.decode_frame).
+pika.spec.props[pika.spec.BasicProperties.INDEX] = GuardedProperties
+
+
+def connection_parameters(settings: BrokerSettings) -> list[pika.URLParameters]:
+    """pika's parameters for each URL, in order. Raises ConfigurationError for a URL that cannot work."""
+    urls = settings.urls
+    if not urls:
+        raise ConfigurationError("broker_url: no broker URL given")
+    every = [_parameters(url, settings) for url in urls]
+    vhosts = {p.virtual_host for p in every}
+    if len(vhosts) > 1:
+        raise ConfigurationError("broker_url: the URLs name different vhosts; list the nodes of one cluster")
+    return every
+
+
+def _parameters(url: str, settings: BrokerSettings) -> pika.URLParameters:
+    if not url.startswith(("amqp://", "amqps://")):
+        raise ConfigurationError(f"broker_url: {masked_url(url)} is not an amqp:// or amqps:// URL")
+    try:
+        params = pika.URLParameters(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"broker_url: {masked_url(url)}: {exc}") from None
+    given = parse_qs(urlsplit(url).query)
+    if "heartbeat" not in given:
+        params.heartbeat = settings.heartbeat
+    if "blocked_connection_timeout" not in given:
+        params.blocked_connection_timeout = 60
+    params.tcp_options = dict(TCP_OPTIONS)
+    params.connection_attempts = 1
+    params.socket_timeout = settings.socket_timeout
+    params.stack_timeout = settings.socket_timeout * 2
+    if url.startswith("amqps://"):
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    elif settings.ca_file or settings.cert_file:
+        raise ConfigurationError("TLS files are set but the broker URL is not amqps://")
+    return params
+
+
+def masked_url(url: str) -> str:
+    """A URL (or comma-separated URLs) with every password replaced by ***, for printing."""
+    return ",".join(_mask_one(u.strip()) for u in url.split(","))
+
+
+def _mask_one(url: str) -> str:
+    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, _, path = rest.partition("/")
+    credentials, host = authority.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" + (f"/{path}" if path or rest.endswith("/") else "")
+
+
+class RabbitConnection:
+    """One connection (to the first reachable node) with one confirming channel."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        parameters = connection_parameters(settings)
+        try:
+            self.connection = pika.BlockingConnection(parameters)
+            self.channel: BlockingChannel = self.connection.channel()
+            self.channel.confirm_delivery()
+            self.channel.basic_qos(prefetch_count=settings.prefetch)
+        except _LOST as exc:
+            if _refusal(exc):
+                raise BrokerRefused(f"the broker refused our login or vhost: {_described(exc)}") from exc
+            raise ConnectionLost(f"broker unreachable: {_described(exc)}") from exc
+        connected = self.connection._impl.params  # noqa: SLF001 - pika keeps which node it reached only here
+        self.node = f"{connected.host}:{connected.port}"
+        credentials = connected.credentials
+        self.user: str | None = credentials.username if isinstance(credentials, pika.PlainCredentials) else None
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str = FHIR_JSON,
+    ) -> None:
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type=content_type,
+            message_id=message_id,
+            user_id=self.user,
+            headers=dict(headers) if headers else None,
+        )
+        try:
+            self.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        except px.UnroutableError:
+            raise Transient(f"unroutable: {exchange} {routing_key}", "broker") from None
+        except px.NackError:
+            raise Transient(f"the broker refused the message for {exchange} {routing_key}", "broker") from None
+        except _LOST as exc:
+            raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except _LOST:
+            pass
+
+
+@contextmanager
+def connected(settings: BrokerSettings) -> Iterator[RabbitConnection]:
+    connection = RabbitConnection(settings)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def apply_topology(channel: BlockingChannel) -> list[str]:
+    """Declare every exchange, queue and binding, and delete retired exchanges; idempotent. Returns what was done."""
+    done = []
+    try:
+        for name in RETIRED_EXCHANGES:  # deleting an absent exchange is no error
+            channel.exchange_delete(name)
+            done.append(f"exchange {name} deleted (retired)")
+        for exchange in exchanges():
+            channel.exchange_declare(exchange.name, exchange.type, durable=True, arguments=exchange.arguments)
+            done.append(f"exchange {exchange.name}")
+        for queue in queues():
+            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+            done.append(f"queue {queue.name}")
+        for binding in bindings():
+            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+            done.append(f"binding {binding.exchange} → {binding.queue} ({binding.routing_key or '*'})")
+    except px.ChannelClosedByBroker as exc:
+        raise ConfigurationError(f"the broker refused the topology ({exc.reply_code} {exc.reply_text})") from None
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One delivery with its properties checked (`integration.adapters.amqp_properties`)."""
+
+    delivery_tag: int
+    body: bytes
+    message_id: str | None
+    headers: Mapping[str, Any]
+    content_type: str | None
+    redelivered: bool
+    source: str | None = None  # the AMQP user-id: the publishing user, as verified by the broker
+    routing_key: str = ""
+    exchange: str = ""
+    problem: tuple[str, str] | None = None  # (property, what is wrong) when it must be refused
+    raw_headers: Mapping[str, Any] = field(default_factory=dict)  # as received: for our own dead-letter queues
+
+
+def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Received:
+    checked = read_properties(
+        properties.message_id,
+        properties.user_id,
+        properties.content_type,
+        properties.headers,
+        getattr(properties, "unreadable", None),
+    )
+    return Received(
+        method.delivery_tag,
+        bytes(body),
+        checked.message_id,
+        checked.headers,
+        checked.content_type,
+        bool(method.redelivered),
+        checked.user_id,
+        str(method.routing_key),
+        str(method.exchange),
+        checked.problem,
+        properties.headers if isinstance(properties.headers, dict) else {},
+    )
+
+
+def consume(connection: RabbitConnection, queue: str, callback: Callable[[Received], None]) -> None:
+    def on_message(_channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        callback(received(method, properties, body))
+
+    try:
+        connection.channel.basic_consume(queue, on_message, auto_ack=False)
+    except px.ChannelClosedByBroker as exc:
+        raise QueueRefused(queue, exc.reply_code, one_line(exc.reply_text, 200)) from exc
+
+
+def drain(connection: RabbitConnection, queue: str, limit: int) -> list[Received]:
+    """Take up to `limit` messages without acking them (they return to the queue on nack or close)."""
+    taken: list[Received] = []
+    while len(taken) < limit:
+        method, properties, body = connection.channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            break
+        taken.append(received(method, properties, body))
+    return taken
+
+
+def translate_lost(exc: BaseException) -> bool:
+    return isinstance(exc, _LOST)

@@ -1,0 +1,1 @@
+"""The audit store on SQLite and PostgreSQL."""

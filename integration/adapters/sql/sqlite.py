@@ -1,0 +1,134 @@
+"""The audit store in an SQLite file: embedded, zero set-up, the default on a laptop.
+
+WAL journal with synchronous=FULL: a committed record survives a crash of the process or the
+machine. BEGIN IMMEDIATE takes the write lock at once, which serialises appends to the chain
+across consumer processes sharing the file; a lock not granted within the busy timeout is an
+outage (Transient), like a file that cannot be opened. The file holds CPR numbers: it is created
+readable by its owner only (0600), and a looser existing file is tightened. Opened with
+`create=False`, a missing file is `StoreMissing` and is never created (read-write, `mode=rw`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from integration.adapters.sql.store import Signer, SqlAuditStore, StoreMissing
+from integration.errors import StoreDamaged, StoreRefused, Transient
+
+log = structlog.get_logger("integration.audit_store")
+BUSY_TIMEOUT_SECONDS = 5.0
+OWNER_ONLY = 0o600
+# Refusals of a value or a constraint; a damaged file is StoreDamaged; every other sqlite3 error (locked,
+# I/O, no such table) is an outage.
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # result codes: a malformed page, not a database
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in _DAMAGED
+
+
+def _owner_only(path: Path) -> None:
+    """Create the file 0600, or tighten an existing one that others could read."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, OWNER_ONLY)
+            log.warning("audit store file was readable by others: made owner-only", path=str(path), was=oct(mode))
+    else:
+        os.close(descriptor)
+
+
+def _existing(path: str) -> str:
+    """The URI that opens an existing file read-write and never creates one."""
+    if path == ":memory:" or not Path(path).is_file():
+        raise StoreMissing(f"the file {path} does not exist")
+    return f"{Path(path).resolve().as_uri()}?mode=rw"
+
+
+def _check_pages(connection: sqlite3.Connection, path: str) -> None:
+    """A reader's answer is only as good as the file: SQLite's quick check of every page and b-tree (a
+    damaged index can make a query return too little without an error). Linear in the file's size."""
+    try:
+        found = [str(row[0]) for row in connection.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.Error as exc:
+        connection.close()
+        if _damaged(exc):
+            raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
+        raise Transient(f"audit store (SQLite) cannot check {path}: {exc}") from None
+    if found != ["ok"]:
+        connection.close()
+        raise StoreDamaged(f"audit store (SQLite) damaged: {' '.join(' '.join(found).split())[:300]}")
+
+
+class SqliteAuditStore(SqlAuditStore):
+    def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
+        try:
+            if create and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(Path(path))
+            connection = sqlite3.connect(
+                path if create else _existing(path),
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,
+                uri=not create,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
+                raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
+            if type(exc) is sqlite3.DatabaseError:  # "file is not a database": no outage, not a store at all
+                raise StoreMissing(f"{path} is not an SQLite database") from None
+            raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
+        if not create:
+            _check_pages(connection, path)
+        super().__init__(connection, create, sign)
+
+    def _schema_error(self, exc: Exception) -> bool:
+        """SQLITE_ERROR is SQLite's result code for a statement the schema refuses (no such table, a
+        duplicate column); outages have codes of their own (busy, locked, I/O, full, cannot open)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(exc, sqlite3.OperationalError) and code == sqlite3.SQLITE_ERROR
+
+    def _tables(self, cursor: Any) -> set[str]:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in cursor.fetchall()}
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        cursor = self._db.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield cursor
+            cursor.execute("COMMIT")
+        except _REFUSED as exc:
+            self._rollback()
+            raise StoreRefused(f"audit store (SQLite) refused the write: {type(exc).__name__}: {exc}") from None
+        except sqlite3.Error as exc:
+            self._rollback()
+            if _damaged(exc):
+                raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
+            raise Transient(f"audit store (SQLite): {exc}") from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open

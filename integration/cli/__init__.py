@@ -1,0 +1,1 @@
+"""The command line: click groups only, one module per group."""

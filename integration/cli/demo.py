@@ -1,0 +1,262 @@
+"""The `demo` command: the consumers on sample messages, apart from any service that runs here.
+
+It never touches the service's vhost or audit store. On a broker on this machine it creates a vhost of its
+own (`hjerterehab-demo-<random>`, with `rabbitmqctl`: AMQP cannot create vhosts, and this broker has no
+management API), opens it to the URL's user, applies the topology, runs the consumers there and deletes the
+vhost at the end, its dead letters with it. Its audit store is a temporary SQLite file, removed at the end,
+so no sample patient enters a real audit chain. When no vhost can be made (no broker reachable, a broker on
+another machine, no `rabbitmqctl` or no right to use it), the same consumers run on the in-memory bus, and
+the first line says why.
+
+It prints a line as it goes (vhost, topology, each flow's samples sent and handled) and then one line per
+sample: each output received downstream with its routing key, a dead letter with its reason, or what was
+done when nothing was sent (the sample without a referral).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import click
+import orjson
+
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.memory import InMemoryBroker, drain_in_memory
+from integration.adapters.rabbitmq import RabbitConnection, apply_topology, drain, masked_url
+from integration.adapters.sql.store import AuditStore
+from integration.adapters.sql.stores import open_audit_store
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.cli.runtime import broker_settings, processor_factory
+from integration.config import PROJECT_ROOT, Settings
+from integration.errors import ConnectionLost
+from integration.log import one_line
+from integration.service.audit_chain import AuditRecord
+from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND
+
+SAMPLES = PROJECT_ROOT / "tests" / "golden" / "discharge"
+HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
+CLOSING_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "closing"
+DEMO_VHOST_PREFIX = "hjerterehab-demo-"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+WAIT_PER_FLOW = 60.0  # seconds for the consumers to handle one flow's samples
+PROGRESS_EVERY = 5.0  # seconds between "waiting" lines
+
+
+class Sample(NamedTuple):
+    flow: str
+    sender: str  # the kind of sender (`integration.topology.SENDERS`): its exchange is where the sample goes
+    name: str
+    body: bytes
+    message_id: str
+
+
+def samples() -> list[Sample]:
+    """The sample discharge events and one bad one (from the hospital), the hotline requests (from a
+    municipality or a GP, as their sender says), then a municipality's closing report."""
+    found = []
+    for path in sorted(SAMPLES.glob("*.event.json")):
+        body = path.read_bytes()
+        name = path.name.removesuffix(".event.json")
+        found.append(Sample("discharge", "hospital", name, body, orjson.loads(body)["eventId"]))
+    poison = found[0].body.replace(b'"851"', b'"999"')
+    found.append(
+        Sample("discharge", "hospital", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality")
+    )
+    for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
+        body = path.read_bytes()
+        request = orjson.loads(body)
+        sender = "gp" if "ydernummer" in request.get("sender", {}) else "municipality"
+        found.append(Sample("hotline", sender, path.name.removesuffix(".request.json"), body, request["requestId"]))
+    for path in sorted(HOTLINE_SAMPLES.glob("*.carecommunication.json")):  # MedCom: answered with an ack
+        body = path.read_bytes()
+        found.append(Sample("hotline", "municipality", path.name.removesuffix(".json"), body, orjson.loads(body)["id"]))
+    report = CLOSING_SAMPLES / "01-full-items.report.xml"
+    found.append(Sample("closing", "municipality", "closing-report", report.read_bytes(), "demo-closing-report-01"))
+    return found
+
+
+DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["closing"]]
+LABELS = {
+    "rehab.referral": "referral from",
+    "rehab.hotline": "hotline:",
+    "rehab.status": "status:",
+    "rehab.ack": "ack:",
+}
+OUTPUT_EXCHANGES = tuple(LABELS)
+
+
+class NoVhost(Exception):
+    """No vhost of the demo's own could be made: why, in one line."""
+
+
+def _ctl(*args: str) -> None:
+    try:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NoVhost(f"rabbitmqctl {args[0]} failed: {type(exc).__name__}") from None
+    if done.returncode != 0:
+        said = next((line for line in (done.stderr + done.stdout).splitlines() if line.strip()), "no reason given")
+        raise NoVhost(f"rabbitmqctl {args[0]} failed: {one_line(said, 160)}")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def own_vhost(url: str) -> Iterator[tuple[str, str]]:
+    """(name, URL) of a new vhost on the broker of `url` (its first node), open to the URL's user; deleted on
+    leaving. NoVhost when none can be made."""
+    parts = urlsplit(url.split(",")[0].strip())
+    host, port = parts.hostname or "127.0.0.1", parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    if not _reachable(host, port):
+        raise NoVhost(f"no broker at {masked_url(url)}")
+    if host not in LOCAL_HOSTS:
+        raise NoVhost(f"the broker at {host} is not on this machine, where rabbitmqctl could create a vhost")
+    if shutil.which("rabbitmqctl") is None:
+        raise NoVhost("rabbitmqctl is not installed")
+    name = f"{DEMO_VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
+    _ctl("add_vhost", name)
+    try:
+        _ctl("set_permissions", "-p", name, unquote(parts.username or "guest"), ".*", ".*", ".*")
+        yield name, urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+    finally:
+        try:
+            _ctl("delete_vhost", name)
+            click.echo(f"vhost {name} removed")
+        except NoVhost as exc:
+            click.echo(f"{exc}: remove it with `rabbitmqctl delete_vhost {name}`")
+
+
+def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
+    broker = InMemoryBroker()
+    for exchange in OUTPUT_EXCHANGES:
+        broker.bind(exchange, "demo.outputs", "#")
+    processor = processor_factory(flow_handlers(build_pipeline(settings)), store)(broker)
+    every = samples()
+    for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
+        batch = [s for s in every if s.flow == flow.name]
+        for sample in batch:
+            exchange = SENDERS_BY_KIND[sample.sender].exchange
+            broker.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
+        drain_in_memory(broker, processor, [flow])
+        click.echo(f"{flow.name}: {len(batch)} samples sent and handled")
+    routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
+    return summarise(store, routed, every)
+
+
+def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
+    apply_topology(connection.channel)
+    click.echo("topology applied")
+    outputs = connection.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+    for exchange in OUTPUT_EXCHANGES:
+        connection.channel.queue_bind(outputs, exchange, "#")
+    handlers = flow_handlers(build_pipeline(settings))
+    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(handlers, store))
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    click.echo(f"consumers started on {', '.join(f.queue for f in DEMO_FLOWS)}")
+    every = samples()
+    try:
+        for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
+            batch = [s for s in every if s.flow == flow.name]
+            expected = service.handled + len(batch)
+            for sample in batch:
+                exchange = SENDERS_BY_KIND[sample.sender].exchange
+                connection.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
+            _wait_for(service, expected, flow.name, len(batch))
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+    routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
+    dead = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
+    lines = summarise(store, routed, every)
+    lines.append(("dead-lettered (rehab.discharge-events.dlq)", f"{dead}, removed with the demo's vhost"))
+    return lines
+
+
+def _wait_for(service: ConsumerService, expected: int, flow: str, sent: int) -> None:
+    started = time.monotonic()
+    said = started
+    while service.handled < expected and time.monotonic() - started < WAIT_PER_FLOW:
+        if time.monotonic() - said >= PROGRESS_EVERY:
+            said = time.monotonic()
+            done = sent - (expected - service.handled)
+            click.echo(f"{flow}: waiting for the consumers, {done} of {sent} handled")
+        time.sleep(0.05)
+    done = sent - max(expected - service.handled, 0)
+    click.echo(f"{flow}: {sent} samples sent, {done} handled" + ("" if done == sent else " (timed out waiting)"))
+
+
+def summarise(store: AuditStore, routed: list[str], every: list[Sample]) -> list[tuple[str, str]]:
+    """One line per output received downstream (label and sample → routing key), per sample in order; a
+    dead-lettered sample with its reason; a sample that sent nothing with what was done with it."""
+    records: dict[str, list[AuditRecord]] = {}
+    for record in store.records():
+        records.setdefault(record.message_id, []).append(record)
+    arrived = set(routed)
+    lines = []
+    for sample in every:
+        mine = records.get(sample.message_id, [])
+        sent = [r for r in mine if r.step == "published" and r.detail.get("outputId") in arrived]
+        for record in sent:
+            label = LABELS.get(str(record.detail.get("exchange")), "?")
+            lines.append((f"{label} {sample.name}", str(record.detail.get("routingKey"))))
+        refused = next((r for r in mine if r.step in ("rejected", "gave-up")), None)
+        if refused is not None:
+            lines.append((f"dead-lettered: {sample.name}", one_line(refused.detail.get("reason", "?"))))
+        elif not sent:
+            done = "processed: nothing to send" if any(r.step == "transformed" for r in mine) else "not processed"
+            lines.append((f"no output: {sample.name}", done))
+    return lines
+
+
+def run_demo(settings: Settings) -> None:
+    with tempfile.TemporaryDirectory(prefix="hjerterehab-demo-") as scratch:
+        store = open_audit_store(f"sqlite:///{Path(scratch) / 'audit.sqlite3'}")
+        try:
+            lines = _run(settings, store)
+            for left, right in lines:
+                click.echo(f"  {left:<58} → {right}")
+            click.echo(
+                f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals and "
+                f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline and "
+                f"{sum(1 for left, _ in lines if left.startswith('status'))} status messages and "
+                f"{sum(1 for left, _ in lines if left.startswith('ack'))} MedCom acks received downstream; "
+                f"audit log {store.head()[0]} records (a temporary store of the demo's own, now removed)"
+            )
+        finally:
+            store.close()
+
+
+def _run(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
+    try:
+        with own_vhost(settings.broker_url) as (vhost, url):
+            click.echo(f"broker: {masked_url(url)} (vhost {vhost} of the demo's own, removed at the end)")
+            try:
+                connection = RabbitConnection(broker_settings(replace(settings, broker_url=url)))
+            except ConnectionLost as exc:
+                raise NoVhost(f"no connection to {masked_url(url)} ({exc})") from None
+            try:
+                return demo_on_broker(replace(settings, broker_url=url), store, connection)
+            finally:
+                connection.close()
+    except NoVhost as exc:
+        click.echo(f"{one_line(exc)}; running on the in-memory bus instead (never in the service's vhost)")
+        return demo_in_memory(settings, store)

@@ -1,0 +1,1 @@
+"""Outbound MedCom FHIR messages: one envelope for the referral, CareCommunication, status document and ack."""

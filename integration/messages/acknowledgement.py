@@ -1,0 +1,273 @@
+"""MedCom Acknowledgement 2.0: the answer to every MedCom message we receive.
+
+An ack goes from the message's receiver back to its sender: a new Bundle and MessageHeader, event
+`acknowledgement-message`, `response.identifier` = the received MessageHeader.id and a code (`ok`,
+`fatal-error`, `transient-error`; an OperationOutcome saying what and where when not ok), and
+exactly two Provenances: the received message's latest one, copied, and ours (`acknowledgement`,
+entity revision → the received MessageHeader).
+
+Its MessageHeader id derives from the received MessageHeader id, so a duplicate is answered with
+the same body; only the Bundle id and timestamp differ per transmission (`retransmission`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from integration.conformance.messaging_rules import as_dict, as_list, message_header
+from integration.fhir.ids import derived_id
+from integration.fhir.narrative import narrative
+from integration.fhir.terminology import Terminology
+from integration.messages.envelope import Resource, entries, fhir_instant, reference
+
+ACK = "http://medcomfhir.dk/ig/acknowledgement/StructureDefinition/"
+PROVENANCE_PROFILE = "http://medcomfhir.dk/ig/messaging/StructureDefinition/medcom-messaging-provenance"
+EVENT = {
+    "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
+    "code": "acknowledgement-message",
+}
+# Acknowledgement 2.0.3 pins MedCom terminology 1.4.0, whose issue-details value set files HL7's codes under
+# this URL (2.0.1 moved them to http://terminology.hl7.org/CodeSystem/operation-outcome); a receiver validating
+# an ack against its package needs this one.
+HL7_ISSUE_DETAILS = "http://hl7.org/fhir/ValueSet/operation-outcome"
+MEDCOM_ISSUE_DETAILS = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-acknowledgement-error-codes"
+# The issue-details codes we use, by the code system the MedCom value set takes them from.
+DETAILS_SYSTEM = {
+    "MSG_BAD_FORMAT": HL7_ISSUE_DETAILS,
+    "MSG_BAD_SYNTAX": HL7_ISSUE_DETAILS,
+    "MSG_DUPLICATE_ID": HL7_ISSUE_DETAILS,
+    "MSG_RESOURCE_REQUIRED": HL7_ISSUE_DETAILS,
+    "MSG_UNKNOWN_TYPE": HL7_ISSUE_DETAILS,
+    "MSG_Mailbox_Out_Of_Operation": MEDCOM_ISSUE_DETAILS,
+    "MSG_Receiver_Identifier_UNKNOWN": MEDCOM_ISSUE_DETAILS,
+    "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE": MEDCOM_ISSUE_DETAILS,
+    "MSG_VALUESET_VALUE_UNKNOWN": MEDCOM_ISSUE_DETAILS,
+}
+RESPONSE_CODES = ("ok", "transient-error", "fatal-error")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One OperationOutcome issue: FHIR issue type, MedCom issue detail, our words, and where (FHIRPath)."""
+
+    code: str  # FHIR issue-type: structure | required | value | invalid | duplicate | not-supported | exception
+    details: str  # a code of DETAILS_SYSTEM
+    text: str
+    expression: str | None = None
+    severity: str = "error"
+
+    def as_fhir(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "details": {"coding": [{"system": DETAILS_SYSTEM[self.details], "code": self.details}], "text": self.text},
+        }
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "details": self.details, "text": self.text, "expression": self.expression}
+
+
+class NotAcknowledgeable(ValueError):
+    """The message lacks what an ack needs (its MessageHeader id, sender, receiver, endpoints, Provenance)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _entry_resource(bundle: Resource, ref: Any) -> Resource | None:
+    """The resource `ref` names, when it has a string id (an ack repeats it, so it must be one)."""
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        rid = resource.get("id")
+        if isinstance(ref, str) and isinstance(rid, str) and f"{resource.get('resourceType')}/{rid}" == ref:
+            return resource
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    """Who sent the received message and to whom: the ack goes the other way."""
+
+    header_id: str
+    bundle_id: str | None
+    sender: Resource
+    receiver: Resource
+    sender_endpoint: str
+    receiver_endpoint: str
+    latest_provenance: Resource
+
+
+def _latest_provenance(bundle: Resource, header_id: str) -> Resource | None:
+    target = f"MessageHeader/{header_id}"
+    for entry in as_list(bundle.get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        targets = [as_dict(t).get("reference") for t in as_list(resource.get("target"))]
+        if resource.get("resourceType") == "Provenance" and target in targets:
+            return resource
+    return None
+
+
+def addressing(bundle: Any) -> Addressing:
+    """What an ack to `bundle` needs, or NotAcknowledgeable saying what is missing; any JSON value is read."""
+    if not isinstance(bundle, dict):
+        raise NotAcknowledgeable("Bundle", "not a Bundle")
+    header = message_header(bundle)
+    header_id = header.get("id")
+    if header.get("resourceType") != "MessageHeader" or not isinstance(header_id, str) or not header_id:
+        raise NotAcknowledgeable("Bundle.entry[0]", "no MessageHeader with an id")
+    destination = as_dict((as_list(header.get("destination")) or [None])[0])
+    sender = _entry_resource(bundle, as_dict(header.get("sender")).get("reference"))
+    receiver = _entry_resource(bundle, as_dict(destination.get("receiver")).get("reference"))
+    if sender is None:
+        raise NotAcknowledgeable("MessageHeader.sender", "the sender Organization is not in the Bundle")
+    if receiver is None:
+        raise NotAcknowledgeable("MessageHeader.destination.receiver", "the receiver Organization is not in the Bundle")
+    sender_endpoint = as_dict(header.get("source")).get("endpoint")
+    receiver_endpoint = destination.get("endpoint")
+    if not isinstance(sender_endpoint, str) or not sender_endpoint:
+        raise NotAcknowledgeable("MessageHeader.source.endpoint", "missing: it says where the ack goes")
+    if not isinstance(receiver_endpoint, str) or not receiver_endpoint:
+        raise NotAcknowledgeable("MessageHeader.destination.endpoint", "missing")
+    latest = _latest_provenance(bundle, header_id)
+    if latest is None:
+        raise NotAcknowledgeable("Provenance.target", "no Provenance targets the MessageHeader")
+    if not isinstance(latest.get("id"), str) or not latest["id"]:
+        raise NotAcknowledgeable("Provenance.id", "missing: the ack repeats the Provenance, which needs its id")
+    bundle_id = bundle.get("id")
+    return Addressing(
+        header_id=header_id,
+        bundle_id=bundle_id if isinstance(bundle_id, str) and bundle_id else None,
+        sender=sender,
+        receiver=receiver,
+        sender_endpoint=sender_endpoint,
+        receiver_endpoint=receiver_endpoint,
+        latest_provenance=latest,
+    )
+
+
+def _with_narrative(provenance: Resource) -> Resource:
+    """The received Provenance as it was; one without narrative gets ours (MedCom requires one)."""
+    if as_dict(provenance.get("text")).get("div"):
+        return provenance
+    activity = as_dict((as_list(as_dict(provenance.get("activity")).get("coding")) or [None])[0]).get("code")
+    targets = [as_dict(t).get("reference") for t in as_list(provenance.get("target"))]
+    rows = [("Mål", t) for t in targets] + [("Aktivitet", activity)]
+    return {**provenance, "text": narrative("Provenance", str(provenance.get("id")), rows)}
+
+
+def _operation_outcome(rid: str, issues: Sequence[Issue]) -> Resource:
+    return {
+        "resourceType": "OperationOutcome",
+        "id": rid,
+        "meta": {"profile": [ACK + "medcom-acknowledgement-operationoutcome"]},
+        "text": narrative(
+            "OperationOutcome",
+            rid,
+            [
+                (f"Fejl {n}", f"{i.details}: {i.text}" + (f" ({i.expression})" if i.expression else ""))
+                for n, i in enumerate(issues, 1)
+            ],
+        ),
+        "issue": [i.as_fhir() for i in issues],
+    }
+
+
+def acknowledgement(to: Addressing, code: str, issues: Sequence[Issue], now: datetime, terms: Terminology) -> Resource:
+    """The ack of the message `to` describes, first transmission (Bundle id derived from the received Bundle id)."""
+    if code not in RESPONSE_CODES:
+        raise ValueError(f"unknown response code {code!r}")
+    if code != "ok" and not issues:
+        raise ValueError("an ack that is not ok needs at least one issue")
+    seed = f"{to.header_id}/ack/{code}"
+    sent = fhir_instant(now)
+    header_id = derived_id(seed, "MessageHeader")
+    us, them = to.receiver, to.sender
+    outcome = _operation_outcome(derived_id(seed, "OperationOutcome"), issues) if issues else None
+    response: dict[str, Any] = {"identifier": to.header_id, "code": code}
+    if outcome is not None:
+        response["details"] = reference(outcome)
+    header: Resource = {
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "meta": {"profile": [ACK + "medcom-messaging-acknowledgementHeader"]},
+        "text": narrative(
+            "MessageHeader",
+            header_id,
+            [
+                ("Hændelse", "acknowledgement-message"),
+                ("Til", f"Organization/{them['id']}"),
+                ("Fra", f"Organization/{us['id']}"),
+                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
+                ("Svar", code),
+                ("Detaljer", outcome and f"OperationOutcome/{outcome['id']}"),
+            ],
+        ),
+        "eventCoding": EVENT,
+        "destination": [
+            {
+                "extension": [
+                    {
+                        "url": terms.medcom["destinationUseExtension"],
+                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
+                    }
+                ],
+                "endpoint": to.sender_endpoint,
+                "receiver": reference(them),
+            }
+        ],
+        "sender": reference(us),
+        "source": {"endpoint": to.receiver_endpoint},
+        "response": response,
+    }
+    provenance_id = derived_id(seed, "Provenance")
+    ours: Resource = {
+        "resourceType": "Provenance",
+        "id": provenance_id,
+        "meta": {"profile": [PROVENANCE_PROFILE]},
+        "text": narrative(
+            "Provenance",
+            provenance_id,
+            [
+                ("Mål", f"MessageHeader/{header_id}"),
+                ("Aktivitet", "acknowledgement"),
+                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
+            ],
+        ),
+        "target": [reference(header)],
+        "occurredDateTime": sent,
+        "recorded": sent,
+        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": "acknowledgement"}]},
+        "agent": [{"who": reference(us)}],
+        "entity": [{"role": "revision", "what": {"reference": f"MessageHeader/{to.header_id}"}}],
+    }
+    resources = [header, *([outcome] if outcome else []), us, them, _with_narrative(to.latest_provenance), ours]
+    return {
+        "resourceType": "Bundle",
+        "id": derived_id(f"{to.bundle_id or to.header_id}/ack", code),
+        "meta": {"profile": [ACK + "medcom-messaging-acknowledgement"]},
+        "type": "message",
+        "timestamp": sent,
+        "entry": entries(resources, terms),
+    }
+
+
+def retransmission(message: Resource, transmission: str, now: datetime) -> Resource:
+    """The same message sent again: a new Bundle id (derived from `transmission`) and timestamp, same content."""
+    header_id = message["entry"][0]["resource"]["id"]
+    return {**message, "id": derived_id(f"{header_id}/transmission", transmission), "timestamp": fhir_instant(now)}
+
+
+def response_of(ack: Resource) -> tuple[str, str, list[dict[str, Any]]]:
+    """(acknowledged MessageHeader id, response code, OperationOutcome issues) of an ack Bundle."""
+    response = as_dict(message_header(ack).get("response"))
+    details = _entry_resource(ack, as_dict(response.get("details")).get("reference"))
+    issues = [as_dict(i) for i in as_list(as_dict(details).get("issue"))]
+    return str(response.get("identifier")), str(response.get("code")), issues

@@ -1,0 +1,214 @@
+"""The referral's clinical content: ServiceRequest, RiskAssessment and the exercise-test Observation.
+
+Times and measured values are carried as the discharge event wrote them: `authoredOn` and the risk
+assessment's `occurrenceDateTime` are the sender's text (fraction and `Z` kept; `moment.fhir_date_time`),
+and each exercise-test value is a Decimal written digit for digit by `fhir_json.dumps` (never a float).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from integration.domain.pathway import Pathway
+from integration.domain.records import DischargeEvent, ExerciseTest
+from integration.domain.referral_rules import ReferralRules
+from integration.domain.risk import RiskAssessment
+from integration.fhir.fhir_json import decimal_text
+from integration.fhir.narrative import narrative
+from integration.fhir.terminology import Terminology
+from integration.messages.envelope import Resource, fhir_instant, reference
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralIds:
+    service_request: str
+    risk_assessment: str
+    exercise_test: str
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    coding = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return coding
+
+
+def risk_assessment(
+    rid: str,
+    risk: RiskAssessment,
+    event: DischargeEvent,
+    patient: Resource,
+    performer: Resource,
+    basis: Resource | None,
+    rules: ReferralRules,
+    terms: Terminology,
+) -> Resource:
+    criteria = [rules.label("dcsRiskCriterion", c) for c in risk.criteria]
+    resource: Resource = {
+        "resourceType": "RiskAssessment",
+        "id": rid,
+        "text": narrative(
+            "RiskAssessment",
+            rid,
+            [
+                ("Risikogruppe", rules.label("riskGroup", risk.group.value)),
+                (
+                    "Klinikerens vurdering",
+                    risk.clinician_group and rules.label("riskGroup", risk.clinician_group.value),
+                ),
+                ("DCS-kriterier", "; ".join(criteria) or "ingen"),
+                ("Patient", f"Patient/{patient['id']}"),
+                ("Udført af", f"Organization/{performer['id']}"),
+            ],
+        ),
+        "status": "final",
+        "method": {"text": "Risikostratificering efter Dansk Cardiologisk Selskabs kriterier"},
+        "subject": reference(patient),
+        "occurrenceDateTime": event.discharged_at_text or fhir_instant(event.discharged_at),
+        # R4 allows only a Practitioner, PractitionerRole or Device as performer; the department is named
+        # in the narrative and is the message's sender.
+        "prediction": [
+            {
+                "outcome": {"text": "Risiko ved fysisk træning"},
+                "qualitativeRisk": {
+                    "coding": [_coding(terms.risk_probability, risk.group.value, risk.group.value.capitalize())]
+                },
+            }
+        ],
+    }
+    if risk.criteria:
+        resource["reasonCode"] = [
+            {"coding": [_coding(terms.code_systems["dcsRiskCriterion"], c, rules.label("dcsRiskCriterion", c))]}
+            for c in risk.criteria
+        ]
+        resource["note"] = [{"text": "DCS-kriterier: " + "; ".join(criteria)}]
+    if basis is not None:
+        resource["basis"] = [reference(basis)]
+    return resource
+
+
+def _component(code: str, display: str, value: Decimal, unit: str, ucum: str, terms: Terminology) -> dict[str, Any]:
+    return {
+        "code": {"coding": [_coding(terms.code_systems["exerciseTest"], code, display)]},
+        "valueQuantity": {"value": value, "unit": unit, "system": terms.ucum, "code": ucum},
+    }
+
+
+def _exact(value: int | Decimal) -> Decimal:
+    """A measured value as the sender wrote it, for `fhir_json.dumps` (digit for digit, positional: `1e2` is
+    written 100, `1e-7` 0.0000001, `-0.0` 0.0) and for the narrative (`decimal_text`, the same text)."""
+    return Decimal(value)
+
+
+def exercise_test_observation(
+    rid: str, test: ExerciseTest, patient: Resource, performer: Resource, terms: Terminology
+) -> Resource:
+    sent = [
+        ("max-workload", "Maksimal belastning", test.max_workload_watt, "W", "W"),
+        ("mets", "METs", test.mets, "MET", "{MET}"),
+        ("peak-heart-rate", "Maksimal puls", test.peak_heart_rate, "slag/min", "/min"),
+    ]
+    measured = [(c, d, _exact(v), u, ucum) for c, d, v, u, ucum in sent if v is not None]
+    components = [_component(c, d, v, u, ucum, terms) for c, d, v, u, ucum in measured]
+    resource: Resource = {
+        "resourceType": "Observation",
+        "id": rid,
+        "text": narrative(
+            "Observation",
+            rid,
+            [
+                ("Undersøgelse", "Symptomlimiteret arbejdstest"),
+                ("Dato", test.date.isoformat()),
+                *((d, f"{decimal_text(v)} {u}") for _, d, v, u, _ in measured),
+                ("Konklusion", test.conclusion),
+                ("Patient", f"Patient/{patient['id']}"),
+            ],
+        ),
+        "status": "final",
+        "category": [{"coding": [_coding(terms.observation_category, "procedure", "Procedure")]}],
+        "code": {
+            "coding": [
+                _coding(
+                    terms.code_systems["exerciseTest"], "symptom-limited-exercise-test", "Symptomlimiteret arbejdstest"
+                )
+            ],
+            "text": "Symptomlimiteret arbejdstest",
+        },
+        "subject": reference(patient),
+        "effectiveDateTime": test.date.isoformat(),
+        "performer": [reference(performer)],
+        "valueString": test.conclusion,
+    }
+    if components:
+        resource["component"] = components
+    return resource
+
+
+def service_request(
+    rid: str,
+    event: DischargeEvent,
+    pathway: Pathway,
+    notes: tuple[str, ...],
+    patient: Resource,
+    requester: Resource,
+    performer: Resource,
+    supporting: list[Resource],
+    rules: ReferralRules,
+    terms: Terminology,
+) -> Resource:
+    category = pathway.category
+    elements = event.referral.rehab_elements
+    resource: Resource = {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "text": narrative(
+            "ServiceRequest",
+            rid,
+            [
+                ("Henvisning", rules.label("referralCategory", category)),
+                ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
+                ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
+                ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
+                ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
+                ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
+                ("Patient", f"Patient/{patient['id']}"),
+                ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
+                ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
+                ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
+                *(("Note", line) for line in notes),
+            ],
+        ),
+        "extension": [
+            {"url": terms.extensions["closingConversation"], "valueCode": pathway.closing_conversation.value},
+            {"url": terms.extensions["ambulatoryControl"], "valueBoolean": pathway.ambulatory_control},
+        ],
+        "identifier": [{"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{event.event_id}"}],
+        "status": "active",
+        "intent": "order",
+        "category": [
+            {
+                "coding": [
+                    _coding(terms.code_systems["referralCategory"], category, rules.label("referralCategory", category))
+                ]
+            }
+        ],
+        "code": {"text": "Hjerterehabilitering"},
+        "subject": reference(patient),
+        "authoredOn": event.occurred_at_text or fhir_instant(event.occurred_at),
+        "requester": reference(requester),
+        "performer": [reference(performer)],
+        "reasonCode": [
+            {"coding": [_coding(terms.diagnosis_systems[d.system], d.code)]}
+            for d in sorted(event.diagnoses, key=lambda d: not d.primary)
+        ],
+        "supportingInfo": [reference(r) for r in supporting],
+        "note": [{"text": line} for line in notes],
+    }
+    if elements:  # FHIR forbids empty arrays
+        resource["orderDetail"] = [
+            {"coding": [_coding(terms.code_systems["rehabElement"], e, rules.label("rehabElement", e))]}
+            for e in elements
+        ]
+    return resource

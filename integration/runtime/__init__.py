@@ -1,1 +1,0 @@
-"""I/O at the edges: RabbitMQ (pika), the audit store (SQLite, PostgreSQL), the consumer loop."""

@@ -1,0 +1,600 @@
+"""The life of inbound messages, whatever the bus: the order of durable steps that makes delivery
+at-least-once without ever sending two different messages for one input.
+
+For a batch of deliveries (one, or as many as the consumer has in hand):
+
+    look up what the store knows of each key (flow, message-id or body hash): processed before
+        with the same body → republish its stored outputs, byte for byte; processed with another
+        body → a reused message-id: refused; how often our flow already failed on it
+    a second copy within the batch → the redelivery it is (same body) or a reused id (another body)
+    run the others through their flow's handler → rejected ones: a copy to the dead-letter
+        exchange with the reason in its headers, confirmed (and their reply, e.g. a MedCom
+        fatal-error ack, recorded with the batch and then published)
+    commit, in one transaction, the audit records and the outputs of every processed message
+    publish each output, persistent and mandatory, with a broker confirm → commit "published"
+    (the caller acks) → commit "acked"
+
+What happens on failure, by whose fault (`integration.errors`):
+
+- the input (a `Rejected`, or a property the adapter refused): dead-lettered with the reason on
+  its first delivery, never retried;
+- our flow (any other exception from a handler): the delivery is returned to its queue and the
+  failure counted in the store — not from a header a publisher could write; on the last of
+  `attempts` it is dead-lettered (`internal-error`) with the flow's answer for a message it could
+  not process now (a MedCom transient-error ack), so the sender hears of it;
+- the database refusing a write for what it holds (`StoreRefused`), or a defect outside the flows:
+  the batch is retried one delivery at a time, and the one that still fails counts as above;
+- a dependency (`Transient`: the audit store, a publish the broker refuses): retried here a few
+  times, then raised; the consumer holds the batch unacked and waits for the dependency, so an
+  outage never spends a delivery attempt. It passes the same `Held` to every retry of the batch:
+  the batch's plan is kept, and a retry goes on from the step that failed: a dead letter the
+  broker confirmed is not sent again, a commit not made again (no rejection audited twice, no
+  failure counted twice), and an output the broker confirmed not published again.
+
+`fault`, when given, is called at named points ("handled", "dead-lettered", "committed",
+"published") so that tests can kill the process exactly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from hashlib import sha256
+from typing import Any, Protocol
+
+import structlog
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
+from integration.adapters.amqp_properties import RESERVED_HEADERS
+from integration.adapters.sql.store import AuditStore, EarlierDelivery, Failure, StoredOutput
+from integration.domain.course import (
+    Course,
+    EarlierMessage,
+    OutboundStatus,
+    State,
+    StateChanges,
+)
+from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
+from integration.fhir import fhir_json
+from integration.flows.results import FHIR_JSON, FlowResult
+from integration.log import mask_cpr, masked_headers, one_line
+from integration.service import metrics
+from integration.service.audit_chain import AuditEntry
+from integration.topology import DEAD_LETTER_EXCHANGE
+
+log = structlog.get_logger("integration.processor")
+
+Handler = Callable[[bytes, datetime, State], FlowResult]
+# What to send for a message that could not be processed now and is given up on (None: nothing).
+Unprocessable = Callable[[bytes, datetime], FlowResult | None]
+FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
+
+
+class Bus(Protocol):
+    """Publishing with a broker confirm: returns when the broker has the message, else raises Transient."""
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str = FHIR_JSON,
+    ) -> None: ...
+
+
+class ReusedMessageId(InvalidInput):
+    """A message-id already used for a message with other content: one of the two would be lost."""
+
+    reason = "reused-message-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One inbound message as the processor sees it; its properties were checked by the adapter."""
+
+    flow: str
+    body: bytes
+    message_id: str | None  # the AMQP message-id property, when the sender set a valid one
+    redelivered: bool = False
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    content_type: str | None = None
+    source: str | None = None  # the AMQP user-id, verified by the broker against the connection
+    exchange: str | None = None  # the exchange it was published to (set by the broker)
+    problem: tuple[str, str] | None = None  # (property, what is wrong): refused before any flow sees it
+    digest: str = ""  # the body's SHA-256, hex; computed when not given
+    original_source: str | None = None  # a replay's first sender, as our own dead letter recorded it
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            object.__setattr__(self, "digest", sha256(self.body).hexdigest())
+
+    @property
+    def key(self) -> str:
+        """The idempotency key within the flow: the sender's message-id, else the body's SHA-256.
+
+        The body's hash is stored beside it, so that a message-id reused for other content is told
+        apart from a redelivery (decision 12)."""
+        return self.message_id or "sha256:" + self.digest
+
+    @property
+    def sender(self) -> str | None:
+        """Who sent it: a replay's first sender, else the AMQP user-id the broker verified."""
+        return self.original_source or self.source
+
+    @property
+    def stored_key(self) -> str:
+        """The key the store remembers it under: the idempotency key scoped by its sender, so that two
+        senders that happen to use one message-id never meet (decision 12). `key` names it everywhere else."""
+        return f"{self.sender}/{self.key}" if self.sender else self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    disposition: str  # processed | replayed-outputs | duplicate-in-batch | dead-lettered | failed
+    outputs: int
+    patient: str | None = None
+    error: str | None = None  # a dead letter's reason code, or the exception's type of a failure of ours
+    reason: str | None = None  # a dead letter's reason as its header says it (one line, CPR numbers masked)
+
+    @property
+    def ackable(self) -> bool:
+        return self.disposition != "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The few quick retries of a durable step before the consumer's wait for the dependency takes over."""
+
+    attempts: int = 3
+    seconds: float = 2.0
+    initial_wait: float = 0.05
+    max_wait: float = 0.5
+
+    def retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type(Transient),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.seconds),
+            wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait),
+            reraise=True,
+        )
+
+
+@dataclass
+class _Batch:
+    """What one batch has decided, before anything is published or committed, and how far its settling got."""
+
+    now: datetime
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    entries: list[AuditEntry] = field(default_factory=list)
+    processed: list[tuple[str, str, str, list[StoredOutput]]] = field(default_factory=list)
+    changes: StateChanges = StateChanges()
+    to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
+    dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    committed: bool = False
+    published: list[AuditEntry] = field(default_factory=list)  # one per output of to_publish confirmed, in order
+    published_recorded: bool = False
+
+
+class Held:
+    """A batch the caller holds through an outage, across its retries: the plans made for it and the dead letters
+    the broker confirmed, so that a retry repeats no durable step (decision 13). Deliveries are known by
+    identity: the caller passes the same Delivery objects to every retry, and holds them meanwhile."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, tuple[int, ...]], _Batch] = {}
+        self._dead_lettered: set[int] = set()
+
+    def plan(self, how: str, deliveries: Sequence[Delivery]) -> _Batch | None:
+        return self._plans.get((how, tuple(map(id, deliveries))))
+
+    def keep(self, how: str, deliveries: Sequence[Delivery], batch: _Batch) -> _Batch:
+        self._plans[(how, tuple(map(id, deliveries)))] = batch
+        return batch
+
+    def drop(self, how: str, deliveries: Sequence[Delivery]) -> None:
+        """A plan that failed for a reason other than an outage: it will not be followed again."""
+        self._plans.pop((how, tuple(map(id, deliveries))), None)
+
+    def dead_lettered(self, delivery: Delivery) -> bool:
+        return id(delivery) in self._dead_lettered
+
+    def confirm_dead_letter(self, delivery: Delivery) -> None:
+        self._dead_lettered.add(id(delivery))
+
+
+class _BatchState:
+    """The store as the flows see it during a batch: with what earlier messages of the batch received,
+    so that two copies of one MedCom message in one batch are still one message and one duplicate."""
+
+    def __init__(self, store: AuditStore, batch: _Batch) -> None:
+        self._store = store
+        self._batch = batch
+
+    def course(self, patient: str) -> Course | None:
+        return self._store.course(patient)
+
+    def requester(self, thread_id: str) -> str | None:
+        return self._store.requester(thread_id)
+
+    def received(self, header_id: str) -> EarlierMessage | None:
+        ours = [r for r in self._batch.changes.received if r.header_id == header_id]
+        stored = self._store.received(header_id)
+        if not ours:
+            return stored
+        first = stored or EarlierMessage(frozenset(), ours[0].code, ours[0].ack)
+        contents = first.contents | {r.content for r in ours if r.content is not None}
+        return EarlierMessage(first.bundle_ids | {r.bundle_id for r in ours}, first.code, first.ack, contents)
+
+    def bundle_header(self, bundle_id: str) -> str | None:
+        ours = next((r.header_id for r in self._batch.changes.received if r.bundle_id == bundle_id), None)
+        return ours or self._store.bundle_header(bundle_id)
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        return self._store.outbound(header_id)
+
+
+def _lookup_keys(delivery: Delivery) -> list[tuple[str, str]]:
+    """The store keys that may hold what is known of `delivery`: its sender-scoped key, and the bare key
+    a store written before keys were scoped holds (a message processed then and redelivered now)."""
+    return [(delivery.flow, delivery.stored_key), (delivery.flow, delivery.key)]
+
+
+def _earlier(known: Mapping[tuple[str, str], EarlierDelivery], delivery: Delivery) -> EarlierDelivery | None:
+    return known.get((delivery.flow, delivery.stored_key)) or known.get((delivery.flow, delivery.key))
+
+
+def _no_fault(_point: str) -> None:
+    """Production has no fault injection."""
+
+
+class Processor:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        store: AuditStore,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy = RetryPolicy(),
+        unprocessable: Unprocessable | None = None,
+        attempts: int = FLOW_ATTEMPTS,
+        fault: Callable[[str], None] = _no_fault,
+    ) -> None:
+        self._handlers = handlers
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._retry = retry
+        self._unprocessable = unprocessable
+        self._attempts = attempts
+        self._fault = fault
+
+    def _durably(self, step: Callable[[], Any]) -> Any:
+        return self._retry.retrying()(step)
+
+    def process(self, delivery: Delivery) -> Outcome:
+        return self.process_batch([delivery])[0]
+
+    def process_batch(self, deliveries: Sequence[Delivery], held: Held | None = None) -> list[Outcome]:
+        """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable.
+
+        Raises Transient when a dependency stays unavailable (nothing is lost: the caller holds the
+        deliveries and calls again, with the same `held`), ConnectionLost when the broker connection is gone."""
+        held = Held() if held is None else held
+        try:
+            return self._process_together(deliveries, held)
+        except (Transient, ConnectionLost):
+            raise
+        except Exception as exc:  # StoreRefused, or a defect outside the flows: find the delivery it belongs to
+            held.drop("together", deliveries)
+            if len(deliveries) > 1:
+                log.warning("batch failed; processing its deliveries one at a time", error=type(exc).__name__)
+                return [outcome for d in deliveries for outcome in self.process_batch([d], held)]
+            return [self._fail_alone(deliveries[0], exc, held)]
+
+    def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
+        """Audit the acks (after they happened: a lost record here loses no message)."""
+        entries = [self._entry("acked", d, o.patient) for d, o in acked]
+        if entries:
+            self._durably(lambda: self._store.record(entries, self._clock()))
+
+    def probe(self) -> None:
+        """Raise Transient while the audit store is unavailable (the consumer's readiness check)."""
+        self._store.head()
+
+    # -- planning ------------------------------------------------------------------------------
+    def _process_together(self, deliveries: Sequence[Delivery], held: Held) -> list[Outcome]:
+        batch = held.plan("together", deliveries) or held.keep("together", deliveries, self._plan_all(deliveries))
+        self._settle(batch, held)
+        return [batch.outcomes[i] for i in range(len(deliveries))]
+
+    def _plan_all(self, deliveries: Sequence[Delivery]) -> _Batch:
+        now = self._clock()
+        keys = [k for d in deliveries for k in _lookup_keys(d)]
+        earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
+        batch = _Batch(now)
+        for index, delivery in enumerate(deliveries):
+            self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now)
+        return batch
+
+    def _plan_one(
+        self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery | None, now: datetime
+    ) -> None:
+        received = self._received(delivery)
+        if delivery.problem is not None:  # refused for its properties: no copy of it stands for another
+            self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
+            return
+        first = batch.firsts.setdefault((delivery.flow, delivery.stored_key), delivery)
+        if first is not delivery:
+            self._plan_copy(batch, index, delivery, first, received)
+        elif earlier is not None and earlier.processed:
+            if earlier.digest in (None, delivery.digest):
+                self._plan_republish(batch, index, delivery, earlier.outputs)
+            else:
+                self._plan_rejection(batch, index, delivery, self._reused(delivery, earlier.at), received)
+        else:
+            self._plan(batch, index, delivery, received, earlier.failures if earlier else 0, now)
+
+    def _received(self, delivery: Delivery) -> AuditEntry:
+        return self._entry(
+            "received",
+            delivery,
+            None,
+            sha256=delivery.digest,
+            redelivered=delivery.redelivered,
+            source=delivery.source,
+            exchange=delivery.exchange,
+            **({"originalSource": delivery.original_source} if delivery.original_source else {}),
+        )
+
+    def _plan(
+        self, batch: _Batch, index: int, delivery: Delivery, received: AuditEntry, failures: int, now: datetime
+    ) -> None:
+        try:
+            result = self._handlers[delivery.flow](delivery.body, now, _BatchState(self._store, batch))
+        except Rejected as rejection:
+            self._plan_rejection(batch, index, delivery, rejection, received)
+            return
+        except (Transient, ConnectionLost):  # the store went away while the flow read its state: an outage
+            raise
+        except Exception as exc:  # a defect in a flow: counted against this delivery; the batch goes on
+            log.error(
+                "handler failed",
+                flow=delivery.flow,
+                correlation_id=one_line(delivery.key),
+                exc_info=exc,
+                attempt=failures + 1,
+            )
+            self._plan_failure(batch, index, delivery, exc, received, failures, now)
+            return
+        self._fault("handled")
+        patient = result.patient
+        outputs = self._outputs(result)
+        batch.entries += [
+            AuditEntry(received.step, received.flow, received.message_id, received.detail, patient),
+            self._entry("validated", delivery, patient),
+            *self._facts(delivery, result),
+            self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
+        ]
+        batch.processed.append((delivery.flow, delivery.stored_key, delivery.digest, outputs))
+        batch.changes = batch.changes + result.state
+        batch.to_publish += [(delivery, output, result.patient) for output in outputs]
+        batch.outcomes[index] = Outcome("processed", len(outputs), patient)
+
+    @staticmethod
+    def _outputs(result: FlowResult) -> list[StoredOutput]:
+        return [
+            StoredOutput(
+                o.route.exchange,
+                o.route.routing_key,
+                o.id,
+                fhir_json.dumps(o.message),
+                o.content_type,
+                o.message["entry"][0]["resource"]["id"] if o.expects_ack else None,
+                result.patient if o.expects_ack else None,
+            )
+            for o in result.outgoing
+        ]
+
+    def _facts(self, delivery: Delivery, result: FlowResult) -> list[AuditEntry]:
+        return [self._entry(f"fact:{fact.kind}", delivery, result.patient, **fact.detail) for fact in result.facts]
+
+    def _reused(self, delivery: Delivery, first_at: str | None) -> ReusedMessageId:
+        metrics.REUSED_MESSAGE_IDS.labels(delivery.flow).inc()
+        log.warning("a message-id was reused for other content", flow=delivery.flow, message_id=one_line(delivery.key))
+        when = f" (first processed {first_at})" if first_at else " (earlier in the same batch)"
+        return ReusedMessageId(
+            "message-id",
+            f"'{one_line(delivery.key, 100)}' was already used for a message with other content{when}; "
+            "every message needs a message-id of its own",
+        )
+
+    def _plan_copy(self, batch: _Batch, index: int, delivery: Delivery, first: Delivery, received: AuditEntry) -> None:
+        """A second copy in one batch (a sender's retry after a lost confirm): the redelivery it is, or a reused id."""
+        if first.digest != delivery.digest:
+            self._plan_rejection(batch, index, delivery, self._reused(delivery, None), received)
+            return
+        log.info("second copy of a message in one batch: settled with the first", flow=delivery.flow)
+        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
+        batch.outcomes[index] = Outcome("duplicate-in-batch", 0)
+
+    def _plan_rejection(
+        self, batch: _Batch, index: int, delivery: Delivery, rejection: Rejected, received: AuditEntry
+    ) -> None:
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("rejected", delivery, None, reason=mask_cpr(str(rejection)), code=rejection.reason),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        reply: FlowResult | None = rejection.reply
+        if reply is None:
+            batch.outcomes[index] = Outcome("dead-lettered", 0, error=rejection.reason, reason=one_line(rejection))
+            return
+        # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
+        # queue after a fix must reach the flow again (whose duplicate rules then decide).
+        outputs = self._outputs(reply)
+        batch.entries += self._facts(delivery, reply)
+        batch.changes = batch.changes + reply.state
+        batch.to_publish += [(delivery, output, None) for output in outputs]
+        batch.outcomes[index] = Outcome(
+            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+        )
+
+    def _plan_failure(
+        self,
+        batch: _Batch,
+        index: int,
+        delivery: Delivery,
+        exc: BaseException,
+        received: AuditEntry,
+        failures: int,
+        now: datetime,
+    ) -> None:
+        """Our side failed on this delivery: count it; back to its queue, or given up on the last attempt."""
+        error = type(exc).__name__
+        batch.failures.append(Failure(delivery.flow, delivery.stored_key, error))
+        attempt = failures + 1
+        if attempt < self._attempts:
+            batch.entries += [received, self._entry("failed", delivery, None, error=error, attempt=attempt)]
+            batch.outcomes[index] = Outcome("failed", 0, error=error)
+            return
+        # The last attempt: dead-letter it and tell the sender (not remembered: a replay after the fix
+        # processes it and answers again).
+        rejection = GivenUp(f"our processing failed on all {self._attempts} attempts ({error}); replay after the fix")
+        answer = self._unprocessable(delivery.body, now) if self._unprocessable else None
+        batch.dead_letters.append((delivery, rejection))
+        batch.entries += [
+            received,
+            self._entry("gave-up", delivery, None, reason=str(rejection), code=rejection.reason, attempt=attempt),
+            self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
+        ]
+        outputs = self._outputs(answer) if answer else []
+        if answer:
+            batch.entries += self._facts(delivery, answer)
+            batch.to_publish += [(delivery, output, None) for output in outputs]
+        batch.outcomes[index] = Outcome(
+            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+        )
+
+    def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: Sequence[StoredOutput]) -> None:
+        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
+        batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
+        batch.to_publish += [(delivery, output, None) for output in stored]
+        batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
+
+    def _fail_alone(self, delivery: Delivery, exc: Exception, held: Held) -> Outcome:
+        """A delivery that failed outside its flow even on its own (StoreRefused, a defect): count it like a
+        flow failure. If even that cannot be recorded, it goes back to its queue uncounted."""
+        refused = isinstance(exc, StoreRefused)
+        log.error(
+            "delivery failed outside its flow",
+            flow=delivery.flow,
+            correlation_id=one_line(delivery.key),
+            error=type(exc).__name__,
+            reason=one_line(exc) if refused else None,
+            exc_info=None if refused else exc,
+        )
+        try:
+            batch = held.plan("alone", [delivery]) or held.keep("alone", [delivery], self._plan_alone(delivery, exc))
+            self._settle(batch, held)
+            return batch.outcomes[0]
+        except (Transient, ConnectionLost):
+            raise
+        except Exception as again:
+            held.drop("alone", [delivery])
+            log.error("failure could not be recorded; returned to its queue", error=type(again).__name__)
+            return Outcome("failed", 0, error=type(exc).__name__)
+
+    def _plan_alone(self, delivery: Delivery, exc: Exception) -> _Batch:
+        now = self._clock()
+        earlier = self._durably(lambda: self._store.deliveries(_lookup_keys(delivery)))
+        previous = _earlier(earlier, delivery)
+        batch = _Batch(now)
+        self._plan_failure(batch, 0, delivery, exc, self._received(delivery), previous.failures if previous else 0, now)
+        return batch
+
+    # -- the durable steps ---------------------------------------------------------------------
+    def _settle(self, batch: _Batch, held: Held) -> None:
+        """Dead letters (confirmed), then one commit of everything decided, then the outputs (confirmed).
+
+        Each step done is marked in `batch` and `held`, so that settling the same plan again after an
+        outage goes on where it stopped."""
+        for delivery, rejection in batch.dead_letters:
+            if held.dead_lettered(delivery):
+                continue
+            self._durably(partial(self._publish_dead_letter, delivery, rejection, batch.now))
+            held.confirm_dead_letter(delivery)
+            metrics.DEAD_LETTERS.labels(delivery.flow, rejection.reason).inc()
+        if batch.dead_letters:
+            self._fault("dead-lettered")
+        if not batch.committed:
+            self._durably(
+                lambda: self._store.record(
+                    batch.entries, batch.now, batch.processed, batch.changes, failures=batch.failures
+                )
+            )
+            batch.committed = True
+        self._fault("committed")
+        self._publish_outputs(batch)
+        if batch.published and not batch.published_recorded:
+            self._fault("published")
+            self._durably(lambda: self._store.record(batch.published, self._clock()))
+            batch.published_recorded = True
+
+    def _publish_outputs(self, batch: _Batch) -> None:
+        """Publish the outputs not confirmed yet, each with a broker confirm, in order."""
+        for delivery, output, patient in batch.to_publish[len(batch.published) :]:
+            self._durably(
+                partial(
+                    self._bus.publish,
+                    output.exchange,
+                    output.routing_key,
+                    output.body,
+                    output.message_id,
+                    None,
+                    output.content_type,
+                )
+            )
+            batch.published.append(
+                self._entry(
+                    "published",
+                    delivery,
+                    patient,
+                    exchange=output.exchange,
+                    routingKey=output.routing_key,
+                    outputId=output.message_id,
+                    confirmed=True,
+                )
+            )
+
+    def _publish_dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> None:
+        """A copy of the message with our reason, for `dlq list` and `dlq replay`. The sender's own headers
+        go along (without any it forged in our name); nothing in ours holds a CPR number or a raw id."""
+        headers = {
+            **masked_headers({k: v for k, v in delivery.headers.items() if not k.startswith(RESERVED_HEADERS)}),
+            "x-rehab-reason": one_line(rejection),
+            "x-rehab-reason-code": rejection.reason,
+            "x-rehab-flow": delivery.flow,
+            "x-rehab-rejected-at": now.isoformat(),
+            "x-rehab-original-message-id": one_line(delivery.key),
+            "x-rehab-body-sha256": delivery.digest,
+            "x-rehab-source": one_line(delivery.original_source or delivery.source or "unknown"),
+        }
+        self._bus.publish(
+            DEAD_LETTER_EXCHANGE,
+            delivery.flow,
+            delivery.body,
+            delivery.key,
+            headers,
+            delivery.content_type or "application/octet-stream",
+        )
+
+    @staticmethod
+    def _entry(step: str, delivery: Delivery, patient: str | None, **detail: Any) -> AuditEntry:
+        return AuditEntry(step=step, flow=delivery.flow, message_id=delivery.key, detail=detail, patient=patient)
