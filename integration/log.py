@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping, MutableMapping
+from decimal import Decimal
 from typing import Any, TextIO
 
 import structlog
@@ -18,21 +20,36 @@ CPR_MASK = "<cpr>"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def ascii_digits(text: str) -> str:
+    """`text` with every decimal digit of any script written as its ASCII digit: the same length, so that a
+    match in it is a match at the same place in `text`."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
 def mask_cpr(text: str) -> str:
-    """`text` with everything shaped like a CPR number replaced by `<cpr>`: the one mask for every output."""
-    return CPR_LIKE.sub(CPR_MASK, text)
+    """`text` with everything shaped like a CPR number replaced by `<cpr>`: the one mask for every output.
+    Digits of any script count (a CPR number in full-width or Arabic-Indic digits is one too)."""
+    if text.isascii():
+        return CPR_LIKE.sub(CPR_MASK, text)
+    out, end = [], 0
+    for match in CPR_LIKE.finditer(ascii_digits(text)):
+        out += [text[end : match.start()], CPR_MASK]
+        end = match.end()
+    return "".join([*out, text[end:]])
 
 
 def masked(value: Any) -> Any:
     """`value` with every CPR-shaped part masked, through dicts (keys too), lists and tuples: text as text,
-    bytes as text (decoded, undecodable bytes escaped), a whole number that is one as `<cpr>`; other values
-    (floats, times, booleans, None) as they are."""
+    bytes as text (decoded, undecodable bytes escaped), a number (int, float, Decimal: AMQP carries all three)
+    that holds one as `<cpr>`; other values (times, booleans, None) as they are."""
     if isinstance(value, str):
         return mask_cpr(value)
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("utf-8", "backslashreplace")
         return mask_cpr(text) if CPR_LIKE.search(text) else value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return CPR_MASK if CPR_LIKE.search(str(value)) else value
     if isinstance(value, Mapping):
         return {masked(k): masked(v) for k, v in value.items()}
@@ -121,7 +138,7 @@ def cpr_numbers_in(text: str) -> list[str]:
     from integration.domain.cpr import parse_cpr
 
     found = []
-    for match in CPR_LIKE.finditer(text):
+    for match in CPR_LIKE.finditer(ascii_digits(text)):
         try:
             parse_cpr(re.sub(r"\D", "", match.group(0)))
         except ValueError:

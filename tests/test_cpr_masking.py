@@ -105,3 +105,36 @@ def test_what_is_not_a_cpr_number_is_refused_without_repeating_it(typed: str) ->
     with pytest.raises(ValueError) as refused:
         read_cpr(typed)
     assert typed.strip() not in str(refused.value) or not typed.strip()
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "２５１２４８９９９６",  # full-width digits
+        "٢٥١٢٤٨٩٩٩٦",  # Arabic-Indic digits
+        "25１２48-9996",  # mixed scripts
+    ],
+)
+def test_a_cpr_number_in_digits_of_another_script_is_masked_and_found(written: str) -> None:
+    assert mask_cpr(f"patient {written}.") == "patient <cpr>."
+    assert one_line(f"x{written}x") == "x<cpr>x"
+    assert cpr_numbers_in(f"log {written}") != []
+
+
+def test_a_cpr_number_held_as_a_decimal_or_a_float_header_value_is_masked() -> None:
+    from decimal import Decimal
+
+    headers = {"patient": Decimal(CPR), "list": [Decimal(CPR), float(CPR)], "price": Decimal("12.50")}
+    assert masked_headers(headers) == {"patient": "<cpr>", "list": ["<cpr>", "<cpr>"], "price": Decimal("12.50")}
+
+
+def test_an_echo_cut_short_is_masked_before_the_cut() -> None:
+    """A declared XML encoding is echoed at most 24 characters long: cut first, the mask would not see the
+    CPR number's last digit and would let the birth date and three serial digits through."""
+    from integration.errors import InvalidInput
+    from integration.formats.safe_xml import parse_xml
+
+    with pytest.raises(InvalidInput) as refused:
+        parse_xml(f'<?xml version="1.0" encoding="abcdefghijk{CPR}"?><a/>'.encode(), 10_000)
+    assert CPR[:9] not in str(refused.value)
+    assert "<cpr>" in str(refused.value)

@@ -51,12 +51,11 @@ def _check_encoding(raw: bytes) -> tuple[str, int]:
         raise InvalidInput("", f"XML must be UTF-8, or UTF-16 with a byte order mark; this is {shown}")
     declared = _DECLARED.match(sniffed.head)
     if declared and not any(declared.group(1).lower() in names for names in _MAY_DECLARE.values()):
-        shown = declared.group(1)[:20]
+        shown = one_line(declared.group(1), 24)  # masked before it is cut: a cut never leaves part of a CPR
         raise InvalidInput("", f"XML must be UTF-8, or UTF-16 with a byte order mark; the declaration names {shown}")
     if declared and declared.group(1).lower() not in allowed:
-        raise InvalidInput(
-            "", f"the XML declaration names encoding {declared.group(1)[:20]}, but the bytes are {sniffed.encoding}"
-        )
+        shown = one_line(declared.group(1), 24)
+        raise InvalidInput("", f"the XML declaration names encoding {shown}, but the bytes are {sniffed.encoding}")
     return sniffed.encoding, sniffed.bom
 
 
