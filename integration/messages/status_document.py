@@ -18,11 +18,11 @@ from typing import Any
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from integration.domain.closing_report import ClosingReport, Measurement
 from integration.domain.hads import HadsResult, Subscale
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.formats.closing_report import ClosingReport, Measurement
 from integration.messages.envelope import Resource, reference
 
 XHTML = "http://www.w3.org/1999/xhtml"
