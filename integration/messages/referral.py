@@ -7,7 +7,9 @@ and each exercise-test value is a Decimal written digit for digit by `fhir_json.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +20,16 @@ from integration.domain.risk import RiskAssessment
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
-from integration.messages.envelope import Resource, fhir_instant, reference
+from integration.messages.envelope import (
+    Message,
+    MessageIds,
+    Party,
+    Resource,
+    Rows,
+    fhir_instant,
+    message_bundle,
+    reference,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,3 +223,58 @@ def service_request(
             for e in elements
         ]
     return resource
+
+
+def _party(organization: Resource, terms: Terminology) -> Party:
+    """An organisation at the endpoint its SOR code gives (`Terminology.endpoint`)."""
+    return Party(organization, terms.endpoint(organization["identifier"][0]["value"]))
+
+
+def _header_rows(request: Resource, sender: Party, receiver: Party, terms: Terminology) -> Rows:
+    event = terms.referral_event
+    return (
+        ("Hændelse", f"{event.code} ({event.display})" if event.display else event.code),
+        ("Modtager", f"{receiver.organization['name']} (Organization/{receiver.organization['id']})"),
+        ("Modtagers endpoint", receiver.endpoint),
+        ("Afsender", f"{sender.organization['name']} (Organization/{sender.organization['id']})"),
+        ("Afsenders endpoint", sender.endpoint),
+        ("Fokus", f"{request['resourceType']}/{request['id']}"),
+    )
+
+
+def referral_message(
+    ids: Callable[[str], str],
+    request: Resource,
+    content: Sequence[Resource],
+    sender: Resource,
+    receiver: Resource,
+    now: datetime,
+    terms: Terminology,
+) -> Resource:
+    """The referral message: the ServiceRequest in focus, then `content`, the Organizations and our Provenance
+    (`new-message`); `ids(role)` mints the Bundle, MessageHeader and Provenance ids.
+
+    MedCom's messaging envelope in all but the event (no MedCom referral event exists), so it claims no
+    profile: a header with our event would break the required binding of MedComMessagingMessageHeader, and
+    MedCom's Provenance profile needs such a header as its target (decision 1)."""
+    header_id = ids("MessageHeader")
+    by, to = _party(sender, terms), _party(receiver, terms)
+    sent = fhir_instant(now)
+    message = Message(
+        ids=MessageIds(bundle=ids("Bundle"), header=header_id, provenance=ids("Provenance")),
+        event=terms.referral_event.as_fhir(),
+        sender=by,
+        receiver=to,
+        sent_at=now,
+        activity="new-message",
+        header_rows=_header_rows(request, by, to, terms),
+        provenance_rows=(
+            ("Mål", f"MessageHeader/{header_id}"),
+            ("Tidspunkt", sent),
+            ("Aktivitet", "new-message"),
+            ("Aktør", f"Organization/{sender['id']}"),
+        ),
+        focus=(request,),
+        content=(*content, sender, receiver),
+    )
+    return message_bundle(message, terms)
