@@ -157,6 +157,40 @@ def exercise_test_observation(
     return resource
 
 
+def _service_request_rows(
+    event: DischargeEvent,
+    pathway: Pathway,
+    notes: tuple[str, ...],
+    parties: tuple[Resource, Resource, Resource],
+    supporting: list[Resource],
+    rules: ReferralRules,
+) -> Rows:
+    """The ServiceRequest's narrative; `parties` = (patient, requester, performer)."""
+    patient, requester, performer = parties
+    elements = event.referral.rehab_elements
+    return (
+        ("Henvisning", rules.label("referralCategory", pathway.category)),
+        ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
+        ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
+        ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
+        ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
+        ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
+        ("Patient", f"Patient/{patient['id']}"),
+        ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
+        ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
+        ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
+        *(("Note", line) for line in notes),
+    )
+
+
+def _reason_codes(event: DischargeEvent, terms: Terminology) -> list[dict[str, Any]]:
+    """The diagnoses, the primary one first."""
+    return [
+        {"coding": [_coding(terms.diagnosis_systems[d.system], d.code)]}
+        for d in sorted(event.diagnoses, key=lambda d: not d.primary)
+    ]
+
+
 def service_request(
     rid: str,
     event: DischargeEvent,
@@ -169,28 +203,16 @@ def service_request(
     rules: ReferralRules,
     terms: Terminology,
 ) -> Resource:
+    """The referral: category, closing conversation, ambulatory control, diagnoses, rehabilitation elements,
+    the supporting RiskAssessment and exercise test, and the notes `referral_notes` gives."""
     category = pathway.category
     elements = event.referral.rehab_elements
+    rows = _service_request_rows(event, pathway, notes, (patient, requester, performer), supporting, rules)
+    label = rules.label("referralCategory", category)
     resource: Resource = {
         "resourceType": "ServiceRequest",
         "id": rid,
-        "text": narrative(
-            "ServiceRequest",
-            rid,
-            [
-                ("Henvisning", rules.label("referralCategory", category)),
-                ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
-                ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
-                ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
-                ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
-                ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
-                ("Patient", f"Patient/{patient['id']}"),
-                ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
-                ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
-                ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
-                *(("Note", line) for line in notes),
-            ],
-        ),
+        "text": narrative("ServiceRequest", rid, rows),
         "extension": [
             {"url": terms.extensions["closingConversation"], "valueCode": pathway.closing_conversation.value},
             {"url": terms.extensions["ambulatoryControl"], "valueBoolean": pathway.ambulatory_control},
@@ -198,22 +220,13 @@ def service_request(
         "identifier": [{"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{event.event_id}"}],
         "status": "active",
         "intent": "order",
-        "category": [
-            {
-                "coding": [
-                    _coding(terms.code_systems["referralCategory"], category, rules.label("referralCategory", category))
-                ]
-            }
-        ],
+        "category": [{"coding": [_coding(terms.code_systems["referralCategory"], category, label)]}],
         "code": {"text": "Hjerterehabilitering"},
         "subject": reference(patient),
         "authoredOn": event.occurred_at_text or fhir_instant(event.occurred_at),
         "requester": reference(requester),
         "performer": [reference(performer)],
-        "reasonCode": [
-            {"coding": [_coding(terms.diagnosis_systems[d.system], d.code)]}
-            for d in sorted(event.diagnoses, key=lambda d: not d.primary)
-        ],
+        "reasonCode": _reason_codes(event, terms),
         "supportingInfo": [reference(r) for r in supporting],
         "note": [{"text": line} for line in notes],
     }
