@@ -3,7 +3,7 @@
 A `Message` describes what is not clinical content (event, sender and receiver with their endpoints,
 focus, our Provenance's activity and entities, ids, time, profiles, narrative rows); `message_bundle`
 builds MessageHeader + Provenance + Bundle from it (MedCom Messaging: a `message` Bundle whose first entry
-is the MessageHeader, with a Provenance per message in the thread). Used by the referral
+is the MessageHeader; each message of a thread adds its Provenance). Used by the referral
 (`messages.referral`), the CareCommunication, new and reply (`messages.care_communication`, which also
 carries the GP status), and the acknowledgement (`messages.acknowledgement`).
 """
@@ -113,12 +113,12 @@ def patient_resource(patient: Patient, rid: str, gp: Resource | None, terms: Ter
     return resource
 
 
-Rows = tuple[tuple[str, object], ...]  # a narrative's rows: (label, value); a None value leaves its row out
+Rows = tuple[tuple[str, object], ...]  # a narrative's rows: (label, value); a None or empty value leaves its row out
 
 
 @dataclass(frozen=True, slots=True)
 class Party:
-    """A message's sender or receiver: its MedComMessagingOrganization and its endpoint (an EAN/GLN URL)."""
+    """A message's sender or receiver: its MedComMessagingOrganization and its endpoint (a URL naming its SOR entry)."""
 
     organization: Resource
     endpoint: str
