@@ -37,12 +37,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from integration.domain.closing_report import ClosingReport
 from integration.domain.course import Course, FixedState
 from integration.domain.hads import from_sums, score_items
 from integration.errors import InvalidInput
 from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
-from integration.formats.closing_report import ClosingReport, parse_closing_report
+from integration.formats.closing_report import parse_closing_report
 
 NOW = datetime.fromisoformat("2030-01-01T10:00:00+01:00")
 PATIENT = "2512489996"

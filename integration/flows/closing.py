@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from integration.conformance.validation import validate_document, validate_message
+from integration.domain.closing_report import ClosingReport
 from integration.domain.course import Course, State, StateChanges
 from integration.domain.directory import Directory
 from integration.domain.records import GeneralPractitioner, Organisation, Patient
@@ -18,7 +19,6 @@ from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
-from integration.formats.closing_report import ClosingReport
 from integration.messages.care_communication import Author, new_message
 from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
 from integration.messages.status_document import (

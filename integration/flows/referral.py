@@ -19,14 +19,13 @@ from integration.domain.risk import RiskAssessment, stratify
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
-from integration.messages.envelope import (
-    Envelope,
-    gp_organization,
-    message_bundle,
-    messaging_organization,
-    patient_resource,
+from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
+from integration.messages.referral import (
+    exercise_test_observation,
+    referral_message,
+    risk_assessment,
+    service_request,
 )
-from integration.messages.referral import exercise_test_observation, risk_assessment, service_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +93,8 @@ def build_referral_message(
     request = service_request(
         ids("ServiceRequest"), event, pathway, notes, patient, sender, receiver_org, supporting, rules, terms
     )
-    envelope = Envelope(
-        bundle_id=ids("Bundle"),
-        header_id=ids("MessageHeader"),
-        provenance_id=ids("Provenance"),
-        event=terms.referral_event,
-        sender=sender,
-        receiver=receiver_org,
-        sent_at=now,
-    )
     content = [patient, *supporting] + ([gp_org] if gp_org else [])
-    return message_bundle(envelope, request, content, terms)
+    return referral_message(ids, request, content, sender, receiver_org, now, terms)
 
 
 def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime) -> FlowResult:

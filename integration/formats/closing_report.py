@@ -16,13 +16,13 @@ report.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
 from lxml import etree
 
-from integration.domain.cpr import Cpr, born_by, parse_cpr
+from integration.domain.closing_report import ClosingReport, CourseElement, Measurement
+from integration.domain.cpr import born_by, parse_cpr
 from integration.domain.hads import HadsResult, from_sums, score_items
 from integration.errors import InvalidInput
 from integration.formats.safe_xml import parse_xml
@@ -47,51 +47,6 @@ _THE_VALUE = re.compile(r"[Tt]he value '.*'(?= (?:is|has|does|must) )", re.DOTAL
 _NAMESPACE = re.compile(r"\{[^{}']*:[^{}']*\}")  # {urn:…}Element; not a pattern's {4} or \p{Z}
 _ATTRIBUTE = re.compile(r"attribute '([^']+)'")
 _XML_SPACE = " \t\r\n"  # what XSD's whiteSpace collapse removes; Python's strip() would remove more
-
-
-@dataclass(frozen=True, slots=True)
-class CourseElement:
-    code: str
-    completed: bool
-    sessions: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    code: str
-    unit: str
-    before: Decimal | None
-    after: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
-class ClosingReport:
-    report_id: str
-    sent_at: datetime  # to the microsecond
-    sent_at_instant: str  # as written, white space collapsed: a FHIR instant with all its digits
-    municipality_code: str
-    municipality_sor: str
-    municipality_ean: str
-    municipality_name: str
-    patient: Cpr
-    given_names: tuple[str, ...]
-    family_name: str
-    gp_sor: str
-    gp_ydernummer: str
-    referral_ref: str | None
-    course_start: date
-    course_end: date
-    elements: tuple[CourseElement, ...]
-    closing_date: date
-    closing_place: str  # municipality | hospital
-    measurements: tuple[Measurement, ...]
-    smoking: tuple[str, str] | None  # (before, after)
-    hads_date: date | None
-    hads: HadsResult | None
-    summary: str
-    follow_up: str | None
-    hospital_retains_responsibility: bool
-    author: tuple[str, str, str]  # name, role, phone
 
 
 def _q(name: str) -> str:

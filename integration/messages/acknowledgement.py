@@ -21,7 +21,17 @@ from integration.conformance.messaging_rules import as_dict, as_list, message_he
 from integration.fhir.ids import derived_id
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
-from integration.messages.envelope import Resource, entries, fhir_instant, reference
+from integration.messages.envelope import (
+    Message,
+    MessageIds,
+    Party,
+    Profiles,
+    Resource,
+    Rows,
+    fhir_instant,
+    message_bundle,
+    reference,
+)
 
 ACK = "http://medcomfhir.dk/ig/acknowledgement/StructureDefinition/"
 PROVENANCE_PROFILE = "http://medcomfhir.dk/ig/messaging/StructureDefinition/medcom-messaging-provenance"
@@ -47,6 +57,11 @@ DETAILS_SYSTEM = {
     "MSG_VALUESET_VALUE_UNKNOWN": MEDCOM_ISSUE_DETAILS,
 }
 RESPONSE_CODES = ("ok", "transient-error", "fatal-error")
+PROFILES = Profiles(
+    bundle=ACK + "medcom-messaging-acknowledgement",
+    header=ACK + "medcom-messaging-acknowledgementHeader",
+    provenance=PROVENANCE_PROFILE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,83 +195,63 @@ def _operation_outcome(rid: str, issues: Sequence[Issue]) -> Resource:
     }
 
 
-def acknowledgement(to: Addressing, code: str, issues: Sequence[Issue], now: datetime, terms: Terminology) -> Resource:
-    """The ack of the message `to` describes, first transmission (Bundle id derived from the received Bundle id)."""
+def _check_response(code: str, issues: Sequence[Issue]) -> None:
     if code not in RESPONSE_CODES:
         raise ValueError(f"unknown response code {code!r}")
     if code != "ok" and not issues:
         raise ValueError("an ack that is not ok needs at least one issue")
-    seed = f"{to.header_id}/ack/{code}"
-    sent = fhir_instant(now)
-    header_id = derived_id(seed, "MessageHeader")
-    us, them = to.receiver, to.sender
-    outcome = _operation_outcome(derived_id(seed, "OperationOutcome"), issues) if issues else None
+
+
+def _header_rows(to: Addressing, code: str, outcome: Resource | None) -> Rows:
+    return (
+        ("Hændelse", "acknowledgement-message"),
+        ("Til", f"Organization/{to.sender['id']}"),
+        ("Fra", f"Organization/{to.receiver['id']}"),
+        ("Kvitterer for", f"MessageHeader/{to.header_id}"),
+        ("Svar", code),
+        ("Detaljer", outcome and f"OperationOutcome/{outcome['id']}"),
+    )
+
+
+def _response(to: Addressing, code: str, outcome: Resource | None) -> dict[str, Any]:
     response: dict[str, Any] = {"identifier": to.header_id, "code": code}
     if outcome is not None:
         response["details"] = reference(outcome)
-    header: Resource = {
-        "resourceType": "MessageHeader",
-        "id": header_id,
-        "meta": {"profile": [ACK + "medcom-messaging-acknowledgementHeader"]},
-        "text": narrative(
-            "MessageHeader",
-            header_id,
-            [
-                ("Hændelse", "acknowledgement-message"),
-                ("Til", f"Organization/{them['id']}"),
-                ("Fra", f"Organization/{us['id']}"),
-                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
-                ("Svar", code),
-                ("Detaljer", outcome and f"OperationOutcome/{outcome['id']}"),
-            ],
+    return response
+
+
+def acknowledgement(to: Addressing, code: str, issues: Sequence[Issue], now: datetime, terms: Terminology) -> Resource:
+    """The ack of the message `to` describes, first transmission (Bundle id derived from the received Bundle id).
+
+    Raises ValueError for a code not in RESPONSE_CODES, or one other than `ok` without issues."""
+    _check_response(code, issues)
+    seed = f"{to.header_id}/ack/{code}"
+    ids = MessageIds(
+        bundle=derived_id(f"{to.bundle_id or to.header_id}/ack", code),
+        header=derived_id(seed, "MessageHeader"),
+        provenance=derived_id(seed, "Provenance"),
+    )
+    outcome = _operation_outcome(derived_id(seed, "OperationOutcome"), issues) if issues else None
+    message = Message(
+        ids=ids,
+        event=EVENT,
+        sender=Party(to.receiver, to.receiver_endpoint),
+        receiver=Party(to.sender, to.sender_endpoint),
+        sent_at=now,
+        activity="acknowledgement",
+        header_rows=_header_rows(to, code, outcome),
+        provenance_rows=(
+            ("Mål", f"MessageHeader/{ids.header}"),
+            ("Aktivitet", "acknowledgement"),
+            ("Kvitterer for", f"MessageHeader/{to.header_id}"),
         ),
-        "eventCoding": EVENT,
-        "destination": [
-            {
-                "extension": [
-                    {
-                        "url": terms.medcom["destinationUseExtension"],
-                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
-                    }
-                ],
-                "endpoint": to.sender_endpoint,
-                "receiver": reference(them),
-            }
-        ],
-        "sender": reference(us),
-        "source": {"endpoint": to.receiver_endpoint},
-        "response": response,
-    }
-    provenance_id = derived_id(seed, "Provenance")
-    ours: Resource = {
-        "resourceType": "Provenance",
-        "id": provenance_id,
-        "meta": {"profile": [PROVENANCE_PROFILE]},
-        "text": narrative(
-            "Provenance",
-            provenance_id,
-            [
-                ("Mål", f"MessageHeader/{header_id}"),
-                ("Aktivitet", "acknowledgement"),
-                ("Kvitterer for", f"MessageHeader/{to.header_id}"),
-            ],
-        ),
-        "target": [reference(header)],
-        "occurredDateTime": sent,
-        "recorded": sent,
-        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": "acknowledgement"}]},
-        "agent": [{"who": reference(us)}],
-        "entity": [{"role": "revision", "what": {"reference": f"MessageHeader/{to.header_id}"}}],
-    }
-    resources = [header, *([outcome] if outcome else []), us, them, _with_narrative(to.latest_provenance), ours]
-    return {
-        "resourceType": "Bundle",
-        "id": derived_id(f"{to.bundle_id or to.header_id}/ack", code),
-        "meta": {"profile": [ACK + "medcom-messaging-acknowledgement"]},
-        "type": "message",
-        "timestamp": sent,
-        "entry": entries(resources, terms),
-    }
+        profiles=PROFILES,
+        # the two Provenances: the received message's latest, copied, then ours
+        content=(*([outcome] if outcome else []), to.receiver, to.sender, _with_narrative(to.latest_provenance)),
+        entity=({"role": "revision", "what": {"reference": f"MessageHeader/{to.header_id}"}},),
+        response=_response(to, code, outcome),
+    )
+    return message_bundle(message, terms)
 
 
 def retransmission(message: Resource, transmission: str, now: datetime) -> Resource:

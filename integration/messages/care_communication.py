@@ -7,7 +7,7 @@ from the department that received the request back to its sender.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -16,7 +16,17 @@ from typing import Any
 from integration.fhir.ids import derived_id, derived_uuid4
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
-from integration.messages.envelope import Resource, fhir_instant, reference
+from integration.messages.envelope import (
+    Message,
+    MessageIds,
+    Party,
+    Profiles,
+    Resource,
+    Rows,
+    fhir_instant,
+    message_bundle,
+    reference,
+)
 
 CC = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/"
 CORE = "http://medcomfhir.dk/ig/core/StructureDefinition/"
@@ -26,6 +36,11 @@ EVENT = {
     "system": "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-messaging-eventCodes",
     "code": "care-communication-message",
 }
+PROFILES = Profiles(
+    bundle=CC + "medcom-careCommunication-message",
+    header=CC + "medcom-careCommunication-messageHeader",
+    provenance=CC + "medcom-careCommunication-provenance",
+)
 
 
 def _by_reference(bundle: Resource, ref: str) -> Resource:
@@ -88,83 +103,78 @@ def _text_payload(payload_id: str, text: str, sent: str, author: Resource, sende
     }
 
 
-def _header(
-    rid: str,
-    sender: Resource,
-    receiver: Resource,
-    destination: dict[str, Any],
-    source_endpoint: str,
-    communication: Resource,
+def _one_per_id(resources: Iterable[Resource], taken: set[str]) -> tuple[Resource, ...]:
+    """The CareCommunication's rule: one entry per resource id, the first one kept (`taken`: ids already in)."""
+    kept = []
+    for resource in resources:
+        if resource["id"] not in taken:
+            taken.add(resource["id"])
+            kept.append(resource)
+    return tuple(kept)
+
+
+def _header_rows(sender: Party, receiver: Party, communication: Resource) -> Rows:
+    return (
+        ("Hændelse", "care-communication-message"),
+        ("Til", f"Organization/{receiver.organization['id']}"),
+        ("Fra", f"Organization/{sender.organization['id']}"),
+        ("Fokus", f"Communication/{communication['id']}"),
+    )
+
+
+def _provenance_rows(header_id: str, activity: str, entity: Sequence[dict[str, Any]]) -> Rows:
+    answers = [e["what"]["reference"] for e in entity if e["role"] == "revision"]
+    return (("Mål", f"MessageHeader/{header_id}"), ("Aktivitet", activity), *(("Svar på", a) for a in answers))
+
+
+@dataclass(frozen=True, slots=True)
+class _Thread:
+    """What a CareCommunication message carries besides its Communication: who writes to whom, what the
+    Bundle holds after it (before and after our Provenance), our Provenance's activity and entities, and
+    the received destination a reply repeats."""
+
+    sender: Party
+    receiver: Party
+    content: Sequence[Resource]
+    activity: str
+    entity: tuple[dict[str, Any], ...]
+    after_provenance: Sequence[Resource] = ()
+    destination: Mapping[str, Any] | None = None
+
+
+def _message(
+    ids: Callable[[str], str], communication: Resource, thread: _Thread, now: datetime, terms: Terminology
 ) -> Resource:
-    """A CareCommunication MessageHeader; `destination` carries its use extension and endpoint."""
-    return _resource(
-        "MessageHeader",
-        rid,
-        CC + "medcom-careCommunication-messageHeader",
-        [
-            ("Hændelse", "care-communication-message"),
-            ("Til", f"Organization/{receiver['id']}"),
-            ("Fra", f"Organization/{sender['id']}"),
-            ("Fokus", f"Communication/{communication['id']}"),
-        ],
-        eventCoding=EVENT,
-        destination=[{**destination, "receiver": reference(receiver)}],
-        sender=reference(sender),
-        source={"endpoint": source_endpoint},
-        focus=[reference(communication)],
+    """The CareCommunication message in MedCom's envelope, one entry per resource id (the first one wins)."""
+    message_ids = MessageIds(bundle=ids("Bundle"), header=ids("MessageHeader"), provenance=ids("Provenance"))
+    taken = {message_ids.header, communication["id"], message_ids.provenance}
+    message = Message(
+        ids=message_ids,
+        event=EVENT,
+        sender=thread.sender,
+        receiver=thread.receiver,
+        sent_at=now,
+        activity=thread.activity,
+        header_rows=_header_rows(thread.sender, thread.receiver, communication),
+        provenance_rows=_provenance_rows(message_ids.header, thread.activity, thread.entity),
+        profiles=PROFILES,
+        focus=(communication,),
+        content=_one_per_id(thread.content, taken),
+        after_provenance=_one_per_id(thread.after_provenance, taken),
+        entity=thread.entity,
+        destination=thread.destination,
         definition=DEFINITION,
     )
+    return message_bundle(message, terms)
 
 
-def _provenance(
-    rid: str,
-    header: Resource,
-    activity: str,
-    agent: Resource,
-    entity: list[dict[str, Any]],
-    sent: str,
-    terms: Terminology,
+def _reply_communication(
+    ids: Callable[[str], str], communication_in: Resource, text: str, payload: dict[str, Any]
 ) -> Resource:
-    answers = [e["what"]["reference"] for e in entity if e["role"] == "revision"]
-    return _resource(
-        "Provenance",
-        rid,
-        CC + "medcom-careCommunication-provenance",
-        [("Mål", f"MessageHeader/{header['id']}"), ("Aktivitet", activity), *(("Svar på", a) for a in answers)],
-        target=[reference(header)],
-        occurredDateTime=sent,
-        recorded=sent,
-        activity={"coding": [{"system": terms.medcom["activityCodes"], "code": activity}]},
-        agent=[{"who": reference(agent)}],
-        entity=entity,
-    )
-
-
-def _message(rid: str, resources: Sequence[Resource], sent: str, terms: Terminology) -> Resource:
-    """The Bundle, one entry per resource id (the first one wins)."""
-    unique = [r for i, r in enumerate(resources) if r["id"] not in {earlier["id"] for earlier in resources[:i]}]
-    return {
-        "resourceType": "Bundle",
-        "id": rid,
-        "meta": {"profile": [CC + "medcom-careCommunication-message"]},
-        "type": "message",
-        "timestamp": sent,
-        "entry": [{"fullUrl": terms.full_url(r["resourceType"], r["id"]), "resource": r} for r in unique],
-    }
-
-
-def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
-    header_in = inbound["entry"][0]["resource"]
-    ids = partial(derived_id, f"{header_in['id']}/auto-reply")
-    v4 = partial(derived_uuid4, f"{header_in['id']}/auto-reply")
-    requester = _by_reference(inbound, header_in["sender"]["reference"])
-    department = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
-    communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
-    sent = fhir_instant(now)
-    practitioner, role = _automatic_author(ids)
-    payload_id = f"urn:uuid:{v4('payload')}"
+    """The reply's Communication: the thread, patient and category of the one it answers, its payloads
+    (attachments without their data), then ours."""
     earlier = [_earlier_payload(p) for p in communication_in.get("payload", [])]
-    communication = _resource(
+    return _resource(
         "Communication",
         ids("Communication"),
         CC + "medcom-careCommunication-communication",
@@ -179,19 +189,36 @@ def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms
             if k in communication_in
         },
         status="unknown",
-        payload=[*earlier, _text_payload(payload_id, text, sent, role, department, phone)],
+        payload=[*earlier, payload],
     )
-    destination = {**header_in["destination"][0], "endpoint": header_in["source"]["endpoint"]}
-    header = _header(
-        ids("MessageHeader"), department, requester, destination, header_in["destination"][0]["endpoint"], communication
-    )
-    entity = [
-        {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
-        {"role": "source", "what": {"identifier": {"value": payload_id}}},
-    ]
-    provenance = _provenance(ids("Provenance"), header, "reply-message", department, entity, sent, terms)
+
+
+def reply_message(inbound: Resource, text: str, phone: str, now: datetime, terms: Terminology) -> Resource:
+    """Our `reply-message` to the CareCommunication `inbound`: from the department it was sent to, back to
+    its sender's endpoint, repeating every earlier resource and Provenance of the thread."""
+    header_in = inbound["entry"][0]["resource"]
+    ids = partial(derived_id, f"{header_in['id']}/auto-reply")
+    v4 = partial(derived_uuid4, f"{header_in['id']}/auto-reply")
+    requester = _by_reference(inbound, header_in["sender"]["reference"])
+    department = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
+    communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
+    practitioner, role = _automatic_author(ids)
+    payload_id = f"urn:uuid:{v4('payload')}"
+    payload = _text_payload(payload_id, text, fhir_instant(now), role, department, phone)
+    communication = _reply_communication(ids, communication_in, text, payload)
     kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
-    return _message(ids("Bundle"), [header, communication, *kept, role, practitioner, provenance], sent, terms)
+    thread = _Thread(
+        sender=Party(department, header_in["destination"][0]["endpoint"]),
+        receiver=Party(requester, header_in["source"]["endpoint"]),
+        content=[*kept, role, practitioner],
+        activity="reply-message",
+        entity=(
+            {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
+            {"role": "source", "what": {"identifier": {"value": payload_id}}},
+        ),
+        destination=header_in["destination"][0],
+    )
+    return _message(ids, communication, thread, now, terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +226,47 @@ class Author:
     name: str
     role: str
     phone: str
+
+
+def _named_author(author: Author, ids: Callable[[str], str]) -> tuple[Resource, Resource]:
+    """The Practitioner and PractitionerRole of a named author."""
+    # The last word is the family name; split on any white space, so neither part is empty or only spaces.
+    *given_words, family = author.name.split() or [author.name]
+    given = " ".join(given_words)
+    practitioner = _resource(
+        "Practitioner",
+        ids("Practitioner"),
+        CORE + "medcom-core-practitioner",
+        [("Navn", author.name)],
+        name=[{"family": family, **({"given": [given]} if given else {})}],
+    )
+    role = _resource(
+        "PractitionerRole",
+        ids("PractitionerRole"),
+        CORE + "medcom-core-practitionerrole",
+        [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", author.role)],
+        practitioner=reference(practitioner),
+        code=[{"text": author.role}],
+    )
+    return practitioner, role
+
+
+def _new_communication(
+    ids: Callable[[str], str], thread_id: str, patient: Resource, category: str, topic: str, payload: dict[str, Any]
+) -> Resource:
+    """The Communication that opens a thread: category, topic and one text payload about `patient`."""
+    return _resource(
+        "Communication",
+        ids("Communication"),
+        CC + "medcom-careCommunication-communication",
+        [("Emne", topic), ("Tekst", payload["contentString"]), ("Patient", f"Patient/{patient['id']}")],
+        identifier=[{"value": thread_id}],
+        status="unknown",
+        category=[{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
+        subject=reference(patient),
+        topic={"text": topic},
+        payload=[payload],
+    )
 
 
 def new_message(
@@ -221,56 +289,16 @@ def new_message(
     """
     ids = partial(derived_id, seed)
     v4 = partial(derived_uuid4, seed)
-    sent = fhir_instant(now)
-    # The last word is the family name; split on any white space, so neither part is empty or only spaces.
-    *given_words, family = author.name.split() or [author.name]
-    given = " ".join(given_words)
-    practitioner = _resource(
-        "Practitioner",
-        ids("Practitioner"),
-        CORE + "medcom-core-practitioner",
-        [("Navn", author.name)],
-        name=[{"family": family, **({"given": [given]} if given else {})}],
-    )
-    role = _resource(
-        "PractitionerRole",
-        ids("PractitionerRole"),
-        CORE + "medcom-core-practitionerrole",
-        [("Practitioner", f"Practitioner/{practitioner['id']}"), ("Rolle", author.role)],
-        practitioner=reference(practitioner),
-        code=[{"text": author.role}],
-    )
+    practitioner, role = _named_author(author, ids)
     payload_id = f"urn:uuid:{v4('payload')}"
-    communication = _resource(
-        "Communication",
-        ids("Communication"),
-        CC + "medcom-careCommunication-communication",
-        [("Emne", topic), ("Tekst", text), ("Patient", f"Patient/{patient['id']}")],
-        identifier=[{"value": f"urn:uuid:{v4('thread')}"}],
-        status="unknown",
-        category=[{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
-        subject=reference(patient),
-        topic={"text": topic},
-        payload=[_text_payload(payload_id, text, sent, role, sender, author.phone)],
+    payload = _text_payload(payload_id, text, fhir_instant(now), role, sender, author.phone)
+    communication = _new_communication(ids, f"urn:uuid:{v4('thread')}", patient, category, topic, payload)
+    thread = _Thread(
+        sender=Party(sender, terms.endpoint(sender["identifier"][0]["value"])),
+        receiver=Party(receiver, terms.endpoint(receiver["identifier"][0]["value"])),
+        content=[patient, sender, receiver, role, practitioner],
+        activity="new-message",
+        entity=({"role": "source", "what": {"identifier": {"value": payload_id}}},),
+        after_provenance=also,
     )
-    destination = {
-        "extension": [
-            {
-                "url": terms.medcom["destinationUseExtension"],
-                "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
-            }
-        ],
-        "endpoint": terms.endpoint(receiver["identifier"][0]["value"]),
-    }
-    header = _header(
-        ids("MessageHeader"),
-        sender,
-        receiver,
-        destination,
-        terms.endpoint(sender["identifier"][0]["value"]),
-        communication,
-    )
-    entity = [{"role": "source", "what": {"identifier": {"value": payload_id}}}]
-    provenance = _provenance(ids("Provenance"), header, "new-message", sender, entity, sent, terms)
-    resources = [header, communication, patient, sender, receiver, role, practitioner, provenance, *also]
-    return _message(ids("Bundle"), resources, sent, terms)
+    return _message(ids, communication, thread, now, terms)

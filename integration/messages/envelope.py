@@ -1,8 +1,16 @@
-"""The MedCom messaging envelope: Bundle, MessageHeader, Provenance, Organizations and Patient."""
+"""The MedCom messaging envelope, one for every message we send, and the Organizations and Patient it names.
+
+A `Message` describes what is not clinical content (event, sender and receiver with their endpoints,
+focus, our Provenance's activity and entities, ids, time, profiles, narrative rows); `message_bundle`
+builds MessageHeader + Provenance + Bundle from it (MedCom Messaging: a `message` Bundle whose first entry
+is the MessageHeader; each message of a thread adds its Provenance). Used by the referral
+(`messages.referral`), the CareCommunication, new and reply (`messages.care_communication`, which also
+carries the GP status), and the acknowledgement (`messages.acknowledgement`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +20,7 @@ from integration.domain.identifiers import PatientNumber
 from integration.domain.records import Organisation, Patient
 from integration.fhir.ids import organisation_id
 from integration.fhir.narrative import narrative
-from integration.fhir.terminology import Coding, Terminology
+from integration.fhir.terminology import Terminology
 
 Resource = dict[str, Any]
 
@@ -105,99 +113,138 @@ def patient_resource(patient: Patient, rid: str, gp: Resource | None, terms: Ter
     return resource
 
 
+Rows = tuple[tuple[str, object], ...]  # a narrative's rows: (label, value); a None or empty value leaves its row out
+
+
 @dataclass(frozen=True, slots=True)
-class Envelope:
-    """Everything about a message that is not its clinical content."""
+class Party:
+    """A message's sender or receiver: its MedComMessagingOrganization and its endpoint (a URL naming its SOR entry)."""
 
-    bundle_id: str
-    header_id: str
-    provenance_id: str
-    event: Coding
-    sender: Resource
-    receiver: Resource
-    sent_at: datetime
+    organization: Resource
+    endpoint: str
 
 
-def message_header(env: Envelope, focus: Resource, terms: Terminology) -> Resource:
-    """MedCom's messaging header in all but the event (no MedCom referral event exists), so it claims no profile:
-    a header with our event would break the required binding of MedComMessagingMessageHeader (decision 1)."""
-    receiver_sor = env.receiver["identifier"][0]["value"]
-    sender_sor = env.sender["identifier"][0]["value"]
+@dataclass(frozen=True, slots=True)
+class Profiles:
+    """The profiles the Bundle, the MessageHeader and our Provenance claim; None claims none (the referral's,
+    whose event no MedCom profile allows: decision 1)."""
+
+    bundle: str | None = None
+    header: str | None = None
+    provenance: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIds:
+    """The ids the message mints: its Bundle, its MessageHeader and our Provenance (deterministic, `fhir.ids`)."""
+
+    bundle: str
+    header: str
+    provenance: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A MedCom message as its envelope sees it: everything but the content's clinical meaning.
+
+    The Bundle holds, in order: the MessageHeader, the `focus` resources, `content`, our Provenance (activity
+    `activity`, target the MessageHeader, agent the sender) and `after_provenance`; one entry per resource
+    (type and id), the first one kept. `destination` is a received destination a reply repeats (its extension
+    and whatever else it holds); None gives a `primary` destination. `response` makes the MessageHeader an
+    answer (an acknowledgement's); `definition` is the MessageDefinition it follows.
+    """
+
+    ids: MessageIds
+    event: dict[str, str]  # MessageHeader.eventCoding
+    sender: Party
+    receiver: Party
+    sent_at: datetime  # Bundle.timestamp and our Provenance's times, to the second
+    activity: str  # MedCom activity code: new-message | reply-message | acknowledgement
+    header_rows: Rows
+    provenance_rows: Rows
+    profiles: Profiles = Profiles()
+    focus: tuple[Resource, ...] = ()
+    content: tuple[Resource, ...] = ()
+    after_provenance: tuple[Resource, ...] = ()
+    entity: tuple[dict[str, Any], ...] = ()  # our Provenance's entities (source payload, revised message)
+    destination: Mapping[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    definition: str | None = None
+
+
+def _meta(profile: str | None) -> dict[str, Any]:
+    return {"meta": {"profile": [profile]}} if profile else {}
+
+
+def _destination(message: Message, terms: Terminology) -> dict[str, Any]:
+    """MessageHeader.destination: the received one repeated, or `primary`; endpoint and receiver are ours."""
+    received = message.destination
+    if received is None:
+        use = {"system": terms.medcom["destinationUse"], "code": "primary"}
+        received = {"extension": [{"url": terms.medcom["destinationUseExtension"], "valueCoding": use}]}
     return {
-        "resourceType": "MessageHeader",
-        "id": env.header_id,
-        "text": narrative(
-            "MessageHeader",
-            env.header_id,
-            [
-                ("Hændelse", f"{env.event.code} ({env.event.display})" if env.event.display else env.event.code),
-                ("Modtager", f"{env.receiver['name']} (Organization/{env.receiver['id']})"),
-                ("Modtagers endpoint", terms.endpoint(receiver_sor)),
-                ("Afsender", f"{env.sender['name']} (Organization/{env.sender['id']})"),
-                ("Afsenders endpoint", terms.endpoint(sender_sor)),
-                ("Fokus", f"{focus['resourceType']}/{focus['id']}"),
-            ],
-        ),
-        "eventCoding": env.event.as_fhir(),
-        "destination": [
-            {
-                "extension": [
-                    {
-                        "url": terms.medcom["destinationUseExtension"],
-                        "valueCoding": {"system": terms.medcom["destinationUse"], "code": "primary"},
-                    }
-                ],
-                "endpoint": terms.endpoint(receiver_sor),
-                "receiver": reference(env.receiver),
-            }
-        ],
-        "sender": reference(env.sender),
-        "source": {"endpoint": terms.endpoint(sender_sor)},
-        "focus": [reference(focus)],
+        **received,
+        "endpoint": message.receiver.endpoint,
+        "receiver": reference(message.receiver.organization),
     }
 
 
-def provenance(env: Envelope, activity: str, terms: Terminology) -> Resource:
-    """MedCom's messaging Provenance in content; it claims no profile, since that profile's target must be a
-    MedCom messaging MessageHeader, which the referral's is not (decision 1)."""
-    sent = fhir_instant(env.sent_at)
-    return {
+def message_header(message: Message, terms: Terminology) -> Resource:
+    """The MessageHeader: event, destination, sender and source, then focus, response and definition where given."""
+    rid = message.ids.header
+    header: Resource = {
+        "resourceType": "MessageHeader",
+        "id": rid,
+        **_meta(message.profiles.header),
+        "text": narrative("MessageHeader", rid, message.header_rows),
+        "eventCoding": message.event,
+        "destination": [_destination(message, terms)],
+        "sender": reference(message.sender.organization),
+        "source": {"endpoint": message.sender.endpoint},
+    }
+    if message.focus:
+        header["focus"] = [reference(r) for r in message.focus]
+    if message.response is not None:
+        header["response"] = message.response
+    if message.definition is not None:
+        header["definition"] = message.definition
+    return header
+
+
+def provenance(message: Message, terms: Terminology) -> Resource:
+    """Our Provenance of the message: it targets the MessageHeader, its agent is the sender."""
+    rid, sent = message.ids.provenance, fhir_instant(message.sent_at)
+    resource: Resource = {
         "resourceType": "Provenance",
-        "id": env.provenance_id,
-        "text": narrative(
-            "Provenance",
-            env.provenance_id,
-            [
-                ("Mål", f"MessageHeader/{env.header_id}"),
-                ("Tidspunkt", sent),
-                ("Aktivitet", activity),
-                ("Aktør", f"Organization/{env.sender['id']}"),
-            ],
-        ),
-        "target": [{"reference": f"MessageHeader/{env.header_id}"}],
+        "id": rid,
+        **_meta(message.profiles.provenance),
+        "text": narrative("Provenance", rid, message.provenance_rows),
+        "target": [{"reference": f"MessageHeader/{message.ids.header}"}],
         "occurredDateTime": sent,
         "recorded": sent,
-        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": activity}]},
-        "agent": [{"who": reference(env.sender)}],
+        "activity": {"coding": [{"system": terms.medcom["activityCodes"], "code": message.activity}]},
+        "agent": [{"who": reference(message.sender.organization)}],
     }
+    if message.entity:
+        resource["entity"] = list(message.entity)
+    return resource
 
 
-def message_bundle(env: Envelope, focus: Resource, content: Iterable[Resource], terms: Terminology) -> Resource:
-    """A MedCom-style message: MessageHeader first, then the focus, the content, the Organizations and the
-    Provenance. Like its header, the Bundle claims no MedCom profile (medcom-messaging-1 needs a MedCom header)."""
-    resources: list[Resource] = [
-        message_header(env, focus, terms),
-        focus,
-        *content,
-        env.sender,
-        env.receiver,
-        provenance(env, "new-message", terms),
+def message_bundle(message: Message, terms: Terminology) -> Resource:
+    """The MedCom message: a `message` Bundle of MessageHeader, focus, content, our Provenance and the rest."""
+    resources = [
+        message_header(message, terms),
+        *message.focus,
+        *message.content,
+        provenance(message, terms),
+        *message.after_provenance,
     ]
     return {
         "resourceType": "Bundle",
-        "id": env.bundle_id,
+        "id": message.ids.bundle,
+        **_meta(message.profiles.bundle),
         "type": "message",
-        "timestamp": fhir_instant(env.sent_at),
+        "timestamp": fhir_instant(message.sent_at),
         "entry": entries(resources, terms),
     }
 

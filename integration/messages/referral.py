@@ -7,7 +7,9 @@ and each exercise-test value is a Decimal written digit for digit by `fhir_json.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +20,16 @@ from integration.domain.risk import RiskAssessment
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
-from integration.messages.envelope import Resource, fhir_instant, reference
+from integration.messages.envelope import (
+    Message,
+    MessageIds,
+    Party,
+    Resource,
+    Rows,
+    fhir_instant,
+    message_bundle,
+    reference,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,40 @@ def exercise_test_observation(
     return resource
 
 
+def _service_request_rows(
+    event: DischargeEvent,
+    pathway: Pathway,
+    notes: tuple[str, ...],
+    parties: tuple[Resource, Resource, Resource],
+    supporting: list[Resource],
+    rules: ReferralRules,
+) -> Rows:
+    """The ServiceRequest's narrative; `parties` = (patient, requester, performer)."""
+    patient, requester, performer = parties
+    elements = event.referral.rehab_elements
+    return (
+        ("Henvisning", rules.label("referralCategory", pathway.category)),
+        ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
+        ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
+        ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
+        ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
+        ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
+        ("Patient", f"Patient/{patient['id']}"),
+        ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
+        ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
+        ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
+        *(("Note", line) for line in notes),
+    )
+
+
+def _reason_codes(event: DischargeEvent, terms: Terminology) -> list[dict[str, Any]]:
+    """The diagnoses, the primary one first."""
+    return [
+        {"coding": [_coding(terms.diagnosis_systems[d.system], d.code)]}
+        for d in sorted(event.diagnoses, key=lambda d: not d.primary)
+    ]
+
+
 def service_request(
     rid: str,
     event: DischargeEvent,
@@ -158,28 +203,16 @@ def service_request(
     rules: ReferralRules,
     terms: Terminology,
 ) -> Resource:
+    """The referral: category, closing conversation, ambulatory control, diagnoses, rehabilitation elements,
+    the supporting RiskAssessment and exercise test, and the notes `referral_notes` gives."""
     category = pathway.category
     elements = event.referral.rehab_elements
+    rows = _service_request_rows(event, pathway, notes, (patient, requester, performer), supporting, rules)
+    label = rules.label("referralCategory", category)
     resource: Resource = {
         "resourceType": "ServiceRequest",
         "id": rid,
-        "text": narrative(
-            "ServiceRequest",
-            rid,
-            [
-                ("Henvisning", rules.label("referralCategory", category)),
-                ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
-                ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
-                ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
-                ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
-                ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
-                ("Patient", f"Patient/{patient['id']}"),
-                ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
-                ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
-                ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
-                *(("Note", line) for line in notes),
-            ],
-        ),
+        "text": narrative("ServiceRequest", rid, rows),
         "extension": [
             {"url": terms.extensions["closingConversation"], "valueCode": pathway.closing_conversation.value},
             {"url": terms.extensions["ambulatoryControl"], "valueBoolean": pathway.ambulatory_control},
@@ -187,22 +220,13 @@ def service_request(
         "identifier": [{"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{event.event_id}"}],
         "status": "active",
         "intent": "order",
-        "category": [
-            {
-                "coding": [
-                    _coding(terms.code_systems["referralCategory"], category, rules.label("referralCategory", category))
-                ]
-            }
-        ],
+        "category": [{"coding": [_coding(terms.code_systems["referralCategory"], category, label)]}],
         "code": {"text": "Hjerterehabilitering"},
         "subject": reference(patient),
         "authoredOn": event.occurred_at_text or fhir_instant(event.occurred_at),
         "requester": reference(requester),
         "performer": [reference(performer)],
-        "reasonCode": [
-            {"coding": [_coding(terms.diagnosis_systems[d.system], d.code)]}
-            for d in sorted(event.diagnoses, key=lambda d: not d.primary)
-        ],
+        "reasonCode": _reason_codes(event, terms),
         "supportingInfo": [reference(r) for r in supporting],
         "note": [{"text": line} for line in notes],
     }
@@ -212,3 +236,58 @@ def service_request(
             for e in elements
         ]
     return resource
+
+
+def _party(organization: Resource, terms: Terminology) -> Party:
+    """An organisation at the endpoint its SOR code gives (`Terminology.endpoint`)."""
+    return Party(organization, terms.endpoint(organization["identifier"][0]["value"]))
+
+
+def _header_rows(request: Resource, sender: Party, receiver: Party, terms: Terminology) -> Rows:
+    event = terms.referral_event
+    return (
+        ("Hændelse", f"{event.code} ({event.display})" if event.display else event.code),
+        ("Modtager", f"{receiver.organization['name']} (Organization/{receiver.organization['id']})"),
+        ("Modtagers endpoint", receiver.endpoint),
+        ("Afsender", f"{sender.organization['name']} (Organization/{sender.organization['id']})"),
+        ("Afsenders endpoint", sender.endpoint),
+        ("Fokus", f"{request['resourceType']}/{request['id']}"),
+    )
+
+
+def referral_message(
+    ids: Callable[[str], str],
+    request: Resource,
+    content: Sequence[Resource],
+    sender: Resource,
+    receiver: Resource,
+    now: datetime,
+    terms: Terminology,
+) -> Resource:
+    """The referral message: the ServiceRequest in focus, then `content`, the Organizations and our Provenance
+    (`new-message`); `ids(role)` mints the Bundle, MessageHeader and Provenance ids.
+
+    MedCom's messaging envelope in all but the event (no MedCom referral event exists), so it claims no
+    profile: a header with our event would break the required binding of MedComMessagingMessageHeader, and
+    MedCom's Provenance profile needs such a header as its target (decision 1)."""
+    header_id = ids("MessageHeader")
+    by, to = _party(sender, terms), _party(receiver, terms)
+    sent = fhir_instant(now)
+    message = Message(
+        ids=MessageIds(bundle=ids("Bundle"), header=header_id, provenance=ids("Provenance")),
+        event=terms.referral_event.as_fhir(),
+        sender=by,
+        receiver=to,
+        sent_at=now,
+        activity="new-message",
+        header_rows=_header_rows(request, by, to, terms),
+        provenance_rows=(
+            ("Mål", f"MessageHeader/{header_id}"),
+            ("Tidspunkt", sent),
+            ("Aktivitet", "new-message"),
+            ("Aktør", f"Organization/{sender['id']}"),
+        ),
+        focus=(request,),
+        content=(*content, sender, receiver),
+    )
+    return message_bundle(message, terms)

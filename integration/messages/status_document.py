@@ -18,11 +18,11 @@ from typing import Any
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from integration.domain.closing_report import ClosingReport, Measurement
 from integration.domain.hads import HadsResult, Subscale
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.formats.closing_report import ClosingReport, Measurement
 from integration.messages.envelope import Resource, reference
 
 XHTML = "http://www.w3.org/1999/xhtml"
@@ -198,66 +198,86 @@ def _referral_event(report: ClosingReport, terms: Terminology) -> dict[str, Any]
     }
 
 
-def status_document(
-    report: ClosingReport,
-    patient: Resource,
-    municipality: Resource,
-    gp: Resource,
-    now_id: Callable[[str], str],
-    terms: Terminology,
-) -> Resource:
-    """The document; `now_id` mints ids from the report id."""
-    ids = now_id
+def _observations(
+    report: ClosingReport, patient: Resource, author: Resource, ids: Callable[[str], str], terms: Terminology
+) -> tuple[list[Resource], list[Resource]]:
+    """(one Observation per measurement, one per HADS subscale), in the report's order."""
     measurements = [
-        _measurement(ids(f"Observation/{m.code}"), m, report, patient, municipality, terms) for m in report.measurements
+        _measurement(ids(f"Observation/{m.code}"), m, report, patient, author, terms) for m in report.measurements
     ]
-    hads = (
-        []
-        if report.hads is None
-        else [
-            _hads_observation(ids(f"Observation/hads-{n}"), n, s, report, patient, municipality, terms)
-            for n, s in (("anxiety", report.hads.anxiety), ("depression", report.hads.depression))
-        ]
-    )
+    if report.hads is None:
+        return measurements, []
+    hads = [
+        _hads_observation(ids(f"Observation/hads-{n}"), n, s, report, patient, author, terms)
+        for n, s in (("anxiety", report.hads.anxiety), ("depression", report.hads.depression))
+    ]
+    return measurements, hads
+
+
+def _course_section(report: ClosingReport) -> Resource:
     elements = [
         f"{ELEMENT_LABELS[e.code]}: {'gennemført' if e.completed else 'ikke gennemført'}"
         + (f" ({e.sessions} gange)" if e.sessions is not None else "")
         for e in report.elements
     ]
+    place = "i kommunen" if report.closing_place == "municipality" else "på hospitalet"
+    return _section(
+        "Forløbet",
+        [
+            E.p(
+                f"Kommunalt rehabiliteringsforløb {report.course_start.isoformat()} til "
+                f"{report.course_end.isoformat()}; afsluttende samtale {report.closing_date.isoformat()} "
+                f"({place})."
+            ),
+            E.ul(*(E.li(line) for line in elements)),
+            *([E.p(f"Henvisning: {report.referral_ref}")] if report.referral_ref is not None else []),
+        ],
+    )
+
+
+def _effect_section(report: ClosingReport, measurements: list[Resource]) -> Resource:
     smoking = [f"Rygestatus: {report.smoking[0]} før, {report.smoking[1]} efter"] if report.smoking else []
-    sections = [
-        _section(
-            "Forløbet",
-            [
-                E.p(
-                    f"Kommunalt rehabiliteringsforløb {report.course_start.isoformat()} til "
-                    f"{report.course_end.isoformat()}; afsluttende samtale {report.closing_date.isoformat()} "
-                    f"({'i kommunen' if report.closing_place == 'municipality' else 'på hospitalet'})."
-                ),
-                E.ul(*(E.li(line) for line in elements)),
-                *([E.p(f"Henvisning: {report.referral_ref}")] if report.referral_ref is not None else []),
-            ],
-        ),
-        _section(
-            "Effekt af rehabiliteringen",
-            [
-                E.p(report.summary),
-                *(E.p(line) for line in smoking),
-                E.ul(*(E.li(measurement_line(m)) for m in report.measurements)),
-            ],
-            measurements,
-        ),
+    return _section(
+        "Effekt af rehabiliteringen",
+        [
+            E.p(report.summary),
+            *(E.p(line) for line in smoking),
+            E.ul(*(E.li(measurement_line(m)) for m in report.measurements)),
+        ],
+        measurements,
+    )
+
+
+def _sections(report: ClosingReport, measurements: list[Resource], hads: list[Resource]) -> list[Resource]:
+    """The Composition's sections: the course, its effect, the HADS screening and the handover."""
+    return [
+        _course_section(report),
+        _effect_section(report, measurements),
         _section("Screening for angst og depression (HADS)", [E.p(line) for line in hads_lines(report.hads)], hads),
         _section(
             "Overdragelse",
             [E.p(handover_line(report)), *([E.p(f"Opfølgning: {report.follow_up}")] if report.follow_up else [])],
         ),
     ]
-    composition = {
+
+
+def _composition(
+    rid: str,
+    report: ClosingReport,
+    patient: Resource,
+    municipality: Resource,
+    gp: Resource,
+    sections: list[Resource],
+    terms: Terminology,
+) -> Resource:
+    """The Composition: by the municipality, about the patient, to the GP; whether responsibility moves."""
+    title = "Status efter hjerterehabilitering"
+    document_type = {"system": terms.code_systems["documentType"], "code": "rehabilitation-closing-status"}
+    composition: Resource = {
         "resourceType": "Composition",
-        "id": ids("Composition"),
+        "id": rid,
         "text": xhtml(
-            E.p(E.b("Status efter hjerterehabilitering")),
+            E.p(E.b(title)),
             E.p(f"Patient/{patient['id']}; fra {municipality['name']}; til egen læge Organization/{gp['id']}"),
         ),
         "extension": [
@@ -268,23 +288,34 @@ def status_document(
         ],
         "status": "final",
         "type": {
-            "coding": [
-                {
-                    "system": terms.code_systems["documentType"],
-                    "code": "rehabilitation-closing-status",
-                    "display": "Status efter hjerterehabilitering",
-                }
-            ],
-            "text": "Status efter hjerterehabilitering",
+            "coding": [{**document_type, "display": title}],
+            "text": title,
         },
         "subject": reference(patient),
         "date": report.sent_at_instant,
         "author": [reference(municipality)],
-        "title": "Status efter hjerterehabilitering",
+        "title": title,
         "section": sections,
     }
     if report.referral_ref is not None:
         composition["event"] = [_referral_event(report, terms)]
+    return composition
+
+
+def status_document(
+    report: ClosingReport,
+    patient: Resource,
+    municipality: Resource,
+    gp: Resource,
+    now_id: Callable[[str], str],
+    terms: Terminology,
+) -> Resource:
+    """The document (a FHIR `document` Bundle: Composition first, every resource once); `now_id` mints ids
+    from the report id. No MedCom message envelope: the GP receives it beside a CareCommunication that is one."""
+    ids = now_id
+    measurements, hads = _observations(report, patient, municipality, ids, terms)
+    sections = _sections(report, measurements, hads)
+    composition = _composition(ids("Composition"), report, patient, municipality, gp, sections, terms)
     resources = [composition, patient, municipality, gp, *measurements, *hads]
     bundle_id = ids("Bundle")
     return {
