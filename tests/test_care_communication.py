@@ -233,3 +233,17 @@ def test_a_departments_message_in_an_unknown_thread_goes_to_triage(shared: Path,
     result = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
     assert [o.route.routing_key for o in result.outgoing] == ["hotline.unmatched", f"ack.{key.split('|')[0]}"]
     assert result.state.answered == () and result.facts[0].kind == "hotline-answer-unmatched"
+
+
+def test_a_repeated_resource_with_the_id_of_one_of_ours_is_refused_not_dropped() -> None:
+    """Our reply keeps one entry per id; a received resource that takes the id of our MessageHeader,
+    CareCommunication or Provenance would silently drop one of the two, so the input is refused naming it."""
+    from integration.errors import InvalidInput
+    from integration.messages.care_communication import _one_per_id
+
+    ours = frozenset({"hdr", "comm", "prov"})
+    received = [{"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p1"}]
+    assert _one_per_id(received, set(ours), ours) == (received[0],)
+    with pytest.raises(InvalidInput) as refused:
+        _one_per_id([{"resourceType": "Organization", "id": "prov"}], set(ours), ours)
+    assert refused.value.field == "Organization.id"

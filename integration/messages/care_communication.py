@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from integration.errors import InvalidInput
 from integration.fhir.ids import derived_id, derived_uuid4
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
@@ -103,10 +104,17 @@ def _text_payload(payload_id: str, text: str, sent: str, author: Resource, sende
     }
 
 
-def _one_per_id(resources: Iterable[Resource], taken: set[str]) -> tuple[Resource, ...]:
-    """The CareCommunication's rule: one entry per resource id, the first one kept (`taken`: ids already in)."""
+def _one_per_id(resources: Iterable[Resource], taken: set[str], ours: frozenset[str]) -> tuple[Resource, ...]:
+    """The CareCommunication's rule: one entry per resource id, the first one kept (`taken`: ids already in).
+
+    Raises InvalidInput when a repeated resource has the id of one of ours (`ours`: the MessageHeader, the
+    CareCommunication, our Provenance): keeping either would silently drop the other."""
     kept = []
     for resource in resources:
+        if resource["id"] in ours:
+            raise InvalidInput(
+                f"{resource['resourceType']}.id", "is the id of a resource of our reply; ids must be unique"
+            )
         if resource["id"] not in taken:
             taken.add(resource["id"])
             kept.append(resource)
@@ -147,7 +155,8 @@ def _message(
 ) -> Resource:
     """The CareCommunication message in MedCom's envelope, one entry per resource id (the first one wins)."""
     message_ids = MessageIds(bundle=ids("Bundle"), header=ids("MessageHeader"), provenance=ids("Provenance"))
-    taken = {message_ids.header, communication["id"], message_ids.provenance}
+    ours = frozenset({message_ids.header, communication["id"], message_ids.provenance})
+    taken = set(ours)
     message = Message(
         ids=message_ids,
         event=EVENT,
@@ -159,8 +168,8 @@ def _message(
         provenance_rows=_provenance_rows(message_ids.header, thread.activity, thread.entity),
         profiles=PROFILES,
         focus=(communication,),
-        content=_one_per_id(thread.content, taken),
-        after_provenance=_one_per_id(thread.after_provenance, taken),
+        content=_one_per_id(thread.content, taken, ours),
+        after_provenance=_one_per_id(thread.after_provenance, taken, ours),
         entity=thread.entity,
         destination=thread.destination,
         definition=DEFINITION,
