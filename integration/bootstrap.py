@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from lxml import etree
 
 from integration.config import Settings
-from integration.domain.course import State
 from integration.errors import ConfigurationError
 from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
-from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
+from integration.flows.dispatch import FLOWS, Pipeline, answer_unprocessable, handler
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext
-from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
 from integration.service.processor import Handler, Unprocessable
@@ -84,21 +81,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
 
 
 def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
-    """The handler of each flow's inbound queue; a later flow adds one entry."""
-
-    def discharge(body: bytes, now: datetime, state: State) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("discharge-event",), state=state)
-
-    def hotline(body: bytes, now: datetime, state: State) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("advice-request", "care-communication"), state=state)
-
-    def closing(body: bytes, now: datetime, state: State) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("closing-report",), state=state)
-
-    def acknowledgement(body: bytes, now: datetime, state: State) -> FlowResult:
-        return transform(body, pipeline, now, accepted=("acknowledgement",), state=state)
-
-    return {"discharge": discharge, "hotline": hotline, "closing": closing, "acknowledgement": acknowledgement}
+    """The handler of each flow's inbound queue: one per row of the dispatch table (`flows.dispatch.FLOWS`)."""
+    return {flow: handler(pipeline, flow) for flow in FLOWS}
 
 
 def unprocessable_answer(pipeline: Pipeline) -> Unprocessable:

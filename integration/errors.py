@@ -31,8 +31,6 @@ dead-letter headers.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class IntegrationError(Exception):
     """Base of every error the service expects and handles."""
@@ -46,21 +44,19 @@ class IntegrationError(Exception):
 class Rejected(IntegrationError):
     """A permanent failure: retrying the same message cannot help.
 
-    `reply`, when set, is what to send and record although the message is dead-lettered (a
-    MedCom message's fatal-error acknowledgement): a FlowResult, typed loosely to keep this
-    module free of imports.
+    Raised where it is found; a flow that still answers the sender (a MedCom message's fatal-error
+    acknowledgement) returns it instead, inside a `flows.results.Refusal` with the answer.
     """
 
     reason = "rejected"
-    reply: Any = None
-
-    def answered(self, reply: Any) -> Rejected:
-        self.reply = reply
-        return self
 
 
 class InvalidInput(Rejected):
-    """The inbound message breaks its contract."""
+    """The inbound message breaks its contract.
+
+    `field` is where, as data: a FHIRPath into a FHIR message (`Patient.identifier[0].value`), else the
+    field of our JSON or XML contract (`admission.dischargedAt`, `ClosingReport.Course`); "" when the
+    whole message is at fault (malformed, too large). An acknowledgement's issue reports it as is."""
 
     reason = "invalid-input"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,12 @@ import pytest
 
 from integration.conformance.checks import conformance_findings
 from integration.domain.course import EarlierMessage, FixedState, ReceivedMessage
-from integration.errors import Rejected
 from integration.flows.acknowledging import ResentWithOtherContent, content_digest
 from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
-from integration.flows.results import FlowResult, Outgoing
+from integration.flows.results import FlowResult, Outgoing, Refusal
 from integration.formats.care_communication import decode_xml_bundle
-from tests.test_care_communication import ACCEPTED, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for, as_sent
+from tests.refusals import answered, refusal
+from tests.test_care_communication import HOTLINE, SATURDAY, _municipal_nursing_to_gp, _with_hotline_for, as_sent
 
 CC_SEND = ("medcom", "dk-medcom-carecommunication-testscripts", "send")
 
@@ -53,11 +54,9 @@ def _ack_of(result: FlowResult) -> Outgoing:
 
 def _rejected_ack(
     pipeline: Pipeline, bundle: dict[str, Any], state: FixedState | None = None
-) -> tuple[Rejected, Outgoing]:
-    with pytest.raises(Rejected) as caught:
-        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED, state=state or FixedState())
-    assert caught.value.reply is not None, "a MedCom message is answered even when rejected"
-    return caught.value, _ack_of(caught.value.reply)
+) -> tuple[Refusal, Outgoing]:
+    refused = answered(json.dumps(bundle).encode(), pipeline, SATURDAY, flow=HOTLINE, state=state or FixedState())
+    return refused, _ack_of(refused.answer)
 
 
 def _remembered(result: FlowResult) -> FixedState:
@@ -83,7 +82,7 @@ def test_every_shared_carecommunication_is_acknowledged_ok_as_the_standard_asks(
     for path in paths:
         bundle = _load(path)
         header_in = bundle["entry"][0]["resource"]
-        ack = _ack_of(transform(path.read_bytes(), _configured(pipeline, bundle), SATURDAY, accepted=ACCEPTED)).message
+        ack = _ack_of(transform(path.read_bytes(), _configured(pipeline, bundle), SATURDAY, flow=HOTLINE)).message
         assert conformance_findings(ack) == [], path.name
         header = ack["entry"][0]["resource"]
         assert header["response"] == {"identifier": header_in["id"], "code": "ok"}
@@ -108,7 +107,7 @@ def test_an_invalid_carecommunication_gets_fatal_error_naming_the_field(shared: 
     bundle = _load(_municipal_nursing_to_gp(shared))
     for patient in _resources(bundle, "Patient"):
         patient["birthDate"] = "1948-13-45"
-    rejection, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
     ack = out.message
     assert conformance_findings(ack) == []
     header = ack["entry"][0]["resource"]
@@ -119,7 +118,7 @@ def test_an_invalid_carecommunication_gets_fatal_error_naming_the_field(shared: 
     assert issue["severity"] == "error" and issue["code"] == "structure"
     assert issue["expression"] == ["Patient.birthDate"]
     assert issue["details"]["coding"][0]["code"] == "MSG_BAD_FORMAT"
-    (received,) = rejection.reply.state.received
+    (received,) = refused.answer.state.received
     assert received.code == "fatal-error", "remembered: a duplicate gets the same fatal-error"
 
 
@@ -156,9 +155,9 @@ def test_a_hospitalnotification_is_answered_fatal_error_we_cannot_receive_it(sha
         / "dk-medcom-hospitalnotification-testscripts"
         / "Bundle-5be3a118-64e4-4541-a2fa-a90e3df387d6.xml"
     )
-    with pytest.raises(Rejected, match="not a message this queue accepts") as caught:
-        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
-    ack = _ack_of(caught.value.reply).message
+    refused = answered(path.read_bytes(), pipeline, SATURDAY, flow=HOTLINE)
+    assert re.search("not a message this queue accepts", str(refused.rejection))
+    ack = _ack_of(refused.answer).message
     assert conformance_findings(ack) == []
     (issue,) = _resources(ack, "OperationOutcome")[0]["issue"]
     assert issue["code"] == "not-supported"
@@ -168,26 +167,25 @@ def test_a_hospitalnotification_is_answered_fatal_error_we_cannot_receive_it(sha
 def test_a_message_that_cannot_be_addressed_is_rejected_without_an_ack(shared: Path, pipeline: Pipeline) -> None:
     bundle = _load(_municipal_nursing_to_gp(shared))
     del bundle["entry"][0]["resource"]["source"]
-    with pytest.raises(Rejected, match="source.endpoint") as caught:
-        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED)
-    assert caught.value.reply.outgoing == ()
-    assert [f.kind for f in caught.value.reply.facts] == ["not-acknowledged"]
+    refused = answered(json.dumps(bundle).encode(), pipeline, SATURDAY, flow=HOTLINE)
+    assert re.search("source.endpoint", str(refused.rejection))
+    assert refused.answer.outgoing == ()
+    assert [f.kind for f in refused.answer.facts] == ["not-acknowledged"]
 
 
 def test_a_message_without_a_bundle_id_is_answered_fatal_error(shared: Path, pipeline: Pipeline) -> None:
     bundle = _load(_municipal_nursing_to_gp(shared))
     del bundle["id"]
-    rejection, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
     (issue,) = _resources(out.message, "OperationOutcome")[0]["issue"]
-    assert issue["expression"] == ["Bundle.id"] and rejection.reply.state.received == ()
+    assert issue["expression"] == ["Bundle.id"] and refused.answer.state.received == ()
     assert conformance_findings(out.message) == []
 
 
 def test_an_ack_is_never_acknowledged(shared: Path, pipeline: Pipeline) -> None:
     path = shared / "medcom" / "dk-ehmi-sbdh" / "ehmiMessage_Ack.xml"
-    with pytest.raises(Rejected) as caught:
-        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
-    assert caught.value.reply is None
+    _rejection, answer = refusal(path.read_bytes(), pipeline, SATURDAY, flow=HOTLINE)
+    assert answer is None
 
 
 def _first_transmission(
@@ -201,8 +199,8 @@ def _first_transmission(
             patient["birthDate"] = "1948-13-45"
     configured = _configured(pipeline, bundle)
     if first_code == "ok":
-        return bundle, configured, transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
-    return bundle, configured, _rejected_ack(configured, bundle)[0].reply
+        return bundle, configured, transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
+    return bundle, configured, _rejected_ack(configured, bundle)[0].answer
 
 
 @pytest.mark.parametrize("first_code", ["ok", "fatal-error"])
@@ -215,7 +213,7 @@ def test_a_duplicate_is_not_processed_and_gets_the_same_ack_in_a_new_bundle(
     again = copy.deepcopy(bundle)
     again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"  # the sender's resend: new Bundle.id, same MessageHeader.id
     later = SATURDAY + timedelta(minutes=31)
-    second = transform(json.dumps(again).encode(), configured, later, accepted=ACCEPTED, state=_remembered(first))
+    second = transform(json.dumps(again).encode(), configured, later, flow=HOTLINE, state=_remembered(first))
     (out,) = second.outgoing  # nothing routed: not processed again
     assert [f.kind for f in second.facts] == ["duplicate-message"]
     assert _without_transmission(out.message) == _without_transmission(first_ack)
@@ -243,7 +241,8 @@ def test_a_message_resent_under_its_messageheader_id_with_other_content_is_refus
     changed = _changed_text(bundle)
     if bundle_id == "new":
         changed["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
-    rejection, out = _rejected_ack(configured, changed, _remembered(first))
+    refused, out = _rejected_ack(configured, changed, _remembered(first))
+    rejection = refused.rejection
     assert isinstance(rejection, ResentWithOtherContent) and rejection.reason == "reused-medcom-message-id"
     assert "MessageHeader.id" in str(rejection)
     header = out.message["entry"][0]["resource"]
@@ -253,8 +252,8 @@ def test_a_message_resent_under_its_messageheader_id_with_other_content_is_refus
     assert issue["code"] == "duplicate" and issue["details"]["coding"][0]["code"] == "MSG_DUPLICATE_ID"
     assert issue["expression"] == ["MessageHeader.id"]
     assert conformance_findings(out.message) == []
-    assert rejection.reply.state.received == (), "not remembered: the first stays the message"
-    assert not [o for o in rejection.reply.outgoing if o.route.exchange != "rehab.ack"], "nothing routed"
+    assert refused.answer.state.received == (), "not remembered: the first stays the message"
+    assert not [o for o in refused.answer.outgoing if o.route.exchange != "rehab.ack"], "nothing routed"
 
 
 def test_a_retransmission_may_renew_its_bundle_and_send_times_only(shared: Path, pipeline: Pipeline) -> None:
@@ -262,7 +261,7 @@ def test_a_retransmission_may_renew_its_bundle_and_send_times_only(shared: Path,
     resource's meta.lastUpdated/versionId, a Provenance's occurredDateTime/recorded; the entries' order."""
     bundle = _load(_municipal_nursing_to_gp(shared))
     configured = _configured(pipeline, bundle)
-    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
     again = copy.deepcopy(bundle)
     again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
     again["timestamp"] = "2026-12-05T12:31:00+01:00"
@@ -274,7 +273,7 @@ def test_a_retransmission_may_renew_its_bundle_and_send_times_only(shared: Path,
         entry["resource"].setdefault("meta", {})["lastUpdated"] = "2026-12-05T12:31:00+01:00"
     again["entry"][1:] = reversed(again["entry"][1:])
     assert content_digest(again) == content_digest(bundle)
-    second = transform(json.dumps(again).encode(), configured, SATURDAY, accepted=ACCEPTED, state=_remembered(first))
+    second = transform(json.dumps(again).encode(), configured, SATURDAY, flow=HOTLINE, state=_remembered(first))
     assert [f.kind for f in second.facts] == ["duplicate-message"]
     assert _ack_of(second).message["entry"][0]["resource"]["response"]["code"] == "ok"
 
@@ -304,14 +303,14 @@ def test_a_messageheader_id_remembered_without_a_digest_is_a_duplicate_as_before
     its digest kept (the next changed one is refused)."""
     bundle = _load(_municipal_nursing_to_gp(shared))
     configured = _configured(pipeline, bundle)
-    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
     (received,) = first.state.received
     old = FixedState(
         messages={received.header_id: EarlierMessage(frozenset({received.bundle_id}), received.code, received.ack)}
     )
     changed = _changed_text(bundle)
     changed["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
-    second = transform(json.dumps(changed).encode(), configured, SATURDAY, accepted=ACCEPTED, state=old)
+    second = transform(json.dumps(changed).encode(), configured, SATURDAY, flow=HOTLINE, state=old)
     assert [f.kind for f in second.facts] == ["duplicate-message"]
     assert second.state.received[0].content == content_digest(changed)
 
@@ -321,12 +320,12 @@ def test_the_same_transmission_again_means_our_ack_was_lost_and_it_is_sent_again
 ) -> None:
     bundle = _load(_municipal_nursing_to_gp(shared))
     configured = _configured(pipeline, bundle)
-    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
     second = transform(
         json.dumps(bundle).encode(),
         configured,
         SATURDAY + timedelta(hours=1),
-        accepted=ACCEPTED,
+        flow=HOTLINE,
         state=_remembered(first),
     )
     (out,) = second.outgoing
@@ -338,7 +337,7 @@ def test_the_same_transmission_again_means_our_ack_was_lost_and_it_is_sent_again
 def test_a_reused_bundle_id_with_a_new_message_is_a_fatal_error(shared: Path, pipeline: Pipeline) -> None:
     bundle = _load(_municipal_nursing_to_gp(shared))
     configured = _configured(pipeline, bundle)
-    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    first = transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
     other = copy.deepcopy(bundle)
     header = other["entry"][0]["resource"]
     old_id, header["id"] = header["id"], "7d4e2f0a-1b3c-4d5e-8f60-718293a4b5c6"
@@ -365,7 +364,7 @@ def test_a_message_we_give_up_on_gets_transient_error_and_then_ok_when_it_loads(
     assert _resources(transient, "OperationOutcome")[0]["issue"][0]["code"] == "transient"
     again = copy.deepcopy(bundle)
     again["id"] = "0b6c1f5e-6a55-4d0e-9d61-2a3f5c7e9b10"
-    later = transform(json.dumps(again).encode(), _configured(pipeline, bundle), SATURDAY, accepted=ACCEPTED)
+    later = transform(json.dumps(again).encode(), _configured(pipeline, bundle), SATURDAY, flow=HOTLINE)
     ok = _ack_of(later).message
     assert ok["entry"][0]["resource"]["response"]["code"] == "ok" and ok["id"] != transient["id"]
 
@@ -400,14 +399,14 @@ def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState,
 def test_a_bad_ack_for_our_message_is_rejected_with_the_reason(pipeline: Pipeline, breakage: Any, reason: str) -> None:
     state, ack = _our_message_and_its_ack(pipeline, "fatal-error")
     breakage(ack["entry"][0]["resource"])
-    with pytest.raises(Rejected, match=reason) as caught:
-        transform(json.dumps(ack).encode(), pipeline, SATURDAY, accepted=("acknowledgement",), state=state)
-    assert caught.value.reply is None, "an ack is never acknowledged"
+    rejection, answer = refusal(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    assert re.search(reason, str(rejection))
+    assert answer is None, "an ack is never acknowledged"
 
 
 def test_an_ack_settles_our_message_and_names_its_patient_for_the_audit(pipeline: Pipeline) -> None:
     state, ack = _our_message_and_its_ack(pipeline, "ok")
-    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, accepted=("acknowledgement",), state=state)
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
     assert result.outgoing == () and result.patient == "2512489996"
     (settled,) = result.state.acks
     assert settled.code == "ok" and [f.kind for f in result.facts] == ["ack-received"]

@@ -22,9 +22,10 @@ from integration.domain.opening_hours import OpeningHours
 from integration.errors import InvalidInput, UnknownMessageKind
 from integration.flows.dispatch import Pipeline, transform
 from integration.formats.care_communication import decode_xml_bundle, parse_care_communication
+from tests.refusals import answered
 
 SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
-ACCEPTED = ("advice-request", "care-communication")
+HOTLINE = "hotline"  # the queue, and so the row of the dispatch, that takes CareCommunications
 
 
 AS_SENT = Path(tempfile.gettempdir()) / "rehab-tests-touchstone-as-sent"
@@ -111,7 +112,7 @@ def test_every_shared_carecommunication_example_routes_with_a_valid_reply_or_is_
             rejected.append((path.name, "not a CareCommunication"))
             continue
         configured = _with_hotline_for(pipeline, request.addressed_department or "")
-        result = transform(path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED)
+        result = transform(path.read_bytes(), configured, SATURDAY, flow=HOTLINE)
         forward, reply_out, ack = result.outgoing
         assert ack.route.routing_key == f"ack.{request.sender_id}"
         assert ack.message["entry"][0]["resource"]["response"] == {"identifier": header_in_id(bundle), "code": "ok"}
@@ -150,7 +151,7 @@ def test_an_acknowledgement_on_the_hotline_queue_is_rejected_as_the_wrong_kind(
 ) -> None:
     path = shared / "medcom" / "dk-medcom-carecommunication" / "examples" / "Flow2-Acknowledgement_Ex_to_OIOXML.xml"
     with pytest.raises(UnknownMessageKind, match="not a message this queue accepts"):
-        transform(path.read_bytes(), pipeline, SATURDAY, accepted=ACCEPTED)
+        transform(path.read_bytes(), pipeline, SATURDAY, flow=HOTLINE)
 
 
 @pytest.mark.parametrize(
@@ -168,9 +169,9 @@ def test_a_carecommunication_naming_its_patient_by_no_usable_number_is_refused_w
     bundle = json.loads(_municipal_nursing_to_gp(shared).read_bytes())
     for patient in _entries(bundle, "Patient"):
         patient["identifier"] = [identifier]
-    with pytest.raises(InvalidInput, match=expected) as caught:
-        transform(json.dumps(bundle).encode(), pipeline, SATURDAY, accepted=ACCEPTED)
-    assert caught.value.field == "Patient.identifier" and identifier["value"] not in str(caught.value)
+    rejection = answered(json.dumps(bundle).encode(), pipeline, SATURDAY, flow=HOTLINE).rejection
+    assert isinstance(rejection, InvalidInput) and re.search(expected, str(rejection))
+    assert rejection.field == "Patient.identifier" and identifier["value"] not in str(rejection)
 
 
 def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_responsible(
@@ -185,7 +186,7 @@ def test_a_municipality_after_the_handover_gets_a_medcom_reply_saying_the_gp_is_
     )
     closed = Course(request.patient, request.addressed_department or "", "851", False, "gp")
     result = transform(
-        path.read_bytes(), configured, SATURDAY, accepted=ACCEPTED, state=FixedState(courses={request.patient: closed})
+        path.read_bytes(), configured, SATURDAY, flow=HOTLINE, state=FixedState(courses={request.patient: closed})
     )
     forward, reply, _ack = result.outgoing
     assert forward.route.routing_key == "hotline.unmatched"
@@ -217,7 +218,7 @@ def test_a_departments_answer_goes_back_to_the_requester_by_thread(shared: Path,
         json.dumps(bundle).encode(),
         configured,
         SATURDAY,
-        accepted=ACCEPTED,
+        flow=HOTLINE,
         state=FixedState(threads={thread: "434751000016002"}),
     )
     out, ack = result.outgoing
@@ -230,7 +231,7 @@ def test_a_departments_answer_goes_back_to_the_requester_by_thread(shared: Path,
 def test_a_departments_message_in_an_unknown_thread_goes_to_triage(shared: Path, pipeline: Pipeline) -> None:
     bundle, key = _department_reply(shared)
     configured = _with_hotline_for(pipeline, key.split("|")[0])
-    result = transform(json.dumps(bundle).encode(), configured, SATURDAY, accepted=ACCEPTED)
+    result = transform(json.dumps(bundle).encode(), configured, SATURDAY, flow=HOTLINE)
     assert [o.route.routing_key for o in result.outgoing] == ["hotline.unmatched", f"ack.{key.split('|')[0]}"]
     assert result.state.answered == () and result.facts[0].kind == "hotline-answer-unmatched"
 

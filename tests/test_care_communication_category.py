@@ -17,7 +17,8 @@ from integration.conformance.messaging_rules import (
 from integration.errors import InvalidInput
 from integration.flows.dispatch import Pipeline
 from tests.conftest import SHARED
-from tests.test_input_classification import STATE, WEEKDAY, ack_code, care_communication, rejected, resource
+from tests.test_input_classification import STATE, WEEKDAY, ack_code, care_communication, resource
+from tests.test_input_classification import refused as refused_with_answer
 
 CODE_SYSTEM = (
     SHARED
@@ -36,9 +37,9 @@ def _category(code: Any) -> Any:
 
 @pytest.mark.parametrize("code", ["nonsense-code", "Training", "2512489996"])
 def test_an_unknown_category_code_gets_fatal_error_naming_communication_category(pipeline: Pipeline, code: str) -> None:
-    refused = rejected(care_communication(_category(code)), pipeline, WEEKDAY, state=STATE)
+    refused, answer = refused_with_answer(care_communication(_category(code)), pipeline, WEEKDAY, state=STATE)
     assert isinstance(refused, InvalidInput) and refused.field == "Communication.category", refused
-    assert ack_code(refused) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
     assert code not in str(refused)
 
 

@@ -58,9 +58,7 @@ def every_emitted_message(pipeline: Pipeline, shared: Path) -> list[tuple[str, d
         bundle = _read(path)
         request = parse_care_communication(bundle, pipeline.municipality_sors)
         configured = _with_hotline_for(pipeline, request.addressed_department or "")
-        _forward, *answers = transform(
-            path.read_bytes(), configured, SATURDAY, accepted=("care-communication",)
-        ).outgoing
+        _forward, *answers = transform(path.read_bytes(), configured, SATURDAY, flow="hotline").outgoing
         messages += [(f"{out.route.routing_key} for {path.name}", out.message) for out in answers]
         broken = copy.deepcopy(bundle)
         for entry in broken["entry"]:

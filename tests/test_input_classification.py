@@ -30,6 +30,7 @@ from integration.formats.closing_report import parse_closing_report
 from integration.log import cpr_numbers_in
 from integration.messages.acknowledgement import Issue, acknowledgement, addressing
 from tests.conftest import GOLDEN
+from tests.refusals import refusal
 
 CPR = "2512489996"
 STATE = FixedState(courses={CPR: Course(CPR, "715541000016001", "851", True, "hospital")})
@@ -44,23 +45,26 @@ EVENT_WITH_TEST = json.loads((GOLDEN / "discharge" / "08-exercise-test-with-resu
 CARE_COMMUNICATION = json.loads((GOLDEN / "hotline" / "municipality-routine.carecommunication.json").read_text())
 
 
-def rejected(raw: bytes, pipeline: Pipeline, now: datetime, **kwargs: Any) -> Rejected:
-    """The rejection of `raw`, checked to repeat nothing personal; any other exception fails the test."""
-    with pytest.raises(Rejected) as caught:
-        transform(raw, pipeline, now, **kwargs)
-    rejection = caught.value
+def refused(raw: bytes, pipeline: Pipeline, now: datetime, **kwargs: Any) -> tuple[Rejected, FlowResult | None]:
+    """The rejection of `raw` and the answer its sender gets with it (None: raised without one), checked to
+    repeat nothing personal; any other exception fails the test."""
+    rejection, answer = refusal(raw, pipeline, now, **kwargs)
     texts = [str(rejection), getattr(rejection, "field", ""), *getattr(rejection, "details", ())]
     for text in texts:
         assert not cpr_numbers_in(text) and "Berggren" not in text and "Nancy" not in text, text
         assert "\n" not in text
-    return rejection
+    return rejection, answer
 
 
-def ack_code(rejection: Rejected) -> str | None:
+def rejected(raw: bytes, pipeline: Pipeline, now: datetime, **kwargs: Any) -> Rejected:
+    """The rejection of `raw` (`refused`), whatever its answer."""
+    return refused(raw, pipeline, now, **kwargs)[0]
+
+
+def ack_code(answer: FlowResult | None) -> str | None:
     """The response code of the ack a MedCom sender gets with the rejection (None: no ack possible)."""
-    reply = rejection.reply
-    assert isinstance(reply, FlowResult)
-    acks = [o.message for o in reply.outgoing if o.route.exchange == "rehab.ack"]
+    assert isinstance(answer, FlowResult)
+    acks = [o.message for o in answer.outgoing if o.route.exchange == "rehab.ack"]
     return acks[0]["entry"][0]["resource"]["response"]["code"] if acks else None
 
 
@@ -325,15 +329,17 @@ def test_an_unknown_value_or_key_is_not_repeated_unless_it_looks_like_a_code(
 def test_a_resource_without_narrative_gets_fatal_error_naming_its_text(
     pipeline: Pipeline, rtype: str, now: datetime
 ) -> None:
-    rejection = rejected(care_communication(lambda b: resource(b, rtype).pop("text")), pipeline, now, state=STATE)
+    rejection, answer = refused(
+        care_communication(lambda b: resource(b, rtype).pop("text")), pipeline, now, state=STATE
+    )
     assert isinstance(rejection, InvalidInput) and rejection.field == f"{rtype}.text"
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 def test_a_provenance_without_id_cannot_be_acknowledged_and_says_so(pipeline: Pipeline) -> None:
-    rejection = rejected(care_communication(lambda b: resource(b, "Provenance").pop("id")), pipeline, SATURDAY)
+    rejection, answer = refused(care_communication(lambda b: resource(b, "Provenance").pop("id")), pipeline, SATURDAY)
     assert isinstance(rejection, InvalidInput) and rejection.field == "Provenance.id"
-    assert ack_code(rejection) is None
+    assert ack_code(answer) is None
 
 
 @pytest.mark.parametrize("rtype", ["Practitioner", "PractitionerRole", "Patient", "Organization"])
@@ -345,9 +351,9 @@ def test_a_resource_id_that_is_not_a_uuid_gets_fatal_error_naming_it(pipeline: P
 
 
 def test_a_practitioner_without_id_gets_fatal_error_naming_it(pipeline: Pipeline) -> None:
-    rejection = rejected(care_communication(lambda b: resource(b, "Practitioner").pop("id")), pipeline, SATURDAY)
+    rejection, answer = refused(care_communication(lambda b: resource(b, "Practitioner").pop("id")), pipeline, SATURDAY)
     assert isinstance(rejection, InvalidInput) and rejection.field == "Practitioner.id"
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 @pytest.mark.parametrize(
@@ -364,9 +370,9 @@ def test_a_timestamp_with_second_60_or_none_gets_fatal_error_naming_it(
         else:
             bundle["timestamp"] = timestamp
 
-    rejection = rejected(care_communication(stamped), pipeline, WEEKDAY, state=STATE)
+    rejection, answer = refused(care_communication(stamped), pipeline, WEEKDAY, state=STATE)
     assert isinstance(rejection, InvalidInput) and rejection.field == "Bundle.timestamp" and words in str(rejection)
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 def test_a_thousand_deep_array_in_a_communication_note_is_refused_naming_where(pipeline: Pipeline) -> None:
@@ -413,9 +419,9 @@ def test_a_url_that_is_not_a_string_is_a_content_error_not_a_crash_of_the_valida
     def numeric_url(bundle: dict[str, Any]) -> None:
         resource(bundle, "Communication")["payload"][0]["contentAttachment"] = {"url": 5, "contentType": "text/plain"}
 
-    rejection = rejected(care_communication(numeric_url), pipeline, WEEKDAY, state=STATE)
+    rejection, answer = refused(care_communication(numeric_url), pipeline, WEEKDAY, state=STATE)
     assert isinstance(rejection, InvalidInput) and rejection.field.startswith("Communication.payload")
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 def test_a_patient_id_that_is_a_cpr_number_is_never_repeated_in_fhir_content_errors(pipeline: Pipeline) -> None:
@@ -438,14 +444,14 @@ def test_a_sender_sor_that_is_not_digits_cannot_become_a_routing_key(pipeline: P
 
 
 def test_a_cpr_identifier_of_use_usual_is_refused_before_our_reply_would_repeat_it(pipeline: Pipeline) -> None:
-    rejection = rejected(
+    rejection, answer = refused(
         care_communication(lambda b: resource(b, "Patient")["identifier"][0].update(use="usual")),
         pipeline,
         SATURDAY,
         state=STATE,
     )
     assert isinstance(rejection, InvalidInput) and rejection.field == "Patient.identifier"
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 def _as_xml(bundle: dict[str, Any]) -> bytes:
@@ -463,9 +469,9 @@ def test_an_xml_element_fhir_does_not_define_is_refused(pipeline: Pipeline) -> N
 def test_an_xml_carecommunication_without_narrative_gets_fatal_error(pipeline: Pipeline) -> None:
     bundle = copy.deepcopy(CARE_COMMUNICATION)
     resource(bundle, "Patient").pop("text")
-    rejection = rejected(_as_xml(bundle), pipeline, SATURDAY, state=STATE)
+    rejection, answer = refused(_as_xml(bundle), pipeline, SATURDAY, state=STATE)
     assert isinstance(rejection, InvalidInput) and rejection.field == "Patient.text"
-    assert ack_code(rejection) == "fatal-error"
+    assert ack_code(answer) == "fatal-error"
 
 
 def test_an_xml_timestamp_with_second_60_gets_fatal_error(pipeline: Pipeline) -> None:
@@ -484,7 +490,7 @@ def test_an_ack_for_an_unknown_id_does_not_repeat_it(pipeline: Pipeline) -> None
     ack["entry"][0]["resource"]["response"]["identifier"] = CPR
     header = referral.message["entry"][0]["resource"]["id"]
     state = FixedState(sent={header: OutboundStatus(header, "awaiting", 0, CPR)})
-    rejection = rejected(json.dumps(ack).encode(), pipeline, SATURDAY, accepted=("acknowledgement",), state=state)
+    rejection = rejected(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
     assert isinstance(rejection, InvalidInput) and rejection.field == "MessageHeader.response.identifier"
 
 

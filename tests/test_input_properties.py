@@ -28,7 +28,7 @@ from lxml import etree
 from integration.domain.course import Course, FixedState, OutboundStatus, State
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.dispatch import Pipeline, transform
-from integration.flows.results import FlowResult
+from integration.flows.results import FlowResult, Refusal
 from integration.log import cpr_numbers_in
 from integration.messages.acknowledgement import Issue, acknowledgement, addressing
 from tests.conftest import GOLDEN
@@ -73,26 +73,32 @@ def _no_personal_data(text: str) -> None:
     assert not any(name in text for name in NAMES), text
 
 
-def outcome(raw: bytes, flows: Flows, now: datetime, state: State, accepted: tuple[str, ...] | None = None) -> Any:
-    """The flow's answer: a FlowResult (its messages checked as validate's fast layers check them) or a Rejected
-    (checked for personal data); anything else propagates."""
+def _checked_rejection(rejection: Rejected, answer: FlowResult | None) -> Rejected:
+    message = str(rejection)
+    assert message and "\n" not in message
+    _no_personal_data(message)
+    if isinstance(rejection, InvalidInput):
+        _no_personal_data(rejection.field)
+        for detail in rejection.details:
+            _no_personal_data(detail)
+    if isinstance(answer, FlowResult):
+        for out in answer.outgoing:  # a MedCom sender's ack: its OperationOutcome goes out
+            outcomes = [
+                e["resource"] for e in out.message["entry"] if e["resource"]["resourceType"] == "OperationOutcome"
+            ]
+            _no_personal_data(json.dumps(outcomes, ensure_ascii=False))
+    return rejection
+
+
+def outcome(raw: bytes, flows: Flows, now: datetime, state: State, flow: str | None = None) -> Any:
+    """The flow's answer: a FlowResult (its messages checked as validate's fast layers check them) or a Rejected,
+    raised or returned in a Refusal (checked for personal data, its answer too); anything else propagates."""
     try:
-        result = transform(raw, flows.pipeline, now, accepted=accepted, state=state)
+        result = transform(raw, flows.pipeline, now, flow=flow, state=state)
     except Rejected as rejection:
-        message = str(rejection)
-        assert message and "\n" not in message
-        _no_personal_data(message)
-        if isinstance(rejection, InvalidInput):
-            _no_personal_data(rejection.field)
-            for detail in rejection.details:
-                _no_personal_data(detail)
-        if isinstance(rejection.reply, FlowResult):
-            for out in rejection.reply.outgoing:  # a MedCom sender's ack: its OperationOutcome goes out
-                outcomes = [
-                    e["resource"] for e in out.message["entry"] if e["resource"]["resourceType"] == "OperationOutcome"
-                ]
-                _no_personal_data(json.dumps(outcomes, ensure_ascii=False))
-        return rejection
+        return _checked_rejection(rejection, None)
+    if isinstance(result, Refusal):
+        return _checked_rejection(result.rejection, result.answer)
     check_emitted(result)  # nothing leaves that validate's fast layers would call an error
     return result
 
@@ -363,7 +369,7 @@ def test_any_mutated_acknowledgement_is_answered(
 ) -> None:
     state, ack = our_referral_and_ack
     mutation = data.draw(mutations(ack))
-    outcome(mutation.apply(ack), flows, SATURDAY, state, accepted=("acknowledgement",))
+    outcome(mutation.apply(ack), flows, SATURDAY, state, flow="acknowledgement")
 
 
 # -- the closing report ----------------------------------------------------------------------------

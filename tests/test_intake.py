@@ -22,7 +22,7 @@ from integration.domain.course import Course, FixedState
 from integration.errors import InvalidInput, Rejected
 from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.flows.referral import handle_discharge
-from integration.flows.results import FlowResult
+from integration.flows.results import Refusal
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.json_contract import decode_json
 from integration.formats.safe_xml import parse_xml
@@ -30,6 +30,7 @@ from integration.formats.syntax import Syntax, sniff
 from integration.log import cpr_numbers_in
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN, SHARED
+from tests.refusals import answered
 
 CPR = "2512489996"
 STATE = FixedState(courses={CPR: Course(CPR, "715541000016001", "851", True, "hospital")})
@@ -62,10 +63,8 @@ def _event(family: str) -> bytes:
     return json.dumps(document).encode("utf-8", errors="surrogatepass")
 
 
-def _ack(rejection: Rejected) -> dict[str, Any]:
-    reply = rejection.reply
-    assert isinstance(reply, FlowResult)
-    acks = [o.message for o in reply.outgoing if o.route.exchange == "rehab.ack"]
+def _ack(refusal: Refusal) -> dict[str, Any]:
+    acks = [o.message for o in refusal.answer.outgoing if o.route.exchange == "rehab.ack"]
     assert len(acks) == 1
     return acks[0]
 
@@ -106,12 +105,12 @@ def test_a_care_communication_naming_two_cpr_numbers_is_answered_fatal_error_nam
         '"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": "0101701234"}],',
         1,
     )
-    with pytest.raises(InvalidInput) as caught:
-        transform(doubled.encode(), pipeline, WEEKDAY, state=STATE)
-    assert caught.value.field == "entry[2].resource.identifier"
-    header = _ack(caught.value)["entry"][0]["resource"]
+    refused = answered(doubled.encode(), pipeline, WEEKDAY, state=STATE)
+    assert isinstance(refused.rejection, InvalidInput)
+    assert refused.rejection.field == "entry[2].resource.identifier"
+    header = _ack(refused)["entry"][0]["resource"]
     assert header["response"]["code"] == "fatal-error"
-    entries = _ack(caught.value)["entry"]
+    entries = _ack(refused)["entry"]
     outcome = next(e["resource"] for e in entries if e["resource"]["resourceType"] == "OperationOutcome")
     assert "entry[2].resource.identifier" in json.dumps(outcome)
     assert not cpr_numbers_in(json.dumps(outcome))

@@ -72,6 +72,14 @@ def test_a_failing_flows_exception_is_logged_with_its_traceback_and_masked(fmt: 
     assert "2512489996" not in output and "251248-9996" not in output
 
 
+def test_every_line_about_a_message_carries_its_flow_and_correlation_id(tmp_path: Path) -> None:
+    lines = [json.loads(line) for line in _failing_flow_logged("json", tmp_path).splitlines()]
+    (failed,) = [line for line in lines if line["event"] == "handler failed"]
+    assert failed["flow"] == "discharge" and failed["correlation_id"] == "m-1" and failed["error"] == "ValueError"
+    assert "exception" in failed  # the traceback, masked
+    assert structlog.contextvars.get_contextvars() == {}, "the context is the message's only"
+
+
 def test_library_log_lines_are_rendered_and_masked_like_ours() -> None:
     stream = io.StringIO()
     configure_logging("INFO", stream, "json")

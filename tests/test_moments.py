@@ -33,6 +33,7 @@ from tests.test_input_classification import (
     rejected,
     resource,
 )
+from tests.test_input_classification import refused as refused_with_answer
 
 LATEST = "9999-12-31T23:59:59-14:00"  # in UTC: 10000-01-01T13:59:59, past the calendar
 EARLIEST = "0001-01-01T00:00:00+14:00"  # in UTC: 0000-12-31T10:00:00, before it
@@ -109,9 +110,9 @@ def test_a_care_communication_at_the_calendars_ends_gets_fatal_error_naming_the_
     if syntax == "xml":
         xml = Bundle.model_validate(json.loads(raw)).model_dump_xml()
         raw = xml if isinstance(xml, bytes) else xml.encode()
-    refused = rejected(raw, pipeline, WEEKDAY, state=STATE)
+    refused, answer = refused_with_answer(raw, pipeline, WEEKDAY, state=STATE)
     assert isinstance(refused, InvalidInput) and refused.field == where, refused
-    assert ack_code(refused) == "fatal-error"  # not transient-error: sending it again cannot help
+    assert ack_code(answer) == "fatal-error"  # not transient-error: sending it again cannot help
 
 
 def test_the_installed_transform_refuses_it_with_one_line_and_exit_2() -> None:

@@ -15,9 +15,10 @@ import pytest
 from integration.conformance.checks import FAST_LAYERS
 from integration.conformance.messaging_rules import messaging_findings
 from integration.domain.identifiers import patient_number
-from integration.errors import Rejected
+from integration.errors import InvalidInput
 from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
+from tests.refusals import answered, refusal
 
 CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"
 MONDAY = datetime.fromisoformat("2026-11-23T10:00:00+01:00")
@@ -47,11 +48,10 @@ def _second_cpr(value: str) -> Any:
 
 def test_two_different_cpr_numbers_are_refused_with_a_fatal_error_ack(pipeline: Pipeline) -> None:
     bundle = _with_patient(_second_cpr("0101701234"))
-    with pytest.raises(Rejected) as caught:
-        transform(orjson.dumps(bundle), pipeline, MONDAY)
-    assert caught.value.field == "Patient.identifier"
-    assert "more than one CPR number" in str(caught.value) and "0101701234" not in str(caught.value)
-    ack = _ack(caught.value.reply.outgoing)
+    refused = answered(orjson.dumps(bundle), pipeline, MONDAY)
+    assert isinstance(refused.rejection, InvalidInput) and refused.rejection.field == "Patient.identifier"
+    assert "more than one CPR number" in str(refused.rejection) and "0101701234" not in str(refused.rejection)
+    ack = _ack(refused.answer.outgoing)
     assert ack["entry"][0]["resource"]["response"]["code"] == "fatal-error"
     assert any("more than one CPR" in str(f) for f in messaging_findings(bundle))
 
@@ -64,9 +64,8 @@ def test_the_same_cpr_number_twice_is_one_patient(pipeline: Pipeline) -> None:
 
 def test_a_birth_date_the_cpr_number_contradicts_is_refused(pipeline: Pipeline) -> None:
     bundle = _with_patient(lambda p: p.__setitem__("birthDate", "1970-01-02"))
-    with pytest.raises(Rejected) as caught:
-        transform(orjson.dumps(bundle), pipeline, MONDAY)
-    assert caught.value.field == "Patient.birthDate"
+    rejection, _answer = refusal(orjson.dumps(bundle), pipeline, MONDAY)
+    assert isinstance(rejection, InvalidInput) and rejection.field == "Patient.birthDate"
 
 
 def test_patient_number_refuses_two_numbers_of_one_kind() -> None:

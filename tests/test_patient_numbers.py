@@ -30,6 +30,7 @@ from integration.log import CPR_LIKE, configure_logging
 from integration.service.processor import Delivery, Processor, RetryPolicy
 from tests.cli_runs import run_logged
 from tests.conftest import GOLDEN
+from tests.refusals import refusal
 
 BORN_2050 = "0101505678"  # 7th digit 5 and year 50: 2050-01-01 by the century rule
 X_ECPR = "0101701TT2"
@@ -44,9 +45,7 @@ REPORT = (GOLDEN / "closing" / "01-full-items.report.xml").read_text(encoding="u
 
 
 def _rejection(raw: bytes, pipeline: Pipeline, now: datetime) -> Rejected:
-    with pytest.raises(Rejected) as caught:
-        transform(raw, pipeline, now)
-    return caught.value
+    return refusal(raw, pipeline, now)[0]
 
 
 def _ack_code(result: Any) -> str | None:
@@ -141,12 +140,12 @@ def test_the_shared_2050_discharge_event_is_refused_naming_patient_cpr(shared: P
 def test_every_inbound_kind_refuses_a_cpr_born_after_its_time_naming_the_field(
     pipeline: Pipeline, raw: bytes, now: datetime, field: str
 ) -> None:
-    rejection = _rejection(raw, pipeline, now)
+    rejection, answer = refusal(raw, pipeline, now)
     assert isinstance(rejection, InvalidInput)
     assert rejection.field == field and "after the event" in rejection.problem
     assert BORN_2050 not in str(rejection)
     if field == "Patient.identifier":  # a MedCom message is answered fatal-error
-        assert _ack_code(rejection.reply) == "fatal-error"
+        assert _ack_code(answer) == "fatal-error"
 
 
 def test_a_message_whose_patient_is_born_after_it_was_sent_breaks_the_messaging_rules() -> None:

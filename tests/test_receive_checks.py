@@ -17,7 +17,7 @@ from integration.conformance.resource_validation import fhir_problems
 from integration.conformance.validation import document_problems, messaging_problems
 from integration.errors import Rejected
 from integration.flows.dispatch import Pipeline, transform
-from integration.flows.results import FlowResult
+from integration.flows.results import FlowResult, Refusal
 from integration.formats.care_communication import decode_xml_bundle
 from integration.formats.json_contract import decode_json
 from tests.conftest import GOLDEN, SHARED
@@ -55,9 +55,12 @@ def _ack_codes(result: FlowResult | None) -> list[str]:
 
 def _answer(raw: bytes, pipeline: Pipeline) -> tuple[FlowResult | None, Rejected | None]:
     try:
-        return transform(raw, pipeline, JAN_12), None
+        result = transform(raw, pipeline, JAN_12)
     except Rejected as rejection:
-        return rejection.reply, rejection
+        return None, rejection
+    if isinstance(result, Refusal):
+        return result.answer, result.rejection
+    return result, None
 
 
 @pytest.mark.parametrize("path", _medcom_examples())

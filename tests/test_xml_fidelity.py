@@ -24,14 +24,15 @@ from fhir.resources.R4B.bundle import Bundle
 from lxml import etree
 
 from integration.domain.course import Course, FixedState
-from integration.errors import InvalidInput, Rejected
+from integration.errors import InvalidInput
 from integration.flows.dispatch import Pipeline, transform
-from integration.flows.results import FlowResult
+from integration.flows.results import Refusal
 from integration.formats.care_communication import decode_xml_bundle
 from integration.formats.fhir_xml_fidelity import NotCarried
 from integration.log import cpr_numbers_in
 from tests.cli_runs import run_integration
 from tests.conftest import GOLDEN, SHARED
+from tests.refusals import answered
 
 CASES = SHARED / "cases" / "edge-inputs"
 CASE_15 = CASES / "15-xml-carecommunication-with-bom.xml"
@@ -103,10 +104,8 @@ def _state() -> FixedState:
     return FixedState(courses={"0101701234": Course("0101701234", "715541000016001", "851", True, "hospital")})
 
 
-def _ack(rejection: Rejected) -> dict[str, Any]:
-    reply = rejection.reply
-    assert isinstance(reply, FlowResult)
-    (ack,) = [o.message for o in reply.outgoing if o.route.exchange == "rehab.ack"]
+def _ack(refusal: Refusal) -> dict[str, Any]:
+    (ack,) = [o.message for o in refusal.answer.outgoing if o.route.exchange == "rehab.ack"]
     return ack
 
 
@@ -116,9 +115,9 @@ def _ack(rejection: Rejected) -> dict[str, Any]:
 )
 def test_the_pipeline_answers_fatal_error_naming_the_element(pipeline: Pipeline, mutation: str) -> None:
     old, new, path = MUTATIONS[mutation]
-    with pytest.raises(InvalidInput) as caught:
-        transform(_changed(old, new), pipeline, datetime.fromisoformat(AT), state=_state())
-    ack = _ack(caught.value)
+    refused = answered(_changed(old, new), pipeline, datetime.fromisoformat(AT), state=_state())
+    assert isinstance(refused.rejection, InvalidInput)
+    ack = _ack(refused)
     assert ack["entry"][0]["resource"]["response"]["code"] == "fatal-error"
     (outcome,) = [e["resource"] for e in ack["entry"] if e["resource"]["resourceType"] == "OperationOutcome"]
     assert outcome["issue"][0]["expression"] == [path]

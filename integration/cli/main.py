@@ -27,7 +27,7 @@ from integration.domain.course import NO_STATE, State
 from integration.errors import BuildError, ConfigurationError, Rejected, Transient
 from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
-from integration.flows.results import FlowResult
+from integration.flows.results import FlowResult, Refusal
 from integration.log import LEVELS, configure_logging, mask_cpr
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
@@ -58,16 +58,27 @@ def _pipeline() -> Pipeline:
 
 def _run(raw: bytes, pipeline: Pipeline, now: datetime | None = None, state: State = NO_STATE) -> FlowResult:
     try:
-        return transform(raw, pipeline, now or _now(), state=state)
+        result = transform(raw, pipeline, now or _now(), state=state)
+        if isinstance(result, Refusal):
+            _refused(result)
+        else:
+            return result
     except ConfigurationError as exc:
         _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     except Rejected as exc:
-        if exc.reply is not None:  # what the sender is told, e.g. a MedCom fatal-error ack: shown, as it would be sent
-            sys.stdout.buffer.write(_dump([o.as_json() for o in exc.reply.outgoing]) + b"\n")
         _fail(EXIT_INVALID, str(exc))
     except BuildError as exc:
         _fail(EXIT_BUG, f"internal error, nothing was produced: {exc}")
     raise AssertionError("unreachable")
+
+
+def _refused(refusal: Refusal) -> None:
+    """A refused message whose sender is answered: the answer (e.g. a MedCom fatal-error ack) shown, as it
+    would be sent, then the refusal's error line; a configuration error's answer is not shown."""
+    if isinstance(refusal.rejection, ConfigurationError):
+        _fail(EXIT_CONFIGURATION, f"configuration: {refusal.rejection}")
+    sys.stdout.buffer.write(_dump([o.as_json() for o in refusal.answer.outgoing]) + b"\n")
+    _fail(EXIT_INVALID, str(refusal.rejection))
 
 
 def _dump(value: object) -> bytes:

@@ -29,7 +29,7 @@ from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_store
 from integration.cli.audit import reader
 from integration.config import Settings
-from integration.domain.course import Course, EarlierMessage, FixedState, OutboundStatus, State
+from integration.domain.course import Course, EarlierMessage, FixedState, OutboundStatus, Responsible, State
 from integration.domain.cpr import parse_cpr
 from integration.domain.identifiers import parse_replacement_cpr
 from integration.errors import InvalidInput
@@ -107,7 +107,7 @@ def _course(item: Any, where: str) -> Course:
         _sor(item, "referringDepartment", where),
         _text(item, "municipalityCode", where),
         is_open,
-        responsible,
+        Responsible(responsible),
     )
 
 

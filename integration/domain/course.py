@@ -5,7 +5,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
+
+
+class _Value(StrEnum):
+    """A state named by its text: stored, logged and shown (repr too, so a record reads as it always did) as
+    the plain string, compared equal to it."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Responsible(_Value):
+    """Who holds the medical responsibility for a patient's rehabilitation (the agreement's handover: the
+    hospital until the municipality's closing report hands it to the GP, unless the hospital retains it)."""
+
+    HOSPITAL = "hospital"
+    GP = "gp"
+
+
+class ClosingPlace(_Value):
+    """Where the closing conversation of a course took place (the closing report's `ClosingConversation/place`)."""
+
+    MUNICIPALITY = "municipality"
+    HOSPITAL = "hospital"
+
+
+class OutboundState(_Value):
+    """Where one of our MedCom messages stands in MedCom's reliable messaging: waiting for its ack, acked ok,
+    acked with an error, or given up on after the last resend. The store keeps the value as text."""
+
+    AWAITING = "awaiting"
+    ACKNOWLEDGED = "acknowledged"
+    FAILED = "failed"
+    GAVE_UP = "gave-up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +50,7 @@ class Course:
     referring_department: str  # SOR
     municipality_code: str
     open: bool
-    responsible: str  # hospital | gp
+    responsible: Responsible
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +99,7 @@ class AckReceived:
 @dataclass(frozen=True, slots=True)
 class OutboundStatus:
     header_id: str
-    state: str  # awaiting | acknowledged | failed | gave-up
+    state: OutboundState
     resends: int
     patient: str | None = None
 

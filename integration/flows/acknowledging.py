@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +39,7 @@ from integration.domain.course import EarlierMessage, ReceivedMessage, State, St
 from integration.domain.identifiers import patient_number
 from integration.errors import ConfigurationError, InvalidInput, Rejected, UnknownMessageKind
 from integration.fhir.terminology import Terminology
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Refusal, Route
 from integration.formats.care_communication import SOR_CODE
 from integration.messages.acknowledgement import (
     Addressing,
@@ -80,42 +79,25 @@ def is_acknowledgement(doc: Any) -> bool:
     return is_medcom_message(doc) and as_dict(message_header(doc).get("eventCoding")).get("code") == ACK_EVENT
 
 
-_LOCATED = re.compile(
-    r"^(?:not valid FHIR R4: )?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[^:]+): (?P<path>[^:]+): (?P<problem>.*)$"
-)
-
-
-def _expression(field: str) -> str | None:
-    """A FHIRPath for the OperationOutcome from our field names (`Patient.identifier`, `Patient/<id>: a.0.b`)."""
-    if not field:
-        return None
-    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", field)
-
-
-def _fhir_issue(problem: str) -> Issue | None:
-    """A FHIR content error, "Type/id: path: problem", as an issue at `Type.path`."""
-    located = _LOCATED.match(problem)
-    if not located:
-        return None
-    where = _expression(f"{located['type']}.{located['path']}")
-    return Issue("structure", "MSG_BAD_FORMAT", f"{located['type']}/{located['id']}: {located['problem']}", where)
-
-
 def issues_of(rejection: Rejected) -> list[Issue]:
-    """The OperationOutcome's issues for a rejection: what is wrong, and where when we know; one per problem."""
+    """The OperationOutcome's issues for a rejection: what is wrong, and where (`issue.expression`) as the
+    check that found it said, never read back from its text; one per problem.
+
+    A message of a kind we do not take is reported at MessageHeader.eventCoding, a receiver our mappings
+    lack at MessageHeader.destination (MedCom Acknowledgement's codes for both); the fast checks' findings
+    (NotConformant) each at its FHIRPath; any other InvalidInput at its `field` (none when "")."""
     text = str(rejection)
     if isinstance(rejection, UnknownMessageKind):
         return [Issue("not-supported", "MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE", text, "MessageHeader.eventCoding")]
     if isinstance(rejection, ConfigurationError):
         return [Issue("not-found", "MSG_Receiver_Identifier_UNKNOWN", text, "MessageHeader.destination")]
-    if isinstance(rejection, NotConformant):  # every finding of the fast checks, as found (no text parsed)
+    if isinstance(rejection, NotConformant):  # every finding of the fast checks, as found
         return [
-            Issue(f.layer.value, "MSG_BAD_FORMAT", f"{f.field}: {f.problem}", _expression(f.field))
+            Issue(f.layer.value, "MSG_BAD_FORMAT", f"{f.field}: {f.problem}", f.field or None)
             for f in rejection.findings
         ]
     if isinstance(rejection, InvalidInput):
-        located = [issue for p in rejection.details or (rejection.problem,) if (issue := _fhir_issue(p))]
-        return located or [Issue("invalid", "MSG_BAD_FORMAT", text, _expression(rejection.field))]
+        return [Issue("invalid", "MSG_BAD_FORMAT", text, rejection.field or None)]
     return [Issue("processing", "MSG_BAD_FORMAT", text)]
 
 
@@ -197,6 +179,28 @@ def _valid(ack: dict[str, Any]) -> list[str]:
     return [finding.text for finding in outgoing_findings(ack)]
 
 
+def _refused_transmission(
+    to: Addressing, content: str, earlier: EarlierMessage | None, state: State
+) -> tuple[Rejected, Issue] | None:
+    """Why this transmission is refused whatever it holds, and the ack's issue for it (where, as data): no
+    Bundle.id, a MessageHeader.id resent with other content, a Bundle.id another message used; else None."""
+    if not to.bundle_id:  # duplicates are told apart by it: MedCom requires one per transmission
+        missing = InvalidInput("Bundle.id", "missing: MedCom gives every transmission a new Bundle.id")
+        return missing, Issue("required", "MSG_BAD_FORMAT", str(missing), missing.field)
+    if earlier is not None and earlier.contents and content not in earlier.contents:
+        log.warning("a MedCom MessageHeader.id was resent with other content", header=to.header_id)
+        changed = ResentWithOtherContent(
+            "MessageHeader.id",
+            "already received with other content; a changed message needs a new MessageHeader.id "
+            "(MedCom: only an unchanged message is resent under its MessageHeader.id)",
+        )
+        return changed, Issue("duplicate", "MSG_DUPLICATE_ID", str(changed), changed.field)
+    if earlier is None and state.bundle_header(to.bundle_id) not in (None, to.header_id):
+        reuse = Rejected("Bundle.id: already used by another message")
+        return reuse, Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
+    return None
+
+
 class Acknowledger:
     """Wraps a flow's handling of one MedCom message with the duplicate rules and the ack."""
 
@@ -215,45 +219,34 @@ class Acknowledger:
             return None
         return ack
 
-    def handle(self, bundle: dict[str, Any], run: Callable[[], FlowResult], state: State, now: datetime) -> FlowResult:
-        nothing = FlowResult((), (), _patient_of(bundle))  # what a rejection's answer adds to
+    def handle(
+        self, bundle: dict[str, Any], run: Callable[[], FlowResult], state: State, now: datetime
+    ) -> FlowResult | Refusal:
+        """`run` (the flow, which may raise Rejected) under the duplicate rules: its result with an ok ack, the
+        first answer again for a duplicate, or a Refusal with the error ack (see the module for which)."""
+        nothing = FlowResult((), (), _patient_of(bundle))  # what a refusal's answer adds to
         try:
             to = addressing(bundle)
         except NotAcknowledgeable as exc:
-            rejection = InvalidInput(exc.field, f"{exc.problem} (so the message cannot be acknowledged either)")
-            raise rejection.answered(
-                nothing.plus((), (AuditFact("not-acknowledged", {"why": str(rejection)}),), StateChanges())
-            ) from None
-        if not to.bundle_id:  # duplicates are told apart by it: MedCom requires one per transmission
-            missing = InvalidInput("Bundle.id", "missing: MedCom gives every transmission a new Bundle.id")
-            issue = Issue("required", "MSG_BAD_FORMAT", str(missing), "Bundle.id")
-            raise missing.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
+            unaddressed = InvalidInput(exc.field, f"{exc.problem} (so the message cannot be acknowledged either)")
+            why = AuditFact("not-acknowledged", {"why": str(unaddressed)})
+            return Refusal(unaddressed, nothing.plus((), (why,), StateChanges()))
         content = content_digest(bundle)
         earlier = state.received(to.header_id)
-        if earlier is not None and earlier.contents and content not in earlier.contents:
-            log.warning("a MedCom MessageHeader.id was resent with other content", header=to.header_id)
-            changed = ResentWithOtherContent(
-                "MessageHeader.id",
-                "already received with other content; a changed message needs a new MessageHeader.id "
-                "(MedCom: only an unchanged message is resent under its MessageHeader.id)",
-            )
-            issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(changed), "MessageHeader.id")
-            raise changed.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
+        refused = _refused_transmission(to, content, earlier, state)
+        if refused is not None:  # not remembered: the first transmission stays the message
+            rejection, issue = refused
+            return Refusal(rejection, self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         if earlier is not None:
             return self._duplicate(to, earlier, now, _patient_of(bundle), content)
-        if state.bundle_header(to.bundle_id) not in (None, to.header_id):
-            reuse = Rejected("Bundle.id: already used by another message")
-            issue = Issue("duplicate", "MSG_DUPLICATE_ID", str(reuse), "Bundle.id")
-            raise reuse.answered(self._answer(nothing, to, "fatal-error", [issue], now, record=False))
         try:
             result = run()
         except ConfigurationError as ours:
             # Our mappings lack something: not remembered, so a replay after the fix is processed and answered ok.
-            answer = self._answer(nothing, to, "transient-error", issues_of(ours), now, record=False)
-            raise ours.answered(answer) from None
+            return Refusal(ours, self._answer(nothing, to, "transient-error", issues_of(ours), now, record=False))
         except Rejected as rejection:
             answer = self._answer(nothing, to, "fatal-error", issues_of(rejection), now, content=content)
-            raise rejection.answered(answer) from None
+            return Refusal(rejection, answer)
         return self._answer(result, to, "ok", [], now, content=content)
 
     def _answer(

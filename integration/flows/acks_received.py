@@ -13,7 +13,7 @@ import structlog
 
 from integration.conformance.messaging_rules import UUID
 from integration.conformance.resource_validation import content_errors
-from integration.domain.course import AckReceived, State, StateChanges
+from integration.domain.course import AckReceived, OutboundState, State, StateChanges
 from integration.errors import InvalidInput
 from integration.flows.results import AuditFact, FlowResult
 from integration.messages.acknowledgement import RESPONSE_CODES, response_of
@@ -35,7 +35,7 @@ def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
         shown = f"{header_id} " if UUID.fullmatch(header_id) else ""  # ours are UUIDs; anything else is not repeated
         raise InvalidInput("MessageHeader.response.identifier", f"{shown}is not a message we sent")
     detail = {"header": header_id, "ack": bundle.get("id"), "code": code, "issues": issues}
-    if sent.state in ("acknowledged", "failed"):
+    if sent.state in (OutboundState.ACKNOWLEDGED, OutboundState.FAILED):  # settled: this ack is a second one
         log.info("duplicate ack ignored", header=header_id, state=sent.state)
         return FlowResult((), (AuditFact("ack-duplicate", {**detail, "state": sent.state}),), sent.patient)
     return FlowResult(

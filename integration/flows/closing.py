@@ -11,7 +11,7 @@ from typing import Any
 
 from integration.conformance.validation import validate_document, validate_message
 from integration.domain.closing_report import ClosingReport
-from integration.domain.course import Course, State, StateChanges
+from integration.domain.course import ClosingPlace, Course, Responsible, State, StateChanges
 from integration.domain.directory import Directory
 from integration.domain.records import GeneralPractitioner, Organisation, Patient
 from integration.errors import ConfigurationError
@@ -80,11 +80,16 @@ def dhrd_text(report: ClosingReport) -> str:
     )
 
 
-def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingContext, now: datetime) -> FlowResult:
-    terms = ctx.terminology
-    clinic = ctx.gp_clinics.get(report.gp_ydernummer)
-    if clinic is None:
-        raise ConfigurationError(f"GP clinic with ydernummer {report.gp_ydernummer} is not in mappings/gp-clinics.yaml")
+@dataclass(frozen=True, slots=True)
+class _Parties:
+    """The FHIR resources every message of one closing report shares."""
+
+    patient: dict[str, Any]
+    gp: dict[str, Any]
+    municipality: dict[str, Any]
+
+
+def _parties(report: ClosingReport, terms: Terminology) -> _Parties:
     patient_record = Patient(
         report.patient,
         report.given_names,
@@ -97,72 +102,112 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
     municipality = messaging_organization(
         Organisation(report.municipality_sor, report.municipality_ean, report.municipality_name), terms
     )
+    return _Parties(patient, gp, municipality)
+
+
+def _gp_status_document(report: ClosingReport, parties: _Parties, terms: Terminology) -> dict[str, Any]:
+    """The status document for the GP, through the gate (Unsendable when it fails it)."""
     document = status_document(
-        report, patient, municipality, gp, lambda role: derived_id(report.report_id, role), terms
+        report,
+        parties.patient,
+        parties.municipality,
+        parties.gp,
+        lambda role: derived_id(report.report_id, role),
+        terms,
     )
     validate_document(document)
-    author = Author(*report.author)
+    return document
 
-    def message_to(receiver: Organisation, purpose: str, topic: str, text: str) -> dict[str, Any]:
-        message = new_message(
-            seed=f"{report.report_id}/{purpose}",
-            sender=municipality,
-            receiver=messaging_organization(receiver, terms),
-            patient=patient,
-            category="carecoordination",
-            topic=topic,
-            text=text,
-            author=author,
-            now=now,
-            terms=terms,
-            also=[gp],
-        )
-        validate_message(message)
-        return message
 
-    gp_message = message_to(clinic, "gp-status", "Status efter hjerterehabilitering", status_text(report))
-    gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
-    outgoing = [Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message, expects_ack=True)]
-    course = state.course(report.patient.value)
-    facts = [
-        AuditFact(
-            "gp-status-sent",
-            {
-                "reportId": report.report_id,
-                "ydernummer": report.gp_ydernummer,
-                "hadsAttention": bool(report.hads and report.hads.needs_attention),
-                "responsibilityTransferred": not report.hospital_retains_responsibility,
-            },
-        )
-    ]
-    if course is None:
-        facts.append(AuditFact("closing-without-course", {"reportId": report.report_id}))
-    if report.closing_place == "municipality":
-        department = ctx.directory.departments.get(course.referring_department) if course else None
-        if department is None:
-            facts.append(
-                AuditFact(
-                    "dhrd-notice-not-sent",
-                    {"reportId": report.report_id, "reason": "the referring department is not known"},
-                )
-            )
-        else:
-            notice = message_to(department.organisation, "dhrd", "HADS-screening til DHRD", dhrd_text(report))
-            outgoing.append(
-                Outgoing(
-                    Route(ctx.exchange, ctx.dhrd_key.format(sor=department.organisation.sor)), notice, expects_ack=True
-                )
-            )
-    closed = Course(
+def _message_to(
+    receiver: Organisation,
+    purpose: str,
+    content: tuple[str, str],
+    report: ClosingReport,
+    parties: _Parties,
+    terms: Terminology,
+    now: datetime,
+) -> dict[str, Any]:
+    """A CareCommunication from the municipality (`content`: its topic and text), through the gate."""
+    topic, text = content
+    message = new_message(
+        seed=f"{report.report_id}/{purpose}",
+        sender=parties.municipality,
+        receiver=messaging_organization(receiver, terms),
+        patient=parties.patient,
+        category="carecoordination",
+        topic=topic,
+        text=text,
+        author=Author(*report.author),
+        now=now,
+        terms=terms,
+        also=[parties.gp],
+    )
+    validate_message(message)
+    return message
+
+
+def _gp_status_sent(report: ClosingReport) -> AuditFact:
+    return AuditFact(
+        "gp-status-sent",
+        {
+            "reportId": report.report_id,
+            "ydernummer": report.gp_ydernummer,
+            "hadsAttention": bool(report.hads and report.hads.needs_attention),
+            "responsibilityTransferred": not report.hospital_retains_responsibility,
+        },
+    )
+
+
+def _dhrd_notice(
+    report: ClosingReport, course: Course | None, parties: _Parties, ctx: ClosingContext, now: datetime
+) -> tuple[tuple[Outgoing, ...], tuple[AuditFact, ...]]:
+    """The HADS notice to the referring department for DHRD, when the closing conversation was in the
+    municipality; an audit fact instead when the department is not known."""
+    if report.closing_place != ClosingPlace.MUNICIPALITY:
+        return (), ()
+    department = ctx.directory.departments.get(course.referring_department) if course else None
+    if department is None:
+        why = {"reportId": report.report_id, "reason": "the referring department is not known"}
+        return (), (AuditFact("dhrd-notice-not-sent", why),)
+    content = ("HADS-screening til DHRD", dhrd_text(report))
+    notice = _message_to(department.organisation, "dhrd", content, report, parties, ctx.terminology, now)
+    route = Route(ctx.exchange, ctx.dhrd_key.format(sor=department.organisation.sor))
+    return (Outgoing(route, notice, expects_ack=True),), ()
+
+
+def _closed(report: ClosingReport, course: Course | None) -> Course:
+    """The course after the report: closed, the responsibility with the GP unless the hospital retains it."""
+    return Course(
         report.patient.value,
         course.referring_department if course else "",
         report.municipality_code,
         open=False,
-        responsible="hospital" if report.hospital_retains_responsibility else "gp",
+        responsible=Responsible.HOSPITAL if report.hospital_retains_responsibility else Responsible.GP,
     )
+
+
+def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingContext, now: datetime) -> FlowResult:
+    """The GP's status (document and CareCommunication), the DHRD notice, and the course closed.
+
+    Raises ConfigurationError when the GP clinic is not in our mappings, Unsendable when what we built
+    fails the gate."""
+    clinic = ctx.gp_clinics.get(report.gp_ydernummer)
+    if clinic is None:
+        raise ConfigurationError(f"GP clinic with ydernummer {report.gp_ydernummer} is not in mappings/gp-clinics.yaml")
+    terms = ctx.terminology
+    parties = _parties(report, terms)
+    document = _gp_status_document(report, parties, terms)
+    status = ("Status efter hjerterehabilitering", status_text(report))
+    gp_message = _message_to(clinic, "gp-status", status, report, parties, terms, now)
+    gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
+    course = state.course(report.patient.value)
+    without_course = (AuditFact("closing-without-course", {"reportId": report.report_id}),) if course is None else ()
+    notice, notice_facts = _dhrd_notice(report, course, parties, ctx, now)
     return FlowResult(
-        outgoing=tuple(outgoing),
-        facts=tuple(facts),
+        outgoing=(Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message, expects_ack=True))
+        + notice,
+        facts=(_gp_status_sent(report), *without_course, *notice_facts),
         patient=report.patient.value,
-        state=StateChanges(courses=(closed,)),
+        state=StateChanges(courses=(_closed(report, course),)),
     )

@@ -1,14 +1,24 @@
-"""The pure transform: inbound bytes → message kind → parser → flow → outgoing messages and audit facts.
+"""The one dispatch: inbound bytes → read once → the kind its flow's row chooses → parser → flow →
+outgoing messages and audit facts (or a Refusal with the answer the sender still gets).
 
-Dispatch is a table of kinds; each later flow adds one row.
+`FLOWS` is the only table: one row per inbound queue (the flow's name), saying which kinds of message
+the queue takes, each with how it is recognised, read into its record and handled. A queue that takes
+two kinds (the hotline's: JSON advice requests and MedCom CareCommunications, JSON or XML) decides
+between them once, by the first of its kinds that matches. A later flow adds one row.
+
+Reading is the same for every queue (`read_inbound`): XML or JSON by the first bytes; an XML message
+whose root is in the closing report's namespace stays XML, any other is a FHIR Bundle read into FHIR
+JSON. Every MedCom message other than an ack is answered with an ack under MedCom's duplicate rules,
+whichever queue it came on (`flows.acknowledging`): that rule belongs to the envelope, not the kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from lxml import etree
@@ -20,7 +30,7 @@ from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge
-from integration.flows.results import FlowResult
+from integration.flows.results import FlowResult, Handled
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
@@ -47,68 +57,117 @@ class Pipeline:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageKind:
+class Inbound:
+    """One inbound message as read: `document` is the FHIR JSON (a FHIR Bundle, in XML or JSON) or the JSON
+    value; `root` the parsed XML of a message that is no FHIR Bundle (the closing report), else None."""
+
+    raw: bytes
+    document: Any = None
+    root: etree._Element | None = None
+
+    @property
+    def needs_ack(self) -> bool:
+        """A MedCom message other than an ack: answered with an ack (an ack is never acknowledged)."""
+        return is_medcom_message(self.document) and not is_acknowledgement(self.document)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of inbound message: `matches` tells it apart (from the other kinds of its queue, and of every
+    queue for `integration transform`); `read` parses it into its record (InvalidInput when it breaks its
+    contract); `handle` runs its flow on that record."""
+
     name: str
-    matches: Callable[[Any], bool]
-    handle: Callable[[Any, Pipeline, datetime, State], FlowResult]
+    matches: Callable[[Inbound], bool]
+    read: Callable[[Inbound, Pipeline, datetime], Any]
+    handle: Callable[[Any, Inbound, Pipeline, datetime, State], FlowResult]
 
 
-def _is_discharge_event(doc: Any) -> bool:
-    return isinstance(doc, dict) and doc.get("eventType") in ("discharge", "visitation")
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One inbound queue's row: the kinds of message it takes, in the order they are told apart."""
+
+    kinds: tuple[Kind, ...]
+
+    @property
+    def refusal(self) -> str:
+        return f"not a message this queue accepts (expected: {', '.join(k.name for k in self.kinds)})"
 
 
-def _handle_discharge_event(doc: Any, pipeline: Pipeline, now: datetime, _state: State) -> FlowResult:
-    return handle_discharge(
-        parse_discharge_event(doc, pipeline.discharge_contract, received_at=now), pipeline.referral, now
-    )
+def _json_object(message: Inbound) -> dict[str, Any]:
+    return message.document if isinstance(message.document, dict) else {}
 
 
-def _is_advice_request(doc: Any) -> bool:
-    return isinstance(doc, dict) and "requestId" in doc and "urgency" in doc
+DISCHARGE_EVENT = Kind(
+    "discharge-event",
+    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation"),
+    lambda m, p, now: parse_discharge_event(m.document, p.discharge_contract, received_at=now),
+    lambda event, _m, p, now, _state: handle_discharge(event, p.referral, now),
+)
+ADVICE_REQUEST = Kind(
+    "advice-request",
+    lambda m: "requestId" in _json_object(m) and "urgency" in _json_object(m),
+    lambda m, p, now: parse_advice_request(m.document, p.advice_contract, p.municipality_sors, received_at=now),
+    lambda request, m, p, now, state: handle_advice_request(
+        request, m.document, state.course(request.patient), p.hotline, now
+    ),
+)
+CARE_COMMUNICATION = Kind(
+    "care-communication",
+    lambda m: is_care_communication(m.document),
+    lambda m, p, now: parse_care_communication(m.document, p.municipality_sors, received_at=now),
+    lambda request, m, p, now, state: handle_care_communication(request, m.document, state, p.hotline, now),
+)
+CLOSING_REPORT = Kind(
+    "closing-report",
+    lambda m: m.root is not None and is_closing_report(m.root),
+    lambda m, p, _now: parse_closing_report(m.raw, p.closing_schema, p.max_payload_bytes),
+    lambda report, _m, p, now, state: handle_closing_report(report, state, p.closing, now),
+)
+ACKNOWLEDGEMENT = Kind(
+    "acknowledgement",
+    lambda m: is_acknowledgement(m.document),
+    lambda m, _p, _now: m.document,
+    lambda bundle, _m, _p, _now, state: handle_acknowledgement(bundle, state),
+)
 
-
-def _handle_advice_request(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
-    request = parse_advice_request(doc, pipeline.advice_contract, pipeline.municipality_sors, received_at=now)
-    return handle_advice_request(request, doc, state.course(request.patient), pipeline.hotline, now)
-
-
-def _handle_care_communication(doc: Any, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
-    request = parse_care_communication(doc, pipeline.municipality_sors, received_at=now)
-    return handle_care_communication(request, doc, state, pipeline.hotline, now)
-
-
-def _handle_acknowledgement(doc: Any, _pipeline: Pipeline, _now: datetime, state: State) -> FlowResult:
-    return handle_acknowledgement(doc, state)
-
-
-KINDS: tuple[MessageKind, ...] = (
-    MessageKind("discharge-event", _is_discharge_event, _handle_discharge_event),
-    MessageKind("advice-request", _is_advice_request, _handle_advice_request),
-    MessageKind("care-communication", is_care_communication, _handle_care_communication),
-    MessageKind("acknowledgement", is_acknowledgement, _handle_acknowledgement),
+FLOWS: Mapping[str, Flow] = MappingProxyType(
+    {
+        "discharge": Flow((DISCHARGE_EVENT,)),
+        "hotline": Flow((ADVICE_REQUEST, CARE_COMMUNICATION)),
+        "closing": Flow((CLOSING_REPORT,)),
+        "acknowledgement": Flow((ACKNOWLEDGEMENT,)),
+    }
+)
+KINDS: tuple[Kind, ...] = tuple(kind for flow in FLOWS.values() for kind in flow.kinds)
+NOT_OURS = (
+    "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
+    "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
+    "message Bundle)"
 )
 
 
-def detect_kind(doc: Any, accepted: tuple[str, ...] | None = None) -> MessageKind:
-    for kind in KINDS:
-        if kind.matches(doc) and (accepted is None or kind.name in accepted):
+def kind_of(message: Inbound, flow: str | None = None) -> Kind:
+    """The kind of an inbound message, chosen once: the first of its queue's kinds (`flow`, a key of FLOWS)
+    that matches, or without a queue (`integration transform`) the first of every flow's. Raises
+    UnknownMessageKind naming what the queue (or the service) takes."""
+    kinds = FLOWS[flow].kinds if flow is not None else KINDS
+    for kind in kinds:
+        if kind.matches(message):
             return kind
-    if accepted is not None:
-        raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
-    raise UnknownMessageKind(
-        "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
-        "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
-        "message Bundle)"
-    )
+    raise UnknownMessageKind(FLOWS[flow].refusal if flow is not None else NOT_OURS)
 
 
-def _closing_report(
-    raw: bytes, pipeline: Pipeline, now: datetime, accepted: tuple[str, ...] | None, state: State
-) -> FlowResult:
-    if accepted is not None and "closing-report" not in accepted:
-        raise UnknownMessageKind(f"not a message this queue accepts (expected: {', '.join(accepted)})")
-    report = parse_closing_report(raw, pipeline.closing_schema, pipeline.max_payload_bytes)
-    return handle_closing_report(report, state, pipeline.closing, now)
+def read_inbound(raw: bytes, max_bytes: int) -> Inbound:
+    """Bytes → the message as read. Raises InvalidInput when it cannot be read (too large, an encoding we do
+    not read, malformed, not a FHIR Bundle in XML), RefusedContent when it is well-formed but refused for
+    what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack)."""
+    if sniff(raw).syntax is not Syntax.XML:
+        return Inbound(raw, decode_json(raw, max_bytes=max_bytes))
+    root = parse_xml(raw, max_bytes)
+    if is_closing_report(root):
+        return Inbound(raw, root=root)
+    return Inbound(raw, read_xml_bundle(root))
 
 
 def decode_bundle_or_json(raw: bytes, max_bytes: int) -> Any:
@@ -162,29 +221,37 @@ def answer_unprocessable(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowR
     return pipeline.acknowledger.unprocessable(doc, now)
 
 
+def _run(message: Inbound, flow: str | None, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
+    kind = kind_of(message, flow)
+    return kind.handle(kind.read(message, pipeline, now), message, pipeline, now, state)
+
+
 def transform(
     raw: bytes,
     pipeline: Pipeline,
     now: datetime,
-    accepted: tuple[str, ...] | None = None,
+    flow: str | None = None,
     state: State = NO_STATE,
-) -> FlowResult:
-    """Run one inbound message through its flow; `accepted` limits the kinds (a flow's queue takes its own).
+) -> Handled:
+    """Run one inbound message through its flow: `flow` names the queue it came on (a key of FLOWS); None
+    (`integration transform`) finds the kind among every flow's.
 
-    A MedCom message other than an ack is answered with an ack, under the duplicate rules.
-    """
-    root = parse_xml(raw, pipeline.max_payload_bytes) if sniff(raw).syntax is Syntax.XML else None
-    if root is not None and is_closing_report(root):  # else a FHIR Bundle, in XML
-        return _closing_report(raw, pipeline, now, accepted, state)
+    Raises Rejected when the message is refused and its sender gets no answer (ConfigurationError among
+    them). A MedCom message other than an ack is answered with an ack under the duplicate rules, so a
+    refusal of one is returned: a Refusal with the fatal-error (or transient-error) ack to send."""
     try:
-        doc = read_xml_bundle(root) if root is not None else decode_json(raw, max_bytes=pipeline.max_payload_bytes)
+        message = read_inbound(raw, pipeline.max_payload_bytes)
     except RefusedContent as refused:  # well-formed, so a MedCom sender can be told, by a fatal-error ack
-        doc = refused.document
-        if not is_medcom_message(doc) or is_acknowledgement(doc):
+        if not Inbound(raw, refused.document).needs_ack:
             raise
-        return pipeline.acknowledger.handle(doc, partial(_raise, refused), state, now)
-    if is_medcom_message(doc) and not is_acknowledgement(doc):
-        return pipeline.acknowledger.handle(
-            doc, lambda: detect_kind(doc, accepted).handle(doc, pipeline, now, state), state, now
-        )
-    return detect_kind(doc, accepted).handle(doc, pipeline, now, state)
+        return pipeline.acknowledger.handle(refused.document, partial(_raise, refused), state, now)
+    run = partial(_run, message, flow, pipeline, now, state)
+    return pipeline.acknowledger.handle(message.document, run, state, now) if message.needs_ack else run()
+
+
+Handler = Callable[[bytes, datetime, State], Handled]
+
+
+def handler(pipeline: Pipeline, flow: str) -> Handler:
+    """The processor's handler for the queue of `flow` (a key of FLOWS): body, receipt time, state → result."""
+    return lambda raw, now, state: transform(raw, pipeline, now, flow, state)

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from integration.conformance.validation import validate_message
-from integration.domain.course import Course, StateChanges
+from integration.domain.course import Course, Responsible, StateChanges
 from integration.domain.cpr import Cpr
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway
@@ -136,11 +136,8 @@ def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime)
     )
     number = event.patient.cpr
     # Courses are filed under CPR numbers only: a replacement number is temporary (decision 17).
-    courses = (
-        (Course(number.value, event.hospital.sor, event.patient.municipality_code, open=True, responsible="hospital"),)
-        if isinstance(number, Cpr)
-        else ()
-    )
+    opened = Course(number.value, event.hospital.sor, event.patient.municipality_code, True, Responsible.HOSPITAL)
+    courses = (opened,) if isinstance(number, Cpr) else ()
     return FlowResult(
         outgoing=(Outgoing(route, bundle, expects_ack=True),),
         facts=tuple(facts),

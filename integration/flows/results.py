@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from integration.domain.course import StateChanges
+from integration.errors import Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,24 @@ class FlowResult:
 
     def plus(self, outgoing: tuple[Outgoing, ...], facts: tuple[AuditFact, ...], state: StateChanges) -> FlowResult:
         return FlowResult(self.outgoing + outgoing, self.facts + facts, self.patient, self.state + state)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A message refused (dead-lettered, never marked processed) that its sender is answered for nonetheless.
+
+    `rejection` says why and where (its `reason` code, text and, for InvalidInput, `field`); `answer` is
+    what to send and record all the same: a MedCom message's fatal-error acknowledgement (or transient-error,
+    when our configuration lacks something), or only the audit fact that no acknowledgement could be made.
+    A refusal without an answer is simply raised as the Rejected it is."""
+
+    rejection: Rejected
+    answer: FlowResult
+
+    @property
+    def reason(self) -> str:
+        """The dead letter's reason code (`Rejected.reason`)."""
+        return self.rejection.reason
+
+
+Handled: TypeAlias = FlowResult | Refusal  # what the dispatch returns for one inbound message

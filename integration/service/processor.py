@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from functools import partial
 from hashlib import sha256
 from typing import Any, Protocol
@@ -58,7 +59,7 @@ from integration.domain.course import (
 )
 from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
 from integration.fhir import fhir_json
-from integration.flows.results import FHIR_JSON, FlowResult
+from integration.flows.results import FHIR_JSON, FlowResult, Handled, Refusal
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
@@ -66,7 +67,9 @@ from integration.topology import DEAD_LETTER_EXCHANGE
 
 log = structlog.get_logger("integration.processor")
 
-Handler = Callable[[bytes, datetime, State], FlowResult]
+# A flow's handler: body, receipt time, state → its result, or a Refusal with what its sender is answered.
+# It raises Rejected for a refusal without an answer; anything else it raises is a failure of ours.
+Handler = Callable[[bytes, datetime, State], Handled]
 # What to send for a message that could not be processed now and is given up on (None: nothing).
 Unprocessable = Callable[[bytes, datetime], FlowResult | None]
 FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
@@ -132,9 +135,19 @@ class Delivery:
         return f"{self.sender}/{self.key}" if self.sender else self.key
 
 
+class Disposition(StrEnum):
+    """What became of one delivery; all but FAILED may be acked. Logged and counted (metrics) as the value."""
+
+    PROCESSED = "processed"
+    REPLAYED_OUTPUTS = "replayed-outputs"  # processed before: its stored outputs published again
+    DUPLICATE_IN_BATCH = "duplicate-in-batch"  # a second copy within one batch, settled with the first
+    DEAD_LETTERED = "dead-lettered"
+    FAILED = "failed"  # our side failed; back to its queue
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    disposition: str  # processed | replayed-outputs | duplicate-in-batch | dead-lettered | failed
+    disposition: Disposition
     outputs: int
     patient: str | None = None
     error: str | None = None  # a dead letter's reason code, or the exception's type of a failure of ours
@@ -142,7 +155,7 @@ class Outcome:
 
     @property
     def ackable(self) -> bool:
-        return self.disposition != "failed"
+        return self.disposition is not Disposition.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +262,13 @@ def _earlier(known: Mapping[tuple[str, str], EarlierDelivery], delivery: Deliver
     return known.get((delivery.flow, delivery.stored_key)) or known.get((delivery.flow, delivery.key))
 
 
+def log_context(delivery: Delivery) -> dict[str, str]:
+    """What every log line about one delivery carries (bound once per message): its flow and its correlation
+    id, the idempotency key (the sender's message-id, else `sha256:` and the body's hash) as one line,
+    CPR numbers masked — the same id the consumer's line per message gives."""
+    return {"flow": delivery.flow, "correlation_id": one_line(delivery.key)}
+
+
 def _no_fault(_point: str) -> None:
     """Production has no fault injection."""
 
@@ -319,7 +339,8 @@ class Processor:
         earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
         batch = _Batch(now)
         for index, delivery in enumerate(deliveries):
-            self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now)
+            with structlog.contextvars.bound_contextvars(**log_context(delivery)):
+                self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now)
         return batch
 
     def _plan_one(
@@ -363,14 +384,12 @@ class Processor:
         except (Transient, ConnectionLost):  # the store went away while the flow read its state: an outage
             raise
         except Exception as exc:  # a defect in a flow: counted against this delivery; the batch goes on
-            log.error(
-                "handler failed",
-                flow=delivery.flow,
-                correlation_id=one_line(delivery.key),
-                exc_info=exc,
-                attempt=failures + 1,
-            )
+            # the traceback is rendered, then CPR-masked, by the log's processors (integration.log)
+            log.error("handler failed", error=type(exc).__name__, exc_info=exc, attempt=failures + 1)
             self._plan_failure(batch, index, delivery, exc, received, failures, now)
+            return
+        if isinstance(result, Refusal):
+            self._plan_rejection(batch, index, delivery, result.rejection, received, result.answer)
             return
         self._fault("handled")
         patient = result.patient
@@ -384,7 +403,7 @@ class Processor:
         batch.processed.append((delivery.flow, delivery.stored_key, delivery.digest, outputs))
         batch.changes = batch.changes + result.state
         batch.to_publish += [(delivery, output, result.patient) for output in outputs]
-        batch.outcomes[index] = Outcome("processed", len(outputs), patient)
+        batch.outcomes[index] = Outcome(Disposition.PROCESSED, len(outputs), patient)
 
     @staticmethod
     def _outputs(result: FlowResult) -> list[StoredOutput]:
@@ -406,7 +425,7 @@ class Processor:
 
     def _reused(self, delivery: Delivery, first_at: str | None) -> ReusedMessageId:
         metrics.REUSED_MESSAGE_IDS.labels(delivery.flow).inc()
-        log.warning("a message-id was reused for other content", flow=delivery.flow, message_id=one_line(delivery.key))
+        log.warning("a message-id was reused for other content")
         when = f" (first processed {first_at})" if first_at else " (earlier in the same batch)"
         return ReusedMessageId(
             "message-id",
@@ -419,31 +438,39 @@ class Processor:
         if first.digest != delivery.digest:
             self._plan_rejection(batch, index, delivery, self._reused(delivery, None), received)
             return
-        log.info("second copy of a message in one batch: settled with the first", flow=delivery.flow)
+        log.info("second copy of a message in one batch: settled with the first")
         batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
-        batch.outcomes[index] = Outcome("duplicate-in-batch", 0)
+        batch.outcomes[index] = Outcome(Disposition.DUPLICATE_IN_BATCH, 0)
 
     def _plan_rejection(
-        self, batch: _Batch, index: int, delivery: Delivery, rejection: Rejected, received: AuditEntry
+        self,
+        batch: _Batch,
+        index: int,
+        delivery: Delivery,
+        rejection: Rejected,
+        received: AuditEntry,
+        answer: FlowResult | None = None,
     ) -> None:
+        """Dead-letter it with its reason; `answer` (a Refusal's, e.g. a MedCom fatal-error ack) is sent too."""
         batch.dead_letters.append((delivery, rejection))
         batch.entries += [
             received,
             self._entry("rejected", delivery, None, reason=mask_cpr(str(rejection)), code=rejection.reason),
             self._entry("dead-lettered", delivery, None, exchange=DEAD_LETTER_EXCHANGE, routingKey=delivery.flow),
         ]
-        reply: FlowResult | None = rejection.reply
-        if reply is None:
-            batch.outcomes[index] = Outcome("dead-lettered", 0, error=rejection.reason, reason=one_line(rejection))
+        if answer is None:
+            batch.outcomes[index] = Outcome(
+                Disposition.DEAD_LETTERED, 0, error=rejection.reason, reason=one_line(rejection)
+            )
             return
         # Sent and remembered as the flow says, but not marked processed: a replay from the dead-letter
         # queue after a fix must reach the flow again (whose duplicate rules then decide).
-        outputs = self._outputs(reply)
-        batch.entries += self._facts(delivery, reply)
-        batch.changes = batch.changes + reply.state
+        outputs = self._outputs(answer)
+        batch.entries += self._facts(delivery, answer)
+        batch.changes = batch.changes + answer.state
         batch.to_publish += [(delivery, output, None) for output in outputs]
         batch.outcomes[index] = Outcome(
-            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+            Disposition.DEAD_LETTERED, len(outputs), error=rejection.reason, reason=one_line(rejection)
         )
 
     def _plan_failure(
@@ -462,7 +489,7 @@ class Processor:
         attempt = failures + 1
         if attempt < self._attempts:
             batch.entries += [received, self._entry("failed", delivery, None, error=error, attempt=attempt)]
-            batch.outcomes[index] = Outcome("failed", 0, error=error)
+            batch.outcomes[index] = Outcome(Disposition.FAILED, 0, error=error)
             return
         # The last attempt: dead-letter it and tell the sender (not remembered: a replay after the fix
         # processes it and answers again).
@@ -479,23 +506,25 @@ class Processor:
             batch.entries += self._facts(delivery, answer)
             batch.to_publish += [(delivery, output, None) for output in outputs]
         batch.outcomes[index] = Outcome(
-            "dead-lettered", len(outputs), error=rejection.reason, reason=one_line(rejection)
+            Disposition.DEAD_LETTERED, len(outputs), error=rejection.reason, reason=one_line(rejection)
         )
 
     def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: Sequence[StoredOutput]) -> None:
         log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
         batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
         batch.to_publish += [(delivery, output, None) for output in stored]
-        batch.outcomes[index] = Outcome("replayed-outputs", len(stored))
+        batch.outcomes[index] = Outcome(Disposition.REPLAYED_OUTPUTS, len(stored))
 
     def _fail_alone(self, delivery: Delivery, exc: Exception, held: Held) -> Outcome:
         """A delivery that failed outside its flow even on its own (StoreRefused, a defect): count it like a
         flow failure. If even that cannot be recorded, it goes back to its queue uncounted."""
+        with structlog.contextvars.bound_contextvars(**log_context(delivery)):
+            return self._fail_alone_in_context(delivery, exc, held)
+
+    def _fail_alone_in_context(self, delivery: Delivery, exc: Exception, held: Held) -> Outcome:
         refused = isinstance(exc, StoreRefused)
         log.error(
             "delivery failed outside its flow",
-            flow=delivery.flow,
-            correlation_id=one_line(delivery.key),
             error=type(exc).__name__,
             reason=one_line(exc) if refused else None,
             exc_info=None if refused else exc,
@@ -509,7 +538,7 @@ class Processor:
         except Exception as again:
             held.drop("alone", [delivery])
             log.error("failure could not be recorded; returned to its queue", error=type(again).__name__)
-            return Outcome("failed", 0, error=type(exc).__name__)
+            return Outcome(Disposition.FAILED, 0, error=type(exc).__name__)
 
     def _plan_alone(self, delivery: Delivery, exc: Exception) -> _Batch:
         now = self._clock()

@@ -32,7 +32,7 @@ from integration.domain.course import NO_STATE, Course, FixedState, OutboundStat
 from integration.errors import InvalidInput, Rejected
 from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
-from integration.flows.results import FHIR_JSON, FlowResult
+from integration.flows.results import FHIR_JSON, FlowResult, Refusal
 from integration.log import cpr_numbers_in
 
 FUZZ = Path(__file__).parent
@@ -105,7 +105,7 @@ def no_cpr(text: str, where: str) -> None:
         raise Finding(f"a CPR number in {where}")
 
 
-def _check_rejection(rejection: Rejected) -> None:
+def _check_rejection(rejection: Rejected, answer: FlowResult | None = None) -> None:
     message = str(rejection)
     if not message or "\n" in message:
         raise Finding(f"a rejection that is not one line: {type(rejection).__name__}")
@@ -114,11 +114,11 @@ def _check_rejection(rejection: Rejected) -> None:
         no_cpr(rejection.field, "a rejection's field")
         for detail in rejection.details:
             no_cpr(detail, "a rejection's details")
-    if isinstance(rejection.reply, FlowResult):  # a MedCom sender's ack: its OperationOutcome goes out
-        for out in rejection.reply.outgoing:
+    if answer is not None:  # a MedCom sender's ack: its OperationOutcome goes out
+        for out in answer.outgoing:
             outcomes = [e.get("resource") for e in out.message.get("entry", []) if _is_outcome(e)]
             no_cpr(orjson.dumps(outcomes).decode(), "the OperationOutcome of a fatal-error ack")
-        check_emitted(rejection.reply)
+        check_emitted(answer)
 
 
 def _is_outcome(entry: Any) -> bool:
@@ -170,12 +170,17 @@ def answer(raw: bytes, entry: Entry, pipeline: Pipeline) -> FlowResult | Rejecte
         outcome = validate_engine(raw, pipeline)
     else:
         try:
-            outcome = transform(raw, pipeline, entry.now, state=entry.state)
+            result = transform(raw, pipeline, entry.now, state=entry.state)
         except Rejected as rejection:
             _check_rejection(rejection)
             outcome = rejection
         else:
-            check_emitted(outcome)
+            if isinstance(result, Refusal):
+                _check_rejection(result.rejection, result.answer)
+                outcome = result.rejection
+            else:
+                check_emitted(result)
+                outcome = result
     took = time.perf_counter() - started
     if took > SECONDS_PER_INPUT:
         raise Finding(f"{entry.name}: {took:.1f} s for one input of {len(raw)} bytes")

@@ -31,7 +31,9 @@ from integration.domain.course import (
     Course,
     EarlierMessage,
     OpenRequest,
+    OutboundState,
     OutboundStatus,
+    Responsible,
     StateChanges,
 )
 from integration.errors import ConfigurationError, StoreDamaged
@@ -102,7 +104,7 @@ class OutboundMessage:
     first_sent_at: datetime
     last_sent_at: datetime
     resends: int
-    state: str  # awaiting | acknowledged | failed | gave-up
+    state: OutboundState
 
     @property
     def patient(self) -> str | None:
@@ -656,7 +658,7 @@ class SqlAuditStore:
             row = cursor.fetchone()
         if row is None:
             return None
-        return OutboundStatus(header_id, str(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
+        return OutboundStatus(header_id, OutboundState(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
 
     def outbound_messages(
         self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
@@ -683,7 +685,7 @@ class SqlAuditStore:
                 datetime.fromisoformat(r[3]),
                 datetime.fromisoformat(r[4]),
                 int(r[5]),
-                r[6],
+                OutboundState(r[6]),
             )
             for r in rows
         ]
@@ -706,7 +708,7 @@ class SqlAuditStore:
                 (patient,),
             )
             row = cursor.fetchone()
-        return None if row is None else Course(patient, row[0], row[1], bool(row[2]), row[3])
+        return None if row is None else Course(patient, row[0], row[1], bool(row[2]), Responsible(row[3]))
 
     def requester(self, thread_id: str) -> str | None:
         with self._transaction(write=False) as cursor:
