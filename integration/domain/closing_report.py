@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from integration.domain.course import ClosingPlace
 from integration.domain.cpr import Cpr
 from integration.domain.hads import HadsResult
 
@@ -56,7 +57,7 @@ class ClosingReport:
     course_end: date
     elements: tuple[CourseElement, ...]
     closing_date: date
-    closing_place: str  # municipality | hospital
+    closing_place: ClosingPlace  # where the closing conversation took place
     measurements: tuple[Measurement, ...]
     smoking: tuple[str, str] | None  # (before, after)
     hads_date: date | None

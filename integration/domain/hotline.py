@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from integration.domain.course import Course
+from integration.domain.course import Course, Responsible
 from integration.domain.opening_hours import OpeningHours
 
 
@@ -103,7 +103,7 @@ def route(
         request.sender_kind is SenderKind.MUNICIPALITY
         and course is not None
         and not course.open
-        and course.responsible == "gp"
+        and course.responsible == Responsible.GP
     )
     if municipality_after_handover and not request.acute:
         return Decision(Outcome.RESPONSIBILITY_WITH_GP, "unmatched", None)

@@ -22,6 +22,7 @@ from decimal import Decimal
 from lxml import etree
 
 from integration.domain.closing_report import ClosingReport, CourseElement, Measurement
+from integration.domain.course import ClosingPlace
 from integration.domain.cpr import born_by, parse_cpr
 from integration.domain.hads import HadsResult, from_sums, score_items
 from integration.errors import InvalidInput
@@ -249,7 +250,7 @@ def parse_closing_report(raw: bytes, schema: etree.XMLSchema, max_bytes: int) ->
         course_end=end,
         elements=_elements(course),
         closing_date=closing_date,
-        closing_place=closing.get("place"),
+        closing_place=ClosingPlace(closing.get("place")),  # the XSD admits exactly these values
         measurements=_measurements(root),
         smoking=(smoking.get("before"), smoking.get("after")) if smoking is not None else None,
         hads_date=hads_date,
