@@ -57,17 +57,19 @@ class DefinitionsUnreadable(RuntimeError):
     """The definitions are there but cannot be read (a file that is not JSON, a folder we may not list)."""
 
 
-Layer = Callable[[dict[str, Any]], list[str]]
+LayerTexts = Callable[[dict[str, Any]], list[str]]  # a layer as `validate` runs it: bundle → finding texts
 
 
-def _texts(layer: CheckLayer) -> Layer:
+def _texts(layer: CheckLayer) -> LayerTexts:
     """`layer` as `validate` runs it: its findings' full texts."""
     scope = Scope(Use.VALIDATE)
     return lambda bundle: [finding.text for finding in layer.findings(bundle, scope)]
 
 
 # What `integration validate` runs before the profile layer: the table's layers for it, in its order, by name.
-FAST_LAYERS: tuple[tuple[str, Layer], ...] = tuple((layer.name, _texts(layer)) for layer in layers_for(Use.VALIDATE))
+FAST_LAYERS: tuple[tuple[str, LayerTexts], ...] = tuple(
+    (layer.name, _texts(layer)) for layer in layers_for(Use.VALIDATE)
+)
 
 
 def conformance(bundle: Any, medcom_dir: Path = MEDCOM_DIR, core_dir: Path = CORE_DIR) -> Conformance:
