@@ -1,9 +1,9 @@
 """Conformance checks for any FHIR message or document, ours or a partner's (`integration validate`).
 
-Four layers: FHIR R4 content (fhir.resources), our MedCom messaging or document rules, FHIRPath
-assertions ported from MedCom's TouchStone test scripts, evaluated with fhirpathpy and chosen by the
-message's event, and the profiles' snapshots (constraints, cardinality, fixed and pattern values,
-required bindings; `profile_check`) when the definitions are at hand.
+Four layers: the fast ones of `layers` for `validate` (our MedCom messaging or document rules, FHIR R4
+content with fhir.resources, FHIRPath assertions ported from MedCom's TouchStone test scripts, evaluated
+with fhirpathpy and chosen by the message's event), then the profiles' snapshots (constraints,
+cardinality, fixed and pattern values, required bindings; `profile_check`) when the definitions are at hand.
 """
 
 from __future__ import annotations
@@ -22,146 +22,21 @@ from integration.conformance.definitions import (
     DefinitionsMissing,
     load_definitions,
 )
-from integration.conformance.messaging_rules import Finding, as_dict, as_list
-from integration.conformance.profile_check import ProfileReport, check_profiles, compiled_fhirpath, standard_of
-from integration.conformance.resource_validation import fhir_problems
-from integration.conformance.validation import document_problems, messaging_problems
+from integration.conformance.layers import CheckLayer, Scope, Use, layers_for
+from integration.conformance.profile_check import ProfileReport, check_profiles, standard_of
+from integration.conformance.touchstone import assertion_findings, fhirpath_findings
 
-UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-HEADER = "Bundle.entry[0].resource"
-CATEGORY_CODES = "http://medcomfhir.dk/ig/terminology/CodeSystem/medcom-careCommunication-categoryCodes"
-
-
-@dataclass(frozen=True, slots=True)
-class Assertion:
-    name: str
-    expression: str  # FHIRPath over the Bundle; must evaluate to [true]
-    field: str = "Bundle"  # where a failure is reported (the acknowledgement's issue expression)
-
-
-CARE_COMMUNICATION = (
-    Assertion(
-        "event is care-communication-message",
-        f"{HEADER}.event.as(Coding).code = 'care-communication-message'",
-        "MessageHeader.eventCoding",
-    ),
-    Assertion(
-        "a Provenance targets this MessageHeader (TouchStone assertProvenanceTarget)",
-        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id)).exists()",
-        "Provenance.target",
-    ),
-    Assertion(
-        "the latest Provenance's activity is new-, reply- or forward-message",
-        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id))"
-        ".activity.coding.code.all($this in ('new-message' | 'reply-message' | 'forward-message'))",
-        "Provenance.activity",
-    ),
-    Assertion(
-        "Communication.identifier is a urn:uuid v4 (the thread id)",
-        f"Bundle.entry.resource.ofType(Communication).identifier.value.all(matches('^urn:uuid:{UUID4}$'))",
-        "Communication.identifier",
-    ),
-    Assertion(
-        "MessageHeader.definition names CareCommunication 5.x",
-        f"{HEADER}.definition.matches('^http://medcomfhir.dk/ig/messagedefinitions/MessageDefinition/"
-        "MedComCareCommunicationMessageDefinition[|]5[.][0-9]{1,2}$')",
-        "MessageHeader.definition",
-    ),
-    Assertion(
-        "exactly one Patient (medcom-careCommunication-2)",
-        "Bundle.entry.resource.ofType(Patient).count() = 1",
-        "Patient",
-    ),
-    Assertion(
-        "the category is one coding with MedCom's category system and a code (required binding)",
-        "Bundle.entry.resource.ofType(Communication).all(category.count() = 1 and category.coding.count() = 1 and "
-        f"category.coding.system = '{CATEGORY_CODES}' and category.coding.code.exists())",
-        "Communication.category",
-    ),
-    Assertion(
-        "a topic when the category is other (medcom-careCommunication-6)",
-        "Bundle.entry.resource.ofType(Communication).all(category.coding.code = 'other' implies topic.text.exists())",
-        "Communication.topic",
-    ),
-    Assertion(
-        "priority only with regarding-referral (medcom-careCommunication-5)",
-        "Bundle.entry.resource.ofType(Communication).all(priority.exists() implies "
-        "category.coding.code = 'regarding-referral')",
-        "Communication.priority",
-    ),
-    Assertion(
-        "the MessageHeader's profile is the CareCommunication header (medcom-careCommunication-1)",
-        f"{HEADER}.meta.profile.exists($this.startsWith("
-        "'http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-messageHeader'))",
-        "MessageHeader.meta.profile",
-    ),
-)
-ACKNOWLEDGEMENT = (
-    Assertion("event is acknowledgement-message", f"{HEADER}.event.as(Coding).code = 'acknowledgement-message'"),
-    Assertion(
-        "exactly two Provenances (TouchStone assertProvenanceEntityCount)",
-        "Bundle.entry.resource.ofType(Provenance).count() = 2",
-    ),
-    Assertion(
-        "exactly one Provenance with activity acknowledgement",
-        "Bundle.entry.resource.ofType(Provenance).where(activity.coding.code = 'acknowledgement').count() = 1",
-    ),
-    Assertion(
-        "one Provenance's entity is the acknowledged MessageHeader (TouchStone assertMessageHeaderid, by id)",
-        "Bundle.entry.resource.ofType(Provenance).where(entity.what.reference = 'MessageHeader/' + "
-        "%resource.entry[0].resource.response.identifier).count() = 1",
-    ),
-    Assertion(
-        "a Provenance targets this MessageHeader (TouchStone assertProvenanceTarget, by id)",
-        "Bundle.entry.resource.ofType(Provenance).where(target.reference.contains(%resource.entry[0].resource.id))"
-        ".exists()",
-    ),
-    Assertion(
-        "an OperationOutcome when the response is not ok (medcom-acknowledgement-1)",
-        f"{HEADER}.response.code = 'ok' or Bundle.entry.resource.ofType(OperationOutcome).exists()",
-    ),
-)
-REFERRAL = (
-    Assertion("focus is a ServiceRequest", f"{HEADER}.focus.reference.all(startsWith('ServiceRequest/'))"),
-    Assertion(
-        "the ServiceRequest has one category from our referral categories",
-        "Bundle.entry.resource.ofType(ServiceRequest).category.coding.code.all($this in "
-        "('gop-specialised' | 'gop-general' | 'municipal-rehabilitation'))",
-    ),
-    Assertion(
-        "a RiskAssessment supports the referral",
-        "Bundle.entry.resource.ofType(ServiceRequest).supportingInfo.reference.where(startsWith('RiskAssessment/'))"
-        ".exists()",
-    ),
-)
-BY_EVENT = {
-    "care-communication-message": CARE_COMMUNICATION,
-    "acknowledgement-message": ACKNOWLEDGEMENT,
-    "new-referral": REFERRAL,
-}
-
-
-def assertion_findings(bundle: dict[str, Any]) -> list[Finding]:
-    """The TouchStone assertions of the message's event that are not met, each where it is reported; the
-    problem names the assertion, never a value."""
-    header = as_dict(as_dict((as_list(bundle.get("entry")) or [{}])[0]).get("resource"))
-    event = as_dict(header.get("eventCoding")).get("code")
-    findings = []
-    for assertion in BY_EVENT.get(event if isinstance(event, str) else "", ()):
-        try:
-            result = compiled_fhirpath(assertion.expression)(bundle, {"resource": bundle})
-        except Exception as exc:  # noqa: BLE001 - a message the engine cannot read fails the assertion, with why
-            problem = f"{assertion.name}: could not be evaluated ({type(exc).__name__})"
-        else:
-            if result == [True]:
-                continue
-            problem = f"{assertion.name}: not met"
-        findings.append(Finding(assertion.field, problem, problem))
-    return findings
-
-
-def fhirpath_findings(bundle: dict[str, Any]) -> list[str]:
-    return [finding.text for finding in assertion_findings(bundle)]
+__all__ = [
+    "FAST_LAYERS",
+    "Conformance",
+    "DefinitionsUnreadable",
+    "MessageCheck",
+    "assertion_findings",
+    "check_document",
+    "conformance",
+    "conformance_findings",
+    "fhirpath_findings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,17 +57,18 @@ class DefinitionsUnreadable(RuntimeError):
     """The definitions are there but cannot be read (a file that is not JSON, a folder we may not list)."""
 
 
-Layer = Callable[[dict[str, Any]], list[str]]
+LayerTexts = Callable[[dict[str, Any]], list[str]]  # a layer as `validate` runs it: bundle → finding texts
 
 
-def _structure(bundle: dict[str, Any]) -> list[str]:
-    return document_problems(bundle) if bundle.get("type") == "document" else messaging_problems(bundle)
+def _texts(layer: CheckLayer) -> LayerTexts:
+    """`layer` as `validate` runs it: its findings' full texts."""
+    scope = Scope(Use.VALIDATE)
+    return lambda bundle: [finding.text for finding in layer.findings(bundle, scope)]
 
 
-FAST_LAYERS: tuple[tuple[str, Layer], ...] = (
-    ("the messaging or document rules", _structure),
-    ("the FHIR R4 content check", lambda bundle: fhir_problems(bundle, remember=False)),
-    ("the TouchStone assertions", fhirpath_findings),
+# What `integration validate` runs before the profile layer: the table's layers for it, in its order, by name.
+FAST_LAYERS: tuple[tuple[str, LayerTexts], ...] = tuple(
+    (layer.name, _texts(layer)) for layer in layers_for(Use.VALIDATE)
 )
 
 

@@ -1,4 +1,5 @@
-"""What a received MedCom message must pass before it is routed: the fast layers of `integration validate`.
+"""What a received MedCom message must pass before it is routed: the fast layers of `integration validate`
+(their table, and how a received message is read differently, is `layers`).
 
     FHIR R4 content (fhir.resources)              `resource_validation.content_errors`, validated afresh,
                                                   and every primitive's JSON type (booleans true/false,
@@ -12,7 +13,7 @@
                                                   id per Organization; for a CareCommunication its resource
                                                   types, one Communication (status unknown, one thread
                                                   id) and one MessageHeader.focus
-    the TouchStone assertions of its event        `conformance.assertion_findings`: exactly one Patient,
+    the TouchStone assertions of its event        `touchstone.assertion_findings`: exactly one Patient,
                                                   the category coded, the thread id, the definition, …
 
 Nothing these layers call an error is acknowledged `ok`: a message with findings is refused with all of
@@ -23,43 +24,23 @@ README gives both costs per message).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-from integration.conformance.checks import assertion_findings
-from integration.conformance.messaging_rules import messaging_findings
-from integration.conformance.resource_validation import content_errors
+from integration.conformance.layers import LayerFinding, Use, layer_findings
 from integration.errors import InvalidInput
 
 
-class Layer(Enum):
-    """Which check found it; the value is the FHIR issue type the acknowledgement reports it as."""
-
-    FHIR = "structure"
-    MESSAGING = "invariant"
-    TOUCHSTONE = "business-rule"
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptFinding:
-    field: str  # where, as a FHIR path (the issue's expression)
-    problem: str  # what, never a value from the message (ids only when they are UUIDs)
-    layer: Layer
-
-
-def receipt_findings(bundle: dict[str, Any]) -> list[ReceiptFinding]:
-    """Every finding of the fast layers, content first; empty when the message may be routed."""
-    found = [ReceiptFinding(e.field, e.shown, Layer.FHIR) for e in content_errors(bundle, remember=False)]
-    found += [ReceiptFinding(f.field, f.problem, Layer.MESSAGING) for f in messaging_findings(bundle)]
-    return found + [ReceiptFinding(f.field, f.problem, Layer.TOUCHSTONE) for f in assertion_findings(bundle)]
+def receipt_findings(bundle: dict[str, Any]) -> list[LayerFinding]:
+    """Every finding of the fast layers for a received message (`layers`), content first; empty when the
+    message may be routed."""
+    return layer_findings(bundle, Use.RECEIVED)
 
 
 class NotConformant(InvalidInput):
     """A received message that the fast layers find errors in: its message names the first (field and
     problem, never a value), `findings` holds them all for the acknowledgement."""
 
-    def __init__(self, findings: list[ReceiptFinding]) -> None:
+    def __init__(self, findings: list[LayerFinding]) -> None:
         first, more = findings[0], len(findings) - 1
         super().__init__(
             first.field,

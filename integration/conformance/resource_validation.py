@@ -82,16 +82,27 @@ def memory_key(content: bytes, replacements: StandIns) -> bytes:
     return content
 
 
-def _element_model(annotation: Any) -> Any:
-    """The element model behind a field's annotation (None for a field that holds resources)."""
+def _held_type(annotation: Any) -> Any:
+    """What a field's annotation holds: the first FHIR primitive's Python type (one of `_KINDS`) or element
+    model (`get_model_klass`) found walking it and its arguments depth first, last argument first; None when
+    neither. No fhir.resources R4B field names both (tests/test_resource_validation_annotations.py)."""
     pending = [annotation]
     while pending:
         current = pending.pop()
+        if current in _KINDS:
+            return current
         if hasattr(current, "get_model_klass"):
-            model = current.get_model_klass()
-            return None if model.__name__ in ("Resource", "DomainResource") else model
+            return current.get_model_klass()
         pending.extend(typing.get_args(current))
     return None
+
+
+def _element_model(annotation: Any) -> Any:
+    """The element model behind a field's annotation (None for a primitive, or a field that holds resources)."""
+    held = _held_type(annotation)
+    if held is None or held in _KINDS or held.__name__ in ("Resource", "DomainResource"):
+        return None
+    return held
 
 
 @cache
@@ -295,15 +306,8 @@ _SHOULD_BE = {
 
 def _primitive_kind(annotation: Any) -> str | None:
     """boolean, integer, decimal or string for a field holding a FHIR primitive (or a list of them), else None."""
-    pending = [annotation]
-    while pending:
-        current = pending.pop()
-        if current in _KINDS:
-            return _KINDS[current]
-        if hasattr(current, "get_model_klass"):
-            return None
-        pending.extend(typing.get_args(current))
-    return None
+    held = _held_type(annotation)
+    return _KINDS[held] if held in _KINDS else None
 
 
 @cache

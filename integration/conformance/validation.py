@@ -1,12 +1,14 @@
-"""The gate every FHIR message and document passes before it leaves: the fast layers of `integration validate`.
+"""The gate every FHIR message and document passes before it leaves: the fast layers of `integration validate`,
+in this order (their table, shared with `validate` and what we receive, is `layers`):
 
-    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`
     MedCom's messaging rules, or the document     `messaging_rules.messaging_findings` / `document_findings`:
     rules, with FHIR's invariants and required    bdl-7, fullUrl ↔ resource, one MessageHeader first,
     codes the models do not check                 UUID ids, narratives present, required codes
-    the TouchStone assertions of its event        `conformance.assertion_findings`
-    FHIR's narrative rules (txt-1, txt-2)         `profile_check.html_checks` on every `text.div`: well-formed
-                                                  XHTML, no active content, some text
+    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`
+    the TouchStone assertions of its event        `touchstone.assertion_findings`
+    FHIR's narrative rules (txt-1, txt-2)         `layers.narrative_findings` (`profile_check.html_checks` on
+                                                  every `text.div`): well-formed XHTML, no active content,
+                                                  some text
 
 The profile layer (snapshots, cardinality, bindings) is `validate`'s alone, for its cost. An output that
 fails the gate is never published: the input it was built from is refused (`Unsendable`, a Rejected, so
@@ -17,12 +19,11 @@ of ours; the dead letter can be replayed after the fix either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from integration.conformance.messaging_rules import as_dict, as_list, document_findings, messaging_findings
-from integration.conformance.profile_check import html_checks
-from integration.conformance.resource_validation import content_errors, fhir_problems, forget_validated
+from integration.conformance.layers import LayerFinding, Use, layer_findings, narrative_findings
+from integration.conformance.messaging_rules import document_findings, messaging_findings
+from integration.conformance.resource_validation import fhir_problems, forget_validated
 from integration.errors import InvalidInput
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "fhir_problems",
     "forget_validated",
     "messaging_problems",
+    "narrative_findings",
     "outgoing_findings",
     "validate_document",
     "validate_message",
@@ -39,18 +41,11 @@ __all__ = [
 Resource = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingFinding:
-    field: str  # where in the output, as a FHIR path (`Patient.text.div`)
-    problem: str  # what, never a value
-    text: str  # with ids and values, for tests and our own debugging only: never logged
-
-
 class Unsendable(InvalidInput):
     """A message we built from the input fails the gate: the input is refused, naming the output's first
     failing element (`field`), every finding value-free in `details`; `texts` has them in full."""
 
-    def __init__(self, what: str, findings: list[OutgoingFinding]) -> None:
+    def __init__(self, what: str, findings: list[LayerFinding]) -> None:
         first, more = findings[0], len(findings) - 1
         problem = f"the {what} built from this input would fail our own checks: {first.problem}"
         super().__init__(
@@ -71,33 +66,10 @@ def document_problems(bundle: Any) -> list[str]:
     return [finding.text for finding in document_findings(bundle)]
 
 
-def narrative_findings(bundle: Any) -> list[OutgoingFinding]:
-    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
-    messaging rule): the check the profile layer runs, cheap enough for every message (an XML parse of
-    each div)."""
-    found = []
-    for entry in as_list(as_dict(bundle).get("entry")):
-        resource = as_dict(as_dict(entry).get("resource"))
-        div = as_dict(resource.get("text")).get("div")
-        if div and not (isinstance(div, str) and html_checks(div)):
-            rtype, rid = resource.get("resourceType"), resource.get("id")
-            problem = "narrative is not well-formed XHTML with some text and no active content (txt-1, txt-2)"
-            found.append(OutgoingFinding(f"{rtype}.text.div", problem, f"{rtype}/{rid}: {problem}"))
-    return found
-
-
-def outgoing_findings(bundle: Any, *, allow_cc: bool = False) -> list[OutgoingFinding]:
-    """Every finding of the gate's layers (see the module), structure first; empty when `bundle` may leave."""
-    # conformance imports this module (for messaging_problems), so its assertions are imported here
-    from integration.conformance.checks import assertion_findings
-
-    is_document = as_dict(bundle).get("type") == "document"
-    structure = document_findings(bundle) if is_document else messaging_findings(bundle, allow_cc=allow_cc)
-    found = [OutgoingFinding(f.field, f.problem, f.text) for f in structure]
-    found += [OutgoingFinding(e.field, e.shown, e.text) for e in content_errors(bundle)]
-    if isinstance(bundle, dict):
-        found += [OutgoingFinding(f.field, f.problem, f.text) for f in assertion_findings(bundle)]
-    return found + narrative_findings(bundle)
+def outgoing_findings(bundle: Any, *, allow_cc: bool = False) -> list[LayerFinding]:
+    """Every finding of the gate's layers (see the module; their table is `layers`), structure first; empty
+    when `bundle` may leave. `allow_cc` allows cc destinations (a flow that sends copies)."""
+    return layer_findings(bundle, Use.SENT, allow_cc=allow_cc)
 
 
 def validate_message(bundle: Resource, *, allow_cc: bool = False) -> None:

@@ -1,0 +1,150 @@
+"""The fast check layers, in one table: what `integration validate` runs, what a MedCom message we receive
+must pass before it is routed, and the gate every message and document we build passes before it leaves.
+
+    layer                                   issue type      sent  received  validate
+    MedCom's messaging or document rules    invariant        1       2         1
+    FHIR R4 content (fhir.resources)        structure        2       1         2
+    the TouchStone assertions of its event  business-rule    3       3         3
+    FHIR's narrative rules (txt-1, txt-2)   invariant        4       -         -
+
+The numbers are each use's order (the first finding names a refusal, and an acknowledgement lists its
+issues in this order); `-` is a use the layer does not apply to. Where the uses differ:
+
+- received: a MedCom message, so always held to the messaging rules (a Bundle of type `document` is a
+  finding, not a document); FHIR content validated afresh, nothing remembered (it is not ours).
+- sent: the document rules for a document; content remembered once valid (`resource_validation`); `cc`
+  destinations where the flow allows them; the narrative rules, which `validate` gets from the profile layer.
+- validate: a layer that fails on its input is a check not made (`checks.conformance`), never a finding.
+
+The profile layer (snapshots, cardinality, bindings) is `validate`'s alone, for its cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from integration.conformance.messaging_rules import Finding, as_dict, as_list, document_findings, messaging_findings
+from integration.conformance.profile_check import html_checks
+from integration.conformance.resource_validation import content_errors
+from integration.conformance.touchstone import assertion_findings
+
+
+class Use(Enum):
+    """Where the fast layers run."""
+
+    SENT = "sent"  # the gate on what we build (`validation.outgoing_findings`)
+    RECEIVED = "received"  # a MedCom message before it is routed (`receipt.receipt_findings`)
+    VALIDATE = "validate"  # `integration validate` (`checks.conformance`)
+
+
+class Layer(Enum):
+    """Which kind of check found it; the value is the FHIR issue type (R4 ValueSet issue-type) an
+    acknowledgement reports it as."""
+
+    FHIR = "structure"  # FHIR R4 content
+    RULES = "invariant"  # MedCom's messaging or document rules, FHIR's invariants (bdl-*, txt-*)
+    TOUCHSTONE = "business-rule"  # the TouchStone assertions
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFinding:
+    """One finding of a fast layer: where (`field`, a FHIR path such as `Patient.name[0].family`), what
+    (`problem`, never a value from the message; ids only when they are UUIDs), the full `text` (with ids and
+    values, for `integration validate`, tests and our own debugging: never logged, so not in the repr) and
+    the kind of check (`layer`, whose value is the acknowledgement's issue type)."""
+
+    field: str
+    problem: str
+    text: str = dataclasses.field(repr=False)
+    layer: Layer
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """How one run reads the message: `use`, and whether `cc` destinations are allowed (only a flow that
+    sends copies says so)."""
+
+    use: Use
+    allow_cc: bool = False
+
+
+Check = Callable[[Any, Scope], list[Finding]]
+
+
+def _structure(bundle: Any, scope: Scope) -> list[Finding]:
+    """The document rules for a document we send or validate, else MedCom's messaging rules."""
+    if scope.use is not Use.RECEIVED and as_dict(bundle).get("type") == "document":
+        return document_findings(bundle)
+    return messaging_findings(bundle, allow_cc=scope.allow_cc)
+
+
+def _content(bundle: Any, scope: Scope) -> list[Finding]:
+    """FHIR R4 content, remembered once valid only for what we send (`resource_validation`)."""
+    errors = content_errors(bundle, remember=scope.use is Use.SENT)
+    return [Finding(error.field, error.shown, error.text) for error in errors]
+
+
+def _touchstone(bundle: Any, scope: Scope) -> list[Finding]:
+    """The TouchStone assertions of the message's event; none for what is no JSON object."""
+    return assertion_findings(bundle) if isinstance(bundle, dict) else []
+
+
+def narrative_findings(bundle: Any) -> list[Finding]:
+    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
+    messaging rule): the check the profile layer runs, cheap enough for every message (an XML parse of
+    each div)."""
+    found = []
+    for entry in as_list(as_dict(bundle).get("entry")):
+        resource = as_dict(as_dict(entry).get("resource"))
+        div = as_dict(resource.get("text")).get("div")
+        if div and not (isinstance(div, str) and html_checks(div)):
+            rtype, rid = resource.get("resourceType"), resource.get("id")
+            problem = "narrative is not well-formed XHTML with some text and no active content (txt-1, txt-2)"
+            found.append(Finding(f"{rtype}.text.div", problem, f"{rtype}/{rid}: {problem}"))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class CheckLayer:
+    """One row of the table: `name` (as `validate` reports a layer that failed on its input), the kind of
+    check, the check, and its place in each use's order (None: it does not apply there)."""
+
+    name: str
+    layer: Layer
+    check: Check
+    sent: int | None = None
+    received: int | None = None
+    validate: int | None = None
+
+    def place(self, use: Use) -> int | None:
+        """Where this layer runs in `use`'s order, or None when it does not run there."""
+        return {Use.SENT: self.sent, Use.RECEIVED: self.received, Use.VALIDATE: self.validate}[use]
+
+    def findings(self, bundle: Any, scope: Scope) -> list[LayerFinding]:
+        """This layer's findings on `bundle` (any JSON value), in the one shape; raises what the check raises."""
+        return [LayerFinding(f.field, f.problem, f.text, self.layer) for f in self.check(bundle, scope)]
+
+
+LAYERS: tuple[CheckLayer, ...] = (
+    CheckLayer("the messaging or document rules", Layer.RULES, _structure, sent=1, received=2, validate=1),
+    CheckLayer("the FHIR R4 content check", Layer.FHIR, _content, sent=2, received=1, validate=2),
+    CheckLayer("the TouchStone assertions", Layer.TOUCHSTONE, _touchstone, sent=3, received=3, validate=3),
+    CheckLayer("FHIR's narrative rules", Layer.RULES, lambda bundle, _scope: narrative_findings(bundle), sent=4),
+)
+
+
+def layers_for(use: Use) -> tuple[CheckLayer, ...]:
+    """The layers that apply to `use`, in its order."""
+    placed = [(place, layer) for layer in LAYERS if (place := layer.place(use)) is not None]
+    return tuple(layer for _place, layer in sorted(placed, key=lambda pair: pair[0]))
+
+
+def layer_findings(bundle: Any, use: Use, *, allow_cc: bool = False) -> list[LayerFinding]:
+    """Every finding of `use`'s layers on `bundle`, in its order; empty when it passes. Raises what a layer
+    raises (`validate` runs the layers one by one instead, to report a failed one as a check not made)."""
+    scope = Scope(use, allow_cc)
+    return [finding for layer in layers_for(use) for finding in layer.findings(bundle, scope)]
