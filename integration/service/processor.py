@@ -350,16 +350,27 @@ class Processor:
         if delivery.problem is not None:  # refused for its properties: no copy of it stands for another
             self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
             return
+        if earlier is not None and earlier.processed:  # the store decides, wherever the copy sits in the batch
+            self._plan_known(batch, index, delivery, earlier, received)
+            return
         first = batch.firsts.setdefault((delivery.flow, delivery.stored_key), delivery)
         if first is not delivery:
             self._plan_copy(batch, index, delivery, first, received)
-        elif earlier is not None and earlier.processed:
-            if earlier.digest in (None, delivery.digest):
-                self._plan_republish(batch, index, delivery, earlier.outputs)
-            else:
-                self._plan_rejection(batch, index, delivery, self._reused(delivery, earlier.at), received)
         else:
             self._plan(batch, index, delivery, received, earlier.failures if earlier else 0, now)
+
+    def _plan_known(
+        self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery, received: AuditEntry
+    ) -> None:
+        """A key processed before: the same body is a redelivery (its stored outputs republished once per
+        batch, a further copy settled with it); another body is a reused id — compared with what the
+        store holds, not with a copy that happens to come first in the batch."""
+        if earlier.digest not in (None, delivery.digest):
+            self._plan_rejection(batch, index, delivery, self._reused(delivery, earlier.at), received)
+        elif batch.firsts.setdefault((delivery.flow, delivery.stored_key), delivery) is delivery:
+            self._plan_republish(batch, index, delivery, earlier.outputs)
+        else:
+            self._settle_copy(batch, index, delivery)
 
     def _received(self, delivery: Delivery) -> AuditEntry:
         return self._entry(
@@ -438,6 +449,9 @@ class Processor:
         if first.digest != delivery.digest:
             self._plan_rejection(batch, index, delivery, self._reused(delivery, None), received)
             return
+        self._settle_copy(batch, index, delivery)
+
+    def _settle_copy(self, batch: _Batch, index: int, delivery: Delivery) -> None:
         log.info("second copy of a message in one batch: settled with the first")
         batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
         batch.outcomes[index] = Outcome(Disposition.DUPLICATE_IN_BATCH, 0)

@@ -338,3 +338,17 @@ def test_a_replays_first_sender_is_believed_only_on_the_replay_exchange(pipeline
     assert second.headers["x-rehab-source"] == "rehab-municipality"
     received = [r for r in store.records() if r.step == "received"]
     assert received[0].detail["originalSource"] == "rehab-hospital" and "originalSource" not in received[1].detail
+
+
+def test_a_retry_behind_a_reused_id_in_one_batch_is_a_redelivery(pipeline, store, broker) -> None:
+    """Found by the attack on #10: the id reused for other content first, the sender's byte-identical
+    retry of the processed message second, in one batch. The retry is compared with the store, not with the
+    copy before it: it is a redelivery (republished once), and only the other content is refused."""
+    (_, first), (_, other) = _events(2)
+    processor = make(pipeline, store, broker)
+    assert processor.process(delivery(first, "same")).disposition == "processed"
+    outcomes = processor.process_batch([delivery(other, "same"), delivery(first, "same"), delivery(first, "same")])
+    assert [o.disposition for o in outcomes] == ["dead-lettered", "replayed-outputs", "duplicate-in-batch"]
+    assert [d.body for d in broker.queues["rehab.discharge-events.dlq"]] == [other]
+    assert len(broker.queues["sink"]) == 2  # the referral, and its one republication
+    assert verify(store.records(), store.head()) is None
