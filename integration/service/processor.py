@@ -254,12 +254,14 @@ class _BatchState:
 
 def _lookup_keys(delivery: Delivery) -> list[tuple[str, str]]:
     """The store keys that may hold what is known of `delivery`: its sender-scoped key, and the bare key
-    a store written before keys were scoped holds (a message processed then and redelivered now)."""
-    return [(delivery.flow, delivery.stored_key), (delivery.flow, delivery.key)]
+    a store written before keys were scoped holds (a message processed then and redelivered now) — unless
+    the bare key holds a `/`: then it may be another sender's scoped key (`rehab-hospital/X` sent by a GP)."""
+    scoped = (delivery.flow, delivery.stored_key)
+    return [scoped] if "/" in delivery.key else [scoped, (delivery.flow, delivery.key)]
 
 
 def _earlier(known: Mapping[tuple[str, str], EarlierDelivery], delivery: Delivery) -> EarlierDelivery | None:
-    return known.get((delivery.flow, delivery.stored_key)) or known.get((delivery.flow, delivery.key))
+    return next((known[k] for k in _lookup_keys(delivery) if k in known), None)
 
 
 def log_context(delivery: Delivery) -> dict[str, str]:

@@ -352,3 +352,14 @@ def test_a_retry_behind_a_reused_id_in_one_batch_is_a_redelivery(pipeline, store
     assert [d.body for d in broker.queues["rehab.discharge-events.dlq"]] == [other]
     assert len(broker.queues["sink"]) == 2  # the referral, and its one republication
     assert verify(store.records(), store.head()) is None
+
+
+def test_a_message_id_shaped_like_another_senders_scoped_key_is_not_taken_for_it(pipeline, store, broker) -> None:
+    """Keys are stored as `sender/id`; a GP's id `rehab-hospital/42` must not find the hospital's `42`."""
+    (_, first), (_, second) = _events(2)
+    processor = make(pipeline, store, broker)
+    hospital = Delivery("discharge", first, "42", content_type="application/json", source="rehab-hospital")
+    mimic = Delivery("discharge", second, "rehab-hospital/42", content_type="application/json", source="rehab-gp")
+    assert processor.process(hospital).disposition == "processed"
+    assert processor.process(mimic).disposition == "processed"
+    assert not broker.queues["rehab.discharge-events.dlq"]
