@@ -19,7 +19,8 @@ and Hypothesis shrinks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -43,6 +44,20 @@ REGRESSIONS = FUZZ / "regressions"
 SCHEMAS = TESTS.parent / "schemas"
 
 SECONDS_PER_INPUT = 2.0
+_WARMING = False  # the first input also pays for lazy imports and caches: not timed
+
+
+@contextmanager
+def warming() -> Iterator[None]:
+    """Run the first input untimed: on a loaded machine its imports alone can outlast the limit."""
+    global _WARMING
+    _WARMING = True
+    try:
+        yield
+    finally:
+        _WARMING = False
+
+
 WEEKDAY = datetime.fromisoformat("2027-01-12T10:20:00+01:00")
 SATURDAY = datetime.fromisoformat("2027-01-16T10:20:00+01:00")  # after hours: the flows build replies too
 CLOSING_TIME = datetime.fromisoformat("2027-02-20T10:05:00+01:00")
@@ -182,7 +197,7 @@ def answer(raw: bytes, entry: Entry, pipeline: Pipeline) -> FlowResult | Rejecte
                 check_emitted(result)
                 outcome = result
     took = time.perf_counter() - started
-    if took > SECONDS_PER_INPUT:
+    if took > SECONDS_PER_INPUT and not _WARMING:
         raise Finding(f"{entry.name}: {took:.1f} s for one input of {len(raw)} bytes")
     return outcome
 

@@ -49,7 +49,8 @@ def run(name: str) -> None:
 
         check = harness.checker(name)  # builds the pipeline (and imports the flows) under instrumentation
         for seed in harness.golden_seeds(harness.ENTRIES[name])[:1]:
-            check(seed)  # warm every lazy import before the first timed input
+            with harness.warming():
+                check(seed)  # warm every lazy import before the first timed input
 
     survey = os.environ.get("FUZZ_SURVEY")
     atheris.Setup(sys.argv, _surveying(check, Path(survey)) if survey else harness.tolerating_known(check))
