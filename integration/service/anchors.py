@@ -18,11 +18,11 @@ from pathlib import Path
 
 import structlog
 
-from integration.adapters.sql.store import AuditStore
 from integration.config import Settings
 from integration.errors import Transient
 from integration.log import one_line
 from integration.service.audit_evidence import ANCHOR_EVENT, anchor_line
+from integration.service.ports import Store
 
 log = structlog.get_logger("integration.audit_anchor")
 
@@ -32,7 +32,7 @@ class AnchorJob:
 
     def __init__(
         self,
-        store: AuditStore,
+        store: Store,
         file: Path | None,
         every: timedelta,
         clock: Callable[[], float] = time.monotonic,
@@ -88,5 +88,5 @@ class AnchorJob:
         return True
 
 
-def anchor_job(settings: Settings, store: AuditStore) -> AnchorJob:
+def anchor_job(settings: Settings, store: Store) -> AnchorJob:
     return AnchorJob(store, settings.audit_anchor_file, timedelta(minutes=settings.audit_anchor_minutes))

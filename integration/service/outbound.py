@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
-from integration.adapters.sql.store import AuditStore, OutboundMessage, Resend
 from integration.fhir import fhir_json
 from integration.messages.acknowledgement import retransmission
 from integration.service.audit_chain import AuditEntry
+from integration.service.ports import OutboundMessage, Resend, Store
 from integration.service.processor import Bus
 
 log = structlog.get_logger("integration.outbound")
@@ -44,7 +44,7 @@ def _entry(step: str, message: OutboundMessage, **detail: Any) -> AuditEntry:
     )
 
 
-def resend_unacknowledged(store: AuditStore, bus: Bus, now: datetime, policy: ResendPolicy) -> ResendReport:
+def resend_unacknowledged(store: Store, bus: Bus, now: datetime, policy: ResendPolicy) -> ResendReport:
     """One pass: resend what waited too long for its ack, give up on what was resent enough."""
     resent, gave_up = [], []
     for message in store.outbound_messages(["awaiting"], now - policy.ack_timeout, policy.per_pass):

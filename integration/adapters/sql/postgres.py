@@ -22,8 +22,10 @@ from typing import Any
 import psycopg
 
 from integration.adapters.sql import audit_state
+from integration.adapters.sql.audit_log import Signer
 from integration.adapters.sql.deadline import SocketDeadline
-from integration.adapters.sql.store import Signer, SqlAuditStore
+from integration.adapters.sql.store import SqlAuditStore
+from integration.adapters.sql.unit_of_work import Row, UnitOfWork
 from integration.errors import StoreDamaged, StoreRefused, Transient
 
 CHAIN_LOCK = "hjerterehab:audit-chain"  # with the schema's name: the same in every process of one store
@@ -47,13 +49,16 @@ _REFUSED = (psycopg.IntegrityError, psycopg.DataError)
 _DAMAGED = (psycopg.errors.DataCorrupted, psycopg.errors.IndexCorrupted)
 
 
-class PostgresAuditStore(SqlAuditStore):
+class PostgresUnitOfWork(UnitOfWork):
+    """Transactions on one psycopg connection, reopened on the next use once broken; advisory locks for
+    the chain and schema changes; a watchdog on each transaction (`TRANSACTION_DEADLINE`)."""
+
     placeholder = "%s"
 
-    def __init__(self, dsn: str, create: bool = True, sign: Signer | None = None) -> None:
+    def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._deadline = SocketDeadline(TRANSACTION_DEADLINE)
-        super().__init__(self._connect(), create, sign)
+        self._db = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -68,7 +73,7 @@ class PostgresAuditStore(SqlAuditStore):
             raise Transient(f"audit store (PostgreSQL) unavailable: {_first_line(exc)}") from None
 
     @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
+    def transaction(self, write: bool = True) -> Iterator[Any]:
         if self._db.closed or self._db.broken:
             self._db = self._connect()
         try:
@@ -85,36 +90,34 @@ class PostgresAuditStore(SqlAuditStore):
                 ) from None
             raise Transient(f"audit store (PostgreSQL): {_first_line(exc)}") from None
 
-    def _schema_error(self, exc: Exception) -> bool:
+    def schema_error(self, exc: Exception) -> bool:
         """SQLSTATE class 42 (ProgrammingError): a table or column missing or already there, no privilege."""
         return isinstance(exc, psycopg.ProgrammingError)
 
-    def _lock_chain(self, cursor: Any) -> None:
+    def lock_chain(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (CHAIN_LOCK,))
 
-    def _lock_schema(self, cursor: Any) -> None:
+    def lock_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (SCHEMA_LOCK,))
 
-    def _insert_missing(
-        self, cursor: Any, table: str, rows: dict[tuple[Any, ...], tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
+    def insert_missing(self, cursor: Any, table: str, rows: dict[Row, Row]) -> list[Row]:
         """One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING the keys inserted: one round trip."""
-        inserted: list[tuple[Any, ...]] = []
+        inserted: list[Row] = []
         ordered = list(rows.items())
         for start in range(0, len(ordered), INSERT_CHUNK):
             chunk = ordered[start : start + INSERT_CHUNK]
             text = audit_state.insert_sql(table, len(chunk), returning_keys=True)
-            cursor.execute(self._sql(text), tuple(value for _, row in chunk for value in row))
+            cursor.execute(self.sql(text), tuple(value for _, row in chunk for value in row))
             keys = {tuple(found) for found in cursor.fetchall()}
             inserted += [row for key, row in chunk if key in keys]
         return inserted
 
-    def _tables(self, cursor: Any) -> set[str]:
+    def tables(self, cursor: Any) -> set[str]:
         """The tables on the search path, as unqualified names resolve them."""
         cursor.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND pg_table_is_visible(oid)")
         return {str(r[0]) for r in cursor.fetchall()}
 
-    def _snapshot(self, cursor: Any) -> None:
+    def snapshot(self, cursor: Any) -> None:
         """One consistent read of the whole log (audit verify): it may take as long as the log is long."""
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cursor.execute("SET LOCAL statement_timeout = 0")
@@ -125,6 +128,13 @@ class PostgresAuditStore(SqlAuditStore):
             self._db.close()
         except psycopg.Error:
             pass
+
+
+class PostgresAuditStore(SqlAuditStore):
+    """The audit store in the PostgreSQL database at `dsn` (a libpq connection string or URI)."""
+
+    def __init__(self, dsn: str, create: bool = True, sign: Signer | None = None) -> None:
+        super().__init__(PostgresUnitOfWork(dsn), create, sign)
 
 
 def _first_line(exc: Exception) -> str:

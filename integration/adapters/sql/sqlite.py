@@ -20,7 +20,10 @@ from typing import Any
 
 import structlog
 
-from integration.adapters.sql.store import Signer, SqlAuditStore, StoreMissing
+from integration.adapters.sql.audit_log import Signer
+from integration.adapters.sql.schema import StoreMissing
+from integration.adapters.sql.store import SqlAuditStore
+from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.errors import StoreDamaged, StoreRefused, Transient
 
 log = structlog.get_logger("integration.audit_store")
@@ -71,45 +74,53 @@ def _check_pages(connection: sqlite3.Connection, path: str) -> None:
         raise StoreDamaged(f"audit store (SQLite) damaged: {' '.join(' '.join(found).split())[:300]}")
 
 
-class SqliteAuditStore(SqlAuditStore):
-    def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
-        try:
-            if create and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                _owner_only(Path(path))
-            connection = sqlite3.connect(
-                path if create else _existing(path),
-                isolation_level=None,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                check_same_thread=False,
-                uri=not create,
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
-                raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
-            if type(exc) is sqlite3.DatabaseError:  # "file is not a database": no outage, not a store at all
-                raise StoreMissing(f"{path} is not an SQLite database") from None
-            raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
-        except (OSError, sqlite3.Error) as exc:
-            raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
-        if not create:
-            _check_pages(connection, path)
-        super().__init__(connection, create, sign)
+def _connect(path: str, create: bool) -> sqlite3.Connection:
+    """Open the file (WAL, synchronous=FULL); a reader's must exist and pass the quick check."""
+    try:
+        if create and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(Path(path))
+        connection = sqlite3.connect(
+            path if create else _existing(path),
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            check_same_thread=False,
+            uri=not create,
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
+            raise StoreDamaged(f"audit store (SQLite) damaged: {exc}") from None
+        if type(exc) is sqlite3.DatabaseError:  # "file is not a database": no outage, not a store at all
+            raise StoreMissing(f"{path} is not an SQLite database") from None
+        raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
+    if not create:
+        _check_pages(connection, path)
+    return connection
 
-    def _schema_error(self, exc: Exception) -> bool:
+
+class SqliteUnitOfWork(UnitOfWork):
+    """Transactions on one SQLite connection: BEGIN IMMEDIATE for a writer (the file's write lock, which
+    also serialises the chain and schema changes), BEGIN for a reader."""
+
+    def __init__(self, path: str, create: bool = True) -> None:
+        self._db = _connect(path, create)
+
+    def schema_error(self, exc: Exception) -> bool:
         """SQLITE_ERROR is SQLite's result code for a statement the schema refuses (no such table, a
         duplicate column); outages have codes of their own (busy, locked, I/O, full, cannot open)."""
         code = getattr(exc, "sqlite_errorcode", None)
         return isinstance(exc, sqlite3.OperationalError) and code == sqlite3.SQLITE_ERROR
 
-    def _tables(self, cursor: Any) -> set[str]:
+    def tables(self, cursor: Any) -> set[str]:
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {str(r[0]) for r in cursor.fetchall()}
 
     @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
+    def transaction(self, write: bool = True) -> Iterator[Any]:
         cursor = self._db.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -132,3 +143,13 @@ class SqliteAuditStore(SqlAuditStore):
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # no transaction was open
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteAuditStore(SqlAuditStore):
+    """The audit store in the SQLite file at `path` (`:memory:` for a throwaway one)."""
+
+    def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
+        super().__init__(SqliteUnitOfWork(path, create), create, sign)

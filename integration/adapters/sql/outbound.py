@@ -1,0 +1,117 @@
+"""The outbound tracking's repository (`outbound_message`): our MedCom messages, each tracked from its
+first transmission until its ack comes (acknowledged, failed) or the resend job gives up on it (gave-up).
+
+Times here are kept in UTC with microseconds, so that they compare as text in SQL across DST changes.
+A late ack still settles a message given up on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from integration.adapters.sql.audit_state import StateDigests
+from integration.adapters.sql.unit_of_work import UnitOfWork
+from integration.domain.course import AckReceived, OutboundState, OutboundStatus
+from integration.service.ports import OutboundMessage, Processed, Resend, StoredOutput
+
+SETTLE = (
+    "UPDATE outbound_message SET state = ?, settled_at = ? WHERE header_id = ? AND state IN ('awaiting', 'gave-up')"
+)
+GIVE_UP = "UPDATE outbound_message SET state = 'gave-up', settled_at = ? WHERE header_id = ?"
+RESENT = "UPDATE outbound_message SET output = ?, last_sent_at = ?, resends = resends + 1 WHERE header_id = ?"
+
+
+def utc(moment: datetime) -> str:
+    """Outbound times in UTC with microseconds, so that they compare as text in SQL across DST changes."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class OutboundTracking:
+    def __init__(self, unit: UnitOfWork) -> None:
+        self._unit = unit
+
+    def outbound(self, header_id: str) -> OutboundStatus | None:
+        """Where our message with this MessageHeader id stands, or None when it is not tracked."""
+        with self._unit.transaction(write=False) as cursor:
+            cursor.execute(
+                self._unit.sql("SELECT state, resends, output FROM outbound_message WHERE header_id = ?"), (header_id,)
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return OutboundStatus(header_id, OutboundState(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
+
+    def outbound_count(self, state: str) -> int:
+        """How many of our messages are in this state."""
+        with self._unit.transaction(write=False) as cursor:
+            cursor.execute(self._unit.sql("SELECT COUNT(*) FROM outbound_message WHERE state = ?"), (state,))
+            return int(cursor.fetchone()[0])
+
+    def outbound_messages(
+        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+    ) -> list[OutboundMessage]:
+        """Our messages in these states (last sent before `sent_before`), the longest waiting first."""
+        marks = ", ".join("?" * len(states))
+        where, params = f"state IN ({marks})", list(states)
+        if sent_before is not None:
+            where, params = where + " AND last_sent_at < ?", [*params, utc(sent_before)]
+        with self._unit.transaction(write=False) as cursor:
+            cursor.execute(
+                self._unit.sql(
+                    "SELECT header_id, flow, output, first_sent_at, last_sent_at, resends, state FROM outbound_message "
+                    f"WHERE {where} ORDER BY last_sent_at" + (f" LIMIT {int(limit)}" if limit else "")
+                ),
+                tuple(params),
+            )
+            rows = cursor.fetchall()
+        return [_message(r) for r in rows]
+
+    def track(self, cursor: Any, processed: Processed, sent_at: str) -> StateDigests:
+        """Track those of the outputs that await an ack (`sent_at` in UTC); the digests of the rows inserted."""
+        tracked = [
+            (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), sent_at, sent_at, 0, "awaiting", None)
+            for flow, _, _, outputs in processed
+            for o in outputs
+            if o.awaits_ack
+        ]
+        return {"outbound_message": self._unit.insert_new(cursor, "outbound_message", tracked)}
+
+    def settle(
+        self, cursor: Any, acks: Sequence[AckReceived], resends: Sequence[Resend], stamp: str, sent_at: str
+    ) -> StateDigests:
+        """Settle the messages acked, record the resends (and the decisions to give up, `body` None); the
+        digests of the rows touched, as they now stand."""
+        if acks:
+            cursor.executemany(
+                self._unit.sql(SETTLE),
+                [("acknowledged" if a.code == "ok" else "failed", stamp, a.header_id) for a in acks],
+            )
+        for resend in resends:
+            self._resend(cursor, resend, stamp, sent_at)
+        settled = {(a.header_id,) for a in acks} | {(r.header_id,) for r in resends}
+        return {"outbound_message": self._unit.read_back(cursor, "outbound_message", settled)} if settled else {}
+
+    def _resend(self, cursor: Any, resend: Resend, stamp: str, sent_at: str) -> None:
+        if resend.body is None:
+            cursor.execute(self._unit.sql(GIVE_UP), (stamp, resend.header_id))
+            return
+        cursor.execute(self._unit.sql("SELECT output FROM outbound_message WHERE header_id = ?"), (resend.header_id,))
+        output = orjson.loads(cursor.fetchone()[0])
+        output["body"] = resend.body.decode("utf-8")
+        cursor.execute(self._unit.sql(RESENT), (orjson.dumps(output).decode(), sent_at, resend.header_id))
+
+
+def _message(row: Sequence[Any]) -> OutboundMessage:
+    return OutboundMessage(
+        row[0],
+        row[1],
+        StoredOutput.from_json(orjson.loads(row[2])),
+        datetime.fromisoformat(row[3]),
+        datetime.fromisoformat(row[4]),
+        int(row[5]),
+        OutboundState(row[6]),
+    )
