@@ -263,3 +263,7 @@ def definitions(password_hashes: dict[str, str]) -> dict[str, Any]:
             for b in bindings()
         ],
     }
+
+
+# Headers only the broker or we may set: a sender's copies are dropped (a forged reason, attempt count or death).
+RESERVED_HEADERS = ("x-rehab-", "x-death", "x-first-death", "x-last-death", "x-delivery-count")

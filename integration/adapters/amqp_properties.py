@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from integration.log import one_line
+from integration.topology import RESERVED_HEADERS
 
 SHORT_STRING = 255  # AMQP 0-9-1 shortstr: the longest message-id, user-id or content-type
 # Headers that only the broker or this service may set; a sender's copies are dropped.
-RESERVED_HEADERS = ("x-rehab-", "x-death", "x-first-death", "x-last-death", "x-delivery-count")
 _CONTROL = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
 

@@ -37,13 +37,13 @@ from typing import Any
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
-from integration.adapters.amqp_properties import RESERVED_HEADERS
 from integration.adapters.rabbitmq import RabbitConnection, Received, apply_topology, drain, translate_lost
 from integration.errors import ConfigurationError, ConnectionLost, InvalidInput
 from integration.topology import (
     DEAD_LETTER_EXCHANGE,
     FLOWS,
     REPLAY_EXCHANGE,
+    RESERVED_HEADERS,
     RETIRED_EXCHANGES,
     Queue,
     bindings,

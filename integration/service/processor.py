@@ -48,8 +48,6 @@ from typing import Any, Protocol
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from integration.adapters.amqp_properties import RESERVED_HEADERS
-from integration.adapters.sql.store import AuditStore, EarlierDelivery, Failure, StoredOutput
 from integration.domain.course import (
     Course,
     EarlierMessage,
@@ -63,7 +61,8 @@ from integration.flows.results import FHIR_JSON, FlowResult, Handled, Refusal
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
-from integration.topology import DEAD_LETTER_EXCHANGE
+from integration.service.ports import EarlierDelivery, Failure, Store, StoredOutput
+from integration.topology import DEAD_LETTER_EXCHANGE, RESERVED_HEADERS
 
 log = structlog.get_logger("integration.processor")
 
@@ -225,7 +224,7 @@ class _BatchState:
     """The store as the flows see it during a batch: with what earlier messages of the batch received,
     so that two copies of one MedCom message in one batch are still one message and one duplicate."""
 
-    def __init__(self, store: AuditStore, batch: _Batch) -> None:
+    def __init__(self, store: Store, batch: _Batch) -> None:
         self._store = store
         self._batch = batch
 
@@ -279,7 +278,7 @@ class Processor:
     def __init__(
         self,
         handlers: Mapping[str, Handler],
-        store: AuditStore,
+        store: Store,
         bus: Bus,
         clock: Callable[[], datetime],
         retry: RetryPolicy = RetryPolicy(),
