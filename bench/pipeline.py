@@ -183,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+    from integration.adapters.rabbitmq import BrokerSettings, connected
 
     vhost = f"bench-{uuid.uuid4().hex[:8]}"
     url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
@@ -193,7 +193,7 @@ def main() -> None:
     result: dict[str, float] = {}
     try:
         with connected(BrokerSettings(url)) as connection:
-            apply_topology(connection.channel)
+            connection.apply_topology()
         broker = Broker(url)
         for queue in ("bench.relay.in", "bench.relay.out", "bench.outputs"):
             broker.channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})

@@ -47,7 +47,6 @@ from integration.adapters.rabbitmq import (
     QueueRefused,
     RabbitConnection,
     Received,
-    consume,
     masked_url,
     translate_lost,
 )
@@ -195,14 +194,14 @@ class ConsumerService:
         processor = self._make_processor(connection)
         try:
             for flow in self._flows:
-                consume(connection, flow.queue, partial(self._take, flow))
+                connection.consume(flow.queue, partial(self._take, flow))
                 if self.health.up(f"queue {flow.queue}") is not None:
                     log.info("queue available again", queue=flow.queue)
             self._consuming_since = time.monotonic()
             log.info("consuming", queues=[f.queue for f in self._flows])
             while not self._stopping.is_set():
                 self.health.beat()
-                connection.connection.process_data_events(time_limit=0 if self._in_hand else POLL_SECONDS)
+                connection.process_events(0 if self._in_hand else POLL_SECONDS)
                 if self._in_hand:
                     in_hand, self._in_hand = self._in_hand, []
                     for batch in _batches(in_hand):
@@ -272,7 +271,7 @@ class ConsumerService:
                 raise
             log.error("batch could not be processed; returned to its queue", error=type(exc).__name__, exc_info=exc)
             for _, message in batch:
-                connection.channel.basic_nack(message.delivery_tag, requeue=True)
+                connection.requeue(message.delivery_tag)
             return
         if outcomes is None:  # stopping during an outage: the broker returns them when we close
             return
@@ -280,10 +279,10 @@ class ConsumerService:
         acked = []
         for (flow, message), delivery, outcome in zip(batch, deliveries, outcomes, strict=True):
             if outcome.ackable:
-                connection.channel.basic_ack(message.delivery_tag)
+                connection.ack(message.delivery_tag)
                 acked.append((delivery, outcome))
             else:  # a failure of ours, counted: back to the queue until the processor gives up on it
-                connection.channel.basic_nack(message.delivery_tag, requeue=True)
+                connection.requeue(message.delivery_tag)
             metrics.MESSAGES.labels(flow.name, outcome.disposition).inc()
             log.info(
                 "message",
@@ -348,7 +347,7 @@ class ConsumerService:
         deadline = time.monotonic() + seconds
         while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
             self.health.beat()
-            connection.connection.process_data_events(time_limit=min(left, 1.0))
+            connection.process_events(min(left, 1.0))
 
 
 def delivery_of(flow: Flow, message: Received) -> Delivery:

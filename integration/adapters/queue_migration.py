@@ -23,22 +23,20 @@ finishes the move (a holding queue left behind is emptied into its queue first).
 the moments between unbind and re-declaration gets a negative confirm (its exchange's alternate route
 refuses it) and, doing what the Delivery section asks, publishes again.
 
-Lives beside `rabbitmq.py` as the second half of the pika adapter.
+Drives the broker through `RabbitConnection`'s operations only (each refusable one on a side channel of its
+own); `rabbitmq.py` alone speaks pika.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import pika.exceptions as px
-from pika.adapters.blocking_connection import BlockingChannel
-
-from integration.adapters.rabbitmq import RabbitConnection, Received, apply_topology, drain, translate_lost
-from integration.errors import ConfigurationError, ConnectionLost, InvalidInput
+from integration.adapters.rabbitmq import OperationRefused, QueueOperations, RabbitConnection, Received, drain
+from integration.errors import ConfigurationError, InvalidInput
 from integration.topology import (
     DEAD_LETTER_EXCHANGE,
     FLOWS,
@@ -83,7 +81,7 @@ def apply(connection: RabbitConnection, migrating: bool = False) -> list[str]:
             "then `integration topology apply --migrate` re-creates them and keeps every message"
         )
     done = [migrate(connection, state) for state in differing]
-    return done + apply_topology(connection.channel)
+    return done + connection.apply_topology()
 
 
 def differing_queues(connection: RabbitConnection) -> list[QueueState]:
@@ -131,52 +129,51 @@ def migrate(connection: RabbitConnection, state: QueueState) -> str:
 
 def _declare(connection: RabbitConnection, queue: Queue) -> tuple[int, str] | None:
     """Declare on a channel of its own (a refusal closes the channel). None, or (reply code, text)."""
-    with _channel(connection) as channel:
+    with _side(connection) as channel:
         try:
-            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
-        except px.ChannelClosedByBroker as exc:
-            if exc.reply_code != _PRECONDITION_FAILED:
-                raise ConfigurationError(f"queue {queue.name}: the broker refused it ({exc.reply_code})") from None
-            return exc.reply_code, str(exc.reply_text)
+            channel.declare_queue(queue.name, queue.arguments)
+        except OperationRefused as exc:
+            if exc.code != _PRECONDITION_FAILED:
+                raise ConfigurationError(f"queue {queue.name}: the broker refused it ({exc.code})") from None
+            return exc.code, exc.text
     return None
 
 
 def _state(connection: RabbitConnection, name: str) -> QueueState | None:
-    with _channel(connection) as channel:
+    with _side(connection) as channel:
         try:
-            ok = channel.queue_declare(name, passive=True)
-        except px.ChannelClosedByBroker as exc:
-            if exc.reply_code == _NOT_FOUND:
+            messages, consumers = channel.queue_counts(name)
+        except OperationRefused as exc:
+            if exc.code == _NOT_FOUND:
                 return None
-            raise ConfigurationError(f"queue {name}: the broker refused to describe it ({exc.reply_code})") from None
-    return QueueState(name, ok.method.message_count, ok.method.consumer_count)
+            raise ConfigurationError(f"queue {name}: the broker refused to describe it ({exc.code})") from None
+    return QueueState(name, messages, consumers)
 
 
 def _declare_holding(connection: RabbitConnection, name: str) -> None:
-    with _channel(connection) as channel:
-        channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    with _side(connection) as channel:
+        channel.declare_queue(name, {"x-queue-type": "quorum"})
 
 
 def _unbind(connection: RabbitConnection, name: str) -> None:
     """Cut the queue off from every exchange (retired ones are deleted by `apply`, their bindings with them)."""
     for exchange in RETIRED_EXCHANGES:
-        with _channel(connection) as channel:
-            channel.exchange_delete(exchange)
+        with _side(connection) as channel:
+            channel.delete_exchange(exchange)
     for binding in (b for b in bindings() if b.queue == name):
-        with _channel(connection) as channel:
+        with _side(connection) as channel:
             try:
-                channel.queue_unbind(name, binding.exchange, binding.routing_key)
-            except px.ChannelClosedByBroker as exc:
-                if exc.reply_code != _NOT_FOUND:  # an exchange an earlier release did not have
-                    raise ConfigurationError(
-                        f"queue {name}: not unbound from {binding.exchange} ({exc.reply_code})"
-                    ) from None
+                channel.unbind_queue(name, binding.exchange, binding.routing_key)
+            except OperationRefused as exc:
+                if exc.code != _NOT_FOUND:  # an exchange an earlier release did not have
+                    why = f"queue {name}: not unbound from {binding.exchange} ({exc.code})"
+                    raise ConfigurationError(why) from None
 
 
 def _bind(connection: RabbitConnection, name: str) -> None:
     for binding in (b for b in bindings() if b.queue == name):
-        with _channel(connection) as channel:
-            channel.queue_bind(name, binding.exchange, binding.routing_key)
+        with _side(connection) as channel:
+            channel.bind_queue(name, binding.exchange, binding.routing_key)
 
 
 def _delete_if_empty(connection: RabbitConnection, name: str) -> None:
@@ -190,19 +187,19 @@ def _delete_if_empty(connection: RabbitConnection, name: str) -> None:
             f"queue {name}: not deleted (it holds {state.messages} message(s), {state.consumers} consumer(s)); "
             "run again"
         )
-    with _channel(connection) as channel:
-        deleted = channel.queue_delete(name).method.message_count
+    with _side(connection) as channel:
+        deleted = channel.delete_queue(name)
     if deleted:  # cannot happen with nothing routed to it; said loudly if it ever does
         raise ConfigurationError(f"queue {name}: {deleted} message(s) arrived while it was deleted and are lost")
 
 
-def _move(connection: RabbitConnection, source: str, publish: Any) -> int:
+def _move(connection: RabbitConnection, source: str, publish: Callable[[Received], None]) -> int:
     """Take messages from `source` in batches; publish each (confirmed) and only then ack it."""
     moved = 0
     while batch := drain(connection, source, _BATCH):
         for message in batch:
             publish(message)
-            connection.channel.basic_ack(message.delivery_tag)
+            connection.ack(message.delivery_tag)
             moved += 1
     return moved
 
@@ -248,16 +245,6 @@ def _own_headers(message: Received) -> dict[str, Any]:
     return {k: v for k, v in message.raw_headers.items() if not k.startswith(RESERVED_HEADERS)}
 
 
-@contextmanager
-def _channel(connection: RabbitConnection) -> Iterator[BlockingChannel]:
-    try:
-        channel = connection.connection.channel()
-    except Exception as exc:
-        if translate_lost(exc):
-            raise ConnectionLost(f"lost while migrating: {type(exc).__name__}") from None
-        raise
-    try:
-        yield channel
-    finally:
-        if channel.is_open:
-            channel.close()
+def _side(connection: RabbitConnection) -> AbstractContextManager[QueueOperations]:
+    """A channel of its own for one operation: the broker refusing it closes that channel only."""
+    return connection.side_channel("migrating")

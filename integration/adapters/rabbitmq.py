@@ -1,5 +1,9 @@
 """RabbitMQ through pika: the only module that imports pika, and the one that translates its errors.
 
+Its channel is its own: the consumer, the queue migration and the commands drive the broker through
+`RabbitConnection`'s named operations (publish, consume, get, ack, requeue, the queue operations, a side
+channel for operations the broker may refuse), never through pika.
+
 Publishing is always persistent, mandatory and confirmed, and carries our broker user as the
 AMQP user-id: `publish` returns only when the broker has taken responsibility for the message.
 A refused or unroutable publish is Transient (the broker refuses for now: a full queue, a
@@ -249,21 +253,115 @@ def _mask_one(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" + (f"/{path}" if path or rest.endswith("/") else "")
 
 
-class RabbitConnection:
-    """One connection (to the first reachable node) with one confirming channel."""
+class OperationRefused(Exception):
+    """The broker closed the channel rather than do what was asked (AMQP 0-9-1 channel.close): 404 NOT_FOUND
+    (no such queue or exchange), 403 ACCESS_REFUSED (not ours), 406 PRECONDITION_FAILED (a queue declared
+    with other arguments), …. The channel is gone with it; pika's error is the cause."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except px.ChannelClosedByBroker as exc:
+        raise OperationRefused(exc.reply_code, str(exc.reply_text)) from exc
+
+
+class QueueOperations:
+    """Declaring, counting, binding and deleting queues and exchanges, on one channel. The broker refusing
+    one raises OperationRefused (and closes the channel); a lost connection raises pika's error, which
+    `translate_lost` recognises."""
+
+    def __init__(self, channel: BlockingChannel) -> None:
+        self._channel = channel
+
+    def declare_queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> None:
+        """A durable queue with these `x-` arguments (RabbitMQ fixes them when the queue is first declared)."""
+        with _refusals():
+            self._channel.queue_declare(name, durable=True, arguments=arguments)
+
+    def declare_temporary_queue(self) -> str:
+        """A server-named queue for this connection alone, deleted when it closes. Returns its name."""
+        with _refusals():
+            return str(self._channel.queue_declare("", exclusive=True, auto_delete=True).method.queue)
+
+    def queue_counts(self, name: str) -> tuple[int, int]:
+        """(messages ready, consumers) of an existing queue, by a passive declare: messages delivered and not
+        yet acked are not counted. OperationRefused (404) when there is no such queue."""
+        with _refusals():
+            ok = self._channel.queue_declare(name, passive=True)
+        return int(ok.method.message_count), int(ok.method.consumer_count)
+
+    def message_count(self, name: str) -> int:
+        """The messages ready in an existing queue (`queue_counts`)."""
+        return self.queue_counts(name)[0]
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        with _refusals():
+            self._channel.queue_bind(queue, exchange, routing_key)
+
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        with _refusals():
+            self._channel.queue_unbind(queue, exchange, routing_key)
+
+    def delete_queue(self, name: str) -> int:
+        """Delete a queue, whatever it holds. Returns how many messages were deleted with it."""
+        with _refusals():
+            return int(self._channel.queue_delete(name).method.message_count)
+
+    def delete_exchange(self, name: str) -> None:
+        """Delete an exchange, its bindings with it; deleting an absent exchange is no error."""
+        with _refusals():
+            self._channel.exchange_delete(name)
+
+    def apply_topology(self) -> list[str]:
+        """Declare every exchange, queue and binding of `integration.topology`, and delete retired exchanges;
+        idempotent. Returns what was done, one line each. Raises ConfigurationError when the broker refuses."""
+        done = []
+        try:
+            for name in RETIRED_EXCHANGES:
+                self.delete_exchange(name)
+                done.append(f"exchange {name} deleted (retired)")
+            for exchange in exchanges():
+                with _refusals():
+                    self._channel.exchange_declare(
+                        exchange.name, exchange.type, durable=True, arguments=exchange.arguments
+                    )
+                done.append(f"exchange {exchange.name}")
+            for queue in queues():
+                self.declare_queue(queue.name, queue.arguments)
+                done.append(f"queue {queue.name}")
+            for binding in bindings():
+                self.bind_queue(binding.queue, binding.exchange, binding.routing_key)
+                done.append(f"binding {binding.exchange} → {binding.queue} ({binding.routing_key or '*'})")
+        except OperationRefused as exc:
+            raise ConfigurationError(f"the broker refused the topology ({exc.code} {exc.text})") from None
+        return done
+
+
+class RabbitConnection(QueueOperations):
+    """One connection (to the first reachable node) with one confirming channel, which only this module
+    drives: publishing, consuming, getting, acking and requeueing, and the queue operations of
+    `QueueOperations`. `side_channel` opens a second channel for operations the broker may refuse."""
 
     def __init__(self, settings: BrokerSettings) -> None:
         parameters = connection_parameters(settings)
         try:
-            self.connection = pika.BlockingConnection(parameters)
-            self.channel: BlockingChannel = self.connection.channel()
-            self.channel.confirm_delivery()
-            self.channel.basic_qos(prefetch_count=settings.prefetch)
+            self._connection = pika.BlockingConnection(parameters)
+            channel: BlockingChannel = self._connection.channel()
+            channel.confirm_delivery()
+            channel.basic_qos(prefetch_count=settings.prefetch)
         except _LOST as exc:
             if _refusal(exc):
                 raise BrokerRefused(f"the broker refused our login or vhost: {_described(exc)}") from exc
             raise ConnectionLost(f"broker unreachable: {_described(exc)}") from exc
-        connected = self.connection._impl.params  # noqa: SLF001 - pika keeps which node it reached only here
+        super().__init__(channel)
+        connected = self._connection._impl.params  # noqa: SLF001 - pika keeps which node it reached only here
         self.node = f"{connected.host}:{connected.port}"
         credentials = connected.credentials
         self.user: str | None = credentials.username if isinstance(credentials, pika.PlainCredentials) else None
@@ -285,7 +383,7 @@ class RabbitConnection:
             headers=dict(headers) if headers else None,
         )
         try:
-            self.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except px.UnroutableError:
             raise Transient(f"unroutable: {exchange} {routing_key}", "broker") from None
         except px.NackError:
@@ -293,10 +391,54 @@ class RabbitConnection:
         except _LOST as exc:
             raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
 
+    def consume(self, queue: str, callback: Callable[[Received], None]) -> None:
+        """Deliver `queue`'s messages to `callback` (unacked, up to the prefetch) while `process_events` runs.
+        Raises QueueRefused when the broker will not let us consume it."""
+
+        def on_message(_channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+            callback(received(method, properties, body))
+
+        try:
+            self._channel.basic_consume(queue, on_message, auto_ack=False)
+        except px.ChannelClosedByBroker as exc:
+            raise QueueRefused(queue, exc.reply_code, one_line(exc.reply_text, 200)) from exc
+
+    def process_events(self, seconds: float) -> None:
+        """Serve the connection (deliveries, confirms, heartbeats) for up to `seconds` (0: what is waiting)."""
+        self._connection.process_data_events(time_limit=seconds)
+
+    def get(self, queue: str) -> Received | None:
+        """One message from `queue` (AMQP basic.get), unacked: it returns to the queue on `requeue` or close."""
+        method, properties, body = self._channel.basic_get(queue, auto_ack=False)
+        return None if method is None else received(method, properties, body)
+
+    def ack(self, delivery_tag: int) -> None:
+        """The message is done with: the broker forgets it. Only after everything durable about it is done."""
+        self._channel.basic_ack(delivery_tag)
+
+    def requeue(self, delivery_tag: int) -> None:
+        """Return the message to its queue, redelivered (AMQP basic.nack with requeue); a quorum queue counts
+        the delivery towards its `x-delivery-limit` and dead-letters the message past it."""
+        self._channel.basic_nack(delivery_tag, requeue=True)
+
+    @contextmanager
+    def side_channel(self, doing: str = "opening a channel") -> Iterator[QueueOperations]:
+        """Queue operations on a channel of their own, closed afterwards: one the broker refuses closes that
+        channel only. Raises ConnectionLost ("lost while `doing`") when the channel cannot be opened."""
+        try:
+            channel = self._connection.channel()
+        except _LOST as exc:
+            raise ConnectionLost(f"lost while {doing}: {type(exc).__name__}") from None
+        try:
+            yield QueueOperations(channel)
+        finally:
+            if channel.is_open:
+                channel.close()
+
     def close(self) -> None:
         try:
-            if self.connection.is_open:
-                self.connection.close()
+            if self._connection.is_open:
+                self._connection.close()
         except _LOST:
             pass
 
@@ -308,27 +450,6 @@ def connected(settings: BrokerSettings) -> Iterator[RabbitConnection]:
         yield connection
     finally:
         connection.close()
-
-
-def apply_topology(channel: BlockingChannel) -> list[str]:
-    """Declare every exchange, queue and binding, and delete retired exchanges; idempotent. Returns what was done."""
-    done = []
-    try:
-        for name in RETIRED_EXCHANGES:  # deleting an absent exchange is no error
-            channel.exchange_delete(name)
-            done.append(f"exchange {name} deleted (retired)")
-        for exchange in exchanges():
-            channel.exchange_declare(exchange.name, exchange.type, durable=True, arguments=exchange.arguments)
-            done.append(f"exchange {exchange.name}")
-        for queue in queues():
-            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
-            done.append(f"queue {queue.name}")
-        for binding in bindings():
-            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
-            done.append(f"binding {binding.exchange} → {binding.queue} ({binding.routing_key or '*'})")
-    except px.ChannelClosedByBroker as exc:
-        raise ConfigurationError(f"the broker refused the topology ({exc.reply_code} {exc.reply_text})") from None
-    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,26 +492,38 @@ def received(method: Any, properties: pika.BasicProperties, body: bytes) -> Rece
     )
 
 
-def consume(connection: RabbitConnection, queue: str, callback: Callable[[Received], None]) -> None:
-    def on_message(_channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-        callback(received(method, properties, body))
-
-    try:
-        connection.channel.basic_consume(queue, on_message, auto_ack=False)
-    except px.ChannelClosedByBroker as exc:
-        raise QueueRefused(queue, exc.reply_code, one_line(exc.reply_text, 200)) from exc
-
-
 def drain(connection: RabbitConnection, queue: str, limit: int) -> list[Received]:
-    """Take up to `limit` messages without acking them (they return to the queue on nack or close)."""
+    """Take up to `limit` messages without acking them (they return to the queue on requeue or close)."""
     taken: list[Received] = []
-    while len(taken) < limit:
-        method, properties, body = connection.channel.basic_get(queue, auto_ack=False)
-        if method is None:
-            break
-        taken.append(received(method, properties, body))
+    while len(taken) < limit and (message := connection.get(queue)) is not None:
+        taken.append(message)
     return taken
 
 
 def translate_lost(exc: BaseException) -> bool:
+    """Whether `exc` is pika's (or the socket's) way of saying the connection or channel is gone."""
     return isinstance(exc, _LOST)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCause:
+    """The pika error behind an exception, in the terms `integration.cli.errors` reports it in."""
+
+    error: BaseException
+    login_refused: bool  # the broker refused our login or vhost
+    reply_code: int | None = None  # the broker closed our channel with this AMQP reply code (403, 404, …)
+    reply_text: str = ""
+
+
+def broker_cause(exc: BaseException) -> BrokerCause | None:
+    """The pika error behind `exc` (itself, or what this adapter translated: its cause or context), if any."""
+    amqp_error: type[BaseException] = px.AMQPError  # pika is untyped
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, amqp_error):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    login = isinstance(seen, px.ProbableAuthenticationError | px.ProbableAccessDeniedError)
+    if isinstance(seen, px.ChannelClosedByBroker):
+        return BrokerCause(seen, login, seen.reply_code, str(seen.reply_text))
+    return BrokerCause(seen, login)

@@ -34,7 +34,7 @@ import orjson
 
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.memory import InMemoryBroker, drain_in_memory
-from integration.adapters.rabbitmq import RabbitConnection, apply_topology, drain, masked_url
+from integration.adapters.rabbitmq import RabbitConnection, drain, masked_url
 from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
@@ -162,11 +162,11 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
 
 
 def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
-    apply_topology(connection.channel)
+    connection.apply_topology()
     click.echo("topology applied")
-    outputs = connection.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+    outputs = connection.declare_temporary_queue()
     for exchange in OUTPUT_EXCHANGES:
-        connection.channel.queue_bind(outputs, exchange, "#")
+        connection.bind_queue(outputs, exchange, "#")
     handlers = flow_handlers(build_pipeline(settings))
     service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(handlers, store))
     worker = threading.Thread(target=service.run, daemon=True)
@@ -185,7 +185,7 @@ def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConn
         service.stop()
         worker.join(timeout=30)
     routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
-    dead = connection.channel.queue_declare("rehab.discharge-events.dlq", passive=True).method.message_count
+    dead = connection.message_count("rehab.discharge-events.dlq")
     lines = summarise(store, routed, every)
     lines.append(("dead-lettered (rehab.discharge-events.dlq)", f"{dead}, removed with the demo's vhost"))
     return lines

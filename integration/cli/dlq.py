@@ -168,7 +168,7 @@ def dlq_list(flow: str | None) -> None:
             for message in messages:
                 click.echo(f"  {DeadLetter.read(message, connection.user).line()}")
             for message in messages:
-                connection.channel.basic_nack(message.delivery_tag, requeue=True)
+                connection.requeue(message.delivery_tag)
 
 
 def _replay_headers(letter: DeadLetter, dead_letter_queue: str, at: datetime) -> dict[str, Any]:
@@ -217,7 +217,7 @@ def dlq_replay(flow: str | None, ids: tuple[str, ...], replay_all: bool) -> None
             taken = {d.message.delivery_tag for d in chosen}
             for message in messages:
                 if message.delivery_tag not in taken:
-                    connection.channel.basic_nack(message.delivery_tag, requeue=True)
+                    connection.requeue(message.delivery_tag)
     click.echo(f"replayed {replayed} message(s)")
     if missing := [name for name in dict.fromkeys(ids) if name not in found]:
         queues = FLOWS_BY_NAME[flow].dead_letter_queue if flow else "any dead-letter queue"
@@ -246,7 +246,7 @@ def _replay(store: AuditStore, connection: RabbitConnection, flow: Flow, letter:
         "handle": letter.handle,
     }
     store.record([AuditEntry("replayed", flow.name, message.message_id or "", detail)], now)
-    connection.channel.basic_ack(message.delivery_tag)
+    connection.ack(message.delivery_tag)
     click.echo(f"  replayed {letter.line()}")
 
 
@@ -269,4 +269,4 @@ def dlq_refused() -> None:
                 f"kind {one_line(message.routing_key, 80)}  to {one_line(exchange, 80)}"
             )
         for message in messages:
-            connection.channel.basic_nack(message.delivery_tag, requeue=True)
+            connection.requeue(message.delivery_tag)

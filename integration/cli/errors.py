@@ -50,37 +50,24 @@ _AFTER: dict[type[BaseException], str] = {StoreDamaged: "; restore the store fro
 log = structlog.get_logger("integration.cli.main")
 
 
-def _pika_cause(exc: BaseException) -> BaseException | None:
-    """The pika error behind `exc` (itself, or what our adapter translated), if pika was loaded at all."""
-    if "pika.exceptions" not in sys.modules:
-        return None  # no broker was used: none of its errors can be behind this one
-    import pika.exceptions as px
-
-    amqp_error: type[BaseException] = px.AMQPError  # pika is untyped
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, amqp_error):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def _broker(exc: BaseException) -> tuple[str, int] | None:
     """The broker's refusals that waiting will not mend: our login, our vhost, our permissions, a queue
     the topology lacks. pika's own errors for them, also behind our ConnectionLost."""
-    cause = _pika_cause(exc)
+    if "integration.adapters.rabbitmq" not in sys.modules:
+        return None  # no broker was used: none of its errors can be behind this one
+    from integration.adapters.rabbitmq import broker_cause
+
+    cause = broker_cause(exc)
     if cause is None:
         return None
-    import pika.exceptions as px
-
-    if isinstance(cause, px.ProbableAuthenticationError | px.ProbableAccessDeniedError):
-        return f"the broker refused our login or vhost (check broker_url): {cause}", EXIT_CONFIGURATION
-    if isinstance(cause, px.ChannelClosedByBroker) and cause.reply_code in _REFUSALS:
+    if cause.login_refused:
+        return f"the broker refused our login or vhost (check broker_url): {cause.error}", EXIT_CONFIGURATION
+    if cause.reply_code in _REFUSALS:
         hint = _REFUSALS[cause.reply_code]
         return f"the broker refused: {cause.reply_code} {cause.reply_text}; {hint}", EXIT_CONFIGURATION
     if isinstance(exc, ConnectionLost | Transient):
         return None  # our own line says it
-    return f"broker unavailable: {type(cause).__name__}: {cause}", EXIT_UNAVAILABLE
+    return f"broker unavailable: {type(cause.error).__name__}: {cause.error}", EXIT_UNAVAILABLE
 
 
 # Ours, by what the operator can do about it; the first that matches wins (subclasses before their bases).

@@ -1,23 +1,39 @@
-"""Helpers for the tests against the real broker: events, consumer processes, output counting."""
+"""Helpers for the tests against the real broker: events, consumers in a thread or a process, their health
+and log, output counting."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from integration.adapters.consumer import ConsumerService
 from integration.adapters.memory import distinct_referral_events
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
-from integration.topology import SENDERS_BY_KIND
+from integration.bootstrap import build_pipeline, flow_handlers
+from integration.config import Settings
+from integration.service.processor import Processor, RetryPolicy
+from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND
+from tests.conftest import FIXED_NOW
 from tests.runtime.conftest import broker_url, rabbitmqctl
+
+INBOUND = FLOWS_BY_NAME["discharge"].queue  # rehab.discharge-events
+DLQ = FLOWS_BY_NAME["discharge"].dead_letter_queue  # rehab.discharge-events.dlq
+# A few quick retries of a durable step, so that a test reaches the consumer's wait for the dependency at once.
+FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
 
 # Who sends each flow's messages when a test does not say (decision 14: each kind of sender has its own
 # exchange, bound only to the flows the agreement lets it send).
@@ -79,8 +95,8 @@ def output_queue(vhost: str) -> str:
     name = f"test.outputs.{uuid.uuid4().hex[:8]}"
     connection = connect(vhost)
     try:
-        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
-        connection.channel.queue_bind(name, "rehab.referral", "#")
+        connection.declare_queue(name, {"x-queue-type": "quorum"})
+        connection.bind_queue(name, "rehab.referral", "#")
     finally:
         connection.close()
     return name
@@ -91,8 +107,8 @@ def collector(vhost: str, exchange: str, routing_key: str = "#") -> str:
     name = f"test.{exchange}.{uuid.uuid4().hex[:6]}"
     connection = connect(vhost)
     try:
-        connection.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
-        connection.channel.queue_bind(name, exchange, routing_key)
+        connection.declare_queue(name, {"x-queue-type": "quorum"})
+        connection.bind_queue(name, exchange, routing_key)
     finally:
         connection.close()
     return name
@@ -103,7 +119,7 @@ def take_all(vhost: str, queue: str) -> list[Any]:
     try:
         messages = drain(connection, queue, 1_000_000)
         for m in messages:
-            connection.channel.basic_ack(m.delivery_tag)
+            connection.ack(m.delivery_tag)
         return messages
     finally:
         connection.close()
@@ -124,7 +140,7 @@ def unsettled(vhost: str, queue: str, ctl: Callable[..., str] = rabbitmqctl) -> 
 def queue_depth(vhost: str, queue: str) -> int:
     connection = connect(vhost)
     try:
-        return int(connection.channel.queue_declare(queue, passive=True).method.message_count)
+        return connection.message_count(queue)
     finally:
         connection.close()
 
@@ -171,3 +187,71 @@ def referrals_by_event(messages: list[Any]) -> dict[str, set[str]]:
         event_id = request["identifier"][0]["value"].removeprefix("urn:uuid:")
         found.setdefault(event_id, set()).add(bundle["entry"][0]["resource"]["id"])
     return found
+
+
+@contextmanager
+def running(service: ConsumerService) -> Iterator[ConsumerService]:
+    """`service` consuming in a thread of this process; stopped at the end, which it must do within 30 s."""
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the consumer did not stop"
+
+
+@contextmanager
+def consumer(
+    vhost: str, store: Any, retry: RetryPolicy = FAST, fault: Callable[[str], None] | None = None, **options: Any
+) -> Iterator[ConsumerService]:
+    """The discharge flow's consumer (prefetch 20, reconnecting within a second; `options` go to ConsumerService)
+    on a vhost of the shared broker or a URL (`target_url`), in a thread of this process (`running`), its
+    processor on `store` with `retry` and, when given, the `fault` hook."""
+    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    extra = {"fault": fault} if fault else {}
+    service = ConsumerService(
+        BrokerSettings(target_url(vhost), prefetch=20),
+        [FLOWS_BY_NAME["discharge"]],
+        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, retry, **extra),
+        reconnect_max_wait=1.0,
+        **options,
+    )
+    with running(service):
+        yield service
+
+
+def refusing_queue(vhost: str, name: str, max_length: int) -> None:
+    """A queue of the receivers, bound to rehab.referral, that refuses publishes once it holds `max_length`
+    messages (`reject-publish`): our confirms come back negative until it is drained."""
+    connection = connect(vhost)
+    try:
+        arguments = {"x-queue-type": "quorum", "x-max-length": max_length, "x-overflow": "reject-publish"}
+        connection.declare_queue(name, arguments)
+        connection.bind_queue(name, "rehab.referral", "#")
+    finally:
+        connection.close()
+
+
+def readyz(port: int) -> tuple[int, str]:
+    """/readyz of a consumer's health listener on `port`: (status, text); (0, why) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+    except OSError as unreachable:
+        return 0, str(unreachable)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a consumer process still running, and wait (up to a minute) for it to end."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def log_lines(log: Path, text: str) -> int:
+    """How many lines of `log` contain `text`."""
+    return sum(1 for line in log.read_text().splitlines() if text in line)

@@ -76,10 +76,10 @@ def fresh_vhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:10]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+    from integration.adapters.rabbitmq import BrokerSettings, connected
 
     with connected(BrokerSettings(broker_url(name))) as connection:
-        apply_topology(connection.channel)
+        connection.apply_topology()
     try:
         yield name
     finally:

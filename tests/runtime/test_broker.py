@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,19 +13,16 @@ from typing import Any
 
 import pytest
 
-from integration.adapters.consumer import ConsumerService
-from integration.adapters.rabbitmq import BrokerSettings, apply_topology
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
 from integration.cli.ops import definitions_document
-from integration.config import PROJECT_ROOT, Settings
+from integration.config import PROJECT_ROOT
 from integration.errors import Transient
-from integration.service.processor import Processor, RetryPolicy
-from integration.topology import FLOWS_BY_NAME
 from tests.cli_runs import run_integration
-from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
+    DLQ,
+    INBOUND,
     connect,
+    consumer,
     consumer_env,
     output_queue,
     publish_events,
@@ -38,30 +34,7 @@ from tests.runtime.broker_helpers import (
     unsettled,
     wait_for,
 )
-from tests.runtime.conftest import broker_url, rabbitmqctl
-
-FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
-INBOUND = "rehab.discharge-events"
-DLQ = "rehab.discharge-events.dlq"
-
-
-@contextmanager
-def consumer(vhost: str, store: Any, retry: RetryPolicy = FAST) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
-    service = ConsumerService(
-        BrokerSettings(broker_url(vhost), prefetch=20),
-        [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, retry),
-        reconnect_max_wait=1.0,
-    )
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive(), "the consumer did not stop"
+from tests.runtime.conftest import rabbitmqctl
 
 
 @contextmanager
@@ -75,8 +48,8 @@ def _connection(vhost: str) -> Iterator[Any]:
 
 def test_topology_apply_is_idempotent(vhost: str) -> None:
     with _connection(vhost) as connection:
-        first = apply_topology(connection.channel)
-        assert apply_topology(connection.channel) == first
+        first = connection.apply_topology()
+        assert connection.apply_topology() == first
     assert "queue rehab.discharge-events" in first and "exchange rehab.referral" in first
 
 
@@ -129,13 +102,13 @@ def test_poison_message_is_dead_lettered_with_reason_while_others_flow(vhost: st
         publish_events(vhost, events)
         wait_for(lambda: queue_depth(vhost, outputs) == 4 and queue_depth(vhost, DLQ) == before + 1, 30, "4 + 1 DLQ")
     with _connection(vhost) as connection:
-        method, properties, dead_body = connection.channel.basic_get(DLQ, auto_ack=False)
-        while properties.message_id != poison_id:
-            method, properties, dead_body = connection.channel.basic_get(DLQ, auto_ack=False)
-    assert dead_body == events[2][1]
-    assert properties.headers["x-rehab-reason"] == "schemaVersion: must be '1'"
-    assert properties.headers["x-rehab-flow"] == "discharge"
-    assert datetime.fromisoformat(properties.headers["x-rehab-rejected-at"])
+        dead = connection.get(DLQ)
+        while dead.message_id != poison_id:
+            dead = connection.get(DLQ)
+    assert dead.body == events[2][1]
+    assert dead.raw_headers["x-rehab-reason"] == "schemaVersion: must be '1'"
+    assert dead.raw_headers["x-rehab-flow"] == "discharge"
+    assert datetime.fromisoformat(dead.raw_headers["x-rehab-rejected-at"])
     take_all(vhost, outputs)
     store.close()
 
@@ -163,10 +136,10 @@ def test_persistent_transient_failure_ends_in_the_dlq_through_the_delivery_limit
     assert queue_depth(vhost, outputs) == 0  # nothing was published: nothing durable had been done
     with _connection(vhost) as connection:
         while True:
-            method, properties, _ = connection.channel.basic_get(DLQ, auto_ack=False)
-            if properties.message_id == event[0]:
+            dead = connection.get(DLQ)
+            if dead.message_id == event[0]:
                 break
-    assert properties.headers["x-first-death-reason"] == "delivery_limit"
+    assert dead.raw_headers["x-first-death-reason"] == "delivery_limit"
 
 
 def test_consumer_reconnects_when_the_broker_drops_its_connections(vhost: str, audit_dsn: str) -> None:

@@ -15,7 +15,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.rabbitmq import BrokerSettings, connected
 from integration.adapters.sql.stores import open_audit_store
 from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
@@ -108,7 +108,7 @@ def test_losing_the_connected_node_mid_run_loses_nothing_and_resumes_within_seco
     cluster = rabbit_cluster
     urls = cluster.urls()
     with connected(BrokerSettings(",".join(urls))) as connection:
-        apply_topology(connection.channel)
+        connection.apply_topology()
     everywhere = ",".join(urls)
     outputs = output_queue(everywhere)
     events = referral_events(EVENTS)
@@ -153,7 +153,7 @@ def test_a_comma_separated_list_starts_and_skips_a_dead_first_node(
     cluster.ensure_running()
     urls = cluster.urls()
     with connected(BrokerSettings(urls[1])) as connection:
-        apply_topology(connection.channel)
+        connection.apply_topology()
     cluster[0].stop()
     try:
         everywhere = ",".join(urls)

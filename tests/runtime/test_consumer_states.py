@@ -5,19 +5,14 @@ consumer asks the store), and a queue the topology lacks is retried with backoff
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.health import Health
-from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.rabbitmq import BrokerSettings, connected
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build_pipeline, flow_handlers
 from integration.config import Settings
@@ -25,39 +20,22 @@ from integration.service.processor import Processor
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
+    INBOUND,
     connect,
+    log_lines,
     output_queue,
     publish_events,
     queue_depth,
+    readyz,
     referral_events,
+    running,
     start_consumer,
+    stop_process,
     target_url,
     wait_for,
 )
 from tests.runtime.rabbit_nodes import free_port
 from tests.runtime.tcp_proxy import TcpProxy
-
-INBOUND = "rehab.discharge-events"
-
-
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as refused:
-        return refused.code, refused.read().decode()
-    except OSError as unreachable:
-        return 0, str(unreachable)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-def _lines(log: Path, text: str) -> int:
-    return sum(1 for line in log.read_text().splitlines() if text in line)
 
 
 @pytest.mark.parametrize("cut", ["refuse", "blackhole"])
@@ -72,23 +50,23 @@ def test_the_store_going_away_while_the_consumer_is_idle_fails_readiness_and_is_
         dsn = postgres_dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         process = start_consumer(vhost, dsn, log, INTEGRATION_HEALTH_LISTEN=f"127.0.0.1:{health}")
         try:
-            wait_for(lambda: _readyz(health)[0] == 200, 30, "the consumer to be ready")
+            wait_for(lambda: readyz(health)[0] == 200, 30, "the consumer to be ready")
             getattr(proxy, cut)()
             cut_at = time.monotonic()
-            wait_for(lambda: _readyz(health)[0] == 503, 30, "readiness to fail while idle")
+            wait_for(lambda: readyz(health)[0] == 503, 30, "readiness to fail while idle")
             noticed = time.monotonic() - cut_at
-            assert "audit-store unavailable" in _readyz(health)[1]
+            assert "audit-store unavailable" in readyz(health)[1]
             time.sleep(8)  # more probes fail meanwhile: they say nothing new
-            assert _lines(log, "audit-store unavailable") == 1, log.read_text()[-3000:]
+            assert log_lines(log, "audit-store unavailable") == 1, log.read_text()[-3000:]
             proxy.forward()
-            wait_for(lambda: _readyz(health)[0] == 200, 40, "readiness once the store is back")
-            assert _lines(log, "audit-store available again") == 1
+            wait_for(lambda: readyz(health)[0] == 200, 40, "readiness once the store is back")
+            assert log_lines(log, "audit-store available again") == 1
             events = referral_events(3)
             publish_events(vhost, events)
             wait_for(lambda: queue_depth(vhost, outputs) >= 3, 30, "the events after the outage")
             assert process.poll() is None and "Traceback" not in log.read_text()
         finally:
-            _stop(process)
+            stop_process(process)
     assert noticed < (10 if cut == "refuse" else 25), f"readiness failed only {noticed:.0f} s after the store went"
 
 
@@ -98,7 +76,7 @@ def test_a_missing_queue_is_waited_for_with_backoff_said_once_and_fails_readines
     vhost = vhost_of_its_own
     connection = connect(vhost)
     try:
-        connection.channel.queue_delete(INBOUND)  # an operator deleted it, or the topology was never applied
+        connection.delete_queue(INBOUND)  # an operator deleted it, or the topology was never applied
     finally:
         connection.close()
     outputs = output_queue(vhost)
@@ -106,23 +84,23 @@ def test_a_missing_queue_is_waited_for_with_backoff_said_once_and_fails_readines
     health = free_port()
     process = start_consumer(vhost, audit_dsn, log, INTEGRATION_HEALTH_LISTEN=f"127.0.0.1:{health}")
     try:
-        wait_for(lambda: _lines(log, INBOUND) >= 1, 30, "a line naming the missing queue")
+        wait_for(lambda: log_lines(log, INBOUND) >= 1, 30, "a line naming the missing queue")
         time.sleep(5)
         lines = log.read_text().splitlines()
         assert len(lines) < 20, f"{len(lines)} log lines in 5 s: " + "\n".join(lines[-5:])
-        assert _lines(log, "integration topology apply") == 1, "\n".join(lines)
-        status, text = _readyz(health)
+        assert log_lines(log, "integration topology apply") == 1, "\n".join(lines)
+        status, text = readyz(health)
         assert status == 503 and INBOUND in text and "topology apply" in text, text
         assert process.poll() is None
         with connected(BrokerSettings(target_url(vhost))) as applying:
-            apply_topology(applying.channel)
+            applying.apply_topology()
         events = referral_events(3)
         publish_events(vhost, events)
         wait_for(lambda: queue_depth(vhost, outputs) >= 3, 60, "the consumer to consume once the queue is there")
-        wait_for(lambda: _readyz(health)[0] == 200, 10, "readiness once consuming")
+        wait_for(lambda: readyz(health)[0] == 200, 10, "readiness once consuming")
         assert "Traceback" not in log.read_text()
     finally:
-        _stop(process)
+        stop_process(process)
     assert process.returncode == 0
 
 
@@ -139,19 +117,19 @@ def test_a_black_holed_broker_is_noticed_within_the_heartbeats_and_left_for_the_
         url = target_url(vhost).replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
         process = start_consumer(url, audit_dsn, log, INTEGRATION_HEALTH_LISTEN=f"127.0.0.1:{health}")
         try:
-            wait_for(lambda: _readyz(health)[0] == 200, 30, "the consumer to be ready")
+            wait_for(lambda: readyz(health)[0] == 200, 30, "the consumer to be ready")
             proxy.blackhole()
             cut_at = time.monotonic()
-            wait_for(lambda: "broker unavailable" in _readyz(health)[1], 60, "readiness to fail")
+            wait_for(lambda: "broker unavailable" in readyz(health)[1], 60, "readiness to fail")
             noticed = time.monotonic() - cut_at
             proxy.forward()
-            wait_for(lambda: _readyz(health)[0] == 200, 60, "readiness once the path is back")
+            wait_for(lambda: readyz(health)[0] == 200, 60, "readiness once the path is back")
             publish_events(vhost, referral_events(2))
             wait_for(lambda: queue_depth(vhost, outputs) >= 2, 30, "the events after the reconnection")
         finally:
-            _stop(process)
+            stop_process(process)
     assert noticed < 42, f"a black-holed broker went unnoticed for {noticed:.0f} s"
-    assert _lines(log, "broker connection lost") == 1
+    assert log_lines(log, "broker connection lost") == 1
 
 
 def test_waiting_out_a_missing_queue_is_alive_for_healthz(vhost_of_its_own: str, audit_dsn: str) -> None:
@@ -159,7 +137,7 @@ def test_waiting_out_a_missing_queue_is_alive_for_healthz(vhost_of_its_own: str,
     vhost = vhost_of_its_own
     connection = connect(vhost)
     try:
-        connection.channel.queue_delete(INBOUND)
+        connection.delete_queue(INBOUND)
     finally:
         connection.close()
     now = [0.0]
@@ -173,15 +151,11 @@ def test_waiting_out_a_missing_queue_is_alive_for_healthz(vhost_of_its_own: str,
         health=health,
         retry_initial=20.0,
     )
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
     try:
-        wait_for(lambda: any(INBOUND in line for line in health.problems()), 30, "the missing queue on /readyz")
-        now[0] += 3600.0  # an hour later by the health's clock, still in the first backoff by the real one
-        time.sleep(2)
-        assert health.alive
+        with running(service):
+            wait_for(lambda: any(INBOUND in line for line in health.problems()), 30, "the missing queue on /readyz")
+            now[0] += 3600.0  # an hour later by the health's clock, still in the first backoff by the real one
+            time.sleep(2)
+            assert health.alive
     finally:
-        service.stop()
-        worker.join(timeout=30)
         store.close()
-    assert not worker.is_alive()

@@ -4,11 +4,7 @@ the consumer says once that it waits and once that it goes on, and /readyz fails
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,12 +13,16 @@ import pytest
 from integration.adapters.sql.stores import open_audit_store
 from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
+    DLQ,
+    log_lines,
     output_queue,
     publish_events,
     queue_depth,
+    readyz,
     referral_events,
     referrals_by_event,
     start_consumer,
+    stop_process,
     take_all,
     wait_for,
 )
@@ -30,7 +30,6 @@ from tests.runtime.rabbit_nodes import free_port
 from tests.runtime.tcp_proxy import TcpProxy
 
 EVENTS = 2000
-DLQ = "rehab.discharge-events.dlq"
 
 
 @pytest.fixture
@@ -42,26 +41,6 @@ def proxy() -> Iterator[TcpProxy]:
 @pytest.fixture
 def proxied_dsn(postgres_dsn: str, proxy: TcpProxy) -> str:
     return postgres_dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-
-
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as refused:
-        return refused.code, refused.read().decode()
-    except OSError as unreachable:
-        return 0, str(unreachable)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-def _lines(log: Path, text: str) -> int:
-    return sum(1 for line in log.read_text().splitlines() if text in line)
 
 
 def _run_through_an_outage(
@@ -84,9 +63,9 @@ def _run_through_an_outage(
         wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS // 4, 120, "a quarter of the events")
         cut()
         started = time.monotonic()
-        wait_for(lambda: _lines(log, "audit-store unavailable") == 1, 30, "one log line saying the consumer waits")
+        wait_for(lambda: log_lines(log, "audit-store unavailable") == 1, 30, "one log line saying the consumer waits")
         noticed = time.monotonic() - started
-        status, text = _readyz(health)
+        status, text = readyz(health)
         assert status == 503 and "audit-store unavailable" in text, text
         during = queue_depth(vhost, outputs)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
@@ -97,10 +76,10 @@ def _run_through_an_outage(
         heal()
     try:
         wait_for(lambda: queue_depth(vhost, outputs) >= EVENTS, 240, "every event after the store came back")
-        wait_for(lambda: _readyz(health)[0] == 200, 30, "readiness to recover")
+        wait_for(lambda: readyz(health)[0] == 200, 30, "readiness to recover")
     finally:
-        _stop(process)
-    assert _lines(log, "audit-store available again: resuming") == 1
+        stop_process(process)
+    assert log_lines(log, "audit-store available again: resuming") == 1
     found = referrals_by_event(take_all(vhost, outputs))
     assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
     assert queue_depth(vhost, DLQ) == 0
@@ -121,7 +100,7 @@ def test_the_database_gone_for_60_seconds_dead_letters_nothing_and_loses_nothing
         vhost_of_its_own, proxied_dsn, postgres_dsn, tmp_path, proxy.refuse, proxy.forward, 60
     )
     assert noticed < 10
-    assert _lines(log, "still waiting for the audit-store") <= 2  # one a minute at most, not one per retry
+    assert log_lines(log, "still waiting for the audit-store") <= 2  # one a minute at most, not one per retry
 
 
 def test_a_black_holed_database_is_noticed_within_seconds_and_waited_out(
@@ -151,19 +130,21 @@ def test_a_consumer_started_while_the_database_and_the_broker_are_down_waits_for
         url = target_url(vhost).replace("127.0.0.1:5672", f"127.0.0.1:{broker.port}")
         process = start_consumer(url, proxied_dsn, log, INTEGRATION_HEALTH_LISTEN=f"127.0.0.1:{health}")
         try:
-            wait_for(lambda: _lines(log, "waiting for the audit store") == 1, 30, "a line saying the store is awaited")
-            status, text = _readyz(health)
+            wait_for(
+                lambda: log_lines(log, "waiting for the audit store") == 1, 30, "a line saying the store is awaited"
+            )
+            status, text = readyz(health)
             assert status == 503 and "audit-store unavailable" in text
             proxy.forward()
-            wait_for(lambda: _lines(log, "waiting for the broker") == 1, 30, "a line saying the broker is awaited")
+            wait_for(lambda: log_lines(log, "waiting for the broker") == 1, 30, "a line saying the broker is awaited")
             time.sleep(3)
             assert process.poll() is None and "Traceback" not in log.read_text()
-            assert _lines(log, "waiting for the broker") == 1, "one line when the wait begins, not one per retry"
-            assert "broker unavailable" in _readyz(health)[1]
+            assert log_lines(log, "waiting for the broker") == 1, "one line when the wait begins, not one per retry"
+            assert "broker unavailable" in readyz(health)[1]
             broker.forward()
             wait_for(lambda: queue_depth(vhost, outputs) >= 20, 60, "the events once both are back")
-            wait_for(lambda: _readyz(health)[0] == 200, 30, "readiness")
+            wait_for(lambda: readyz(health)[0] == 200, 30, "readiness")
         finally:
-            _stop(process)
+            stop_process(process)
     assert process.returncode == 0
     assert len(referrals_by_event(take_all(vhost, outputs))) == 20

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from integration.adapters.rabbitmq import BrokerSettings, apply_topology, connected
+from integration.adapters.rabbitmq import BrokerSettings, connected
 from integration.adapters.sql.stores import open_audit_store
 from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
+    DLQ,
+    INBOUND,
     consumer_env,
     output_queue,
     publish_events,
@@ -23,14 +25,13 @@ from tests.runtime.broker_helpers import (
     referral_events,
     referrals_by_event,
     start_consumer,
+    stop_process,
     take_all,
     unsettled,
     wait_for,
 )
 
 EVENTS = 2000
-DLQ = "rehab.discharge-events.dlq"
-INBOUND = "rehab.discharge-events"
 
 
 @pytest.fixture
@@ -42,14 +43,8 @@ def broker(own_broker) -> str:  # type: ignore[no-untyped-def]
     own_broker.node.add_vhost(vhost)
     url = own_broker.url(vhost)
     with connected(BrokerSettings(url)) as connection:
-        apply_topology(connection.channel)
+        connection.apply_topology()
     return url
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def _with_poison(events: list[tuple[str, bytes]], every: int) -> tuple[list[tuple[str, bytes]], set[str]]:
@@ -89,7 +84,7 @@ def _finish(node, broker: str, dsn: str, log: Path, outputs: str, expected: int)
         wait_for(lambda: queue_depth(broker, outputs) >= expected, 240, "every event after the restarts")
         wait_for(lambda: unsettled(broker, INBOUND, node.ctl) == 0, 120, "every inbound message acked")
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def test_kill_9_many_times_mid_run_loses_nothing_and_duplicates_nothing(
@@ -154,5 +149,5 @@ def test_broker_node_killed_and_restarted_mid_run_loses_nothing(
         wait_for(lambda: unsettled(broker, INBOUND, own_broker.node.ctl) == 0, 120, "every inbound message acked")
         assert process.poll() is None
     finally:
-        _stop(process)
+        stop_process(process)
     _assert_exactly_once(broker, outputs, events, set(), audit_dsn)

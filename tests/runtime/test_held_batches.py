@@ -8,63 +8,28 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from integration.adapters.consumer import ConsumerService
 from integration.adapters.health import Health
-from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
-from integration.config import Settings
 from integration.errors import Transient
 from integration.service.audit_chain import verify
-from integration.service.processor import Processor, RetryPolicy
-from integration.topology import FLOWS_BY_NAME
-from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
+    DLQ,
     collector,
-    connect,
+    consumer,
     publish_events,
     queue_depth,
     referral_events,
     referrals_by_event,
+    refusing_queue,
     take_all,
     wait_for,
 )
-from tests.runtime.conftest import broker_url
 
-FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
-INBOUND = "rehab.discharge-events"
-DLQ = "rehab.discharge-events.dlq"
-
-
-@contextmanager
-def consumer(
-    vhost: str, store: Any, health: Health, fault: Callable[[str], None] | None = None
-) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
-    extra = {"fault": fault} if fault else {}
-    service = ConsumerService(
-        BrokerSettings(broker_url(vhost), prefetch=20),
-        [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST, **extra),
-        reconnect_max_wait=1.0,
-        health=health,
-        wait_initial=0.05,
-        wait_max=0.2,
-    )
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive(), "the consumer did not stop"
+WAITS = {"wait_initial": 0.05, "wait_max": 0.2}  # the consumer's wait for a dependency, short for a test
 
 
 def _with_poison(events: list[tuple[str, bytes]], every: int) -> set[str]:
@@ -119,7 +84,7 @@ def test_an_outage_after_a_durable_step_repeats_none_of_it(vhost_of_its_own: str
     outage = OutageAt(point, times=6)
     health = Health()
     publish_events(vhost, events)  # before the consumer starts: one batch of 15
-    with consumer(vhost, store, health, outage) as service:
+    with consumer(vhost, store, fault=outage, health=health, **WAITS) as service:
         wait_for(lambda: service.handled == len(events), 60, "every event acked")
         assert outage.reached == 6
         wait_for(lambda: health.ready, 10, "readiness once the outage is over")
@@ -133,21 +98,14 @@ def test_a_queue_refusing_our_outputs_repeats_no_dead_letter_and_no_confirmed_ou
     """The receivers' queue is full (reject-publish): the batch is held and retried until it is drained."""
     vhost = vhost_of_its_own
     full = "test.outputs.full"
-    connection = connect(vhost)
-    try:
-        connection.channel.queue_declare(
-            full, durable=True, arguments={"x-queue-type": "quorum", "x-max-length": 4, "x-overflow": "reject-publish"}
-        )
-        connection.channel.queue_bind(full, "rehab.referral", "#")
-    finally:
-        connection.close()
+    refusing_queue(vhost, full, 4)
     events = referral_events(15)
     poisoned = _with_poison(events, every=5)
     store = open_audit_store(audit_dsn)
     health = Health()
     publish_events(vhost, events)
     taken: list[Any] = []
-    with consumer(vhost, store, health) as service:
+    with consumer(vhost, store, health=health, **WAITS) as service:
         wait_for(lambda: queue_depth(vhost, full) >= 4 and not health.ready, 30, "the full queue to refuse")
         threading.Event().wait(3)  # many retries of the held batch meanwhile
         assert queue_depth(vhost, DLQ) == len(poisoned), "dead letters published again while the batch was held"

@@ -7,26 +7,19 @@ with a reason naming its headers, audited and counted."""
 from __future__ import annotations
 
 import struct
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pika
 import pytest
 from prometheus_client import REGISTRY
 
-from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain, received
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
-from integration.config import Settings
 from integration.service.audit_chain import verify
-from integration.service.processor import Processor, RetryPolicy
-from integration.topology import FLOWS_BY_NAME
-from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
+    DLQ,
+    INBOUND,
     INBOUND_ROUTES,
+    consumer,
     output_queue,
     queue_depth,
     referral_events,
@@ -38,9 +31,6 @@ from tests.runtime.broker_helpers import (
 from tests.runtime.conftest import broker_url
 from tests.runtime.tcp_proxy import TcpProxy
 
-FAST = RetryPolicy(attempts=2, seconds=1, initial_wait=0.01, max_wait=0.05)
-INBOUND = "rehab.discharge-events"
-DLQ = "rehab.discharge-events.dlq"
 P = pika.spec.BasicProperties
 
 
@@ -87,25 +77,6 @@ def hostile_properties(table: bytes, message_id: str, user_id: str = "guest") ->
     return RawProperties(
         struct.pack(">H", flags) + _short("application/json") + table + b"\x02" + _short(message_id) + _short(user_id)
     )
-
-
-@contextmanager
-def consumer(url: str, store: Any) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
-    service = ConsumerService(
-        BrokerSettings(url, prefetch=20),
-        [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST),
-        reconnect_max_wait=1.0,
-    )
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive(), "the consumer did not stop"
 
 
 def _publish_interleaved(vhost: str, innocent: list[tuple[str, bytes]], every: int) -> dict[str, bytes]:
@@ -183,11 +154,17 @@ def test_the_adapter_reads_a_hostile_table_as_a_refusal_naming_the_headers(vhost
     """Read with basic.get (as `dlq list` reads): the properties around the table survive, the message is refused."""
     vhost = vhost_of_its_own
     exchange, routing_key = INBOUND_ROUTES["discharge"]
-    connection = RabbitConnection(BrokerSettings(broker_url(vhost)))
+    publisher = pika.BlockingConnection(pika.URLParameters(broker_url(vhost)))
     try:
-        connection.channel.basic_publish(
+        channel = publisher.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
             exchange, routing_key, b"{}", hostile_properties(HOSTILE_TABLES[name], "m-1"), mandatory=True
         )
+    finally:
+        publisher.close()
+    connection = RabbitConnection(BrokerSettings(broker_url(vhost)))
+    try:
         (message,) = drain(connection, INBOUND, 10)
     finally:
         connection.close()

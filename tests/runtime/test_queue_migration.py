@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from integration.adapters.queue_migration import differing_queues, holding_queue, migrate
-from integration.adapters.rabbitmq import apply_topology, drain
+from integration.adapters.rabbitmq import drain
 from integration.errors import ConfigurationError
 from integration.topology import DELIVERY_LIMIT, FLOWS_BY_NAME, REPLAY_EXCHANGE, inbound_queue_arguments
 from tests.runtime.broker_helpers import (
@@ -37,9 +37,9 @@ def as_an_earlier_release_left_it(vhost: str, messages: list[tuple[str, bytes]])
     without a user-id (which the consumer refuses)."""
     connection = connect(vhost)
     try:
-        connection.channel.queue_delete(QUEUE)
+        connection.delete_queue(QUEUE)
         old = inbound_queue_arguments(FLOWS_BY_NAME["discharge"]) | {"x-delivery-limit": 5}
-        connection.channel.queue_declare(QUEUE, durable=True, arguments=old)
+        connection.declare_queue(QUEUE, old)
         for message_id, body in messages:
             connection.publish("", QUEUE, body, message_id, content_type="application/json")
         connection.user = None  # no user-id property on the next one
@@ -88,7 +88,7 @@ def test_apply_names_the_queue_an_earlier_release_declared_and_migrate_keeps_eve
         assert {m.exchange for m in back} == {REPLAY_EXCHANGE}
         assert {m.raw_headers["x-rehab-original-source"] for m in back} == {"guest"}
         for message in back:
-            connection.channel.basic_nack(message.delivery_tag, requeue=True)
+            connection.requeue(message.delivery_tag)
     finally:
         connection.close()
     # The one the consumer would refuse is dead-lettered, naming the property.
@@ -111,7 +111,7 @@ def test_apply_names_the_queue_an_earlier_release_declared_and_migrate_keeps_eve
 def test_migration_refuses_while_a_consumer_is_attached(vhost_of_its_own: str) -> None:
     as_an_earlier_release_left_it(vhost_of_its_own, referral_events(3))
     attached = connect(vhost_of_its_own)
-    attached.channel.basic_consume(QUEUE, lambda *_: None)
+    attached.consume(QUEUE, lambda _: None)
     try:
         connection = connect(vhost_of_its_own)
         try:
@@ -131,13 +131,13 @@ def test_a_migration_cut_short_is_finished_by_the_next_run(vhost_of_its_own: str
     connection = connect(vhost_of_its_own)
     try:
         holding = holding_queue(QUEUE)
-        connection.channel.queue_declare(holding, durable=True, arguments={"x-queue-type": "quorum"})
+        connection.declare_queue(holding, {"x-queue-type": "quorum"})
         for message_id, body in events:
             connection.publish("", holding, body, message_id, {"x-rehab-original-source": "rehab-hospital"})
         (state,) = differing_queues(connection)
         assert state.name == QUEUE
         migrate(connection, state)
-        apply_topology(connection.channel)
+        connection.apply_topology()
         back = drain(connection, QUEUE, 100)
         assert [(m.message_id, m.body) for m in back] == events
         assert {m.raw_headers["x-rehab-original-source"] for m in back} == {"rehab-hospital"}

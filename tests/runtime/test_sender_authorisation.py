@@ -264,7 +264,7 @@ def take(broker: OwnBroker, queue: str) -> list[Any]:
     try:
         messages = drain(connection, queue, 10_000)
         for message in messages:
-            connection.channel.basic_ack(message.delivery_tag)
+            connection.ack(message.delivery_tag)
         return messages
     finally:
         connection.close()

@@ -5,8 +5,6 @@ consumer never crashes."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ from integration.adapters.sql.stores import open_audit_store
 from integration.service.audit_chain import verify
 from tests.cli_runs import run_integration
 from tests.runtime.broker_helpers import (
+    DLQ,
+    INBOUND,
     connect,
     consumer_env,
     inbound_exchange,
@@ -25,15 +25,14 @@ from tests.runtime.broker_helpers import (
     referral_events,
     referrals_by_event,
     start_consumer,
+    stop_process,
     take_all,
     unsettled,
     wait_for,
 )
 from tests.runtime.conftest import broker_url
 
-INBOUND = "rehab.discharge-events"
 HOSPITAL = inbound_exchange("discharge", "hospital")
-DLQ = "rehab.discharge-events.dlq"
 
 
 def _publish_raw(vhost: str, body: bytes, **properties: Any) -> None:
@@ -47,12 +46,6 @@ def _publish_raw(vhost: str, body: bytes, **properties: Any) -> None:
         channel.basic_publish(HOSPITAL, "discharge", body, pika.BasicProperties(**properties), mandatory=True)
     finally:
         connection.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def _dead_letters(vhost: str) -> list[Any]:
@@ -89,7 +82,7 @@ def test_a_senders_retries_within_one_batch_are_redeliveries_not_a_dead_lettered
         wait_for(lambda: queue_depth(vhost, outputs) >= 200, 120, "a referral for each of the 200 events")
         wait_for(lambda: unsettled(vhost, INBOUND) == 0, 60, "the inbound queue to drain")
     finally:
-        _stop(process)
+        stop_process(process)
     found = referrals_by_event(take_all(vhost, outputs))
     assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
     assert _dead_letters(vhost) == []
@@ -114,7 +107,7 @@ def test_a_reused_message_id_with_other_content_is_dead_lettered_naming_the_id(
         _publish_raw(vhost, third, message_id="fresh-id")
         wait_for(lambda: queue_depth(vhost, DLQ) == 1 and queue_depth(vhost, outputs) == 3, 30, "1 DLQ + 3 outputs")
     finally:
-        _stop(process)
+        stop_process(process)
     (dead,) = _dead_letters(vhost)
     assert dead.body == second
     assert dead.raw_headers["x-rehab-reason-code"] == "reused-message-id"
@@ -163,7 +156,7 @@ def test_hostile_properties_and_headers_never_crash_the_consumer(vhost: str, aud
         assert process.poll() is None, "the consumer crashed"
         listed = run_integration("dlq", "list", "--flow", "discharge", env=consumer_env(vhost, audit_dsn), text=True)
     finally:
-        _stop(process)
+        stop_process(process)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0] == f"{DLQ}: {len(refused)} message(s)" and len(lines) == 1 + len(refused), listed.stdout
