@@ -41,6 +41,7 @@ import pika
 import pika.data
 import pika.exceptions as px
 import pika.spec
+import structlog
 from pika.adapters.blocking_connection import BlockingChannel
 
 from integration.adapters.amqp_properties import read_properties
@@ -48,6 +49,8 @@ from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
 from integration.topology import RETIRED_EXCHANGES, bindings, exchanges, queues
+
+log = structlog.get_logger("integration.rabbitmq")
 
 _LOST = (
     px.AMQPConnectionError,
@@ -375,12 +378,14 @@ class RabbitConnection(QueueOperations):
         headers: Mapping[str, Any] | None = None,
         content_type: str = FHIR_JSON,
     ) -> None:
-        properties = pika.BasicProperties(
-            delivery_mode=pika.DeliveryMode.Persistent,
-            content_type=content_type,
-            message_id=message_id,
-            user_id=self.user,
-            headers=dict(headers) if headers else None,
+        properties = self._fitting(
+            pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent,
+                content_type=content_type,
+                message_id=message_id,
+                user_id=self.user,
+                headers=dict(headers) if headers else None,
+            )
         )
         try:
             self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
@@ -390,6 +395,27 @@ class RabbitConnection(QueueOperations):
             raise Transient(f"the broker refused the message for {exchange} {routing_key}", "broker") from None
         except _LOST as exc:
             raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
+
+    def _fitting(self, properties: pika.BasicProperties) -> pika.BasicProperties:
+        """`properties` as they can be sent: AMQP carries them in one content-header frame, and the broker
+        closes a connection that sends a larger one. Only a copy of a sender's headers can be that large (a
+        dead letter or a replay of a message whose table nearly filled a frame): those are dropped then, our
+        `x-rehab-*` kept, and `x-rehab-headers-dropped` says how many and why — else the copy could never be
+        published and its message would come back for ever, holding up every other."""
+        size = _encoded_size(properties)
+        if size <= self._frame_max() - _CONTENT_HEADER_OVERHEAD or not properties.headers:
+            return properties
+        ours = {k: v for k, v in properties.headers.items() if str(k).startswith("x-rehab-")}
+        dropped = len(properties.headers) - len(ours)
+        ours["x-rehab-headers-dropped"] = f"{dropped} header(s): {size} bytes of properties, more than one frame holds"
+        properties.headers = ours
+        log.warning("headers dropped from a copy: too large for one frame", dropped=dropped, size=size)
+        return properties
+
+    def _frame_max(self) -> int:
+        """The frame size negotiated with the broker (pika writes it into its parameters at connection.tune)."""
+        frame_max = getattr(getattr(getattr(self._connection, "_impl", None), "params", None), "frame_max", None)
+        return frame_max if isinstance(frame_max, int) and frame_max > 0 else pika.spec.FRAME_MAX_SIZE
 
     def consume(self, queue: str, callback: Callable[[Received], None]) -> None:
         """Deliver `queue`'s messages to `callback` (unacked, up to the prefetch) while `process_events` runs.
@@ -441,6 +467,14 @@ class RabbitConnection(QueueOperations):
                 self._connection.close()
         except _LOST:
             pass
+
+
+# A content-header frame: the frame's own 8 bytes, then class, weight and body size (12) before the properties.
+_CONTENT_HEADER_OVERHEAD = 8 + 12 + 64  # and a margin
+
+
+def _encoded_size(properties: pika.BasicProperties) -> int:
+    return sum(len(part) for part in properties.encode())
 
 
 @contextmanager

@@ -181,3 +181,54 @@ def test_headers_nested_deeper_than_any_sender_needs_are_refused() -> None:
     properties.decode(encoded)
     message = received(pika.spec.Basic.Deliver(delivery_tag=1, routing_key="discharge"), properties, b"{}")
     assert message.problem is not None and message.problem[0] == "headers" and "nested" in message.problem[1]
+
+
+def test_headers_that_fill_a_frame_are_dropped_from_the_dead_letter_which_leaves_at_once(
+    vhost_of_its_own: str, audit_dsn: str
+) -> None:
+    """Found by the attack on #10: a sender's header table just under the broker's frame size (131,072 bytes)
+    is accepted; our dead-letter copy adds its reason, no longer fits one frame, and the broker closed our
+    connection — the message came back first every time and held up every queue for half an hour. Now the
+    copy drops the sender's headers, says so, and leaves on the first delivery; innocent messages flow."""
+    vhost = vhost_of_its_own
+    outputs = output_queue(vhost)
+    events = referral_events(5)
+    exchange, routing_key = INBOUND_ROUTES["discharge"]
+    publisher = pika.BlockingConnection(pika.URLParameters(broker_url(vhost)))
+    try:
+        channel = publisher.channel()
+        channel.confirm_delivery()
+        poison = pika.BasicProperties(
+            message_id="poison",
+            user_id="guest",
+            content_type="application/json",
+            delivery_mode=2,
+            headers={"pad": "x" * 130_800, "kept-small": "y"},
+        )
+        channel.basic_publish(exchange, routing_key, b'{"eventType": "discharge"}', poison, mandatory=True)
+        for event_id, body in events:
+            properties = pika.BasicProperties(
+                message_id=event_id, user_id="guest", content_type="application/json", delivery_mode=2
+            )
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+    finally:
+        publisher.close()
+    store = open_audit_store(audit_dsn)
+    with TcpProxy("127.0.0.1", 5672) as proxy:
+        url = broker_url(vhost).replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+        with consumer(url, store):
+            wait_for(
+                lambda: queue_depth(vhost, outputs) >= len(events) and queue_depth(vhost, DLQ) >= 1,
+                60,
+                "the events processed and the poison dead-lettered",
+            )
+            wait_for(lambda: unsettled(vhost, INBOUND) == 0, 10, "the inbound queue to be acked empty")
+        assert proxy.accepted == 1, f"the consumer connected {proxy.accepted} times: the dead letter broke a frame"
+    (dead,) = take_all(vhost, DLQ)
+    assert dead.message_id == "poison" and dead.body == b'{"eventType": "discharge"}'
+    assert "pad" not in dead.raw_headers and "kept-small" not in dead.raw_headers
+    assert dead.raw_headers["x-rehab-headers-dropped"].startswith("2 header(s)")
+    assert dead.raw_headers["x-rehab-reason-code"] == "invalid-input"
+    received_records = [r for r in store.records() if r.step == "received" and r.message_id == "poison"]
+    assert len(received_records) == 1, "the poison was delivered once"
+    store.close()
