@@ -152,7 +152,9 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     with existing_store(settings, keys, verifying=True) as store:
         evidence = store.evidence()
-        result = examine(evidence.head, evidence.records, evidence.rows, keys, anchors, allow_empty)
+        result = examine(
+            evidence.head, evidence.records, evidence.rows, keys, anchors, allow_empty, evidence.foreign_objects
+        )
         unrecorded = None
         if evidence.records:  # it read every patient's records: who did is recorded
             detail = {**reader(), "intact": result.intact, "records": len(evidence.records), "anchors": len(anchors)}

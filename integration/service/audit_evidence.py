@@ -276,13 +276,20 @@ def examine(
     keys: MacKeys | None = None,
     anchors: Sequence[Anchor] = (),
     allow_empty: bool = False,
+    foreign_objects: Sequence[str] = (),
 ) -> Examination:
-    """Every check `audit verify` makes: the chain, the state rows, the anchors given, the HMACs."""
+    """Every check `audit verify` makes: the chain, the state rows, the anchors given, the HMACs, and the
+    schema: a trigger, rule or policy (`foreign_objects`; the service creates none) could change the rows
+    the service writes and reads back, so that their changes were chained as the service's own."""
     findings, summary = [], [f"{len(records)} records, head {head[0]} {head[1]}"]
     if not records and head == (0, GENESIS) and not allow_empty:
         findings.append(
             Finding("the log", "it is empty (emptied, or a fresh store: --allow-empty accepts a fresh deployment)")
         )
+    findings += [
+        Finding("the schema", f"{name}: the service creates none; it can change rows under the chain")
+        for name in foreign_objects
+    ]
     broken = verify(records, head)
     if broken is not None:
         findings.append(Finding(f"record {broken.seq}", broken.problem))

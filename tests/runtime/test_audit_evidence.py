@@ -773,3 +773,33 @@ def test_the_evidence_settings_are_read() -> None:
     assert settings.audit_hmac_key_id == "2026-11"
     defaults = Settings.from_env({})
     assert (defaults.audit_anchor_minutes, defaults.audit_anchor_file, defaults.audit_hmac_key_file) == (5, None, None)
+
+
+def _planted(dsn: str) -> list[str]:
+    """A trigger (and on PostgreSQL a rule and a row policy) that rewrites what the service writes: its
+    upserts and counts are read back and chained, so the chain alone would take the changes for ours."""
+    if dsn.startswith("sqlite:///"):
+        return [
+            "CREATE TRIGGER evil AFTER INSERT ON rehab_course BEGIN "
+            "UPDATE rehab_course SET municipality_code = '0999' WHERE patient = NEW.patient; END"
+        ]
+    return [
+        "CREATE FUNCTION evil() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN NEW.municipality_code := '0999'; RETURN NEW; END $$",
+        "CREATE TRIGGER evil BEFORE INSERT ON rehab_course FOR EACH ROW EXECUTE FUNCTION evil()",
+        "CREATE RULE sly AS ON UPDATE TO delivery_failure DO ALSO NOTIFY sly",
+        "CREATE POLICY hidden ON rehab_course USING (true)",
+    ]
+
+
+def test_a_planted_trigger_rule_or_policy_is_found(dsn: str) -> None:
+    """Found by the attack on #10: a trigger rewrote new courses and `verify` said intact."""
+    filled(dsn)
+    sql(dsn, *_planted(dsn))
+    done = verify(dsn)
+    assert done.exit_code == 1
+    lines = findings(done)
+    assert any(x.startswith("audit log BROKEN at the schema: trigger evil on rehab_course") for x in lines), lines
+    if not dsn.startswith("sqlite:///"):
+        assert any("rule sly on delivery_failure" in x for x in lines), lines
+        assert any("policy hidden on rehab_course" in x for x in lines), lines

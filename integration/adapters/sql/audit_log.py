@@ -37,6 +37,7 @@ class Evidence:
     head: tuple[int, str]
     records: list[AuditRecord]
     rows: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    foreign_objects: list[str] = field(default_factory=list)  # triggers, rules, policies: none are ours
 
 
 class AuditLog:
@@ -86,7 +87,8 @@ class AuditLog:
             cursor.execute(f"SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY seq")
             records = [_record(r) for r in cursor]
             rows = {table: audit_state.every_row(cursor, table) for table in COVERED}
-        return Evidence((int(seq), str(digest)), records, rows)
+            foreign = self._unit.foreign_objects(cursor)
+        return Evidence((int(seq), str(digest)), records, rows, foreign)
 
     def check_signing(self) -> None:
         """Without a key, refuse to write to a log whose last record is signed: a record appended

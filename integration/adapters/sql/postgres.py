@@ -117,6 +117,18 @@ class PostgresUnitOfWork(UnitOfWork):
         cursor.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND pg_table_is_visible(oid)")
         return {str(r[0]) for r in cursor.fetchall()}
 
+    def foreign_objects(self, cursor: Any) -> list[str]:
+        ours = "c.relnamespace = current_schema()::regnamespace"  # the schema the store's tables are in
+        cursor.execute(
+            "SELECT 'trigger ' || t.tgname || ' on ' || c.relname FROM pg_trigger t "
+            f"JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal AND {ours} "
+            "UNION ALL SELECT 'rule ' || r.rulename || ' on ' || c.relname FROM pg_rewrite r "
+            f"JOIN pg_class c ON c.oid = r.ev_class WHERE r.rulename <> '_RETURN' AND {ours} "
+            "UNION ALL SELECT 'policy ' || p.polname || ' on ' || c.relname FROM pg_policy p "
+            f"JOIN pg_class c ON c.oid = p.polrelid WHERE {ours} ORDER BY 1"
+        )
+        return [str(r[0]) for r in cursor.fetchall()]
+
     def snapshot(self, cursor: Any) -> None:
         """One consistent read of the whole log (audit verify): it may take as long as the log is long."""
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

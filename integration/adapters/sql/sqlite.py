@@ -119,6 +119,10 @@ class SqliteUnitOfWork(UnitOfWork):
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {str(r[0]) for r in cursor.fetchall()}
 
+    def foreign_objects(self, cursor: Any) -> list[str]:
+        cursor.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+        return [f"trigger {name} on {table}" for name, table in cursor.fetchall()]
+
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Any]:
         cursor = self._db.cursor()

@@ -41,6 +41,12 @@ class UnitOfWork:
         """Close the connection."""
         raise NotImplementedError
 
+    def foreign_objects(self, cursor: Any) -> list[str]:
+        """What in the schema can change rows as they are written or read, which the service never creates:
+        triggers, rules, row-level policies — each as one line naming it and its table. The service reads
+        back the rows it writes and chains them, so such an object would have its changes chained as ours."""
+        raise NotImplementedError
+
     def lock_chain(self, cursor: Any) -> None:
         """Serialise appends to the chain across processes, for the rest of the transaction."""
 
