@@ -16,12 +16,20 @@ from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
 from integration.flows.dispatch import Pipeline, answer_unprocessable, transform
 from integration.flows.hotline import HotlineContext
-from integration.flows.referral import ReferralContext
+from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.flows.results import FlowResult
 from integration.formats.json_contract import JsonContract
 from integration.mappings import load_mappings
 from integration.service.processor import Handler, Unprocessable
-from integration.topology import ACK_EXCHANGE
+from integration.topology import (
+    ACKNOWLEDGEMENT,
+    HOTLINE_REPLY,
+    HOTLINE_REQUEST,
+    REFERRAL_TO_HOSPITAL,
+    REFERRAL_TO_MUNICIPALITY,
+    STATUS_TO_DHRD,
+    STATUS_TO_GP,
+)
 
 
 def load_contract(schemas_dir: Path, name: str) -> JsonContract:
@@ -49,7 +57,11 @@ def build_pipeline(settings: Settings) -> Pipeline:
             directory=mappings.directory,
             rules=mappings.referral_rules,
             terminology=mappings.terminology,
-            routing=mappings.referral_routing,
+            routing=ReferralRouting(
+                exchange=REFERRAL_TO_MUNICIPALITY.exchange,
+                municipality_key=REFERRAL_TO_MUNICIPALITY.key,
+                hospital_key=REFERRAL_TO_HOSPITAL.key,
+            ),
         ),
         max_payload_bytes=settings.max_payload_bytes,
         advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),
@@ -57,9 +69,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
             hotlines=mappings.hotlines,
             timezone=ZoneInfo(hotline["timezone"]),
             replies=hotline["replies"],
-            exchange=hotline["routing"]["exchange"],
-            queue_key=hotline["routing"]["queue"],
-            reply_key=hotline["routing"]["reply"],
+            exchange=HOTLINE_REQUEST.exchange,
+            queue_key=HOTLINE_REQUEST.key,
+            reply_key=HOTLINE_REPLY.key,
             reply_contract=load_contract(settings.schemas_dir, "advice-reply.schema.json"),
             triage_phone=str(hotline["triagePhone"]),
             regional_on_call=hotline["regionalOnCall"],
@@ -70,12 +82,14 @@ def build_pipeline(settings: Settings) -> Pipeline:
             terminology=mappings.terminology,
             directory=mappings.directory,
             gp_clinics=mappings.gp_clinics,
-            exchange="rehab.status",
-            gp_key="gp.status.{ydernummer}",
-            dhrd_key="hospital.dhrd.{sor}",
+            exchange=STATUS_TO_GP.exchange,
+            gp_key=STATUS_TO_GP.key,
+            dhrd_key=STATUS_TO_DHRD.key,
         ),
         acknowledger=Acknowledger(
-            AckContext(exchange=ACK_EXCHANGE, routing_key="ack.{sor}", terminology=mappings.terminology)
+            AckContext(
+                exchange=ACKNOWLEDGEMENT.exchange, routing_key=ACKNOWLEDGEMENT.key, terminology=mappings.terminology
+            )
         ),
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
