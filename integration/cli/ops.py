@@ -17,6 +17,7 @@ import structlog
 from integration.cli.audit import existing_store
 from integration.cli.runtime import broker_connection
 from integration.config import Settings
+from integration.domain.hotline import Hotline, overdue_hours
 from integration.errors import ConfigurationError, InvalidInput
 from integration.log import mask_cpr, one_line
 from integration.service.audit_chain import AuditEntry
@@ -25,7 +26,6 @@ from integration.topology import USERS, definitions
 if TYPE_CHECKING:
     from integration.adapters.sql.store import AuditStore, PendingRequest
     from integration.conformance.checks import MessageCheck
-    from integration.domain.hotline import Hotline
 
 log = structlog.get_logger("integration.hotline")
 MAX_HOURS = 24 * 366  # opening hours: more than a year's worth is a typing mistake
@@ -131,15 +131,11 @@ def hotline_pending(hours: int | None, at: str | None) -> None:
 def _overdue(
     requests: list[PendingRequest], hotlines: Mapping[str, Hotline], moment: datetime, limit: int
 ) -> list[tuple[PendingRequest, float]]:
-    """The requests at least `limit` opening hours old at `moment`, with their age: the hours of the department
-    they went to, every hour for triage (open_hours_between counts in the hotline's zone)."""
-    from integration.domain.opening_hours import open_hours_between
-
+    """The requests overdue at `moment` (`integration.domain.hotline.overdue_hours`), with their age."""
     overdue = []
     for pending in requests:
-        desk = hotlines.get(pending.request.department or "")
-        age = open_hours_between(desk.hours if desk else None, pending.received_at, moment)
-        if age >= limit:
+        age = overdue_hours(hotlines, pending.request.department, pending.received_at, moment, limit)
+        if age is not None:
             overdue.append((pending, age))
     return overdue
 
