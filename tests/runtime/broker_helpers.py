@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from integration.adapters.memory import distinct_referral_events
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.topology import SENDERS_BY_KIND
 from tests.runtime.conftest import broker_url, rabbitmqctl
+from tests.support.events import distinct_referral_events
 
 # Who sends each flow's messages when a test does not say (decision 14: each kind of sender has its own
 # exchange, bound only to the flows the agreement lets it send).

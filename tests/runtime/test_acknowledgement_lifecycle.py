@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from integration.adapters.memory import InMemoryBroker, distinct_referral_events
+from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.store import SqlAuditStore, StoredOutput
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import flow_handlers, unprocessable_answer
@@ -23,6 +23,7 @@ from integration.service.audit_chain import verify
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
 from integration.service.processor import FLOW_ATTEMPTS, Delivery, Processor, RetryPolicy
 from tests.conftest import GOLDEN
+from tests.support.events import distinct_referral_events
 from tests.test_acknowledgements import _configured
 from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
 
