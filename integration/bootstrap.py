@@ -169,18 +169,18 @@ class Wiring:
     fault: Fault | None = None
 
     def processor_on(self, bus: Bus) -> Processor:
-        """A processor publishing on `bus` and recording in the store. ConfigurationError without a store."""
+        """A processor publishing on `bus` and recording in the store. RuntimeError (a bug) without a store."""
         if self.store is None:
-            raise ConfigurationError("no audit store was given to build(); a processor records in one")
+            raise RuntimeError("no audit store was given to build(); a processor records in one")
         if self.fault is None:
             return Processor(self.handlers, self.store, bus, self.clock, self.retry, self.unprocessable)
         return Processor(self.handlers, self.store, bus, self.clock, self.retry, self.unprocessable, fault=self.fault)
 
     @cached_property
     def processor(self) -> Processor:
-        """The processor on the bus given to `build`. ConfigurationError without a bus or a store."""
+        """The processor on the bus given to `build`. RuntimeError (a bug) without a bus or a store."""
         if self.bus is None:
-            raise ConfigurationError("no bus was given to build(); use processor_on(bus)")
+            raise RuntimeError("no bus was given to build(); use processor_on(bus)")
         return self.processor_on(self.bus)
 
     def with_store(self, store: AuditStore) -> Wiring:

@@ -32,8 +32,8 @@ def test_the_built_package_carries_the_mappings_and_schemas_and_uses_them(tmp_pa
         copied = sorted(p.name for p in (built / "integration" / "_shipped" / name).iterdir())
         assert copied == sorted(p.name for p in (PROJECT_ROOT / name).iterdir() if p.is_file()), name
     check = (
-        "from integration.config import Settings; from integration.bootstrap import build_pipeline; "
-        "s = Settings.from_env({}); build_pipeline(s); print(s.mappings_dir, s.schemas_dir)"
+        "from integration.config import Settings; from integration.bootstrap import build; "
+        "s = Settings.from_env({}); build(s); print(s.mappings_dir, s.schemas_dir)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"PYTHONPATH": str(built)}
     ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -17,11 +17,11 @@ import pytest
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings, apply_topology
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.cli.ops import definitions_document
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import Transient
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.cli_runs import run_integration
 from tests.conftest import FIXED_NOW
@@ -47,11 +47,11 @@ DLQ = "rehab.discharge-events.dlq"
 
 @contextmanager
 def consumer(vhost: str, store: Any, retry: RetryPolicy = FAST) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=retry)
     service = ConsumerService(
         BrokerSettings(broker_url(vhost), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, retry),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
     )
     worker = threading.Thread(target=service.run, daemon=True)

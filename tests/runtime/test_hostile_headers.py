@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain, received
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
 from integration.service.audit_chain import verify
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
@@ -91,11 +91,11 @@ def hostile_properties(table: bytes, message_id: str, user_id: str = "guest") ->
 
 @contextmanager
 def consumer(url: str, store: Any) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=FAST)
     service = ConsumerService(
         BrokerSettings(url, prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
     )
     worker = threading.Thread(target=service.run, daemon=True)

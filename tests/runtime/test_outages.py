@@ -14,11 +14,11 @@ from integration.adapters.consumer import ConsumerService
 from integration.adapters.health import Health, serve
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
 from integration.errors import Transient
 from integration.service.audit_chain import verify
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
@@ -60,11 +60,11 @@ class SwitchableStore:
 
 @contextmanager
 def consumer(vhost: str, store: Any, health: Health) -> Iterator[ConsumerService]:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=FAST)
     service = ConsumerService(
         BrokerSettings(broker_url(vhost), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
         health=health,
         wait_initial=0.1,
