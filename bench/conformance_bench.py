@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from integration.bootstrap import build_pipeline
+from integration.bootstrap import build
 from integration.config import PROJECT_ROOT, Settings
 from integration.conformance.checks import fhirpath_findings
 from integration.conformance.definitions import load_definitions
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     rounds = parser.parse_args().rounds
-    pipeline = build_pipeline(Settings.from_env({}))
+    pipeline = build(Settings.from_env({})).pipeline
     messages, inbound = emitted(pipeline)
     for standard in ("care-communication", "acknowledgement"):
         load_definitions(standard)  # loaded once per process; not part of the per-message cost

@@ -31,8 +31,8 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from integration.adapters.memory import distinct_referral_events as events  # noqa: E402 - after the path is set
 from integration.topology import SENDERS_BY_KIND  # noqa: E402 - after the path is set
+from tests.support.events import distinct_referral_events as events  # noqa: E402 - after the path is set
 
 # Discharge events come from the hospital, on its own exchange (decision 14).
 HOSPITAL = SENDERS_BY_KIND["hospital"].exchange

@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from integration.adapters.memory import distinct_referral_events
-from integration.bootstrap import build_pipeline
-from integration.config import Settings
-from integration.conformance.checks import assertion_findings
-from integration.conformance.validation import fhir_problems, messaging_problems, narrative_findings
-from integration.fhir import fhir_json
-from integration.flows.dispatch import transform
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests.support
+
+from integration.bootstrap import build  # noqa: E402 - after the path is set
+from integration.config import Settings  # noqa: E402 - after the path is set
+from integration.conformance.checks import assertion_findings  # noqa: E402 - after the path is set
+from integration.conformance.validation import (  # noqa: E402 - after the path is set
+    fhir_problems,
+    messaging_problems,
+    narrative_findings,
+)
+from integration.fhir import fhir_json  # noqa: E402 - after the path is set
+from integration.flows.dispatch import transform  # noqa: E402 - after the path is set
+from tests.support.events import distinct_referral_events  # noqa: E402 - after the path is set
 
 
 def distinct_events(count: int) -> list[bytes]:
@@ -44,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=3000)
     args = parser.parse_args()
-    pipeline = build_pipeline(Settings.from_env())
+    pipeline = build(Settings.from_env()).pipeline
     unvalidated = replace(pipeline, referral=replace(pipeline.referral, validate=lambda bundle: None))
     now = datetime(2026, 11, 20, 14, 30, tzinfo=ZoneInfo("Europe/Copenhagen"))
 

@@ -1,24 +1,66 @@
-"""The one place where files are read and the pipeline is wired together."""
+"""The only wiring: `build(settings, *, bus=None, store=None, clock=None)` reads the mappings and schemas once
+and returns what a process needs (the pipeline, each flow's handler, a processor on a bus); the `run` command,
+the demo, the other commands and the tests all take it from here, with the real adapters or with fakes.
+
+Also the service's process itself (`run_consumers`: the consumers until a signal, the audit store waited for)
+and the adapters a command opens from the settings (`broker_connection`)."""
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from zoneinfo import ZoneInfo
 
+import structlog
 from lxml import etree
 
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.health import Health, serve
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, connection_parameters, masked_url
+from integration.adapters.sql.store import AuditStore, Signer
+from integration.adapters.sql.stores import mac_keys, masked_dsn, open_audit_store
 from integration.config import Settings
-from integration.errors import ConfigurationError
+from integration.errors import ConfigurationError, ConnectionLost, StoreDamaged, Transient
 from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
 from integration.flows.dispatch import FLOWS, Pipeline, answer_unprocessable, handler
 from integration.flows.hotline import HotlineContext
-from integration.flows.referral import ReferralContext
+from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
+from integration.log import one_line
 from integration.mappings import load_mappings
-from integration.service.processor import Handler, Unprocessable
-from integration.topology import ACK_EXCHANGE
+from integration.service.anchors import anchor_job
+from integration.service.outbound import ResendPolicy, resend_unacknowledged
+from integration.service.processor import Bus, Handler, Processor, RetryPolicy, Unprocessable
+from integration.topology import (
+    ACKNOWLEDGEMENT,
+    FLOWS_BY_NAME,
+    HOTLINE_REPLY,
+    HOTLINE_REQUEST,
+    REFERRAL_TO_HOSPITAL,
+    REFERRAL_TO_MUNICIPALITY,
+    STATUS_TO_DHRD,
+    STATUS_TO_GP,
+    Flow,
+)
+
+log = structlog.get_logger("integration.run")
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
+Clock = Callable[[], datetime]
+Fault = Callable[[str], None]  # the processor's fault-injection seam: called at named points (tests only)
+
+
+def now() -> datetime:
+    """The service's clock: the time in Denmark."""
+    return datetime.now(DANISH_TIME)
 
 
 def load_contract(schemas_dir: Path, name: str) -> JsonContract:
@@ -46,7 +88,11 @@ def build_pipeline(settings: Settings) -> Pipeline:
             directory=mappings.directory,
             rules=mappings.referral_rules,
             terminology=mappings.terminology,
-            routing=mappings.referral_routing,
+            routing=ReferralRouting(
+                exchange=REFERRAL_TO_MUNICIPALITY.exchange,
+                municipality_key=REFERRAL_TO_MUNICIPALITY.key,
+                hospital_key=REFERRAL_TO_HOSPITAL.key,
+            ),
         ),
         max_payload_bytes=settings.max_payload_bytes,
         advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),
@@ -54,9 +100,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
             hotlines=mappings.hotlines,
             timezone=ZoneInfo(hotline["timezone"]),
             replies=hotline["replies"],
-            exchange=hotline["routing"]["exchange"],
-            queue_key=hotline["routing"]["queue"],
-            reply_key=hotline["routing"]["reply"],
+            exchange=HOTLINE_REQUEST.exchange,
+            queue_key=HOTLINE_REQUEST.key,
+            reply_key=HOTLINE_REPLY.key,
             reply_contract=load_contract(settings.schemas_dir, "advice-reply.schema.json"),
             triage_phone=str(hotline["triagePhone"]),
             regional_on_call=hotline["regionalOnCall"],
@@ -67,12 +113,14 @@ def build_pipeline(settings: Settings) -> Pipeline:
             terminology=mappings.terminology,
             directory=mappings.directory,
             gp_clinics=mappings.gp_clinics,
-            exchange="rehab.status",
-            gp_key="gp.status.{ydernummer}",
-            dhrd_key="hospital.dhrd.{sor}",
+            exchange=STATUS_TO_GP.exchange,
+            gp_key=STATUS_TO_GP.key,
+            dhrd_key=STATUS_TO_DHRD.key,
         ),
         acknowledger=Acknowledger(
-            AckContext(exchange=ACK_EXCHANGE, routing_key="ack.{sor}", terminology=mappings.terminology)
+            AckContext(
+                exchange=ACKNOWLEDGEMENT.exchange, routing_key=ACKNOWLEDGEMENT.key, terminology=mappings.terminology
+            )
         ),
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
@@ -88,3 +136,199 @@ def flow_handlers(pipeline: Pipeline) -> dict[str, Handler]:
 def unprocessable_answer(pipeline: Pipeline) -> Unprocessable:
     """What the processor sends for a message it gives up on for now."""
     return lambda body, now: answer_unprocessable(body, pipeline, now)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a process needs, wired once by `build`. `processor_on(bus)` makes a processor on a bus (the
+    consumer makes one per connection); `processor` is the one on the bus given to `build`."""
+
+    settings: Settings
+    pipeline: Pipeline
+    handlers: Mapping[str, Handler]
+    unprocessable: Unprocessable | None
+    clock: Clock
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    store: AuditStore | None = None
+    bus: Bus | None = None
+    fault: Fault | None = None
+
+    def processor_on(self, bus: Bus) -> Processor:
+        """A processor publishing on `bus` and recording in the store. RuntimeError (a bug) without a store."""
+        if self.store is None:
+            raise RuntimeError("no audit store was given to build(); a processor records in one")
+        if self.fault is None:
+            return Processor(self.handlers, self.store, bus, self.clock, self.retry, self.unprocessable)
+        return Processor(self.handlers, self.store, bus, self.clock, self.retry, self.unprocessable, fault=self.fault)
+
+    @cached_property
+    def processor(self) -> Processor:
+        """The processor on the bus given to `build`. RuntimeError (a bug) without a bus or a store."""
+        if self.bus is None:
+            raise RuntimeError("no bus was given to build(); use processor_on(bus)")
+        return self.processor_on(self.bus)
+
+    def with_store(self, store: AuditStore) -> Wiring:
+        """The same wiring recording in `store` (opened after the rest: `run` waits for it)."""
+        return replace(self, store=store)
+
+    def flows(self, names: str | None = None) -> list[Flow]:
+        """The flows to consume: `names` (comma-separated), else the configured ones, else every flow with a
+        handler. ConfigurationError naming a flow without a handler."""
+        chosen = [n.strip() for n in names.split(",")] if names else list(self.settings.flows) or list(self.handlers)
+        unknown = [n for n in chosen if n not in self.handlers]
+        if unknown:
+            raise ConfigurationError(
+                f"no handler for flow(s) {', '.join(unknown)}; available: {', '.join(self.handlers)}"
+            )
+        return [FLOWS_BY_NAME[n] for n in chosen]
+
+
+def build(
+    settings: Settings,
+    *,
+    bus: Bus | None = None,
+    store: AuditStore | None = None,
+    clock: Clock | None = None,
+    pipeline: Pipeline | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+    retry: RetryPolicy | None = None,
+    fault: Fault | None = None,
+) -> Wiring:
+    """Wire a process from `settings`: the pipeline from its mappings and schemas (ConfigurationError when they
+    cannot be read), each flow's handler, the answer to a message given up on, the clock (default: `now`).
+    A bus and a store are given by the caller, real or fake; a test may also give a pipeline it configured,
+    handlers of its own, a faster retry policy or a fault hook."""
+    pipeline = build_pipeline(settings) if pipeline is None else pipeline
+    return Wiring(
+        settings=settings,
+        pipeline=pipeline,
+        handlers=flow_handlers(pipeline) if handlers is None else handlers,
+        unprocessable=unprocessable_answer(pipeline),
+        clock=now if clock is None else clock,
+        retry=RetryPolicy() if retry is None else retry,
+        store=store,
+        bus=bus,
+        fault=fault,
+    )
+
+
+def broker_settings(settings: Settings) -> BrokerSettings:
+    return BrokerSettings(
+        settings.broker_url,
+        settings.prefetch,
+        settings.broker_ca_file,
+        settings.broker_cert_file,
+        settings.broker_key_file,
+    )
+
+
+@contextmanager
+def broker_connection(settings: Settings) -> Iterator[RabbitConnection]:
+    """The configured broker, for a command. A broker that cannot be reached, or refuses us, is a
+    ConnectionLost naming the (masked) URL; the broker's own error stays its cause."""
+    try:
+        connection = RabbitConnection(broker_settings(settings))
+    except ConnectionLost as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # the adapter keeps pika's error as the context
+        said = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise ConnectionLost(f"no connection to {masked_url(settings.broker_url)} ({said})") from exc
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def resend_policy(settings: Settings) -> ResendPolicy:
+    return ResendPolicy(timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends)
+
+
+def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | None = None) -> None:
+    """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
+    as during operation: one line says what is awaited, `/readyz` fails until it answers. `fault` is
+    passed to the processors (the fault tests' kill switch; never set by the command line)."""
+    wiring = build(settings, fault=fault)
+    flows = wiring.flows(flow_names)
+    broker = broker_settings(settings)
+    # A broker URL that cannot work is a configuration error now, not a retry loop.
+    vhost = connection_parameters(broker)[0].virtual_host
+    health = Health()
+    stopping, signalled = _stop_on_signals()
+    keys = mac_keys(settings)
+    serve(health, settings.health_listen)
+    store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
+    if store is None:
+        log.info("stopped while waiting for the audit store", signal=signalled[0] if signalled else None)
+        return
+    policy = resend_policy(settings)
+    anchor = anchor_job(settings, store)  # the chain's head, out of the database's reach (decision 15)
+    service = ConsumerService(
+        broker,
+        flows,
+        wiring.with_store(store).processor_on,
+        periodic=lambda bus: (anchor(), resend_unacknowledged(store, bus, wiring.clock(), policy)),
+        health=health,
+    )
+    log.info(
+        "starting",
+        flows=[f.name for f in flows],
+        queues=[f.queue for f in flows],
+        vhost=vhost,
+        broker=masked_url(broker.url),
+        audit=masked_dsn(settings.audit_dsn),
+        prefetch=broker.prefetch,
+    )
+
+    def stop_when_signalled() -> None:
+        stopping.wait()
+        if signalled:
+            log.info("stopping: finishing the messages in hand", signal=signalled[0])
+        service.stop()
+
+    threading.Thread(target=stop_when_signalled, daemon=True).start()
+    try:
+        service.run()
+    finally:
+        anchor.last()
+        store.close()
+    log.info("stopped", handled=service.handled)
+
+
+def _stop_on_signals() -> tuple[threading.Event, list[str]]:
+    """An event set on SIGTERM or SIGINT, and the signals' names as they come."""
+    stopping = threading.Event()
+    signalled: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # No logging here: a signal handler may interrupt a log line being written. The stopper thread says it.
+        signalled.append(signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stopping, signalled
+
+
+def wait_for_store(
+    dsn: str, health: Health, stopping: threading.Event, max_wait: float = 15.0, sign: Signer | None = None
+) -> AuditStore | None:
+    """Open the audit store, waiting with backoff while it is unavailable; None when stopped meanwhile. A
+    damaged store (StoreDamaged: its file, or a schema other than its version says) is raised at once:
+    waiting will not mend it, and the service must not migrate it."""
+    delay = 0.5
+    while True:
+        try:
+            store = open_audit_store(dsn, sign=sign)
+        except StoreDamaged:
+            raise
+        except Transient as exc:
+            if health.down("audit-store", str(exc)):
+                log.warning("waiting for the audit store", audit=masked_dsn(dsn), reason=one_line(exc))
+            if stopping.wait(delay):
+                return None
+            delay = min(delay * 2, max_wait)
+            continue
+        away = health.up("audit-store")
+        if away is not None:
+            log.info("audit store available", waited_s=round(away, 1))
+        return store

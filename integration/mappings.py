@@ -1,4 +1,9 @@
-"""Loading `mappings/` (YAML) once at start into frozen records, with a clear error for a bad file."""
+"""Loading `mappings/` (YAML) once at start into frozen records, with a clear error for a bad file.
+
+Where our messages go (exchanges, routing keys) is the topology's (`integration.topology`), not the mappings'.
+A `routing` table that earlier releases read from referral.yaml and hotlines.yaml is accepted only while it
+says what the topology says: a file that routes elsewhere must not be ignored in silence.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,12 @@ from integration.domain.referral_rules import NoteTexts, ReferralRules
 from integration.domain.risk import DCS_CRITERIA, RiskPolicy
 from integration.errors import ConfigurationError
 from integration.fhir.terminology import Terminology
-from integration.flows.referral import ReferralRouting
+from integration.topology import (
+    HOTLINE_REPLY,
+    HOTLINE_REQUEST,
+    REFERRAL_TO_HOSPITAL,
+    REFERRAL_TO_MUNICIPALITY,
+)
 
 REHAB_ELEMENTS = ("physical-activity", "diet", "patient-education", "smoking-cessation")
 
@@ -30,9 +40,8 @@ class Mappings:
     directory: Directory
     terminology: Terminology
     referral_rules: ReferralRules
-    referral_routing: ReferralRouting
     hotlines: dict[str, Hotline]
-    hotline_settings: dict[str, Any]  # timezone, reply texts, routing
+    hotline_settings: dict[str, Any]  # timezone, reply texts, triage phone, the region's on-call
     gp_clinics: dict[str, Organisation]  # by ydernummer
 
 
@@ -146,9 +155,9 @@ REPLY_TEXTS = ("onCall", "acuteToTriage", "afterHours", "responsibilityWithGp")
 
 
 def _hotline_settings(doc: dict[str, Any]) -> dict[str, Any]:
-    """The time zone, reply texts, routing, triage phone and the region's on-call contact (KeyError: a key
-    is missing), each reply text present and the on-call contact named."""
-    settings = {k: doc[k] for k in ("timezone", "replies", "routing", "triagePhone", "regionalOnCall")}
+    """The time zone, reply texts, triage phone and the region's on-call contact (KeyError: a key is missing),
+    each reply text present and the on-call contact named."""
+    settings = {k: doc[k] for k in ("timezone", "replies", "triagePhone", "regionalOnCall")}
     missing = [key for key in REPLY_TEXTS if not isinstance(as_mapping(settings["replies"]).get(key), str)]
     if missing:
         raise ConfigurationError(f"hotlines.yaml: replies lacks {', '.join(missing)}")
@@ -166,8 +175,9 @@ def as_mapping(value: Any) -> dict[str, Any]:
 def load_mappings(directory: Path) -> Mappings:
     try:
         referral = _read(directory, "referral.yaml")
-        routing = referral["routing"]
         hotline_doc = _read(directory, "hotlines.yaml")
+        _refuse_other_routing(referral, "referral.yaml", REFERRAL_ROUTING)
+        _refuse_other_routing(hotline_doc, "hotlines.yaml", HOTLINE_ROUTING)
         mappings = Mappings(
             directory=Directory(
                 municipalities=_municipalities(_read(directory, "municipalities.yaml")),
@@ -175,9 +185,6 @@ def load_mappings(directory: Path) -> Mappings:
             ),
             terminology=Terminology.from_mapping(_read(directory, "terminology.yaml")),
             referral_rules=_referral_rules(referral),
-            referral_routing=ReferralRouting(
-                exchange=routing["exchange"], municipality_key=routing["municipality"], hospital_key=routing["hospital"]
-            ),
             hotlines=_hotlines(hotline_doc),
             hotline_settings=_hotline_settings(hotline_doc),
             gp_clinics={
@@ -189,6 +196,28 @@ def load_mappings(directory: Path) -> Mappings:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None
     _refuse_shared_endpoints(mappings)
     return mappings
+
+
+# What earlier releases' `routing` tables said, key by key, as the topology says it now.
+REFERRAL_ROUTING = {
+    "exchange": REFERRAL_TO_MUNICIPALITY.exchange,
+    "municipality": REFERRAL_TO_MUNICIPALITY.key,
+    "hospital": REFERRAL_TO_HOSPITAL.key,
+}
+HOTLINE_ROUTING = {"exchange": HOTLINE_REQUEST.exchange, "queue": HOTLINE_REQUEST.key, "reply": HOTLINE_REPLY.key}
+
+
+def _refuse_other_routing(doc: dict[str, Any], name: str, topology: dict[str, str]) -> None:
+    """An earlier release's `routing` table is accepted only when it says what the topology says (see above)."""
+    said = doc.get("routing") or {}
+    if not isinstance(said, dict):
+        raise ConfigurationError(f"{name}: routing is not a table; routes are integration/topology.py's now")
+    for key, value in said.items():
+        if topology.get(key) != value:
+            raise ConfigurationError(
+                f"{name}: routing.{key} is not the topology's ({topology.get(key)!r}); routes are "
+                "integration/topology.py's now: remove the routing table"
+            )
 
 
 def _refuse_shared_endpoints(mappings: Mappings) -> None:

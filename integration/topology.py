@@ -10,8 +10,10 @@ through a gate that refuses it (the publisher's confirm is negative) and dead-le
 may write.
 
 Per flow: an inbound quorum queue with a delivery limit and dead-lettering (at-least-once) to
-`rehab.dlx`, where the flow's dead-letter queue waits. Outbound topic exchanges park unroutable
-messages in `rehab.unrouted` (alternate exchange), so a confirmed publish is never silently dropped.
+`rehab.dlx`, where the flow's dead-letter queue waits. Outbound, every route a message of ours takes (a
+topic exchange and its routing-key template, `ROUTES`) is named here and nowhere else; the outbound
+exchanges park unroutable messages in `rehab.unrouted` (alternate exchange), so a confirmed publish is
+never silently dropped.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ REFUSED_QUEUE = "rehab.inbound.refused"  # where refused messages wait for an op
 RETIRED_EXCHANGES = ("rehab.inbound",)
 UNROUTED_EXCHANGE = "rehab.unrouted"
 UNROUTED_QUEUE = "rehab.unrouted"
-ACK_EXCHANGE = "rehab.ack"  # our MedCom acks, routing key ack.<the acknowledged sender's SOR>
+REFERRAL_EXCHANGE = "rehab.referral"
+HOTLINE_EXCHANGE = "rehab.hotline"
+STATUS_EXCHANGE = "rehab.status"
+ACK_EXCHANGE = "rehab.ack"
 # The broker's own limit is only a backstop against a message that kills the consumer process itself:
 # every return of a message (a consumer crash, a lost connection) counts toward it, so it is set far
 # above anything an outage produces. Our flow's attempts are counted in the audit store
@@ -42,10 +47,47 @@ MAX_LENGTH = 100_000
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """Where one kind of our outbound messages goes: a topic exchange, and the routing key as a template whose
+    `{fields}` the flow fills in (`str.format`), e.g. `referral.municipality.{code}` → `referral.municipality.851`."""
+
+    exchange: str
+    key: str
+
+    def routing_key(self, **fields: str) -> str:
+        return self.key.format(**fields)
+
+
+# A referral (MedCom HospitalReferral) to the municipality's unit by kommunekode, or to the hospital unit
+# (by SOR) that performs specialised rehabilitation.
+REFERRAL_TO_MUNICIPALITY = OutboundRoute(REFERRAL_EXCHANGE, "referral.municipality.{code}")
+REFERRAL_TO_HOSPITAL = OutboundRoute(REFERRAL_EXCHANGE, "referral.hospital.{sor}")
+# A routed advice request, by the hotline's decision: on-call.<SOR>, department.<SOR> or unmatched (triage).
+HOTLINE_REQUEST = OutboundRoute(HOTLINE_EXCHANGE, "hotline.{queue}")
+HOTLINE_REPLY = OutboundRoute(HOTLINE_EXCHANGE, "hotline.reply.{sender}")  # to the requester: SOR or ydernummer
+# After a municipality's closing report: the status to the GP (by ydernummer), the HADS notice to the
+# referring department (by SOR) for DHRD.
+STATUS_TO_GP = OutboundRoute(STATUS_EXCHANGE, "gp.status.{ydernummer}")
+STATUS_TO_DHRD = OutboundRoute(STATUS_EXCHANGE, "hospital.dhrd.{sor}")
+ACKNOWLEDGEMENT = OutboundRoute(ACK_EXCHANGE, "ack.{sor}")  # our MedCom acks, to the acknowledged sender's SOR
+ROUTES: tuple[OutboundRoute, ...] = (
+    REFERRAL_TO_MUNICIPALITY,
+    REFERRAL_TO_HOSPITAL,
+    HOTLINE_REQUEST,
+    HOTLINE_REPLY,
+    STATUS_TO_GP,
+    STATUS_TO_DHRD,
+    ACKNOWLEDGEMENT,
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     name: str  # also the routing key on the senders' exchanges, rehab.replay and rehab.dlx
     queue: str
-    outbound_exchange: str
+    # The routes its messages take; a MedCom message of any flow but acknowledgement may also be answered
+    # with an ack (`ACKNOWLEDGEMENT`).
+    routes: tuple[OutboundRoute, ...]
 
     @property
     def dead_letter_queue(self) -> str:
@@ -53,10 +95,10 @@ class Flow:
 
 
 FLOWS: tuple[Flow, ...] = (
-    Flow("discharge", "rehab.discharge-events", "rehab.referral"),
-    Flow("hotline", "rehab.hotline-requests", "rehab.hotline"),
-    Flow("closing", "rehab.closing-reports", "rehab.status"),
-    Flow("acknowledgement", "rehab.acknowledgements", ACK_EXCHANGE),  # acks for our messages; never answered
+    Flow("discharge", "rehab.discharge-events", (REFERRAL_TO_MUNICIPALITY, REFERRAL_TO_HOSPITAL)),
+    Flow("hotline", "rehab.hotline-requests", (HOTLINE_REQUEST, HOTLINE_REPLY)),
+    Flow("closing", "rehab.closing-reports", (STATUS_TO_GP, STATUS_TO_DHRD)),
+    Flow("acknowledgement", "rehab.acknowledgements", ()),  # acks for our messages; never answered
 )
 FLOWS_BY_NAME = {f.name: f for f in FLOWS}
 
@@ -121,7 +163,7 @@ def inbound_queue_arguments(flow: Flow) -> dict[str, Any]:
 
 
 def outbound_exchanges() -> list[str]:
-    return sorted({f.outbound_exchange for f in FLOWS} | {ACK_EXCHANGE})
+    return sorted({route.exchange for route in ROUTES})
 
 
 def exchanges() -> list[Exchange]:

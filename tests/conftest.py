@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from integration.bootstrap import build_pipeline
+from integration.bootstrap import build
 from integration.config import PROJECT_ROOT, Settings
 from integration.flows.dispatch import Pipeline
 from integration.log import configure_logging, cpr_numbers_in
@@ -25,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline() -> Pipeline:
-    return build_pipeline(Settings.from_env({}))
+    return build(Settings.from_env({})).pipeline
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ import pytest
 from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.store import StoredOutput
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import flow_handlers, unprocessable_answer
+from integration.bootstrap import build
+from integration.config import Settings
 from integration.conformance.validation import fhir_problems
 from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
-from integration.service.processor import Delivery, Processor, RetryPolicy
+from integration.service.processor import Delivery, RetryPolicy
 from tests.conftest import GOLDEN
 
 NOW = datetime.fromisoformat("2027-02-20T10:05:00+01:00")
@@ -76,14 +77,14 @@ def test_the_bytes_published_and_stored_keep_the_precision(pipeline: Pipeline, t
     broker.bind("rehab.status", "sink", "#")
     store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
     try:
-        processor = Processor(
-            flow_handlers(pipeline),
-            store,
-            broker,
-            lambda: NOW,
-            RetryPolicy(attempts=2, seconds=1, initial_wait=0.001, max_wait=0.01),
-            unprocessable_answer(pipeline),
-        )
+        processor = build(
+            Settings.from_env({}),
+            bus=broker,
+            store=store,
+            clock=lambda: NOW,
+            pipeline=pipeline,
+            retry=RetryPolicy(attempts=2, seconds=1, initial_wait=0.001, max_wait=0.01),
+        ).processor
         outcome = processor.process(Delivery("closing", _report('before="88.50" after="85.00"'), "report-1"))
         assert outcome.disposition == "processed", outcome
         published = [m.body for m in broker.queues["sink"]]

@@ -49,14 +49,20 @@ def _failing_flow(body: bytes, now: object, state: object) -> object:
 def _failing_flow_logged(fmt: str, tmp_path: Path) -> str:
     from integration.adapters.memory import InMemoryBroker
     from integration.adapters.sql.sqlite import SqliteAuditStore
-    from integration.service.processor import Delivery, Processor
+    from integration.bootstrap import build
+    from integration.config import Settings
+    from integration.service.processor import Delivery
     from tests.conftest import FIXED_NOW
 
     stream = io.StringIO()
     configure_logging("INFO", stream, fmt)
     store = SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
     try:
-        processor = Processor({"discharge": _failing_flow}, store, InMemoryBroker(), lambda: FIXED_NOW)  # type: ignore[dict-item]
+        handlers = {"discharge": _failing_flow}
+        wiring = build(
+            Settings.from_env({}), bus=InMemoryBroker(), store=store, clock=lambda: FIXED_NOW, handlers=handlers
+        )
+        processor = wiring.processor
         outcome = processor.process(Delivery("discharge", b'{"cpr": "2512489996"}', "m-1"))
     finally:
         store.close()

@@ -142,3 +142,24 @@ def test_two_endpoints_sharing_a_sor_id_are_refused(tmp_path: Path) -> None:
     (copy / "gp-clinics.yaml").write_text(text.replace('"485621000016007"', '"715541000016001"'), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="SOR id 715541000016001 is also departments.yaml"):
         load_mappings(copy)
+
+
+EARLIER_REFERRAL_ROUTING = """
+routing:
+  exchange: "rehab.referral"
+  municipality: "referral.municipality.{code}"
+  hospital: "referral.hospital.{sor}"
+"""
+
+
+def test_an_earlier_releases_routing_table_that_says_what_the_topology_says_is_accepted(copy_of_mappings: Path) -> None:
+    with (copy_of_mappings / "referral.yaml").open("a", encoding="utf-8") as file:
+        file.write(EARLIER_REFERRAL_ROUTING)
+    load_mappings(copy_of_mappings)
+
+
+def test_a_routing_table_that_routes_elsewhere_is_refused_not_ignored(copy_of_mappings: Path) -> None:
+    with (copy_of_mappings / "referral.yaml").open("a", encoding="utf-8") as file:
+        file.write(EARLIER_REFERRAL_ROUTING.replace("referral.hospital.{sor}", "elsewhere.{sor}"))
+    with pytest.raises(ConfigurationError, match=r"referral.yaml: routing.hospital is not the topology's"):
+        load_mappings(copy_of_mappings)

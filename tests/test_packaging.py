@@ -32,10 +32,43 @@ def test_the_built_package_carries_the_mappings_and_schemas_and_uses_them(tmp_pa
         copied = sorted(p.name for p in (built / "integration" / "_shipped" / name).iterdir())
         assert copied == sorted(p.name for p in (PROJECT_ROOT / name).iterdir() if p.is_file()), name
     check = (
-        "from integration.config import Settings; from integration.bootstrap import build_pipeline; "
-        "s = Settings.from_env({}); build_pipeline(s); print(s.mappings_dir, s.schemas_dir)"
+        "from integration.config import Settings; from integration.bootstrap import build; "
+        "s = Settings.from_env({}); build(s); print(s.mappings_dir, s.schemas_dir)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"PYTHONPATH": str(built)}
     ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == [str(built / "integration" / "_shipped" / n) for n in ("mappings", "schemas")]
+
+
+DEMO_SAMPLES = PROJECT_ROOT / "integration" / "cli" / "samples"
+
+
+def test_the_demos_samples_are_the_golden_inputs_they_were_copied_from() -> None:
+    """The demo ships its samples as package data; they stay byte for byte the golden inputs (tests/golden)."""
+    from tests.conftest import GOLDEN
+
+    copies = sorted(p.relative_to(DEMO_SAMPLES) for p in DEMO_SAMPLES.rglob("*") if p.is_file())
+    assert len(copies) == 20
+    for copy in copies:
+        assert (DEMO_SAMPLES / copy).read_bytes() == (GOLDEN / copy).read_bytes(), copy
+
+
+def test_the_built_package_carries_the_demos_samples(tmp_path: Path) -> None:
+    built = tmp_path / "lib"
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    carried = sorted(p.relative_to(built / "integration" / "cli" / "samples") for p in built.rglob("samples/*/*"))
+    assert carried == sorted(p.relative_to(DEMO_SAMPLES) for p in DEMO_SAMPLES.rglob("*") if p.is_file())
+    check = "from integration.cli import demo; print(len(demo.samples()), demo.SAMPLES)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"PYTHONPATH": str(built)}
+    ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    # 14 discharge events and a bad one, 5 hotline requests, a closing report: from the built package
+    assert ran.stdout.split() == ["21", str(built / "integration" / "cli" / "samples")]

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.sqlite import SqliteAuditStore
-from integration.bootstrap import flow_handlers
-from integration.config import PROJECT_ROOT
+from integration.bootstrap import build
+from integration.config import PROJECT_ROOT, Settings
 from integration.conformance.messaging_rules import messaging_findings
 from integration.conformance.validation import messaging_problems
 from integration.domain.cpr import born_by, parse_cpr
@@ -27,7 +27,7 @@ from integration.domain.identifiers import D_ECPR_SYSTEMS, FORMATS, REPLACEMENT_
 from integration.errors import InvalidInput, Rejected
 from integration.flows.dispatch import Pipeline, transform
 from integration.log import CPR_LIKE, configure_logging
-from integration.service.processor import Delivery, Processor, RetryPolicy
+from integration.service.processor import Delivery, RetryPolicy
 from tests.cli_runs import run_logged
 from tests.conftest import GOLDEN
 from tests.refusals import refusal
@@ -291,7 +291,14 @@ def test_a_replacement_number_reaches_the_audit_log_and_no_log_line(pipeline: Pi
     logged = io.StringIO()
     configure_logging("DEBUG", logged, fmt="json")
     store, broker = SqliteAuditStore(str(tmp_path / "audit.sqlite3")), InMemoryBroker()
-    processor = Processor(flow_handlers(pipeline), store, broker, lambda: JAN_12, RetryPolicy(attempts=2, seconds=1))
+    processor = build(
+        Settings.from_env({}),
+        bus=broker,
+        store=store,
+        clock=lambda: JAN_12,
+        pipeline=pipeline,
+        retry=RetryPolicy(attempts=2, seconds=1),
+    ).processor
     good = Delivery("hotline", _cc_with({"use": "temp", "system": X_ECPR_SYSTEM, "value": X_ECPR}), "m-1")
     bad = copy.deepcopy(CC)
     _patient(bad)["identifier"] = [{"use": "temp", "system": X_ECPR_SYSTEM, "value": "0101705TT2"}]

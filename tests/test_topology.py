@@ -29,3 +29,26 @@ def test_only_each_sender_writes_its_inbound_exchange_and_no_one_the_retired_one
             continue
         may = {exchange for exchange in inbound if re.fullmatch(write, exchange) or re.fullmatch(configure, exchange)}
         assert may == {s.exchange for s in SENDERS if s.user == user}, user  # rehab-service: none of them
+
+
+def test_every_outbound_route_goes_to_a_declared_topic_exchange_the_service_may_write() -> None:
+    from integration.topology import ROUTES, SERVICE_USER, UNROUTED_EXCHANGE, exchanges
+
+    declared = {e.name: e for e in exchanges()}
+    _, _, write, _ = USERS[SERVICE_USER]
+    for route in ROUTES:
+        exchange = declared[route.exchange]
+        assert exchange.type == "topic" and exchange.arguments == {"alternate-exchange": UNROUTED_EXCHANGE}
+        assert re.fullmatch(write, route.exchange), route
+    assert {r.exchange for f in FLOWS for r in f.routes} <= {r.exchange for r in ROUTES}
+
+
+def test_a_route_fills_its_routing_key_template() -> None:
+    from integration.topology import ACKNOWLEDGEMENT, REFERRAL_TO_MUNICIPALITY, STATUS_TO_GP
+
+    assert REFERRAL_TO_MUNICIPALITY.routing_key(code="851") == "referral.municipality.851"
+    assert STATUS_TO_GP.routing_key(ydernummer="012345") == "gp.status.012345"
+    assert (ACKNOWLEDGEMENT.exchange, ACKNOWLEDGEMENT.routing_key(sor="434751000016002")) == (
+        "rehab.ack",
+        "ack.434751000016002",
+    )

@@ -11,6 +11,10 @@ the first line says why.
 It prints a line as it goes (vhost, topology, each flow's samples sent and handled) and then one line per
 sample: each output received downstream with its routing key, a dead letter with its reason, or what was
 done when nothing was sent (the sample without a referral).
+
+The samples are package data (`integration/cli/samples/`, copies of the golden inputs under tests/golden,
+kept identical by tests/test_packaging.py), so the demo runs from an installed wheel. The wiring is
+`integration.bootstrap.build`'s, as in `integration run`.
 """
 
 from __future__ import annotations
@@ -37,17 +41,21 @@ from integration.adapters.memory import InMemoryBroker, drain_in_memory
 from integration.adapters.rabbitmq import RabbitConnection, drain, masked_url
 from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
-from integration.cli.runtime import broker_settings, processor_factory
-from integration.config import PROJECT_ROOT, Settings
+from integration.bootstrap import Wiring, broker_settings, build
+from integration.config import Settings
 from integration.errors import ConnectionLost
 from integration.log import one_line
 from integration.service.audit_chain import AuditRecord
-from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND
+from integration.topology import (
+    ACK_EXCHANGE,
+    FLOWS_BY_NAME,
+    HOTLINE_EXCHANGE,
+    REFERRAL_EXCHANGE,
+    SENDERS_BY_KIND,
+    STATUS_EXCHANGE,
+)
 
-SAMPLES = PROJECT_ROOT / "tests" / "golden" / "discharge"
-HOTLINE_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "hotline"
-CLOSING_SAMPLES = PROJECT_ROOT / "tests" / "golden" / "closing"
+SAMPLES = Path(__file__).resolve().parent / "samples"  # package data: the wheel carries them
 DEMO_VHOST_PREFIX = "hjerterehab-demo-"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WAIT_PER_FLOW = 60.0  # seconds for the consumers to handle one flow's samples
@@ -66,7 +74,7 @@ def samples() -> list[Sample]:
     """The sample discharge events and one bad one (from the hospital), the hotline requests (from a
     municipality or a GP, as their sender says), then a municipality's closing report."""
     found = []
-    for path in sorted(SAMPLES.glob("*.event.json")):
+    for path in sorted((SAMPLES / "discharge").glob("*.event.json")):
         body = path.read_bytes()
         name = path.name.removesuffix(".event.json")
         found.append(Sample("discharge", "hospital", name, body, orjson.loads(body)["eventId"]))
@@ -74,25 +82,25 @@ def samples() -> list[Sample]:
     found.append(
         Sample("discharge", "hospital", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality")
     )
-    for path in sorted(HOTLINE_SAMPLES.glob("*.request.json")):
+    for path in sorted((SAMPLES / "hotline").glob("*.request.json")):
         body = path.read_bytes()
         request = orjson.loads(body)
         sender = "gp" if "ydernummer" in request.get("sender", {}) else "municipality"
         found.append(Sample("hotline", sender, path.name.removesuffix(".request.json"), body, request["requestId"]))
-    for path in sorted(HOTLINE_SAMPLES.glob("*.carecommunication.json")):  # MedCom: answered with an ack
+    for path in sorted((SAMPLES / "hotline").glob("*.carecommunication.json")):  # MedCom: answered with an ack
         body = path.read_bytes()
         found.append(Sample("hotline", "municipality", path.name.removesuffix(".json"), body, orjson.loads(body)["id"]))
-    report = CLOSING_SAMPLES / "01-full-items.report.xml"
+    report = SAMPLES / "closing" / "01-full-items.report.xml"
     found.append(Sample("closing", "municipality", "closing-report", report.read_bytes(), "demo-closing-report-01"))
     return found
 
 
 DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["closing"]]
 LABELS = {
-    "rehab.referral": "referral from",
-    "rehab.hotline": "hotline:",
-    "rehab.status": "status:",
-    "rehab.ack": "ack:",
+    REFERRAL_EXCHANGE: "referral from",
+    HOTLINE_EXCHANGE: "hotline:",
+    STATUS_EXCHANGE: "status:",
+    ACK_EXCHANGE: "ack:",
 }
 OUTPUT_EXCHANGES = tuple(LABELS)
 
@@ -144,11 +152,13 @@ def own_vhost(url: str) -> Iterator[tuple[str, str]]:
             click.echo(f"{exc}: remove it with `rabbitmqctl delete_vhost {name}`")
 
 
-def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
+def demo_in_memory(wiring: Wiring) -> list[tuple[str, str]]:
+    assert wiring.store is not None
+    store = wiring.store
     broker = InMemoryBroker()
     for exchange in OUTPUT_EXCHANGES:
         broker.bind(exchange, "demo.outputs", "#")
-    processor = processor_factory(flow_handlers(build_pipeline(settings)), store)(broker)
+    processor = wiring.processor_on(broker)
     every = samples()
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
         batch = [s for s in every if s.flow == flow.name]
@@ -161,14 +171,16 @@ def demo_in_memory(settings: Settings, store: AuditStore) -> list[tuple[str, str
     return summarise(store, routed, every)
 
 
-def demo_on_broker(settings: Settings, store: AuditStore, connection: RabbitConnection) -> list[tuple[str, str]]:
+def demo_on_broker(wiring: Wiring, settings: Settings, connection: RabbitConnection) -> list[tuple[str, str]]:
+    """The demo on `connection`, in the vhost of `settings` (the demo's own), with `wiring`'s processors."""
+    assert wiring.store is not None
+    store = wiring.store
     connection.apply_topology()
     click.echo("topology applied")
     outputs = connection.declare_temporary_queue()
     for exchange in OUTPUT_EXCHANGES:
         connection.bind_queue(outputs, exchange, "#")
-    handlers = flow_handlers(build_pipeline(settings))
-    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, processor_factory(handlers, store))
+    service = ConsumerService(broker_settings(settings), DEMO_FLOWS, wiring.processor_on)
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     click.echo(f"consumers started on {', '.join(f.queue for f in DEMO_FLOWS)}")
@@ -231,7 +243,7 @@ def run_demo(settings: Settings) -> None:
     with tempfile.TemporaryDirectory(prefix="hjerterehab-demo-") as scratch:
         store = open_audit_store(f"sqlite:///{Path(scratch) / 'audit.sqlite3'}")
         try:
-            lines = _run(settings, store)
+            lines = _run(build(settings, store=store))
             for left, right in lines:
                 click.echo(f"  {left:<58} → {right}")
             click.echo(
@@ -245,7 +257,8 @@ def run_demo(settings: Settings) -> None:
             store.close()
 
 
-def _run(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
+def _run(wiring: Wiring) -> list[tuple[str, str]]:
+    settings = wiring.settings
     try:
         with own_vhost(settings.broker_url) as (vhost, url):
             click.echo(f"broker: {masked_url(url)} (vhost {vhost} of the demo's own, removed at the end)")
@@ -254,9 +267,9 @@ def _run(settings: Settings, store: AuditStore) -> list[tuple[str, str]]:
             except ConnectionLost as exc:
                 raise NoVhost(f"no connection to {masked_url(url)} ({exc})") from None
             try:
-                return demo_on_broker(replace(settings, broker_url=url), store, connection)
+                return demo_on_broker(wiring, replace(settings, broker_url=url), connection)
             finally:
                 connection.close()
     except NoVhost as exc:
         click.echo(f"{one_line(exc)}; running on the in-memory bus instead (never in the service's vhost)")
-        return demo_in_memory(settings, store)
+        return demo_in_memory(wiring)

@@ -25,8 +25,8 @@ from rich.progress import Progress
 from integration.adapters.amqp_properties import sender_headers, text_problem
 from integration.adapters.rabbitmq import RabbitConnection, Received, drain
 from integration.adapters.sql.store import AuditStore
+from integration.bootstrap import broker_connection
 from integration.cli.audit import existing_store, fail, reader, settings_or_exit
-from integration.cli.runtime import broker_connection
 from integration.log import masked_headers, one_line
 from integration.service.audit_chain import AuditEntry
 from integration.topology import (

@@ -14,13 +14,13 @@ import structlog
 
 from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import masked_dsn
-from integration.bootstrap import build_pipeline
+from integration.bootstrap import build
 from integration.cli.audit import audit
 from integration.cli.demo import run_demo
 from integration.cli.dlq import dlq
 from integration.cli.errors import IntegrationCommand
 from integration.cli.ops import at_option, hotline, outbound, topology, validate
-from integration.cli.runtime import run_consumers
+from integration.cli.runtime import run
 from integration.cli.state import StoreState, state_file
 from integration.config import Settings
 from integration.domain.course import NO_STATE, State
@@ -48,9 +48,9 @@ def _fail(code: int, message: str) -> None:
     sys.exit(code)
 
 
-def _pipeline() -> Pipeline:
+def _pipeline(settings: Settings) -> Pipeline:
     try:
-        return build_pipeline(Settings.from_env())
+        return build(settings).pipeline
     except ConfigurationError as exc:
         _fail(EXIT_CONFIGURATION, f"configuration: {exc}")
         raise  # unreachable: _fail exits
@@ -144,7 +144,7 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None, stor
     received = _receipt_time(at)
     settings = Settings.from_env()
     known: State = state_file(state) if state else StoreState(settings) if store else NO_STATE
-    pipeline = _pipeline()
+    pipeline = _pipeline(settings)
     try:
         result = _run(source.read(), pipeline, received, known)
     except Transient as exc:
@@ -168,15 +168,7 @@ def demo() -> None:
     run_demo(Settings.from_env())
 
 
-@main.command()
-@click.option("--flows", default=None, help="comma-separated flows to consume (default: all with a handler)")
-def run(flows: str | None) -> None:
-    """Run the consumers until SIGTERM or SIGINT (exit 0). A database or broker that is down is waited for;
-    exit 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
-    what its version says: it is not migrated), 66 when its file is not a database."""
-    run_consumers(Settings.from_env(), flows)
-
-
+main.add_command(run)
 main.add_command(topology)
 main.add_command(dlq)
 main.add_command(audit)

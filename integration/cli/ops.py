@@ -14,9 +14,10 @@ import click
 import orjson
 import structlog
 
+from integration.bootstrap import broker_connection, build, resend_policy
 from integration.cli.audit import existing_store
-from integration.cli.runtime import broker_connection
 from integration.config import Settings
+from integration.domain.hotline import Hotline, overdue_hours
 from integration.errors import ConfigurationError, InvalidInput
 from integration.log import mask_cpr, one_line
 from integration.service.audit_chain import AuditEntry
@@ -25,7 +26,6 @@ from integration.topology import USERS, definitions
 if TYPE_CHECKING:
     from integration.adapters.sql.store import AuditStore, PendingRequest
     from integration.conformance.checks import MessageCheck
-    from integration.domain.hotline import Hotline
 
 log = structlog.get_logger("integration.hotline")
 MAX_HOURS = 24 * 366  # opening hours: more than a year's worth is a typing mistake
@@ -103,13 +103,11 @@ def hotline_pending(hours: int | None, at: str | None) -> None:
     """List unanswered requests older than the limit, in opening hours counted in the hotline's zone
     (Europe/Copenhagen, daylight saving included); log and audit each overdue one once. Exit 2 for a bad
     --hours or --at, 66 when there is no audit store, 69 when it is unreachable."""
-    from integration.bootstrap import build_pipeline
-
     settings = Settings.from_env()
     limit = hours if hours is not None else settings.hotline_overdue_hours
     moment = _moment(at)
     real_now = datetime.now(UTC)
-    context = build_pipeline(settings).hotline
+    context = build(settings).pipeline.hotline
     with existing_store(settings) as store:
         overdue = _overdue(store.open_requests(), context.hotlines, moment, limit)
         fresh = [p for p, _ in overdue if not p.overdue_noted]
@@ -131,15 +129,11 @@ def hotline_pending(hours: int | None, at: str | None) -> None:
 def _overdue(
     requests: list[PendingRequest], hotlines: Mapping[str, Hotline], moment: datetime, limit: int
 ) -> list[tuple[PendingRequest, float]]:
-    """The requests at least `limit` opening hours old at `moment`, with their age: the hours of the department
-    they went to, every hour for triage (open_hours_between counts in the hotline's zone)."""
-    from integration.domain.opening_hours import open_hours_between
-
+    """The requests overdue at `moment` (`integration.domain.hotline.overdue_hours`), with their age."""
     overdue = []
     for pending in requests:
-        desk = hotlines.get(pending.request.department or "")
-        age = open_hours_between(desk.hours if desk else None, pending.received_at, moment)
-        if age >= limit:
+        age = overdue_hours(hotlines, pending.request.department, pending.received_at, moment, limit)
+        if age is not None:
             overdue.append((pending, age))
     return overdue
 
@@ -190,7 +184,6 @@ def _moment(at: str | None) -> datetime:
 @click.option("--at", default=None, help=AT_HELP)
 def outbound_resend(at: str | None) -> None:
     """One pass of what the consumer does every minute: resend unacknowledged messages, flag the hopeless."""
-    from integration.cli.runtime import resend_policy
     from integration.service.outbound import resend_unacknowledged
 
     settings = Settings.from_env()
@@ -206,8 +199,6 @@ def outbound_pending(at: str | None) -> None:
     """Messages that need a person: no ack after the last resend, or answered with an error; and those
     waiting past the ack timeout. Exit 0 when none needs a person, 1 otherwise; 66 when there is no audit
     store, 69 when it is unreachable."""
-    from integration.cli.runtime import resend_policy
-
     settings = Settings.from_env()
     moment = _moment(at)
     with existing_store(settings) as store:

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 
 from integration.domain.course import Course, Responsible
-from integration.domain.opening_hours import OpeningHours
+from integration.domain.opening_hours import OpeningHours, open_hours_between
 
 
 class SenderKind(Enum):
@@ -121,3 +121,19 @@ def route(
         hotline,
         answer_from=hotline.hours.next_opening(received_at),
     )
+
+
+def overdue_hours(
+    hotlines: Mapping[str, Hotline], department: str | None, received_at: datetime, moment: datetime, limit: float
+) -> float | None:
+    """The opening hours an unanswered request has waited at `moment` when that is at least `limit` (it is
+    overdue), None while it is not. Hours are counted in the opening hours of the department it went to (SOR,
+    a key of `hotlines`), in the hotline's zone with daylight saving; a request in triage (`department` None,
+    or one without a hotline) counts every hour. Both times need an offset (ValueError otherwise).
+
+    The agreement has the responsible department advise the municipality and the GP (DCS 2019) but names no
+    time to answer: `limit` is the operator's (`hotline_overdue_hours`), counting in opening hours is decision
+    8 (docs/decisions/0008-hotline.md)."""
+    desk = hotlines.get(department or "")
+    waited = open_hours_between(desk.hours if desk else None, received_at, moment)
+    return waited if waited >= limit else None

@@ -235,9 +235,9 @@ def _settings() -> Any:
 @cache
 def pipeline() -> Pipeline:
     """The pipeline as the CLI builds it (bootstrap, default settings)."""
-    from integration.bootstrap import build_pipeline
+    from integration.bootstrap import build
 
-    return build_pipeline(_settings())
+    return build(_settings()).pipeline
 
 
 # -- seeds -----------------------------------------------------------------------------------------

@@ -21,14 +21,14 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from integration.adapters.consumer import ConsumerService
-from integration.adapters.memory import distinct_referral_events
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND
 from tests.conftest import FIXED_NOW
 from tests.runtime.conftest import broker_url, rabbitmqctl
+from tests.support.events import distinct_referral_events
 
 INBOUND = FLOWS_BY_NAME["discharge"].queue  # rehab.discharge-events
 DLQ = FLOWS_BY_NAME["discharge"].dead_letter_queue  # rehab.discharge-events.dlq
@@ -209,12 +209,11 @@ def consumer(
     """The discharge flow's consumer (prefetch 20, reconnecting within a second; `options` go to ConsumerService)
     on a vhost of the shared broker or a URL (`target_url`), in a thread of this process (`running`), its
     processor on `store` with `retry` and, when given, the `fault` hook."""
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
-    extra = {"fault": fault} if fault else {}
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=retry, fault=fault)
     service = ConsumerService(
         BrokerSettings(target_url(vhost), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, retry, **extra),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
         **options,
     )

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from integration.cli.runtime import run_consumers
+from integration.bootstrap import run_consumers
 from integration.config import Settings
 from integration.log import configure_logging
 

@@ -16,12 +16,13 @@ import orjson
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import flow_handlers, unprocessable_answer
+from integration.bootstrap import build
+from integration.config import Settings
 from integration.conformance.checks import conformance_findings
 from integration.flows.dispatch import Pipeline
 from integration.messages.acknowledgement import acknowledgement, addressing
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for
 from tests.runtime.conftest import broker_url
@@ -58,14 +59,13 @@ def test_acks_duplicates_and_resends_on_the_broker(
     service = ConsumerService(
         BrokerSettings(broker_url(vhost)),
         [FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["acknowledgement"]],
-        lambda bus: Processor(
-            flow_handlers(configured),
-            store,
-            bus,
-            lambda: SATURDAY,
-            RetryPolicy(attempts=2, seconds=1),
-            unprocessable_answer(configured),
-        ),
+        build(
+            Settings.from_env({}),
+            store=store,
+            clock=lambda: SATURDAY,
+            pipeline=configured,
+            retry=RetryPolicy(attempts=2, seconds=1),
+        ).processor_on,
     )
     acks, hotline = collector(vhost, "rehab.ack"), collector(vhost, "rehab.hotline")
     invalid = copy.deepcopy(bundle)
@@ -137,7 +137,7 @@ def test_the_consumer_runs_the_resend_job_periodically_and_survives_its_failures
     service = ConsumerService(
         BrokerSettings(broker_url(vhost)),
         [FLOWS_BY_NAME["acknowledgement"]],
-        lambda bus: Processor({}, store, bus, lambda: SATURDAY),
+        build(Settings.from_env({}), store=store, clock=lambda: SATURDAY, handlers={}).processor_on,
         periodic=job,
         period=0.1,
     )

@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from integration.adapters.memory import InMemoryBroker, distinct_referral_events
+from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.store import SqlAuditStore, StoredOutput
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import flow_handlers, unprocessable_answer
+from integration.bootstrap import build
+from integration.config import Settings
 from integration.conformance.checks import conformance_findings
 from integration.flows.dispatch import Pipeline, transform
 from integration.messages.acknowledgement import Issue, acknowledgement, addressing
@@ -23,6 +24,7 @@ from integration.service.audit_chain import verify
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
 from integration.service.processor import FLOW_ATTEMPTS, Delivery, Processor, RetryPolicy
 from tests.conftest import GOLDEN
+from tests.support.events import distinct_referral_events
 from tests.test_acknowledgements import _configured
 from tests.test_care_communication import SATURDAY, _municipal_nursing_to_gp
 
@@ -55,8 +57,10 @@ class Clock:
         return self.now
 
 
-def _processor(pipeline: Pipeline, store: Any, bus: Any, clock: Clock) -> Processor:
-    return Processor(flow_handlers(pipeline), store, bus, clock, FAST, unprocessable_answer(pipeline))
+def _processor(pipeline: Pipeline, store: Any, bus: Any, clock: Clock, handlers: Any = None) -> Processor:
+    return build(
+        Settings.from_env({}), bus=bus, store=store, clock=clock, pipeline=pipeline, handlers=handlers, retry=FAST
+    ).processor
 
 
 def _cc(shared: Path) -> dict[str, Any]:
@@ -143,7 +147,7 @@ def test_a_gap_in_our_configuration_is_transient_error_and_a_replay_after_the_fi
 
         return configured.acknowledger.handle(orjson.loads(body), lacking, state, now)
 
-    broken = Processor({"hotline": unmapped}, store, broker, Clock(SATURDAY), FAST)
+    broken = _processor(configured, store, broker, Clock(SATURDAY), handlers={"hotline": unmapped})
     assert broken.process(_delivery(bundle)).disposition == "dead-lettered"
     (ack,) = _taken(broker, "rehab.ack")
     assert ack["entry"][0]["resource"]["response"]["code"] == "transient-error"
@@ -225,7 +229,7 @@ def test_a_bug_is_retried_and_on_the_last_attempt_dead_lettered_with_transient_e
         raise RuntimeError("a bug")
 
     bundle = _cc(shared)
-    processor = Processor({"hotline": broken}, store, broker, Clock(SATURDAY), FAST, unprocessable_answer(pipeline))
+    processor = _processor(pipeline, store, broker, Clock(SATURDAY), handlers={"hotline": broken})
     for _ in range(FLOW_ATTEMPTS - 1):  # the attempts are counted in the store, whatever the headers say
         early = processor.process(_delivery(bundle, headers={"x-delivery-count": 99}))
         assert early.disposition == "failed" and not early.ackable and _taken(broker, "rehab.ack") == []

@@ -27,7 +27,7 @@ from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.store import MIGRATIONS, SCHEMA_VERSION, Failure, Resend, SqlAuditStore, StoredOutput
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.cli.audit import audit
 from integration.config import Settings
 from integration.domain.course import AckReceived, Course, OpenRequest, ReceivedMessage, StateChanges
@@ -35,7 +35,7 @@ from integration.log import configure_logging, cpr_numbers_in
 from integration.service.anchors import AnchorJob
 from integration.service.audit_chain import GENESIS, AuditEntry, record_hash
 from integration.service.audit_evidence import MASKED, MacKeys, parse_anchors
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import (
@@ -603,11 +603,11 @@ def consumer_log(tmp_path: Path) -> Iterator[Path]:
 
 
 def _consume(vhost: str, store: Any, job: Callable[[object], object]) -> ConsumerService:
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=FAST)
     return ConsumerService(
         BrokerSettings(broker_url(vhost), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, FAST),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
         periodic=job,
         period=0.2,
@@ -721,8 +721,7 @@ def test_the_processor_path_leaves_every_row_it_wrote_covered(dsn: str) -> None:
     store = open_audit_store(dsn)
     broker = InMemoryBroker()
     broker.bind("rehab.referral", "sink", "#")
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
-    processor = Processor(handlers, store, broker, lambda: FIXED_NOW, FAST)
+    processor = build(Settings.from_env({}), bus=broker, store=store, clock=lambda: FIXED_NOW, retry=FAST).processor
     from integration.service.processor import Delivery
 
     deliveries = [Delivery("discharge", body, event_id) for event_id, body in referral_events(12)]

@@ -14,9 +14,8 @@ from integration.adapters.consumer import ConsumerService
 from integration.adapters.health import Health
 from integration.adapters.rabbitmq import BrokerSettings, connected
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
-from integration.service.processor import Processor
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW
 from tests.runtime.broker_helpers import (
@@ -143,11 +142,11 @@ def test_waiting_out_a_missing_queue_is_alive_for_healthz(vhost_of_its_own: str,
     now = [0.0]
     health = Health(clock=lambda: now[0])
     store = open_audit_store(audit_dsn)
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW)
     service = ConsumerService(
         BrokerSettings(target_url(vhost)),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW),
+        wiring.processor_on,
         health=health,
         retry_initial=20.0,
     )

@@ -12,12 +12,12 @@ from pathlib import Path
 import pika
 import pytest
 
-from integration.adapters.memory import TEST_CPRS
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME
 from tests.cli_runs import CLI_OUTPUT, _session_log, run_logged
 from tests.conftest import cpr_leaks, scanned_files
 from tests.runtime.broker_helpers import take_all
 from tests.runtime.conftest import DEAD_LETTER_HEADERS_LOG, broker_url, dump_dead_letter_headers
+from tests.support.events import TEST_CPRS
 
 PLANTED = TEST_CPRS[0]
 

@@ -222,13 +222,15 @@ def test_a_vhost_without_the_topology_is_a_configuration_error_naming_it(vhost_o
 def test_the_dead_letter_we_publish_masks_the_senders_headers(pipeline: Any, tmp_path: Any) -> None:
     from integration.adapters.memory import InMemoryBroker
     from integration.adapters.sql.sqlite import SqliteAuditStore
-    from integration.bootstrap import flow_handlers
-    from integration.service.processor import Delivery, Processor
+    from integration.bootstrap import build
+    from integration.config import Settings
+    from integration.service.processor import Delivery
     from tests.conftest import FIXED_NOW
 
     broker = InMemoryBroker()
     store = SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
-    processor = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW)
+    settings = Settings.from_env({})
+    processor = build(settings, bus=broker, store=store, clock=lambda: FIXED_NOW, pipeline=pipeline).processor
     headers = {"x-patient": CPR, "x-patient-number": int(CPR), "x-note": "for 251248 9996", CPR: "named"}
     processor.process(Delivery("discharge", b"{not json", "m-1", headers=headers, source="rehab-hospital"))
     (dead,) = broker.queues[DLQ]

@@ -11,9 +11,9 @@ import orjson
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.runtime.broker_helpers import collector, connect, inbound_exchange, queue_depth, take_all, wait_for
@@ -32,11 +32,13 @@ def _publish(vhost: str, key: str, body: bytes, message_id: str) -> None:
 
 def test_referral_opens_the_course_and_an_acute_request_reaches_on_call(vhost: str, tmp_path: Path) -> None:
     store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(
+        Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=RetryPolicy(attempts=2, seconds=1)
+    )
     service = ConsumerService(
         BrokerSettings(broker_url(vhost)),
         [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
+        wiring.processor_on,
     )
     referrals, hotline = collector(vhost, "rehab.referral"), collector(vhost, "rehab.hotline")
     worker = threading.Thread(target=service.run, daemon=True)
@@ -68,12 +70,14 @@ def test_referral_opens_the_course_and_an_acute_request_reaches_on_call(vhost: s
 
 def test_closing_report_hands_over_to_the_gp_and_the_hotline_follows(vhost: str, tmp_path: Path) -> None:
     store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(
+        Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=RetryPolicy(attempts=2, seconds=1)
+    )
     flows = [FLOWS_BY_NAME[name] for name in ("discharge", "hotline", "closing")]
     service = ConsumerService(
         BrokerSettings(broker_url(vhost)),
         flows,
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
+        wiring.processor_on,
     )
     referrals, hotline, status = (collector(vhost, e) for e in ("rehab.referral", "rehab.hotline", "rehab.status"))
     worker = threading.Thread(target=service.run, daemon=True)

@@ -144,7 +144,7 @@ def test_received_record_names_the_source_and_the_body_hash(pipeline, store, bro
 
 
 def _events(n: int) -> list[tuple[str, bytes]]:
-    from integration.adapters.memory import distinct_referral_events
+    from tests.support.events import distinct_referral_events
 
     return distinct_referral_events(n)
 

@@ -29,11 +29,11 @@ from integration.adapters.consumer import ConsumerService
 from integration.adapters.memory import InMemoryBroker
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, flow_handlers
+from integration.bootstrap import build
 from integration.config import PROJECT_ROOT, Settings
 from integration.errors import Transient
 from integration.log import cpr_numbers_in
-from integration.service.processor import Processor, RetryPolicy
+from integration.service.processor import RetryPolicy
 from integration.topology import (
     ADMIN_USER,
     DEAD_LETTER_EXCHANGE,
@@ -233,11 +233,13 @@ def test_the_service_and_the_administrator_replay_into_every_flow_queue(broker: 
 @contextmanager
 def consumer(broker: OwnBroker, audit_dsn: str) -> Iterator[ConsumerService]:
     store = open_audit_store(audit_dsn)
-    handlers = flow_handlers(build_pipeline(Settings.from_env({})))
+    wiring = build(
+        Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=RetryPolicy(attempts=2, seconds=1)
+    )
     service = ConsumerService(
         BrokerSettings(url(broker, SERVICE_USER), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
-        lambda bus: Processor(handlers, store, bus, lambda: FIXED_NOW, RetryPolicy(attempts=2, seconds=1)),
+        wiring.processor_on,
         reconnect_max_wait=1.0,
     )
     worker = threading.Thread(target=service.run, daemon=True)

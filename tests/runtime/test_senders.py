@@ -176,14 +176,22 @@ def test_x_delivery_count_from_a_publisher_is_ignored(audit_dsn: str, count: obj
     from datetime import UTC, datetime
 
     from integration.adapters.memory import InMemoryBroker
-    from integration.service.processor import FLOW_ATTEMPTS, Delivery, Processor
+    from integration.bootstrap import build
+    from integration.config import Settings
+    from integration.service.processor import FLOW_ATTEMPTS, Delivery
 
     def broken(body: bytes, now: datetime, state: Any) -> Any:
         raise RuntimeError("a bug")
 
     store = open_audit_store(audit_dsn)
     broker = InMemoryBroker()
-    processor = Processor({"discharge": broken}, store, broker, lambda: datetime(2026, 11, 20, tzinfo=UTC))
+    processor = build(
+        Settings.from_env({}),
+        bus=broker,
+        store=store,
+        clock=lambda: datetime(2026, 11, 20, tzinfo=UTC),
+        handlers={"discharge": broken},
+    ).processor
     delivery = Delivery("discharge", b"{}", "m-1", headers={"x-delivery-count": count}, source="guest")
     outcomes = [processor.process(delivery).disposition for _ in range(FLOW_ATTEMPTS)]
     assert outcomes == ["failed"] * (FLOW_ATTEMPTS - 1) + ["dead-lettered"]

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: sample generators (bench/ scripts put the checkout on sys.path)."""

@@ -1,0 +1,37 @@
+"""Sample discharge events in any number, for the runtime tests and the benchmarks."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+GOLDEN_DISCHARGE = Path(__file__).resolve().parent.parent / "golden" / "discharge"
+TEST_CPRS = ("2512489996", "1502779995", "0107729995", "2911829996", "3103979995", "0104909995", "0201919990")
+NOTE_WORDS = ("dyspnø", "ødemer", "angina", "træthed", "svimmelhed", "hjertebanken", "brystsmerter")
+NORDJYLLAND = ("773", "787", "810", "813", "820", "825", "840", "846", "849", "851", "860")
+
+
+def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
+    """`count` distinct discharge events, each producing one referral: (event id, body).
+
+    Like real ones, each has its own event id, patient, municipality, free-text note and time; the
+    pathways rotate over the golden samples. MedCom's test CPR numbers only.
+    """
+    templates = [orjson.loads(p.read_bytes()) for p in sorted(GOLDEN_DISCHARGE.glob("*.event.json"))]
+    templates = [t for t in templates if t["referral"]["decision"] != "none"]
+    events = []
+    for i in range(count):
+        event = copy.deepcopy(templates[i % len(templates)])
+        event["eventId"] = str(uuid.uuid4())
+        event["patient"]["cpr"] = TEST_CPRS[i % len(TEST_CPRS)]
+        event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
+        event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
+        # a time of its own, after the template's (so still after its admission, surgery and exercise test)
+        occurred = datetime.fromisoformat(event["occurredAt"]) + timedelta(days=i % 28, hours=i % 9, minutes=i % 60)
+        event["occurredAt"] = occurred.isoformat()
+        events.append((event["eventId"], orjson.dumps(event)))
+    return events
