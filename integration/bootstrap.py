@@ -39,7 +39,8 @@ from integration.log import one_line
 from integration.mappings import load_mappings
 from integration.service.anchors import anchor_job
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
-from integration.service.processor import Bus, Handler, Processor, RetryPolicy, Unprocessable
+from integration.service.ports import Bus
+from integration.service.processor import Handler, Processor, RetryPolicy, Unprocessable
 from integration.topology import (
     ACKNOWLEDGEMENT,
     FLOWS_BY_NAME,

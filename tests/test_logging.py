@@ -63,7 +63,7 @@ def _failing_flow_logged(fmt: str, tmp_path: Path) -> str:
             Settings.from_env({}), bus=InMemoryBroker(), store=store, clock=lambda: FIXED_NOW, handlers=handlers
         )
         processor = wiring.processor
-        outcome = processor.process(Delivery("discharge", b'{"cpr": "2512489996"}', "m-1"))
+        outcome = processor.process(Delivery("discharge", b'{"cpr": "2512489996"}', "m-1", delivery_tag=7))
     finally:
         store.close()
     assert outcome.disposition == "failed" and outcome.error == "ValueError"
@@ -78,10 +78,11 @@ def test_a_failing_flows_exception_is_logged_with_its_traceback_and_masked(fmt: 
     assert "2512489996" not in output and "251248-9996" not in output
 
 
-def test_every_line_about_a_message_carries_its_flow_and_correlation_id(tmp_path: Path) -> None:
+def test_every_line_about_a_message_carries_its_flow_correlation_id_and_delivery_tag(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in _failing_flow_logged("json", tmp_path).splitlines()]
     (failed,) = [line for line in lines if line["event"] == "handler failed"]
     assert failed["flow"] == "discharge" and failed["correlation_id"] == "m-1" and failed["error"] == "ValueError"
+    assert failed["delivery_tag"] == 7
     assert "exception" in failed  # the traceback, masked
     assert structlog.contextvars.get_contextvars() == {}, "the context is the message's only"
 

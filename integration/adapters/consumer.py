@@ -53,7 +53,8 @@ from integration.adapters.rabbitmq import (
 from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.log import one_line
 from integration.service import metrics
-from integration.service.processor import Bus, Delivery, Held, Outcome, Processor
+from integration.service.ports import Bus
+from integration.service.processor import Delivery, Held, Outcome, Processor, log_context
 from integration.topology import REPLAY_EXCHANGE, Flow
 
 log = structlog.get_logger("integration.consumer")
@@ -286,8 +287,7 @@ class ConsumerService:
             metrics.MESSAGES.labels(flow.name, outcome.disposition).inc()
             log.info(
                 "message",
-                flow=flow.name,
-                correlation_id=one_line(delivery.key),
+                **log_context(delivery),
                 redelivered=delivery.redelivered,
                 outcome=outcome.disposition,
                 outputs=outcome.outputs,
@@ -365,6 +365,7 @@ def delivery_of(flow: Flow, message: Received) -> Delivery:
         message.exchange,
         message.problem,
         original_source=original if isinstance(original, str) and text_problem(original) is None else None,
+        delivery_tag=message.delivery_tag,
     )
 
 

@@ -39,7 +39,6 @@ from integration.service.audit_chain import AuditEntry
 T = TypeVar("T")
 SOR_CODE = re.compile(r"[0-9]{11,18}")
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
-RESPONSIBLE = ("hospital", "gp")
 
 
 def state_file(path: Path) -> State:
@@ -99,9 +98,9 @@ def _course(item: Any, where: str) -> Course:
     is_open = item.get("open")
     if not isinstance(is_open, bool):
         raise _Wrong(f"{where}.open must be true or false")
-    responsible = item.get("responsible", "hospital" if is_open else "gp")
-    if responsible not in RESPONSIBLE:
-        raise _Wrong(f"{where}.responsible must be one of {', '.join(RESPONSIBLE)}")
+    responsible = item.get("responsible", Responsible.by_default(is_open).value)
+    if responsible not in {r.value for r in Responsible}:
+        raise _Wrong(f"{where}.responsible must be one of {', '.join(r.value for r in Responsible)}")
     return Course(
         _patient(item, where),
         _sor(item, "referringDepartment", where),

@@ -24,6 +24,13 @@ class Responsible(_Value):
     HOSPITAL = "hospital"
     GP = "gp"
 
+    @classmethod
+    def by_default(cls, course_open: bool) -> Responsible:
+        """Who holds it when nothing else is said: the hospital while the course is open, the GP after it
+        (the agreement: the hospital keeps medical responsibility during the municipal course; the closing
+        status hands it to the GP)."""
+        return cls.HOSPITAL if course_open else cls.GP
+
 
 class ClosingPlace(_Value):
     """Where the closing conversation of a course took place (the closing report's `ClosingConversation/place`)."""

@@ -19,8 +19,7 @@ import structlog
 from integration.fhir import fhir_json
 from integration.messages.acknowledgement import retransmission
 from integration.service.audit_chain import AuditEntry
-from integration.service.ports import OutboundMessage, Resend, Store
-from integration.service.processor import Bus
+from integration.service.ports import Bus, OutboundMessage, Resend, Store
 
 log = structlog.get_logger("integration.outbound")
 

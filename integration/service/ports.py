@@ -1,5 +1,5 @@
-"""The Store port: what the service layer (processor, resend job, anchor job) asks of the audit store,
-and the records that cross it.
+"""The ports: the Bus (publishing with a broker confirm) and the Store (what the service layer — processor,
+resend job, anchor job — asks of the audit store), and the records that cross them.
 
 The SQL store (`integration.adapters.sql.store.SqlAuditStore`, on SQLite or PostgreSQL) implements it;
 the service names only this port, never the adapter. Everything a call writes (audit entries, messages
@@ -11,7 +11,7 @@ store that is not what it should be.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,6 +21,20 @@ from integration.flows.results import FHIR_JSON
 from integration.service.audit_chain import AuditEntry
 
 NO_CHANGES = StateChanges()
+
+
+class Bus(Protocol):
+    """Publishing with a broker confirm: returns when the broker has the message, else raises Transient."""
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str = FHIR_JSON,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

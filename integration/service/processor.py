@@ -43,7 +43,7 @@ from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from hashlib import sha256
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
@@ -57,11 +57,11 @@ from integration.domain.course import (
 )
 from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
 from integration.fhir import fhir_json
-from integration.flows.results import FHIR_JSON, FlowResult, Handled, Refusal
+from integration.flows.results import FlowResult, Handled, Refusal
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
-from integration.service.ports import EarlierDelivery, Failure, Store, StoredOutput
+from integration.service.ports import Bus, EarlierDelivery, Failure, Store, StoredOutput
 from integration.topology import DEAD_LETTER_EXCHANGE, RESERVED_HEADERS
 
 log = structlog.get_logger("integration.processor")
@@ -72,20 +72,6 @@ Handler = Callable[[bytes, datetime, State], Handled]
 # What to send for a message that could not be processed now and is given up on (None: nothing).
 Unprocessable = Callable[[bytes, datetime], FlowResult | None]
 FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
-
-
-class Bus(Protocol):
-    """Publishing with a broker confirm: returns when the broker has the message, else raises Transient."""
-
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        message_id: str,
-        headers: Mapping[str, Any] | None = None,
-        content_type: str = FHIR_JSON,
-    ) -> None: ...
 
 
 class ReusedMessageId(InvalidInput):
@@ -109,6 +95,7 @@ class Delivery:
     problem: tuple[str, str] | None = None  # (property, what is wrong): refused before any flow sees it
     digest: str = ""  # the body's SHA-256, hex; computed when not given
     original_source: str | None = None  # a replay's first sender, as our own dead letter recorded it
+    delivery_tag: int | None = None  # the broker's number for this delivery on its channel (for the logs)
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -263,11 +250,14 @@ def _earlier(known: Mapping[tuple[str, str], EarlierDelivery], delivery: Deliver
     return next((known[k] for k in _lookup_keys(delivery) if k in known), None)
 
 
-def log_context(delivery: Delivery) -> dict[str, str]:
+def log_context(delivery: Delivery) -> dict[str, Any]:
     """What every log line about one delivery carries (bound once per message): its flow and its correlation
     id, the idempotency key (the sender's message-id, else `sha256:` and the body's hash) as one line,
-    CPR numbers masked — the same id the consumer's line per message gives."""
-    return {"flow": delivery.flow, "correlation_id": one_line(delivery.key)}
+    CPR numbers masked — the same id the consumer's line per message gives —, and the broker's delivery tag."""
+    context: dict[str, Any] = {"flow": delivery.flow, "correlation_id": one_line(delivery.key)}
+    if delivery.delivery_tag is not None:
+        context["delivery_tag"] = delivery.delivery_tag
+    return context
 
 
 def _no_fault(_point: str) -> None:
