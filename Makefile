@@ -47,6 +47,7 @@ lint: install
 	$(BIN)/ruff check integration tests bench
 	$(BIN)/ruff format --check integration tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/transform_bench.py
