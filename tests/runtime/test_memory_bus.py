@@ -12,7 +12,8 @@ import pytest
 
 from integration.adapters.memory import InMemoryBroker, drain_in_memory
 from integration.adapters.sql.sqlite import SqliteAuditStore
-from integration.bootstrap import flow_handlers
+from integration.bootstrap import build, flow_handlers
+from integration.config import Settings
 from integration.errors import GivenUp, Transient
 from integration.flows.dispatch import Pipeline
 from integration.service.processor import FLOW_ATTEMPTS, Processor, RetryPolicy
@@ -66,7 +67,9 @@ def test_a_processed_delivery_is_acked_after_its_output_and_the_ack_audited(
     pipeline: Pipeline, store: SqliteAuditStore, broker: InMemoryBroker
 ) -> None:
     _send(broker)
-    processor = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW, FAST)
+    processor = build(
+        Settings.from_env({}), bus=broker, store=store, clock=lambda: FIXED_NOW, pipeline=pipeline, retry=FAST
+    ).processor
     assert drain_in_memory(broker, processor, [DISCHARGE]) == 1
     assert not broker.unacked and not broker.queues[DISCHARGE.queue]
     assert len(broker.queues["sink"]) == 1
