@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,14 +16,13 @@ import structlog
 from integration.bootstrap import broker_connection, build, resend_policy
 from integration.cli.audit import existing_store
 from integration.config import Settings
-from integration.domain.hotline import Hotline, overdue_hours
+from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError, InvalidInput
 from integration.log import mask_cpr, one_line
-from integration.service.audit_chain import AuditEntry
+from integration.service.hotline_overdue import overdue_requests
 from integration.topology import USERS, definitions
 
 if TYPE_CHECKING:
-    from integration.adapters.sql.store import AuditStore, PendingRequest
     from integration.conformance.checks import MessageCheck
 
 log = structlog.get_logger("integration.hotline")
@@ -106,57 +104,20 @@ def hotline_pending(hours: int | None, at: str | None) -> None:
     settings = Settings.from_env()
     limit = hours if hours is not None else settings.hotline_overdue_hours
     moment = _moment(at)
-    real_now = datetime.now(UTC)
     context = build(settings).pipeline.hotline
     with existing_store(settings) as store:
-        overdue = _overdue(store.open_requests(), context.hotlines, moment, limit)
-        fresh = [p for p, _ in overdue if not p.overdue_noted]
-        if fresh and moment <= real_now:  # overdue then is overdue now; a future moment is only a forecast
-            _note_overdue(store, fresh, real_now)
+        found = overdue_requests(store, context.hotlines, moment, limit, datetime.now(UTC))
     as_of = f" as of {moment.astimezone(context.timezone).isoformat(timespec='minutes')}" if at else ""
-    click.echo(f"{len(overdue)} unanswered request(s) older than {limit} opening hour(s){as_of}:")
-    for pending, age in overdue:
+    click.echo(f"{len(found.requests)} unanswered request(s) older than {limit} opening hour(s){as_of}:")
+    for pending, age in found.requests:
         request = pending.request
         received = pending.received_at.astimezone(context.timezone).isoformat(timespec="minutes")
         click.echo(
             f"  {request.request_id}  received {received}  "
             f"{age:.1f} h  to {request.department or 'triage'}  from {request.requester}"
         )
-    if fresh and moment > real_now:
+    if found.forecast:
         click.echo("(a time after now: nothing was audited as overdue)")
-
-
-def _overdue(
-    requests: list[PendingRequest], hotlines: Mapping[str, Hotline], moment: datetime, limit: int
-) -> list[tuple[PendingRequest, float]]:
-    """The requests overdue at `moment` (`integration.domain.hotline.overdue_hours`), with their age."""
-    overdue = []
-    for pending in requests:
-        age = overdue_hours(hotlines, pending.request.department, pending.received_at, moment, limit)
-        if age is not None:
-            overdue.append((pending, age))
-    return overdue
-
-
-def _note_overdue(store: AuditStore, fresh: list[PendingRequest], now: datetime) -> None:
-    entries = [
-        AuditEntry(
-            "hotline-overdue",
-            "hotline",
-            p.request.request_id,
-            {"department": p.request.department, "requester": p.request.requester},
-            patient=p.request.patient,
-        )
-        for p in fresh
-    ]
-    store.note_overdue([p.request.request_id for p in fresh], now, entries)
-    for p in fresh:
-        log.warning(
-            "hotline request overdue",
-            request_id=p.request.request_id,
-            department=p.request.department,
-            requester=p.request.requester,
-        )
 
 
 @click.group()
@@ -202,15 +163,15 @@ def outbound_pending(at: str | None) -> None:
     settings = Settings.from_env()
     moment = _moment(at)
     with existing_store(settings) as store:
-        flagged = store.outbound_messages(["gave-up", "failed"])
-        overdue = store.outbound_messages(["awaiting"], moment - resend_policy(settings).ack_timeout)
-        waiting = store.outbound_count("awaiting")
+        flagged = store.outbound_messages(OutboundState.needing_a_person())
+        overdue = store.outbound_messages([OutboundState.AWAITING], moment - resend_policy(settings).ack_timeout)
+        waiting = store.outbound_count(OutboundState.AWAITING)
     click.echo(
         f"{len(flagged)} message(s) need manual follow-up; {waiting} awaiting an ack, {len(overdue)} of them "
         "past the ack timeout (the consumer resends those)"
     )
     for message in flagged:
-        why = "no ack after the last resend" if message.state == "gave-up" else "answered with an error"
+        why = "no ack after the last resend" if message.state == OutboundState.GAVE_UP else "answered with an error"
         click.echo(
             f"  {message.header_id}  {message.state}  {why}  first sent {message.first_sent_at.isoformat()}  "
             f"resent {message.resends}x  to {message.output.routing_key}"

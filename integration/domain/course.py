@@ -48,6 +48,12 @@ class OutboundState(_Value):
     FAILED = "failed"
     GAVE_UP = "gave-up"
 
+    @classmethod
+    def needing_a_person(cls) -> tuple[OutboundState, ...]:
+        """The states nothing automatic will settle: no ack after the last resend, or an error ack (MedCom's
+        reliable messaging ends there; a person must follow up)."""
+        return (cls.GAVE_UP, cls.FAILED)
+
 
 @dataclass(frozen=True, slots=True)
 class Course:

@@ -19,6 +19,7 @@ from lxml import etree
 from lxml.builder import ElementMaker
 
 from integration.domain.closing_report import ClosingReport, Measurement
+from integration.domain.course import ClosingPlace
 from integration.domain.hads import HadsResult, Subscale
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
@@ -220,7 +221,7 @@ def _course_section(report: ClosingReport) -> Resource:
         + (f" ({e.sessions} gange)" if e.sessions is not None else "")
         for e in report.elements
     ]
-    place = "i kommunen" if report.closing_place == "municipality" else "på hospitalet"
+    place = "i kommunen" if report.closing_place == ClosingPlace.MUNICIPALITY else "på hospitalet"
     return _section(
         "Forløbet",
         [

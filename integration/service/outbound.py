@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from integration.domain.course import OutboundState
 from integration.fhir import fhir_json
 from integration.messages.acknowledgement import retransmission
 from integration.service.audit_chain import AuditEntry
@@ -46,7 +47,7 @@ def _entry(step: str, message: OutboundMessage, **detail: Any) -> AuditEntry:
 def resend_unacknowledged(store: Store, bus: Bus, now: datetime, policy: ResendPolicy) -> ResendReport:
     """One pass: resend what waited too long for its ack, give up on what was resent enough."""
     resent, gave_up = [], []
-    for message in store.outbound_messages(["awaiting"], now - policy.ack_timeout, policy.per_pass):
+    for message in store.outbound_messages([OutboundState.AWAITING], now - policy.ack_timeout, policy.per_pass):
         if message.resends >= policy.max_resends:
             log.warning("no ack after the last resend: manual follow-up", header=message.header_id)
             entry = _entry("outbound-gave-up", message, resends=message.resends, routingKey=message.output.routing_key)

@@ -154,7 +154,7 @@ class Store(Protocol):
         ...
 
     def outbound_messages(
-        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
     ) -> list[OutboundMessage]:
         """Our MedCom messages in these states (last sent before `sent_before`), the longest waiting first."""
         ...

@@ -45,18 +45,18 @@ class OutboundTracking:
             return None
         return OutboundStatus(header_id, OutboundState(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
 
-    def outbound_count(self, state: str) -> int:
+    def outbound_count(self, state: OutboundState) -> int:
         """How many of our messages are in this state."""
         with self._unit.transaction(write=False) as cursor:
-            cursor.execute(self._unit.sql("SELECT COUNT(*) FROM outbound_message WHERE state = ?"), (state,))
+            cursor.execute(self._unit.sql("SELECT COUNT(*) FROM outbound_message WHERE state = ?"), (str(state),))
             return int(cursor.fetchone()[0])
 
     def outbound_messages(
-        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
     ) -> list[OutboundMessage]:
         """Our messages in these states (last sent before `sent_before`), the longest waiting first."""
         marks = ", ".join("?" * len(states))
-        where, params = f"state IN ({marks})", list(states)
+        where, params = f"state IN ({marks})", [str(s) for s in states]
         if sent_before is not None:
             where, params = where + " AND last_sent_at < ?", [*params, utc(sent_before)]
         with self._unit.transaction(write=False) as cursor:
@@ -73,7 +73,16 @@ class OutboundTracking:
     def track(self, cursor: Any, processed: Processed, sent_at: str) -> StateDigests:
         """Track those of the outputs that await an ack (`sent_at` in UTC); the digests of the rows inserted."""
         tracked = [
-            (o.awaits_ack, flow, orjson.dumps(o.as_json()).decode(), sent_at, sent_at, 0, "awaiting", None)
+            (
+                o.awaits_ack,
+                flow,
+                orjson.dumps(o.as_json()).decode(),
+                sent_at,
+                sent_at,
+                0,
+                OutboundState.AWAITING.value,
+                None,
+            )
             for flow, _, _, outputs in processed
             for o in outputs
             if o.awaits_ack
@@ -88,7 +97,7 @@ class OutboundTracking:
         if acks:
             cursor.executemany(
                 self._unit.sql(SETTLE),
-                [("acknowledged" if a.code == "ok" else "failed", stamp, a.header_id) for a in acks],
+                [(_settled(a.code).value, stamp, a.header_id) for a in acks],
             )
         for resend in resends:
             self._resend(cursor, resend, stamp, sent_at)
@@ -115,3 +124,11 @@ def _message(row: Sequence[Any]) -> OutboundMessage:
         int(row[5]),
         OutboundState(row[6]),
     )
+
+
+AWAITING = OutboundState.AWAITING
+
+
+def _settled(code: str) -> OutboundState:
+    """An ack's code settles our message: `ok` acknowledged, any error failed (MedCom Acknowledgement 2.0)."""
+    return OutboundState.ACKNOWLEDGED if code == "ok" else OutboundState.FAILED

@@ -31,7 +31,7 @@ from integration.adapters.sql.processed import ProcessedMessages
 from integration.adapters.sql.received import ReceivedMessages
 from integration.adapters.sql.schema import MIGRATIONS, SCHEMA_VERSION, StoreMissing
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.domain.course import Course, EarlierMessage, OutboundStatus, StateChanges
+from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, StateChanges
 from integration.service.audit_chain import AuditEntry, AuditRecord
 from integration.service.ports import (
     NO_CHANGES,
@@ -67,7 +67,7 @@ class AuditStore(Store, Protocol):
     """The Store port and what the operator's commands use besides: hotline requests pending, counts,
     the records for `audit verify` and a patient's trail."""
 
-    def outbound_count(self, state: str) -> int: ...
+    def outbound_count(self, state: OutboundState) -> int: ...
 
     def open_requests(self) -> list[PendingRequest]: ...
 
@@ -165,11 +165,11 @@ class SqlAuditStore:
         return self._outbound.outbound(header_id)
 
     def outbound_messages(
-        self, states: Sequence[str], sent_before: datetime | None = None, limit: int | None = None
+        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
     ) -> list[OutboundMessage]:
         return self._outbound.outbound_messages(states, sent_before, limit)
 
-    def outbound_count(self, state: str) -> int:
+    def outbound_count(self, state: OutboundState) -> int:
         return self._outbound.outbound_count(state)
 
     def course(self, patient: str) -> Course | None:
