@@ -197,9 +197,10 @@ def demo_on_broker(wiring: Wiring, settings: Settings, connection: RabbitConnect
         service.stop()
         worker.join(timeout=30)
     routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
-    dead = connection.message_count("rehab.discharge-events.dlq")
+    dead_letters = FLOWS_BY_NAME["discharge"].dead_letter_queue
+    dead = connection.message_count(dead_letters)
     lines = summarise(store, routed, every)
-    lines.append(("dead-lettered (rehab.discharge-events.dlq)", f"{dead}, removed with the demo's vhost"))
+    lines.append((f"dead-lettered ({dead_letters})", f"{dead}, removed with the demo's vhost"))
     return lines
 
 

@@ -12,11 +12,11 @@ import pytest
 
 from integration.adapters.memory import InMemoryBroker, drain_in_memory
 from integration.adapters.sql.sqlite import SqliteAuditStore
-from integration.bootstrap import build, flow_handlers
+from integration.bootstrap import build
 from integration.config import Settings
 from integration.errors import GivenUp, Transient
 from integration.flows.dispatch import Pipeline
-from integration.service.processor import FLOW_ATTEMPTS, Processor, RetryPolicy
+from integration.service.processor import FLOW_ATTEMPTS, RetryPolicy
 from integration.topology import DELIVERY_LIMIT, FLOWS_BY_NAME, SENDERS_BY_KIND
 from tests.conftest import FIXED_NOW, GOLDEN
 
@@ -80,7 +80,15 @@ def test_a_failure_of_ours_is_redelivered_until_the_processor_gives_up_and_dead_
     store: SqliteAuditStore, broker: InMemoryBroker
 ) -> None:
     _send(broker)
-    processor = Processor({"discharge": _failing}, store, broker, lambda: FIXED_NOW, FAST)  # type: ignore[dict-item]
+    handlers = {"discharge": _failing}
+    processor = build(
+        Settings.from_env({}),
+        bus=broker,
+        store=store,
+        clock=lambda: FIXED_NOW,
+        handlers=handlers,
+        retry=FAST,  # type: ignore[arg-type]
+    ).processor
     assert drain_in_memory(broker, processor, [DISCHARGE]) == 1  # acked once, when dead-lettered
     received = [r for r in store.records() if r.step == "received"]
     assert [r.detail.get("redelivered", False) for r in received] == [False] + [True] * (FLOW_ATTEMPTS - 1)
@@ -96,7 +104,14 @@ def test_a_delivery_in_hand_during_an_outage_goes_back_to_its_queue_and_is_proce
     _send(broker)
     switchable = SwitchableStore(store)
     switchable.off = True
-    processor = Processor(flow_handlers(pipeline), switchable, broker, lambda: FIXED_NOW, FAST)  # type: ignore[arg-type]
+    processor = build(
+        Settings.from_env({}),
+        bus=broker,
+        store=switchable,
+        clock=lambda: FIXED_NOW,
+        pipeline=pipeline,
+        retry=FAST,  # type: ignore[arg-type]
+    ).processor
     with pytest.raises(Transient):
         drain_in_memory(broker, processor, [DISCHARGE])
     (back,) = broker.queues[DISCHARGE.queue]
