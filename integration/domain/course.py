@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -55,15 +56,80 @@ class OutboundState(_Value):
         return (cls.GAVE_UP, cls.FAILED)
 
 
+class Stage(_Value):
+    """Where a patient's course stands on the agreement's pathway (the figure of the agreement, June 2021;
+    `domain/course_sequence.py` holds the transitions between them, README: the pathway)."""
+
+    AWAITING_VISITATION = "awaiting-visitation"  # discharged without a referral; the visitation talk decides
+    SPECIALISED = "specialised"  # specialised rehabilitation at the hospital (a GOP to the hospital's unit)
+    MUNICIPAL = "municipal"  # a municipal course: a general GOP and/or a municipal rehabilitation referral
+    AWAITING_HOSPITAL_CLOSING = "awaiting-hospital-closing"  # the municipality's status came; the hospital closes
+    HOSPITAL_FOLLOW_UP = "hospital-follow-up"  # the municipal course ended; the patient stays with the hospital
+    CLOSED = "closed"  # the course is over and medical responsibility is the GP's
+    NOT_REFERRED = "not-referred"  # the visitation talk decided on no rehabilitation (or cancelled the referral)
+
+    @property
+    def open(self) -> bool:
+        """Whether a course at this stage is still running (a hotline question about it is the responsible
+        clinician's; `Course.open` as stored before stages existed)."""
+        return self not in (Stage.CLOSED, Stage.NOT_REFERRED)
+
+
+class Referrer(_Value):
+    """Who referred the patient: the hospital (at discharge, the visitation talk or a step-down) or the
+    patient's own GP ("ved senere opstået behov kan egen læge henvise til kommunal rehabilitering")."""
+
+    HOSPITAL = "hospital"
+    GP = "gp"
+
+
+@dataclass(frozen=True, slots=True)
+class SentReferral:
+    """The referral in force on a course: what the last referral message we sent for it said, so that a later
+    event can tell what it changes (`course_sequence.compare`)."""
+
+    service_request: str  # the ServiceRequest's identifier value (`urn:uuid:<event id>`), what `replaces` names
+    event_id: str  # the event it was built from
+    performer: str  # `Setting` value: hospital | municipality
+    receiver: str  # the receiver's SOR
+    category: str  # gop-specialised | gop-general | municipal-rehabilitation
+    risk_group: str  # `RiskGroup` value
+    elements: tuple[str, ...]  # rehabilitation elements, as sent
+    closing_place: str  # `Setting` value: where the closing conversation takes place
+    ambulatory_control: bool
+    municipality_code: str = ""  # the receiving municipality's code (a municipal referral)
+
+
 @dataclass(frozen=True, slots=True)
 class Course:
-    """Opened when a referral is sent; closed when the municipality's closing status reaches the GP."""
+    """A patient's rehabilitation course: opened at discharge (or by a GP's referral), moved by each event of
+    the pathway (`course_sequence`), closed when medical responsibility is handed to the GP.
+
+    The five first fields are all a store written before stages existed holds; `stage` None reads as
+    `municipal` for an open course and `closed` for a closed one (`current`)."""
 
     patient: str  # CPR
-    referring_department: str  # SOR
+    referring_department: str  # SOR of the hospital department holding responsibility; "" for a GP's course
     municipality_code: str
     open: bool
     responsible: Responsible
+    stage: Stage | None = None
+    referral: SentReferral | None = None  # the referral in force, None before one was sent
+    referrer: Referrer = Referrer.HOSPITAL
+    gp: str | None = None  # the responsible GP's ydernummer, on a course the GP referred
+    discharge_event: str | None = None  # the event id of the discharge that opened the course
+    discharged_at: datetime | None = None  # with its zone
+    heart_failure: bool = False  # visited later than others (agreement: "særligt ... patienter med hjertesvigt")
+    specialised_referral: str | None = None  # a step-down's course: the specialised referral it follows
+    municipal_status: bool = False  # the municipality's closing status has arrived
+    closed_on: date | None = None  # the day the course closed (closing date or event day)
+
+    @property
+    def current(self) -> Stage:
+        """The stage, for a course stored before stages existed too."""
+        if self.stage is not None:
+            return self.stage
+        return Stage.MUNICIPAL if self.open else Stage.CLOSED
 
 
 @dataclass(frozen=True, slots=True)

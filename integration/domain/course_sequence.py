@@ -1,0 +1,229 @@
+"""A patient's events in sequence: which event may follow which, what a later event changes in the referral
+in force, and the stage the course moves to. Pure; the flows ask it and carry out what it says.
+
+The pathway is the agreement's (Region Nordjylland, June 2021, the figure and "Uddybning af figuren"):
+
+- at discharge the patient is stratified and referred at once, or not yet (`awaiting-visitation`);
+- about two weeks later the visitation talk decides the referral, and may re-stratify "if the patient's
+  condition has changed significantly": it refers a patient not yet referred, or changes the referral in
+  force by an *update* to the same receiver, a *cancellation* and a new referral when the receiver changes,
+  a cancellation when it decides on no rehabilitation, and nothing at all when it changes nothing;
+- high-risk patients start at the hospital and "may afterwards move to municipal rehabilitation" (step-down);
+- "if the need arises later, the patient's own GP can refer to municipal rehabilitation": the GP holds the
+  medical responsibility for that course;
+- the municipality's status to the GP hands responsibility to the GP when the closing conversation was in
+  the municipality and the hospital does not keep the patient; when the closing conversation is at the
+  hospital, the hospital's follow-up plan (*opfølgningsplan*) closes the course; a patient who stays with the
+  hospital is handed to the GP when the hospital discharges them from its outpatient care.
+
+`TRANSITIONS` lists every move, each named after the agreement; the README's state diagram is drawn from it
+(`integration pathway diagram`), so the picture cannot drift from the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from types import MappingProxyType
+
+from integration.domain.course import Course, Referrer, SentReferral, Stage, _Value
+from integration.errors import InvalidInput
+
+
+class Step(_Value):
+    """The events of the pathway, by what they are in the agreement."""
+
+    DISCHARGE = "discharge"  # udskrivelse: stratified, referred at once or not yet
+    VISITATION = "visitation"  # visitationssamtale, about two weeks after discharge
+    STEP_DOWN = "step-down"  # from specialised rehabilitation at the hospital to the municipality
+    GP_REFERRAL = "gp-referral"  # egen læge henviser ved senere opstået behov
+    MUNICIPAL_STATUS = "municipal-status"  # the municipality's closing report: its status to the GP
+    FOLLOW_UP_PLAN = "follow-up-plan"  # the hospital's closing conversation: its opfølgningsplan to the GP
+    OUTPATIENT_DISCHARGE = "outpatient-discharge"  # the hospital discharges a patient it kept from its care
+
+
+class OutOfOrder(InvalidInput):
+    """An event that cannot follow what this patient's course has seen (decision 18): refused, dead-lettered
+    with this reason, and replayable (`integration dlq replay`) once the event it waits for has arrived."""
+
+    reason = "out-of-order"
+
+
+class ConflictsWithCourse(InvalidInput):
+    """An event that would start a second, independent course beside one that is running (decision 18)."""
+
+    reason = "conflicts-with-course"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    source: Stage | None  # None: no course yet (or none we know of)
+    step: Step
+    target: Stage
+    label: str  # what happens, in the agreement's words
+
+
+T = Transition
+S = Stage
+TRANSITIONS: tuple[Transition, ...] = (
+    T(None, Step.DISCHARGE, S.AWAITING_VISITATION, "udskrevet uden henvisning endnu"),
+    T(None, Step.DISCHARGE, S.SPECIALISED, "høj risiko: GOP til specialiseret genoptræning på hospital"),
+    T(None, Step.DISCHARGE, S.MUNICIPAL, "henvist ved udskrivelsen (fx sternotomi): GOP/kommunehenvisning"),
+    T(S.AWAITING_VISITATION, Step.VISITATION, S.SPECIALISED, "visitationssamtale: henvisning til hospital"),
+    T(S.AWAITING_VISITATION, Step.VISITATION, S.MUNICIPAL, "visitationssamtale: henvisning til kommunen"),
+    T(S.AWAITING_VISITATION, Step.VISITATION, S.NOT_REFERRED, "visitationssamtale: ingen henvisning"),
+    T(S.SPECIALISED, Step.VISITATION, S.SPECIALISED, "revurdering: opdatering (eller intet nyt)"),
+    T(S.SPECIALISED, Step.VISITATION, S.MUNICIPAL, "revurdering: ny modtager (annullering + ny henvisning)"),
+    T(S.MUNICIPAL, Step.VISITATION, S.MUNICIPAL, "revurdering: opdatering (eller intet nyt)"),
+    T(S.MUNICIPAL, Step.VISITATION, S.SPECIALISED, "revurdering: ny modtager (annullering + ny henvisning)"),
+    T(S.SPECIALISED, Step.VISITATION, S.NOT_REFERRED, "revurdering: henvisningen annulleres"),
+    T(S.MUNICIPAL, Step.VISITATION, S.NOT_REFERRED, "revurdering: henvisningen annulleres"),
+    T(S.SPECIALISED, Step.STEP_DOWN, S.MUNICIPAL, "overgår efterfølgende til kommunal genoptræning"),
+    T(None, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
+    T(S.NOT_REFERRED, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
+    T(S.CLOSED, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
+    T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.CLOSED, "status til egen læge: ansvaret overgår til egen læge"),
+    T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.AWAITING_HOSPITAL_CLOSING, "kort status; afsluttende samtale på hospital"),
+    T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.HOSPITAL_FOLLOW_UP, "status; patienten fortsat knyttet til hospitalet"),
+    T(S.AWAITING_HOSPITAL_CLOSING, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan til egen læge: ansvaret overgår"),
+    T(S.MUNICIPAL, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan før kommunens status: forløbet lukkes"),
+    T(S.SPECIALISED, Step.FOLLOW_UP_PLAN, S.CLOSED, "specialiseret forløb afsluttet uden kommunalt forløb"),
+    T(S.HOSPITAL_FOLLOW_UP, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan til egen læge: ansvaret overgår"),
+    T(S.HOSPITAL_FOLLOW_UP, Step.OUTPATIENT_DISCHARGE, S.CLOSED, "afsluttet fra hospitalet: ansvaret til egen læge"),
+    T(
+        S.AWAITING_HOSPITAL_CLOSING,
+        Step.OUTPATIENT_DISCHARGE,
+        S.CLOSED,
+        "afsluttet fra hospitalet: ansvaret til egen læge",
+    ),
+)
+del T, S
+
+
+def targets(source: Stage | None, step: Step) -> frozenset[Stage]:
+    """The stages `step` may move a course at `source` to (empty: the step cannot follow that stage)."""
+    return _TARGETS.get((source, step), frozenset())
+
+
+def _targets() -> Mapping[tuple[Stage | None, Step], frozenset[Stage]]:
+    table: dict[tuple[Stage | None, Step], set[Stage]] = {}
+    for t in TRANSITIONS:
+        table.setdefault((t.source, t.step), set()).add(t.target)
+    return MappingProxyType({key: frozenset(value) for key, value in table.items()})
+
+
+_TARGETS = _targets()
+
+
+class Change(Enum):
+    """What an event means for the referral in force (the visitation talk's re-stratification)."""
+
+    NEW = "new"  # no referral in force: a new referral
+    UNCHANGED = "unchanged"  # nothing the referral says changes: nothing is sent (audited)
+    UPDATE = "update"  # same receiver, something changed: an update that replaces the referral
+    RE_ROUTE = "re-route"  # another receiver: a cancellation to the old one, a new referral to the new one
+    CANCEL = "cancel"  # no rehabilitation after all: a cancellation to the receiver
+    NONE = "none"  # neither before nor now a referral
+
+
+def _substance(referral: SentReferral) -> tuple[object, ...]:
+    """What a re-stratification may change: the risk group, the pathway, the elements, the closing place (the
+    issue's list) and the ambulatory control the referral also states."""
+    return (
+        referral.risk_group,
+        referral.category,
+        frozenset(referral.elements),
+        referral.closing_place,
+        referral.ambulatory_control,
+    )
+
+
+def compare(in_force: SentReferral | None, proposed: SentReferral | None) -> Change:
+    """What a later decision (`proposed`, None: no referral) does to the referral in force (None: none yet)."""
+    if in_force is None:
+        return Change.NONE if proposed is None else Change.NEW
+    if proposed is None:
+        return Change.CANCEL
+    if (in_force.performer, in_force.receiver) != (proposed.performer, proposed.receiver):
+        return Change.RE_ROUTE
+    return Change.UNCHANGED if _substance(in_force) == _substance(proposed) else Change.UPDATE
+
+
+def _stage_text(course: Course) -> str:
+    return f"the patient's course is {course.current.value}"
+
+
+def admit_visitation(course: Course | None, occurred_at: datetime) -> Course:
+    """The course a visitation event belongs to. Raises OutOfOrder (naming `eventType`) when no discharge is
+    known for the patient, or the course is past the point a visitation can change it (a GP's course, a
+    step-down's, or after its closing status), and (naming `occurredAt`) when it happened before the discharge."""
+    if course is None:
+        raise OutOfOrder(
+            "eventType",
+            "a visitation before its discharge event: no discharge is known for this patient; "
+            "replay it from the dead-letter queue once the discharge event has been processed",
+        )
+    if course.referrer is Referrer.GP or course.specialised_referral or Step.VISITATION not in _steps(course):
+        raise OutOfOrder("eventType", f"a visitation cannot change this course: {_stage_text(course)}")
+    if course.discharged_at is not None and occurred_at < course.discharged_at:
+        raise OutOfOrder("occurredAt", "the visitation took place before the discharge it follows")
+    return course
+
+
+def admit_discharge(course: Course | None, discharged_at: datetime) -> None:
+    """A discharge from before the end of the patient's last course arrived after that end: out of order
+    (naming `admission.dischargedAt`); otherwise a discharge always starts a course."""
+    if course is not None and course.closed_on is not None and discharged_at.date() < course.closed_on:
+        raise OutOfOrder(
+            "admission.dischargedAt",
+            "a discharge from before the end of the patient's last course (closed "
+            f"{course.closed_on.isoformat()}) arrived after it: not referred again",
+        )
+
+
+def admit_step_down(course: Course | None) -> Course:
+    """The specialised course a step-down follows. Raises OutOfOrder (naming `eventType`) when the patient has
+    none running (a step-down before the referral to the hospital, or after that course moved on)."""
+    if course is None or course.current is not Stage.SPECIALISED or course.referral is None:
+        what = "no course is known for this patient" if course is None else _stage_text(course)
+        raise OutOfOrder("eventType", f"a step-down needs a specialised course at the hospital; {what}")
+    return course
+
+
+def admit_gp_referral(course: Course | None) -> None:
+    """A GP's referral starts a course unless one is running. Raises ConflictsWithCourse (naming `patient`):
+    the hospital's pathway holds the patient, and a second referral beside it would be an independent one."""
+    if course is not None and Step.GP_REFERRAL not in _steps(course):
+        raise ConflictsWithCourse(
+            "patient",
+            f"{_stage_text(course)}: the hospital's pathway holds the patient, so a GP's referral would be a "
+            "second referral (ask the responsible department through the hotline)",
+        )
+
+
+def admit_outpatient_discharge(course: Course | None) -> None:
+    """The hospital hands a patient it kept to the GP. Raises OutOfOrder (naming `eventType`) while the
+    municipal course runs (the municipality's status ends it; the hotline stays open until then) or when the
+    responsibility is already the GP's."""
+    if course is not None and Step.OUTPATIENT_DISCHARGE not in _steps(course):
+        raise OutOfOrder(
+            "eventType",
+            f"an outpatient discharge hands the patient from the hospital to the GP; {_stage_text(course)}",
+        )
+
+
+def _steps(course: Course) -> frozenset[Step]:
+    return frozenset(step for source, step in _TARGETS if source is course.current)
+
+
+def visitation_due(course: Course, window: timedelta, heart_failure_window: timedelta) -> datetime | None:
+    """When the visitation talk of a patient discharged without a referral is late: `window` after the
+    discharge, or `heart_failure_window` for a heart-failure patient ("efter en vurdering af patientens
+    kliniske tilstand kan det i visse tilfælde ske, at en patient først skal visiteres og testes senere end
+    efter 2 uger. Dette kan særligt gøre sig gældende i forhold til patienter med hjertesvigt"). None for a
+    course not awaiting its visitation, or one whose discharge time is not known."""
+    if course.current is not Stage.AWAITING_VISITATION or course.discharged_at is None:
+        return None
+    return course.discharged_at + (heart_failure_window if course.heart_failure else window)
