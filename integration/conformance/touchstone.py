@@ -1,8 +1,9 @@
 """MedCom's TouchStone test scripts' assertions, ported to FHIRPath and evaluated with fhirpathpy.
 
 Which assertions apply is chosen by the message's event (`MessageHeader.eventCoding.code`): the
-CareCommunication, acknowledgement and our referral scripts. A failed assertion is a finding at the
-element the acknowledgement's issue names (`Assertion.field`); it names the assertion, never a value.
+CareCommunication, acknowledgement and our referral scripts (new, update and cancel referral). A failed
+assertion is a finding at the element the acknowledgement's issue names (`Assertion.field`); it names the
+assertion, never a value.
 """
 
 from __future__ import annotations
@@ -120,10 +121,29 @@ REFERRAL = (
         ".exists()",
     ),
 )
+# An update replaces a referral sent before; a cancellation carries the referral as it was, revoked.
+REFERRAL_UPDATE = (
+    *REFERRAL,
+    Assertion(
+        "the ServiceRequest names what it replaces",
+        "Bundle.entry.resource.ofType(ServiceRequest).replaces.exists()",
+        "ServiceRequest.replaces",
+    ),
+)
+REFERRAL_CANCELLATION = (
+    *REFERRAL,
+    Assertion(
+        "the ServiceRequest is revoked",
+        "Bundle.entry.resource.ofType(ServiceRequest).status = 'revoked'",
+        "ServiceRequest.status",
+    ),
+)
 BY_EVENT = {
     "care-communication-message": CARE_COMMUNICATION,
     "acknowledgement-message": ACKNOWLEDGEMENT,
     "new-referral": REFERRAL,
+    "update-referral": REFERRAL_UPDATE,
+    "cancel-referral": REFERRAL_CANCELLATION,
 }
 
 

@@ -20,12 +20,22 @@ class Coding:
         return coding
 
 
+REFERRAL_EVENTS = ("new", "update", "cancel")  # the keys of `referralEvents` (terminology.yaml)
+
+
+def _referral_events(doc: Mapping[str, Any]) -> dict[str, Coding]:
+    """`referralEvents`: a new referral, an update of one sent before, its cancellation (MedCom's draft
+    ehmi-message-event-cs: new-referral, update-referral, cancel-referral). KeyError: one is missing, or its
+    system or code."""
+    return {key: Coding(doc[key]["system"], doc[key]["code"], doc[key].get("display")) for key in REFERRAL_EVENTS}
+
+
 @dataclass(frozen=True, slots=True)
 class Terminology:
     canonical_base: str
     code_systems: Mapping[str, str]
     extensions: Mapping[str, str]
-    referral_event: Coding
+    referral_events: Mapping[str, Coding]  # REFERRAL_EVENTS → MessageHeader.eventCoding of the referral messages
     medcom: Mapping[str, Any]
     identifiers: Mapping[str, str]
     municipality_codes: Mapping[str, str]
@@ -38,12 +48,11 @@ class Terminology:
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> Terminology:
         base = doc["canonicalBase"].rstrip("/")
-        event = doc["referralEvent"]
         return cls(
             canonical_base=base,
             code_systems={k: base + v for k, v in doc["codeSystems"].items()},
             extensions={k: base + v for k, v in doc["extensions"].items()},
-            referral_event=Coding(event["system"], event["code"], event.get("display")),
+            referral_events=_referral_events(doc["referralEvents"]),
             medcom=doc["medcom"],
             identifiers=doc["identifiers"],
             municipality_codes=doc["municipalityCodes"],

@@ -19,7 +19,7 @@ from integration.domain.referral_rules import ReferralRules
 from integration.domain.risk import RiskAssessment
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.narrative import narrative
-from integration.fhir.terminology import Terminology
+from integration.fhir.terminology import Coding, Terminology
 from integration.messages.envelope import (
     Message,
     MessageIds,
@@ -157,6 +157,42 @@ def exercise_test_observation(
     return resource
 
 
+# "Henvist ved": the occasion of the referral, by DischargeEvent.event_type (KeyError: another type).
+REFERRED_AT = {
+    "discharge": "udskrivelse",
+    "visitation": "visitationssamtale",
+    "step-down": "overgang fra specialiseret genoptræning på hospital",
+    "gp-referral": "egen læge",
+}
+# Who refers, by DischargeEvent.event_type: the hospital's department, or the GP (whose clinic is then `hospital`).
+REQUESTER_LABEL = {"gp-referral": "Henvisende læge"}
+DEPARTMENT_REQUESTER = "Henvisende afdeling"
+# ServiceRequest.status (FHIR R4 request-status) in the narrative; `active`, a referral in force, gets no row.
+STATUS_TEXT = {
+    "draft": "kladde",
+    "on-hold": "sat i bero",
+    "revoked": "annulleret",
+    "completed": "afsluttet",
+    "entered-in-error": "fejlregistreret",
+    "unknown": "ukendt",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Thread:
+    """Where a ServiceRequest stands among the referrals of a course (`service_request`'s keywords): its
+    status and the identifier values of what it replaces and follows."""
+
+    status: str = "active"
+    replaces: str | None = None
+    based_on: str | None = None
+
+    def rows(self) -> Rows:
+        """Status when not active, and what it replaces and follows; none for a new referral's defaults."""
+        status = None if self.status == "active" else f"{STATUS_TEXT.get(self.status, self.status)} ({self.status})"
+        return (("Status", status), ("Erstatter henvisning", self.replaces), ("Følger henvisning", self.based_on))
+
+
 def _service_request_rows(
     event: DischargeEvent,
     pathway: Pathway,
@@ -164,19 +200,24 @@ def _service_request_rows(
     parties: tuple[Resource, Resource, Resource],
     supporting: list[Resource],
     rules: ReferralRules,
+    thread: _Thread,
 ) -> Rows:
     """The ServiceRequest's narrative; `parties` = (patient, requester, performer)."""
     patient, requester, performer = parties
     elements = event.referral.rehab_elements
     return (
         ("Henvisning", rules.label("referralCategory", pathway.category)),
+        *thread.rows(),
         ("Rehabiliteringselementer", "; ".join(rules.label("rehabElement", e) for e in elements) or "ingen"),
         ("Diagnoser", ", ".join(d.code for d in event.diagnoses)),
         ("Afsluttende samtale", rules.label("closingConversation", pathway.closing_conversation.value)),
         ("Ambulant kontrol på hospitalet", rules.label("yesNo", str(pathway.ambulatory_control).lower())),
-        ("Henvist ved", "udskrivelse" if event.event_type == "discharge" else "visitationssamtale"),
+        ("Henvist ved", REFERRED_AT[event.event_type]),
         ("Patient", f"Patient/{patient['id']}"),
-        ("Henvisende afdeling", f"{requester['name']} (Organization/{requester['id']})"),
+        (
+            REQUESTER_LABEL.get(event.event_type, DEPARTMENT_REQUESTER),
+            f"{requester['name']} (Organization/{requester['id']})",
+        ),
         ("Modtager", f"{performer['name']} (Organization/{performer['id']})"),
         ("Bilag", ", ".join(f"{r['resourceType']}/{r['id']}" for r in supporting)),
         *(("Note", line) for line in notes),
@@ -191,6 +232,11 @@ def _reason_codes(event: DischargeEvent, terms: Terminology) -> list[dict[str, A
     ]
 
 
+def _logical(element: str, value: str | None, system: str) -> dict[str, Any]:
+    """`element` as one logical reference (R4 Reference.identifier) to the identifier `value`; nothing for None."""
+    return {} if value is None else {element: [{"identifier": {"system": system, "value": value}}]}
+
+
 def service_request(
     rid: str,
     event: DischargeEvent,
@@ -202,13 +248,26 @@ def service_request(
     supporting: list[Resource],
     rules: ReferralRules,
     terms: Terminology,
+    *,
+    status: str = "active",
+    identifier: str | None = None,
+    replaces: str | None = None,
+    based_on: str | None = None,
 ) -> Resource:
     """The referral: category, closing conversation, ambulatory control, diagnoses, rehabilitation elements,
-    the supporting RiskAssessment and exercise test, and the notes `referral_notes` gives."""
+    the supporting RiskAssessment and exercise test, and the notes `referral_notes` gives.
+
+    `status` (FHIR R4 request-status): `active`, or `revoked` for a cancellation. `identifier`: the
+    identifier's value (RFC 3986 system), by default `urn:uuid:<event_id>`. `replaces` and `based_on`: the
+    identifier values, as logical references (R4 Reference.identifier), of the ServiceRequest this one replaces
+    and of the specialised-rehabilitation referral a step-down follows (ServiceRequest.replaces, .basedOn).
+    The defaults give exactly a new referral. KeyError: `event.event_type` is not in `REFERRED_AT`."""
     category = pathway.category
     elements = event.referral.rehab_elements
-    rows = _service_request_rows(event, pathway, notes, (patient, requester, performer), supporting, rules)
+    thread = _Thread(status, replaces, based_on)
+    rows = _service_request_rows(event, pathway, notes, (patient, requester, performer), supporting, rules, thread)
     label = rules.label("referralCategory", category)
+    uri = terms.identifiers["rfc3986"]
     resource: Resource = {
         "resourceType": "ServiceRequest",
         "id": rid,
@@ -217,8 +276,10 @@ def service_request(
             {"url": terms.extensions["closingConversation"], "valueCode": pathway.closing_conversation.value},
             {"url": terms.extensions["ambulatoryControl"], "valueBoolean": pathway.ambulatory_control},
         ],
-        "identifier": [{"system": terms.identifiers["rfc3986"], "value": f"urn:uuid:{event.event_id}"}],
-        "status": "active",
+        "identifier": [{"system": uri, "value": f"urn:uuid:{event.event_id}" if identifier is None else identifier}],
+        **_logical("basedOn", based_on, uri),
+        **_logical("replaces", replaces, uri),
+        "status": status,
         "intent": "order",
         "category": [{"coding": [_coding(terms.code_systems["referralCategory"], category, label)]}],
         "code": {"text": "Hjerterehabilitering"},
@@ -243,8 +304,7 @@ def _party(organization: Resource, terms: Terminology) -> Party:
     return Party(organization, terms.endpoint(organization["identifier"][0]["value"]))
 
 
-def _header_rows(request: Resource, sender: Party, receiver: Party, terms: Terminology) -> Rows:
-    event = terms.referral_event
+def _header_rows(request: Resource, sender: Party, receiver: Party, event: Coding) -> Rows:
     return (
         ("Hændelse", f"{event.code} ({event.display})" if event.display else event.code),
         ("Modtager", f"{receiver.organization['name']} (Organization/{receiver.organization['id']})"),
@@ -263,24 +323,30 @@ def referral_message(
     receiver: Resource,
     now: datetime,
     terms: Terminology,
+    *,
+    event: str = "new",
 ) -> Resource:
     """The referral message: the ServiceRequest in focus, then `content`, the Organizations and our Provenance
     (`new-message`); `ids(role)` mints the Bundle, MessageHeader and Provenance ids.
 
-    MedCom's messaging envelope in all but the event (no MedCom referral event exists), so it claims no
-    profile: a header with our event would break the required binding of MedComMessagingMessageHeader, and
-    MedCom's Provenance profile needs such a header as its target (decision 1)."""
+    `event` chooses the MessageHeader.eventCoding from `terms.referral_events` (terminology.yaml
+    `referralEvents`): `new` (new-referral), `update` (update-referral: `request` names what it replaces) or
+    `cancel` (cancel-referral: `request` is revoked); KeyError for another. MedCom's messaging envelope in all
+    but the event (no MedCom referral event exists), so it claims no profile: a header with our event would
+    break the required binding of MedComMessagingMessageHeader, and MedCom's Provenance profile needs such a
+    header as its target (decision 1)."""
+    coding = terms.referral_events[event]
     header_id = ids("MessageHeader")
     by, to = _party(sender, terms), _party(receiver, terms)
     sent = fhir_instant(now)
     message = Message(
         ids=MessageIds(bundle=ids("Bundle"), header=header_id, provenance=ids("Provenance")),
-        event=terms.referral_event.as_fhir(),
+        event=coding.as_fhir(),
         sender=by,
         receiver=to,
         sent_at=now,
         activity="new-message",
-        header_rows=_header_rows(request, by, to, terms),
+        header_rows=_header_rows(request, by, to, coding),
         provenance_rows=(
             ("Mål", f"MessageHeader/{header_id}"),
             ("Tidspunkt", sent),
