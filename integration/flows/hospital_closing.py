@@ -1,0 +1,106 @@
+"""The hospital's own closing → the GP's follow-up plan, as a document and as a CareCommunication.
+
+The agreement (Region Nordjylland, June 2021, "Afslutning på hjerterehabilitering og opfølgningsplan til
+almen praksis"): after a closing conversation at the hospital, the hospital sends an opfølgningsplan to the
+patient's GP; a patient who stayed attached to the hospital hands the medical responsibility to the GP
+when the hospital discharges them. Both outputs go where the municipality's status goes
+(`ClosingContext.gp_key`, `gp.status.{ydernummer}`), the GP status's two forms (decision 9). The course
+state is not touched here: the caller records the handover (`HospitalClosing.responsible_after`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from integration.conformance.validation import validate_document, validate_message
+from integration.domain.hospital_closing import HospitalClosing, HospitalClosingKind
+from integration.domain.records import Organisation
+from integration.errors import ConfigurationError
+from integration.fhir.ids import derived_id
+from integration.flows.closing import ClosingContext
+from integration.flows.results import AuditFact, Outgoing, Route
+from integration.messages.care_communication import Author, new_message
+from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
+from integration.messages.follow_up_plan import TITLE, follow_up_plan_document, follow_up_text
+
+# The CareCommunication's category (MedCom's category codes) by kind: a follow-up plan coordinates the care
+# after rehabilitation; the other closes the hospital's outpatient care.
+CATEGORY = {
+    HospitalClosingKind.FOLLOW_UP_PLAN: "carecoordination",
+    HospitalClosingKind.OUTPATIENT_DISCHARGE: "outpatient",
+}
+
+
+def _clinic(closing: HospitalClosing, ctx: ClosingContext) -> Organisation:
+    """The GP clinic that receives the plan, by the patient's ydernummer; ConfigurationError when unmapped."""
+    ydernummer = closing.gp.ydernummer
+    clinic = ctx.gp_clinics.get(ydernummer)
+    if clinic is None:
+        raise ConfigurationError(f"GP clinic with ydernummer {ydernummer} is not in mappings/gp-clinics.yaml")
+    return clinic
+
+
+def _message(
+    closing: HospitalClosing,
+    clinic: Organisation,
+    parties: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    ctx: ClosingContext,
+    now: datetime,
+) -> dict[str, Any]:
+    """The CareCommunication from the closing department to the GP clinic, through the gate."""
+    patient, hospital, gp = parties
+    message = new_message(
+        seed=f"{closing.event_id}/gp-follow-up-plan",
+        sender=hospital,
+        receiver=messaging_organization(clinic, ctx.terminology),
+        patient=patient,
+        category=CATEGORY[closing.kind],
+        topic=TITLE,
+        text=follow_up_text(closing),
+        author=Author(*closing.author),
+        now=now,
+        terms=ctx.terminology,
+        also=[gp],
+    )
+    validate_message(message)
+    return message
+
+
+def _sent(closing: HospitalClosing) -> AuditFact:
+    return AuditFact(
+        "follow-up-plan-sent",
+        {
+            "eventId": closing.event_id,
+            "ydernummer": closing.gp.ydernummer,
+            "kind": closing.kind.value,
+            "responsibilityTransferred": closing.responsibility_transferred,
+        },
+    )
+
+
+def follow_up_outputs(
+    closing: HospitalClosing, ctx: ClosingContext, now: datetime
+) -> tuple[tuple[Outgoing, ...], AuditFact]:
+    """((the document, the CareCommunication), the `follow-up-plan-sent` fact) for the patient's GP.
+
+    Both go to Route(ctx.exchange, ctx.gp_key with the GP's ydernummer); the document's message id is its
+    Bundle id, the CareCommunication expects MedCom's ack. Ids derive from the event id (`fhir.ids`), so a
+    redelivered event rebuilds the same outputs; `now` stamps the CareCommunication only. The fact holds no
+    CPR number. Raises InvalidInput when the patient's municipality code is unknown (`Directory.municipality`,
+    as the referral flow), ConfigurationError when the GP clinic is not in mappings/gp-clinics.yaml, and
+    Unsendable when either output fails the gate (`validate_document`, `validate_message`)."""
+    ctx.directory.municipality(closing.patient.municipality_code)
+    clinic = _clinic(closing, ctx)
+    terms = ctx.terminology
+    ids = partial(derived_id, closing.event_id)
+    gp = gp_organization(closing.gp.sor, closing.gp.ydernummer, terms)
+    patient = patient_resource(closing.patient, ids("Patient"), gp, terms)
+    hospital = messaging_organization(closing.hospital, terms)
+    document = follow_up_plan_document(closing, patient, hospital, gp, ids, terms)
+    validate_document(document)
+    message = _message(closing, clinic, (patient, hospital, gp), ctx, now)
+    route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=closing.gp.ydernummer))
+    outgoing = (Outgoing(route, document, document["id"]), Outgoing(route, message, expects_ack=True))
+    return outgoing, _sent(closing)
