@@ -95,10 +95,15 @@ class Flow:
 
 
 FLOWS: tuple[Flow, ...] = (
-    Flow("discharge", "rehab.discharge-events", (REFERRAL_TO_MUNICIPALITY, REFERRAL_TO_HOSPITAL)),
+    # A hospital's events (discharge, visitation, step-down) share one queue, so that a patient's events are
+    # taken in the order sent; the hospital's follow-up plan (opfølgningsplan) to the GP goes out from it too.
+    Flow("discharge", "rehab.discharge-events", (REFERRAL_TO_MUNICIPALITY, REFERRAL_TO_HOSPITAL, STATUS_TO_GP)),
     Flow("hotline", "rehab.hotline-requests", (HOTLINE_REQUEST, HOTLINE_REPLY)),
     Flow("closing", "rehab.closing-reports", (STATUS_TO_GP, STATUS_TO_DHRD)),
     Flow("acknowledgement", "rehab.acknowledgements", ()),  # acks for our messages; never answered
+    # A GP's referral to municipal rehabilitation ("Ved senere opstået behov kan egen læge henvise til
+    # kommunal rehabilitering"): always to the patient's municipality.
+    Flow("gp-referral", "rehab.gp-referrals", (REFERRAL_TO_MUNICIPALITY,)),
 )
 FLOWS_BY_NAME = {f.name: f for f in FLOWS}
 
@@ -117,12 +122,12 @@ class Sender:
 
 
 SENDERS: tuple[Sender, ...] = (
-    # discharge/visitation events, the hotline answers of its departments, acks of our messages
+    # discharge/visitation/step-down events, the hotline answers of its departments, acks of our messages
     Sender("hospital", "rehab-hospital", ("discharge", "hotline", "acknowledgement")),
     # advice requests, closing reports, acks of our referrals
     Sender("municipality", "rehab-municipality", ("hotline", "closing", "acknowledgement")),
-    # advice requests, acks of our status messages
-    Sender("gp", "rehab-gp", ("hotline", "acknowledgement")),
+    # advice requests, referrals to municipal rehabilitation, acks of our status messages
+    Sender("gp", "rehab-gp", ("hotline", "gp-referral", "acknowledgement")),
 )
 SENDERS_BY_KIND = {s.kind: s for s in SENDERS}
 SERVICE_USER = "rehab-service"

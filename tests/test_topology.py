@@ -52,3 +52,54 @@ def test_a_route_fills_its_routing_key_template() -> None:
         "rehab.ack",
         "ack.434751000016002",
     )
+
+
+def test_a_gp_may_send_its_referral_to_a_queue_of_its_own_and_no_other_sender_may() -> None:
+    """The agreement: "Ved senere opstået behov kan egen læge henvise til kommunal rehabilitering"; the
+    referral to municipal rehabilitation comes "fra både hospital og almen praksis"."""
+    from integration.topology import FLOWS_BY_NAME, REFERRAL_TO_MUNICIPALITY, SENDERS, bindings
+
+    flow = FLOWS_BY_NAME["gp-referral"]
+    assert (flow.queue, flow.dead_letter_queue) == ("rehab.gp-referrals", "rehab.gp-referrals.dlq")
+    assert flow.routes == (REFERRAL_TO_MUNICIPALITY,)  # a GP refers to the municipality only
+    may_send = {s.kind for s in SENDERS if "gp-referral" in s.flows}
+    assert may_send == {"gp"}
+    senders_bound = {
+        b.exchange for b in bindings() if b.queue == flow.queue and b.exchange.startswith("rehab.inbound.")
+    }
+    assert senders_bound == {"rehab.inbound.gp"}
+    assert {s.kind: s.flows for s in SENDERS} == {
+        "hospital": ("discharge", "hotline", "acknowledgement"),
+        "municipality": ("hotline", "closing", "acknowledgement"),
+        "gp": ("hotline", "gp-referral", "acknowledgement"),
+    }
+
+
+def test_every_flow_queue_is_replayable_dead_lettered_and_read_by_the_service() -> None:
+    from integration.topology import DEAD_LETTER_EXCHANGE, REPLAY_EXCHANGE, SERVICE_USER, bindings
+
+    bound = {(b.exchange, b.queue, b.routing_key) for b in bindings()}
+    _, _, _, read = USERS[SERVICE_USER]
+    assert [f.name for f in FLOWS] == ["discharge", "hotline", "closing", "acknowledgement", "gp-referral"]
+    for flow in FLOWS:
+        assert (REPLAY_EXCHANGE, flow.queue, flow.name) in bound
+        assert (DEAD_LETTER_EXCHANGE, flow.dead_letter_queue, flow.name) in bound
+        assert re.fullmatch(read, flow.queue) and re.fullmatch(read, flow.dead_letter_queue)
+
+
+def test_the_hospitals_follow_up_plan_to_the_gp_goes_out_from_the_discharge_queue() -> None:
+    """A hospital's events share one queue (a patient's events stay in order); the follow-up plan is one of them."""
+    from integration.topology import FLOWS_BY_NAME, REFERRAL_TO_HOSPITAL, REFERRAL_TO_MUNICIPALITY, STATUS_TO_GP
+
+    assert FLOWS_BY_NAME["discharge"].routes == (REFERRAL_TO_MUNICIPALITY, REFERRAL_TO_HOSPITAL, STATUS_TO_GP)
+
+
+def test_the_committed_definitions_file_is_the_topology() -> None:
+    """deploy/rabbitmq/definitions.json is generated from the topology (`integration topology export --out …`)."""
+    from integration.cli.ops import definitions_document
+    from integration.config import PROJECT_ROOT
+
+    committed = (PROJECT_ROOT / "deploy" / "rabbitmq" / "definitions.json").read_bytes()
+    assert committed == definitions_document(), (
+        "run: integration topology export --out deploy/rabbitmq/definitions.json"
+    )

@@ -98,9 +98,9 @@ class ReferralRequest:
 @dataclass(frozen=True, slots=True)
 class DischargeEvent:
     event_id: str
-    event_type: str  # discharge | visitation
+    event_type: str  # discharge | visitation | step-down | gp-referral
     occurred_at: datetime
-    hospital: Organisation
+    hospital: Organisation  # the referring organisation: the hospital's department, or the GP's clinic for gp-referral
     patient: Patient
     admitted_at: datetime
     discharged_at: datetime

@@ -1,26 +1,30 @@
 """The discharge event (JSON, schema `schemas/discharge-event.schema.json`) → DischargeEvent.
 
-The schema checks the shape; this module checks what a schema cannot say clearly: real
-dates, CPR birth dates and centuries (a birth after the event is refused), replacement CPR
-numbers in their system's format, check digits, timestamps with a zone, in the years 1900-2199
-(`domain.moment`) and in order (admission ≤ discharge, admission ≤ occurredAt, both within
-FROM_ADMISSION of admission), the dates of surgery and exercise test in the same years, not before
-the CPR birth date and not after occurredAt, measured values as written (Decimal, never a float; a
-whole number as plain digits), and a municipal referral that asks for something.
+The schema checks the shape; this module checks what a schema cannot say clearly: real dates, CPR birth
+dates and centuries (a birth after the event is refused), replacement CPR numbers in their system's format,
+check digits, timestamps with a zone, in the years 1900-2199 (`domain.moment`) and in order (admission ≤
+discharge, admission ≤ occurredAt, both within FROM_ADMISSION of admission), the dates of surgery and
+exercise test in the same years, not before the CPR birth date and not after occurredAt, measured values as
+written (Decimal, never a float; a whole number as plain digits), and a municipal referral that asks for
+something. The readers shared with the GP's referral are `formats.event_parts`'.
+
+Three kinds of event come on this contract (`eventType`): a discharge, a visitation talk, and a step-down
+(the agreement: high-risk patients start at the hospital and "may afterwards move to municipal
+rehabilitation"). A step-down is sent by the hospital's rehabilitation unit after the specialised course,
+long after the admission: its `admission` is optional, and without it the step-down's own time stands for
+both (`admitted_at` = `discharged_at` = `occurred_at`, the risk assessment dated when the step-down was
+decided). The schema allows a step-down only a municipal referral.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from integration.domain.identifiers import gs1_check_digit_ok
-from integration.domain.moment import fhir_date_time, read_date, read_moment
+from integration.domain.moment import fhir_date_time, read_moment
 from integration.domain.records import (
-    Diagnosis,
     DischargeEvent,
-    ExerciseTest,
     GeneralPractitioner,
     Organisation,
     Patient,
@@ -29,8 +33,14 @@ from integration.domain.records import (
     Surgery,
 )
 from integration.errors import InvalidInput
+from integration.formats.event_parts import (
+    care_date,
+    checked_ean,
+    diagnoses_of,
+    exercise_test_of,
+    patient_of,
+)
 from integration.formats.json_contract import JsonContract
-from integration.formats.patient_number import patient_number_of
 
 # How long after admission a discharge, or the event referring the patient (a discharge, or a visitation
 # conversation weeks after it), can be: a cardiac admission and its rehabilitation referral take weeks, so
@@ -38,71 +48,16 @@ from integration.formats.patient_number import patient_number_of
 FROM_ADMISSION = timedelta(days=365)
 
 
-def _date(value: str, field: str, born: date | None, event: datetime) -> date:
-    """A date of the patient's care: real, in the plausible years (`moment.read_date`), not before the birth
-    date the CPR number gives, and not after the event's own date as written (it reports what happened)."""
-    when = read_date(value, field)
-    if born is not None and when < born:
-        raise InvalidInput(field, "is before the patient's birth date (from the CPR number)")
-    if when > event.date():
-        raise InvalidInput(field, "is after occurredAt: the event cannot report it yet")
-    return when
-
-
-def _measured(doc: dict[str, Any], key: str, *, whole: bool = False) -> int | Decimal | None:
-    """A measured value as the sender wrote it: an int or a Decimal with its digits (`decode_json`), never a
-    float. `whole`: the schema says integer, and only its plain form (`142`) is one here (not `142.0`, `1e2`)."""
-    value = doc.get(key)
-    if value is None or type(value) is int:
-        return value
-    if whole or not isinstance(value, Decimal):
-        raise InvalidInput(f"exerciseTest.{key}", "must be a whole number written without a fraction or an exponent")
-    return value
-
-
-def _ean(value: str, field: str) -> str:
-    if not gs1_check_digit_ok(value):
-        raise InvalidInput(field, "EAN location number has a wrong check digit")
-    return value
-
-
 def _patient(doc: dict[str, Any], *moments: datetime) -> Patient:
-    number = patient_number_of(doc, *moments)
     gp = doc.get("gp")
-    return Patient(
-        cpr=number,
-        given_names=tuple(doc["givenNames"]),
-        family_name=doc["familyName"],
-        municipality_code=doc["municipalityCode"].lstrip("0").zfill(3),
-        gp=GeneralPractitioner(sor=gp["sor"], ydernummer=gp["ydernummer"]) if gp else None,
-    )
-
-
-def _diagnoses(items: list[dict[str, Any]]) -> tuple[Diagnosis, ...]:
-    diagnoses = tuple(Diagnosis(d["system"], d["code"], d.get("primary", False)) for d in items)
-    if sum(d.primary for d in diagnoses) > 1:
-        raise InvalidInput("diagnoses", "more than one primary diagnosis")
-    return diagnoses
+    return patient_of(doc, GeneralPractitioner(sor=gp["sor"], ydernummer=gp["ydernummer"]) if gp else None, *moments)
 
 
 def _surgery(doc: dict[str, Any] | None, born: date | None, event: datetime) -> Surgery | None:
     if doc is None:
         return None
-    when = _date(doc["date"], "surgery.date", born, event) if "date" in doc else None
+    when = care_date(doc["date"], "surgery.date", born, event) if "date" in doc else None
     return Surgery(sternotomy=doc["sternotomy"], date=when)
-
-
-def _exercise_test(doc: dict[str, Any], born: date | None, event: datetime) -> ExerciseTest | None:
-    if not doc["performed"]:
-        return None
-    peak = _measured(doc, "peakHeartRate", whole=True)
-    return ExerciseTest(
-        date=_date(doc["date"], "exerciseTest.date", born, event),
-        conclusion=doc["conclusion"],
-        max_workload_watt=_measured(doc, "maxWorkloadWatt"),
-        mets=_measured(doc, "mets"),
-        peak_heart_rate=peak if isinstance(peak, int) else None,
-    )
 
 
 def _referral(doc: dict[str, Any]) -> ReferralRequest:
@@ -121,42 +76,72 @@ def _referral(doc: dict[str, Any]) -> ReferralRequest:
     return request
 
 
-def parse_discharge_event(
-    document: Any, contract: JsonContract, *, received_at: datetime | None = None
-) -> DischargeEvent:
-    """Validate against the contract, then build the typed record (raises InvalidInput). A CPR number's birth
-    date may not be after the event's times, nor after `received_at` (when the referral is made)."""
-    contract.check(document)
-    admission = document["admission"]
+@dataclass(frozen=True, slots=True)
+class _Times:
+    occurred: datetime
+    admitted: datetime
+    discharged: datetime
+    occurred_text: str  # occurredAt and dischargedAt as FHIR dateTimes, as written (`moment.fhir_date_time`)
+    discharged_text: str
+
+
+def _times(document: dict[str, Any]) -> _Times:
+    """The event's moments, read and checked in order (admission ≤ discharge, admission ≤ occurredAt, both
+    within FROM_ADMISSION); without `admission` (a step-down may leave it out) occurredAt stands for all."""
+    admission = document.get("admission")
+    if admission is None:
+        occurred = read_moment(document["occurredAt"], "occurredAt")
+        text = fhir_date_time(document["occurredAt"], occurred)
+        return _Times(occurred, occurred, occurred, text, text)
     admitted = read_moment(admission["admittedAt"], "admission.admittedAt")
     discharged = read_moment(admission["dischargedAt"], "admission.dischargedAt")
     if discharged < admitted:
         raise InvalidInput("admission.dischargedAt", "is before admission.admittedAt")
-    hospital = document["hospital"]
-    clinician = document.get("clinicianRiskGroup")
     occurred = read_moment(document["occurredAt"], "occurredAt")
     if occurred < admitted:
         raise InvalidInput("occurredAt", "is before admission.admittedAt")
     for moment, field in ((discharged, "admission.dischargedAt"), (occurred, "occurredAt")):
         if moment - admitted > FROM_ADMISSION:
             raise InvalidInput(field, f"is more than {FROM_ADMISSION.days} days after admission.admittedAt")
-    moments = (occurred, admitted, *([received_at] if received_at else []))
+    return _Times(
+        occurred,
+        admitted,
+        discharged,
+        fhir_date_time(document["occurredAt"], occurred),
+        fhir_date_time(admission["dischargedAt"], discharged),
+    )
+
+
+def parse_discharge_event(
+    document: Any, contract: JsonContract, *, received_at: datetime | None = None
+) -> DischargeEvent:
+    """Validate against the contract, then build the typed record (raises InvalidInput naming the field). A
+    CPR number's birth date may not be after the event's times, nor after `received_at` (when the referral
+    is made). A step-down without `admission` has admitted_at = discharged_at = occurred_at."""
+    contract.check(document)
+    times = _times(document)
+    occurred = times.occurred
+    hospital = document["hospital"]
+    clinician = document.get("clinicianRiskGroup")
+    moments = (occurred, times.admitted, *([received_at] if received_at else []))
     patient = _patient(document["patient"], *moments)
     born = patient.cpr.birth_date
     return DischargeEvent(
         event_id=document["eventId"].lower(),
         event_type=document["eventType"],
         occurred_at=occurred,
-        hospital=Organisation(sor=hospital["sor"], ean=_ean(hospital["ean"], "hospital.ean"), name=hospital["name"]),
+        hospital=Organisation(
+            sor=hospital["sor"], ean=checked_ean(hospital["ean"], "hospital.ean"), name=hospital["name"]
+        ),
         patient=patient,
-        admitted_at=admitted,
-        discharged_at=discharged,
-        diagnoses=_diagnoses(document["diagnoses"]),
+        admitted_at=times.admitted,
+        discharged_at=times.discharged,
+        diagnoses=diagnoses_of(document["diagnoses"]),
         surgery=_surgery(document.get("surgery"), born, occurred),
         risk_criteria=tuple(document["riskCriteria"]),
         clinician_risk_group=RiskGroup(clinician) if clinician else None,
-        exercise_test=_exercise_test(document["exerciseTest"], born, occurred),
+        exercise_test=exercise_test_of(document["exerciseTest"], born, occurred),
         referral=_referral(document["referral"]),
-        occurred_at_text=fhir_date_time(document["occurredAt"], occurred),
-        discharged_at_text=fhir_date_time(admission["dischargedAt"], discharged),
+        occurred_at_text=times.occurred_text,
+        discharged_at_text=times.discharged_text,
     )
