@@ -71,7 +71,7 @@ def dsn(tmp_path: Path) -> str:
 def overdue(dsn: str, *args: str, **env: str) -> Result:
     clean = {k: None for k in os.environ if k.startswith("INTEGRATION_")}
     settings = clean | {"INTEGRATION_AUDIT_DSN": dsn, "INTEGRATION_CONFIG": ""} | env
-    return CliRunner().invoke(main, ["pathway", "overdue", *args], env=settings)  # type: ignore[arg-type]
+    return CliRunner().invoke(main, ["pathway", "overdue", *args], env=settings)
 
 
 def viewed(dsn: str) -> list[tuple[str | None, dict[str, object]]]:

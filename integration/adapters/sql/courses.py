@@ -152,7 +152,7 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "municipal_status": _FLAG,
     "closed_on": _optional(_DAY),
 }
-DEFAULTS = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
 
 
 def pathway_json(course: Course) -> str | None:
