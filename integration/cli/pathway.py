@@ -14,18 +14,21 @@ exit 66 without one, 69 while it is unreachable, 65 damaged).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import click
 
-from integration.cli.audit import existing_store, reader, settings_or_exit
+from integration.cli.audit import EXIT_CONFIGURATION, existing_store, fail, reader
 from integration.cli.ops import AT_HELP, at_option
+from integration.config import Settings
 from integration.domain.course import Course, Stage
 from integration.domain.course_sequence import TRANSITIONS, Transition, visitation_due
+from integration.errors import ConfigurationError
 from integration.log import one_line
 from integration.service.audit_chain import AuditEntry
 
@@ -75,6 +78,16 @@ def _line(late: Late, window: int, heart_failure: int) -> str:
     )
 
 
+def _settings(dsn: str | None) -> Settings:
+    """The settings, `--store` read as INTEGRATION_AUDIT_DSN is (a relative sqlite path made absolute);
+    a configuration error is one line and exit 3."""
+    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
+    try:
+        return Settings.from_env(environment)
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
 @pathway.command("overdue")
 @click.option("--at", default=None, help=AT_HELP)
 @click.option(
@@ -91,9 +104,7 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
     event. The read is audited with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad
     --at, 3 a configuration error, 65 a damaged store, 66 no audit store, 69 the store unreachable."""
     moment = datetime.now(UTC) if at is None else at_option(at)
-    settings = settings_or_exit()
-    if dsn is not None:
-        settings = replace(settings, audit_dsn=dsn)
+    settings = _settings(dsn)
     window, heart_failure = settings.visitation_window_days, settings.heart_failure_visitation_window_days
     with existing_store(settings) as store:
         late = late_visitations(

@@ -253,6 +253,13 @@ def test_a_stored_value_the_service_does_not_write_is_damage(
     assert says in str(raised.value) and cpr_numbers_in(str(raised.value)) == []
 
 
+def test_a_responsible_the_service_does_not_write_is_damage_in_the_listing_too(dsn: str, store: Any) -> None:
+    save(store, VISITING)
+    sql(dsn, "UPDATE rehab_course SET responsible = 'nobody'")
+    with pytest.raises(StoreDamaged, match="holds a responsible the service does not write"):
+        store.courses_at([Stage.AWAITING_VISITATION])
+
+
 # -- the listing ---------------------------------------------------------------------------------------
 def test_courses_at_lists_by_current_stage_and_counts_rows_from_before(dsn: str, store: Any) -> None:
     specialised = Course(OTHER_CPR, AALBORG, "851", True, Responsible.HOSPITAL, stage=Stage.SPECIALISED)

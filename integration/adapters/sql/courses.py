@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,6 +32,7 @@ from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.domain.course import Course, Referrer, Responsible, SentReferral, Stage
 from integration.errors import StoreDamaged, StoreRefused
 
+T = TypeVar("T")
 COLUMNS = "patient, referring_department, municipality_code, is_open, responsible, stage, pathway"
 UPSERT_COURSE = (
     f"INSERT INTO rehab_course ({COLUMNS}, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (patient) "
@@ -175,11 +176,11 @@ def pathway_fields(text: str | None) -> dict[str, Any]:
         raise StoreDamaged(f"a course in the audit store holds a pathway the service did not write ({said})") from None
 
 
-def _stage(value: Any) -> Stage | None:
+def _value(kind: Callable[[Any], T], value: Any, column: str) -> T:
     try:
-        return None if value is None else Stage(value)
+        return kind(value)
     except ValueError:
-        raise StoreDamaged("a course in the audit store holds a stage the service does not write") from None
+        raise StoreDamaged(f"a course in the audit store holds a {column} the service does not write") from None
 
 
 def _course(row: Sequence[Any]) -> Course:
@@ -190,8 +191,8 @@ def _course(row: Sequence[Any]) -> Course:
         department,
         municipality,
         bool(is_open),
-        Responsible(responsible),
-        _stage(stage),
+        _value(Responsible, responsible, "responsible"),
+        None if stage is None else _value(Stage, stage, "stage"),
         **pathway_fields(pathway),
     )
 
