@@ -14,6 +14,10 @@ INTEGRATION_MAPPINGS_DIR, INTEGRATION_SCHEMAS_DIR, INTEGRATION_MAX_PAYLOAD_BYTES
 INTEGRATION_HOTLINE_OVERDUE_HOURS  open hotline requests older than this are overdue (default 8)
 INTEGRATION_ACK_TIMEOUT_MINUTES    our MedCom messages without an ack after this are resent (default 30)
 INTEGRATION_MAX_RESENDS            resends before a message is flagged for manual follow-up (default 2)
+INTEGRATION_VISITATION_WINDOW_DAYS days after a discharge without a referral by which the visitation talk is due
+                                   (default 21: the agreement has the talk about two weeks after discharge)
+INTEGRATION_HEART_FAILURE_VISITATION_WINDOW_DAYS  the same for a heart-failure patient, who may be visited later
+                                   (default 56; at least the window above; both at most 366)
 INTEGRATION_MEDCOM_DEFINITIONS_DIR, INTEGRATION_FHIR_CORE_DIR   definitions for `integration validate`'s
                                    profile checks (default ../shared/medcom/definitions, .cache/hl7.fhir.r4.core)
 INTEGRATION_HEALTH_LISTEN          host:port of /healthz, /readyz and /metrics (default 127.0.0.1:9464; empty: off)
@@ -58,6 +62,7 @@ FILE_TABLE = "integration"
 # suite puts in the environment of the broker nodes it starts (tests/runtime/rabbit_nodes.py).
 OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
+MAX_VISITATION_DAYS = 366  # a visitation window of more than a year is a typing mistake
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 DEFAULTS: dict[str, Any] = {
@@ -74,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     "hotline_overdue_hours": 8,
     "ack_timeout_minutes": 30,
     "max_resends": 2,
+    "visitation_window_days": 21,
+    "heart_failure_visitation_window_days": 56,
     "medcom_definitions_dir": str(PROJECT_ROOT.parent / "shared" / "medcom" / "definitions"),
     "fhir_core_dir": str(PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"),
     "health_listen": "127.0.0.1:9464",
@@ -101,6 +108,8 @@ class Settings:
     hotline_overdue_hours: int = 8
     ack_timeout_minutes: int = 30
     max_resends: int = 2
+    visitation_window_days: int = 21
+    heart_failure_visitation_window_days: int = 56
     medcom_definitions_dir: Path = Path(DEFAULTS["medcom_definitions_dir"])
     fhir_core_dir: Path = Path(DEFAULTS["fhir_core_dir"])
     health_listen: str = DEFAULTS["health_listen"]
@@ -133,6 +142,7 @@ class Settings:
             hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
             ack_timeout_minutes=_whole_number(values, "ack_timeout_minutes"),
             max_resends=_whole_number(values, "max_resends"),
+            **_visitation_windows(values),
             medcom_definitions_dir=Path(values["medcom_definitions_dir"]),
             fhir_core_dir=Path(values["fhir_core_dir"]),
             health_listen=str(values["health_listen"] or ""),
@@ -141,6 +151,23 @@ class Settings:
             audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
             audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
         )
+
+
+def _visitation_windows(values: Mapping[str, Any]) -> dict[str, int]:
+    """The visitation windows (`course_sequence.visitation_due`), in days: each a positive whole number, the
+    heart-failure window no shorter than the other (the agreement lets those patients be visited later, never
+    sooner), at most a year (more is a typing mistake). ConfigurationError naming the setting otherwise."""
+    window = _whole_number(values, "visitation_window_days")
+    heart_failure = _whole_number(values, "heart_failure_visitation_window_days")
+    for key, days in (("visitation_window_days", window), ("heart_failure_visitation_window_days", heart_failure)):
+        if days > MAX_VISITATION_DAYS:
+            raise ConfigurationError(f"{key} must be at most {MAX_VISITATION_DAYS} days (a year)")
+    if heart_failure < window:
+        raise ConfigurationError(
+            f"heart_failure_visitation_window_days ({heart_failure}) must be at least visitation_window_days "
+            f"({window}): a heart-failure patient's visitation may come later, never sooner"
+        )
+    return {"visitation_window_days": window, "heart_failure_visitation_window_days": heart_failure}
 
 
 def default_audit_dsn(env: Mapping[str, str]) -> str:

@@ -20,6 +20,7 @@ from integration.cli.demo import run_demo
 from integration.cli.dlq import dlq
 from integration.cli.errors import IntegrationCommand
 from integration.cli.ops import at_option, hotline, outbound, topology, validate
+from integration.cli.pathway import pathway
 from integration.cli.runtime import run
 from integration.cli.state import StoreState, state_file
 from integration.config import Settings
@@ -174,4 +175,5 @@ main.add_command(dlq)
 main.add_command(audit)
 main.add_command(hotline)
 main.add_command(outbound)
+main.add_command(pathway)
 main.add_command(validate)

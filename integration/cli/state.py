@@ -4,21 +4,40 @@ same output, whatever ran before), a `--state` file, or the configured audit sto
 The state file is JSON, either a list of courses (the older form) or an object:
 
     {"courses": [{"patient": "DDMMYYSSSS" | "system|value", "referringDepartment": SOR (11-18 digits),
-                  "municipalityCode": "851", "open": true,
-                  "responsible": "hospital" | "gp"}],                    responsible: default hospital if open
+                  "municipalityCode": "851", "open": true,            open: may be left out when stage is given
+                  "responsible": "hospital" | "gp",                   responsible: default hospital if open
+                  -- where the course stands on the pathway (domain/course.py Course), each optional: --
+                  "stage": "awaiting-visitation" | "specialised" | "municipal" | "awaiting-hospital-closing"
+                           | "hospital-follow-up" | "closed" | "not-referred",
+                  "referrer": "hospital" | "gp",                      default hospital
+                  "gp": ydernummer (6 digits),                       the GP of a course the GP referred
+                  "dischargeEvent": "…",                             the event id of the discharge
+                  "dischargedAt": "2026-11-02T10:15:00+01:00",       with its zone
+                  "heartFailure": false, "municipalStatus": false,
+                  "specialisedReferral": "…",                        a step-down's course: what it follows
+                  "closedOn": "2026-12-01",
+                  "referral": {"serviceRequest": "urn:uuid:…", "eventId": "…",     the referral in force
+                               "performer": "hospital" | "municipality", "receiver": SOR,
+                               "category": "gop-specialised" | "gop-general" | "municipal-rehabilitation",
+                               "riskGroup": "low" | "moderate" | "high", "elements": ["…", …],
+                               "closingPlace": "hospital" | "municipality", "ambulatoryControl": true,
+                               "municipalityCode": "851"}}],         municipalityCode: optional
      "openRequests": [{"threadId": "…", "requester": SOR or ydernummer}]}
 
 One course per patient (a second is refused, naming both entries); the patient a CPR number or a replacement
-number (X-eCPR, D-eCPR) as `system|value`. `openRequests` are the hotline requests awaiting a department's
-answer: the answer in that thread goes back to its requester. Errors name the place in the file
-(`courses[0].open`) and never repeat a value.
+number (X-eCPR, D-eCPR) as `system|value`. With a course `"stage": "awaiting-visitation"` and its
+`dischargedAt`, a visitation event can be run through `integration transform --state`. `openRequests` are
+the hotline requests awaiting a department's answer: the answer in that thread goes back to its requester.
+A key not listed here is refused. Errors name the place in the file (`courses[0].open`,
+`courses[0].referral.riskGroup`) and never repeat a value.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import date, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -29,15 +48,30 @@ from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_store
 from integration.cli.audit import reader
 from integration.config import Settings
-from integration.domain.course import Course, EarlierMessage, FixedState, OutboundStatus, Responsible, State
+from integration.domain.course import (
+    Course,
+    EarlierMessage,
+    FixedState,
+    OutboundStatus,
+    Referrer,
+    Responsible,
+    SentReferral,
+    Stage,
+    State,
+)
 from integration.domain.cpr import parse_cpr
 from integration.domain.identifiers import parse_replacement_cpr
+from integration.domain.moment import parse_moment, plausible_date
+from integration.domain.pathway import CATEGORY
+from integration.domain.records import RiskGroup, Setting
 from integration.errors import InvalidInput
 from integration.formats.json_contract import decode_json
 from integration.service.audit_chain import AuditEntry
 
 T = TypeVar("T")
 SOR_CODE = re.compile(r"[0-9]{11,18}")
+YDERNUMMER = re.compile(r"[0-9]{6}")  # as the discharge event's schema has it
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 
 
@@ -92,12 +126,15 @@ def _text(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+COURSE_KEYS = frozenset({"patient", "referringDepartment", "municipalityCode", "open", "responsible"})
+
+
 def _course(item: Any, where: str) -> Course:
     if not isinstance(item, dict):
         raise _Wrong(f"{where} must be an object")
-    is_open = item.get("open")
-    if not isinstance(is_open, bool):
-        raise _Wrong(f"{where}.open must be true or false")
+    _known_keys(item, COURSE_KEYS | set(PATHWAY), where)
+    pathway = _fields(item, PATHWAY, where)
+    is_open = _open(item, pathway.get("stage"), where)
     responsible = item.get("responsible", Responsible.by_default(is_open).value)
     if responsible not in {r.value for r in Responsible}:
         raise _Wrong(f"{where}.responsible must be one of {', '.join(r.value for r in Responsible)}")
@@ -107,7 +144,129 @@ def _course(item: Any, where: str) -> Course:
         _text(item, "municipalityCode", where),
         is_open,
         Responsible(responsible),
+        **pathway,
     )
+
+
+def _open(item: dict[str, Any], stage: Stage | None, where: str) -> bool:
+    """`open` as given, or the stage's when left out; refused when it contradicts the stage."""
+    is_open = item.get("open", None if stage is None else stage.open)
+    if not isinstance(is_open, bool):
+        raise _Wrong(f"{where}.open must be true or false")
+    if stage is not None and is_open is not stage.open:
+        raise _Wrong(f"{where}.open must be {str(stage.open).lower()} at the stage given (or be left out)")
+    return is_open
+
+
+def _known_keys(item: dict[str, Any], known: Collection[str], where: str) -> None:
+    unknown = sorted(set(item) - set(known))
+    if unknown:
+        raise _Wrong(f"{where} has unknown key(s) {', '.join(k if k.isidentifier() else '?' for k in unknown)}")
+
+
+Reader = Callable[[Any, str], Any]  # a value and its place in the file → what it means, or _Wrong naming the place
+
+
+def _fields(item: dict[str, Any], readers: Mapping[str, tuple[str, Reader]], where: str) -> dict[str, Any]:
+    """The attributes (by name) the keys of `readers` give, for those present in `item`."""
+    return {name: read(item[key], f"{where}.{key}") for key, (name, read) in readers.items() if key in item}
+
+
+def _text_value(value: Any, place: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Wrong(f"{place} must be text")
+    return value
+
+
+def _flag(value: Any, place: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Wrong(f"{place} must be true or false")
+    return value
+
+
+def _one_of(choices: Collection[str], convert: Callable[[str], T]) -> Callable[[Any, str], T]:
+    def read(value: Any, place: str) -> T:
+        if value not in choices:
+            raise _Wrong(f"{place} must be one of {', '.join(choices)}")
+        return convert(value)
+
+    return read
+
+
+def _values(kind: type[Enum]) -> tuple[str, ...]:
+    return tuple(str(member.value) for member in kind)
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Reader:
+    def read(value: Any, place: str) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise _Wrong(f"{place} must be {what}")
+        return value
+
+    return read
+
+
+def _moment_value(value: Any, place: str) -> datetime:
+    try:
+        return parse_moment(_text_value(value, place))
+    except ValueError as exc:
+        raise _Wrong(f"{place}: {exc}") from None
+
+
+def _day_value(value: Any, place: str) -> date:
+    text = _text_value(value, place)
+    try:
+        if not DAY.fullmatch(text):
+            raise ValueError("not a date as YYYY-MM-DD")
+        return plausible_date(date.fromisoformat(text))
+    except ValueError as exc:
+        problem = str(exc) if str(exc).startswith(("not a date", "outside")) else "not a real date"
+        raise _Wrong(f"{place}: {problem}") from None
+
+
+def _elements(value: Any, place: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Wrong(f"{place} must be a list of text")
+    return tuple(_text_value(element, f"{place}[{i}]") for i, element in enumerate(value))
+
+
+_SETTING = _one_of(_values(Setting), str)
+REFERRAL: Mapping[str, tuple[str, Reader]] = {  # SentReferral's fields, every one required but municipalityCode
+    "serviceRequest": ("service_request", _text_value),
+    "eventId": ("event_id", _text_value),
+    "performer": ("performer", _SETTING),
+    "receiver": ("receiver", _matching(SOR_CODE, "a SOR code (11 to 18 digits)")),
+    "category": ("category", _one_of(sorted(set(CATEGORY.values())), str)),
+    "riskGroup": ("risk_group", _one_of(_values(RiskGroup), str)),
+    "elements": ("elements", _elements),
+    "closingPlace": ("closing_place", _SETTING),
+    "ambulatoryControl": ("ambulatory_control", _flag),
+    "municipalityCode": ("municipality_code", _text_value),
+}
+
+
+def _referral(value: Any, place: str) -> SentReferral:
+    if not isinstance(value, dict):
+        raise _Wrong(f"{place} must be an object")
+    _known_keys(value, REFERRAL, place)
+    missing = [key for key in REFERRAL if key != "municipalityCode" and key not in value]
+    if missing:
+        raise _Wrong(f"{place}.{missing[0]} is missing")
+    return SentReferral(**_fields(value, REFERRAL, place))
+
+
+PATHWAY: Mapping[str, tuple[str, Reader]] = {  # the optional course fields: where it stands on the pathway
+    "stage": ("stage", _one_of(_values(Stage), Stage)),
+    "referrer": ("referrer", _one_of(_values(Referrer), Referrer)),
+    "gp": ("gp", _matching(YDERNUMMER, "a ydernummer (6 digits)")),
+    "dischargeEvent": ("discharge_event", _text_value),
+    "dischargedAt": ("discharged_at", _moment_value),
+    "heartFailure": ("heart_failure", _flag),
+    "specialisedReferral": ("specialised_referral", _text_value),
+    "municipalStatus": ("municipal_status", _flag),
+    "closedOn": ("closed_on", _day_value),
+    "referral": ("referral", _referral),
+}
 
 
 def _patient(item: dict[str, Any], where: str) -> str:

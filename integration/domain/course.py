@@ -3,7 +3,7 @@ requests, the MedCom messages we received (with the ack each got) and the acks o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -226,6 +226,10 @@ class FixedState:
 
     def course(self, patient: str) -> Course | None:
         return self.courses.get(patient)
+
+    def courses_at(self, stages: Collection[Stage]) -> list[Course]:
+        """The courses at one of these stages (`Course.current`), ordered by patient: the store's listing."""
+        return [self.courses[p] for p in sorted(self.courses) if self.courses[p].current in stages]
 
     def requester(self, thread_id: str) -> str | None:
         return self.threads.get(thread_id)

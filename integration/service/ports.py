@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, StateChanges
+from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, Stage, StateChanges
 from integration.flows.results import FHIR_JSON
 from integration.service.audit_chain import AuditEntry
 
@@ -161,6 +161,11 @@ class Store(Protocol):
 
     def course(self, patient: str) -> Course | None:
         """The patient's rehabilitation course, by CPR number."""
+        ...
+
+    def courses_at(self, stages: Sequence[Stage]) -> list[Course]:
+        """The courses at one of these stages (`Course.current`: a course stored before stages existed is
+        municipal while open, closed otherwise), ordered by patient; [] for no stages."""
         ...
 
     def requester(self, thread_id: str) -> str | None:

@@ -209,14 +209,17 @@ class Held:
 
 class _BatchState:
     """The store as the flows see it during a batch: with what earlier messages of the batch received,
-    so that two copies of one MedCom message in one batch are still one message and one duplicate."""
+    so that two copies of one MedCom message in one batch are still one message and one duplicate, and
+    with the courses they changed, so that a discharge and its visitation in one batch see each other."""
 
     def __init__(self, store: Store, batch: _Batch) -> None:
         self._store = store
         self._batch = batch
 
     def course(self, patient: str) -> Course | None:
-        return self._store.course(patient)
+        """The patient's course as the last earlier message of the batch left it, else as stored."""
+        ours = [c for c in self._batch.changes.courses if c.patient == patient]
+        return ours[-1] if ours else self._store.course(patient)
 
     def requester(self, thread_id: str) -> str | None:
         return self._store.requester(thread_id)

@@ -494,7 +494,16 @@ def test_a_version_3_store_gains_content_digests_and_its_received_rows_stay_cove
     schema_3 = hashlib.sha256(orjson.dumps(["medcom_received", "b-in-1", "h-in-1", "x"])).hexdigest()
     assert audit_state.row_digest("medcom_received", ("b-in-1", "h-in-1", "x", None)) == schema_3
     filled(dsn)
-    sql(dsn, "ALTER TABLE medcom_received DROP COLUMN content_sha256", "UPDATE schema_version SET version = 3")
+    schema_5 = (
+        "DROP INDEX rehab_course_stage",
+        *(f"ALTER TABLE rehab_course DROP COLUMN {c}" for c in ("stage", "pathway")),
+    )
+    sql(
+        dsn,
+        *schema_5,
+        "ALTER TABLE medcom_received DROP COLUMN content_sha256",
+        "UPDATE schema_version SET version = 3",
+    )
     store = open_audit_store(dsn)  # the service migrates it
     try:
         earlier = store.received("h-in-1")

@@ -41,10 +41,21 @@ class Table:
 COVERED: Mapping[str, Table] = {
     "processed_message": Table(("flow", "message_id"), ("flow", "message_id", "body_sha256", "at", "outputs")),
     "delivery_failure": Table(("flow", "message_id"), ("flow", "message_id", "failures", "last_error", "at")),
+    # stage and pathway (schema 5): the course's place on the pathway; NULL in rows from before
     "rehab_course": Table(
         ("patient",),
-        ("patient", "referring_department", "municipality_code", "is_open", "responsible", "changed_at"),
+        (
+            "patient",
+            "referring_department",
+            "municipality_code",
+            "is_open",
+            "responsible",
+            "changed_at",
+            "stage",
+            "pathway",
+        ),
         key_is_personal=True,
+        added=2,
     ),
     "hotline_request": Table(
         ("request_id",),

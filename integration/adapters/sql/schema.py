@@ -69,6 +69,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # rows from before have none (NULL: unknown) and keep their state digests (audit_state: `added`)
         "ALTER TABLE medcom_received ADD COLUMN content_sha256 TEXT",
     ),
+    (  # 5: a course's place on the pathway (courses.py): its stage, and the rest as canonical JSON; rows from
+        # before hold NULL in both (the defaults) and keep their state digests (audit_state: `added`)
+        "ALTER TABLE rehab_course ADD COLUMN stage TEXT",
+        "ALTER TABLE rehab_course ADD COLUMN pathway TEXT",
+        "CREATE INDEX IF NOT EXISTS rehab_course_stage ON rehab_course (stage)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are

@@ -31,7 +31,7 @@ from integration.adapters.sql.processed import ProcessedMessages
 from integration.adapters.sql.received import ReceivedMessages
 from integration.adapters.sql.schema import MIGRATIONS, SCHEMA_VERSION, StoreMissing
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, StateChanges
+from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, Stage, StateChanges
 from integration.service.audit_chain import AuditEntry, AuditRecord
 from integration.service.ports import (
     NO_CHANGES,
@@ -174,6 +174,9 @@ class SqlAuditStore:
 
     def course(self, patient: str) -> Course | None:
         return self._courses.course(patient)
+
+    def courses_at(self, stages: Sequence[Stage]) -> list[Course]:
+        return self._courses.courses_at(stages)
 
     def requester(self, thread_id: str) -> str | None:
         return self._hotline.requester(thread_id)

@@ -1,0 +1,167 @@
+"""The `pathway` commands: the courses whose visitation talk is overdue, and the pathway as a diagram.
+
+`pathway overdue` lists the patients discharged without a referral whose visitation talk
+(`course_sequence.visitation_due`: `visitation_window_days` after the discharge, or
+`heart_failure_visitation_window_days` for a heart-failure patient) is past due. It reads patient data, so
+the read is audited (`pathway-overdue-viewed`, with the OS user: one record per patient shown, one without a
+patient when none is) before anything is printed; a patient is shown masked (`integration.log.one_line`).
+Like every command that reads, it needs an existing audit store (`integration.cli.audit.existing_store`:
+exit 66 without one, 69 while it is unreachable, 65 damaged).
+
+`pathway diagram` prints the agreement's pathway (`course_sequence.TRANSITIONS`) as Graphviz DOT:
+`docs/pathway.dot` is its output, `docs/pathway.svg` that rendered by `dot -Tsvg`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import click
+
+from integration.cli.audit import EXIT_CONFIGURATION, existing_store, fail, reader
+from integration.cli.ops import AT_HELP, at_option
+from integration.config import Settings
+from integration.domain.course import Course, Stage
+from integration.domain.course_sequence import TRANSITIONS, Transition, visitation_due
+from integration.errors import ConfigurationError
+from integration.log import one_line
+from integration.service.audit_chain import AuditEntry
+
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
+EXIT_OVERDUE = 1
+
+
+@click.group()
+def pathway() -> None:
+    """The patients' pathway (the agreement's figure): overdue visitation talks, the diagram."""
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A course whose visitation talk is past due: when it was due, and whether the heart-failure window applied."""
+
+    course: Course
+    due: datetime
+    heart_failure: bool
+
+
+def late_visitations(
+    courses: Iterable[Course], at: datetime, window: timedelta, heart_failure: timedelta
+) -> list[Late]:
+    """The courses whose visitation talk was due at or before `at` (`visitation_due`; a course not awaiting
+    its visitation, or whose discharge time is unknown, never is), the longest overdue first."""
+    late = []
+    for course in courses:
+        due = visitation_due(course, window, heart_failure)
+        if due is not None and due <= at:
+            late.append(Late(course, due, course.heart_failure))
+    return sorted(late, key=lambda x: (x.due, x.course.patient))
+
+
+def _minutes(moment: datetime) -> str:
+    return moment.astimezone(DANISH_TIME).isoformat(timespec="minutes")
+
+
+def _line(late: Late, window: int, heart_failure: int) -> str:
+    course = late.course
+    discharged = _minutes(course.discharged_at) if course.discharged_at else "?"
+    which = f"heart-failure window ({heart_failure} d)" if late.heart_failure else f"window ({window} d)"
+    event = one_line(course.discharge_event or "-", 80)
+    return (
+        f"  {one_line(course.patient, 60)}  discharged {discharged}  due {_minutes(late.due)}  {which}  "
+        f"from {one_line(course.referring_department, 40)}  discharge event {event}"
+    )
+
+
+def _settings(dsn: str | None) -> Settings:
+    """The settings, `--store` read as INTEGRATION_AUDIT_DSN is (a relative sqlite path made absolute);
+    a configuration error is one line and exit 3."""
+    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
+    try:
+        return Settings.from_env(environment)
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+@pathway.command("overdue")
+@click.option("--at", default=None, help=AT_HELP)
+@click.option(
+    "--store",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
+)
+def pathway_overdue(at: str | None, dsn: str | None) -> None:
+    """List the courses awaiting their visitation talk past due, one line each: the patient (masked), the
+    discharge, when the talk was due, which window applied (`visitation_window_days`, or
+    `heart_failure_visitation_window_days` for a heart-failure patient), the department and the discharge
+    event. The read is audited with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad
+    --at, 3 a configuration error, 65 a damaged store, 66 no audit store, 69 the store unreachable."""
+    moment = datetime.now(UTC) if at is None else at_option(at)
+    settings = _settings(dsn)
+    window, heart_failure = settings.visitation_window_days, settings.heart_failure_visitation_window_days
+    with existing_store(settings) as store:
+        late = late_visitations(
+            store.courses_at([Stage.AWAITING_VISITATION]),
+            moment,
+            timedelta(days=window),
+            timedelta(days=heart_failure),
+        )
+        detail = {**reader(), "at": moment.isoformat(), "overdue": len(late)}
+        patients: list[str | None] = [x.course.patient for x in late] or [None]
+        stamp = datetime.now(UTC)
+        store.record([AuditEntry("pathway-overdue-viewed", "pathway", "-", detail, p) for p in patients], stamp)
+    click.echo(f"{len(late)} course(s) awaiting the visitation talk past due as of {_minutes(moment)}:")
+    for one in late:
+        click.echo(_line(one, window, heart_failure))
+    raise SystemExit(EXIT_OVERDUE if late else 0)
+
+
+# -- the diagram ---------------------------------------------------------------------------------------------
+START = "start"  # the node of `Transition.source` None: no course yet (or none we know of)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _node(stage: Stage | None) -> str:
+    return START if stage is None else _quoted(stage.value)
+
+
+def _edge(transition: Transition) -> str:
+    label = _quoted(f"{transition.step.value}:\n{transition.label}").replace("\n", "\\n")
+    return f"  {_node(transition.source)} -> {_node(transition.target)} [label={label}];"
+
+
+def diagram(transitions: Iterable[Transition] = TRANSITIONS) -> str:
+    """Graphviz DOT of the pathway: a node per stage (a double border for the stages where a course has
+    ended: `Stage.open` false) and a start node for no course; an edge per transition, in the table's
+    order, labelled with its step and what happens. The same table gives the same text, byte for byte."""
+    lines = [
+        "// The pathway of the agreement, generated by `integration pathway diagram` from",
+        "// integration/domain/course_sequence.py TRANSITIONS: do not edit by hand.",
+        "digraph pathway {",
+        "  rankdir=TB;",
+        '  node [shape=box, style=rounded, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+        f'  {START} [label="no course", shape=circle];',
+        *(f"  {_node(s)}{'' if s.open else ' [peripheries=2]'};" for s in Stage),
+        *(_edge(t) for t in transitions),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pathway.command("diagram")
+def pathway_diagram() -> None:
+    """Print the pathway (the agreement's stages and the transitions between them, from
+    `course_sequence.TRANSITIONS`) as Graphviz DOT; `dot -Tsvg` renders it. docs/pathway.dot is this output."""
+    sys.stdout.buffer.write(diagram().encode("utf-8"))  # UTF-8 whatever the locale
+    sys.stdout.buffer.flush()
