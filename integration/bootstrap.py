@@ -85,6 +85,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
     hotline = mappings.hotline_settings
     return Pipeline(
         discharge_contract=load_contract(settings.schemas_dir, "discharge-event.schema.json"),
+        gp_referral_contract=load_contract(settings.schemas_dir, "gp-referral.schema.json"),
+        hospital_closing_contract=load_contract(settings.schemas_dir, "hospital-closing.schema.json"),
         referral=ReferralContext(
             directory=mappings.directory,
             rules=mappings.referral_rules,
@@ -94,6 +96,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
                 municipality_key=REFERRAL_TO_MUNICIPALITY.key,
                 hospital_key=REFERRAL_TO_HOSPITAL.key,
             ),
+            gp_clinics=mappings.gp_clinics,
         ),
         max_payload_bytes=settings.max_payload_bytes,
         advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),

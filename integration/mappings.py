@@ -151,7 +151,7 @@ def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
     return result
 
 
-REPLY_TEXTS = ("onCall", "acuteToTriage", "afterHours", "responsibilityWithGp")
+REPLY_TEXTS = ("onCall", "acuteToTriage", "acuteToGp", "afterHours", "responsibilityWithGp", "toGp")
 
 
 def _hotline_settings(doc: dict[str, Any]) -> dict[str, Any]:

@@ -66,3 +66,11 @@ class ClosingReport:
     follow_up: str | None
     hospital_retains_responsibility: bool
     author: tuple[str, str, str]  # name, role, phone
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether this status hands medical responsibility to the GP: when the closing conversation was in the
+        municipality and the hospital does not keep the patient. When it was at the hospital, the hospital's
+        follow-up plan hands it over; a patient who stays with the hospital is handed over when the hospital
+        discharges them (the agreement, "Afslutning på hjerterehabilitering/genoptræning")."""
+        return self.closing_place == ClosingPlace.MUNICIPALITY and not self.hospital_retains_responsibility

@@ -70,9 +70,10 @@ class Stage(_Value):
 
     @property
     def open(self) -> bool:
-        """Whether a course at this stage is still running (a hotline question about it is the responsible
-        clinician's; `Course.open` as stored before stages existed)."""
-        return self not in (Stage.CLOSED, Stage.NOT_REFERRED)
+        """Whether a course at this stage is still running: from discharge until the municipal course (or the
+        specialised one) has closed; `Course.open` as stored before stages existed. A patient who stays with the
+        hospital after the municipal course (`hospital-follow-up`) has a closed course, the hospital responsible."""
+        return self in (Stage.AWAITING_VISITATION, Stage.SPECIALISED, Stage.MUNICIPAL, Stage.AWAITING_HOSPITAL_CLOSING)
 
 
 class Referrer(_Value):

@@ -2,7 +2,8 @@
 
 A routine question goes to the inbox of the department that holds medical responsibility (the
 referring department while the patient's course is open); outside opening hours the sender is told
-when it will be answered. An acute question goes to that department's on-call doctor at once. Once the
+when it will be answered. An acute question goes to that department's on-call doctor at once. A course the
+patient's GP referred is the GP's: a municipality's question on it goes to the GP's inbox. Once the
 municipality's closing status has handed responsibility to the GP, a municipality's question is sent
 to manual triage and the sender is told. Nothing is dropped: what cannot be placed goes to triage, and
 an acute question placed there is answered with the region's on-call contact (whoever asks acutely is
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from integration.domain.course import Course, Responsible
+from integration.domain.course import Course, Referrer, Responsible
 from integration.domain.opening_hours import OpeningHours, open_hours_between
 
 
@@ -61,13 +62,15 @@ class Outcome(Enum):
     TO_DEPARTMENT = "to-department"
     TO_DEPARTMENT_AFTER_HOURS = "to-department-after-hours"
     RESPONSIBILITY_WITH_GP = "responsibility-with-gp"
+    TO_GP = "to-gp"  # a course the GP referred: the GP is responsible, and answers
+    ACUTE_TO_GP = "acute-to-gp"  # the same, acute: the GP's inbox, and the region's on-call replies
     UNMATCHED = "unmatched"
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome
-    queue: str  # on-call.<SOR> | department.<SOR> | unmatched
+    queue: str  # oncall.<SOR> | department.<SOR> | gp.<ydernummer> | unmatched
     department: Hotline | None
     answer_from: datetime | None = None  # when an after-hours request will be answered
 
@@ -83,6 +86,8 @@ REPLYING = frozenset(
         Outcome.ACUTE_TO_TRIAGE,
         Outcome.TO_DEPARTMENT_AFTER_HOURS,
         Outcome.RESPONSIBILITY_WITH_GP,
+        Outcome.TO_GP,
+        Outcome.ACUTE_TO_GP,
     }
 )
 
@@ -96,9 +101,22 @@ def responsible_department(request: AdviceRequest, course: Course | None) -> str
     return request.addressed_department
 
 
+def gp_course(request: AdviceRequest, course: Course | None) -> str | None:
+    """The ydernummer of the GP who referred the patient and holds the medical responsibility for the running
+    course ("ved senere opstået behov kan egen læge henvise til kommunal rehabilitering": the hospital has no
+    part in that course), when a municipality asks about it; None otherwise."""
+    if request.sender_kind is not SenderKind.MUNICIPALITY or course is None or not course.open:
+        return None
+    return course.gp if course.referrer == Referrer.GP and course.responsible == Responsible.GP else None
+
+
 def route(
     request: AdviceRequest, course: Course | None, hotlines: Mapping[str, Hotline], received_at: datetime
 ) -> Decision:
+    """Where an advice request goes (see the module's docstring); a municipality's question on a course the GP
+    referred goes to that GP, acute or not (an acute one is also answered with the region's on-call)."""
+    if gp := gp_course(request, course):
+        return Decision(Outcome.ACUTE_TO_GP if request.acute else Outcome.TO_GP, f"gp.{gp}", None)
     municipality_after_handover = (  # a course the hospital keeps responsibility for stays the department's
         request.sender_kind is SenderKind.MUNICIPALITY
         and course is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from integration.domain.records import DischargeEvent, RiskGroup, Setting
+from integration.domain.records import DischargeEvent, ReferralRequest, RiskGroup, Setting
 from integration.domain.risk import RiskAssessment
 
 # Who performs the rehabilitation, by the clinician's decision; high risk overrides `municipal`.
@@ -54,6 +54,33 @@ def choose_pathway(event: DischargeEvent, risk: RiskAssessment) -> Pathway | Non
         closing_conversation=closing_conversation_place(performer, request.ambulatory_control_at_end),
         ambulatory_control=request.ambulatory_control,
         decision_overridden=SETTING_BY_DECISION[request.decision] is not performer,
+    )
+
+
+def municipal_pathway(request: ReferralRequest) -> Pathway:
+    """A referral the municipality performs whatever the risk group: a step-down from specialised rehabilitation
+    at the hospital ("Højrisiko patienter ... kan evt. efterfølgende overgå til kommunal genoptræning/
+    rehabilitering"), or a GP's referral to municipal rehabilitation. The closing conversation then follows the
+    municipal rule: in the municipality unless an ambulatory control at the hospital ends the course ("Hvis
+    patienten efterfølgende henvises til et kommunalt tilbud ... følges nedenstående")."""
+    performer = Setting.MUNICIPALITY
+    return Pathway(
+        performer=performer,
+        category=CATEGORY[(performer, request.training_needed)],
+        closing_conversation=closing_conversation_place(performer, request.ambulatory_control_at_end),
+        ambulatory_control=request.ambulatory_control,
+        decision_overridden=False,
+    )
+
+
+HEART_FAILURE_CODES = ("I50", "DI50")  # ICD-10 I50 (hjertesvigt), and its SKS form
+
+
+def has_heart_failure(event: DischargeEvent) -> bool:
+    """Whether the event names heart failure: the DCS criterion or an I50 diagnosis (ICD-10 or SKS). Such a
+    patient may be visited later than two weeks after discharge (the agreement, "Visitationssamtale")."""
+    return "heart-failure" in event.risk_criteria or any(
+        d.code.replace(".", "").startswith(HEART_FAILURE_CODES) for d in event.diagnoses
     )
 
 

@@ -4,14 +4,14 @@ the DHRD notice to the hospital, and the handover of medical responsibility in t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from integration.conformance.validation import validate_document, validate_message
 from integration.domain.closing_report import ClosingReport
-from integration.domain.course import ClosingPlace, Course, Responsible, State, StateChanges
+from integration.domain.course import ClosingPlace, Course, Referrer, Responsible, Stage, State, StateChanges
 from integration.domain.directory import Directory
 from integration.domain.records import GeneralPractitioner, Organisation, Patient
 from integration.errors import ConfigurationError
@@ -154,7 +154,7 @@ def _gp_status_sent(report: ClosingReport) -> AuditFact:
             "reportId": report.report_id,
             "ydernummer": report.gp_ydernummer,
             "hadsAttention": bool(report.hads and report.hads.needs_attention),
-            "responsibilityTransferred": not report.hospital_retains_responsibility,
+            "responsibilityTransferred": report.hands_over,
         },
     )
 
@@ -168,7 +168,12 @@ def _dhrd_notice(
         return (), ()
     department = ctx.directory.departments.get(course.referring_department) if course else None
     if department is None:
-        why = {"reportId": report.report_id, "reason": "the referring department is not known"}
+        reason = (
+            "a course the GP referred: no hospital department registers it"
+            if course is not None and course.referrer is Referrer.GP
+            else "the referring department is not known"
+        )
+        why = {"reportId": report.report_id, "reason": reason}
         return (), (AuditFact("dhrd-notice-not-sent", why),)
     content = ("HADS-screening til DHRD", dhrd_text(report))
     notice = _message_to(department.organisation, "dhrd", content, report, parties, ctx.terminology, now)
@@ -176,14 +181,29 @@ def _dhrd_notice(
     return (Outgoing(route, notice, expects_ack=True),), ()
 
 
-def _closed(report: ClosingReport, course: Course | None) -> Course:
-    """The course after the report: closed, the responsibility with the GP unless the hospital retains it."""
-    return Course(
-        report.patient.value,
-        course.referring_department if course else "",
-        report.municipality_code,
-        open=False,
-        responsible=Responsible.HOSPITAL if report.hospital_retains_responsibility else Responsible.GP,
+def _stage_after_status(report: ClosingReport) -> Stage:
+    """Where the municipality's status leaves the course (`course_sequence.TRANSITIONS`, municipal-status)."""
+    if report.closing_place != ClosingPlace.MUNICIPALITY:
+        return Stage.AWAITING_HOSPITAL_CLOSING  # the hospital's follow-up plan closes it
+    return Stage.HOSPITAL_FOLLOW_UP if report.hospital_retains_responsibility else Stage.CLOSED
+
+
+def _after_status(report: ClosingReport, course: Course | None) -> Course:
+    """The course after the municipality's status: closed with the responsibility handed to the GP, waiting for
+    the hospital's follow-up plan, or kept by the hospital. A course the hospital already closed (its follow-up
+    plan came first) stays closed: the status is noted, nothing reopens."""
+    if course is not None and course.current is Stage.CLOSED and not course.municipal_status:
+        return replace(course, municipal_status=True)
+    stage = _stage_after_status(report)
+    known = course or Course(report.patient.value, "", report.municipality_code, False, Responsible.GP)
+    return replace(
+        known,
+        municipality_code=report.municipality_code,
+        stage=stage,
+        open=stage.open,
+        responsible=Responsible.GP if stage is Stage.CLOSED else Responsible.HOSPITAL,
+        municipal_status=True,
+        closed_on=report.closing_date if not stage.open else None,
     )
 
 
@@ -202,12 +222,22 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
     gp_message = _message_to(clinic, "gp-status", status, report, parties, terms, now)
     gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
     course = state.course(report.patient.value)
-    without_course = (AuditFact("closing-without-course", {"reportId": report.report_id}),) if course is None else ()
     notice, notice_facts = _dhrd_notice(report, course, parties, ctx, now)
+    after = _after_status(report, course)
     return FlowResult(
         outgoing=(Outgoing(gp_route, document, document["id"]), Outgoing(gp_route, gp_message, expects_ack=True))
         + notice,
-        facts=(_gp_status_sent(report), *without_course, *notice_facts),
+        facts=(_gp_status_sent(report), *_course_facts(report, course, after), *notice_facts),
         patient=report.patient.value,
-        state=StateChanges(courses=(_closed(report, course),)),
+        state=StateChanges(courses=(after,)),
     )
+
+
+def _course_facts(report: ClosingReport, course: Course | None, after: Course) -> tuple[AuditFact, ...]:
+    """What the status did to the course: none known, already closed by the hospital, or where it now stands."""
+    if course is None:
+        return (AuditFact("closing-without-course", {"reportId": report.report_id}),)
+    if course.current is Stage.CLOSED and after.current is Stage.CLOSED and not course.municipal_status:
+        return (AuditFact("course-already-closed", {"reportId": report.report_id}),)
+    detail = {"reportId": report.report_id, "stage": after.current.value, "responsible": after.responsible.value}
+    return (AuditFact("course-stage", detail),)

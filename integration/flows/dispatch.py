@@ -23,19 +23,24 @@ from typing import Any
 
 from lxml import etree
 
-from integration.domain.course import NO_STATE, State
+from integration.domain.course import NO_STATE, Course, State
+from integration.domain.cpr import Cpr
+from integration.domain.records import Patient
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
 from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
+from integration.flows.hospital_closing import handle_hospital_closing
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
-from integration.flows.referral import ReferralContext, handle_discharge
+from integration.flows.referral import ReferralContext, handle_referral_event
 from integration.flows.results import FlowResult, Handled
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.gp_referral import parse_gp_referral
+from integration.formats.hospital_closing import parse_hospital_closing
 from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
 from integration.formats.safe_xml import parse_xml
 from integration.formats.syntax import Syntax, sniff
@@ -46,6 +51,8 @@ class Pipeline:
     """Everything the flows need, built once by bootstrap."""
 
     discharge_contract: JsonContract
+    gp_referral_contract: JsonContract
+    hospital_closing_contract: JsonContract
     referral: ReferralContext
     max_payload_bytes: int
     advice_contract: JsonContract
@@ -98,11 +105,30 @@ def _json_object(message: Inbound) -> dict[str, Any]:
     return message.document if isinstance(message.document, dict) else {}
 
 
+def _filed_course(state: State, patient: Patient) -> Course | None:
+    """The patient's course; none is filed under a replacement number (decision 17)."""
+    return state.course(patient.cpr.value) if isinstance(patient.cpr, Cpr) else None
+
+
 DISCHARGE_EVENT = Kind(
     "discharge-event",
-    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation"),
+    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation", "step-down"),
     lambda m, p, now: parse_discharge_event(m.document, p.discharge_contract, received_at=now),
-    lambda event, _m, p, now, _state: handle_discharge(event, p.referral, now),
+    lambda event, _m, p, now, state: handle_referral_event(event, _filed_course(state, event.patient), p.referral, now),
+)
+HOSPITAL_CLOSING = Kind(
+    "hospital-closing",
+    lambda m: _json_object(m).get("eventType") in ("follow-up-plan", "outpatient-discharge"),
+    lambda m, p, now: parse_hospital_closing(m.document, p.hospital_closing_contract, received_at=now),
+    lambda closing, _m, p, now, state: handle_hospital_closing(
+        closing, _filed_course(state, closing.patient), p.closing, now
+    ),
+)
+GP_REFERRAL = Kind(
+    "gp-referral",
+    lambda m: _json_object(m).get("eventType") == "gp-referral",
+    lambda m, p, now: parse_gp_referral(m.document, p.gp_referral_contract, received_at=now),
+    lambda event, _m, p, now, state: handle_referral_event(event, _filed_course(state, event.patient), p.referral, now),
 )
 ADVICE_REQUEST = Kind(
     "advice-request",
@@ -133,7 +159,8 @@ ACKNOWLEDGEMENT = Kind(
 
 FLOWS: Mapping[str, Flow] = MappingProxyType(
     {
-        "discharge": Flow((DISCHARGE_EVENT,)),
+        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING)),
+        "gp-referral": Flow((GP_REFERRAL,)),
         "hotline": Flow((ADVICE_REQUEST, CARE_COMMUNICATION)),
         "closing": Flow((CLOSING_REPORT,)),
         "acknowledgement": Flow((ACKNOWLEDGEMENT,)),
@@ -141,7 +168,8 @@ FLOWS: Mapping[str, Flow] = MappingProxyType(
 )
 KINDS: tuple[Kind, ...] = tuple(kind for flow in FLOWS.values() for kind in flow.kinds)
 NOT_OURS = (
-    "not a message this service accepts (a discharge event needs eventType 'discharge' or 'visitation'; "
+    "not a message this service accepts (a hospital event needs eventType 'discharge', 'visitation', "
+    "'step-down', 'follow-up-plan' or 'outpatient-discharge'; a GP's referral eventType 'gp-referral'; "
     "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
     "message Bundle)"
 )

@@ -5,22 +5,26 @@ almen praksis"): after a closing conversation at the hospital, the hospital send
 patient's GP; a patient who stayed attached to the hospital hands the medical responsibility to the GP
 when the hospital discharges them. Both outputs go where the municipality's status goes
 (`ClosingContext.gp_key`, `gp.status.{ydernummer}`), the GP status's two forms (decision 9). The course
-state is not touched here: the caller records the handover (`HospitalClosing.responsible_after`).
+course is closed with the responsibility handed to the GP (`handle_hospital_closing`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from integration.conformance.validation import validate_document, validate_message
+from integration.domain.course import Course, Responsible, Stage, StateChanges
+from integration.domain.course_sequence import admit_outpatient_discharge
+from integration.domain.cpr import Cpr
 from integration.domain.hospital_closing import HospitalClosing, HospitalClosingKind
 from integration.domain.records import Organisation
 from integration.errors import ConfigurationError
 from integration.fhir.ids import derived_id
 from integration.flows.closing import ClosingContext
-from integration.flows.results import AuditFact, Outgoing, Route
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
 from integration.messages.care_communication import Author, new_message
 from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
 from integration.messages.follow_up_plan import TITLE, follow_up_plan_document, follow_up_text
@@ -104,3 +108,44 @@ def follow_up_outputs(
     route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=closing.gp.ydernummer))
     outgoing = (Outgoing(route, document, document["id"]), Outgoing(route, message, expects_ack=True))
     return outgoing, _sent(closing)
+
+
+def _closed_by_hospital(closing: HospitalClosing, course: Course | None) -> Course:
+    """The course after the hospital's follow-up plan or outpatient discharge: closed, the GP responsible."""
+    if course is not None and course.current is Stage.CLOSED:
+        return course
+    known = course or Course(
+        closing.patient.cpr.value, closing.hospital.sor, closing.patient.municipality_code, False, Responsible.GP
+    )
+    return replace(known, stage=Stage.CLOSED, open=False, responsible=Responsible.GP, closed_on=closing.closing_date)
+
+
+def handle_hospital_closing(
+    closing: HospitalClosing, course: Course | None, ctx: ClosingContext, now: datetime
+) -> FlowResult:
+    """The hospital's own closing: its follow-up plan (opfølgningsplan) to the GP, as a FHIR document and a
+    CareCommunication, and the course closed with the responsibility handed to the GP (the agreement: "Ved
+    afslutningen af et specialiseret genoptræningsforløb ... sender efterfølgende en opfølgningsplan til
+    patientens egen læge"; "Når patienten på et senere tidspunkt afsluttes fra hospitalet, overgives
+    behandleransvaret herfra til egen læge"). A follow-up plan is always sent (the GP needs it); a course that
+    is already closed stays as it is. Raises OutOfOrder for an outpatient discharge while the municipal course
+    runs or after the handover, ConfigurationError for a GP clinic not in our mappings."""
+    if closing.kind == HospitalClosingKind.OUTPATIENT_DISCHARGE:
+        admit_outpatient_discharge(course)
+    outgoing, sent = follow_up_outputs(closing, ctx, now)
+    number = closing.patient.cpr
+    after = _closed_by_hospital(closing, course) if isinstance(number, Cpr) else None
+    facts = [sent]
+    if course is None:
+        facts.append(AuditFact("closing-without-course", {"eventId": closing.event_id}))
+    elif course.current is Stage.CLOSED:
+        facts.append(AuditFact("course-already-closed", {"eventId": closing.event_id}))
+    if after is not None:
+        detail = {"eventId": closing.event_id, "stage": after.current.value, "responsible": after.responsible.value}
+        facts.append(AuditFact("course-stage", detail))
+    return FlowResult(
+        outgoing=outgoing,
+        facts=tuple(facts),
+        patient=number.key,
+        state=StateChanges(courses=(after,) if after is not None else ()),
+    )

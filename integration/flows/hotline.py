@@ -25,6 +25,17 @@ REPLY_KIND = {
     Outcome.ACUTE_TO_TRIAGE: "on-call",
     Outcome.TO_DEPARTMENT_AFTER_HOURS: "after-hours",
     Outcome.RESPONSIBILITY_WITH_GP: "responsibility-with-gp",
+    Outcome.TO_GP: "to-gp",
+    Outcome.ACUTE_TO_GP: "on-call",
+}
+# The reply text of each outcome that has one (`replies` in mappings/hotlines.yaml).
+REPLY_TEXT = {
+    Outcome.ACUTE_TO_ON_CALL: "onCall",
+    Outcome.ACUTE_TO_TRIAGE: "acuteToTriage",
+    Outcome.ACUTE_TO_GP: "acuteToGp",
+    Outcome.TO_DEPARTMENT_AFTER_HOURS: "afterHours",
+    Outcome.RESPONSIBILITY_WITH_GP: "responsibilityWithGp",
+    Outcome.TO_GP: "toGp",
 }
 
 
@@ -46,18 +57,17 @@ def _on_call(decision: Decision, ctx: HotlineContext) -> OnCall | None:
     """Whom an acute request's sender should ring: the department's on-call, else the region's."""
     if decision.outcome is Outcome.ACUTE_TO_ON_CALL and decision.department:
         return OnCall(decision.department.on_call_name, decision.department.on_call_phone)
-    return ctx.regional_on_call if decision.outcome is Outcome.ACUTE_TO_TRIAGE else None
+    return ctx.regional_on_call if decision.outcome in (Outcome.ACUTE_TO_TRIAGE, Outcome.ACUTE_TO_GP) else None
 
 
 def _reply_text(decision: Decision, ctx: HotlineContext) -> str:
+    text = ctx.replies[REPLY_TEXT[decision.outcome]]
     hotline, on_call = decision.department, _on_call(decision, ctx)
     if on_call is not None:
-        key = "onCall" if decision.outcome is Outcome.ACUTE_TO_ON_CALL else "acuteToTriage"
-        return ctx.replies[key].format(name=on_call.name, phone=on_call.phone)
+        return text.format(name=on_call.name, phone=on_call.phone)
     if decision.outcome is Outcome.TO_DEPARTMENT_AFTER_HOURS and hotline and decision.answer_from:
-        when = decision.answer_from.strftime("%d-%m-%Y kl. %H:%M")
-        return ctx.replies["afterHours"].format(department=hotline.name, answer_from=when)
-    return ctx.replies["responsibilityWithGp"]
+        return text.format(department=hotline.name, answer_from=decision.answer_from.strftime("%d-%m-%Y kl. %H:%M"))
+    return text
 
 
 def json_reply(request: AdviceRequest, decision: Decision, ctx: HotlineContext, now: datetime) -> dict[str, Any]:

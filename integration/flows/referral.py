@@ -1,21 +1,43 @@
-"""The referral flow: discharge event → risk → pathway → MedCom-style FHIR referral message."""
+"""The referral flow: a hospital event (discharge, visitation talk, step-down) or a GP's referral → risk →
+pathway → MedCom-style FHIR referral messages, decided against the patient's course (`course_sequence`).
+
+What each event yields (the agreement's pathway; README, "The pathway"):
+
+- a discharge refers at once, or not yet (the course waits for its visitation talk);
+- a visitation refers a patient not yet referred, or changes the referral in force: an update to the same
+  receiver (`update-referral`, ServiceRequest.replaces), a cancellation to the old receiver and a new referral
+  to the new one, a cancellation when it decides on no rehabilitation, nothing when it changes nothing;
+- a step-down refers the patient from specialised rehabilitation to the municipality (ServiceRequest.basedOn
+  the specialised referral); the hospital stays responsible;
+- a GP's referral refers to municipal rehabilitation; the GP is responsible for that course.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from integration.conformance.validation import validate_message
-from integration.domain.course import Course, Responsible, StateChanges
+from integration.domain.course import Course, Referrer, Responsible, SentReferral, Stage, StateChanges
+from integration.domain.course_sequence import (
+    Change,
+    admit_discharge,
+    admit_gp_referral,
+    admit_step_down,
+    admit_visitation,
+    compare,
+)
 from integration.domain.cpr import Cpr
 from integration.domain.directory import Directory
-from integration.domain.pathway import Pathway, choose_pathway
-from integration.domain.records import DischargeEvent, Organisation, Setting
+from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
+from integration.domain.records import DischargeEvent, Organisation, RiskGroup, Setting
 from integration.domain.referral_rules import ReferralRules, referral_notes
 from integration.domain.risk import RiskAssessment, stratify
+from integration.errors import ConfigurationError, InvalidInput
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
 from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
@@ -42,6 +64,31 @@ class ReferralContext:
     terminology: Terminology
     routing: ReferralRouting
     validate: Callable[[dict[str, Any]], None] = validate_message  # raises Unsendable; only benchmarks swap it
+    gp_clinics: Mapping[str, Organisation] = field(default_factory=dict)  # by ydernummer: a clinic's SOR, EAN
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What an event decides on its own: the risk, the pathway (None: no referral now), and the referral it
+    would send (`proposal`), with its receiver and route."""
+
+    event: DischargeEvent
+    risk: RiskAssessment
+    pathway: Pathway | None
+    receiver: Organisation | None = None
+    route: Route | None = None
+    proposal: SentReferral | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One referral message to build: `event` the MedCom event (new | update | cancel, `referralEvents` in
+    mappings/terminology.yaml), for the referral `sent` (receiver, category, elements as it says them)."""
+
+    event: str
+    sent: SentReferral
+    replaces: str | None = None
+    based_on: str | None = None
 
 
 def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralContext) -> tuple[Organisation, Route]:
@@ -52,6 +99,162 @@ def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralCo
     code = event.patient.municipality_code
     receiver = ctx.directory.municipal_receiver(code)
     return receiver, Route(routing.exchange, routing.municipality_key.format(code=code))
+
+
+def _sent_referral(
+    event: DischargeEvent, risk: RiskAssessment, pathway: Pathway, receiver: Organisation
+) -> SentReferral:
+    municipal = pathway.performer is Setting.MUNICIPALITY
+    return SentReferral(
+        service_request=f"urn:uuid:{event.event_id}",
+        event_id=event.event_id,
+        performer=pathway.performer.value,
+        receiver=receiver.sor,
+        category=pathway.category,
+        risk_group=risk.group.value,
+        elements=event.referral.rehab_elements,
+        closing_place=pathway.closing_conversation.value,
+        ambulatory_control=pathway.ambulatory_control,
+        municipality_code=event.patient.municipality_code if municipal else "",
+    )
+
+
+def decide(event: DischargeEvent, pathway: Pathway | None, ctx: ReferralContext) -> Decided:
+    """The event's own decision (raises ConfigurationError when the receiver is not in our mappings)."""
+    risk = stratify(event.risk_criteria, event.clinician_risk_group, ctx.rules.risk_policy)
+    pathway = pathway if pathway is not None else choose_pathway(event, risk)
+    if pathway is None:
+        return Decided(event, risk, None)
+    receiver, route = _receiver_and_route(event, pathway, ctx)
+    return Decided(event, risk, pathway, receiver, route, _sent_referral(event, risk, pathway, receiver))
+
+
+def _pathway_of(sent: SentReferral) -> Pathway:
+    """The pathway a referral in force stated (for its cancellation)."""
+    return Pathway(
+        performer=Setting(sent.performer),
+        category=sent.category,
+        closing_conversation=Setting(sent.closing_place),
+        ambulatory_control=sent.ambulatory_control,
+        decision_overridden=False,
+    )
+
+
+def _route_to(sent: SentReferral, ctx: ReferralContext) -> Route:
+    routing = ctx.routing
+    if sent.performer == Setting.HOSPITAL.value:
+        return Route(routing.exchange, routing.hospital_key.format(sor=sent.receiver))
+    return Route(routing.exchange, routing.municipality_key.format(code=sent.municipality_code))
+
+
+def _receiver_of(sent: SentReferral, ctx: ReferralContext) -> Organisation:
+    if sent.performer == Setting.MUNICIPALITY.value:
+        return ctx.directory.municipal_receiver(sent.municipality_code)
+    department = ctx.directory.departments.get(sent.receiver)
+    if department is None:  # the unit was in the mappings when the referral was sent
+        return Organisation(sent.receiver, None, sent.receiver)
+    return department.organisation
+
+
+def build_referral_message(
+    event: DischargeEvent,
+    risk: RiskAssessment,
+    pathway: Pathway,
+    receiver: Organisation,
+    ctx: ReferralContext,
+    now: datetime,
+    action: Action | None = None,
+) -> dict[str, Any]:
+    """One referral message for `event`: by default its own new referral; `action` a cancellation, an update
+    or a new referral that replaces or follows another (ids seeded by the event and the action's event, so
+    that the cancellation and the new referral of one event never share an id)."""
+    terms, rules = ctx.terminology, ctx.rules
+    seed = event.event_id if action is None or action.event != "cancel" else f"{event.event_id}/cancel"
+    ids = partial(derived_id, seed)
+    sender = messaging_organization(event.hospital, terms)
+    receiver_org = messaging_organization(receiver, terms)
+    gp = event.patient.gp
+    # A GP's own referral: the clinic that sends it is the patient's GP, named once (one resource per SOR).
+    referred_by_gp = gp is not None and gp.sor == event.hospital.sor
+    gp_org = gp_organization(gp.sor, gp.ydernummer, terms) if gp and not referred_by_gp else None
+    patient = patient_resource(event.patient, ids("Patient"), sender if referred_by_gp else gp_org, terms)
+    test = event.exercise_test
+    observation = exercise_test_observation(ids("Observation"), test, patient, sender, terms) if test else None
+    assessment = risk_assessment(ids("RiskAssessment"), risk, event, patient, sender, observation, rules, terms)
+    supporting = [assessment] + ([observation] if observation else [])
+    notes = referral_notes(event, risk, pathway, rules)
+    request = service_request(
+        ids("ServiceRequest"),
+        event,
+        pathway,
+        notes,
+        patient,
+        sender,
+        receiver_org,
+        supporting,
+        rules,
+        terms,
+        **_request_options(action),
+    )
+    content = [patient, *supporting] + ([gp_org] if gp_org else [])
+    kind = action.event if action else "new"
+    return referral_message(ids, request, content, sender, receiver_org, now, terms, event=kind)
+
+
+def _request_options(action: Action | None) -> dict[str, Any]:
+    if action is None:
+        return {}
+    if action.event == "cancel":  # the referral as it was sent, withdrawn
+        return {"status": "revoked", "identifier": action.sent.service_request}
+    return {"replaces": action.replaces, "based_on": action.based_on}
+
+
+def _message(decided: Decided, action: Action, ctx: ReferralContext, now: datetime) -> tuple[Outgoing, AuditFact]:
+    """The message for one action, through the gate, and the audit fact that says what it was."""
+    event, sent = decided.event, action.sent
+    if action.event == "cancel":  # said as the referral in force said it: its receiver, pathway and elements
+        event = replace(event, referral=replace(event.referral, rehab_elements=sent.elements))
+        pathway, receiver, route = _pathway_of(sent), _receiver_of(sent, ctx), _route_to(sent, ctx)
+    else:
+        assert decided.pathway and decided.receiver and decided.route
+        pathway, receiver, route = decided.pathway, decided.receiver, decided.route
+    bundle = build_referral_message(event, decided.risk, pathway, receiver, ctx, now, action)
+    ctx.validate(bundle)
+    fact = AuditFact(
+        FACT_BY_ACTION[action.event],
+        {
+            "eventId": decided.event.event_id,
+            "messageHeaderId": bundle["entry"][0]["resource"]["id"],
+            "bundleId": bundle["id"],
+            "category": sent.category,
+            "riskGroup": sent.risk_group,
+            "receiverSor": sent.receiver,
+            "routingKey": route.routing_key,
+            **({"replaces": action.replaces} if action.replaces else {}),
+            **({"basedOn": action.based_on} if action.based_on else {}),
+            **({"cancels": sent.service_request} if action.event == "cancel" else {}),
+        },
+    )
+    return Outgoing(route, bundle, expects_ack=True), fact
+
+
+FACT_BY_ACTION: Mapping[str, str] = MappingProxyType(
+    {"new": "referral-built", "update": "referral-updated", "cancel": "referral-cancelled"}
+)
+
+
+def _actions(change: Change, in_force: SentReferral | None, proposal: SentReferral | None) -> tuple[Action, ...]:
+    """The messages a change of the referral in force takes (decision 18): an update replaces it at the same
+    receiver; a new receiver gets a new referral that replaces it, after the old one's cancellation."""
+    if change is Change.NEW and proposal:
+        return (Action("new", proposal),)
+    if change is Change.UPDATE and proposal and in_force:
+        return (Action("update", proposal, replaces=in_force.service_request),)
+    if change is Change.RE_ROUTE and proposal and in_force:
+        return (Action("cancel", in_force), Action("new", proposal, replaces=in_force.service_request))
+    if change is Change.CANCEL and in_force:
+        return (Action("cancel", in_force),)
+    return ()
 
 
 def _risk_facts(event: DischargeEvent, risk: RiskAssessment) -> list[AuditFact]:
@@ -70,77 +273,224 @@ def _risk_facts(event: DischargeEvent, risk: RiskAssessment) -> list[AuditFact]:
     ]
 
 
-def build_referral_message(
-    event: DischargeEvent,
-    risk: RiskAssessment,
-    pathway: Pathway,
-    receiver: Organisation,
+def _decision_facts(decided: Decided) -> list[AuditFact]:
+    event, pathway = decided.event, decided.pathway
+    facts = _risk_facts(event, decided.risk)
+    if pathway is None:
+        facts.append(AuditFact("no-referral", {"eventId": event.event_id, "riskGroup": decided.risk.group.value}))
+    elif pathway.decision_overridden:
+        detail = {
+            "eventId": event.event_id,
+            "decision": event.referral.decision,
+            "riskGroup": decided.risk.group.value,
+            "performer": pathway.performer.value,
+        }
+        facts.append(AuditFact("pathway-overridden", detail))
+    return facts
+
+
+def _stage_for(referral: SentReferral | None) -> Stage:
+    if referral is None:
+        return Stage.NOT_REFERRED
+    return Stage.SPECIALISED if referral.performer == Setting.HOSPITAL.value else Stage.MUNICIPAL
+
+
+def _result(
+    decided: Decided,
+    actions: tuple[Action, ...],
+    course: Course | None,
     ctx: ReferralContext,
     now: datetime,
-) -> dict[str, Any]:
-    terms, rules = ctx.terminology, ctx.rules
-    ids = partial(derived_id, event.event_id)
-    sender = messaging_organization(event.hospital, terms)
-    receiver_org = messaging_organization(receiver, terms)
-    gp = event.patient.gp
-    gp_org = gp_organization(gp.sor, gp.ydernummer, terms) if gp else None
-    patient = patient_resource(event.patient, ids("Patient"), gp_org, terms)
-    test = event.exercise_test
-    observation = exercise_test_observation(ids("Observation"), test, patient, sender, terms) if test else None
-    assessment = risk_assessment(ids("RiskAssessment"), risk, event, patient, sender, observation, rules, terms)
-    supporting = [assessment] + ([observation] if observation else [])
-    notes = referral_notes(event, risk, pathway, rules)
-    request = service_request(
-        ids("ServiceRequest"), event, pathway, notes, patient, sender, receiver_org, supporting, rules, terms
-    )
-    content = [patient, *supporting] + ([gp_org] if gp_org else [])
-    return referral_message(ids, request, content, sender, receiver_org, now, terms)
-
-
-def handle_discharge(event: DischargeEvent, ctx: ReferralContext, now: datetime) -> FlowResult:
-    ctx.directory.municipality(event.patient.municipality_code)  # an unknown code is invalid input on every path
-    risk = stratify(event.risk_criteria, event.clinician_risk_group, ctx.rules.risk_policy)
-    facts = _risk_facts(event, risk)
-    pathway = choose_pathway(event, risk)
-    if pathway is None:
-        facts.append(AuditFact("no-referral", {"eventId": event.event_id, "riskGroup": risk.group.value}))
-        return FlowResult(outgoing=(), facts=tuple(facts), patient=event.patient.cpr.key)
-    if pathway.decision_overridden:
-        facts.append(
-            AuditFact(
-                "pathway-overridden",
-                {
-                    "eventId": event.event_id,
-                    "decision": event.referral.decision,
-                    "riskGroup": risk.group.value,
-                    "performer": pathway.performer.value,
-                },
-            )
-        )
-    receiver, route = _receiver_and_route(event, pathway, ctx)
-    bundle = build_referral_message(event, risk, pathway, receiver, ctx, now)
-    ctx.validate(bundle)
-    facts.append(
-        AuditFact(
-            "referral-built",
-            {
-                "eventId": event.event_id,
-                "messageHeaderId": bundle["entry"][0]["resource"]["id"],
-                "bundleId": bundle["id"],
-                "category": pathway.category,
-                "riskGroup": risk.group.value,
-                "receiverSor": receiver.sor,
-                "routingKey": route.routing_key,
-            },
-        )
-    )
-    number = event.patient.cpr
+    facts: list[AuditFact],
+) -> FlowResult:
+    built = [_message(decided, action, ctx, now) for action in actions]
+    number = decided.event.patient.cpr
     # Courses are filed under CPR numbers only: a replacement number is temporary (decision 17).
-    opened = Course(number.value, event.hospital.sor, event.patient.municipality_code, True, Responsible.HOSPITAL)
-    courses = (opened,) if isinstance(number, Cpr) else ()
+    courses = (course,) if course is not None and isinstance(number, Cpr) else ()
     return FlowResult(
-        outgoing=(Outgoing(route, bundle, expects_ack=True),),
-        facts=tuple(facts),
+        outgoing=tuple(outgoing for outgoing, _ in built),
+        facts=(*facts, *(fact for _, fact in built), *_stage_fact(decided.event, course)),
         patient=number.key,
         state=StateChanges(courses=courses),
     )
+
+
+def _stage_fact(event: DischargeEvent, course: Course | None) -> tuple[AuditFact, ...]:
+    if course is None:
+        return ()
+    detail = {"eventId": event.event_id, "stage": course.current.value, "responsible": course.responsible.value}
+    return (AuditFact("course-stage", detail),)
+
+
+def _opened(event: DischargeEvent, decided: Decided) -> Course:
+    """The course a discharge opens: waiting for the visitation talk, or with the referral it sent."""
+    referral = decided.proposal
+    return Course(
+        event.patient.cpr.value,
+        event.hospital.sor,
+        event.patient.municipality_code,
+        True,
+        Responsible.HOSPITAL,
+        stage=Stage.AWAITING_VISITATION if referral is None else _stage_for(referral),
+        referral=referral,
+        discharge_event=event.event_id,
+        discharged_at=event.discharged_at,
+        heart_failure=has_heart_failure(event),
+    )
+
+
+def handle_discharge(
+    event: DischargeEvent, ctx: ReferralContext, now: datetime, course: Course | None = None
+) -> FlowResult:
+    """A discharge: stratified, referred at once or not yet; it opens the patient's course. Raises OutOfOrder
+    when it comes from before the end of the patient's last course."""
+    ctx.directory.municipality(event.patient.municipality_code)  # an unknown code is invalid input on every path
+    admit_discharge(course, event.discharged_at)
+    decided = decide(event, None, ctx)
+    facts = _decision_facts(decided)
+    if course is not None and course.current.open:
+        facts.append(AuditFact("course-superseded", {"eventId": event.event_id, "stage": course.current.value}))
+    actions = (Action("new", decided.proposal),) if decided.proposal else ()
+    return _result(decided, actions, _opened(event, decided), ctx, now, facts)
+
+
+def handle_visitation(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
+    """The visitation talk: refers a patient not yet referred, or changes the referral in force (an update, a
+    cancellation and a new referral, a cancellation), or changes nothing (audited, nothing sent). Raises
+    OutOfOrder when no discharge is known for the patient, or the course is past its visitation."""
+    ctx.directory.municipality(event.patient.municipality_code)
+    known = admit_visitation(course, event.occurred_at)
+    decided = decide(event, None, ctx)
+    facts = _decision_facts(decided)
+    change = compare(known.referral, decided.proposal)
+    facts.append(AuditFact("visitation", {"eventId": event.event_id, "change": change.value}))
+    if change is Change.UNCHANGED:
+        return _result(decided, (), None, ctx, now, facts)
+    referral = decided.proposal
+    after = replace(
+        known,
+        stage=_stage_for(referral),
+        referral=referral,
+        open=referral is not None,
+        responsible=Responsible.HOSPITAL if referral is not None else Responsible.GP,
+        municipality_code=event.patient.municipality_code,
+        heart_failure=known.heart_failure or has_heart_failure(event),
+        closed_on=None if referral is not None else event.occurred_at.date(),
+    )
+    return _result(decided, _actions(change, known.referral, referral), after, ctx, now, facts)
+
+
+def handle_step_down(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
+    """From specialised rehabilitation at the hospital to the municipality: a municipal referral that follows
+    (basedOn) the specialised one; the hospital keeps the medical responsibility during the municipal course.
+    Raises OutOfOrder when the patient has no specialised course running."""
+    ctx.directory.municipality(event.patient.municipality_code)
+    specialised = admit_step_down(course)
+    assert specialised.referral is not None
+    decided = decide(event, municipal_pathway(event.referral), ctx)
+    assert decided.proposal is not None
+    action = Action("new", decided.proposal, based_on=specialised.referral.service_request)
+    after = replace(
+        specialised,
+        stage=Stage.MUNICIPAL,
+        referral=decided.proposal,
+        specialised_referral=specialised.referral.service_request,
+        municipality_code=event.patient.municipality_code,
+    )
+    return _result(decided, (action,), after, ctx, now, _risk_facts(event, decided.risk))
+
+
+def handle_gp_referral(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
+    """A GP's referral to municipal rehabilitation: the GP is the responsible clinician of the course it opens.
+    Raises ConflictsWithCourse while the hospital's pathway holds the patient, InvalidInput (riskCriteria) for a
+    high-risk patient, whom the agreement starts in specialised rehabilitation at the hospital."""
+    ctx.directory.municipality(event.patient.municipality_code)
+    admit_gp_referral(course)
+    event = with_clinic(event, ctx)
+    decided = decide(event, municipal_pathway(event.referral), ctx)
+    if decided.risk.group is RiskGroup.HIGH:
+        raise _high_risk_gp_referral()
+    assert decided.proposal is not None and event.patient.gp is not None
+    opened = Course(
+        event.patient.cpr.value,
+        "",
+        event.patient.municipality_code,
+        True,
+        Responsible.GP,
+        stage=Stage.MUNICIPAL,
+        referral=decided.proposal,
+        referrer=Referrer.GP,
+        gp=event.patient.gp.ydernummer,
+    )
+    return _result(decided, (Action("new", decided.proposal),), opened, ctx, now, _risk_facts(event, decided.risk))
+
+
+def with_clinic(event: DischargeEvent, ctx: ReferralContext) -> DischargeEvent:
+    """A GP's referral sent from the clinic as our mappings know it (its EAN: MedCom's messaging needs one for
+    a sender), else as the referral names it. Raises ConfigurationError when neither gives an EAN."""
+    gp = event.patient.gp
+    clinic = ctx.gp_clinics.get(gp.ydernummer) if gp else None
+    if clinic is not None and clinic.sor == event.hospital.sor:
+        return replace(event, hospital=clinic)
+    if event.hospital.ean is None:
+        raise ConfigurationError(
+            f"GP clinic with ydernummer {gp.ydernummer if gp else '?'} is not in mappings/gp-clinics.yaml under "
+            "the referral's SOR, and the referral names no EAN: a MedCom sender needs one"
+        )
+    return event
+
+
+def _high_risk_gp_referral() -> InvalidInput:
+    return InvalidInput(
+        "riskCriteria",
+        "high risk: the agreement starts high-risk patients in specialised rehabilitation at the hospital; "
+        "refer through the hospital",
+    )
+
+
+HANDLERS: Mapping[str, Callable[[DischargeEvent, Course | None, ReferralContext, datetime], FlowResult]] = (
+    MappingProxyType(
+        {
+            "discharge": lambda event, course, ctx, now: handle_discharge(event, ctx, now, course),
+            "visitation": handle_visitation,
+            "step-down": handle_step_down,
+            "gp-referral": handle_gp_referral,
+        }
+    )
+)
+
+
+# Who performs what a patient without a filed course is referred to, by event type (None: as the event decides).
+UNFILED_PATHWAY: Mapping[str, Callable[[DischargeEvent], Pathway | None]] = MappingProxyType(
+    {
+        "discharge": lambda _event: None,
+        "visitation": lambda _event: None,
+        "step-down": lambda event: municipal_pathway(event.referral),
+        "gp-referral": lambda event: municipal_pathway(event.referral),
+    }
+)
+
+
+def handle_unfiled(event: DischargeEvent, ctx: ReferralContext, now: datetime) -> FlowResult:
+    """An event for a patient named by a replacement number (X-eCPR, D-eCPR): courses are filed under CPR
+    numbers only (decision 17), so it is decided on its own, as a new referral, and nothing is remembered."""
+    ctx.directory.municipality(event.patient.municipality_code)
+    if event.event_type == "gp-referral":
+        event = with_clinic(event, ctx)
+    decided = decide(event, UNFILED_PATHWAY[event.event_type](event), ctx)
+    if event.event_type == "gp-referral" and decided.risk.group is RiskGroup.HIGH:
+        raise _high_risk_gp_referral()
+    facts = _decision_facts(decided)
+    facts.append(AuditFact("course-not-filed", {"eventId": event.event_id, "eventType": event.event_type}))
+    actions = (Action("new", decided.proposal),) if decided.proposal else ()
+    return _result(decided, actions, None, ctx, now, facts)
+
+
+def handle_referral_event(
+    event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime
+) -> FlowResult:
+    """Any referral event, by its type (a key of HANDLERS), against the patient's course (None: none known). A
+    patient named by a replacement number has no filed course: `handle_unfiled`."""
+    if not isinstance(event.patient.cpr, Cpr):
+        return handle_unfiled(event, ctx, now)
+    return HANDLERS[event.event_type](event, course, ctx, now)

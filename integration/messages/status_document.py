@@ -172,6 +172,12 @@ def hads_lines(hads: HadsResult | None) -> list[str]:
 
 
 def handover_line(report: ClosingReport) -> str:
+    """Who holds the medical responsibility after this status (`ClosingReport.hands_over`)."""
+    if report.closing_place != ClosingPlace.MUNICIPALITY:
+        return (
+            "Den afsluttende samtale holdes på hospitalet, som bevarer det lægefaglige behandlingsansvar og "
+            "overdrager det til egen læge med sin opfølgningsplan."
+        )
     if report.hospital_retains_responsibility:
         return (
             "Patienten er fortsat tilknyttet hospitalet, som bevarer det lægefaglige behandlingsansvar og "
@@ -284,7 +290,7 @@ def _composition(
         "extension": [
             {
                 "url": terms.extensions["responsibilityTransferred"],
-                "valueBoolean": not report.hospital_retains_responsibility,
+                "valueBoolean": report.hands_over,
             }
         ],
         "status": "final",
