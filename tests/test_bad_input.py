@@ -242,7 +242,7 @@ def test_no_referral_needs_no_endpoint(pipeline: Pipeline) -> None:
     event = json.loads(raw)
     event["referral"]["decision"] = "none"
     result = transform(json.dumps(event).encode(), pipeline, FIXED_NOW)
-    assert result.outgoing == () and [f.kind for f in result.facts] == ["no-referral"]
+    assert result.outgoing == () and [f.kind for f in result.facts] == ["no-referral", "course-stage"]
 
 
 def test_four_digit_municipality_code_is_accepted(pipeline: Pipeline) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from integration.conformance.validation import fhir_problems, messaging_problems
+from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import FIXED_NOW, GOLDEN
 from tests.golden_normalise import generated_ids, normalise
@@ -36,7 +38,7 @@ def test_golden_event_produces_expected_messages(
     expected_path = path.with_name(path.name.replace(".event.json", ".expected.json"))
     actual = _actual(path, pipeline)
     if request.config.getoption("--update-golden"):
-        expected_path.write_text(json.dumps(actual, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        expected_path.write_bytes(fhir_json.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")  # decimals as written
     assert actual == json.loads(expected_path.read_text(encoding="utf-8"))
 
 

@@ -184,7 +184,9 @@ def test_department_that_is_sender_and_receiver_appears_once(pipeline: Pipeline)
 def test_decision_none_sends_nothing_and_audits(pipeline: Pipeline) -> None:
     result = run(pipeline, "07-no-referral")
     assert result.outgoing == ()
-    assert [f.kind for f in result.facts] == ["no-referral"]
+    assert [f.kind for f in result.facts] == ["no-referral", "course-stage"]
+    (course,) = result.state.courses  # the visitation talk decides later (the agreement)
+    assert (course.current.value, course.open, course.responsible.value) == ("awaiting-visitation", True, "hospital")
 
 
 def test_exercise_test_travels_as_observation(pipeline: Pipeline) -> None:

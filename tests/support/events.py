@@ -27,6 +27,7 @@ def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
     for i in range(count):
         event = copy.deepcopy(templates[i % len(templates)])
         event["eventId"] = str(uuid.uuid4())
+        event["eventType"] = "discharge"  # a discharge refers whatever came before; a visitation needs its discharge
         event["patient"]["cpr"] = TEST_CPRS[i % len(TEST_CPRS)]
         event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
         event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
