@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from integration.domain.course import Course, FixedState
+from integration.domain.course import Course, FixedState, Referrer, Stage
 from integration.errors import InvalidInput
 from integration.flows.dispatch import Pipeline, transform
 from tests.conftest import GOLDEN
@@ -147,3 +147,37 @@ def test_transform_cli_refuses_a_receipt_time_without_zone() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and b"needs a time zone" in done.stderr
+
+
+GP_COURSE = Course("2512489996", "", "851", True, "gp", stage=Stage.MUNICIPAL, referrer=Referrer.GP, gp="012345")
+
+
+def test_a_course_the_gp_referred_sends_the_municipality_to_the_gp(pipeline: Pipeline) -> None:
+    outputs = run(pipeline, "municipality-routine", "2026-11-23T10:00:00+01:00", GP_COURSE)
+    assert keys(outputs) == ["hotline.gp.012345", "hotline.reply.434751000016002"]
+    reply = outputs[1]["message"]
+    assert reply["kind"] == "to-gp" and "praktiserende læge" in reply["text"] and "onCall" not in reply
+
+
+def test_an_acute_question_on_a_gp_course_also_gets_someone_to_ring(pipeline: Pipeline) -> None:
+    outputs = run(pipeline, "municipality-acute", "2026-11-23T10:00:00+01:00", GP_COURSE)
+    assert keys(outputs) == ["hotline.gp.012345", "hotline.reply.434751000016002"]
+    reply = outputs[1]["message"]
+    assert reply["kind"] == "on-call" and reply["onCall"]["phone"] in reply["text"]
+
+
+def test_a_carecommunication_on_a_gp_course_goes_to_the_gp_with_a_medcom_reply(pipeline: Pipeline) -> None:
+    raw = (HOTLINE / "municipality-routine.carecommunication.json").read_bytes()
+    patient = next(e["resource"] for e in json.loads(raw)["entry"] if e["resource"]["resourceType"] == "Patient")[
+        "identifier"
+    ][0]["value"]
+    course = Course(patient, "", "851", True, "gp", stage=Stage.MUNICIPAL, referrer=Referrer.GP, gp="012345")
+    result = transform(
+        raw, pipeline, datetime.fromisoformat("2026-11-23T10:00:00+01:00"), state=FixedState(courses={patient: course})
+    )
+    routed = [o for o in result.outgoing if o.route.exchange == "rehab.hotline"]
+    assert [o.route.routing_key for o in routed] == ["hotline.gp.012345", "hotline.reply.434751000016002"]
+    reply = routed[1].message
+    assert reply["entry"][0]["resource"]["eventCoding"]["code"] == "care-communication-message"
+    communication = next(e["resource"] for e in reply["entry"] if e["resource"]["resourceType"] == "Communication")
+    assert "praktiserende læge" in json.dumps(communication, ensure_ascii=False)
