@@ -9,7 +9,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from integration.config import PROJECT_ROOT, Settings, shipped
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as setup.py's own build step makes it (no network), built once for the module."""
+    lib = tmp_path_factory.mktemp("build") / "lib"
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return lib
 
 
 def test_a_checkout_reads_its_own_top_level_mappings_and_schemas() -> None:
@@ -18,16 +35,7 @@ def test_a_checkout_reads_its_own_top_level_mappings_and_schemas() -> None:
     assert shipped("mappings") == PROJECT_ROOT / "mappings" and shipped("schemas") == PROJECT_ROOT / "schemas"
 
 
-def test_the_built_package_carries_the_mappings_and_schemas_and_uses_them(tmp_path: Path) -> None:
-    built = tmp_path / "lib"
-    done = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+def test_the_built_package_carries_the_mappings_and_schemas_and_uses_them(built: Path, tmp_path: Path) -> None:
     for name in ("mappings", "schemas"):
         copied = sorted(p.name for p in (built / "integration" / "_shipped" / name).iterdir())
         assert copied == sorted(p.name for p in (PROJECT_ROOT / name).iterdir() if p.is_file()), name
@@ -54,16 +62,7 @@ def test_the_demos_samples_are_the_golden_inputs_they_were_copied_from() -> None
         assert (DEMO_SAMPLES / copy).read_bytes() == (GOLDEN / copy).read_bytes(), copy
 
 
-def test_the_built_package_carries_the_demos_samples(tmp_path: Path) -> None:
-    built = tmp_path / "lib"
-    done = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+def test_the_built_package_carries_the_demos_samples(built: Path, tmp_path: Path) -> None:
     carried = sorted(p.relative_to(built / "integration" / "cli" / "samples") for p in built.rglob("samples/*/*"))
     assert carried == sorted(p.relative_to(DEMO_SAMPLES) for p in DEMO_SAMPLES.rglob("*") if p.is_file())
     check = "from integration.cli import demo; print(len(demo.samples()), demo.SAMPLES)"
