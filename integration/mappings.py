@@ -118,6 +118,7 @@ def _referral_rules(doc: dict[str, Any]) -> ReferralRules:
             risk_escalated=notes["riskEscalated"],
             closing_conversation=notes["closingConversation"],
             ambulatory_control=notes["ambulatoryControl"],
+            cancelled=notes["cancelled"],
         ),
         labels=labels,
     )

@@ -59,6 +59,11 @@ class Step:
         return str(doc.get("eventId") or doc["requestId"])
 
 
+def patient(scenario: Path) -> str:
+    """The scenario's patient as its course is filed: `patient` in scenario.json, else PATIENT."""
+    return str(json.loads((scenario / "scenario.json").read_text()).get("patient", PATIENT))
+
+
 def steps(scenario: Path) -> list[Step]:
     plan = json.loads((scenario / "scenario.json").read_text())
     return [Step(scenario / s["input"], s["flow"], datetime.fromisoformat(s["receivedAt"])) for s in plan["steps"]]

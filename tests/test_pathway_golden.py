@@ -4,6 +4,7 @@ says what a scenario holds). `--update-golden` rewrites the expected files; revi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ from integration.flows.dispatch import Pipeline
 from integration.service.processor import RetryPolicy
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS, FLOWS_BY_NAME, SENDERS_BY_KIND, outbound_exchanges
 from tests.pathway_runs import (
-    PATIENT,
     SCENARIOS,
     SENDER_OF_FLOW,
     Step,
     expected,
+    patient,
     step_record,
     steps,
     write_expected,
@@ -51,11 +52,13 @@ def _run(scenario: Path, pipeline: Pipeline, tmp_path: Path) -> list[dict[str, A
     ).processor
     records = []
     for step in steps(scenario):
-        records.append(_one_step(step, broker, processor, store, clock))
+        records.append(_one_step(step, broker, processor, store, clock, patient(scenario)))
     return records
 
 
-def _one_step(step: Step, broker: InMemoryBroker, processor: Any, store: SqliteAuditStore, clock: Clock) -> dict:
+def _one_step(
+    step: Step, broker: InMemoryBroker, processor: Any, store: SqliteAuditStore, clock: Clock, key: str
+) -> dict:
     clock.now = step.received_at
     seen = len(list(store.records()))
     broker.user_id = step.sender_user
@@ -66,9 +69,7 @@ def _one_step(step: Step, broker: InMemoryBroker, processor: Any, store: SqliteA
     while (message := broker.get("out")) is not None:
         outputs.append((message.routing_key, message.body))
     dead = broker.get("dead")
-    return step_record(
-        step, outputs, dead.headers if dead else None, list(store.records())[seen:], store.course(PATIENT)
-    )
+    return step_record(step, outputs, dead.headers if dead else None, list(store.records())[seen:], store.course(key))
 
 
 def test_every_flow_a_scenario_uses_exists() -> None:
@@ -81,3 +82,32 @@ def test_pathway_scenario(scenario: Path, pipeline: Pipeline, tmp_path: Path, re
     if request.config.getoption("--update-golden"):
         write_expected(scenario, records)
     assert records == expected(scenario)
+
+
+def test_a_cancellation_says_why_and_asks_for_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The cancellation carries the referral as it was sent, revoked, with one note: why (no training
+    sentence, no closing place); the new referral that replaces it carries the referral's own notes."""
+    scenario = next(s for s in SCENARIOS if s.name.startswith("04-"))
+    broker = InMemoryBroker()
+    broker.bind("rehab.referral", "out", "#")
+    store = SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
+    clock = Clock()
+    processor = build(
+        Settings.from_env({}), bus=broker, store=store, clock=clock, pipeline=pipeline, retry=FAST
+    ).processor
+    bodies = []
+    for step in steps(scenario):
+        clock.now = step.received_at
+        broker.user_id = step.sender_user
+        broker.publish(SENDERS_BY_KIND["hospital"].exchange, step.flow, step.body, step.message_id)
+        drain_in_memory(broker, processor, list(FLOWS))
+        while (message := broker.get("out")) is not None:
+            bodies.append(json.loads(message.body))
+    first, cancel, new = (
+        [e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "ServiceRequest"][0] for b in bodies
+    )
+    assert cancel["status"] == "revoked" and cancel["identifier"] == first["identifier"]
+    assert [n["text"] for n in cancel["note"]] == [
+        "Henvisningen annulleres: henvisningen er erstattet af en ny henvisning til en anden modtager."
+    ]
+    assert new["replaces"] == [{"identifier": first["identifier"][0]}] and len(new["note"]) > 1

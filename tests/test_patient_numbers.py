@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import sys
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from integration.bootstrap import build
 from integration.config import PROJECT_ROOT, Settings
 from integration.conformance.messaging_rules import messaging_findings
 from integration.conformance.validation import messaging_problems
+from integration.domain.course import Course, FixedState, Responsible
 from integration.domain.cpr import born_by, parse_cpr
 from integration.domain.identifiers import D_ECPR_SYSTEMS, FORMATS, REPLACEMENT_SYSTEMS, X_ECPR_SYSTEM
 from integration.errors import InvalidInput, Rejected
@@ -201,20 +203,20 @@ def test_a_carecommunication_for_a_patient_with_a_replacement_number_is_routed_a
     assert value not in json.dumps([dict(f.detail) for f in result.facts])
 
 
-class _CourseForEveryone:
-    """A state that would find a course for any key: a replacement number must not even be looked up."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *_: None
-
-    def course(self, patient: str) -> Any:
-        raise AssertionError("a patient named by a replacement number matches no course")
-
-
-def test_a_replacement_number_is_never_looked_up_as_a_course(pipeline: Pipeline) -> None:
-    raw = _cc_with({"use": "temp", "system": X_ECPR_SYSTEM, "value": X_ECPR})
-    result = transform(raw, pipeline, JAN_12, state=_CourseForEveryone())  # type: ignore[arg-type]
+def test_a_replacement_number_is_looked_up_as_the_course_filed_under_it(pipeline: Pipeline) -> None:
+    """Decision 18 (amending 17): a patient named by a replacement number has a course filed under
+    `system|value`; the hotline finds it by that key, never under another number."""
+    key = f"{X_ECPR_SYSTEM}|{X_ECPR}"
+    course = Course(key, AALBORG, "851", True, Responsible.HOSPITAL)
+    result = transform(
+        _cc_with({"use": "temp", "system": X_ECPR_SYSTEM, "value": X_ECPR}),
+        pipeline,
+        JAN_12,
+        state=FixedState(courses={key: course, X_ECPR: replace(course, referring_department="715581000016005")}),
+    )
     assert _ack_code(result) == "ok"
+    (routed,) = [f for f in result.facts if f.kind == "hotline-routed"]
+    assert routed.detail["courseOpen"] is True and routed.detail["queue"].endswith(AALBORG)
 
 
 def test_an_advice_form_with_a_replacement_number_goes_to_the_department_it_names_else_to_triage(
@@ -238,7 +240,8 @@ def test_a_discharge_event_with_a_replacement_number_makes_a_referral_by_municip
     assert patient["identifier"] == [{"use": "temp", "system": "urn:oid:1.2.208.176.1.6.1.3.179", "value": D_ECPR}]
     assert "birthDate" not in patient and "Erstatnings-CPR" in patient["text"]["div"]
     assert messaging_problems(referral.message) == []
-    assert result.state.courses == ()  # courses are filed under CPR numbers only
+    (course,) = result.state.courses  # filed under the replacement number's system|value (decision 18)
+    assert course.patient == "urn:oid:1.2.208.176.1.6.1.3.179|" + D_ECPR
     assert result.patient == f"urn:oid:1.2.208.176.1.6.1.3.179|{D_ECPR}"
 
 

@@ -84,7 +84,7 @@ def test_every_pathway_field_is_read(tmp_path: Path) -> None:
         True,
         "urn:uuid:s-1",
         True,
-        date(2026, 12, 1),
+        closed_on=date(2026, 12, 1),
     )
 
 

@@ -13,7 +13,7 @@ The state file is JSON, either a list of courses (the older form) or an object:
                   "gp": ydernummer (6 digits),                       the GP of a course the GP referred
                   "dischargeEvent": "…",                             the event id of the discharge
                   "dischargedAt": "2026-11-02T10:15:00+01:00",       with its zone
-                  "heartFailure": false, "municipalStatus": false,
+                  "heartFailure": false, "municipalStatus": false, "hospitalDone": false,
                   "specialisedReferral": "…",                        a step-down's course: what it follows
                   "closedOn": "2026-12-01",
                   "referral": {"serviceRequest": "urn:uuid:…", "eventId": "…",     the referral in force
@@ -264,6 +264,7 @@ PATHWAY: Mapping[str, tuple[str, Reader]] = {  # the optional course fields: whe
     "heartFailure": ("heart_failure", _flag),
     "specialisedReferral": ("specialised_referral", _text_value),
     "municipalStatus": ("municipal_status", _flag),
+    "hospitalDone": ("hospital_done", _flag),
     "closedOn": ("closed_on", _day_value),
     "referral": ("referral", _referral),
 }

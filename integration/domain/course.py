@@ -123,6 +123,7 @@ class Course:
     heart_failure: bool = False  # visited later than others (agreement: "særligt ... patienter med hjertesvigt")
     specialised_referral: str | None = None  # a step-down's course: the specialised referral it follows
     municipal_status: bool = False  # the municipality's closing status has arrived
+    hospital_done: bool = False  # the hospital has closed its part (follow-up plan or outpatient discharge)
     closed_on: date | None = None  # the day the course closed (closing date or event day)
 
     @property

@@ -74,6 +74,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     T(S.AWAITING_VISITATION, Step.VISITATION, S.SPECIALISED, "visitationssamtale: henvisning til hospital"),
     T(S.AWAITING_VISITATION, Step.VISITATION, S.MUNICIPAL, "visitationssamtale: henvisning til kommunen"),
     T(S.AWAITING_VISITATION, Step.VISITATION, S.NOT_REFERRED, "visitationssamtale: ingen henvisning"),
+    T(S.NOT_REFERRED, Step.VISITATION, S.MUNICIPAL, "ny visitationssamtale: henvisning alligevel"),
+    T(S.NOT_REFERRED, Step.VISITATION, S.SPECIALISED, "ny visitationssamtale: henvisning alligevel"),
+    T(S.SPECIALISED, Step.DISCHARGE, S.SPECIALISED, "genindlæggelse: henvisningen i kraft opdateres"),
+    T(S.MUNICIPAL, Step.DISCHARGE, S.MUNICIPAL, "genindlæggelse: henvisningen i kraft opdateres"),
+    T(S.MUNICIPAL, Step.DISCHARGE, S.SPECIALISED, "genindlæggelse: ny modtager (annullering + ny henvisning)"),
+    T(S.SPECIALISED, Step.DISCHARGE, S.MUNICIPAL, "genindlæggelse: ny modtager (annullering + ny henvisning)"),
     T(S.SPECIALISED, Step.VISITATION, S.SPECIALISED, "revurdering: opdatering (eller intet nyt)"),
     T(S.SPECIALISED, Step.VISITATION, S.MUNICIPAL, "revurdering: ny modtager (annullering + ny henvisning)"),
     T(S.MUNICIPAL, Step.VISITATION, S.MUNICIPAL, "revurdering: opdatering (eller intet nyt)"),
@@ -84,11 +90,23 @@ TRANSITIONS: tuple[Transition, ...] = (
     T(None, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
     T(S.NOT_REFERRED, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
     T(S.CLOSED, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
+    T(S.MUNICIPAL, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge ændrer sin henvisning (opdatering)"),
     T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.CLOSED, "status til egen læge: ansvaret overgår til egen læge"),
     T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.AWAITING_HOSPITAL_CLOSING, "kort status; afsluttende samtale på hospital"),
     T(S.MUNICIPAL, Step.MUNICIPAL_STATUS, S.HOSPITAL_FOLLOW_UP, "status; patienten fortsat knyttet til hospitalet"),
     T(S.AWAITING_HOSPITAL_CLOSING, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan til egen læge: ansvaret overgår"),
-    T(S.MUNICIPAL, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan før kommunens status: forløbet lukkes"),
+    T(
+        S.MUNICIPAL,
+        Step.FOLLOW_UP_PLAN,
+        S.MUNICIPAL,
+        "opfølgningsplan før kommunens status: hotline indtil forløbet slutter",
+    ),
+    T(
+        S.MUNICIPAL,
+        Step.OUTPATIENT_DISCHARGE,
+        S.MUNICIPAL,
+        "afsluttet fra hospitalet under kommunalt forløb: hotline indtil det slutter",
+    ),
     T(S.SPECIALISED, Step.FOLLOW_UP_PLAN, S.CLOSED, "specialiseret forløb afsluttet uden kommunalt forløb"),
     T(S.HOSPITAL_FOLLOW_UP, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan til egen læge: ansvaret overgår"),
     T(S.HOSPITAL_FOLLOW_UP, Step.OUTPATIENT_DISCHARGE, S.CLOSED, "afsluttet fra hospitalet: ansvaret til egen læge"),
@@ -193,9 +211,11 @@ def admit_step_down(course: Course | None) -> Course:
 
 
 def admit_gp_referral(course: Course | None) -> None:
-    """A GP's referral starts a course unless one is running. Raises ConflictsWithCourse (naming `patient`):
-    the hospital's pathway holds the patient, and a second referral beside it would be an independent one."""
-    if course is not None and Step.GP_REFERRAL not in _steps(course):
+    """A GP's referral starts a course unless one is running, or changes the GP's own running course. Raises
+    ConflictsWithCourse (naming `patient`): the hospital's pathway holds the patient, and a second referral
+    beside it would be an independent one."""
+    gp_course = course is not None and course.referrer is Referrer.GP and course.current is Stage.MUNICIPAL
+    if course is not None and not gp_course and (course.current.open or Step.GP_REFERRAL not in _steps(course)):
         raise ConflictsWithCourse(
             "patient",
             f"{_stage_text(course)}: the hospital's pathway holds the patient, so a GP's referral would be a "
@@ -203,15 +223,27 @@ def admit_gp_referral(course: Course | None) -> None:
         )
 
 
-def admit_outpatient_discharge(course: Course | None) -> None:
-    """The hospital hands a patient it kept to the GP. Raises OutOfOrder (naming `eventType`) while the
-    municipal course runs (the municipality's status ends it; the hotline stays open until then) or when the
-    responsibility is already the GP's."""
-    if course is not None and Step.OUTPATIENT_DISCHARGE not in _steps(course):
-        raise OutOfOrder(
-            "eventType",
-            f"an outpatient discharge hands the patient from the hospital to the GP; {_stage_text(course)}",
-        )
+def admit_hospital_closing(step: Step, course: Course | None) -> None:
+    """The hospital's own closing (its follow-up plan, or the outpatient discharge of a patient it kept) may
+    come for no known course, a course already closed (the GP needs the plan all the same), or a stage the
+    table lets it follow. Raises OutOfOrder (naming `eventType`) before the visitation talk has decided the
+    referral, or for an outpatient discharge of a patient the hospital does not hold."""
+    handed_over = course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED)
+    if course is None or (handed_over and step is Step.FOLLOW_UP_PLAN) or step in _steps(course):
+        return
+    if handed_over:
+        raise OutOfOrder("eventType", f"the medical responsibility is the GP's already: {_stage_text(course)}")
+    raise OutOfOrder("eventType", f"the hospital's {step.value} cannot close this course yet: {_stage_text(course)}")
+
+
+def hospital_closing_target(course: Course | None) -> Stage:
+    """Where the hospital's closing leaves the course: a municipal course still running stays open until the
+    municipality's status (the agreement: "selvom en borger fortsat er i et kommunalt rehabiliteringsforløb, når
+    vedkommende afsluttes fra hospitalet, så kan hotline til hospitalet fortsat benyttes indtil
+    rehabiliteringsforløbet er afsluttet"); every other course closes."""
+    if course is not None and course.current is Stage.MUNICIPAL and not course.municipal_status:
+        return Stage.MUNICIPAL
+    return Stage.CLOSED
 
 
 def _steps(course: Course) -> frozenset[Step]:

@@ -33,11 +33,25 @@ class HospitalClosingKind(StrEnum):
     OUTPATIENT_DISCHARGE = "outpatient-discharge"  # discharged from the hospital's outpatient care at last
 
 
-# Who holds the medical responsibility after each kind of closing: the GP after both (the agreement, above).
-RESPONSIBLE_AFTER: Mapping[HospitalClosingKind, Responsible] = MappingProxyType(
+class Handover(StrEnum):
+    """What the hospital's closing does to the medical responsibility, by where the patient's course stands
+    (`course_sequence.hospital_closing_target`): hands it to the GP now; hands it over with the municipality's
+    status, since the municipal course still runs and the hospital's hotline stays open until it ends (the
+    agreement: "selvom en borger fortsat er i et kommunalt rehabiliteringsforløb, når vedkommende afsluttes
+    fra hospitalet, så kan hotline til hospitalet fortsat benyttes indtil rehabiliteringsforløbet er
+    afsluttet"); or nothing, since the GP holds it already (a course the GP referred, or one handed over)."""
+
+    NOW = "now"
+    AT_MUNICIPAL_STATUS = "at-municipal-status"
+    ALREADY_GP = "already-gp"
+
+
+# Who holds the medical responsibility after the closing, by what it does to it.
+RESPONSIBLE_AFTER: Mapping[Handover, Responsible] = MappingProxyType(
     {
-        HospitalClosingKind.FOLLOW_UP_PLAN: Responsible.GP,
-        HospitalClosingKind.OUTPATIENT_DISCHARGE: Responsible.GP,
+        Handover.NOW: Responsible.GP,
+        Handover.AT_MUNICIPAL_STATUS: Responsible.HOSPITAL,
+        Handover.ALREADY_GP: Responsible.GP,
     }
 )
 
@@ -61,6 +75,7 @@ class HospitalClosing:
     closing_date: date
     plan: str
     author: tuple[str, str, str]
+    handover: Handover = Handover.NOW  # set by the flow from the patient's course
 
     def __post_init__(self) -> None:
         if self.patient.gp is None:
@@ -76,10 +91,10 @@ class HospitalClosing:
 
     @property
     def responsible_after(self) -> Responsible:
-        """Who holds the medical responsibility once the closing is sent: `RESPONSIBLE_AFTER` (the GP)."""
-        return RESPONSIBLE_AFTER[self.kind]
+        """Who holds the medical responsibility once the closing is sent (`RESPONSIBLE_AFTER`)."""
+        return RESPONSIBLE_AFTER[self.handover]
 
     @property
     def responsibility_transferred(self) -> bool:
-        """Whether the closing hands the medical responsibility from the hospital to the GP."""
-        return self.responsible_after is Responsible.GP
+        """Whether this closing itself hands the medical responsibility from the hospital to the GP."""
+        return self.handover is Handover.NOW

@@ -18,6 +18,7 @@ class NoteTexts:
     risk_escalated: str
     closing_conversation: str
     ambulatory_control: str
+    cancelled: str  # a cancellation's only note: why (`{why}`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +77,15 @@ def referral_notes(
         event.referral.note,
     )
     return tuple(line for line in lines if line)
+
+
+# Why a referral is cancelled, by what replaced it (`{why}` in the `cancelled` note).
+CANCELLED_BECAUSE = {
+    "none": "det er besluttet, at patienten ikke skal have genoptræning/rehabilitering nu",
+    "re-route": "henvisningen er erstattet af en ny henvisning til en anden modtager",
+}
+
+
+def cancellation_notes(because: str, rules: ReferralRules) -> tuple[str, ...]:
+    """A cancellation's note: the referral is withdrawn, and why (`because`, a key of CANCELLED_BECAUSE)."""
+    return (rules.notes.cancelled.format(why=CANCELLED_BECAUSE[because]),)

@@ -181,20 +181,35 @@ def _dhrd_notice(
     return (Outgoing(route, notice, expects_ack=True),), ()
 
 
-def _stage_after_status(report: ClosingReport) -> Stage:
-    """Where the municipality's status leaves the course (`course_sequence.TRANSITIONS`, municipal-status)."""
+def _stage_after_status(report: ClosingReport, course: Course | None) -> Stage:
+    """Where the municipality's status leaves a municipal course (`course_sequence.TRANSITIONS`,
+    municipal-status): closed when the GP referred it or the hospital has closed its part already; else by the
+    report, waiting for the hospital's follow-up plan or kept by the hospital when it says so."""
+    if course is not None and (course.referrer is Referrer.GP or course.hospital_done):
+        return Stage.CLOSED
     if report.closing_place != ClosingPlace.MUNICIPALITY:
         return Stage.AWAITING_HOSPITAL_CLOSING  # the hospital's follow-up plan closes it
     return Stage.HOSPITAL_FOLLOW_UP if report.hospital_retains_responsibility else Stage.CLOSED
 
 
+MOVED_BY_STATUS = (Stage.MUNICIPAL,)  # a status moves a municipal course; others it only notes
+# Stages at which the hospital holds the patient whatever a municipality's status says: its GP status then says so.
+HOSPITAL_HOLDS = (
+    Stage.AWAITING_VISITATION,
+    Stage.SPECIALISED,
+    Stage.AWAITING_HOSPITAL_CLOSING,
+    Stage.HOSPITAL_FOLLOW_UP,
+)
+
+
 def _after_status(report: ClosingReport, course: Course | None) -> Course:
     """The course after the municipality's status: closed with the responsibility handed to the GP, waiting for
-    the hospital's follow-up plan, or kept by the hospital. A course the hospital already closed (its follow-up
-    plan came first) stays closed: the status is noted, nothing reopens."""
-    if course is not None and course.current is Stage.CLOSED and not course.municipal_status:
+    the hospital's follow-up plan, or kept by the hospital. A course at another stage (closed, in specialised
+    rehabilitation, waiting for its visitation talk or the hospital's plan) is only noted as having had it:
+    a status cannot hand over what the municipality does not hold."""
+    if course is not None and course.current not in MOVED_BY_STATUS:
         return replace(course, municipal_status=True)
-    stage = _stage_after_status(report)
+    stage = _stage_after_status(report, course)
     known = course or Course(report.patient.value, "", report.municipality_code, False, Responsible.GP)
     return replace(
         known,
@@ -215,13 +230,15 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
     clinic = ctx.gp_clinics.get(report.gp_ydernummer)
     if clinic is None:
         raise ConfigurationError(f"GP clinic with ydernummer {report.gp_ydernummer} is not in mappings/gp-clinics.yaml")
+    course = state.course(report.patient.value)
+    if course is not None and course.current in HOSPITAL_HOLDS:  # the status cannot hand over what it does not hold
+        report = replace(report, hospital_retains_responsibility=True)
     terms = ctx.terminology
     parties = _parties(report, terms)
     document = _gp_status_document(report, parties, terms)
     status = ("Status efter hjerterehabilitering", status_text(report))
     gp_message = _message_to(clinic, "gp-status", status, report, parties, terms, now)
     gp_route = Route(ctx.exchange, ctx.gp_key.format(ydernummer=report.gp_ydernummer))
-    course = state.course(report.patient.value)
     notice, notice_facts = _dhrd_notice(report, course, parties, ctx, now)
     after = _after_status(report, course)
     return FlowResult(
@@ -237,7 +254,8 @@ def _course_facts(report: ClosingReport, course: Course | None, after: Course) -
     """What the status did to the course: none known, already closed by the hospital, or where it now stands."""
     if course is None:
         return (AuditFact("closing-without-course", {"reportId": report.report_id}),)
-    if course.current is Stage.CLOSED and after.current is Stage.CLOSED and not course.municipal_status:
-        return (AuditFact("course-already-closed", {"reportId": report.report_id}),)
+    if course.current not in MOVED_BY_STATUS:
+        detail = {"reportId": report.report_id, "stage": course.current.value}
+        return (AuditFact("status-does-not-move-course", detail),)
     detail = {"reportId": report.report_id, "stage": after.current.value, "responsible": after.responsible.value}
     return (AuditFact("course-stage", detail),)

@@ -24,7 +24,6 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, Course, State
-from integration.domain.cpr import Cpr
 from integration.domain.records import Patient
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
@@ -106,8 +105,9 @@ def _json_object(message: Inbound) -> dict[str, Any]:
 
 
 def _filed_course(state: State, patient: Patient) -> Course | None:
-    """The patient's course; none is filed under a replacement number (decision 17)."""
-    return state.course(patient.cpr.value) if isinstance(patient.cpr, Cpr) else None
+    """The patient's course, filed under the patient's number: a CPR number, or a replacement number as
+    `system|value` (decision 18)."""
+    return state.course(patient.cpr.key)
 
 
 DISCHARGE_EVENT = Kind(

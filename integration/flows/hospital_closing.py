@@ -17,9 +17,8 @@ from typing import Any
 
 from integration.conformance.validation import validate_document, validate_message
 from integration.domain.course import Course, Responsible, Stage, StateChanges
-from integration.domain.course_sequence import admit_outpatient_discharge
-from integration.domain.cpr import Cpr
-from integration.domain.hospital_closing import HospitalClosing, HospitalClosingKind
+from integration.domain.course_sequence import Step, admit_hospital_closing, hospital_closing_target
+from integration.domain.hospital_closing import Handover, HospitalClosing, HospitalClosingKind
 from integration.domain.records import Organisation
 from integration.errors import ConfigurationError
 from integration.fhir.ids import derived_id
@@ -110,14 +109,33 @@ def follow_up_outputs(
     return outgoing, _sent(closing)
 
 
-def _closed_by_hospital(closing: HospitalClosing, course: Course | None) -> Course:
-    """The course after the hospital's follow-up plan or outpatient discharge: closed, the GP responsible."""
-    if course is not None and course.current is Stage.CLOSED:
+def _handover(course: Course | None) -> Handover:
+    """What the closing does to the responsibility, by where the course stands (`Handover`)."""
+    if course is not None and (course.responsible is Responsible.GP or course.current is Stage.CLOSED):
+        return Handover.ALREADY_GP
+    if hospital_closing_target(course) is Stage.MUNICIPAL:
+        return Handover.AT_MUNICIPAL_STATUS
+    return Handover.NOW
+
+
+def _after_hospital_closing(closing: HospitalClosing, course: Course | None) -> Course:
+    """The course after the hospital's closing: closed with the GP responsible; a municipal course still
+    running stays open (the hospital's hotline too) until the municipality's status; a closed course as it was."""
+    if course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED):
         return course
     known = course or Course(
-        closing.patient.cpr.value, closing.hospital.sor, closing.patient.municipality_code, False, Responsible.GP
+        closing.patient.cpr.key, closing.hospital.sor, closing.patient.municipality_code, False, Responsible.GP
     )
-    return replace(known, stage=Stage.CLOSED, open=False, responsible=Responsible.GP, closed_on=closing.closing_date)
+    if hospital_closing_target(course) is Stage.MUNICIPAL:
+        return replace(known, hospital_done=True)
+    return replace(
+        known,
+        stage=Stage.CLOSED,
+        open=False,
+        responsible=Responsible.GP,
+        closed_on=closing.closing_date,
+        hospital_done=True,
+    )
 
 
 def handle_hospital_closing(
@@ -127,25 +145,26 @@ def handle_hospital_closing(
     CareCommunication, and the course closed with the responsibility handed to the GP (the agreement: "Ved
     afslutningen af et specialiseret genoptræningsforløb ... sender efterfølgende en opfølgningsplan til
     patientens egen læge"; "Når patienten på et senere tidspunkt afsluttes fra hospitalet, overgives
-    behandleransvaret herfra til egen læge"). A follow-up plan is always sent (the GP needs it); a course that
-    is already closed stays as it is. Raises OutOfOrder for an outpatient discharge while the municipal course
-    runs or after the handover, ConfigurationError for a GP clinic not in our mappings."""
-    if closing.kind == HospitalClosingKind.OUTPATIENT_DISCHARGE:
-        admit_outpatient_discharge(course)
+    behandleransvaret herfra til egen læge"). During a municipal course the course stays open and the
+    responsibility moves with the municipality's status; a course already closed stays as it is (the plan is
+    sent all the same). Raises OutOfOrder before the visitation talk has decided the referral, or for an
+    outpatient discharge of a patient the hospital does not hold; ConfigurationError for a GP clinic not in
+    our mappings."""
+    admit_hospital_closing(Step(closing.kind.value), course)
+    closing = replace(closing, handover=_handover(course))
     outgoing, sent = follow_up_outputs(closing, ctx, now)
-    number = closing.patient.cpr
-    after = _closed_by_hospital(closing, course) if isinstance(number, Cpr) else None
+    after = _after_hospital_closing(closing, course)
     facts = [sent]
     if course is None:
         facts.append(AuditFact("closing-without-course", {"eventId": closing.event_id}))
-    elif course.current is Stage.CLOSED:
+    elif after is course:
         facts.append(AuditFact("course-already-closed", {"eventId": closing.event_id}))
-    if after is not None:
+    else:
         detail = {"eventId": closing.event_id, "stage": after.current.value, "responsible": after.responsible.value}
         facts.append(AuditFact("course-stage", detail))
     return FlowResult(
         outgoing=outgoing,
         facts=tuple(facts),
-        patient=number.key,
-        state=StateChanges(courses=(after,) if after is not None else ()),
+        patient=closing.patient.cpr.key,
+        state=StateChanges(courses=() if after is course else (after,)),
     )

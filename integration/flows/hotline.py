@@ -168,9 +168,9 @@ def handle_care_communication(
 
 
 def _course_of(request: AdviceRequest, course: Callable[[str], Course | None]) -> Course | None:
-    """The patient's course; none for a patient named by a replacement number, since courses are filed
-    under CPR numbers (decision 17): such a request goes to the department it names, else to triage."""
-    return None if is_replacement_key(request.patient) else course(request.patient)
+    """The patient's course, by the number the request names it by: a CPR number, or a replacement number as
+    `system|value`, under which the pathway files it too (decision 18)."""
+    return course(request.patient)
 
 
 def _routed(request: AdviceRequest, decision: Decision, course: Course | None) -> AuditFact:

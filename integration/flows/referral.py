@@ -31,11 +31,10 @@ from integration.domain.course_sequence import (
     admit_visitation,
     compare,
 )
-from integration.domain.cpr import Cpr
 from integration.domain.directory import Directory
 from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
 from integration.domain.records import DischargeEvent, Organisation, RiskGroup, Setting
-from integration.domain.referral_rules import ReferralRules, referral_notes
+from integration.domain.referral_rules import ReferralRules, cancellation_notes, referral_notes
 from integration.domain.risk import RiskAssessment, stratify
 from integration.errors import ConfigurationError, InvalidInput
 from integration.fhir.ids import derived_id
@@ -89,6 +88,7 @@ class Action:
     sent: SentReferral
     replaces: str | None = None
     based_on: str | None = None
+    because: str = "none"  # a cancellation's reason (`referral_rules.CANCELLED_BECAUSE`)
 
 
 def _receiver_and_route(event: DischargeEvent, pathway: Pathway, ctx: ReferralContext) -> tuple[Organisation, Route]:
@@ -182,7 +182,12 @@ def build_referral_message(
     observation = exercise_test_observation(ids("Observation"), test, patient, sender, terms) if test else None
     assessment = risk_assessment(ids("RiskAssessment"), risk, event, patient, sender, observation, rules, terms)
     supporting = [assessment] + ([observation] if observation else [])
-    notes = referral_notes(event, risk, pathway, rules)
+    cancelled = action is not None and action.event == "cancel"
+    notes = (
+        cancellation_notes(action.because, rules)
+        if cancelled and action
+        else referral_notes(event, risk, pathway, rules)
+    )
     request = service_request(
         ids("ServiceRequest"),
         event,
@@ -251,7 +256,10 @@ def _actions(change: Change, in_force: SentReferral | None, proposal: SentReferr
     if change is Change.UPDATE and proposal and in_force:
         return (Action("update", proposal, replaces=in_force.service_request),)
     if change is Change.RE_ROUTE and proposal and in_force:
-        return (Action("cancel", in_force), Action("new", proposal, replaces=in_force.service_request))
+        return (
+            Action("cancel", in_force, because="re-route"),
+            Action("new", proposal, replaces=in_force.service_request),
+        )
     if change is Change.CANCEL and in_force:
         return (Action("cancel", in_force),)
     return ()
@@ -305,8 +313,7 @@ def _result(
 ) -> FlowResult:
     built = [_message(decided, action, ctx, now) for action in actions]
     number = decided.event.patient.cpr
-    # Courses are filed under CPR numbers only: a replacement number is temporary (decision 17).
-    courses = (course,) if course is not None and isinstance(number, Cpr) else ()
+    courses = (course,) if course is not None else ()  # filed under the number's key (decision 18)
     return FlowResult(
         outgoing=tuple(outgoing for outgoing, _ in built),
         facts=(*facts, *(fact for _, fact in built), *_stage_fact(decided.event, course)),
@@ -326,7 +333,7 @@ def _opened(event: DischargeEvent, decided: Decided) -> Course:
     """The course a discharge opens: waiting for the visitation talk, or with the referral it sent."""
     referral = decided.proposal
     return Course(
-        event.patient.cpr.value,
+        event.patient.cpr.key,
         event.hospital.sor,
         event.patient.municipality_code,
         True,
@@ -342,16 +349,44 @@ def _opened(event: DischargeEvent, decided: Decided) -> Course:
 def handle_discharge(
     event: DischargeEvent, ctx: ReferralContext, now: datetime, course: Course | None = None
 ) -> FlowResult:
-    """A discharge: stratified, referred at once or not yet; it opens the patient's course. Raises OutOfOrder
-    when it comes from before the end of the patient's last course."""
+    """A discharge: stratified, referred at once or not yet; it opens the patient's course. A readmission while a
+    referral is in force changes that referral as a visitation would (never a second one), or keeps it until
+    the visitation talk when it decides nothing yet. Raises OutOfOrder when it comes from before the end of the
+    patient's last course."""
     ctx.directory.municipality(event.patient.municipality_code)  # an unknown code is invalid input on every path
     admit_discharge(course, event.discharged_at)
     decided = decide(event, None, ctx)
     facts = _decision_facts(decided)
+    if course is not None and course.current in IN_FORCE and course.referral is not None:
+        return _readmission(decided, course, ctx, now, facts)
     if course is not None and course.current.open:
         facts.append(AuditFact("course-superseded", {"eventId": event.event_id, "stage": course.current.value}))
     actions = (Action("new", decided.proposal),) if decided.proposal else ()
     return _result(decided, actions, _opened(event, decided), ctx, now, facts)
+
+
+IN_FORCE = (Stage.SPECIALISED, Stage.MUNICIPAL)  # the stages whose referral a later decision changes
+
+
+def _readmission(
+    decided: Decided, course: Course, ctx: ReferralContext, now: datetime, facts: list[AuditFact]
+) -> FlowResult:
+    """A discharge that meets a referral in force (a readmission during the course, or a hospital stay during a
+    course the GP referred): the referral in force is updated, re-routed or kept — never doubled; the hospital's
+    pathway holds the patient from now on. `none` keeps it until the visitation talk decides (no cancellation
+    at discharge: the agreement lets the visitation decide)."""
+    event, in_force = decided.event, course.referral
+    assert in_force is not None
+    change = compare(in_force, decided.proposal) if decided.proposal else Change.UNCHANGED
+    facts.append(AuditFact("readmission", {"eventId": event.event_id, "change": change.value}))
+    referral = decided.proposal if change is not Change.UNCHANGED else in_force
+    after = replace(
+        _opened(event, decided),
+        stage=_stage_for(referral),
+        referral=referral,
+        specialised_referral=course.specialised_referral if change is Change.UNCHANGED else None,
+    )
+    return _result(decided, _actions(change, in_force, decided.proposal), after, ctx, now, facts)
 
 
 def handle_visitation(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
@@ -401,9 +436,11 @@ def handle_step_down(event: DischargeEvent, course: Course | None, ctx: Referral
 
 
 def handle_gp_referral(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
-    """A GP's referral to municipal rehabilitation: the GP is the responsible clinician of the course it opens.
-    Raises ConflictsWithCourse while the hospital's pathway holds the patient, InvalidInput (riskCriteria) for a
-    high-risk patient, whom the agreement starts in specialised rehabilitation at the hospital."""
+    """A GP's referral to municipal rehabilitation: the GP is the responsible clinician of the course it opens;
+    a second one from the GP changes the GP's running course (an update, or nothing when nothing changed).
+    Raises ConflictsWithCourse while the hospital's pathway holds the patient, InvalidInput (riskCriteria) for
+    a high-risk patient, whom the agreement starts in specialised rehabilitation at the hospital,
+    ConfigurationError for a clinic not in mappings/gp-clinics.yaml."""
     ctx.directory.municipality(event.patient.municipality_code)
     admit_gp_referral(course)
     event = with_clinic(event, ctx)
@@ -412,7 +449,7 @@ def handle_gp_referral(event: DischargeEvent, course: Course | None, ctx: Referr
         raise _high_risk_gp_referral()
     assert decided.proposal is not None and event.patient.gp is not None
     opened = Course(
-        event.patient.cpr.value,
+        event.patient.cpr.key,
         "",
         event.patient.municipality_code,
         True,
@@ -422,22 +459,27 @@ def handle_gp_referral(event: DischargeEvent, course: Course | None, ctx: Referr
         referrer=Referrer.GP,
         gp=event.patient.gp.ydernummer,
     )
-    return _result(decided, (Action("new", decided.proposal),), opened, ctx, now, _risk_facts(event, decided.risk))
+    facts = _risk_facts(event, decided.risk)
+    in_force = course.referral if course is not None and course.current.open else None  # the GP's own
+    change = compare(in_force, decided.proposal)
+    if in_force is not None:
+        facts.append(AuditFact("gp-referral-changed", {"eventId": event.event_id, "change": change.value}))
+    after = None if change is Change.UNCHANGED else opened
+    return _result(decided, _actions(change, in_force, decided.proposal), after, ctx, now, facts)
 
 
 def with_clinic(event: DischargeEvent, ctx: ReferralContext) -> DischargeEvent:
-    """A GP's referral sent from the clinic as our mappings know it (its EAN: MedCom's messaging needs one for
-    a sender), else as the referral names it. Raises ConfigurationError when neither gives an EAN."""
+    """A GP's referral sent from the clinic as our mappings know it (its EAN: a MedCom sender needs one; and the
+    course's closing status goes back to that clinic). Raises ConfigurationError naming the ydernummer when
+    mappings/gp-clinics.yaml does not list the clinic under the referral's SOR."""
     gp = event.patient.gp
     clinic = ctx.gp_clinics.get(gp.ydernummer) if gp else None
-    if clinic is not None and clinic.sor == event.hospital.sor:
-        return replace(event, hospital=clinic)
-    if event.hospital.ean is None:
+    if clinic is None or clinic.sor != event.hospital.sor:
         raise ConfigurationError(
-            f"GP clinic with ydernummer {gp.ydernummer if gp else '?'} is not in mappings/gp-clinics.yaml under "
-            "the referral's SOR, and the referral names no EAN: a MedCom sender needs one"
+            f"GP clinic with ydernummer {gp.ydernummer if gp else '?'} and the referral's SOR is not in "
+            "mappings/gp-clinics.yaml"
         )
-    return event
+    return replace(event, hospital=clinic)
 
 
 def _high_risk_gp_referral() -> InvalidInput:
@@ -460,37 +502,9 @@ HANDLERS: Mapping[str, Callable[[DischargeEvent, Course | None, ReferralContext,
 )
 
 
-# Who performs what a patient without a filed course is referred to, by event type (None: as the event decides).
-UNFILED_PATHWAY: Mapping[str, Callable[[DischargeEvent], Pathway | None]] = MappingProxyType(
-    {
-        "discharge": lambda _event: None,
-        "visitation": lambda _event: None,
-        "step-down": lambda event: municipal_pathway(event.referral),
-        "gp-referral": lambda event: municipal_pathway(event.referral),
-    }
-)
-
-
-def handle_unfiled(event: DischargeEvent, ctx: ReferralContext, now: datetime) -> FlowResult:
-    """An event for a patient named by a replacement number (X-eCPR, D-eCPR): courses are filed under CPR
-    numbers only (decision 17), so it is decided on its own, as a new referral, and nothing is remembered."""
-    ctx.directory.municipality(event.patient.municipality_code)
-    if event.event_type == "gp-referral":
-        event = with_clinic(event, ctx)
-    decided = decide(event, UNFILED_PATHWAY[event.event_type](event), ctx)
-    if event.event_type == "gp-referral" and decided.risk.group is RiskGroup.HIGH:
-        raise _high_risk_gp_referral()
-    facts = _decision_facts(decided)
-    facts.append(AuditFact("course-not-filed", {"eventId": event.event_id, "eventType": event.event_type}))
-    actions = (Action("new", decided.proposal),) if decided.proposal else ()
-    return _result(decided, actions, None, ctx, now, facts)
-
-
 def handle_referral_event(
     event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime
 ) -> FlowResult:
-    """Any referral event, by its type (a key of HANDLERS), against the patient's course (None: none known). A
-    patient named by a replacement number has no filed course: `handle_unfiled`."""
-    if not isinstance(event.patient.cpr, Cpr):
-        return handle_unfiled(event, ctx, now)
+    """Any referral event, by its type (a key of HANDLERS), against the patient's course (None: none known),
+    filed under the patient's number: a CPR number, or a replacement number as `system|value` (decision 18)."""
     return HANDLERS[event.event_type](event, course, ctx, now)

@@ -17,7 +17,7 @@ from typing import Any
 
 from lxml.builder import ElementMaker
 
-from integration.domain.hospital_closing import HospitalClosing, HospitalClosingKind
+from integration.domain.hospital_closing import Handover, HospitalClosing, HospitalClosingKind
 from integration.fhir.terminology import Terminology
 from integration.messages.envelope import Resource, entries, reference
 from integration.messages.status_document import XHTML, xhtml
@@ -48,6 +48,21 @@ HANDOVER: Mapping[HospitalClosingKind, str] = MappingProxyType(
         ),
     }
 )
+# The handover sentence when this closing does not itself hand the responsibility over (`Handover`).
+NO_HANDOVER_YET: Mapping[Handover, str] = MappingProxyType(
+    {
+        Handover.AT_MUNICIPAL_STATUS: (
+            "Patienten er fortsat i et kommunalt rehabiliteringsforløb: hospitalets hotline kan benyttes, til det "
+            "er afsluttet, og det lægefaglige behandlingsansvar overgår til egen læge med kommunens status."
+        ),
+        Handover.ALREADY_GP: "Det lægefaglige behandlingsansvar ligger allerede hos egen læge.",
+    }
+)
+
+
+def handover_line(closing: HospitalClosing) -> str:
+    """The sentence saying what this closing does to the medical responsibility."""
+    return HANDOVER[closing.kind] if closing.handover is Handover.NOW else NO_HANDOVER_YET[closing.handover]
 
 
 def closing_line(closing: HospitalClosing) -> str:
@@ -77,7 +92,7 @@ def follow_up_text(closing: HospitalClosing) -> str:
             closing.plan.strip(),
             "",
             author_line(closing),
-            HANDOVER[closing.kind],
+            handover_line(closing),
         ]
     )
 
@@ -113,7 +128,7 @@ def _composition(
         "section": [
             _section("Afslutning", [closing_line(closing)]),
             _section("Opfølgningsplan", [*plan_lines(closing), author_line(closing)]),
-            _section("Overdragelse", [HANDOVER[closing.kind]]),
+            _section("Overdragelse", [handover_line(closing)]),
         ],
     }
 

@@ -19,7 +19,7 @@ from integration.bootstrap import build
 from integration.config import Settings
 from integration.service.processor import RetryPolicy
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS, SENDERS_BY_KIND, outbound_exchanges
-from tests.pathway_runs import PATIENT, SCENARIOS, SENDER_OF_FLOW, Step, expected, step_record, steps
+from tests.pathway_runs import SCENARIOS, SENDER_OF_FLOW, Step, expected, patient, step_record, steps
 from tests.runtime.broker_helpers import collector, connect, take_all, wait_for
 from tests.runtime.conftest import broker_url
 
@@ -62,7 +62,9 @@ def _settled(store: Any, message_id: str, before: int) -> bool:
     )
 
 
-def _one_step(vhost: str, step: Step, store: Any, clock: Clock, queues: tuple[list[str], str]) -> dict[str, Any]:
+def _one_step(
+    vhost: str, step: Step, store: Any, clock: Clock, queues: tuple[list[str], str], key: str
+) -> dict[str, Any]:
     outbound, dead = queues
     clock.now = step.received_at
     before = len(list(store.records()))
@@ -81,7 +83,7 @@ def _one_step(vhost: str, step: Step, store: Any, clock: Clock, queues: tuple[li
         [(m.routing_key, m.body) for m in ordered],
         refusal,
         list(store.records())[before:],
-        store.course(PATIENT),
+        store.course(key),
     )
 
 
@@ -107,7 +109,7 @@ def test_pathway_scenario_on_the_broker(
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     try:
-        records = [_one_step(vhost, step, reader, clock, outputs) for step in steps(scenario)]
+        records = [_one_step(vhost, step, reader, clock, outputs, patient(scenario)) for step in steps(scenario)]
     finally:
         service.stop()
         worker.join(timeout=30)

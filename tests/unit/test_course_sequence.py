@@ -18,10 +18,11 @@ from integration.domain.course_sequence import (
     Step,
     admit_discharge,
     admit_gp_referral,
-    admit_outpatient_discharge,
+    admit_hospital_closing,
     admit_step_down,
     admit_visitation,
     compare,
+    hospital_closing_target,
     targets,
     visitation_due,
 )
@@ -95,7 +96,9 @@ def test_a_visitation_before_the_discharge_it_follows_is_out_of_order() -> None:
     assert refused.value.field == "occurredAt"
 
 
-@pytest.mark.parametrize("stage", [Stage.AWAITING_VISITATION, Stage.SPECIALISED, Stage.MUNICIPAL, None])
+@pytest.mark.parametrize(
+    "stage", [Stage.AWAITING_VISITATION, Stage.SPECIALISED, Stage.MUNICIPAL, Stage.NOT_REFERRED, None]
+)
 def test_a_visitation_may_follow_a_discharge_while_the_course_has_not_moved_on(stage: Stage | None) -> None:
     known = course(stage)
     assert admit_visitation(known, DISCHARGED + timedelta(days=14)) is known
@@ -105,13 +108,12 @@ def test_a_visitation_may_follow_a_discharge_while_the_course_has_not_moved_on(s
     "known",
     [
         course(Stage.CLOSED),
-        course(Stage.NOT_REFERRED, None),
         course(Stage.AWAITING_HOSPITAL_CLOSING),
         course(Stage.HOSPITAL_FOLLOW_UP),
         course(Stage.MUNICIPAL, referrer=Referrer.GP, responsible=Responsible.GP, gp="012345"),
         course(Stage.MUNICIPAL, specialised_referral="urn:uuid:s"),  # a step-down's course
     ],
-    ids=["closed", "not-referred", "awaiting-hospital-closing", "hospital-follow-up", "gp-course", "step-down"],
+    ids=["closed", "awaiting-hospital-closing", "hospital-follow-up", "gp-course", "step-down"],
 )
 def test_a_visitation_cannot_change_a_course_past_its_visitation(known: Course) -> None:
     with pytest.raises(OutOfOrder, match="cannot change this course"):
@@ -127,20 +129,43 @@ def test_a_step_down_needs_a_specialised_course() -> None:
 
 
 def test_a_gp_referral_beside_a_running_hospital_pathway_conflicts() -> None:
-    for known in (None, course(Stage.CLOSED), course(Stage.NOT_REFERRED, None)):
-        admit_gp_referral(known)
+    gp_course = course(Stage.MUNICIPAL, referrer=Referrer.GP, responsible=Responsible.GP, gp="012345")
+    for known in (None, course(Stage.CLOSED), course(Stage.NOT_REFERRED, None), gp_course):
+        admit_gp_referral(known)  # a GP's own running course: its referral is changed, not doubled
     for stage in (Stage.AWAITING_VISITATION, Stage.SPECIALISED, Stage.MUNICIPAL, Stage.HOSPITAL_FOLLOW_UP):
         with pytest.raises(ConflictsWithCourse) as refused:
             admit_gp_referral(course(stage))
         assert refused.value.field == "patient" and refused.value.reason == "conflicts-with-course"
 
 
-def test_an_outpatient_discharge_hands_over_only_a_patient_the_hospital_kept() -> None:
-    for known in (None, course(Stage.HOSPITAL_FOLLOW_UP), course(Stage.AWAITING_HOSPITAL_CLOSING)):
-        admit_outpatient_discharge(known)
-    for stage in (Stage.MUNICIPAL, Stage.CLOSED, Stage.SPECIALISED):
+def test_the_hospitals_closing_follows_its_course_and_waits_for_the_visitation() -> None:
+    plan, out = Step.FOLLOW_UP_PLAN, Step.OUTPATIENT_DISCHARGE
+    for stage in (Stage.SPECIALISED, Stage.MUNICIPAL, Stage.AWAITING_HOSPITAL_CLOSING, Stage.HOSPITAL_FOLLOW_UP):
+        admit_hospital_closing(plan, course(stage))
+    for stage in (Stage.CLOSED, Stage.NOT_REFERRED):
+        admit_hospital_closing(plan, course(stage))  # the GP gets the plan all the same
+    admit_hospital_closing(plan, None)
+    for stage in (Stage.HOSPITAL_FOLLOW_UP, Stage.AWAITING_HOSPITAL_CLOSING, Stage.MUNICIPAL):
+        admit_hospital_closing(out, course(stage))
+    admit_hospital_closing(out, None)
+    refused = [
+        (plan, Stage.AWAITING_VISITATION),
+        (out, Stage.AWAITING_VISITATION),
+        (out, Stage.SPECIALISED),
+        (out, Stage.CLOSED),
+        (out, Stage.NOT_REFERRED),
+    ]
+    for step, stage in refused:
         with pytest.raises(OutOfOrder):
-            admit_outpatient_discharge(course(stage))
+            admit_hospital_closing(step, course(stage))
+
+
+def test_a_running_municipal_course_stays_open_after_the_hospitals_closing() -> None:
+    assert hospital_closing_target(course(Stage.MUNICIPAL)) is Stage.MUNICIPAL  # the hotline until it ends
+    assert hospital_closing_target(course(Stage.MUNICIPAL, municipal_status=True)) is Stage.CLOSED
+    for stage in (Stage.SPECIALISED, Stage.AWAITING_HOSPITAL_CLOSING, Stage.HOSPITAL_FOLLOW_UP):
+        assert hospital_closing_target(course(stage)) is Stage.CLOSED
+    assert hospital_closing_target(None) is Stage.CLOSED
 
 
 def test_a_discharge_from_before_the_last_course_ended_is_out_of_order() -> None:

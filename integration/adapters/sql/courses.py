@@ -151,6 +151,7 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "heart_failure": _FLAG,
     "specialised_referral": _optional(_TEXT),
     "municipal_status": _FLAG,
+    "hospital_done": _FLAG,
     "closed_on": _optional(_DAY),
 }
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
