@@ -103,13 +103,13 @@ def _golden_part(name: str) -> st.SearchStrategy[bytes]:
     )
 
 
-@settings(PROPERTY, max_examples=20)
+@settings(PROPERTY, max_examples=10)
 @given(raw=st.deferred(lambda: _golden_part("gp_referral")))
 def test_a_gp_referral_with_one_part_drawn_from_its_schema_is_answered(raw: bytes) -> None:
     answer(raw, ENTRIES["gp_referral"])
 
 
-@settings(PROPERTY, max_examples=20)
+@settings(PROPERTY, max_examples=10)
 @given(raw=st.deferred(lambda: _golden_part("hospital_closing")))
 def test_a_hospital_closing_with_one_part_drawn_from_its_schema_is_answered(raw: bytes) -> None:
     answer(raw, ENTRIES["hospital_closing"])
@@ -130,7 +130,7 @@ def hostile(draw: st.DrawFn) -> tuple[str, bytes]:
     return name, _replace_nth(raw, NUMBER, n, draw(st.sampled_from(RAW_NUMBERS)).encode())
 
 
-@settings(PROPERTY, max_examples=60)
+@settings(PROPERTY, max_examples=30)
 @given(case=hostile())
 def test_any_new_pathway_input_made_hostile_is_answered(case: tuple[str, bytes]) -> None:
     name, raw = case
