@@ -52,7 +52,7 @@ def test_run_at_its_default_level_says_what_it_consumes_each_message_and_why_one
     lines = _json_lines(log)
     start = next(line for line in lines if line["event"] == "starting")
     assert start["vhost"] == vhost_of_its_own and start["audit"] == audit_dsn
-    assert start["flows"] == ["discharge", "hotline", "closing", "acknowledgement"]
+    assert start["flows"] == ["discharge", "gp-referral", "hotline", "closing", "acknowledgement"]
     assert "rehab.discharge-events" in start["queues"]  # type: ignore[operator]
     assert start["broker"] == f"amqp://guest:***@127.0.0.1:5672/{vhost_of_its_own}"
     messages = {line["correlation_id"]: line for line in lines if line["event"] == "message"}
