@@ -51,7 +51,15 @@ def test_processed_message_publishes_confirmed_output_and_audits_every_step(pipe
     bundle = orjson.loads(out.body)
     assert out.message_id == bundle["entry"][0]["resource"]["id"]
     steps = [r.step for r in store.records()]
-    assert steps == ["received", "validated", "fact:referral-built", "fact:course-stage", "transformed", "published", "acked"]
+    assert steps == [
+        "received",
+        "validated",
+        "fact:referral-built",
+        "fact:course-stage",
+        "transformed",
+        "published",
+        "acked",
+    ]
     assert all(r.patient == "2512489996" for r in store.records())
     assert verify(store.records(), store.head()) is None
 
@@ -123,7 +131,13 @@ def test_no_referral_is_processed_and_audited_without_output(pipeline, store, br
     body = (GOLDEN / "discharge" / "07-no-referral.event.json").read_bytes()
     processor = make(pipeline, store, broker)
     assert processor.process(delivery(body)).outputs == 0
-    assert [r.step for r in store.records()] == ["received", "validated", "fact:no-referral", "fact:course-stage", "transformed"]
+    assert [r.step for r in store.records()] == [
+        "received",
+        "validated",
+        "fact:no-referral",
+        "fact:course-stage",
+        "transformed",
+    ]
 
 
 def test_audit_detail_never_holds_the_cpr_outside_the_patient_column(pipeline, store, broker) -> None:
