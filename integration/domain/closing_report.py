@@ -66,6 +66,10 @@ class ClosingReport:
     follow_up: str | None
     hospital_retains_responsibility: bool
     author: tuple[str, str, str]  # name, role, phone
+    # What the patient's course adds (the closing flow sets them): the GP referred the course and holds the
+    # responsibility already; the hospital has closed its part already (its follow-up plan came first).
+    gp_referred: bool = False
+    hospital_done: bool = False
 
     @property
     def hands_over(self) -> bool:
@@ -73,4 +77,8 @@ class ClosingReport:
         municipality and the hospital does not keep the patient. When it was at the hospital, the hospital's
         follow-up plan hands it over; a patient who stays with the hospital is handed over when the hospital
         discharges them (the agreement, "Afslutning på hjerterehabilitering/genoptræning")."""
+        if self.gp_referred:
+            return False
+        if self.hospital_done:
+            return True
         return self.closing_place == ClosingPlace.MUNICIPALITY and not self.hospital_retains_responsibility

@@ -229,19 +229,22 @@ def admit_hospital_closing(step: Step, course: Course | None) -> None:
     table lets it follow. Raises OutOfOrder (naming `eventType`) before the visitation talk has decided the
     referral, or for an outpatient discharge of a patient the hospital does not hold."""
     handed_over = course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED)
-    if course is None or (handed_over and step is Step.FOLLOW_UP_PLAN) or step in _steps(course):
+    if course is None or handed_over or step in _steps(course):
         return
-    if handed_over:
-        raise OutOfOrder("eventType", f"the medical responsibility is the GP's already: {_stage_text(course)}")
     raise OutOfOrder("eventType", f"the hospital's {step.value} cannot close this course yet: {_stage_text(course)}")
 
 
-def hospital_closing_target(course: Course | None) -> Stage:
-    """Where the hospital's closing leaves the course: a municipal course still running stays open until the
-    municipality's status (the agreement: "selvom en borger fortsat er i et kommunalt rehabiliteringsforløb, når
-    vedkommende afsluttes fra hospitalet, så kan hotline til hospitalet fortsat benyttes indtil
-    rehabiliteringsforløbet er afsluttet"); every other course closes."""
-    if course is not None and course.current is Stage.MUNICIPAL and not course.municipal_status:
+def hospital_closing_target(course: Course | None, step: Step = Step.FOLLOW_UP_PLAN) -> Stage:
+    """Where the hospital's closing leaves the course: a municipal course that closes in the municipality stays
+    open until the municipality's status (the agreement: "selvom en borger fortsat er i et kommunalt
+    rehabiliteringsforløb, når vedkommende afsluttes fra hospitalet, så kan hotline til hospitalet fortsat
+    benyttes indtil rehabiliteringsforløbet er afsluttet"); every other course closes (with the closing
+    conversation at the hospital, the hospital's follow-up plan is the handover; an outpatient discharge never is
+    while the municipal course runs)."""
+    closes_in_municipality = course is not None and (
+        step is Step.OUTPATIENT_DISCHARGE or course.referral is None or course.referral.closing_place == "municipality"
+    )
+    if course is not None and course.current is Stage.MUNICIPAL and closes_in_municipality:
         return Stage.MUNICIPAL
     return Stage.CLOSED
 

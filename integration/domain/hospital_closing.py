@@ -44,6 +44,7 @@ class Handover(StrEnum):
     NOW = "now"
     AT_MUNICIPAL_STATUS = "at-municipal-status"
     ALREADY_GP = "already-gp"
+    EARLIER_COURSE = "earlier-course"  # it closes a course before the patient's present one, which goes on
 
 
 # Who holds the medical responsibility after the closing, by what it does to it.
@@ -52,6 +53,7 @@ RESPONSIBLE_AFTER: Mapping[Handover, Responsible] = MappingProxyType(
         Handover.NOW: Responsible.GP,
         Handover.AT_MUNICIPAL_STATUS: Responsible.HOSPITAL,
         Handover.ALREADY_GP: Responsible.GP,
+        Handover.EARLIER_COURSE: Responsible.HOSPITAL,
     }
 )
 

@@ -83,7 +83,7 @@ class ReplacementCpr:
     @property
     def key(self) -> str:
         """Whom the audit log files the patient under: `system|value` (FHIR's token form), since two regions
-        may issue the same D-eCPR value. It matches no course: courses are filed under CPR numbers."""
+        may issue the same D-eCPR value; the pathway files the patient's course under it too (decision 18)."""
         return f"{self.system}|{self.value}"
 
     def __repr__(self) -> str:  # keep the number out of tracebacks and debug output

@@ -233,6 +233,8 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
     course = state.course(report.patient.value)
     if course is not None and course.current in HOSPITAL_HOLDS:  # the status cannot hand over what it does not hold
         report = replace(report, hospital_retains_responsibility=True)
+    elif course is not None and course.current in MOVED_BY_STATUS:
+        report = replace(report, gp_referred=course.referrer is Referrer.GP, hospital_done=course.hospital_done)
     terms = ctx.terminology
     parties = _parties(report, terms)
     document = _gp_status_document(report, parties, terms)

@@ -109,16 +109,32 @@ def follow_up_outputs(
     return outgoing, _sent(closing)
 
 
-def _handover(course: Course | None) -> Handover:
+def _of_an_earlier_course(closing: HospitalClosing, course: Course | None) -> bool:
+    """Whether the closing belongs to a course before the patient's present one: dated before its discharge."""
+    return (
+        course is not None and course.discharged_at is not None and (closing.closing_date < course.discharged_at.date())
+    )
+
+
+def _earlier_course_closed(closing: HospitalClosing, ctx: ClosingContext, now: datetime) -> FlowResult:
+    """A late closing of an earlier course: the GP gets it (the responsibility for that course is the GP's);
+    the present course is not touched."""
+    closing = replace(closing, handover=Handover.EARLIER_COURSE)
+    outgoing, sent = follow_up_outputs(closing, ctx, now)
+    fact = AuditFact("closing-of-an-earlier-course", {"eventId": closing.event_id})
+    return FlowResult(outgoing=outgoing, facts=(sent, fact), patient=closing.patient.cpr.key)
+
+
+def _handover(course: Course | None, step: Step) -> Handover:
     """What the closing does to the responsibility, by where the course stands (`Handover`)."""
     if course is not None and (course.responsible is Responsible.GP or course.current is Stage.CLOSED):
         return Handover.ALREADY_GP
-    if hospital_closing_target(course) is Stage.MUNICIPAL:
+    if hospital_closing_target(course, step) is Stage.MUNICIPAL:
         return Handover.AT_MUNICIPAL_STATUS
     return Handover.NOW
 
 
-def _after_hospital_closing(closing: HospitalClosing, course: Course | None) -> Course:
+def _after_hospital_closing(closing: HospitalClosing, course: Course | None, step: Step) -> Course:
     """The course after the hospital's closing: closed with the GP responsible; a municipal course still
     running stays open (the hospital's hotline too) until the municipality's status; a closed course as it was."""
     if course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED):
@@ -126,7 +142,7 @@ def _after_hospital_closing(closing: HospitalClosing, course: Course | None) -> 
     known = course or Course(
         closing.patient.cpr.key, closing.hospital.sor, closing.patient.municipality_code, False, Responsible.GP
     )
-    if hospital_closing_target(course) is Stage.MUNICIPAL:
+    if hospital_closing_target(course, step) is Stage.MUNICIPAL:
         return replace(known, hospital_done=True)
     return replace(
         known,
@@ -150,10 +166,13 @@ def handle_hospital_closing(
     sent all the same). Raises OutOfOrder before the visitation talk has decided the referral, or for an
     outpatient discharge of a patient the hospital does not hold; ConfigurationError for a GP clinic not in
     our mappings."""
-    admit_hospital_closing(Step(closing.kind.value), course)
-    closing = replace(closing, handover=_handover(course))
+    if _of_an_earlier_course(closing, course):  # sent all the same; the course it meets is another one
+        return _earlier_course_closed(closing, ctx, now)
+    step = Step(closing.kind.value)
+    admit_hospital_closing(step, course)
+    closing = replace(closing, handover=_handover(course, step))
     outgoing, sent = follow_up_outputs(closing, ctx, now)
-    after = _after_hospital_closing(closing, course)
+    after = _after_hospital_closing(closing, course, step)
     facts = [sent]
     if course is None:
         facts.append(AuditFact("closing-without-course", {"eventId": closing.event_id}))

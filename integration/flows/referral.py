@@ -384,7 +384,7 @@ def _readmission(
         _opened(event, decided),
         stage=_stage_for(referral),
         referral=referral,
-        specialised_referral=course.specialised_referral if change is Change.UNCHANGED else None,
+        specialised_referral=None,  # a new hospital episode: its visitation may follow
     )
     return _result(decided, _actions(change, in_force, decided.proposal), after, ctx, now, facts)
 
@@ -411,6 +411,8 @@ def handle_visitation(event: DischargeEvent, course: Course | None, ctx: Referra
         municipality_code=event.patient.municipality_code,
         heart_failure=known.heart_failure or has_heart_failure(event),
         closed_on=None if referral is not None else event.occurred_at.date(),
+        municipal_status=False,  # a new referral in force: what came for the old one does not count
+        hospital_done=False,
     )
     return _result(decided, _actions(change, known.referral, referral), after, ctx, now, facts)
 
@@ -431,6 +433,8 @@ def handle_step_down(event: DischargeEvent, course: Course | None, ctx: Referral
         referral=decided.proposal,
         specialised_referral=specialised.referral.service_request,
         municipality_code=event.patient.municipality_code,
+        municipal_status=False,
+        hospital_done=False,
     )
     return _result(decided, (action,), after, ctx, now, _risk_facts(event, decided.risk))
 

@@ -56,6 +56,10 @@ NO_HANDOVER_YET: Mapping[Handover, str] = MappingProxyType(
             "er afsluttet, og det lægefaglige behandlingsansvar overgår til egen læge med kommunens status."
         ),
         Handover.ALREADY_GP: "Det lægefaglige behandlingsansvar ligger allerede hos egen læge.",
+        Handover.EARLIER_COURSE: (
+            "Opfølgningsplanen gælder et tidligere forløb; patientens nuværende forløb fortsætter, og det "
+            "lægefaglige behandlingsansvar følger det."
+        ),
     }
 )
 

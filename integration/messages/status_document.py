@@ -173,6 +173,13 @@ def hads_lines(hads: HadsResult | None) -> list[str]:
 
 def handover_line(report: ClosingReport) -> str:
     """Who holds the medical responsibility after this status (`ClosingReport.hands_over`)."""
+    if report.gp_referred:
+        return "Patienten er henvist af egen læge, som har det lægefaglige behandlingsansvar."
+    if report.hospital_done:
+        return (
+            "Hospitalet har afsluttet sin del med sin opfølgningsplan; med denne status overgår det lægefaglige "
+            "behandlingsansvar til egen læge."
+        )
     if report.closing_place != ClosingPlace.MUNICIPALITY:
         return (
             "Den afsluttende samtale holdes på hospitalet, som bevarer det lægefaglige behandlingsansvar og "

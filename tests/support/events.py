@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -19,25 +20,25 @@ X_ECPR_SYSTEM = "urn:oid:1.2.208.176.1.6.1.1"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _name_patient(patient: dict[str, object], i: int) -> None:
-    """Patient `i` of a run: one of MedCom's test CPR numbers for the first ones, then a replacement number
-    (X-eCPR) of its own, so that every event is a patient of its own: a second discharge of one patient would
-    change that patient's referral (the pathway, decision 18) rather than make a referral of its own."""
-    if i < len(TEST_CPRS):
-        patient["cpr"] = TEST_CPRS[i]
-        return
+_PATIENTS = itertools.count()  # every generated patient of this process is a new one
+
+
+def _name_patient(patient: dict[str, object]) -> None:
+    """A patient of their own, named by a replacement number (X-eCPR) never given before in this process: a
+    second discharge of one patient would change that patient's referral (the pathway, decision 18) rather than
+    make a referral of its own. Never a real person's number (MedCom's test CPR numbers are too few)."""
+    n = next(_PATIENTS)
+    born = date(1940, 1, 1) + timedelta(days=n % 30_000)
+    letters = LETTERS[n // 10 % 26] + LETTERS[n // 260 % 26]
     patient.pop("cpr", None)
-    born = date(1940, 1, 1) + timedelta(days=i)
-    letters = LETTERS[i // 10 % 26] + LETTERS[i // 260 % 26]
-    patient["replacementCpr"] = {"system": X_ECPR_SYSTEM, "value": f"{born:%d%m%y}1{letters}{i % 10}"}
+    patient["replacementCpr"] = {"system": X_ECPR_SYSTEM, "value": f"{born:%d%m%y}1{letters}{n % 10}"}
 
 
 def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
     """`count` distinct discharge events, each producing one referral: (event id, body).
 
     Like real ones, each has its own event id, patient, municipality, free-text note and time; the
-    pathways rotate over the golden samples. MedCom's test CPR numbers, then replacement numbers
-    (`_name_patient`): never a real person's number.
+    pathways rotate over the golden samples. Patients are named by replacement numbers (`_name_patient`).
     """
     templates = [orjson.loads(p.read_bytes()) for p in sorted(GOLDEN_DISCHARGE.glob("*.event.json"))]
     templates = [t for t in templates if t["referral"]["decision"] != "none"]
@@ -46,7 +47,7 @@ def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
         event = copy.deepcopy(templates[i % len(templates)])
         event["eventId"] = str(uuid.uuid4())
         event["eventType"] = "discharge"  # a discharge refers whatever came before; a visitation needs its discharge
-        _name_patient(event["patient"], i)
+        _name_patient(event["patient"])
         event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
         event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
         # a time of its own, after the template's (so still after its admission, surgery and exercise test)

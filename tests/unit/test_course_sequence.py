@@ -148,13 +148,9 @@ def test_the_hospitals_closing_follows_its_course_and_waits_for_the_visitation()
     for stage in (Stage.HOSPITAL_FOLLOW_UP, Stage.AWAITING_HOSPITAL_CLOSING, Stage.MUNICIPAL):
         admit_hospital_closing(out, course(stage))
     admit_hospital_closing(out, None)
-    refused = [
-        (plan, Stage.AWAITING_VISITATION),
-        (out, Stage.AWAITING_VISITATION),
-        (out, Stage.SPECIALISED),
-        (out, Stage.CLOSED),
-        (out, Stage.NOT_REFERRED),
-    ]
+    for stage in (Stage.CLOSED, Stage.NOT_REFERRED):
+        admit_hospital_closing(out, course(stage))  # delivered: the GP holds the responsibility already
+    refused = [(plan, Stage.AWAITING_VISITATION), (out, Stage.AWAITING_VISITATION), (out, Stage.SPECIALISED)]
     for step, stage in refused:
         with pytest.raises(OutOfOrder):
             admit_hospital_closing(step, course(stage))
@@ -162,7 +158,8 @@ def test_the_hospitals_closing_follows_its_course_and_waits_for_the_visitation()
 
 def test_a_running_municipal_course_stays_open_after_the_hospitals_closing() -> None:
     assert hospital_closing_target(course(Stage.MUNICIPAL)) is Stage.MUNICIPAL  # the hotline until it ends
-    assert hospital_closing_target(course(Stage.MUNICIPAL, municipal_status=True)) is Stage.CLOSED
+    at_hospital = course(Stage.MUNICIPAL, replace(MUNICIPAL, closing_place="hospital"))
+    assert hospital_closing_target(at_hospital) is Stage.CLOSED  # the plan after a closing talk at the hospital
     for stage in (Stage.SPECIALISED, Stage.AWAITING_HOSPITAL_CLOSING, Stage.HOSPITAL_FOLLOW_UP):
         assert hospital_closing_target(course(stage)) is Stage.CLOSED
     assert hospital_closing_target(None) is Stage.CLOSED
