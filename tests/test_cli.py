@@ -93,7 +93,7 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     lines = done.stdout.decode().splitlines()
     assert lines[0].startswith("no broker at amqp://guest:***@127.0.0.1:1/none") and "in-memory bus" in lines[0]
     assert "guest:guest" not in done.stdout.decode()
-    assert sum("referral from" in line for line in lines) == 13
+    assert sum("referral from" in line for line in lines) == 17  # 13 patients; four re-routed (cancel + new)
     assert any(
         "dead-lettered: bad-unknown-municipality" in line and "unknown municipality code '999'" in line
         for line in lines
@@ -194,7 +194,7 @@ def test_demo_that_cannot_make_a_vhost_of_its_own_runs_in_memory_and_says_why(tm
     assert (
         lines[0] == "rabbitmqctl is not installed; running on the in-memory bus instead (never in the service's vhost)"
     )
-    assert sum("referral from" in line for line in lines) == 13
+    assert sum("referral from" in line for line in lines) == 17  # 13 patients; four re-routed (cancel + new)
 
 
 def test_a_refused_medcom_message_prints_the_fatal_error_ack_it_would_be_answered_with() -> None:

@@ -103,6 +103,13 @@ LABELS = {
     ACK_EXCHANGE: "ack:",
 }
 OUTPUT_EXCHANGES = tuple(LABELS)
+# A referral's MedCom event, by the audit fact that built it: a second discharge of a patient changes the
+# referral in force (an update, or a cancellation and a new one) rather than adding one (the pathway).
+REFERRAL_EVENT = {
+    "fact:referral-built": "new-referral",
+    "fact:referral-updated": "update-referral",
+    "fact:referral-cancelled": "cancel-referral",
+}
 
 
 class NoVhost(Exception):
@@ -228,9 +235,13 @@ def summarise(store: AuditStore, routed: list[str], every: list[Sample]) -> list
     for sample in every:
         mine = records.get(sample.message_id, [])
         sent = [r for r in mine if r.step == "published" and r.detail.get("outputId") in arrived]
+        events = {r.detail.get("messageHeaderId"): REFERRAL_EVENT[r.step] for r in mine if r.step in REFERRAL_EVENT}
         for record in sent:
             label = LABELS.get(str(record.detail.get("exchange")), "?")
-            lines.append((f"{label} {sample.name}", str(record.detail.get("routingKey"))))
+            event = events.get(record.detail.get("outputId"))
+            lines.append(
+                (f"{label} {sample.name}", str(record.detail.get("routingKey")) + (f" ({event})" if event else ""))
+            )
         refused = next((r for r in mine if r.step in ("rejected", "gave-up")), None)
         if refused is not None:
             lines.append((f"dead-lettered: {sample.name}", one_line(refused.detail.get("reason", "?"))))
