@@ -103,7 +103,7 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     assert any(
         "ack: municipality-routine.carecommunication" in line and "ack.434751000016002" in line for line in lines
     )
-    assert lines[-1].startswith("13 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
+    assert lines[-1].startswith("17 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
     assert any("status: closing-report" in line and "gp.status.012345" in line for line in lines)
     assert any("no output: 07-no-referral" in line and "nothing to send" in line for line in lines)
     assert not (tmp_path / "audit.sqlite3").exists()  # the configured store is not touched: the demo has its own
