@@ -227,7 +227,8 @@ def test_dlq_list_and_replay_after_a_mapping_fix(vhost: str, audit_dsn: str, tmp
         process.wait(timeout=30)
     (message,) = [m for m in take_all(vhost, outputs) if event_id.encode() in m.body]
     assert json.loads(message.body)["entry"][0]["resource"]["destination"][0]["endpoint"].endswith("434761000016005")
-    trail = _cli("audit", "trail", "--patient", json.loads(copenhagen)["patient"]["cpr"], env=env)
+    number = json.loads(copenhagen)["patient"]["replacementCpr"]  # generated patients have replacement numbers
+    trail = _cli("audit", "trail", "--patient", f"{number['system']}|{number['value']}", env=env)
     assert trail.returncode == 0 and "published" in trail.stdout
     verified = _cli("audit", "verify", env=env)
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
