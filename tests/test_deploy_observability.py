@@ -5,7 +5,10 @@ metrics the service exports, and between them show every metric it defines: a me
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import integration.service.metrics  # noqa: F401 - defines the service's metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 
 # What Prometheus itself provides: not the service's to export.
@@ -194,3 +198,29 @@ def test_a_rule_naming_a_metric_the_service_does_not_export_is_caught() -> None:
     assert "rehab_dead_letter_queue_messages" in names and "rehab_pathway_overdue" in names
     wrong = metric_names("max by (queue) (rehab_dlq_depth) > 0 and rehab_messages_total > 0")
     assert {m for m in wrong if m not in names and m not in PROMETHEUS_OWN} == {"rehab_dlq_depth"}
+
+
+def _promtool() -> str:
+    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if not found:
+        pytest.skip("promtool is not installed (Debian: the prometheus package; or set PROMTOOL)")
+    return found
+
+
+def test_promtool_accepts_the_rules() -> None:
+    done = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_alerts_fire_when_and_as_their_unit_tests_say(tmp_path: Path) -> None:
+    promtool = _promtool()
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations")  # promtool would compare them word for word
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    shutil.copy(RULE_TESTS, tmp_path / "alerts.test.yml")
+    done = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
