@@ -17,9 +17,12 @@ deadlines is not an event (`integration pathway overdue` audits its read itself)
   the receipt; the time our acknowledgement flow settled it, `outbound_message.settled_at`), or, while no
   positive ack has come, when we first sent it (`first_sent_at`: MedCom delivers within minutes). Subject: the
   referral's MessageHeader id. A referral no outbound row tracks (sent before tracking existed) has none.
-- `ack-missing`: one of our MedCom messages without an ack: due when the resend job gives up on it (the ack
-  timeout after its last transmission, once per resend still to come; `ack_timeout_minutes`, `max_resends`),
-  or when it did give up. Every message we sent, for any course, open or closed: it needs a person either way.
+- `ack-missing`: one of our MedCom messages without an ack. While it awaits its ack, due when the resend job
+  will give up on it (the ack timeout after its last transmission, once per resend still to come;
+  `ack_timeout_minutes`, `max_resends`) and never overdue: the resend job, not the clock, decides that (a
+  forecast gives nothing up). Once given up on (`gave-up`), due when it was, and overdue: a person must follow
+  it up (`integration outbound pending` lists the same). Every message we sent, for any course, open or
+  closed: it needs a person either way.
 - `ack-error`: one of our MedCom messages answered with an error ack: due (and overdue) from when it came.
 - `closing-report`: a municipal course without its closing report `closing_report_weeks` after its referral
   in force was sent (an update or re-route sends a new referral and restarts it). Subject: the referral's
@@ -163,7 +166,7 @@ def _visitations(courses: Iterable[Course], settings: Settings, at: datetime) ->
         due = visitation_due(course, timedelta(days=window), timedelta(days=heart_failure))
         if due is None or course.discharged_at is None:
             continue
-        which = f"heart-failure window ({heart_failure} d)" if course.heart_failure else f"window ({window} d)"
+        which = f"heart-failure window {heart_failure} d" if course.heart_failure else f"window {window} d"
         detail = (
             f"visitation talk after the discharge {_local(course.discharged_at)} ({which}) from "
             f"{one_line(course.referring_department, 40)}"
@@ -244,11 +247,19 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
             found.append(Deadline("ack-error", message.patient, due, due <= at, message.header_id, detail))
             continue
         stopped = message.settled_at if message.state is OutboundState.GAVE_UP else None
-        due = _utc(stopped) if stopped else ack_due(message.last_sent_at, message.resends, timeout, most)
-        detail = f"{message.flow} message to {to} (sent {first}): no ack after {message.resends} resend(s)"
-        if message.state is OutboundState.GAVE_UP:
-            detail += "; resending stopped: a person must follow it up"
-        found.append(Deadline("ack-missing", message.patient, due, due <= at, message.header_id, detail))
+        if stopped is not None:
+            due, late = _utc(stopped), stopped <= at
+            detail = (
+                f"{message.flow} message to {to} (sent {first}): no ack after {message.resends} resend(s); "
+                "resending stopped, a person must follow it up"
+            )
+        else:  # still awaiting: the resend job, not the clock, decides when it is given up on
+            due, late = ack_due(message.last_sent_at, message.resends, timeout, most), False
+            detail = (
+                f"{message.flow} message to {to} (sent {first}): no ack yet after {message.resends} resend(s); "
+                "given up on at the due time if none comes"
+            )
+        found.append(Deadline("ack-missing", message.patient, due, late, message.header_id, detail))
     return found
 
 
