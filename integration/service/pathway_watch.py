@@ -244,7 +244,7 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
         if message.state is OutboundState.FAILED:
             due = _utc(message.settled_at or message.last_sent_at)
             detail = f"{message.flow} message to {to} (sent {first}) was answered with an error ack"
-            found.append(Deadline("ack-error", message.patient, due, due <= at, message.header_id, detail))
+            found.append(Deadline("ack-error", message.patient or None, due, due <= at, message.header_id, detail))
             continue
         stopped = message.settled_at if message.state is OutboundState.GAVE_UP else None
         if stopped is not None:
@@ -259,7 +259,7 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
                 f"{message.flow} message to {to} (sent {first}): no ack yet after {message.resends} resend(s); "
                 "given up on at the due time if none comes"
             )
-        found.append(Deadline("ack-missing", message.patient, due, late, message.header_id, detail))
+        found.append(Deadline("ack-missing", message.patient or None, due, late, message.header_id, detail))
     return found
 
 
@@ -280,5 +280,6 @@ def _hotline(store: WatchStore, settings: Settings, at: datetime) -> list[Deadli
             f"advice request to {where} from {one_line(request.requester, 40)} received "
             f"{_local(one.received_at)}: unanswered after {limit} opening hour(s)"
         )
-        found.append(Deadline("hotline-hours", request.patient, due, late, one_line(request.request_id, 80), detail))
+        subject = one_line(request.request_id, 80)
+        found.append(Deadline("hotline-hours", request.patient or None, due, late, subject, detail))
     return found
