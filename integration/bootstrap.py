@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
@@ -37,6 +37,7 @@ from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
 from integration.log import one_line
 from integration.mappings import load_mappings
+from integration.service import pathway_watch
 from integration.service.anchors import anchor_job
 from integration.service.metrics_refresh import GaugeRefresher, PathwayCounts
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
@@ -323,12 +324,10 @@ def gauge_refresher(
     )
 
 
-def pathway_overdue(settings: Settings, store: AuditStore) -> PathwayCounts | None:
-    """THE single place where the pathway's deadlines are wired into the metrics (`rehab_pathway_overdue`):
-    `integration.service.pathway_watch.overdue_counts(store, settings, at)` once it exists. None until
-    then: the refresher leaves the gauge empty."""
-    del settings, store  # to be: return partial(pathway_watch.overdue_counts, store, settings)
-    return None
+def pathway_overdue(settings: Settings, store: AuditStore) -> PathwayCounts:
+    """The single place where the pathway's deadlines are wired into the metrics (`rehab_pathway_overdue`):
+    the overdue deadlines of each rule at a moment (`pathway_watch.overdue_counts`), from the audit store."""
+    return partial(pathway_watch.overdue_counts, store, settings)
 
 
 def _stop_on_signals() -> tuple[threading.Event, list[str]]:

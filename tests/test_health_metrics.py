@@ -223,7 +223,7 @@ def test_the_broker_connection_lost_during_a_refresh_reaches_the_consumer() -> N
 
 def test_the_pathway_gauge_has_every_rule_and_clears_to_zero() -> None:
     counts = [{"visitation": 2, "ack-missing": 1}]
-    refresh = refresher(CountingStore(), [True], pathway=lambda at: counts[0])
+    refresh = refresher(CountingStore(), [True], pathway=lambda at: counts[0], pathway_every=0)
     refresh(Depths({"t.dlq": 0, "t.in": 0}))
     assert value("rehab_pathway_overdue", rule="visitation") == 2
     assert all(REGISTRY.get_sample_value("rehab_pathway_overdue", {"rule": r}) is not None for r in PATHWAY_RULES)
@@ -327,3 +327,39 @@ def test_the_metrics_endpoint_serves_the_service_metrics(served: tuple[Health, i
     assert (
         status == 200 and "rehab_messages_in_flight 0.0" in text and "# TYPE rehab_processing_seconds histogram" in text
     )
+
+
+def test_the_pathway_gauge_counts_the_overdue_deadlines_of_the_stored_courses(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    """Wired for real (`bootstrap.pathway_overdue`): a GOP referred at FIXED_NOW is past its contact and start
+    deadlines 30 days on, and nothing is overdue the day after; asked at most every `pathway_every` seconds."""
+    broker = InMemoryBroker()
+    broker.bind("rehab.referral", "sink", "#")
+    hospital = SENDERS_BY_KIND["hospital"].exchange
+    broker.publish(hospital, "discharge", EVENT.read_bytes(), "m-1", content_type="application/json")
+    store = SqliteAuditStore(str(tmp_path / "audit.sqlite3"))
+    settings = Settings.from_env({})
+    processor = build(settings, bus=broker, store=store, clock=lambda: FIXED_NOW, pipeline=pipeline).processor
+    assert drain_in_memory(broker, processor, [DISCHARGE]) == 1
+    at, ticks = [FIXED_NOW + timedelta(days=1)], [0.0]
+    refresh = GaugeRefresher(
+        store,
+        {},
+        8,
+        [],
+        lambda: at[0],
+        pathway=bootstrap.pathway_overdue(settings, store),
+        monotonic=lambda: ticks[0],
+    )
+    refresh(Depths({}))
+    assert all(value("rehab_pathway_overdue", rule=rule) == 0 for rule in PATHWAY_RULES)
+    at[0] = FIXED_NOW + timedelta(days=30)
+    refresh(Depths({}))  # not due again: the last counts stay
+    assert value("rehab_pathway_overdue", rule="gop-contact") == 0
+    ticks[0] += 60
+    refresh(Depths({}))
+    assert value("rehab_pathway_overdue", rule="gop-contact") == 1
+    assert value("rehab_pathway_overdue", rule="gop-start") == 1
+    assert value("rehab_pathway_overdue", rule="visitation") == 0
+    store.close()

@@ -18,7 +18,9 @@ Sources:
   each consumed inbound queue (`rehab_inbound_queue_messages`), by a passive declare
   (`RabbitConnection.queue_depths`).
 - `pathway`: courses past a deadline of the pathway, by rule (`rehab_pathway_overdue`), from
-  `integration.service.pathway_watch.overdue_counts` when it is wired (`pathway` below).
+  `integration.service.pathway_watch.overdue_counts` (wired by `bootstrap.pathway_overdue`). It reads every
+  open course (and the hotlines' opening hours from the mappings), so it runs every `pathway_every` seconds
+  (60), not at every refresh.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ from integration.domain.hotline import Hotline, overdue_hours
 from integration.errors import ConnectionLost
 from integration.log import one_line
 from integration.service import metrics
+from integration.service.pathway_watch import RULES
 
 log = structlog.get_logger("integration.metrics")
 
@@ -44,17 +47,9 @@ log = structlog.get_logger("integration.metrics")
 # Acknowledged messages only ever grow in number: counting them would be a cost without an alert.
 OUTBOUND_STATES = (OutboundState.AWAITING, *OutboundState.needing_a_person())
 
-# The rules of `pathway_watch.overdue_counts`; each is set (0 when absent from its answer) so that a rule
-# that clears goes back to 0 instead of keeping its last count.
-PATHWAY_RULES = (
-    "visitation",
-    "gop-contact",
-    "gop-start",
-    "ack-missing",
-    "ack-error",
-    "closing-report",
-    "hotline-hours",
-)
+# The rules of `pathway_watch.overdue_counts`; each is set (0 when absent from an answer) so that a rule that
+# clears goes back to 0 instead of keeping its last count.
+PATHWAY_RULES = RULES
 
 
 class CountingStore(Protocol):
@@ -85,7 +80,7 @@ class GaugeRefresher:
     `dead_letter_queues`: the queues whose ready messages are counted (the consumed flows' `.dlq` queues
     and `rehab.inbound.refused`); `inbound_queues`: the consumed flows' queues. `hotline_limit`:
     INTEGRATION_HOTLINE_OVERDUE_HOURS. `pathway`: the pathway's overdue counts at a moment, or None while it
-    is not wired (the gauge stays empty)."""
+    is not wired (the gauge stays empty); asked every `pathway_every` seconds (`monotonic`: the clock of that)."""
 
     store: CountingStore
     hotlines: Mapping[str, Hotline]
@@ -95,13 +90,17 @@ class GaugeRefresher:
     store_up: Callable[[], bool] = lambda: True
     pathway: PathwayCounts | None = None
     inbound_queues: Sequence[str] = ()
+    pathway_every: float = 60.0
+    monotonic: Callable[[], float] = time.monotonic
+    _pathway_next: float = field(default=float("-inf"), init=False, repr=False)
 
     def __call__(self, broker: QueueDepths) -> None:
         now = self.clock()
         self._source("audit-store", lambda: self._from_store(now))
         self._source("broker", lambda: self._from_broker(broker))
-        if self.pathway is not None:
-            # THE place where the pathway's deadlines become gauges (pathway_watch.overdue_counts).
+        if self.pathway is not None and self.monotonic() >= self._pathway_next:
+            # Where the pathway's deadlines become gauges (pathway_watch.overdue_counts, bootstrap.pathway_overdue).
+            self._pathway_next = self.monotonic() + self.pathway_every
             pathway = self.pathway
             self._source("pathway", lambda: self._from_pathway(pathway, now))
 
