@@ -363,3 +363,21 @@ def test_the_pathway_gauge_counts_the_overdue_deadlines_of_the_stored_courses(
     assert value("rehab_pathway_overdue", rule="gop-start") == 1
     assert value("rehab_pathway_overdue", rule="visitation") == 0
     store.close()
+
+
+def test_a_refresh_failing_again_and_again_is_one_log_line_until_it_works_again() -> None:
+    from structlog.testing import capture_logs
+
+    store, up = CountingStore(), [True]
+    refresh = refresher(store, up)
+    store.fail = Transient("audit store unavailable (test)")
+    with capture_logs() as logged:
+        for _ in range(3):
+            refresh(Depths({"t.dlq": 0, "t.in": 0}))
+        store.fail = None
+        refresh(Depths({"t.dlq": 0, "t.in": 0}))
+    events = [(e["event"], e.get("source")) for e in logged]
+    assert events == [
+        ("metrics refresh failed; gauges keep their last value", "audit-store"),
+        ("metrics refresh works again", "audit-store"),
+    ]

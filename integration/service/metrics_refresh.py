@@ -93,6 +93,7 @@ class GaugeRefresher:
     pathway_every: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
     _pathway_next: float = field(default=float("-inf"), init=False, repr=False)
+    _failing: set[str] = field(default_factory=set, init=False, repr=False)  # logged once until it recovers
 
     def __call__(self, broker: QueueDepths) -> None:
         now = self.clock()
@@ -114,8 +115,13 @@ class GaugeRefresher:
             raise
         except Exception as exc:  # the store or the broker failed us, or a defect: the last values stay
             metrics.REFRESH_FAILURES.labels(source).inc()
-            log.warning("metrics refresh failed; gauges keep their last value", source=source, reason=one_line(exc))
+            if source not in self._failing:  # one line when it starts failing, not one every refresh
+                self._failing.add(source)
+                log.warning("metrics refresh failed; gauges keep their last value", source=source, reason=one_line(exc))
             return
+        if source in self._failing:
+            self._failing.discard(source)
+            log.info("metrics refresh works again", source=source)
         metrics.REFRESHED.labels(source).set(time.time())
 
     def _from_store(self, now: datetime) -> None:
