@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 import integration.service.metrics  # noqa: F401 - defines the service's metrics in REGISTRY
+from integration.config import PROJECT_ROOT
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -201,7 +202,8 @@ def test_a_rule_naming_a_metric_the_service_does_not_export_is_caught() -> None:
 
 
 def _promtool() -> str:
-    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    fetched = PROJECT_ROOT / ".cache" / "prometheus" / "usr" / "bin" / "promtool"  # `make promtool`
+    found = os.environ.get("PROMTOOL") or shutil.which("promtool") or (str(fetched) if fetched.is_file() else None)
     if not found:
         pytest.skip("promtool is not installed (Debian: the prometheus package; or set PROMTOOL)")
     return found
