@@ -119,6 +119,16 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 del T, S
 
+# Stage sets the flows ask about, beside the table they belong with.
+# The stages whose referral in force a later decision (a visitation, a readmission) changes rather than replaces.
+REFERRAL_IN_FORCE = frozenset({Stage.SPECIALISED, Stage.MUNICIPAL})
+# The stage a municipality's status moves (hands over, or waits for the hospital); at any other it only notes it.
+MOVED_BY_STATUS = frozenset({Stage.MUNICIPAL})
+# The stages at which the hospital holds the patient whatever a municipality's status says (its GP status says so).
+HOSPITAL_HOLDS = frozenset(
+    {Stage.AWAITING_VISITATION, Stage.SPECIALISED, Stage.AWAITING_HOSPITAL_CLOSING, Stage.HOSPITAL_FOLLOW_UP}
+)
+
 
 def targets(source: Stage | None, step: Step) -> frozenset[Stage]:
     """The stages `step` may move a course at `source` to (empty: the step cannot follow that stage)."""

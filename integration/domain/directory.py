@@ -9,6 +9,16 @@ from integration.domain.records import Organisation
 from integration.errors import ConfigurationError, InvalidInput
 
 
+def gp_clinic(clinics: Mapping[str, Organisation], ydernummer: str) -> Organisation:
+    """The GP clinic with this ydernummer as `mappings/gp-clinics.yaml` maps it (its SOR and EAN: a MedCom
+    receiver or sender needs both). Raises ConfigurationError naming the ydernummer when it is not mapped: the
+    message is right, our mappings are not."""
+    clinic = clinics.get(ydernummer)
+    if clinic is None:
+        raise ConfigurationError(f"GP clinic with ydernummer {ydernummer} is not in mappings/gp-clinics.yaml")
+    return clinic
+
+
 @dataclass(frozen=True, slots=True)
 class Municipality:
     code: str

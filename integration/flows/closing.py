@@ -12,13 +12,13 @@ from typing import Any
 from integration.conformance.validation import validate_document, validate_message
 from integration.domain.closing_report import ClosingReport
 from integration.domain.course import ClosingPlace, Course, Referrer, Responsible, Stage, State, StateChanges
-from integration.domain.directory import Directory
+from integration.domain.course_sequence import HOSPITAL_HOLDS, MOVED_BY_STATUS
+from integration.domain.directory import Directory, gp_clinic
 from integration.domain.records import GeneralPractitioner, Organisation, Patient
-from integration.errors import ConfigurationError
 from integration.fhir.fhir_json import decimal_text
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route, course_stage
 from integration.messages.care_communication import Author, new_message
 from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
 from integration.messages.status_document import (
@@ -192,16 +192,6 @@ def _stage_after_status(report: ClosingReport, course: Course | None) -> Stage:
     return Stage.HOSPITAL_FOLLOW_UP if report.hospital_retains_responsibility else Stage.CLOSED
 
 
-MOVED_BY_STATUS = (Stage.MUNICIPAL,)  # a status moves a municipal course; others it only notes
-# Stages at which the hospital holds the patient whatever a municipality's status says: its GP status then says so.
-HOSPITAL_HOLDS = (
-    Stage.AWAITING_VISITATION,
-    Stage.SPECIALISED,
-    Stage.AWAITING_HOSPITAL_CLOSING,
-    Stage.HOSPITAL_FOLLOW_UP,
-)
-
-
 def _after_status(report: ClosingReport, course: Course | None) -> Course:
     """The course after the municipality's status: closed with the responsibility handed to the GP, waiting for
     the hospital's follow-up plan, or kept by the hospital. A course at another stage (closed, in specialised
@@ -227,9 +217,7 @@ def handle_closing_report(report: ClosingReport, state: State, ctx: ClosingConte
 
     Raises ConfigurationError when the GP clinic is not in our mappings, Unsendable when what we built
     fails the gate."""
-    clinic = ctx.gp_clinics.get(report.gp_ydernummer)
-    if clinic is None:
-        raise ConfigurationError(f"GP clinic with ydernummer {report.gp_ydernummer} is not in mappings/gp-clinics.yaml")
+    clinic = gp_clinic(ctx.gp_clinics, report.gp_ydernummer)
     course = state.course(report.patient.value)
     if course is not None and course.current in HOSPITAL_HOLDS:  # the status cannot hand over what it does not hold
         report = replace(report, hospital_retains_responsibility=True)
@@ -259,5 +247,4 @@ def _course_facts(report: ClosingReport, course: Course | None, after: Course) -
     if course.current not in MOVED_BY_STATUS:
         detail = {"reportId": report.report_id, "stage": course.current.value}
         return (AuditFact("status-does-not-move-course", detail),)
-    detail = {"reportId": report.report_id, "stage": after.current.value, "responsible": after.responsible.value}
-    return (AuditFact("course-stage", detail),)
+    return (course_stage(after, reportId=report.report_id),)

@@ -18,12 +18,12 @@ from typing import Any
 from integration.conformance.validation import validate_document, validate_message
 from integration.domain.course import Course, Responsible, Stage, StateChanges
 from integration.domain.course_sequence import Step, admit_hospital_closing, hospital_closing_target
+from integration.domain.directory import gp_clinic
 from integration.domain.hospital_closing import Handover, HospitalClosing, HospitalClosingKind
 from integration.domain.records import Organisation
-from integration.errors import ConfigurationError
 from integration.fhir.ids import derived_id
 from integration.flows.closing import ClosingContext
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route, course_stage
 from integration.messages.care_communication import Author, new_message
 from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
 from integration.messages.follow_up_plan import TITLE, follow_up_plan_document, follow_up_text
@@ -34,15 +34,6 @@ CATEGORY = {
     HospitalClosingKind.FOLLOW_UP_PLAN: "carecoordination",
     HospitalClosingKind.OUTPATIENT_DISCHARGE: "outpatient",
 }
-
-
-def _clinic(closing: HospitalClosing, ctx: ClosingContext) -> Organisation:
-    """The GP clinic that receives the plan, by the patient's ydernummer; ConfigurationError when unmapped."""
-    ydernummer = closing.gp.ydernummer
-    clinic = ctx.gp_clinics.get(ydernummer)
-    if clinic is None:
-        raise ConfigurationError(f"GP clinic with ydernummer {ydernummer} is not in mappings/gp-clinics.yaml")
-    return clinic
 
 
 def _message(
@@ -95,7 +86,7 @@ def follow_up_outputs(
     as the referral flow), ConfigurationError when the GP clinic is not in mappings/gp-clinics.yaml, and
     Unsendable when either output fails the gate (`validate_document`, `validate_message`)."""
     ctx.directory.municipality(closing.patient.municipality_code)
-    clinic = _clinic(closing, ctx)
+    clinic = gp_clinic(ctx.gp_clinics, closing.gp.ydernummer)
     terms = ctx.terminology
     ids = partial(derived_id, closing.event_id)
     gp = gp_organization(closing.gp.sor, closing.gp.ydernummer, terms)
@@ -179,8 +170,7 @@ def handle_hospital_closing(
     elif after is course:
         facts.append(AuditFact("course-already-closed", {"eventId": closing.event_id}))
     else:
-        detail = {"eventId": closing.event_id, "stage": after.current.value, "responsible": after.responsible.value}
-        facts.append(AuditFact("course-stage", detail))
+        facts.append(course_stage(after, eventId=closing.event_id))
     return FlowResult(
         outgoing=outgoing,
         facts=tuple(facts),

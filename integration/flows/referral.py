@@ -24,6 +24,7 @@ from typing import Any
 from integration.conformance.validation import validate_message
 from integration.domain.course import Course, Referrer, Responsible, SentReferral, Stage, StateChanges
 from integration.domain.course_sequence import (
+    REFERRAL_IN_FORCE,
     Change,
     admit_discharge,
     admit_gp_referral,
@@ -31,7 +32,7 @@ from integration.domain.course_sequence import (
     admit_visitation,
     compare,
 )
-from integration.domain.directory import Directory
+from integration.domain.directory import Directory, gp_clinic
 from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
 from integration.domain.records import DischargeEvent, Organisation, RiskGroup, Setting
 from integration.domain.referral_rules import ReferralRules, cancellation_notes, referral_notes
@@ -39,7 +40,7 @@ from integration.domain.risk import RiskAssessment, stratify
 from integration.errors import ConfigurationError, InvalidInput
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.flows.results import AuditFact, FlowResult, Outgoing, Route, course_stage
 from integration.messages.envelope import gp_organization, messaging_organization, patient_resource
 from integration.messages.referral import (
     exercise_test_observation,
@@ -325,8 +326,7 @@ def _result(
 def _stage_fact(event: DischargeEvent, course: Course | None) -> tuple[AuditFact, ...]:
     if course is None:
         return ()
-    detail = {"eventId": event.event_id, "stage": course.current.value, "responsible": course.responsible.value}
-    return (AuditFact("course-stage", detail),)
+    return (course_stage(course, eventId=event.event_id),)
 
 
 def _opened(event: DischargeEvent, decided: Decided) -> Course:
@@ -357,15 +357,12 @@ def handle_discharge(
     admit_discharge(course, event.discharged_at)
     decided = decide(event, None, ctx)
     facts = _decision_facts(decided)
-    if course is not None and course.current in IN_FORCE and course.referral is not None:
+    if course is not None and course.current in REFERRAL_IN_FORCE and course.referral is not None:
         return _readmission(decided, course, ctx, now, facts)
     if course is not None and course.current.open:
         facts.append(AuditFact("course-superseded", {"eventId": event.event_id, "stage": course.current.value}))
     actions = (Action("new", decided.proposal),) if decided.proposal else ()
     return _result(decided, actions, _opened(event, decided), ctx, now, facts)
-
-
-IN_FORCE = (Stage.SPECIALISED, Stage.MUNICIPAL)  # the stages whose referral a later decision changes
 
 
 def _readmission(
@@ -477,11 +474,13 @@ def with_clinic(event: DischargeEvent, ctx: ReferralContext) -> DischargeEvent:
     course's closing status goes back to that clinic). Raises ConfigurationError naming the ydernummer when
     mappings/gp-clinics.yaml does not list the clinic under the referral's SOR."""
     gp = event.patient.gp
-    clinic = ctx.gp_clinics.get(gp.ydernummer) if gp else None
-    if clinic is None or clinic.sor != event.hospital.sor:
+    if gp is None:
+        raise ConfigurationError("a GP's referral names no GP clinic: mappings/gp-clinics.yaml cannot give its EAN")
+    clinic = gp_clinic(ctx.gp_clinics, gp.ydernummer)
+    if clinic.sor != event.hospital.sor:
         raise ConfigurationError(
-            f"GP clinic with ydernummer {gp.ydernummer if gp else '?'} and the referral's SOR is not in "
-            "mappings/gp-clinics.yaml"
+            f"GP clinic with ydernummer {gp.ydernummer} has SOR {clinic.sor} in mappings/gp-clinics.yaml, not the "
+            "referral's SOR"
         )
     return replace(event, hospital=clinic)
 

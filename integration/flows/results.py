@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from integration.domain.course import StateChanges
+from integration.domain.course import Course, StateChanges
 from integration.errors import Rejected
 
 
@@ -44,6 +44,14 @@ class AuditFact:
 
     kind: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def course_stage(course: Course, **subject: str) -> AuditFact:
+    """The `course-stage` fact: where the course stands after the message (`subject` names the message, e.g.
+    `eventId=` or `reportId=`), and who is medically responsible."""
+    return AuditFact(
+        "course-stage", {**subject, "stage": course.current.value, "responsible": course.responsible.value}
+    )
 
 
 @dataclass(frozen=True, slots=True)
