@@ -16,6 +16,7 @@ from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import masked_dsn
 from integration.bootstrap import build
 from integration.cli.audit import audit
+from integration.cli.board import board
 from integration.cli.demo import run_demo
 from integration.cli.dlq import dlq
 from integration.cli.errors import IntegrationCommand
@@ -177,3 +178,4 @@ main.add_command(hotline)
 main.add_command(outbound)
 main.add_command(pathway)
 main.add_command(validate)
+main.add_command(board)
