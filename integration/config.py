@@ -26,6 +26,8 @@ INTEGRATION_AUDIT_ANCHOR_FILE      and appends it to this file (default: none, t
                                    the database's owner cannot rewrite it (append-only, or shipped off the host)
 INTEGRATION_AUDIT_HMAC_KEY_FILE    HMAC keys for the audit records, `<key id> <hex secret>` per line (default: none)
 INTEGRATION_AUDIT_HMAC_KEY_ID      the key id that signs new records (default: the file's only key)
+INTEGRATION_CLOSING_REPORT_WEEKS   weeks after its referral was sent by which a municipal course's closing report
+                                   is due (`integration pathway overdue`; default 16, 1 to 104)
 INTEGRATION_BOARD_LISTEN           host:port the pathway board (`integration board serve`) listens on
                                    (default 127.0.0.1:8080: behind a reverse proxy that terminates TLS)
 INTEGRATION_BOARD_USERS_FILE       the board's users: a TOML file of `[[user]]` tables (name, role "operations" or
@@ -71,6 +73,7 @@ FILE_TABLE = "integration"
 OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
 MAX_VISITATION_DAYS = 366  # a visitation window of more than a year is a typing mistake
+MAX_CLOSING_REPORT_WEEKS = 104  # a municipal course of more than two years is a typing mistake
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 DEFAULTS: dict[str, Any] = {
@@ -96,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "audit_anchor_file": "",
     "audit_hmac_key_file": "",
     "audit_hmac_key_id": "",
+    "closing_report_weeks": 16,
     "board_listen": "127.0.0.1:8080",
     "board_users_file": "",
     "board_session_secret_file": "",
@@ -132,6 +136,7 @@ class Settings:
     audit_anchor_file: Path | None = None
     audit_hmac_key_file: Path | None = None
     audit_hmac_key_id: str | None = None
+    closing_report_weeks: int = 16
     board_listen: str = DEFAULTS["board_listen"]
     board_users_file: Path | None = None
     board_session_secret_file: Path | None = None
@@ -169,6 +174,7 @@ class Settings:
             audit_anchor_file=Path(values["audit_anchor_file"]) if values["audit_anchor_file"] else None,
             audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
             audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
+            closing_report_weeks=_closing_report_weeks(values),
             board_listen=str(values["board_listen"]).strip(),  # checked by `board serve`: listen_address
             board_users_file=Path(values["board_users_file"]) if values["board_users_file"] else None,
             board_session_secret_file=(
@@ -214,6 +220,15 @@ def _visitation_windows(values: Mapping[str, Any]) -> dict[str, int]:
             f"({window}): a heart-failure patient's visitation may come later, never sooner"
         )
     return {"visitation_window_days": window, "heart_failure_visitation_window_days": heart_failure}
+
+
+def _closing_report_weeks(values: Mapping[str, Any]) -> int:
+    """`closing_report_weeks` (`domain.deadlines.closing_report_due`): a whole number of weeks, 1 to
+    MAX_CLOSING_REPORT_WEEKS. ConfigurationError naming the setting otherwise."""
+    weeks = _whole_number(values, "closing_report_weeks")
+    if weeks > MAX_CLOSING_REPORT_WEEKS:
+        raise ConfigurationError(f"closing_report_weeks must be at most {MAX_CLOSING_REPORT_WEEKS} weeks (two years)")
+    return weeks
 
 
 def default_audit_dsn(env: Mapping[str, str]) -> str:

@@ -16,10 +16,11 @@ from integration.adapters.sql.stores import open_audit_store
 from integration.cli.main import main
 from integration.cli.pathway import diagram, late_visitations
 from integration.config import Settings
-from integration.domain.course import Course, FixedState, Responsible, Stage, StateChanges
+from integration.domain.course import Course, FixedState, Responsible, SentReferral, Stage, StateChanges
 from integration.domain.course_sequence import TRANSITIONS
 from integration.errors import ConfigurationError
 from integration.log import cpr_numbers_in
+from integration.service.pathway_watch import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 CET = timezone(timedelta(hours=1))
@@ -105,6 +106,27 @@ def test_the_reads_are_audited_per_patient_shown_with_the_os_user(dsn: str) -> N
     done = overdue(dsn, "--at", (AT - timedelta(days=30)).isoformat())
     assert done.exit_code == 0 and done.stdout.startswith("0 course(s) awaiting the visitation talk past due")
     assert viewed(dsn)[-1][0] is None and viewed(dsn)[-1][1]["overdue"] == 0  # none shown: one record all the same
+
+
+def test_the_audit_counts_each_rule_and_no_other_block_is_printed_without_other_deadlines(dsn: str) -> None:
+    done = overdue(dsn, "--at", AT.isoformat())
+    assert "other deadline(s)" not in done.stdout
+    assert all(d["rules"] == {**dict.fromkeys(RULES, 0), "visitation": 2} for _, d in viewed(dsn))
+
+
+def test_a_referral_no_outbound_row_tracks_has_no_gop_or_closing_deadline(tmp_path: Path) -> None:
+    """A course whose referral was sent before our messages were tracked: its send time is not known, so no
+    deadline is counted from it (none is made up)."""
+    dsn = f"sqlite:///{tmp_path / 'untracked.sqlite3'}"
+    sent = SentReferral(
+        "urn:uuid:e", "e", "municipality", "434751000016002", "gop-general", "moderate", (), "municipality", False
+    )
+    course = Course(LATE, AALBORG, "851", True, Responsible.HOSPITAL, Stage.MUNICIPAL, referral=sent)
+    store = open_audit_store(dsn)
+    store.record([], AT - timedelta(days=400), changes=StateChanges(courses=(course,)))
+    store.close()
+    done = overdue(dsn, "--at", AT.isoformat())
+    assert done.exit_code == 0 and "other deadline(s)" not in done.stdout
 
 
 def test_due_at_the_moment_is_late_and_a_minute_before_it_is_not(dsn: str) -> None:

@@ -1,8 +1,10 @@
-"""The `pathway` commands: the courses whose visitation talk is overdue, and the pathway as a diagram.
+"""The `pathway` commands: the courses' overdue deadlines, and the pathway as a diagram.
 
 `pathway overdue` lists the patients discharged without a referral whose visitation talk
 (`course_sequence.visitation_due`: `visitation_window_days` after the discharge, or
-`heart_failure_visitation_window_days` for a heart-failure patient) is past due. It reads patient data, so
+`heart_failure_visitation_window_days` for a heart-failure patient) is past due, then every other overdue
+deadline `service.pathway_watch` knows (a GOP's contact and start, a missing or an error ack, a municipal
+course without its closing report, an unanswered hotline request), one line each. It reads patient data, so
 the read is audited (`pathway-overdue-viewed`, with the OS user: one record per patient shown, one without a
 patient when none is) before anything is printed; a patient is shown masked (`integration.log.one_line`).
 Like every command that reads, it needs an existing audit store (`integration.cli.audit.existing_store`:
@@ -31,6 +33,8 @@ from integration.domain.course_sequence import TRANSITIONS, Transition, visitati
 from integration.errors import ConfigurationError
 from integration.log import one_line
 from integration.service.audit_chain import AuditEntry
+from integration.service.pathway_watch import RULES, Deadline
+from integration.service.pathway_watch import overdue as overdue_deadlines
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 EXIT_OVERDUE = 1
@@ -78,6 +82,22 @@ def _line(late: Late, window: int, heart_failure: int) -> str:
     )
 
 
+def _deadline_line(deadline: Deadline) -> str:
+    """One overdue deadline: its rule, the patient (masked), when it was due (Danish time), its subject and
+    what it is (`Deadline.detail`, which holds no CPR number; masked all the same)."""
+    patient = one_line(deadline.patient or "-", 60)
+    return (
+        f"  {deadline.rule}  {patient}  due {_minutes(deadline.due)}  {one_line(deadline.subject, 80)}  "
+        f"{one_line(deadline.detail, 300)}"
+    )
+
+
+def _shown(late: list[Late], others: list[Deadline]) -> list[str | None]:
+    """The patients shown, each once, in the order shown; [None] when none is."""
+    patients = [x.course.patient for x in late] + [d.patient for d in others if d.patient is not None]
+    return list(dict.fromkeys(patients)) or [None]
+
+
 def _settings(dsn: str | None) -> Settings:
     """The settings, `--store` read as INTEGRATION_AUDIT_DSN is (a relative sqlite path made absolute);
     a configuration error is one line and exit 3."""
@@ -101,8 +121,11 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
     """List the courses awaiting their visitation talk past due, one line each: the patient (masked), the
     discharge, when the talk was due, which window applied (`visitation_window_days`, or
     `heart_failure_visitation_window_days` for a heart-failure patient), the department and the discharge
-    event. The read is audited with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad
-    --at, 3 a configuration error, 65 a damaged store, 66 no audit store, 69 the store unreachable."""
+    event; then every other overdue deadline (`service.pathway_watch`: gop-contact, gop-start, ack-missing,
+    ack-error, closing-report, hotline-hours), one line each: the rule, the patient (masked), when it was due
+    (Danish time), its subject and what it is. The read is audited with the OS user. Exit 0 when none is
+    overdue, 1 when any is; 2 for a bad --at, 3 a configuration error, 65 a damaged store, 66 no audit store,
+    69 the store unreachable."""
     moment = datetime.now(UTC) if at is None else at_option(at)
     settings = _settings(dsn)
     window, heart_failure = settings.visitation_window_days, settings.heart_failure_visitation_window_days
@@ -113,14 +136,26 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
             timedelta(days=window),
             timedelta(days=heart_failure),
         )
-        detail = {**reader(), "at": moment.isoformat(), "overdue": len(late)}
-        patients: list[str | None] = [x.course.patient for x in late] or [None]
+        try:
+            others = [d for d in overdue_deadlines(store, settings, moment) if d.rule != "visitation"]
+        except ConfigurationError as exc:
+            fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+        rules = dict.fromkeys(RULES, 0) | {"visitation": len(late)}
+        for deadline in others:
+            rules[deadline.rule] += 1
+        total = len(late) + len(others)
+        detail = {**reader(), "at": moment.isoformat(), "overdue": total, "rules": rules}
         stamp = datetime.now(UTC)
-        store.record([AuditEntry("pathway-overdue-viewed", "pathway", "-", detail, p) for p in patients], stamp)
+        entries = [AuditEntry("pathway-overdue-viewed", "pathway", "-", detail, p) for p in _shown(late, others)]
+        store.record(entries, stamp)
     click.echo(f"{len(late)} course(s) awaiting the visitation talk past due as of {_minutes(moment)}:")
-    for one in late:
-        click.echo(_line(one, window, heart_failure))
-    raise SystemExit(EXIT_OVERDUE if late else 0)
+    for course in late:
+        click.echo(_line(course, window, heart_failure))
+    if others:
+        click.echo(f"{len(others)} other deadline(s) past due as of {_minutes(moment)}:")
+        for deadline in others:
+            click.echo(_deadline_line(deadline))
+    raise SystemExit(EXIT_OVERDUE if total else 0)
 
 
 # -- the diagram ---------------------------------------------------------------------------------------------

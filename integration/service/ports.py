@@ -84,6 +84,7 @@ class OutboundMessage:
     last_sent_at: datetime
     resends: int
     state: OutboundState
+    settled_at: datetime | None = None  # when its ack came (acknowledged, failed) or it was given up on
 
     @property
     def patient(self) -> str | None:
@@ -157,6 +158,11 @@ class Store(Protocol):
         self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
     ) -> list[OutboundMessage]:
         """Our MedCom messages in these states (last sent before `sent_before`), the longest waiting first."""
+        ...
+
+    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
+        """Our MedCom messages with these MessageHeader ids, whatever their state, by id; ids not tracked are
+        left out."""
         ...
 
     def course(self, patient: str) -> Course | None:

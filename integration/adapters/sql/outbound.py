@@ -22,6 +22,7 @@ SETTLE = (
     "UPDATE outbound_message SET state = ?, settled_at = ? WHERE header_id = ? AND state IN ('awaiting', 'gave-up')"
 )
 GIVE_UP = "UPDATE outbound_message SET state = 'gave-up', settled_at = ? WHERE header_id = ?"
+MESSAGE_COLUMNS = "header_id, flow, output, first_sent_at, last_sent_at, resends, state, settled_at"
 RESENT = "UPDATE outbound_message SET output = ?, last_sent_at = ?, resends = resends + 1 WHERE header_id = ?"
 
 
@@ -62,13 +63,30 @@ class OutboundTracking:
         with self._unit.transaction(write=False) as cursor:
             cursor.execute(
                 self._unit.sql(
-                    "SELECT header_id, flow, output, first_sent_at, last_sent_at, resends, state FROM outbound_message "
+                    f"SELECT {MESSAGE_COLUMNS} FROM outbound_message "
                     f"WHERE {where} ORDER BY last_sent_at" + (f" LIMIT {int(limit)}" if limit else "")
                 ),
                 tuple(params),
             )
             rows = cursor.fetchall()
         return [_message(r) for r in rows]
+
+    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
+        """Our messages with these MessageHeader ids, whatever their state, by id (ids not tracked left out)."""
+        wanted = sorted(set(header_ids))
+        found: dict[str, OutboundMessage] = {}
+        with self._unit.transaction(write=False) as cursor:
+            for start in range(0, len(wanted), 500):  # well below every driver's limit of parameters
+                chunk = wanted[start : start + 500]
+                cursor.execute(
+                    self._unit.sql(
+                        f"SELECT {MESSAGE_COLUMNS} FROM outbound_message "
+                        f"WHERE header_id IN ({', '.join('?' * len(chunk))})"
+                    ),
+                    tuple(chunk),
+                )
+                found.update((row[0], _message(row)) for row in cursor.fetchall())
+        return found
 
     def track(self, cursor: Any, processed: Processed, sent_at: str) -> StateDigests:
         """Track those of the outputs that await an ack (`sent_at` in UTC); the digests of the rows inserted."""
@@ -123,6 +141,7 @@ def _message(row: Sequence[Any]) -> OutboundMessage:
         datetime.fromisoformat(row[4]),
         int(row[5]),
         OutboundState(row[6]),
+        datetime.fromisoformat(row[7]) if row[7] else None,
     )
 
 

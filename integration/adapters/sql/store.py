@@ -169,6 +169,9 @@ class SqlAuditStore:
     ) -> list[OutboundMessage]:
         return self._outbound.outbound_messages(states, sent_before, limit)
 
+    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
+        return self._outbound.outbound_sent(header_ids)
+
     def outbound_count(self, state: OutboundState) -> int:
         return self._outbound.outbound_count(state)
 
