@@ -10,11 +10,10 @@ reads the existing audit store (never creates one) and the configured broker, pe
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -36,15 +35,11 @@ def board() -> None:
     """The pathway board and message browser (a web application for the operations and clinical roles)."""
 
 
-def pathway_deadlines() -> Deadlines | None:
-    """`integration.service.pathway_watch.deadlines` when this installation has it (the board's overdue
-    markers), else None: the board then says the markers are missing."""
-    try:
-        module: Any = importlib.import_module("integration.service.pathway_watch")
-    except ImportError:
-        return None
-    found: Deadlines | None = getattr(module, "deadlines", None)
-    return found
+def pathway_deadlines() -> Deadlines:
+    """The board's overdue markers: `integration.service.pathway_watch.deadlines`."""
+    from integration.service.pathway_watch import deadlines
+
+    return deadlines
 
 
 def board_for(settings: Settings) -> Board:

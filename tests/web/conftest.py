@@ -19,6 +19,7 @@ from integration.bootstrap import build
 from integration.cli.demo import demo_in_memory
 from integration.config import Settings
 from integration.domain.course import Stage
+from integration.service.pathway_watch import deadlines
 from integration.web.app import Board, create_app
 from integration.web.auth import BoardUser, LoginLimiter, Role, hash_password
 
@@ -64,7 +65,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
     dsn = f"sqlite:///{path}"
     store = open_audit_store(dsn)
     try:
-        demo_in_memory(build(Settings.from_env({"INTEGRATION_AUDIT_DSN": dsn}), store=store))
+        demo_in_memory(build(Settings.from_env({"INTEGRATION_AUDIT_DSN": dsn}), store=store), overdue=True)
     finally:
         store.close()
     return dsn
@@ -116,7 +117,7 @@ def board(store_dsn: str, users: dict[str, BoardUser], broker: FakeBroker) -> Bo
     def connection() -> Iterator[Any]:
         yield broker
 
-    return Board(settings, users, store, connection, None, LoginLimiter())
+    return Board(settings, users, store, connection, deadlines, LoginLimiter())
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from integration.adapters.rabbitmq import Received
 from integration.adapters.sql.stores import open_audit_store
+from integration.cli.demo import OVERDUE_PATIENT
 from integration.config import Settings
 from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError
@@ -154,6 +155,18 @@ def test_clinical_sees_the_cpr_and_the_view_is_in_the_audit_chain(client: TestCl
     assert all(r.detail["boardUser"] == "carl" and r.detail["boardRole"] == "clinical" for r in views)
     assert all(r.detail["by"] for r in views)  # the OS user of the process too
     assert verify(after) is None
+
+
+def test_the_overdue_patient_is_marked_first_on_the_board_for_both_roles(client: TestClient) -> None:
+    log_in(client, "carl")
+    clinical = client.get("/")
+    first = clinical.text.split("<tbody>")[1].split("</tr>")[0]
+    assert 'class="overdue"' in first and OVERDUE_PATIENT in first and "visitation OVERDUE" in first
+    only = client.get("/?status=overdue")
+    assert only.text.count("<tr") >= 2 and OVERDUE_PATIENT in only.text
+    log_in(client, "olga")
+    operations = client.get("/")
+    assert "visitation OVERDUE" in operations.text and OVERDUE_PATIENT not in operations.text
 
 
 def test_a_patients_trail_is_linked_without_the_cpr_in_the_url_and_audited(client: TestClient, store_dsn: str) -> None:
