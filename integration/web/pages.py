@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from lxml import etree
@@ -31,6 +32,7 @@ MESSAGE_FIELDS = ("outputId", "messageHeaderId", "bundleId", "eventId", "bundle"
 SEARCHABLE = re.compile(r"[A-Za-z0-9:._\-|/]{1,200}")
 MUNICIPALITY = re.compile(r"[0-9]{3}")
 SOR = re.compile(r"[0-9]{6,20}")
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 STATUSES = ("overdue",)  # a status filter besides the stages
 
 
@@ -124,7 +126,22 @@ class BoardFilter:
 
 
 def _time(moment: datetime | None) -> str:
-    return moment.isoformat(timespec="minutes") if moment else "-"
+    """A moment in Danish time, to the minute."""
+    return moment.astimezone(DANISH_TIME).isoformat(timespec="minutes") if moment else "-"
+
+
+def _grouped(markers: Sequence[Marker]) -> tuple[Marker, ...]:
+    """One marker per rule: overdue when any of its deadlines is, due at the earliest, counted when several."""
+    by_rule: dict[str, list[Marker]] = {}
+    for marker in markers:
+        by_rule.setdefault(marker.rule, []).append(marker)
+    grouped = []
+    for rule, same in by_rule.items():
+        late = [m for m in same if m.overdue]
+        first = min(late or same, key=lambda m: m.due)
+        label = f"{rule} ×{len(same)}" if len(same) > 1 else rule
+        grouped.append(Marker(label, first.due, bool(late), first.detail))
+    return tuple(sorted(grouped, key=lambda m: (not m.overdue, m.due)))
 
 
 def _ack(messages: Sequence[OutboundMessage]) -> str:
@@ -192,6 +209,7 @@ def board_rows(
             )
     rows = []
     for course in courses:
+        grouped = _grouped(markers.get(course.patient, []))
         referral = course.referral
         row = Row(
             patient=viewer.patient(course.patient),
@@ -215,7 +233,7 @@ def board_rows(
             hotline=_hotline(requests.get(course.patient, [])),
             closing=_closing(course),
             handover=_handover(course),
-            markers=tuple(markers.get(course.patient, [])),
+            markers=grouped,
         )
         if wanted.status == "overdue" and not row.overdue:
             continue
@@ -292,7 +310,13 @@ def trail_lines(records: Iterable[AuditRecord], viewer: Viewer) -> list[TrailLin
 
 def outputs(store: AuditStore, records: Sequence[AuditRecord]) -> list[StoredOutput]:
     """What the deliveries of `records` sent, as stored for redelivery (the processed table)."""
-    keys = list(dict.fromkeys((r.flow, r.message_id) for r in records if r.step == "received"))
+    keys: list[tuple[str, str]] = []
+    for r in records:
+        if r.step == "received":  # stored under the sender-scoped key (the processor's `stored_key`), or the bare one
+            source = r.detail.get("source")
+            keys += [(r.flow, f"{source}/{r.message_id}")] if isinstance(source, str) and source else []
+            keys.append((r.flow, r.message_id))
+    keys = list(dict.fromkeys(keys))
     delivered = store.deliveries(keys)
     return [output for key in keys if (earlier := delivered.get(key)) for output in earlier.outputs]
 
