@@ -211,6 +211,11 @@ def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             return problem(request, 503, str(exc))
         except ValueError as exc:
             return problem(request, 400, str(exc))
+        except HTTPException:
+            raise  # the CSRF refusal (403): its own handler
+        except Exception as exc:  # a bug: one line in the log (no CPR: `one_line`), none of it on the page
+            log.error("board: internal error", error=type(exc).__name__, path=one_line(request.url.path, 200))
+            return problem(request, 500, "internal error: the board's log says which")
 
     return endpoint
 

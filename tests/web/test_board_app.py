@@ -5,12 +5,15 @@ does, and each view is in the audit chain), replay and resend audited, bad input
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from integration.adapters.rabbitmq import Received
+from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.cli.demo import OVERDUE_PATIENT
 from integration.config import Settings
@@ -19,7 +22,7 @@ from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditRecord, verify
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
-from integration.web.app import create_app
+from integration.web.app import Board, create_app
 from integration.web.auth import LoginLimiter, load_secret, load_users
 from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
 
@@ -273,6 +276,29 @@ def test_an_unknown_message_or_page_is_404(client: TestClient) -> None:
     log_in(client, "olga")
     assert client.get("/messages/no-such-message").status_code == 404
     assert client.get("/nowhere").status_code == 404
+
+
+def test_operations_sees_a_messages_trail_but_not_its_content(client: TestClient, store_dsn: str) -> None:
+    referral = next(r for r in records(store_dsn) if r.step == "fact:referral-built")
+    log_in(client, "olga")
+    page = client.get(f"/messages/{referral.detail['messageHeaderId']}")
+    assert page.status_code == 200 and 'class="step">published<' in page.text
+    assert 'class="narrative"' not in page.text and "Raw JSON" not in page.text
+    last = records(store_dsn)[-1]
+    assert last.step == "board-message-viewed" and last.patient is None and last.detail["content"] is False
+
+
+def test_a_store_that_is_not_there_is_503_in_one_line(board: Board) -> None:
+    @contextmanager
+    def missing() -> Iterator[AuditStore]:
+        raise StoreMissing("no file")
+        yield  # pragma: no cover
+
+    board.open_store = missing
+    with TestClient(create_app(board, SECRET, secure_cookies=False), follow_redirects=False) as c:
+        log_in(c, "olga")
+        response = c.get("/")
+    assert response.status_code == 503 and "no audit store" in response.text
 
 
 def test_a_cpr_shaped_id_is_masked_on_the_error_page(client: TestClient) -> None:
