@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 import structlog
 from lxml import etree
 
-from integration.adapters.consumer import ConsumerService
-from integration.adapters.health import Health, serve
+from integration.adapters.consumer import STORE, ConsumerService
+from integration.adapters.health import MAPPINGS, Health, serve
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, connection_parameters, masked_url
 from integration.adapters.sql.store import AuditStore, Signer
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_audit_store
@@ -37,7 +37,9 @@ from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
 from integration.log import one_line
 from integration.mappings import load_mappings
+from integration.service import pathway_watch
 from integration.service.anchors import anchor_job
+from integration.service.metrics_refresh import GaugeRefresher, PathwayCounts
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
 from integration.service.ports import Bus
 from integration.service.processor import Handler, Processor, RetryPolicy, Unprocessable
@@ -48,6 +50,7 @@ from integration.topology import (
     HOTLINE_REQUEST,
     REFERRAL_TO_HOSPITAL,
     REFERRAL_TO_MUNICIPALITY,
+    REFUSED_QUEUE,
     STATUS_TO_DHRD,
     STATUS_TO_GP,
     Flow,
@@ -249,17 +252,21 @@ def resend_policy(settings: Settings) -> ResendPolicy:
 
 def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | None = None) -> None:
     """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
-    as during operation: one line says what is awaited, `/readyz` fails until it answers. `fault` is
-    passed to the processors (the fault tests' kill switch; never set by the command line)."""
+    as during operation: one line says what is awaited, `/readyz` fails until it answers. The health
+    endpoints are served first (their address in use is a ConfigurationError), and `/readyz` names the
+    mappings until they have loaded. `fault` is passed to the processors (the fault tests' kill switch;
+    never set by the command line)."""
+    health = Health()
+    health.down(MAPPINGS, f"not loaded yet ({settings.mappings_dir})")
+    serve(health, settings.health_listen)
     wiring = build(settings, fault=fault)
+    health.up(MAPPINGS)
     flows = wiring.flows(flow_names)
     broker = broker_settings(settings)
     # A broker URL that cannot work is a configuration error now, not a retry loop.
     vhost = connection_parameters(broker)[0].virtual_host
-    health = Health()
     stopping, signalled = _stop_on_signals()
     keys = mac_keys(settings)
-    serve(health, settings.health_listen)
     store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
     if store is None:
         log.info("stopped while waiting for the audit store", signal=signalled[0] if signalled else None)
@@ -272,6 +279,7 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | Non
         wiring.with_store(store).processor_on,
         periodic=lambda bus: (anchor(), resend_unacknowledged(store, bus, wiring.clock(), policy)),
         health=health,
+        refresh=gauge_refresher(settings, wiring, store, flows, health),
     )
     log.info(
         "starting",
@@ -296,6 +304,30 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | Non
         anchor.last()
         store.close()
     log.info("stopped", handled=service.handled)
+
+
+def gauge_refresher(
+    settings: Settings, wiring: Wiring, store: AuditStore, flows: Sequence[Flow], health: Health
+) -> GaugeRefresher:
+    """The refresher of the store- and broker-derived gauges for the consumer loop: the consumed flows'
+    dead-letter queues, the refused queue and the flows' inbound queues, the hotline limit, the store asked
+    only while the consumer believes it answers."""
+    return GaugeRefresher(
+        store=store,
+        hotlines=wiring.pipeline.hotline.hotlines,
+        hotline_limit=settings.hotline_overdue_hours,
+        dead_letter_queues=[f.dead_letter_queue for f in flows] + [REFUSED_QUEUE],
+        inbound_queues=[f.queue for f in flows],
+        clock=wiring.clock,
+        store_up=lambda: health.available(STORE),
+        pathway=pathway_overdue(settings, store),
+    )
+
+
+def pathway_overdue(settings: Settings, store: AuditStore) -> PathwayCounts:
+    """The single place where the pathway's deadlines are wired into the metrics (`rehab_pathway_overdue`):
+    the overdue deadlines of each rule at a moment (`pathway_watch.overdue_counts`), from the audit store."""
+    return partial(pathway_watch.overdue_counts, store, settings)
 
 
 def _stop_on_signals() -> tuple[threading.Event, list[str]]:

@@ -58,7 +58,6 @@ BOARD_PORT = 8080
 # Names that other helpers' branches add, allowed here until those are merged (then remove each line: the
 # service's own names are the only ones allowed).
 PENDING_VARIABLES = {"INTEGRATION_BOARD_LISTEN": "board helper: the board's listen address (board_listen)"}
-PENDING_HEALTH_PATHS = {"/livez": "health helper: /livez, an alias of /healthz"}
 
 KNOWN_VARIABLES = {f"INTEGRATION_{key.upper()}" for key in DEFAULTS} | OTHER_VARIABLES
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?+][^}]*)?\}")
@@ -240,7 +239,7 @@ def test_the_probes_ask_paths_the_health_endpoint_serves_on_its_port() -> None:
         asked[probe] = get["path"]
     assert asked == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
     for path in set(asked.values()):
-        assert served(path) or path in PENDING_HEALTH_PATHS, f"{path} is not served by the health endpoint"
+        assert served(path), f"{path} is not served by the health endpoint"
     annotations = consumer["spec"]["template"]["metadata"]["annotations"]
     assert served(annotations["prometheus.io/path"]) and int(annotations["prometheus.io/port"]) == HEALTH_PORT
 

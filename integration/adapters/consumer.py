@@ -25,7 +25,12 @@ tells of an outage before a message meets it.
 No exception from a message ever ends the loop: a defect is logged with its traceback and the
 batch goes back to its queue. `stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be
 acked, then closes. Between batches, `periodic` (the resend of our unacknowledged messages) runs
-every `period` seconds.
+every `period` seconds, and `refresh` (the gauges read from the audit store and the broker,
+`integration.service.metrics_refresh`) every `refresh_every` seconds, on this loop's connection; a
+refresh that fails is counted (`rehab_metrics_refresh_failures`) and holds no message.
+
+Counted here (`integration.service.metrics`): deliveries received and in flight, each message's
+outcome and time to settle per flow, each batch's size and time.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class ConsumerService:
         retry_initial: float = 1.0,
         retry_max: float = 30.0,
         probe_every: float = PROBE_EVERY,
+        refresh: Callable[[RabbitConnection], object] | None = None,
+        refresh_every: float = metrics.REFRESH_SECONDS,
     ) -> None:
         self._broker = broker
         self._flows = flows
@@ -98,6 +105,9 @@ class ConsumerService:
         self._retry_max = retry_max
         self._probe_every = probe_every
         self._next_probe = 0.0
+        self._refresh = refresh
+        self._refresh_every = refresh_every
+        self._next_refresh = 0.0
         self._consuming_since: float | None = None
         self._connected_once = False  # `_connect`: a refusal before it is a configuration error
         self.handled = 0
@@ -130,6 +140,7 @@ class ConsumerService:
             finally:
                 self._in_hand.clear()  # unacked: the broker redelivers them
                 connection.close()
+                metrics.IN_FLIGHT.set(0)
             if self._consuming_since is not None and time.monotonic() - self._consuming_since >= HEALTHY_AFTER:
                 delay = self._retry_initial
             self._consuming_since = None
@@ -183,6 +194,7 @@ class ConsumerService:
 
     def _take(self, flow: Flow, message: Received) -> None:
         self._in_hand.append((flow, message))
+        taken(flow)
 
     def _pause(self, seconds: float) -> None:
         """Wait, or until stopped; still alive for /healthz meanwhile (waiting out a fault is the loop's work)."""
@@ -210,6 +222,7 @@ class ConsumerService:
                 else:
                     self._probe_when_idle(processor)
                 self._run_periodic(connection)
+                self._refresh_metrics(connection)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
@@ -260,6 +273,22 @@ class ConsumerService:
                 raise
             log.error("periodic job failed", error=type(exc).__name__, exc_info=exc)
 
+    def _refresh_metrics(self, connection: RabbitConnection) -> None:
+        """Refresh the store- and broker-derived gauges when due. The refresher counts its own failures; what
+        escapes it (a defect) is counted and logged here: a refresh never ends the loop nor holds a message."""
+        if self._refresh is None or time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + self._refresh_every
+        try:
+            self._refresh(connection)
+        except ConnectionLost:
+            raise
+        except Exception as exc:
+            if translate_lost(exc):
+                raise
+            metrics.REFRESH_FAILURES.labels("refresher").inc()
+            log.error("metrics refresh failed", error=type(exc).__name__, exc_info=exc)
+
     def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
         deliveries = [delivery_of(flow, m) for flow, m in batch]
         started = time.perf_counter()
@@ -273,10 +302,11 @@ class ConsumerService:
             log.error("batch could not be processed; returned to its queue", error=type(exc).__name__, exc_info=exc)
             for _, message in batch:
                 connection.requeue(message.delivery_tag)
+                metrics.IN_FLIGHT.dec()
             return
         if outcomes is None:  # stopping during an outage: the broker returns them when we close
             return
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        batch_settled(len(batch), started)
         acked = []
         for (flow, message), delivery, outcome in zip(batch, deliveries, outcomes, strict=True):
             if outcome.ackable:
@@ -284,7 +314,7 @@ class ConsumerService:
                 acked.append((delivery, outcome))
             else:  # a failure of ours, counted: back to the queue until the processor gives up on it
                 connection.requeue(message.delivery_tag)
-            metrics.MESSAGES.labels(flow.name, outcome.disposition).inc()
+            settled(flow, outcome, started)
             log.info(
                 "message",
                 **log_context(delivery),
@@ -367,6 +397,26 @@ def delivery_of(flow: Flow, message: Received) -> Delivery:
         original_source=original if isinstance(original, str) and text_problem(original) is None else None,
         delivery_tag=message.delivery_tag,
     )
+
+
+def taken(flow: Flow) -> None:
+    """Count a delivery taken from `flow`'s queue: received, and in flight until `settled` (or requeued)."""
+    metrics.RECEIVED.labels(flow.name).inc()
+    metrics.IN_FLIGHT.inc()
+
+
+def batch_settled(size: int, started: float) -> None:
+    """Count a batch of `size` deliveries whose processing began at `started` (time.perf_counter)."""
+    metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+    metrics.BATCH_SIZE.observe(size)
+
+
+def settled(flow: Flow, outcome: Outcome, started: float) -> None:
+    """Count a delivery acked or requeued with `outcome`: no longer in flight, its outcome by flow, and the
+    seconds since its batch began (`started`, time.perf_counter). The in-memory bus counts as this loop does."""
+    metrics.IN_FLIGHT.dec()
+    metrics.MESSAGES.labels(flow.name, outcome.disposition).inc()
+    metrics.PROCESSING_SECONDS.labels(flow.name).observe(time.perf_counter() - started)
 
 
 def _batches(in_hand: list[tuple[Flow, Received]]) -> list[list[tuple[Flow, Received]]]:

@@ -1,14 +1,19 @@
 """What an operator or an orchestrator can ask the running consumer: is it alive, is it ready, what has it done.
 
-    GET /healthz   200 while the consumer loop turns (it beats at least every few seconds), else 503
-    GET /readyz    200 when connected to the broker, consuming every queue, and the audit store
-                   answers (the idle consumer asks it every few seconds); else 503 with one line per
-                   unavailable dependency: what, since how many seconds, and why
-    GET /metrics   Prometheus text format (`integration.service.metrics`)
+    GET /livez     200 while the consumer loop turns (it beats at least every few seconds), else 503
+                   (a liveness probe restarts the process on it); /healthz is the same, its older name
+    GET /readyz    200 when the mappings have loaded, the consumer is connected to the broker and
+                   consuming every queue, and the audit store answers (the idle consumer asks it every
+                   few seconds); else 503 with one line per unavailable dependency: what, since how
+                   many seconds, and why
+    GET /metrics   Prometheus text format (`integration.service.metrics`); the gauges read from the store
+                   and the broker are refreshed by the consumer loop, never by a scrape
 
 Served by the standard library's WSGI server on a daemon thread (`INTEGRATION_HEALTH_LISTEN`,
-default 127.0.0.1:9464; empty to switch it off). Every change of a dependency's state is also one
-log line, so the same story is in the logs.
+default 127.0.0.1:9464; empty to switch it off). Each process needs a port of its own: an address
+that cannot be bound (another instance on the port) is a configuration error, so that no replica runs
+unseen by its probes and by Prometheus. Every change of a dependency's state is also one log line, so
+the same story is in the logs.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import structlog
 from prometheus_client import make_wsgi_app
 
+from integration.errors import ConfigurationError
 from integration.log import one_line
 from integration.service import metrics
 
 log = structlog.get_logger("integration.health")
-STALE_AFTER = 60.0  # seconds without a beat before /healthz says the loop is stuck
+STALE_AFTER = 60.0  # seconds without a beat before /livez says the loop is stuck
+MAPPINGS = "mappings"  # the dependency `run` marks down until the mappings and schemas have loaded
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -39,6 +46,7 @@ class Health:
         self._lock = threading.Lock()
         self._down: dict[str, tuple[float, str]] = {"broker": (clock(), "not connected yet")}
         self._beat = clock()
+        metrics.READY.set(0)
 
     def down(self, dependency: str, reason: str) -> bool:
         """Mark a dependency unavailable; True when it was available until now (a change worth a log line)."""
@@ -46,18 +54,27 @@ class Health:
             changed = dependency not in self._down
             self._down[dependency] = (self._down[dependency][0] if not changed else self._clock(), one_line(reason))
         metrics.DEPENDENCY_UP.labels(dependency).set(0)
+        metrics.READY.set(0)
         return changed
 
     def up(self, dependency: str) -> float | None:
         """Mark a dependency available; the seconds it was away when this is a change, else None."""
         with self._lock:
             since = self._down.pop(dependency, None)
+            ready = not self._down
         metrics.DEPENDENCY_UP.labels(dependency).set(1)
+        metrics.READY.set(1 if ready else 0)
         return None if since is None else self._clock() - since[0]
+
+    def available(self, dependency: str) -> bool:
+        """Whether `dependency` is not marked down (the metrics refresher asks before querying the store)."""
+        with self._lock:
+            return dependency not in self._down
 
     def beat(self) -> None:
         with self._lock:
             self._beat = self._clock()
+        metrics.LOOP_BEAT.set_to_current_time()
 
     @property
     def ready(self) -> bool:
@@ -76,20 +93,20 @@ class Health:
 
 
 def application(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """The WSGI application for /healthz, /readyz and /metrics."""
+    """The WSGI application for /livez (and /healthz), /readyz and /metrics."""
     prometheus = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/healthz":
+        if path in ("/livez", "/healthz"):
             ok, lines = health.alive, ["alive" if health.alive else "the consumer loop has not turned for a minute"]
         elif path == "/readyz":
             ok, lines = health.ready, health.problems() or ["ready"]
         else:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"not found: /healthz, /readyz or /metrics\n"]
+            return [b"not found: /livez, /readyz or /metrics\n"]
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
         return ["\n".join(lines).encode() + b"\n"]
 
@@ -104,16 +121,27 @@ class _Quiet(WSGIRequestHandler):
 def serve(health: Health, listen: str) -> WSGIServer | None:
     """Serve the endpoints on `listen` ("host:port"; port 0 picks a free one) in a daemon thread.
 
-    Returns the server (its `server_port` is the port bound), or None when switched off or the
-    address cannot be bound (logged: the consumer runs on without it)."""
+    Returns the server (its `server_port` is the port bound), or None when switched off (`listen` empty).
+    ConfigurationError, naming INTEGRATION_HEALTH_LISTEN, when `listen` is no host:port or cannot be bound
+    (the port in use: most often another instance on one host, each of which needs a port of its own)."""
     if not listen:
         return None
     host, _, port = listen.rpartition(":")
     try:
-        server = make_server(host or "127.0.0.1", int(port), application(health), handler_class=_Quiet)
-    except (OSError, ValueError) as exc:
-        log.warning("health endpoint not started", listen=listen, error=str(exc))
-        return None
+        number = int(port)
+    except ValueError:
+        raise ConfigurationError(
+            f"INTEGRATION_HEALTH_LISTEN={listen!r} is not host:port (e.g. 127.0.0.1:9464; empty: off)"
+        ) from None
+    try:
+        server = make_server(host or "127.0.0.1", number, application(health), handler_class=_Quiet)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
+        why = getattr(exc, "strerror", None) or exc
+        raise ConfigurationError(
+            f"INTEGRATION_HEALTH_LISTEN={listen} cannot be bound ({why}): another process, perhaps "
+            "another instance, serves there; give each instance a port of its own, or set it empty to switch off "
+            "/livez, /readyz and /metrics"
+        ) from None
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     log.info("health endpoint", url=f"http://{host or '127.0.0.1'}:{server.server_port}/readyz")
     return server

@@ -9,6 +9,7 @@ It is not a substitute for the real broker in the adapter's own tests.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from integration.adapters.rabbitmq import Received
 from integration.errors import ConnectionLost, Transient
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
+from integration.service import metrics
 from integration.service.processor import Delivery, Processor
 from integration.topology import Flow, bindings, exchanges, queues
 
@@ -231,15 +233,21 @@ def drain_in_memory(broker: InMemoryBroker, processor: Processor, flows: Sequenc
 def _settle(broker: InMemoryBroker, processor: Processor, flow: Flow, tag: int, message: StoredMessage) -> int:
     """Process one delivery held under `tag` and ack or requeue it (`drain_in_memory`). 1 when acked, else 0."""
     delivery = delivery_of(flow, message, tag)
+    consumer.taken(flow)
+    started = time.perf_counter()
     try:
         (outcome,) = processor.process_batch([delivery])
     except (Transient, ConnectionLost):
         broker.close()
+        metrics.IN_FLIGHT.dec()  # back to its queue
         raise
     except Exception as exc:  # a defect: back to its queue, as the consumer does
         log.error("batch could not be processed; returned to its queue", error=type(exc).__name__, exc_info=exc)
         broker.requeue(tag)
+        metrics.IN_FLIGHT.dec()
         return 0
+    consumer.batch_settled(1, started)
+    consumer.settled(flow, outcome, started)
     if not outcome.ackable:  # a failure of ours, counted: back to the queue until the processor gives up on it
         broker.requeue(tag)
         return 0

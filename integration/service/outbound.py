@@ -19,6 +19,7 @@ import structlog
 from integration.domain.course import OutboundState
 from integration.fhir import fhir_json
 from integration.messages.acknowledgement import retransmission
+from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
 from integration.service.ports import Bus, OutboundMessage, Resend, Store
 
@@ -52,6 +53,7 @@ def resend_unacknowledged(store: Store, bus: Bus, now: datetime, policy: ResendP
             log.warning("no ack after the last resend: manual follow-up", header=message.header_id)
             entry = _entry("outbound-gave-up", message, resends=message.resends, routingKey=message.output.routing_key)
             store.record([entry], now, resends=[Resend(message.header_id, None)])
+            metrics.OUTBOUND_GAVE_UP.inc()
             gave_up.append(message.header_id)
             continue
         resend(store, bus, message, now)
@@ -70,6 +72,7 @@ def resend(store: Store, bus: Bus, message: OutboundMessage, now: datetime, **by
     log.info("resent: no ack in time" if not by else "resent by hand", header=message.header_id, resend=number)
     entry = _entry("outbound-resent", message, resend=number, bundle=again["id"], routingKey=out.routing_key, **by)
     store.record([entry], now, resends=[Resend(message.header_id, body)])
+    metrics.OUTBOUND_RESENT.inc()
     return str(again["id"])
 
 

@@ -32,6 +32,7 @@ from integration.adapters.sql.received import ReceivedMessages
 from integration.adapters.sql.schema import MIGRATIONS, SCHEMA_VERSION, StoreMissing
 from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, Stage, StateChanges
+from integration.service import metrics
 from integration.service.audit_chain import AuditEntry, AuditRecord
 from integration.service.ports import (
     NO_CHANGES,
@@ -131,6 +132,8 @@ class SqlAuditStore:
             audit_state.merge(state, self._received.save(cursor, changes.received, stamp))
             audit_state.merge(state, self._outbound.settle(cursor, changes.acks, resends, stamp, utc(at)))
             self._log.append(cursor, entries, stamp, state)
+        # Committed (the transaction ended without an error); state alone is one "state-changed" record.
+        metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(state)))
 
     def _record_state(self, cursor: Any, changes: StateChanges, stamp: str) -> StateDigests:
         """The courses and hotline requests a flow changed; the digests of their rows."""
@@ -146,6 +149,7 @@ class SqlAuditStore:
             self._unit.lock_chain(cursor)
             digests = self._hotline.note_overdue(cursor, request_ids, stamp)
             self._log.append(cursor, entries, stamp, {"hotline_request": digests} if digests else {})
+        metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(digests)))
 
     # -- reading -------------------------------------------------------------------------------
     def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
