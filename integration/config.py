@@ -28,6 +28,14 @@ INTEGRATION_AUDIT_HMAC_KEY_FILE    HMAC keys for the audit records, `<key id> <h
 INTEGRATION_AUDIT_HMAC_KEY_ID      the key id that signs new records (default: the file's only key)
 INTEGRATION_CLOSING_REPORT_WEEKS   weeks after its referral was sent by which a municipal course's closing report
                                    is due (`integration pathway overdue`; default 16, 1 to 104)
+INTEGRATION_BOARD_LISTEN           host:port the pathway board (`integration board serve`) listens on
+                                   (default 127.0.0.1:8080: behind a reverse proxy that terminates TLS)
+INTEGRATION_BOARD_USERS_FILE       the board's users: a TOML file of `[[user]]` tables (name, role "operations" or
+                                   "clinical", password_hash from `integration board hash-password`)
+INTEGRATION_BOARD_SESSION_SECRET_FILE  the secret that signs the board's session cookies (at least 32 bytes); the
+                                   board refuses to start without it
+INTEGRATION_BOARD_SECURE_COOKIES   true (default) or false: the session cookie's Secure flag (the browser sends it
+                                   over HTTPS only: TLS terminates at the reverse proxy); false for plain-HTTP tests
 
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
@@ -92,7 +100,14 @@ DEFAULTS: dict[str, Any] = {
     "audit_hmac_key_file": "",
     "audit_hmac_key_id": "",
     "closing_report_weeks": 16,
+    "board_listen": "127.0.0.1:8080",
+    "board_users_file": "",
+    "board_session_secret_file": "",
+    "board_secure_cookies": "true",
 }
+# The settings that are true or false: a TOML boolean in the file, or true/false (also 1/0, yes/no) as text.
+BOOLEANS = frozenset({"board_secure_cookies"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 # The settings that are whole numbers (their defaults are integers); every other one is a string.
 WHOLE_NUMBERS = frozenset(key for key, value in DEFAULTS.items() if type(value) is int)
 
@@ -122,6 +137,10 @@ class Settings:
     audit_hmac_key_file: Path | None = None
     audit_hmac_key_id: str | None = None
     closing_report_weeks: int = 16
+    board_listen: str = DEFAULTS["board_listen"]
+    board_users_file: Path | None = None
+    board_session_secret_file: Path | None = None
+    board_secure_cookies: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -156,7 +175,34 @@ class Settings:
             audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
             audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
             closing_report_weeks=_closing_report_weeks(values),
+            board_listen=str(values["board_listen"]).strip(),  # checked by `board serve`: listen_address
+            board_users_file=Path(values["board_users_file"]) if values["board_users_file"] else None,
+            board_session_secret_file=(
+                Path(values["board_session_secret_file"]) if values["board_session_secret_file"] else None
+            ),
+            board_secure_cookies=_boolean(values, "board_secure_cookies"),
         )
+
+
+def listen_address(value: str, key: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as (host, port), the port 1-65535; ConfigurationError naming
+    `key` otherwise."""
+    host, colon, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"{key} must be host:port (a port 1-65535), e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def _boolean(values: Mapping[str, Any], key: str) -> bool:
+    """true or false: a TOML boolean, or (the environment) true/false, 1/0, yes/no in any case."""
+    value = values[key]
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ConfigurationError(f"{key} must be true or false")
 
 
 def _visitation_windows(values: Mapping[str, Any]) -> dict[str, int]:
@@ -255,6 +301,8 @@ def _check_file_type(path: Path, key: str, value: Any) -> None:
     every other setting is a string, and broker_url may be an array of strings too."""
     if key in WHOLE_NUMBERS:
         wanted, ok = "a whole number (a TOML integer, unquoted)", type(value) is int
+    elif key in BOOLEANS:
+        wanted, ok = "true or false (a TOML boolean)", isinstance(value, bool) or isinstance(value, str)
     elif key == "broker_url":
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         wanted = "a string or an array of strings"

@@ -71,3 +71,12 @@ def test_the_built_package_carries_the_demos_samples(built: Path, tmp_path: Path
     assert ran.returncode == 0, ran.stderr
     # 14 discharge events and a bad one, 5 hotline requests, a closing report: from the built package
     assert ran.stdout.split() == ["21", str(built / "integration" / "cli" / "samples")]
+
+
+def test_the_built_package_carries_the_boards_templates_and_style(built: Path) -> None:
+    """`integration board serve` from a wheel: every template and the style sheet are package data."""
+    web = PROJECT_ROOT / "integration" / "web"
+    shipped = sorted(p.relative_to(web) for p in [*web.glob("templates/*"), *web.glob("static/*")])
+    inside = built / "integration" / "web"
+    carried = sorted(p.relative_to(inside) for p in [*inside.glob("templates/*"), *inside.glob("static/*")])
+    assert shipped and carried == shipped

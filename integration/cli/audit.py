@@ -10,17 +10,16 @@ record their read (its chain is inconsistent: `audit verify` says where).
 
 from __future__ import annotations
 
-import os
-import pwd
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 import orjson
 
+from integration.adapters.os_user import reader as reader  # re-exported: the commands import it from here
 from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_store
 from integration.config import Settings
@@ -43,28 +42,6 @@ from integration.service.audit_evidence import Anchor, MacKeys, examine, parse_a
 # configuration says), 69 EX_UNAVAILABLE (try again later)
 EXIT_BROKEN, EXIT_USAGE, EXIT_CONFIGURATION = 1, 2, 3
 EXIT_STORE_REFUSED, EXIT_NO_STORE, EXIT_UNAVAILABLE = 65, 66, 69
-UNSET_LOGINUID = 0xFFFFFFFF
-
-
-def reader() -> dict[str, Any]:
-    """Who reads, from the process's credentials (LOGNAME and USER are whatever the caller sets): the
-    effective user, and the session's login user when the kernel knows a different one (under sudo)."""
-    uid = os.geteuid()
-    who: dict[str, Any] = {"by": _user_name(uid), "uid": uid}
-    try:
-        login = int(Path("/proc/self/loginuid").read_text(encoding="ascii"))
-    except (OSError, ValueError):
-        login = UNSET_LOGINUID
-    if login not in (UNSET_LOGINUID, uid):
-        who["login"] = _user_name(login)
-    return who
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:  # a uid without a passwd entry (a container): the number is what there is
-        return f"uid {uid}"
 
 
 def fail(code: int, message: str) -> NoReturn:

@@ -26,12 +26,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import click
 import orjson
@@ -70,14 +72,32 @@ class Sample(NamedTuple):
     message_id: str
 
 
-def samples() -> list[Sample]:
+def overdue_sample(now: datetime) -> Sample:
+    """For the board: sample 07 (a discharge without a referral decision) for another patient
+    (`OVERDUE_PATIENT`), discharged `OVERDUE_DAYS` days before `now`, so that the visitation talk is overdue."""
+    event = orjson.loads((SAMPLES / "discharge" / "07-no-referral.event.json").read_bytes())
+    discharged = (now - timedelta(days=OVERDUE_DAYS)).astimezone(DANISH_TIME).replace(microsecond=0)
+    event["eventId"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hjerterehab-demo/overdue/{discharged.isoformat()}"))
+    event["patient"]["cpr"] = OVERDUE_PATIENT
+    event["occurredAt"] = (discharged + timedelta(minutes=35)).isoformat()
+    event["admission"] = {
+        "admittedAt": (discharged - timedelta(days=5)).isoformat(),
+        "dischargedAt": discharged.isoformat(),
+    }
+    return Sample("discharge", "hospital", "overdue-visitation", orjson.dumps(event), event["eventId"])
+
+
+def samples(overdue: bool = False) -> list[Sample]:
     """The sample discharge events and one bad one (from the hospital), the hotline requests (from a
-    municipality or a GP, as their sender says), then a municipality's closing report."""
+    municipality or a GP, as their sender says), then a municipality's closing report; with `overdue` (the
+    board), also a discharge whose visitation talk is overdue (`overdue_sample`)."""
     found = []
     for path in sorted((SAMPLES / "discharge").glob("*.event.json")):
         body = path.read_bytes()
         name = path.name.removesuffix(".event.json")
         found.append(Sample("discharge", "hospital", name, body, orjson.loads(body)["eventId"]))
+    if overdue:
+        found.append(overdue_sample(datetime.now(UTC)))
     poison = found[0].body.replace(b'"851"', b'"999"')
     found.append(
         Sample("discharge", "hospital", "bad-unknown-municipality", poison, "demo-poison-unknown-municipality")
@@ -95,6 +115,10 @@ def samples() -> list[Sample]:
     return found
 
 
+Hold = Callable[[list[tuple[str, str]], Settings | None], None]  # the lines, the demo vhost's settings
+OVERDUE_PATIENT = "1804509992"  # the board's overdue sample: no sample patient has this number
+OVERDUE_DAYS = 30  # more than the visitation window (21 days by default)
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 DEMO_FLOWS = [FLOWS_BY_NAME["discharge"], FLOWS_BY_NAME["hotline"], FLOWS_BY_NAME["closing"]]
 LABELS = {
     REFERRAL_EXCHANGE: "referral from",
@@ -159,14 +183,14 @@ def own_vhost(url: str) -> Iterator[tuple[str, str]]:
             click.echo(f"{exc}: remove it with `rabbitmqctl delete_vhost {name}`")
 
 
-def demo_in_memory(wiring: Wiring) -> list[tuple[str, str]]:
+def demo_in_memory(wiring: Wiring, overdue: bool = False) -> list[tuple[str, str]]:
     assert wiring.store is not None
     store = wiring.store
     broker = InMemoryBroker()
     for exchange in OUTPUT_EXCHANGES:
         broker.bind(exchange, "demo.outputs", "#")
     processor = wiring.processor_on(broker)
-    every = samples()
+    every = samples(overdue)
     for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
         batch = [s for s in every if s.flow == flow.name]
         for sample in batch:
@@ -178,8 +202,11 @@ def demo_in_memory(wiring: Wiring) -> list[tuple[str, str]]:
     return summarise(store, routed, every)
 
 
-def demo_on_broker(wiring: Wiring, settings: Settings, connection: RabbitConnection) -> list[tuple[str, str]]:
-    """The demo on `connection`, in the vhost of `settings` (the demo's own), with `wiring`'s processors."""
+def demo_on_broker(
+    wiring: Wiring, settings: Settings, connection: RabbitConnection, hold: Hold | None = None
+) -> list[tuple[str, str]]:
+    """The demo on `connection`, in the vhost of `settings` (the demo's own), with `wiring`'s processors; with
+    `hold`, the consumers keep running while it does (the board, until Ctrl-C), given the lines so far."""
     assert wiring.store is not None
     store = wiring.store
     connection.apply_topology()
@@ -191,7 +218,7 @@ def demo_on_broker(wiring: Wiring, settings: Settings, connection: RabbitConnect
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     click.echo(f"consumers started on {', '.join(f.queue for f in DEMO_FLOWS)}")
-    every = samples()
+    every = samples(overdue=hold is not None)
     try:
         for flow in DEMO_FLOWS:  # the referrals first: they open the courses the hotline requests ask about
             batch = [s for s in every if s.flow == flow.name]
@@ -200,9 +227,18 @@ def demo_on_broker(wiring: Wiring, settings: Settings, connection: RabbitConnect
                 exchange = SENDERS_BY_KIND[sample.sender].exchange
                 connection.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
             _wait_for(service, expected, flow.name, len(batch))
+        if hold is not None:
+            hold(_outcome(store, connection, outputs, every), settings)
+            return []
     finally:
         service.stop()
         worker.join(timeout=30)
+    return _outcome(store, connection, outputs, every)
+
+
+def _outcome(
+    store: AuditStore, connection: RabbitConnection, outputs: str, every: list[Sample]
+) -> list[tuple[str, str]]:
     routed = [m.message_id or "" for m in drain(connection, outputs, 10_000)]
     dead_letters = FLOWS_BY_NAME["discharge"].dead_letter_queue
     dead = connection.message_count(dead_letters)
@@ -251,13 +287,27 @@ def summarise(store: AuditStore, routed: list[str], every: list[Sample]) -> list
     return lines
 
 
-def run_demo(settings: Settings) -> None:
+def _print(lines: list[tuple[str, str]]) -> None:
+    for left, right in lines:
+        click.echo(f"  {left:<58} → {right}")
+
+
+def run_demo(settings: Settings, board: str | None = None) -> None:
+    """The demo; with `board` (host:port), the pathway board over the demo's store and vhost stays up until
+    Ctrl-C, the consumers running (users and session secret made in the demo's temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="hjerterehab-demo-") as scratch:
-        store = open_audit_store(f"sqlite:///{Path(scratch) / 'audit.sqlite3'}")
+        dsn = f"sqlite:///{Path(scratch) / 'audit.sqlite3'}"
+        store = open_audit_store(dsn)
         try:
-            lines = _run(build(settings, store=store))
-            for left, right in lines:
-                click.echo(f"  {left:<58} → {right}")
+            hold = None
+            if board is not None:
+                from integration.cli.demo_board import holding_board
+
+                hold = holding_board(settings, dsn, Path(scratch), board, _print)
+            lines = _run(build(settings, store=store), hold)
+            if not lines:  # held: the board showed them
+                return
+            _print(lines)
             click.echo(
                 f"{sum(1 for left, _ in lines if left.startswith('referral'))} referrals and "
                 f"{sum(1 for left, _ in lines if left.startswith('hotline'))} hotline and "
@@ -269,7 +319,7 @@ def run_demo(settings: Settings) -> None:
             store.close()
 
 
-def _run(wiring: Wiring) -> list[tuple[str, str]]:
+def _run(wiring: Wiring, hold: Hold | None = None) -> list[tuple[str, str]]:
     settings = wiring.settings
     try:
         with own_vhost(settings.broker_url) as (vhost, url):
@@ -279,9 +329,13 @@ def _run(wiring: Wiring) -> list[tuple[str, str]]:
             except ConnectionLost as exc:
                 raise NoVhost(f"no connection to {masked_url(url)} ({exc})") from None
             try:
-                return demo_on_broker(wiring, replace(settings, broker_url=url), connection)
+                return demo_on_broker(wiring, replace(settings, broker_url=url), connection, hold)
             finally:
                 connection.close()
     except NoVhost as exc:
         click.echo(f"{one_line(exc)}; running on the in-memory bus instead (never in the service's vhost)")
-        return demo_in_memory(wiring)
+        lines = demo_in_memory(wiring, overdue=hold is not None)
+        if hold is None:
+            return lines
+        hold(lines, None)
+        return []

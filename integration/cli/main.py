@@ -16,6 +16,7 @@ from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import masked_dsn
 from integration.bootstrap import build
 from integration.cli.audit import audit
+from integration.cli.board import board
 from integration.cli.demo import run_demo
 from integration.cli.dlq import dlq
 from integration.cli.errors import IntegrationCommand
@@ -159,14 +160,26 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None, stor
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--board/--no-board",
+    "with_board",
+    default=None,
+    help="keep the pathway board up over the demo until Ctrl-C (default: when run on a terminal)",
+)
+@click.option("--board-listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="where the demo's board listens")
+def demo(with_board: bool | None, board_listen: str) -> None:
     """Run the consumers on the sample messages and say what went where, apart from any running service.
 
     On a broker on this machine: in a vhost of its own, created with rabbitmqctl and removed at the end.
     Otherwise the same consumers run on the in-memory bus, and the first line says why. Its audit store is
     temporary; the configured one is not touched.
+
+    With the board (on a terminal, or --board), the demo also seeds a patient whose visitation talk is overdue,
+    then keeps its consumers and the pathway board up (its address and two logins printed) until Ctrl-C.
     """
-    run_demo(Settings.from_env())
+    if with_board is None:
+        with_board = sys.stdin.isatty() and sys.stdout.isatty()
+    run_demo(Settings.from_env(), board_listen if with_board else None)
 
 
 main.add_command(run)
@@ -177,3 +190,4 @@ main.add_command(hotline)
 main.add_command(outbound)
 main.add_command(pathway)
 main.add_command(validate)
+main.add_command(board)

@@ -56,17 +56,24 @@ def resend_unacknowledged(store: Store, bus: Bus, now: datetime, policy: ResendP
             metrics.OUTBOUND_GAVE_UP.inc()
             gave_up.append(message.header_id)
             continue
-        number = message.resends + 1
-        again = retransmission(fhir_json.loads(message.output.body), f"resend-{number}", now)
-        body = fhir_json.dumps(again)
-        out = message.output
-        bus.publish(out.exchange, out.routing_key, body, again["id"], _headers(number), out.content_type)
-        log.info("resent: no ack in time", header=message.header_id, resend=number)
-        entry = _entry("outbound-resent", message, resend=number, bundle=again["id"], routingKey=out.routing_key)
-        store.record([entry], now, resends=[Resend(message.header_id, body)])
-        metrics.OUTBOUND_RESENT.inc()
+        resend(store, bus, message, now)
         resent.append(message.header_id)
     return ResendReport(tuple(resent), tuple(gave_up))
+
+
+def resend(store: Store, bus: Bus, message: OutboundMessage, now: datetime, **by: Any) -> str:
+    """Send `message` again now (a new Bundle id, the same MessageHeader id: `retransmission`), confirmed, then
+    record it (`outbound-resent`, with `by`: who asked, when a person did); the new Bundle id."""
+    number = message.resends + 1
+    again = retransmission(fhir_json.loads(message.output.body), f"resend-{number}", now)
+    body = fhir_json.dumps(again)
+    out = message.output
+    bus.publish(out.exchange, out.routing_key, body, again["id"], _headers(number), out.content_type)
+    log.info("resent: no ack in time" if not by else "resent by hand", header=message.header_id, resend=number)
+    entry = _entry("outbound-resent", message, resend=number, bundle=again["id"], routingKey=out.routing_key, **by)
+    store.record([entry], now, resends=[Resend(message.header_id, body)])
+    metrics.OUTBOUND_RESENT.inc()
+    return str(again["id"])
 
 
 def _headers(number: int) -> Mapping[str, Any]:

@@ -1,0 +1,171 @@
+"""The board's users, passwords, sessions' secret, CSRF tokens and the login rate limit.
+
+Users come from the TOML file `board_users_file`: one `[[user]]` table each, with `name`, `role`
+("operations": messages, queues and counts with every patient identifier masked; "clinical": the CPR number
+too) and `password_hash`, an argon2 hash (`integration board hash-password` prints one). An unknown user and
+a wrong password take the same path (a hash is verified either way), so the answer's time does not tell
+which names exist. After `MAX_FAILURES` failed logins of one name from one client within `FAILURE_WINDOW`,
+that pair is refused (429) until the oldest failure leaves the window.
+
+The session secret (`board_session_secret_file`) signs the session cookie (itsdangerous, through Starlette's
+SessionMiddleware); it must hold at least `MIN_SECRET_BYTES` bytes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from integration.errors import ConfigurationError
+
+MIN_SECRET_BYTES = 32
+MAX_FAILURES = 5
+FAILURE_WINDOW = 15 * 60.0  # seconds
+MAX_NAME = 64
+_HASHER = PasswordHasher()
+# Verified when the name is unknown, so that an unknown name costs what a wrong password costs.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+class Role(StrEnum):
+    """What a board user may see: `operations` sees no patient identifier, `clinical` sees the CPR number."""
+
+    OPERATIONS = "operations"
+    CLINICAL = "clinical"
+
+
+@dataclass(frozen=True, slots=True)
+class BoardUser:
+    name: str
+    role: Role
+    password_hash: str
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of `password` (argon2-cffi's defaults), for a `[[user]]` table's password_hash."""
+    if not password:
+        raise ValueError("an empty password")
+    return _HASHER.hash(password)
+
+
+def load_users(path: Path | None) -> dict[str, BoardUser]:
+    """The users of the file `board_users_file`, by name; ConfigurationError naming the setting when it is not
+    set, unreadable, or a user is not shaped as the module's docstring says (never quoting a hash)."""
+    key = "board_users_file"
+    if path is None:
+        raise ConfigurationError(f"{key} is not set: the board has no users (see `integration board hash-password`)")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{key}: cannot read {path}: {type(exc).__name__}") from None
+    tables = document.get("user")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigurationError(f"{key}: {path} has no [[user]] table")
+    users: dict[str, BoardUser] = {}
+    for number, table in enumerate(tables, start=1):
+        users_entry = _user(table, f"{key}: {path}: user {number}")
+        if users_entry.name in users:
+            raise ConfigurationError(f"{key}: {path}: user {number}: the name is given twice")
+        users[users_entry.name] = users_entry
+    return users
+
+
+def _user(table: object, where: str) -> BoardUser:
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"{where}: not a table")
+    unknown = sorted(set(table) - {"name", "role", "password_hash"})
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    name, role, hashed = table.get("name"), table.get("role"), table.get("password_hash")
+    if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= MAX_NAME or name != name.strip():
+        raise ConfigurationError(f"{where}: name must be printable text of 1-{MAX_NAME} characters")
+    if role not in tuple(Role):
+        raise ConfigurationError(f"{where}: role must be one of {', '.join(Role)}")
+    if not isinstance(hashed, str) or not hashed.startswith("$argon2"):
+        raise ConfigurationError(f"{where}: password_hash must be an argon2 hash (integration board hash-password)")
+    return BoardUser(name, Role(role), hashed)
+
+
+def load_secret(path: Path | None) -> bytes:
+    """The session secret from `board_session_secret_file` (surrounding blanks dropped); ConfigurationError
+    naming the setting when unset, unreadable or shorter than MIN_SECRET_BYTES."""
+    key = "board_session_secret_file"
+    if path is None:
+        raise ConfigurationError(f"{key} is not set: the board signs its session cookies with that secret")
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(f"{key}: the secret in {path} must be at least {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def check_password(users: Mapping[str, BoardUser], name: str, password: str) -> BoardUser | None:
+    """The user when `name` is one and `password` is theirs, else None: an unknown name verifies a dummy hash
+    (the same work as a wrong password)."""
+    user = users.get(name)
+    try:
+        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    return user
+
+
+class LoginLimiter:
+    """Failed logins per (name, client) within a sliding window; thread-safe (the board's requests run in a
+    thread pool). `clock` is seconds (time.monotonic)."""
+
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window: float = FAILURE_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max, self._window, self._clock = max_failures, window, clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str]) -> deque[float]:
+        now = self._clock()
+        failures = self._failures.setdefault(key, deque())
+        while failures and now - failures[0] >= self._window:
+            failures.popleft()
+        return failures
+
+    def blocked(self, name: str, client: str) -> bool:
+        with self._lock:
+            return len(self._recent((name, client))) >= self._max
+
+    def failed(self, name: str, client: str) -> None:
+        with self._lock:
+            self._recent((name, client)).append(self._clock())
+
+    def succeeded(self, name: str, client: str) -> None:
+        with self._lock:
+            self._failures.pop((name, client), None)
+
+
+def new_token() -> str:
+    """A CSRF token for a session (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def same_token(expected: object, given: object) -> bool:
+    """Whether the form's CSRF token is the session's, compared in constant time; never for a missing one."""
+    return (
+        isinstance(expected, str)
+        and isinstance(given, str)
+        and bool(expected)
+        and secrets.compare_digest(expected.encode(), given.encode())
+    )

@@ -1,0 +1,378 @@
+"""What each page of the board shows, read from the audit store: plain rows for the templates, no HTML.
+
+The patient is shown by `Viewer.patient`: the CPR number (or replacement number) to the clinical role, a mask
+to the operations role, which sees no patient identifier at all; every other text from the store or a
+message goes through `Viewer.text` (for operations, `integration.log.one_line`: CPR-shaped text masked).
+Nothing here writes the audit records of a view: `integration.web.app` does, before it answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from lxml import etree
+
+from integration.adapters.sql.store import AuditStore, PendingRequest
+from integration.domain.course import Course, OutboundState, Stage
+from integration.log import mask_cpr, masked, one_line
+from integration.service.audit_chain import AuditRecord
+from integration.service.ports import OutboundMessage, StoredOutput
+from integration.web.auth import Role
+
+MASK = "•••••• ••••"  # what operations sees in place of a patient identifier
+# The detail fields of the audit records that name a message besides the record's own message id.
+MESSAGE_FIELDS = ("outputId", "messageHeaderId", "bundleId", "eventId", "bundle")
+SEARCHABLE = re.compile(r"[A-Za-z0-9:._\-|/]{1,200}")
+MUNICIPALITY = re.compile(r"[0-9]{3}")
+SOR = re.compile(r"[0-9]{6,20}")
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
+STATUSES = ("overdue",)  # a status filter besides the stages
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    name: str
+    role: Role
+
+    @property
+    def clinical(self) -> bool:
+        return self.role is Role.CLINICAL
+
+    def patient(self, patient: str | None) -> str:
+        if patient is None:
+            return "-"
+        return self.text(patient, 120) if self.clinical else MASK
+
+    def text(self, value: object, limit: int = 300) -> str:
+        """Text from the store or a message: for operations one safe line (CPR-shaped text masked); for
+        clinical the same without the mask (the template escapes it either way)."""
+        if self.clinical:
+            return "".join(c if c.isprintable() else "?" for c in str(value))[:limit]
+        return one_line(value, limit)
+
+    def detail(self, detail: Mapping[str, Any]) -> str:
+        text = orjson.dumps(detail if self.clinical else masked(detail), option=orjson.OPT_SORT_KEYS).decode()
+        return text if self.clinical else mask_cpr(text)
+
+
+# -- the pathway board -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """One deadline on a row (from `integration.service.pathway_watch`): its rule, when due, whether overdue."""
+
+    rule: str
+    due: str
+    overdue: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    patient: str  # as the viewer may see it
+    patient_link: str | None  # the clinical role's link to the patient's trail (an opaque token, never the CPR)
+    discharged: str
+    risk_group: str
+    stage: str
+    department: str
+    municipality: str
+    referral: str  # to whom, which category; "-" before one
+    acknowledged: str  # the referral's ack state
+    hotline: str  # open / overdue
+    closing: str
+    handover: str
+    markers: tuple[Marker, ...] = ()
+
+    @property
+    def overdue(self) -> bool:
+        return any(m.overdue for m in self.markers)
+
+
+@dataclass(frozen=True, slots=True)
+class BoardFilter:
+    municipality: str | None = None
+    department: str | None = None
+    status: str | None = None  # a Stage value, or "overdue"
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> BoardFilter:
+        """The board's query parameters; ValueError (one line, never quoting them) for anything else."""
+        unknown = sorted(set(query) - {"municipality", "department", "status"})
+        if unknown:
+            raise ValueError("unknown query parameter(s): the board filters by municipality, department, status")
+        municipality = query.get("municipality") or None
+        department = query.get("department") or None
+        status = query.get("status") or None
+        if municipality is not None and not MUNICIPALITY.fullmatch(municipality):
+            raise ValueError("municipality must be a municipality code of three digits")
+        if department is not None and not SOR.fullmatch(department):
+            raise ValueError("department must be a SOR code (6-20 digits)")
+        if status is not None and status not in [s.value for s in Stage] + list(STATUSES):
+            raise ValueError("status must be a stage of the pathway or 'overdue'")
+        return cls(municipality, department, status)
+
+    def keeps(self, course: Course) -> bool:
+        return (
+            (self.municipality is None or course.municipality_code == self.municipality)
+            and (self.department is None or course.referring_department == self.department)
+            and (self.status is None or self.status in STATUSES or course.current.value == self.status)
+        )
+
+
+def _time(moment: datetime | None) -> str:
+    """A moment in Danish time, to the minute."""
+    return moment.astimezone(DANISH_TIME).isoformat(timespec="minutes") if moment else "-"
+
+
+def _grouped(markers: Sequence[Marker]) -> tuple[Marker, ...]:
+    """One marker per rule: overdue when any of its deadlines is, due at the earliest, counted when several."""
+    by_rule: dict[str, list[Marker]] = {}
+    for marker in markers:
+        by_rule.setdefault(marker.rule, []).append(marker)
+    grouped = []
+    for rule, same in by_rule.items():
+        late = [m for m in same if m.overdue]
+        first = min(late or same, key=lambda m: m.due)
+        label = f"{rule} ×{len(same)}" if len(same) > 1 else rule
+        grouped.append(Marker(label, first.due, bool(late), first.detail))
+    return tuple(sorted(grouped, key=lambda m: (not m.overdue, m.due)))
+
+
+def _ack(messages: Sequence[OutboundMessage]) -> str:
+    referrals = [m for m in messages if m.output.routing_key.startswith("referral.")]
+    if not referrals:
+        return "-"
+    last = max(referrals, key=lambda m: m.first_sent_at)
+    states = {
+        OutboundState.AWAITING: "awaiting ack",
+        OutboundState.ACKNOWLEDGED: "acknowledged",
+        OutboundState.FAILED: "error ack",
+        OutboundState.GAVE_UP: "no ack (gave up)",
+    }
+    resent = f", resent {last.resends}x" if last.resends else ""
+    return f"{states.get(last.state, str(last.state))}{resent}"
+
+
+def _hotline(requests: Sequence[PendingRequest]) -> str:
+    if not requests:
+        return "none open"
+    overdue = sum(1 for r in requests if r.overdue_noted)
+    return f"{len(requests)} open" + (f", {overdue} overdue" if overdue else "")
+
+
+def _closing(course: Course) -> str:
+    if course.current is Stage.NOT_REFERRED:
+        return "not referred"
+    parts = []
+    if course.municipal_status:
+        parts.append("municipal status received")
+    if course.hospital_done:
+        parts.append("hospital closed its part")
+    return ", ".join(parts) or "-"
+
+
+def _handover(course: Course) -> str:
+    if course.responsible == "gp":
+        return "handed over to the GP"
+    return "held by the hospital" + (" (follow-up)" if course.current is Stage.HOSPITAL_FOLLOW_UP else "")
+
+
+def board_rows(
+    store: AuditStore,
+    viewer: Viewer,
+    wanted: BoardFilter,
+    deadlines: Iterable[Any] = (),
+    link: Callable[[str], str] | None = None,
+) -> tuple[list[Row], list[Course]]:
+    """One row per course (every stage) the filter keeps, the overdue ones first, then by discharge; and the
+    courses shown (whose views are audited). `deadlines` are `pathway_watch.Deadline`s (rule, patient, due,
+    overdue, subject, detail)."""
+    courses = [c for c in store.courses_at(list(Stage)) if wanted.keeps(c)]
+    outbound: dict[str, list[OutboundMessage]] = {}
+    for message in store.outbound_messages(list(OutboundState)):
+        if message.patient:
+            outbound.setdefault(message.patient, []).append(message)
+    requests: dict[str, list[PendingRequest]] = {}
+    for request in store.open_requests():
+        requests.setdefault(request.request.patient, []).append(request)
+    markers: dict[str, list[Marker]] = {}
+    for deadline in deadlines:
+        if deadline.patient:
+            markers.setdefault(deadline.patient, []).append(
+                Marker(deadline.rule, _time(deadline.due), bool(deadline.overdue), viewer.text(deadline.detail))
+            )
+    rows = []
+    for course in courses:
+        grouped = _grouped(markers.get(course.patient, []))
+        referral = course.referral
+        row = Row(
+            patient=viewer.patient(course.patient),
+            patient_link=link(course.patient) if viewer.clinical and link else None,
+            discharged=_time(course.discharged_at),
+            risk_group=referral.risk_group if referral else "-",
+            stage=course.current.value,
+            department=viewer.text(course.referring_department or "-", 40),
+            municipality=viewer.text(course.municipality_code or "-", 10),
+            referral=(
+                f"{referral.category} to {viewer.text(referral.receiver, 40)}"
+                + (
+                    f" (municipality {viewer.text(referral.municipality_code, 10)})"
+                    if referral.municipality_code
+                    else ""
+                )
+                if referral
+                else ("by the GP" if course.referrer == "gp" else "-")
+            ),
+            acknowledged=_ack(outbound.get(course.patient, [])),
+            hotline=_hotline(requests.get(course.patient, [])),
+            closing=_closing(course),
+            handover=_handover(course),
+            markers=grouped,
+        )
+        if wanted.status == "overdue" and not row.overdue:
+            continue
+        rows.append((row, course))
+    rows.sort(key=lambda pair: (not pair[0].overdue, pair[1].discharged_at is None, pair[0].discharged))
+    return [row for row, _ in rows], [course for _, course in rows]
+
+
+# -- messages --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TrailLine:
+    seq: int
+    at: str
+    step: str
+    flow: str
+    message_id: str
+    patient: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One message we sent, readable: its route, ids, the narratives of its resources as text, the raw JSON."""
+
+    routing_key: str
+    message_id: str
+    narratives: list[tuple[str, str]] = field(default_factory=list)  # (resource type, text)
+    raw: str = ""
+
+
+def names_message(record: AuditRecord, wanted: str) -> bool:
+    """Whether `record` is about the message `wanted`: its own id, or an id of what it sent or was acked for."""
+    return record.message_id == wanted or any(record.detail.get(key) == wanted for key in MESSAGE_FIELDS)
+
+
+def message_records(store: AuditStore, wanted: str) -> list[AuditRecord]:
+    """The records of the message `wanted` (a message-id, correlation id, MessageHeader id or Bundle id), with
+    the records of the deliveries those name (an output's ack arrives as its own delivery)."""
+    records = list(store.records())
+    direct = [r for r in records if names_message(r, wanted)]
+    keys = {r.message_id for r in direct}
+    return [r for r in records if r.message_id in keys or names_message(r, wanted)]
+
+
+def search(store: AuditStore, text: str | None, patient: str | None) -> list[tuple[str, str, str, int]]:
+    """Messages found by an id (`text`) or by a patient: (message id, flow, first time, records), first seen
+    first. ValueError for a search text that can be no id."""
+    if text is not None and not SEARCHABLE.fullmatch(text):
+        raise ValueError("search by a message id, correlation id or MessageHeader id (letters, digits, -:._|/)")
+    found: dict[str, list[AuditRecord]] = {}
+    keys: set[str] = set()
+    for record in store.records():
+        if (text is not None and names_message(record, text)) or (patient is not None and record.patient == patient):
+            keys.add(record.message_id)
+        if record.message_id in keys:
+            found.setdefault(record.message_id, []).append(record)
+    return [(key, rs[0].flow, rs[0].at, len(rs)) for key, rs in found.items() if key != "-"]
+
+
+def trail_lines(records: Iterable[AuditRecord], viewer: Viewer) -> list[TrailLine]:
+    return [
+        TrailLine(
+            r.seq,
+            r.at,
+            viewer.text(r.step, 60),
+            viewer.text(r.flow, 40),
+            viewer.text(r.message_id, 120),
+            viewer.patient(r.patient),
+            viewer.detail(r.detail),
+        )
+        for r in records
+    ]
+
+
+def outputs(store: AuditStore, records: Sequence[AuditRecord]) -> list[StoredOutput]:
+    """What the deliveries of `records` sent, as stored for redelivery (the processed table)."""
+    keys: list[tuple[str, str]] = []
+    for r in records:
+        if r.step == "received":  # stored under the sender-scoped key (the processor's `stored_key`), or the bare one
+            source = r.detail.get("source")
+            keys += [(r.flow, f"{source}/{r.message_id}")] if isinstance(source, str) and source else []
+            keys.append((r.flow, r.message_id))
+    keys = list(dict.fromkeys(keys))
+    delivered = store.deliveries(keys)
+    return [output for key in keys if (earlier := delivered.get(key)) for output in earlier.outputs]
+
+
+def narrative_text(xhtml: str) -> str:
+    """A FHIR narrative (`text.div`, XHTML) as plain text: parsed without entities or network, its text only
+    (no markup of it reaches the page). Unparseable XHTML is shown as the string it is."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        root = etree.fromstring(xhtml.encode("utf-8"), parser)
+    except etree.XMLSyntaxError:
+        return xhtml
+    return re.sub(r"[ \t]*\n\s*", "\n", " ".join(root.itertext())).strip()
+
+
+def shown(output: StoredOutput) -> Shown:
+    """One stored output readable: every resource's narrative (a FHIR message's entries, a document's too)."""
+    raw = output.body.decode("utf-8", "replace")
+    narratives: list[tuple[str, str]] = []
+    try:
+        document = orjson.loads(output.body)
+    except orjson.JSONDecodeError:
+        return Shown(output.routing_key, output.message_id, narratives, raw)
+    _collect(document, narratives)
+    pretty = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+    return Shown(output.routing_key, output.message_id, narratives, pretty)
+
+
+def _collect(node: Any, into: list[tuple[str, str]]) -> None:
+    if isinstance(node, dict):
+        text = node.get("text")
+        if isinstance(text, dict) and isinstance(text.get("div"), str):
+            into.append((str(node.get("resourceType", "?")), narrative_text(text["div"])))
+        for value in node.values():
+            _collect(value, into)
+    elif isinstance(node, list):
+        for value in node:
+            _collect(value, into)
+
+
+# -- throughput ------------------------------------------------------------------------------------------
+def throughput(records: Iterable[AuditRecord], at: datetime) -> dict[str, dict[str, int]]:
+    """Messages received and published per flow in the last hour and the last day before `at`, from the
+    audit records: {"hour": {flow: n}, "day": {flow: n}} for `received`, and likewise `published`."""
+    hour, day = at - timedelta(hours=1), at - timedelta(days=1)
+    counts: dict[str, Counter[str]] = {k: Counter() for k in ("received-hour", "received-day", "sent-hour", "sent-day")}
+    for record in records:
+        if record.step not in ("received", "published"):
+            continue
+        try:
+            when = datetime.fromisoformat(record.at)
+        except ValueError:
+            continue
+        kind = "received" if record.step == "received" else "sent"
+        if when >= day:
+            counts[f"{kind}-day"][record.flow] += 1
+            if when >= hour:
+                counts[f"{kind}-hour"][record.flow] += 1
+    return {key: dict(sorted(counter.items())) for key, counter in counts.items()}

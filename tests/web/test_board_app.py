@@ -1,0 +1,342 @@
+"""The board (integration.web) through Starlette's TestClient, over a SQLite store the demo's real flows filled:
+login and its rate limit, CSRF on every POST, the roles (operations sees no CPR number on any page; clinical
+does, and each view is in the audit chain), replay and resend audited, bad input one line, unknown → 404."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from integration.adapters.rabbitmq import Received
+from integration.adapters.sql.store import AuditStore, StoreMissing
+from integration.adapters.sql.stores import open_audit_store
+from integration.cli.demo import OVERDUE_PATIENT
+from integration.config import Settings
+from integration.domain.course import OutboundState
+from integration.errors import ConfigurationError
+from integration.log import CPR_LIKE
+from integration.service.audit_chain import AuditRecord, verify
+from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
+from integration.web.app import Board, create_app
+from integration.web.auth import LoginLimiter, load_secret, load_users
+from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
+
+PAGES = ["/", "/messages", "/dead-letters", "/outbound", "/throughput", "/?status=overdue", "/?municipality=851"]
+
+
+def records(dsn: str) -> list[AuditRecord]:
+    store = open_audit_store(dsn, create=False)
+    try:
+        return list(store.records())
+    finally:
+        store.close()
+
+
+def cpr_forms(patient: str) -> list[str]:
+    return [patient, f"{patient[:6]}-{patient[6:]}", f"{patient[:6]} {patient[6:]}"] if patient.isdigit() else [patient]
+
+
+def leaks(html: str, known: list[str]) -> list[str]:
+    found = [p for p in known for form in cpr_forms(p) if form in html]
+    return found + CPR_LIKE.findall(html)
+
+
+def dead_letter(tag: int = 1) -> Received:
+    body = b'{"eventId": "demo-poison-unknown-municipality"}'
+    return Received(
+        tag,
+        body,
+        "demo-poison-unknown-municipality",
+        {},
+        "application/json",
+        False,
+        "guest",
+        "discharge",
+        DEAD_LETTER_EXCHANGE,
+        None,
+        {"x-rehab-reason": "unknown municipality 999", "x-rehab-source": "hospital"},
+    )
+
+
+# -- login -----------------------------------------------------------------------------------------------
+def test_login_with_the_right_password_opens_the_board_and_a_wrong_one_does_not(client: TestClient) -> None:
+    assert client.get("/").headers["location"] == "/login"
+    wrong = log_in(client, "olga", "not-it")
+    assert wrong.status_code == 401 and "Wrong name or password" in wrong.text
+    unknown = log_in(client, "nobody", "not-it")
+    assert unknown.status_code == 401 and unknown.text.count("Wrong name or password") == 1
+    ok = log_in(client, "olga")
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    assert client.get("/").status_code == 200
+
+
+def test_five_failures_of_one_name_from_one_client_are_rate_limited_and_logged_without_the_password(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(5):
+        assert log_in(client, "carl", "guess-1234").status_code == 401
+    limited = log_in(client, "carl")  # even the right password: the pair is blocked for the window
+    assert limited.status_code == 429 and "Too many failed logins" in limited.text
+    assert log_in(client, "olga").status_code == 303  # another name is not blocked
+    said = capsys.readouterr()
+    assert "guess-1234" not in said.out + said.err
+
+
+def test_the_limiter_forgets_failures_after_the_window() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(max_failures=2, window=10.0, clock=lambda: now[0])
+    limiter.failed("a", "c")
+    limiter.failed("a", "c")
+    assert limiter.blocked("a", "c") and not limiter.blocked("a", "d")
+    now[0] = 10.0
+    assert not limiter.blocked("a", "c")
+
+
+def test_every_post_without_the_csrf_token_is_refused_403(client: TestClient) -> None:
+    refused = client.post("/login", data={"name": "olga", "password": "operations-password-1"})
+    assert refused.status_code == 403
+    log_in(client, "olga")
+    for path, data in (
+        ("/logout", {}),
+        ("/dead-letters/replay", {"flow": "discharge", "handle": "dl-bcdfghjkmn"}),
+        ("/outbound/resend", {"header_id": "x"}),
+        ("/messages", {"patient": "2512489996"}),
+    ):
+        assert client.post(path, data=data).status_code == 403, path
+        assert client.post(path, data={**data, "csrf": "forged"}).status_code == 403, path
+    assert client.get("/").status_code == 200  # still logged in: the logout without a token did nothing
+
+
+def test_the_session_cookie_is_httponly_samesite_strict_and_secure(board: object) -> None:
+    with TestClient(create_app(board, SECRET), base_url="https://testserver", follow_redirects=False) as c:  # type: ignore[arg-type]
+        response = log_in(c, "olga")
+        cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+
+
+def test_every_page_has_a_csp_without_inline_script(client: TestClient) -> None:
+    log_in(client, "olga")
+    for path in PAGES:
+        response = client.get(path)
+        policy = response.headers["content-security-policy"]
+        assert "script-src" not in policy and "default-src 'none'" in policy and "unsafe-inline" not in policy
+        assert "<script" not in response.text, path
+
+
+# -- roles -----------------------------------------------------------------------------------------------
+def test_operations_sees_no_cpr_number_on_any_page(client: TestClient, store_dsn: str, broker: FakeBroker) -> None:
+    broker.queues[FLOWS_BY_NAME["discharge"].dead_letter_queue] = [dead_letter()]
+    known = patients(store_dsn)
+    assert len(known) >= 5
+    log_in(client, "olga")
+    board = client.get("/")
+    assert board.status_code == 200 and board.text.count("<tr") > 5
+    found_pages = list(PAGES)
+    ids = {r.message_id for r in records(store_dsn) if r.message_id != "-"}
+    found_pages += [f"/messages/{i}" for i in sorted(ids)[:40]] + [f"/messages?q={i}" for i in sorted(ids)[:10]]
+    for path in found_pages:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert not leaks(response.text, known), path
+
+
+def test_clinical_sees_the_cpr_and_the_view_is_in_the_audit_chain(client: TestClient, store_dsn: str) -> None:
+    known = patients(store_dsn)
+    log_in(client, "carl")
+    before = len(records(store_dsn))
+    page = client.get("/")
+    shown = [p for p in known if p in page.text]
+    assert shown
+    after = records(store_dsn)
+    views = [r for r in after[before:] if r.step == "board-viewed"]
+    assert {r.patient for r in views} == set(shown)
+    assert all(r.detail["boardUser"] == "carl" and r.detail["boardRole"] == "clinical" for r in views)
+    assert all(r.detail["by"] for r in views)  # the OS user of the process too
+    assert verify(after) is None
+
+
+def test_the_overdue_patient_is_marked_first_on_the_board_for_both_roles(client: TestClient) -> None:
+    log_in(client, "carl")
+    clinical = client.get("/")
+    first = clinical.text.split("<tbody>")[1].split("</tr>")[0]
+    assert 'class="overdue"' in first and OVERDUE_PATIENT in first and "visitation OVERDUE" in first
+    only = client.get("/?status=overdue")
+    assert only.text.count("<tr") >= 2 and OVERDUE_PATIENT in only.text
+    log_in(client, "olga")
+    operations = client.get("/")
+    assert "visitation OVERDUE" in operations.text and OVERDUE_PATIENT not in operations.text
+
+
+def test_a_patients_trail_is_linked_without_the_cpr_in_the_url_and_audited(client: TestClient, store_dsn: str) -> None:
+    log_in(client, "carl")
+    links = re.findall(r'href="(/patients/[^"]+)"', client.get("/").text)
+    assert links and not any(CPR_LIKE.search(link) for link in links)
+    trail = client.get(links[0])
+    assert trail.status_code == 200 and "record(s), this look-up included" in trail.text
+    assert records(store_dsn)[-1].step == "board-trail-viewed" and records(store_dsn)[-1].patient
+    log_in(client, "olga")
+    assert client.get(links[0]).status_code == 403
+
+
+def test_message_trail_shows_the_chain_and_the_content_as_text(client: TestClient, store_dsn: str) -> None:
+    referral = next(r for r in records(store_dsn) if r.step == "fact:referral-built")
+    log_in(client, "carl")
+    page = client.get(f"/messages/{referral.detail['messageHeaderId']}")
+    assert page.status_code == 200
+    for step in ("received", "validated", "published", "acked"):
+        assert f'class="step">{step}<' in page.text
+    assert "<details><summary>Raw JSON" in page.text and 'class="narrative"' in page.text
+    assert "&lt;div" not in page.text.split("Raw JSON")[0]  # the narrative is text, not its markup escaped
+    assert "<div xmlns" not in page.text  # never the stored XHTML as markup
+    last = records(store_dsn)[-1]
+    assert last.step == "board-message-viewed" and last.patient == referral.patient
+
+
+def test_patient_search_is_for_clinical_and_posted(client: TestClient, store_dsn: str) -> None:
+    patient = next(r.patient for r in records(store_dsn) if r.patient)
+    assert patient is not None
+    log_in(client, "olga")
+    assert client.post("/messages", data={"patient": patient, "csrf": csrf_of(client, "/messages")}).status_code == 403
+    log_in(client, "carl")
+    found = client.post("/messages", data={"patient": patient, "csrf": csrf_of(client, "/messages")})
+    assert found.status_code == 200 and "Nothing found" not in found.text
+    assert records(store_dsn)[-1].step == "board-messages-searched" and records(store_dsn)[-1].patient == patient
+
+
+# -- replay and resend -----------------------------------------------------------------------------------
+def test_replay_republishes_the_dead_letter_and_is_audited(
+    client: TestClient, store_dsn: str, broker: FakeBroker
+) -> None:
+    queue = FLOWS_BY_NAME["discharge"].dead_letter_queue
+    broker.queues[queue] = [dead_letter(1), Received(2, b"{}", "other", {}, None, False, "guest", "", "", None, {})]
+    log_in(client, "olga")
+    page = client.get("/dead-letters")
+    assert "unknown municipality 999" in page.text
+    handle = re.search(r'name="handle" value="(dl-[a-z]+)"', page.text)
+    assert handle
+    done = client.post(
+        "/dead-letters/replay", data={"flow": "discharge", "handle": handle.group(1), "csrf": csrf_of(client, "/")}
+    )
+    assert done.status_code == 303
+    assert [p[0] for p in broker.published] == [REPLAY_EXCHANGE]
+    assert [m.message_id for m in broker.queues[queue]] == ["other"]  # the other one is back in its queue
+    replayed = [r for r in records(store_dsn) if r.step == "replayed"]
+    assert replayed and replayed[-1].detail["boardUser"] == "olga" and replayed[-1].detail["handle"] == handle.group(1)
+    missing = client.post(
+        "/dead-letters/replay", data={"flow": "discharge", "handle": handle.group(1), "csrf": csrf_of(client, "/")}
+    )
+    assert missing.status_code == 404
+
+
+def test_resend_publishes_again_and_is_audited(client: TestClient, store_dsn: str, broker: FakeBroker) -> None:
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        waiting = store.outbound_messages([OutboundState.AWAITING])
+    finally:
+        store.close()
+    assert waiting
+    log_in(client, "olga")
+    page = client.get("/outbound")
+    assert waiting[0].header_id in page.text
+    done = client.post("/outbound/resend", data={"header_id": waiting[0].header_id, "csrf": csrf_of(client, "/")})
+    assert done.status_code == 303 and len(broker.published) == 1
+    last = records(store_dsn)[-1]
+    assert last.step == "outbound-resent" and last.message_id == waiting[0].header_id
+    assert last.detail["boardUser"] == "olga" and last.detail["resend"] == 1
+    unknown = client.post("/outbound/resend", data={"header_id": "no-such-header", "csrf": csrf_of(client, "/")})
+    assert unknown.status_code == 404
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?municipality=85",
+        "/?department=abc",
+        "/?status=done",
+        "/?colour=red",
+        "/messages?q=%3Cscript%3E",
+        "/throughput?x=1",
+    ],
+)
+def test_bad_query_parameters_are_400_in_one_line(client: TestClient, path: str) -> None:
+    log_in(client, "olga")
+    response = client.get(path)
+    assert response.status_code == 400
+    problem = re.search(r'<p class="problem">([^<]*)</p>', response.text)
+    assert problem and "\n" not in problem.group(1) and "<script" not in response.text
+
+
+def test_an_unknown_message_or_page_is_404(client: TestClient) -> None:
+    log_in(client, "olga")
+    assert client.get("/messages/no-such-message").status_code == 404
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_operations_sees_a_messages_trail_but_not_its_content(client: TestClient, store_dsn: str) -> None:
+    referral = next(r for r in records(store_dsn) if r.step == "fact:referral-built")
+    log_in(client, "olga")
+    page = client.get(f"/messages/{referral.detail['messageHeaderId']}")
+    assert page.status_code == 200 and 'class="step">published<' in page.text
+    assert 'class="narrative"' not in page.text and "Raw JSON" not in page.text
+    last = records(store_dsn)[-1]
+    assert last.step == "board-message-viewed" and last.patient is None and last.detail["content"] is False
+
+
+def test_a_store_that_is_not_there_is_503_in_one_line(board: Board) -> None:
+    @contextmanager
+    def missing() -> Iterator[AuditStore]:
+        raise StoreMissing("no file")
+        yield  # pragma: no cover
+
+    board.open_store = missing
+    with TestClient(create_app(board, SECRET, secure_cookies=False), follow_redirects=False) as c:
+        log_in(c, "olga")
+        response = c.get("/")
+    assert response.status_code == 503 and "no audit store" in response.text
+
+
+def test_a_cpr_shaped_id_is_masked_on_the_error_page(client: TestClient) -> None:
+    log_in(client, "carl")
+    response = client.get("/messages/2512489996")
+    assert response.status_code == 404 and "2512489996" not in response.text
+
+
+def test_the_throughput_chart_is_inline_svg_without_script(client: TestClient) -> None:
+    log_in(client, "olga")
+    page = client.get("/throughput")
+    assert page.status_code == 200 and "<svg" in page.text and "<script" not in page.text
+    nonce = re.search(r"'nonce-([^']+)'", page.headers["content-security-policy"])
+    assert nonce and f'nonce="{nonce.group(1)}"' in page.text
+
+
+# -- settings --------------------------------------------------------------------------------------------
+def test_users_and_secret_files_are_checked_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="board_users_file is not set"):
+        load_users(None)
+    bad = tmp_path / "users.toml"
+    bad.write_text('[[user]]\nname = "x"\nrole = "admin"\npassword_hash = "$argon2id$v=19$..."\n')
+    with pytest.raises(ConfigurationError, match="board_users_file: .*role must be one of"):
+        load_users(bad)
+    bad.write_text('[[user]]\nname = "x"\nrole = "clinical"\npassword_hash = "plain"\n')
+    with pytest.raises(ConfigurationError, match="password_hash must be an argon2 hash"):
+        load_users(bad)
+    short = tmp_path / "secret"
+    short.write_text("short")
+    with pytest.raises(ConfigurationError, match="board_session_secret_file: .*at least 32 bytes"):
+        load_secret(short)
+    with pytest.raises(ConfigurationError, match="board_session_secret_file is not set"):
+        load_secret(None)
+
+
+def test_board_settings_default_and_are_validated() -> None:
+    settings = Settings.from_env({})
+    assert settings.board_listen == "127.0.0.1:8080" and settings.board_secure_cookies is True
+    assert Settings.from_env({"INTEGRATION_BOARD_SECURE_COOKIES": "false"}).board_secure_cookies is False
+    with pytest.raises(ConfigurationError, match="board_secure_cookies must be true or false"):
+        Settings.from_env({"INTEGRATION_BOARD_SECURE_COOKIES": "maybe"})
