@@ -156,7 +156,8 @@ def test_every_auditevent_and_the_bundle_pass_validate(dsn: str, tmp_path: Path)
     done = run_integration("validate", str(out), env=_env(dsn), timeout=120, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "conforms: no findings", done.stdout
-    assert "profiles checked" in done.stdout
+    assert "profiles checked" in done.stdout and "warnings" not in done.stdout  # dom-6: each has a narrative
+    assert all(cpr_numbers_in(e["resource"]["text"]["div"]) == [] for e in bundle["entry"])
     for entry in bundle["entry"]:  # each on its own, as a collection of one
         alone = {"resourceType": "Bundle", "id": bundle["id"], "type": "collection", "entry": [entry]}
         result = conformance(alone)
@@ -373,3 +374,13 @@ def test_the_table_has_only_r4_actions_and_outcomes() -> None:
     assert {codes.action for codes in table.steps.values()} <= {"C", "R", "U", "D", "E"}
     assert {codes.outcome for codes in table.steps.values()} <= {0, 4, 8, 12}
     assert table.codes("rejected").outcome == 4 and table.codes("failed").outcome == 8
+
+
+def test_only_validate_reads_a_collection_as_plain_fhir_a_received_one_is_still_no_message(
+    dsn: str, tmp_path: Path
+) -> None:
+    from integration.conformance.layers import Use, layer_findings
+
+    bundle = _export(dsn, tmp_path / "export.json")
+    assert [f.text for f in layer_findings(bundle, Use.VALIDATE)] == []
+    assert "Bundle.type must be 'message'" in [f.text for f in layer_findings(bundle, Use.RECEIVED)]

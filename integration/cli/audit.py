@@ -355,11 +355,12 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
     scratch = _scratch(out)
     try:
         with existing_store(settings) as store:
-            chosen = [r for r in (store.trail(patient) if patient else store.records()) if _after(r, since)]
+            read = store.trail(patient) if patient else list(store.records())
+            chosen = [r for r in read if _after(r, since)]
             missing = unmapped(chosen, codes)
             if missing:
                 fail(EXIT_CONFIGURATION, f"configuration: {AUDIT_EVENTS} does not map the step(s) {', '.join(missing)}")
-            last = max((r.seq for r in chosen), default=0)
+            last = max((r.seq for r in read), default=0)
             filters = {"patient": patient is not None, "since": since.isoformat() if since else None}
             target = "stdout" if out is None else mask_cpr(str(out))
             detail = {**reader(), "filters": filters, "records": len(chosen) + 1, "out": target}
@@ -368,8 +369,8 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
                 r for r in store.records_after(last) if r.step == "audit-exported" and dict(r.detail) == detail
             )
         document = fhir_json.dumps(audit_bundle([*chosen, export], codes, export), option=orjson.OPT_INDENT_2)
-        _write(document + b"\n", out, scratch)
-        scratch = None
+        writing, scratch = scratch, None  # `_write` closes it, and removes it when it fails
+        _write(document + b"\n", out, writing)
     finally:
         if scratch is not None:
             os.close(scratch[0])

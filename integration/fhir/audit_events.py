@@ -21,8 +21,9 @@ server agents require):
 - where in the chain: an entity (audit-entity-type 2 System Object, object-role 13 Security Resource)
   whose `what.identifier` is the record's hash as an RFC 6920 named-information URI (system
   urn:ietf:rfc:3986) and whose `detail` holds `seq`, `hash` and `prevHash` as `audit verify` shows them.
-- `recorded`: the record's own time. Ids: uuid5 of the record's hash (integration/fhir/ids.py), so the
-  same record always exports as the same AuditEvent.
+- `recorded`: the record's own time; `text` a generated narrative (R4 dom-6) without the patient. Ids:
+  uuid5 of the record's hash (integration/fhir/ids.py), so the same record always exports as the same
+  AuditEvent.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from integration.domain.cpr import CPR_SYSTEM
 from integration.errors import ConfigurationError
 from integration.fhir.ids import derived_id
+from integration.fhir.narrative import narrative
 from integration.service.audit_chain import AuditRecord
 
 SERVICE = "rehab-integration"  # this service, as agent and observer
@@ -201,9 +203,18 @@ def _entities(record: AuditRecord) -> list[dict[str, Any]]:
 def audit_event(record: AuditRecord, codes: StepCodes, sender: str | None = None) -> dict[str, Any]:
     """One record as an AuditEvent (R4). `sender` is the broker user who sent the record's message, when
     known (its `received` record says)."""
+    resource_id = derived_id(record.hash, "AuditEvent")
+    shown = [
+        ("record", record.seq),
+        ("step", f"{record.flow}: {record.step}"),
+        ("type", codes.type.get("display")),
+        ("outcome", codes.outcome),
+        ("recorded", record.at),
+    ]
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": derived_id(record.hash, "AuditEvent"),
+        "id": resource_id,
+        "text": narrative("AuditEvent", resource_id, shown),  # dom-6; never the patient
         "type": dict(codes.type),
     }
     if codes.subtype:
