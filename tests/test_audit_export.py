@@ -26,9 +26,9 @@ from integration.cli.main import main
 from integration.config import PROJECT_ROOT, Settings
 from integration.conformance.checks import conformance
 from integration.domain.cpr import CPR_SYSTEM
-from integration.fhir.audit_events import EventCodes
 from integration.log import cpr_numbers_in
 from integration.service.audit_chain import AuditEntry, AuditRecord
+from integration.service.audit_events import EventCodes
 from integration.service.processor import RetryPolicy
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS, SENDERS_BY_KIND, outbound_exchanges
 from tests.cli_runs import run_integration

@@ -38,9 +38,9 @@ from integration.domain.identifiers import (
 )
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 from integration.fhir import fhir_json
-from integration.fhir.audit_events import EventCodes, audit_bundle, unmapped
 from integration.log import mask_cpr, one_line
 from integration.service.audit_chain import AuditEntry, AuditRecord
+from integration.service.audit_events import EventCodes, audit_bundle, unmapped
 from integration.service.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 
 # sysexits: 65 EX_DATAERR (the store's own data is inconsistent), 66 EX_NOINPUT (no store where the
@@ -343,7 +343,7 @@ def _write(document: bytes, out: Path | None, scratch: tuple[int, Path] | None) 
 )
 def audit_export(patient: str | None, since: datetime | None, out: Path | None, dsn: str | None) -> None:
     """Write the audit trail as a FHIR R4 Bundle (type `collection`) of AuditEvents shaped after IHE BALP
-    (integration/fhir/audit_events.py; the codes of each step in mappings/audit-events.yaml), in chain order,
+    (integration/service/audit_events.py; the codes of each step in mappings/audit-events.yaml), in chain order,
     this export's own record last: it is recorded, with the OS user, the filters and how many records go
     out, before anything is written. The CPR number appears only inside the Bundle.
 
