@@ -10,6 +10,9 @@ record their read (its chain is inconsistent: `audit verify` says where).
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,8 +37,10 @@ from integration.domain.identifiers import (
     parse_replacement_cpr,
 )
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
+from integration.fhir import fhir_json
 from integration.log import mask_cpr, one_line
-from integration.service.audit_chain import AuditEntry
+from integration.service.audit_chain import AuditEntry, AuditRecord
+from integration.service.audit_events import EventCodes, audit_bundle, unmapped
 from integration.service.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 
 # sysexits: 65 EX_DATAERR (the store's own data is inconsistent), 66 EX_NOINPUT (no store where the
@@ -89,7 +94,7 @@ def existing_store(settings: Settings, keys: MacKeys | None = None, verifying: b
 
 @click.group()
 def audit() -> None:
-    """The audit log: verify its evidence, list a patient's trail."""
+    """The audit log: verify its evidence, list a patient's trail, export it as FHIR AuditEvents."""
 
 
 def _anchors(files: tuple[Path, ...]) -> list[Anchor]:
@@ -207,3 +212,148 @@ def audit_trail(patient: str) -> None:
         )
     views = sum(1 for record in trail if record.step == "audit-trail-viewed")
     click.echo(f"{len(trail)} record(s) about the patient, {views} of them look-ups of this trail")
+
+
+EXIT_NOT_WRITABLE = 74  # sysexits EX_IOERR
+AUDIT_EVENTS = "audit-events.yaml"
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """`--since` as an aware time (`integration.domain.moment.parse_moment`): a usage error (2) otherwise."""
+    from integration.domain.moment import parse_moment
+
+    if value is None:
+        return None
+    try:
+        return parse_moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _settings_for(dsn: str | None) -> Settings:
+    """The settings, `--store` read as INTEGRATION_AUDIT_DSN is; a configuration error is exit 3."""
+    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
+    try:
+        return Settings.from_env(environment)
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+def _event_codes(settings: Settings) -> EventCodes:
+    """mappings/audit-events.yaml, the table of each step's AuditEvent codes (exit 3 when it is unusable)."""
+    import yaml
+
+    path = settings.mappings_dir / AUDIT_EVENTS
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return EventCodes.from_mapping(doc if isinstance(doc, dict) else {})
+    except (OSError, yaml.YAMLError) as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: cannot read {path}: {type(exc).__name__}")
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+def _after(record: AuditRecord, since: datetime | None) -> bool:
+    """Whether the record was written at or after `since` (a time it cannot say keeps it: a record is never
+    dropped for being unreadable)."""
+    if since is None:
+        return True
+    try:
+        return datetime.fromisoformat(record.at) >= since
+    except (TypeError, ValueError):
+        return True
+
+
+def _scratch(out: Path | None) -> tuple[int, Path] | None:
+    """A new file next to `out` to write the export into before it replaces `out` (exit 74 when the folder
+    takes none, or `out` is a folder): nothing is read, nothing audited, when the output cannot be written."""
+    if out is None:
+        return None
+    if out.is_dir():
+        fail(EXIT_NOT_WRITABLE, f"--out {out}: a folder, not a file")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    except OSError as exc:
+        fail(EXIT_NOT_WRITABLE, f"--out {out}: cannot write there: {exc.strerror or type(exc).__name__}")
+    return handle, Path(name)
+
+
+def _write(document: bytes, out: Path | None, scratch: tuple[int, Path] | None) -> None:
+    if out is None or scratch is None:
+        sys.stdout.buffer.write(document)
+        sys.stdout.buffer.flush()
+        return
+    handle, name = scratch
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(document)
+        name.replace(out)
+    except OSError as exc:
+        name.unlink(missing_ok=True)
+        fail(EXIT_NOT_WRITABLE, f"--out {out}: cannot write it: {exc.strerror or type(exc).__name__}")
+
+
+@audit.command("export")
+@click.option(
+    "--patient",
+    default=None,
+    callback=lambda ctx, param, value: None if value is None else _patient(ctx, param, value),  # optional here
+    help="only this patient's records: a CPR number, or a replacement number as SYSTEM|VALUE (as `audit trail`)",
+)
+@click.option(
+    "--since",
+    default=None,
+    callback=_since,
+    help="only records written at or after this time (ISO 8601 with an offset, e.g. 2026-11-23T09:00:00+01:00)",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write the Bundle to this file (replaced whole); default: stdout",
+)
+@click.option(
+    "--store",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
+)
+def audit_export(patient: str | None, since: datetime | None, out: Path | None, dsn: str | None) -> None:
+    """Write the audit trail as a FHIR R4 Bundle (type `collection`) of AuditEvents shaped after IHE BALP
+    (integration/service/audit_events.py; the codes of each step in mappings/audit-events.yaml), in chain order,
+    this export's own record last: it is recorded, with the OS user, the filters and how many records go
+    out, before anything is written. The CPR number appears only inside the Bundle.
+
+    Exit 2 for a --patient that names no patient or a --since that is no time (never repeating either); 3 a
+    configuration error or a step the table does not map; 65 a damaged store or one that refuses the record;
+    66 no audit store; 69 the store unreachable; 74 --out cannot be written."""
+    settings = _settings_for(dsn)
+    codes = _event_codes(settings)
+    scratch = _scratch(out)
+    try:
+        with existing_store(settings) as store:
+            read = store.trail(patient) if patient else list(store.records())
+            chosen = [r for r in read if _after(r, since)]
+            missing = unmapped(chosen, codes)
+            if missing:
+                fail(EXIT_CONFIGURATION, f"configuration: {AUDIT_EVENTS} does not map the step(s) {', '.join(missing)}")
+            last = max((r.seq for r in read), default=0)
+            filters = {"patient": patient is not None, "since": since.isoformat() if since else None}
+            target = "stdout" if out is None else mask_cpr(str(out))
+            detail = {**reader(), "filters": filters, "records": len(chosen) + 1, "out": target}
+            store.record([AuditEntry("audit-exported", "audit", "-", detail, patient=patient)], datetime.now(UTC))
+            export = next(
+                r for r in store.records_after(last) if r.step == "audit-exported" and dict(r.detail) == detail
+            )
+        document = fhir_json.dumps(audit_bundle([*chosen, export], codes, export), option=orjson.OPT_INDENT_2)
+        writing, scratch = scratch, None  # `_write` closes it, and removes it when it fails
+        _write(document + b"\n", out, writing)
+    finally:
+        if scratch is not None:
+            os.close(scratch[0])
+            scratch[1].unlink(missing_ok=True)
+    where = "stdout" if out is None else str(out)
+    click.echo(
+        mask_cpr(f"exported {len(chosen) + 1} audit event(s) to {where}, this export's record included"), err=True
+    )

@@ -25,6 +25,7 @@ CORE_BASE = "http://hl7.org/fhir/StructureDefinition/"
 
 # The folders each message standard pins (../shared/medcom/definitions/README.md).
 STANDARDS: Mapping[str, tuple[str, ...]] = {
+    "r4-core": (),  # a Bundle of type `collection` (`audit export`): FHIR R4 core alone
     "care-communication": (
         "hl7.fhir.dk.core#3.4.0",
         "medcom.fhir.dk.terminology#2.0.1",

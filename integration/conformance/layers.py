@@ -76,8 +76,13 @@ Check = Callable[[Any, Scope], list[Finding]]
 
 
 def _structure(bundle: Any, scope: Scope) -> list[Finding]:
-    """The document rules for a document we send or validate, else MedCom's messaging rules."""
-    if scope.use is not Use.RECEIVED and as_dict(bundle).get("type") == "document":
+    """The document rules for a document we send or validate, else MedCom's messaging rules; none for a
+    Bundle of type `collection` given to `validate` (no MedCom message or document: `audit export`'s
+    AuditEvents, checked against FHIR R4 alone)."""
+    kind = as_dict(bundle).get("type")
+    if scope.use is Use.VALIDATE and kind == "collection":
+        return []
+    if scope.use is not Use.RECEIVED and kind == "document":
         return document_findings(bundle)
     return messaging_findings(bundle, allow_cc=scope.allow_cc)
 

@@ -551,7 +551,10 @@ class _Check:
 
 
 def standard_of(bundle: Mapping[str, Any]) -> str:
-    """Which pinned set of definitions a message is checked against: by its event, else by its claimed profile."""
+    """Which pinned set of definitions a message is checked against: by its event, else by its claimed profile;
+    a Bundle of type `collection` (no MedCom message or document) against FHIR R4 core alone."""
+    if bundle.get("type") == "collection":
+        return "r4-core"
     entries = _items(bundle.get("entry"))
     header = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
     coding = header.get("eventCoding") if isinstance(header, dict) else None

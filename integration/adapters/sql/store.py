@@ -80,6 +80,8 @@ class AuditStore(Store, Protocol):
 
     def trail(self, patient: str) -> list[AuditRecord]: ...
 
+    def records_after(self, seq: int) -> list[AuditRecord]: ...
+
     def close(self) -> None: ...
 
 
@@ -202,6 +204,10 @@ class SqlAuditStore:
 
     def trail(self, patient: str) -> list[AuditRecord]:
         return self._log.rows("WHERE patient = ?", (patient,))
+
+    def records_after(self, seq: int) -> list[AuditRecord]:
+        """The records appended after record `seq`, in chain order."""
+        return self._log.rows("WHERE seq > ?", (seq,))
 
     def close(self) -> None:
         self._unit.close()
