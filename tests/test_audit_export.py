@@ -288,7 +288,10 @@ def test_a_step_the_table_does_not_map_is_exit_3_before_anything_is_recorded(tmp
 
 
 # -- the table ----------------------------------------------------------------------------------------------
-AUDITING_CALLS = {"AuditEntry": "", "_entry": "", "AuditFact": "fact:"}  # name called → prefix of its step
+# name called → (prefix of its step, the position of the step among its arguments)
+AUDITING_CALLS = {"AuditEntry": ("", 0), "_entry": ("", 0), "AuditFact": ("fact:", 0)}
+# helpers of one module that take the step further along (the board's `_record(store, step, ...)`)
+AUDITING_HELPERS = {("integration/web/app.py", "_record"): ("", 1)}
 # First arguments that are not a step: a helper's parameter (its callers are enumerated), a record rebuilt
 # from a stored one, the received record carried on, each fact as `fact:<kind>` (the kinds are enumerated).
 PASSED_ON = {
@@ -297,6 +300,7 @@ PASSED_ON = {
     ("integration/service/processor.py", "f'fact:{fact.kind}'"),
     ("integration/service/outbound.py", "step"),
     ("integration/service/audit_chain.py", "record.step"),
+    ("integration/web/app.py", "step"),
 }
 
 
@@ -329,13 +333,17 @@ def steps_written() -> set[str]:
                 continue
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            if name not in AUDITING_CALLS:
+            called = AUDITING_HELPERS.get((where, name)) or AUDITING_CALLS.get(name)
+            if called is None:
                 continue
+            prefix, position = called
             first = (
-                node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("step", "kind")), None)
+                node.args[position]
+                if len(node.args) > position
+                else next((k.value for k in node.keywords if k.arg in ("step", "kind")), None)
             )
             assert first is not None, f"{where}:{node.lineno}: {name} without a step"
-            prefix, shown = AUDITING_CALLS[name], ast.unparse(first)
+            shown = ast.unparse(first)
             if (where, shown) in PASSED_ON:
                 continue
             if isinstance(first, ast.Constant | ast.IfExp):

@@ -146,6 +146,18 @@ def _service(role: Mapping[str, str], requestor: bool) -> dict[str, Any]:
 def _agents(record: AuditRecord, codes: StepCodes, sender: str | None) -> list[dict[str, Any]]:
     """Who: the OS user of an operator's command, a message's sender, our service (see the module)."""
     detail = record.detail
+    board_user = _text(detail.get("boardUser"))
+    if board_user is not None:  # the board's user read it, through the board's process (its OS user as altId)
+        role = _text(detail.get("boardRole")) or "?"
+        viewer: dict[str, Any] = {
+            "type": {"coding": [dict(ROLE_RECIPIENT)]},
+            "who": {"identifier": {"value": board_user}, "display": f"{board_user} (board, {role})"},
+            "name": board_user,
+            "requestor": True,
+        }
+        if _text(detail.get("by")) is not None:
+            viewer["altId"] = f"os:{detail['by']}"
+        return [viewer, _service(ROLE_APPLICATION, False)]
     user = _text(detail.get("by"))
     if user is not None:
         person: dict[str, Any] = {

@@ -10,17 +10,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from starlette.testclient import TestClient
 
 from integration.adapters.rabbitmq import Received
 from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.cli.demo import OVERDUE_PATIENT
-from integration.config import Settings
+from integration.config import PROJECT_ROOT, Settings
 from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditRecord, verify
+from integration.service.audit_events import EventCodes, audit_event
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
 from integration.web.app import Board, create_app
 from integration.web.auth import LoginLimiter, load_secret, load_users
@@ -158,6 +160,21 @@ def test_clinical_sees_the_cpr_and_the_view_is_in_the_audit_chain(client: TestCl
     assert all(r.detail["boardUser"] == "carl" and r.detail["boardRole"] == "clinical" for r in views)
     assert all(r.detail["by"] for r in views)  # the OS user of the process too
     assert verify(after) is None
+
+
+def test_a_board_view_exports_as_an_audit_event_whose_requestor_is_the_board_user(
+    client: TestClient, store_dsn: str
+) -> None:
+    """`integration audit export` names who really read it: the board's user (its OS user as altId)."""
+    log_in(client, "carl")
+    before = len(records(store_dsn))
+    client.get("/")
+    view = next(r for r in records(store_dsn)[before:] if r.step == "board-viewed")
+    table = yaml.safe_load((PROJECT_ROOT / "mappings" / "audit-events.yaml").read_text(encoding="utf-8"))
+    event = audit_event(view, EventCodes.from_mapping(table).codes(view.step))
+    requestor = next(agent for agent in event["agent"] if agent["requestor"])
+    assert requestor["name"] == "carl" and "clinical" in requestor["who"]["display"]
+    assert requestor["altId"] == f"os:{view.detail['by']}"
 
 
 def test_the_overdue_patient_is_marked_first_on_the_board_for_both_roles(client: TestClient) -> None:
