@@ -130,6 +130,16 @@ def _time(moment: datetime | None) -> str:
     return moment.astimezone(DANISH_TIME).isoformat(timespec="minutes") if moment else "-"
 
 
+def stamp(at: str | datetime) -> str:
+    """An audit record's or a message's time (ISO 8601 with an offset, or an aware datetime) in Danish time, to
+    the second: every time on a page in one zone, whichever zone it was written in."""
+    try:
+        moment = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+    except ValueError:
+        return "-"
+    return moment.astimezone(DANISH_TIME).isoformat(timespec="seconds") if moment.tzinfo else "-"
+
+
 def _grouped(markers: Sequence[Marker]) -> tuple[Marker, ...]:
     """One marker per rule: overdue when any of its deadlines is, due at the earliest, counted when several."""
     by_rule: dict[str, list[Marker]] = {}
@@ -283,21 +293,23 @@ def search(store: AuditStore, text: str | None, patient: str | None) -> list[tup
     first. ValueError for a search text that can be no id."""
     if text is not None and not SEARCHABLE.fullmatch(text):
         raise ValueError("search by a message id, correlation id or MessageHeader id (letters, digits, -:._|/)")
+    keys = {
+        record.message_id
+        for record in store.records()
+        if (text is not None and names_message(record, text)) or (patient is not None and record.patient == patient)
+    } - {"-"}
     found: dict[str, list[AuditRecord]] = {}
-    keys: set[str] = set()
-    for record in store.records():
-        if (text is not None and names_message(record, text)) or (patient is not None and record.patient == patient):
-            keys.add(record.message_id)
+    for record in store.records():  # a second pass: a message's records from before the one that named it too
         if record.message_id in keys:
             found.setdefault(record.message_id, []).append(record)
-    return [(key, rs[0].flow, rs[0].at, len(rs)) for key, rs in found.items() if key != "-"]
+    return [(key, rs[0].flow, stamp(rs[0].at), len(rs)) for key, rs in found.items()]
 
 
 def trail_lines(records: Iterable[AuditRecord], viewer: Viewer) -> list[TrailLine]:
     return [
         TrailLine(
             r.seq,
-            r.at,
+            stamp(r.at),
             viewer.text(r.step, 60),
             viewer.text(r.flow, 40),
             viewer.text(r.message_id, 120),

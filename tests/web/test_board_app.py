@@ -24,6 +24,7 @@ from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditRecord, verify
 from integration.service.audit_events import EventCodes, audit_event
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
+from integration.web import pages
 from integration.web.app import Board, create_app
 from integration.web.auth import LoginLimiter, load_secret, load_users
 from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
@@ -357,3 +358,17 @@ def test_board_settings_default_and_are_validated() -> None:
     assert Settings.from_env({"INTEGRATION_BOARD_SECURE_COOKIES": "false"}).board_secure_cookies is False
     with pytest.raises(ConfigurationError, match="board_secure_cookies must be true or false"):
         Settings.from_env({"INTEGRATION_BOARD_SECURE_COOKIES": "maybe"})
+
+
+def test_a_search_by_an_outputs_header_id_finds_the_whole_trail_of_the_message_that_sent_it(store_dsn: str) -> None:
+    """The MessageHeader id of what we sent is named only by the `published` record: the search still lists the
+    message with every record, from its `received` on, and every time in Danish time."""
+    published = next(r for r in records(store_dsn) if r.step == "published" and r.detail.get("outputId"))
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        found = pages.search(store, published.detail["outputId"], None)
+    finally:
+        store.close()
+    whole = [r for r in records(store_dsn) if r.message_id == published.message_id]
+    assert [(key, count) for key, _, _, count in found] == [(published.message_id, len(whole))]
+    assert whole[0].step == "received" and found[0][2].endswith(("+01:00", "+02:00"))
