@@ -66,7 +66,7 @@ from integration.service.audit_chain import AuditEntry
 from integration.service.outbound import resend
 from integration.topology import FLOWS, FLOWS_BY_NAME, REFUSED_QUEUE
 from integration.web import pages
-from integration.web.auth import BoardUser, LoginLimiter, check_password, new_token, same_token
+from integration.web.auth import BoardUser, LoginLimiter, Sessions, check_password, new_token, same_token
 from integration.web.pages import BoardFilter, Viewer
 
 log = structlog.get_logger("integration.board")
@@ -91,6 +91,7 @@ class Board:
     broker: Callable[[], AbstractContextManager[RabbitConnection]]
     deadlines: Deadlines | None = None
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    sessions: Sessions = field(default_factory=Sessions)
 
 
 class Unavailable(Exception):
@@ -164,7 +165,10 @@ def _viewer(request: Request) -> Viewer | None:
     """The logged-in user, as the users file still has them (a user removed or given another role since is
     logged out)."""
     name, role = request.session.get("user"), request.session.get("role")
-    user = _board(request).users.get(name) if isinstance(name, str) else None
+    board = _board(request)
+    if not isinstance(name, str) or board.sessions.user(request.session.get("sid")) != name:
+        return None  # not logged in, logged out, or a session of before the board's restart
+    user = board.users.get(name)
     if user is None or user.role != role:
         return None
     return Viewer(user.name, user.role)
@@ -272,13 +276,15 @@ async def login(request: Request) -> Response:
         return render(request, "login.html.j2", status=401, failed=True, limited=False)
     board.limiter.succeeded(name, client)
     request.session.clear()
-    request.session.update({"user": user.name, "role": user.role.value, "csrf": new_token()})
+    sid = board.sessions.open(user.name, SESSION_SECONDS)
+    request.session.update({"user": user.name, "role": user.role.value, "csrf": new_token(), "sid": sid})
     log.info("board login", user=one_line(user.name, 64), role=user.role.value, client=client)
     return RedirectResponse("/", status_code=303)
 
 
 async def logout(request: Request) -> Response:
     await _form(request)
+    _board(request).sessions.end(request.session.get("sid"))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

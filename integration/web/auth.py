@@ -5,7 +5,11 @@ Users come from the TOML file `board_users_file`: one `[[user]]` table each, wit
 too) and `password_hash`, an argon2 hash (`integration board hash-password` prints one). An unknown user and
 a wrong password take the same path (a hash is verified either way), so the answer's time does not tell
 which names exist. After `MAX_FAILURES` failed logins of one name from one client within `FAILURE_WINDOW`,
-that pair is refused (429) until the oldest failure leaves the window.
+that pair is refused (429) until the oldest failure leaves the window; after `MAX_CLIENT_FAILURES` from one
+client, whatever the names (trying many names with one password), that client is.
+
+A session is signed by the secret and also known to the board's process (`Sessions`): logging out ends it
+there, so a copy of the cookie taken before is worth nothing after; a restart of the board logs everyone out.
 
 The session secret (`board_session_secret_file`) signs the session cookie (itsdangerous, through Starlette's
 SessionMiddleware); it must hold at least `MIN_SECRET_BYTES` bytes.
@@ -22,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -30,7 +35,9 @@ from integration.errors import ConfigurationError
 
 MIN_SECRET_BYTES = 32
 MAX_FAILURES = 5
+MAX_CLIENT_FAILURES = 20  # from one client, over every name
 FAILURE_WINDOW = 15 * 60.0  # seconds
+MAX_SESSIONS = 10_000  # open sessions the board keeps; the oldest is ended beyond it
 MAX_NAME = 64
 _HASHER = PasswordHasher()
 # Verified when the name is unknown, so that an unknown name costs what a wrong password costs.
@@ -131,29 +138,83 @@ class LoginLimiter:
         max_failures: int = MAX_FAILURES,
         window: float = FAILURE_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        max_client_failures: int = MAX_CLIENT_FAILURES,
     ) -> None:
         self._max, self._window, self._clock = max_failures, window, clock
+        self._max_client = max_client_failures
         self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._by_client: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
+    def _recent(self, table: dict[Any, deque[float]], key: Any) -> deque[float]:
         now = self._clock()
-        failures = self._failures.setdefault(key, deque())
+        failures = table.setdefault(key, deque())
         while failures and now - failures[0] >= self._window:
             failures.popleft()
         return failures
 
+    def _forget_old(self) -> None:
+        """Drop the keys whose failures have all left the window (so random names cannot grow the tables)."""
+        now = self._clock()
+        tables: tuple[dict[Any, deque[float]], ...] = (self._failures, self._by_client)
+        for table in tables:
+            for key in [k for k, v in table.items() if not v or now - v[-1] >= self._window]:
+                del table[key]
+
     def blocked(self, name: str, client: str) -> bool:
         with self._lock:
-            return len(self._recent((name, client))) >= self._max
+            return (
+                len(self._recent(self._failures, (name, client))) >= self._max
+                or len(self._recent(self._by_client, client)) >= self._max_client
+            )
 
     def failed(self, name: str, client: str) -> None:
         with self._lock:
-            self._recent((name, client)).append(self._clock())
+            self._recent(self._failures, (name, client)).append(self._clock())
+            self._recent(self._by_client, client).append(self._clock())
+            if len(self._failures) > 1000:
+                self._forget_old()
 
     def succeeded(self, name: str, client: str) -> None:
         with self._lock:
             self._failures.pop((name, client), None)
+
+
+class Sessions:
+    """The sessions the board's process opened and has not ended: id → (user name, when it expires, seconds of
+    `clock`). Thread-safe. A signed cookie alone is not enough: its session must still be open here."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, limit: int = MAX_SESSIONS) -> None:
+        self._open: dict[str, tuple[str, float]] = {}
+        self._clock, self._limit = clock, limit
+        self._lock = threading.Lock()
+
+    def open(self, user: str, seconds: float) -> str:
+        """A new session of `user` for `seconds`; its id (256 bits)."""
+        sid = new_token()
+        with self._lock:
+            now = self._clock()
+            for key in [k for k, (_, ends) in self._open.items() if ends <= now]:
+                del self._open[key]
+            while len(self._open) >= self._limit:
+                del self._open[next(iter(self._open))]  # the oldest
+            self._open[sid] = (user, now + seconds)
+        return sid
+
+    def user(self, sid: object) -> str | None:
+        """The user of the open session `sid`, or None (unknown, ended, expired)."""
+        if not isinstance(sid, str):
+            return None
+        with self._lock:
+            found = self._open.get(sid)
+            if found is None or found[1] <= self._clock():
+                return None
+            return found[0]
+
+    def end(self, sid: object) -> None:
+        with self._lock:
+            if isinstance(sid, str):
+                self._open.pop(sid, None)
 
 
 def new_token() -> str:

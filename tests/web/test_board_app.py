@@ -26,7 +26,7 @@ from integration.service.audit_events import EventCodes, audit_event
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
 from integration.web import pages
 from integration.web.app import Board, create_app
-from integration.web.auth import LoginLimiter, load_secret, load_users
+from integration.web.auth import LoginLimiter, Sessions, load_secret, load_users
 from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
 
 PAGES = ["/", "/messages", "/dead-letters", "/outbound", "/throughput", "/?status=overdue", "/?municipality=851"]
@@ -98,6 +98,37 @@ def test_the_limiter_forgets_failures_after_the_window() -> None:
     assert limiter.blocked("a", "c") and not limiter.blocked("a", "d")
     now[0] = 10.0
     assert not limiter.blocked("a", "c")
+
+
+def test_one_client_trying_many_names_is_limited_and_old_failures_are_forgotten() -> None:
+    """Spraying one password over many names from one client is limited too; the tables do not grow for ever."""
+    now = [0.0]
+    limiter = LoginLimiter(max_failures=5, window=10.0, clock=lambda: now[0], max_client_failures=3)
+    for name in ("a", "b", "c"):
+        limiter.failed(name, "spray")
+    assert limiter.blocked("d", "spray") and not limiter.blocked("d", "elsewhere")
+    for number in range(1200):
+        limiter.failed(f"n{number}", f"client{number}")
+    now[0] = 20.0
+    limiter.failed("late", "x")
+    assert len(limiter._failures) < 1200 and not limiter.blocked("d", "spray")
+
+
+def test_a_cookie_copied_before_logout_opens_nothing_after_it(client: TestClient, board: Board) -> None:
+    log_in(client, "olga")
+    copied = dict(client.cookies)
+    assert client.get("/", follow_redirects=False).status_code == 200
+    client.post("/logout", data={"csrf": csrf_of(client)})
+    client.cookies.clear()
+    for name, value in copied.items():
+        client.cookies.set(name, value)
+    assert client.get("/", follow_redirects=False).status_code == 303  # to the login
+
+
+def test_a_session_of_before_the_boards_restart_is_over(client: TestClient, board: Board) -> None:
+    log_in(client, "olga")
+    board.sessions = Sessions()  # what a new process starts with
+    assert client.get("/", follow_redirects=False).status_code == 303
 
 
 def test_every_post_without_the_csrf_token_is_refused_403(client: TestClient) -> None:
