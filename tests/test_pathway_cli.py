@@ -20,7 +20,7 @@ from integration.domain.course import Course, FixedState, Responsible, SentRefer
 from integration.domain.course_sequence import TRANSITIONS
 from integration.errors import ConfigurationError
 from integration.log import cpr_numbers_in
-from integration.service.pathway_watch import RULES
+from integration.service.pathway_watch import OVERDUE_RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 CET = timezone(timedelta(hours=1))
@@ -111,7 +111,7 @@ def test_the_reads_are_audited_per_patient_shown_with_the_os_user(dsn: str) -> N
 def test_the_audit_counts_each_rule_and_no_other_block_is_printed_without_other_deadlines(dsn: str) -> None:
     done = overdue(dsn, "--at", AT.isoformat())
     assert "other deadline(s)" not in done.stdout
-    assert all(d["rules"] == {**dict.fromkeys(RULES, 0), "visitation": 2} for _, d in viewed(dsn))
+    assert all(d["rules"] == {**dict.fromkeys(OVERDUE_RULES, 0), "visitation": 2} for _, d in viewed(dsn))
 
 
 def test_a_referral_no_outbound_row_tracks_has_no_gop_or_closing_deadline(tmp_path: Path) -> None:

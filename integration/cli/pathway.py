@@ -33,7 +33,7 @@ from integration.domain.course_sequence import TRANSITIONS, Transition, visitati
 from integration.errors import ConfigurationError
 from integration.log import one_line
 from integration.service.audit_chain import AuditEntry
-from integration.service.pathway_watch import RULES, Deadline
+from integration.service.pathway_watch import OVERDUE_RULES, Deadline
 from integration.service.pathway_watch import overdue as overdue_deadlines
 
 DANISH_TIME = ZoneInfo("Europe/Copenhagen")
@@ -118,14 +118,14 @@ def _settings(dsn: str | None) -> Settings:
     help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
 )
 def pathway_overdue(at: str | None, dsn: str | None) -> None:
-    """List the courses awaiting their visitation talk past due, one line each: the patient (masked), the
-    discharge, when the talk was due, which window applied (`visitation_window_days`, or
-    `heart_failure_visitation_window_days` for a heart-failure patient), the department and the discharge
-    event; then every other overdue deadline (`service.pathway_watch`: gop-contact, gop-start, ack-missing,
-    ack-error, closing-report, hotline-hours), one line each: the rule, the patient (masked), when it was due
-    (Danish time), its subject and what it is. The read is audited with the OS user. Exit 0 when none is
-    overdue, 1 when any is; 2 for a bad --at, 3 a configuration error, 65 a damaged store, 66 no audit store,
-    69 the store unreachable."""
+    """List the courses awaiting their visitation talk past due, one line each: the patient (masked), the discharge,
+    when the talk was due, which window applied (`visitation_window_days`, or
+    `heart_failure_visitation_window_days` for a heart-failure patient), the department and the discharge event;
+    then every other overdue deadline (`service.pathway_watch`: ack-missing, ack-error, closing-report,
+    hotline-hours; the GOP's contact and start deadlines are shown on the board, never overdue), one line each:
+    the rule, the patient (masked), when it was due (Danish time), its subject and what it is. The read is audited
+    with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad --at, 3 a configuration error, 65 a
+    damaged store, 66 no audit store, 69 the store unreachable."""
     moment = datetime.now(UTC) if at is None else at_option(at)
     settings = _settings(dsn)
     window, heart_failure = settings.visitation_window_days, settings.heart_failure_visitation_window_days
@@ -140,7 +140,7 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
             others = [d for d in overdue_deadlines(store, settings, moment) if d.rule != "visitation"]
         except ConfigurationError as exc:
             fail(EXIT_CONFIGURATION, f"configuration: {exc}")
-        rules = dict.fromkeys(RULES, 0) | {"visitation": len(late)}
+        rules = dict.fromkeys(OVERDUE_RULES, 0) | {"visitation": len(late)}
         for deadline in others:
             rules[deadline.rule] += 1
         total = len(late) + len(others)

@@ -78,8 +78,8 @@ HOTLINE_OVERDUE = Gauge(
 )
 PATHWAY_OVERDUE = Gauge(
     "rehab_pathway_overdue",
-    "Rehabilitation courses past a deadline of the pathway, by rule (visitation, gop-contact, gop-start, "
-    "ack-missing, ack-error, closing-report, hotline-hours)",
+    "Rehabilitation courses past a deadline of the pathway, by rule (visitation, ack-missing, ack-error, "
+    "closing-report, hotline-hours)",
     ["rule"],
 )
 

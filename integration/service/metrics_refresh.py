@@ -39,7 +39,7 @@ from integration.domain.hotline import Hotline, overdue_hours
 from integration.errors import ConnectionLost
 from integration.log import one_line
 from integration.service import metrics
-from integration.service.pathway_watch import RULES
+from integration.service.pathway_watch import OVERDUE_RULES
 
 log = structlog.get_logger("integration.metrics")
 
@@ -49,7 +49,7 @@ OUTBOUND_STATES = (OutboundState.AWAITING, *OutboundState.needing_a_person())
 
 # The rules of `pathway_watch.overdue_counts`; each is set (0 when absent from an answer) so that a rule that
 # clears goes back to 0 instead of keeping its last count.
-PATHWAY_RULES = RULES
+PATHWAY_RULES = OVERDUE_RULES
 
 
 class CountingStore(Protocol):

@@ -10,19 +10,21 @@ deadlines is not an event (`integration pathway overdue` audits its read itself)
 - `gop-contact`, `gop-start`: the referral in force is a GOP (specialised or general) and the course is at the
   receiver's stage (specialised rehabilitation, the municipal course): Region Nordjylland's rule, the receiver
   contacts the patient within 5 weekdays of receiving the GOP and training starts within 14 calendar days
-  (pri.rn.dk/Sider/21829.aspx; `domain.deadlines`). We get no event for either, so these deadlines are shown
-  and, once passed while the course is still at that stage, marked overdue: whether the contact (or the start)
-  happened we cannot know. *Received* is when the receiver's system acknowledged the GOP (MedCom's reliable
-  messaging: the receiver answers every message with an Acknowledgement on receipt, so the positive ack is
-  the receipt; the time our acknowledgement flow settled it, `outbound_message.settled_at`), or, while no
-  positive ack has come, when we first sent it (`first_sent_at`: MedCom delivers within minutes). Subject: the
-  referral's MessageHeader id. A referral no outbound row tracks (sent before tracking existed) has none.
+  (pri.rn.dk/Sider/21829.aspx; `domain.deadlines`). We get no event for either, so whether the contact (or the
+  start) happened we cannot know, and nothing could ever clear an overdue mark: these deadlines are shown
+  (`passed` once due) but never overdue (`SHOWN_ONLY`: not in `overdue`, its counts, the alert or the exit
+  status of `pathway overdue`), decision 23. *Received* is when the receiver's system acknowledged the GOP
+  (MedCom's reliable messaging: the receiver answers every message with an Acknowledgement on receipt, so the
+  positive ack is the receipt; the time our acknowledgement flow settled it, `outbound_message.settled_at`), or,
+  while no positive ack has come, when we first sent it (`first_sent_at`: MedCom delivers within minutes).
+  Subject: the referral's MessageHeader id. A referral no outbound row tracks (sent before tracking existed) has
+  none.
 - `ack-missing`: one of our MedCom messages without an ack. While it awaits its ack, due when the resend job
   will give up on it (the ack timeout after its last transmission, once per resend still to come;
-  `ack_timeout_minutes`, `max_resends`) and never overdue: the resend job, not the clock, decides that (a
-  forecast gives nothing up). Once given up on (`gave-up`), due when it was, and overdue: a person must follow
-  it up (`integration outbound pending` lists the same). Every message we sent, for any course, open or
-  closed: it needs a person either way.
+  `ack_timeout_minutes`, `max_resends`), and overdue once that moment has passed, whether or not a resend job
+  ran (the consumers may be down, or run without the process that resends). Once given up on (`gave-up`), due
+  when it was, and overdue: a person must follow it up (`integration outbound pending` lists the same). Every
+  message we sent, for any course, open or closed: it needs a person either way.
 - `ack-error`: one of our MedCom messages answered with an error ack: due (and overdue) from when it came.
 - `closing-report`: a municipal course without its closing report `closing_report_weeks` after its referral
   in force was sent (an update or re-route sends a new referral and restarts it). Subject: the referral's
@@ -40,7 +42,7 @@ StoreDamaged); ConfigurationError when the mappings (the hotlines' opening hours
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -74,6 +76,10 @@ RULES: tuple[str, ...] = (
     "closing-report",
     "hotline-hours",
 )
+# Rules whose deadlines are shown but never overdue: no event tells us they were met (module docstring).
+SHOWN_ONLY = frozenset({"gop-contact", "gop-start"})
+# The rules that can be overdue: what `overdue_counts` counts, the gauge and the alert.
+OVERDUE_RULES: tuple[str, ...] = tuple(r for r in RULES if r not in SHOWN_ONLY)
 OPEN_STAGES: tuple[Stage, ...] = tuple(s for s in Stage if s.open)
 
 
@@ -81,8 +87,9 @@ OPEN_STAGES: tuple[Stage, ...] = tuple(s for s in Stage if s.open)
 class Deadline:
     """One deadline of a course: `rule` one of RULES; `patient` the course's key (CPR number or
     system|value; None when not known), to be masked when shown; `due` aware UTC; `overdue` due <= the moment
-    asked about while the rule's condition still holds; `subject` what it is about (the referral's MessageHeader
-    id, the hotline request id, the discharge event id); `detail` one line for an operator, no CPR number."""
+    asked about while the rule's condition still holds (never for a rule of SHOWN_ONLY); `subject` what it is
+    about (the referral's MessageHeader id, the hotline request id, the discharge event id); `detail` one line
+    for an operator, no CPR number; `passed` due <= the moment asked about, overdue or not."""
 
     rule: str
     patient: str | None
@@ -90,6 +97,7 @@ class Deadline:
     overdue: bool
     subject: str
     detail: str
+    passed: bool = False
 
 
 class WatchStore(Protocol):
@@ -121,7 +129,8 @@ def deadlines(store: WatchStore, settings: Settings, at: datetime) -> list[Deadl
         *_hotline(store, settings, at),
     ]
     order = {rule: index for index, rule in enumerate(RULES)}
-    return sorted(found, key=lambda d: (d.due, order[d.rule], d.subject))
+    dated = (replace(d, passed=d.due <= at) for d in found)
+    return sorted(dated, key=lambda d: (d.due, order[d.rule], d.subject))
 
 
 def overdue(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]:
@@ -130,8 +139,8 @@ def overdue(store: WatchStore, settings: Settings, at: datetime) -> list[Deadlin
 
 
 def overdue_counts(store: WatchStore, settings: Settings, at: datetime) -> dict[str, int]:
-    """How many deadlines of each rule are overdue: every rule of RULES a key, 0 when none."""
-    counts = dict.fromkeys(RULES, 0)
+    """How many deadlines of each rule are overdue: every rule of OVERDUE_RULES a key, 0 when none."""
+    counts = dict.fromkeys(OVERDUE_RULES, 0)
     for one in overdue(store, settings, at):
         counts[one.rule] += 1
     return counts
@@ -197,7 +206,7 @@ def _gops(courses: Iterable[Course], sent: dict[str, OutboundMessage], at: datet
                 "gop-contact",
                 course.patient,
                 contact,
-                contact <= at,
+                False,
                 header,
                 f"{said}: the receiver contacts the patient within {GOP_CONTACT_WEEKDAYS} weekdays; {unknown}",
             ),
@@ -205,7 +214,7 @@ def _gops(courses: Iterable[Course], sent: dict[str, OutboundMessage], at: datet
                 "gop-start",
                 course.patient,
                 start,
-                start <= at,
+                False,
                 header,
                 f"{said}: training starts within {GOP_START_DAYS} days; {unknown}",
             ),
@@ -253,11 +262,13 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
                 f"{message.flow} message to {to} (sent {first}): no ack after {message.resends} resend(s); "
                 "resending stopped, a person must follow it up"
             )
-        else:  # still awaiting: the resend job, not the clock, decides when it is given up on
-            due, late = ack_due(message.last_sent_at, message.resends, timeout, most), False
-            detail = (
-                f"{message.flow} message to {to} (sent {first}): no ack yet after {message.resends} resend(s); "
-                "given up on at the due time if none comes"
+        else:  # still awaiting: late once the resend job would have given up, whether or not one ran
+            due = ack_due(message.last_sent_at, message.resends, timeout, most)
+            late = due <= at
+            detail = f"{message.flow} message to {to} (sent {first}): no ack after {message.resends} resend(s); " + (
+                "the resend job would have given up: is `integration run` running?"
+                if late
+                else "given up on at the due time if none comes"
             )
         found.append(Deadline("ack-missing", message.patient or None, due, late, message.header_id, detail))
     return found

@@ -23,6 +23,7 @@ from integration.adapters.sql.store import AuditStore, PendingRequest
 from integration.domain.course import Course, OutboundState, Stage
 from integration.log import mask_cpr, masked, one_line
 from integration.service.audit_chain import AuditRecord
+from integration.service.pathway_watch import Deadline
 from integration.service.ports import OutboundMessage, StoredOutput
 from integration.web.auth import Role
 
@@ -71,6 +72,7 @@ class Marker:
     due: str
     overdue: bool
     detail: str
+    passed: bool = False  # due, but not overdue: a deadline only shown (the GOP's), whose meeting we cannot see
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,7 @@ def _grouped(markers: Sequence[Marker]) -> tuple[Marker, ...]:
         late = [m for m in same if m.overdue]
         first = min(late or same, key=lambda m: m.due)
         label = f"{rule} ×{len(same)}" if len(same) > 1 else rule
-        grouped.append(Marker(label, first.due, bool(late), first.detail))
+        grouped.append(Marker(label, first.due, bool(late), first.detail, any(m.passed for m in same)))
     return tuple(sorted(grouped, key=lambda m: (not m.overdue, m.due)))
 
 
@@ -197,7 +199,7 @@ def board_rows(
     store: AuditStore,
     viewer: Viewer,
     wanted: BoardFilter,
-    deadlines: Iterable[Any] = (),
+    deadlines: Iterable[Deadline] = (),
     link: Callable[[str], str] | None = None,
 ) -> tuple[list[Row], list[Course]]:
     """One row per course (every stage) the filter keeps, the overdue ones first, then by discharge; and the
@@ -215,7 +217,13 @@ def board_rows(
     for deadline in deadlines:
         if deadline.patient:
             markers.setdefault(deadline.patient, []).append(
-                Marker(deadline.rule, _time(deadline.due), bool(deadline.overdue), viewer.text(deadline.detail))
+                Marker(
+                    deadline.rule,
+                    _time(deadline.due),
+                    bool(deadline.overdue),
+                    viewer.text(deadline.detail),
+                    bool(deadline.passed),
+                )
             )
     rows = []
     for course in courses:

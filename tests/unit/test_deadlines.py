@@ -42,7 +42,15 @@ from integration.domain.hotline import Hotline, overdue_hours
 from integration.domain.opening_hours import OpeningHours
 from integration.errors import ConfigurationError
 from integration.log import cpr_numbers_in
-from integration.service.pathway_watch import RULES, Deadline, deadlines, overdue, overdue_counts
+from integration.service.pathway_watch import (
+    OVERDUE_RULES,
+    RULES,
+    SHOWN_ONLY,
+    Deadline,
+    deadlines,
+    overdue,
+    overdue_counts,
+)
 from integration.service.ports import Resend
 from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS, SENDERS_BY_KIND, outbound_exchanges
@@ -306,21 +314,29 @@ def by_rule(found: list[Deadline], rule: str) -> list[Deadline]:
 
 
 def test_every_deadline_is_found_soonest_first_and_none_is_overdue_at_the_start(store: Any, headers: dict) -> None:
-    found = deadlines(store, SETTINGS, ASKED)
+    found = deadlines(store, SETTINGS, SENT)
     assert [d.due for d in found] == sorted(d.due for d in found)
     assert {d.rule for d in found} == set(RULES) - {"ack-error"}
-    assert overdue(store, SETTINGS, ASKED) == []
-    assert overdue_counts(store, SETTINGS, ASKED) == dict.fromkeys(RULES, 0)
+    assert overdue(store, SETTINGS, SENT) == [] and not any(d.passed for d in found)
+    assert overdue_counts(store, SETTINGS, SENT) == dict.fromkeys(OVERDUE_RULES, 0)
     assert all(d.due.utcoffset() == timedelta(0) for d in found)
     assert cpr_numbers_in(" ".join(d.detail + d.subject for d in found)) == []
 
 
 def edges(store: Any, rule: str, subject: str, due: datetime) -> None:
-    """The deadline `rule` about `subject` is due at `due`: overdue then, not a microsecond before."""
+    """The deadline `rule` about `subject` is due at `due`: passed (and overdue, unless the rule is only shown)
+    then, not a microsecond before."""
     before = {(d.rule, d.subject): d for d in deadlines(store, SETTINGS, due - timedelta(microseconds=1))}
     then = {(d.rule, d.subject): d for d in deadlines(store, SETTINGS, due)}
     assert before[(rule, subject)].due == then[(rule, subject)].due == due
-    assert not before[(rule, subject)].overdue and then[(rule, subject)].overdue
+    assert not before[(rule, subject)].passed and then[(rule, subject)].passed
+    assert not before[(rule, subject)].overdue
+    if rule in SHOWN_ONLY:  # no event could clear it: shown as passed, never overdue, never counted
+        assert not then[(rule, subject)].overdue
+        assert (rule, subject) not in {(d.rule, d.subject) for d in overdue(store, SETTINGS, due)}
+        assert rule not in overdue_counts(store, SETTINGS, due)
+        return
+    assert then[(rule, subject)].overdue
     assert (rule, subject) in {(d.rule, d.subject) for d in overdue(store, SETTINGS, due)}
     assert overdue_counts(store, SETTINGS, due)[rule] >= 1
 
@@ -367,12 +383,29 @@ def test_ack_missing_is_overdue_once_given_up(store: Any, headers: dict) -> None
     assert set(waiting) >= {headers[GOP_GENERAL], headers[MUNICIPAL_ONLY], headers[GOP_SPECIALISED]}
     assert waiting[headers[GOP_SPECIALISED]].due == utc(2026, 11, 20, 15, 30)  # 3 waits of 30 minutes
     later = datetime(2027, 1, 1, tzinfo=CPH)
-    assert not any(d.overdue for d in by_rule(deadlines(store, SETTINGS, later), "ack-missing"))  # the job decides
     given_up = datetime(2026, 11, 20, 16, 31, tzinfo=CPH)
     store.record([], given_up, resends=[Resend(headers[GOP_SPECIALISED], None)])
     edges(store, "ack-missing", headers[GOP_SPECIALISED], given_up.astimezone(UTC))
-    (one,) = [d for d in overdue(store, SETTINGS, later) if d.rule == "ack-missing"]
+    (one,) = [d for d in overdue(store, SETTINGS, later) if d.subject == headers[GOP_SPECIALISED]]
     assert one.patient == GOP_SPECIALISED and "a person must follow it up" in one.detail
+
+
+def test_ack_missing_is_overdue_by_the_clock_when_no_resend_job_gave_it_up(store: Any, headers: dict) -> None:
+    """The consumers down, or run without the resend job: a referral no one acknowledged is still reported."""
+    edges(store, "ack-missing", headers[GOP_GENERAL], utc(2026, 11, 20, 15, 30))
+    late = {d.subject: d for d in overdue(store, SETTINGS, datetime(2027, 3, 1, tzinfo=CPH)) if d.rule == "ack-missing"}
+    assert {headers[GOP_GENERAL], headers[MUNICIPAL_ONLY], headers[GOP_SPECIALISED]} <= set(late)
+    assert "is `integration run` running?" in late[headers[GOP_GENERAL]].detail
+
+
+def test_the_gop_deadlines_are_shown_passed_but_never_overdue(store: Any, headers: dict) -> None:
+    """No event tells us the receiver contacted the patient or started the training: a mark nothing could clear
+    would keep `pathway overdue` and the alert on for every GOP patient (decision 23)."""
+    months_later = datetime(2027, 1, 15, tzinfo=CPH)
+    gops = [d for d in deadlines(store, SETTINGS, months_later) if d.rule in SHOWN_ONLY]
+    assert gops and all(d.passed and not d.overdue for d in gops)
+    assert not any(d.rule in SHOWN_ONLY for d in overdue(store, SETTINGS, months_later))
+    assert set(overdue_counts(store, SETTINGS, months_later)) == set(OVERDUE_RULES) == set(RULES) - SHOWN_ONLY
 
 
 def test_ack_error(store: Any, headers: dict) -> None:
@@ -408,7 +441,7 @@ def test_an_empty_store_has_no_deadlines(tmp_path: Path) -> None:
     store = open_audit_store(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     try:
         assert deadlines(store, SETTINGS, SENT) == []
-        assert overdue_counts(store, SETTINGS, SENT) == dict.fromkeys(RULES, 0)
+        assert overdue_counts(store, SETTINGS, SENT) == dict.fromkeys(OVERDUE_RULES, 0)
     finally:
         store.close()
 
@@ -452,7 +485,7 @@ def lines_of(done: Result) -> list[list[str]]:
 
 
 def test_the_command_shows_nothing_overdue_at_the_start(dsn: str) -> None:
-    done = run(dsn, "--at", ASKED.isoformat())
+    done = run(dsn, "--at", (SENT + timedelta(minutes=1)).isoformat())
     assert done.exit_code == 0, done.output
     assert "other deadline" not in done.stdout
     assert viewed(dsn)[-1][0] is None
@@ -461,8 +494,6 @@ def test_the_command_shows_nothing_overdue_at_the_start(dsn: str) -> None:
 @pytest.mark.parametrize(
     ("rule", "at", "due"),
     [
-        ("gop-contact", "2026-11-28T00:00+01:00", "2026-11-28T00:00+01:00"),
-        ("gop-start", "2026-12-05T00:00+01:00", "2026-12-05T00:00+01:00"),
         ("hotline-hours", "2026-11-24T11:00+01:00", "2026-11-24T11:00+01:00"),
         ("closing-report", "2027-03-13T00:00+01:00", "2027-03-13T00:00+01:00"),
         ("visitation", "2026-12-11T13:30+01:00", None),  # shown in the visitation block, as before
@@ -479,7 +510,7 @@ def test_each_rule_through_the_command(dsn: str, rule: str, at: str, due: str | 
         assert shown and all(cols[1] == "<cpr>" and cols[2] == f"due {due}" for cols in shown)
     records = viewed(dsn)
     counts = records[-1][1]["rules"]
-    assert counts[rule] >= 1 and set(counts) == set(RULES)
+    assert counts[rule] >= 1 and set(counts) == set(OVERDUE_RULES)
     patients = [p for p, _ in records]
     assert len(patients) == len(set(patients)) and None not in patients  # each patient shown once
 
@@ -493,10 +524,12 @@ def test_ack_deadlines_through_the_command(dsn: str, headers: dict) -> None:
         store.close()
     done = run(dsn, "--at", (SENT + timedelta(hours=3)).isoformat())
     assert done.exit_code == 1, done.output
-    rows = {cols[0]: cols for cols in lines_of(done)}
-    assert rows["ack-missing"][3] == headers[GOP_SPECIALISED] and rows["ack-missing"][2] == "due 2026-11-20T17:00+01:00"
-    assert rows["ack-error"][3] == headers[MUNICIPAL_ONLY]
-    assert sorted(p or "" for p, _ in viewed(dsn)) == sorted([GOP_SPECIALISED, MUNICIPAL_ONLY])
+    rows = {(cols[0], cols[3]): cols for cols in lines_of(done)}
+    assert rows[("ack-missing", headers[GOP_SPECIALISED])][2] == "due 2026-11-20T17:00+01:00"  # given up
+    assert rows[("ack-missing", headers[GOP_GENERAL])][2] == "due 2026-11-20T16:30+01:00"  # late by the clock
+    assert ("ack-error", headers[MUNICIPAL_ONLY]) in rows
+    assert not any(rule in SHOWN_ONLY for rule, _ in rows)
+    assert sorted(p or "" for p, _ in viewed(dsn)) == sorted([GOP_SPECIALISED, MUNICIPAL_ONLY, GOP_GENERAL])
     assert cpr_numbers_in(done.output) == []
 
 

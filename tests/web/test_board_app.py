@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,11 @@ from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditRecord, verify
 from integration.service.audit_events import EventCodes, audit_event
+from integration.service.pathway_watch import deadlines
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
 from integration.web import pages
-from integration.web.app import Board, create_app
-from integration.web.auth import LoginLimiter, Sessions, load_secret, load_users
+from integration.web.app import TEMPLATES, Board, create_app
+from integration.web.auth import LoginLimiter, Role, Sessions, load_secret, load_users
 from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
 
 PAGES = ["/", "/messages", "/dead-letters", "/outbound", "/throughput", "/?status=overdue", "/?municipality=851"]
@@ -403,3 +405,22 @@ def test_a_search_by_an_outputs_header_id_finds_the_whole_trail_of_the_message_t
     whole = [r for r in records(store_dsn) if r.message_id == published.message_id]
     assert [(key, count) for key, _, _, count in found] == [(published.message_id, len(whole))]
     assert whole[0].step == "received" and found[0][2].endswith(("+01:00", "+02:00"))
+
+
+def test_a_passed_gop_deadline_is_marked_passed_not_overdue(store_dsn: str) -> None:
+    """The GOP's contact and start are shown; once due they read "passed, unconfirmed", never OVERDUE: no event
+    tells us they were met (decision 23)."""
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        later = datetime.now(UTC) + timedelta(days=60)
+        settings = Settings.from_env({"INTEGRATION_AUDIT_DSN": store_dsn})
+        found = deadlines(store, settings, later)
+        rows, _ = pages.board_rows(store, pages.Viewer("olga", Role.OPERATIONS), pages.BoardFilter(), found)
+    finally:
+        store.close()
+    gop = [m for row in rows for m in row.markers if m.rule.startswith("gop-")]
+    assert gop and all(m.passed and not m.overdue for m in gop)
+    html = TEMPLATES.get_template("board.html.j2").render(
+        viewer=None, csrf="x", nonce="n", rows=rows, wanted=pages.BoardFilter(), stages=[], markers_missing=None
+    )
+    assert "passed, unconfirmed" in html and "gop-contact OVERDUE" not in html
