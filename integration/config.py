@@ -36,6 +36,9 @@ INTEGRATION_BOARD_SESSION_SECRET_FILE  the secret that signs the board's session
                                    board refuses to start without it
 INTEGRATION_BOARD_SECURE_COOKIES   true (default) or false: the session cookie's Secure flag (the browser sends it
                                    over HTTPS only: TLS terminates at the reverse proxy); false for plain-HTTP tests
+INTEGRATION_BOARD_TRUSTED_PROXIES  the reverse proxies whose X-Forwarded-For the board believes (IP addresses or
+                                   networks, comma-separated; default none: the address that connects is the
+                                   client's, for the login limit and the log)
 
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
@@ -104,6 +107,7 @@ DEFAULTS: dict[str, Any] = {
     "board_users_file": "",
     "board_session_secret_file": "",
     "board_secure_cookies": "true",
+    "board_trusted_proxies": "",
 }
 # The settings that are true or false: a TOML boolean in the file, or true/false (also 1/0, yes/no) as text.
 BOOLEANS = frozenset({"board_secure_cookies"})
@@ -141,6 +145,7 @@ class Settings:
     board_users_file: Path | None = None
     board_session_secret_file: Path | None = None
     board_secure_cookies: bool = True
+    board_trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +186,7 @@ class Settings:
                 Path(values["board_session_secret_file"]) if values["board_session_secret_file"] else None
             ),
             board_secure_cookies=_boolean(values, "board_secure_cookies"),
+            board_trusted_proxies=_addresses(values, "board_trusted_proxies"),
         )
 
 
@@ -192,6 +198,19 @@ def listen_address(value: str, key: str) -> tuple[str, int]:
     if not colon or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"{key} must be host:port (a port 1-65535), e.g. 127.0.0.1:8080")
     return host, int(port)
+
+
+def _addresses(values: Mapping[str, Any], key: str) -> str:
+    """Comma-separated IP addresses or networks (e.g. `10.0.0.5,10.1.0.0/16`), normalised; "" for none;
+    ConfigurationError naming the key for anything else."""
+    import ipaddress
+
+    text = str(values[key]).strip()
+    parts = [part.strip() for part in text.split(",")] if text else []
+    try:
+        return ",".join(str(ipaddress.ip_network(part, strict=False)) for part in parts)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be IP addresses or networks, comma-separated (or empty)") from None
 
 
 def _boolean(values: Mapping[str, Any], key: str) -> bool:

@@ -61,20 +61,39 @@ def board_for(settings: Settings) -> Board:
 
 
 def serve_board(settings: Settings, listen: str | None = None) -> None:
-    """Run the board until interrupted (uvicorn; no access log: a path may name a message, never a patient)."""
+    """Run the board until interrupted (uvicorn; no access log: a path may name a message, never a patient).
+    The address is bound before the board says it listens: an address in use is exit 3 naming the setting.
+    X-Forwarded-For is believed only from `board_trusted_proxies` (none by default)."""
+    import socket
+
     import uvicorn
 
     from integration.web.app import create_app
     from integration.web.auth import load_secret
 
+    key = "--listen" if listen else "board_listen"
     try:
-        host, port = listen_address(listen or settings.board_listen, "--listen" if listen else "board_listen")
+        host, port = listen_address(listen or settings.board_listen, key)
         secret = load_secret(settings.board_session_secret_file)
         app = create_app(board_for(settings), secret, settings.board_secure_cookies)
     except ConfigurationError as exc:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
-    click.echo(f"the board listens on http://{host}:{port}/ (TLS at the reverse proxy in front of it)")
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+    try:
+        bound = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {key} {host}:{port} cannot be bound ({exc.strerror or exc})")
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=bool(settings.board_trusted_proxies),
+        forwarded_allow_ips=settings.board_trusted_proxies or None,
+    )
+    click.echo(
+        f"the board listens on http://{host}:{bound.getsockname()[1]}/ (TLS at the reverse proxy in front of it)"
+    )
+    uvicorn.Server(config).run(sockets=[bound])
 
 
 @board.command("serve")
@@ -95,6 +114,7 @@ def board_hash_password() -> None:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        fail(EXIT_USAGE, "an empty password")
-    click.echo(hash_password(password))
+    try:
+        click.echo(hash_password(password))
+    except ValueError as exc:
+        fail(EXIT_USAGE, str(exc))

@@ -61,7 +61,7 @@ from integration.domain.identifiers import (
     parse_replacement_cpr,
 )
 from integration.errors import ConnectionLost, StoreDamaged, Transient
-from integration.log import one_line
+from integration.log import cpr_numbers_in, one_line
 from integration.service.audit_chain import AuditEntry
 from integration.service.outbound import resend
 from integration.topology import FLOWS, FLOWS_BY_NAME, REFUSED_QUEUE
@@ -76,6 +76,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 HANDLE = re.compile(r"dl-[bcdfghjkmnpqrstvwxz]{10}")
 TOKEN = re.compile(r"[0-9a-f]{32}")
 HEADER_ID = re.compile(r"[A-Za-z0-9\-.:]{1,128}")
+RESEND_PAUSE = 120  # seconds after a resend before the board resends the message again
 FLOW = "board"
 Deadlines = Callable[[AuditStore, Settings, datetime], Sequence[Any]]
 
@@ -92,6 +93,10 @@ class Board:
     deadlines: Deadlines | None = None
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     sessions: Sessions = field(default_factory=Sessions)
+
+
+class TooSoon(Exception):
+    """A resend asked for right after the message was sent: a 409 in one line."""
 
 
 class Unavailable(Exception):
@@ -191,6 +196,12 @@ def problem(request: Request, status: int, text: str) -> HTMLResponse:
     return render(request, "error.html.j2", status=status, status_code=status, text=one_line(text, 300))
 
 
+def _flash(request: Request, key: str) -> str:
+    """What the last post left for the next page to say (once), from the signed session: never from the URL."""
+    value = request.session.pop(key, "")
+    return value if isinstance(value, str) else ""
+
+
 async def _form(request: Request) -> Mapping[str, Any]:
     """The posted form, after its CSRF token matched the session's (403 otherwise)."""
     form = await request.form()
@@ -266,12 +277,11 @@ async def login(request: Request) -> Response:
     name = str(form.get("name", ""))[:200]
     password = str(form.get("password", ""))
     client = request.client.host if request.client else "-"
-    if board.limiter.blocked(name, client):
+    if not board.limiter.attempt(name, client):  # counted before the check: parallel attempts cannot pass it
         log.warning("board login refused: too many failures", user=one_line(name, 64), client=client)
         return render(request, "login.html.j2", status=429, failed=True, limited=True)
     user = await run_in_threadpool(check_password, board.users, name, password)
     if user is None:
-        board.limiter.failed(name, client)
         log.warning("board login failed", user=one_line(name, 64), client=client)
         return render(request, "login.html.j2", status=401, failed=True, limited=False)
     board.limiter.succeeded(name, client)
@@ -381,6 +391,10 @@ async def messages_page(request: Request, viewer: Viewer) -> Response:
     if set(query) - {"q"}:
         raise ValueError("unknown query parameter(s): search with q (an id)")
     text = query.get("q", "").strip() or None
+    if text is not None and cpr_numbers_in(text):
+        raise ValueError(
+            "a CPR number does not belong in the address line: search by patient (the clinical role's form) instead"
+        )
     typed = None
     if request.method == "POST":  # a patient search: posted, so that no CPR number is in a URL
         form = await _form(request)
@@ -405,8 +419,14 @@ async def messages_page(request: Request, viewer: Viewer) -> Response:
             return found
 
     found = await run_in_threadpool(work)
-    rows = [(key, viewer.text(key, 120), flow, at, n) for key, flow, at, n in found]
+    rows = [(_message_link(viewer, key), viewer.text(key, 120), flow, at, n) for key, flow, at, n in found]
     return render(request, "messages.html.j2", rows=rows, q=text or "", searched=bool(text or patient))
+
+
+def _message_link(viewer: Viewer, key: str) -> str | None:
+    """The id to link a message by, or None: an id the operations role sees masked (a sender put something
+    CPR-shaped in it) is not put in a link's address either."""
+    return key if viewer.clinical or viewer.text(key, 1000) == key else None
 
 
 async def message_page(request: Request, viewer: Viewer) -> Response:
@@ -445,9 +465,9 @@ class LetterRow:
 
 
 async def dead_letters_page(request: Request, viewer: Viewer) -> Response:
-    if request.query_params.keys() - {"replayed"}:
+    if request.query_params.keys():
         raise ValueError("unknown query parameter(s)")
-    replayed = request.query_params.get("replayed", "")
+    replayed = _flash(request, "replayed")
     board = _board(request)
 
     def work() -> tuple[list[LetterRow], list[tuple[str, str, str, str]]]:
@@ -485,7 +505,7 @@ async def dead_letters_page(request: Request, viewer: Viewer) -> Response:
         rows=rows,
         refused=refused,
         refused_queue=REFUSED_QUEUE,
-        replayed=replayed if HANDLE.fullmatch(replayed) else "",
+        replayed=replayed,
     )
 
 
@@ -536,7 +556,8 @@ async def replay_letter(request: Request) -> Response:
     if not done:
         return problem(request, 404, f"no dead letter {handle} in {flow.dead_letter_queue}")
     log.info("board replay", handle=handle, flow=flow.name, user=one_line(viewer.name, 64))
-    return RedirectResponse(f"/dead-letters?replayed={handle}", status_code=303)
+    request.session["replayed"] = handle  # shown once by the next page: a banner no link can forge
+    return RedirectResponse("/dead-letters", status_code=303)
 
 
 # -- outbound --------------------------------------------------------------------------------------------
@@ -554,9 +575,9 @@ class OutboundRow:
 
 
 async def outbound_page(request: Request, viewer: Viewer) -> Response:
-    if request.query_params.keys() - {"resent"}:
+    if request.query_params.keys():
         raise ValueError("unknown query parameter(s)")
-    resent = request.query_params.get("resent", "")
+    resent = _flash(request, "resent")
     board = _board(request)
 
     def work() -> list[OutboundRow]:
@@ -581,7 +602,7 @@ async def outbound_page(request: Request, viewer: Viewer) -> Response:
             ]
 
     rows = await run_in_threadpool(work)
-    return render(request, "outbound.html.j2", rows=rows, resent=resent if HEADER_ID.fullmatch(resent) else "")
+    return render(request, "outbound.html.j2", rows=rows, resent=viewer.text(resent, 128) if resent else "")
 
 
 async def resend_message(request: Request) -> Response:
@@ -600,17 +621,24 @@ async def resend_message(request: Request) -> Response:
             message = next((m for m in waiting if m.header_id == header_id), None)
             if message is None:
                 return False
+            now = datetime.now(UTC)
+            since = (now - message.last_sent_at).total_seconds()
+            if message.resends and since < RESEND_PAUSE:  # a double click, or two people at once: one is enough
+                raise TooSoon(f"sent {max(since, 0):.0f} s ago: wait for its ack, or resend in {RESEND_PAUSE} s")
             with _broker(board) as connection:
-                resend(store, connection, message, datetime.now(UTC), **_who(viewer))
+                resend(store, connection, message, now, **_who(viewer))
             return True
 
     try:
         done = await run_in_threadpool(work)
+    except TooSoon as exc:
+        return problem(request, 409, str(exc))
     except Unavailable as exc:
         return problem(request, 503, str(exc))
     if not done:
         return problem(request, 404, "no message of ours awaiting an ack under that MessageHeader id")
-    return RedirectResponse(f"/outbound?resent={header_id}", status_code=303)
+    request.session["resent"] = header_id  # shown once by the next page: a banner no link can forge
+    return RedirectResponse("/outbound", status_code=303)
 
 
 # -- throughput ------------------------------------------------------------------------------------------
@@ -694,7 +722,7 @@ def create_app(board: Board, secret: bytes, secure_cookies: bool = True) -> Star
         Middleware(SecurityHeaders),
         Middleware(
             SessionMiddleware,
-            secret_key=secret.decode("utf-8", "replace"),
+            secret_key=secret.hex(),  # every byte of the secret, whatever it is (raw random bytes too)
             session_cookie=SESSION_COOKIE,
             max_age=SESSION_SECONDS,
             same_site="strict",

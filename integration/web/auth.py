@@ -28,12 +28,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from integration.errors import ConfigurationError
 
 MIN_SECRET_BYTES = 32
+MIN_PASSWORD = 12
+# The weakest argon2 parameters a users file may hold (OWASP's minimum for argon2id: 19 MiB, 2 passes).
+MIN_MEMORY_KIB, MIN_TIME_COST = 19 * 1024, 2
 MAX_FAILURES = 5
 MAX_CLIENT_FAILURES = 20  # from one client, over every name
 FAILURE_WINDOW = 15 * 60.0  # seconds
@@ -59,9 +62,10 @@ class BoardUser:
 
 
 def hash_password(password: str) -> str:
-    """An argon2id hash of `password` (argon2-cffi's defaults), for a `[[user]]` table's password_hash."""
-    if not password:
-        raise ValueError("an empty password")
+    """An argon2id hash of `password` (argon2-cffi's defaults), for a `[[user]]` table's password_hash.
+    ValueError for a password shorter than MIN_PASSWORD characters (these accounts see patients' data)."""
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password of at least {MIN_PASSWORD} characters, please: these accounts see patient data")
     return _HASHER.hash(password)
 
 
@@ -100,6 +104,15 @@ def _user(table: object, where: str) -> BoardUser:
         raise ConfigurationError(f"{where}: role must be one of {', '.join(Role)}")
     if not isinstance(hashed, str) or not hashed.startswith("$argon2"):
         raise ConfigurationError(f"{where}: password_hash must be an argon2 hash (integration board hash-password)")
+    try:
+        parameters = extract_parameters(hashed)
+    except InvalidHashError:
+        raise ConfigurationError(f"{where}: password_hash is not a readable argon2 hash") from None
+    if parameters.memory_cost < MIN_MEMORY_KIB or parameters.time_cost < MIN_TIME_COST:
+        raise ConfigurationError(
+            f"{where}: password_hash is weaker than {MIN_MEMORY_KIB} KiB and {MIN_TIME_COST} passes: make it again "
+            "with integration board hash-password"
+        )
     return BoardUser(name, Role(role), hashed)
 
 
@@ -163,10 +176,26 @@ class LoginLimiter:
 
     def blocked(self, name: str, client: str) -> bool:
         with self._lock:
-            return (
-                len(self._recent(self._failures, (name, client))) >= self._max
-                or len(self._recent(self._by_client, client)) >= self._max_client
-            )
+            return self._blocked(name, client)
+
+    def _blocked(self, name: str, client: str) -> bool:
+        return (
+            len(self._recent(self._failures, (name, client))) >= self._max
+            or len(self._recent(self._by_client, client)) >= self._max_client
+        )
+
+    def attempt(self, name: str, client: str) -> bool:
+        """Take an attempt: False when (name, client) or the client is blocked; else the attempt is counted as a
+        failure at once (so parallel attempts cannot all pass the check before any fails) and True. A
+        successful login then takes it back (`succeeded`)."""
+        with self._lock:
+            if self._blocked(name, client):
+                return False
+            self._recent(self._failures, (name, client)).append(self._clock())
+            self._recent(self._by_client, client).append(self._clock())
+            if len(self._failures) > 1000:
+                self._forget_old()
+            return True
 
     def failed(self, name: str, client: str) -> None:
         with self._lock:
@@ -176,8 +205,12 @@ class LoginLimiter:
                 self._forget_old()
 
     def succeeded(self, name: str, client: str) -> None:
+        """A login succeeded: the name's failures from the client are forgotten, and the attempt it took back."""
         with self._lock:
             self._failures.pop((name, client), None)
+            taken = self._by_client.get(client)
+            if taken:
+                taken.pop()
 
 
 class Sessions:

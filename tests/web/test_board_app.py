@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from integration.config import PROJECT_ROOT, Settings
 from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
-from integration.service.audit_chain import AuditRecord, verify
+from integration.service.audit_chain import AuditEntry, AuditRecord, verify
 from integration.service.audit_events import EventCodes, audit_event
 from integration.service.pathway_watch import deadlines
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
@@ -424,3 +425,54 @@ def test_a_passed_gop_deadline_is_marked_passed_not_overdue(store_dsn: str) -> N
         viewer=None, csrf="x", nonce="n", rows=rows, wanted=pages.BoardFilter(), stages=[], markers_missing=None
     )
     assert "passed, unconfirmed" in html and "gop-contact OVERDUE" not in html
+
+
+def test_parallel_attempts_cannot_all_pass_the_limit() -> None:
+    """Each attempt is counted before its password is checked: 60 at once get at most five checks."""
+    limiter = LoginLimiter()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        allowed = list(pool.map(lambda _: limiter.attempt("doc", "10.0.0.1"), range(60)))
+    assert sum(allowed) == 5
+    limiter.succeeded("doc", "10.0.0.1")
+    assert limiter.attempt("doc", "10.0.0.1")
+
+
+def test_banners_come_from_the_session_not_the_url(client: TestClient, store_dsn: str, broker: FakeBroker) -> None:
+    """`?resent=` / `?replayed=` could put any text (a CPR number) on the page as a forged success."""
+    log_in(client, "olga")
+    for path in ("/outbound?resent=0107729995", "/dead-letters?replayed=dl-bcdfghjkmn"):
+        page = client.get(path)
+        assert page.status_code == 400 and "0107729995" not in page.text
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        waiting = store.outbound_messages([OutboundState.AWAITING])[0]
+    finally:
+        store.close()
+    done = client.post("/outbound/resend", data={"header_id": waiting.header_id, "csrf": csrf_of(client, "/")})
+    assert done.headers["location"] == "/outbound"
+    assert f"Resent {waiting.header_id}." in client.get("/outbound").text
+    assert "Resent" not in client.get("/outbound").text  # said once
+    again = client.post("/outbound/resend", data={"header_id": waiting.header_id, "csrf": csrf_of(client, "/")})
+    assert again.status_code == 409 and "wait for its ack" in again.text and len(broker.published) == 1
+
+
+def test_a_cpr_number_is_refused_in_the_message_search_address(client: TestClient) -> None:
+    log_in(client, "olga")
+    page = client.get("/messages?q=0107729995")
+    assert page.status_code == 400 and "0107729995" not in page.text and "search by patient" in page.text
+
+
+def test_a_message_id_holding_a_cpr_number_is_not_linked_for_operations(client: TestClient, store_dsn: str) -> None:
+    """A sender's message-id is theirs to choose: the operations role sees it masked, in the text and the link."""
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        entry = AuditEntry("received", "discharge", "course-0101701234", {"eventId": "event-of-a-sender-42"})
+        store.record([entry], datetime.now(UTC))
+    finally:
+        store.close()
+    log_in(client, "olga")
+    page = client.get("/messages?q=event-of-a-sender-42")
+    assert page.status_code == 200 and "0101701234" not in page.text and "Nothing found" not in page.text
+    client.post("/logout", data={"csrf": csrf_of(client)})
+    log_in(client, "carl")
+    assert "/messages/course-0101701234" in client.get("/messages?q=event-of-a-sender-42").text
