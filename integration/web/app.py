@@ -656,9 +656,7 @@ async def throughput_page(request: Request, viewer: Viewer) -> Response:
 
     counts = await run_in_threadpool(work)
     nonce = request.scope.get("state", {}).get("nonce", "")
-    return render(
-        request, "throughput.html.j2", counts=counts, chart=chart(counts, nonce), at=at.isoformat(timespec="seconds")
-    )
+    return render(request, "throughput.html.j2", counts=counts, chart=chart(counts, nonce), at=pages.stamp(at))
 
 
 def chart(counts: Mapping[str, Mapping[str, int]], nonce: str) -> str:
