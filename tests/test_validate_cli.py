@@ -207,3 +207,13 @@ def test_a_cpr_number_quoted_by_a_finding_is_masked(tmp_path: Path) -> None:
     bundle = _broken(lambda b: b["entry"][1]["resource"].update(subject={"reference": "Patient/2512489996"}))
     done = _validate(bundle, **_no_definitions(tmp_path))  # _validate asserts no CPR number in the output
     assert done.returncode == 1 and "<cpr>" in done.stdout
+
+
+def test_a_file_over_the_inbound_limit_is_read_with_max_bytes(tmp_path: Path) -> None:
+    """A large `audit export` is no inbound message: `--max-bytes` raises the limit for this one check."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": []}
+    raw = json.dumps(bundle).encode() + b" " * 2000
+    small = _validate(None, raw=raw, max_payload_bytes="1000")
+    assert small.returncode == 2 and "--max-bytes" in small.stderr
+    done = _validate(None, "--max-bytes", "5000", raw=raw, max_payload_bytes="1000")
+    assert done.returncode != 2 and "too large" not in done.stderr

@@ -192,7 +192,14 @@ def outbound_pending(at: str | None) -> None:
     is_flag=True,
     help="exit 2 when the profile layer cannot run because the definitions are not there",
 )
-def validate(source: Any, require_profiles: bool) -> None:
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="the largest input to read [default: INTEGRATION_MAX_PAYLOAD_BYTES, the inbound limit]; e.g. for a "
+    "large `audit export`",
+)
+def validate(source: Any, require_profiles: bool, max_bytes: int | None) -> None:
     """Check a FHIR message or document (JSON or XML, FILE or -), or the JSON array `integration transform`
     prints (each message in it), against FHIR R4, MedCom's messaging rules, the TouchStone assertions and,
     when the definitions are at hand, the profiles' snapshots; print the findings. Exit 0 when the layers
@@ -214,11 +221,12 @@ def validate(source: Any, require_profiles: bool) -> None:
     except OSError as exc:
         _cannot_check(f"cannot read {source.name}: {exc.strerror or exc}")
     settings = Settings.from_env()
-    limit = settings.max_payload_bytes
+    limit = max_bytes or settings.max_payload_bytes
     try:
         read = read_to_check(raw, limit)
     except InvalidInput as exc:
-        _cannot_check(f"cannot read: {exc}")
+        more = " (a larger file: --max-bytes)" if len(raw) > limit else ""
+        _cannot_check(f"cannot read: {exc}{more}")
     checks = check_document(
         read.document, settings.medcom_definitions_dir, settings.fhir_core_dir, refusal=read.refusal
     )
