@@ -121,8 +121,8 @@ def application(health: Health) -> Callable[[dict[str, Any], StartResponse], Ite
 
 class _Quiet(WSGIRequestHandler):
     def setup(self) -> None:
-        self.timeout = REQUEST_TIMEOUT  # StreamRequestHandler.setup puts it on the socket before any read
         super().setup()
+        self.connection.settimeout(REQUEST_TIMEOUT)  # before any read: a silent client times out
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's name
         """Probes every few seconds would flood the log; the state changes are logged instead."""
