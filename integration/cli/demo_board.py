@@ -79,7 +79,7 @@ def holding_board(
 
 
 def serve(app: object, host: str, port: int, passwords: dict[str, str]) -> None:
-    """Serve `app` in a thread until Ctrl-C (SIGINT) in this one."""
+    """Serve `app` in a thread until Ctrl-C (SIGINT; SIGTERM and SIGHUP too, as `run_demo` sets) in this one."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))  # type: ignore[arg-type]
