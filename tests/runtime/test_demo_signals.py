@@ -161,3 +161,25 @@ def test_the_signals_are_given_back_after_the_demo() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)  # the handler raises here
     assert [signal.getsignal(number) for number in STOPPING_SIGNALS] == before
+
+
+def test_a_demo_whose_board_port_is_taken_says_so_before_it_runs(demo_env: tuple[dict[str, str], Path]) -> None:
+    """The attack's second demo on a taken 8080 ran the whole demo, then said the board could not listen."""
+    env, scratch = demo_env
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "integration", "demo", "--board", "--board-listen", f"127.0.0.1:{port}"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""  # no vhost made, no sample sent
+    assert done.stderr.startswith(f"error: configuration: --board-listen 127.0.0.1:{port} cannot be bound (")
+    assert done.stderr.count("\n") == 1
+    assert list(scratch.iterdir()) == []
