@@ -441,6 +441,106 @@ def test_the_consumers_settings_are_read_by_the_service_as_they_are() -> None:
         Settings.from_env(pod_env | {MISSPELLED_PREFETCH: "20"})
 
 
+def k8s_board_secret_problems(deployment: dict[str, Any]) -> list[str]:
+    """Why the board's pod would not find its users file and session secret: each setting must name a file
+    inside a read-only mount of a Secret volume (attack on #14, item 2: without them the board exits 3)."""
+    pod = deployment["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    (container,) = pod["containers"]
+    env = container_environment(container)
+    problems = []
+    for name in ("INTEGRATION_BOARD_USERS_FILE", "INTEGRATION_BOARD_SESSION_SECRET_FILE"):
+        path = env.get(name, "")
+        mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not path:
+            problems.append(f"{name} is not set")
+        elif not mounts or mounts[0]["name"] not in secrets or not mounts[0].get("readOnly"):
+            problems.append(f"{name}={path} is in no read-only mount of a Secret")
+    return problems
+
+
+def compose_board_secret_problems(document: dict[str, Any]) -> list[str]:
+    """The same for compose: each setting names /run/secrets/<target> of a secret the board service lists and
+    the file defines at the top level from a file."""
+    board = document["services"]["board"]
+    defined = document.get("secrets", {})
+    targets = {}
+    for item in board.get("secrets", []):
+        source, target = (item, item) if isinstance(item, str) else (item["source"], item.get("target", item["source"]))
+        targets[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    problems = []
+    for name in ("INTEGRATION_BOARD_USERS_FILE", "INTEGRATION_BOARD_SESSION_SECRET_FILE"):
+        path = board["environment"].get(name, "")
+        if not path:
+            problems.append(f"{name} is not set")
+        elif path not in targets or "file" not in defined.get(targets[path], {}):
+            problems.append(f"{name}={path} is no secret of the board")
+    return problems
+
+
+def test_the_board_gets_its_users_and_session_secret_from_a_secret_in_kubernetes() -> None:
+    board = deployments()["hjerterehab-board"]
+    assert k8s_board_secret_problems(board) == []
+    pod = board["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "hjerterehab-board"
+    header = (KUBERNETES / "kustomization.yaml").read_text(encoding="utf-8")
+    assert "kubectl create secret generic hjerterehab-board" in header and "integration board hash-password" in header
+    for key in ("users.toml", "session-secret"):
+        assert f"--from-file={key}=" in header
+    assert all(
+        p.rsplit("/", 1)[1] in {"users.toml", "session-secret"}
+        for p in (
+            container_environment(containers(board)[0])["INTEGRATION_BOARD_USERS_FILE"],
+            container_environment(containers(board)[0])["INTEGRATION_BOARD_SESSION_SECRET_FILE"],
+        )
+    )
+    broken = copy.deepcopy(board)
+    containers(broken)[0]["volumeMounts"] = [
+        m for m in containers(broken)[0]["volumeMounts"] if m["mountPath"] != "/etc/hjerterehab/board"
+    ]
+    assert kubernetes_problem(broken) is None  # valid Kubernetes, yet the board would not start
+    assert k8s_board_secret_problems(broken)
+    unset = copy.deepcopy(board)
+    containers(unset)[0]["env"] = [e for e in containers(unset)[0]["env"] if "SESSION_SECRET" not in e["name"]]
+    assert k8s_board_secret_problems(unset) == ["INTEGRATION_BOARD_SESSION_SECRET_FILE is not set"]
+
+
+def test_the_board_gets_its_users_and_session_secret_from_compose_secrets() -> None:
+    document = compose()
+    assert compose_problems(document) == []  # `secrets:` is in the vendored Compose Specification
+    assert compose_board_secret_problems(document) == []
+    files = {name: secret["file"] for name, secret in document["secrets"].items()}
+    ignored = _gitignored()
+    for file in files.values():
+        assert f"deploy/{Path(file).name}" in ignored, f"{file} holds a secret: git must ignore it"
+    broken = copy.deepcopy(document)
+    del broken["services"]["board"]["secrets"]
+    assert compose_problems(broken) == [] and compose_board_secret_problems(broken)
+    broken = copy.deepcopy(document)
+    del broken["secrets"]
+    assert compose_board_secret_problems(broken)
+    bad = copy.deepcopy(document)
+    bad["services"]["board"]["secrets"] = [{"source": "board_users", "mode": "0400"}]
+    assert compose_problems(bad)
+
+
+def test_the_boards_settings_are_read_by_the_service_as_they_are() -> None:
+    image_env = dict(dockerfile().envs)
+    composed = _placeholders(image_env | compose()["services"]["board"]["environment"])
+    settings = Settings.from_env({k: v for k, v in composed.items() if k != "PATH"})
+    assert settings.board_users_file == Path("/run/secrets/board-users.toml")
+    assert settings.board_session_secret_file == Path("/run/secrets/board-session-secret")
+    assert settings.board_secure_cookies is False  # plain HTTP on 127.0.0.1, no proxy: see the compose file
+    assert "TLS" in COMPOSE.read_text(encoding="utf-8")
+    (container,) = containers(deployments()["hjerterehab-board"])
+    pod_env = _placeholders(image_env | container_environment(container))
+    settings = Settings.from_env({k: v for k, v in pod_env.items() if k != "PATH"})
+    assert settings.board_users_file == Path("/etc/hjerterehab/board/users.toml")
+    assert settings.board_session_secret_file == Path("/etc/hjerterehab/board/session-secret")
+    assert settings.board_secure_cookies is True  # behind the Ingress's TLS
+
+
 # ---------------------------------------------------------------------------------------------- Dockerfile
 
 

@@ -5,6 +5,7 @@ until they have loaded, and a health port already in use."""
 from __future__ import annotations
 
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from integration import bootstrap
+from integration.adapters import health
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.health import MAPPINGS, Health, serve
 from integration.adapters.memory import InMemoryBroker, drain_in_memory
@@ -318,6 +320,66 @@ def test_a_health_address_that_is_no_host_and_port_is_a_configuration_error(list
 
 def test_an_empty_health_address_switches_the_endpoints_off() -> None:
     assert serve(Health(), "") is None
+
+
+def test_an_idle_connection_and_half_sent_requests_do_not_hold_up_the_probes(
+    served: tuple[Health, int, list[float]],
+) -> None:
+    """Attack on #14, item 1: one silent connection blocked /livez for good on a one-at-a-time server."""
+    _, port, _ = served
+    held = [socket.create_connection(("127.0.0.1", port))]
+    for _ in range(3):
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # no blank line: the request never ends
+        held.append(half)
+    try:
+        time.sleep(0.3)  # let the server take them all before the probe
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as answer:
+            assert answer.status == 200 and answer.read() == b"alive\n"
+        assert get(port, "/readyz")[0] == 503  # not ready (no broker here) is an answer too, and a quick one
+    finally:
+        for connection in held:
+            connection.close()
+    assert time.monotonic() - started < 2
+
+
+def test_a_half_sent_request_is_closed_by_the_server_after_the_timeout(
+    served: tuple[Health, int, list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, port, _ = served
+    assert 1 <= health.REQUEST_TIMEOUT <= 10  # long enough for a slow scraper, short enough for the probes
+    monkeypatch.setattr(health, "REQUEST_TIMEOUT", 0.5)
+    with socket.create_connection(("127.0.0.1", port)) as half:
+        half.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        half.settimeout(5)
+        started = time.monotonic()
+        assert half.recv(1024) == b""  # closed by the server, unanswered; a timeout here raises
+    assert time.monotonic() - started < 3
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_a_freed_slot_serves_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(health, "MAX_CONNECTIONS", 2)
+    server = serve(Health(), "127.0.0.1:0")
+    assert server is not None
+    port = server.server_port
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port)) as third:
+            third.settimeout(3)
+            assert third.recv(1024) == b""  # refused unanswered, not queued behind the idle two
+        for connection in held:
+            connection.close()
+        time.sleep(0.3)
+        assert get(port, "/livez") == (200, "alive\n")
+    finally:
+        for connection in held:
+            connection.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_metrics_endpoint_serves_the_service_metrics(served: tuple[Health, int, list[float]]) -> None:

@@ -9,18 +9,22 @@
     GET /metrics   Prometheus text format (`integration.service.metrics`); the gauges read from the store
                    and the broker are refreshed by the consumer loop, never by a scrape
 
-Served by the standard library's WSGI server on a daemon thread (`INTEGRATION_HEALTH_LISTEN`,
-default 127.0.0.1:9464; empty to switch it off). Each process needs a port of its own: an address
-that cannot be bound (another instance on the port) is a configuration error, so that no replica runs
-unseen by its probes and by Prometheus. Every change of a dependency's state is also one log line, so
-the same story is in the logs.
+Served by the standard library's WSGI server (`INTEGRATION_HEALTH_LISTEN`, default 127.0.0.1:9464;
+empty to switch it off), each connection on a daemon thread of its own with a socket timeout of
+`REQUEST_TIMEOUT` seconds and at most `MAX_CONNECTIONS` at once (more are closed at once), so an idle or
+half-sent connection (a port scanner, a stuck scraper) cannot hold up the probes. Each process needs a
+port of its own: an address that cannot be bound (another instance on the port) is a configuration
+error, so that no replica runs unseen by its probes and by Prometheus. Every change of a dependency's
+state is also one log line, so the same story is in the logs.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -33,6 +37,8 @@ from integration.service import metrics
 
 log = structlog.get_logger("integration.health")
 STALE_AFTER = 60.0  # seconds without a beat before /livez says the loop is stuck
+REQUEST_TIMEOUT = 5.0  # seconds a connection may be silent before the server closes it
+MAX_CONNECTIONS = 32  # connections served at once; one more is closed unanswered
 MAPPINGS = "mappings"  # the dependency `run` marks down until the mappings and schemas have loaded
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -114,8 +120,46 @@ def application(health: Health) -> Callable[[dict[str, Any], StartResponse], Ite
 
 
 class _Quiet(WSGIRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(REQUEST_TIMEOUT)  # before any read: a silent client times out
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's name
         """Probes every few seconds would flood the log; the state changes are logged instead."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """A WSGI server with one daemon thread per connection, at most MAX_CONNECTIONS of them at once."""
+
+    daemon_threads = True  # a connection never keeps the process from ending
+    block_on_close = False  # nor does server_close wait for a slow client
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: refuse this one rather than queue behind the rest
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: give the slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went silent (the timeout) or away is no error of ours; anything else is logged in one line."""
+        failure = sys.exc_info()[1]
+        if isinstance(failure, (TimeoutError, ConnectionError)):
+            return
+        log.warning("health request failed", error=one_line(repr(failure)))
 
 
 def serve(health: Health, listen: str) -> WSGIServer | None:
@@ -134,7 +178,9 @@ def serve(health: Health, listen: str) -> WSGIServer | None:
             f"INTEGRATION_HEALTH_LISTEN={listen!r} is not host:port (e.g. 127.0.0.1:9464; empty: off)"
         ) from None
     try:
-        server = make_server(host or "127.0.0.1", number, application(health), handler_class=_Quiet)
+        server = make_server(
+            host or "127.0.0.1", number, application(health), server_class=_Server, handler_class=_Quiet
+        )
     except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
         why = getattr(exc, "strerror", None) or exc
         raise ConfigurationError(

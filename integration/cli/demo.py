@@ -8,6 +8,11 @@ so no sample patient enters a real audit chain. When no vhost can be made (no br
 another machine, no `rabbitmqctl` or no right to use it), the same consumers run on the in-memory bus, and
 the first line says why.
 
+SIGTERM (`kill`, `timeout`, `docker stop`) and SIGHUP (the terminal closed) stop it as Ctrl-C does, cleaning
+up the same way (vhost and temporary store removed): with the board held, "stopping the board" and exit 0;
+during the scripted run, "error: aborted" and exit 1. A second such signal during the clean-up is ignored
+(SIGKILL still ends it, leaving the vhost to `rabbitmqctl delete_vhost`).
+
 It prints a line as it goes (vhost, topology, each flow's samples sent and handled) and then one line per
 sample: each output received downstream with its routing key, a dead letter with its reason, or what was
 done when nothing was sent (the sample without a referral).
@@ -20,6 +25,7 @@ kept identical by tests/test_packaging.py), so the demo runs from an installed w
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -292,10 +298,36 @@ def _print(lines: list[tuple[str, str]]) -> None:
         click.echo(f"  {left:<58} → {right}")
 
 
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread while inside, as Ctrl-C does, so the
+    demo's `finally` blocks remove its vhost and temporary store (by default either signal ends the process
+    at once, cleaning up nothing). After the first, they are ignored until the clean-up is done."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for number in STOPPING_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {number: signal.signal(number, interrupt) for number in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def run_demo(settings: Settings, board: str | None = None) -> None:
     """The demo; with `board` (host:port), the pathway board over the demo's store and vhost stays up until
-    Ctrl-C, the consumers running (users and session secret made in the demo's temporary folder)."""
-    with tempfile.TemporaryDirectory(prefix="hjerterehab-demo-") as scratch:
+    Ctrl-C (or SIGTERM/SIGHUP), the consumers running (users and session secret made in the demo's temporary
+    folder)."""
+    with _stopped_like_ctrl_c(), tempfile.TemporaryDirectory(prefix="hjerterehab-demo-") as scratch:
         dsn = f"sqlite:///{Path(scratch) / 'audit.sqlite3'}"
         store = open_audit_store(dsn)
         try:

@@ -8,6 +8,7 @@ this machine, no reverse proxy). On the in-memory bus there are no queues: the d
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import broker_connection
 from integration.cli.board import pathway_deadlines
 from integration.config import Settings, listen_address
-from integration.errors import ConnectionLost
+from integration.errors import ConfigurationError, ConnectionLost
 from integration.web.app import Board, create_app
 from integration.web.auth import hash_password, load_users
 
@@ -50,6 +51,7 @@ def holding_board(
     """What the demo calls once its samples are handled: print the lines, serve the board on `listen` over the
     demo's store `dsn` (and the demo's vhost, when given its settings) until Ctrl-C."""
     host, port = listen_address(listen, "--board-listen")
+    _bindable(host, port, listen)
 
     def hold(lines: Lines, on_broker: Settings | None) -> None:
         say(lines)
@@ -78,8 +80,24 @@ def holding_board(
     return hold
 
 
+def _bindable(host: str, port: int, listen: str) -> None:
+    """ConfigurationError (exit 3, as `board serve` on a taken port) when `host:port` cannot be bound now, so
+    that a second demo on a taken port says so before it runs rather than after (the board binds it later)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            probe.bind((host, port))
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigurationError(
+            f"--board-listen {listen} cannot be bound ({why}): another board or demo may listen there; "
+            "choose another with --board-listen"
+        ) from None
+
+
 def serve(app: object, host: str, port: int, passwords: dict[str, str]) -> None:
-    """Serve `app` in a thread until Ctrl-C (SIGINT) in this one."""
+    """Serve `app` in a thread until Ctrl-C (SIGINT; SIGTERM and SIGHUP too, as `run_demo` sets) in this one."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))  # type: ignore[arg-type]
