@@ -100,7 +100,16 @@ def serve(app: object, host: str, port: int, passwords: dict[str, str]) -> None:
     """Serve `app` in a thread until Ctrl-C (SIGINT; SIGTERM and SIGHUP too, as `run_demo` sets) in this one."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,  # no proxy in front of the demo: the address that connects is the client's
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
