@@ -68,7 +68,8 @@ def test_every_integration_variable_the_project_sets_is_known() -> None:
         if place.exists() and place.suffix not in {".pyc", ".sqlite3"} and place != Path(__file__):
             names |= set(re.findall(r"INTEGRATION_[A-Z][A-Z0-9_]*[A-Z0-9]", place.read_text(errors="replace")))
     assert names, "no INTEGRATION_ names found"
-    Settings.from_env(dict.fromkeys(names - {"INTEGRATION_CONFIG"}, "1") | {"INTEGRATION_BROKER_URL": "amqp://h/v"})
+    shaped = {"INTEGRATION_BROKER_URL": "amqp://h/v", "INTEGRATION_BOARD_TRUSTED_PROXIES": "10.0.0.1"}
+    Settings.from_env(dict.fromkeys(names - {"INTEGRATION_CONFIG"}, "1") | shaped)
 
 
 @pytest.mark.parametrize(
