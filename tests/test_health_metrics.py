@@ -358,6 +358,29 @@ def test_a_half_sent_request_is_closed_by_the_server_after_the_timeout(
     assert time.monotonic() - started < 3
 
 
+def test_a_client_trickling_its_request_is_cut_off_when_the_connections_time_is_up(
+    served: tuple[Health, int, list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header line every 0.2 s never trips a per-read timeout of 0.5 s: the deadline is the connection's."""
+    _, port, _ = served
+    monkeypatch.setattr(health, "REQUEST_TIMEOUT", 0.5)
+    started, closed = time.monotonic(), False
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(b"GET /livez HTTP/1.1\r\n")
+        for number in range(50):  # 10 s of trickle, unless the server cuts it off
+            try:
+                slow.sendall(f"X-Trickle-{number}: x\r\n".encode())
+                time.sleep(0.2)
+                closed = slow.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:  # open, nothing to read: the server still waits for the request
+                continue
+            except OSError:  # reset by the server
+                closed = True
+            if closed:
+                break
+    assert closed and time.monotonic() - started < 3
+
+
 def test_connections_past_the_cap_are_closed_at_once_and_a_freed_slot_serves_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,9 +10,10 @@
                    and the broker are refreshed by the consumer loop, never by a scrape
 
 Served by the standard library's WSGI server (`INTEGRATION_HEALTH_LISTEN`, default 127.0.0.1:9464;
-empty to switch it off), each connection on a daemon thread of its own with a socket timeout of
-`REQUEST_TIMEOUT` seconds and at most `MAX_CONNECTIONS` at once (more are closed at once), so an idle or
-half-sent connection (a port scanner, a stuck scraper) cannot hold up the probes. Each process needs a
+empty to switch it off), each connection on a daemon thread of its own that lasts `REQUEST_TIMEOUT`
+seconds at most in all (a client trickling its request is cut off like a silent one), at most
+`MAX_CONNECTIONS` at once (more are closed at once, said in one line a minute), so idle, half-sent or
+trickling connections (a port scanner, a stuck scraper) cannot hold up the probes. Each process needs a
 port of its own: an address that cannot be bound (another instance on the port) is a configuration
 error, so that no replica runs unseen by its probes and by Prometheus. Every change of a dependency's
 state is also one log line, so the same story is in the logs.
@@ -20,10 +21,12 @@ state is also one log line, so the same story is in the logs.
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -37,8 +40,8 @@ from integration.service import metrics
 
 log = structlog.get_logger("integration.health")
 STALE_AFTER = 60.0  # seconds without a beat before /livez says the loop is stuck
-REQUEST_TIMEOUT = 5.0  # seconds a connection may be silent before the server closes it
-MAX_CONNECTIONS = 32  # connections served at once; one more is closed unanswered
+REQUEST_TIMEOUT = 5.0  # seconds a connection may last in all (a slow client too) before the server closes it
+MAX_CONNECTIONS = 256  # connections served at once; one more is closed unanswered (and said, once a minute)
 MAPPINGS = "mappings"  # the dependency `run` marks down until the mappings and schemas have loaded
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -128,6 +131,12 @@ class _Quiet(WSGIRequestHandler):
         """Probes every few seconds would flood the log; the state changes are logged instead."""
 
 
+def _cut(request: Any) -> None:
+    """End a connection past its deadline: the handler's next read or write fails, and its thread ends."""
+    with suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     """A WSGI server with one daemon thread per connection, at most MAX_CONNECTIONS of them at once."""
 
@@ -137,10 +146,17 @@ class _Server(ThreadingMixIn, WSGIServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._said_full = -60.0
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):  # full: refuse this one rather than queue behind the rest
             self.shutdown_request(request)
+            now = time.monotonic()
+            if now - self._said_full >= 60:
+                self._said_full = now
+                log.warning(
+                    "health endpoint full: connections refused", most=MAX_CONNECTIONS, seconds_each=REQUEST_TIMEOUT
+                )
             return
         try:
             super().process_request(request, client_address)
@@ -149,9 +165,15 @@ class _Server(ThreadingMixIn, WSGIServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The whole connection has REQUEST_TIMEOUT: a client trickling a header line every few seconds is cut off
+        # as one that says nothing (the socket timeout alone bounds each read, not the request).
+        deadline = threading.Timer(REQUEST_TIMEOUT, _cut, (request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            deadline.cancel()
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

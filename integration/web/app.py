@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class Board:
     deadlines: Deadlines | None = None
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     sessions: Sessions = field(default_factory=Sessions)
+    resending: threading.Lock = field(default_factory=threading.Lock)  # one resend at a time: the guard holds
 
 
 class TooSoon(Exception):
@@ -629,8 +631,12 @@ async def resend_message(request: Request) -> Response:
                 resend(store, connection, message, now, **_who(viewer))
             return True
 
+    def one_at_a_time() -> bool:
+        with board.resending:  # the check and the resend together: simultaneous clicks cannot both pass
+            return work()
+
     try:
-        done = await run_in_threadpool(work)
+        done = await run_in_threadpool(one_at_a_time)
     except TooSoon as exc:
         return problem(request, 409, str(exc))
     except Unavailable as exc:

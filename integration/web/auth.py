@@ -18,6 +18,7 @@ SessionMiddleware); it must hold at least `MIN_SECRET_BYTES` bytes.
 from __future__ import annotations
 
 import secrets
+import stat
 import threading
 import time
 import tomllib
@@ -35,10 +36,13 @@ from integration.errors import ConfigurationError
 
 MIN_SECRET_BYTES = 32
 MIN_PASSWORD = 12
+MIN_DISTINCT = 5  # different characters in a password
+MIN_SECRET_DISTINCT = 16  # different bytes in the session secret (48 random bytes in base64 have about 40)
+MIN_HASH_BYTES = 16  # argon2 tag and salt (argon2-cffi's defaults: 32 and 16)
 # The weakest argon2 parameters a users file may hold (OWASP's minimum for argon2id: 19 MiB, 2 passes).
 MIN_MEMORY_KIB, MIN_TIME_COST = 19 * 1024, 2
 MAX_FAILURES = 5
-MAX_CLIENT_FAILURES = 20  # from one client, over every name
+MAX_CLIENT_FAILURES = 100  # from one client, over every name (behind a proxy not trusted: every user's)
 FAILURE_WINDOW = 15 * 60.0  # seconds
 MAX_SESSIONS = 10_000  # open sessions the board keeps; the oldest is ended beyond it
 MAX_NAME = 64
@@ -64,8 +68,11 @@ class BoardUser:
 def hash_password(password: str) -> str:
     """An argon2id hash of `password` (argon2-cffi's defaults), for a `[[user]]` table's password_hash.
     ValueError for a password shorter than MIN_PASSWORD characters (these accounts see patients' data)."""
-    if len(password) < MIN_PASSWORD:
-        raise ValueError(f"a password of at least {MIN_PASSWORD} characters, please: these accounts see patient data")
+    if len(password.strip()) < MIN_PASSWORD or len(set(password)) < MIN_DISTINCT:
+        raise ValueError(
+            f"a password of at least {MIN_PASSWORD} characters, not blanks or one character repeated, please: "
+            "these accounts see patient data"
+        )
     return _HASHER.hash(password)
 
 
@@ -75,6 +82,7 @@ def load_users(path: Path | None) -> dict[str, BoardUser]:
     key = "board_users_file"
     if path is None:
         raise ConfigurationError(f"{key} is not set: the board has no users (see `integration board hash-password`)")
+    private(path, key)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -102,18 +110,34 @@ def _user(table: object, where: str) -> BoardUser:
         raise ConfigurationError(f"{where}: name must be printable text of 1-{MAX_NAME} characters")
     if role not in tuple(Role):
         raise ConfigurationError(f"{where}: role must be one of {', '.join(Role)}")
-    if not isinstance(hashed, str) or not hashed.startswith("$argon2"):
-        raise ConfigurationError(f"{where}: password_hash must be an argon2 hash (integration board hash-password)")
+    if not isinstance(hashed, str) or not hashed.startswith("$argon2id$"):
+        raise ConfigurationError(f"{where}: password_hash must be an argon2id hash (integration board hash-password)")
     try:
         parameters = extract_parameters(hashed)
     except InvalidHashError:
         raise ConfigurationError(f"{where}: password_hash is not a readable argon2 hash") from None
-    if parameters.memory_cost < MIN_MEMORY_KIB or parameters.time_cost < MIN_TIME_COST:
+    if (
+        parameters.memory_cost < MIN_MEMORY_KIB
+        or parameters.time_cost < MIN_TIME_COST
+        or parameters.hash_len < MIN_HASH_BYTES
+        or parameters.salt_len < MIN_HASH_BYTES
+    ):
         raise ConfigurationError(
-            f"{where}: password_hash is weaker than {MIN_MEMORY_KIB} KiB and {MIN_TIME_COST} passes: make it again "
-            "with integration board hash-password"
+            f"{where}: password_hash is weaker than {MIN_MEMORY_KIB} KiB, {MIN_TIME_COST} passes and "
+            f"{MIN_HASH_BYTES}-byte salt and tag: make it again with integration board hash-password"
         )
     return BoardUser(name, Role(role), hashed)
+
+
+def private(path: Path, key: str) -> None:
+    """ConfigurationError naming `key` when every user of the machine may read `path` (the session secret or the
+    users' hashes: readable by the service's user, and its group at most)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigurationError(f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if mode & stat.S_IROTH:
+        raise ConfigurationError(f"{key}: {path} is readable by every user: chmod o-r {path}")
 
 
 def load_secret(path: Path | None) -> bytes:
@@ -122,12 +146,16 @@ def load_secret(path: Path | None) -> bytes:
     key = "board_session_secret_file"
     if path is None:
         raise ConfigurationError(f"{key} is not set: the board signs its session cookies with that secret")
+    private(path, key)
     try:
         secret = path.read_bytes().strip()
     except OSError as exc:
         raise ConfigurationError(f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigurationError(f"{key}: the secret in {path} must be at least {MIN_SECRET_BYTES} bytes")
+    if len(secret) < MIN_SECRET_BYTES or len(set(secret)) < MIN_SECRET_DISTINCT:
+        raise ConfigurationError(
+            f"{key}: the secret in {path} must be at least {MIN_SECRET_BYTES} random bytes "
+            "(head -c 48 /dev/urandom | base64)"
+        )
     return secret
 
 

@@ -21,7 +21,7 @@ from lxml import etree
 
 from integration.adapters.sql.store import AuditStore, PendingRequest
 from integration.domain.course import Course, OutboundState, Stage
-from integration.log import mask_cpr, masked, one_line
+from integration.log import cpr_numbers_in, mask_cpr, masked, one_line
 from integration.service.audit_chain import AuditRecord
 from integration.service.pathway_watch import Deadline
 from integration.service.ports import OutboundMessage, StoredOutput
@@ -113,8 +113,8 @@ class BoardFilter:
         status = query.get("status") or None
         if municipality is not None and not MUNICIPALITY.fullmatch(municipality):
             raise ValueError("municipality must be a municipality code of three digits")
-        if department is not None and not SOR.fullmatch(department):
-            raise ValueError("department must be a SOR code (6-20 digits)")
+        if department is not None and (not SOR.fullmatch(department) or cpr_numbers_in(department)):
+            raise ValueError("department must be a SOR code (6-20 digits; a CPR number is none)")
         if status is not None and status not in [s.value for s in Stage] + list(STATUSES):
             raise ValueError("status must be a stage of the pathway or 'overdue'")
         return cls(municipality, department, status)

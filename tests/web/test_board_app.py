@@ -5,6 +5,7 @@ does, and each view is in the audit chain), replay and resend audited, bad input
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from argon2 import PasswordHasher, Type
 from starlette.testclient import TestClient
 
 from integration.adapters.rabbitmq import Received
@@ -29,7 +31,7 @@ from integration.service.pathway_watch import deadlines
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
 from integration.web import pages
 from integration.web.app import TEMPLATES, Board, create_app
-from integration.web.auth import LoginLimiter, Role, Sessions, load_secret, load_users
+from integration.web.auth import LoginLimiter, Role, Sessions, hash_password, load_secret, load_users
 from tests.web.conftest import SECRET, FakeBroker, csrf_of, log_in, patients
 
 PAGES = ["/", "/messages", "/dead-letters", "/outbound", "/throughput", "/?status=overdue", "/?municipality=851"]
@@ -373,14 +375,16 @@ def test_users_and_secret_files_are_checked_naming_the_setting(tmp_path: Path) -
         load_users(None)
     bad = tmp_path / "users.toml"
     bad.write_text('[[user]]\nname = "x"\nrole = "admin"\npassword_hash = "$argon2id$v=19$..."\n')
+    bad.chmod(0o600)
     with pytest.raises(ConfigurationError, match="board_users_file: .*role must be one of"):
         load_users(bad)
     bad.write_text('[[user]]\nname = "x"\nrole = "clinical"\npassword_hash = "plain"\n')
-    with pytest.raises(ConfigurationError, match="password_hash must be an argon2 hash"):
+    with pytest.raises(ConfigurationError, match="password_hash must be an argon2id hash"):
         load_users(bad)
     short = tmp_path / "secret"
     short.write_text("short")
-    with pytest.raises(ConfigurationError, match="board_session_secret_file: .*at least 32 bytes"):
+    short.chmod(0o600)
+    with pytest.raises(ConfigurationError, match="board_session_secret_file: .*at least 32 random bytes"):
         load_secret(short)
     with pytest.raises(ConfigurationError, match="board_session_secret_file is not set"):
         load_secret(None)
@@ -476,3 +480,62 @@ def test_a_message_id_holding_a_cpr_number_is_not_linked_for_operations(client: 
     client.post("/logout", data={"csrf": csrf_of(client)})
     log_in(client, "carl")
     assert "/messages/course-0101701234" in client.get("/messages?q=event-of-a-sender-42").text
+
+
+def test_secrets_readable_by_every_user_and_weak_ones_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(secrets.token_urlsafe(48))
+    secret.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="board_session_secret_file: .* readable by every user"):
+        load_secret(secret)
+    secret.chmod(0o640)
+    assert load_secret(secret)
+    secret.write_text("a" * 48)
+    with pytest.raises(ConfigurationError, match="at least 32 random bytes"):
+        load_secret(secret)
+    users = tmp_path / "users.toml"
+    argon2i = PasswordHasher(type=Type.I).hash("a-good-long-password")
+    users.write_text(f'[[user]]\nname = "x"\nrole = "clinical"\npassword_hash = "{argon2i}"\n')
+    users.chmod(0o600)
+    with pytest.raises(ConfigurationError, match="argon2id"):
+        load_users(users)
+    short_tag = PasswordHasher(hash_len=4, salt_len=8).hash("a-good-long-password")
+    users.write_text(f'[[user]]\nname = "x"\nrole = "clinical"\npassword_hash = "{short_tag}"\n')
+    with pytest.raises(ConfigurationError, match="salt and tag"):
+        load_users(users)
+    users.chmod(0o604)
+    with pytest.raises(ConfigurationError, match="board_users_file: .* readable by every user"):
+        load_users(users)
+
+
+@pytest.mark.parametrize("password", [" " * 12, "a" * 12, "ab" * 8, "short-pw"])
+def test_blank_repeated_or_short_passwords_are_refused(password: str) -> None:
+    with pytest.raises(ValueError, match="at least 12 characters"):
+        hash_password(password)
+
+
+def test_a_cpr_number_is_refused_in_the_department_filter(client: TestClient) -> None:
+    log_in(client, "olga")
+    page = client.get("/?department=0107729995")
+    assert page.status_code == 400 and "0107729995" not in page.text
+
+
+def test_simultaneous_resends_of_one_message_send_it_once_more(
+    client: TestClient, store_dsn: str, broker: FakeBroker
+) -> None:
+    store = open_audit_store(store_dsn, create=False)
+    try:
+        waiting = store.outbound_messages([OutboundState.AWAITING])[0]
+    finally:
+        store.close()
+    log_in(client, "olga")
+    token = csrf_of(client, "/")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post("/outbound/resend", data={"header_id": waiting.header_id, "csrf": token}),
+                range(8),
+            )
+        )
+    codes = [a.status_code for a in answers]
+    assert codes.count(303) == 1 and codes.count(409) == 7 and len(broker.published) == 1

@@ -4,6 +4,7 @@ its users or its session secret, or with a bad listen address (exit 3, one line 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def test_a_users_file_with_a_weak_argon2_hash_is_refused_naming_the_setting(tmp_
     weak = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("a-good-long-password")
     users = tmp_path / "users.toml"
     users.write_text(f'[[user]]\nname = "ann"\nrole = "clinical"\npassword_hash = "{weak}"\n')
+    users.chmod(0o600)
     with pytest.raises(ConfigurationError, match="board_users_file: .* weaker than"):
         load_users(users)
 
@@ -79,7 +81,9 @@ def files(tmp_path: Path) -> dict[str, str]:
     code, hashed = run(["board", "hash-password"], {}, stdin="pw-1234567-long\n")
     users.write_text(f'[[user]]\nname = "ann"\nrole = "clinical"\npassword_hash = "{hashed.strip()}"\n')
     secret = tmp_path / "secret"
-    secret.write_text("x" * 48)
+    secret.write_text(secrets.token_urlsafe(48))
+    users.chmod(0o600)
+    secret.chmod(0o600)
     return {
         "INTEGRATION_BOARD_USERS_FILE": str(users),
         "INTEGRATION_BOARD_SESSION_SECRET_FILE": str(secret),
@@ -108,5 +112,6 @@ def test_serve_refuses_to_start_without_what_it_needs(
 def test_serve_refuses_a_short_secret(files: dict[str, str], tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_text("too short")
+    short.chmod(0o600)
     code, out = run(["board", "serve"], files | {"INTEGRATION_BOARD_SESSION_SECRET_FILE": str(short)})
-    assert code == 3 and "at least 32 bytes" in out and "too short" not in out
+    assert code == 3 and "at least 32 random bytes" in out and "too short" not in out
