@@ -90,8 +90,9 @@ def serve_board(settings: Settings, listen: str | None = None) -> None:
         proxy_headers=bool(settings.board_trusted_proxies),
         forwarded_allow_ips=settings.board_trusted_proxies or None,
     )
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     click.echo(
-        f"the board listens on http://{host}:{bound.getsockname()[1]}/ (TLS at the reverse proxy in front of it)"
+        f"the board listens on http://{shown}:{bound.getsockname()[1]}/ (TLS at the reverse proxy in front of it)"
     )
     uvicorn.Server(config).run(sockets=[bound])
 

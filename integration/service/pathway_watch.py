@@ -266,7 +266,7 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
             due = ack_due(message.last_sent_at, message.resends, timeout, most)
             late = due <= at
             detail = f"{message.flow} message to {to} (sent {first}): no ack after {message.resends} resend(s); " + (
-                "the resend job would have given up: is `integration run` running?"
+                "past the time the resend job gives up (it runs every minute in `integration run`)"
                 if late
                 else "given up on at the due time if none comes"
             )

@@ -395,7 +395,7 @@ def test_ack_missing_is_overdue_by_the_clock_when_no_resend_job_gave_it_up(store
     edges(store, "ack-missing", headers[GOP_GENERAL], utc(2026, 11, 20, 15, 30))
     late = {d.subject: d for d in overdue(store, SETTINGS, datetime(2027, 3, 1, tzinfo=CPH)) if d.rule == "ack-missing"}
     assert {headers[GOP_GENERAL], headers[MUNICIPAL_ONLY], headers[GOP_SPECIALISED]} <= set(late)
-    assert "is `integration run` running?" in late[headers[GOP_GENERAL]].detail
+    assert "past the time the resend job gives up" in late[headers[GOP_GENERAL]].detail
 
 
 def test_the_gop_deadlines_are_shown_passed_but_never_overdue(store: Any, headers: dict) -> None:
