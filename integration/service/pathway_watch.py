@@ -106,10 +106,14 @@ class WatchStore(Protocol):
     def courses_at(self, stages: Sequence[Stage]) -> list[Course]: ...
 
     def outbound_messages(
-        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
+        self,
+        states: Sequence[OutboundState],
+        sent_before: datetime | None = None,
+        limit: int | None = None,
+        bodies: bool = True,
     ) -> list[OutboundMessage]: ...
 
-    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]: ...
+    def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]: ...
 
     def open_requests(self) -> Sequence[Any]: ...
 
@@ -120,7 +124,7 @@ def deadlines(store: WatchStore, settings: Settings, at: datetime) -> list[Deadl
     if at.utcoffset() is None:
         raise ValueError("a time without an offset")
     courses = store.courses_at(OPEN_STAGES)
-    sent = store.outbound_sent([referral_header(c) for c in courses if c.referral is not None])
+    sent = store.outbound_sent([referral_header(c) for c in courses if c.referral is not None], bodies=False)
     found = [
         *_visitations(courses, settings, at),
         *_gops(courses, sent, at),
@@ -247,7 +251,7 @@ def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]
     timeout, most = timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends
     found = []
     states = (OutboundState.AWAITING, OutboundState.GAVE_UP, OutboundState.FAILED)
-    for message in store.outbound_messages(states):
+    for message in store.outbound_messages(states, bodies=False):
         to = one_line(message.output.routing_key, 80)
         first = _local(message.first_sent_at)
         if message.state is OutboundState.FAILED:

@@ -155,14 +155,20 @@ class Store(Protocol):
         ...
 
     def outbound_messages(
-        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
+        self,
+        states: Sequence[OutboundState],
+        sent_before: datetime | None = None,
+        limit: int | None = None,
+        bodies: bool = True,
     ) -> list[OutboundMessage]:
-        """Our MedCom messages in these states (last sent before `sent_before`), the longest waiting first."""
+        """Our MedCom messages in these states (last sent before `sent_before`), the longest waiting first;
+        without `bodies`, each output's body is b"" (for counts and deadlines: memory that does not grow with
+        the messages' size)."""
         ...
 
-    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
+    def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]:
         """Our MedCom messages with these MessageHeader ids, whatever their state, by id; ids not tracked are
-        left out."""
+        left out; `bodies` as above."""
         ...
 
     def course(self, patient: str) -> Course | None:

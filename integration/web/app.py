@@ -584,7 +584,7 @@ async def outbound_page(request: Request, viewer: Viewer) -> Response:
 
     def work() -> list[OutboundRow]:
         with _store(board) as store:
-            messages = store.outbound_messages(list(OutboundState))
+            messages = store.outbound_messages(list(OutboundState), bodies=False)
             waiting = [m for m in messages if m.state != OutboundState.ACKNOWLEDGED]
             patients = [m.patient for m in waiting if m.patient] if viewer.clinical else []
             _record(store, "board-outbound-viewed", viewer, {"view": "outbound", "messages": len(waiting)}, patients)
@@ -619,9 +619,8 @@ async def resend_message(request: Request) -> Response:
 
     def work() -> bool:
         with _store(board) as store:
-            waiting = [m for m in store.outbound_messages(list(OutboundState)) if m.state != OutboundState.ACKNOWLEDGED]
-            message = next((m for m in waiting if m.header_id == header_id), None)
-            if message is None:
+            message = store.outbound_sent([header_id]).get(header_id)
+            if message is None or message.state is OutboundState.ACKNOWLEDGED:
                 return False
             now = datetime.now(UTC)
             since = (now - message.last_sent_at).total_seconds()

@@ -207,7 +207,7 @@ def board_rows(
     overdue, subject, detail)."""
     courses = [c for c in store.courses_at(list(Stage)) if wanted.keeps(c)]
     outbound: dict[str, list[OutboundMessage]] = {}
-    for message in store.outbound_messages(list(OutboundState)):
+    for message in store.outbound_messages(list(OutboundState), bodies=False):
         if message.patient:
             outbound.setdefault(message.patient, []).append(message)
     requests: dict[str, list[PendingRequest]] = {}

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build
 from integration.cli.main import main
 from integration.config import Settings
-from integration.domain.course import AckReceived, Course, Responsible, SentReferral, Stage, StateChanges
+from integration.domain.course import AckReceived, Course, OutboundState, Responsible, SentReferral, Stage, StateChanges
 from integration.domain.deadlines import (
     ack_due,
     at_gop_receiver,
@@ -537,3 +538,15 @@ def test_a_mapping_that_cannot_be_read_is_a_configuration_error(dsn: str, tmp_pa
     done = run(dsn, "--at", ASKED.isoformat(), INTEGRATION_MAPPINGS_DIR=str(tmp_path / "nowhere"))
     assert done.exit_code == 3 and done.stderr.startswith("error: configuration:")
     assert viewed(dsn) == []
+
+
+def test_the_deadlines_read_our_messages_without_their_bodies(store: Any, headers: dict) -> None:
+    """A store with thousands of messages awaiting their acks must not be loaded whole into memory every minute
+    (the gauge's refresh): the deadlines need times and states, never the FHIR bodies."""
+    whole = {m.header_id: m for m in store.outbound_messages([OutboundState.AWAITING])}
+    slim = {m.header_id: m for m in store.outbound_messages([OutboundState.AWAITING], bodies=False)}
+    sent = store.outbound_sent(list(headers.values()), bodies=False)
+    assert whole.keys() == slim.keys() and all(whole[h].output.body for h in whole)
+    assert all(m.output.body == b"" for m in [*slim.values(), *sent.values()])
+    strip = [replace(m, output=replace(m.output, body=b"")) for m in whole.values()]
+    assert strip == list(slim.values())

@@ -7,7 +7,7 @@ A late ack still settles a message given up on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,9 +53,15 @@ class OutboundTracking:
             return int(cursor.fetchone()[0])
 
     def outbound_messages(
-        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
+        self,
+        states: Sequence[OutboundState],
+        sent_before: datetime | None = None,
+        limit: int | None = None,
+        bodies: bool = True,
     ) -> list[OutboundMessage]:
-        """Our messages in these states (last sent before `sent_before`), the longest waiting first."""
+        """Our messages in these states (last sent before `sent_before`), the longest waiting first; without
+        `bodies`, each output's body is left out (b""), read a few rows at a time: what a count or a deadline
+        needs, at a memory cost that does not grow with the messages' size."""
         marks = ", ".join("?" * len(states))
         where, params = f"state IN ({marks})", [str(s) for s in states]
         if sent_before is not None:
@@ -68,11 +74,11 @@ class OutboundTracking:
                 ),
                 tuple(params),
             )
-            rows = cursor.fetchall()
-        return [_message(r) for r in rows]
+            return [_message(r, bodies) for r in _rows(cursor)]
 
-    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
-        """Our messages with these MessageHeader ids, whatever their state, by id (ids not tracked left out)."""
+    def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]:
+        """Our messages with these MessageHeader ids, whatever their state, by id (ids not tracked left out);
+        `bodies` as in `outbound_messages`."""
         wanted = sorted(set(header_ids))
         found: dict[str, OutboundMessage] = {}
         with self._unit.transaction(write=False) as cursor:
@@ -85,7 +91,7 @@ class OutboundTracking:
                     ),
                     tuple(chunk),
                 )
-                found.update((row[0], _message(row)) for row in cursor.fetchall())
+                found.update((row[0], _message(row, bodies)) for row in _rows(cursor))
         return found
 
     def track(self, cursor: Any, processed: Processed, sent_at: str) -> StateDigests:
@@ -132,11 +138,20 @@ class OutboundTracking:
         cursor.execute(self._unit.sql(RESENT), (orjson.dumps(output).decode(), sent_at, resend.header_id))
 
 
-def _message(row: Sequence[Any]) -> OutboundMessage:
+def _rows(cursor: Any, size: int = 200) -> Iterator[Sequence[Any]]:
+    """The query's rows, `size` at a time (never the whole answer in memory at once)."""
+    while rows := cursor.fetchmany(size):
+        yield from rows
+
+
+def _message(row: Sequence[Any], body: bool = True) -> OutboundMessage:
+    output = orjson.loads(row[2])
+    if not body:
+        output["body"] = ""
     return OutboundMessage(
         row[0],
         row[1],
-        StoredOutput.from_json(orjson.loads(row[2])),
+        StoredOutput.from_json(output),
         datetime.fromisoformat(row[3]),
         datetime.fromisoformat(row[4]),
         int(row[5]),

@@ -171,12 +171,16 @@ class SqlAuditStore:
         return self._outbound.outbound(header_id)
 
     def outbound_messages(
-        self, states: Sequence[OutboundState], sent_before: datetime | None = None, limit: int | None = None
+        self,
+        states: Sequence[OutboundState],
+        sent_before: datetime | None = None,
+        limit: int | None = None,
+        bodies: bool = True,
     ) -> list[OutboundMessage]:
-        return self._outbound.outbound_messages(states, sent_before, limit)
+        return self._outbound.outbound_messages(states, sent_before, limit, bodies)
 
-    def outbound_sent(self, header_ids: Sequence[str]) -> dict[str, OutboundMessage]:
-        return self._outbound.outbound_sent(header_ids)
+    def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]:
+        return self._outbound.outbound_sent(header_ids, bodies)
 
     def outbound_count(self, state: OutboundState) -> int:
         return self._outbound.outbound_count(state)
