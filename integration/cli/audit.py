@@ -26,16 +26,7 @@ from integration.adapters.os_user import reader as reader  # re-exported: the co
 from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_store
 from integration.config import Settings
-from integration.domain.cpr import CPR_SYSTEM, read_cpr
-from integration.domain.identifiers import (
-    D_ECPR_SYSTEMS,
-    FORMATS,
-    REPLACEMENT_SYSTEMS,
-    X_ECPR_SYSTEM,
-    ReplacementCpr,
-    ReplacementKind,
-    parse_replacement_cpr,
-)
+from integration.domain.identifiers import typed_patient_key
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 from integration.fhir import fhir_json
 from integration.log import mask_cpr, one_line
@@ -153,37 +144,13 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
     click.echo(mask_cpr(f"audit log intact: {'; '.join(result.summary)}"))
 
 
-_NOT_A_PATIENT = (
-    "not a CPR number (ten digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, starting with a real birth date), "
-    "nor a replacement number (an X-eCPR, DDMMYY1AB2, alone or as SYSTEM|VALUE; a D-eCPR as SYSTEM|VALUE)"
-)
-
-
 def _patient(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    """The key the audit files the patient under, from how it is typed (docs/decisions/0017): a CPR number
-    (DDMMYYSSSS, DDMMYY-SSSS, DDMMYY SSSS) as its ten digits, also as `urn:oid:1.2.208.176.1.2|NUMBER`; a
-    replacement number in FHIR's token form `SYSTEM|VALUE` (the system X-eCPR's or a D-eCPR's); a bare
-    X-eCPR value (DDMMYY, 1 or 7, two capital letters, a digit) under X-eCPR's system, since no other system
-    issues that shape. A bare D-eCPR value is refused: six systems issue that shape, and two regions may
-    give the same value to different patients. A usage error never repeats what was typed."""
-    text = value.strip()
-    system, bar, number = text.partition("|")
+    """The key the audit files the patient under, from how it is typed (`identifiers.typed_patient_key`,
+    docs/decisions/0017); a usage error that never repeats what was typed otherwise."""
     try:
-        if bar and system == CPR_SYSTEM:
-            return read_cpr(number).value
-        if bar:
-            return parse_replacement_cpr(system, number).key
-        if FORMATS[ReplacementKind.X_ECPR].fullmatch(text):
-            return ReplacementCpr(X_ECPR_SYSTEM, text).key
-        if FORMATS[ReplacementKind.D_ECPR].fullmatch(text):
-            raise click.BadParameter(
-                "a D-eCPR names its patient only with its system: type SYSTEM|VALUE, the system one of "
-                + ", ".join(sorted(D_ECPR_SYSTEMS))
-            )
-        return read_cpr(text).value
+        return typed_patient_key(value)
     except ValueError as exc:
-        problem = str(exc) if bar and system in REPLACEMENT_SYSTEMS else _NOT_A_PATIENT
-        raise click.BadParameter(problem) from None
+        raise click.BadParameter(str(exc)) from None
 
 
 @audit.command("trail")

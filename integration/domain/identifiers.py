@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 
-from integration.domain.cpr import CPR_SYSTEM, Cpr, parse_cpr
+from integration.domain.cpr import CPR_SYSTEM, Cpr, parse_cpr, read_cpr
 
 
 def gs1_check_digit_ok(number: str) -> bool:
@@ -102,6 +102,39 @@ def parse_replacement_cpr(system: str, value: str) -> ReplacementCpr:
     if not FORMATS[number.kind].fullmatch(value):
         raise ValueError(f"{number.label} does not have its format: {_SHAPE[number.kind]}")
     return number
+
+
+NOT_A_PATIENT = (
+    "not a CPR number (ten digits, DDMMYYSSSS, DDMMYY-SSSS or DDMMYY SSSS, starting with a real birth date), "
+    "nor a replacement number (an X-eCPR, DDMMYY1AB2, alone or as SYSTEM|VALUE; a D-eCPR as SYSTEM|VALUE)"
+)
+
+
+def typed_patient_key(typed: str) -> str:
+    """The key the audit files a patient under, from how a person types it (decision 17): a CPR number
+    (DDMMYYSSSS, DDMMYY-SSSS, DDMMYY SSSS) as its ten digits, also as `urn:oid:1.2.208.176.1.2|NUMBER`; a
+    replacement number in FHIR's token form `SYSTEM|VALUE` (X-eCPR's or a D-eCPR's system); a bare X-eCPR value
+    (DDMMYY, 1 or 7, two capital letters, a digit) under X-eCPR's system, since no other system issues that
+    shape. ValueError otherwise, never repeating what was typed: a bare D-eCPR value names the systems to type
+    it with (six issue that shape, and two regions may give the same value to different patients)."""
+    text = typed.strip()
+    system, bar, number = text.partition("|")
+    bare_d_ecpr = not bar and FORMATS[ReplacementKind.D_ECPR].fullmatch(text)
+    if bare_d_ecpr and not FORMATS[ReplacementKind.X_ECPR].fullmatch(text):
+        raise ValueError(
+            "a D-eCPR names its patient only with its system: type SYSTEM|VALUE, the system one of "
+            + ", ".join(sorted(D_ECPR_SYSTEMS))
+        )
+    try:
+        if bar and system == CPR_SYSTEM:
+            return read_cpr(number).value
+        if bar:
+            return parse_replacement_cpr(system, number).key
+        if FORMATS[ReplacementKind.X_ECPR].fullmatch(text):
+            return ReplacementCpr(X_ECPR_SYSTEM, text).key
+        return read_cpr(text).value
+    except ValueError as exc:
+        raise ValueError(str(exc) if bar and system in REPLACEMENT_SYSTEMS else NOT_A_PATIENT) from None
 
 
 def is_replacement_key(key: str) -> bool:

@@ -53,14 +53,7 @@ from integration.adapters.rabbitmq import RabbitConnection, drain
 from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.config import Settings
 from integration.domain.course import OutboundState, Stage
-from integration.domain.cpr import CPR_SYSTEM, read_cpr
-from integration.domain.identifiers import (
-    FORMATS,
-    X_ECPR_SYSTEM,
-    ReplacementCpr,
-    ReplacementKind,
-    parse_replacement_cpr,
-)
+from integration.domain.identifiers import typed_patient_key
 from integration.errors import ConnectionLost, StoreDamaged, Transient
 from integration.log import cpr_numbers_in, one_line
 from integration.service.audit_chain import AuditEntry
@@ -343,26 +336,6 @@ def patient_token(request: Request, patient: str) -> str:
     return hmac.new(key, patient.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
-def patient_key(text: str) -> str:
-    """The key the audit files a patient under, as the clinical user typed it: a CPR number (with or without
-    its dash or blank, or as `urn:oid:1.2.208.176.1.2|NUMBER`), a replacement number as SYSTEM|VALUE, or a
-    bare X-eCPR. ValueError (never repeating the text) otherwise."""
-    text = text.strip()
-    system, bar, number = text.partition("|")
-    try:
-        if bar and system == CPR_SYSTEM:
-            return read_cpr(number).value
-        if bar:
-            return parse_replacement_cpr(system, number).key
-        if FORMATS[ReplacementKind.X_ECPR].fullmatch(text):
-            return ReplacementCpr(X_ECPR_SYSTEM, text).key
-        return read_cpr(text).value
-    except ValueError:
-        raise ValueError(
-            "not a CPR number (DDMMYYSSSS or DDMMYY-SSSS) nor a replacement number (SYSTEM|VALUE)"
-        ) from None
-
-
 async def patient_page(request: Request, viewer: Viewer) -> Response:
     if not viewer.clinical:
         return problem(request, 403, "a patient's trail is shown to the clinical role only")
@@ -403,7 +376,7 @@ async def messages_page(request: Request, viewer: Viewer) -> Response:
         typed = str(form.get("patient", "")).strip() or None
     if typed is not None and not viewer.clinical:
         return problem(request, 403, "searching by patient is for the clinical role")
-    patient = patient_key(typed) if typed else None
+    patient = typed_patient_key(typed) if typed else None
     board = _board(request)
 
     def work() -> list[tuple[str, str, str, int]]:
