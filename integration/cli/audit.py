@@ -53,6 +53,26 @@ def settings_or_exit() -> Settings:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
 
 
+def settings_with_store(dsn: str | None) -> Settings:
+    """The settings, a command's `--store` read as INTEGRATION_AUDIT_DSN is (a relative sqlite path made
+    absolute); a configuration error is one line and exit 3."""
+    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
+    try:
+        return Settings.from_env(environment)
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+
+
+# A reading command's `--store DSN` (the parameter `dsn`), for `settings_with_store`.
+store_option = click.option(
+    "--store",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
+)
+
+
 @contextmanager
 def existing_store(settings: Settings, keys: MacKeys | None = None, verifying: bool = False) -> Iterator[AuditStore]:
     """The configured store, which must exist (a command that reads never creates one); a missing or
@@ -197,15 +217,6 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
         raise click.BadParameter(str(exc)) from None
 
 
-def _settings_for(dsn: str | None) -> Settings:
-    """The settings, `--store` read as INTEGRATION_AUDIT_DSN is; a configuration error is exit 3."""
-    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
-    try:
-        return Settings.from_env(environment)
-    except ConfigurationError as exc:
-        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
-
-
 def _event_codes(settings: Settings) -> EventCodes:
     """mappings/audit-events.yaml, the table of each step's AuditEvent codes (exit 3 when it is unusable)."""
     import yaml
@@ -279,13 +290,7 @@ def _write(document: bytes, out: Path | None, scratch: tuple[int, Path] | None) 
     default=None,
     help="write the Bundle to this file (replaced whole); default: stdout",
 )
-@click.option(
-    "--store",
-    "dsn",
-    default=None,
-    metavar="DSN",
-    help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
-)
+@store_option
 def audit_export(patient: str | None, since: datetime | None, out: Path | None, dsn: str | None) -> None:
     """Write the audit trail as a FHIR R4 Bundle (type `collection`) of AuditEvents shaped after IHE BALP
     (integration/service/audit_events.py; the codes of each step in mappings/audit-events.yaml), in chain order,
@@ -295,7 +300,7 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
     Exit 2 for a --patient that names no patient or a --since that is no time (never repeating either); 3 a
     configuration error or a step the table does not map; 65 a damaged store or one that refuses the record;
     66 no audit store; 69 the store unreachable; 74 --out cannot be written."""
-    settings = _settings_for(dsn)
+    settings = settings_with_store(dsn)
     codes = _event_codes(settings)
     scratch = _scratch(out)
     try:

@@ -16,7 +16,6 @@ exit 66 without one, 69 while it is unreachable, 65 damaged).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,9 +24,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from integration.cli.audit import EXIT_CONFIGURATION, existing_store, fail, reader
+from integration.cli.audit import EXIT_CONFIGURATION, existing_store, fail, reader, settings_with_store, store_option
 from integration.cli.ops import AT_HELP, at_option
-from integration.config import Settings
 from integration.domain.course import Course, Stage
 from integration.domain.course_sequence import TRANSITIONS, Transition, visitation_due
 from integration.errors import ConfigurationError
@@ -98,25 +96,9 @@ def _shown(late: list[Late], others: list[Deadline]) -> list[str | None]:
     return list(dict.fromkeys(patients)) or [None]
 
 
-def _settings(dsn: str | None) -> Settings:
-    """The settings, `--store` read as INTEGRATION_AUDIT_DSN is (a relative sqlite path made absolute);
-    a configuration error is one line and exit 3."""
-    environment = dict(os.environ) | ({} if dsn is None else {"INTEGRATION_AUDIT_DSN": dsn})
-    try:
-        return Settings.from_env(environment)
-    except ConfigurationError as exc:
-        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
-
-
 @pathway.command("overdue")
 @click.option("--at", default=None, help=AT_HELP)
-@click.option(
-    "--store",
-    "dsn",
-    default=None,
-    metavar="DSN",
-    help="the audit store to read (sqlite:///path or postgresql://…); default: the configured one",
-)
+@store_option
 def pathway_overdue(at: str | None, dsn: str | None) -> None:
     """List the courses awaiting their visitation talk past due, one line each: the patient (masked), the discharge,
     when the talk was due, which window applied (`visitation_window_days`, or
@@ -127,7 +109,7 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
     with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad --at, 3 a configuration error, 65 a
     damaged store, 66 no audit store, 69 the store unreachable."""
     moment = datetime.now(UTC) if at is None else at_option(at)
-    settings = _settings(dsn)
+    settings = settings_with_store(dsn)
     window, heart_failure = settings.visitation_window_days, settings.heart_failure_visitation_window_days
     with existing_store(settings) as store:
         late = late_visitations(
