@@ -65,7 +65,7 @@ from integration.domain.hotline import Hotline, overdue_hours
 from integration.fhir.ids import derived_id
 from integration.log import one_line
 from integration.mappings import load_mappings
-from integration.service.ports import OutboundMessage
+from integration.service.ports import OutboundMessage, Store
 
 RULES: tuple[str, ...] = (
     "visitation",
@@ -100,20 +100,9 @@ class Deadline:
     passed: bool = False
 
 
-class WatchStore(Protocol):
-    """What the deadlines read of the audit store (`AuditStore` has it all)."""
-
-    def courses_at(self, stages: Sequence[Stage]) -> list[Course]: ...
-
-    def outbound_messages(
-        self,
-        states: Sequence[OutboundState],
-        sent_before: datetime | None = None,
-        limit: int | None = None,
-        bodies: bool = True,
-    ) -> list[OutboundMessage]: ...
-
-    def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]: ...
+class WatchStore(Store, Protocol):
+    """What the deadlines read of the audit store: the message lifecycle's store (courses, our messages) and
+    the open hotline requests (`AuditStore` has it all)."""
 
     def open_requests(self) -> Sequence[Any]: ...
 
