@@ -98,7 +98,7 @@ class ReferralRequest:
 @dataclass(frozen=True, slots=True)
 class DischargeEvent:
     event_id: str
-    event_type: str  # discharge | visitation | step-down | gp-referral
+    event_type: str  # discharge | visitation | step-down | gp-referral | discharge-update (HL7 v2 ADT^A08)
     occurred_at: datetime
     hospital: Organisation  # the referring organisation: the hospital's department, or the GP's clinic for gp-referral
     patient: Patient
@@ -114,3 +114,20 @@ class DischargeEvent:
     # carried to the referral unchanged; empty when the event was built without its text (then from the datetime).
     occurred_at_text: str = ""
     discharged_at_text: str = ""
+    # The hospital's identifier of the admission (episode of care) the event is about: the HL7 v2 visit number
+    # (PV1-19) or the JSON contract's `episodeOfCare`; joins a later update or cancellation of this discharge,
+    # and a MedCom HospitalNotification, to it. None: the sender gave none.
+    episode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeCancellation:
+    """The hospital withdrew a discharge (HL7 v2 ADT^A13, cancel discharge) or the admission itself (ADT^A11,
+    cancel admit): a referral sent for that episode is cancelled, the course it opened closed as cancelled."""
+
+    event_id: str  # this cancellation's own id (a UUID, lower case)
+    episode: str  # the episode of care whose discharge is withdrawn (`DischargeEvent.episode`)
+    patient: PatientNumber
+    hospital_sor: str  # the department that sent it
+    occurred_at: datetime  # with its zone
+    trigger: str  # the HL7 v2 trigger event that said so: A13 | A11
