@@ -68,6 +68,14 @@ class Diagnosis:
 
 
 @dataclass(frozen=True, slots=True)
+class Procedure:
+    """A procedure of the admission: its SKS procedure code (HL7 v2 PR1-3, e.g. `KFNG05`) and day, if given."""
+
+    code: str
+    date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Surgery:
     sternotomy: bool
     date: date | None
@@ -118,6 +126,7 @@ class DischargeEvent:
     # (PV1-19) or the JSON contract's `episodeOfCare`; joins a later update or cancellation of this discharge,
     # and a MedCom HospitalNotification, to it. None: the sender gave none.
     episode: str | None = None
+    procedures: tuple[Procedure, ...] = ()  # SKS procedure codes: for suggestions to the clinician only
 
 
 @dataclass(frozen=True, slots=True)

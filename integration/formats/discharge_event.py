@@ -8,12 +8,14 @@ exercise test in the same years, not before the CPR birth date and not after occ
 written (Decimal, never a float; a whole number as plain digits), and a municipal referral that asks for
 something. The readers shared with the GP's referral are `formats.event_parts`'.
 
-Three kinds of event come on this contract (`eventType`): a discharge, a visitation talk, and a step-down
+Four kinds of event come on this contract (`eventType`): a discharge, a visitation talk, a step-down
 (the agreement: high-risk patients start at the hospital and "may afterwards move to municipal
 rehabilitation"). A step-down is sent by the hospital's rehabilitation unit after the specialised course,
 long after the admission: its `admission` is optional, and without it the step-down's own time stands for
 both (`admitted_at` = `discharged_at` = `occurred_at`, the risk assessment dated when the step-down was
-decided). The schema allows a step-down only a municipal referral.
+decided). The schema allows a step-down only a municipal referral. The fourth, `discharge-update`, changes a
+discharge already sent (HL7 v2 ADT^A08 after ADT^A03): it names the episode (`episodeOfCare`) whose discharge
+it changes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from integration.domain.records import (
     GeneralPractitioner,
     Organisation,
     Patient,
+    Procedure,
     ReferralRequest,
     RiskGroup,
     Surgery,
@@ -58,6 +61,16 @@ def _surgery(doc: dict[str, Any] | None, born: date | None, event: datetime) -> 
         return None
     when = care_date(doc["date"], "surgery.date", born, event) if "date" in doc else None
     return Surgery(sternotomy=doc["sternotomy"], date=when)
+
+
+def _procedures(items: list[dict[str, Any]], born: date | None, event: datetime) -> tuple[Procedure, ...]:
+    return tuple(
+        Procedure(
+            item["code"],
+            care_date(item["date"], f"procedures[{i}].date", born, event) if "date" in item else None,
+        )
+        for i, item in enumerate(items)
+    )
 
 
 def _referral(doc: dict[str, Any]) -> ReferralRequest:
@@ -144,4 +157,6 @@ def parse_discharge_event(
         referral=_referral(document["referral"]),
         occurred_at_text=times.occurred_text,
         discharged_at_text=times.discharged_text,
+        episode=document.get("episodeOfCare"),
+        procedures=_procedures(document.get("procedures", ()), born, occurred),
     )
