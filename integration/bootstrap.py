@@ -100,6 +100,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
                 hospital_key=REFERRAL_TO_HOSPITAL.key,
             ),
             gp_clinics=mappings.gp_clinics,
+            dcs_suggestions=mappings.dcs_suggestions,
         ),
         max_payload_bytes=settings.max_payload_bytes,
         advice_contract=load_contract(settings.schemas_dir, "advice-request.schema.json"),

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 import yaml
 
+from integration.domain.dcs_suggestions import CodeKind, SuggestionRule, rule_prefix
 from integration.domain.directory import Department, Directory, Municipality
 from integration.domain.hotline import Hotline, OnCall
 from integration.domain.identifiers import gs1_check_digit_ok
@@ -43,6 +44,7 @@ class Mappings:
     hotlines: dict[str, Hotline]
     hotline_settings: dict[str, Any]  # timezone, reply texts, triage phone, the region's on-call
     gp_clinics: dict[str, Organisation]  # by ydernummer
+    dcs_suggestions: tuple[SuggestionRule, ...] = ()  # dcs-suggestions.yaml: codes → criteria suggested
 
 
 def _read(directory: Path, name: str) -> dict[str, Any]:
@@ -192,11 +194,60 @@ def load_mappings(directory: Path) -> Mappings:
                 str(c["ydernummer"]): _organisation(c, f"gp-clinics.yaml {c.get('ydernummer')}")
                 for c in _read(directory, "gp-clinics.yaml")["clinics"]
             },
+            dcs_suggestions=dcs_suggestion_rules(_read(directory, DCS_SUGGESTIONS)),
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None
     _refuse_shared_endpoints(mappings)
     return mappings
+
+
+DCS_SUGGESTIONS = "dcs-suggestions.yaml"
+RULE_KEYS = {"criterion", "diagnoses", "procedures"}
+CODE_KINDS = {"diagnoses": CodeKind.DIAGNOSIS, "procedures": CodeKind.PROCEDURE}
+
+
+def dcs_suggestion_rules(doc: dict[str, Any]) -> tuple[SuggestionRule, ...]:
+    """dcs-suggestions.yaml's `rules` → one SuggestionRule per code prefix, in the file's order. Raises
+    ConfigurationError naming the rule's key for an unknown criterion, a malformed prefix (a diagnosis in SKS
+    form), an unknown key, or a rule without codes; KeyError (reported by `load_mappings`) without `rules`."""
+    rules = doc["rules"]
+    if not isinstance(rules, list):
+        raise ConfigurationError(f"{DCS_SUGGESTIONS}: rules is not a list")
+    result: list[SuggestionRule] = []
+    for i, rule in enumerate(rules):
+        where = f"{DCS_SUGGESTIONS}: rules[{i}]"
+        if not isinstance(rule, dict):
+            raise ConfigurationError(f"{where} is not a table")
+        if unknown := sorted(set(rule) - RULE_KEYS, key=str):
+            raise ConfigurationError(f"{where} has unknown keys {unknown} (known: {sorted(RULE_KEYS)})")
+        criterion = rule.get("criterion")
+        if criterion not in DCS_CRITERIA:
+            raise ConfigurationError(f"{where}.criterion names no DCS criterion: {criterion!r}")
+        found = [
+            _suggestion_rule(where, key, written, criterion)
+            for key in CODE_KINDS
+            for written in _codes(rule, key, where)
+        ]
+        if not found:
+            raise ConfigurationError(f"{where} names no diagnoses and no procedures")
+        result += found
+    return tuple(result)
+
+
+def _codes(rule: dict[str, Any], key: str, where: str) -> list[Any]:
+    codes = rule.get(key) or []
+    if not isinstance(codes, list):
+        raise ConfigurationError(f"{where}.{key} is not a list")
+    return codes
+
+
+def _suggestion_rule(where: str, key: str, written: Any, criterion: str) -> SuggestionRule:
+    prefix = rule_prefix(CODE_KINDS[key], str(written))
+    if prefix is None:
+        form = "an ICD-10 code prefix such as I50 or I13.0" if key == "diagnoses" else "an SKS procedure code prefix"
+        raise ConfigurationError(f"{where}.{key}: {written!r} is not {form}")
+    return SuggestionRule(CODE_KINDS[key], prefix, criterion)
 
 
 # What earlier releases' `routing` tables said, key by key, as the topology says it now.

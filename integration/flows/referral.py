@@ -32,6 +32,8 @@ from integration.domain.course_sequence import (
     admit_visitation,
     compare,
 )
+from integration.domain.dcs_suggestions import SuggestionRule, suggest
+from integration.domain.dcs_suggestions import compare as compare_criteria
 from integration.domain.directory import Directory, gp_clinic
 from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
 from integration.domain.records import DischargeEvent, Organisation, RiskGroup, Setting
@@ -65,6 +67,7 @@ class ReferralContext:
     routing: ReferralRouting
     validate: Callable[[dict[str, Any]], None] = validate_message  # raises Unsendable; only benchmarks swap it
     gp_clinics: Mapping[str, Organisation] = field(default_factory=dict)  # by ydernummer: a clinic's SOR, EAN
+    dcs_suggestions: tuple[SuggestionRule, ...] = ()  # mappings/dcs-suggestions.yaml: audited, never decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +320,30 @@ def _result(
     courses = (course,) if course is not None else ()  # filed under the number's key (decision 18)
     return FlowResult(
         outgoing=tuple(outgoing for outgoing, _ in built),
-        facts=(*facts, *(fact for _, fact in built), *_stage_fact(decided.event, course)),
+        facts=(*facts, *(fact for _, fact in built), *_stage_fact(decided.event, course), *_suggested(decided, ctx)),
         patient=number.key,
         state=StateChanges(courses=courses),
     )
+
+
+def _suggested(decided: Decided, ctx: ReferralContext) -> tuple[AuditFact, ...]:
+    """The `dcs-suggested` fact: the DCS criteria the event's codes suggest (mappings/dcs-suggestions.yaml) beside
+    the clinician's, when any is suggested. Audited only: the risk group and the pathway were decided from the
+    clinician's criteria alone (`decide`), and no message reads it."""
+    event = decided.event
+    found = suggest(event.diagnoses, event.procedures, ctx.dcs_suggestions)
+    if not found:
+        return ()
+    seen = compare_criteria(found, event.risk_criteria)
+    detail = {
+        "eventId": event.event_id,
+        "suggested": [{"criterion": s.criterion, "codes": list(s.codes)} for s in seen.suggestions],
+        "clinicianCriteria": list(seen.clinician),
+        "notTicked": list(seen.not_ticked),
+        "tickedWithoutCode": list(seen.without_code),
+        "riskGroup": decided.risk.group.value,
+    }
+    return (AuditFact("dcs-suggested", detail),)
 
 
 def _stage_fact(event: DischargeEvent, course: Course | None) -> tuple[AuditFact, ...]:
