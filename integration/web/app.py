@@ -344,20 +344,21 @@ async def patient_page(request: Request, viewer: Viewer) -> Response:
         raise ValueError("not a patient's link")
     board = _board(request)
 
-    def work() -> tuple[str, list[pages.TrailLine]] | None:
+    def work() -> tuple[str, list[pages.TrailLine], list[pages.CriteriaSeen]] | None:
         with _store(board) as store:
             patients = [c.patient for c in store.courses_at(list(Stage))]
             key = next((p for p in patients if hmac.compare_digest(patient_token(request, p), token)), None)
             if key is None:
                 return None
             _record(store, "board-trail-viewed", viewer, {"view": "patient trail"}, [key])
-            return key, pages.trail_lines(store.trail(key), viewer)
+            trail = store.trail(key)
+            return key, pages.trail_lines(trail, viewer), pages.criteria_seen(trail, viewer)
 
     found = await run_in_threadpool(work)
     if found is None:
         return problem(request, 404, "no course for that link")
-    key, lines = found
-    return render(request, "patient.html.j2", patient=viewer.patient(key), lines=lines)
+    key, lines, criteria = found
+    return render(request, "patient.html.j2", patient=viewer.patient(key), lines=lines, criteria=criteria)
 
 
 # -- messages --------------------------------------------------------------------------------------------

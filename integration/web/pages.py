@@ -322,10 +322,62 @@ def trail_lines(records: Iterable[AuditRecord], viewer: Viewer) -> list[TrailLin
             viewer.text(r.flow, 40),
             viewer.text(r.message_id, 120),
             viewer.patient(r.patient),
-            viewer.detail(r.detail),
+            viewer.detail(_shown_detail(r, viewer)),
         )
         for r in records
     ]
+
+
+# -- DCS criteria suggested from codes (integration/domain/dcs_suggestions.py) ----------------------------
+SUGGESTED = "fact:dcs-suggested"
+
+
+@dataclass(frozen=True, slots=True)
+class CriteriaSeen:
+    """One event's DCS criteria: the clinician's, and those its codes suggested (criterion, codes, not ticked)."""
+
+    at: str
+    event_id: str
+    clinician: list[str]
+    suggested: list[tuple[str, str, bool]]
+
+
+def criteria_seen(records: Iterable[AuditRecord], viewer: Viewer) -> list[CriteriaSeen]:
+    """The `dcs-suggested` facts of a trail, first first, for the clinical role (they name diagnoses): the
+    clinician's criteria beside the suggestions, each suggestion with its codes and whether the clinician
+    ticked it. The operations role gets none."""
+    if not viewer.clinical:
+        return []
+    seen = []
+    for r in records:
+        if r.step != SUGGESTED:
+            continue
+        not_ticked = {str(c) for c in _list(r.detail.get("notTicked"))}
+        suggested = [
+            (
+                viewer.text(s.get("criterion"), 60),
+                viewer.text(", ".join(map(str, _list(s.get("codes")))), 200),
+                str(s.get("criterion")) in not_ticked,
+            )
+            for s in _list(r.detail.get("suggested"))
+            if isinstance(s, Mapping)
+        ]
+        clinician = [viewer.text(c, 60) for c in _list(r.detail.get("clinicianCriteria"))]
+        seen.append(CriteriaSeen(stamp(r.at), viewer.text(r.detail.get("eventId", "-"), 60), clinician, suggested))
+    return seen
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _shown_detail(record: AuditRecord, viewer: Viewer) -> Mapping[str, Any]:
+    """A record's detail as the viewer may see it: the codes of a `dcs-suggested` fact (diagnoses) to the
+    clinical role only; operations sees which criteria were suggested."""
+    if viewer.clinical or record.step != SUGGESTED:
+        return record.detail
+    suggested = [s.get("criterion") for s in _list(record.detail.get("suggested")) if isinstance(s, Mapping)]
+    return {**record.detail, "suggested": suggested}
 
 
 def outputs(store: AuditStore, records: Sequence[AuditRecord]) -> list[StoredOutput]:
