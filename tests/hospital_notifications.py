@@ -45,3 +45,16 @@ def as_new_message(bundle: dict[str, Any], seed: str) -> dict[str, Any]:
     out = dict(json.loads(text))
     out["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/bundle"))
     return out
+
+
+def for_patient(bundle: dict[str, Any], cpr: str, example_cpr: str = "2509479989") -> dict[str, Any]:
+    """The notification about another patient (every mention of the example's CPR number replaced)."""
+    return dict(json.loads(json.dumps(bundle).replace(example_cpr, cpr)))
+
+
+def with_episode(bundle: dict[str, Any], episode: str) -> dict[str, Any]:
+    """The notification about another stay: its (first) episodeOfCare identifier's value set."""
+    out = json.loads(json.dumps(bundle))
+    encounter = next(e["resource"] for e in out["entry"] if e["resource"]["resourceType"] == "Encounter")
+    encounter["episodeOfCare"][0]["identifier"]["value"] = episode
+    return dict(out)

@@ -30,7 +30,7 @@ from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is
 from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hospital_closing import handle_hospital_closing
-from integration.flows.hospital_notification import handle_hospital_notification
+from integration.flows.hospital_notification import handle_hospital_notification, withhold_for_the_deceased
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_referral_event
 from integration.flows.results import FlowResult, Handled
@@ -261,7 +261,8 @@ def answer_unprocessable(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowR
 
 def _run(message: Inbound, flow: str | None, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
     kind = kind_of(message, flow)
-    return kind.handle(kind.read(message, pipeline, now), message, pipeline, now, state)
+    result = kind.handle(kind.read(message, pipeline, now), message, pipeline, now, state)
+    return withhold_for_the_deceased(result, state)  # a notified death: nothing more is sent for the patient
 
 
 def transform(

@@ -166,6 +166,7 @@ def _ack(messages: Sequence[OutboundMessage]) -> str:
         OutboundState.ACKNOWLEDGED: "acknowledged",
         OutboundState.FAILED: "error ack",
         OutboundState.GAVE_UP: "no ack (gave up)",
+        OutboundState.STOPPED: "stopped (patient died)",
     }
     resent = f", resent {last.resends}x" if last.resends else ""
     return f"{states.get(last.state, str(last.state))}{resent}"
