@@ -14,6 +14,8 @@ from typing import Any
 from integration.domain.course import Course, FixedState, Responsible, Stage
 from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
+from integration.web.auth import Role
+from integration.web.pages import Viewer, stage_text
 from tests.hospital_notifications import as_new_message, example, for_patient, with_episode
 
 NOW = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
@@ -109,3 +111,15 @@ def test_after_a_death_a_discharge_event_is_processed_but_nothing_is_sent(
     assert result.outgoing == () and result.state.courses == ()
     (withheld,) = [f for f in result.facts if f.kind == "sending-withheld"]
     assert withheld.detail["messages"] == len(alive.outgoing)
+
+
+def test_the_board_marks_a_paused_course_and_a_death() -> None:
+    viewer = Viewer("nurse", Role.CLINICAL)
+    since = datetime.fromisoformat("2026-11-27T08:00:00+01:00")
+    paused = replace(OPEN, admitted_to=UNIT, admitted_since=since, admission_episode=EPISODE)
+    assert stage_text(paused, viewer).startswith(f"municipal: paused, admitted to {UNIT} since ")
+    assert stage_text(OPEN, viewer) == "municipal"
+    assert (
+        stage_text(replace(paused, open=False, stage=Stage.CLOSED), viewer) == "closed"
+    )  # a closed course is not paused
+    assert stage_text(replace(OPEN, open=False, stage=Stage.CLOSED, deceased=True), viewer) == "closed (deceased)"
