@@ -88,3 +88,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for path, found in leaks.items():
                 reporter.write_line(f"  CPR numbers in {path}: {', '.join(found[:5])}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def golden_discharge() -> bytes:
+    """A discharge event that refers its patient (2512489996) to the municipality (pathway scenario 10)."""
+    return (
+        GOLDEN / "pathway" / "10-municipal-course-closed-at-the-hospital" / "01-discharge-control-at-end.json"
+    ).read_bytes()

@@ -148,7 +148,9 @@ def test_a_carecommunication_without_a_usable_cpr_gets_fatal_error_at_the_patien
     assert "250147X1" not in json.dumps(out.message)
 
 
-def test_a_hospitalnotification_is_answered_fatal_error_we_cannot_receive_it(shared: Path, pipeline: Pipeline) -> None:
+def test_a_hospitalnotification_on_the_hotline_queue_is_answered_fatal_error_we_cannot_receive_it_there(
+    shared: Path, pipeline: Pipeline
+) -> None:
     path = (
         shared
         / "medcom"

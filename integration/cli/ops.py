@@ -29,6 +29,13 @@ log = structlog.get_logger("integration.hotline")
 MAX_HOURS = 24 * 366  # opening hours: more than a year's worth is a typing mistake
 
 
+NEEDS_A_PERSON_BECAUSE = {
+    OutboundState.GAVE_UP: "no ack after the last resend",
+    OutboundState.FAILED: "answered with an error",
+    OutboundState.STOPPED: "stopped: the patient died (HospitalNotification MORS)",
+}
+
+
 def _dump(value: object) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
@@ -171,7 +178,7 @@ def outbound_pending(at: str | None) -> None:
         "past the ack timeout (the consumer resends those)"
     )
     for message in flagged:
-        why = "no ack after the last resend" if message.state == OutboundState.GAVE_UP else "answered with an error"
+        why = NEEDS_A_PERSON_BECAUSE.get(message.state, "answered with an error")
         click.echo(
             f"  {message.header_id}  {message.state}  {why}  first sent {message.first_sent_at.isoformat()}  "
             f"resent {message.resends}x  to {message.output.routing_key}"

@@ -48,12 +48,14 @@ class OutboundState(_Value):
     ACKNOWLEDGED = "acknowledged"
     FAILED = "failed"
     GAVE_UP = "gave-up"
+    STOPPED = "stopped"  # awaiting its ack when the patient died (HospitalNotification MORS): never resent
 
     @classmethod
     def needing_a_person(cls) -> tuple[OutboundState, ...]:
         """The states nothing automatic will settle: no ack after the last resend, or an error ack (MedCom's
-        reliable messaging ends there; a person must follow up)."""
-        return (cls.GAVE_UP, cls.FAILED)
+        reliable messaging ends there; a person must follow up), or stopped because the patient died (a
+        person decides what the receiver must be told)."""
+        return (cls.GAVE_UP, cls.FAILED, cls.STOPPED)
 
 
 class Stage(_Value):
@@ -125,6 +127,16 @@ class Course:
     municipal_status: bool = False  # the municipality's closing status has arrived
     hospital_done: bool = False  # the hospital has closed its part (follow-up plan or outpatient discharge)
     closed_on: date | None = None  # the day the course closed (closing date or event day)
+    # From MedCom HospitalNotifications (flows/hospital_notification.py):
+    deceased: bool = False  # the hospital notified the patient's death (MORS): closed, nothing more is sent
+    admitted_to: str | None = None  # SOR of the unit the patient is admitted to during the course (paused)
+    admitted_since: datetime | None = None  # the admission's Encounter.period.start, with its zone
+    admission_episode: str | None = None  # the admission's episodeOfCare id: its discharge clears the pause
+
+    @property
+    def paused(self) -> bool:
+        """An open course whose patient is back in hospital: the municipal course waits (the board shows it)."""
+        return self.current.open and self.admitted_to is not None
 
     @property
     def current(self) -> Stage:
@@ -194,6 +206,7 @@ class StateChanges:
     answered: tuple[str, ...] = ()  # thread ids whose request the department has answered
     received: tuple[ReceivedMessage, ...] = ()
     acks: tuple[AckReceived, ...] = ()
+    stopped: tuple[str, ...] = ()  # patients (course keys) who died: their messages awaiting an ack are stopped
 
     def __add__(self, other: StateChanges) -> StateChanges:
         return StateChanges(
@@ -202,6 +215,7 @@ class StateChanges:
             self.answered + other.answered,
             self.received + other.received,
             self.acks + other.acks,
+            self.stopped + other.stopped,
         )
 
 

@@ -30,6 +30,7 @@ from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is
 from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hospital_closing import handle_hospital_closing
+from integration.flows.hospital_notification import handle_hospital_notification, withhold_for_the_deceased
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_referral_event
 from integration.flows.results import FlowResult, Handled
@@ -40,6 +41,7 @@ from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.gp_referral import parse_gp_referral
 from integration.formats.hospital_closing import parse_hospital_closing
+from integration.formats.hospital_notification import is_hospital_notification, parse_hospital_notification
 from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
 from integration.formats.safe_xml import parse_xml
 from integration.formats.syntax import Syntax, sniff
@@ -150,6 +152,12 @@ CLOSING_REPORT = Kind(
     lambda m, p, _now: parse_closing_report(m.raw, p.closing_schema, p.max_payload_bytes),
     lambda report, _m, p, now, state: handle_closing_report(report, state, p.closing, now),
 )
+HOSPITAL_NOTIFICATION = Kind(
+    "hospital-notification",
+    lambda m: is_hospital_notification(m.document),
+    lambda m, _p, now: parse_hospital_notification(m.document, received_at=now),
+    lambda notice, _m, _p, now, state: handle_hospital_notification(notice, state.course(notice.patient.key), now),
+)
 ACKNOWLEDGEMENT = Kind(
     "acknowledgement",
     lambda m: is_acknowledgement(m.document),
@@ -159,7 +167,8 @@ ACKNOWLEDGEMENT = Kind(
 
 FLOWS: Mapping[str, Flow] = MappingProxyType(
     {
-        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING)),
+        # A hospital's MedCom HospitalNotification comes on its one queue, in order with its discharge events.
+        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING, HOSPITAL_NOTIFICATION)),
         "gp-referral": Flow((GP_REFERRAL,)),
         "hotline": Flow((ADVICE_REQUEST, CARE_COMMUNICATION)),
         "closing": Flow((CLOSING_REPORT,)),
@@ -169,7 +178,8 @@ FLOWS: Mapping[str, Flow] = MappingProxyType(
 KINDS: tuple[Kind, ...] = tuple(kind for flow in FLOWS.values() for kind in flow.kinds)
 NOT_OURS = (
     "not a message this service accepts (a hospital event needs eventType 'discharge', 'visitation', "
-    "'step-down', 'follow-up-plan' or 'outpatient-discharge'; a GP's referral eventType 'gp-referral'; "
+    "'step-down', 'follow-up-plan' or 'outpatient-discharge', or is a MedCom HospitalNotification; "
+    "a GP's referral eventType 'gp-referral'; "
     "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
     "message Bundle)"
 )
@@ -251,7 +261,8 @@ def answer_unprocessable(raw: bytes, pipeline: Pipeline, now: datetime) -> FlowR
 
 def _run(message: Inbound, flow: str | None, pipeline: Pipeline, now: datetime, state: State) -> FlowResult:
     kind = kind_of(message, flow)
-    return kind.handle(kind.read(message, pipeline, now), message, pipeline, now, state)
+    result = kind.handle(kind.read(message, pipeline, now), message, pipeline, now, state)
+    return withhold_for_the_deceased(result, state)  # a notified death: nothing more is sent for the patient
 
 
 def transform(

@@ -239,10 +239,15 @@ def _closing_reports(
 def _acks(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]:
     timeout, most = timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends
     found = []
-    states = (OutboundState.AWAITING, OutboundState.GAVE_UP, OutboundState.FAILED)
+    states = (OutboundState.AWAITING, OutboundState.GAVE_UP, OutboundState.FAILED, OutboundState.STOPPED)
     for message in store.outbound_messages(states, bodies=False):
         to = one_line(message.output.routing_key, 80)
         first = _local(message.first_sent_at)
+        if message.state is OutboundState.STOPPED:  # the patient died: a person decides what the receiver is told
+            due = _utc(message.settled_at or message.last_sent_at)
+            detail = f"{message.flow} message to {to} (sent {first}) stopped: the patient died, a person follows it up"
+            found.append(Deadline("ack-missing", message.patient or None, due, due <= at, message.header_id, detail))
+            continue
         if message.state is OutboundState.FAILED:
             due = _utc(message.settled_at or message.last_sent_at)
             detail = f"{message.flow} message to {to} (sent {first}) was answered with an error ack"

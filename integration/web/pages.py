@@ -166,6 +166,7 @@ def _ack(messages: Sequence[OutboundMessage]) -> str:
         OutboundState.ACKNOWLEDGED: "acknowledged",
         OutboundState.FAILED: "error ack",
         OutboundState.GAVE_UP: "no ack (gave up)",
+        OutboundState.STOPPED: "stopped (patient died)",
     }
     resent = f", resent {last.resends}x" if last.resends else ""
     return f"{states.get(last.state, str(last.state))}{resent}"
@@ -193,6 +194,17 @@ def _handover(course: Course) -> str:
     if course.responsible == "gp":
         return "handed over to the GP"
     return "held by the hospital" + (" (follow-up)" if course.current is Stage.HOSPITAL_FOLLOW_UP else "")
+
+
+def stage_text(course: Course, viewer: Viewer) -> str:
+    """The stage as the board shows it: a course whose patient is back in hospital is marked paused, with the
+    admitting unit and since when (HospitalNotification STIN/STAA); a notified death is marked."""
+    if course.deceased:
+        return f"{course.current.value} (deceased)"
+    if course.paused:
+        unit = viewer.text(course.admitted_to or "-", 40)
+        return f"{course.current.value}: paused, admitted to {unit} since {_time(course.admitted_since)}"
+    return course.current.value
 
 
 def board_rows(
@@ -234,7 +246,7 @@ def board_rows(
             patient_link=link(course.patient) if viewer.clinical and link else None,
             discharged=_time(course.discharged_at),
             risk_group=referral.risk_group if referral else "-",
-            stage=course.current.value,
+            stage=stage_text(course, viewer),
             department=viewer.text(course.referring_department or "-", 40),
             municipality=viewer.text(course.municipality_code or "-", 10),
             referral=(

@@ -142,6 +142,10 @@ courses = st.builds(
     st.booleans(),
     st.booleans(),  # hospital_done
     st.none() | st.dates(date(1900, 1, 1), date(2199, 12, 31)),
+    deceased=st.booleans(),  # HospitalNotification's fields, by name (other branches add theirs)
+    admitted_to=st.none() | texts,
+    admitted_since=st.none() | moments,
+    admission_episode=st.none() | texts,
 )
 
 
@@ -202,6 +206,10 @@ def test_the_pathway_as_stored() -> None:
         },
         "referrer": "hospital",
         "specialisedReferral": None,
+        "deceased": False,
+        "admittedTo": None,
+        "admittedSince": None,
+        "admissionEpisode": None,
     }
 
 

@@ -153,6 +153,10 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "municipal_status": _FLAG,
     "hospital_done": _FLAG,
     "closed_on": _optional(_DAY),
+    "deceased": _FLAG,  # HospitalNotification fields (after schema 5, in the same JSON: no migration)
+    "admitted_to": _optional(_TEXT),
+    "admitted_since": _optional(_MOMENT),
+    "admission_episode": _optional(_TEXT),
 }
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
 

@@ -128,6 +128,22 @@ class OutboundTracking:
         settled = {(a.header_id,) for a in acks} | {(r.header_id,) for r in resends}
         return {"outbound_message": self._unit.read_back(cursor, "outbound_message", settled)} if settled else {}
 
+    def stop(self, cursor: Any, patients: Sequence[str], stamp: str) -> StateDigests:
+        """Stop our messages awaiting an ack for these patients (who died): state `stopped`, never resent, a
+        person follows them up (`OutboundState.needing_a_person`); the digests of the rows touched."""
+        if not patients:
+            return {}
+        wanted = set(patients)
+        cursor.execute(
+            self._unit.sql("SELECT header_id, output FROM outbound_message WHERE state = ?"), (AWAITING.value,)
+        )
+        stopped = [(row[0],) for row in _rows(cursor) if orjson.loads(row[1]).get("patient") in wanted]
+        cursor.executemany(
+            self._unit.sql("UPDATE outbound_message SET state = ?, settled_at = ? WHERE header_id = ? AND state = ?"),
+            [(OutboundState.STOPPED.value, stamp, key, AWAITING.value) for (key,) in stopped],
+        )
+        return {"outbound_message": self._unit.read_back(cursor, "outbound_message", set(stopped))} if stopped else {}
+
     def _resend(self, cursor: Any, resend: Resend, stamp: str, sent_at: str) -> None:
         if resend.body is None:
             cursor.execute(self._unit.sql(GIVE_UP), (stamp, resend.header_id))

@@ -133,6 +133,7 @@ class SqlAuditStore:
             audit_state.merge(state, self._processed.count_failures(cursor, failures, stamp))
             audit_state.merge(state, self._received.save(cursor, changes.received, stamp))
             audit_state.merge(state, self._outbound.settle(cursor, changes.acks, resends, stamp, utc(at)))
+            audit_state.merge(state, self._outbound.stop(cursor, changes.stopped, stamp))
             self._log.append(cursor, entries, stamp, state)
         # Committed (the transaction ended without an error); state alone is one "state-changed" record.
         metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(state)))

@@ -93,15 +93,24 @@ def messaging_findings(bundle: Any, *, allow_cc: bool = False) -> list[Finding]:
     if as_dict(header.get("eventCoding")).get("code") == CARE_COMMUNICATION_EVENT:
         findings += care_communication_findings(header, resources)
     found = Collected()
+    this_message = f"MessageHeader/{header.get('id')}"
     for position, (entry, resource) in enumerate(zip(entries, resources, strict=True)):
-        findings += _entry_findings(position, entry, resource, found)
+        findings += _entry_findings(position, entry, resource, found, this_message)
     findings += collected_findings(found, by_ref, bundle)
     for patient in (r for r in resources if r.get("resourceType") == "Patient"):
         findings += patient_findings(patient, bundle)
     return findings
 
 
-def _entry_findings(position: int, entry: dict[str, Any], resource: Resource, found: Collected) -> list[Finding]:
+def _of_an_earlier_exchange(provenance: Resource, this_message: str) -> bool:
+    """A Provenance of the chain that does not record this message (its target is an earlier MessageHeader)."""
+    targets = [as_dict(t).get("reference") for t in as_list(provenance.get("target"))]
+    return bool(targets) and this_message not in targets
+
+
+def _entry_findings(
+    position: int, entry: dict[str, Any], resource: Resource, found: Collected, this_message: str = ""
+) -> list[Finding]:
     """One entry of a message: a resource, its id, its fullUrl, its narrative, its required codes (and a
     Communication's category); its references, timestamps and empty values go to `found`."""
     rtype = resource_type(resource)
@@ -113,8 +122,12 @@ def _entry_findings(position: int, entry: dict[str, Any], resource: Resource, fo
     if rtype == "Communication":
         findings += category_findings(resource)
     # The narrative is checked above and is one string; a Provenance's target and entity may point
-    # at earlier messages, which are not in this Bundle (the chain of a reply).
-    skipped = ("text", "entity", "target") if rtype == "Provenance" else ("text",)
+    # at earlier messages, which are not in this Bundle (the chain of a reply); so may the agent of a
+    # Provenance recording an earlier exchange (its sender; MedCom's HospitalNotification examples: an SLHJ
+    # carries the STIN's Provenance, whose agent is the admitting unit, not in the SLHJ's Bundle).
+    skipped: tuple[str, ...] = ("text", "entity", "target") if rtype == "Provenance" else ("text",)
+    if rtype == "Provenance" and _of_an_earlier_exchange(resource, this_message):
+        skipped += ("agent",)
     collect({k: v for k, v in resource.items() if k not in skipped}, found, Place(f"{rtype}/{rid}", rtype))
     return findings
 

@@ -1,0 +1,131 @@
+"""A MedCom HospitalNotification → what it means for the patient's rehabilitation course.
+
+Every notice is recorded (the `hospital-notification` fact) and acked `ok` by the acknowledger when this
+returns. On the course the patient has, three rules act (issue #15):
+
+    deceased (MORS, not a cancellation)    the course closes (stage closed, `deceased` marked; a patient
+                                           without a course gets a closed one, so that the mark is kept);
+                                           our messages for the patient awaiting an ack are stopped for a
+                                           person (`StateChanges.stopped`); from then on nothing is sent
+                                           for the patient (`withhold_for_the_deceased`, in the dispatch)
+    admission (STIN, STAA, RE_ of either)  an open course is paused: it shows the admitting unit (the
+                                           Encounter's serviceProvider), since when, and the episode
+    discharge (SLHJ, RE_SLHJ) of the       the pause ends; so does the cancellation (AN_STIN, AN_STAA)
+    episode that paused it                 of that admission
+
+Leave (STOR, SLOR) changes nothing: the patient is still admitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from integration.domain.course import Course, Responsible, Stage, State, StateChanges
+from integration.flows.results import AuditFact, FlowResult
+from integration.formats.hospital_notification import Change, HospitalNotification, Movement
+
+STAYING = (Change.NEW, Change.REVISION)  # what says a stay (or a death) is so; a cancellation withdraws it
+
+
+def notice_fact(notice: HospitalNotification) -> AuditFact:
+    """The `hospital-notification` fact: what the hospital said, without the patient (the audit keys by it)."""
+    return AuditFact(
+        "hospital-notification",
+        {
+            "header": notice.header_id,
+            "activity": notice.activity.code,
+            "letters": notice.letters,
+            "encounterStatus": notice.encounter_status,
+            "encounterClass": notice.encounter_class,
+            "unit": notice.unit,
+            "sender": notice.sender,
+            "episode": notice.episode,
+        },
+    )
+
+
+def _deceased(notice: HospitalNotification, course: Course | None) -> tuple[Course, AuditFact]:
+    """The course closed for a death (a closed course made for a patient who had none)."""
+    died = (notice.ended_at or notice.sent_at).date()
+    closed = Course(notice.patient.key, "", "", False, Responsible.GP) if course is None else course
+    fact = AuditFact(
+        "patient-deceased",
+        {"header": notice.header_id, "stageBefore": None if course is None else course.current.value},
+    )
+    marked = replace(
+        closed,
+        open=False,
+        stage=Stage.CLOSED,
+        deceased=True,
+        closed_on=closed.closed_on if course is not None and not course.current.open else died,
+        admitted_to=None,
+        admitted_since=None,
+        admission_episode=None,
+    )
+    return marked, fact
+
+
+def _paused(notice: HospitalNotification, course: Course) -> tuple[Course, AuditFact]:
+    paused = replace(
+        course, admitted_to=notice.unit, admitted_since=notice.started_at, admission_episode=notice.episode
+    )
+    return paused, AuditFact(
+        "course-paused", {"header": notice.header_id, "unit": notice.unit, "episode": notice.episode}
+    )
+
+
+def _resumed(notice: HospitalNotification, course: Course) -> tuple[Course, AuditFact]:
+    resumed = replace(course, admitted_to=None, admitted_since=None, admission_episode=None)
+    why = "cancelled" if notice.activity.change is Change.CANCELLATION else "discharged"
+    return resumed, AuditFact("course-resumed", {"header": notice.header_id, "episode": notice.episode, "why": why})
+
+
+def _course_change(notice: HospitalNotification, course: Course | None) -> tuple[Course, AuditFact] | None:
+    """What the notice does to the course, if anything (see the module's table)."""
+    movement, change = notice.activity.movement, notice.activity.change
+    if notice.deceased and change in STAYING:
+        return None if course is not None and course.deceased else _deceased(notice, course)
+    if course is None or course.deceased:
+        return None
+    ends_pause = (movement is Movement.DISCHARGE and change in STAYING) or (
+        movement is Movement.ADMISSION and change is Change.CANCELLATION
+    )
+    if ends_pause and course.admission_episode == notice.episode:
+        return _resumed(notice, course)
+    if movement is Movement.ADMISSION and change in STAYING and course.current.open:
+        return _paused(notice, course)
+    return None
+
+
+def handle_hospital_notification(notice: HospitalNotification, course: Course | None, now: datetime) -> FlowResult:
+    """The facts and state changes of one notice for the patient's course (None: the patient has none)."""
+    facts = (notice_fact(notice),)
+    changed = _course_change(notice, course)
+    if changed is None:
+        return FlowResult((), facts, notice.patient.key)
+    new, fact = changed
+    stopped = (new.patient,) if new.deceased and not (course is not None and course.deceased) else ()
+    return FlowResult((), (*facts, fact), notice.patient.key, StateChanges(courses=(new,), stopped=stopped))
+
+
+def withhold_for_the_deceased(result: FlowResult, state: State) -> FlowResult:
+    """A flow's result for a patient whose death was notified: processed and audited, but nothing is sent and
+    the course is not moved (its outgoing messages, course changes and new hotline requests are dropped; the
+    `sending-withheld` fact says what was held back). The one place every flow's output passes (the dispatch)."""
+    course = state.course(result.patient) if result.patient else None
+    if course is None or not course.deceased:
+        return result
+    changes = result.state
+    if not (result.outgoing or changes.courses or changes.opened):
+        return result
+    fact = AuditFact(
+        "sending-withheld",
+        {
+            "why": "the patient's death was notified (HospitalNotification MORS)",
+            "messages": len(result.outgoing),
+            "routingKeys": sorted({o.route.routing_key for o in result.outgoing}),
+        },
+    )
+    kept = replace(changes, courses=(), opened=())
+    return FlowResult((), (*result.facts, fact), result.patient, kept)

@@ -1,0 +1,154 @@
+"""MedCom HospitalNotifications on the real broker, through the consumers and the SQLite audit store: a death
+stops the referral awaiting its ack and nothing more is sent for the patient; an admission pauses the course
+and the discharge of that stay ends the pause. Each notice is answered with an `ok` ack."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.adapters.consumer import ConsumerService
+from integration.adapters.rabbitmq import BrokerSettings
+from integration.adapters.sql.stores import open_audit_store
+from integration.bootstrap import build
+from integration.config import Settings
+from integration.domain.course import OutboundState, Stage
+from integration.service.processor import RetryPolicy
+from integration.topology import FLOWS, SENDERS_BY_KIND, outbound_exchanges
+from tests.hospital_notifications import as_new_message, example, for_patient, with_episode
+from tests.runtime.broker_helpers import collector, connect, take_all, wait_for
+from tests.runtime.conftest import broker_url
+
+PATIENT = "2512489996"
+EPISODE = "82873e50-325e-4016-8a68-2934bdb2f66d"  # STIN_A's stay
+T0 = datetime.fromisoformat("2026-11-20T14:10:00+01:00")
+
+
+class Clock:
+    now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Run:
+    """The consumers of every flow on the test's vhost, and a reader of their store."""
+
+    def __init__(self, vhost: str, tmp_path: Path) -> None:
+        dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+        self.vhost, self.clock = vhost, Clock()
+        self.store, self.reader = open_audit_store(dsn), open_audit_store(dsn)
+        self.outbound = [collector(vhost, exchange) for exchange in outbound_exchanges()]
+        wiring = build(
+            Settings.from_env({}), store=self.store, clock=self.clock, retry=RetryPolicy(attempts=2, seconds=1)
+        )
+        self.service = ConsumerService(BrokerSettings(broker_url(vhost)), list(FLOWS), wiring.processor_on)
+        self.worker = threading.Thread(target=self.service.run, daemon=True)
+
+    def send(self, body: bytes, message_id: str) -> tuple[list[Any], list[Any]]:
+        """Publish on the hospital's queue; (what was published, the audit records) once it settled."""
+        before = len(list(self.reader.records()))
+        connection = connect(self.vhost)
+        try:
+            exchange = SENDERS_BY_KIND["hospital"].exchange
+            connection.publish(exchange, "discharge", body, message_id, content_type="application/json")
+        finally:
+            connection.close()
+        wait_for(
+            lambda: any(
+                r.message_id == message_id and r.step in ("acked", "dead-lettered") for r in self._after(before)
+            ),
+            30,
+            "settled",
+        )
+        records = self._after(before)
+        published = len([r for r in records if r.step == "published"])
+        messages: list[Any] = []
+
+        def collected() -> bool:
+            messages.extend(m for queue in self.outbound for m in take_all(self.vhost, queue))
+            return len(messages) >= published
+
+        wait_for(collected, 5, "every output collected")
+        return messages, records
+
+    def _after(self, before: int) -> list[Any]:
+        return list(self.reader.records())[before:]
+
+
+@pytest.fixture
+def run(vhost_of_its_own: str, tmp_path: Path) -> Iterator[Run]:
+    running = Run(vhost_of_its_own, tmp_path)
+    running.worker.start()
+    try:
+        yield running
+    finally:
+        running.service.stop()
+        running.worker.join(timeout=30)
+
+
+def _notice(shared: Path, name: str, seed: str, episode: str | None = None) -> tuple[bytes, str]:
+    bundle = for_patient(example(shared, name), PATIENT)
+    bundle = as_new_message(with_episode(bundle, episode) if episode else bundle, seed)
+    return json.dumps(bundle).encode(), bundle["entry"][0]["resource"]["id"]
+
+
+def _ack_codes(messages: list[Any]) -> list[str]:
+    codes = []
+    for m in messages:
+        doc = json.loads(m.body)
+        for entry in doc.get("entry", []):
+            if entry["resource"]["resourceType"] == "MessageHeader" and "response" in entry["resource"]:
+                codes.append(entry["resource"]["response"]["code"])
+    return codes
+
+
+def _facts(records: list[Any]) -> list[str]:
+    return [r.step.removeprefix("fact:") for r in records if r.step.startswith("fact:")]
+
+
+def test_a_death_stops_the_referral_awaiting_its_ack_and_nothing_more_is_sent(
+    run: Run, shared: Path, golden_discharge: bytes
+) -> None:
+    sent, _ = run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
+    assert [m.routing_key for m in sent] == ["referral.municipality.851"]
+    (referral,) = run.reader.outbound_messages([OutboundState.AWAITING])
+    body, header = _notice(shared, "MORS_K", "mors")
+    sent, records = run.send(body, header)
+    assert _ack_codes(sent) == ["ok"] and len(sent) == 1
+    assert "patient-deceased" in _facts(records)
+    course = run.reader.course(PATIENT)
+    assert course is not None and course.deceased and course.current is Stage.CLOSED
+    assert run.reader.outbound(referral.header_id).state is OutboundState.STOPPED
+    assert [m.header_id for m in run.reader.outbound_messages(OutboundState.needing_a_person())] == [referral.header_id]
+    # later: the same discharge again under a new event id is processed, nothing is sent, and that is audited
+    later = json.loads(golden_discharge)
+    later["eventId"] = "5a1e0000-0000-4000-8000-0000000000aa"
+    sent, records = run.send(json.dumps(later).encode(), later["eventId"])
+    assert sent == []
+    assert "sending-withheld" in _facts(records) and "acked" in [r.step for r in records]
+    after = run.reader.course(PATIENT)
+    assert after is not None and after.deceased
+
+
+def test_an_admission_pauses_the_course_until_that_stay_is_discharged(
+    run: Run, shared: Path, golden_discharge: bytes
+) -> None:
+    run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
+    body, header = _notice(shared, "STIN_A", "stin")
+    sent, records = run.send(body, header)
+    assert _ack_codes(sent) == ["ok"] and "course-paused" in _facts(records)
+    paused = run.reader.course(PATIENT)
+    assert paused is not None and paused.paused and paused.admitted_to == "265161000016000"
+    assert paused.admission_episode == EPISODE and paused.current is Stage.MUNICIPAL
+    body, header = _notice(shared, "SLHJ_H", "slhj", episode=EPISODE)
+    sent, records = run.send(body, header)
+    assert _ack_codes(sent) == ["ok"] and "course-resumed" in _facts(records)
+    resumed = run.reader.course(PATIENT)
+    assert resumed is not None and not resumed.paused and resumed.admitted_to is None
