@@ -105,7 +105,7 @@ class FrameReader:
         rest = len(self._buffer) - end - len(END)
         message = bytes(self._buffer[:end])
         if self._oversized or len(message) > self.max_bytes:
-            head = self._head or message[:HEADER_BYTES]
+            head = self._head + message[: HEADER_BYTES - len(self._head)]
             out.append(Oversized(head, self._oversized + len(message)))
         else:
             out.append(Frame(message))
@@ -113,10 +113,11 @@ class FrameReader:
         return view[len(view) - rest :]
 
     def _spill(self) -> None:
-        """Past the limit: keep the head once, and only the last byte (half an end block, maybe)."""
-        if not self._head:
-            self._head = bytes(self._buffer[:HEADER_BYTES])
-        self._oversized += len(self._buffer) - 1
+        """Past the limit: keep the frame's first HEADER_BYTES, and only the last byte (half an end block,
+        maybe); throw the rest away."""
+        thrown = len(self._buffer) - 1
+        self._head += bytes(self._buffer[: min(thrown, HEADER_BYTES - len(self._head))])
+        self._oversized += thrown
         del self._buffer[:-1]
 
 
