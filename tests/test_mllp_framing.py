@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.adapters.mllp import FrameReader, Frame, Oversized
+from integration.adapters.mllp import Frame, FrameReader, Oversized
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
     AckCode,

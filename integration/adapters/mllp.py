@@ -144,7 +144,7 @@ class ListenerSettings:
 
 
 def _frame(message: bytes) -> bytes:
-    return START_BLOCK + message + END
+    return bytes(START_BLOCK + message + END)
 
 
 @dataclass

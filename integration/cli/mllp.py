@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import replace
+from typing import cast
 
 import click
 import structlog
@@ -15,6 +16,7 @@ from integration.cli.audit import fail, settings_or_exit
 from integration.cli.errors import EXIT_CONFIGURATION
 from integration.config import Settings, listen_address
 from integration.errors import ConfigurationError
+from integration.service.hl7_intake import ReceiptStore
 
 log = structlog.get_logger("integration.mllp")
 
@@ -26,7 +28,7 @@ async def serve(settings: Settings) -> None:
     try:
         pipeline = build_pipeline(settings)
         store = open_store(settings)
-        listener = mllp_listener(settings, store, pipeline)
+        listener = mllp_listener(settings, cast(ReceiptStore, store), pipeline)
         listener.settings.tls_context()
     except ConfigurationError as exc:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")

@@ -157,10 +157,8 @@ def read_header(head: bytes) -> MshHeader | None:
 def escape(text: str, header: MshHeader) -> str:
     """Text made safe for an ER7 field with the message's delimiters (HL7 v2.5 2.7.4: \\F\\ \\S\\ \\T\\ \\R\\
     \\E\\); line breaks become spaces (a segment ends at one)."""
-    separator, (component, repetition, escape_char, subcomponent) = (
-        header.field_separator,
-        header.encoding_characters[:4],
-    )
+    separator = header.field_separator
+    component, repetition, escape_char, subcomponent = tuple(header.encoding_characters[:4])
     swaps = {
         escape_char: f"{escape_char}E{escape_char}",
         separator: f"{escape_char}F{escape_char}",

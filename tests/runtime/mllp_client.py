@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager

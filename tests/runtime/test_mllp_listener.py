@@ -51,7 +51,7 @@ def test_aa_after_the_confirm_with_the_ack_fields_the_standard_gives(vhost_of_it
     assert detail["ack"] == "AA" and detail["controlId"] == "CTRL-1" and detail["sendingApplication"] == "EPJ"
 
 
-def test_no_aa_while_the_broker_does_not_confirm_then_a_resend_is_accepted(vhost_of_its_own: str, audit_dsn: str) -> None:
+def test_no_aa_while_the_broker_does_not_confirm_then_a_resend_is_aa(vhost_of_its_own: str, audit_dsn: str) -> None:
     with TcpProxy("127.0.0.1", 5672) as proxy:
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost_of_its_own}?heartbeat=60"
         settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=url, mllp_publish_timeout_seconds=2)
