@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,21 +25,29 @@ from lxml import etree
 
 from integration.adapters.consumer import STORE, ConsumerService
 from integration.adapters.health import MAPPINGS, Health, serve
-from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, connection_parameters, masked_url
+from integration.adapters.mllp import ListenerSettings, MllpListener
+from integration.adapters.rabbitmq import (
+    BrokerSettings,
+    ConfirmedPublisher,
+    RabbitConnection,
+    connection_parameters,
+    masked_url,
+)
 from integration.adapters.sql.store import AuditStore, Signer
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_audit_store
-from integration.config import Settings
+from integration.config import Settings, listen_address
 from integration.errors import ConfigurationError, ConnectionLost, StoreDamaged, Transient
 from integration.flows.acknowledging import AckContext, Acknowledger
 from integration.flows.closing import ClosingContext
-from integration.flows.dispatch import FLOWS, Pipeline, answer_unprocessable, handler
+from integration.flows.dispatch import FLOWS, Pipeline, answer_unprocessable, handler, kind_of, read_inbound
 from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
 from integration.log import one_line
 from integration.mappings import load_mappings
-from integration.service import pathway_watch
+from integration.service import hl7_intake, pathway_watch
 from integration.service.anchors import anchor_job
+from integration.service.hl7_intake import ReceiptStore
 from integration.service.metrics_refresh import GaugeRefresher, PathwayCounts
 from integration.service.outbound import ResendPolicy, resend_unacknowledged
 from integration.service.ports import Bus
@@ -51,6 +60,7 @@ from integration.topology import (
     REFERRAL_TO_HOSPITAL,
     REFERRAL_TO_MUNICIPALITY,
     REFUSED_QUEUE,
+    SENDERS_BY_KIND,
     STATUS_TO_DHRD,
     STATUS_TO_GP,
     Flow,
@@ -219,6 +229,48 @@ def build(
         bus=bus,
         fault=fault,
     )
+
+
+def mllp_listener(
+    settings: Settings,
+    store: ReceiptStore,
+    pipeline: Pipeline,
+    clock: Clock = now,
+    validate: hl7_intake.Validate | None = None,
+    bind: tuple[str, int] | None = None,
+) -> MllpListener:
+    """The MLLP listener (`integration mllp`, the demo): its intake validates a message as the discharge
+    flow's consumer will read it (`read_inbound`, the queue's kind, its `read`: the flow itself is not run)
+    and publishes it to the hospitals' exchange under the discharge flow's routing key, as a hospital would.
+    The listener's broker user is `mllp_broker_url`'s (default: broker_url's). A test may give `validate`; the demo
+    and the tests `bind` an address of their own (port 0: a free one)."""
+
+    def as_the_consumer_reads(raw: bytes, at: datetime) -> None:
+        message = read_inbound(raw, pipeline.max_payload_bytes)
+        kind_of(message, hl7_intake.FLOW).read(message, pipeline, at)
+
+    broker = replace(broker_settings(settings), url=settings.mllp_broker_url or settings.broker_url)
+    publisher = ConfirmedPublisher(broker, SENDERS_BY_KIND["hospital"].exchange, hl7_intake.FLOW)
+    host, port = bind or listen_address(settings.mllp_listen, "mllp_listen")
+    listener_settings = ListenerSettings(
+        host=host,
+        port=port,
+        max_message_bytes=settings.mllp_max_message_bytes,
+        max_connections=settings.mllp_max_connections,
+        idle_timeout=float(settings.mllp_idle_timeout_seconds),
+        frame_timeout=float(settings.mllp_frame_timeout_seconds),
+        publish_timeout=float(settings.mllp_publish_timeout_seconds),
+        tls_cert_file=str(settings.mllp_tls_cert_file) if settings.mllp_tls_cert_file else None,
+        tls_key_file=str(settings.mllp_tls_key_file) if settings.mllp_tls_key_file else None,
+    )
+    intake = hl7_intake.Intake(
+        store=store,
+        validate=validate or as_the_consumer_reads,
+        publish=lambda body, message_id: publisher.publish(body, message_id, hl7_intake.ER7_CONTENT_TYPE),
+        clock=clock,
+        new_control_id=lambda: uuid.uuid4().hex[:20],
+    )
+    return MllpListener(listener_settings, intake, on_stop=publisher.close)
 
 
 def broker_settings(settings: Settings) -> BrokerSettings:

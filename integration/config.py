@@ -39,6 +39,15 @@ INTEGRATION_BOARD_SECURE_COOKIES   true (default) or false: the session cookie's
 INTEGRATION_BOARD_TRUSTED_PROXIES  the reverse proxies whose X-Forwarded-For the board believes (IP addresses or
                                    networks, comma-separated; default none: the address that connects is the
                                    client's, for the login limit and the log)
+INTEGRATION_MLLP_LISTEN           host:port the MLLP listener (`integration mllp`) binds (default 127.0.0.1:2575)
+INTEGRATION_MLLP_MAX_MESSAGE_BYTES a frame larger than this is refused (AR) without being held (default 1 MiB)
+INTEGRATION_MLLP_MAX_CONNECTIONS   connections at once; one more is closed at accept (default 20)
+INTEGRATION_MLLP_IDLE_TIMEOUT_SECONDS  a connection silent this long between frames is closed (default 300)
+INTEGRATION_MLLP_FRAME_TIMEOUT_SECONDS a frame must arrive whole within this of its start block (default 30)
+INTEGRATION_MLLP_PUBLISH_TIMEOUT_SECONDS the broker's confirm must come within this, else AR 207 (default 15)
+INTEGRATION_MLLP_TLS_CERT_FILE, INTEGRATION_MLLP_TLS_KEY_FILE   TLS for MLLP (PEM; default: none, plain TCP)
+INTEGRATION_MLLP_BROKER_URL        the broker URL the listener publishes with (a hospital sender's user, which may
+                                   write rehab.inbound.hospital; default: broker_url)
 
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
@@ -108,12 +117,28 @@ DEFAULTS: dict[str, Any] = {
     "board_session_secret_file": "",
     "board_secure_cookies": "true",
     "board_trusted_proxies": "",
+    "mllp_listen": "127.0.0.1:2575",
+    "mllp_max_message_bytes": 1024 * 1024,
+    "mllp_max_connections": 20,
+    "mllp_idle_timeout_seconds": 300,
+    "mllp_frame_timeout_seconds": 30,
+    "mllp_publish_timeout_seconds": 15,
+    "mllp_tls_cert_file": "",
+    "mllp_tls_key_file": "",
+    "mllp_broker_url": "",
 }
 # The settings that are true or false: a TOML boolean in the file, or true/false (also 1/0, yes/no) as text.
 BOOLEANS = frozenset({"board_secure_cookies"})
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 # The settings that are whole numbers (their defaults are integers); every other one is a string.
 WHOLE_NUMBERS = frozenset(key for key, value in DEFAULTS.items() if type(value) is int)
+MLLP_NUMBERS = (
+    "mllp_max_message_bytes",
+    "mllp_max_connections",
+    "mllp_idle_timeout_seconds",
+    "mllp_frame_timeout_seconds",
+    "mllp_publish_timeout_seconds",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +171,15 @@ class Settings:
     board_session_secret_file: Path | None = None
     board_secure_cookies: bool = True
     board_trusted_proxies: str = ""
+    mllp_listen: str = DEFAULTS["mllp_listen"]
+    mllp_max_message_bytes: int = DEFAULTS["mllp_max_message_bytes"]
+    mllp_max_connections: int = DEFAULTS["mllp_max_connections"]
+    mllp_idle_timeout_seconds: int = DEFAULTS["mllp_idle_timeout_seconds"]
+    mllp_frame_timeout_seconds: int = DEFAULTS["mllp_frame_timeout_seconds"]
+    mllp_publish_timeout_seconds: int = DEFAULTS["mllp_publish_timeout_seconds"]
+    mllp_tls_cert_file: Path | None = None
+    mllp_tls_key_file: Path | None = None
+    mllp_broker_url: str = ""  # empty: broker_url
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -187,6 +221,11 @@ class Settings:
             ),
             board_secure_cookies=_boolean(values, "board_secure_cookies"),
             board_trusted_proxies=_addresses(values, "board_trusted_proxies"),
+            mllp_listen=str(values["mllp_listen"]).strip(),  # checked by `integration mllp`: listen_address
+            **{key: _whole_number(values, key) for key in MLLP_NUMBERS},
+            mllp_tls_cert_file=Path(values["mllp_tls_cert_file"]) if values["mllp_tls_cert_file"] else None,
+            mllp_tls_key_file=Path(values["mllp_tls_key_file"]) if values["mllp_tls_key_file"] else None,
+            mllp_broker_url=_url_list(values["mllp_broker_url"]) if values["mllp_broker_url"] else "",
         )
 
 

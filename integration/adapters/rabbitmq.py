@@ -579,3 +579,33 @@ def broker_cause(exc: BaseException) -> BrokerCause | None:
     if isinstance(seen, px.ChannelClosedByBroker):
         return BrokerCause(seen, login, seen.reply_code, str(seen.reply_text))
     return BrokerCause(seen, login)
+
+
+class ConfirmedPublisher:
+    """Publishes to one exchange and routing key on a connection of its own, opened when first needed and
+    again after it was lost (the MLLP listener: one thread uses it). `publish` returns after the broker's
+    confirm; Transient when the broker refuses the message, ConnectionLost when no connection carries it
+    (one fresh connection is tried first: an idle one may have been closed for missed heartbeats)."""
+
+    def __init__(self, settings: BrokerSettings, exchange: str, routing_key: str) -> None:
+        self._settings = settings
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self._connection: RabbitConnection | None = None
+
+    def publish(self, body: bytes, message_id: str, content_type: str) -> None:
+        for attempt in (1, 2):
+            try:
+                if self._connection is None:
+                    self._connection = RabbitConnection(self._settings)
+                self._connection.publish(self.exchange, self.routing_key, body, message_id, content_type=content_type)
+                return
+            except ConnectionLost:
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

@@ -20,6 +20,7 @@ from integration.cli.board import board
 from integration.cli.demo import run_demo
 from integration.cli.dlq import dlq
 from integration.cli.errors import IntegrationCommand
+from integration.cli.mllp import mllp
 from integration.cli.ops import at_option, hotline, outbound, topology, validate
 from integration.cli.pathway import pathway
 from integration.cli.runtime import run
@@ -183,6 +184,7 @@ def demo(with_board: bool | None, board_listen: str) -> None:
 
 
 main.add_command(run)
+main.add_command(mllp)
 main.add_command(topology)
 main.add_command(dlq)
 main.add_command(audit)

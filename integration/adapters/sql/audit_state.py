@@ -77,6 +77,20 @@ COVERED: Mapping[str, Table] = {
         ("header_id",),
         ("header_id", "flow", "output", "first_sent_at", "last_sent_at", "resends", "state", "settled_at"),
     ),
+    # schema 6: the HL7 v2 messages the MLLP listener published, and the ACK each got (hl7_received.py)
+    "hl7_received": Table(
+        ("sending_application", "sending_facility", "control_id"),
+        (
+            "sending_application",
+            "sending_facility",
+            "control_id",
+            "content_sha256",
+            "message_id",
+            "ack_code",
+            "ack",
+            "at",
+        ),
+    ),
 }
 READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back
 

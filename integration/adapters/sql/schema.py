@@ -75,6 +75,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE rehab_course ADD COLUMN pathway TEXT",
         "CREATE INDEX IF NOT EXISTS rehab_course_stage ON rehab_course (stage)",
     ),
+    (  # 6: the HL7 v2 messages the MLLP listener published (hl7_received.py): a resent MSH-10 gets its ACK again
+        """CREATE TABLE IF NOT EXISTS hl7_received (
+            sending_application TEXT NOT NULL, sending_facility TEXT NOT NULL, control_id TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL, message_id TEXT NOT NULL, ack_code TEXT NOT NULL, ack TEXT NOT NULL,
+            at TEXT NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are

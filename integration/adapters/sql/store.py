@@ -25,6 +25,7 @@ from integration.adapters.sql import audit_state, schema
 from integration.adapters.sql.audit_log import AuditLog, Evidence, Signer
 from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.courses import Courses
+from integration.adapters.sql.hl7_received import Hl7Receipts
 from integration.adapters.sql.hotline import HotlineRequests, PendingRequest
 from integration.adapters.sql.outbound import OutboundTracking, utc
 from integration.adapters.sql.processed import ProcessedMessages
@@ -34,6 +35,7 @@ from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, Stage, StateChanges
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry, AuditRecord
+from integration.service.hl7_intake import Hl7Receipt
 from integration.service.ports import (
     NO_CHANGES,
     EarlierDelivery,
@@ -100,6 +102,7 @@ class SqlAuditStore:
         self._hotline = HotlineRequests(unit)
         self._received = ReceivedMessages(unit)
         self._outbound = OutboundTracking(unit)
+        self._hl7 = Hl7Receipts(unit)
         if create:
             schema.set_up(unit, self._log)
         else:
@@ -154,7 +157,20 @@ class SqlAuditStore:
             self._log.append(cursor, entries, stamp, {"hotline_request": digests} if digests else {})
         metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(digests)))
 
+    def record_hl7_receipt(self, receipt: Hl7Receipt | None, entries: Sequence[AuditEntry], at: datetime) -> None:
+        """The MLLP listener's audit records, with the receipt of a message it published (None for a message
+        it refused or answered again), in one transaction."""
+        stamp = at.isoformat()
+        with self._unit.transaction() as cursor:
+            self._unit.lock_chain(cursor)
+            state = self._hl7.save(cursor, receipt, stamp) if receipt is not None else {}
+            self._log.append(cursor, entries, stamp, state)
+        metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(state)))
+
     # -- reading -------------------------------------------------------------------------------
+    def hl7_receipt(self, sending_application: str, sending_facility: str, control_id: str) -> Hl7Receipt | None:
+        return self._hl7.receipt(sending_application, sending_facility, control_id)
+
     def processed(self, flow: str, message_id: str) -> list[StoredOutput] | None:
         earlier = self.deliveries([(flow, message_id)]).get((flow, message_id))
         return list(earlier.outputs) if earlier and earlier.processed else None

@@ -1,0 +1,333 @@
+"""The MLLP listener: HL7 v2 messages over TCP (optionally TLS), framed by MLLP, answered with HL7 ACKs.
+
+MLLP (HL7 v2 transport, MLLP release 1): a message is sent as the start block 0x0B, the message, the end
+block 0x1C and a carriage return 0x0D; the ACK comes back framed the same way on the same connection. The
+block characters are python-hl7's (`hl7.mllp.streams`); its reader is not used, because it cannot do what
+a listener on a hospital network must: its size limit clears the buffer and raises, so the frame's head is
+gone (no MSH to answer with AR) and the rest of an oversized frame is then read as garbage; and it has no
+deadline per frame. `FrameReader` keeps only the first `HEADER_BYTES` of a frame past the limit and throws
+the rest away as it arrives, so a 10 MB frame costs a few kilobytes.
+
+Bounds: at most `max_connections` at once (one more is closed at accept, and logged); a connection silent
+for `idle_timeout` seconds between frames is closed; a frame must arrive whole within `frame_timeout`
+seconds of its start block (a client trickling bytes cannot hold a slot: it is closed, nothing published);
+the ACK must be taken by the client within `frame_timeout` too; a publish whose confirm does not come
+within `publish_timeout` seconds is answered AR/CE 207 (the sender sends again; `hl7_intake.message_id`
+makes a late copy on the bus a redelivery).
+
+What each message is answered: `integration.service.hl7_intake`. Its store and broker calls run on one
+worker thread (their connections are not shared), the network on the event loop, so a slow broker never
+stops the listener from reading, timing out or refusing other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ignore[import-untyped]
+
+from integration.errors import ConnectionLost, Transient
+from integration.formats.hl7_ack import HEADER_BYTES, MshHeader, read_header
+from integration.service.hl7_intake import Answer, Hl7Receipt, Intake, Unavailable
+
+log = structlog.get_logger("integration.mllp")
+T = TypeVar("T")
+END = END_BLOCK + CARRIAGE_RETURN
+READ_CHUNK = 64 * 1024
+MAX_SKIPPED = 1024  # bytes outside a frame (line breaks an engine adds) tolerated between two frames
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A whole frame's message (without its block characters)."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A frame longer than the limit: its first HEADER_BYTES, and how many bytes it had in all."""
+
+    head: bytes
+    size: int
+
+
+class FrameReader:
+    """MLLP framing as a state machine over the bytes as they arrive (`feed`), bounded in memory: at most
+    `max_bytes` + one chunk are held. Bytes between frames (a line break an engine adds) are skipped and
+    counted in `skipped`; `in_frame` says whether a start block is waiting for its end."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+        self._in_frame = False
+        self._oversized = 0  # bytes of the current frame thrown away, or 0
+        self._head = b""
+        self.skipped = 0
+        self.peak = 0  # the most bytes held at once: the tests' proof of the bound
+
+    @property
+    def in_frame(self) -> bool:
+        return self._in_frame
+
+    def feed(self, data: bytes) -> list[Frame | Oversized]:
+        out: list[Frame | Oversized] = []
+        view = memoryview(data)
+        while len(view):
+            if not self._in_frame:
+                start = bytes(view).find(START_BLOCK)
+                if start < 0:
+                    self.skipped += len(view)
+                    break
+                self.skipped += start
+                view = view[start + 1 :]
+                self._in_frame, self._buffer, self._oversized, self._head = True, bytearray(), 0, b""
+                continue
+            view = self._take(view, out)
+        return out
+
+    def _take(self, view: memoryview, out: list[Frame | Oversized]) -> memoryview:
+        """Add bytes of the current frame; on its end, emit it and return what follows."""
+        scan_from = max(len(self._buffer) - 1, 0)  # an end block may straddle two reads
+        self._buffer += view
+        self.peak = max(self.peak, len(self._buffer))
+        end = self._buffer.find(END, scan_from)
+        if end < 0:
+            if len(self._buffer) > self.max_bytes:
+                self._spill()
+            return view[len(view) :]
+        rest = len(self._buffer) - end - len(END)
+        message = bytes(self._buffer[:end])
+        if self._oversized or len(message) > self.max_bytes:
+            head = self._head + message[: HEADER_BYTES - len(self._head)]
+            out.append(Oversized(head, self._oversized + len(message)))
+        else:
+            out.append(Frame(message))
+        self._in_frame, self._buffer, self._oversized, self._head = False, bytearray(), 0, b""
+        return view[len(view) - rest :]
+
+    def _spill(self) -> None:
+        """Past the limit: keep the frame's first HEADER_BYTES, and only the last byte (half an end block,
+        maybe); throw the rest away."""
+        thrown = len(self._buffer) - 1
+        self._head += bytes(self._buffer[: min(thrown, HEADER_BYTES - len(self._head))])
+        self._oversized += thrown
+        del self._buffer[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    host: str = "127.0.0.1"
+    port: int = 2575
+    max_message_bytes: int = 1024 * 1024
+    max_connections: int = 20
+    idle_timeout: float = 300.0  # seconds between frames
+    frame_timeout: float = 30.0  # seconds from a frame's start block to its end block
+    publish_timeout: float = 15.0  # seconds for the broker's confirm
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A server context from the certificate chain and key (OSError/ssl.SSLError when they cannot be read)."""
+        if not self.tls_cert_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file or None)
+        return context
+
+
+def _frame(message: bytes) -> bytes:
+    return bytes(START_BLOCK + message + END)
+
+
+@dataclass
+class _Connection:
+    peer: str
+    busy: bool = False
+    task: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class MllpListener:
+    """The listener: `start` binds (OSError when the address is in use), `stop` ends it cleanly; `port` is
+    the port bound (for port 0). `intake` runs on one worker thread of its own."""
+
+    settings: ListenerSettings
+    intake: Intake
+    _server: asyncio.Server | None = None
+    _connections: dict[int, _Connection] = field(default_factory=dict)
+    _worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mllp-intake"))
+    on_stop: Callable[[], None] | None = None  # run on the worker thread when stopped (closes the publisher)
+    _stopping: bool = False
+    refused_connections: int = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.settings.tls_context(),
+            ssl_handshake_timeout=self.settings.frame_timeout if self.settings.tls_cert_file else None,
+            limit=READ_CHUNK,
+        )
+        log.info(
+            "listening",
+            host=self.settings.host,
+            port=self.port,
+            tls=bool(self.settings.tls_cert_file),
+            max_message_bytes=self.settings.max_message_bytes,
+            max_connections=self.settings.max_connections,
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; connections waiting for a frame are closed at once, a message being answered gets
+        `grace` seconds to finish (else its connection is closed without an ACK: the sender sends it again)."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections.values()):
+            if not connection.busy and connection.task is not None:
+                connection.task.cancel()
+        busy = [c.task for c in self._connections.values() if c.task is not None and not c.task.done()]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        if self.on_stop is not None:
+            self._worker.submit(self.on_stop)
+        self._worker.shutdown(wait=False, cancel_futures=False)
+        log.info("stopped")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        if self._stopping or len(self._connections) >= self.settings.max_connections:
+            self.refused_connections += 1
+            log.warning("connection refused: too many connections", peer=peer, limit=self.settings.max_connections)
+            writer.transport.abort()
+            return
+        key = id(writer)
+        connection = _Connection(peer, task=asyncio.current_task())
+        self._connections[key] = connection
+        try:
+            await self._converse(reader, writer, connection)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            log.info("connection lost", peer=peer, error=type(exc).__name__)
+        finally:
+            self._connections.pop(key, None)
+            writer.transport.abort() if not writer.transport.is_closing() else None
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
+    ) -> None:
+        frames = FrameReader(self.settings.max_message_bytes)
+        loop = asyncio.get_running_loop()
+        frame_started: float | None = None
+        while not self._stopping:
+            if frames.in_frame:
+                frame_started = frame_started if frame_started is not None else loop.time()
+                wait = self.settings.frame_timeout - (loop.time() - frame_started)
+            else:
+                frame_started, wait = None, self.settings.idle_timeout
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=max(wait, 0.0))
+            except TimeoutError:
+                why = "frame not complete in time" if frames.in_frame else "idle"
+                log.info("connection closed", peer=connection.peer, reason=why, partial_frame=frames.in_frame)
+                return
+            if not data:
+                if frames.in_frame:
+                    log.info("connection closed with a frame unfinished", peer=connection.peer)
+                return
+            units = frames.feed(data)
+            if frames.skipped > MAX_SKIPPED:
+                log.warning("connection closed: bytes outside any MLLP frame", peer=connection.peer)
+                return
+            for unit in units:
+                frames.skipped = 0
+                connection.busy = True
+                try:
+                    answer = await self._answer(unit, connection.peer)
+                    if answer is None:
+                        return  # no MSH: no one to answer; the connection goes
+                    if answer.ack is not None:
+                        writer.write(_frame(answer.ack))
+                        await asyncio.wait_for(writer.drain(), timeout=self.settings.frame_timeout)
+                finally:
+                    connection.busy = False
+                if frames.in_frame:
+                    frame_started = loop.time()  # the next frame began in the same read
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, call, *args)
+
+    async def _answer(self, unit: Frame | Oversized, peer: str) -> Answer | None:
+        head = unit.head if isinstance(unit, Oversized) else unit.raw
+        header = read_header(head)
+        if header is None:
+            log.warning("frame without a readable MSH: connection closed", peer=peer, size=len(head))
+            return None
+        try:
+            if isinstance(unit, Oversized):
+                log.warning("message too large", peer=peer, size=unit.size, limit=self.settings.max_message_bytes)
+                answer = await self._run(self.intake.too_large, header, self.settings.max_message_bytes)
+            else:
+                answer = await self._accept_or_refuse(header, unit.raw)
+        except Unavailable as exc:
+            answer = self._unavailable(header, str(exc), peer)
+        self._log(answer, header, peer)
+        return answer
+
+    async def _accept_or_refuse(self, header: MshHeader, raw: bytes) -> Answer:
+        checked = await self._run(self.intake.check, header, raw)
+        if not isinstance(checked, Hl7Receipt):
+            return checked
+        receipt: Hl7Receipt = checked
+        try:
+            await asyncio.wait_for(
+                self._run(self.intake.publish_message, raw, receipt), timeout=self.settings.publish_timeout
+            )
+        except TimeoutError:
+            raise Unavailable("the broker did not confirm in time") from None
+        except (Transient, ConnectionLost) as exc:
+            raise Unavailable("the broker did not take the message") from exc
+        return await self._run(self.intake.accept, header, receipt)
+
+    def _unavailable(self, header: MshHeader, why: str, peer: str) -> Answer:
+        log.warning("not accepted now: answered for a retry", peer=peer, control_id=header.control_id, reason=why)
+        return self.intake.unavailable(header, why)
+
+    def _log(self, answer: Answer, header: MshHeader, peer: str) -> None:
+        log.info(
+            "message answered",
+            peer=peer,
+            sender=f"{header.sending_application}/{header.sending_facility}",
+            control_id=answer.control_id,
+            trigger=answer.trigger,
+            ack=answer.code.value,
+            ack_sent=answer.ack is not None,
+            error=answer.error or None,
+            resent=answer.resent or None,
+        )
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"[{address[0]}]:{address[1]}" if ":" in str(address[0]) else f"{address[0]}:{address[1]}"
+    return "?"

@@ -1,0 +1,70 @@
+"""The `mllp` command: the HL7 v2 MLLP listener until SIGTERM or SIGINT (`integration.adapters.mllp`)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+from typing import cast
+
+import click
+import structlog
+
+from integration.adapters.sql.stores import open_store
+from integration.bootstrap import build_pipeline, mllp_listener
+from integration.cli.audit import fail, settings_or_exit
+from integration.cli.errors import EXIT_CONFIGURATION
+from integration.config import Settings, listen_address
+from integration.errors import ConfigurationError
+from integration.service.hl7_intake import ReceiptStore
+
+log = structlog.get_logger("integration.mllp")
+
+
+async def serve(settings: Settings) -> None:
+    """Listen until SIGTERM or SIGINT; then messages being answered finish (or their connection closes
+    without an ACK: the sender sends again). Exit 3 naming the setting when the address is in use or TLS
+    files cannot be read."""
+    try:
+        pipeline = build_pipeline(settings)
+        store = open_store(settings)
+        listener = mllp_listener(settings, cast(ReceiptStore, store), pipeline)
+        listener.settings.tls_context()
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    except OSError as exc:  # ssl.SSLError among them
+        fail(EXIT_CONFIGURATION, f"configuration: mllp_tls_cert_file/mllp_tls_key_file cannot be used ({exc})")
+    try:
+        await listener.start()
+    except OSError as exc:
+        store.close()
+        fail(
+            EXIT_CONFIGURATION,
+            f"configuration: mllp_listen {settings.mllp_listen} cannot be bound ({exc.strerror or exc})",
+        )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("stopping: finishing the messages being answered")
+    await listener.stop()
+    store.close()
+
+
+@click.command()
+@click.option("--host", default=None, help="address to listen on (default: the mllp_listen setting's)")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="port (default: mllp_listen's, 2575)")
+def mllp(host: str | None, port: int | None) -> None:
+    """Receive HL7 v2 ADT messages over MLLP and publish them to the discharge flow, acknowledging each only
+    once it is on the bus (AA), or refusing it (AE/AR with an ERR naming the field). Exit 0 on SIGTERM, 3 on
+    a configuration error (the address in use, TLS files unreadable), 65/66 for a damaged or missing store."""
+    settings = settings_or_exit()
+    try:
+        default_host, default_port = listen_address(settings.mllp_listen, "mllp_listen")
+    except ConfigurationError as exc:
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    chosen_host = host or default_host
+    chosen = f"[{chosen_host}]" if ":" in chosen_host else chosen_host
+    settings = replace(settings, mllp_listen=f"{chosen}:{default_port if port is None else port}")
+    asyncio.run(serve(settings))

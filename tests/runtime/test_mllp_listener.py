@@ -1,0 +1,256 @@
+"""The MLLP listener on the real broker (a vhost per test) and a SQLite store: what each message is answered,
+and when."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
+from integration.adapters.sql.stores import open_audit_store
+from tests.runtime.conftest import broker_url
+from tests.runtime.mllp_client import Client, adt, er7_only, running, segment, self_signed, settings_for
+from tests.runtime.tcp_proxy import TcpProxy
+
+QUEUE = "rehab.discharge-events"
+
+
+def queued(vhost: str) -> list:
+    connection = RabbitConnection(BrokerSettings(broker_url(vhost)))
+    try:
+        return drain(connection, QUEUE, 100)
+    finally:
+        connection.close()
+
+
+def audit_details(dsn: str) -> list[dict]:
+    store = open_audit_store(dsn, create=False)
+    try:
+        return [dict(r.detail) for r in store.records() if r.step == "hl7-received"]
+    finally:
+        store.close()
+
+
+def test_aa_after_the_confirm_with_the_ack_fields_the_standard_gives(vhost_of_its_own: str, audit_dsn: str) -> None:
+    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+        client = Client(listener.port)
+        ack = client.ask(adt("CTRL-1"))
+    msh, msa = segment(ack, "MSH"), segment(ack, "MSA")
+    assert msh[2:6] == ["REHAB", "KOMMUNE", "EPJ", "RH-HJERTE"]  # MSH-3/4 and 5/6 swapped
+    assert msh[8] == "ACK^A03^ACK" and msh[9] != "CTRL-1" and msh[10] == "P" and msh[11] == "2.5"
+    assert msa[1:3] == ["AA", "CTRL-1"]
+    [message] = queued(vhost_of_its_own)
+    assert message.body == adt("CTRL-1")
+    assert message.content_type == "x-application/hl7-v2+er7"
+    assert message.message_id and message.message_id.count("-") == 4  # uuid5
+    [detail] = audit_details(audit_dsn)
+    assert detail["ack"] == "AA" and detail["controlId"] == "CTRL-1" and detail["sendingApplication"] == "EPJ"
+
+
+def test_no_aa_while_the_broker_does_not_confirm_then_a_resend_is_aa(vhost_of_its_own: str, audit_dsn: str) -> None:
+    with TcpProxy("127.0.0.1", 5672) as proxy:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost_of_its_own}?heartbeat=60"
+        settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=url, mllp_publish_timeout_seconds=2)
+        with running(settings, er7_only()) as listener:
+            client = Client(listener.port, timeout=20)
+            client.ask(adt("WARM"))  # the publisher's connection is open through the proxy
+            proxy.blackhole()
+            started = time.monotonic()
+            ack = client.ask(adt("HELD"))
+            assert segment(ack, "MSA")[1:3] == ["AR", "HELD"]  # not AA: the confirm never came
+            assert segment(ack, "ERR")[3].startswith("207^")
+            assert 1.5 < time.monotonic() - started < 10
+            assert [d["controlId"] for d in audit_details(audit_dsn)] == ["WARM"]  # nothing recorded as received
+            proxy.forward()
+            time.sleep(1)
+            again = client.ask(adt("HELD"))
+            assert segment(again, "MSA")[1:3] == ["AA", "HELD"]
+    copies = [m for m in queued(vhost_of_its_own) if m.body == adt("HELD")]
+    assert copies and len({m.message_id for m in copies}) == 1  # a late first copy is the consumer's redelivery
+
+
+def test_broker_unreachable_is_ar_207_never_aa(vhost_of_its_own: str, audit_dsn: str) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=f"amqp://guest:guest@127.0.0.1:{port}/x")
+    with running(settings, er7_only()) as listener:
+        ack = Client(listener.port).ask(adt("DOWN", accept="AL"))
+    assert segment(ack, "MSA")[1] == "CE"  # enhanced mode: commit error, the sender retries
+    assert segment(ack, "ERR")[3].startswith("207^")
+    assert audit_details(audit_dsn) == []
+
+
+def test_invalid_content_is_ae_naming_the_field_and_nothing_is_published(vhost_of_its_own: str, audit_dsn: str) -> None:
+    broken = adt("BAD").replace(b"PID|1||0101701234^^^CPR^NNDN|", b"PID|1||01017\\Q\\1234^^^CPR^NNDN|")
+    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+        ack = Client(listener.port).ask(broken)
+    assert segment(ack, "MSA")[1:3] == ["AE", "BAD"]
+    err = segment(ack, "ERR")
+    assert err[2].startswith("PID^1^3") and err[4] == "E" and "PID-3" in err[8]
+    assert b"0101701234" not in ack and b"01017" not in ack
+    assert queued(vhost_of_its_own) == []
+    assert audit_details(audit_dsn)[0]["ack"] == "AE"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "where"),
+    [
+        ((b"ADT^A03^ADT_A03", b"ORU^R01^ORU_R01"), "200", "MSH^1^9^1^1"),
+        ((b"ADT^A03^ADT_A03", b"ADT^A31^ADT_A05"), "201", "MSH^1^9^1^2"),
+        ((b"|P|2.5|", b"|P|2.1|"), "203", "MSH^1^12^1^1"),
+        ((b"|P|2.5|", b"|T|2.5|"), "202", "MSH^1^11^1^1"),
+    ],
+)
+def test_unsupported_type_trigger_version_processing_id_is_ar(
+    vhost: str, tmp_path: Path, change: tuple[bytes, bytes], code: str, where: str
+) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn), er7_only()) as listener:
+        ack = Client(listener.port).ask(adt("U1").replace(*change))
+    assert segment(ack, "MSA")[1] == "AR"
+    err = segment(ack, "ERR")
+    assert err[3].startswith(code + "^") and err[2] == where
+    assert audit_details(dsn)[0]["ack"] == "AR"
+
+
+def test_a_repeated_control_id_publishes_once_and_gets_the_same_ack(vhost_of_its_own: str, audit_dsn: str) -> None:
+    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+        client = Client(listener.port)
+        first = client.ask(adt("SAME"))
+        second = client.ask(adt("SAME"))
+    assert first == second and segment(first, "MSA")[1] == "AA"
+    assert len(queued(vhost_of_its_own)) == 1
+    assert [d.get("resent", False) for d in audit_details(audit_dsn)] == [False, True]
+
+
+def test_the_same_control_id_with_other_content_is_ar_205_audited(vhost_of_its_own: str, audit_dsn: str) -> None:
+    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+        client = Client(listener.port)
+        client.ask(adt("REUSED"))
+        ack = client.ask(adt("REUSED", unit="1301012"))
+    assert segment(ack, "MSA")[1:3] == ["AR", "REUSED"]
+    assert segment(ack, "ERR")[3].startswith("205^") and segment(ack, "ERR")[2] == "MSH^1^10"
+    assert len(queued(vhost_of_its_own)) == 1
+    assert [d["ack"] for d in audit_details(audit_dsn)] == ["AA", "AR"]
+
+
+def test_a_frame_in_several_tcp_writes_is_one_message(vhost_of_its_own: str, audit_dsn: str) -> None:
+    framed = b"\x0b" + adt("PARTS") + b"\x1c\x0d"
+    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+        client = Client(listener.port)
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for cut in (framed[:1], framed[1:40], framed[40:-1], framed[-1:]):  # the end block split too
+            client.sock.sendall(cut)
+            time.sleep(0.05)
+        ack = client.read_frame()
+    assert segment(ack, "MSA")[1:3] == ["AA", "PARTS"]
+
+
+def test_a_frame_without_its_end_block_times_out_and_nothing_is_published(
+    vhost_of_its_own: str, audit_dsn: str
+) -> None:
+    settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=1)
+    with running(settings, er7_only()) as listener:
+        client = Client(listener.port, timeout=5)
+        client.sock.sendall(b"\x0b" + adt("NOEND"))
+        started = time.monotonic()
+        assert client.closed() and time.monotonic() - started < 4
+    assert queued(vhost_of_its_own) == [] and audit_details(audit_dsn) == []
+
+
+def test_a_10_mb_message_is_refused_with_ar_without_being_held(vhost_of_its_own: str, audit_dsn: str) -> None:
+    big = adt("BIG") + b"NTE|1||" + b"x" * (10 * 1024 * 1024) + b"\r"
+    settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=60)
+    with running(settings, er7_only()) as listener:
+        client = Client(listener.port, timeout=30)
+        ack = client.ask(big)
+        after = client.ask(adt("AFTER"))  # the connection is still in step
+    assert segment(ack, "MSA")[1:3] == ["AR", "BIG"] and segment(ack, "ERR")[3].startswith("104^")
+    assert segment(after, "MSA")[1] == "AA"
+    assert [m.body for m in queued(vhost_of_its_own)] == [adt("AFTER")]
+
+
+def test_a_frame_without_msh_closes_the_connection(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn), er7_only()) as listener:
+        client = Client(listener.port, timeout=5)
+        client.send(b"GET / HTTP/1.1\r\n\r\n")
+        assert client.closed()
+
+
+def test_a_trickling_client_times_out_while_another_is_served(vhost_of_its_own: str, audit_dsn: str) -> None:
+    settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=2, mllp_max_connections=2)
+    with running(settings, er7_only()) as listener:
+        slow = Client(listener.port, timeout=10)
+        slow.sock.sendall(b"\x0b")
+        served = Client(listener.port)
+        started = time.monotonic()
+        for byte in adt("SLOW")[:3]:
+            slow.sock.sendall(bytes([byte]))
+            assert segment(served.ask(adt(f"FAST{byte}")), "MSA")[1] == "AA"
+            time.sleep(0.5)
+        assert slow.closed() and time.monotonic() - started < 6
+    assert len(queued(vhost_of_its_own)) == 3
+
+
+def test_connections_over_the_limit_are_refused_at_accept(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn, mllp_max_connections=2), er7_only()) as listener:
+        held = [Client(listener.port), Client(listener.port)]
+        time.sleep(0.2)
+        extra = Client(listener.port, timeout=5)
+        assert extra.closed()
+        assert listener.refused_connections == 1
+        held[0].close()
+        time.sleep(0.2)
+        assert segment(Client(listener.port).ask(adt("AGAIN")), "MSA")[1] == "AA"
+
+
+def test_tls_with_a_self_signed_certificate(vhost: str, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    settings = settings_for(vhost, dsn, mllp_tls_cert_file=cert, mllp_tls_key_file=key)
+    trust = ssl.create_default_context(cafile=str(cert))
+    with running(settings, er7_only()) as listener:
+        ack = Client(listener.port, tls=trust).ask(adt("TLS"))
+        plain = Client(listener.port, timeout=5)
+        plain.send(adt("PLAIN"))
+        assert plain.closed()  # no ACK in clear text
+    assert segment(ack, "MSA")[1:3] == ["AA", "TLS"]
+
+
+@pytest.mark.parametrize(("accept", "answered"), [("AL", "CA"), ("NE", None), ("ER", None), ("SU", "CA")])
+def test_enhanced_mode_accept_acks_follow_msh_15(vhost: str, tmp_path: Path, accept: str, answered: str | None) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn), er7_only()) as listener:
+        client = Client(listener.port, timeout=3)
+        client.send(adt(f"E-{accept}-{tmp_path.name[-6:]}", accept=accept, app="AL"))
+        if answered is None:
+            with pytest.raises(TimeoutError):
+                client.read_frame()
+        else:
+            assert segment(client.read_frame(), "MSA")[1] == answered
+    [detail] = audit_details(dsn)
+    assert detail["ack"] == "CA" and detail["mode"] == "enhanced" and "applicationAck" in detail
+
+
+def test_enhanced_mode_error_is_ce_when_msh_15_asks_for_errors(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    broken = adt("EBAD", accept="ER", app="NE").replace(b"PID|1||0101701234", b"PID|1||0101\\Z\\")
+    with running(settings_for(vhost, dsn), er7_only()) as listener:
+        ack = Client(listener.port).ask(broken)
+    assert segment(ack, "MSA")[1] == "CE" and "PID-3" in segment(ack, "ERR")[8]
+
+
+def test_the_full_wiring_refuses_what_the_discharge_consumer_would(vhost: str, tmp_path: Path) -> None:
+    """The listener's own validation is the consumer's: read_inbound, the discharge queue's kind, its read."""
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn)) as listener:
+        ack = Client(listener.port).ask(adt("WIRED").replace(b"PID|1||0101701234", b"PID|1||0101\\Z\\"))
+    assert segment(ack, "MSA")[1] in ("AE", "AR")
+    assert segment(ack, "MSA")[2] == "WIRED"

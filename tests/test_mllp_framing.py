@@ -1,0 +1,76 @@
+"""MLLP framing and HL7 ACKs without a network: the frame reader's bounds and the ACK's fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from integration.adapters.mllp import Frame, FrameReader, Oversized
+from integration.formats.hl7_ack import (
+    HEADER_BYTES,
+    AckCode,
+    AckError,
+    ErrorCode,
+    ErrorLocation,
+    build_ack,
+    read_header,
+)
+from tests.fuzz.fuzz_mllp_framing import check
+
+START, END = b"\x0b", b"\x1c\x0d"
+MSH = b"MSH|^~\\&|EPJ|RH|REHAB|KOM|20261130101500||ADT^A03^ADT_A03|C9|P|2.5\rPID|1\r"
+CORPUS = Path(__file__).parent / "fuzz" / "corpus" / "mllp_framing"
+
+
+def test_a_10_mb_frame_is_never_held_only_its_head() -> None:
+    reader = FrameReader(1024 * 1024)
+    chunk = b"x" * 65536
+    out = reader.feed(START + MSH)
+    for _ in range(160):  # 10 MiB
+        out += reader.feed(chunk)
+    out += reader.feed(END + START + MSH + END)
+    assert reader.peak <= 1024 * 1024 + 65536
+    big, small = out
+    assert isinstance(big, Oversized) and big.size == len(MSH) + 160 * 65536 and len(big.head) == HEADER_BYTES
+    assert read_header(big.head) is not None and small == Frame(MSH)
+
+
+def test_an_end_block_split_across_reads_and_bytes_between_frames() -> None:
+    reader = FrameReader(4096)
+    assert reader.feed(b"\r\n" + START + MSH + b"\x1c") == [] and reader.in_frame
+    assert reader.feed(b"\x0d\n") == [Frame(MSH)] and not reader.in_frame and reader.skipped == 3
+
+
+def test_the_ack_escapes_its_user_message_and_swaps_sender_and_receiver() -> None:
+    header = read_header(MSH)
+    assert header is not None
+    error = AckError(ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 | ^ & ~ \\ missing\r", ErrorLocation("PID", 1, 3))
+    ack = build_ack(header, AckCode.AE, "ACK1", datetime.fromisoformat("2027-01-12T10:20:00+01:00"), (error,))
+    msh, msa, err, tail = ack.split(b"\r")
+    assert msh == b"MSH|^~\\&|REHAB|KOM|EPJ|RH|20270112102000+0100||ACK^A03^ACK|ACK1|P|2.5" and tail == b""
+    assert msa == b"MSA|AE|C9"
+    assert err == b"ERR||PID^1^3|101^Required field missing^HL70357|E||||PID-3 \\F\\ \\S\\ \\T\\ \\R\\ \\E\\ missing "
+
+
+@pytest.mark.parametrize("seed", sorted(p.name for p in CORPUS.iterdir()))
+def test_the_fuzz_invariants_hold_on_the_corpus(seed: str) -> None:
+    check((CORPUS / seed).read_bytes())
+
+
+def test_fuzz_target_short_seeded_run(tmp_path: Path) -> None:
+    pytest.importorskip("atheris", reason="the fuzz extra is not installed (make install installs it)")
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fuzz.fuzz_mllp_framing",
+        str(tmp_path),
+        str(CORPUS),
+        "-runs=20000",
+        "-seed=1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
