@@ -67,6 +67,7 @@ class Stage(_Value):
     HOSPITAL_FOLLOW_UP = "hospital-follow-up"  # the municipal course ended; the patient stays with the hospital
     CLOSED = "closed"  # the course is over and medical responsibility is the GP's
     NOT_REFERRED = "not-referred"  # the visitation talk decided on no rehabilitation (or cancelled the referral)
+    CANCELLED = "cancelled"  # the hospital withdrew the discharge or admission (HL7 v2 ADT^A13/A11): closed
 
     @property
     def open(self) -> bool:
@@ -125,6 +126,9 @@ class Course:
     municipal_status: bool = False  # the municipality's closing status has arrived
     hospital_done: bool = False  # the hospital has closed its part (follow-up plan or outpatient discharge)
     closed_on: date | None = None  # the day the course closed (closing date or event day)
+    # The hospital's episode of care (HL7 v2 PV1-19, the contract's `episodeOfCare`) of the discharge that opened
+    # the course or last changed it: what a discharge's update (ADT^A08) or cancellation (ADT^A13/A11) names.
+    episode: str | None = None
 
     @property
     def current(self) -> Stage:

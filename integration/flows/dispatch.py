@@ -112,7 +112,7 @@ def _filed_course(state: State, patient: Patient) -> Course | None:
 
 DISCHARGE_EVENT = Kind(
     "discharge-event",
-    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation", "step-down"),
+    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation", "step-down", "discharge-update"),
     lambda m, p, now: parse_discharge_event(m.document, p.discharge_contract, received_at=now),
     lambda event, _m, p, now, state: handle_referral_event(event, _filed_course(state, event.patient), p.referral, now),
 )
@@ -169,9 +169,9 @@ FLOWS: Mapping[str, Flow] = MappingProxyType(
 KINDS: tuple[Kind, ...] = tuple(kind for flow in FLOWS.values() for kind in flow.kinds)
 NOT_OURS = (
     "not a message this service accepts (a hospital event needs eventType 'discharge', 'visitation', "
-    "'step-down', 'follow-up-plan' or 'outpatient-discharge'; a GP's referral eventType 'gp-referral'; "
-    "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
-    "message Bundle)"
+    "'step-down', 'discharge-update', 'follow-up-plan' or 'outpatient-discharge'; a GP's referral eventType "
+    "'gp-referral'; an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is "
+    "a MedCom message Bundle)"
 )
 
 

@@ -153,6 +153,7 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "municipal_status": _FLAG,
     "hospital_done": _FLAG,
     "closed_on": _optional(_DAY),
+    "episode": _optional(_TEXT),  # added with issue 15; rows written before lack the key (None)
 }
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
 
