@@ -214,6 +214,12 @@ class Er7Message:
         return found[0] if found else None
 
 
+def looks_like_er7(raw: bytes) -> bool:
+    """Whether bytes are meant as ER7: `MSH` and a field separator (a printable character that is no letter,
+    digit or space). No JSON or XML text begins so; an MLLP frame's start block is the listener's to remove."""
+    return len(raw) > 3 and raw.startswith(b"MSH") and 0x20 < raw[3] < 0x7F and not chr(raw[3]).isalnum()
+
+
 def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
     """Read one HL7 v2 message in ER7 from `raw` (at most `max_bytes`).
 
