@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from integration.domain.cpr import parse_cpr
+from integration.domain.cpr import Cpr, parse_cpr
 from integration.domain.moment import parse_moment
-from integration.domain.records import DischargeCancellation, DischargeEvent
+from integration.domain.records import DischargeCancellation, DischargeEvent, GeneralPractitioner, Patient
 from integration.errors import InvalidInput
 from integration.formats.adt_profile import Hl7Profile
 from integration.formats.adt_sources import Reader
@@ -156,4 +156,19 @@ def _cancellation(message: Er7Message, reader: Reader, received_at: datetime) ->
         hospital_sor=reader.hospital()["sor"],
         occurred_at=occurred,
         trigger=message.trigger,
+        person=_person(patient, number),
+    )
+
+
+def _person(patient: dict[str, Any], number: Cpr) -> Patient | None:
+    """The patient as a cancellation names them (for the cancelling message), when PID says enough."""
+    if "familyName" not in patient or "municipalityCode" not in patient:
+        return None
+    gp = patient.get("gp", {})
+    return Patient(
+        cpr=number,
+        given_names=tuple(patient["givenNames"]),
+        family_name=patient["familyName"],
+        municipality_code=patient["municipalityCode"],
+        gp=GeneralPractitioner(gp["sor"], gp["ydernummer"]) if {"sor", "ydernummer"} <= gp.keys() else None,
     )
