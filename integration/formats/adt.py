@@ -15,9 +15,10 @@ resent discharge is the same event; A08, A13 and A11 of sending facility + messa
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.
 PROCESSING_IDS = frozenset({"P"})  # HL7 Table 0103: production only; a test system's T or D is refused
 DISCHARGES = {"A03": "discharge", "A08": "discharge-update"}
 CANCELLATIONS = frozenset({"A13", "A11"})
+_INDEXED = re.compile(r"(\w+)\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +77,20 @@ def discharge_record(mapped: MappedDischarge, contract: JsonContract, received_a
 
 def relabelled(error: InvalidInput, origins: Mapping[str, At]) -> Hl7Problem:
     """The contract's error at the HL7 place of its path (or of the nearest enclosing path)."""
-    path = error.field
+    path, repetition = error.field, None
     while path and path not in origins:
-        path = path.rsplit(".", 1)[0] if "." in path else (path.rsplit("[", 1)[0] if "[" in path else "")
+        parent, _, last = path.rpartition(".")
+        indexed = _INDEXED.fullmatch(last)
+        if indexed:  # `rehabElements[2]`: the third repetition of the field the list came from
+            repetition = int(indexed[2]) + 1
+            path = f"{parent}.{indexed[1]}" if parent else indexed[1]
+        else:
+            path, repetition = parent, None
     problem = f"{error.problem} (discharge event {error.field})" if error.field else error.problem
     if not path:
         return Hl7Problem(problem, code=ErrorCode.DATA_TYPE)
-    return origins[path].problem(problem)
+    at = origins[path]
+    return (replace(at, repetition=repetition) if repetition and at.repetition is None else at).problem(problem)
 
 
 def _check_header(message: Er7Message) -> None:
