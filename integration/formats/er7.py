@@ -102,6 +102,7 @@ class Hl7Problem(InvalidInput):
 
 
 HL7_NULL = '""'
+_ENVELOPE = frozenset({"MSH", "BHS", "BTS", "FHS", "FTS"})  # a second header, or a batch or file around the message
 _CHARSETS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "8859/1": "latin-1", "ASCII": "ascii"}
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
 # HL7 v2.5 §2.7: what may stand between two escape characters
@@ -233,8 +234,8 @@ def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
     charset = _charset(raw, separator)
     text = _decoded(raw, charset)
     lines = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip(" \t")]
-    if sum(line.startswith("MSH" + separator) for line in lines) != 1 or not lines[0].startswith("MSH"):
-        raise Hl7Problem("one message must begin with its only MSH segment", segment="MSH", code="100")
+    if not lines[0].startswith("MSH") or any(line[:3] in _ENVELOPE for line in lines[1:]):
+        raise Hl7Problem("one message, beginning with its only MSH segment, no batch", segment="MSH", code="100")
     try:
         parsed = hl7.parse("\r".join(lines))
     except (ParseException, ValueError, IndexError, AssertionError) as error:  # python-hl7's refusals
