@@ -23,7 +23,7 @@ XML_EDGES = [
 ER7_EDGES = [
     b"MSH|^~\\&|",
     b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||\\X\\",
-    b"MSH|^~\\&|||||||ADT^A13|1|P|2.5|||||||8859/1\nPID|1||\"\"",
+    b'MSH|^~\\&|||||||ADT^A13|1|P|2.5|||||||8859/1\nPID|1||""',
     b"MSH#:*!@#####ADT:A03#1#P#2.5\r\nZRH#a!F!b*c",
 ]
 CLOSING_EDGES = [b'<ClosingReport xmlns="urn:dk:hjerterehab:closing-report:1"/>']
