@@ -252,3 +252,10 @@ def test_dispatch_refuses_a_non_adt_naming_msh_9(pipeline: Pipeline) -> None:
     with pytest.raises(Hl7Problem) as caught:
         transform(message(replaced("MSH", "ADT^A03^ADT_A03", "ORU^R01")), pipeline, FIXED_NOW, "discharge")
     assert caught.value.field == "MSH-9.1"
+
+
+def test_a_flow_refusal_names_the_hl7_field_too(pipeline: Pipeline) -> None:
+    unknown = replaced("PID", "|851", "|999")  # a municipality code of the right shape that mappings do not know
+    with pytest.raises(Hl7Problem) as caught:
+        transform(message(unknown), pipeline, FIXED_NOW, "discharge")
+    assert (caught.value.field, caught.value.code) == ("PID-12.1", "102") and CPR not in str(caught.value)

@@ -33,14 +33,14 @@ from integration.flows.hospital_closing import handle_hospital_closing
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
 from integration.flows.referral import ReferralContext, handle_discharge_cancellation, handle_referral_event
 from integration.flows.results import FlowResult, Handled
-from integration.formats.adt import discharge_record, read_adt
+from integration.formats.adt import discharge_record, read_adt, relabelled
 from integration.formats.adt_profile import Hl7Profile
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
-from integration.formats.er7 import Er7Message, looks_like_er7, parse_er7
+from integration.formats.er7 import Er7Message, Hl7Problem, looks_like_er7, parse_er7
 from integration.formats.gp_referral import parse_gp_referral
 from integration.formats.hospital_closing import parse_hospital_closing
 from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
@@ -167,11 +167,25 @@ def _read_adt(message: Inbound, pipeline: Pipeline, now: datetime) -> DischargeE
 
 
 def _handle_adt(
-    record: DischargeEvent | DischargeCancellation, pipeline: Pipeline, now: datetime, state: State
+    record: DischargeEvent | DischargeCancellation, message: Inbound, pipeline: Pipeline, now: datetime, state: State
 ) -> FlowResult:
     if isinstance(record, DischargeCancellation):
         return handle_discharge_cancellation(record, state.course(record.patient.key), pipeline.referral, now)
-    return handle_referral_event(record, _filed_course(state, record.patient), pipeline.referral, now)
+    try:
+        return handle_referral_event(record, _filed_course(state, record.patient), pipeline.referral, now)
+    except InvalidInput as error:  # the flow names the contract's field (a municipality we do not know)
+        raise _at_hl7_field(error, message, pipeline, now) from None
+
+
+def _at_hl7_field(error: InvalidInput, message: Inbound, pipeline: Pipeline, now: datetime) -> InvalidInput:
+    """A flow's refusal of an ADT at the HL7 field its contract field was read from, when it was read from one
+    (the mapping is pure: read again for where each value came from); else the refusal as it is."""
+    assert message.er7 is not None
+    mapped = read_adt(message.er7, pipeline.hl7_profile, now)
+    if isinstance(error, Hl7Problem) or isinstance(mapped, DischargeCancellation):
+        return error
+    located = relabelled(error, mapped.origins)
+    return located if located.segment else error
 
 
 # An HL7 v2 message in ER7 on the discharge queue: any is this kind, so that one that is no ADT^A03/A08/A11/
@@ -180,7 +194,7 @@ HL7_ADT = Kind(
     "hl7-adt",
     lambda m: m.er7 is not None,
     _read_adt,
-    lambda record, _m, p, now, state: _handle_adt(record, p, now, state),
+    lambda record, m, p, now, state: _handle_adt(record, m, p, now, state),
 )
 ACKNOWLEDGEMENT = Kind(
     "acknowledgement",
