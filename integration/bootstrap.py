@@ -44,7 +44,7 @@ from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
 from integration.log import one_line
-from integration.mappings import load_mappings
+from integration.mappings import load_hl7_profile, load_mappings
 from integration.service import hl7_intake, pathway_watch
 from integration.service.anchors import anchor_job
 from integration.service.hl7_intake import ReceiptStore
@@ -143,6 +143,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
+        hl7_profile=load_hl7_profile(settings.mappings_dir, mappings.directory),
     )
 
 

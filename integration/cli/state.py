@@ -8,7 +8,7 @@ The state file is JSON, either a list of courses (the older form) or an object:
                   "responsible": "hospital" | "gp",                   responsible: default hospital if open
                   -- where the course stands on the pathway (domain/course.py Course), each optional: --
                   "stage": "awaiting-visitation" | "specialised" | "municipal" | "awaiting-hospital-closing"
-                           | "hospital-follow-up" | "closed" | "not-referred",
+                           | "hospital-follow-up" | "closed" | "not-referred" | "cancelled",
                   "referrer": "hospital" | "gp",                      default hospital
                   "gp": ydernummer (6 digits),                       the GP of a course the GP referred
                   "dischargeEvent": "…",                             the event id of the discharge
@@ -16,6 +16,7 @@ The state file is JSON, either a list of courses (the older form) or an object:
                   "heartFailure": false, "municipalStatus": false, "hospitalDone": false,
                   "specialisedReferral": "…",                        a step-down's course: what it follows
                   "closedOn": "2026-12-01",
+                  "episode": "…",                                    the episode of care of its discharge
                   "referral": {"serviceRequest": "urn:uuid:…", "eventId": "…",     the referral in force
                                "performer": "hospital" | "municipality", "receiver": SOR,
                                "category": "gop-specialised" | "gop-general" | "municipal-rehabilitation",
@@ -266,6 +267,7 @@ PATHWAY: Mapping[str, tuple[str, Reader]] = {  # the optional course fields: whe
     "municipalStatus": ("municipal_status", _flag),
     "hospitalDone": ("hospital_done", _flag),
     "closedOn": ("closed_on", _day_value),
+    "episode": ("episode", _text_value),
     "referral": ("referral", _referral),
 }
 

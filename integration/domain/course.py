@@ -69,6 +69,7 @@ class Stage(_Value):
     HOSPITAL_FOLLOW_UP = "hospital-follow-up"  # the municipal course ended; the patient stays with the hospital
     CLOSED = "closed"  # the course is over and medical responsibility is the GP's
     NOT_REFERRED = "not-referred"  # the visitation talk decided on no rehabilitation (or cancelled the referral)
+    CANCELLED = "cancelled"  # the hospital withdrew the discharge or admission (HL7 v2 ADT^A13/A11): closed
 
     @property
     def open(self) -> bool:
@@ -137,6 +138,10 @@ class Course:
     def paused(self) -> bool:
         """An open course whose patient is back in hospital: the municipal course waits (the board shows it)."""
         return self.current.open and self.admitted_to is not None
+
+    # The hospital's episode of care (HL7 v2 PV1-19, the contract's `episodeOfCare`) of the discharge that opened
+    # the course or last changed it: what a discharge's update (ADT^A08) or cancellation (ADT^A13/A11) names.
+    episode: str | None = None
 
     @property
     def current(self) -> Stage:

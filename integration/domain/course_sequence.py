@@ -22,7 +22,7 @@ The pathway is the agreement's (Region Nordjylland, June 2021, the figure and "U
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -42,6 +42,8 @@ class Step(_Value):
     MUNICIPAL_STATUS = "municipal-status"  # the municipality's closing report: its status to the GP
     FOLLOW_UP_PLAN = "follow-up-plan"  # the hospital's closing conversation: its opfølgningsplan to the GP
     OUTPATIENT_DISCHARGE = "outpatient-discharge"  # the hospital discharges a patient it kept from its care
+    DISCHARGE_UPDATE = "discharge-update"  # the hospital changes a discharge it sent (HL7 v2 ADT^A08)
+    DISCHARGE_CANCELLATION = "discharge-cancellation"  # it withdraws the discharge or admission (ADT^A13/A11)
 
 
 class OutOfOrder(InvalidInput):
@@ -49,6 +51,15 @@ class OutOfOrder(InvalidInput):
     with this reason, and replayable (`integration dlq replay`) once the event it waits for has arrived."""
 
     reason = "out-of-order"
+
+
+class ReferralSettled(InvalidInput):
+    """An update of a discharge (HL7 v2 ADT^A08) whose referral can no longer change: the municipality's status
+    has arrived, the course has closed, or a later decision (a visitation talk, a step-down) has replaced what the
+    discharge said. Refused and dead-lettered with this reason; unlike OutOfOrder, replaying it cannot help: the
+    change must reach the receiver another way (the hotline, a visitation talk)."""
+
+    reason = "referral-settled"
 
 
 class ConflictsWithCourse(InvalidInput):
@@ -108,6 +119,19 @@ TRANSITIONS: tuple[Transition, ...] = (
         "afsluttet fra hospitalet under kommunalt forløb: hotline indtil det slutter",
     ),
     T(S.SPECIALISED, Step.FOLLOW_UP_PLAN, S.CLOSED, "specialiseret forløb afsluttet uden kommunalt forløb"),
+    T(S.AWAITING_VISITATION, Step.DISCHARGE_UPDATE, S.AWAITING_VISITATION, "udskrivelsen ændret: stadig ikke henvist"),
+    T(S.AWAITING_VISITATION, Step.DISCHARGE_UPDATE, S.SPECIALISED, "udskrivelsen ændret: henvisning til hospital"),
+    T(S.AWAITING_VISITATION, Step.DISCHARGE_UPDATE, S.MUNICIPAL, "udskrivelsen ændret: henvisning til kommunen"),
+    T(S.SPECIALISED, Step.DISCHARGE_UPDATE, S.SPECIALISED, "udskrivelsen ændret: opdatering (eller intet nyt)"),
+    T(S.SPECIALISED, Step.DISCHARGE_UPDATE, S.MUNICIPAL, "udskrivelsen ændret: annullering + ny henvisning"),
+    T(S.SPECIALISED, Step.DISCHARGE_UPDATE, S.AWAITING_VISITATION, "udskrivelsen ændret: henvisningen annulleres"),
+    T(S.MUNICIPAL, Step.DISCHARGE_UPDATE, S.MUNICIPAL, "udskrivelsen ændret: opdatering (eller intet nyt)"),
+    T(S.MUNICIPAL, Step.DISCHARGE_UPDATE, S.SPECIALISED, "udskrivelsen ændret: annullering + ny henvisning"),
+    T(S.MUNICIPAL, Step.DISCHARGE_UPDATE, S.AWAITING_VISITATION, "udskrivelsen ændret: henvisningen annulleres"),
+    T(S.AWAITING_VISITATION, Step.DISCHARGE_CANCELLATION, S.CANCELLED, "udskrivelsen annulleret: intet at annullere"),
+    T(S.SPECIALISED, Step.DISCHARGE_CANCELLATION, S.CANCELLED, "udskrivelsen annulleret: henvisningen annulleres"),
+    T(S.MUNICIPAL, Step.DISCHARGE_CANCELLATION, S.CANCELLED, "udskrivelsen annulleret: henvisningen annulleres"),
+    T(S.CANCELLED, Step.GP_REFERRAL, S.MUNICIPAL, "egen læge henviser ved senere opstået behov"),
     T(S.HOSPITAL_FOLLOW_UP, Step.FOLLOW_UP_PLAN, S.CLOSED, "opfølgningsplan til egen læge: ansvaret overgår"),
     T(S.HOSPITAL_FOLLOW_UP, Step.OUTPATIENT_DISCHARGE, S.CLOSED, "afsluttet fra hospitalet: ansvaret til egen læge"),
     T(
@@ -202,13 +226,61 @@ def admit_visitation(course: Course | None, occurred_at: datetime) -> Course:
 
 def admit_discharge(course: Course | None, discharged_at: datetime) -> None:
     """A discharge from before the end of the patient's last course arrived after that end: out of order
-    (naming `admission.dischargedAt`); otherwise a discharge always starts a course."""
-    if course is not None and course.closed_on is not None and discharged_at.date() < course.closed_on:
+    (naming `admission.dischargedAt`); otherwise a discharge always starts a course. A cancelled course never
+    ended anything: the discharge the hospital sends again after withdrawing one may be dated before the
+    withdrawal."""
+    ended = course is not None and course.closed_on is not None and course.current is not Stage.CANCELLED
+    if ended and course is not None and course.closed_on is not None and discharged_at.date() < course.closed_on:
         raise OutOfOrder(
             "admission.dischargedAt",
             "a discharge from before the end of the patient's last course (closed "
             f"{course.closed_on.isoformat()}) arrived after it: not referred again",
         )
+
+
+# The stages a municipality's status moves a course to (it arrived, whatever the course was).
+STATUS_ARRIVED = frozenset({Stage.AWAITING_HOSPITAL_CLOSING, Stage.HOSPITAL_FOLLOW_UP})
+# Why the referral of a course can no longer change by an update of its discharge, checked in this order.
+_SETTLED: tuple[tuple[Callable[[Course], bool], str], ...] = (
+    (lambda c: c.current is Stage.CANCELLED, "the discharge was cancelled"),
+    (lambda c: c.current is Stage.NOT_REFERRED, "the visitation talk decided on no rehabilitation"),
+    (lambda c: c.municipal_status or c.current in STATUS_ARRIVED, "the municipality's status has arrived"),
+    (lambda c: not c.current.open, "the course has closed"),
+    (lambda c: c.hospital_done, "the hospital has closed its part of the course"),
+    (lambda c: c.specialised_referral is not None, "the patient has moved on from specialised rehabilitation"),
+    (
+        lambda c: c.referral is not None and c.referral.event_id != c.discharge_event,
+        "a later decision (the visitation talk, or a later discharge) replaced what the discharge said",
+    ),
+)
+
+
+def admit_discharge_update(course: Course | None, episode: str | None) -> Course:
+    """The course whose discharge an update (HL7 v2 ADT^A08) changes: the patient's course for that episode
+    of care, while its referral can still change (awaiting the visitation talk, or referred by this discharge
+    and neither the municipality's status nor a later decision has come). Raises OutOfOrder (naming
+    `episodeOfCare`) when the patient has no course for the episode (its discharge not processed yet: replay
+    once it is), ReferralSettled (naming `eventType`, saying why) when the referral can no longer change."""
+    if course is None or episode is None or course.episode != episode:
+        raise OutOfOrder(
+            "episodeOfCare",
+            "an update of a discharge not known: the patient has no course for this episode of care (none, or a "
+            "later discharge replaced it); replay it from the dead-letter queue once its discharge has been processed",
+        )
+    why = next((text for settled, text in _SETTLED if settled(course)), None)
+    if why is not None or Step.DISCHARGE_UPDATE not in _steps(course):
+        raise ReferralSettled("eventType", f"the referral can no longer change: {why or _stage_text(course)}")
+    return course
+
+
+def cancellable(course: Course | None, episode: str) -> Course | None:
+    """The course a withdrawn discharge or admission (HL7 v2 ADT^A13/A11) closes as cancelled: the patient's
+    course for that episode of care while it runs (awaiting the visitation talk, or with its referral in
+    force); None when there is none, it is another episode's, or it has moved past where a cancellation
+    changes anything (the municipality's status moved it on, it closed): then nothing is cancelled."""
+    if course is None or course.episode != episode:
+        return None
+    return course if Step.DISCHARGE_CANCELLATION in _steps(course) else None
 
 
 def admit_step_down(course: Course | None) -> Course:
@@ -238,7 +310,7 @@ def admit_hospital_closing(step: Step, course: Course | None) -> None:
     come for no known course, a course already closed (the GP needs the plan all the same), or a stage the
     table lets it follow. Raises OutOfOrder (naming `eventType`) before the visitation talk has decided the
     referral, or for an outpatient discharge of a patient the hospital does not hold."""
-    handed_over = course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED)
+    handed_over = course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED, Stage.CANCELLED)
     if course is None or handed_over or step in _steps(course):
         return
     raise OutOfOrder("eventType", f"the hospital's {step.value} cannot close this course yet: {_stage_text(course)}")

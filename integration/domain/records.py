@@ -140,3 +140,6 @@ class DischargeCancellation:
     hospital_sor: str  # the department that sent it
     occurred_at: datetime  # with its zone
     trigger: str  # the HL7 v2 trigger event that said so: A13 | A11
+    # The patient as the message names them (PID-5 name, PD1 GP, the municipality): the cancellation message of a
+    # referral sent needs them (medcom-core-patient requires a name). None: not given.
+    person: Patient | None = None

@@ -83,6 +83,10 @@ def referral_notes(
 CANCELLED_BECAUSE = {
     "none": "det er besluttet, at patienten ikke skal have genoptræning/rehabilitering nu",
     "re-route": "henvisningen er erstattet af en ny henvisning til en anden modtager",
+    # HL7 v2 ADT^A13 (cancel discharge) / ADT^A11 (cancel admit): the hospital withdrew what the referral followed
+    "withdrawn": "hospitalet har annulleret udskrivelsen eller indlæggelsen, som henvisningen blev sendt ved",
+    # HL7 v2 ADT^A08: the corrected discharge refers no one yet; the visitation talk decides
+    "deferred": "udskrivelsen er rettet, så der ikke henvises nu; visitationssamtalen afgør henvisningen",
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, Course, State
-from integration.domain.records import Patient
+from integration.domain.records import DischargeCancellation, DischargeEvent, Patient
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
 from integration.flows.acks_received import handle_acknowledgement
@@ -32,13 +32,16 @@ from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hospital_closing import handle_hospital_closing
 from integration.flows.hospital_notification import handle_hospital_notification, withhold_for_the_deceased
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
-from integration.flows.referral import ReferralContext, handle_referral_event
+from integration.flows.referral import ReferralContext, handle_discharge_cancellation, handle_referral_event
 from integration.flows.results import FlowResult, Handled
+from integration.formats.adt import discharge_record, read_adt, relabelled
+from integration.formats.adt_profile import Hl7Profile
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.er7 import Er7Message, Hl7Problem, looks_like_er7, parse_er7
 from integration.formats.gp_referral import parse_gp_referral
 from integration.formats.hospital_closing import parse_hospital_closing
 from integration.formats.hospital_notification import is_hospital_notification, parse_hospital_notification
@@ -62,16 +65,19 @@ class Pipeline:
     closing_schema: etree.XMLSchema
     closing: ClosingContext
     acknowledger: Acknowledger
+    hl7_profile: Hl7Profile
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One inbound message as read: `document` is the FHIR JSON (a FHIR Bundle, in XML or JSON) or the JSON
-    value; `root` the parsed XML of a message that is no FHIR Bundle (the closing report), else None."""
+    value; `root` the parsed XML of a message that is no FHIR Bundle (the closing report), else None; `er7`
+    an HL7 v2 message in ER7 (an ADT on the discharge queue), else None."""
 
     raw: bytes
     document: Any = None
     root: etree._Element | None = None
+    er7: Er7Message | None = None
 
     @property
     def needs_ack(self) -> bool:
@@ -114,7 +120,7 @@ def _filed_course(state: State, patient: Patient) -> Course | None:
 
 DISCHARGE_EVENT = Kind(
     "discharge-event",
-    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation", "step-down"),
+    lambda m: _json_object(m).get("eventType") in ("discharge", "visitation", "step-down", "discharge-update"),
     lambda m, p, now: parse_discharge_event(m.document, p.discharge_contract, received_at=now),
     lambda event, _m, p, now, state: handle_referral_event(event, _filed_course(state, event.patient), p.referral, now),
 )
@@ -158,6 +164,46 @@ HOSPITAL_NOTIFICATION = Kind(
     lambda m, _p, now: parse_hospital_notification(m.document, received_at=now),
     lambda notice, _m, _p, now, state: handle_hospital_notification(notice, state.course(notice.patient.key), now),
 )
+
+
+def _read_adt(message: Inbound, pipeline: Pipeline, now: datetime) -> DischargeEvent | DischargeCancellation:
+    assert message.er7 is not None  # HL7_ADT matches only what read_inbound read as ER7
+    mapped = read_adt(message.er7, pipeline.hl7_profile, now)
+    if isinstance(mapped, DischargeCancellation):
+        return mapped
+    return discharge_record(mapped, pipeline.discharge_contract, now)
+
+
+def _handle_adt(
+    record: DischargeEvent | DischargeCancellation, message: Inbound, pipeline: Pipeline, now: datetime, state: State
+) -> FlowResult:
+    if isinstance(record, DischargeCancellation):
+        return handle_discharge_cancellation(record, state.course(record.patient.key), pipeline.referral, now)
+    try:
+        return handle_referral_event(record, _filed_course(state, record.patient), pipeline.referral, now)
+    except InvalidInput as error:  # the flow names the contract's field (a municipality we do not know)
+        raise _at_hl7_field(error, message, pipeline, now) from None
+
+
+def _at_hl7_field(error: InvalidInput, message: Inbound, pipeline: Pipeline, now: datetime) -> InvalidInput:
+    """A flow's refusal of an ADT at the HL7 field its contract field was read from, when it was read from one
+    (the mapping is pure: read again for where each value came from); else the refusal as it is."""
+    assert message.er7 is not None
+    mapped = read_adt(message.er7, pipeline.hl7_profile, now)
+    if isinstance(error, Hl7Problem) or isinstance(mapped, DischargeCancellation):
+        return error
+    located = relabelled(error, mapped.origins)
+    return located if located.segment else error
+
+
+# An HL7 v2 message in ER7 on the discharge queue: any is this kind, so that one that is no ADT^A03/A08/A11/
+# A13 is refused by its reader naming MSH-9 (HL7 Table 0357 code 200/201), not as an unknown kind.
+HL7_ADT = Kind(
+    "hl7-adt",
+    lambda m: m.er7 is not None,
+    _read_adt,
+    lambda record, m, p, now, state: _handle_adt(record, m, p, now, state),
+)
 ACKNOWLEDGEMENT = Kind(
     "acknowledgement",
     lambda m: is_acknowledgement(m.document),
@@ -167,8 +213,8 @@ ACKNOWLEDGEMENT = Kind(
 
 FLOWS: Mapping[str, Flow] = MappingProxyType(
     {
-        # A hospital's MedCom HospitalNotification comes on its one queue, in order with its discharge events.
-        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING, HOSPITAL_NOTIFICATION)),
+        # A hospital's queue: its JSON events, its MedCom HospitalNotifications in order with them, and HL7 v2 ADT.
+        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING, HOSPITAL_NOTIFICATION, HL7_ADT)),
         "gp-referral": Flow((GP_REFERRAL,)),
         "hotline": Flow((ADVICE_REQUEST, CARE_COMMUNICATION)),
         "closing": Flow((CLOSING_REPORT,)),
@@ -178,10 +224,10 @@ FLOWS: Mapping[str, Flow] = MappingProxyType(
 KINDS: tuple[Kind, ...] = tuple(kind for flow in FLOWS.values() for kind in flow.kinds)
 NOT_OURS = (
     "not a message this service accepts (a hospital event needs eventType 'discharge', 'visitation', "
-    "'step-down', 'follow-up-plan' or 'outpatient-discharge', or is a MedCom HospitalNotification; "
-    "a GP's referral eventType 'gp-referral'; "
-    "an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is a MedCom "
-    "message Bundle)"
+    "'step-down', 'discharge-update', 'follow-up-plan' or 'outpatient-discharge', or is a MedCom "
+    "HospitalNotification; a GP's referral eventType 'gp-referral'; an advice request needs requestId and "
+    "urgency; a CareCommunication or an acknowledgement is a MedCom message Bundle; an HL7 v2 ADT is ER7 "
+    "beginning MSH)"
 )
 
 
@@ -199,7 +245,10 @@ def kind_of(message: Inbound, flow: str | None = None) -> Kind:
 def read_inbound(raw: bytes, max_bytes: int) -> Inbound:
     """Bytes → the message as read. Raises InvalidInput when it cannot be read (too large, an encoding we do
     not read, malformed, not a FHIR Bundle in XML), RefusedContent when it is well-formed but refused for
-    what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack)."""
+    what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack). An HL7
+    v2 message in ER7 (bytes beginning `MSH` and a field separator) is read by `formats.er7` (Hl7Problem)."""
+    if looks_like_er7(raw):
+        return Inbound(raw, er7=parse_er7(raw, max_bytes))
     if sniff(raw).syntax is not Syntax.XML:
         return Inbound(raw, decode_json(raw, max_bytes=max_bytes))
     root = parse_xml(raw, max_bytes)

@@ -128,7 +128,7 @@ def _handover(course: Course | None, step: Step) -> Handover:
 def _after_hospital_closing(closing: HospitalClosing, course: Course | None, step: Step) -> Course:
     """The course after the hospital's closing: closed with the GP responsible; a municipal course still
     running stays open (the hospital's hotline too) until the municipality's status; a closed course as it was."""
-    if course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED):
+    if course is not None and course.current in (Stage.CLOSED, Stage.NOT_REFERRED, Stage.CANCELLED):
         return course
     known = course or Course(
         closing.patient.cpr.key, closing.hospital.sor, closing.patient.municipality_code, False, Responsible.GP

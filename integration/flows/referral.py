@@ -27,16 +27,26 @@ from integration.domain.course_sequence import (
     REFERRAL_IN_FORCE,
     Change,
     admit_discharge,
+    admit_discharge_update,
     admit_gp_referral,
     admit_step_down,
     admit_visitation,
+    cancellable,
     compare,
 )
 from integration.domain.dcs_suggestions import SuggestionRule, suggest
 from integration.domain.dcs_suggestions import compare as compare_criteria
 from integration.domain.directory import Directory, gp_clinic
 from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
-from integration.domain.records import DischargeEvent, Organisation, RiskGroup, Setting
+from integration.domain.records import (
+    DischargeCancellation,
+    DischargeEvent,
+    Organisation,
+    Patient,
+    ReferralRequest,
+    RiskGroup,
+    Setting,
+)
 from integration.domain.referral_rules import ReferralRules, cancellation_notes, referral_notes
 from integration.domain.risk import RiskAssessment, stratify
 from integration.errors import ConfigurationError, InvalidInput
@@ -252,9 +262,12 @@ FACT_BY_ACTION: Mapping[str, str] = MappingProxyType(
 )
 
 
-def _actions(change: Change, in_force: SentReferral | None, proposal: SentReferral | None) -> tuple[Action, ...]:
+def _actions(
+    change: Change, in_force: SentReferral | None, proposal: SentReferral | None, because: str = "none"
+) -> tuple[Action, ...]:
     """The messages a change of the referral in force takes (decision 18): an update replaces it at the same
-    receiver; a new receiver gets a new referral that replaces it, after the old one's cancellation."""
+    receiver; a new receiver gets a new referral that replaces it, after the old one's cancellation; a
+    cancellation says why (`because`, a key of `referral_rules.CANCELLED_BECAUSE`)."""
     if change is Change.NEW and proposal:
         return (Action("new", proposal),)
     if change is Change.UPDATE and proposal and in_force:
@@ -265,7 +278,7 @@ def _actions(change: Change, in_force: SentReferral | None, proposal: SentReferr
             Action("new", proposal, replaces=in_force.service_request),
         )
     if change is Change.CANCEL and in_force:
-        return (Action("cancel", in_force),)
+        return (Action("cancel", in_force, because=because),)
     return ()
 
 
@@ -366,6 +379,7 @@ def _opened(event: DischargeEvent, decided: Decided) -> Course:
         discharge_event=event.event_id,
         discharged_at=event.discharged_at,
         heart_failure=has_heart_failure(event),
+        episode=event.episode,
     )
 
 
@@ -435,6 +449,128 @@ def handle_visitation(event: DischargeEvent, course: Course | None, ctx: Referra
         hospital_done=False,
     )
     return _result(decided, _actions(change, known.referral, referral), after, ctx, now, facts)
+
+
+def handle_discharge_update(
+    event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime
+) -> FlowResult:
+    """A discharge changed after it was sent (HL7 v2 ADT^A08; eventType `discharge-update`): decided again as
+    the discharge it now is, against the referral that discharge sent, as a visitation would (an update to the
+    same receiver, a cancellation and a new referral, nothing when nothing changed); a corrected discharge that
+    refers no one yet cancels the referral and leaves the course to its visitation talk. Raises OutOfOrder
+    (`episodeOfCare`) when no course of the patient is for that episode, ReferralSettled (`eventType`) when its
+    referral can no longer change (`course_sequence.admit_discharge_update`)."""
+    ctx.directory.municipality(event.patient.municipality_code)
+    known = admit_discharge_update(course, event.episode)
+    decided = decide(event, None, ctx)
+    facts = _decision_facts(decided)
+    in_force = known.referral if known.current in REFERRAL_IN_FORCE else None
+    change = compare(in_force, decided.proposal)
+    facts.append(
+        AuditFact("discharge-updated", {"eventId": event.event_id, "episode": known.episode, "change": change.value})
+    )
+    if change is Change.UNCHANGED:
+        return _result(decided, (), None, ctx, now, facts)
+    referral = decided.proposal
+    after = replace(
+        known,
+        stage=Stage.AWAITING_VISITATION if referral is None else _stage_for(referral),
+        referral=referral,
+        referring_department=event.hospital.sor,
+        municipality_code=event.patient.municipality_code,
+        discharge_event=event.event_id,  # the discharge as it now stands: a later update is checked against it
+        discharged_at=event.discharged_at,
+        heart_failure=has_heart_failure(event),
+    )
+    actions = _actions(change, in_force, referral, because="deferred")
+    return _result(decided, actions, after, ctx, now, facts)
+
+
+def handle_discharge_cancellation(
+    cancel: DischargeCancellation, course: Course | None, ctx: ReferralContext, now: datetime
+) -> FlowResult:
+    """The hospital withdrew a discharge (HL7 v2 ADT^A13) or the admission (ADT^A11): the course of that
+    episode closes as cancelled (the GP responsible), and a referral it has in force is cancelled at its
+    receiver (ServiceRequest `revoked`, event `cancel-referral`). No course for the episode (another episode's,
+    none, or one past where a cancellation changes anything): nothing is sent, `nothing-to-cancel` audited — a
+    withdrawn discharge we never referred is normal. Raises InvalidInput (`patient`) when a referral must be
+    cancelled but the cancellation does not name the patient (`person`: the message's Patient needs a name),
+    ConfigurationError when the department that referred is no longer in mappings/departments.yaml."""
+    known = cancellable(course, cancel.episode)
+    detail = {"eventId": cancel.event_id, "episode": cancel.episode, "trigger": cancel.trigger}
+    if known is None:
+        stage = {"stage": course.current.value} if course is not None and course.episode == cancel.episode else {}
+        fact = AuditFact("nothing-to-cancel", {**detail, **stage})
+        return FlowResult(outgoing=(), facts=(fact,), patient=cancel.patient.key)
+    in_force = known.referral if known.current in REFERRAL_IN_FORCE else None
+    after = replace(
+        known,
+        stage=Stage.CANCELLED,
+        open=False,
+        responsible=Responsible.GP,
+        referral=None,
+        closed_on=cancel.occurred_at.date(),
+    )
+    fact = AuditFact("discharge-cancelled", {**detail, "cancels": in_force.service_request if in_force else None})
+    if in_force is None:
+        changes = StateChanges(courses=(after,))
+        stage_fact = course_stage(after, eventId=cancel.event_id)
+        return FlowResult(outgoing=(), facts=(fact, stage_fact), patient=cancel.patient.key, state=changes)
+    event = _cancelling_event(cancel, known, in_force, ctx)
+    risk = RiskAssessment(RiskGroup(in_force.risk_group), (), None)
+    decided = Decided(event, risk, None)
+    return _result(decided, (Action("cancel", in_force, because="withdrawn"),), after, ctx, now, [fact])
+
+
+_DECISION_OF = {Setting.HOSPITAL.value: "hospital", Setting.MUNICIPALITY.value: "municipal"}
+
+
+def _cancelling_event(
+    cancel: DischargeCancellation, course: Course, sent: SentReferral, ctx: ReferralContext
+) -> DischargeEvent:
+    """The event a cancellation's message is built from: the patient as the cancellation names them, the
+    department that referred as sender, and the referral as it was sent (its elements, its risk group dated
+    at the discharge); no diagnoses (the message names the ServiceRequest it cancels)."""
+    person = replace(_named_patient(cancel.person), cpr=cancel.patient)
+    sender = _department(course.referring_department or cancel.hospital_sor, ctx)
+    discharged = course.discharged_at or cancel.occurred_at
+    request = ReferralRequest(_DECISION_OF[sent.performer], True, sent.elements, sent.ambulatory_control, False, None)
+    return DischargeEvent(
+        event_id=cancel.event_id,
+        event_type="discharge-cancellation",
+        occurred_at=cancel.occurred_at,
+        hospital=sender,
+        patient=replace(person, municipality_code=sent.municipality_code or person.municipality_code),
+        admitted_at=discharged,
+        discharged_at=discharged,
+        diagnoses=(),
+        surgery=None,
+        risk_criteria=(),
+        clinician_risk_group=None,
+        exercise_test=None,
+        referral=request,
+        episode=cancel.episode,
+    )
+
+
+def _named_patient(person: Patient | None) -> Patient:
+    if person is None or not person.family_name:
+        raise InvalidInput(
+            "patient",
+            "the cancellation of a referral sent must name the patient (HL7 v2 PID-5): the cancellation message's "
+            "Patient needs a name (medcom-core-patient)",
+        )
+    return person
+
+
+def _department(sor: str, ctx: ReferralContext) -> Organisation:
+    department = ctx.directory.departments.get(sor)
+    if department is None:
+        raise ConfigurationError(
+            f"the department with SOR {sor} that sent the referral is not in mappings/departments.yaml: its "
+            "cancellation cannot name its sender"
+        )
+    return department.organisation
 
 
 def handle_step_down(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
@@ -523,6 +659,7 @@ HANDLERS: Mapping[str, Callable[[DischargeEvent, Course | None, ReferralContext,
             "visitation": handle_visitation,
             "step-down": handle_step_down,
             "gp-referral": handle_gp_referral,
+            "discharge-update": handle_discharge_update,
         }
     )
 )

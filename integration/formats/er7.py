@@ -102,6 +102,7 @@ class Hl7Problem(InvalidInput):
 
 
 HL7_NULL = '""'
+_ENVELOPE = frozenset({"MSH", "BHS", "BTS", "FHS", "FTS"})  # a second header, or a batch or file around the message
 _CHARSETS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "8859/1": "latin-1", "ASCII": "ascii"}
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
 # HL7 v2.5 §2.7: what may stand between two escape characters
@@ -214,6 +215,12 @@ class Er7Message:
         return found[0] if found else None
 
 
+def looks_like_er7(raw: bytes) -> bool:
+    """Whether bytes are meant as ER7: `MSH` and a field separator (a printable character that is no letter,
+    digit or space). No JSON or XML text begins so; an MLLP frame's start block is the listener's to remove."""
+    return len(raw) > 3 and raw.startswith(b"MSH") and 0x20 < raw[3] < 0x7F and not chr(raw[3]).isalnum()
+
+
 def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
     """Read one HL7 v2 message in ER7 from `raw` (at most `max_bytes`).
 
@@ -227,8 +234,8 @@ def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
     charset = _charset(raw, separator)
     text = _decoded(raw, charset)
     lines = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip(" \t")]
-    if sum(line.startswith("MSH" + separator) for line in lines) != 1 or not lines[0].startswith("MSH"):
-        raise Hl7Problem("one message must begin with its only MSH segment", segment="MSH", code="100")
+    if not lines[0].startswith("MSH") or any(line[:3] in _ENVELOPE for line in lines[1:]):
+        raise Hl7Problem("one message, beginning with its only MSH segment, no batch", segment="MSH", code="100")
     try:
         parsed = hl7.parse("\r".join(lines))
     except (ParseException, ValueError, IndexError, AssertionError) as error:  # python-hl7's refusals

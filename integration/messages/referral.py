@@ -163,6 +163,8 @@ REFERRED_AT = {
     "visitation": "visitationssamtale",
     "step-down": "overgang fra specialiseret genoptræning på hospital",
     "gp-referral": "egen læge",
+    "discharge-update": "udskrivelse (rettet af hospitalet)",
+    "discharge-cancellation": "udskrivelse (annulleret af hospitalet)",
 }
 # Who refers, by DischargeEvent.event_type: the hospital's department, or the GP (whose clinic is then `hospital`).
 REQUESTER_LABEL = {"gp-referral": "Henvisende læge"}
@@ -287,7 +289,7 @@ def service_request(
         "authoredOn": event.occurred_at_text or fhir_instant(event.occurred_at),
         "requester": reference(requester),
         "performer": [reference(performer)],
-        "reasonCode": _reason_codes(event, terms),
+        **({"reasonCode": _reason_codes(event, terms)} if event.diagnoses else {}),  # FHIR forbids empty arrays
         "supportingInfo": [reference(r) for r in supporting],
         "note": [{"text": line} for line in notes],
     }

@@ -182,6 +182,8 @@ def _hotline(requests: Sequence[PendingRequest]) -> str:
 def _closing(course: Course) -> str:
     if course.current is Stage.NOT_REFERRED:
         return "not referred"
+    if course.current is Stage.CANCELLED:
+        return "discharge withdrawn by the hospital"
     parts = []
     if course.municipal_status:
         parts.append("municipal status received")

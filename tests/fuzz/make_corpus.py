@@ -20,6 +20,12 @@ XML_EDGES = [
     b'<?xml version="1.0" encoding="UTF-16"?><a/>'.decode().encode("utf-16"),
     b"\xef\xbb\xbf<a/>",
 ]
+ER7_EDGES = [
+    b"MSH|^~\\&|",
+    b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||\\X\\",
+    b'MSH|^~\\&|||||||ADT^A13|1|P|2.5|||||||8859/1\nPID|1||""',
+    b"MSH#:*!@#####ADT:A03#1#P#2.5\r\nZRH#a!F!b*c",
+]
 CLOSING_EDGES = [b'<ClosingReport xmlns="urn:dk:hjerterehab:closing-report:1"/>']
 
 
@@ -44,6 +50,8 @@ def main() -> None:
         hand_made = [v for s in seeds[:1] for v in _variants(s)[1:]]
         if name in ("care_communication_xml", "closing_report"):
             hand_made += XML_EDGES + (CLOSING_EDGES if name == "closing_report" else [])
+        elif name == "hl7_adt":
+            hand_made += ER7_EDGES
         elif name == "validate":
             hand_made += JSON_EDGES + XML_EDGES + [b'{"resourceType":"Bundle","type":"message","entry":[{}]}']
         else:

@@ -18,6 +18,7 @@ from tests.fuzz.harness import CORPUS, ENTRIES, TESTS
 # Runs per target, so that each takes a few seconds (the slow engines — FHIR models, FHIRPath — get fewer).
 RUNS = {
     "discharge_event": 20_000,
+    "hl7_adt": 5_000,
     "advice_form": 20_000,
     "care_communication_json": 1_500,
     "care_communication_xml": 1_000,

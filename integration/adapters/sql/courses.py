@@ -157,6 +157,7 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "admitted_to": _optional(_TEXT),
     "admitted_since": _optional(_MOMENT),
     "admission_episode": _optional(_TEXT),
+    "episode": _optional(_TEXT),  # added with issue 15; rows written before lack the key (None)
 }
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
 

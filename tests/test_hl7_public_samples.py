@@ -1,0 +1,36 @@
+"""Public HL7 v2 sample messages (tests/hl7/README.md names their sources) are read or refused naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from integration.flows.dispatch import Pipeline, transform
+from integration.formats.er7 import Hl7Problem, parse_er7
+from tests.conftest import FIXED_NOW
+
+PUBLIC = Path(__file__).parent / "hl7" / "public"
+
+
+@pytest.mark.parametrize(
+    ("name", "place", "code"),
+    [
+        ("python-hl7-sample-oru-r01.er7", "MSH-9.1", "200"),
+        ("python-hl7-sample-adt-a04.er7", "MSH-9.2", "201"),
+    ],
+)
+def test_a_public_sample_on_the_discharge_queue_is_refused_naming_the_field(
+    name: str, place: str, code: str, pipeline: Pipeline
+) -> None:
+    raw = (PUBLIC / name).read_bytes()
+    assert parse_er7(raw, 100_000).control_id  # readable ER7
+    with pytest.raises(Hl7Problem) as caught:
+        transform(raw, pipeline, FIXED_NOW, "discharge")
+    assert (caught.value.field, caught.value.code) == (place, code)
+
+
+def test_a_public_batch_file_is_not_one_message() -> None:
+    with pytest.raises(Hl7Problem) as caught:
+        parse_er7((PUBLIC / "python-hl7-sample-file-adt-a04.er7").read_bytes(), 100_000)
+    assert caught.value.code == "100"
