@@ -26,7 +26,11 @@ SCENARIOS = sorted(p for p in (GOLDEN / "pathway").iterdir() if p.is_dir())
 PATIENT = "2512489996"  # every scenario's patient
 SENDER_OF_FLOW = {"discharge": "hospital", "gp-referral": "gp", "closing": "municipality", "hotline": "municipality"}
 CONTENT_TYPE = {".json": "application/json", ".xml": "application/xml"}
-FACTS_WITH_DETAIL = {"visitation": ("change",), "hotline-routed": ("outcome", "queue")}
+FACTS_WITH_DETAIL = {
+    "visitation": ("change",),
+    "hotline-routed": ("outcome", "queue"),
+    "discharge-updated": ("episode", "change"),
+}
 
 
 @dataclass(frozen=True, slots=True)
