@@ -36,7 +36,7 @@ from integration.flows.hotline import HotlineContext
 from integration.flows.referral import ReferralContext, ReferralRouting
 from integration.formats.json_contract import JsonContract
 from integration.log import one_line
-from integration.mappings import load_mappings
+from integration.mappings import load_hl7_profile, load_mappings
 from integration.service import pathway_watch
 from integration.service.anchors import anchor_job
 from integration.service.metrics_refresh import GaugeRefresher, PathwayCounts
@@ -132,6 +132,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
+        hl7_profile=load_hl7_profile(settings.mappings_dir, mappings.directory),
     )
 
 

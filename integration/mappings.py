@@ -25,6 +25,7 @@ from integration.domain.referral_rules import NoteTexts, ReferralRules
 from integration.domain.risk import DCS_CRITERIA, RiskPolicy
 from integration.errors import ConfigurationError
 from integration.fhir.terminology import Terminology
+from integration.formats.adt_profile import Hl7Profile, profile_from_mapping
 from integration.topology import (
     HOTLINE_REPLY,
     HOTLINE_REQUEST,
@@ -237,3 +238,10 @@ def _refuse_shared_endpoints(mappings: Mappings) -> None:
             if (kind, value) in seen:
                 raise ConfigurationError(f"{where}: {kind} {value} is also {seen[kind, value]}'s")
             seen[kind, value] = where
+
+
+def load_hl7_profile(directory: Path, departments: Directory) -> Hl7Profile:
+    """mappings/hl7.yaml: the HL7 v2 ADT profile, its PV1-3 units looked up in departments.yaml
+    (ConfigurationError naming the key at fault)."""
+    units = {sor: department.organisation for sor, department in departments.departments.items()}
+    return profile_from_mapping(_read(directory, "hl7.yaml"), units)

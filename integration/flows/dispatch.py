@@ -24,20 +24,23 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, Course, State
-from integration.domain.records import Patient
+from integration.domain.records import DischargeCancellation, DischargeEvent, Patient
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
 from integration.flows.acks_received import handle_acknowledgement
 from integration.flows.closing import ClosingContext, handle_closing_report
 from integration.flows.hospital_closing import handle_hospital_closing
 from integration.flows.hotline import HotlineContext, handle_advice_request, handle_care_communication
-from integration.flows.referral import ReferralContext, handle_referral_event
+from integration.flows.referral import ReferralContext, handle_discharge_cancellation, handle_referral_event
 from integration.flows.results import FlowResult, Handled
+from integration.formats.adt import discharge_record, read_adt
+from integration.formats.adt_profile import Hl7Profile
 from integration.formats.advice_request import parse_advice_request
 from integration.formats.care_communication import is_care_communication, parse_care_communication, read_xml_bundle
 from integration.formats.closing_report import NS as CLOSING_REPORT_NS
 from integration.formats.closing_report import parse_closing_report
 from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.er7 import Er7Message, looks_like_er7, parse_er7
 from integration.formats.gp_referral import parse_gp_referral
 from integration.formats.hospital_closing import parse_hospital_closing
 from integration.formats.json_contract import JsonContract, RefusedContent, decode_json
@@ -60,16 +63,19 @@ class Pipeline:
     closing_schema: etree.XMLSchema
     closing: ClosingContext
     acknowledger: Acknowledger
+    hl7_profile: Hl7Profile
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One inbound message as read: `document` is the FHIR JSON (a FHIR Bundle, in XML or JSON) or the JSON
-    value; `root` the parsed XML of a message that is no FHIR Bundle (the closing report), else None."""
+    value; `root` the parsed XML of a message that is no FHIR Bundle (the closing report), else None; `er7`
+    an HL7 v2 message in ER7 (an ADT on the discharge queue), else None."""
 
     raw: bytes
     document: Any = None
     root: etree._Element | None = None
+    er7: Er7Message | None = None
 
     @property
     def needs_ack(self) -> bool:
@@ -150,6 +156,32 @@ CLOSING_REPORT = Kind(
     lambda m, p, _now: parse_closing_report(m.raw, p.closing_schema, p.max_payload_bytes),
     lambda report, _m, p, now, state: handle_closing_report(report, state, p.closing, now),
 )
+
+
+def _read_adt(message: Inbound, pipeline: Pipeline, now: datetime) -> DischargeEvent | DischargeCancellation:
+    assert message.er7 is not None  # HL7_ADT matches only what read_inbound read as ER7
+    mapped = read_adt(message.er7, pipeline.hl7_profile, now)
+    if isinstance(mapped, DischargeCancellation):
+        return mapped
+    return discharge_record(mapped, pipeline.discharge_contract, now)
+
+
+def _handle_adt(
+    record: DischargeEvent | DischargeCancellation, pipeline: Pipeline, now: datetime, state: State
+) -> FlowResult:
+    if isinstance(record, DischargeCancellation):
+        return handle_discharge_cancellation(record, state.course(record.patient.key), pipeline.referral, now)
+    return handle_referral_event(record, _filed_course(state, record.patient), pipeline.referral, now)
+
+
+# An HL7 v2 message in ER7 on the discharge queue: any is this kind, so that one that is no ADT^A03/A08/A11/
+# A13 is refused by its reader naming MSH-9 (HL7 Table 0357 code 200/201), not as an unknown kind.
+HL7_ADT = Kind(
+    "hl7-adt",
+    lambda m: m.er7 is not None,
+    _read_adt,
+    lambda record, _m, p, now, state: _handle_adt(record, p, now, state),
+)
 ACKNOWLEDGEMENT = Kind(
     "acknowledgement",
     lambda m: is_acknowledgement(m.document),
@@ -159,7 +191,7 @@ ACKNOWLEDGEMENT = Kind(
 
 FLOWS: Mapping[str, Flow] = MappingProxyType(
     {
-        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING)),
+        "discharge": Flow((DISCHARGE_EVENT, HOSPITAL_CLOSING, HL7_ADT)),
         "gp-referral": Flow((GP_REFERRAL,)),
         "hotline": Flow((ADVICE_REQUEST, CARE_COMMUNICATION)),
         "closing": Flow((CLOSING_REPORT,)),
@@ -171,7 +203,7 @@ NOT_OURS = (
     "not a message this service accepts (a hospital event needs eventType 'discharge', 'visitation', "
     "'step-down', 'discharge-update', 'follow-up-plan' or 'outpatient-discharge'; a GP's referral eventType "
     "'gp-referral'; an advice request needs requestId and urgency; a CareCommunication or an acknowledgement is "
-    "a MedCom message Bundle)"
+    "a MedCom message Bundle; an HL7 v2 ADT is ER7 beginning MSH)"
 )
 
 
@@ -189,7 +221,10 @@ def kind_of(message: Inbound, flow: str | None = None) -> Kind:
 def read_inbound(raw: bytes, max_bytes: int) -> Inbound:
     """Bytes → the message as read. Raises InvalidInput when it cannot be read (too large, an encoding we do
     not read, malformed, not a FHIR Bundle in XML), RefusedContent when it is well-formed but refused for
-    what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack)."""
+    what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack). An HL7
+    v2 message in ER7 (bytes beginning `MSH` and a field separator) is read by `formats.er7` (Hl7Problem)."""
+    if looks_like_er7(raw):
+        return Inbound(raw, er7=parse_er7(raw, max_bytes))
     if sniff(raw).syntax is not Syntax.XML:
         return Inbound(raw, decode_json(raw, max_bytes=max_bytes))
     root = parse_xml(raw, max_bytes)

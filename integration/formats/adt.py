@@ -1,0 +1,174 @@
+"""HL7 v2 ADT (read by `formats.er7`) → the discharge event's JSON document, or a discharge cancellation.
+
+ADT^A03 (discharge) becomes the document our JSON contract (schemas/discharge-event.schema.json) describes,
+eventType `discharge`, which `formats.discharge_event.parse_discharge_event` then reads: one code path for
+both, so ER7 and JSON yield the same record. ADT^A08 after a discharge becomes the same document with
+eventType `discharge-update`. ADT^A13 (cancel discharge) and ADT^A11 (cancel admit) become a
+`DischargeCancellation`. Which field carries what is the profile's (mappings/hl7.yaml, `adt_profile`).
+
+Every value mapped remembers where it was read (`MappedDischarge.origins`), so that a contract error on
+the document (`patient.cpr: …`) is reported at its HL7 place (`PID-3.1`) with its Table 0357 code.
+
+Event ids (UUID 5 in EVENT_NAMESPACE): A03 of sending facility (MSH-4) + visit number (PV1-19), so a
+resent discharge is the same event; A08, A13 and A11 of sending facility + message control id (MSH-10).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from integration.domain.cpr import Cpr, parse_cpr
+from integration.domain.moment import parse_moment
+from integration.domain.records import DischargeCancellation, DischargeEvent, GeneralPractitioner, Patient
+from integration.errors import InvalidInput
+from integration.formats.adt_profile import Hl7Profile
+from integration.formats.adt_sources import Reader
+from integration.formats.discharge_event import parse_discharge_event
+from integration.formats.er7 import Er7Message, ErrorCode, Hl7Problem
+from integration.formats.event_parts import not_ahead_of_receipt
+from integration.formats.hl7_values import At
+from integration.formats.json_contract import JsonContract
+
+EVENT_NAMESPACE = uuid.UUID("6f3c2a4e-8d1b-5c7e-9a40-2b7d1e5f0c93")  # this service's, for HL7 v2 event ids
+VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"})
+PROCESSING_IDS = frozenset({"P"})  # HL7 Table 0103: production only; a test system's T or D is refused
+DISCHARGES = {"A03": "discharge", "A08": "discharge-update"}
+CANCELLATIONS = frozenset({"A13", "A11"})
+
+
+@dataclass(frozen=True, slots=True)
+class MappedDischarge:
+    """The discharge event document made of an ADT^A03/A08, with where each contract path was read."""
+
+    document: dict[str, Any]
+    origins: Mapping[str, At]
+
+
+def read_adt(
+    message: Er7Message, profile: Hl7Profile, received_at: datetime
+) -> MappedDischarge | DischargeCancellation:
+    """An ADT message → the discharge event document (A03, A08) or a cancellation (A13, A11).
+
+    Raises Hl7Problem: 200 not ADT, 201 another trigger, 202 not production, 203 a version before 2.3,
+    101 a required field missing, 102/103 a value of the wrong type or not in its table (naming the field)."""
+    _check_header(message)
+    reader = Reader(message, profile)
+    if message.trigger in CANCELLATIONS:
+        return _cancellation(message, reader, received_at)
+    return _discharge(message, reader, DISCHARGES[message.trigger])
+
+
+def discharge_record(mapped: MappedDischarge, contract: JsonContract, received_at: datetime) -> DischargeEvent:
+    """The record of a mapped document, read by the JSON contract's reader; its InvalidInput is raised again
+    as an Hl7Problem at the HL7 place the value came from."""
+    try:
+        return parse_discharge_event(mapped.document, contract, received_at=received_at)
+    except Hl7Problem:
+        raise
+    except InvalidInput as error:
+        raise relabelled(error, mapped.origins) from None
+
+
+def relabelled(error: InvalidInput, origins: Mapping[str, At]) -> Hl7Problem:
+    """The contract's error at the HL7 place of its path (or of the nearest enclosing path)."""
+    path = error.field
+    while path and path not in origins:
+        path = path.rsplit(".", 1)[0] if "." in path else (path.rsplit("[", 1)[0] if "[" in path else "")
+    problem = f"{error.problem} (discharge event {error.field})" if error.field else error.problem
+    if not path:
+        return Hl7Problem(problem, code=ErrorCode.DATA_TYPE)
+    return origins[path].problem(problem)
+
+
+def _check_header(message: Er7Message) -> None:
+    msh = message.msh
+    if message.message_type != "ADT":
+        raise msh.problem("only ADT messages are read here", 9, 1, code=ErrorCode.UNSUPPORTED_MESSAGE_TYPE)
+    if message.trigger not in DISCHARGES and message.trigger not in CANCELLATIONS:
+        raise msh.problem("only A03, A08, A11 and A13 are read", 9, 2, code=ErrorCode.UNSUPPORTED_EVENT_CODE)
+    if message.processing_id not in PROCESSING_IDS:
+        raise msh.problem("only production messages (P) are read", 11, 1, code=ErrorCode.UNSUPPORTED_PROCESSING_ID)
+    if message.version not in VERSIONS:
+        raise msh.problem("HL7 v2.3 to v2.9 are read", 12, 1, code=ErrorCode.UNSUPPORTED_VERSION_ID)
+    if not message.sending_facility:
+        raise msh.problem("the sending facility is missing", 4, 1, code=ErrorCode.REQUIRED_FIELD_MISSING)
+
+
+def event_id(*parts: str) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, "|".join(parts)))
+
+
+def _facility(message: Er7Message) -> str:
+    hd = message.msh.field(4)
+    return "^".join(filter(None, (hd.text(1), hd.text(2), hd.text(3))))
+
+
+def _discharge(message: Er7Message, reader: Reader, event_type: str) -> MappedDischarge:
+    profile = reader.profile
+    visit = reader.required(profile.visit_number, "episodeOfCare")
+    if event_type == "discharge":
+        ident = event_id("A03", _facility(message), visit)
+    else:
+        ident = event_id("A08", _facility(message), message.control_id)
+        reader.required(profile.discharged_at, "admission.dischargedAt", "an A08 without a discharge time")
+        reader.require_rehabilitation("an A08 without the referral's data is no update of a discharge")
+    document: dict[str, Any] = {
+        "schemaVersion": "1",
+        "eventId": ident,
+        "eventType": event_type,
+        "episodeOfCare": visit,
+        "occurredAt": reader.occurred_at(),
+        "hospital": reader.hospital(),
+        "patient": reader.patient(),
+        "admission": {
+            "admittedAt": reader.time(profile.admitted_at, "admission.admittedAt"),
+            "dischargedAt": reader.time(profile.discharged_at, "admission.dischargedAt"),
+        },
+        "diagnoses": reader.diagnoses(),
+        **reader.procedures_and_surgery(),
+        **reader.rehabilitation(),
+        "exerciseTest": reader.exercise_test(),
+    }
+    return MappedDischarge(document, dict(reader.origins))
+
+
+def _cancellation(message: Er7Message, reader: Reader, received_at: datetime) -> DischargeCancellation:
+    profile = reader.profile
+    episode = reader.required(profile.visit_number, "episodeOfCare")
+    patient = reader.patient()
+    at = reader.origins["patient.cpr"]
+    try:
+        number = parse_cpr(patient["cpr"])
+    except ValueError as error:
+        raise at.problem(str(error)) from None
+    try:
+        occurred = not_ahead_of_receipt(parse_moment(reader.occurred_at()), received_at, "occurredAt")
+    except (ValueError, InvalidInput) as error:
+        raise reader.origins["occurredAt"].problem(getattr(error, "problem", str(error))) from None
+    return DischargeCancellation(
+        event_id=event_id(message.trigger, _facility(message), message.control_id),
+        episode=episode,
+        patient=number,
+        hospital_sor=reader.hospital()["sor"],
+        occurred_at=occurred,
+        trigger=message.trigger,
+        person=_person(patient, number),
+    )
+
+
+def _person(patient: dict[str, Any], number: Cpr) -> Patient | None:
+    """The patient as a cancellation names them (for the cancelling message), when PID says enough."""
+    if "familyName" not in patient or "municipalityCode" not in patient:
+        return None
+    gp = patient.get("gp", {})
+    return Patient(
+        cpr=number,
+        given_names=tuple(patient["givenNames"]),
+        family_name=patient["familyName"],
+        municipality_code=patient["municipalityCode"],
+        gp=GeneralPractitioner(gp["sor"], gp["ydernummer"]) if {"sor", "ydernummer"} <= gp.keys() else None,
+    )

@@ -1,0 +1,418 @@
+"""HL7 v2 ER7 (the pipe-and-hat encoding) read into a typed message: the first step of an inbound ADT.
+
+Splitting and escape decoding are python-hl7's (`hl7.parse`, `Message.unescape`); this module adds what a
+service that must never lose or misread a message needs around it:
+
+- the bytes are bounded, their character set is MSH-18's (HL7 v2.5 Table 0211: `UNICODE UTF-8` and empty
+  → UTF-8, `8859/1` → ISO 8859-1, `ASCII`), and undecodable bytes are a refusal, not a guess;
+- the segment terminator may be CR (the standard, HL7 v2.5 §2.5.2), CRLF or LF (what files and some
+  interface engines carry); empty lines and trailing separators are ignored;
+- every escape sequence (HL7 v2.5 §2.7: `\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`, `\\Xhh..\\`, `\\H\\ \\N\\`, `\\.br\\`
+  and the other formatting commands) is checked before python-hl7 decodes it, because python-hl7 logs a
+  sequence it cannot read together with the whole field (a CPR number in a log line): an unknown or
+  malformed sequence is refused naming the field. `\\Xhh..\\` bytes are decoded in MSH-18's character set
+  (so `\\XC3A6\\` is `æ` in UTF-8), formatting line breaks become `\\n`, highlighting is dropped;
+- a field that is exactly `""` is HL7's null ("delete the value", §2.5.3); `Er7Field.is_null` tells it
+  from an empty field, and `Er7Field.text()` answers None for both.
+
+Errors: `Hl7Problem` (an `InvalidInput`) with the segment, field, component, repetition and the HL7
+Table 0357 error code as data, so an MLLP acknowledgement's ERR segment is built from it; its text names
+the place (`PID-3.1`), never a value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# python-hl7 ships no type information; its containers are lists of lists of str, typed Any here
+import hl7  # type: ignore[import-untyped]
+from hl7.exceptions import ParseException  # type: ignore[import-untyped]
+
+from integration.errors import InvalidInput
+
+
+class ErrorCode(StrEnum):
+    """HL7 v2.5 Table 0357 (message error condition codes) used by this service."""
+
+    SEGMENT_SEQUENCE = "100"
+    REQUIRED_FIELD_MISSING = "101"
+    DATA_TYPE = "102"
+    TABLE_VALUE_NOT_FOUND = "103"
+    UNSUPPORTED_MESSAGE_TYPE = "200"
+    UNSUPPORTED_EVENT_CODE = "201"
+    UNSUPPORTED_PROCESSING_ID = "202"
+    UNSUPPORTED_VERSION_ID = "203"
+    APPLICATION_INTERNAL_ERROR = "207"
+
+
+def location(
+    segment: str,
+    field: int | None = None,
+    component: int | None = None,
+    repetition: int | None = None,
+    segment_sequence: int = 1,
+) -> str:
+    """The text naming a place in a message: `PID-3.1`; `PID-3[2].1` for the second repetition;
+    `DG1(2)-3.1` for the second DG1 segment; `MSH` for a whole segment; "" for the whole message."""
+    if not segment:
+        return ""
+    text = segment if segment_sequence <= 1 else f"{segment}({segment_sequence})"
+    if field is None:
+        return text
+    text += f"-{field}"
+    if repetition is not None and repetition > 1:
+        text += f"[{repetition}]"
+    if component is not None:
+        text += f".{component}"
+    return text
+
+
+class Hl7Problem(InvalidInput):
+    """An HL7 v2 message breaks the standard or our profile, at a place given as data.
+
+    `segment` ("" when the whole message is at fault), `field_number`/`component`/`repetition` (1-based,
+    None when not that precise; the field *number* is `field_number` because `field` is InvalidInput's
+    text naming the place, `PID-3.1`, which acknowledgements and dead-letter headers already report),
+    `segment_sequence` (1-based occurrence of the segment), `code` (HL7 Table 0357,
+    an `ErrorCode` value as a string).
+    The problem text never contains a value of the message.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        segment: str = "",
+        field: int | None = None,
+        component: int | None = None,
+        repetition: int | None = None,
+        segment_sequence: int = 1,
+        code: ErrorCode | str = ErrorCode.DATA_TYPE,
+    ) -> None:
+        super().__init__(location(segment, field, component, repetition, segment_sequence), problem)
+        self.segment = segment
+        self.field_number = field
+        self.component = component
+        self.repetition = repetition
+        self.segment_sequence = segment_sequence
+        self.code = ErrorCode(code).value
+
+
+HL7_NULL = '""'
+_CHARSETS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "8859/1": "latin-1", "ASCII": "ascii"}
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
+# HL7 v2.5 §2.7: what may stand between two escape characters
+_ESCAPE = re.compile(r"[FSTRE]|[HN]|X(?:[0-9A-Fa-f]{2})+|\.(?:br|fi|nf|sp\d*|in[+-]?\d*|ti[+-]?\d*|sk\d*|ce)\Z")
+_FORMATTING = {".br": "\n", ".sp": "\n", ".ce": "\n", ".fi": "", ".nf": "", "H": "", "N": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Er7Field:
+    """One field: its repetitions, each a tuple of components, each a tuple of decoded subcomponents.
+    `is_null` is True when the field was exactly `""` (HL7 null)."""
+
+    repetitions: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    is_null: bool = False
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.is_null and not any(any(any(s for s in c) for c in r) for r in self.repetitions)
+
+    def component(self, component: int = 1, repetition: int = 1, subcomponent: int = 1) -> str:
+        """The decoded value at that place ("" when absent; `""` when HL7 null)."""
+        if self.is_null:
+            return HL7_NULL
+        try:
+            return self.repetitions[repetition - 1][component - 1][subcomponent - 1]
+        except IndexError:
+            return ""
+
+    def text(self, component: int = 1, repetition: int = 1, subcomponent: int = 1) -> str | None:
+        """The value at that place, None when empty or HL7 null."""
+        value = self.component(component, repetition, subcomponent)
+        return None if value in ("", HL7_NULL) else value
+
+    def components(self, repetition: int = 1) -> tuple[str, ...]:
+        """The first subcomponent of each component of a repetition."""
+        if self.is_null or repetition > len(self.repetitions):
+            return ()
+        return tuple(c[0] if c else "" for c in self.repetitions[repetition - 1])
+
+
+_NO_FIELD = Er7Field()
+
+
+@dataclass(frozen=True, slots=True)
+class Er7Segment:
+    """One segment: `id` ('PID'), `sequence` (1-based occurrence of this id), `index` (0-based position in
+    the message) and its fields, where `fields[0]` is field 1 (for MSH, MSH-1 the field separator)."""
+
+    id: str
+    sequence: int
+    index: int
+    fields: tuple[Er7Field, ...]
+
+    def field(self, number: int) -> Er7Field:
+        if 1 <= number <= len(self.fields):
+            return self.fields[number - 1]
+        return _NO_FIELD
+
+    def problem(
+        self,
+        problem: str,
+        field: int | None = None,
+        component: int | None = None,
+        repetition: int | None = None,
+        code: ErrorCode | str = ErrorCode.DATA_TYPE,
+    ) -> Hl7Problem:
+        return Hl7Problem(
+            problem,
+            segment=self.id,
+            field=field,
+            component=component,
+            repetition=repetition,
+            segment_sequence=self.sequence,
+            code=code,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Er7Message:
+    """A message read from ER7: its header's meaning, its segments, and the bytes it came from."""
+
+    raw: bytes
+    charset: str
+    field_separator: str
+    encoding_characters: str  # MSH-2: component, repetition, escape, subcomponent (and truncation in v2.7)
+    segments_in_order: tuple[Er7Segment, ...]
+    control_id: str  # MSH-10
+    message_type: str  # MSH-9.1
+    trigger: str  # MSH-9.2
+    structure: str  # MSH-9.3
+    version: str  # MSH-12.1
+    processing_id: str  # MSH-11.1
+    sending_application: str  # MSH-3.1
+    sending_facility: str  # MSH-4.1
+    receiving_application: str  # MSH-5.1
+    receiving_facility: str  # MSH-6.1
+    accept_ack_type: str  # MSH-15
+    application_ack_type: str  # MSH-16
+    _by_id: dict[str, tuple[Er7Segment, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def msh(self) -> Er7Segment:
+        return self.segments_in_order[0]
+
+    def segments(self, segment_id: str) -> tuple[Er7Segment, ...]:
+        return self._by_id.get(segment_id, ())
+
+    def segment(self, segment_id: str) -> Er7Segment | None:
+        found = self._by_id.get(segment_id, ())
+        return found[0] if found else None
+
+
+def looks_like_er7(raw: bytes) -> bool:
+    """Whether bytes are meant as ER7: `MSH` and a field separator (a printable character that is no letter,
+    digit or space). No JSON or XML text begins so; an MLLP frame's start block is the listener's to remove."""
+    return len(raw) > 3 and raw.startswith(b"MSH") and 0x20 < raw[3] < 0x7F and not chr(raw[3]).isalnum()
+
+
+def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
+    """Read one HL7 v2 message in ER7 from `raw` (at most `max_bytes`).
+
+    Raises Hl7Problem: too large, not an ER7 message (no `MSH` + field separator + encoding characters),
+    an unsupported MSH-18 character set, bytes not in that set, a malformed segment id, a bad escape
+    sequence, a batch (more than one MSH), or a header without MSH-9/MSH-10/MSH-12.
+    """
+    if len(raw) > max_bytes:
+        raise Hl7Problem(f"the message is larger than {max_bytes} bytes", code=ErrorCode.DATA_TYPE)
+    separator, encoding_characters = _delimiters(raw)
+    charset = _charset(raw, separator)
+    text = _decoded(raw, charset)
+    lines = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip(" \t")]
+    if sum(line.startswith("MSH" + separator) for line in lines) != 1 or not lines[0].startswith("MSH"):
+        raise Hl7Problem("one message must begin with its only MSH segment", segment="MSH", code="100")
+    try:
+        parsed = hl7.parse("\r".join(lines))
+    except (ParseException, ValueError, IndexError, AssertionError) as error:  # python-hl7's refusals
+        raise Hl7Problem(f"not a readable ER7 message ({type(error).__name__})") from None
+    segments = _segments(parsed, charset)
+    return _message(raw, charset, separator, encoding_characters, segments)
+
+
+def _delimiters(raw: bytes) -> tuple[str, str]:
+    head = raw.lstrip(b" \t\r\n")[:9]
+    if not head.startswith(b"MSH") or len(head) < 8:
+        raise Hl7Problem("not an HL7 v2 message in ER7: it must begin with MSH", code=ErrorCode.SEGMENT_SEQUENCE)
+    separator = chr(head[3])
+    end = head.find(head[3:4], 4)
+    encoding = head[4:end].decode("latin-1") if end > 0 else ""
+    chars = separator + encoding
+    if (
+        not 4 <= len(encoding) <= 5
+        or not all(0x20 < ord(c) < 0x7F and not c.isalnum() for c in chars)
+        or len(set(chars)) != len(chars)
+    ):
+        raise Hl7Problem("the field separator and encoding characters are not valid", segment="MSH", field=2)
+    return separator, encoding
+
+
+def _charset(raw: bytes, separator: str) -> str:
+    header = re.split(rb"\r|\n", raw.lstrip(b" \t\r\n"), maxsplit=1)[0]
+    fields = header.split(separator.encode("latin-1"))
+    declared = fields[17].decode("latin-1").split("~")[0].strip() if len(fields) > 17 else ""
+    if declared not in _CHARSETS:
+        raise Hl7Problem("this character set is not accepted", segment="MSH", field=18, code="103")
+    return _CHARSETS[declared]
+
+
+def _decoded(raw: bytes, charset: str) -> str:
+    try:
+        text = raw.decode(charset)
+    except UnicodeDecodeError:
+        raise Hl7Problem("bytes not in the character set MSH-18 names", segment="MSH", field=18) from None
+    if "\x00" in text or "\x0b" in text or "\x1c" in text:
+        raise Hl7Problem("control characters (NUL or MLLP framing) in the message")
+    return text.lstrip(" \t\r\n")
+
+
+def _segments(parsed: Any, charset: str) -> tuple[Er7Segment, ...]:
+    seen: dict[str, int] = {}
+    result = []
+    for index, segment in enumerate(parsed):
+        segment_id = str(segment[0])
+        if not _SEGMENT_ID.match(segment_id):
+            raise Hl7Problem(f"segment {index + 1} has no valid segment id", code=ErrorCode.SEGMENT_SEQUENCE)
+        seen[segment_id] = seen.get(segment_id, 0) + 1
+        sequence = seen[segment_id]
+        raw_fields = list(segment[1:])
+        if segment_id == "MSH":  # MSH-1 and MSH-2 are the delimiters themselves, not to be split or decoded
+            fields = [_literal(str(raw_fields[0])), _literal(str(raw_fields[1]))]
+            rest, first = raw_fields[2:], 3
+        else:
+            fields, rest, first = [], raw_fields, 1
+        for offset, value in enumerate(rest):
+            where = (segment_id, first + offset, sequence)
+            fields.append(_field(parsed, value, charset, where))
+        while fields and fields[-1].is_empty and not fields[-1].is_null:  # trailing separators
+            fields.pop()
+        result.append(Er7Segment(segment_id, sequence, index, tuple(fields)))
+    return tuple(result)
+
+
+def _literal(value: str) -> Er7Field:
+    return Er7Field((((value,),),))
+
+
+def _field(message: Any, value: Any, charset: str, where: tuple[str, int, int]) -> Er7Field:
+    if str(value) == HL7_NULL:
+        return Er7Field(is_null=True)
+    repetitions = value if isinstance(value, hl7.Field) else [value]
+    return Er7Field(
+        tuple(
+            tuple(
+                tuple(
+                    _decode(message, sub, charset, where, r + 1, c + 1) for sub in _children(component, hl7.Component)
+                )
+                for c, component in enumerate(_children(repetition, hl7.Repetition))
+            )
+            for r, repetition in enumerate(repetitions)
+        )
+    )
+
+
+def _children(node: Any, container: Any) -> list[Any]:
+    return list(node) if isinstance(node, container) else [node]
+
+
+def _decode(message: Any, value: Any, charset: str, where: tuple[str, int, int], rep: int, comp: int) -> str:
+    text = str(value)
+    esc = message.esc
+    if esc not in text:
+        return text
+    parts = text.split(esc)
+    segment, number, sequence = where
+    if len(parts) % 2 == 0:
+        raise Hl7Problem(
+            "an escape sequence is not closed",
+            segment=segment,
+            field=number,
+            component=comp,
+            repetition=rep,
+            segment_sequence=sequence,
+        )
+    app_map = dict(_FORMATTING)
+    for sequence_text in parts[1::2]:
+        if not _ESCAPE.match(sequence_text):
+            raise Hl7Problem(
+                "an escape sequence HL7 v2 does not define",
+                segment=segment,
+                field=number,
+                component=comp,
+                repetition=rep,
+                segment_sequence=sequence,
+            )
+        if sequence_text.startswith("X"):
+            try:
+                app_map[sequence_text] = bytes.fromhex(sequence_text[1:]).decode(charset)
+            except UnicodeDecodeError:
+                raise Hl7Problem(
+                    "a hexadecimal escape is not text in MSH-18's character set",
+                    segment=segment,
+                    field=number,
+                    component=comp,
+                    repetition=rep,
+                    segment_sequence=sequence,
+                ) from None
+        elif sequence_text[:3] in (".sp", ".sk", ".in", ".ti"):
+            app_map[sequence_text] = _formatting(sequence_text)
+    decoded: str = message.unescape(text, app_map)
+    return decoded
+
+
+def _formatting(command: str) -> str:
+    """`.sp n` is n line breaks, `.sk n` n spaces; indents become nothing (text, not layout)."""
+    count = command[3:].lstrip("+-")
+    times = int(count) if count else 1
+    if command.startswith(".sp"):
+        return "\n" * min(times, 100)
+    if command.startswith(".sk"):
+        return " " * min(times, 100)
+    return ""
+
+
+def _header_value(msh: Er7Segment, number: int, component: int = 1) -> str:
+    return msh.field(number).text(component) or ""
+
+
+def _message(raw: bytes, charset: str, separator: str, encoding: str, segments: tuple[Er7Segment, ...]) -> Er7Message:
+    msh = segments[0]
+    for number, name in ((9, "message type"), (10, "message control id"), (12, "version id")):
+        if not _header_value(msh, number):
+            raise msh.problem(f"the {name} is missing", field=number, code=ErrorCode.REQUIRED_FIELD_MISSING)
+    by_id: dict[str, tuple[Er7Segment, ...]] = {}
+    for segment in segments:
+        by_id[segment.id] = (*by_id.get(segment.id, ()), segment)
+    return Er7Message(
+        raw=raw,
+        charset=charset,
+        field_separator=separator,
+        encoding_characters=encoding,
+        segments_in_order=segments,
+        control_id=_header_value(msh, 10),
+        message_type=_header_value(msh, 9, 1),
+        trigger=_header_value(msh, 9, 2),
+        structure=_header_value(msh, 9, 3),
+        version=_header_value(msh, 12),
+        processing_id=_header_value(msh, 11),
+        sending_application=_header_value(msh, 3),
+        sending_facility=_header_value(msh, 4),
+        receiving_application=_header_value(msh, 5),
+        receiving_facility=_header_value(msh, 6),
+        accept_ack_type=_header_value(msh, 15),
+        application_ack_type=_header_value(msh, 16),
+        _by_id=by_id,
+    )
