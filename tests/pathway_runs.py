@@ -25,8 +25,14 @@ from tests.conftest import GOLDEN
 SCENARIOS = sorted(p for p in (GOLDEN / "pathway").iterdir() if p.is_dir())
 PATIENT = "2512489996"  # every scenario's patient
 SENDER_OF_FLOW = {"discharge": "hospital", "gp-referral": "gp", "closing": "municipality", "hotline": "municipality"}
-CONTENT_TYPE = {".json": "application/json", ".xml": "application/xml"}
-FACTS_WITH_DETAIL = {"visitation": ("change",), "hotline-routed": ("outcome", "queue")}
+CONTENT_TYPE = {".json": "application/json", ".xml": "application/xml", ".er7": "x-application/hl7-v2+er7"}
+FACTS_WITH_DETAIL = {
+    "visitation": ("change",),
+    "hotline-routed": ("outcome", "queue"),
+    "discharge-updated": ("episode", "change"),
+    "discharge-cancelled": ("episode", "trigger", "cancels"),
+    "nothing-to-cancel": ("episode", "trigger", "stage"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,8 @@ class Step:
     def message_id(self) -> str:
         """The sender's message-id: the event's, request's or report's own id (a replayed step reuses it)."""
         text = self.body.decode()
+        if self.path.suffix == ".er7":  # HL7 v2: the message control id, MSH-10
+            return text.split("\r", 1)[0].split("|")[9]
         if self.path.suffix == ".xml":
             found = re.search(r"<ReportId>([^<]+)</ReportId>", text)
             assert found

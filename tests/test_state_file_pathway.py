@@ -47,6 +47,7 @@ FULL = {
     "specialisedReferral": "urn:uuid:s-1",
     "municipalStatus": True,
     "closedOn": "2026-12-01",
+    "episode": "VN-4711",
     "referral": {**REFERRAL, "municipalityCode": "851"},
 }
 
@@ -85,6 +86,7 @@ def test_every_pathway_field_is_read(tmp_path: Path) -> None:
         "urn:uuid:s-1",
         True,
         closed_on=date(2026, 12, 1),
+        episode="VN-4711",
     )
 
 
@@ -94,6 +96,8 @@ def test_a_course_awaiting_its_visitation_needs_no_open_flag_and_the_older_form_
     assert course.discharged_at is not None and course.discharged_at.utcoffset() == timedelta(0)
     closed = read(tmp_path, {**BASE, "stage": "not-referred"})[CPR]
     assert not closed.open and closed.responsible is Responsible.GP
+    cancelled = read(tmp_path, {**BASE, "stage": "cancelled", "episode": "VN-4711"})[CPR]
+    assert not cancelled.open and cancelled.responsible is Responsible.GP and cancelled.episode == "VN-4711"
     older = read(tmp_path, {**BASE, "open": True})[CPR]
     assert older == Course(CPR, AALBORG, "851", True, Responsible.HOSPITAL)
 
@@ -117,6 +121,7 @@ def test_a_course_awaiting_its_visitation_needs_no_open_flag_and_the_older_form_
         ({"closedOn": "20261201"}, "courses[0].closedOn: not a date as YYYY-MM-DD"),
         ({"closedOn": "2026-12-01T00:00:00+01:00"}, "courses[0].closedOn: not a date as YYYY-MM-DD"),
         ({"dischargeEvent": ""}, "courses[0].dischargeEvent must be text"),
+        ({"episode": 4711}, "courses[0].episode must be text"),
         ({"heartfailure": True}, "courses[0] has unknown key(s) heartfailure"),
         ({CPR: True}, "courses[0] has unknown key(s) ?"),
         ({"referral": []}, "courses[0].referral must be an object"),

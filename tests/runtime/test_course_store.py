@@ -146,6 +146,7 @@ courses = st.builds(
     admitted_to=st.none() | texts,
     admitted_since=st.none() | moments,
     admission_episode=st.none() | texts,
+    episode=st.none() | texts,
 )
 
 
@@ -210,6 +211,7 @@ def test_the_pathway_as_stored() -> None:
         "admittedTo": None,
         "admittedSince": None,
         "admissionEpisode": None,
+        "episode": None,
     }
 
 
@@ -230,6 +232,29 @@ def test_a_course_with_the_defaults_stores_null_and_a_row_from_before_reads_as_t
     )
     old = store.course(THIRD_CPR)
     assert old == Course(THIRD_CPR, AALBORG, "851", False, Responsible.GP) and old.current is Stage.CLOSED
+
+
+def test_the_episode_and_a_cancelled_stage_round_trip_and_a_pathway_from_before_has_no_episode(
+    dsn: str, store: Any
+) -> None:
+    cancelled = replace(VISITING, stage=Stage.CANCELLED, open=False, responsible=Responsible.GP, episode="VN-4711/2026")
+    save(store, cancelled)
+    assert store.course(CPR) == cancelled and store.course(CPR).episode == "VN-4711/2026"
+    assert [c.patient for c in store.courses_at([Stage.CANCELLED])] == [CPR]
+    assert store.courses_at([Stage.AWAITING_VISITATION]) == []
+    ((stage, pathway),) = sql(dsn, "SELECT stage, pathway FROM rehab_course")
+    assert stage == "cancelled" and orjson.loads(pathway)["episode"] == "VN-4711/2026"
+    before = orjson.loads(pathway)
+    del before["episode"]  # a pathway written before the episode was kept
+    sql(dsn, "UPDATE rehab_course SET pathway = ?", params=(orjson.dumps(before).decode(),))
+    assert store.course(CPR) == replace(cancelled, episode=None)
+
+
+def test_an_episode_the_service_does_not_write_is_damage(dsn: str, store: Any) -> None:
+    save(store, replace(VISITING, episode="VN-1"))
+    sql(dsn, "UPDATE rehab_course SET pathway = ?", params=('{"episode": 4711}',))
+    with pytest.raises(StoreDamaged, match="pathway.episode: not text"):
+        store.course(CPR)
 
 
 def test_a_discharge_time_without_its_zone_is_refused_not_stored(store: Any) -> None:

@@ -22,7 +22,7 @@ from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.cli.demo import OVERDUE_PATIENT
 from integration.config import PROJECT_ROOT, Settings
-from integration.domain.course import OutboundState
+from integration.domain.course import Course, OutboundState, Responsible, Stage, StateChanges
 from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditEntry, AuditRecord, verify
@@ -539,3 +539,22 @@ def test_simultaneous_resends_of_one_message_send_it_once_more(
         )
     codes = [a.status_code for a in answers]
     assert codes.count(303) == 1 and codes.count(409) == 7 and len(broker.published) == 1
+
+
+def test_a_cancelled_course_is_listed_as_withdrawn_and_filtered_by_its_stage(tmp_path: Path) -> None:
+    """A course closed because the hospital withdrew its discharge (HL7 v2 ADT^A13/A11) is shown at its own stage,
+    handed to the GP, and the board's stage filter takes `cancelled`."""
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    try:
+        course = Course(
+            "2512489996", "715541000016001", "851", False, Responsible.GP, Stage.CANCELLED, episode="V-2026-0042"
+        )
+        entry = AuditEntry("transformed", "discharge", "m-1", patient=course.patient)
+        store.record([entry], datetime.now(UTC), changes=StateChanges(courses=(course,)))
+        wanted = pages.BoardFilter.parse({"status": "cancelled"})
+        rows, shown = pages.board_rows(store, pages.Viewer("olga", Role.OPERATIONS), wanted)
+    finally:
+        store.close()
+    (row,) = rows
+    assert shown == [course] and row.stage == "cancelled"
+    assert row.closing == "discharge withdrawn by the hospital" and row.handover == "handed over to the GP"
