@@ -115,6 +115,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             triage_phone=str(hotline["triagePhone"]),
             regional_on_call=hotline["regionalOnCall"],
             terminology=mappings.terminology,
+            departments=mappings.directory.departments,
         ),
         closing_schema=load_xml_schema(settings.schemas_dir, "closing-report.xsd"),
         closing=ClosingContext(

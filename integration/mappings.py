@@ -154,7 +154,7 @@ def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
     return result
 
 
-REPLY_TEXTS = ("onCall", "acuteToTriage", "acuteToGp", "afterHours", "responsibilityWithGp", "toGp")
+REPLY_TEXTS = ("onCall", "acuteToTriage", "acuteToGp", "afterHours", "responsibilityWithGp", "toGp", "copyToAdmitting")
 
 
 def _hotline_settings(doc: dict[str, Any]) -> dict[str, Any]:
