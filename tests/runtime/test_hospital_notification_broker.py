@@ -21,6 +21,7 @@ from integration.config import Settings
 from integration.domain.course import OutboundState, Stage
 from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS, SENDERS_BY_KIND, outbound_exchanges
+from tests.conftest import GOLDEN
 from tests.hospital_notifications import as_new_message, example, for_patient, with_episode
 from tests.runtime.broker_helpers import collector, connect, take_all, wait_for
 from tests.runtime.conftest import broker_url
@@ -51,13 +52,16 @@ class Run:
         self.service = ConsumerService(BrokerSettings(broker_url(vhost)), list(FLOWS), wiring.processor_on)
         self.worker = threading.Thread(target=self.service.run, daemon=True)
 
-    def send(self, body: bytes, message_id: str) -> tuple[list[Any], list[Any]]:
-        """Publish on the hospital's queue; (what was published, the audit records) once it settled."""
+    def send(
+        self, body: bytes, message_id: str, key: str = "discharge", sender: str = "hospital"
+    ) -> tuple[list[Any], list[Any]]:
+        """Publish on `sender`'s exchange for the queue `key` (default: the hospital's discharge queue); (what
+        was published, the audit records) once it settled."""
         before = len(list(self.reader.records()))
         connection = connect(self.vhost)
         try:
-            exchange = SENDERS_BY_KIND["hospital"].exchange
-            connection.publish(exchange, "discharge", body, message_id, content_type="application/json")
+            exchange = SENDERS_BY_KIND[sender].exchange
+            connection.publish(exchange, key, body, message_id, content_type="application/json")
         finally:
             connection.close()
         wait_for(
@@ -152,3 +156,28 @@ def test_an_admission_pauses_the_course_until_that_stay_is_discharged(
     assert _ack_codes(sent) == ["ok"] and "course-resumed" in _facts(records)
     resumed = run.reader.course(PATIENT)
     assert resumed is not None and not resumed.paused and resumed.admitted_to is None
+
+
+STIN_UNIT, HJORRING = "265161000016000", "716141000016004"  # STIN_A's unit (not in departments.yaml); one that is
+
+
+def test_a_hotline_request_while_admitted_also_goes_to_the_admitting_department(
+    run: Run, shared: Path, golden_discharge: bytes
+) -> None:
+    run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
+    request = (GOLDEN / "hotline" / "municipality-routine.request.json").read_bytes()
+    body, header = _notice(shared, "STIN_A", "stin")
+    run.send(body, header)  # admitted to a unit departments.yaml does not know
+    sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a10", key="hotline", sender="municipality")
+    assert [m.routing_key for m in sent] == ["hotline.department.715541000016001"]
+    assert "hotline-copy-not-sent" in _facts(records)
+    body, header = _notice(shared, "STIN_A", "stin-hjorring")
+    run.send(body.replace(STIN_UNIT.encode(), HJORRING.encode()), header)  # RE-admitted: the latest wins
+    course = run.reader.course(PATIENT)
+    assert course is not None and course.admitted_to == HJORRING
+    sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a12", key="hotline", sender="municipality")
+    assert sorted(m.routing_key for m in sent) == [
+        "hotline.department.715541000016001",
+        f"hotline.department.{HJORRING}",
+    ]
+    assert len({m.body for m in sent}) == 1 and "hotline-copied" in _facts(records)
