@@ -134,6 +134,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         municipality_sors=frozenset(
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
+        missed_referral=mappings.missed_referral,
     )
 
 

@@ -75,6 +75,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE rehab_course ADD COLUMN pathway TEXT",
         "CREATE INDEX IF NOT EXISTS rehab_course_stage ON rehab_course (stage)",
     ),
+    (  # 6: discharges home from a cardiology or cardiac-surgery unit waiting for their discharge event
+        # (HospitalNotification SLHJ; watched.py, domain/missed_referral.py)
+        """CREATE TABLE IF NOT EXISTS watched_episode (
+            episode TEXT PRIMARY KEY, patient TEXT NOT NULL, unit TEXT NOT NULL, discharged_at TEXT NOT NULL,
+            due_at TEXT NOT NULL, header_id TEXT NOT NULL, watched_at TEXT NOT NULL, matched_by TEXT,
+            matched_at TEXT, cancelled_at TEXT)""",
+        "CREATE INDEX IF NOT EXISTS watched_episode_patient ON watched_episode (patient)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are
