@@ -5,6 +5,7 @@ and the discharge of that stay ends the pause. Each notice is answered with an `
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build
+from integration.cli.main import main
 from integration.config import Settings
 from integration.domain.course import OutboundState, Stage
+from integration.log import cpr_numbers_in
 from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS, SENDERS_BY_KIND, outbound_exchanges
 from tests.conftest import GOLDEN
@@ -43,7 +47,7 @@ class Run:
 
     def __init__(self, vhost: str, tmp_path: Path) -> None:
         dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-        self.vhost, self.clock = vhost, Clock()
+        self.vhost, self.clock, self.dsn = vhost, Clock(), dsn
         self.store, self.reader = open_audit_store(dsn), open_audit_store(dsn)
         self.outbound = [collector(vhost, exchange) for exchange in outbound_exchanges()]
         wiring = build(
@@ -181,3 +185,41 @@ def test_a_hotline_request_while_admitted_also_goes_to_the_admitting_department(
         f"hotline.department.{HJORRING}",
     ]
     assert len({m.body for m in sent}) == 1 and "hotline-copied" in _facts(records)
+
+
+SLHJ_EPISODE = "d3d03544-f116-4070-a823-d5c64e6a7c46"  # SLHJ_H's stay, discharged 2023-03-07T09:45:30+01:00
+CARDIOLOGY = "715541000016001"  # in mappings/hospital-notifications.yaml
+
+
+def _pathway_overdue(run: Run, at: str) -> Result:
+    clean = {k: None for k in os.environ if k.startswith("INTEGRATION_")}
+    env = clean | {"INTEGRATION_AUDIT_DSN": run.dsn, "INTEGRATION_CONFIG": ""}
+    return CliRunner().invoke(main, ["pathway", "overdue", "--at", at], env=env)
+
+
+def _slhj_from_cardiology(shared: Path) -> tuple[bytes, str]:
+    body, header = _notice(shared, "SLHJ_H", "slhj-cardiology")
+    return body.replace(STIN_UNIT.encode(), CARDIOLOGY.encode()), header
+
+
+@pytest.mark.parametrize("with_discharge_event", [False, True])
+def test_a_discharge_home_from_cardiology_without_a_discharge_event_is_overdue_after_the_window(
+    run: Run, shared: Path, golden_discharge: bytes, with_discharge_event: bool
+) -> None:
+    body, header = _slhj_from_cardiology(shared)
+    sent, records = run.send(body, header)
+    assert _ack_codes(sent) == ["ok"] and "discharge-watched" in _facts(records)
+    if with_discharge_event:
+        event = json.loads(golden_discharge)
+        event["episodeOfCare"] = SLHJ_EPISODE
+        run.send(json.dumps(event).encode(), event["eventId"])
+    within = _pathway_overdue(run, "2023-03-09T09:45:00+01:00")  # 48 h after the discharge, less 30 s
+    assert within.exit_code == 0 and "missed-referral" not in within.output, within.output
+    after = _pathway_overdue(run, "2023-03-09T09:46:00+01:00")
+    if with_discharge_event:
+        assert "missed-referral" not in after.output, after.output
+        return
+    assert after.exit_code == 1, after.output
+    (line,) = [x for x in after.output.splitlines() if "missed-referral" in x]
+    assert CARDIOLOGY in line and "2023-03-07T09:45+01:00" in line and SLHJ_EPISODE in line
+    assert PATIENT not in after.output and not cpr_numbers_in(after.output)
