@@ -308,8 +308,8 @@ def _missed_referrals(store: WatchStore, at: datetime) -> list[Deadline]:
     for watched in store.watched_episodes():
         hours = watched.window.total_seconds() / 3600
         detail = (
-            f"discharged home from {one_line(watched.unit, 40)} {_local(watched.discharged_at)} (HospitalNotification): "
-            f"no discharge event within {hours:g} h; a possible missed referral"
+            f"discharged home from {one_line(watched.unit, 40)} {_local(watched.discharged_at)} "
+            f"(HospitalNotification): no discharge event within {hours:g} h; a possible missed referral"
         )
         subject = one_line(watched.episode, 80)
         found.append(
