@@ -10,7 +10,7 @@ missing one is `StoreMissing`. A store whose schema is not what its recorded ver
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from integration.adapters.sql import audit_state
 from integration.adapters.sql.audit_log import AuditLog
@@ -170,6 +170,11 @@ def check_existing(unit: UnitOfWork) -> None:
         missing = [t for t in TABLES if t not in unit.tables(cursor)]
         if len(missing) == len(TABLES):
             raise StoreMissing("none of the audit store's tables exists")
+        if "schema_version" not in missing:  # an older store lacks the tables later versions add: say so first
+            cursor.execute("SELECT version FROM schema_version WHERE id = 1")
+            found = cursor.fetchone()
+            if found is not None and version_of(found[0]) < SCHEMA_VERSION:
+                _refuse_version(version_of(found[0]))
         if missing:
             raise StoreMissing(f"the audit store lacks table(s) {', '.join(missing)} (dropped?)")
         cursor.execute("SELECT version FROM schema_version WHERE id = 1")
@@ -180,7 +185,11 @@ def check_existing(unit: UnitOfWork) -> None:
         raise StoreMissing(f"the audit store lacks its {'schema version' if row is None else 'head'} row")
     version = version_of(row[0])
     if version != SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"the audit store has schema version {version}, this release reads {SCHEMA_VERSION}"
-            + (": start the service (integration run) once to migrate it" if version < SCHEMA_VERSION else "")
-        )
+        _refuse_version(version)
+
+
+def _refuse_version(version: int) -> NoReturn:
+    raise ConfigurationError(
+        f"the audit store has schema version {version}, this release reads {SCHEMA_VERSION}"
+        + (": start the service (integration run) once to migrate it" if version < SCHEMA_VERSION else "")
+    )
