@@ -147,6 +147,14 @@ def test_a_discharge_event_that_came_first_settles_the_watch_at_once(shared: Pat
     ):
         (watched,) = _run(_slhj(shared), pipeline, older).state.watched
         assert watched.matched_by is None
+    # the course keeps its discharge's episode of care: the same episode matches wherever and whenever it was
+    # discharged; another episode does not, however close in unit and time (joined by the episode where both
+    # carry it)
+    far = replace(course, episode=EPISODE, referring_department=ELSEWHERE, discharged_at=ENDED - 2 * WINDOW)
+    (watched,) = _run(_slhj(shared), pipeline, far).state.watched
+    assert watched.matched_by == "event-0"
+    (watched,) = _run(_slhj(shared), pipeline, replace(course, episode="another-stay")).state.watched
+    assert watched.matched_by is None
 
 
 def test_a_hospitals_discharge_event_is_offered_to_the_watch_with_its_episode(pipeline: Pipeline) -> None:

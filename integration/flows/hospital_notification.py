@@ -161,11 +161,11 @@ def _watch(
 
 def _earlier_discharge_event(watched: WatchedEpisode, course: Course | None) -> str | None:
     """The discharge event already received for the watched stay (the one that opened the patient's course), if
-    it matches; None otherwise. (The course keeps no episode here: matched by patient, unit and time.)"""
+    it matches (by the episode of care the course keeps, else by patient, unit and time); None otherwise."""
     if course is None or course.discharge_event is None or course.discharged_at is None:
         return None
     seen = DischargeSeen(
-        course.discharge_event, course.patient, course.referring_department, None, course.discharged_at
+        course.discharge_event, course.patient, course.referring_department, course.episode, course.discharged_at
     )
     return seen.event_id if matches(watched, seen) else None
 
