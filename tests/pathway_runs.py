@@ -19,6 +19,7 @@ from typing import Any
 
 from integration.domain.course import Course
 from integration.service.audit_chain import AuditEntry
+from integration.service.hl7_intake import message_id_of
 from integration.topology import SENDERS_BY_KIND
 from tests.conftest import GOLDEN
 
@@ -55,10 +56,13 @@ class Step:
 
     @property
     def message_id(self) -> str:
-        """The sender's message-id: the event's, request's or report's own id (a replayed step reuses it)."""
+        """The sender's message-id: the event's, request's or report's own id (a replayed step reuses it); for HL7
+        v2, the id the MLLP listener gives its MSH-10 (under MSH-3 and MSH-4), which the consumer keys it by."""
         text = self.body.decode()
-        if self.path.suffix == ".er7":  # HL7 v2: the message control id, MSH-10
-            return text.split("\r", 1)[0].split("|")[9]
+        if self.path.suffix == ".er7":
+            found = message_id_of(self.body)
+            assert found
+            return found
         if self.path.suffix == ".xml":
             found = re.search(r"<ReportId>([^<]+)</ReportId>", text)
             assert found

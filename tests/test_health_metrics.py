@@ -127,7 +127,12 @@ class Request:
 
 class CountingStore:
     def __init__(self) -> None:
-        self.counts = {OutboundState.AWAITING: 3, OutboundState.FAILED: 1, OutboundState.GAVE_UP: 2, OutboundState.STOPPED: 5}
+        self.counts = {
+            OutboundState.AWAITING: 3,
+            OutboundState.FAILED: 1,
+            OutboundState.GAVE_UP: 2,
+            OutboundState.STOPPED: 5,
+        }
         self.requests = [Pending(Request(None), FIXED_NOW - timedelta(hours=30)), Pending(Request(None), FIXED_NOW)]
         self.seq = 41
         self.fail: Exception | None = None

@@ -34,12 +34,14 @@ from typing import Protocol
 
 from integration.errors import InvalidInput, Rejected
 from integration.formats.hl7_ack import (
+    HEADER_BYTES,
     AckCode,
     AckError,
     ErrorCode,
     ErrorLocation,
     MshHeader,
     build_ack,
+    read_header,
 )
 from integration.service.audit_chain import AuditEntry
 
@@ -111,6 +113,17 @@ def message_id(header: MshHeader) -> str:
     resend after a crash between the confirm and the receipt's row is a redelivery to the consumer."""
     name = "\x1f".join((header.sending_application, header.sending_facility, header.control_id))
     return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+
+
+def message_id_of(body: bytes) -> str | None:
+    """The HL7 v2 message's own id (`message_id` of its MSH-3, MSH-4 and MSH-10) when `body` is ER7 with a
+    control id, else None. The consumer keys an ER7 delivery by it whatever AMQP message-id it came with: a
+    sender's message is its MSH-10, as a MedCom message is its MessageHeader.id (decision 27)."""
+    text = body.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if not text.startswith(b"MSH"):
+        return None
+    header = read_header(text[:HEADER_BYTES])
+    return message_id(header) if header is not None and header.control_id else None
 
 
 def content_digest(raw: bytes) -> str:

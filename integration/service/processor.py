@@ -61,6 +61,7 @@ from integration.flows.results import FlowResult, Handled, Refusal
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
+from integration.service.hl7_intake import message_id_of
 from integration.service.ports import Bus, EarlierDelivery, Failure, Store, StoredOutput
 from integration.topology import DEAD_LETTER_EXCHANGE, RESERVED_HEADERS
 
@@ -97,17 +98,24 @@ class Delivery:
     original_source: str | None = None  # a replay's first sender, as our own dead letter recorded it
     delivery_tag: int | None = None  # the broker's number for this delivery on its channel (for the logs)
 
+    hl7_id: str | None = None  # an HL7 v2 message's own id (MSH-3, MSH-4, MSH-10); computed
+
     def __post_init__(self) -> None:
         if not self.digest:
             object.__setattr__(self, "digest", sha256(self.body).hexdigest())
+        if self.hl7_id is None:
+            object.__setattr__(self, "hl7_id", message_id_of(self.body))
 
     @property
     def key(self) -> str:
-        """The idempotency key within the flow: the sender's message-id, else the body's SHA-256.
+        """The idempotency key within the flow: an HL7 v2 message's own id (its MSH-10 under MSH-3 and MSH-4,
+        as the MLLP listener names it), else the sender's message-id, else the body's SHA-256.
 
         The body's hash is stored beside it, so that a message-id reused for other content is told
-        apart from a redelivery (decision 12)."""
-        return self.message_id or "sha256:" + self.digest
+        apart from a redelivery (decision 12): an ER7 message resent under its MSH-10 is a redelivery (its
+        outputs republished, nothing changed), whatever AMQP message-id it came with; another message under
+        that MSH-10 is a reused id (decision 27)."""
+        return self.hl7_id or self.message_id or "sha256:" + self.digest
 
     @property
     def sender(self) -> str | None:

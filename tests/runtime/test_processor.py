@@ -15,6 +15,7 @@ from integration.adapters.sql.sqlite import SqliteAuditStore
 from integration.bootstrap import flow_handlers
 from integration.errors import Transient
 from integration.flows.dispatch import Pipeline
+from integration.formats.adt import event_id
 from integration.service.audit_chain import verify
 from integration.service.processor import Delivery, Processor, RetryPolicy
 from tests.conftest import FIXED_NOW, GOLDEN
@@ -377,3 +378,51 @@ def test_a_message_id_shaped_like_another_senders_scoped_key_is_not_taken_for_it
     assert processor.process(hospital).disposition == "processed"
     assert processor.process(mimic).disposition == "processed"
     assert not broker.queues["rehab.discharge-events.dlq"]
+
+
+# -- HL7 v2 on the bus: keyed by MSH-10 (issue #15, found by its first attack) ------------------------------
+HL7 = Path(__file__).resolve().parents[1] / "hl7"
+A03 = HL7 / "01-municipal-gop-general-sternotomy.a03.er7"
+AFTER_THE_A13 = datetime.fromisoformat("2026-11-22T10:00:00+01:00")  # the A13 and the second A03 are dated 21 Nov
+
+
+def er7(path: Path, amqp_id: str) -> Delivery:
+    return Delivery("discharge", path.read_bytes(), amqp_id, content_type="x-application/hl7-v2+er7")
+
+
+def test_an_er7_message_is_keyed_by_its_control_id_not_by_the_amqp_message_id(pipeline, store, broker) -> None:
+    """The same A03 published again under another AMQP message-id is a redelivery (its referral republished,
+    nothing built twice); another patient under that MSH-10 (an engine's counter wrapped) is a reused id,
+    dead-lettered — not a second referral with the first one's Bundle and MessageHeader ids."""
+    processor = make(pipeline, store, broker)
+    assert processor.process(er7(A03, "amqp-1")).disposition == "processed"
+    assert processor.process(er7(A03, "amqp-2")).disposition == "replayed-outputs"
+    other = processor.process(er7(HL7 / "resend" / "other-patient-same-control-id.er7", "amqp-3"))
+    assert other.disposition == "dead-lettered" and other.error == "reused-message-id"
+    first, again = broker.queues["sink"]
+    assert first.body == again.body
+    assert [r.step for r in store.records()].count("fact:referral-built") == 1
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    assert "0101701234" not in dead.headers["x-rehab-reason"]
+
+
+def test_an_a13_resent_after_a_new_discharge_changes_nothing(pipeline, store, broker) -> None:
+    """A03, A13 (cancelled), a new A03 for the visit (a new referral, ids of its own), then the A13 once more
+    under a fresh AMQP message-id: it is the A13 already processed — its cancellation republished byte for byte,
+    the new referral left in force (it cancelled the new one in our books while resending the old message)."""
+    processor = Processor(flow_handlers(pipeline), store, broker, lambda: AFTER_THE_A13, FAST)
+    cancel, again = HL7 / "resend" / "a13-cancel.er7", HL7 / "resend" / "a03-again.er7"
+    outcomes = [
+        processor.process(er7(A03, "amqp-1")),
+        processor.process(er7(cancel, "amqp-2")),
+        processor.process(er7(again, "amqp-3")),
+        processor.process(er7(cancel, "amqp-4")),
+    ]
+    assert [o.disposition for o in outcomes] == ["processed", "processed", "processed", "replayed-outputs"]
+    referral, cancellation, new_referral, resent = broker.queues["sink"]
+    assert resent.body == cancellation.body and new_referral.message_id != referral.message_id
+    facts = [r.step for r in store.records() if r.step.startswith("fact:referral-")]
+    assert facts == ["fact:referral-built", "fact:referral-cancelled", "fact:referral-built"]
+    course = store.course("2512489996")
+    assert course is not None and course.current.open and course.referral is not None
+    assert course.referral.event_id == event_id("A03", "RHN^1.2.208.176.1.1^ISO", "RHN-A03-9002")  # the new one
