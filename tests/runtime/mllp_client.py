@@ -7,14 +7,15 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from integration.adapters.mllp import MllpListener
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, mllp_listener
+from integration.bootstrap import build_pipeline, mllp_listener, now
 from integration.config import Settings
 from integration.service.hl7_intake import Validate
 
@@ -83,10 +84,13 @@ def settings_for(vhost: str, audit_dsn: str, **overrides: object) -> Settings:
 
 
 @contextmanager
-def running(settings: Settings, validate: Validate | None = None) -> Iterator[MllpListener]:
+def running(
+    settings: Settings, validate: Validate | None = None, clock: Callable[[], datetime] = now
+) -> Iterator[MllpListener]:
     """The listener of `settings` on a thread with its own event loop, its store opened there."""
     store = open_audit_store(settings.audit_dsn)
-    listener = mllp_listener(settings, store, build_pipeline(settings), validate=validate, bind=("127.0.0.1", 0))
+    pipeline = build_pipeline(settings)
+    listener = mllp_listener(settings, store, pipeline, clock=clock, validate=validate, bind=("127.0.0.1", 0))
     loop = asyncio.new_event_loop()
     started = threading.Event()
 
