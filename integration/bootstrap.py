@@ -273,7 +273,8 @@ def mllp_listener(
         clock=clock,
         new_control_id=lambda: uuid.uuid4().hex[:20],
     )
-    return MllpListener(listener_settings, intake, on_stop=publisher.close)
+    probe = None if publish else publisher.connect
+    return MllpListener(listener_settings, intake, on_stop=publisher.close, probe=probe)
 
 
 def broker_settings(settings: Settings) -> BrokerSettings:

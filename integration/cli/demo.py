@@ -212,11 +212,7 @@ def demo_in_memory(wiring: Wiring, overdue: bool = False, mllp_dsn: str | None =
         drain_in_memory(broker, processor, [flow])
         click.echo(f"{flow.name}: {len(batch)} samples sent and handled")
         if flow.name == "discharge" and mllp_dsn is not None:
-            hospital = SENDERS_BY_KIND["hospital"].exchange
-
-            def publish(body: bytes, message_id: str) -> None:
-                broker.publish(hospital, flow.name, body, message_id, content_type=hl7_intake.ER7_CONTENT_TYPE)
-
+            publish = _to_the_discharge_queue(broker)
             _after_the_flows_samples(every, flow.name, _over_mllp(wiring.settings, wiring, mllp_dsn, publish))
             drain_in_memory(broker, processor, [flow])
     routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
@@ -267,9 +263,17 @@ def demo_on_broker(
     return _outcome(store, connection, outputs, every)
 
 
-def _over_mllp(
-    settings: Settings, wiring: Wiring, dsn: str, publish: hl7_intake.Publish | None = None
-) -> list[Sample]:
+def _to_the_discharge_queue(broker: InMemoryBroker) -> hl7_intake.Publish:
+    """The listener's publish on the in-memory bus: to the hospitals' exchange, the discharge flow's key."""
+    hospital = SENDERS_BY_KIND["hospital"].exchange
+
+    def publish(body: bytes, message_id: str) -> None:
+        broker.publish(hospital, hl7_intake.FLOW, body, message_id, content_type=hl7_intake.ER7_CONTENT_TYPE)
+
+    return publish
+
+
+def _over_mllp(settings: Settings, wiring: Wiring, dsn: str, publish: hl7_intake.Publish | None = None) -> list[Sample]:
     """The A03 over MLLP (`demo_mllp`): its sample when it was published (AA), none when not; says which."""
     name, message_id, raw = demo_mllp.a03()
     try:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import click
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ignore[import-untyped]
@@ -27,6 +28,7 @@ from integration.config import Settings
 from integration.flows.dispatch import Pipeline
 from integration.formats.hl7_ack import read_header
 from integration.service import hl7_intake
+from integration.service.hl7_intake import ReceiptStore
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "hl7" / "01-municipal-gop-general-sternotomy.a03.er7"
 SAMPLE_PATIENT = b"PID|1||2512489996^"
@@ -58,7 +60,8 @@ def listening(
     the demo's store (`dsn`); it publishes to the vhost of `settings`' broker URL (the demo's), or with `publish`
     (the in-memory bus)."""
     store = open_audit_store(dsn)
-    listener = mllp_listener(demo_settings(settings), store, pipeline, publish=publish, bind=("127.0.0.1", 0))
+    receipts = cast(ReceiptStore, store)  # the SQL stores have the receipt table (integration mllp casts too)
+    listener = mllp_listener(demo_settings(settings), receipts, pipeline, publish=publish, bind=("127.0.0.1", 0))
     loop = asyncio.new_event_loop()
     started = threading.Event()
 
