@@ -125,6 +125,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             triage_phone=str(hotline["triagePhone"]),
             regional_on_call=hotline["regionalOnCall"],
             terminology=mappings.terminology,
+            departments=mappings.directory.departments,
         ),
         closing_schema=load_xml_schema(settings.schemas_dir, "closing-report.xsd"),
         closing=ClosingContext(
@@ -144,6 +145,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             m.endpoint.sor for m in mappings.directory.municipalities.values() if m.endpoint is not None
         ),
         hl7_profile=load_hl7_profile(settings.mappings_dir, mappings.directory),
+        missed_referral=mappings.missed_referral,
     )
 
 

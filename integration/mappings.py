@@ -8,6 +8,7 @@ says what the topology says: a file that routes elsewhere must not be ignored in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from integration.domain.dcs_suggestions import CodeKind, SuggestionRule, rule_pr
 from integration.domain.directory import Department, Directory, Municipality
 from integration.domain.hotline import Hotline, OnCall
 from integration.domain.identifiers import gs1_check_digit_ok
+from integration.domain.missed_referral import MissedReferralWatch
 from integration.domain.opening_hours import WEEKDAYS, OpeningHours, parse_hours
 from integration.domain.pathway import CATEGORY
 from integration.domain.records import Organisation, RiskGroup
@@ -46,6 +48,7 @@ class Mappings:
     hotline_settings: dict[str, Any]  # timezone, reply texts, triage phone, the region's on-call
     gp_clinics: dict[str, Organisation]  # by ydernummer
     dcs_suggestions: tuple[SuggestionRule, ...] = ()  # dcs-suggestions.yaml: codes → criteria suggested
+    missed_referral: MissedReferralWatch = MissedReferralWatch()  # hospital-notifications.yaml
 
 
 def _read(directory: Path, name: str) -> dict[str, Any]:
@@ -155,7 +158,7 @@ def _hotlines(doc: dict[str, Any]) -> dict[str, Hotline]:
     return result
 
 
-REPLY_TEXTS = ("onCall", "acuteToTriage", "acuteToGp", "afterHours", "responsibilityWithGp", "toGp")
+REPLY_TEXTS = ("onCall", "acuteToTriage", "acuteToGp", "afterHours", "responsibilityWithGp", "toGp", "copyToAdmitting")
 
 
 def _hotline_settings(doc: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +199,7 @@ def load_mappings(directory: Path) -> Mappings:
                 for c in _read(directory, "gp-clinics.yaml")["clinics"]
             },
             dcs_suggestions=dcs_suggestion_rules(_read(directory, DCS_SUGGESTIONS)),
+            missed_referral=missed_referral_watch(_read(directory, HOSPITAL_NOTIFICATIONS)),
         )
     except KeyError as exc:
         raise ConfigurationError(f"{directory}: a mapping file lacks the key {exc}") from None
@@ -249,6 +253,36 @@ def _suggestion_rule(where: str, key: str, written: Any, criterion: str) -> Sugg
         form = "an ICD-10 code prefix such as I50 or I13.0" if key == "diagnoses" else "an SKS procedure code prefix"
         raise ConfigurationError(f"{where}.{key}: {written!r} is not {form}")
     return SuggestionRule(CODE_KINDS[key], prefix, criterion)
+
+
+HOSPITAL_NOTIFICATIONS = "hospital-notifications.yaml"
+UNIT_KEYS = {"sor", "name", "placeholder"}
+
+
+def missed_referral_watch(doc: dict[str, Any]) -> MissedReferralWatch:
+    """hospital-notifications.yaml → the units whose discharges home are watched for their discharge event and
+    how long (`missedReferralAfter`, hours: a positive number). Raises ConfigurationError naming the key for a
+    bad value, a unit without a SOR id (digits only) or one named twice; KeyError (reported by `load_mappings`)
+    without `units` or `missedReferralAfter`."""
+    hours, units = doc["missedReferralAfter"], doc["units"]
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 365:
+        raise ConfigurationError(f"{HOSPITAL_NOTIFICATIONS}: missedReferralAfter is not a number of hours (1-8760)")
+    if not isinstance(units, list):
+        raise ConfigurationError(f"{HOSPITAL_NOTIFICATIONS}: units is not a list")
+    found: set[str] = set()
+    for i, unit in enumerate(units):
+        where = f"{HOSPITAL_NOTIFICATIONS}: units[{i}]"
+        if not isinstance(unit, dict):
+            raise ConfigurationError(f"{where} is not a table")
+        if unknown := sorted(set(unit) - UNIT_KEYS, key=str):
+            raise ConfigurationError(f"{where} has unknown keys {unknown} (known: {sorted(UNIT_KEYS)})")
+        sor = str(unit.get("sor", ""))
+        if not sor.isdigit():
+            raise ConfigurationError(f"{where}.sor is not a SOR id")
+        if sor in found:
+            raise ConfigurationError(f"{where}.sor {sor} appears twice")
+        found.add(sor)
+    return MissedReferralWatch(frozenset(found), timedelta(hours=hours))
 
 
 # What earlier releases' `routing` tables said, key by key, as the topology says it now.

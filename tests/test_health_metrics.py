@@ -127,7 +127,7 @@ class Request:
 
 class CountingStore:
     def __init__(self) -> None:
-        self.counts = {OutboundState.AWAITING: 3, OutboundState.FAILED: 1, OutboundState.GAVE_UP: 2}
+        self.counts = {OutboundState.AWAITING: 3, OutboundState.FAILED: 1, OutboundState.GAVE_UP: 2, OutboundState.STOPPED: 5}
         self.requests = [Pending(Request(None), FIXED_NOW - timedelta(hours=30)), Pending(Request(None), FIXED_NOW)]
         self.seq = 41
         self.fail: Exception | None = None
@@ -173,6 +173,7 @@ def test_the_refresher_sets_outbound_overdue_head_and_queue_gauges() -> None:
     assert value("rehab_outbound_messages", state="awaiting") == 3
     assert value("rehab_outbound_messages", state="failed") == 1
     assert value("rehab_outbound_messages", state="gave-up") == 2
+    assert value("rehab_outbound_messages", state="stopped") == 5  # the patient died: a person decides
     assert value("rehab_hotline_overdue") == 1  # 30 hours in triage (every hour counts) > 8; the new one is not
     assert value("rehab_audit_chain_head") == 41
     assert value("rehab_dead_letter_queue_messages", queue="t.dlq") == 4

@@ -1,7 +1,7 @@
 """An HL7 v2 ADT^A03 yields exactly the referral its equivalent JSON discharge event yields (issue #15).
 
 Each tests/hl7/NN-*.a03.er7 says what tests/golden/discharge/NN-*.event.json says. The JSON event is given the
-eventId the ER7 maps to (uuid5 of sending facility and visit number), its episodeOfCare and the SKS
+eventId the ER7 maps to (uuid5 of trigger, sending facility and message control id), its episodeOfCare and the SKS
 procedures ADT carries and the JSON golden leaves out, so the two outputs are compared exactly.
 """
 
@@ -88,11 +88,16 @@ def _without_moments(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in ("occurredAt", "admission")}
 
 
-def test_a_resent_a03_is_the_same_event_and_another_visit_is_not(pipeline: Pipeline) -> None:
+def test_a_resent_a03_is_the_same_event_and_a_discharge_sent_again_after_its_cancellation_is_not(
+    pipeline: Pipeline,
+) -> None:
+    """HL7 v2 original mode: a sender with no ACK sends the same message (same MSH-10) again — the same event.
+    A discharge sent again for the same visit after an A13 is a new message (new MSH-10): a new event, so its
+    referral does not reuse the cancelled referral's MessageHeader and ServiceRequest ids."""
     raw = PAIRS[0].read_bytes()
-    resent = raw.replace(b"RHN-0001", b"RHN-0999").replace(b"20261120140512", b"20261120150000")
-    other_visit = raw.replace(b"V-2026-0042", b"V-2026-0043")
+    resent = raw.replace(b"20261120140512", b"20261120150000")  # MSH-7 may differ on a resend
+    sent_again = raw.replace(b"RHN-0001", b"RHN-0999")
     first = _mapped(raw, pipeline).document["eventId"]
     assert _mapped(resent, pipeline).document["eventId"] == first
-    assert _mapped(other_visit, pipeline).document["eventId"] != first
-    assert first == event_id("A03", "RHN^1.2.208.176.1.1^ISO", "V-2026-0042")
+    assert _mapped(sent_again, pipeline).document["eventId"] != first
+    assert first == event_id("A03", "RHN^1.2.208.176.1.1^ISO", "RHN-0001")

@@ -104,7 +104,8 @@ def pathway_overdue(at: str | None, dsn: str | None) -> None:
     when the talk was due, which window applied (`visitation_window_days`, or
     `heart_failure_visitation_window_days` for a heart-failure patient), the department and the discharge event;
     then every other overdue deadline (`service.pathway_watch`: ack-missing, ack-error, closing-report,
-    hotline-hours; the GOP's contact and start deadlines are shown on the board, never overdue), one line each:
+    hotline-hours, missed-referral; the GOP's contact and start deadlines are shown on the board, never overdue),
+    one line each:
     the rule, the patient (masked), when it was due (Danish time), its subject and what it is. The read is audited
     with the OS user. Exit 0 when none is overdue, 1 when any is; 2 for a bad --at, 3 a configuration error, 65 a
     damaged store, 66 no audit store, 69 the store unreachable."""

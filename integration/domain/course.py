@@ -9,6 +9,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from integration.domain.missed_referral import DischargeSeen, WatchedEpisode
+
 
 class _Value(StrEnum):
     """A state named by its text: stored, logged and shown (repr too, so a record reads as it always did) as
@@ -212,6 +214,11 @@ class StateChanges:
     received: tuple[ReceivedMessage, ...] = ()
     acks: tuple[AckReceived, ...] = ()
     stopped: tuple[str, ...] = ()  # patients (course keys) who died: their messages awaiting an ack are stopped
+    # A possible missed referral (domain/missed_referral.py): discharges home to watch, episodes whose discharge
+    # was cancelled (AN_SLHJ), and the hospital's discharge events that may settle a watched one.
+    watched: tuple[WatchedEpisode, ...] = ()
+    unwatched: tuple[str, ...] = ()
+    discharges: tuple[DischargeSeen, ...] = ()
 
     def __add__(self, other: StateChanges) -> StateChanges:
         return StateChanges(
@@ -221,6 +228,9 @@ class StateChanges:
             self.received + other.received,
             self.acks + other.acks,
             self.stopped + other.stopped,
+            self.watched + other.watched,
+            self.unwatched + other.unwatched,
+            self.discharges + other.discharges,
         )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from lxml import etree
 
 from integration.domain.course import NO_STATE, Course, State
+from integration.domain.missed_referral import MissedReferralWatch
 from integration.domain.records import DischargeCancellation, DischargeEvent, Patient
 from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.acknowledging import Acknowledger, is_acknowledgement, is_medcom_message
@@ -66,6 +67,7 @@ class Pipeline:
     closing: ClosingContext
     acknowledger: Acknowledger
     hl7_profile: Hl7Profile
+    missed_referral: MissedReferralWatch = MissedReferralWatch()  # mappings/hospital-notifications.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,9 @@ HOSPITAL_NOTIFICATION = Kind(
     "hospital-notification",
     lambda m: is_hospital_notification(m.document),
     lambda m, _p, now: parse_hospital_notification(m.document, received_at=now),
-    lambda notice, _m, _p, now, state: handle_hospital_notification(notice, state.course(notice.patient.key), now),
+    lambda notice, _m, p, now, state: handle_hospital_notification(
+        notice, state.course(notice.patient.key), now, p.missed_referral
+    ),
 )
 
 

@@ -14,6 +14,10 @@ returns. On the course the patient has, three rules act (issue #15):
     episode that paused it                 of that admission
 
 Leave (STOR, SLOR) changes nothing: the patient is still admitted.
+
+A discharge home (SLHJ, RE_SLHJ; inpatient or emergency) from a unit of mappings/hospital-notifications.yaml is
+watched for its discharge event (`StateChanges.watched`; a possible missed referral, domain/missed_referral.py);
+one whose discharge event came before it is watched as matched already. AN_SLHJ withdraws the watch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from integration.domain.course import Course, Responsible, Stage, State, StateChanges
+from integration.domain.missed_referral import (
+    NOT_WATCHING,
+    DischargeSeen,
+    MissedReferralWatch,
+    WatchedEpisode,
+    matches,
+    watch,
+)
 from integration.flows.results import AuditFact, FlowResult
 from integration.formats.hospital_notification import Change, HospitalNotification, Movement
 
@@ -98,15 +110,64 @@ def _course_change(notice: HospitalNotification, course: Course | None) -> tuple
     return None
 
 
-def handle_hospital_notification(notice: HospitalNotification, course: Course | None, now: datetime) -> FlowResult:
-    """The facts and state changes of one notice for the patient's course (None: the patient has none)."""
-    facts = (notice_fact(notice),)
+def handle_hospital_notification(
+    notice: HospitalNotification,
+    course: Course | None,
+    now: datetime,
+    missed_referral: MissedReferralWatch = NOT_WATCHING,
+) -> FlowResult:
+    """The facts and state changes of one notice for the patient's course (None: the patient has none), and
+    the watch of a discharge home from a unit `missed_referral` names."""
+    watching, watch_facts = _watch(notice, course, missed_referral)
+    facts = (notice_fact(notice), *watch_facts)
     changed = _course_change(notice, course)
     if changed is None:
-        return FlowResult((), facts, notice.patient.key)
+        return FlowResult((), facts, notice.patient.key, watching)
     new, fact = changed
     stopped = (new.patient,) if new.deceased and not (course is not None and course.deceased) else ()
-    return FlowResult((), (*facts, fact), notice.patient.key, StateChanges(courses=(new,), stopped=stopped))
+    return FlowResult((), (*facts, fact), notice.patient.key, StateChanges(courses=(new,), stopped=stopped) + watching)
+
+
+def _watch(
+    notice: HospitalNotification, course: Course | None, rule: MissedReferralWatch
+) -> tuple[StateChanges, tuple[AuditFact, ...]]:
+    """A discharge home from a watched unit → the episode watched (matched already when the course's discharge
+    event is its); its cancellation (AN_SLHJ) → the watch withdrawn. Anything else → nothing."""
+    if notice.activity.movement is not Movement.DISCHARGE or notice.deceased or notice.unit not in rule.units:
+        return StateChanges(), ()
+    if notice.activity.change is Change.CANCELLATION:
+        fact = AuditFact(
+            "discharge-unwatched", {"header": notice.header_id, "unit": notice.unit, "episode": notice.episode}
+        )
+        return StateChanges(unwatched=(notice.episode,)), (fact,)
+    discharged = notice.ended_at or notice.sent_at
+    watched = watch(notice.episode, notice.patient.key, notice.unit, discharged, notice.header_id, rule)
+    assert watched is not None  # the unit is watched
+    earlier = _earlier_discharge_event(watched, course)
+    watched = replace(watched, matched_by=earlier)
+    fact = AuditFact(
+        "discharge-watched",
+        {
+            "header": notice.header_id,
+            "unit": notice.unit,
+            "episode": notice.episode,
+            "dischargedAt": discharged.isoformat(),
+            "due": watched.due.isoformat(),
+            "matchedBy": earlier,
+        },
+    )
+    return StateChanges(watched=(watched,)), (fact,)
+
+
+def _earlier_discharge_event(watched: WatchedEpisode, course: Course | None) -> str | None:
+    """The discharge event already received for the watched stay (the one that opened the patient's course), if
+    it matches (by the episode of care the course keeps, else by patient, unit and time); None otherwise."""
+    if course is None or course.discharge_event is None or course.discharged_at is None:
+        return None
+    seen = DischargeSeen(
+        course.discharge_event, course.patient, course.referring_department, course.episode, course.discharged_at
+    )
+    return seen.event_id if matches(watched, seen) else None
 
 
 def withhold_for_the_deceased(result: FlowResult, state: State) -> FlowResult:

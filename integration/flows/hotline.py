@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from integration.conformance.validation import validate_message
 from integration.domain.course import Course, OpenRequest, State, StateChanges
+from integration.domain.directory import Department
 from integration.domain.hotline import AdviceRequest, Decision, Hotline, OnCall, Outcome, route
 from integration.domain.identifiers import is_replacement_key
 from integration.errors import BuildError, InvalidInput
 from integration.fhir.ids import derived_id
 from integration.fhir.terminology import Terminology
-from integration.flows.results import AuditFact, FlowResult, Outgoing, Route
+from integration.flows.results import FHIR_JSON, AuditFact, FlowResult, Outgoing, Route
 from integration.formats.json_contract import JsonContract
-from integration.messages.care_communication import reply_message
+from integration.messages.care_communication import forward_message, reply_message
+from integration.messages.envelope import messaging_organization
 
 JSON = "application/json"
 REPLY_KIND = {
@@ -51,6 +54,8 @@ class HotlineContext:
     triage_phone: str
     terminology: Terminology
     regional_on_call: OnCall  # whom an acute request routed to triage is told to ring
+    # mappings/departments.yaml by SOR: where a copy goes while the patient is admitted (`copies_to_admitting`)
+    departments: Mapping[str, Department] = field(default_factory=dict)
 
 
 def _on_call(decision: Decision, ctx: HotlineContext) -> OnCall | None:
@@ -108,9 +113,10 @@ def handle_advice_request(
         outgoing.append(
             Outgoing(Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id)), reply, reply["replyId"], JSON)
         )
+    copy = copies_to_admitting(request, decision, course, ctx, lambda _: document, JSON)
     return FlowResult(
-        outgoing=tuple(outgoing),
-        facts=(_routed(request, decision, course),),
+        outgoing=(*outgoing, *copy.outgoing),
+        facts=(_routed(request, decision, course), *copy.facts),
         patient=request.patient,
         state=_opened(request, decision),
     )
@@ -159,12 +165,75 @@ def handle_care_communication(
         validate_message(reply)
         route_back = Route(ctx.exchange, ctx.reply_key.format(sender=request.sender_id))
         outgoing.append(Outgoing(route_back, reply, expects_ack=True))
+    phone = decision.department.on_call_phone if decision.department else ctx.triage_phone
+    forward = partial(_forwarded, bundle, ctx, phone, now)
+    copy = copies_to_admitting(request, decision, course, ctx, forward, expects_ack=True)
     return FlowResult(
-        outgoing=tuple(outgoing),
-        facts=(_routed(request, decision, course),),
+        outgoing=(*outgoing, *copy.outgoing),
+        facts=(_routed(request, decision, course), *copy.facts),
         patient=request.patient,
         state=_opened(request, decision),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Copies:
+    outgoing: tuple[Outgoing, ...] = ()
+    facts: tuple[AuditFact, ...] = ()
+
+
+def copies_to_admitting(
+    request: AdviceRequest,
+    decision: Decision,
+    course: Course | None,
+    ctx: HotlineContext,
+    copy_for: Callable[[Department], dict[str, Any]],
+    content_type: str | None = None,
+    *,
+    expects_ack: bool = False,
+) -> Copies:
+    """While the patient's course is paused by an admission (`Course.paused`, a HospitalNotification STIN/STAA),
+    a copy of the request (`copy_for` the admitting department) goes to that department's inbox
+    (`department.<SOR>`), beside the original routed as always (issue #15: "a hotline request meanwhile goes to
+    the admitting department too"). No copy when the original already goes there. An admitting unit that
+    mappings/departments.yaml does not know gets no copy; the `hotline-copy-not-sent` fact names the unit."""
+    unit = course.admitted_to if course is not None and course.paused else None
+    if unit is None or decision.queue.endswith(f".{unit}"):
+        return Copies()
+    department = ctx.departments.get(unit)
+    if department is None:
+        why = "the admitting unit is not in mappings/departments.yaml"
+        return Copies(
+            facts=(AuditFact("hotline-copy-not-sent", {"requestId": request.request_id, "unit": unit, "why": why}),)
+        )
+    message = copy_for(department)
+    message_id = derived_id(request.request_id, f"copy/{unit}") if content_type == JSON else None
+    copy = Outgoing(
+        Route(ctx.exchange, ctx.queue_key.format(queue=f"department.{unit}")),
+        message,
+        message_id,
+        content_type or FHIR_JSON,
+        expects_ack=expects_ack,
+    )
+    fact = AuditFact(
+        "hotline-copied",
+        {"requestId": request.request_id, "unit": unit, "messageId": copy.id, "admittedSince": _since(course)},
+    )
+    return Copies((copy,), (fact,))
+
+
+def _since(course: Course | None) -> str | None:
+    return course.admitted_since.isoformat() if course is not None and course.admitted_since else None
+
+
+def _forwarded(
+    bundle: dict[str, Any], ctx: HotlineContext, phone: str, now: datetime, department: Department
+) -> dict[str, Any]:
+    """The CareCommunication forwarded to the admitting department: a MedCom message of its own, checked."""
+    receiver = messaging_organization(department.organisation, ctx.terminology)
+    message = forward_message(bundle, receiver, ctx.replies["copyToAdmitting"], phone, now, ctx.terminology)
+    validate_message(message)
+    return message
 
 
 def _course_of(request: AdviceRequest, course: Callable[[str], Course | None]) -> Course | None:

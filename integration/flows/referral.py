@@ -37,6 +37,7 @@ from integration.domain.course_sequence import (
 from integration.domain.dcs_suggestions import SuggestionRule, suggest
 from integration.domain.dcs_suggestions import compare as compare_criteria
 from integration.domain.directory import Directory, gp_clinic
+from integration.domain.missed_referral import DischargeSeen
 from integration.domain.pathway import Pathway, choose_pathway, has_heart_failure, municipal_pathway
 from integration.domain.records import (
     DischargeCancellation,
@@ -669,5 +670,10 @@ def handle_referral_event(
     event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime
 ) -> FlowResult:
     """Any referral event, by its type (a key of HANDLERS), against the patient's course (None: none known),
-    filed under the patient's number: a CPR number, or a replacement number as `system|value` (decision 18)."""
-    return HANDLERS[event.event_type](event, course, ctx, now)
+    filed under the patient's number: a CPR number, or a replacement number as `system|value` (decision 18).
+    A hospital's event also settles a watched discharge home it belongs to (`StateChanges.discharges`)."""
+    result = HANDLERS[event.event_type](event, course, ctx, now)
+    if event.event_type == "gp-referral":
+        return result
+    seen = DischargeSeen(event.event_id, event.patient.cpr.key, event.hospital.sor, event.episode, event.discharged_at)
+    return result.plus((), (), StateChanges(discharges=(seen,)))

@@ -9,8 +9,11 @@ eventType `discharge-update`. ADT^A13 (cancel discharge) and ADT^A11 (cancel adm
 Every value mapped remembers where it was read (`MappedDischarge.origins`), so that a contract error on
 the document (`patient.cpr: …`) is reported at its HL7 place (`PID-3.1`) with its Table 0357 code.
 
-Event ids (UUID 5 in EVENT_NAMESPACE): A03 of sending facility (MSH-4) + visit number (PV1-19), so a
-resent discharge is the same event; A08, A13 and A11 of sending facility + message control id (MSH-10).
+Event ids (UUID 5 in EVENT_NAMESPACE): of the trigger, the sending facility (MSH-4) and the message control id
+(MSH-10). A resent message keeps its control id (HL7 v2 original mode: the sender sends the same message again
+when no ACK came), so it is the same event; a discharge sent again after its cancellation (A13, then a new A03
+for the same visit) is a new message with a new control id, so its referral gets ids of its own — ids made of
+the visit number would give it the cancelled referral's MessageHeader and ServiceRequest ids again.
 """
 
 from __future__ import annotations
@@ -119,10 +122,8 @@ def _facility(message: Er7Message) -> str:
 def _discharge(message: Er7Message, reader: Reader, event_type: str) -> MappedDischarge:
     profile = reader.profile
     visit = reader.required(profile.visit_number, "episodeOfCare")
-    if event_type == "discharge":
-        ident = event_id("A03", _facility(message), visit)
-    else:
-        ident = event_id("A08", _facility(message), message.control_id)
+    ident = event_id(message.trigger, _facility(message), message.control_id)
+    if event_type == "discharge-update":
         reader.required(profile.discharged_at, "admission.dischargedAt", "an A08 without a discharge time")
         reader.require_rehabilitation("an A08 without the referral's data is no update of a discharge")
     document: dict[str, Any] = {

@@ -311,3 +311,55 @@ def new_message(
         after_provenance=also,
     )
     return _message(ids, communication, thread, now, terms)
+
+
+def forward_message(
+    inbound: Resource, receiver: Resource, text: str, phone: str, now: datetime, terms: Terminology
+) -> Resource:
+    """Our `forward-message` of the CareCommunication `inbound` to `receiver` (a MedComMessagingOrganization):
+    a message of its own, from the department the request was sent to, to the receiver's endpoint.
+
+    MedCom forbids a cc destination on a CareCommunication (MessageHeader `destination[cc] ..0`), so a copy is
+    a forward: new Bundle, MessageHeader and Provenance ids, a new thread id (Communication.identifier "SHALL
+    be new when forwarding"), every earlier payload with its attachments' content ("a forward SHALL include the
+    base64 content again"), our payload `text` (the activity's `source` entity) and a `revision` entity to the
+    forwarded MessageHeader. Ids derive from the inbound MessageHeader id and the receiver's SOR, so a
+    redelivery rebuilds the same message."""
+    header_in = inbound["entry"][0]["resource"]
+    seed = f"{header_in['id']}/forward/{receiver['identifier'][0]['value']}"
+    ids, v4 = partial(derived_id, seed), partial(derived_uuid4, seed)
+    forwarder = _by_reference(inbound, header_in["destination"][0]["receiver"]["reference"])
+    communication_in = _by_reference(inbound, header_in["focus"][0]["reference"])
+    practitioner, role = _automatic_author(ids)
+    payload_id = f"urn:uuid:{v4('payload')}"
+    payload = _text_payload(payload_id, text, fhir_instant(now), role, forwarder, phone)
+    communication = _resource(
+        "Communication",
+        ids("Communication"),
+        CC + "medcom-careCommunication-communication",
+        [
+            ("Videresendt", f"MessageHeader/{header_in['id']}"),
+            ("Tekst", text),
+            ("Patient", communication_in["subject"]["reference"]),
+        ],
+        **{
+            k: communication_in[k]
+            for k in ("category", "priority", "subject", "topic", "encounter")
+            if k in communication_in
+        },
+        identifier=[{"value": f"urn:uuid:{v4('thread')}"}],
+        status="unknown",
+        payload=[*communication_in.get("payload", []), payload],
+    )
+    kept = [e["resource"] for e in inbound["entry"][1:] if e["resource"]["id"] != communication_in["id"]]
+    thread = _Thread(
+        sender=Party(forwarder, header_in["destination"][0]["endpoint"]),
+        receiver=Party(receiver, terms.endpoint(receiver["identifier"][0]["value"])),
+        content=[*kept, receiver, role, practitioner],
+        activity="forward-message",
+        entity=(
+            {"role": "source", "what": {"identifier": {"value": payload_id}}},
+            {"role": "revision", "what": {"reference": f"MessageHeader/{header_in['id']}"}},
+        ),
+    )
+    return _message(ids, communication, thread, now, terms)

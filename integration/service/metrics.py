@@ -79,7 +79,7 @@ HOTLINE_OVERDUE = Gauge(
 PATHWAY_OVERDUE = Gauge(
     "rehab_pathway_overdue",
     "Rehabilitation courses past a deadline of the pathway, by rule (visitation, ack-missing, ack-error, "
-    "closing-report, hotline-hours)",
+    "closing-report, hotline-hours, missed-referral)",
     ["rule"],
 )
 

@@ -33,6 +33,10 @@ deadlines is not an event (`integration pathway overdue` audits its read itself)
   `hotline_overdue.overdue_requests` applies, without noting anything), due when `hotline_overdue_hours`
   opening hours of its department will have passed (`domain.deadlines.opening_hours_reached`). Subject: the
   request id.
+- `missed-referral`: a discharge home (MedCom HospitalNotification SLHJ) from a cardiology or cardiac-surgery
+  unit (mappings/hospital-notifications.yaml) without a discharge event for that stay: due `missedReferralAfter`
+  hours after the discharge, overdue from then until a discharge event matches it or the discharge is cancelled
+  (domain/missed_referral.py). Subject: the episode of care.
 
 Every `detail` is one line for an operator and holds no CPR number; `patient` is the course's key (a CPR
 number or `system|value`) and must be masked wherever it is shown. Errors: what the store raises (Transient,
@@ -62,6 +66,7 @@ from integration.domain.deadlines import (
     opening_hours_reached,
 )
 from integration.domain.hotline import Hotline, overdue_hours
+from integration.domain.missed_referral import WatchedEpisode, is_overdue
 from integration.fhir.ids import derived_id
 from integration.log import one_line
 from integration.mappings import load_mappings
@@ -75,6 +80,7 @@ RULES: tuple[str, ...] = (
     "ack-error",
     "closing-report",
     "hotline-hours",
+    "missed-referral",
 )
 # Rules whose deadlines are shown but never overdue: no event tells us they were met (module docstring).
 SHOWN_ONLY = frozenset({"gop-contact", "gop-start"})
@@ -106,6 +112,8 @@ class WatchStore(Store, Protocol):
 
     def open_requests(self) -> Sequence[Any]: ...
 
+    def watched_episodes(self) -> Sequence[WatchedEpisode]: ...
+
 
 def deadlines(store: WatchStore, settings: Settings, at: datetime) -> list[Deadline]:
     """Every known deadline (module docstring), overdue or not, the soonest first (then by rule, subject).
@@ -120,6 +128,7 @@ def deadlines(store: WatchStore, settings: Settings, at: datetime) -> list[Deadl
         *_closing_reports(courses, sent, settings, at),
         *_acks(store, settings, at),
         *_hotline(store, settings, at),
+        *_missed_referrals(store, at),
     ]
     order = {rule: index for index, rule in enumerate(RULES)}
     dated = (replace(d, passed=d.due <= at) for d in found)
@@ -291,4 +300,19 @@ def _hotline(store: WatchStore, settings: Settings, at: datetime) -> list[Deadli
         )
         subject = one_line(request.request_id, 80)
         found.append(Deadline("hotline-hours", request.patient or None, due, late, subject, detail))
+    return found
+
+
+def _missed_referrals(store: WatchStore, at: datetime) -> list[Deadline]:
+    found = []
+    for watched in store.watched_episodes():
+        hours = watched.window.total_seconds() / 3600
+        detail = (
+            f"discharged home from {one_line(watched.unit, 40)} {_local(watched.discharged_at)} "
+            f"(HospitalNotification): no discharge event within {hours:g} h; a possible missed referral"
+        )
+        subject = one_line(watched.episode, 80)
+        found.append(
+            Deadline("missed-referral", watched.patient, _utc(watched.due), is_overdue(watched, at), subject, detail)
+        )
     return found

@@ -307,8 +307,8 @@ async def board_page(request: Request, viewer: Viewer) -> Response:
                 deadlines = list(board.deadlines(store, board.settings, at))
             else:
                 why = "deadline markers need integration.service.pathway_watch"
-            rows, courses = pages.board_rows(store, viewer, wanted, deadlines, link=partial(patient_token, request))
-            patients = [c.patient for c in courses] if viewer.clinical else []
+            rows, shown = pages.board_rows(store, viewer, wanted, deadlines, link=partial(patient_token, request))
+            patients = shown if viewer.clinical else []
             what = {"view": "board", "rows": len(rows), "filter": _filter_text(wanted)}
             _record(store, "board-viewed", viewer, what, patients)
             return rows, why

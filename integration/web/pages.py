@@ -119,6 +119,11 @@ class BoardFilter:
             raise ValueError("status must be a stage of the pathway or 'overdue'")
         return cls(municipality, department, status)
 
+    def keeps_courseless(self) -> bool:
+        """Whether a patient without a course (a possible missed referral) passes: no municipality, department or
+        stage is known for one, so only the unfiltered board and the overdue filter show it."""
+        return self.municipality is None and self.department is None and self.status in (None, "overdue")
+
     def keeps(self, course: Course) -> bool:
         return (
             (self.municipality is None or course.municipality_code == self.municipality)
@@ -215,9 +220,10 @@ def board_rows(
     wanted: BoardFilter,
     deadlines: Iterable[Deadline] = (),
     link: Callable[[str], str] | None = None,
-) -> tuple[list[Row], list[Course]]:
-    """One row per course (every stage) the filter keeps, the overdue ones first, then by discharge; and the
-    courses shown (whose views are audited). `deadlines` are `pathway_watch.Deadline`s (rule, patient, due,
+) -> tuple[list[Row], list[str]]:
+    """One row per course (every stage) the filter keeps, and one per patient with a deadline but no course (a
+    possible missed referral), the overdue ones first, then by discharge; and the patients shown (whose views
+    are audited). `deadlines` are `pathway_watch.Deadline`s (rule, patient, due,
     overdue, subject, detail)."""
     courses = [c for c in store.courses_at(list(Stage)) if wanted.keeps(c)]
     outbound: dict[str, list[OutboundMessage]] = {}
@@ -269,9 +275,37 @@ def board_rows(
         )
         if wanted.status == "overdue" and not row.overdue:
             continue
-        rows.append((row, course))
-    rows.sort(key=lambda pair: (not pair[0].overdue, pair[1].discharged_at is None, pair[0].discharged))
-    return [row for row, _ in rows], [course for _, course in rows]
+        rows.append((row, course.patient, course.discharged_at is None))
+    known = {course.patient for course in courses}
+    for patient, marks in markers.items():
+        if patient not in known and wanted.keeps_courseless():
+            row = _courseless_row(patient, _grouped(marks), viewer, link)
+            if wanted.status != "overdue" or row.overdue:
+                rows.append((row, patient, True))
+    rows.sort(key=lambda kept: (not kept[0].overdue, kept[2], kept[0].discharged))
+    return [row for row, _, _ in rows], [patient for _, patient, _ in rows]
+
+
+def _courseless_row(
+    patient: str, markers: tuple[Marker, ...], viewer: Viewer, link: Callable[[str], str] | None
+) -> Row:
+    """A patient with a deadline but no course: a discharge home the hospital notified (HospitalNotification
+    SLHJ) from a watched unit with no discharge event yet — a possible missed referral (`missed-referral`)."""
+    return Row(
+        patient=viewer.patient(patient),
+        patient_link=link(patient) if viewer.clinical and link else None,
+        discharged="-",
+        risk_group="-",
+        stage="no course: discharged home, no discharge event",
+        department="-",
+        municipality="-",
+        referral="-",
+        acknowledged="-",
+        hotline="-",
+        closing="-",
+        handover="-",
+        markers=markers,
+    )
 
 
 # -- messages --------------------------------------------------------------------------------------------

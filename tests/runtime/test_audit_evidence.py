@@ -172,7 +172,7 @@ def test_an_intact_log_verifies_with_everything_it_covers(dsn: str, tmp_path: Pa
     done = verify(dsn, "--anchor", str(anchors), INTEGRATION_AUDIT_HMAC_KEY_FILE=str(key_file))
     assert done.exit_code == 0, done.stderr
     assert done.stdout.startswith("audit log intact: 7 records, head 7 ")
-    assert "state row(s) in 7 tables as the chain recorded them" in done.stdout
+    assert "state row(s) in 9 tables as the chain recorded them" in done.stdout
     assert (
         "1 anchor(s) checked, the latest at record 7" in done.stdout and "HMAC: records from 1 on signed" in done.stdout
     )
@@ -249,6 +249,7 @@ def test_dropped_tables_are_found_and_not_recreated(dsn: str) -> None:
     assert done.stderr.strip().endswith("the audit store lacks table(s) audit_log, rehab_course (dropped?)")
     sql(dsn, *(f"DROP TABLE {t}" for t in ("schema_version", "audit_head", "processed_message", "delivery_failure")))
     sql(dsn, *(f"DROP TABLE {t}" for t in ("hotline_request", "medcom_received", "medcom_ack", "outbound_message")))
+    sql(dsn, "DROP TABLE watched_episode", "DROP TABLE hl7_received")
     done = verify(dsn)
     assert done.exit_code == 1 and done.stderr.strip().endswith("none of the audit store's tables exists")
     store = open_audit_store(dsn)  # only the service (create=True) makes a store

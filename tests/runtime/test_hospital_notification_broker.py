@@ -5,6 +5,7 @@ and the discharge of that stay ends the pause. Each notice is answered with an `
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerSettings
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import build
+from integration.cli.main import main
 from integration.config import Settings
 from integration.domain.course import OutboundState, Stage
+from integration.log import cpr_numbers_in
 from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS, SENDERS_BY_KIND, outbound_exchanges
+from tests.conftest import GOLDEN
 from tests.hospital_notifications import as_new_message, example, for_patient, with_episode
 from tests.runtime.broker_helpers import collector, connect, take_all, wait_for
 from tests.runtime.conftest import broker_url
@@ -42,7 +47,7 @@ class Run:
 
     def __init__(self, vhost: str, tmp_path: Path) -> None:
         dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-        self.vhost, self.clock = vhost, Clock()
+        self.vhost, self.clock, self.dsn = vhost, Clock(), dsn
         self.store, self.reader = open_audit_store(dsn), open_audit_store(dsn)
         self.outbound = [collector(vhost, exchange) for exchange in outbound_exchanges()]
         wiring = build(
@@ -51,13 +56,16 @@ class Run:
         self.service = ConsumerService(BrokerSettings(broker_url(vhost)), list(FLOWS), wiring.processor_on)
         self.worker = threading.Thread(target=self.service.run, daemon=True)
 
-    def send(self, body: bytes, message_id: str) -> tuple[list[Any], list[Any]]:
-        """Publish on the hospital's queue; (what was published, the audit records) once it settled."""
+    def send(
+        self, body: bytes, message_id: str, key: str = "discharge", sender: str = "hospital"
+    ) -> tuple[list[Any], list[Any]]:
+        """Publish on `sender`'s exchange for the queue `key` (default: the hospital's discharge queue); (what
+        was published, the audit records) once it settled."""
         before = len(list(self.reader.records()))
         connection = connect(self.vhost)
         try:
-            exchange = SENDERS_BY_KIND["hospital"].exchange
-            connection.publish(exchange, "discharge", body, message_id, content_type="application/json")
+            exchange = SENDERS_BY_KIND[sender].exchange
+            connection.publish(exchange, key, body, message_id, content_type="application/json")
         finally:
             connection.close()
         wait_for(
@@ -152,3 +160,66 @@ def test_an_admission_pauses_the_course_until_that_stay_is_discharged(
     assert _ack_codes(sent) == ["ok"] and "course-resumed" in _facts(records)
     resumed = run.reader.course(PATIENT)
     assert resumed is not None and not resumed.paused and resumed.admitted_to is None
+
+
+STIN_UNIT, HJORRING = "265161000016000", "716141000016004"  # STIN_A's unit (not in departments.yaml); one that is
+
+
+def test_a_hotline_request_while_admitted_also_goes_to_the_admitting_department(
+    run: Run, shared: Path, golden_discharge: bytes
+) -> None:
+    run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
+    request = (GOLDEN / "hotline" / "municipality-routine.request.json").read_bytes()
+    body, header = _notice(shared, "STIN_A", "stin")
+    run.send(body, header)  # admitted to a unit departments.yaml does not know
+    sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a10", key="hotline", sender="municipality")
+    assert [m.routing_key for m in sent] == ["hotline.department.715541000016001"]
+    assert "hotline-copy-not-sent" in _facts(records)
+    body, header = _notice(shared, "STIN_A", "stin-hjorring")
+    run.send(body.replace(STIN_UNIT.encode(), HJORRING.encode()), header)  # RE-admitted: the latest wins
+    course = run.reader.course(PATIENT)
+    assert course is not None and course.admitted_to == HJORRING
+    sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a12", key="hotline", sender="municipality")
+    assert sorted(m.routing_key for m in sent) == [
+        "hotline.department.715541000016001",
+        f"hotline.department.{HJORRING}",
+    ]
+    assert len({m.body for m in sent}) == 1 and "hotline-copied" in _facts(records)
+
+
+SLHJ_EPISODE = "d3d03544-f116-4070-a823-d5c64e6a7c46"  # SLHJ_H's stay, discharged 2023-03-07T09:45:30+01:00
+CARDIOLOGY = "715541000016001"  # in mappings/hospital-notifications.yaml
+
+
+def _pathway_overdue(run: Run, at: str) -> Result:
+    clean = {k: None for k in os.environ if k.startswith("INTEGRATION_")}
+    env = clean | {"INTEGRATION_AUDIT_DSN": run.dsn, "INTEGRATION_CONFIG": ""}
+    return CliRunner().invoke(main, ["pathway", "overdue", "--at", at], env=env)
+
+
+def _slhj_from_cardiology(shared: Path) -> tuple[bytes, str]:
+    body, header = _notice(shared, "SLHJ_H", "slhj-cardiology")
+    return body.replace(STIN_UNIT.encode(), CARDIOLOGY.encode()), header
+
+
+@pytest.mark.parametrize("with_discharge_event", [False, True])
+def test_a_discharge_home_from_cardiology_without_a_discharge_event_is_overdue_after_the_window(
+    run: Run, shared: Path, golden_discharge: bytes, with_discharge_event: bool
+) -> None:
+    body, header = _slhj_from_cardiology(shared)
+    sent, records = run.send(body, header)
+    assert _ack_codes(sent) == ["ok"] and "discharge-watched" in _facts(records)
+    if with_discharge_event:
+        event = json.loads(golden_discharge)
+        event["episodeOfCare"] = SLHJ_EPISODE
+        run.send(json.dumps(event).encode(), event["eventId"])
+    within = _pathway_overdue(run, "2023-03-09T09:45:00+01:00")  # 48 h after the discharge, less 30 s
+    assert within.exit_code == 0 and "missed-referral" not in within.output, within.output
+    after = _pathway_overdue(run, "2023-03-09T09:46:00+01:00")
+    if with_discharge_event:
+        assert "missed-referral" not in after.output, after.output
+        return
+    assert after.exit_code == 1, after.output
+    (line,) = [x for x in after.output.splitlines() if "missed-referral" in x]
+    assert CARDIOLOGY in line and "2023-03-07T09:45+01:00" in line and SLHJ_EPISODE in line
+    assert PATIENT not in after.output and not cpr_numbers_in(after.output)

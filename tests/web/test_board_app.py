@@ -27,7 +27,7 @@ from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
 from integration.service.audit_chain import AuditEntry, AuditRecord, verify
 from integration.service.audit_events import EventCodes, audit_event
-from integration.service.pathway_watch import deadlines
+from integration.service.pathway_watch import Deadline, deadlines
 from integration.topology import DEAD_LETTER_EXCHANGE, FLOWS_BY_NAME, REPLAY_EXCHANGE
 from integration.web import pages
 from integration.web.app import TEMPLATES, Board, create_app
@@ -556,5 +556,31 @@ def test_a_cancelled_course_is_listed_as_withdrawn_and_filtered_by_its_stage(tmp
     finally:
         store.close()
     (row,) = rows
-    assert shown == [course] and row.stage == "cancelled"
+    assert shown == [course.patient] and row.stage == "cancelled"
     assert row.closing == "discharge withdrawn by the hospital" and row.handover == "handed over to the GP"
+
+
+def test_a_possible_missed_referral_has_a_row_though_the_patient_has_no_course(tmp_path: Path) -> None:
+    """A discharge home the hospital notified from a watched unit, with no discharge event (`missed-referral`),
+    is about a patient without a course: the board still shows a row for them, overdue first, masked for
+    operations, and only where no municipality, department or stage filter asks for what it cannot know."""
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    missed = pages_deadline("missed-referral", "0101504995", overdue=True)
+    try:
+        operations = pages.Viewer("olga", Role.OPERATIONS)
+        rows, shown = pages.board_rows(store, operations, pages.BoardFilter(), [missed])
+        overdue_rows, _ = pages.board_rows(store, operations, pages.BoardFilter.parse({"status": "overdue"}), [missed])
+        by_stage, _ = pages.board_rows(store, operations, pages.BoardFilter.parse({"status": "municipal"}), [missed])
+        clinical, _ = pages.board_rows(store, pages.Viewer("doc", Role.CLINICAL), pages.BoardFilter(), [missed])
+    finally:
+        store.close()
+    (row,) = rows
+    assert shown == ["0101504995"] and row.overdue and row.stage.startswith("no course")
+    assert "0101504995" not in row.patient and clinical[0].patient == "0101504995"
+    assert [m.rule for m in row.markers] == ["missed-referral"]
+    assert len(overdue_rows) == 1 and by_stage == []
+
+
+def pages_deadline(rule: str, patient: str, overdue: bool) -> Deadline:
+    due = datetime.now(UTC) - timedelta(hours=1)
+    return Deadline(rule, patient, due, overdue, "episode-1", "discharged home from unit 715541000016001", True)

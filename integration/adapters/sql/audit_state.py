@@ -91,6 +91,22 @@ COVERED: Mapping[str, Table] = {
             "at",
         ),
     ),
+    # schema 7: a discharge home watched for its discharge event (watched.py); keyed by the episode of care
+    "watched_episode": Table(
+        ("episode",),
+        (
+            "episode",
+            "patient",
+            "unit",
+            "discharged_at",
+            "due_at",
+            "header_id",
+            "watched_at",
+            "matched_by",
+            "matched_at",
+            "cancelled_at",
+        ),
+    ),
 }
 READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back
 

@@ -10,7 +10,7 @@ missing one is `StoreMissing`. A store whose schema is not what its recorded ver
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from integration.adapters.sql import audit_state
 from integration.adapters.sql.audit_log import AuditLog
@@ -80,6 +80,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             sending_application TEXT NOT NULL, sending_facility TEXT NOT NULL, control_id TEXT NOT NULL,
             content_sha256 TEXT NOT NULL, message_id TEXT NOT NULL, ack_code TEXT NOT NULL, ack TEXT NOT NULL,
             at TEXT NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))""",
+    ),
+    (  # 7: discharges home from a cardiology or cardiac-surgery unit waiting for their discharge event
+        # (HospitalNotification SLHJ; watched.py, domain/missed_referral.py)
+        """CREATE TABLE IF NOT EXISTS watched_episode (
+            episode TEXT PRIMARY KEY, patient TEXT NOT NULL, unit TEXT NOT NULL, discharged_at TEXT NOT NULL,
+            due_at TEXT NOT NULL, header_id TEXT NOT NULL, watched_at TEXT NOT NULL, matched_by TEXT,
+            matched_at TEXT, cancelled_at TEXT)""",
+        "CREATE INDEX IF NOT EXISTS watched_episode_patient ON watched_episode (patient)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -168,6 +176,11 @@ def check_existing(unit: UnitOfWork) -> None:
         missing = [t for t in TABLES if t not in unit.tables(cursor)]
         if len(missing) == len(TABLES):
             raise StoreMissing("none of the audit store's tables exists")
+        if "schema_version" not in missing:  # an older store lacks the tables later versions add: say so first
+            cursor.execute("SELECT version FROM schema_version WHERE id = 1")
+            found = cursor.fetchone()
+            if found is not None and version_of(found[0]) < SCHEMA_VERSION:
+                _refuse_version(version_of(found[0]))
         if missing:
             raise StoreMissing(f"the audit store lacks table(s) {', '.join(missing)} (dropped?)")
         cursor.execute("SELECT version FROM schema_version WHERE id = 1")
@@ -178,7 +191,11 @@ def check_existing(unit: UnitOfWork) -> None:
         raise StoreMissing(f"the audit store lacks its {'schema version' if row is None else 'head'} row")
     version = version_of(row[0])
     if version != SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"the audit store has schema version {version}, this release reads {SCHEMA_VERSION}"
-            + (": start the service (integration run) once to migrate it" if version < SCHEMA_VERSION else "")
-        )
+        _refuse_version(version)
+
+
+def _refuse_version(version: int) -> NoReturn:
+    raise ConfigurationError(
+        f"the audit store has schema version {version}, this release reads {SCHEMA_VERSION}"
+        + (": start the service (integration run) once to migrate it" if version < SCHEMA_VERSION else "")
+    )

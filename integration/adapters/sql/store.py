@@ -32,7 +32,9 @@ from integration.adapters.sql.processed import ProcessedMessages
 from integration.adapters.sql.received import ReceivedMessages
 from integration.adapters.sql.schema import MIGRATIONS, SCHEMA_VERSION, StoreMissing
 from integration.adapters.sql.unit_of_work import UnitOfWork
+from integration.adapters.sql.watched import WatchedEpisodes
 from integration.domain.course import Course, EarlierMessage, OutboundState, OutboundStatus, Stage, StateChanges
+from integration.domain.missed_referral import WatchedEpisode
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry, AuditRecord
 from integration.service.hl7_intake import Hl7Receipt
@@ -74,6 +76,8 @@ class AuditStore(Store, Protocol):
 
     def open_requests(self) -> list[PendingRequest]: ...
 
+    def watched_episodes(self) -> list[WatchedEpisode]: ...
+
     def note_overdue(self, request_ids: Sequence[str], at: datetime, entries: Sequence[AuditEntry] = ()) -> None: ...
 
     def records(self) -> Iterator[AuditRecord]: ...
@@ -103,6 +107,7 @@ class SqlAuditStore:
         self._received = ReceivedMessages(unit)
         self._outbound = OutboundTracking(unit)
         self._hl7 = Hl7Receipts(unit)
+        self._watched = WatchedEpisodes(unit)
         if create:
             schema.set_up(unit, self._log)
         else:
@@ -146,6 +151,9 @@ class SqlAuditStore:
         state = self._courses.save(cursor, changes.courses, stamp)
         audit_state.merge(state, self._hotline.open(cursor, changes.opened, stamp))
         audit_state.merge(state, self._hotline.answer(cursor, changes.answered, stamp))
+        audit_state.merge(state, self._watched.save(cursor, changes.watched, stamp))
+        audit_state.merge(state, self._watched.unwatch(cursor, changes.unwatched, stamp))
+        audit_state.merge(state, self._watched.settle(cursor, changes.discharges, stamp))
         return state
 
     def note_overdue(self, request_ids: Sequence[str], at: datetime, entries: Sequence[AuditEntry] = ()) -> None:
@@ -213,6 +221,13 @@ class SqlAuditStore:
 
     def open_requests(self) -> list[PendingRequest]:
         return self._hotline.open_requests()
+
+    def watched_episodes(self) -> list[WatchedEpisode]:
+        """The discharges home still waiting for their discharge event (neither matched nor cancelled)."""
+        return self._watched.open_episodes()
+
+    def watched_episode(self, episode: str) -> WatchedEpisode | None:
+        return self._watched.episode(episode)
 
     def records(self) -> Iterator[AuditRecord]:
         yield from self._log.rows()
