@@ -270,3 +270,14 @@ def test_content_the_discharge_consumer_refuses_is_ae_naming_the_field(
     assert err[2].startswith(where) and named in err[8]
     assert b"2512489996" not in ack
     assert audit_details(dsn)[0]["ack"] == "AE"
+
+
+def test_a_v2_4_message_gets_its_error_in_err_1_and_msa_3(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    broken = adt("OLD", version="2.4").replace(CPR_FIELD, b"PID|1||25124\\Q\\89996^^^CPR^NI")
+    with running(settings_for(vhost, dsn)) as listener:
+        ack = Client(listener.port).ask(broken)
+    msa, err = segment(ack, "MSA"), segment(ack, "ERR")
+    assert msa[1:3] == ["AE", "OLD"] and "PID-3" in msa[3]
+    assert len(err) == 2 and err[1].split("^")[:3] == ["PID", "1", "3"] and err[1].endswith("&HL70357")
+    assert segment(ack, "MSH")[11] == "2.4" and b"2512489996" not in ack
