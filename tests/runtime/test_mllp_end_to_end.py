@@ -66,11 +66,11 @@ def settled(reader: Any, message: str) -> bool:
     return any(r.message_id == message and r.step in ("acked", "dead-lettered") for r in reader.records())
 
 
-def json_twin() -> bytes:
-    """Golden event 01 given what only ADT carries (the ER7 twin's eventId, episode and SKS procedures), as
-    tests/test_hl7_golden.py compares them."""
+def json_twin(a03: bytes) -> bytes:
+    """Golden event 01 given what only the ADT `a03` carries (its eventId, made of MSH-10; its episode and SKS
+    procedures), as tests/test_hl7_golden.py compares them."""
     pipeline = build(Settings.from_env({})).pipeline
-    er7 = read_inbound(adt(), pipeline.max_payload_bytes).er7
+    er7 = read_inbound(a03, pipeline.max_payload_bytes).er7
     assert er7 is not None
     mapped = read_adt(er7, pipeline.hl7_profile, FIXED_NOW)
     assert isinstance(mapped, MappedDischarge)
@@ -85,10 +85,10 @@ def structure(bundle: dict[str, Any]) -> Any:
     return normalise(bundle, FIXED_NOW.isoformat(timespec="seconds"), generated_ids([{"message": bundle}]))
 
 
-def referral_of_the_json_event(vhost: str, dsn: str) -> tuple[str, dict[str, Any]]:
-    """(routing key, Bundle) the consumer sends for the JSON twin published as a hospital does."""
+def referral_of_the_json_event(vhost: str, dsn: str, a03: bytes) -> tuple[str, dict[str, Any]]:
+    """(routing key, Bundle) the consumer sends for the JSON twin of `a03` published as a hospital does."""
     referrals = collector(vhost, REFERRAL_EXCHANGE)
-    body = json_twin()
+    body = json_twin(a03)
     with discharge_consumer(vhost, dsn, Clock(FIXED_NOW)) as reader:
         publish(vhost, "discharge", [("json-twin-01", body)])
         wait_for(lambda: settled(reader, "json-twin-01"), 30, "the JSON event settled")
@@ -99,12 +99,12 @@ def referral_of_the_json_event(vhost: str, dsn: str) -> tuple[str, dict[str, Any
 def test_an_a03_over_mllp_yields_the_json_events_referral_and_an_a13_cancels_it(
     vhost: str, vhost_of_its_own: str, tmp_path: Path
 ) -> None:
-    expected_key, expected_bundle = referral_of_the_json_event(vhost, f"sqlite:///{tmp_path / 'json.sqlite3'}")
+    a03, a13 = adt("RHN-0001"), A13.read_bytes()
+    expected_key, expected_bundle = referral_of_the_json_event(vhost, f"sqlite:///{tmp_path / 'json.sqlite3'}", a03)
 
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     referrals = collector(vhost_of_its_own, REFERRAL_EXCHANGE)
     clock = Clock(FIXED_NOW)
-    a03, a13 = adt("RHN-0001"), A13.read_bytes()
     settings = settings_for(vhost_of_its_own, dsn)
     with discharge_consumer(vhost_of_its_own, dsn, clock) as reader, running(settings, clock=clock) as listener:
         client = Client(listener.port)
