@@ -241,12 +241,14 @@ def mllp_listener(
     clock: Clock = now,
     validate: hl7_intake.Validate | None = None,
     bind: tuple[str, int] | None = None,
+    publish: hl7_intake.Publish | None = None,
 ) -> MllpListener:
     """The MLLP listener (`integration mllp`, the demo): its intake validates a message as the discharge
     flow's consumer will read it (`read_inbound`, the queue's kind, its `read`: the flow itself is not run)
     and publishes it to the hospitals' exchange under the discharge flow's routing key, as a hospital would.
     The listener's broker user is `mllp_broker_url`'s (default: broker_url's). A test may give `validate`; the demo
-    and the tests `bind` an address of their own (port 0: a free one)."""
+    and the tests `bind` an address of their own (port 0: a free one); the demo on its in-memory bus gives
+    `publish`."""
 
     def as_the_consumer_reads(raw: bytes, at: datetime) -> None:
         message = read_inbound(raw, pipeline.max_payload_bytes)
@@ -269,11 +271,12 @@ def mllp_listener(
     intake = hl7_intake.Intake(
         store=store,
         validate=validate or as_the_consumer_reads,
-        publish=lambda body, message_id: publisher.publish(body, message_id, hl7_intake.ER7_CONTENT_TYPE),
+        publish=publish or (lambda body, message_id: publisher.publish(body, message_id, hl7_intake.ER7_CONTENT_TYPE)),
         clock=clock,
         new_control_id=lambda: uuid.uuid4().hex[:20],
     )
-    return MllpListener(listener_settings, intake, on_stop=publisher.close)
+    probe = None if publish else publisher.connect
+    return MllpListener(listener_settings, intake, on_stop=publisher.close, probe=probe)
 
 
 def broker_settings(settings: Settings) -> BrokerSettings:

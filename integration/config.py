@@ -48,6 +48,8 @@ INTEGRATION_MLLP_PUBLISH_TIMEOUT_SECONDS the broker's confirm must come within t
 INTEGRATION_MLLP_TLS_CERT_FILE, INTEGRATION_MLLP_TLS_KEY_FILE   TLS for MLLP (PEM; default: none, plain TCP)
 INTEGRATION_MLLP_BROKER_URL        the broker URL the listener publishes with (a hospital sender's user, which may
                                    write rehab.inbound.hospital; default: broker_url)
+INTEGRATION_MLLP_HEALTH_LISTEN     host:port of the MLLP listener's /livez, /readyz and /metrics (default
+                                   127.0.0.1:9465, beside `run`'s 9464 on one host; empty: off)
 
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
@@ -126,6 +128,7 @@ DEFAULTS: dict[str, Any] = {
     "mllp_tls_cert_file": "",
     "mllp_tls_key_file": "",
     "mllp_broker_url": "",
+    "mllp_health_listen": "127.0.0.1:9465",
 }
 # The settings that are true or false: a TOML boolean in the file, or true/false (also 1/0, yes/no) as text.
 BOOLEANS = frozenset({"board_secure_cookies"})
@@ -180,6 +183,7 @@ class Settings:
     mllp_tls_cert_file: Path | None = None
     mllp_tls_key_file: Path | None = None
     mllp_broker_url: str = ""  # empty: broker_url
+    mllp_health_listen: str = DEFAULTS["mllp_health_listen"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -226,6 +230,7 @@ class Settings:
             mllp_tls_cert_file=Path(values["mllp_tls_cert_file"]) if values["mllp_tls_cert_file"] else None,
             mllp_tls_key_file=Path(values["mllp_tls_key_file"]) if values["mllp_tls_key_file"] else None,
             mllp_broker_url=_url_list(values["mllp_broker_url"]) if values["mllp_broker_url"] else "",
+            mllp_health_listen=str(values["mllp_health_listen"] or "").strip(),
         )
 
 

@@ -93,7 +93,12 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     lines = done.stdout.decode().splitlines()
     assert lines[0].startswith("no broker at amqp://guest:***@127.0.0.1:1/none") and "in-memory bus" in lines[0]
     assert "guest:guest" not in done.stdout.decode()
-    assert sum("referral from" in line for line in lines) == 17  # 13 patients; four re-routed (cancel + new)
+    assert sum("referral from" in line for line in lines) == 18  # 14 patients; four re-routed (cancel + new)
+    assert "MLLP ACK: MSA|AA|RHN-0001" in lines  # the ADT^A03 over MLLP, published to the in-memory bus
+    assert any(
+        "referral from hl7-a03-01-municipal-gop-general-sternotomy" in line and "referral.municipality.851" in line
+        for line in lines
+    )
     assert any(
         "dead-lettered: bad-unknown-municipality" in line and "unknown municipality code '999'" in line
         for line in lines
@@ -103,7 +108,7 @@ def test_demo_without_a_broker_runs_on_the_in_memory_bus_and_says_so(tmp_path: P
     assert any(
         "ack: municipality-routine.carecommunication" in line and "ack.434751000016002" in line for line in lines
     )
-    assert lines[-1].startswith("17 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
+    assert lines[-1].startswith("18 referrals and ") and "1 MedCom acks received downstream" in lines[-1]
     assert any("status: closing-report" in line and "gp.status.012345" in line for line in lines)
     assert any("no output: 07-no-referral" in line and "nothing to send" in line for line in lines)
     assert not (tmp_path / "audit.sqlite3").exists()  # the configured store is not touched: the demo has its own
@@ -194,7 +199,12 @@ def test_demo_that_cannot_make_a_vhost_of_its_own_runs_in_memory_and_says_why(tm
     assert (
         lines[0] == "rabbitmqctl is not installed; running on the in-memory bus instead (never in the service's vhost)"
     )
-    assert sum("referral from" in line for line in lines) == 17  # 13 patients; four re-routed (cancel + new)
+    assert sum("referral from" in line for line in lines) == 18  # 14 patients; four re-routed (cancel + new)
+    assert "MLLP ACK: MSA|AA|RHN-0001" in lines  # the ADT^A03 over MLLP, published to the in-memory bus
+    assert any(
+        "referral from hl7-a03-01-municipal-gop-general-sternotomy" in line and "referral.municipality.851" in line
+        for line in lines
+    )
 
 
 def test_a_refused_medcom_message_prints_the_fatal_error_ack_it_would_be_answered_with() -> None:

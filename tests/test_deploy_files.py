@@ -211,7 +211,7 @@ def test_the_board_is_served_on_its_port_behind_its_service() -> None:
     assert container["args"] == ["board", "serve"]
     assert container["ports"] == [{"name": "board", "containerPort": BOARD_PORT, "protocol": "TCP"}]
     assert container_environment(container)["INTEGRATION_BOARD_LISTEN"] == f"0.0.0.0:{BOARD_PORT}"
-    (service,) = [d for _, d in manifests() if d["kind"] == "Service"]
+    (service,) = [d for _, d in manifests() if d["kind"] == "Service" and d["metadata"]["name"] == "hjerterehab-board"]
     assert service["spec"]["selector"] == board["spec"]["selector"]["matchLabels"]
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["board"]
     for probe in ("livenessProbe", "readinessProbe"):
@@ -246,6 +246,54 @@ def test_the_probes_ask_paths_the_health_endpoint_serves_on_its_port() -> None:
         assert served(path), f"{path} is not served by the health endpoint"
     annotations = consumer["spec"]["template"]["metadata"]["annotations"]
     assert served(annotations["prometheus.io/path"]) and int(annotations["prometheus.io/port"]) == HEALTH_PORT
+
+
+MLLP_PORT, MLLP_HEALTH_PORT = 2575, 9465
+
+
+def test_the_mllp_listener_listens_on_2575_behind_its_service_with_probes_on_its_health_port() -> None:
+    listener = deployments()["hjerterehab-mllp"]
+    (container,) = containers(listener)
+    assert container["args"] == ["mllp"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = container_environment(container)
+    assert ports["mllp"] == _port(env["INTEGRATION_MLLP_LISTEN"]) == MLLP_PORT
+    assert ports["health"] == _port(env["INTEGRATION_MLLP_HEALTH_LISTEN"]) == MLLP_HEALTH_PORT
+    assert env["INTEGRATION_MLLP_LISTEN"].startswith("0.0.0.0:") and env["INTEGRATION_MLLP_BROKER_URL"].startswith("<")
+    asked = {probe: container[probe]["httpGet"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert {get["port"] for get in asked.values()} == {"health"}
+    assert {p: get["path"] for p, get in asked.items()} == {
+        "startupProbe": "/livez",
+        "livenessProbe": "/livez",
+        "readinessProbe": "/readyz",
+    }
+    annotations = listener["spec"]["template"]["metadata"]["annotations"]
+    assert served(annotations["prometheus.io/path"]) and int(annotations["prometheus.io/port"]) == MLLP_HEALTH_PORT
+    (service,) = [d for _, d in manifests() if d["kind"] == "Service" and d["metadata"]["name"] == "hjerterehab-mllp"]
+    assert service["spec"]["selector"] == listener["spec"]["selector"]["matchLabels"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(MLLP_PORT, "mllp")]
+    settings = Settings.from_env(_placeholders(dict(dockerfile().envs) | env) | {"PATH": ""})
+    assert settings.mllp_listen == f"0.0.0.0:{MLLP_PORT}" and settings.mllp_broker_url
+
+
+def test_the_compose_mllp_service_publishes_2575_as_the_hospital_and_checks_its_own_readyz() -> None:
+    mllp = compose()["services"]["mllp"]
+    env = mllp["environment"]
+    assert mllp["command"] == ["mllp"] and mllp["ports"] == [f"127.0.0.1:{MLLP_PORT}:{MLLP_PORT}"]
+    assert "rehab-hospital:${BROKER_HOSPITAL_PASSWORD:?" in env["INTEGRATION_MLLP_BROKER_URL"]
+    (url,) = re.findall(r"http://127\.0\.0\.1:(\d+)(/[a-z]+)", " ".join(mllp["healthcheck"]["test"]))
+    assert int(url[0]) == _port(env["INTEGRATION_MLLP_HEALTH_LISTEN"]) == MLLP_HEALTH_PORT and url[1] == "/readyz"
+    settings = Settings.from_env({k: v for k, v in _placeholders(env).items() if k != "PATH"})
+    assert settings.mllp_listen == f"0.0.0.0:{MLLP_PORT}"
+
+
+def test_the_mllp_systemd_unit_runs_the_listener_and_does_not_restart_on_a_configuration_error() -> None:
+    unit = (DEPLOY / "systemd" / "hjerterehab-mllp.service").read_text(encoding="utf-8")
+    lines = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    assert "ExecStart=/opt/hjerterehab/.venv/bin/integration mllp" in lines
+    assert "RestartPreventExitStatus=3" in lines and "User=hjerterehab" in lines
+    names = set(re.findall(r"\bmllp_[a-z_]+", unit))
+    assert names and {f"INTEGRATION_{n.upper()}" for n in names} <= KNOWN_VARIABLES, names
 
 
 def test_a_probe_of_a_path_the_service_does_not_serve_is_caught() -> None:
@@ -329,10 +377,10 @@ def test_a_broken_compose_file_is_refused(breaking: Any) -> None:
 
 def test_the_stack_waits_for_healthy_dependencies_and_runs_two_consumers() -> None:
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "postgres", "consumer", "board"}
+    assert set(services) == {"rabbitmq", "postgres", "consumer", "board", "mllp"}
     assert services["consumer"]["deploy"]["replicas"] == 2
     assert services["consumer"]["command"] == ["run"] and services["board"]["command"] == ["board", "serve"]
-    for name in ("consumer", "board"):
+    for name in ("consumer", "board", "mllp"):
         service = services[name]
         assert service["image"].startswith(f"{IMAGE}:") and service["build"]["dockerfile"] == "deploy/docker/Dockerfile"
         assert (COMPOSE.parent / service["build"]["context"]).resolve() == PROJECT_ROOT

@@ -56,6 +56,26 @@ def test_the_ack_escapes_its_user_message_and_swaps_sender_and_receiver() -> Non
     assert err == b"ERR||PID^1^3|101^Required field missing^HL70357|E||||PID-3 \\F\\ \\S\\ \\T\\ \\R\\ \\E\\ missing "
 
 
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4"])
+def test_to_a_v2_3_or_v2_4_message_the_error_is_in_err_1_and_its_text_in_msa_3(version: str) -> None:
+    """Those versions' ERR has ERR-1 only (segment ^ sequence ^ field ^ code as a CE in sub-components)."""
+    header = read_header(MSH.replace(b"|P|2.5", f"|P|{version}".encode()))
+    assert header is not None
+    error = AckError(ErrorCode.DATA_TYPE, "PID-3.1: not a CPR number " + "x" * 80, ErrorLocation("PID", 1, 3, 1, 1))
+    ack = build_ack(header, AckCode.AE, "ACK1", datetime.fromisoformat("2027-01-12T10:20:00+01:00"), (error,))
+    _, msa, err, _ = ack.split(b"\r")
+    assert msa.startswith(b"MSA|AE|C9|PID-3.1: not a CPR number x") and len(msa.split(b"|")[3]) == 80
+    assert err == b"ERR|PID^1^3^102&Data type error&HL70357"
+
+
+def test_an_err_without_a_location_in_the_v2_3_form() -> None:
+    header = read_header(MSH.replace(b"|P|2.5", b"|P|2.4"))
+    assert header is not None
+    error = AckError(ErrorCode.INTERNAL_ERROR, "not accepted now: send the message again later")
+    ack = build_ack(header, AckCode.AR, "ACK1", datetime.fromisoformat("2027-01-12T10:20:00+01:00"), (error,))
+    assert ack.split(b"\r")[2] == b"ERR|^^^207&Application internal error&HL70357"
+
+
 @pytest.mark.parametrize("seed", sorted(p.name for p in CORPUS.iterdir()))
 def test_the_fuzz_invariants_hold_on_the_corpus(seed: str) -> None:
     check((CORPUS / seed).read_bytes())

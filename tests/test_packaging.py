@@ -53,13 +53,15 @@ DEMO_SAMPLES = PROJECT_ROOT / "integration" / "cli" / "samples"
 
 
 def test_the_demos_samples_are_the_golden_inputs_they_were_copied_from() -> None:
-    """The demo ships its samples as package data; they stay byte for byte the golden inputs (tests/golden)."""
+    """The demo ships its samples as package data; they stay byte for byte the golden inputs (tests/golden) and,
+    for its HL7 v2 A03, the ER7 twin it was copied from (tests/hl7)."""
     from tests.conftest import GOLDEN
 
     copies = sorted(p.relative_to(DEMO_SAMPLES) for p in DEMO_SAMPLES.rglob("*") if p.is_file())
-    assert len(copies) == 20
+    assert len(copies) == 21
     for copy in copies:
-        assert (DEMO_SAMPLES / copy).read_bytes() == (GOLDEN / copy).read_bytes(), copy
+        source = GOLDEN.parent / copy if copy.parts[0] == "hl7" else GOLDEN / copy
+        assert (DEMO_SAMPLES / copy).read_bytes() == source.read_bytes(), copy
 
 
 def test_the_built_package_carries_the_demos_samples(built: Path, tmp_path: Path) -> None:

@@ -184,21 +184,20 @@ class _Server(ThreadingMixIn, WSGIServer):
         log.warning("health request failed", error=one_line(repr(failure)))
 
 
-def serve(health: Health, listen: str) -> WSGIServer | None:
+def serve(health: Health, listen: str, setting: str = "INTEGRATION_HEALTH_LISTEN") -> WSGIServer | None:
     """Serve the endpoints on `listen` ("host:port"; port 0 picks a free one) in a daemon thread.
 
     Returns the server (its `server_port` is the port bound), or None when switched off (`listen` empty).
-    ConfigurationError, naming INTEGRATION_HEALTH_LISTEN, when `listen` is no host:port or cannot be bound
-    (the port in use: most often another instance on one host, each of which needs a port of its own)."""
+    ConfigurationError, naming `setting` (INTEGRATION_HEALTH_LISTEN, or the MLLP listener's), when `listen`
+    is no host:port or cannot be bound (the port in use: most often another instance on one host, each of
+    which needs a port of its own)."""
     if not listen:
         return None
     host, _, port = listen.rpartition(":")
     try:
         number = int(port)
     except ValueError:
-        raise ConfigurationError(
-            f"INTEGRATION_HEALTH_LISTEN={listen!r} is not host:port (e.g. 127.0.0.1:9464; empty: off)"
-        ) from None
+        raise ConfigurationError(f"{setting}={listen!r} is not host:port (e.g. 127.0.0.1:9464; empty: off)") from None
     try:
         server = make_server(
             host or "127.0.0.1", number, application(health), server_class=_Server, handler_class=_Quiet
@@ -206,7 +205,7 @@ def serve(health: Health, listen: str) -> WSGIServer | None:
     except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
         why = getattr(exc, "strerror", None) or exc
         raise ConfigurationError(
-            f"INTEGRATION_HEALTH_LISTEN={listen} cannot be bound ({why}): another process, perhaps "
+            f"{setting}={listen} cannot be bound ({why}): another process, perhaps "
             "another instance, serves there; give each instance a port of its own, or set it empty to switch off "
             "/livez, /readyz and /metrics"
         ) from None

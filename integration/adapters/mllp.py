@@ -23,17 +23,21 @@ stops the listener from reading, timing out or refusing other connections.
 from __future__ import annotations
 
 import asyncio
+import queue
 import ssl
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ignore[import-untyped]
 
+from integration.adapters.health import Health
 from integration.errors import ConnectionLost, Transient
 from integration.formats.hl7_ack import HEADER_BYTES, MshHeader, read_header
+from integration.service import metrics
 from integration.service.hl7_intake import Answer, Hl7Receipt, Intake, Unavailable
 
 log = structlog.get_logger("integration.mllp")
@@ -41,6 +45,8 @@ T = TypeVar("T")
 END = END_BLOCK + CARRIAGE_RETURN
 READ_CHUNK = 64 * 1024
 MAX_SKIPPED = 1024  # bytes outside a frame (line breaks an engine adds) tolerated between two frames
+BEAT_SECONDS = 5.0  # the event loop's beat (/livez), and how often a broker found down is probed again
+BROKER, STORE = "broker", "audit-store"  # the dependencies /readyz names
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,45 @@ class ListenerSettings:
         return context
 
 
+class DaemonWorker(Executor):
+    """One daemon thread running the calls given to it in order. Not a ThreadPoolExecutor: its threads are
+    joined when the interpreter exits, so a call stuck in a dependency (a publish to a black-holed broker,
+    which the listener has already answered AR 207) would keep the process from ending after SIGTERM. A call
+    cut off at exit has written nothing of its own: the receipt's row comes after the confirm, in one
+    transaction, and the sender resends what was not AA'd."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the worker is shut down")
+        future: Future[T] = Future()
+        self._calls.put((future, lambda: fn(*args, **kwargs), ()))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call, _ = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller awaiting the future, as an executor does
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+
 def _frame(message: bytes) -> bytes:
     return bytes(START_BLOCK + message + END)
 
@@ -163,10 +208,13 @@ class MllpListener:
     intake: Intake
     _server: asyncio.Server | None = None
     _connections: dict[int, _Connection] = field(default_factory=dict)
-    _worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mllp-intake"))
+    _worker: Executor = field(default_factory=lambda: DaemonWorker("mllp-intake"))
     on_stop: Callable[[], None] | None = None  # run on the worker thread when stopped (closes the publisher)
     _stopping: bool = False
     refused_connections: int = 0
+    health: Health | None = None  # /livez, /readyz: the loop's beat, the broker and the store as last seen
+    probe: Callable[[], None] | None = None  # opens the publisher's connection (worker thread); raises if it cannot
+    _watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -190,11 +238,39 @@ class MllpListener:
             max_message_bytes=self.settings.max_message_bytes,
             max_connections=self.settings.max_connections,
         )
+        if self.health is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._beat(self.health))
+
+    async def _beat(self, health: Health) -> None:
+        """Beat every BEAT_SECONDS (/livez: the loop turns); while the broker is not known to take messages,
+        probe it (/readyz: ready once the broker answers and the store has not failed)."""
+        while not self._stopping:
+            health.beat()
+            if self.probe is not None and not health.available(BROKER):
+                try:
+                    await self._run(self.probe)
+                except Exception as exc:  # any failure to connect keeps it not ready, with the reason
+                    health.down(BROKER, f"{type(exc).__name__}: {exc}")
+                else:
+                    health.up(BROKER)
+            await asyncio.sleep(BEAT_SECONDS)
+
+    def _seen(self, dependency: str, failure: str | None) -> None:
+        if self.health is None:
+            return
+        if failure is None:
+            self.health.up(dependency)
+        elif self.health.down(dependency, failure):
+            log.warning("dependency unavailable", dependency=dependency, reason=failure)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting; connections waiting for a frame are closed at once, a message being answered gets
         `grace` seconds to finish (else its connection is closed without an ACK: the sender sends it again)."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.health is not None:
+            self.health.down("mllp-listener", "stopping")
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections.values()):
@@ -216,12 +292,15 @@ class MllpListener:
         peer = _peer(writer)
         if self._stopping or len(self._connections) >= self.settings.max_connections:
             self.refused_connections += 1
+            metrics.MLLP_CONNECTIONS.labels("refused").inc()
             log.warning("connection refused: too many connections", peer=peer, limit=self.settings.max_connections)
             writer.transport.abort()
             return
         key = id(writer)
         connection = _Connection(peer, task=asyncio.current_task())
         self._connections[key] = connection
+        metrics.MLLP_CONNECTIONS.labels("accepted").inc()
+        metrics.MLLP_OPEN_CONNECTIONS.inc()
         try:
             await self._converse(reader, writer, connection)
         except asyncio.CancelledError:
@@ -229,6 +308,7 @@ class MllpListener:
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             log.info("connection lost", peer=peer, error=type(exc).__name__)
         finally:
+            metrics.MLLP_OPEN_CONNECTIONS.dec()
             self._connections.pop(key, None)
             writer.transport.abort() if not writer.transport.is_closing() else None
 
@@ -248,14 +328,18 @@ class MllpListener:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=max(wait, 0.0))
             except TimeoutError:
                 why = "frame not complete in time" if frames.in_frame else "idle"
+                if frames.in_frame:
+                    metrics.MLLP_FRAMES_REFUSED.labels("frame-timeout").inc()
                 log.info("connection closed", peer=connection.peer, reason=why, partial_frame=frames.in_frame)
                 return
             if not data:
                 if frames.in_frame:
+                    metrics.MLLP_FRAMES_REFUSED.labels("unfinished").inc()
                     log.info("connection closed with a frame unfinished", peer=connection.peer)
                 return
             units = frames.feed(data)
             if frames.skipped > MAX_SKIPPED:
+                metrics.MLLP_FRAMES_REFUSED.labels("outside-frame").inc()
                 log.warning("connection closed: bytes outside any MLLP frame", peer=connection.peer)
                 return
             for unit in units:
@@ -280,10 +364,12 @@ class MllpListener:
         head = unit.head if isinstance(unit, Oversized) else unit.raw
         header = read_header(head)
         if header is None:
+            metrics.MLLP_FRAMES_REFUSED.labels("no-msh").inc()
             log.warning("frame without a readable MSH: connection closed", peer=peer, size=len(head))
             return None
         try:
             if isinstance(unit, Oversized):
+                metrics.MLLP_FRAMES_REFUSED.labels("too-large").inc()
                 log.warning("message too large", peer=peer, size=unit.size, limit=self.settings.max_message_bytes)
                 answer = await self._run(self.intake.too_large, header, self.settings.max_message_bytes)
             else:
@@ -294,7 +380,7 @@ class MllpListener:
         return answer
 
     async def _accept_or_refuse(self, header: MshHeader, raw: bytes) -> Answer:
-        checked = await self._run(self.intake.check, header, raw)
+        checked = await self._in_store(self.intake.check, header, raw)
         if not isinstance(checked, Hl7Receipt):
             return checked
         receipt: Hl7Receipt = checked
@@ -303,16 +389,31 @@ class MllpListener:
                 self._run(self.intake.publish_message, raw, receipt), timeout=self.settings.publish_timeout
             )
         except TimeoutError:
+            self._seen(BROKER, "the broker did not confirm in time")
             raise Unavailable("the broker did not confirm in time") from None
         except (Transient, ConnectionLost) as exc:
+            self._seen(BROKER, f"the broker did not take the message ({type(exc).__name__})")
             raise Unavailable("the broker did not take the message") from exc
-        return await self._run(self.intake.accept, header, receipt)
+        self._seen(BROKER, None)
+        return await self._in_store(self.intake.accept, header, receipt)
+
+    async def _in_store(self, call: Callable[..., T], *args: Any) -> T:
+        """An intake step that reads or writes the store: its Unavailable marks the store down (/readyz)."""
+        try:
+            done = await self._run(call, *args)
+        except Unavailable as exc:
+            self._seen(STORE, str(exc))
+            raise
+        self._seen(STORE, None)
+        return done
 
     def _unavailable(self, header: MshHeader, why: str, peer: str) -> Answer:
         log.warning("not accepted now: answered for a retry", peer=peer, control_id=header.control_id, reason=why)
         return self.intake.unavailable(header, why)
 
     def _log(self, answer: Answer, header: MshHeader, peer: str) -> None:
+        trigger = answer.trigger if answer.trigger in self.intake.supported.triggers else "other"
+        metrics.MLLP_MESSAGES.labels(trigger, answer.code.value).inc()
         log.info(
             "message answered",
             peer=peer,

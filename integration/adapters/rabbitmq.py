@@ -593,6 +593,11 @@ class ConfirmedPublisher:
         self.routing_key = routing_key
         self._connection: RabbitConnection | None = None
 
+    def connect(self) -> None:
+        """Open the connection now if it is not (a readiness probe); ConnectionLost when the broker is not there."""
+        if self._connection is None:
+            self._connection = RabbitConnection(self._settings)
+
     def publish(self, body: bytes, message_id: str, content_type: str) -> None:
         for attempt in (1, 2):
             try:

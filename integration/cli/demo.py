@@ -13,6 +13,10 @@ up the same way (vhost and temporary store removed): with the board held, "stopp
 during the scripted run, "error: aborted" and exit 1. A second such signal during the clean-up is ignored
 (SIGKILL still ends it, leaving the vhost to `rabbitmqctl delete_vhost`).
 
+After the discharge samples it starts the MLLP listener on a free port (against the demo's vhost or in-memory
+bus and its store: `demo_mllp`), sends one HL7 v2 ADT^A03 over MLLP and prints the ACK's MSA line; the A03's
+referral is listed with the samples'.
+
 It prints a line as it goes (vhost, topology, each flow's samples sent and handled) and then one line per
 sample: each output received downstream with its routing key, a dead letter with its reason, or what was
 done when nothing was sent (the sample without a referral).
@@ -50,9 +54,11 @@ from integration.adapters.rabbitmq import RabbitConnection, drain, masked_url
 from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_audit_store
 from integration.bootstrap import Wiring, broker_settings, build
+from integration.cli import demo_mllp
 from integration.config import Settings
 from integration.errors import ConnectionLost
 from integration.log import one_line
+from integration.service import hl7_intake
 from integration.service.audit_chain import AuditRecord
 from integration.topology import (
     ACK_EXCHANGE,
@@ -189,7 +195,8 @@ def own_vhost(url: str) -> Iterator[tuple[str, str]]:
             click.echo(f"{exc}: remove it with `rabbitmqctl delete_vhost {name}`")
 
 
-def demo_in_memory(wiring: Wiring, overdue: bool = False) -> list[tuple[str, str]]:
+def demo_in_memory(wiring: Wiring, overdue: bool = False, mllp_dsn: str | None = None) -> list[tuple[str, str]]:
+    """The demo on the in-memory bus; with `mllp_dsn` (the demo's store), also the A03 over MLLP."""
     assert wiring.store is not None
     store = wiring.store
     broker = InMemoryBroker()
@@ -204,15 +211,24 @@ def demo_in_memory(wiring: Wiring, overdue: bool = False) -> list[tuple[str, str
             broker.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
         drain_in_memory(broker, processor, [flow])
         click.echo(f"{flow.name}: {len(batch)} samples sent and handled")
+        if flow.name == "discharge" and mllp_dsn is not None:
+            publish = _to_the_discharge_queue(broker)
+            _after_the_flows_samples(every, flow.name, _over_mllp(wiring.settings, wiring, mllp_dsn, publish))
+            drain_in_memory(broker, processor, [flow])
     routed = [m.message_id or "" for m in broker.queues["demo.outputs"]]
     return summarise(store, routed, every)
 
 
 def demo_on_broker(
-    wiring: Wiring, settings: Settings, connection: RabbitConnection, hold: Hold | None = None
+    wiring: Wiring,
+    settings: Settings,
+    connection: RabbitConnection,
+    hold: Hold | None = None,
+    mllp_dsn: str | None = None,
 ) -> list[tuple[str, str]]:
     """The demo on `connection`, in the vhost of `settings` (the demo's own), with `wiring`'s processors; with
-    `hold`, the consumers keep running while it does (the board, until Ctrl-C), given the lines so far."""
+    `hold`, the consumers keep running while it does (the board, until Ctrl-C), given the lines so far; with
+    `mllp_dsn` (the demo's store), the A03 over MLLP after the discharge samples."""
     assert wiring.store is not None
     store = wiring.store
     connection.apply_topology()
@@ -233,6 +249,11 @@ def demo_on_broker(
                 exchange = SENDERS_BY_KIND[sample.sender].exchange
                 connection.publish(exchange, flow.name, sample.body, sample.message_id, content_type="application/json")
             _wait_for(service, expected, flow.name, len(batch))
+            if flow.name == "discharge" and mllp_dsn is not None:
+                expected = service.handled + 1
+                sent = _over_mllp(settings, wiring, mllp_dsn)
+                _after_the_flows_samples(every, flow.name, sent)
+                _wait_for(service, expected if sent else service.handled, f"{flow.name} over MLLP", len(sent))
         if hold is not None:
             hold(_outcome(store, connection, outputs, every), settings)
             return []
@@ -240,6 +261,34 @@ def demo_on_broker(
         service.stop()
         worker.join(timeout=30)
     return _outcome(store, connection, outputs, every)
+
+
+def _to_the_discharge_queue(broker: InMemoryBroker) -> hl7_intake.Publish:
+    """The listener's publish on the in-memory bus: to the hospitals' exchange, the discharge flow's key."""
+    hospital = SENDERS_BY_KIND["hospital"].exchange
+
+    def publish(body: bytes, message_id: str) -> None:
+        broker.publish(hospital, hl7_intake.FLOW, body, message_id, content_type=hl7_intake.ER7_CONTENT_TYPE)
+
+    return publish
+
+
+def _over_mllp(settings: Settings, wiring: Wiring, dsn: str, publish: hl7_intake.Publish | None = None) -> list[Sample]:
+    """The A03 over MLLP (`demo_mllp`): its sample when it was published (AA), none when not; says which."""
+    name, message_id, raw = demo_mllp.a03()
+    try:
+        msa = demo_mllp.over_mllp(settings, wiring.pipeline, dsn, publish)
+    except (OSError, ConnectionError) as exc:
+        click.echo(f"MLLP: no ACK ({one_line(exc)})")
+        return []
+    click.echo(f"MLLP ACK: {msa}")
+    return [Sample("discharge", "hospital", name, raw, message_id)] if msa.startswith("MSA|AA|") else []
+
+
+def _after_the_flows_samples(every: list[Sample], flow: str, more: list[Sample]) -> None:
+    """`more` into `every` after its last sample of `flow`: the summary lists a flow's samples together."""
+    last = max((i for i, sample in enumerate(every) if sample.flow == flow), default=len(every) - 1)
+    every[last + 1 : last + 1] = more
 
 
 def _outcome(
@@ -336,7 +385,7 @@ def run_demo(settings: Settings, board: str | None = None) -> None:
                 from integration.cli.demo_board import holding_board
 
                 hold = holding_board(settings, dsn, Path(scratch), board, _print)
-            lines = _run(build(settings, store=store), hold)
+            lines = _run(build(settings, store=store), hold, dsn)
             if not lines:  # held: the board showed them
                 return
             _print(lines)
@@ -351,7 +400,7 @@ def run_demo(settings: Settings, board: str | None = None) -> None:
             store.close()
 
 
-def _run(wiring: Wiring, hold: Hold | None = None) -> list[tuple[str, str]]:
+def _run(wiring: Wiring, hold: Hold | None = None, dsn: str | None = None) -> list[tuple[str, str]]:
     settings = wiring.settings
     try:
         with own_vhost(settings.broker_url) as (vhost, url):
@@ -361,12 +410,12 @@ def _run(wiring: Wiring, hold: Hold | None = None) -> list[tuple[str, str]]:
             except ConnectionLost as exc:
                 raise NoVhost(f"no connection to {masked_url(url)} ({exc})") from None
             try:
-                return demo_on_broker(wiring, replace(settings, broker_url=url), connection, hold)
+                return demo_on_broker(wiring, replace(settings, broker_url=url), connection, hold, dsn)
             finally:
                 connection.close()
     except NoVhost as exc:
         click.echo(f"{one_line(exc)}; running on the in-memory bus instead (never in the service's vhost)")
-        lines = demo_in_memory(wiring, overdue=hold is not None)
+        lines = demo_in_memory(wiring, overdue=hold is not None, mllp_dsn=dsn)
         if hold is None:
             return lines
         hold(lines, None)

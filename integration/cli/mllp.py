@@ -10,6 +10,8 @@ from typing import cast
 import click
 import structlog
 
+from integration.adapters.health import Health
+from integration.adapters.health import serve as serve_health
 from integration.adapters.sql.stores import open_store
 from integration.bootstrap import build_pipeline, mllp_listener
 from integration.cli.audit import fail, settings_or_exit
@@ -23,8 +25,9 @@ log = structlog.get_logger("integration.mllp")
 
 async def serve(settings: Settings) -> None:
     """Listen until SIGTERM or SIGINT; then messages being answered finish (or their connection closes
-    without an ACK: the sender sends again). Exit 3 naming the setting when the address is in use or TLS
-    files cannot be read."""
+    without an ACK: the sender sends again). /livez, /readyz and /metrics on mllp_health_listen (a process of
+    its own needs a port of its own: `run` has health_listen). Exit 3 naming the setting when an address is in
+    use or TLS files cannot be read."""
     try:
         pipeline = build_pipeline(settings)
         store = open_store(settings)
@@ -34,6 +37,13 @@ async def serve(settings: Settings) -> None:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     except OSError as exc:  # ssl.SSLError among them
         fail(EXIT_CONFIGURATION, f"configuration: mllp_tls_cert_file/mllp_tls_key_file cannot be used ({exc})")
+    health = Health()
+    try:
+        serve_health(health, settings.mllp_health_listen, "INTEGRATION_MLLP_HEALTH_LISTEN")
+    except ConfigurationError as exc:
+        store.close()
+        fail(EXIT_CONFIGURATION, f"configuration: {exc}")
+    listener.health = health
     try:
         await listener.start()
     except OSError as exc:

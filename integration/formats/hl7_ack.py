@@ -8,7 +8,11 @@ The rules are HL7 v2.5 chapter 2 (2.9 message processing rules, 2.15 segment def
 - MSA-1 the acknowledgement code (table 0008), MSA-2 the message's MSH-10;
 - ERR-2 the error location (ERL: segment ^ sequence ^ field ^ repetition ^ component ^ sub-component),
   ERR-3 the HL7 error code (table 0357, coded with its text and `HL70357`), ERR-4 the severity (table 0516:
-  E), ERR-8 the user message: what is wrong, naming the field, never a value.
+  E), ERR-8 the user message: what is wrong, naming the field, never a value;
+- but to a v2.3/v2.3.1/v2.4 message, whose ERR has only ERR-1 (v2.3 2.16.5.1 "error code and location", CM;
+  v2.4 ELD: segment ID ^ sequence ^ field position ^ code identifying the error, a CE whose parts are
+  sub-components: `PID^1^3^102&Data type error&HL70357`), the ERR is that ERR-1, and the user message goes in
+  MSA-3 (text message, at most 80 characters in v2.3), the one place those versions give it.
 
 The header is read from the first bytes of a message only (`HEADER_BYTES`): enough to answer even a message
 too large to be read, without holding it. Bytes are read as ISO-8859-1, so every byte maps to one character
@@ -23,6 +27,8 @@ from datetime import datetime
 
 HEADER_BYTES = 4096  # the first segment must end within these: an MSH is far shorter
 CHARSET = "latin-1"  # byte-transparent: see the module's docstring
+ERR_1_VERSIONS = frozenset({"2.3", "2.3.1", "2.4"})  # ERR-1 only (ERR-2..12 came in v2.5)
+MSA_3_LENGTH = 80  # MSA-3's length in v2.3 and v2.4
 
 
 class AckCode(enum.StrEnum):
@@ -188,6 +194,16 @@ def _err(error: AckError, header: MshHeader) -> str:
     return f"ERR{f}{f}{location}{f}{code}{c}{text}{c}HL70357{f}E{f}{f}{f}{f}{user_message}"
 
 
+def _err_1(error: AckError, header: MshHeader) -> str:
+    """The v2.3/v2.4 ERR: ERR-1 alone (segment ^ sequence ^ field ^ code&text&HL70357)."""
+    f, c = header.field_separator, header.component_separator
+    sub = header.encoding_characters[3]
+    where = error.location
+    place = [where.segment, str(where.sequence or 1), str(where.field or "")] if where else ["", "", ""]
+    code, text = error.code.value
+    return f"ERR{f}{c.join([*place, sub.join([code, text, 'HL70357'])])}"
+
+
 def build_ack(
     header: MshHeader, code: AckCode, control_id: str, now: datetime, errors: tuple[AckError, ...] = ()
 ) -> bytes:
@@ -211,5 +227,10 @@ def build_ack(
         ]
     )
     msa = f"MSA{f}{code.value}{f}{header.control_id}"
-    segments = [msh, msa, *(_err(e, header) for e in errors)]
+    if header.version_id in ERR_1_VERSIONS:
+        if errors:
+            msa += f + escape(errors[0].message[:MSA_3_LENGTH], header)
+        segments = [msh, msa, *(_err_1(e, header) for e in errors)]
+    else:
+        segments = [msh, msa, *(_err(e, header) for e in errors)]
     return ("\r".join(segments) + "\r").encode(CHARSET, errors="replace")

@@ -111,3 +111,23 @@ REFRESHED = Gauge(
     "Unix time of the last successful refresh of a source's gauges (audit-store, broker, pathway)",
     ["source"],
 )
+
+# -- the MLLP listener (`integration mllp`, its own process and /metrics) ----------------------------
+MLLP_MESSAGES = Counter(
+    "rehab_mllp_messages",
+    "HL7 v2 messages answered by the MLLP listener, by trigger (MSH-9.2 when one the listener takes, else "
+    "'other') and acknowledgement code decided (AA/AE/AR, CA/CE/CR; also when MSH-15 asked for no ack)",
+    ["trigger", "ack"],
+)
+MLLP_CONNECTIONS = Counter(
+    "rehab_mllp_connections",
+    "Connections to the MLLP listener by outcome: accepted, or refused (over mllp_max_connections, or stopping)",
+    ["outcome"],
+)
+MLLP_OPEN_CONNECTIONS = Gauge("rehab_mllp_connections_open", "Connections to the MLLP listener open now")
+MLLP_FRAMES_REFUSED = Counter(
+    "rehab_mllp_frames_refused",
+    "MLLP frames or connections cut off without an answer or with AR 104, by reason: too-large, no-msh, "
+    "frame-timeout (slowloris), unfinished (closed mid-frame), outside-frame (bytes outside any frame)",
+    ["reason"],
+)

@@ -7,36 +7,35 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from integration.adapters.mllp import MllpListener
 from integration.adapters.sql.stores import open_audit_store
-from integration.bootstrap import build_pipeline, mllp_listener
+from integration.bootstrap import build_pipeline, mllp_listener, now
 from integration.config import Settings
-from integration.formats.er7 import parse_er7
 from integration.service.hl7_intake import Validate
 
 START, END = b"\x0b", b"\x1c\x0d"
 
-ADT_A03 = (
-    "MSH|^~\\&|EPJ|RH-HJERTE|REHAB|KOMMUNE|20261130101500+0100||ADT^A03^ADT_A03|{control}|P|2.5|||{accept}|{app}\r"
-    "EVN|A03|20261130101500+0100\r"
-    "PID|1||0101701234^^^CPR^NNDN||Jensen^Anne||19700101|F\r"
-    "PV1|1|I|{unit}^^^RH||||||||||||||||V123|||||||||||||||||||||||||20261120080000+0100|20261130100000+0100\r"
-)
+HL7_FIXTURES = Path(__file__).resolve().parents[1] / "hl7"
+A03_TWIN = HL7_FIXTURES / "01-municipal-gop-general-sternotomy.a03.er7"  # golden discharge 01 as ADT^A03
+A03_MSH_TAIL = b"|RHN-0001|P|2.5||||||UNICODE UTF-8\r"
+CPR_FIELD = b"PID|1||2512489996^^^CPR^NI"  # PID-3's first repetition in A03_TWIN
 
 
-def adt(control: str = "C1", unit: str = "1301011", accept: str = "", app: str = "", version: str = "2.5") -> bytes:
-    text = ADT_A03.format(control=control, unit=unit, accept=accept, app=app)
-    return text.replace("|P|2.5|", f"|P|{version}|").encode()
-
-
-def er7_only(max_bytes: int = 1 << 20) -> Validate:
-    """Content read by the ER7 reader alone (the discharge flow's hl7-adt kind is another branch's work)."""
-    return lambda raw, _now: None if parse_er7(raw, max_bytes) else None
+def adt(control: str = "C1", note: str = "", accept: str = "", app: str = "", version: str = "2.5") -> bytes:
+    """The ER7 twin of golden discharge 01 (tests/hl7) under control id `control`: what the discharge consumer
+    reads as that golden event. `note` replaces ZRH-8's free text (other content, the same referral); `accept`
+    and `app` are MSH-15/16; `version` MSH-12."""
+    raw = A03_TWIN.read_bytes()
+    assert A03_MSH_TAIL in raw
+    tail = f"|{control}|P|{version}|||{accept}|{app}||UNICODE UTF-8\r".encode()
+    raw = raw.replace(A03_MSH_TAIL, tail)
+    return raw.replace(b"|free text", f"|{note}".encode()) if note else raw
 
 
 class Client:
@@ -85,10 +84,13 @@ def settings_for(vhost: str, audit_dsn: str, **overrides: object) -> Settings:
 
 
 @contextmanager
-def running(settings: Settings, validate: Validate | None = None) -> Iterator[MllpListener]:
+def running(
+    settings: Settings, validate: Validate | None = None, clock: Callable[[], datetime] = now
+) -> Iterator[MllpListener]:
     """The listener of `settings` on a thread with its own event loop, its store opened there."""
     store = open_audit_store(settings.audit_dsn)
-    listener = mllp_listener(settings, store, build_pipeline(settings), validate=validate, bind=("127.0.0.1", 0))
+    pipeline = build_pipeline(settings)
+    listener = mllp_listener(settings, store, pipeline, clock=clock, validate=validate, bind=("127.0.0.1", 0))
     loop = asyncio.new_event_loop()
     started = threading.Event()
 

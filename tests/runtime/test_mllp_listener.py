@@ -13,7 +13,7 @@ import pytest
 from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection, drain
 from integration.adapters.sql.stores import open_audit_store
 from tests.runtime.conftest import broker_url
-from tests.runtime.mllp_client import Client, adt, er7_only, running, segment, self_signed, settings_for
+from tests.runtime.mllp_client import CPR_FIELD, Client, adt, running, segment, self_signed, settings_for
 from tests.runtime.tcp_proxy import TcpProxy
 
 QUEUE = "rehab.discharge-events"
@@ -36,11 +36,11 @@ def audit_details(dsn: str) -> list[dict]:
 
 
 def test_aa_after_the_confirm_with_the_ack_fields_the_standard_gives(vhost_of_its_own: str, audit_dsn: str) -> None:
-    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
         client = Client(listener.port)
         ack = client.ask(adt("CTRL-1"))
     msh, msa = segment(ack, "MSH"), segment(ack, "MSA")
-    assert msh[2:6] == ["REHAB", "KOMMUNE", "EPJ", "RH-HJERTE"]  # MSH-3/4 and 5/6 swapped
+    assert msh[2:6] == ["HJERTEREHAB", "RN", "EPJ", "RHN^1.2.208.176.1.1^ISO"]  # MSH-3/4 and 5/6 swapped
     assert msh[8] == "ACK^A03^ACK" and msh[9] != "CTRL-1" and msh[10] == "P" and msh[11] == "2.5"
     assert msa[1:3] == ["AA", "CTRL-1"]
     [message] = queued(vhost_of_its_own)
@@ -55,7 +55,7 @@ def test_no_aa_while_the_broker_does_not_confirm_then_a_resend_is_aa(vhost_of_it
     with TcpProxy("127.0.0.1", 5672) as proxy:
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost_of_its_own}?heartbeat=60"
         settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=url, mllp_publish_timeout_seconds=2)
-        with running(settings, er7_only()) as listener:
+        with running(settings) as listener:
             client = Client(listener.port, timeout=20)
             client.ask(adt("WARM"))  # the publisher's connection is open through the proxy
             proxy.blackhole()
@@ -78,7 +78,7 @@ def test_broker_unreachable_is_ar_207_never_aa(vhost_of_its_own: str, audit_dsn:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=f"amqp://guest:guest@127.0.0.1:{port}/x")
-    with running(settings, er7_only()) as listener:
+    with running(settings) as listener:
         ack = Client(listener.port).ask(adt("DOWN", accept="AL"))
     assert segment(ack, "MSA")[1] == "CE"  # enhanced mode: commit error, the sender retries
     assert segment(ack, "ERR")[3].startswith("207^")
@@ -86,13 +86,13 @@ def test_broker_unreachable_is_ar_207_never_aa(vhost_of_its_own: str, audit_dsn:
 
 
 def test_invalid_content_is_ae_naming_the_field_and_nothing_is_published(vhost_of_its_own: str, audit_dsn: str) -> None:
-    broken = adt("BAD").replace(b"PID|1||0101701234^^^CPR^NNDN|", b"PID|1||01017\\Q\\1234^^^CPR^NNDN|")
-    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+    broken = adt("BAD").replace(CPR_FIELD, b"PID|1||25124\\Q\\89996^^^CPR^NI")
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
         ack = Client(listener.port).ask(broken)
     assert segment(ack, "MSA")[1:3] == ["AE", "BAD"]
     err = segment(ack, "ERR")
     assert err[2].startswith("PID^1^3") and err[4] == "E" and "PID-3" in err[8]
-    assert b"0101701234" not in ack and b"01017" not in ack
+    assert b"2512489996" not in ack and b"25124" not in ack
     assert queued(vhost_of_its_own) == []
     assert audit_details(audit_dsn)[0]["ack"] == "AE"
 
@@ -110,7 +110,7 @@ def test_unsupported_type_trigger_version_processing_id_is_ar(
     vhost: str, tmp_path: Path, change: tuple[bytes, bytes], code: str, where: str
 ) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    with running(settings_for(vhost, dsn), er7_only()) as listener:
+    with running(settings_for(vhost, dsn)) as listener:
         ack = Client(listener.port).ask(adt("U1").replace(*change))
     assert segment(ack, "MSA")[1] == "AR"
     err = segment(ack, "ERR")
@@ -119,7 +119,7 @@ def test_unsupported_type_trigger_version_processing_id_is_ar(
 
 
 def test_a_repeated_control_id_publishes_once_and_gets_the_same_ack(vhost_of_its_own: str, audit_dsn: str) -> None:
-    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
         client = Client(listener.port)
         first = client.ask(adt("SAME"))
         second = client.ask(adt("SAME"))
@@ -129,10 +129,10 @@ def test_a_repeated_control_id_publishes_once_and_gets_the_same_ack(vhost_of_its
 
 
 def test_the_same_control_id_with_other_content_is_ar_205_audited(vhost_of_its_own: str, audit_dsn: str) -> None:
-    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
         client = Client(listener.port)
         client.ask(adt("REUSED"))
-        ack = client.ask(adt("REUSED", unit="1301012"))
+        ack = client.ask(adt("REUSED", note="another free text"))
     assert segment(ack, "MSA")[1:3] == ["AR", "REUSED"]
     assert segment(ack, "ERR")[3].startswith("205^") and segment(ack, "ERR")[2] == "MSH^1^10"
     assert len(queued(vhost_of_its_own)) == 1
@@ -141,7 +141,7 @@ def test_the_same_control_id_with_other_content_is_ar_205_audited(vhost_of_its_o
 
 def test_a_frame_in_several_tcp_writes_is_one_message(vhost_of_its_own: str, audit_dsn: str) -> None:
     framed = b"\x0b" + adt("PARTS") + b"\x1c\x0d"
-    with running(settings_for(vhost_of_its_own, audit_dsn), er7_only()) as listener:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
         client = Client(listener.port)
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for cut in (framed[:1], framed[1:40], framed[40:-1], framed[-1:]):  # the end block split too
@@ -155,7 +155,7 @@ def test_a_frame_without_its_end_block_times_out_and_nothing_is_published(
     vhost_of_its_own: str, audit_dsn: str
 ) -> None:
     settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=1)
-    with running(settings, er7_only()) as listener:
+    with running(settings) as listener:
         client = Client(listener.port, timeout=5)
         client.sock.sendall(b"\x0b" + adt("NOEND"))
         started = time.monotonic()
@@ -166,7 +166,7 @@ def test_a_frame_without_its_end_block_times_out_and_nothing_is_published(
 def test_a_10_mb_message_is_refused_with_ar_without_being_held(vhost_of_its_own: str, audit_dsn: str) -> None:
     big = adt("BIG") + b"NTE|1||" + b"x" * (10 * 1024 * 1024) + b"\r"
     settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=60)
-    with running(settings, er7_only()) as listener:
+    with running(settings) as listener:
         client = Client(listener.port, timeout=30)
         ack = client.ask(big)
         after = client.ask(adt("AFTER"))  # the connection is still in step
@@ -177,7 +177,7 @@ def test_a_10_mb_message_is_refused_with_ar_without_being_held(vhost_of_its_own:
 
 def test_a_frame_without_msh_closes_the_connection(vhost: str, tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    with running(settings_for(vhost, dsn), er7_only()) as listener:
+    with running(settings_for(vhost, dsn)) as listener:
         client = Client(listener.port, timeout=5)
         client.send(b"GET / HTTP/1.1\r\n\r\n")
         assert client.closed()
@@ -185,7 +185,7 @@ def test_a_frame_without_msh_closes_the_connection(vhost: str, tmp_path: Path) -
 
 def test_a_trickling_client_times_out_while_another_is_served(vhost_of_its_own: str, audit_dsn: str) -> None:
     settings = settings_for(vhost_of_its_own, audit_dsn, mllp_frame_timeout_seconds=2, mllp_max_connections=2)
-    with running(settings, er7_only()) as listener:
+    with running(settings) as listener:
         slow = Client(listener.port, timeout=10)
         slow.sock.sendall(b"\x0b")
         served = Client(listener.port)
@@ -200,7 +200,7 @@ def test_a_trickling_client_times_out_while_another_is_served(vhost_of_its_own: 
 
 def test_connections_over_the_limit_are_refused_at_accept(vhost: str, tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    with running(settings_for(vhost, dsn, mllp_max_connections=2), er7_only()) as listener:
+    with running(settings_for(vhost, dsn, mllp_max_connections=2)) as listener:
         held = [Client(listener.port), Client(listener.port)]
         time.sleep(0.2)
         extra = Client(listener.port, timeout=5)
@@ -216,7 +216,7 @@ def test_tls_with_a_self_signed_certificate(vhost: str, tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     settings = settings_for(vhost, dsn, mllp_tls_cert_file=cert, mllp_tls_key_file=key)
     trust = ssl.create_default_context(cafile=str(cert))
-    with running(settings, er7_only()) as listener:
+    with running(settings) as listener:
         ack = Client(listener.port, tls=trust).ask(adt("TLS"))
         plain = Client(listener.port, timeout=5)
         plain.send(adt("PLAIN"))
@@ -227,7 +227,7 @@ def test_tls_with_a_self_signed_certificate(vhost: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("accept", "answered"), [("AL", "CA"), ("NE", None), ("ER", None), ("SU", "CA")])
 def test_enhanced_mode_accept_acks_follow_msh_15(vhost: str, tmp_path: Path, accept: str, answered: str | None) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    with running(settings_for(vhost, dsn), er7_only()) as listener:
+    with running(settings_for(vhost, dsn)) as listener:
         client = Client(listener.port, timeout=3)
         client.send(adt(f"E-{accept}-{tmp_path.name[-6:]}", accept=accept, app="AL"))
         if answered is None:
@@ -241,16 +241,43 @@ def test_enhanced_mode_accept_acks_follow_msh_15(vhost: str, tmp_path: Path, acc
 
 def test_enhanced_mode_error_is_ce_when_msh_15_asks_for_errors(vhost: str, tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    broken = adt("EBAD", accept="ER", app="NE").replace(b"PID|1||0101701234", b"PID|1||0101\\Z\\")
-    with running(settings_for(vhost, dsn), er7_only()) as listener:
+    broken = adt("EBAD", accept="ER", app="NE").replace(CPR_FIELD, b"PID|1||2512\\Z\\")
+    with running(settings_for(vhost, dsn)) as listener:
         ack = Client(listener.port).ask(broken)
     assert segment(ack, "MSA")[1] == "CE" and "PID-3" in segment(ack, "ERR")[8]
 
 
-def test_the_full_wiring_refuses_what_the_discharge_consumer_would(vhost: str, tmp_path: Path) -> None:
-    """The listener's own validation is the consumer's: read_inbound, the discharge queue's kind, its read."""
+@pytest.mark.parametrize(
+    ("change", "where", "named"),
+    [
+        ((b"||19481225|F|", b"||19481226|F|"), "PID^1^7", "PID-7"),  # not the CPR number's birth date
+        ((b"|municipal|Y|", b"|sometimes|Y|"), "ZRH^1^3", "ZRH-3"),  # not a referral decision
+        ((b"|20261114091200|20261120133000\r", b"|20261114091200|20261120\r"), "PV1^1^45", "PV1-45"),  # a date alone
+    ],
+)
+def test_content_the_discharge_consumer_refuses_is_ae_naming_the_field(
+    vhost: str, tmp_path: Path, change: tuple[bytes, bytes], where: str, named: str
+) -> None:
+    """The listener reads a message exactly as the discharge consumer will (`read_inbound`, the discharge
+    queue's hl7-adt kind, its `read`): refusals of the contract and the flow, not only of ER7, are AE."""
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    message = adt(f"W-{named}")
+    assert change[0] in message
     with running(settings_for(vhost, dsn)) as listener:
-        ack = Client(listener.port).ask(adt("WIRED").replace(b"PID|1||0101701234", b"PID|1||0101\\Z\\"))
-    assert segment(ack, "MSA")[1] in ("AE", "AR")
-    assert segment(ack, "MSA")[2] == "WIRED"
+        ack = Client(listener.port).ask(message.replace(*change))
+    assert segment(ack, "MSA")[1:3] == ["AE", f"W-{named}"]
+    err = segment(ack, "ERR")
+    assert err[2].startswith(where) and named in err[8]
+    assert b"2512489996" not in ack
+    assert audit_details(dsn)[0]["ack"] == "AE"
+
+
+def test_a_v2_4_message_gets_its_error_in_err_1_and_msa_3(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    broken = adt("OLD", version="2.4").replace(CPR_FIELD, b"PID|1||25124\\Q\\89996^^^CPR^NI")
+    with running(settings_for(vhost, dsn)) as listener:
+        ack = Client(listener.port).ask(broken)
+    msa, err = segment(ack, "MSA"), segment(ack, "ERR")
+    assert msa[1:3] == ["AE", "OLD"] and "PID-3" in msa[3]
+    assert len(err) == 2 and err[1].split("^")[:3] == ["PID", "1", "3"] and err[1].endswith("&HL70357")
+    assert segment(ack, "MSH")[11] == "2.4" and b"2512489996" not in ack
