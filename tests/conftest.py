@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -17,6 +18,15 @@ from tests.cli_runs import CLI_OUTPUT, log_cli_output_to
 SHARED = PROJECT_ROOT.parent / "shared"
 GOLDEN = Path(__file__).parent / "golden"
 FIXED_NOW = datetime(2026, 11, 20, 14, 30, tzinfo=ZoneInfo("Europe/Copenhagen"))
+RECEIPT_DELAY = timedelta(minutes=5)
+
+
+def received_at(event: Path) -> datetime:
+    """When a golden discharge event (`tests/golden/discharge/*.event.json`) is received: FIXED_NOW, or five
+    minutes after it occurred when that is later (a visitation talk a week after the discharge) — no event may
+    report what had not happened when it arrived."""
+    occurred = datetime.fromisoformat(json.loads(event.read_bytes())["occurredAt"])
+    return max(FIXED_NOW, occurred + RECEIPT_DELAY)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

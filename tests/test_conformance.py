@@ -16,7 +16,7 @@ from integration.domain.course import Course, FixedState
 from integration.flows.dispatch import Pipeline, transform
 from integration.formats.care_communication import decode_xml_bundle
 from tests.cli_runs import run_integration
-from tests.conftest import FIXED_NOW, GOLDEN
+from tests.conftest import GOLDEN, received_at
 
 NOW = datetime(2027, 2, 20, 10, 5, tzinfo=ZoneInfo("Europe/Copenhagen"))
 STATE = FixedState(courses={"2512489996": Course("2512489996", "715541000016001", "851", True, "hospital")})
@@ -28,7 +28,7 @@ def emitted(pipeline: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     samples = [*sorted((GOLDEN / "discharge").glob("*.event.json")), *sorted((GOLDEN / "closing").glob("*.report.xml"))]
     for path in samples:
         for out in transform(
-            path.read_bytes(), pipeline, NOW if path.suffix == ".xml" else FIXED_NOW, state=STATE
+            path.read_bytes(), pipeline, NOW if path.suffix == ".xml" else received_at(path), state=STATE
         ).outgoing:
             found.append((f"{path.name} → {out.route.routing_key}", out.message))
     return found

@@ -31,7 +31,7 @@ from integration.log import cpr_numbers_in
 from tests.conftest import GOLDEN
 
 EVENT = json.loads((GOLDEN / "discharge" / "08-exercise-test-with-results.event.json").read_text())
-EVENT_AT = datetime(2026, 12, 3, 12, 0, tzinfo=ZoneInfo("Europe/Copenhagen"))
+EVENT_AT = datetime(2026, 11, 26, 12, 0, tzinfo=ZoneInfo("Europe/Copenhagen"))
 CARE_COMMUNICATION = (GOLDEN / "hotline" / "municipality-routine.carecommunication.json").read_bytes()
 CPR = "2512489996"
 STATE = FixedState(courses={CPR: Course(CPR, "715541000016001", "851", True, "hospital")})
@@ -140,10 +140,10 @@ def test_a_heart_rate_not_written_as_plain_digits_is_refused_naming_the_field(pi
 @pytest.mark.parametrize(
     ("written", "carried"),
     [
-        ("2026-12-03T10:00:00.123456Z", "2026-12-03T10:00:00.123456Z"),
-        ("2026-12-03T10:00:00Z", "2026-12-03T10:00:00Z"),
-        ("2026-12-03T11:00+01:00", "2026-12-03T11:00:00+01:00"),
-        ("2026-12-03T11:00:00.5+01:00", "2026-12-03T11:00:00.5+01:00"),
+        ("2026-11-26T10:00:00.123456Z", "2026-11-26T10:00:00.123456Z"),
+        ("2026-11-26T10:00:00Z", "2026-11-26T10:00:00Z"),
+        ("2026-11-26T11:00+01:00", "2026-11-26T11:00:00+01:00"),
+        ("2026-11-26T11:00:00.5+01:00", "2026-11-26T11:00:00.5+01:00"),
     ],
 )
 def test_occurred_at_reaches_authored_on_as_the_sender_wrote_it(pipeline: Pipeline, written: str, carried: str) -> None:
@@ -170,7 +170,7 @@ def test_discharged_at_reaches_the_risk_assessment_as_the_sender_wrote_it(pipeli
         ({"exerciseTest.date": "1800-01-01"}, "exerciseTest.date", "format"),
         ({"exerciseTest.date": "9999-12-31"}, "exerciseTest.date", "format"),
         ({"exerciseTest.date": "1950-01-01"}, "exerciseTest.date", "birth"),  # the CPR number: born 1982
-        ({"exerciseTest.date": "2026-12-04"}, "exerciseTest.date", "after occurredAt"),
+        ({"exerciseTest.date": "2026-11-27"}, "exerciseTest.date", "after occurredAt"),
         ({"surgery": {"sternotomy": True, "date": "1000-11-15"}}, "surgery.date", "format"),
         ({"surgery": {"sternotomy": True, "date": "2099-11-15"}}, "surgery.date", "after occurredAt"),
         ({"surgery": {"sternotomy": False, "date": "2099-11-15"}}, "surgery.date", "after occurredAt"),
@@ -200,7 +200,7 @@ def test_an_implausible_or_contradictory_date_is_refused_naming_the_field(
 
 
 def test_dates_at_the_edges_of_the_event_are_accepted(pipeline: Pipeline) -> None:
-    raw = _event({"exerciseTest.date": "2026-12-03", "surgery": {"sternotomy": True, "date": "2026-11-15"}})
+    raw = _event({"exerciseTest.date": "2026-11-26", "surgery": {"sternotomy": True, "date": "2026-11-15"}})
     assert transform(raw, pipeline, EVENT_AT).outgoing
 
 
@@ -297,3 +297,22 @@ def test_the_referral_ref_reaches_the_gp_document_as_a_link_to_the_referral(
         assert composition["event"][0]["detail"][0]["type"] == "ServiceRequest"
     assert fhir_problems(result.outgoing[0].message) == []
     assert f"Henvisning: {ref}" in fhir_json.dumps([o.message for o in result.outgoing]).decode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"occurredAt": "2026-11-26T13:01:00+01:00"}, "occurredAt"),  # an hour and a minute after the receipt
+        (
+            {"occurredAt": "2026-11-26T11:00:00+01:00", "admission.dischargedAt": "2026-11-26T13:01:00+01:00"},
+            "admission.dischargedAt",
+        ),
+    ],
+)
+def test_an_event_from_the_future_is_refused(pipeline: Pipeline, changes: dict[str, Any], field: str) -> None:
+    """The schema's promise, found unkept by the attack on issue #15: a discharge or visitation cannot report
+    what had not happened when it arrived (a clock or typing error); more than an hour after the receipt is
+    refused, naming the field. The hour itself is accepted (senders' clocks drift)."""
+    rejection = _refused(_event(changes), pipeline, EVENT_AT)
+    assert rejection.field == field and "more than an hour after the event was received" in rejection.problem
+    assert transform(_event({"occurredAt": "2026-11-26T13:00:00+01:00"}), pipeline, EVENT_AT).outgoing

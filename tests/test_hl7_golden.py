@@ -17,7 +17,7 @@ from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, read_inbound, transform
 from integration.formats.adt import MappedDischarge, event_id, read_adt
 from integration.formats.json_contract import decode_json
-from tests.conftest import FIXED_NOW, GOLDEN
+from tests.conftest import FIXED_NOW, GOLDEN, received_at
 
 HL7 = Path(__file__).parent / "hl7"
 PAIRS = sorted(HL7.glob("*.a03.er7"))
@@ -44,8 +44,8 @@ def _equivalent_json(er7: Path, mapped: MappedDischarge) -> dict[str, Any]:
     return document
 
 
-def _output(raw: bytes, pipeline: Pipeline) -> dict[str, Any]:
-    result = transform(raw, pipeline, FIXED_NOW)
+def _output(raw: bytes, pipeline: Pipeline, now: datetime = FIXED_NOW) -> dict[str, Any]:
+    result = transform(raw, pipeline, now)
     return {
         "outgoing": [o.as_json() for o in result.outgoing],
         "facts": [{"kind": f.kind, "detail": dict(f.detail)} for f in result.facts],
@@ -60,8 +60,9 @@ def test_there_are_at_least_three_er7_twins_of_golden_events() -> None:
 def test_er7_a03_yields_the_same_referral_as_its_json_event(er7: Path, pipeline: Pipeline) -> None:
     raw = er7.read_bytes()
     twin = _equivalent_json(er7, _mapped(raw, pipeline))
-    from_json = _output(fhir_json.dumps(twin), pipeline)
-    from_er7 = _output(raw, pipeline)
+    now = received_at(_golden_event(er7))
+    from_json = _output(fhir_json.dumps(twin), pipeline, now)
+    from_er7 = _output(raw, pipeline, now)
     assert from_er7["outgoing"], "the golden event refers the patient: the ER7 must too"
     assert from_er7 == from_json
 

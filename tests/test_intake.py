@@ -29,7 +29,7 @@ from integration.formats.safe_xml import parse_xml
 from integration.formats.syntax import Syntax, sniff
 from integration.log import cpr_numbers_in
 from tests.cli_runs import run_integration
-from tests.conftest import GOLDEN, SHARED
+from tests.conftest import GOLDEN, SHARED, received_at
 from tests.refusals import answered
 
 CPR = "2512489996"
@@ -220,7 +220,7 @@ def test_an_output_failing_the_narrative_rules_refuses_its_input_and_never_leave
 
 def test_every_golden_output_passes_the_gate(pipeline: Pipeline) -> None:
     for path in sorted((GOLDEN / "discharge").glob("*.event.json")):
-        for outgoing in transform(path.read_bytes(), pipeline, DISCHARGE_NOW).outgoing:
+        for outgoing in transform(path.read_bytes(), pipeline, max(DISCHARGE_NOW, received_at(path))).outgoing:
             assert outgoing_findings(outgoing.message) == [], path.name
 
 

@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 
 from integration.flows.dispatch import Pipeline, transform
-from tests.conftest import FIXED_NOW, GOLDEN
+from tests.conftest import GOLDEN, received_at
 
 DISCHARGE = GOLDEN / "discharge"
 BASE = "https://hjerterehab.rn.dk/fhir"
 
 
 def run(pipeline: Pipeline, name: str):
-    return transform((DISCHARGE / f"{name}.event.json").read_bytes(), pipeline, FIXED_NOW)
+    path = DISCHARGE / f"{name}.event.json"
+    return transform(path.read_bytes(), pipeline, received_at(path))
 
 
 def message(pipeline: Pipeline, name: str) -> dict[str, Any]:
@@ -194,7 +195,7 @@ def test_exercise_test_travels_as_observation(pipeline: Pipeline) -> None:
     request, observation = one(bundle, "ServiceRequest"), one(bundle, "Observation")
     assert {"reference": f"Observation/{observation['id']}"} in request["supportingInfo"]
     assert observation["valueString"].startswith("Ingen iskæmi")
-    assert observation["effectiveDateTime"] == "2026-12-03"
+    assert observation["effectiveDateTime"] == "2026-11-26"
     values = {
         c["code"]["coding"][0]["code"]: (c["valueQuantity"]["value"], c["valueQuantity"]["code"])
         for c in observation["component"]

@@ -41,6 +41,7 @@ from integration.formats.event_parts import (
     checked_ean,
     diagnoses_of,
     exercise_test_of,
+    not_ahead_of_receipt,
     patient_of,
 )
 from integration.formats.json_contract import JsonContract
@@ -130,9 +131,14 @@ def parse_discharge_event(
 ) -> DischargeEvent:
     """Validate against the contract, then build the typed record (raises InvalidInput naming the field). A
     CPR number's birth date may not be after the event's times, nor after `received_at` (when the referral
-    is made). A step-down without `admission` has admitted_at = discharged_at = occurred_at."""
+    is made), and occurredAt and dischargedAt not more than an hour after it (a clock or typing error: a message
+    cannot report what had not happened when it arrived). A step-down without `admission` has admitted_at =
+    discharged_at = occurred_at."""
     contract.check(document)
     times = _times(document)
+    if received_at is not None:  # the schema's promise: not more than an hour after the event was received
+        not_ahead_of_receipt(times.occurred, received_at, "occurredAt")
+        not_ahead_of_receipt(times.discharged, received_at, "admission.dischargedAt")
     occurred = times.occurred
     hospital = document["hospital"]
     clinician = document.get("clinicianRiskGroup")

@@ -50,8 +50,13 @@ def distinct_referral_events(count: int) -> list[tuple[str, bytes]]:
         _name_patient(event["patient"])
         event["patient"]["municipalityCode"] = NORDJYLLAND[i % len(NORDJYLLAND)]
         event["referral"]["note"] = f"Klinisk note {i}: {NOTE_WORDS[i % 7]} {NOTE_WORDS[i % 5]} {i * 7919 % 10007}."
-        # a time of its own, after the template's (so still after its admission, surgery and exercise test)
-        occurred = datetime.fromisoformat(event["occurredAt"]) + timedelta(days=i % 28, hours=i % 9, minutes=i % 60)
+        # a time of its own, within the hour after the discharge (a discharge event), so never ahead of a receipt
+        # at the tests' fixed clock (no event may report what had not happened when it arrived); an exercise test
+        # the template dated at its later visitation talk is dated at the discharge
+        discharged = datetime.fromisoformat(event["admission"]["dischargedAt"])
+        occurred = discharged + timedelta(minutes=5 + i % 50, seconds=i // 50 % 60)
         event["occurredAt"] = occurred.isoformat()
+        if event["exerciseTest"].get("date", "") > occurred.date().isoformat():
+            event["exerciseTest"]["date"] = occurred.date().isoformat()
         events.append((event["eventId"], orjson.dumps(event)))
     return events
