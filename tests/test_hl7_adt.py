@@ -225,7 +225,10 @@ def test_a13_and_a11_are_cancellations(trigger: str, pipeline: Pipeline) -> None
         (replaced("PV1", "20261114091200", "20261025023000"), (), "PV1-44.1", "102"),  # repeated by DST
         (replaced("PV1", "20261114091200", "20261121091200"), (), "PV1-45.1", "102"),  # before admission
         (
-            {**replaced("MSH", "ADT^A03^ADT_A03", "ADT^A08^ADT_A01"), **replaced("PV1", "20261120133000", "20271120133000")},
+            {
+                **replaced("MSH", "ADT^A03^ADT_A03", "ADT^A08^ADT_A01"),
+                **replaced("PV1", "20261120133000", "20271120133000"),
+            },
             (),
             "PV1-45.1",
             "102",

@@ -130,7 +130,9 @@ _A_SEGMENT = re.compile(rb"[A-Z][A-Z0-9]{2}(" + _SEPARATOR + rb")")
 # HL7 v2.5 §2.7: what may stand between two escape characters, the whole of it (fullmatch). Counts of the
 # formatting commands are bounded (a number of lines or spaces, not a number beyond int()'s digit limit);
 # `\Xhh..\` is whole bytes, an even number of hex digits.
-_ESCAPE = re.compile(r"[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|\.(?:br|fi|nf|ce|sp[0-9]{0,3}|sk[0-9]{0,3}|(?:in|ti)[+-]?[0-9]{0,3})")
+_ESCAPE = re.compile(
+    r"[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|\.(?:br|fi|nf|ce|sp[0-9]{0,3}|sk[0-9]{0,3}|(?:in|ti)[+-]?[0-9]{0,3})"
+)
 _FORMATTING = {".br": "\n", ".sp": "\n", ".ce": "\n", ".fi": "", ".nf": "", "H": "", "N": ""}
 # Characters no name, code or identifier may hold: controls (C0, DEL, C1), line and paragraph separators,
 # and the Unicode bidirectional controls (U+202E right-to-left override shows a name reversed).
