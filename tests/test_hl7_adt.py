@@ -3,6 +3,7 @@ every bad input refused naming its HL7 field with its Table 0357 code (never a v
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,8 @@ def test_an_a08_without_discharge_or_referral_data_is_refused_naming_the_field(p
 
 @pytest.mark.parametrize("trigger", ["A13", "A11"])
 def test_a13_and_a11_are_cancellations(trigger: str, pipeline: Pipeline) -> None:
-    raw = message(replaced("MSH", "ADT^A03^ADT_A03", f"ADT^{trigger}^ADT_A01"))
+    structure = {"A13": "ADT_A01", "A11": "ADT_A09"}[trigger]  # HL7 v2.5 Table 0003's structure of the trigger
+    raw = message(replaced("MSH", "ADT^A03^ADT_A03", f"ADT^{trigger}^{structure}"))
     cancel = read(raw, pipeline)
     assert isinstance(cancel, DischargeCancellation)
     assert (cancel.episode, cancel.trigger, cancel.hospital_sor) == ("V-2026-0042", trigger, "715541000016001")
@@ -206,7 +208,7 @@ def test_a13_and_a11_are_cancellations(trigger: str, pipeline: Pipeline) -> None
         (replaced("MSH", "|P|2.5", "|T|2.5"), (), "MSH-11.1", "202"),
         (replaced("MSH", "|P|2.5", "|P|2.2"), (), "MSH-12.1", "203"),
         (replaced("MSH", "RHN^1.2.208.176.1.1^ISO", ""), (), "MSH-4.1", "101"),
-        ({"PID": None}, (), "PID-3", "101"),
+        ({"PID": None}, (), "PID", "100"),  # a required segment missing (HL7 Table 0357: 100)
         (replaced("PID", "^^^CPR^NI", "^^^XYZ^NI"), (), "PID-3.4", "101"),
         (replaced("PID", "2512489996^", "3212489996^"), (), "PID-3.1", "102"),  # the contract: no real date
         (replaced("PID", "19481225", "19481226"), (), "PID-7.1", "102"),
@@ -222,7 +224,15 @@ def test_a13_and_a11_are_cancellations(trigger: str, pipeline: Pipeline) -> None
         (replaced("PV1", "20261114091200", "20260329023000"), (), "PV1-44.1", "102"),  # skipped by DST
         (replaced("PV1", "20261114091200", "20261025023000"), (), "PV1-44.1", "102"),  # repeated by DST
         (replaced("PV1", "20261114091200", "20261121091200"), (), "PV1-45.1", "102"),  # before admission
-        (replaced("PV1", "20261120133000", "20271120133000"), (), "PV1-45.1", "102"),  # a year on
+        (
+            {
+                **replaced("MSH", "ADT^A03^ADT_A03", "ADT^A08^ADT_A01"),
+                **replaced("PV1", "20261120133000", "20271120133000"),
+            },
+            (),
+            "PV1-45.1",
+            "102",
+        ),  # a year on (an A08: an A03's event time would be before such a discharge, refused at EVN-2)
         ({"DG1": None}, (), "DG1-3.1", "102"),
         (replaced("DG1", "^I10", "^ICPC"), (), "DG1-3.3", "103"),
         (replaced("DG1", "I21.4^", "i21^"), (), "DG1-3.1", "102"),
@@ -259,3 +269,126 @@ def test_a_flow_refusal_names_the_hl7_field_too(pipeline: Pipeline) -> None:
     with pytest.raises(Hl7Problem) as caught:
         transform(message(unknown), pipeline, FIXED_NOW, "discharge")
     assert (caught.value.field, caught.value.code) == ("PID-12.1", "102") and CPR not in str(caught.value)
+
+
+# -- the attacker's files (tests/hl7/hostile/, tests/hl7/README.md) ------------------------------------------
+
+HOSTILE = FIXTURE.parent / "hostile"
+
+
+@pytest.mark.parametrize(
+    ("name", "place", "code"),
+    [
+        # escapes: an undefined or malformed sequence is refused at its field, never dropped, never a crash
+        ("esc-Fxyz.er7", "PID-5.1", "102"),
+        ("esc-Eextra.er7", "PID-5.1", "102"),
+        ("esc-X41ZZ.er7", "PID-5.1", "102"),
+        ("esc-X_odd.er7", "PID-5.1", "102"),
+        ("esc-sp_huge.er7", "PID-5.1", "102"),
+        ("esc-in_huge.er7", "PID-5.1", "102"),
+        ("esc-in-cpr-Fxyz.er7", "PID-3.1", "102"),
+        ("esc-in-cpr-X41ZZ.er7", "PID-3.1", "102"),
+        # control characters and bidirectional controls in a name: refused at the HL7 field
+        ("esc-X00.er7", "PID-5.1", "102"),
+        ("esc-X07.er7", "PID-5.1", "102"),
+        ("esc-X0D.er7", "PID-5.1", "102"),
+        ("esc-brk.er7", "PID-5.1", "102"),
+        ("c1-control.er7", "PID-5.1", "102"),
+        ("rtl-override.er7", "PID-5.1", "102"),
+        # a segment twice that the structure allows once; two different CPR numbers
+        ("dup-pid.er7", "PID(2)", "100"),
+        ("dup-pv1.er7", "PV1(2)", "100"),
+        ("dup-zrh.er7", "ZRH(2)", "100"),
+        ("dup-evn.er7", "EVN(2)", "100"),
+        ("cpr-two-reps.er7", "PID-3[2]", "102"),
+        # envelopes: a batch or a first segment that is not MSH reach the ER7 reader and are refused at MSH
+        ("batch.er7", "MSH", "100"),
+        ("msh-not-first.er7", "MSH", "100"),
+        # header and structure
+        ("type-structure-mismatch.er7", "MSH-9.3", "200"),
+        ("pv1-missing.er7", "PV1", "100"),
+        ("msh-only.er7", "PID", "100"),
+        # times: the spring gap named for what it is; an A03 whose event time is before its discharge
+        ("dst-gap-admit.er7", "PV1-44.1", "102"),
+        ("dst-spring-gap-disch.er7", "PV1-45.1", "102"),
+        ("evn-before-disch.er7", "EVN-2.1", "102"),
+    ],
+)
+def test_hostile_files_are_refused_naming_the_hl7_field(
+    name: str, place: str, code: str, pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(Hl7Problem) as caught:
+        transform((HOSTILE / name).read_bytes(), pipeline, FIXED_NOW, "discharge")
+    assert (caught.value.field, caught.value.code) == (place, code), str(caught.value)
+    for value in (CPR, "0101701234", "Berg", "Nancy"):
+        assert value not in str(caught.value) and value not in caplog.text
+
+
+@pytest.mark.parametrize("name", ["bom.er7", "leading-ws.er7"])
+def test_a_byte_order_mark_or_leading_white_space_is_read_as_the_message(name: str, pipeline: Pipeline) -> None:
+    assert document((HOSTILE / name).read_bytes(), pipeline) == document(FIXTURE.read_bytes(), pipeline)
+
+
+def test_the_spring_gap_and_the_autumn_repeat_are_told_apart(pipeline: Pipeline) -> None:
+    gap = refused((HOSTILE / "dst-gap-admit.er7").read_bytes(), pipeline)
+    assert "does not exist" in gap.problem and "forward" in gap.problem and "twice" not in gap.problem
+    repeat = refused(message(replaced("PV1", "20261114091200", "20261025023000")), pipeline)
+    assert "occurs twice" in repeat.problem and "back" in repeat.problem
+
+
+def test_the_same_cpr_number_twice_is_one_patient(pipeline: Pipeline) -> None:
+    twice = replaced("PID", "~778899^^^RHN^MR", f"~{CPR}^^^&1.2.208.176.1.2&ISO")
+    assert document(message(twice), pipeline)["patient"]["cpr"] == CPR
+
+
+@pytest.mark.parametrize(
+    ("changes", "place", "code"),
+    [
+        (replaced("MSH", "|P|2.5", "|P^A|2.5"), "MSH-11.2", "202"),  # archive
+        (replaced("MSH", "|P|2.5", "|P^R|2.5"), "MSH-11.2", "202"),  # restore from archive
+        (replaced("MSH", "|P|2.5", "|P^I|2.5"), "MSH-11.2", "202"),  # initial load
+        (replaced("MSH", "ADT^A03^ADT_A03", "ADT^A08^ADT_A03"), "MSH-9.3", "200"),
+        (replaced("MSH", "ADT^A03^ADT_A03", "ADT^A13^ADT_A03"), "MSH-9.3", "200"),
+        (replaced("MSH", "ADT^A03^ADT_A03", "ADT^A11^ADT_A01"), "MSH-9.3", "200"),  # A11 is ADT_A09
+        ({"PV1": None}, "PV1", "100"),
+        (replaced("MSH", "|EPJ|", "|E\\X0D\\PJ|"), "MSH-3.1", "102"),  # a header value with a control character
+        (replaced("PID", "|851", "|85\u202e1"), "PID-12.1", "102"),
+        (replaced("DG1", "I21.4^", "I21.4\\X09\\^"), "DG1-3.1", "102"),
+        (replaced("ZRH", "|physical-activity~diet~", "|physical-activity~di\u2028et~"), "ZRH-5[2].1", "102"),
+        (replaced("ZRH", "|free text", "|free\\X07\\text"), "ZRH-8.1", "102"),  # free text: a bell is no break
+        (replaced("ZRH", "|free text", "|free \u202etext"), "ZRH-8.1", "102"),
+    ],
+)
+def test_header_structure_and_characters_refused_naming_the_field(
+    changes: dict[str, str | None], place: str, code: str, pipeline: Pipeline
+) -> None:
+    problem = refused(message(changes), pipeline)
+    assert (problem.field, problem.code) == (place, code), str(problem)
+
+
+def test_current_processing_and_the_right_structure_are_read(pipeline: Pipeline) -> None:
+    assert document(message(replaced("MSH", "|P|2.5", "|P^T|2.5")), pipeline)["eventType"] == "discharge"
+    assert document(message(replaced("MSH", "ADT^A03^ADT_A03", "ADT^A03")), pipeline)["eventType"] == "discharge"
+
+
+def test_free_text_keeps_its_line_breaks(pipeline: Pipeline) -> None:
+    note = replaced("ZRH", "|free text", "|line 1\\.br\\line 2\\X0D0A\\line 3")
+    assert document(message(note), pipeline)["referral"]["note"] == "line 1\nline 2\r\nline 3"
+
+
+def test_a_second_z_segment_of_the_profile_is_refused_whatever_its_name(pipeline: Pipeline) -> None:
+    moved = {**pipeline.hl7_profile.rehabilitation}
+    assert "decision" in moved
+    from dataclasses import replace as replaced_profile
+
+    from integration.formats.adt_profile import Place, Source
+
+    profile = replaced_profile(
+        pipeline.hl7_profile, rehabilitation={**moved, "decision": Source(place=Place("ZXX", 1))}
+    )
+    er7 = read_inbound(message(extra=("ZXX|municipal", "ZXX|hospital")), pipeline.max_payload_bytes).er7
+    assert er7 is not None
+    with pytest.raises(Hl7Problem) as caught:
+        read_adt(er7, profile, FIXED_NOW)
+    assert (caught.value.field, caught.value.code) == ("ZXX(2)", "100")

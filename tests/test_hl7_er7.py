@@ -127,6 +127,24 @@ def problem(raw: bytes, limit: int = LIMIT) -> Hl7Problem:
         (er7("PID|1||25124899\\X9\\"), "PID-3.1", "102"),  # half a hex byte
         (er7("PID|1||^^^^\\XFF\\"), "PID-3.5", "102"),  # not UTF-8
         (er7("PID|1||~x\\Z2\\"), "PID-3[2].1", "102"),
+        # a sequence that merely begins like a defined one is not that one (the whole must match)
+        (er7("PID|1||||Berg\\Fxyz\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\EE\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\Hx\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\.brx\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\X41ZZ\\gren"), "PID-5.1", "102"),  # not hex
+        (er7("PID|1||||Berg\\X414\\gren"), "PID-5.1", "102"),  # odd number of hex digits
+        (er7("PID|1||||Berg\\X\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\.sp" + "9" * 5000 + "\\gren"), "PID-5.1", "102"),  # beyond int()'s digit limit
+        (er7("PID|1||||Berg\\.in+" + "9" * 5000 + "\\gren"), "PID-5.1", "102"),
+        (er7("PID|1||||Berg\\.sk1000\\gren"), "PID-5.1", "102"),  # a count of at most 3 digits
+        (er7("PID|1||||Berg\\.sp\u0663\\gren"), "PID-5.1", "102"),  # digits are ASCII digits
+        # envelopes and what precedes MSH
+        (b"FHS|^~\\&|EPJ\rBHS|^~\\&|EPJ\r" + er7("PID|1") + b"BTS|1\rFTS|1\r", "MSH", "100"),
+        (b"BHS|^~\\&|EPJ\r" + er7("PID|1"), "MSH", "100"),
+        (b"EVN|A03\r" + er7("PID|1"), "MSH", "100"),
+        (b"\xef\xbb\xbf" + er7("PID|1", head=HEAD + "8859/1"), "MSH-18", "102"),  # a UTF-8 mark, not UTF-8
+        (er7("PID|1", head=HEAD.replace("C-1", "C\\X07\\1")), "MSH-10.1", "102"),  # a control in the header
         (er7("DG1|1", "DG1|2||\\Q\\"), "DG1(2)-3.1", "102"),
         (er7("PID|1", head=HEAD + "UNICODE UTF-16"), "MSH-18", "103"),
         (er7("PID|1||||Sørensen", head=HEAD + "ASCII"), "MSH-18", "102"),
@@ -137,7 +155,7 @@ def problem(raw: bytes, limit: int = LIMIT) -> Hl7Problem:
         (er7("PID|1", head="MSH|^~\\^|x"), "MSH-2", "102"),
         (er7("pid|1"), "", "100"),
         (er7("PID|1", HEAD), "MSH", "100"),  # a batch of two messages
-        (b"PID|1\rMSH|^~\\&|", "", "100"),
+        (b"PID|1\rMSH|^~\\&|", "MSH", "100"),  # MSH not first
         (b"", "", "100"),
         (b'{"eventType": "discharge"}', "", "100"),
         (er7("PID|1||\x00"), "", "102"),
@@ -170,7 +188,41 @@ def test_no_field_value_reaches_the_log(caplog: pytest.LogCaptureFixture) -> Non
 
 @pytest.mark.parametrize(
     ("raw", "er7_or_not"),
-    [(b"MSH|^~\\&|", True), (b"MSH#", True), (b"MSHX", False), (b"MSH ", False), (b"{}", False), (b"<a/>", False)],
+    [
+        (b"MSH|^~\\&|", True),
+        (b"MSH#", True),
+        (b"MSHX", False),
+        (b"MSH ", False),
+        (b"{}", False),
+        (b"<a/>", False),
+        (b"\xef\xbb\xbfMSH|^~\\&|", True),  # a byte order mark
+        (b"\r\n  MSH|^~\\&|", True),  # leading white space and blank lines
+        (b"FHS|^~\\&|\rBHS|^~\\&|\rMSH|^~\\&|", True),  # a file/batch: the ER7 reader refuses it naming MSH
+        (b"EVN|A03\rMSH|^~\\&|", True),  # MSH not first: the same
+        (b"EVN|A03\rPID|1", False),  # no MSH at all: not ER7
+        (b"\xef\xbb\xbf{}", False),
+    ],
 )
 def test_what_looks_like_er7(raw: bytes, er7_or_not: bool) -> None:
     assert looks_like_er7(raw) is er7_or_not
+
+
+def test_a_byte_order_mark_and_leading_white_space_are_tolerated() -> None:
+    plain = read("PID|1||123")
+    for prefix in (b"\xef\xbb\xbf", b"\r\n \n", b"\xef\xbb\xbf\r\n"):
+        m = parse_er7(prefix + er7("PID|1||123"), LIMIT)
+        assert (m.control_id, m.segment("PID").field(3).text()) == (plain.control_id, "123")  # type: ignore[union-attr]
+
+
+def test_python_hl7_never_logs_a_value(caplog: pytest.LogCaptureFixture) -> None:
+    """Even python-hl7's own decoder, called directly with a sequence it cannot read, logs nothing: its
+    loggers drop every record once `formats.er7` is imported."""
+    import hl7
+
+    caplog.set_level(logging.DEBUG)
+    message = hl7.parse("MSH|^~\\&|\rPID|1||||Berg\\Fxyz\\gren")
+    assert message.unescape("Berg\\Fxyz\\gren") == "Berggren"  # dropped by python-hl7: why we decode ourselves
+    hl7.split_file("PID|1||||Berggren\rMSH|^~\\&|")  # "Segment received before message header [<line>]"
+    hl7.util.logger.disabled = False  # what logging.config.dictConfig does to existing loggers: the filter stays
+    message.unescape("Berg\\EE\\gren")
+    assert "Berg" not in caplog.text and not caplog.records

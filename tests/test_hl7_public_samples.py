@@ -30,7 +30,12 @@ def test_a_public_sample_on_the_discharge_queue_is_refused_naming_the_field(
     assert (caught.value.field, caught.value.code) == (place, code)
 
 
-def test_a_public_batch_file_is_not_one_message() -> None:
+def test_a_public_batch_file_is_not_one_message(pipeline: Pipeline) -> None:
+    """On the queue too: a file (FHS/BHS) reaches the ER7 reader (it was once refused as malformed JSON)."""
+    raw = (PUBLIC / "python-hl7-sample-file-adt-a04.er7").read_bytes()
     with pytest.raises(Hl7Problem) as caught:
-        parse_er7((PUBLIC / "python-hl7-sample-file-adt-a04.er7").read_bytes(), 100_000)
-    assert caught.value.code == "100"
+        parse_er7(raw, 100_000)
+    assert (caught.value.field, caught.value.code) == ("MSH", "100")
+    with pytest.raises(Hl7Problem) as caught:
+        transform(raw, pipeline, FIXED_NOW, "discharge")
+    assert (caught.value.field, caught.value.code) == ("MSH", "100")

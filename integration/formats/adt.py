@@ -31,6 +31,7 @@ from integration.domain.records import DischargeCancellation, DischargeEvent, Ge
 from integration.errors import InvalidInput
 from integration.formats.adt_profile import Hl7Profile
 from integration.formats.adt_sources import Reader
+from integration.formats.adt_structure import check_structure
 from integration.formats.discharge_event import parse_discharge_event
 from integration.formats.er7 import Er7Message, ErrorCode, Hl7Problem
 from integration.formats.event_parts import not_ahead_of_receipt
@@ -40,6 +41,9 @@ from integration.formats.json_contract import JsonContract
 EVENT_NAMESPACE = uuid.UUID("6f3c2a4e-8d1b-5c7e-9a40-2b7d1e5f0c93")  # this service's, for HL7 v2 event ids
 VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"})
 PROCESSING_IDS = frozenset({"P"})  # HL7 Table 0103: production only; a test system's T or D is refused
+# HL7 Table 0207 (MSH-11.2): empty (current processing) or T (current processing, sent at intervals) are live
+# messages; A (archive), R (restore from archive) and I (initial load) are history, not an event to act on.
+PROCESSING_MODES = frozenset({"", "T"})
 DISCHARGES = {"A03": "discharge", "A08": "discharge-update"}
 CANCELLATIONS = frozenset({"A13", "A11"})
 _INDEXED = re.compile(r"(\w+)\[(\d+)\]")
@@ -58,13 +62,37 @@ def read_adt(
 ) -> MappedDischarge | DischargeCancellation:
     """An ADT message → the discharge event document (A03, A08) or a cancellation (A13, A11).
 
-    Raises Hl7Problem: 200 not ADT, 201 another trigger, 202 not production, 203 a version before 2.3,
-    101 a required field missing, 102/103 a value of the wrong type or not in its table (naming the field)."""
+    Raises Hl7Problem: 200 not ADT or an MSH-9.3 that is not the trigger's structure, 201 another trigger,
+    202 not production or not current processing (MSH-11.2), 203 a version before 2.3, 100 a required
+    segment missing or a segment twice that may occur once (`adt_structure`), 101 a required field missing,
+    102/103 a value of the wrong type or not in its table (naming the field)."""
     _check_header(message)
+    check_structure(message, _single_value_segments(profile))
     reader = Reader(message, profile)
     if message.trigger in CANCELLATIONS:
         return _cancellation(message, reader, received_at)
     return _discharge(message, reader, DISCHARGES[message.trigger])
+
+
+def _single_value_segments(profile: Hl7Profile) -> frozenset[str]:
+    """The segments the profile reads one value from (not the repeating DG1, PR1 and OBX): each may occur
+    once, or which of two would be read?"""
+    places = (
+        *profile.occurred_at,
+        profile.patient_identifier,
+        profile.name,
+        profile.birth_date,
+        profile.municipality_code,
+        profile.gp_ydernummer,
+        profile.gp_sor,
+        profile.unit_sor,
+        profile.visit_number,
+        profile.admitted_at,
+        profile.discharged_at,
+        *(s.place for s in (*profile.exercise_test.values(), *profile.rehabilitation.values()) if s.place),
+    )
+    repeating = {profile.diagnosis_code.segment, profile.procedure_code.segment, "OBX"}
+    return frozenset(place.segment for place in places) - repeating
 
 
 def discharge_record(mapped: MappedDischarge, contract: JsonContract, received_at: datetime) -> DischargeEvent:
@@ -104,6 +132,13 @@ def _check_header(message: Er7Message) -> None:
         raise msh.problem("only A03, A08, A11 and A13 are read", 9, 2, code=ErrorCode.UNSUPPORTED_EVENT_CODE)
     if message.processing_id not in PROCESSING_IDS:
         raise msh.problem("only production messages (P) are read", 11, 1, code=ErrorCode.UNSUPPORTED_PROCESSING_ID)
+    if (msh.field(11).text(2) or "") not in PROCESSING_MODES:
+        raise msh.problem(
+            "only current processing (empty or T, HL7 Table 0207) is read: not an archive, restore or initial load",
+            11,
+            2,
+            code=ErrorCode.UNSUPPORTED_PROCESSING_ID,
+        )
     if message.version not in VERSIONS:
         raise msh.problem("HL7 v2.3 to v2.9 are read", 12, 1, code=ErrorCode.UNSUPPORTED_VERSION_ID)
     if not message.sending_facility:
@@ -143,7 +178,24 @@ def _discharge(message: Er7Message, reader: Reader, event_type: str) -> MappedDi
         **reader.rehabilitation(),
         "exerciseTest": reader.exercise_test(),
     }
+    if message.trigger == "A03":
+        _not_before_discharge(document, reader)
     return MappedDischarge(document, dict(reader.origins))
+
+
+def _not_before_discharge(document: dict[str, Any], reader: Reader) -> None:
+    """An A03 reports a discharge that has happened: its event time (EVN-2, else MSH-7) may not be before the
+    discharge time (PV1-45). Both are RFC 3339 text here, already read by `hl7_time`."""
+    try:
+        occurred = parse_moment(document["occurredAt"])
+        discharged = parse_moment(document["admission"]["dischargedAt"])
+    except ValueError:
+        return  # a time out of the plausible range: the contract refuses it at its own place
+    if occurred < discharged:
+        where = reader.profile.discharged_at
+        raise reader.origins["occurredAt"].problem(
+            f"the event time is before the discharge time ({where}): an A03 reports a discharge that happened"
+        )
 
 
 def _cancellation(message: Er7Message, reader: Reader, received_at: datetime) -> DischargeCancellation:

@@ -7,13 +7,17 @@ An empty field and HL7's null `""` both read as absent here: a discharge event i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from integration.domain.cpr import parse_cpr
 from integration.formats.adt_profile import Hl7Profile, Place, Source
 from integration.formats.er7 import Er7Field, Er7Message, Er7Segment, ErrorCode
-from integration.formats.hl7_values import At, hl7_date, hl7_number, hl7_time, hl7_yes_no
+from integration.formats.hl7_values import At, hl7_date, hl7_number, hl7_text, hl7_time, hl7_yes_no
 
+# Contract paths whose value is free text (line breaks kept); every other value read is a name, code,
+# identifier or time, and refuses control characters and bidirectional controls at its HL7 place.
+FREE_TEXT = frozenset({"referral.note", "exerciseTest.conclusion"})
 _BOOLEANS = ("trainingNeeded", "ambulatoryControl", "ambulatoryControlAtEndOfRehab")
 _LISTS = ("riskCriteria", "rehabElements")
 
@@ -41,7 +45,7 @@ class Reader:
     def value(self, place: Place, path: str) -> str | None:
         field, at = self._field(place)
         self.origins[path] = at
-        return field.text(place.component or 1)
+        return _checked(field.text(place.component or 1), at, path)
 
     def required(self, place: Place, path: str, why: str = "") -> str:
         text = self.value(place, path)
@@ -82,23 +86,35 @@ class Reader:
         return patient
 
     def _cpr(self) -> str:
+        """The CPR number: the PID-3 repetition under the profile's assigning authority (or identifier type);
+        two such repetitions with different numbers are refused at the second (which would be the patient?),
+        the same number twice is read once."""
         place = self.profile.patient_identifier
         segment = self._segment(place, required=True)
         assert segment is not None
         field = segment.field(place.field)
+        found: tuple[str, At] | None = None
         for repetition in range(1, len(field.repetitions) + 1):
             authority = {field.text(4, repetition, 1), field.text(4, repetition, 2)} - {None}
             kind = field.text(5, repetition)
-            if authority & self.profile.assigning_authorities or kind in self.profile.identifier_types:
-                at = At(place.segment, segment.sequence, place.field, 1, repetition)
-                self.origins["patient.cpr"] = at
-                number = field.text(1, repetition)
-                if number is None:
-                    raise at.problem("the CPR number is empty", ErrorCode.REQUIRED_FIELD_MISSING)
-                return number
-        raise At(place.segment, segment.sequence, place.field, 4).problem(
-            "no identifier under the CPR's assigning authority", ErrorCode.REQUIRED_FIELD_MISSING
-        )
+            if not (authority & self.profile.assigning_authorities or kind in self.profile.identifier_types):
+                continue
+            at = At(place.segment, segment.sequence, place.field, 1, repetition)
+            number = _checked(field.text(1, repetition), at, "patient.cpr")
+            if number is None:
+                raise at.problem("the CPR number is empty", ErrorCode.REQUIRED_FIELD_MISSING)
+            if found is None:
+                found = (number, at)
+            elif number != found[0]:
+                raise At(place.segment, segment.sequence, place.field, None, repetition).problem(
+                    "a second, different CPR number under the CPR's assigning authority"
+                )
+        if found is None:
+            raise At(place.segment, segment.sequence, place.field, 4).problem(
+                "no identifier under the CPR's assigning authority", ErrorCode.REQUIRED_FIELD_MISSING
+            )
+        self.origins["patient.cpr"] = found[1]
+        return found[0]
 
     def _birth_date(self, number: str) -> None:
         written = self.value(self.profile.birth_date, "patient.birthDate")
@@ -171,8 +187,8 @@ class Reader:
         return result
 
     def _in(self, segment: Er7Segment, place: Place, path: str) -> str | None:
-        self.origins[path] = At(segment.id, segment.sequence, place.field, place.component or 1)
-        return segment.field(place.field).text(place.component or 1)
+        at = self.origins[path] = At(segment.id, segment.sequence, place.field, place.component or 1)
+        return _checked(segment.field(place.field).text(place.component or 1), at, path)
 
     def _need(self, segment: Er7Segment, place: Place, path: str) -> str:
         text = self._in(segment, place, path)
@@ -191,6 +207,8 @@ class Reader:
             field, at = self._observation(source.observation or "")
             values = [field.text(1, r) for r in range(1, len(field.repetitions) + 1)]
         self.origins[path] = at
+        for repetition, value in enumerate(values, 1):
+            _checked(value, replace(at, repetition=repetition), path)
         return [v for v in values if v is not None], at
 
     def _observation(self, code: str) -> tuple[Er7Field, At]:
@@ -245,6 +263,11 @@ class Reader:
                 test[key] = hl7_number(values[0], at)
         self.origins["exerciseTest"] = self.origins.get("exerciseTest.performed", At("OBX", 1, 5, 1))
         return test
+
+
+def _checked(text: str | None, at: At, path: str) -> str | None:
+    """A value read at `at` for contract `path`, refused when it holds characters its kind may not."""
+    return None if text is None else hl7_text(text, at, free_text=path in FREE_TEXT)
 
 
 def _segment_missing(place: Place) -> Exception:

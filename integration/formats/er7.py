@@ -22,16 +22,33 @@ the place (`PID-3.1`), never a value.
 
 from __future__ import annotations
 
+import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 # python-hl7 ships no type information; its containers are lists of lists of str, typed Any here
 import hl7  # type: ignore[import-untyped]
+import hl7.containers  # type: ignore[import-untyped]
+import hl7.util  # type: ignore[import-untyped]
 from hl7.exceptions import ParseException  # type: ignore[import-untyped]
 
 from integration.errors import InvalidInput
+
+
+def _drop(_record: logging.LogRecord) -> bool:
+    return False
+
+
+# python-hl7 logs what it cannot read together with the whole field or line ("Error decoding value [..],
+# field [<a name>]"), under loggers named by its files' paths. Nothing of a message may reach a log line,
+# whatever python-hl7 decodes: a filter on its loggers drops every record (a filter survives a later
+# logging.config.dictConfig, which resets `disabled`). Escapes are decoded here, not by python-hl7.
+for _logger in {hl7.util.logger, hl7.containers.logger}:
+    _logger.addFilter(_drop)
+    _logger.propagate = False
 
 
 class ErrorCode(StrEnum):
@@ -105,9 +122,34 @@ HL7_NULL = '""'
 _ENVELOPE = frozenset({"MSH", "BHS", "BTS", "FHS", "FTS"})  # a second header, or a batch or file around the message
 _CHARSETS = {"": "utf-8", "UNICODE UTF-8": "utf-8", "8859/1": "latin-1", "ASCII": "ascii"}
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
-# HL7 v2.5 §2.7: what may stand between two escape characters
-_ESCAPE = re.compile(r"[FSTRE]|[HN]|X(?:[0-9A-Fa-f]{2})+|\.(?:br|fi|nf|sp\d*|in[+-]?\d*|ti[+-]?\d*|sk\d*|ce)\Z")
+_BOM = b"\xef\xbb\xbf"
+_LEADING = b" \t\r\n"
+_SEPARATOR = rb"[!-/:-@\[-`{-~]"  # a printable character that is no letter, digit or space
+_BATCH_START = re.compile(rb"(?:FHS|BHS)" + _SEPARATOR)
+_A_SEGMENT = re.compile(rb"[A-Z][A-Z0-9]{2}(" + _SEPARATOR + rb")")
+# HL7 v2.5 §2.7: what may stand between two escape characters, the whole of it (fullmatch). Counts of the
+# formatting commands are bounded (a number of lines or spaces, not a number beyond int()'s digit limit);
+# `\Xhh..\` is whole bytes, an even number of hex digits.
+_ESCAPE = re.compile(
+    r"[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|\.(?:br|fi|nf|ce|sp[0-9]{0,3}|sk[0-9]{0,3}|(?:in|ti)[+-]?[0-9]{0,3})"
+)
 _FORMATTING = {".br": "\n", ".sp": "\n", ".ce": "\n", ".fi": "", ".nf": "", "H": "", "N": ""}
+# Characters no name, code or identifier may hold: controls (C0, DEL, C1), line and paragraph separators,
+# and the Unicode bidirectional controls (U+202E right-to-left override shows a name reversed).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+FREE_TEXT_BREAKS = frozenset("\n\r\t")
+
+
+def unsafe_character(text: str, free_text: bool = False) -> bool:
+    """Whether `text` holds a control character, a line/paragraph separator or a bidirectional control
+    (free text — a note, a conclusion — may hold line breaks and tabs)."""
+    for character in text:
+        if free_text and character in FREE_TEXT_BREAKS:
+            continue
+        if character in _BIDI_CONTROLS or unicodedata.category(character) in _UNSAFE_CATEGORIES:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,23 +258,44 @@ class Er7Message:
 
 
 def looks_like_er7(raw: bytes) -> bool:
-    """Whether bytes are meant as ER7: `MSH` and a field separator (a printable character that is no letter,
-    digit or space). No JSON or XML text begins so; an MLLP frame's start block is the listener's to remove."""
-    return len(raw) > 3 and raw.startswith(b"MSH") and 0x20 < raw[3] < 0x7F and not chr(raw[3]).isalnum()
+    """Whether bytes are meant as ER7: after an optional UTF-8 byte order mark and leading white space, `MSH`
+    (or a batch's `FHS`/`BHS`) and a field separator (a printable character that is no letter, digit or
+    space), or a first segment of that shape with an `MSH` of the same separator on a later line. No JSON or
+    XML text begins so; an MLLP frame's start block is the listener's to remove."""
+    head = _without_bom(raw).lstrip(_LEADING)
+    found = _A_SEGMENT.match(head)
+    if found is None:
+        return False
+    if head.startswith(b"MSH") or _BATCH_START.match(head):
+        return True
+    return re.search(rb"[\r\n]MSH" + re.escape(found[1]), head) is not None
+
+
+def _without_bom(raw: bytes) -> bytes:
+    return raw[len(_BOM) :] if raw.startswith(_BOM) else raw
 
 
 def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
     """Read one HL7 v2 message in ER7 from `raw` (at most `max_bytes`).
 
+    A UTF-8 byte order mark (when MSH-18 names UTF-8) and white space or empty lines before MSH are
+    tolerated (what files and editors add); a batch or file envelope (FHS/BHS/BTS/FTS), a second MSH or a
+    first segment that is not MSH is refused naming MSH (Table 0357 code 100).
+
     Raises Hl7Problem: too large, not an ER7 message (no `MSH` + field separator + encoding characters),
     an unsupported MSH-18 character set, bytes not in that set, a malformed segment id, a bad escape
-    sequence, a batch (more than one MSH), or a header without MSH-9/MSH-10/MSH-12.
+    sequence, a batch (more than one MSH), or a header without MSH-9/MSH-10/MSH-12, or a header value with a
+    control character.
     """
     if len(raw) > max_bytes:
         raise Hl7Problem(f"the message is larger than {max_bytes} bytes", code=ErrorCode.DATA_TYPE)
-    separator, encoding_characters = _delimiters(raw)
-    charset = _charset(raw, separator)
-    text = _decoded(raw, charset)
+    body = _without_bom(raw)
+    with_bom = len(body) != len(raw)
+    separator, encoding_characters = _delimiters(body)
+    charset = _charset(body, separator)
+    if with_bom and charset != "utf-8":
+        raise Hl7Problem("a UTF-8 byte order mark, but MSH-18 names another character set", segment="MSH", field=18)
+    text = _decoded(body, charset)
     lines = [line for line in re.split(r"\r\n|\r|\n", text) if line.strip(" \t")]
     if not lines[0].startswith("MSH") or any(line[:3] in _ENVELOPE for line in lines[1:]):
         raise Hl7Problem("one message, beginning with its only MSH segment, no batch", segment="MSH", code="100")
@@ -245,7 +308,16 @@ def parse_er7(raw: bytes, max_bytes: int) -> Er7Message:
 
 
 def _delimiters(raw: bytes) -> tuple[str, str]:
-    head = raw.lstrip(b" \t\r\n")[:9]
+    head = raw.lstrip(_LEADING)
+    if _BATCH_START.match(head):
+        raise Hl7Problem(
+            "a batch or file (FHS/BHS) is not one message: send each message alone",
+            segment="MSH",
+            code=ErrorCode.SEGMENT_SEQUENCE,
+        )
+    if not head.startswith(b"MSH") and _A_SEGMENT.match(head):
+        raise Hl7Problem("the first segment must be MSH", segment="MSH", code=ErrorCode.SEGMENT_SEQUENCE)
+    head = head[:9]
     if not head.startswith(b"MSH") or len(head) < 8:
         raise Hl7Problem("not an HL7 v2 message in ER7: it must begin with MSH", code=ErrorCode.SEGMENT_SEQUENCE)
     separator = chr(head[3])
@@ -262,7 +334,7 @@ def _delimiters(raw: bytes) -> tuple[str, str]:
 
 
 def _charset(raw: bytes, separator: str) -> str:
-    header = re.split(rb"\r|\n", raw.lstrip(b" \t\r\n"), maxsplit=1)[0]
+    header = re.split(rb"\r|\n", raw.lstrip(_LEADING), maxsplit=1)[0]
     fields = header.split(separator.encode("latin-1"))
     declared = fields[17].decode("latin-1").split("~")[0].strip() if len(fields) > 17 else ""
     if declared not in _CHARSETS:
@@ -330,52 +402,46 @@ def _children(node: Any, container: Any) -> list[Any]:
 
 
 def _decode(message: Any, value: Any, charset: str, where: tuple[str, int, int], rep: int, comp: int) -> str:
+    """One subcomponent with its escape sequences decoded; every sequence is checked whole first and decoded
+    here (python-hl7's `unescape` drops what it cannot read and logs the field)."""
     text = str(value)
     esc = message.esc
     if esc not in text:
         return text
     parts = text.split(esc)
     segment, number, sequence = where
-    if len(parts) % 2 == 0:
-        raise Hl7Problem(
-            "an escape sequence is not closed",
-            segment=segment,
-            field=number,
-            component=comp,
-            repetition=rep,
-            segment_sequence=sequence,
+
+    def refused(problem: str) -> Hl7Problem:
+        return Hl7Problem(
+            problem, segment=segment, field=number, component=comp, repetition=rep, segment_sequence=sequence
         )
-    app_map = dict(_FORMATTING)
-    for sequence_text in parts[1::2]:
-        if not _ESCAPE.match(sequence_text):
-            raise Hl7Problem(
-                "an escape sequence HL7 v2 does not define",
-                segment=segment,
-                field=number,
-                component=comp,
-                repetition=rep,
-                segment_sequence=sequence,
-            )
-        if sequence_text.startswith("X"):
+
+    if len(parts) % 2 == 0:
+        raise refused("an escape sequence is not closed")
+    separators = message.separators  # segment, field, repetition, component, subcomponent
+    delimiters = {"F": separators[1], "R": separators[2], "S": separators[3], "T": separators[4], "E": esc}
+    decoded = [parts[0]]
+    for sequence_text, after in zip(parts[1::2], parts[2::2], strict=True):
+        if not _ESCAPE.fullmatch(sequence_text):
+            raise refused("an escape sequence HL7 v2 does not define")
+        if sequence_text in delimiters:
+            decoded.append(delimiters[sequence_text])
+        elif sequence_text.startswith("X"):
             try:
-                app_map[sequence_text] = bytes.fromhex(sequence_text[1:]).decode(charset)
+                decoded.append(bytes.fromhex(sequence_text[1:]).decode(charset))
             except UnicodeDecodeError:
-                raise Hl7Problem(
-                    "a hexadecimal escape is not text in MSH-18's character set",
-                    segment=segment,
-                    field=number,
-                    component=comp,
-                    repetition=rep,
-                    segment_sequence=sequence,
-                ) from None
-        elif sequence_text[:3] in (".sp", ".sk", ".in", ".ti"):
-            app_map[sequence_text] = _formatting(sequence_text)
-    decoded: str = message.unescape(text, app_map)
-    return decoded
+                raise refused("a hexadecimal escape is not text in MSH-18's character set") from None
+        else:
+            decoded.append(_formatting(sequence_text))
+        decoded.append(after)
+    return "".join(decoded)
 
 
 def _formatting(command: str) -> str:
-    """`.sp n` is n line breaks, `.sk n` n spaces; indents become nothing (text, not layout)."""
+    """`.br` is a line break, `.sp n` n line breaks, `.sk n` n spaces; highlighting and indents become
+    nothing (text, not layout). `command` has passed `_ESCAPE`, so a count has at most 3 digits."""
+    if command in _FORMATTING:
+        return _FORMATTING[command]
     count = command[3:].lstrip("+-")
     times = int(count) if count else 1
     if command.startswith(".sp"):
@@ -383,6 +449,9 @@ def _formatting(command: str) -> str:
     if command.startswith(".sk"):
         return " " * min(times, 100)
     return ""
+
+
+_HEADER_FIELDS = (3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18)  # what the service reads or answers with
 
 
 def _header_value(msh: Er7Segment, number: int, component: int = 1) -> str:
@@ -394,6 +463,12 @@ def _message(raw: bytes, charset: str, separator: str, encoding: str, segments: 
     for number, name in ((9, "message type"), (10, "message control id"), (12, "version id")):
         if not _header_value(msh, number):
             raise msh.problem(f"the {name} is missing", field=number, code=ErrorCode.REQUIRED_FIELD_MISSING)
+    for number in _HEADER_FIELDS:
+        for repetition, components in enumerate(msh.field(number).repetitions, 1):
+            for component, subcomponents in enumerate(components, 1):
+                if any(unsafe_character(sub) for sub in subcomponents):
+                    problem = "a control or bidirectional character in the header"
+                    raise msh.problem(problem, number, component, repetition)
     by_id: dict[str, tuple[Er7Segment, ...]] = {}
     for segment in segments:
         by_id[segment.id] = (*by_id.get(segment.id, ()), segment)

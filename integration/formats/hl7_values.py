@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from integration.formats.er7 import ErrorCode, Hl7Problem
+from integration.formats.er7 import ErrorCode, Hl7Problem, unsafe_character
 
 _TS = re.compile(
     r"(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?(?:\.(?P<f>\d{1,4}))?"
@@ -91,12 +91,11 @@ def _offset(text: str, at: At) -> timedelta:
 
 
 def _local_offset(local: datetime, at: At, zone: ZoneInfo) -> timedelta:
-    first, second = local.replace(tzinfo=zone, fold=0), local.replace(tzinfo=zone, fold=1)
-    if first.utcoffset() != second.utcoffset():
-        raise at.problem("a local time that occurs twice (DST); send it with its UTC offset")
-    back = first.astimezone(UTC).astimezone(zone)
-    if back.replace(tzinfo=None) != local:
-        raise at.problem("a local time that does not exist (DST); send it with its UTC offset")
+    first = local.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local:  # not a time of that day's clocks
+        raise at.problem("a local time that does not exist (DST: clocks go forward); send it with its UTC offset")
+    if first.utcoffset() != local.replace(tzinfo=zone, fold=1).utcoffset():
+        raise at.problem("a local time that occurs twice (DST: clocks go back); send it with its UTC offset")
     offset = first.utcoffset()
     assert offset is not None  # a ZoneInfo always answers
     return offset
@@ -113,6 +112,16 @@ def hl7_number(text: str, at: At) -> Decimal | int:
     if not _NM.match(text):
         raise at.problem("not an HL7 v2 number (NM)")
     return Decimal(text) if "." in text else int(text)
+
+
+def hl7_text(text: str, at: At, free_text: bool = False) -> str:
+    """A value as read, refused (102) when it holds a control character, a line or paragraph separator or a
+    Unicode bidirectional control: no name, code or identifier may carry one (a line break in a family name,
+    U+202E showing it reversed). Free text (a note, a conclusion) may hold line breaks and tabs."""
+    if unsafe_character(text, free_text):
+        what = "a control character other than a line break" if free_text else "a control or line-break character"
+        raise at.problem(f"{what} or a bidirectional control (not allowed in this field)")
+    return text
 
 
 def hl7_yes_no(text: str, at: At) -> bool:

@@ -98,7 +98,7 @@ ENTRIES: dict[str, Entry] = {
     e.name: e
     for e in (
         Entry("discharge_event", WEEKDAY, WITH_COURSE, seeds=("discharge/*.event.json",)),
-        Entry("hl7_adt", WEEKDAY, WITH_COURSE, seeds=("../hl7/*.er7",)),  # HL7 v2 ER7 on the discharge queue
+        Entry("hl7_adt", WEEKDAY, WITH_COURSE, seeds=("../hl7/*.er7", "../hl7/hostile/*.er7")),  # HL7 v2 ER7
         Entry("advice_form", WEEKDAY, WITH_COURSE, seeds=("hotline/*.request.json",)),
         Entry("care_communication_json", SATURDAY, WITH_COURSE, seeds=("hotline/*.carecommunication.json",)),
         Entry("care_communication_xml", SATURDAY, WITH_COURSE),

@@ -25,6 +25,14 @@ ER7_EDGES = [
     b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||\\X\\",
     b'MSH|^~\\&|||||||ADT^A13|1|P|2.5|||||||8859/1\nPID|1||""',
     b"MSH#:*!@#####ADT:A03#1#P#2.5\r\nZRH#a!F!b*c",
+    # escapes that merely begin like a defined one, malformed hex, counts beyond int()'s digit limit,
+    # controls and bidirectional controls they decode to; envelopes and what may precede MSH
+    b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||||B\\Fxyz\\g^\\EE\\~\\X41ZZ\\&\\X414\\",
+    b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||||B\\.sp" + b"9" * 5000 + b"\\^\\.in+" + b"9" * 5000 + b"\\",
+    b"MSH|^~\\&|||||||ADT^A03|1|P|2.5\rPID|1||||B\\X07\\\\X0D\\\\.br\\\xe2\x80\xae\xc2\x85",
+    b"\xef\xbb\xbf\r\n MSH|^~\\&|||||||ADT^A03|1|P^A|2.5\rPID|1\rPID|2",
+    b"FHS|^~\\&|\rBHS|^~\\&|\rMSH|^~\\&|||||||ADT^A03|1|P|2.5\rBTS|1\rFTS|1",
+    b"EVN|A03\rMSH|^~\\&|||||||ADT^A11^ADT_A01|1|P|2.5",
 ]
 CLOSING_EDGES = [b'<ClosingReport xmlns="urn:dk:hjerterehab:closing-report:1"/>']
 
