@@ -18,6 +18,7 @@ PUBLIC = Path(__file__).parent / "hl7" / "public"
     [
         ("python-hl7-sample-oru-r01.er7", "MSH-9.1", "200"),
         ("python-hl7-sample-adt-a04.er7", "MSH-9.2", "201"),
+        ("hl7-v2.5-example-adt-a01.er7", "MSH-9.2", "201"),
     ],
 )
 def test_a_public_sample_on_the_discharge_queue_is_refused_naming_the_field(
@@ -39,3 +40,14 @@ def test_a_public_batch_file_is_not_one_message(pipeline: Pipeline) -> None:
     with pytest.raises(Hl7Problem) as caught:
         transform(raw, pipeline, FIXED_NOW, "discharge")
     assert (caught.value.field, caught.value.code) == ("MSH", "100")
+
+
+def test_the_standards_admission_example_as_a_discharge_is_refused_at_the_first_field_it_lacks(
+    pipeline: Pipeline,
+) -> None:
+    """The HL7 v2.5 example with MSH-9 made an A03: a foreign hospital's discharge has no visit number where our
+    profile reads it (nor a CPR number, nor a SOR code), and is refused naming that field, not with a crash."""
+    raw = (PUBLIC / "hl7-v2.5-example-adt-a01.er7").read_bytes().replace(b"ADT^A01^ADT_A01", b"ADT^A03^ADT_A03")
+    with pytest.raises(Hl7Problem) as caught:
+        transform(raw, pipeline, FIXED_NOW, "discharge")
+    assert (caught.value.field, caught.value.code) == ("PV1-19.1", "101")
