@@ -38,7 +38,7 @@ What happens on failure, by whose fault (`integration.errors`):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
@@ -51,6 +51,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop
 from integration.domain.course import (
     Course,
     EarlierMessage,
+    OutboundState,
     OutboundStatus,
     State,
     StateChanges,
@@ -526,10 +527,43 @@ class Processor:
         )
 
     def _plan_republish(self, batch: _Batch, index: int, delivery: Delivery, stored: Sequence[StoredOutput]) -> None:
-        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(stored))
+        """A redelivery: its stored outputs published again, byte for byte (MedCom receivers take a repeat as
+        the duplicate it is) — except what must not go out any more: a message of ours stopped by the patient's
+        notified death (`OutboundState.STOPPED`), or any message about a patient whose death was notified
+        (`withhold_for_the_deceased` holds back new ones; a redelivery may not send old ones either). Each
+        republished message of ours is audited under its patient; the held-back ones in a `withheld` record."""
+        kept, withheld = self._republishable(stored)
+        log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(kept))
         batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
-        batch.to_publish += [(delivery, output, None) for output in stored]
-        batch.outcomes[index] = Outcome(Disposition.REPLAYED_OUTPUTS, len(stored))
+        if withheld:
+            log.warning(
+                "redelivery: outputs for a deceased patient or stopped are not published again", withheld=len(withheld)
+            )
+            batch.entries.append(
+                self._entry(
+                    "republish-withheld",
+                    delivery,
+                    withheld[0].patient,
+                    outputs=[o.message_id for o in withheld],
+                    why="the patient's death was notified: nothing more is sent for the patient",
+                )
+            )
+        batch.to_publish += [(delivery, output, output.patient) for output in kept]
+        batch.outcomes[index] = Outcome(Disposition.REPLAYED_OUTPUTS, len(kept))
+
+    def _republishable(self, stored: Sequence[StoredOutput]) -> tuple[list[StoredOutput], list[StoredOutput]]:
+        """(to publish again, to hold back) of a redelivery's stored outputs (see `_plan_republish`)."""
+        kept: list[StoredOutput] = []
+        withheld: list[StoredOutput] = []
+        for output in stored:
+            status = self._durably(partial(self._store.outbound, output.awaits_ack)) if output.awaits_ack else None
+            patient = output.patient or (status.patient if status else None)
+            course = self._durably(partial(self._store.course, patient)) if patient else None
+            stopped = status is not None and status.state is OutboundState.STOPPED
+            (withheld if stopped or (course is not None and course.deceased) else kept).append(
+                replace(output, patient=patient) if patient != output.patient else output
+            )
+        return kept, withheld
 
     def _fail_alone(self, delivery: Delivery, exc: Exception, held: Held) -> Outcome:
         """A delivery that failed outside its flow even on its own (StoreRefused, a defect): count it like a

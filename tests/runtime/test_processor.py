@@ -426,3 +426,36 @@ def test_an_a13_resent_after_a_new_discharge_changes_nothing(pipeline, store, br
     course = store.course("2512489996")
     assert course is not None and course.current.open and course.referral is not None
     assert course.referral.event_id == event_id("A03", "RHN^1.2.208.176.1.1^ISO", "RHN-A03-9002")  # the new one
+
+
+def test_a_redelivery_after_the_patients_death_sends_nothing_again(pipeline, store, broker) -> None:
+    """Found by the second attack on issue #15: a hospital's discharge sent again after the patient's death was
+    notified republished the referral that the death had stopped. A redelivery publishes nothing stopped or
+    about a deceased patient, and says so in the audit under the patient."""
+    from dataclasses import replace
+
+    from integration.domain.course import StateChanges
+    from integration.service.audit_chain import AuditEntry
+
+    processor = make(pipeline, store, broker)
+    assert processor.process(delivery(EVENT.read_bytes())).disposition == "processed"
+    course = store.course("2512489996")
+    assert course is not None
+    died = StateChanges(courses=(replace(course, deceased=True, open=False),), stopped=("2512489996",))
+    store.record(
+        [AuditEntry("fact:patient-deceased", "discharge", "mors-1", patient="2512489996")], FIXED_NOW, changes=died
+    )
+    again = processor.process(delivery(EVENT.read_bytes()))
+    assert again.disposition == "replayed-outputs" and again.outputs == 0
+    assert len(broker.queues["sink"]) == 1  # only the first publication
+    (withheld,) = [r for r in store.records() if r.step == "republish-withheld"]
+    assert withheld.patient == "2512489996" and len(withheld.detail["outputs"]) == 1
+    assert verify(store.records(), store.head()) is None
+
+
+def test_a_redelivery_republishes_our_message_audited_under_its_patient(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    processor.process(delivery(EVENT.read_bytes()))
+    assert processor.process(delivery(EVENT.read_bytes())).disposition == "replayed-outputs"
+    published = [r for r in store.records() if r.step == "published"]
+    assert [r.patient for r in published] == ["2512489996", "2512489996"]
