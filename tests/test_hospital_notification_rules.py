@@ -76,6 +76,51 @@ def test_an_admission_pauses_an_open_course_and_its_discharge_ends_the_pause(sha
     assert "course-resumed" in _kinds(discharged)
 
 
+STIN_SINCE = datetime.fromisoformat("2023-03-01T12:00:00+01:00")  # STIN_A's Encounter.period.start
+
+
+def _not_taken(result: FlowResult) -> list[dict[str, Any]]:
+    return [dict(f.detail) for f in result.facts if f.kind == "admission-not-taken"]
+
+
+def test_an_admission_begun_before_the_courses_discharge_does_not_pause_it(shared: Path, pipeline: Pipeline) -> None:
+    # R20 of the second attack: "since 2023-03-01" on a course discharged 2026-12-01 paused it and sent hotline
+    # copies to a ward the patient had left
+    discharged = replace(OPEN, discharged_at=datetime.fromisoformat("2026-12-01T10:00:00+01:00"), episode="stay-1")
+    for name in ("STIN_A", "RE_STIN_O"):
+        result = _run(_notice(shared, name, episode="an-older-stay"), pipeline, discharged)
+        assert result.state.courses == (), name
+        (fact,) = _not_taken(result)
+        assert fact["why"] == "the admission began before the discharge that opened the course"
+        assert fact["episode"] == "an-older-stay" and PATIENT not in json.dumps(fact)
+        assert _kinds(result)[-1] == "acknowledged"  # recorded, acked ok
+
+
+def test_a_late_admission_of_the_stay_just_discharged_does_not_pause_the_course(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    # T01 of the second attack: the STIN of the stay whose discharge opened the course, sent after it
+    own = replace(OPEN, discharged_at=STIN_SINCE.replace(year=2022), episode=EPISODE)
+    result = _run(_notice(shared, "STIN_A"), pipeline, own)
+    assert result.state.courses == ()
+    (fact,) = _not_taken(result)
+    assert fact["why"] == "the admission is of the stay whose discharge opened the course"
+
+
+def test_an_admission_of_a_new_stay_from_the_discharge_on_pauses_the_course(shared: Path, pipeline: Pipeline) -> None:
+    for discharged_at in (STIN_SINCE, STIN_SINCE.replace(month=2)):  # at the discharge's moment, or after it
+        course = replace(OPEN, discharged_at=discharged_at, episode="stay-1")
+        result = _run(_notice(shared, "STIN_A"), pipeline, course)
+        (paused,) = result.state.courses
+        assert paused.paused and paused.admission_episode == EPISODE and _not_taken(result) == []
+
+
+def test_the_discharge_of_the_courses_own_stay_does_not_end_a_later_pause(shared: Path, pipeline: Pipeline) -> None:
+    # the other direction: only the discharge of the admission's own episode ends the pause
+    paused = replace(OPEN, episode="stay-1", admitted_to=UNIT, admitted_since=NOW, admission_episode=EPISODE)
+    assert _run(_notice(shared, "SLHJ_H", episode="stay-1"), pipeline, paused).state.courses == ()
+
+
 def test_the_discharge_of_another_stay_leaves_the_pause(shared: Path, pipeline: Pipeline) -> None:
     paused = replace(OPEN, admitted_to=UNIT, admitted_since=NOW, admission_episode=EPISODE)
     result = _run(_notice(shared, "SLHJ_H"), pipeline, paused)

@@ -13,6 +13,9 @@ returns. On the course the patient has, three rules act (issue #15):
     discharge (SLHJ, RE_SLHJ) of the       the pause ends; so does the cancellation (AN_STIN, AN_STAA)
     episode that paused it                 of that admission
 
+An admission of the stay the course began with (the course's own episode, or begun before its discharge) is
+late or out of order: it is recorded (`admission-not-taken`, saying why) and pauses nothing.
+
 Leave (STOR, SLOR) changes nothing: the patient is still admitted.
 
 A discharge home (SLHJ, RE_SLHJ; inpatient or emergency) from a unit of mappings/hospital-notifications.yaml is
@@ -98,7 +101,7 @@ def _course_change(notice: HospitalNotification, course: Course | None) -> tuple
     movement, change = notice.activity.movement, notice.activity.change
     if notice.deceased and change in STAYING:
         return None if course is not None and course.deceased else _deceased(notice, course)
-    if course is None or course.deceased:
+    if course is None or course.deceased or stale_admission(notice, course) is not None:
         return None
     ends_pause = (movement is Movement.DISCHARGE and change in STAYING) or (
         movement is Movement.ADMISSION and change is Change.CANCELLATION
@@ -110,6 +113,42 @@ def _course_change(notice: HospitalNotification, course: Course | None) -> tuple
     return None
 
 
+# Why an admission does not pause the course: it is of the stay the course began with, not a new one.
+STALE_ADMISSION = {
+    "own-episode": "the admission is of the stay whose discharge opened the course",
+    "before-discharge": "the admission began before the discharge that opened the course",
+}
+
+
+def stale_admission(notice: HospitalNotification, course: Course | None) -> str | None:
+    """Why an admission (STIN, STAA, RE_ of either) is not taken as the patient back in hospital (a key of
+    STALE_ADMISSION), None when it is or the notice is no admission. A notice that comes late or out of order
+    for the stay that was just discharged names the course's own episode (`Course.episode`) or began before its
+    `discharged_at` (Encounter.period.start); pausing on it would send hotline copies to a ward the patient
+    has left (the second attack on issue #15)."""
+    if course is None or notice.activity.movement is not Movement.ADMISSION or notice.activity.change not in STAYING:
+        return None
+    if course.episode is not None and notice.episode == course.episode:
+        return "own-episode"
+    if course.discharged_at is not None and notice.started_at < course.discharged_at:
+        return "before-discharge"
+    return None
+
+
+def _not_taken(notice: HospitalNotification, why: str) -> AuditFact:
+    """The `admission-not-taken` fact: an admission recorded but not pausing the course, and why."""
+    return AuditFact(
+        "admission-not-taken",
+        {
+            "header": notice.header_id,
+            "unit": notice.unit,
+            "episode": notice.episode,
+            "since": notice.started_at.isoformat(),
+            "why": STALE_ADMISSION[why],
+        },
+    )
+
+
 def handle_hospital_notification(
     notice: HospitalNotification,
     course: Course | None,
@@ -119,7 +158,8 @@ def handle_hospital_notification(
     """The facts and state changes of one notice for the patient's course (None: the patient has none), and
     the watch of a discharge home from a unit `missed_referral` names."""
     watching, watch_facts = _watch(notice, course, missed_referral)
-    facts = (notice_fact(notice), *watch_facts)
+    stale = stale_admission(notice, course) if course is not None and not course.deceased else None
+    facts = (notice_fact(notice), *watch_facts, *(() if stale is None else (_not_taken(notice, stale),)))
     changed = _course_change(notice, course)
     if changed is None:
         return FlowResult((), facts, notice.patient.key, watching)
