@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from integration.domain.course import Course, FixedState, Responsible, Stage
-from integration.domain.missed_referral import DischargeSeen, MissedReferralWatch, WatchedEpisode, is_overdue, matches
+from integration.domain.missed_referral import (
+    DischargeSeen,
+    MissedReferralWatch,
+    WatchedEpisode,
+    WatchKey,
+    is_overdue,
+    matches,
+)
 from integration.errors import ConfigurationError
 from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
@@ -121,10 +128,27 @@ def test_a_discharge_from_a_unit_not_listed_or_an_admission_is_not_watched(share
 
 def test_a_cancelled_discharge_home_withdraws_the_watch(shared: Path, pipeline: Pipeline) -> None:
     result = _run(_slhj(shared, activity="cancel-discharge-inpatient-home"), pipeline)
-    assert result.state.watched == () and result.state.unwatched == (EPISODE,)
+    # only this patient's watch of the episode: an episode value is no key across patients (second attack, M11)
+    assert result.state.watched == () and result.state.unwatched == (WatchKey(PATIENT, EPISODE),)
     assert _facts(result, "discharge-unwatched") == [
         {"header": result.facts[0].detail["header"], "unit": CARDIOLOGY, "episode": EPISODE}
     ]
+
+
+def test_a_discharge_home_of_a_patient_whose_death_was_notified_is_not_watched(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    dead = Course(PATIENT, "", "", False, Responsible.GP, Stage.CLOSED, deceased=True)
+    result = _run(_slhj(shared), pipeline, dead)
+    assert result.state.watched == () and _facts(result, "discharge-watched") == []
+    assert [f.kind for f in result.facts][-1] == "acknowledged"
+
+
+def test_a_death_withdraws_the_patients_watches_through_the_stopped_patient(shared: Path, pipeline: Pipeline) -> None:
+    # the other order: the store cancels the open watches of a patient in StateChanges.stopped
+    # (tests/runtime/test_watched_episode_store.py)
+    mors = as_new_message(for_patient(example(shared, "MORS_K"), PATIENT), "mors")
+    assert _run(mors, pipeline).state.stopped == (PATIENT,)
 
 
 def test_a_discharge_event_that_came_first_settles_the_watch_at_once(shared: Path, pipeline: Pipeline) -> None:

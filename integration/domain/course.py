@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from integration.domain.missed_referral import DischargeSeen, WatchedEpisode
+from integration.domain.missed_referral import DischargeSeen, WatchedEpisode, WatchKey
 
 
 class _Value(StrEnum):
@@ -214,10 +214,11 @@ class StateChanges:
     received: tuple[ReceivedMessage, ...] = ()
     acks: tuple[AckReceived, ...] = ()
     stopped: tuple[str, ...] = ()  # patients (course keys) who died: their messages awaiting an ack are stopped
-    # A possible missed referral (domain/missed_referral.py): discharges home to watch, episodes whose discharge
-    # was cancelled (AN_SLHJ), and the hospital's discharge events that may settle a watched one.
+    # A possible missed referral (domain/missed_referral.py): discharges home to watch, the patients' episodes
+    # whose discharge was cancelled (AN_SLHJ), and the hospital's discharge events that may settle a watched one.
+    # A patient in `stopped` (dead) has every open watch withdrawn too: a dead patient is no missed referral.
     watched: tuple[WatchedEpisode, ...] = ()
-    unwatched: tuple[str, ...] = ()
+    unwatched: tuple[WatchKey, ...] = ()
     discharges: tuple[DischargeSeen, ...] = ()
 
     def __add__(self, other: StateChanges) -> StateChanges:

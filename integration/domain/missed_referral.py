@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 DEFAULT_AFTER = timedelta(hours=48)
 
@@ -27,6 +28,15 @@ class MissedReferralWatch:
 
 
 NOT_WATCHING = MissedReferralWatch()  # no unit watched (the default of a pipeline built without the mapping)
+
+
+class WatchKey(NamedTuple):
+    """What identifies a watch: the patient (course key) and the episodeOfCare identifier's value. An episode
+    value is only the hospital's id of a stay, so two patients' stays may carry the same one (the second attack
+    on issue #15: another patient's SLHJ overwrote a watch keyed by the episode alone)."""
+
+    patient: str
+    episode: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,10 @@ class WatchedEpisode:
     @property
     def window(self) -> timedelta:
         return self.due - self.discharged_at
+
+    @property
+    def key(self) -> WatchKey:
+        return WatchKey(self.patient, self.episode)
 
 
 @dataclass(frozen=True, slots=True)

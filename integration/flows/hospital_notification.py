@@ -20,7 +20,9 @@ Leave (STOR, SLOR) changes nothing: the patient is still admitted.
 
 A discharge home (SLHJ, RE_SLHJ; inpatient or emergency) from a unit of mappings/hospital-notifications.yaml is
 watched for its discharge event (`StateChanges.watched`; a possible missed referral, domain/missed_referral.py);
-one whose discharge event came before it is watched as matched already. AN_SLHJ withdraws the watch.
+one whose discharge event came before it is watched as matched already. AN_SLHJ withdraws the same patient's
+watch of that episode. A death withdraws the patient's watches (the store, for `StateChanges.stopped`), and a
+patient whose death was notified is not watched.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from integration.domain.missed_referral import (
     DischargeSeen,
     MissedReferralWatch,
     WatchedEpisode,
+    WatchKey,
     matches,
     watch,
 )
@@ -179,7 +182,9 @@ def _watch(
         fact = AuditFact(
             "discharge-unwatched", {"header": notice.header_id, "unit": notice.unit, "episode": notice.episode}
         )
-        return StateChanges(unwatched=(notice.episode,)), (fact,)
+        return StateChanges(unwatched=(WatchKey(notice.patient.key, notice.episode),)), (fact,)
+    if course is not None and course.deceased:  # a dead patient is no missed referral (MORS came first)
+        return StateChanges(), ()
     discharged = notice.ended_at or notice.sent_at
     watched = watch(notice.episode, notice.patient.key, notice.unit, discharged, notice.header_id, rule)
     assert watched is not None  # the unit is watched

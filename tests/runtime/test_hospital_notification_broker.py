@@ -107,6 +107,15 @@ def _notice(shared: Path, name: str, seed: str, episode: str | None = None) -> t
     return json.dumps(bundle).encode(), bundle["entry"][0]["resource"]["id"]
 
 
+STIN_AT, READMITTED_AT = b"2023-03-01T12:00:00+01:00", b"2026-11-20T14:00:00+01:00"  # golden discharge: 13:30
+
+
+def _readmission(shared: Path, seed: str) -> tuple[bytes, str]:
+    """STIN_A about PATIENT dated after the golden discharge: a new stay (an older one pauses nothing)."""
+    body, header = _notice(shared, "STIN_A", seed)
+    return body.replace(STIN_AT, READMITTED_AT), header
+
+
 def _ack_codes(messages: list[Any]) -> list[str]:
     codes = []
     for m in messages:
@@ -149,7 +158,7 @@ def test_an_admission_pauses_the_course_until_that_stay_is_discharged(
     run: Run, shared: Path, golden_discharge: bytes
 ) -> None:
     run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
-    body, header = _notice(shared, "STIN_A", "stin")
+    body, header = _readmission(shared, "stin")
     sent, records = run.send(body, header)
     assert _ack_codes(sent) == ["ok"] and "course-paused" in _facts(records)
     paused = run.reader.course(PATIENT)
@@ -170,12 +179,12 @@ def test_a_hotline_request_while_admitted_also_goes_to_the_admitting_department(
 ) -> None:
     run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
     request = (GOLDEN / "hotline" / "municipality-routine.request.json").read_bytes()
-    body, header = _notice(shared, "STIN_A", "stin")
+    body, header = _readmission(shared, "stin")
     run.send(body, header)  # admitted to a unit departments.yaml does not know
     sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a10", key="hotline", sender="municipality")
     assert [m.routing_key for m in sent] == ["hotline.department.715541000016001"]
     assert "hotline-copy-not-sent" in _facts(records)
-    body, header = _notice(shared, "STIN_A", "stin-hjorring")
+    body, header = _readmission(shared, "stin-hjorring")
     run.send(body.replace(STIN_UNIT.encode(), HJORRING.encode()), header)  # RE-admitted: the latest wins
     course = run.reader.course(PATIENT)
     assert course is not None and course.admitted_to == HJORRING
@@ -223,3 +232,34 @@ def test_a_discharge_home_from_cardiology_without_a_discharge_event_is_overdue_a
     (line,) = [x for x in after.output.splitlines() if "missed-referral" in x]
     assert CARDIOLOGY in line and "2023-03-07T09:45+01:00" in line and SLHJ_EPISODE in line
     assert PATIENT not in after.output and not cpr_numbers_in(after.output)
+
+
+@pytest.mark.parametrize("death_first", [False, True])
+def test_a_patient_whose_death_was_notified_is_no_missed_referral_whichever_came_first(
+    run: Run, shared: Path, death_first: bool
+) -> None:
+    slhj, mors = _slhj_from_cardiology(shared), _notice(shared, "MORS_K", "mors")
+    for body, header in (mors, slhj) if death_first else (slhj, mors):
+        sent, records = run.send(body, header)
+        assert _ack_codes(sent) == ["ok"]
+    assert ("discharge-watched" in _facts(records)) is False  # the last one sent
+    after = _pathway_overdue(run, "2023-03-10T09:46:00+01:00")
+    assert after.exit_code == 0 and "missed-referral" not in after.output, after.output
+    assert run.reader.watched_episodes() == []
+
+
+def test_an_admission_dated_before_the_discharge_neither_pauses_nor_copies(
+    run: Run, shared: Path, golden_discharge: bytes
+) -> None:
+    # R20 of the second attack: an admission "since 2023-03-01" after a discharge in 2026 paused the course and
+    # copied the next hotline request to a ward the patient had left
+    run.send(golden_discharge, "5a1e0000-0000-4000-8000-000000000024")
+    body, header = _notice(shared, "STIN_A", "stin-stale")
+    sent, records = run.send(body.replace(STIN_UNIT.encode(), HJORRING.encode()), header)
+    assert _ack_codes(sent) == ["ok"] and "admission-not-taken" in _facts(records)
+    assert "course-paused" not in _facts(records)
+    course = run.reader.course(PATIENT)
+    assert course is not None and not course.paused
+    request = (GOLDEN / "hotline" / "municipality-routine.request.json").read_bytes()
+    sent, records = run.send(request, "6b1c9a52-3f0e-4d2b-9a1f-0c2d4e6f8a10", key="hotline", sender="municipality")
+    assert [m.routing_key for m in sent] == ["hotline.department.715541000016001"]

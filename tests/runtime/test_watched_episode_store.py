@@ -15,7 +15,7 @@ import pytest
 from integration.adapters.sql.stores import open_audit_store
 from integration.config import Settings
 from integration.domain.course import StateChanges
-from integration.domain.missed_referral import DischargeSeen, WatchedEpisode
+from integration.domain.missed_referral import DischargeSeen, WatchedEpisode, WatchKey
 from integration.log import cpr_numbers_in
 from integration.service.audit_chain import AuditEntry
 from integration.service.pathway_watch import deadlines, overdue, overdue_counts
@@ -53,8 +53,8 @@ def record(store: Any, changes: StateChanges, patient: str = CPR) -> None:
 def test_a_watched_discharge_round_trips_exactly(store: Any) -> None:
     record(store, StateChanges(watched=(WATCHED, SECOND)))
     assert store.watched_episodes() == [WATCHED, SECOND]
-    assert store.watched_episode("ep-1") == WATCHED
-    assert store.watched_episode("ep-1").discharged_at.utcoffset() == timedelta(hours=1)  # its zone kept
+    assert store.watched_episode(CPR, "ep-1") == WATCHED
+    assert store.watched_episode(CPR, "ep-1").discharged_at.utcoffset() == timedelta(hours=1)  # its zone kept
 
 
 def test_a_revision_moves_the_discharge_and_keeps_a_match(store: Any) -> None:
@@ -64,7 +64,7 @@ def test_a_revision_moves_the_discharge_and_keeps_a_match(store: Any) -> None:
     assert store.watched_episodes() == [later]
     record(store, StateChanges(discharges=(DischargeSeen("event-1", CPR, CARDIOLOGY, "ep-1", ENDED),)))
     record(store, StateChanges(watched=(WATCHED,)))  # revised again: still matched
-    assert store.watched_episodes() == [] and store.watched_episode("ep-1").matched_by == "event-1"
+    assert store.watched_episodes() == [] and store.watched_episode(CPR, "ep-1").matched_by == "event-1"
 
 
 def test_a_matching_discharge_event_settles_it_and_another_does_not(store: Any) -> None:
@@ -84,13 +84,13 @@ def test_a_matching_discharge_event_settles_it_and_another_does_not(store: Any) 
     assert store.watched_episodes() == [SECOND]
     record(store, StateChanges(discharges=(DischargeSeen("event-2", OTHER_CPR, CARDIOLOGY, "ep-2", ENDED),)))
     assert store.watched_episodes() == []
-    assert store.watched_episode("ep-2").matched_by == "event-2"
+    assert store.watched_episode(OTHER_CPR, "ep-2").matched_by == "event-2"
 
 
 def test_a_cancelled_discharge_is_no_longer_watched_until_revised(store: Any) -> None:
     record(store, StateChanges(watched=(WATCHED,)))
-    record(store, StateChanges(unwatched=("ep-1", "never-watched")))
-    assert store.watched_episodes() == [] and store.watched_episode("never-watched") is None
+    record(store, StateChanges(unwatched=(WatchKey(CPR, "ep-1"), WatchKey(CPR, "never-watched"))))
+    assert store.watched_episodes() == [] and store.watched_episode(CPR, "never-watched") is None
     record(store, StateChanges(watched=(WATCHED,)))
     assert store.watched_episodes() == [WATCHED]
 
@@ -120,5 +120,44 @@ def test_missed_referral_is_due_after_the_window_and_overdue_from_then(store: An
 
 def test_a_cancelled_discharge_is_never_overdue(store: Any) -> None:
     record(store, StateChanges(watched=(WATCHED,)))
-    record(store, StateChanges(unwatched=("ep-1",)))
+    record(store, StateChanges(unwatched=(WatchKey(CPR, "ep-1"),)))
     assert overdue_counts(store, SETTINGS, DUE + timedelta(days=9))["missed-referral"] == 0
+
+
+# -- the second attack on issue #15: watches keyed by the episode alone --------------------------------------
+def test_another_patients_discharge_with_the_same_episode_value_keeps_the_first_watch(store: Any) -> None:
+    # M12: patient S's SLHJ carried Q's episode value and overwrote Q's watch, and Q's missed referral vanished
+    other = replace(WATCHED, patient=OTHER_CPR, discharged_at=ENDED + timedelta(days=3), due=DUE + timedelta(days=3))
+    record(store, StateChanges(watched=(WATCHED,)))
+    record(store, StateChanges(watched=(other,)), patient=OTHER_CPR)
+    assert store.watched_episodes() == [WATCHED, other]
+    assert store.watched_episode(CPR, "ep-1") == WATCHED and store.watched_episode(OTHER_CPR, "ep-1") == other
+    assert overdue_counts(store, SETTINGS, DUE)["missed-referral"] == 1  # Q's is overdue; S's not yet
+
+
+def test_a_cancellation_or_a_discharge_event_of_another_patient_leaves_the_watch(store: Any) -> None:
+    # M11: an AN_SLHJ for anyone withdrew it
+    record(store, StateChanges(watched=(WATCHED,)))
+    record(store, StateChanges(unwatched=(WatchKey(OTHER_CPR, "ep-1"),)), patient=OTHER_CPR)
+    record(store, StateChanges(discharges=(DischargeSeen("event-s", OTHER_CPR, CARDIOLOGY, "ep-1", ENDED),)))
+    assert store.watched_episodes() == [WATCHED]
+    record(store, StateChanges(unwatched=(WatchKey(CPR, "ep-1"),)))
+    assert store.watched_episodes() == []
+
+
+def test_a_discharge_event_settles_only_its_patients_watch_of_a_shared_episode_value(store: Any) -> None:
+    other = replace(WATCHED, patient=OTHER_CPR, header="header-s")
+    record(store, StateChanges(watched=(WATCHED, other)))
+    record(store, StateChanges(discharges=(DischargeSeen("event-q", CPR, CARDIOLOGY, "ep-1", ENDED),)))
+    assert store.watched_episodes() == [other]
+    assert store.watched_episode(CPR, "ep-1").matched_by == "event-q"
+
+
+def test_a_notified_death_withdraws_the_patients_open_watches(dsn: str, store: Any) -> None:
+    matched = WatchedEpisode("ep-3", CPR, CARDIOLOGY, ENDED, DUE, "header-3", matched_by="event-3")
+    record(store, StateChanges(watched=(WATCHED, SECOND, matched)))
+    record(store, StateChanges(stopped=(CPR,)))  # MORS: the flow stops the patient's messages
+    assert store.watched_episodes() == [SECOND]
+    assert store.watched_episode(CPR, "ep-3") == matched  # a settled one stays as it was
+    assert overdue_counts(store, SETTINGS, DUE + timedelta(days=9))["missed-referral"] == 1  # the other patient
+    assert verify(dsn).exit_code == 0

@@ -91,12 +91,12 @@ COVERED: Mapping[str, Table] = {
             "at",
         ),
     ),
-    # schema 7: a discharge home watched for its discharge event (watched.py); keyed by the episode of care
+    # schema 7: a discharge home watched for its discharge event (watched.py); keyed by patient and episode of care
     "watched_episode": Table(
-        ("episode",),
+        ("patient", "episode"),
         (
-            "episode",
             "patient",
+            "episode",
             "unit",
             "discharged_at",
             "due_at",
@@ -106,6 +106,7 @@ COVERED: Mapping[str, Table] = {
             "matched_at",
             "cancelled_at",
         ),
+        key_is_personal=True,  # the patient's CPR number leads the key
     ),
 }
 READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back

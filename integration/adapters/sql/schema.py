@@ -82,12 +82,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at TEXT NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))""",
     ),
     (  # 7: discharges home from a cardiology or cardiac-surgery unit waiting for their discharge event
-        # (HospitalNotification SLHJ; watched.py, domain/missed_referral.py)
+        # (HospitalNotification SLHJ; watched.py, domain/missed_referral.py), keyed by the patient and the episode
+        # (an episode value alone is not unique across patients); new in this unreleased version, so changed here
         """CREATE TABLE IF NOT EXISTS watched_episode (
-            episode TEXT PRIMARY KEY, patient TEXT NOT NULL, unit TEXT NOT NULL, discharged_at TEXT NOT NULL,
+            patient TEXT NOT NULL, episode TEXT NOT NULL, unit TEXT NOT NULL, discharged_at TEXT NOT NULL,
             due_at TEXT NOT NULL, header_id TEXT NOT NULL, watched_at TEXT NOT NULL, matched_by TEXT,
-            matched_at TEXT, cancelled_at TEXT)""",
-        "CREATE INDEX IF NOT EXISTS watched_episode_patient ON watched_episode (patient)",
+            matched_at TEXT, cancelled_at TEXT, PRIMARY KEY (patient, episode))""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -153,6 +153,7 @@ class SqlAuditStore:
         audit_state.merge(state, self._hotline.answer(cursor, changes.answered, stamp))
         audit_state.merge(state, self._watched.save(cursor, changes.watched, stamp))
         audit_state.merge(state, self._watched.unwatch(cursor, changes.unwatched, stamp))
+        audit_state.merge(state, self._watched.withdraw_patients(cursor, changes.stopped, stamp))
         audit_state.merge(state, self._watched.settle(cursor, changes.discharges, stamp))
         return state
 
@@ -226,8 +227,8 @@ class SqlAuditStore:
         """The discharges home still waiting for their discharge event (neither matched nor cancelled)."""
         return self._watched.open_episodes()
 
-    def watched_episode(self, episode: str) -> WatchedEpisode | None:
-        return self._watched.episode(episode)
+    def watched_episode(self, patient: str, episode: str) -> WatchedEpisode | None:
+        return self._watched.episode(patient, episode)
 
     def records(self) -> Iterator[AuditRecord]:
         yield from self._log.rows()
