@@ -104,6 +104,7 @@ class Deadline:
     subject: str
     detail: str
     passed: bool = False
+    unit: str | None = None  # the hospital unit (SOR) it is about, where no course names one: missed-referral's
 
 
 class WatchStore(Store, Protocol):
@@ -313,6 +314,14 @@ def _missed_referrals(store: WatchStore, at: datetime) -> list[Deadline]:
         )
         subject = one_line(watched.episode, 80)
         found.append(
-            Deadline("missed-referral", watched.patient, _utc(watched.due), is_overdue(watched, at), subject, detail)
+            Deadline(
+                "missed-referral",
+                watched.patient,
+                _utc(watched.due),
+                is_overdue(watched, at),
+                subject,
+                detail,
+                unit=watched.unit,
+            )
         )
     return found

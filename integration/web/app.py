@@ -56,6 +56,7 @@ from integration.domain.course import OutboundState, Stage
 from integration.domain.identifiers import typed_patient_key
 from integration.errors import ConnectionLost, StoreDamaged, Transient
 from integration.log import cpr_numbers_in, one_line
+from integration.mappings import load_mappings
 from integration.service.audit_chain import AuditEntry
 from integration.service.outbound import resend
 from integration.topology import FLOWS, FLOWS_BY_NAME, REFUSED_QUEUE
@@ -307,7 +308,9 @@ async def board_page(request: Request, viewer: Viewer) -> Response:
                 deadlines = list(board.deadlines(store, board.settings, at))
             else:
                 why = "deadline markers need integration.service.pathway_watch"
-            rows, shown = pages.board_rows(store, viewer, wanted, deadlines, link=partial(patient_token, request))
+            names = pages.unit_names(load_mappings(board.settings.mappings_dir))
+            link = partial(patient_token, request)
+            rows, shown = pages.board_rows(store, viewer, wanted, deadlines, link=link, names=names)
             patients = shown if viewer.clinical else []
             what = {"view": "board", "rows": len(rows), "filter": _filter_text(wanted)}
             _record(store, "board-viewed", viewer, what, patients)

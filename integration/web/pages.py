@@ -22,6 +22,7 @@ from lxml import etree
 from integration.adapters.sql.store import AuditStore, PendingRequest
 from integration.domain.course import Course, OutboundState, Stage
 from integration.log import cpr_numbers_in, mask_cpr, masked, one_line
+from integration.mappings import Mappings
 from integration.service.audit_chain import AuditRecord
 from integration.service.pathway_watch import Deadline
 from integration.service.ports import OutboundMessage, StoredOutput
@@ -119,10 +120,15 @@ class BoardFilter:
             raise ValueError("status must be a stage of the pathway or 'overdue'")
         return cls(municipality, department, status)
 
-    def keeps_courseless(self) -> bool:
-        """Whether a patient without a course (a possible missed referral) passes: no municipality, department or
-        stage is known for one, so only the unfiltered board and the overdue filter show it."""
-        return self.municipality is None and self.department is None and self.status in (None, "overdue")
+    def keeps_courseless(self, unit: str | None = None) -> bool:
+        """Whether a patient without a course (a possible missed referral) passes: no municipality or stage is
+        known for one, so only the unfiltered board, the overdue filter and a department filter naming the unit
+        it was discharged from (`unit`, a SOR id) show it."""
+        return (
+            self.municipality is None
+            and (self.department is None or self.department == unit)
+            and self.status in (None, "overdue")
+        )
 
     def keeps(self, course: Course) -> bool:
         return (
@@ -198,18 +204,34 @@ def _closing(course: Course) -> str:
 
 
 def _handover(course: Course) -> str:
+    if course.current is Stage.CANCELLED:  # nothing was handed over: the hospital withdrew the discharge
+        return "discharge withdrawn by the hospital; GP responsible"
     if course.responsible == "gp":
         return "handed over to the GP"
     return "held by the hospital" + (" (follow-up)" if course.current is Stage.HOSPITAL_FOLLOW_UP else "")
 
 
-def stage_text(course: Course, viewer: Viewer) -> str:
+def unit_names(mappings: Mappings) -> dict[str, str]:
+    """The hospital units' names by SOR id (mappings/departments.yaml), for the board to show."""
+    return {sor: department.organisation.name for sor, department in mappings.directory.departments.items()}
+
+
+def unit_text(sor: str | None, names: Mapping[str, str], viewer: Viewer) -> str:
+    """A unit as the board shows it: its name and SOR id when mappings/departments.yaml knows it, else the SOR."""
+    if not sor:
+        return "-"
+    name = names.get(sor)
+    return viewer.text(f"{name} ({sor})" if name else sor, 120)
+
+
+def stage_text(course: Course, viewer: Viewer, names: Mapping[str, str] | None = None) -> str:
     """The stage as the board shows it: a course whose patient is back in hospital is marked paused, with the
-    admitting unit and since when (HospitalNotification STIN/STAA); a notified death is marked."""
+    admitting unit (by name where `names` knows it) and since when (HospitalNotification STIN/STAA); a notified
+    death is marked."""
     if course.deceased:
         return f"{course.current.value} (deceased)"
     if course.paused:
-        unit = viewer.text(course.admitted_to or "-", 40)
+        unit = unit_text(course.admitted_to, names or {}, viewer)
         return f"{course.current.value}: paused, admitted to {unit} since {_time(course.admitted_since)}"
     return course.current.value
 
@@ -220,12 +242,14 @@ def board_rows(
     wanted: BoardFilter,
     deadlines: Iterable[Deadline] = (),
     link: Callable[[str], str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[list[Row], list[str]]:
     """One row per course (every stage) the filter keeps, and one per patient with a deadline but no course (a
-    possible missed referral), the overdue ones first, then by discharge; and the patients shown (whose views
-    are audited). `deadlines` are `pathway_watch.Deadline`s (rule, patient, due,
-    overdue, subject, detail)."""
-    courses = [c for c in store.courses_at(list(Stage)) if wanted.keeps(c)]
+    possible missed referral, under the unit it was discharged from), the overdue ones first, then by discharge;
+    and the patients shown (whose views are audited). `deadlines` are `pathway_watch.Deadline`s (rule, patient,
+    due, overdue, subject, detail, unit); `names` the units' names by SOR id (`unit_names`)."""
+    every = store.courses_at(list(Stage))
+    courses = [c for c in every if wanted.keeps(c)]
     outbound: dict[str, list[OutboundMessage]] = {}
     for message in store.outbound_messages(list(OutboundState), bodies=False):
         if message.patient:
@@ -234,7 +258,10 @@ def board_rows(
     for request in store.open_requests():
         requests.setdefault(request.request.patient, []).append(request)
     markers: dict[str, list[Marker]] = {}
+    units: dict[str, str] = {}  # a patient's unit from a deadline that names one (a missed referral's)
     for deadline in deadlines:
+        if deadline.patient and deadline.unit:
+            units.setdefault(deadline.patient, deadline.unit)
         if deadline.patient:
             markers.setdefault(deadline.patient, []).append(
                 Marker(
@@ -254,7 +281,7 @@ def board_rows(
             patient_link=link(course.patient) if viewer.clinical and link else None,
             discharged=_time(course.discharged_at),
             risk_group=referral.risk_group if referral else "-",
-            stage=stage_text(course, viewer),
+            stage=stage_text(course, viewer, names),
             department=viewer.text(course.referring_department or "-", 40),
             municipality=viewer.text(course.municipality_code or "-", 10),
             referral=(
@@ -276,10 +303,10 @@ def board_rows(
         if wanted.status == "overdue" and not row.overdue:
             continue
         rows.append((row, course.patient, course.discharged_at is None))
-    known = {course.patient for course in courses}
+    known = {course.patient for course in every}  # a course the filter left out is no missing course
     for patient, marks in markers.items():
-        if patient not in known and wanted.keeps_courseless():
-            row = _courseless_row(patient, _grouped(marks), viewer, link)
+        if patient not in known and wanted.keeps_courseless(units.get(patient)):
+            row = _courseless_row(patient, _grouped(marks), viewer, link, units.get(patient))
             if wanted.status != "overdue" or row.overdue:
                 rows.append((row, patient, True))
     rows.sort(key=lambda kept: (not kept[0].overdue, kept[2], kept[0].discharged))
@@ -287,17 +314,22 @@ def board_rows(
 
 
 def _courseless_row(
-    patient: str, markers: tuple[Marker, ...], viewer: Viewer, link: Callable[[str], str] | None
+    patient: str,
+    markers: tuple[Marker, ...],
+    viewer: Viewer,
+    link: Callable[[str], str] | None,
+    unit: str | None,
 ) -> Row:
     """A patient with a deadline but no course: a discharge home the hospital notified (HospitalNotification
-    SLHJ) from a watched unit with no discharge event yet — a possible missed referral (`missed-referral`)."""
+    SLHJ) from a watched unit with no discharge event yet — a possible missed referral (`missed-referral`). Its
+    department is that unit's SOR id (what the board's department filter matches)."""
     return Row(
         patient=viewer.patient(patient),
         patient_link=link(patient) if viewer.clinical and link else None,
         discharged="-",
         risk_group="-",
         stage="no course: discharged home, no discharge event",
-        department="-",
+        department=viewer.text(unit or "-", 40),
         municipality="-",
         referral="-",
         acknowledged="-",

@@ -109,6 +109,7 @@ def test_missed_referral_is_due_after_the_window_and_overdue_from_then(store: An
     (before,) = [d for d in deadlines(store, SETTINGS, DUE - timedelta(seconds=1)) if d.rule == "missed-referral"]
     assert not before.overdue and before.due == DUE.astimezone(UTC) and before.subject == "ep-1"
     assert before.patient == CPR and not cpr_numbers_in(before.detail)
+    assert before.unit == CARDIOLOGY  # the board's department for a patient without a course
     assert CARDIOLOGY in before.detail and "2026-11-20T09:45+01:00" in before.detail and "48 h" in before.detail
     (late,) = overdue(store, SETTINGS, DUE)
     assert late.rule == "missed-referral" and late.overdue

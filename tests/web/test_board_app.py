@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from integration.config import PROJECT_ROOT, Settings
 from integration.domain.course import Course, OutboundState, Responsible, Stage, StateChanges
 from integration.errors import ConfigurationError
 from integration.log import CPR_LIKE
+from integration.mappings import load_mappings
 from integration.service.audit_chain import AuditEntry, AuditRecord, verify
 from integration.service.audit_events import EventCodes, audit_event
 from integration.service.pathway_watch import Deadline, deadlines
@@ -543,7 +545,8 @@ def test_simultaneous_resends_of_one_message_send_it_once_more(
 
 def test_a_cancelled_course_is_listed_as_withdrawn_and_filtered_by_its_stage(tmp_path: Path) -> None:
     """A course closed because the hospital withdrew its discharge (HL7 v2 ADT^A13/A11) is shown at its own stage,
-    handed to the GP, and the board's stage filter takes `cancelled`."""
+    saying what happened (nothing was handed over: the GP is responsible), and the board's stage filter takes
+    `cancelled`."""
     store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
     try:
         course = Course(
@@ -557,7 +560,8 @@ def test_a_cancelled_course_is_listed_as_withdrawn_and_filtered_by_its_stage(tmp
         store.close()
     (row,) = rows
     assert shown == [course.patient] and row.stage == "cancelled"
-    assert row.closing == "discharge withdrawn by the hospital" and row.handover == "handed over to the GP"
+    assert row.closing == "discharge withdrawn by the hospital"
+    assert row.handover == "discharge withdrawn by the hospital; GP responsible"  # not "handed over"
 
 
 def test_a_possible_missed_referral_has_a_row_though_the_patient_has_no_course(tmp_path: Path) -> None:
@@ -579,8 +583,66 @@ def test_a_possible_missed_referral_has_a_row_though_the_patient_has_no_course(t
     assert "0101504995" not in row.patient and clinical[0].patient == "0101504995"
     assert [m.rule for m in row.markers] == ["missed-referral"]
     assert len(overdue_rows) == 1 and by_stage == []
+    assert row.department == "715541000016001"  # the unit it was discharged from, not "-"
+
+
+def test_the_department_filter_finds_a_possible_missed_referral_by_its_unit(tmp_path: Path) -> None:
+    """The second attack: a missed-referral row showed Department "-", so filtering by the unit hid it."""
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    missed = pages_deadline("missed-referral", "0101504995", overdue=True)
+    elsewhere = Course("2512489996", "716141000016004", "851", True, Responsible.HOSPITAL, Stage.MUNICIPAL)
+    other = pages_deadline("missed-referral", elsewhere.patient, overdue=True)  # has a course, in another unit
+    entry = AuditEntry("transformed", "discharge", "m-1", patient=elsewhere.patient)
+    operations = pages.Viewer("olga", Role.OPERATIONS)
+
+    def board(query: dict[str, str]) -> list[pages.Row]:
+        return pages.board_rows(store, operations, pages.BoardFilter.parse(query), [missed, other])[0]
+
+    try:
+        store.record([entry], datetime.now(UTC), changes=StateChanges(courses=(elsewhere,)))
+        by_unit = board({"department": "715541000016001"})
+        overdue_at_unit = board({"department": "715541000016001", "status": "overdue"})
+        by_other_unit = board({"department": "716141000016004"})
+        by_municipality = board({"municipality": "851"})
+    finally:
+        store.close()
+    (row,) = by_unit  # the patient with a course in another unit is not taken for one without
+    assert row.stage.startswith("no course") and row.department == "715541000016001"
+    assert len(overdue_at_unit) == 1
+    assert [r.stage for r in by_other_unit] == ["municipal"]  # the course's row only
+    assert [r.stage for r in by_municipality] == ["municipal"]
+
+
+def test_a_paused_course_names_the_admitting_unit_where_departments_yaml_knows_it(tmp_path: Path) -> None:
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    since = datetime.fromisoformat("2026-11-27T08:00:00+01:00")
+    known = Course(
+        "2512489996",
+        "715541000016001",
+        "851",
+        True,
+        Responsible.HOSPITAL,
+        Stage.MUNICIPAL,
+        admitted_to="716141000016004",
+    )
+    known = replace(known, admitted_since=since, admission_episode="stay-2")
+    unknown = replace(known, patient="0101504995", admitted_to="265161000016000")
+    names = pages.unit_names(load_mappings(Path("mappings")))
+    try:
+        entries = [AuditEntry("transformed", "discharge", "m-1", patient=c.patient) for c in (known, unknown)]
+        store.record(entries, datetime.now(UTC), changes=StateChanges(courses=(known, unknown)))
+        rows, _ = pages.board_rows(store, pages.Viewer("olga", Role.OPERATIONS), pages.BoardFilter(), names=names)
+    finally:
+        store.close()
+    stages = sorted(r.stage for r in rows)
+    assert stages[0].startswith("municipal: paused, admitted to 265161000016000 since ")  # unknown: the SOR
+    assert stages[1].startswith(
+        "municipal: paused, admitted to Regionshospital Nordjylland Hjørring, Medicinsk Afdeling, Kardiologi "
+        "(716141000016004) since "
+    )
 
 
 def pages_deadline(rule: str, patient: str, overdue: bool) -> Deadline:
     due = datetime.now(UTC) - timedelta(hours=1)
-    return Deadline(rule, patient, due, overdue, "episode-1", "discharged home from unit 715541000016001", True)
+    detail = "discharged home from unit 715541000016001"
+    return Deadline(rule, patient, due, overdue, "episode-1", detail, True, unit="715541000016001")
