@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.config import Settings
 from integration.domain.course import OutboundState, Stage
 from integration.domain.identifiers import typed_patient_key
-from integration.errors import ConnectionLost, StoreDamaged, Transient
+from integration.errors import ConfigurationError, ConnectionLost, StoreDamaged, Transient
 from integration.log import cpr_numbers_in, one_line
 from integration.mappings import load_mappings
 from integration.service.audit_chain import AuditEntry
@@ -308,7 +308,7 @@ async def board_page(request: Request, viewer: Viewer) -> Response:
                 deadlines = list(board.deadlines(store, board.settings, at))
             else:
                 why = "deadline markers need integration.service.pathway_watch"
-            names = pages.unit_names(load_mappings(board.settings.mappings_dir))
+            names = _unit_names(board.settings.mappings_dir)
             link = partial(patient_token, request)
             rows, shown = pages.board_rows(store, viewer, wanted, deadlines, link=link, names=names)
             patients = shown if viewer.clinical else []
@@ -318,6 +318,18 @@ async def board_page(request: Request, viewer: Viewer) -> Response:
 
     rows, why = await run_in_threadpool(work)
     return render(request, "board.html.j2", rows=rows, wanted=wanted, stages=list(Stage), markers_missing=why)
+
+
+@lru_cache(maxsize=4)
+def _unit_names(mappings_dir: Path) -> Mapping[str, str]:
+    """The departments' names by SOR (mappings/departments.yaml), read once per process as the consumers read
+    their mappings (a change needs a restart); {} with a warning when they cannot be read, so that the board
+    still shows the SOR codes rather than failing."""
+    try:
+        return pages.unit_names(load_mappings(mappings_dir))
+    except ConfigurationError as exc:
+        log.warning("the board shows units by SOR only: the mappings did not load", reason=one_line(exc))
+        return {}
 
 
 def _filter_text(wanted: BoardFilter) -> str:

@@ -646,3 +646,13 @@ def pages_deadline(rule: str, patient: str, overdue: bool) -> Deadline:
     due = datetime.now(UTC) - timedelta(hours=1)
     detail = "discharged home from unit 715541000016001"
     return Deadline(rule, patient, due, overdue, "episode-1", detail, True, unit="715541000016001")
+
+
+def test_the_board_names_units_from_the_mappings_and_survives_mappings_it_cannot_read(tmp_path: Path) -> None:
+    """Read once per process (a change needs a restart, as for the consumers); unreadable mappings leave the SOR
+    codes on the board instead of failing every page."""
+    from integration.web.app import _unit_names
+
+    names = _unit_names(PROJECT_ROOT / "mappings")
+    assert names["715541000016001"] == "Aalborg UH, Kardiologisk Afdeling"
+    assert _unit_names(tmp_path) == {}
