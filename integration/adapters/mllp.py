@@ -138,14 +138,20 @@ class ListenerSettings:
     publish_timeout: float = 15.0  # seconds for the broker's confirm
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # mutual TLS: a client certificate signed by one of these is required
+    max_connections_per_peer: int = 4
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """A server context from the certificate chain and key (OSError/ssl.SSLError when they cannot be read)."""
+        """A server context from the certificate chain and key, and with `tls_client_ca_file` one that requires
+        a client certificate it verifies (OSError/ssl.SSLError when a file cannot be read)."""
         if not self.tls_cert_file:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.tls_cert_file, self.tls_key_file or None)
+        if self.tls_client_ca_file:
+            context.load_verify_locations(cafile=self.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
 
 
@@ -235,6 +241,8 @@ class MllpListener:
             host=self.settings.host,
             port=self.port,
             tls=bool(self.settings.tls_cert_file),
+            client_certificates=bool(self.settings.tls_cert_file and self.settings.tls_client_ca_file),
+            senders=",".join(self.intake.senders.entries),
             max_message_bytes=self.settings.max_message_bytes,
             max_connections=self.settings.max_connections,
         )

@@ -18,7 +18,7 @@ from integration.cli.audit import fail, settings_or_exit
 from integration.cli.errors import EXIT_CONFIGURATION
 from integration.config import Settings, listen_address
 from integration.errors import ConfigurationError
-from integration.service.hl7_intake import ReceiptStore
+from integration.service.hl7_intake import ANY_SENDER, ReceiptStore
 
 log = structlog.get_logger("integration.mllp")
 
@@ -28,6 +28,7 @@ async def serve(settings: Settings) -> None:
     without an ACK: the sender sends again). /livez, /readyz and /metrics on mllp_health_listen (a process of
     its own needs a port of its own: `run` has health_listen). Exit 3 naming the setting when an address is in
     use or TLS files cannot be read."""
+    _check_senders(settings)
     try:
         pipeline = build_pipeline(settings)
         store = open_store(settings)
@@ -60,6 +61,22 @@ async def serve(settings: Settings) -> None:
     log.info("stopping: finishing the messages being answered")
     await listener.stop()
     store.close()
+
+
+def _check_senders(settings: Settings) -> None:
+    """No sender list: exit 3 (a listener that takes ADT, A13 cancellations among them, from anyone who reaches
+    the port must be asked for). `*`: started, with a warning on every start."""
+    if not settings.mllp_allowed_senders:
+        fail(
+            EXIT_CONFIGURATION,
+            "configuration: INTEGRATION_MLLP_ALLOWED_SENDERS (mllp_allowed_senders) is empty: list the sending "
+            "facilities (MSH-4) or application@facility (MSH-3@MSH-4) this listener takes messages from",
+        )
+    if ANY_SENDER in settings.mllp_allowed_senders:
+        log.warning(
+            "INTEGRATION_MLLP_ALLOWED_SENDERS is *: messages from any sender are taken, whoever reaches the port "
+            "(never in production)"
+        )
 
 
 @click.command()

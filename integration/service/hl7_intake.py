@@ -2,6 +2,8 @@
 
 A message goes through these steps, each of which may end it with its answer (HL7 v2.5 §2.9):
 1. its MSH must be readable (else there is no one to answer: the connection is closed);
+1a. its sender (MSH-3/MSH-4) must be one of the listener's (`AllowedSenders`) → else AR (CR) with ERR 103 at
+   MSH-4 (or MSH-3), audited, never published;
 2. too large → AR (enhanced mode: CE), never read whole;
 3. message type, trigger, version, processing id we support (`SUPPORTED`) → else AR (CR) with ERR 200/201/
    203/202;
@@ -62,6 +64,48 @@ class Supported:
 
 
 SUPPORTED = Supported()
+ANY_SENDER = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedSenders:
+    """The senders a listener takes messages from (`mllp_allowed_senders`). Each entry is a sending facility,
+    compared with MSH-4 whole or with its first component (HD.1, the namespace id: `RHN` matches
+    `RHN^1.2.208.176.1.1^ISO`), or `application@facility` (MSH-3 and MSH-4 compared the same way); `*` takes
+    anyone. No entry: no one. MSH-3 and MSH-4 are the sender's own words (HL7 tables 0361 and 0362, kept by
+    the receiver): this is a list of whom we expect, not proof of who connects; mutual TLS
+    (`mllp_tls_client_ca_file`) and the network are what authenticate the connection."""
+
+    entries: tuple[str, ...] = ()
+
+    @property
+    def anyone(self) -> bool:
+        return ANY_SENDER in self.entries
+
+    def refusal(self, header: MshHeader) -> AckError | None:
+        """None when the sender is allowed; else the ERR: 103 (table value not found: MSH-4 is a value of
+        table 0362, MSH-3 of 0361) at the field that is not on the list."""
+        if self.anyone:
+            return None
+        facility = _hd_matches(header.sending_facility, header.component_separator)
+        application = _hd_matches(header.sending_application, header.component_separator)
+        facilities = {entry.rpartition("@")[2] for entry in self.entries}
+        if not facilities & facility:
+            what = "sending facility MSH-4 is not one this listener takes messages from (mllp_allowed_senders)"
+            return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, 4))
+        for entry in self.entries:
+            app, at, fac = entry.rpartition("@")
+            if fac in facility and (not at or app in application):
+                return None
+        what = "sending application MSH-3 is not one this listener takes messages from (mllp_allowed_senders)"
+        return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, 3))
+
+
+def _hd_matches(value: str, component_separator: str) -> set[str]:
+    """The forms of an HD field (MSH-3, MSH-4) an entry may name: the field whole (its components joined by
+    `^`, whatever the message's separator) and its namespace id; never an empty one."""
+    parts = value.split(component_separator)
+    return {form for form in ("^".join(parts).rstrip("^"), parts[0]) if form}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +242,7 @@ class Intake:
     clock: Clock
     new_control_id: NewControlId
     supported: Supported = field(default_factory=Supported)
+    senders: AllowedSenders = field(default_factory=AllowedSenders)
 
     def _answer(self, header: MshHeader, code: AckCode, error: AckError | None = None) -> Answer:
         ack = build_ack(header, code, self.new_control_id(), self.clock(), (error,) if error else ())
@@ -244,12 +289,16 @@ class Intake:
         return self._answer(header, _unavailable_code(header.enhanced_mode), error)
 
     def too_large(self, header: MshHeader, limit: int) -> Answer:
+        if (refused := self.senders.refusal(header)) is not None:
+            return self.refuse(header, refused)
         error = AckError(ErrorCode.VALUE_TOO_LONG, f"the message is larger than {limit} bytes (mllp_max_message_bytes)")
         return self.refuse(header, error)
 
     def check(self, header: MshHeader, raw: bytes) -> Answer | Hl7Receipt:
         """Steps 3 to 5: an Answer when the message ends here, else the receipt to publish it under.
         Raises Unavailable when the store does not answer."""
+        if (refused := self.senders.refusal(header)) is not None:
+            return self.refuse(header, refused)
         if (error := unsupported(header, self.supported)) is not None:
             return self.refuse(header, error)
         digest = content_digest(raw)

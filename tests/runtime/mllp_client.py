@@ -78,8 +78,12 @@ def segment(ack: bytes, name: str) -> list[str]:
     raise AssertionError(f"no {name} in {ack!r}")
 
 
+SENDER = "EPJ@RHN"  # the fixtures' MSH-3@MSH-4
+
+
 def settings_for(vhost: str, audit_dsn: str, **overrides: object) -> Settings:
     base = Settings.from_env({"INTEGRATION_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}"})
+    overrides = {"mllp_allowed_senders": (SENDER,), **overrides}
     return replace(base, audit_dsn=audit_dsn, **overrides)  # type: ignore[arg-type]
 
 

@@ -29,7 +29,8 @@ def free_port() -> int:
 
 def env_for(vhost: str, dsn: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
-    env.update({"INTEGRATION_BROKER_URL": broker_url(vhost), "INTEGRATION_AUDIT_DSN": dsn, **settings})
+    env.update({"INTEGRATION_BROKER_URL": broker_url(vhost), "INTEGRATION_AUDIT_DSN": dsn})
+    env.update({"INTEGRATION_MLLP_ALLOWED_SENDERS": "EPJ@RHN", **settings})
     return env
 
 
@@ -126,3 +127,25 @@ def test_sigterm_answers_the_message_in_flight_then_exits_0(vhost_of_its_own: st
     assert [m.body for m in take_all(vhost_of_its_own, QUEUE)] == [adt("BEFORE")]
     assert not listening(port)
     assert "Traceback" not in log.read_text()
+
+
+def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "integration", "mllp"], env=env, capture_output=True, timeout=60, text=True)
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    return errors[0]
+
+
+def test_no_sender_list_is_exit_3_naming_the_setting(vhost: str, tmp_path: Path) -> None:
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        INTEGRATION_MLLP_ALLOWED_SENDERS="",
+    )
+    done = run_to_exit(env)
+    assert done.returncode == 3 and "INTEGRATION_MLLP_ALLOWED_SENDERS" in one_error_line(done)

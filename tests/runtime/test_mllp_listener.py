@@ -281,3 +281,80 @@ def test_a_v2_4_message_gets_its_error_in_err_1_and_msa_3(vhost: str, tmp_path: 
     assert msa[1:3] == ["AE", "OLD"] and "PID-3" in msa[3]
     assert len(err) == 2 and err[1].split("^")[:3] == ["PID", "1", "3"] and err[1].endswith("&HL70357")
     assert segment(ack, "MSH")[11] == "2.4" and b"2512489996" not in ack
+
+
+A13_FORGED = (b"|EPJ|RHN^1.2.208.176.1.1^ISO|", b"|EPJ|OTHER^1.2.208.176.1.99^ISO|")
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (A13_FORGED, "MSH^1^4"),  # another sending facility
+        ((b"|EPJ|RHN^", b"|NOTEPJ|RHN^"), "MSH^1^3"),  # the facility, but not the application on the list
+    ],
+)
+def test_a_sender_not_on_the_list_is_ar_103_audited_and_never_published(
+    vhost_of_its_own: str, audit_dsn: str, change: tuple[bytes, bytes], where: str
+) -> None:
+    cancel = adt("FORGED").replace(b"ADT^A03^ADT_A03", b"ADT^A13^ADT_A01").replace(b"EVN|A03|", b"EVN|A13|")
+    assert change[0] in cancel
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
+        client = Client(listener.port)
+        ack = client.ask(cancel.replace(*change))
+        allowed = client.ask(adt("ALLOWED"))
+    assert segment(ack, "MSA")[1:3] == ["AR", "FORGED"]
+    err = segment(ack, "ERR")
+    assert err[2] == where and err[3].startswith("103^") and "mllp_allowed_senders" in err[8]
+    assert segment(allowed, "MSA")[1] == "AA"
+    assert [m.body for m in queued(vhost_of_its_own)] == [adt("ALLOWED")]
+    refused = audit_details(audit_dsn)[0]
+    assert refused["ack"] == "AR" and refused["trigger"] == "A13" and refused["error"].startswith("103")
+
+
+def test_a_facility_entry_matches_msh_4_whole_or_its_namespace_id_only(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    settings = settings_for(vhost, dsn, mllp_allowed_senders=("RHN^1.2.208.176.1.1^ISO",))
+    with running(settings) as listener:
+        client = Client(listener.port)
+        whole = client.ask(adt("WHOLE"))
+        other_oid = client.ask(adt("OID").replace(b"RHN^1.2.208.176.1.1^ISO", b"RHN^1.2.208.176.1.9^ISO"))
+    assert segment(whole, "MSA")[1] == "AA"
+    assert segment(other_oid, "MSA")[1] == "AR" and segment(other_oid, "ERR")[2] == "MSH^1^4"
+
+
+def test_no_sender_list_takes_no_one(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn, mllp_allowed_senders=())) as listener:
+        ack = Client(listener.port).ask(adt("NOLIST"))
+    assert segment(ack, "MSA")[1] == "AR" and segment(ack, "ERR")[3].startswith("103^")
+
+
+def test_mutual_tls_requires_a_client_certificate_signed_by_the_configured_ca(vhost: str, tmp_path: Path) -> None:
+    (tmp_path / "server").mkdir()
+    (tmp_path / "client").mkdir()
+    (tmp_path / "stranger").mkdir()
+    cert, key = self_signed(tmp_path / "server")
+    client_cert, client_key = self_signed(tmp_path / "client")  # self-signed: it is its own CA
+    stranger_cert, stranger_key = self_signed(tmp_path / "stranger")
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    settings = settings_for(
+        vhost, dsn, mllp_tls_cert_file=cert, mllp_tls_key_file=key, mllp_tls_client_ca_file=client_cert
+    )
+
+    def context(chain: tuple[Path, Path] | None) -> ssl.SSLContext:
+        trust = ssl.create_default_context(cafile=str(cert))
+        if chain is not None:
+            trust.load_cert_chain(str(chain[0]), str(chain[1]))
+        return trust
+
+    with running(settings) as listener:
+        ack = Client(listener.port, tls=context((client_cert, client_key))).ask(adt("MTLS"))
+        for chain in (None, (stranger_cert, stranger_key)):
+            try:
+                refused = Client(listener.port, tls=context(chain), timeout=5)
+                refused.send(adt("NOCERT"))
+                assert refused.closed()  # TLS 1.3: the server's refusal comes after the client's handshake ends
+            except (ssl.SSLError, ConnectionError):
+                pass
+    assert segment(ack, "MSA")[1:3] == ["AA", "MTLS"]
+    assert [d["controlId"] for d in audit_details(dsn)] == ["MTLS"]
