@@ -36,6 +36,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ig
 
 from integration.adapters.health import Health
 from integration.errors import ConnectionLost, Transient
+from integration.log import one_line
 from integration.formats.hl7_ack import HEADER_BYTES, MshHeader, read_header
 from integration.service import metrics
 from integration.service.hl7_intake import Answer, Hl7Receipt, Intake, Unavailable
@@ -221,6 +222,7 @@ class MllpListener:
     health: Health | None = None  # /livez, /readyz: the loop's beat, the broker and the store as last seen
     probe: Callable[[], None] | None = None  # opens the publisher's connection (worker thread); raises if it cannot
     _watch: asyncio.Task[None] | None = None
+    _down: dict[str, str] = field(default_factory=dict)  # dependencies last seen failing, with the reason
 
     @property
     def port(self) -> int:
@@ -249,6 +251,20 @@ class MllpListener:
         if self.health is not None:
             self._watch = asyncio.get_running_loop().create_task(self._beat(self.health))
 
+    async def first_probe(self) -> Exception | None:
+        """Open the publisher's connection once, before listening: what failed (None: connected, or no probe).
+        `integration mllp` exits 3 on the broker refusing our login or vhost; an unreachable broker is only
+        logged (the listener answers AR 207 and /readyz is down until it comes)."""
+        if self.probe is None:
+            return None
+        try:
+            await self._run(self.probe)
+        except Exception as exc:  # the caller decides: a refusal is configuration, the rest an outage
+            self._seen(BROKER, f"{type(exc).__name__}: {exc}")
+            return exc
+        self._seen(BROKER, None)
+        return None
+
     async def _beat(self, health: Health) -> None:
         """Beat every BEAT_SECONDS (/livez: the loop turns); while the broker is not known to take messages,
         probe it (/readyz: ready once the broker answers and the store has not failed)."""
@@ -258,18 +274,27 @@ class MllpListener:
                 try:
                     await self._run(self.probe)
                 except Exception as exc:  # any failure to connect keeps it not ready, with the reason
-                    health.down(BROKER, f"{type(exc).__name__}: {exc}")
+                    self._seen(BROKER, f"{type(exc).__name__}: {exc}")
                 else:
-                    health.up(BROKER)
+                    self._seen(BROKER, None)
             await asyncio.sleep(BEAT_SECONDS)
 
     def _seen(self, dependency: str, failure: str | None) -> None:
-        if self.health is None:
-            return
+        """Note a dependency as seen: a change is logged (a warning when it goes, info when it is back), also
+        without /readyz."""
+        was = self._down.get(dependency)
         if failure is None:
-            self.health.up(dependency)
-        elif self.health.down(dependency, failure):
-            log.warning("dependency unavailable", dependency=dependency, reason=failure)
+            self._down.pop(dependency, None)
+            if self.health is not None:
+                self.health.up(dependency)
+            if was is not None:
+                log.info("dependency available again", dependency=dependency)
+            return
+        self._down[dependency] = failure
+        if self.health is not None:
+            self.health.down(dependency, failure)
+        if was != failure:
+            log.warning("dependency unavailable", dependency=dependency, reason=one_line(failure, 300))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting; connections waiting for a frame are closed at once, a message being answered gets

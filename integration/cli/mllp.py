@@ -12,6 +12,7 @@ import structlog
 
 from integration.adapters.health import Health
 from integration.adapters.health import serve as serve_health
+from integration.adapters.rabbitmq import BrokerRefused, masked_url
 from integration.adapters.sql.stores import open_store
 from integration.bootstrap import build_pipeline, mllp_listener
 from integration.cli.audit import fail, settings_or_exit
@@ -45,6 +46,7 @@ async def serve(settings: Settings) -> None:
         store.close()
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     listener.health = health
+    _refused_by_the_broker(await listener.first_probe(), settings, store)
     try:
         await listener.start()
     except OSError as exc:
@@ -61,6 +63,20 @@ async def serve(settings: Settings) -> None:
     log.info("stopping: finishing the messages being answered")
     await listener.stop()
     store.close()
+
+
+def _refused_by_the_broker(failure: Exception | None, settings: Settings, store: object) -> None:
+    """At start, the broker refusing our login or vhost is a configuration error (exit 3, one line naming the
+    setting, as `integration run`); a broker that is not there is an outage: the listener starts, answers AR
+    207 and is not ready until it comes (the probe's warning is logged)."""
+    if not isinstance(failure, BrokerRefused):
+        return
+    setting = "INTEGRATION_MLLP_BROKER_URL" if settings.mllp_broker_url else "INTEGRATION_BROKER_URL"
+    url = masked_url(settings.mllp_broker_url or settings.broker_url)
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+    fail(EXIT_CONFIGURATION, f"configuration: the broker refused the login or vhost of {setting} ({url}): {failure}")
 
 
 def _check_senders(settings: Settings) -> None:

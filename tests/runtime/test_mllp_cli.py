@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+import pytest
 from pathlib import Path
 
 from integration.adapters.sql.stores import open_audit_store
@@ -130,7 +132,9 @@ def test_sigterm_answers_the_message_in_flight_then_exits_0(vhost_of_its_own: st
 
 
 def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "integration", "mllp"], env=env, capture_output=True, timeout=60, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "integration", "mllp"], env=env, capture_output=True, timeout=60, text=True
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -149,3 +153,49 @@ def test_no_sender_list_is_exit_3_naming_the_setting(vhost: str, tmp_path: Path)
     )
     done = run_to_exit(env)
     assert done.returncode == 3 and "INTEGRATION_MLLP_ALLOWED_SENDERS" in one_error_line(done)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:not-the-password@127.0.0.1:5672/{vhost}",  # ACCESS_REFUSED (login)
+        "amqp://guest:guest@127.0.0.1:5672/{vhost}-not-there",  # the vhost not found
+    ],
+)
+def test_the_broker_refusing_the_listeners_login_or_vhost_is_exit_3_naming_the_setting(
+    vhost: str, tmp_path: Path, url: str
+) -> None:
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        INTEGRATION_MLLP_BROKER_URL=url.format(vhost=vhost),
+    )
+    done = run_to_exit(env)
+    line = one_error_line(done)
+    assert done.returncode == 3 and "INTEGRATION_MLLP_BROKER_URL" in line and "refused" in line
+    assert "not-the-password" not in done.stderr
+
+
+def test_an_unreachable_broker_is_a_retry_ar_207_with_a_warning_and_readyz_down(vhost: str, tmp_path: Path) -> None:
+    port, health = free_port(), free_port()
+    log = tmp_path / "mllp.log"
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{port}",
+        INTEGRATION_MLLP_HEALTH_LISTEN=f"127.0.0.1:{health}",
+        INTEGRATION_MLLP_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/{vhost}",
+    )
+    process = start(env, log)
+    try:
+        wait_for(lambda: listening(port), 30, "the listener listens though the broker is not there")
+        ack = Client(port, timeout=30).ask(adt("NOBROKER"))
+        assert readyz(health)[0] == 503
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert segment(ack, "MSA")[1] == "AR" and segment(ack, "ERR")[3].startswith("207^")
+    text = log.read_text()
+    assert "dependency unavailable" in text and '"level": "warning"' in text.replace('"level":"', '"level": "')
