@@ -36,8 +36,8 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ig
 
 from integration.adapters.health import Health
 from integration.errors import ConnectionLost, Transient
-from integration.log import one_line
 from integration.formats.hl7_ack import HEADER_BYTES, MshHeader, read_header
+from integration.log import one_line
 from integration.service import metrics
 from integration.service.hl7_intake import Answer, Hl7Receipt, Intake, Unavailable
 

@@ -88,9 +88,9 @@ def _dump(value: object) -> bytes:
     return fhir_json.dumps(value, option=orjson.OPT_INDENT_2)
 
 
-# `run` is the service: its log is how an operator follows it (a start line, one line per message). The
-# one-off commands answer on stdout and at most one error line; their log says only what went wrong.
-SERVICE_COMMANDS = frozenset({"run"})
+# `run` and `mllp` are services: their log is how an operator follows them (a start line, one line per
+# message). The one-off commands answer on stdout and at most one error line; their log says only what went wrong.
+SERVICE_COMMANDS = frozenset({"run", "mllp"})
 
 
 @click.group(cls=IntegrationCommand)
@@ -98,7 +98,7 @@ SERVICE_COMMANDS = frozenset({"run"})
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
     default=None,
-    help="Log level for stderr [default: INFO for run, WARNING for the other commands].",
+    help="Log level for stderr [default: INFO for run and mllp, WARNING for the other commands].",
 )
 @click.option(
     "--log-format",

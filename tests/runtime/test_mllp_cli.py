@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from integration.adapters.sql.stores import open_audit_store
 from tests.runtime.broker_helpers import readyz, take_all, wait_for
@@ -128,7 +128,10 @@ def test_sigterm_answers_the_message_in_flight_then_exits_0(vhost_of_its_own: st
     assert answered == ["BEFORE"]  # no receipt for the message in flight: its resend is published anew
     assert [m.body for m in take_all(vhost_of_its_own, QUEUE)] == [adt("BEFORE")]
     assert not listening(port)
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # the default level of `integration mllp` is info, as `run`'s: its start and each message are logged
+    assert '"event": "listening"' in text and text.count('"event": "message answered"') == 2
 
 
 def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
