@@ -94,3 +94,19 @@ def test_fuzz_target_short_seeded_run(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_start_block_before_the_end_block_begins_a_new_frame() -> None:
+    reader = FrameReader(1024)
+    out = reader.feed(START + MSH[:20])
+    out += reader.feed(b"more" + START + MSH + END)
+    assert out == [Frame(MSH)] and reader.restarted == 1
+    # an end block split over two reads still ends its frame before the next start block
+    reader = FrameReader(1024)
+    out = reader.feed(START + MSH + b"\x1c")
+    out += reader.feed(b"\x0d" + START + MSH + END)
+    assert out == [Frame(MSH), Frame(MSH)] and reader.restarted == 0
+
+
+def test_an_msh_segment_shorter_than_its_encoding_characters_is_no_header() -> None:
+    assert read_header(b"MSH\rPID|1|||||\r") is None  # was an IndexError (the fuzz target found it)

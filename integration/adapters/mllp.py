@@ -77,6 +77,7 @@ class FrameReader:
         self._oversized = 0  # bytes of the current frame thrown away, or 0
         self._head = b""
         self.skipped = 0
+        self.restarted = 0  # frames given up because a start block came before their end block
         self.peak = 0  # the most bytes held at once: the tests' proof of the bound
 
     @property
@@ -100,7 +101,14 @@ class FrameReader:
         return out
 
     def _take(self, view: memoryview, out: list[Frame | Oversized]) -> memoryview:
-        """Add bytes of the current frame; on its end, emit it and return what follows."""
+        """Add bytes of the current frame; on its end, emit it and return what follows. A start block before
+        the end block (ER7 never holds 0x0B) begins a new frame: the sender gave up the one before, which gets
+        no ACK (it was never whole) and is resent by the sender; the one that follows is answered."""
+        restart = bytes(view).find(START_BLOCK)
+        if restart >= 0 and END not in bytes(self._buffer[-1:]) + bytes(view[:restart]):
+            self.restarted += 1
+            self._buffer, self._oversized, self._head = bytearray(), 0, b""
+            return view[restart + 1 :]
         scan_from = max(len(self._buffer) - 1, 0)  # an end block may straddle two reads
         self._buffer += view
         self.peak = max(self.peak, len(self._buffer))
@@ -370,7 +378,11 @@ class MllpListener:
                     metrics.MLLP_FRAMES_REFUSED.labels("unfinished").inc()
                     log.info("connection closed with a frame unfinished", peer=connection.peer)
                 return
+            restarted = frames.restarted
             units = frames.feed(data)
+            if frames.restarted > restarted:
+                metrics.MLLP_FRAMES_REFUSED.labels("restarted").inc()
+                log.warning("a start block inside a frame: the frame before it is dropped", peer=connection.peer)
             if frames.skipped > MAX_SKIPPED:
                 metrics.MLLP_FRAMES_REFUSED.labels("outside-frame").inc()
                 log.warning("connection closed: bytes outside any MLLP frame", peer=connection.peer)

@@ -131,6 +131,8 @@ def read_header(head: bytes) -> MshHeader | None:
     if not text.startswith("MSH") or not ends or len(text) < 8:
         return None
     segment = text[: min(ends)]
+    if len(segment) < 8:  # MSH, the field separator and four encoding characters at least
+        return None
     separator = segment[3]
     if separator.isalnum() or separator in " \r\n":
         return None

@@ -185,8 +185,25 @@ def _unavailable_code(enhanced: bool) -> AckCode:
     return AckCode.CE if enhanced else AckCode.AR
 
 
+ACK_CONDITIONS = frozenset({"AL", "NE", "ER", "SU"})  # HL7 table 0155 (accept/application acknowledgment conditions)
+
+
+def unknown_ack_condition(header: MshHeader) -> AckError | None:
+    """The ERR for an MSH-15 or MSH-16 valued but not in table 0155: 103 at that field. Such a message is
+    answered whatever it asked (a condition we cannot read must not silence the ACK: the sender would wait, or
+    never hear of a refusal) and never published."""
+    for number, value in ((15, header.accept_ack_type), (16, header.application_ack_type)):
+        if value and value not in ACK_CONDITIONS:
+            what = f"MSH-{number} is not an acknowledgment condition of HL7 table 0155 (AL, NE, ER, SU)"
+            return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, number))
+    return None
+
+
 def unsupported(header: MshHeader, supported: Supported = SUPPORTED) -> AckError | None:
-    """The ERR for a message type, trigger, version or processing id we do not take (HL7 v2.5 2.9.2.1)."""
+    """The ERR for an acknowledgment condition not in table 0155, or a message type, trigger, version or
+    processing id we do not take (HL7 v2.5 2.9.2.1)."""
+    if (error := unknown_ack_condition(header)) is not None:
+        return error
     if header.message_type != supported.message_type:
         what = f"message type MSH-9.1 is not one this listener takes ({supported.message_type})"
         return AckError(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, what, ErrorLocation("MSH", 1, 9, 1, 1))
@@ -228,6 +245,8 @@ def _wanted(header: MshHeader, accepted: bool) -> bool:
     if not header.enhanced_mode:
         return True
     condition = header.accept_ack_type or "AL"
+    if condition not in ACK_CONDITIONS or header.application_ack_type not in ACK_CONDITIONS | {""}:
+        return True  # unreadable: answered (unknown_ack_condition refuses it)
     return condition == "AL" or (condition == "ER" and not accepted) or (condition == "SU" and accepted)
 
 

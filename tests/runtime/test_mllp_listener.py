@@ -358,3 +358,30 @@ def test_mutual_tls_requires_a_client_certificate_signed_by_the_configured_ca(vh
                 pass
     assert segment(ack, "MSA")[1:3] == ["AA", "MTLS"]
     assert [d["controlId"] for d in audit_details(dsn)] == ["MTLS"]
+
+
+@pytest.mark.parametrize(("accept", "app", "field"), [("XX", "", "15"), ("al", "", "15"), ("AL", "YY", "16")])
+def test_an_ack_condition_not_in_table_0155_is_cr_103_at_its_field_and_not_published(
+    vhost_of_its_own: str, audit_dsn: str, accept: str, app: str, field: str
+) -> None:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
+        client = Client(listener.port, timeout=5)
+        first = client.ask(adt("COND", accept=accept, app=app))
+        again = client.ask(adt("COND", accept=accept, app=app))  # answered again, never replayed as NE
+    for ack in (first, again):
+        assert segment(ack, "MSA")[1:3] == ["CR", "COND"]
+        err = segment(ack, "ERR")
+        assert err[2] == f"MSH^1^{field}" and err[3].startswith("103^") and f"MSH-{field}" in err[8]
+    assert queued(vhost_of_its_own) == []
+    assert [d["ack"] for d in audit_details(audit_dsn)] == ["CR", "CR"]
+
+
+def test_a_start_block_inside_a_frame_drops_that_frame_and_answers_the_next(
+    vhost_of_its_own: str, audit_dsn: str
+) -> None:
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
+        client = Client(listener.port, timeout=10)
+        client.sock.sendall(b"\x0b" + adt("NEST-1")[:50])
+        ack = client.ask(adt("NEST-2"))
+    assert segment(ack, "MSA")[1:3] == ["AA", "NEST-2"]
+    assert [m.body for m in queued(vhost_of_its_own)] == [adt("NEST-2")]
