@@ -8,10 +8,11 @@ gone (no MSH to answer with AR) and the rest of an oversized frame is then read 
 deadline per frame. `FrameReader` keeps only the first `HEADER_BYTES` of a frame past the limit and throws
 the rest away as it arrives, so a 10 MB frame costs a few kilobytes.
 
-Bounds: at most `max_connections` at once (one more is closed at accept, and logged); a connection silent
-for `idle_timeout` seconds between frames is closed; a frame must arrive whole within `frame_timeout`
-seconds of its start block (a client trickling bytes cannot hold a slot: it is closed, nothing published);
-the ACK must be taken by the client within `frame_timeout` too; a publish whose confirm does not come
+Bounds: at most `max_connections` at once, and `max_connections_per_peer` from one address (one more is
+closed at accept, and logged); a new connection must begin its first frame within `frame_timeout` seconds, and
+a connection silent for `idle_timeout` seconds between frames is closed; a frame must arrive whole within
+`frame_timeout` seconds of its start block (a client trickling bytes cannot hold a slot: it is closed, nothing
+published); the ACK must be taken by the client within `frame_timeout` too; a publish whose confirm does not come
 within `publish_timeout` seconds is answered AR/CE 207 (the sender sends again; `hl7_intake.message_id`
 makes a late copy on the bus a redelivery).
 
@@ -210,6 +211,7 @@ def _frame(message: bytes) -> bytes:
 @dataclass
 class _Connection:
     peer: str
+    address: str  # the peer's IP address: the per-address cap counts these
     busy: bool = False
     task: asyncio.Task[Any] | None = None
 
@@ -330,15 +332,15 @@ class MllpListener:
         log.info("stopped")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer)
-        if self._stopping or len(self._connections) >= self.settings.max_connections:
+        peer, address = _peer(writer), _address(writer)
+        if (why := self._refusal(address)) is not None:
             self.refused_connections += 1
             metrics.MLLP_CONNECTIONS.labels("refused").inc()
-            log.warning("connection refused: too many connections", peer=peer, limit=self.settings.max_connections)
+            log.warning(f"connection refused: {why[0]}", peer=peer, limit=why[1])
             writer.transport.abort()
             return
         key = id(writer)
-        connection = _Connection(peer, task=asyncio.current_task())
+        connection = _Connection(peer, address, task=asyncio.current_task())
         self._connections[key] = connection
         metrics.MLLP_CONNECTIONS.labels("accepted").inc()
         metrics.MLLP_OPEN_CONNECTIONS.inc()
@@ -353,22 +355,38 @@ class MllpListener:
             self._connections.pop(key, None)
             writer.transport.abort() if not writer.transport.is_closing() else None
 
+    def _refusal(self, address: str) -> tuple[str, int] | None:
+        """Why a new connection from `address` is closed at accept (and the limit), or None. The cap per
+        address keeps one peer (idle connections, or a flood) from taking every slot from the hospital's
+        engine, which connects from an address of its own."""
+        if self._stopping:
+            return "stopping", 0
+        if len(self._connections) >= self.settings.max_connections:
+            return "too many connections", self.settings.max_connections
+        from_there = sum(1 for c in self._connections.values() if c.address == address)
+        if from_there >= self.settings.max_connections_per_peer:
+            return "too many connections from this address", self.settings.max_connections_per_peer
+        return None
+
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         frames = FrameReader(self.settings.max_message_bytes)
         loop = asyncio.get_running_loop()
         frame_started: float | None = None
+        connected, answered = loop.time(), False
         while not self._stopping:
             if frames.in_frame:
                 frame_started = frame_started if frame_started is not None else loop.time()
                 wait = self.settings.frame_timeout - (loop.time() - frame_started)
+            elif not answered:  # a new connection must begin its first frame within frame_timeout
+                frame_started, wait = None, self.settings.frame_timeout - (loop.time() - connected)
             else:
                 frame_started, wait = None, self.settings.idle_timeout
             try:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=max(wait, 0.0))
             except TimeoutError:
-                why = "frame not complete in time" if frames.in_frame else "idle"
+                why = "frame not complete in time" if frames.in_frame else "idle" if answered else "no frame in time"
                 if frames.in_frame:
                     metrics.MLLP_FRAMES_REFUSED.labels("frame-timeout").inc()
                 log.info("connection closed", peer=connection.peer, reason=why, partial_frame=frames.in_frame)
@@ -399,6 +417,7 @@ class MllpListener:
                         await asyncio.wait_for(writer.drain(), timeout=self.settings.frame_timeout)
                 finally:
                     connection.busy = False
+                answered = True
                 if frames.in_frame:
                     frame_started = loop.time()  # the next frame began in the same read
 
@@ -470,6 +489,11 @@ class MllpListener:
             error=answer.error or None,
             resent=answer.resent or None,
         )
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    return str(address[0]) if isinstance(address, tuple) and address else "?"
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

@@ -385,3 +385,36 @@ def test_a_start_block_inside_a_frame_drops_that_frame_and_answers_the_next(
         ack = client.ask(adt("NEST-2"))
     assert segment(ack, "MSA")[1:3] == ["AA", "NEST-2"]
     assert [m.body for m in queued(vhost_of_its_own)] == [adt("NEST-2")]
+
+
+def test_idle_connections_from_one_address_cannot_lock_out_another(vhost: str, tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    settings = settings_for(vhost, dsn, mllp_max_connections_per_peer=3)
+    with running(settings) as listener:
+        idle = [Client(listener.port) for _ in range(3)]
+        time.sleep(0.2)
+        fourth = Client(listener.port, timeout=5)
+        assert fourth.closed()  # over the cap of its address
+        engine = Client(listener.port, source="127.0.0.2")  # the hospital's engine: another address
+        assert segment(engine.ask(adt("ENGINE")), "MSA")[1] == "AA"
+        idle[0].close()
+        time.sleep(0.2)
+        assert segment(Client(listener.port).ask(adt("UNDER-CAP")), "MSA")[1] == "AA"  # the same address, under it
+        assert listener.refused_connections == 1
+
+
+def test_a_new_connection_without_a_frame_is_closed_after_the_frame_timeout_not_the_idle_one(
+    vhost: str, tmp_path: Path
+) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    settings = settings_for(vhost, dsn, mllp_frame_timeout_seconds=1, mllp_idle_timeout_seconds=300)
+    with running(settings) as listener:
+        talking = Client(listener.port, timeout=5)
+        assert segment(talking.ask(adt("TALKED")), "MSA")[1] == "AA"
+        started = time.monotonic()
+        silent = Client(listener.port, timeout=10)
+        assert silent.closed() and time.monotonic() - started < 4
+        talking.sock.settimeout(1.5)
+        with pytest.raises(TimeoutError):  # a connection that has sent a frame waits the idle timeout
+            talking.sock.recv(1)
+        assert segment(talking.ask(adt("AGAIN")), "MSA")[1] == "AA"
