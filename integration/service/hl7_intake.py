@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Protocol
 
 from integration.errors import InvalidInput, Rejected
+from integration.formats.er7_digest import content_digest as er7_content_digest
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
     AckCode,
@@ -171,6 +172,13 @@ def message_id_of(body: bytes) -> str | None:
 
 
 def content_digest(raw: bytes) -> str:
+    """What a resend must match to be the same message (hl7_received's content_sha256): the ER7 content digest
+    (`integration.formats.er7_digest`: segment terminators, trailing delimiters and MSH-7 do not count), else the
+    raw SHA-256."""
+    return er7_content_digest(raw) or raw_digest(raw)
+
+
+def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -325,8 +333,8 @@ class Intake:
             earlier = self.store.hl7_receipt(header.sending_application, header.sending_facility, header.control_id)
         except Exception as exc:  # the store's outage, whatever its driver calls it: no ACK of ours may claim more
             raise Unavailable("the audit store did not answer") from exc
-        if earlier is not None:
-            return self._earlier(header, earlier, digest)
+        if earlier is not None:  # rows written before the ER7 digest hold the raw SHA-256
+            return self._earlier(header, earlier, digest if earlier.content_sha256 != raw_digest(raw) else None)
         try:
             self.validate(raw, self.clock())
         except (InvalidInput, Rejected) as problem:
@@ -342,8 +350,9 @@ class Intake:
             b"",
         )
 
-    def _earlier(self, header: MshHeader, earlier: Hl7Receipt, digest: str) -> Answer:
-        if earlier.content_sha256 == digest:
+    def _earlier(self, header: MshHeader, earlier: Hl7Receipt, digest: str | None) -> Answer:
+        """A control id seen before: the same content (`digest` None: the same bytes) is a resend."""
+        if digest is None or earlier.content_sha256 == digest:
             answer = Answer(
                 earlier.ack or None, AckCode(earlier.ack_code), header.control_id, header.trigger, resent=True
             )

@@ -418,3 +418,26 @@ def test_a_new_connection_without_a_frame_is_closed_after_the_frame_timeout_not_
         with pytest.raises(TimeoutError):  # a connection that has sent a frame waits the idle timeout
             talking.sock.recv(1)
         assert segment(talking.ask(adt("AGAIN")), "MSA")[1] == "AA"
+
+
+@pytest.mark.parametrize(
+    "resend",
+    [
+        lambda raw: raw.replace(b"\r", b"\r\n"),  # CRLF
+        lambda raw: raw.replace(b"|20261120140512|", b"|20261120150000|", 1),  # MSH-7 re-stamped
+        lambda raw: raw.replace(b"\rEVN|", b"|\rEVN|", 1),  # a trailing separator
+    ],
+)
+def test_a_resend_changed_only_in_form_gets_the_first_ack_and_is_not_published_again(
+    vhost_of_its_own: str, audit_dsn: str, resend
+) -> None:
+    first_copy = adt("FORM")
+    again_copy = resend(first_copy)
+    assert again_copy != first_copy
+    with running(settings_for(vhost_of_its_own, audit_dsn)) as listener:
+        client = Client(listener.port)
+        first = client.ask(first_copy)
+        again = client.ask(again_copy)
+    assert segment(first, "MSA")[1] == "AA" and again == first
+    assert len(queued(vhost_of_its_own)) == 1
+    assert [d.get("resent", False) for d in audit_details(audit_dsn)] == [False, True]
