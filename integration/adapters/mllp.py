@@ -233,6 +233,7 @@ class MllpListener:
     probe: Callable[[], None] | None = None  # opens the publisher's connection (worker thread); raises if it cannot
     _watch: asyncio.Task[None] | None = None
     _down: dict[str, str] = field(default_factory=dict)  # dependencies last seen failing, with the reason
+    _recording: set[Future[None]] = field(default_factory=set)  # outage records not yet written
 
     @property
     def port(self) -> int:
@@ -326,6 +327,8 @@ class MllpListener:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        if self._recording:  # outage records: written if the store and the worker can within the grace
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(self._recording)], timeout=min(grace, 3.0))
         if self.on_stop is not None:
             self._worker.submit(self.on_stop)
         self._worker.shutdown(wait=False, cancel_futures=False)
@@ -472,8 +475,28 @@ class MllpListener:
         return done
 
     def _unavailable(self, header: MshHeader, why: str, peer: str) -> Answer:
+        """The 207 answer, at once; its audit record is written by the worker when it is free (it may still be
+        held by the publish that timed out), and a store that cannot take it is logged."""
         log.warning("not accepted now: answered for a retry", peer=peer, control_id=header.control_id, reason=why)
-        return self.intake.unavailable(header, why)
+        answer = self.intake.unavailable(header, why)
+        try:
+            recorded = self._worker.submit(self.intake.record_unavailable, header, answer, why)
+        except RuntimeError:  # stopped meanwhile: the log line above is all there is
+            return answer
+        self._recording.add(recorded)
+        recorded.add_done_callback(self._recording.discard)
+        recorded.add_done_callback(lambda done: self._not_recorded(done, header, peer))
+        return answer
+
+    @staticmethod
+    def _not_recorded(done: Future[None], header: MshHeader, peer: str) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning(
+                "a message not published because of an outage could not be audited either",
+                peer=peer,
+                control_id=header.control_id,
+                error=type(done.exception()).__name__,
+            )
 
     def _log(self, answer: Answer, header: MshHeader, peer: str) -> None:
         trigger = answer.trigger if answer.trigger in self.intake.supported.triggers else "other"

@@ -280,7 +280,9 @@ class Intake:
             where = error.code.value[0] + (f" at {place.segment}-{place.field}" if place and place.field else "")
         return Answer(ack if _wanted(header, accepted) else None, code, header.control_id, header.trigger, where)
 
-    def _audit(self, header: MshHeader, answer: Answer, receipt: Hl7Receipt | None = None) -> None:
+    def _audit(
+        self, header: MshHeader, answer: Answer, receipt: Hl7Receipt | None = None, not_published: str = ""
+    ) -> None:
         detail = {
             "sendingApplication": header.sending_application,
             "sendingFacility": header.sending_facility,
@@ -294,6 +296,8 @@ class Intake:
             detail["error"] = answer.error
         if answer.resent:
             detail["resent"] = True
+        if not_published:
+            detail["notPublished"] = not_published
         if header.application_ack_type in ("AL", "SU", "ER"):
             detail["applicationAck"] = "not sent: the message is processed later on the bus"
         entry = AuditEntry("hl7-received", FLOW, message_id(header), detail)
@@ -310,10 +314,16 @@ class Intake:
         return answer
 
     def unavailable(self, header: MshHeader, why: str) -> Answer:
-        """AR (CE) with ERR 207: our side failed; the sender may send the message again. Not audited: the store
-        may be what failed (the log line says it)."""
+        """AR (CE) with ERR 207: our side failed; the sender may send the message again. Builds the answer only
+        (no I/O: it must go back at once); `record_unavailable` audits it when the store can."""
         error = AckError(ErrorCode.INTERNAL_ERROR, f"not accepted now ({why}): send the message again later")
         return self._answer(header, _unavailable_code(header.enhanced_mode), error)
+
+    def record_unavailable(self, header: MshHeader, answer: Answer, why: str) -> None:
+        """The audit record of a message not published because of an outage, whatever MSH-15 asked (an NE or SU
+        sender got no ACK, and must be findable: the store may be up while the broker is down). Raises what the
+        store raises when it is the one down (the caller logs it)."""
+        self._audit(header, answer, not_published=why)
 
     def too_large(self, header: MshHeader, limit: int) -> Answer:
         if (refused := self.senders.refusal(header)) is not None:

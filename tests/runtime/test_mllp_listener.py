@@ -64,7 +64,8 @@ def test_no_aa_while_the_broker_does_not_confirm_then_a_resend_is_aa(vhost_of_it
             assert segment(ack, "MSA")[1:3] == ["AR", "HELD"]  # not AA: the confirm never came
             assert segment(ack, "ERR")[3].startswith("207^")
             assert 1.5 < time.monotonic() - started < 10
-            assert [d["controlId"] for d in audit_details(audit_dsn)] == ["WARM"]  # nothing recorded as received
+            received = [d["controlId"] for d in audit_details(audit_dsn) if "notPublished" not in d]
+            assert received == ["WARM"]  # nothing recorded as received (an outage's record may follow)
             proxy.forward()
             time.sleep(1)
             again = client.ask(adt("HELD"))
@@ -82,7 +83,27 @@ def test_broker_unreachable_is_ar_207_never_aa(vhost_of_its_own: str, audit_dsn:
         ack = Client(listener.port).ask(adt("DOWN", accept="AL"))
     assert segment(ack, "MSA")[1] == "CE"  # enhanced mode: commit error, the sender retries
     assert segment(ack, "ERR")[3].startswith("207^")
-    assert audit_details(audit_dsn) == []
+    [outage] = audit_details(audit_dsn)  # not received: an outage's record, no receipt row
+    assert outage["ack"] == "CE" and outage["notPublished"] and outage["error"].startswith("207")
+
+
+@pytest.mark.parametrize("accept", ["NE", "SU"])
+def test_a_message_lost_to_an_outage_is_audited_though_its_sender_asked_for_no_ack(
+    vhost_of_its_own: str, audit_dsn: str, accept: str
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings = settings_for(vhost_of_its_own, audit_dsn, mllp_broker_url=f"amqp://guest:guest@127.0.0.1:{port}/x")
+    with running(settings) as listener:
+        client = Client(listener.port, timeout=3)
+        client.send(adt(f"OUT-{accept}", accept=accept))
+        with pytest.raises(TimeoutError):  # no ACK: as MSH-15 asked
+            client.read_frame()
+    [outage] = audit_details(audit_dsn)
+    assert outage["controlId"] == f"OUT-{accept}" and outage["ackSent"] is False
+    assert "broker" in outage["notPublished"] and outage["ack"] == "CE"
+    assert queued(vhost_of_its_own) == []
 
 
 def test_invalid_content_is_ae_naming_the_field_and_nothing_is_published(vhost_of_its_own: str, audit_dsn: str) -> None:
