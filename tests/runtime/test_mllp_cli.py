@@ -17,7 +17,7 @@ import pytest
 from integration.adapters.sql.stores import open_audit_store
 from tests.runtime.broker_helpers import readyz, take_all, wait_for
 from tests.runtime.conftest import broker_url
-from tests.runtime.mllp_client import Client, adt, segment
+from tests.runtime.mllp_client import Client, adt, segment, self_signed
 from tests.runtime.tcp_proxy import TcpProxy
 
 QUEUE = "rehab.discharge-events"
@@ -206,3 +206,50 @@ def test_an_unreachable_broker_is_a_retry_ar_207_with_a_warning_and_readyz_down(
     assert segment(ack, "MSA")[1] == "AR" and segment(ack, "ERR")[3].startswith("207^")
     text = log.read_text()
     assert "dependency unavailable" in text and '"level": "warning"' in text.replace('"level":"', '"level": "')
+
+
+def tls_case(tmp_path: Path, case: str) -> tuple[dict[str, str], str]:
+    """(settings, what the one error line must name) for a TLS configuration `integration mllp` must refuse."""
+    cert, key = self_signed(tmp_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = {
+        "key-alone": ({"INTEGRATION_MLLP_TLS_KEY_FILE": str(key)}, "INTEGRATION_MLLP_TLS_CERT_FILE"),
+        "cert-alone": ({"INTEGRATION_MLLP_TLS_CERT_FILE": str(cert)}, "INTEGRATION_MLLP_TLS_KEY_FILE"),
+        "client-ca-alone": ({"INTEGRATION_MLLP_TLS_CLIENT_CA_FILE": str(cert)}, "INTEGRATION_MLLP_TLS_CERT_FILE"),
+        "missing-key-file": (
+            {"INTEGRATION_MLLP_TLS_CERT_FILE": str(cert), "INTEGRATION_MLLP_TLS_KEY_FILE": str(tmp_path / "none.key")},
+            "INTEGRATION_MLLP_TLS_KEY_FILE",
+        ),
+        "garbage-cert": (
+            {"INTEGRATION_MLLP_TLS_CERT_FILE": str(garbage), "INTEGRATION_MLLP_TLS_KEY_FILE": str(key)},
+            "INTEGRATION_MLLP_TLS_CERT_FILE",
+        ),
+        "garbage-client-ca": (
+            {
+                "INTEGRATION_MLLP_TLS_CERT_FILE": str(cert),
+                "INTEGRATION_MLLP_TLS_KEY_FILE": str(key),
+                "INTEGRATION_MLLP_TLS_CLIENT_CA_FILE": str(garbage),
+            },
+            "INTEGRATION_MLLP_TLS_CLIENT_CA_FILE",
+        ),
+    }
+    return cases[case]
+
+
+@pytest.mark.parametrize(
+    "case", ["key-alone", "cert-alone", "client-ca-alone", "missing-key-file", "garbage-cert", "garbage-client-ca"]
+)
+def test_half_a_tls_configuration_or_an_unusable_file_is_exit_3_naming_the_setting(
+    vhost: str, tmp_path: Path, case: str
+) -> None:
+    settings, named = tls_case(tmp_path, case)
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        **settings,
+    )
+    done = run_to_exit(env)
+    assert done.returncode == 3 and named in one_error_line(done)
