@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Protocol
 
 from integration.errors import InvalidInput, Rejected
+from integration.formats.adt import VERSIONS as ADT_VERSIONS
 from integration.formats.er7_digest import content_digest as er7_content_digest
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
@@ -60,7 +61,7 @@ class Supported:
 
     message_type: str = "ADT"
     triggers: frozenset[str] = frozenset({"A03", "A08", "A11", "A13"})
-    versions: frozenset[str] = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"})
+    versions: frozenset[str] = ADT_VERSIONS  # the reader's (formats.adt): one table, v2.3 to v2.9
     processing_ids: frozenset[str] = frozenset({"P"})
 
 

@@ -462,3 +462,11 @@ def test_a_resend_changed_only_in_form_gets_the_first_ack_and_is_not_published_a
     assert segment(first, "MSA")[1] == "AA" and again == first
     assert len(queued(vhost_of_its_own)) == 1
     assert [d.get("resent", False) for d in audit_details(audit_dsn)] == [False, True]
+
+
+@pytest.mark.parametrize("version", ["2.8.1", "2.9"])
+def test_every_version_the_reader_reads_is_taken(vhost: str, tmp_path: Path, version: str) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    with running(settings_for(vhost, dsn)) as listener:
+        ack = Client(listener.port).ask(adt(f"V{version}", version=version))
+    assert segment(ack, "MSA")[1:3] == ["AA", f"V{version}"] and segment(ack, "MSH")[11] == version
