@@ -204,6 +204,18 @@ class DaemonWorker(Executor):
             self._thread.join()
 
 
+def unframed(raw: bytes) -> bytes:
+    """`raw` without one MLLP frame around it (a message captured from the wire: 0x0B, the message, 0x1C and
+    0x0D, perhaps with a line break after), else `raw` as it is."""
+    if not raw.startswith(START_BLOCK):
+        return raw
+    inside = raw[len(START_BLOCK) :].rstrip(b"\r\n")
+    if not inside.endswith(END_BLOCK):
+        return raw
+    message = inside[: -len(END_BLOCK)]
+    return raw if START_BLOCK in message or END_BLOCK in message else message
+
+
 def _frame(message: bytes) -> bytes:
     return bytes(START_BLOCK + message + END)
 

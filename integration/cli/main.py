@@ -12,6 +12,7 @@ import click
 import orjson
 import structlog
 
+from integration.adapters.mllp import unframed
 from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import masked_dsn
 from integration.bootstrap import build
@@ -135,6 +136,9 @@ def _receipt_time(value: str | None) -> datetime | None:
 def transform_command(source: BinaryIO, at: str | None, state: Path | None, store: bool) -> None:
     """Transform one inbound message (FILE, or - for stdin) and print the outgoing messages as JSON.
 
+    FILE may be JSON, XML or HL7 v2 (ER7); an HL7 v2 message captured from the wire in its MLLP frame
+    (0x0B ... 0x1C 0x0D) is read without the frame.
+
     Stateless by default: no patient has a course, no request awaits an answer, no message was received
     before — the same input gives the same output. `--state FILE` gives that state; `--store` reads it from
     the configured audit store, which must exist (never created).
@@ -149,7 +153,7 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None, stor
     known: State = state_file(state) if state else StoreState(settings) if store else NO_STATE
     pipeline = _pipeline(settings)
     try:
-        result = _run(source.read(), pipeline, received, known)
+        result = _run(unframed(source.read()), pipeline, received, known)
     except Transient as exc:
         _fail(EXIT_CONFIGURATION, f"course state unavailable: {exc}")
         raise

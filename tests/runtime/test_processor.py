@@ -407,6 +407,18 @@ def test_an_er7_message_is_keyed_by_its_control_id_not_by_the_amqp_message_id(pi
     assert "0101701234" not in dead.headers["x-rehab-reason"]
 
 
+def test_an_er7_in_its_mllp_frame_on_the_bus_is_refused_naming_msh_and_the_frame(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    framed = Delivery(
+        "discharge", b"\x0b" + A03.read_bytes() + b"\x1c\x0d", "amqp-f", content_type="x-application/hl7-v2+er7"
+    )
+    outcome = processor.process(framed)
+    assert outcome.disposition == "dead-lettered"
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    reason = dead.headers["x-rehab-reason"]
+    assert reason.startswith("MSH") and "MLLP block characters on the bus" in reason and "JSON" not in reason
+
+
 def test_an_er7_resend_changed_only_in_form_is_a_redelivery_and_the_audit_keeps_the_bodys_hash(
     pipeline, store, broker
 ) -> None:
