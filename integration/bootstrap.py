@@ -267,6 +267,8 @@ def mllp_listener(
         publish_timeout=float(settings.mllp_publish_timeout_seconds),
         tls_cert_file=str(settings.mllp_tls_cert_file) if settings.mllp_tls_cert_file else None,
         tls_key_file=str(settings.mllp_tls_key_file) if settings.mllp_tls_key_file else None,
+        tls_client_ca_file=str(settings.mllp_tls_client_ca_file) if settings.mllp_tls_client_ca_file else None,
+        max_connections_per_peer=settings.mllp_max_connections_per_peer,
     )
     intake = hl7_intake.Intake(
         store=store,
@@ -274,6 +276,7 @@ def mllp_listener(
         publish=publish or (lambda body, message_id: publisher.publish(body, message_id, hl7_intake.ER7_CONTENT_TYPE)),
         clock=clock,
         new_control_id=lambda: uuid.uuid4().hex[:20],
+        senders=hl7_intake.AllowedSenders(settings.mllp_allowed_senders),
     )
     probe = None if publish else publisher.connect
     return MllpListener(listener_settings, intake, on_stop=publisher.close, probe=probe)

@@ -50,6 +50,13 @@ INTEGRATION_MLLP_BROKER_URL        the broker URL the listener publishes with (a
                                    write rehab.inbound.hospital; default: broker_url)
 INTEGRATION_MLLP_HEALTH_LISTEN     host:port of the MLLP listener's /livez, /readyz and /metrics (default
                                    127.0.0.1:9465, beside `run`'s 9464 on one host; empty: off)
+INTEGRATION_MLLP_ALLOWED_SENDERS   the senders the MLLP listener takes messages from, comma-separated: a sending
+                                   facility (MSH-4, or its first component) or `application@facility` (MSH-3@MSH-4);
+                                   `*` takes any sender (never in production). Empty (the default): `integration
+                                   mllp` does not start; another sender's message is answered AR, ERR 103 at MSH-4
+INTEGRATION_MLLP_TLS_CLIENT_CA_FILE  PEM CA certificates: mutual TLS, a client certificate signed by one of them is
+                                   required (default: none, no client certificate asked for)
+INTEGRATION_MLLP_MAX_CONNECTIONS_PER_PEER  connections at once from one address (default 4)
 
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
@@ -129,6 +136,9 @@ DEFAULTS: dict[str, Any] = {
     "mllp_tls_key_file": "",
     "mllp_broker_url": "",
     "mllp_health_listen": "127.0.0.1:9465",
+    "mllp_allowed_senders": "",
+    "mllp_tls_client_ca_file": "",
+    "mllp_max_connections_per_peer": 4,
 }
 # The settings that are true or false: a TOML boolean in the file, or true/false (also 1/0, yes/no) as text.
 BOOLEANS = frozenset({"board_secure_cookies"})
@@ -138,6 +148,7 @@ WHOLE_NUMBERS = frozenset(key for key, value in DEFAULTS.items() if type(value) 
 MLLP_NUMBERS = (
     "mllp_max_message_bytes",
     "mllp_max_connections",
+    "mllp_max_connections_per_peer",
     "mllp_idle_timeout_seconds",
     "mllp_frame_timeout_seconds",
     "mllp_publish_timeout_seconds",
@@ -184,6 +195,9 @@ class Settings:
     mllp_tls_key_file: Path | None = None
     mllp_broker_url: str = ""  # empty: broker_url
     mllp_health_listen: str = DEFAULTS["mllp_health_listen"]
+    mllp_allowed_senders: tuple[str, ...] = ()
+    mllp_tls_client_ca_file: Path | None = None
+    mllp_max_connections_per_peer: int = DEFAULTS["mllp_max_connections_per_peer"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -231,6 +245,10 @@ class Settings:
             mllp_tls_key_file=Path(values["mllp_tls_key_file"]) if values["mllp_tls_key_file"] else None,
             mllp_broker_url=_url_list(values["mllp_broker_url"]) if values["mllp_broker_url"] else "",
             mllp_health_listen=str(values["mllp_health_listen"] or "").strip(),
+            mllp_allowed_senders=_text_list(values["mllp_allowed_senders"]),
+            mllp_tls_client_ca_file=(
+                Path(values["mllp_tls_client_ca_file"]) if values["mllp_tls_client_ca_file"] else None
+            ),
         )
 
 
@@ -242,6 +260,12 @@ def listen_address(value: str, key: str) -> tuple[str, int]:
     if not colon or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"{key} must be host:port (a port 1-65535), e.g. 127.0.0.1:8080")
     return host, int(port)
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    """A comma-separated text (or a list in the file) as its non-empty parts, stripped."""
+    parts = value if isinstance(value, list) else str(value or "").split(",")
+    return tuple(part for part in (str(p).strip() for p in parts) if part)
 
 
 def _addresses(values: Mapping[str, Any], key: str) -> str:
@@ -366,7 +390,7 @@ def _check_file_type(path: Path, key: str, value: Any) -> None:
         wanted, ok = "a whole number (a TOML integer, unquoted)", type(value) is int
     elif key in BOOLEANS:
         wanted, ok = "true or false (a TOML boolean)", isinstance(value, bool) or isinstance(value, str)
-    elif key == "broker_url":
+    elif key in ("broker_url", "mllp_allowed_senders"):
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         wanted = "a string or an array of strings"
     else:

@@ -274,6 +274,7 @@ def test_the_mllp_listener_listens_on_2575_behind_its_service_with_probes_on_its
     assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(MLLP_PORT, "mllp")]
     settings = Settings.from_env(_placeholders(dict(dockerfile().envs) | env) | {"PATH": ""})
     assert settings.mllp_listen == f"0.0.0.0:{MLLP_PORT}" and settings.mllp_broker_url
+    assert settings.mllp_allowed_senders  # without a sender list the listener does not start
 
 
 def test_the_compose_mllp_service_publishes_2575_as_the_hospital_and_checks_its_own_readyz() -> None:
@@ -285,6 +286,7 @@ def test_the_compose_mllp_service_publishes_2575_as_the_hospital_and_checks_its_
     assert int(url[0]) == _port(env["INTEGRATION_MLLP_HEALTH_LISTEN"]) == MLLP_HEALTH_PORT and url[1] == "/readyz"
     settings = Settings.from_env({k: v for k, v in _placeholders(env).items() if k != "PATH"})
     assert settings.mllp_listen == f"0.0.0.0:{MLLP_PORT}"
+    assert "${MLLP_ALLOWED_SENDERS:?" in env["INTEGRATION_MLLP_ALLOWED_SENDERS"] and settings.mllp_allowed_senders
 
 
 def test_the_mllp_systemd_unit_runs_the_listener_and_does_not_restart_on_a_configuration_error() -> None:
@@ -293,6 +295,7 @@ def test_the_mllp_systemd_unit_runs_the_listener_and_does_not_restart_on_a_confi
     assert "ExecStart=/opt/hjerterehab/.venv/bin/integration mllp" in lines
     assert "RestartPreventExitStatus=3" in lines and "User=hjerterehab" in lines
     names = set(re.findall(r"\bmllp_[a-z_]+", unit))
+    assert "mllp_allowed_senders" in names
     assert names and {f"INTEGRATION_{n.upper()}" for n in names} <= KNOWN_VARIABLES, names
 
 

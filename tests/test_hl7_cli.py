@@ -26,3 +26,17 @@ def test_transform_refuses_a_bad_er7_naming_the_field(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert b"PID-7.1" in done.stderr and b"2512489996" not in done.stderr + done.stdout
     assert b"Traceback" not in done.stderr
+
+
+def test_transform_reads_an_er7_in_its_mllp_frame_as_captured_from_the_wire(tmp_path: Path) -> None:
+    framed = tmp_path / "captured.hl7"
+    framed.write_bytes(b"\x0b" + A03.read_bytes() + b"\x1c\x0d")
+    at = ("--at", "2026-11-21T10:00:00+01:00")
+    done = run_integration("transform", *at, str(framed), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(run_integration("transform", *at, str(A03), timeout=60).stdout)
+
+
+def test_transform_help_says_an_mllp_frame_is_read_without_it() -> None:
+    done = run_integration("transform", "--help", timeout=60)
+    assert b"MLLP frame" in done.stdout

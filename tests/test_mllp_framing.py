@@ -64,7 +64,7 @@ def test_to_a_v2_3_or_v2_4_message_the_error_is_in_err_1_and_its_text_in_msa_3(v
     error = AckError(ErrorCode.DATA_TYPE, "PID-3.1: not a CPR number " + "x" * 80, ErrorLocation("PID", 1, 3, 1, 1))
     ack = build_ack(header, AckCode.AE, "ACK1", datetime.fromisoformat("2027-01-12T10:20:00+01:00"), (error,))
     _, msa, err, _ = ack.split(b"\r")
-    assert msa.startswith(b"MSA|AE|C9|PID-3.1: not a CPR number x") and len(msa.split(b"|")[3]) == 80
+    assert msa == b"MSA|AE|C9|PID-3.1: not a CPR number..."  # 80 characters at most, cut at a word boundary
     assert err == b"ERR|PID^1^3^102&Data type error&HL70357"
 
 
@@ -94,3 +94,43 @@ def test_fuzz_target_short_seeded_run(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_start_block_before_the_end_block_begins_a_new_frame() -> None:
+    reader = FrameReader(1024)
+    out = reader.feed(START + MSH[:20])
+    out += reader.feed(b"more" + START + MSH + END)
+    assert out == [Frame(MSH)] and reader.restarted == 1
+    # an end block split over two reads still ends its frame before the next start block
+    reader = FrameReader(1024)
+    out = reader.feed(START + MSH + b"\x1c")
+    out += reader.feed(b"\x0d" + START + MSH + END)
+    assert out == [Frame(MSH), Frame(MSH)] and reader.restarted == 0
+
+
+def test_an_msh_segment_shorter_than_its_encoding_characters_is_no_header() -> None:
+    assert read_header(b"MSH\rPID|1|||||\r") is None  # was an IndexError (the fuzz target found it)
+
+
+def header_of(version: str) -> object:
+    header = read_header(MSH.replace(b"|P|2.5\r", f"|P|{version}\r".encode()))
+    assert header is not None and header.version_id == version
+    return header
+
+
+@pytest.mark.parametrize(("version", "msh_9"), [("2.3", "ACK^A03"), ("2.3.1", "ACK^A03^ACK"), ("2.5", "ACK^A03^ACK")])
+def test_the_acks_msh_9_has_the_components_its_version_defines(version: str, msh_9: str) -> None:
+    ack = build_ack(header_of(version), AckCode.AA, "X", datetime(2026, 12, 1, 12, 0))  # type: ignore[arg-type]
+    assert ack.split(b"\r")[0].split(b"|")[8].decode() == msh_9
+
+
+def test_msa_3_of_a_v2_3_ack_is_cut_at_a_word_boundary_with_an_ellipsis() -> None:
+    text = "PID-7 (date of birth) is not the birth date the CPR number in PID-3 gives; correct one of the two"
+    error = AckError(ErrorCode.DATA_TYPE, text, ErrorLocation("PID", 1, 7))
+    ack = build_ack(header_of("2.3"), AckCode.AE, "X", datetime(2026, 12, 1, 12, 0), (error,))  # type: ignore[arg-type]
+    msa_3 = ack.split(b"\r")[1].split(b"|")[3].decode()
+    assert len(msa_3) <= 80 and msa_3.endswith("...") and text.startswith(msa_3.removesuffix("..."))
+    assert text[len(msa_3) - 3] in " ;"  # the cut is at a word boundary
+    short = AckError(ErrorCode.DATA_TYPE, "PID-7 is wrong", ErrorLocation("PID", 1, 7))
+    ack = build_ack(header_of("2.4"), AckCode.AE, "X", datetime(2026, 12, 1, 12, 0), (short,))  # type: ignore[arg-type]
+    assert ack.split(b"\r")[1].split(b"|")[3] == b"PID-7 is wrong"

@@ -8,10 +8,11 @@ gone (no MSH to answer with AR) and the rest of an oversized frame is then read 
 deadline per frame. `FrameReader` keeps only the first `HEADER_BYTES` of a frame past the limit and throws
 the rest away as it arrives, so a 10 MB frame costs a few kilobytes.
 
-Bounds: at most `max_connections` at once (one more is closed at accept, and logged); a connection silent
-for `idle_timeout` seconds between frames is closed; a frame must arrive whole within `frame_timeout`
-seconds of its start block (a client trickling bytes cannot hold a slot: it is closed, nothing published);
-the ACK must be taken by the client within `frame_timeout` too; a publish whose confirm does not come
+Bounds: at most `max_connections` at once, and `max_connections_per_peer` from one address (one more is
+closed at accept, and logged); a new connection must begin its first frame within `frame_timeout` seconds, and
+a connection silent for `idle_timeout` seconds between frames is closed; a frame must arrive whole within
+`frame_timeout` seconds of its start block (a client trickling bytes cannot hold a slot: it is closed, nothing
+published); the ACK must be taken by the client within `frame_timeout` too; a publish whose confirm does not come
 within `publish_timeout` seconds is answered AR/CE 207 (the sender sends again; `hl7_intake.message_id`
 makes a late copy on the bus a redelivery).
 
@@ -37,6 +38,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK  # type: ig
 from integration.adapters.health import Health
 from integration.errors import ConnectionLost, Transient
 from integration.formats.hl7_ack import HEADER_BYTES, MshHeader, read_header
+from integration.log import one_line
 from integration.service import metrics
 from integration.service.hl7_intake import Answer, Hl7Receipt, Intake, Unavailable
 
@@ -76,6 +78,7 @@ class FrameReader:
         self._oversized = 0  # bytes of the current frame thrown away, or 0
         self._head = b""
         self.skipped = 0
+        self.restarted = 0  # frames given up because a start block came before their end block
         self.peak = 0  # the most bytes held at once: the tests' proof of the bound
 
     @property
@@ -99,7 +102,14 @@ class FrameReader:
         return out
 
     def _take(self, view: memoryview, out: list[Frame | Oversized]) -> memoryview:
-        """Add bytes of the current frame; on its end, emit it and return what follows."""
+        """Add bytes of the current frame; on its end, emit it and return what follows. A start block before
+        the end block (ER7 never holds 0x0B) begins a new frame: the sender gave up the one before, which gets
+        no ACK (it was never whole) and is resent by the sender; the one that follows is answered."""
+        restart = bytes(view).find(START_BLOCK)
+        if restart >= 0 and END not in bytes(self._buffer[-1:]) + bytes(view[:restart]):
+            self.restarted += 1
+            self._buffer, self._oversized, self._head = bytearray(), 0, b""
+            return view[restart + 1 :]
         scan_from = max(len(self._buffer) - 1, 0)  # an end block may straddle two reads
         self._buffer += view
         self.peak = max(self.peak, len(self._buffer))
@@ -138,14 +148,20 @@ class ListenerSettings:
     publish_timeout: float = 15.0  # seconds for the broker's confirm
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # mutual TLS: a client certificate signed by one of these is required
+    max_connections_per_peer: int = 4
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """A server context from the certificate chain and key (OSError/ssl.SSLError when they cannot be read)."""
+        """A server context from the certificate chain and key, and with `tls_client_ca_file` one that requires
+        a client certificate it verifies (OSError/ssl.SSLError when a file cannot be read)."""
         if not self.tls_cert_file:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.tls_cert_file, self.tls_key_file or None)
+        if self.tls_client_ca_file:
+            context.load_verify_locations(cafile=self.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
 
 
@@ -188,6 +204,18 @@ class DaemonWorker(Executor):
             self._thread.join()
 
 
+def unframed(raw: bytes) -> bytes:
+    """`raw` without one MLLP frame around it (a message captured from the wire: 0x0B, the message, 0x1C and
+    0x0D, perhaps with a line break after), else `raw` as it is."""
+    if not raw.startswith(START_BLOCK):
+        return raw
+    inside = raw[len(START_BLOCK) :].rstrip(b"\r\n")
+    if not inside.endswith(END_BLOCK):
+        return raw
+    message = inside[: -len(END_BLOCK)]
+    return raw if START_BLOCK in message or END_BLOCK in message else message
+
+
 def _frame(message: bytes) -> bytes:
     return bytes(START_BLOCK + message + END)
 
@@ -195,6 +223,7 @@ def _frame(message: bytes) -> bytes:
 @dataclass
 class _Connection:
     peer: str
+    address: str  # the peer's IP address: the per-address cap counts these
     busy: bool = False
     task: asyncio.Task[Any] | None = None
 
@@ -215,6 +244,8 @@ class MllpListener:
     health: Health | None = None  # /livez, /readyz: the loop's beat, the broker and the store as last seen
     probe: Callable[[], None] | None = None  # opens the publisher's connection (worker thread); raises if it cannot
     _watch: asyncio.Task[None] | None = None
+    _down: dict[str, str] = field(default_factory=dict)  # dependencies last seen failing, with the reason
+    _recording: set[Future[None]] = field(default_factory=set)  # outage records not yet written
 
     @property
     def port(self) -> int:
@@ -235,11 +266,27 @@ class MllpListener:
             host=self.settings.host,
             port=self.port,
             tls=bool(self.settings.tls_cert_file),
+            client_certificates=bool(self.settings.tls_cert_file and self.settings.tls_client_ca_file),
+            senders=",".join(self.intake.senders.entries),
             max_message_bytes=self.settings.max_message_bytes,
             max_connections=self.settings.max_connections,
         )
         if self.health is not None:
             self._watch = asyncio.get_running_loop().create_task(self._beat(self.health))
+
+    async def first_probe(self) -> Exception | None:
+        """Open the publisher's connection once, before listening: what failed (None: connected, or no probe).
+        `integration mllp` exits 3 on the broker refusing our login or vhost; an unreachable broker is only
+        logged (the listener answers AR 207 and /readyz is down until it comes)."""
+        if self.probe is None:
+            return None
+        try:
+            await self._run(self.probe)
+        except Exception as exc:  # the caller decides: a refusal is configuration, the rest an outage
+            self._seen(BROKER, f"{type(exc).__name__}: {exc}")
+            return exc
+        self._seen(BROKER, None)
+        return None
 
     async def _beat(self, health: Health) -> None:
         """Beat every BEAT_SECONDS (/livez: the loop turns); while the broker is not known to take messages,
@@ -250,18 +297,27 @@ class MllpListener:
                 try:
                     await self._run(self.probe)
                 except Exception as exc:  # any failure to connect keeps it not ready, with the reason
-                    health.down(BROKER, f"{type(exc).__name__}: {exc}")
+                    self._seen(BROKER, f"{type(exc).__name__}: {exc}")
                 else:
-                    health.up(BROKER)
+                    self._seen(BROKER, None)
             await asyncio.sleep(BEAT_SECONDS)
 
     def _seen(self, dependency: str, failure: str | None) -> None:
-        if self.health is None:
-            return
+        """Note a dependency as seen: a change is logged (a warning when it goes, info when it is back), also
+        without /readyz."""
+        was = self._down.get(dependency)
         if failure is None:
-            self.health.up(dependency)
-        elif self.health.down(dependency, failure):
-            log.warning("dependency unavailable", dependency=dependency, reason=failure)
+            self._down.pop(dependency, None)
+            if self.health is not None:
+                self.health.up(dependency)
+            if was is not None:
+                log.info("dependency available again", dependency=dependency)
+            return
+        self._down[dependency] = failure
+        if self.health is not None:
+            self.health.down(dependency, failure)
+        if was != failure:
+            log.warning("dependency unavailable", dependency=dependency, reason=one_line(failure, 300))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting; connections waiting for a frame are closed at once, a message being answered gets
@@ -283,21 +339,23 @@ class MllpListener:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        if self._recording:  # outage records: written if the store and the worker can within the grace
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(self._recording)], timeout=min(grace, 3.0))
         if self.on_stop is not None:
             self._worker.submit(self.on_stop)
         self._worker.shutdown(wait=False, cancel_futures=False)
         log.info("stopped")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer)
-        if self._stopping or len(self._connections) >= self.settings.max_connections:
+        peer, address = _peer(writer), _address(writer)
+        if (why := self._refusal(address)) is not None:
             self.refused_connections += 1
             metrics.MLLP_CONNECTIONS.labels("refused").inc()
-            log.warning("connection refused: too many connections", peer=peer, limit=self.settings.max_connections)
+            log.warning(f"connection refused: {why[0]}", peer=peer, limit=why[1])
             writer.transport.abort()
             return
         key = id(writer)
-        connection = _Connection(peer, task=asyncio.current_task())
+        connection = _Connection(peer, address, task=asyncio.current_task())
         self._connections[key] = connection
         metrics.MLLP_CONNECTIONS.labels("accepted").inc()
         metrics.MLLP_OPEN_CONNECTIONS.inc()
@@ -312,22 +370,38 @@ class MllpListener:
             self._connections.pop(key, None)
             writer.transport.abort() if not writer.transport.is_closing() else None
 
+    def _refusal(self, address: str) -> tuple[str, int] | None:
+        """Why a new connection from `address` is closed at accept (and the limit), or None. The cap per
+        address keeps one peer (idle connections, or a flood) from taking every slot from the hospital's
+        engine, which connects from an address of its own."""
+        if self._stopping:
+            return "stopping", 0
+        if len(self._connections) >= self.settings.max_connections:
+            return "too many connections", self.settings.max_connections
+        from_there = sum(1 for c in self._connections.values() if c.address == address)
+        if from_there >= self.settings.max_connections_per_peer:
+            return "too many connections from this address", self.settings.max_connections_per_peer
+        return None
+
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         frames = FrameReader(self.settings.max_message_bytes)
         loop = asyncio.get_running_loop()
         frame_started: float | None = None
+        connected, answered = loop.time(), False
         while not self._stopping:
             if frames.in_frame:
                 frame_started = frame_started if frame_started is not None else loop.time()
                 wait = self.settings.frame_timeout - (loop.time() - frame_started)
+            elif not answered:  # a new connection must begin its first frame within frame_timeout
+                frame_started, wait = None, self.settings.frame_timeout - (loop.time() - connected)
             else:
                 frame_started, wait = None, self.settings.idle_timeout
             try:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=max(wait, 0.0))
             except TimeoutError:
-                why = "frame not complete in time" if frames.in_frame else "idle"
+                why = "frame not complete in time" if frames.in_frame else "idle" if answered else "no frame in time"
                 if frames.in_frame:
                     metrics.MLLP_FRAMES_REFUSED.labels("frame-timeout").inc()
                 log.info("connection closed", peer=connection.peer, reason=why, partial_frame=frames.in_frame)
@@ -337,7 +411,11 @@ class MllpListener:
                     metrics.MLLP_FRAMES_REFUSED.labels("unfinished").inc()
                     log.info("connection closed with a frame unfinished", peer=connection.peer)
                 return
+            restarted = frames.restarted
             units = frames.feed(data)
+            if frames.restarted > restarted:
+                metrics.MLLP_FRAMES_REFUSED.labels("restarted").inc()
+                log.warning("a start block inside a frame: the frame before it is dropped", peer=connection.peer)
             if frames.skipped > MAX_SKIPPED:
                 metrics.MLLP_FRAMES_REFUSED.labels("outside-frame").inc()
                 log.warning("connection closed: bytes outside any MLLP frame", peer=connection.peer)
@@ -354,6 +432,7 @@ class MllpListener:
                         await asyncio.wait_for(writer.drain(), timeout=self.settings.frame_timeout)
                 finally:
                     connection.busy = False
+                answered = True
                 if frames.in_frame:
                     frame_started = loop.time()  # the next frame began in the same read
 
@@ -408,8 +487,28 @@ class MllpListener:
         return done
 
     def _unavailable(self, header: MshHeader, why: str, peer: str) -> Answer:
+        """The 207 answer, at once; its audit record is written by the worker when it is free (it may still be
+        held by the publish that timed out), and a store that cannot take it is logged."""
         log.warning("not accepted now: answered for a retry", peer=peer, control_id=header.control_id, reason=why)
-        return self.intake.unavailable(header, why)
+        answer = self.intake.unavailable(header, why)
+        try:
+            recorded = self._worker.submit(self.intake.record_unavailable, header, answer, why)
+        except RuntimeError:  # stopped meanwhile: the log line above is all there is
+            return answer
+        self._recording.add(recorded)
+        recorded.add_done_callback(self._recording.discard)
+        recorded.add_done_callback(lambda done: self._not_recorded(done, header, peer))
+        return answer
+
+    @staticmethod
+    def _not_recorded(done: Future[None], header: MshHeader, peer: str) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning(
+                "a message not published because of an outage could not be audited either",
+                peer=peer,
+                control_id=header.control_id,
+                error=type(done.exception()).__name__,
+            )
 
     def _log(self, answer: Answer, header: MshHeader, peer: str) -> None:
         trigger = answer.trigger if answer.trigger in self.intake.supported.triggers else "other"
@@ -425,6 +524,11 @@ class MllpListener:
             error=answer.error or None,
             resent=answer.resent or None,
         )
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    return str(address[0]) if isinstance(address, tuple) and address else "?"
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

@@ -46,10 +46,21 @@ def a03() -> tuple[str, str, bytes]:
     return "hl7-a03-" + SAMPLE.name.removesuffix(".a03.er7"), hl7_intake.message_id(header), raw
 
 
+DEMO_SENDER = "EPJ@RHN"  # the sample's MSH-3@MSH-4 (MSH-4's namespace id)
+
+
 def demo_settings(settings: Settings) -> Settings:
     """The listener's settings in the demo: it publishes with the demo vhost's URL (never `mllp_broker_url`, a
-    hospital user of the service's vhost) and speaks plain TCP to the demo's own client."""
-    return replace(settings, mllp_broker_url="", mllp_tls_cert_file=None, mllp_tls_key_file=None)
+    hospital user of the service's vhost), speaks plain TCP to the demo's own client and takes messages from the
+    sample's sender alone (MSH-3 EPJ, MSH-4 RHN)."""
+    return replace(
+        settings,
+        mllp_broker_url="",
+        mllp_tls_cert_file=None,
+        mllp_tls_key_file=None,
+        mllp_tls_client_ca_file=None,
+        mllp_allowed_senders=(DEMO_SENDER,),
+    )
 
 
 @contextmanager

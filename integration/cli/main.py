@@ -12,6 +12,7 @@ import click
 import orjson
 import structlog
 
+from integration.adapters.mllp import unframed
 from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import masked_dsn
 from integration.bootstrap import build
@@ -88,9 +89,9 @@ def _dump(value: object) -> bytes:
     return fhir_json.dumps(value, option=orjson.OPT_INDENT_2)
 
 
-# `run` is the service: its log is how an operator follows it (a start line, one line per message). The
-# one-off commands answer on stdout and at most one error line; their log says only what went wrong.
-SERVICE_COMMANDS = frozenset({"run"})
+# `run` and `mllp` are services: their log is how an operator follows them (a start line, one line per
+# message). The one-off commands answer on stdout and at most one error line; their log says only what went wrong.
+SERVICE_COMMANDS = frozenset({"run", "mllp"})
 
 
 @click.group(cls=IntegrationCommand)
@@ -98,7 +99,7 @@ SERVICE_COMMANDS = frozenset({"run"})
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
     default=None,
-    help="Log level for stderr [default: INFO for run, WARNING for the other commands].",
+    help="Log level for stderr [default: INFO for run and mllp, WARNING for the other commands].",
 )
 @click.option(
     "--log-format",
@@ -135,6 +136,9 @@ def _receipt_time(value: str | None) -> datetime | None:
 def transform_command(source: BinaryIO, at: str | None, state: Path | None, store: bool) -> None:
     """Transform one inbound message (FILE, or - for stdin) and print the outgoing messages as JSON.
 
+    FILE may be JSON, XML or HL7 v2 (ER7); an HL7 v2 message captured from the wire in its MLLP frame
+    (0x0B ... 0x1C 0x0D) is read without the frame.
+
     Stateless by default: no patient has a course, no request awaits an answer, no message was received
     before — the same input gives the same output. `--state FILE` gives that state; `--store` reads it from
     the configured audit store, which must exist (never created).
@@ -149,7 +153,7 @@ def transform_command(source: BinaryIO, at: str | None, state: Path | None, stor
     known: State = state_file(state) if state else StoreState(settings) if store else NO_STATE
     pipeline = _pipeline(settings)
     try:
-        result = _run(source.read(), pipeline, received, known)
+        result = _run(unframed(source.read()), pipeline, received, known)
     except Transient as exc:
         _fail(EXIT_CONFIGURATION, f"course state unavailable: {exc}")
         raise

@@ -246,11 +246,20 @@ def kind_of(message: Inbound, flow: str | None = None) -> Kind:
     raise UnknownMessageKind(FLOWS[flow].refusal if flow is not None else NOT_OURS)
 
 
+MLLP_START_BLOCK = b"\x0b"  # MLLP's start block (HL7 v2 transport, MLLP release 1): never in ER7 text
+
+
 def read_inbound(raw: bytes, max_bytes: int) -> Inbound:
     """Bytes → the message as read. Raises InvalidInput when it cannot be read (too large, an encoding we do
     not read, malformed, not a FHIR Bundle in XML), RefusedContent when it is well-formed but refused for
     what it holds (its `document` is what a lenient reader made of it, for the MedCom sender's ack). An HL7
-    v2 message in ER7 (bytes beginning `MSH` and a field separator) is read by `formats.er7` (Hl7Problem)."""
+    v2 message in ER7 (bytes beginning `MSH` and a field separator) is read by `formats.er7` (Hl7Problem); one
+    still in its MLLP frame (a start block 0x0B first) is refused naming MSH: the frame is the transport's."""
+    if raw.lstrip(b" \t\r\n").startswith(MLLP_START_BLOCK):
+        raise Hl7Problem(
+            "MLLP block characters on the bus: publish the message without its frame (0x0B ... 0x1C 0x0D)",
+            segment="MSH",
+        )
     if looks_like_er7(raw):
         return Inbound(raw, er7=parse_er7(raw, max_bytes))
     if sniff(raw).syntax is not Syntax.XML:

@@ -3,8 +3,8 @@ ACK itself (`build_ack`: MSH, MSA, and an ERR when something was wrong).
 
 The rules are HL7 v2.5 chapter 2 (2.9 message processing rules, 2.15 segment definitions):
 - the ACK's MSH is built anew: MSH-3/4 ← the message's MSH-5/6 and MSH-5/6 ← its MSH-3/4, MSH-7 now,
-  MSH-9 `ACK^<trigger>^ACK`, MSH-10 a control id of our own, MSH-11 and MSH-12 echoed; the encoding
-  characters are the received message's;
+  MSH-9 `ACK^<trigger>^ACK` (to v2.3, whose MSH-9 has no message structure, `ACK^<trigger>`), MSH-10 a
+  control id of our own, MSH-11 and MSH-12 echoed; the encoding characters are the received message's;
 - MSA-1 the acknowledgement code (table 0008), MSA-2 the message's MSH-10;
 - ERR-2 the error location (ERL: segment ^ sequence ^ field ^ repetition ^ component ^ sub-component),
   ERR-3 the HL7 error code (table 0357, coded with its text and `HL70357`), ERR-4 the severity (table 0516:
@@ -12,7 +12,8 @@ The rules are HL7 v2.5 chapter 2 (2.9 message processing rules, 2.15 segment def
 - but to a v2.3/v2.3.1/v2.4 message, whose ERR has only ERR-1 (v2.3 2.16.5.1 "error code and location", CM;
   v2.4 ELD: segment ID ^ sequence ^ field position ^ code identifying the error, a CE whose parts are
   sub-components: `PID^1^3^102&Data type error&HL70357`), the ERR is that ERR-1, and the user message goes in
-  MSA-3 (text message, at most 80 characters in v2.3), the one place those versions give it.
+  MSA-3 (text message, at most 80 characters in v2.3), the one place those versions give it: cut at a word
+  boundary with an ellipsis when longer.
 
 The header is read from the first bytes of a message only (`HEADER_BYTES`): enough to answer even a message
 too large to be read, without holding it. Bytes are read as ISO-8859-1, so every byte maps to one character
@@ -29,6 +30,8 @@ HEADER_BYTES = 4096  # the first segment must end within these: an MSH is far sh
 CHARSET = "latin-1"  # byte-transparent: see the module's docstring
 ERR_1_VERSIONS = frozenset({"2.3", "2.3.1", "2.4"})  # ERR-1 only (ERR-2..12 came in v2.5)
 MSA_3_LENGTH = 80  # MSA-3's length in v2.3 and v2.4
+TWO_COMPONENT_MSH_9 = frozenset({"2.3"})  # MSH-9 is type ^ trigger; the message structure came in v2.3.1
+ELLIPSIS = "..."  # ASCII: the ACK is ISO-8859-1, and MSA-3's length counts characters
 
 
 class AckCode(enum.StrEnum):
@@ -131,6 +134,8 @@ def read_header(head: bytes) -> MshHeader | None:
     if not text.startswith("MSH") or not ends or len(text) < 8:
         return None
     segment = text[: min(ends)]
+    if len(segment) < 8:  # MSH, the field separator and four encoding characters at least
+        return None
     separator = segment[3]
     if separator.isalnum() or separator in " \r\n":
         return None
@@ -177,6 +182,23 @@ def escape(text: str, header: MshHeader) -> str:
     return "".join(swaps.get(char, char) for char in text)
 
 
+def cut_at_a_word(text: str, limit: int, header: MshHeader) -> str:
+    """`text` escaped (`escape`) in at most `limit` characters: whole if it fits, else cut at the last word
+    boundary that leaves room for an ellipsis (a single word longer than that is cut inside it)."""
+    whole = escape(text, header)
+    if len(whole) <= limit:
+        return whole
+    words = text.split(" ")
+    for count in range(len(words) - 1, 0, -1):
+        shorter = escape(" ".join(words[:count]).rstrip(" ,;:("), header) + ELLIPSIS
+        if len(shorter) <= limit:
+            return shorter
+    room = limit - len(ELLIPSIS)
+    while len(escaped := escape(text[:room], header)) > limit - len(ELLIPSIS):
+        room -= 1
+    return escaped + ELLIPSIS
+
+
 def _timestamp(now: datetime) -> str:
     """DTM with seconds and the zone offset: YYYYMMDDHHMMSS+ZZZZ."""
     return now.strftime("%Y%m%d%H%M%S%z")
@@ -220,7 +242,7 @@ def build_ack(
             header.sending_facility,
             _timestamp(now),
             "",
-            f"ACK{c}{header.trigger}{c}ACK",
+            f"ACK{c}{header.trigger}" if header.version_id in TWO_COMPONENT_MSH_9 else f"ACK{c}{header.trigger}{c}ACK",
             control_id,
             header.processing_id,
             header.version,
@@ -229,7 +251,7 @@ def build_ack(
     msa = f"MSA{f}{code.value}{f}{header.control_id}"
     if header.version_id in ERR_1_VERSIONS:
         if errors:
-            msa += f + escape(errors[0].message[:MSA_3_LENGTH], header)
+            msa += f + cut_at_a_word(errors[0].message, MSA_3_LENGTH, header)
         segments = [msh, msa, *(_err_1(e, header) for e in errors)]
     else:
         segments = [msh, msa, *(_err(e, header) for e in errors)]

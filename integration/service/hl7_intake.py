@@ -2,6 +2,8 @@
 
 A message goes through these steps, each of which may end it with its answer (HL7 v2.5 §2.9):
 1. its MSH must be readable (else there is no one to answer: the connection is closed);
+1a. its sender (MSH-3/MSH-4) must be one of the listener's (`AllowedSenders`) → else AR (CR) with ERR 103 at
+   MSH-4 (or MSH-3), audited, never published;
 2. too large → AR (enhanced mode: CE), never read whole;
 3. message type, trigger, version, processing id we support (`SUPPORTED`) → else AR (CR) with ERR 200/201/
    203/202;
@@ -33,6 +35,8 @@ from datetime import datetime
 from typing import Protocol
 
 from integration.errors import InvalidInput, Rejected
+from integration.formats.adt import VERSIONS as ADT_VERSIONS
+from integration.formats.er7_digest import content_digest as er7_content_digest
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
     AckCode,
@@ -57,11 +61,53 @@ class Supported:
 
     message_type: str = "ADT"
     triggers: frozenset[str] = frozenset({"A03", "A08", "A11", "A13"})
-    versions: frozenset[str] = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"})
+    versions: frozenset[str] = ADT_VERSIONS  # the reader's (formats.adt): one table, v2.3 to v2.9
     processing_ids: frozenset[str] = frozenset({"P"})
 
 
 SUPPORTED = Supported()
+ANY_SENDER = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedSenders:
+    """The senders a listener takes messages from (`mllp_allowed_senders`). Each entry is a sending facility,
+    compared with MSH-4 whole or with its first component (HD.1, the namespace id: `RHN` matches
+    `RHN^1.2.208.176.1.1^ISO`), or `application@facility` (MSH-3 and MSH-4 compared the same way); `*` takes
+    anyone. No entry: no one. MSH-3 and MSH-4 are the sender's own words (HL7 tables 0361 and 0362, kept by
+    the receiver): this is a list of whom we expect, not proof of who connects; mutual TLS
+    (`mllp_tls_client_ca_file`) and the network are what authenticate the connection."""
+
+    entries: tuple[str, ...] = ()
+
+    @property
+    def anyone(self) -> bool:
+        return ANY_SENDER in self.entries
+
+    def refusal(self, header: MshHeader) -> AckError | None:
+        """None when the sender is allowed; else the ERR: 103 (table value not found: MSH-4 is a value of
+        table 0362, MSH-3 of 0361) at the field that is not on the list."""
+        if self.anyone:
+            return None
+        facility = _hd_matches(header.sending_facility, header.component_separator)
+        application = _hd_matches(header.sending_application, header.component_separator)
+        facilities = {entry.rpartition("@")[2] for entry in self.entries}
+        if not facilities & facility:
+            what = "sending facility MSH-4 is not one this listener takes messages from (mllp_allowed_senders)"
+            return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, 4))
+        for entry in self.entries:
+            app, at, fac = entry.rpartition("@")
+            if fac in facility and (not at or app in application):
+                return None
+        what = "sending application MSH-3 is not one this listener takes messages from (mllp_allowed_senders)"
+        return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, 3))
+
+
+def _hd_matches(value: str, component_separator: str) -> set[str]:
+    """The forms of an HD field (MSH-3, MSH-4) an entry may name: the field whole (its components joined by
+    `^`, whatever the message's separator) and its namespace id; never an empty one."""
+    parts = value.split(component_separator)
+    return {form for form in ("^".join(parts).rstrip("^"), parts[0]) if form}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +173,13 @@ def message_id_of(body: bytes) -> str | None:
 
 
 def content_digest(raw: bytes) -> str:
+    """What a resend must match to be the same message (hl7_received's content_sha256): the ER7 content digest
+    (`integration.formats.er7_digest`: segment terminators, trailing delimiters and MSH-7 do not count), else the
+    raw SHA-256."""
+    return er7_content_digest(raw) or raw_digest(raw)
+
+
+def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -141,8 +194,25 @@ def _unavailable_code(enhanced: bool) -> AckCode:
     return AckCode.CE if enhanced else AckCode.AR
 
 
+ACK_CONDITIONS = frozenset({"AL", "NE", "ER", "SU"})  # HL7 table 0155 (accept/application acknowledgment conditions)
+
+
+def unknown_ack_condition(header: MshHeader) -> AckError | None:
+    """The ERR for an MSH-15 or MSH-16 valued but not in table 0155: 103 at that field. Such a message is
+    answered whatever it asked (a condition we cannot read must not silence the ACK: the sender would wait, or
+    never hear of a refusal) and never published."""
+    for number, value in ((15, header.accept_ack_type), (16, header.application_ack_type)):
+        if value and value not in ACK_CONDITIONS:
+            what = f"MSH-{number} is not an acknowledgment condition of HL7 table 0155 (AL, NE, ER, SU)"
+            return AckError(ErrorCode.TABLE_VALUE_NOT_FOUND, what, ErrorLocation("MSH", 1, number))
+    return None
+
+
 def unsupported(header: MshHeader, supported: Supported = SUPPORTED) -> AckError | None:
-    """The ERR for a message type, trigger, version or processing id we do not take (HL7 v2.5 2.9.2.1)."""
+    """The ERR for an acknowledgment condition not in table 0155, or a message type, trigger, version or
+    processing id we do not take (HL7 v2.5 2.9.2.1)."""
+    if (error := unknown_ack_condition(header)) is not None:
+        return error
     if header.message_type != supported.message_type:
         what = f"message type MSH-9.1 is not one this listener takes ({supported.message_type})"
         return AckError(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, what, ErrorLocation("MSH", 1, 9, 1, 1))
@@ -184,6 +254,8 @@ def _wanted(header: MshHeader, accepted: bool) -> bool:
     if not header.enhanced_mode:
         return True
     condition = header.accept_ack_type or "AL"
+    if condition not in ACK_CONDITIONS or header.application_ack_type not in ACK_CONDITIONS | {""}:
+        return True  # unreadable: answered (unknown_ack_condition refuses it)
     return condition == "AL" or (condition == "ER" and not accepted) or (condition == "SU" and accepted)
 
 
@@ -198,6 +270,7 @@ class Intake:
     clock: Clock
     new_control_id: NewControlId
     supported: Supported = field(default_factory=Supported)
+    senders: AllowedSenders = field(default_factory=AllowedSenders)
 
     def _answer(self, header: MshHeader, code: AckCode, error: AckError | None = None) -> Answer:
         ack = build_ack(header, code, self.new_control_id(), self.clock(), (error,) if error else ())
@@ -208,7 +281,9 @@ class Intake:
             where = error.code.value[0] + (f" at {place.segment}-{place.field}" if place and place.field else "")
         return Answer(ack if _wanted(header, accepted) else None, code, header.control_id, header.trigger, where)
 
-    def _audit(self, header: MshHeader, answer: Answer, receipt: Hl7Receipt | None = None) -> None:
+    def _audit(
+        self, header: MshHeader, answer: Answer, receipt: Hl7Receipt | None = None, not_published: str = ""
+    ) -> None:
         detail = {
             "sendingApplication": header.sending_application,
             "sendingFacility": header.sending_facility,
@@ -222,6 +297,8 @@ class Intake:
             detail["error"] = answer.error
         if answer.resent:
             detail["resent"] = True
+        if not_published:
+            detail["notPublished"] = not_published
         if header.application_ack_type in ("AL", "SU", "ER"):
             detail["applicationAck"] = "not sent: the message is processed later on the bus"
         entry = AuditEntry("hl7-received", FLOW, message_id(header), detail)
@@ -238,18 +315,28 @@ class Intake:
         return answer
 
     def unavailable(self, header: MshHeader, why: str) -> Answer:
-        """AR (CE) with ERR 207: our side failed; the sender may send the message again. Not audited: the store
-        may be what failed (the log line says it)."""
+        """AR (CE) with ERR 207: our side failed; the sender may send the message again. Builds the answer only
+        (no I/O: it must go back at once); `record_unavailable` audits it when the store can."""
         error = AckError(ErrorCode.INTERNAL_ERROR, f"not accepted now ({why}): send the message again later")
         return self._answer(header, _unavailable_code(header.enhanced_mode), error)
 
+    def record_unavailable(self, header: MshHeader, answer: Answer, why: str) -> None:
+        """The audit record of a message not published because of an outage, whatever MSH-15 asked (an NE or SU
+        sender got no ACK, and must be findable: the store may be up while the broker is down). Raises what the
+        store raises when it is the one down (the caller logs it)."""
+        self._audit(header, answer, not_published=why)
+
     def too_large(self, header: MshHeader, limit: int) -> Answer:
+        if (refused := self.senders.refusal(header)) is not None:
+            return self.refuse(header, refused)
         error = AckError(ErrorCode.VALUE_TOO_LONG, f"the message is larger than {limit} bytes (mllp_max_message_bytes)")
         return self.refuse(header, error)
 
     def check(self, header: MshHeader, raw: bytes) -> Answer | Hl7Receipt:
         """Steps 3 to 5: an Answer when the message ends here, else the receipt to publish it under.
         Raises Unavailable when the store does not answer."""
+        if (refused := self.senders.refusal(header)) is not None:
+            return self.refuse(header, refused)
         if (error := unsupported(header, self.supported)) is not None:
             return self.refuse(header, error)
         digest = content_digest(raw)
@@ -257,8 +344,8 @@ class Intake:
             earlier = self.store.hl7_receipt(header.sending_application, header.sending_facility, header.control_id)
         except Exception as exc:  # the store's outage, whatever its driver calls it: no ACK of ours may claim more
             raise Unavailable("the audit store did not answer") from exc
-        if earlier is not None:
-            return self._earlier(header, earlier, digest)
+        if earlier is not None:  # rows written before the ER7 digest hold the raw SHA-256
+            return self._earlier(header, earlier, digest if earlier.content_sha256 != raw_digest(raw) else None)
         try:
             self.validate(raw, self.clock())
         except (InvalidInput, Rejected) as problem:
@@ -274,8 +361,9 @@ class Intake:
             b"",
         )
 
-    def _earlier(self, header: MshHeader, earlier: Hl7Receipt, digest: str) -> Answer:
-        if earlier.content_sha256 == digest:
+    def _earlier(self, header: MshHeader, earlier: Hl7Receipt, digest: str | None) -> Answer:
+        """A control id seen before: the same content (`digest` None: the same bytes) is a resend."""
+        if digest is None or earlier.content_sha256 == digest:
             answer = Answer(
                 earlier.ack or None, AckCode(earlier.ack_code), header.control_id, header.trigger, resent=True
             )

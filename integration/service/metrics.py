@@ -128,6 +128,7 @@ MLLP_OPEN_CONNECTIONS = Gauge("rehab_mllp_connections_open", "Connections to the
 MLLP_FRAMES_REFUSED = Counter(
     "rehab_mllp_frames_refused",
     "MLLP frames or connections cut off without an answer or with AR 104, by reason: too-large, no-msh, "
-    "frame-timeout (slowloris), unfinished (closed mid-frame), outside-frame (bytes outside any frame)",
+    "frame-timeout (slowloris), unfinished (closed mid-frame), outside-frame (bytes outside any frame), "
+    "restarted (a start block inside a frame)",
     ["reason"],
 )

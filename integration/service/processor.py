@@ -59,6 +59,7 @@ from integration.domain.course import (
 from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult, Handled, Refusal
+from integration.formats.er7_digest import content_digest as er7_content_digest
 from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
@@ -82,6 +83,16 @@ class ReusedMessageId(InvalidInput):
     reason = "reused-message-id"
 
 
+ER7_DIGEST_PREFIX = "er7:"  # a processed_message digest that is an ER7 content digest, not the body's SHA-256
+
+
+def _er7_digest(delivery: Delivery) -> dict[str, str]:
+    """The ER7 content digest for the audit's `received` record, beside the body's SHA-256 (both evidence)."""
+    if delivery.content_digest.startswith(ER7_DIGEST_PREFIX):
+        return {"er7ContentSha256": delivery.content_digest.removeprefix(ER7_DIGEST_PREFIX)}
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One inbound message as the processor sees it; its properties were checked by the adapter."""
@@ -100,12 +111,25 @@ class Delivery:
     delivery_tag: int | None = None  # the broker's number for this delivery on its channel (for the logs)
 
     hl7_id: str | None = None  # an HL7 v2 message's own id (MSH-3, MSH-4, MSH-10); computed
+    # What a copy under the same key must match to be the same message, as processed_message stores it: for ER7
+    # `er7:` and the content digest (integration.formats.er7_digest: segment terminators, trailing delimiters and
+    # MSH-7 do not count), else `digest`. `digest` stays the body's SHA-256: the evidence in the audit's
+    # `received` record (which adds er7ContentSha256) and in dead letters.
+    content_digest: str = ""
 
     def __post_init__(self) -> None:
         if not self.digest:
             object.__setattr__(self, "digest", sha256(self.body).hexdigest())
         if self.hl7_id is None:
             object.__setattr__(self, "hl7_id", message_id_of(self.body))
+        if not self.content_digest:
+            er7 = er7_content_digest(self.body) if self.hl7_id else None
+            object.__setattr__(self, "content_digest", ER7_DIGEST_PREFIX + er7 if er7 else self.digest)
+
+    def same_content(self, digest: str | None) -> bool:
+        """Whether a digest stored for this key (or another copy's) is this message's: its content digest, or
+        its raw SHA-256 (rows stored before the ER7 digest existed)."""
+        return digest in (None, self.content_digest, self.digest)
 
     @property
     def key(self) -> str:
@@ -368,7 +392,7 @@ class Processor:
         """A key processed before: the same body is a redelivery (its stored outputs republished once per
         batch, a further copy settled with it); another body is a reused id — compared with what the
         store holds, not with a copy that happens to come first in the batch."""
-        if earlier.digest not in (None, delivery.digest):
+        if not delivery.same_content(earlier.digest):
             self._plan_rejection(batch, index, delivery, self._reused(delivery, earlier.at), received)
         elif batch.firsts.setdefault((delivery.flow, delivery.stored_key), delivery) is delivery:
             self._plan_republish(batch, index, delivery, earlier.outputs)
@@ -381,6 +405,7 @@ class Processor:
             delivery,
             None,
             sha256=delivery.digest,
+            **_er7_digest(delivery),
             redelivered=delivery.redelivered,
             source=delivery.source,
             exchange=delivery.exchange,
@@ -414,7 +439,7 @@ class Processor:
             *self._facts(delivery, result),
             self._entry("transformed", delivery, patient, outputs=[o.message_id for o in outputs]),
         ]
-        batch.processed.append((delivery.flow, delivery.stored_key, delivery.digest, outputs))
+        batch.processed.append((delivery.flow, delivery.stored_key, delivery.content_digest, outputs))
         batch.changes = batch.changes + result.state
         batch.to_publish += [(delivery, output, result.patient) for output in outputs]
         batch.outcomes[index] = Outcome(Disposition.PROCESSED, len(outputs), patient)
@@ -449,7 +474,7 @@ class Processor:
 
     def _plan_copy(self, batch: _Batch, index: int, delivery: Delivery, first: Delivery, received: AuditEntry) -> None:
         """A second copy in one batch (a sender's retry after a lost confirm): the redelivery it is, or a reused id."""
-        if first.digest != delivery.digest:
+        if first.content_digest != delivery.content_digest:
             self._plan_rejection(batch, index, delivery, self._reused(delivery, None), received)
             return
         self._settle_copy(batch, index, delivery)

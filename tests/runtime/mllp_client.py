@@ -39,8 +39,13 @@ def adt(control: str = "C1", note: str = "", accept: str = "", app: str = "", ve
 
 
 class Client:
-    def __init__(self, port: int, tls: ssl.SSLContext | None = None, timeout: float = 10.0) -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(
+        self, port: int, tls: ssl.SSLContext | None = None, timeout: float = 10.0, source: str | None = None
+    ) -> None:
+        """`source`: the local address to connect from (another 127.0.0.0/8 address: another peer)."""
+        raw = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.sock: socket.socket = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
 
     def send(self, message: bytes) -> None:
@@ -78,8 +83,12 @@ def segment(ack: bytes, name: str) -> list[str]:
     raise AssertionError(f"no {name} in {ack!r}")
 
 
+SENDER = "EPJ@RHN"  # the fixtures' MSH-3@MSH-4
+
+
 def settings_for(vhost: str, audit_dsn: str, **overrides: object) -> Settings:
     base = Settings.from_env({"INTEGRATION_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}"})
+    overrides = {"mllp_allowed_senders": (SENDER,), **overrides}
     return replace(base, audit_dsn=audit_dsn, **overrides)  # type: ignore[arg-type]
 
 

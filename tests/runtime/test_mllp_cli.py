@@ -12,10 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from integration.adapters.sql.stores import open_audit_store
 from tests.runtime.broker_helpers import readyz, take_all, wait_for
 from tests.runtime.conftest import broker_url
-from tests.runtime.mllp_client import Client, adt, segment
+from tests.runtime.mllp_client import Client, adt, segment, self_signed
 from tests.runtime.tcp_proxy import TcpProxy
 
 QUEUE = "rehab.discharge-events"
@@ -29,7 +31,8 @@ def free_port() -> int:
 
 def env_for(vhost: str, dsn: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
-    env.update({"INTEGRATION_BROKER_URL": broker_url(vhost), "INTEGRATION_AUDIT_DSN": dsn, **settings})
+    env.update({"INTEGRATION_BROKER_URL": broker_url(vhost), "INTEGRATION_AUDIT_DSN": dsn})
+    env.update({"INTEGRATION_MLLP_ALLOWED_SENDERS": "EPJ@RHN", **settings})
     return env
 
 
@@ -119,10 +122,134 @@ def test_sigterm_answers_the_message_in_flight_then_exits_0(vhost_of_its_own: st
     assert segment(ack, "MSA")[1:3] == ["AR", "IN-FLIGHT"] and segment(ack, "ERR")[3].startswith("207^")
     store = open_audit_store(dsn, create=False)
     try:
-        answered = [r.detail["controlId"] for r in store.records() if r.step == "hl7-received"]
+        answered = [
+            r.detail["controlId"]
+            for r in store.records()
+            if r.step == "hl7-received" and "notPublished" not in r.detail
+        ]
     finally:
         store.close()
     assert answered == ["BEFORE"]  # no receipt for the message in flight: its resend is published anew
     assert [m.body for m in take_all(vhost_of_its_own, QUEUE)] == [adt("BEFORE")]
     assert not listening(port)
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # the default level of `integration mllp` is info, as `run`'s: its start and each message are logged
+    assert '"event": "listening"' in text and text.count('"event": "message answered"') == 2
+
+
+def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "integration", "mllp"], env=env, capture_output=True, timeout=60, text=True
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    return errors[0]
+
+
+def test_no_sender_list_is_exit_3_naming_the_setting(vhost: str, tmp_path: Path) -> None:
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        INTEGRATION_MLLP_ALLOWED_SENDERS="",
+    )
+    done = run_to_exit(env)
+    assert done.returncode == 3 and "INTEGRATION_MLLP_ALLOWED_SENDERS" in one_error_line(done)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:not-the-password@127.0.0.1:5672/{vhost}",  # ACCESS_REFUSED (login)
+        "amqp://guest:guest@127.0.0.1:5672/{vhost}-not-there",  # the vhost not found
+    ],
+)
+def test_the_broker_refusing_the_listeners_login_or_vhost_is_exit_3_naming_the_setting(
+    vhost: str, tmp_path: Path, url: str
+) -> None:
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        INTEGRATION_MLLP_BROKER_URL=url.format(vhost=vhost),
+    )
+    done = run_to_exit(env)
+    line = one_error_line(done)
+    assert done.returncode == 3 and "INTEGRATION_MLLP_BROKER_URL" in line and "refused" in line
+    assert "not-the-password" not in done.stderr
+
+
+def test_an_unreachable_broker_is_a_retry_ar_207_with_a_warning_and_readyz_down(vhost: str, tmp_path: Path) -> None:
+    port, health = free_port(), free_port()
+    log = tmp_path / "mllp.log"
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{port}",
+        INTEGRATION_MLLP_HEALTH_LISTEN=f"127.0.0.1:{health}",
+        INTEGRATION_MLLP_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/{vhost}",
+    )
+    process = start(env, log)
+    try:
+        wait_for(lambda: listening(port), 30, "the listener listens though the broker is not there")
+        ack = Client(port, timeout=30).ask(adt("NOBROKER"))
+        assert readyz(health)[0] == 503
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert segment(ack, "MSA")[1] == "AR" and segment(ack, "ERR")[3].startswith("207^")
+    text = log.read_text()
+    assert "dependency unavailable" in text and '"level": "warning"' in text.replace('"level":"', '"level": "')
+
+
+def tls_case(tmp_path: Path, case: str) -> tuple[dict[str, str], str]:
+    """(settings, what the one error line must name) for a TLS configuration `integration mllp` must refuse."""
+    cert, key = self_signed(tmp_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = {
+        "key-alone": ({"INTEGRATION_MLLP_TLS_KEY_FILE": str(key)}, "INTEGRATION_MLLP_TLS_CERT_FILE"),
+        "cert-alone": ({"INTEGRATION_MLLP_TLS_CERT_FILE": str(cert)}, "INTEGRATION_MLLP_TLS_KEY_FILE"),
+        "client-ca-alone": ({"INTEGRATION_MLLP_TLS_CLIENT_CA_FILE": str(cert)}, "INTEGRATION_MLLP_TLS_CERT_FILE"),
+        "missing-key-file": (
+            {"INTEGRATION_MLLP_TLS_CERT_FILE": str(cert), "INTEGRATION_MLLP_TLS_KEY_FILE": str(tmp_path / "none.key")},
+            "INTEGRATION_MLLP_TLS_KEY_FILE",
+        ),
+        "garbage-cert": (
+            {"INTEGRATION_MLLP_TLS_CERT_FILE": str(garbage), "INTEGRATION_MLLP_TLS_KEY_FILE": str(key)},
+            "INTEGRATION_MLLP_TLS_CERT_FILE",
+        ),
+        "garbage-client-ca": (
+            {
+                "INTEGRATION_MLLP_TLS_CERT_FILE": str(cert),
+                "INTEGRATION_MLLP_TLS_KEY_FILE": str(key),
+                "INTEGRATION_MLLP_TLS_CLIENT_CA_FILE": str(garbage),
+            },
+            "INTEGRATION_MLLP_TLS_CLIENT_CA_FILE",
+        ),
+    }
+    return cases[case]
+
+
+@pytest.mark.parametrize(
+    "case", ["key-alone", "cert-alone", "client-ca-alone", "missing-key-file", "garbage-cert", "garbage-client-ca"]
+)
+def test_half_a_tls_configuration_or_an_unusable_file_is_exit_3_naming_the_setting(
+    vhost: str, tmp_path: Path, case: str
+) -> None:
+    settings, named = tls_case(tmp_path, case)
+    env = env_for(
+        vhost,
+        f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        INTEGRATION_MLLP_LISTEN=f"127.0.0.1:{free_port()}",
+        INTEGRATION_MLLP_HEALTH_LISTEN="",
+        **settings,
+    )
+    done = run_to_exit(env)
+    assert done.returncode == 3 and named in one_error_line(done)

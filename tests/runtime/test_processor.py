@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -404,6 +405,35 @@ def test_an_er7_message_is_keyed_by_its_control_id_not_by_the_amqp_message_id(pi
     assert [r.step for r in store.records()].count("fact:referral-built") == 1
     (dead,) = broker.queues["rehab.discharge-events.dlq"]
     assert "0101701234" not in dead.headers["x-rehab-reason"]
+
+
+def test_an_er7_in_its_mllp_frame_on_the_bus_is_refused_naming_msh_and_the_frame(pipeline, store, broker) -> None:
+    processor = make(pipeline, store, broker)
+    framed = Delivery(
+        "discharge", b"\x0b" + A03.read_bytes() + b"\x1c\x0d", "amqp-f", content_type="x-application/hl7-v2+er7"
+    )
+    outcome = processor.process(framed)
+    assert outcome.disposition == "dead-lettered"
+    (dead,) = broker.queues["rehab.discharge-events.dlq"]
+    reason = dead.headers["x-rehab-reason"]
+    assert reason.startswith("MSH") and "MLLP block characters on the bus" in reason and "JSON" not in reason
+
+
+def test_an_er7_resend_changed_only_in_form_is_a_redelivery_and_the_audit_keeps_the_bodys_hash(
+    pipeline, store, broker
+) -> None:
+    """CRLF for CR, a re-stamped MSH-7 and a trailing separator do not make a resend another message (the ER7
+    content digest, integration.formats.er7_digest); the `received` record keeps each body's own SHA-256."""
+    processor = make(pipeline, store, broker)
+    raw = A03.read_bytes()
+    resend = raw.replace(b"\r", b"\r\n").replace(b"|20261120140512|", b"|20261120150000|").replace(b"\rEVN", b"|\rEVN")
+    assert processor.process(er7(A03, "amqp-1")).disposition == "processed"
+    again = Delivery("discharge", resend, "amqp-2", content_type="x-application/hl7-v2+er7")
+    assert processor.process(again).disposition == "replayed-outputs"
+    received = [r.detail for r in store.records() if r.step == "received"]
+    assert received[0]["sha256"] == hashlib.sha256(raw).hexdigest()  # the body's own hash, as before
+    assert received[0]["er7ContentSha256"] != received[0]["sha256"] and received[1]["duplicate"] is True
+    assert not broker.queues["rehab.discharge-events.dlq"]
 
 
 def test_an_a13_resent_after_a_new_discharge_changes_nothing(pipeline, store, broker) -> None:
