@@ -12,15 +12,15 @@ import pytest
 
 from integration.conformance.validation import Unsendable, fhir_problems, messaging_problems, validate_message
 from integration.flows.dispatch import Pipeline, transform
-from tests.conftest import FIXED_NOW, GOLDEN
+from tests.conftest import FIXED_NOW, GOLDEN, received_at
 
 INTENTIONALLY_INVALID = {"HospitalNotification_Ex_TEK_FCC.json"}
 
 
 @pytest.fixture(scope="module")
 def referral(pipeline: Pipeline) -> dict[str, Any]:
-    raw = (GOLDEN / "discharge" / "08-exercise-test-with-results.event.json").read_bytes()
-    return transform(raw, pipeline, FIXED_NOW).outgoing[0].message
+    path = GOLDEN / "discharge" / "08-exercise-test-with-results.event.json"
+    return transform(path.read_bytes(), pipeline, received_at(path)).outgoing[0].message
 
 
 def _resource(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:

@@ -136,14 +136,14 @@ def parse_discharge_event(
     discharged_at = occurred_at."""
     contract.check(document)
     times = _times(document)
-    if received_at is not None:  # the schema's promise: not more than an hour after the event was received
-        not_ahead_of_receipt(times.occurred, received_at, "occurredAt")
-        not_ahead_of_receipt(times.discharged, received_at, "admission.dischargedAt")
     occurred = times.occurred
     hospital = document["hospital"]
     clinician = document.get("clinicianRiskGroup")
     moments = (occurred, times.admitted, *([received_at] if received_at else []))
     patient = _patient(document["patient"], *moments)
+    if received_at is not None:  # the schema's promise: not more than an hour after the event was received
+        not_ahead_of_receipt(times.occurred, received_at, "occurredAt")
+        not_ahead_of_receipt(times.discharged, received_at, "admission.dischargedAt")
     born = patient.cpr.birth_date
     return DischargeEvent(
         event_id=document["eventId"].lower(),

@@ -123,8 +123,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def _send(demo: Demo, name: str) -> None:
-    """One of the scenario's events, for PATIENT, from the hospital into the demo's vhost."""
+    """One of the scenario's events, for PATIENT, from the hospital into the demo's vhost. The visitation talk is
+    dated a week after the discharge rather than the scenario's two (4 December 2026): the demo receives it now,
+    by the real clock, and an event from the future is refused for that alone."""
     body = (SCENARIO / name).read_bytes().replace(GOLDEN_PATIENT.encode(), PATIENT.encode())
+    body = body.replace(b'"occurredAt": "2026-12-04T10:00:00+01:00"', b'"occurredAt": "2026-11-27T10:00:00+01:00"')
     event_id = re.search(rb'"eventId": "([^"]+)"', body)
     assert event_id
     settings = Settings.from_env({"INTEGRATION_BROKER_URL": demo.broker_url})

@@ -243,7 +243,8 @@ def test_demo_on_the_broker(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
     assert lines[0].startswith("broker: amqp://guest:***@127.0.0.1:5672/hjerterehab-demo-")
     own = lines[0].split("vhost ")[1].split()[0]
     assert f"vhost {own} removed" in lines and own not in rabbitmqctl("list_vhosts")
-    assert sum("referral from" in line for line in lines) == 17  # 13 patients; four re-routed (cancel + new)
+    # 13 patients from JSON, four re-routed (cancel + new), and the ADT^A03 the demo sends over MLLP
+    assert sum("referral from" in line for line in lines) == 18
     assert any("no output: 07-no-referral" in line and "nothing to send" in line for line in lines)
     assert any("hotline: municipality-acute" in line and "hotline.oncall.715541000016001" in line for line in lines)
     assert any(
