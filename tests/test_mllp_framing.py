@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from integration.adapters.mllp import Frame, FrameReader, Oversized
+from integration.formats.er7 import ErrorCode
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
     AckCode,
     AckError,
-    ErrorCode,
     ErrorLocation,
     build_ack,
     read_header,
@@ -71,7 +71,7 @@ def test_to_a_v2_3_or_v2_4_message_the_error_is_in_err_1_and_its_text_in_msa_3(v
 def test_an_err_without_a_location_in_the_v2_3_form() -> None:
     header = read_header(MSH.replace(b"|P|2.5", b"|P|2.4"))
     assert header is not None
-    error = AckError(ErrorCode.INTERNAL_ERROR, "not accepted now: send the message again later")
+    error = AckError(ErrorCode.APPLICATION_INTERNAL_ERROR, "not accepted now: send the message again later")
     ack = build_ack(header, AckCode.AR, "ACK1", datetime.fromisoformat("2027-01-12T10:20:00+01:00"), (error,))
     assert ack.split(b"\r")[2] == b"ERR|^^^207&Application internal error&HL70357"
 

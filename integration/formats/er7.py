@@ -52,17 +52,44 @@ for _logger in {hl7.util.logger, hl7.containers.logger}:
 
 
 class ErrorCode(StrEnum):
-    """HL7 v2.5 Table 0357 (message error condition codes) used by this service."""
+    """HL7 v2.5 Table 0357 (message error condition codes) used by this service: the reader's refusals and the
+    MLLP listener's ERR segments (`text` is the table's description, ERR-3.2)."""
 
     SEGMENT_SEQUENCE = "100"
     REQUIRED_FIELD_MISSING = "101"
     DATA_TYPE = "102"
     TABLE_VALUE_NOT_FOUND = "103"
+    VALUE_TOO_LONG = "104"
     UNSUPPORTED_MESSAGE_TYPE = "200"
     UNSUPPORTED_EVENT_CODE = "201"
     UNSUPPORTED_PROCESSING_ID = "202"
     UNSUPPORTED_VERSION_ID = "203"
+    DUPLICATE_KEY = "205"
     APPLICATION_INTERNAL_ERROR = "207"
+
+    @property
+    def text(self) -> str:
+        return _TABLE_0357_TEXT[self]
+
+    @classmethod
+    def of(cls, code: str) -> ErrorCode:
+        """The entry for a Table 0357 code; DATA_TYPE for a code we do not know (the content is wrong)."""
+        return next((entry for entry in cls if entry.value == code), cls.DATA_TYPE)
+
+
+_TABLE_0357_TEXT = {
+    ErrorCode.SEGMENT_SEQUENCE: "Segment sequence error",
+    ErrorCode.REQUIRED_FIELD_MISSING: "Required field missing",
+    ErrorCode.DATA_TYPE: "Data type error",
+    ErrorCode.TABLE_VALUE_NOT_FOUND: "Table value not found",
+    ErrorCode.VALUE_TOO_LONG: "Value too long",
+    ErrorCode.UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
+    ErrorCode.UNSUPPORTED_EVENT_CODE: "Unsupported event code",
+    ErrorCode.UNSUPPORTED_PROCESSING_ID: "Unsupported processing id",
+    ErrorCode.UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    ErrorCode.DUPLICATE_KEY: "Duplicate key identifier",
+    ErrorCode.APPLICATION_INTERNAL_ERROR: "Application internal error",
+}
 
 
 def location(

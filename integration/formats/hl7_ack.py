@@ -26,6 +26,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from integration.formats.er7 import ErrorCode
+
 HEADER_BYTES = 4096  # the first segment must end within these: an MSH is far shorter
 CHARSET = "latin-1"  # byte-transparent: see the module's docstring
 ERR_1_VERSIONS = frozenset({"2.3", "2.3.1", "2.4"})  # ERR-1 only (ERR-2..12 came in v2.5)
@@ -43,29 +45,6 @@ class AckCode(enum.StrEnum):
     CA = "CA"  # commit accept
     CE = "CE"  # commit error
     CR = "CR"  # commit reject: unsupported type/version/processing id
-
-
-class ErrorCode(enum.Enum):
-    """HL7 table 0357 (message error condition codes) as far as we use it: (code, text)."""
-
-    SEGMENT_SEQUENCE = ("100", "Segment sequence error")
-    REQUIRED_FIELD_MISSING = ("101", "Required field missing")
-    DATA_TYPE = ("102", "Data type error")
-    TABLE_VALUE_NOT_FOUND = ("103", "Table value not found")
-    VALUE_TOO_LONG = ("104", "Value too long")
-    UNSUPPORTED_MESSAGE_TYPE = ("200", "Unsupported message type")
-    UNSUPPORTED_EVENT = ("201", "Unsupported event code")
-    UNSUPPORTED_PROCESSING_ID = ("202", "Unsupported processing id")
-    UNSUPPORTED_VERSION = ("203", "Unsupported version id")
-    UNKNOWN_KEY = ("204", "Unknown key identifier")
-    DUPLICATE_KEY = ("205", "Duplicate key identifier")
-    RECORD_LOCKED = ("206", "Application record locked")
-    INTERNAL_ERROR = ("207", "Application internal error")
-
-    @classmethod
-    def of(cls, code: str) -> ErrorCode:
-        """The entry for a table 0357 code; DATA_TYPE for a code we do not know (the content is wrong)."""
-        return next((entry for entry in cls if entry.value[0] == code), cls.DATA_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +190,7 @@ def _err(error: AckError, header: MshHeader) -> str:
     if where is not None:
         parts = [where.segment, where.sequence, where.field, where.repetition, where.component, where.subcomponent]
         location = c.join("" if not p else str(p) for p in parts).rstrip(c)
-    code, text = error.code.value
+    code, text = error.code.value, error.code.text
     user_message = escape(error.message, header)
     return f"ERR{f}{f}{location}{f}{code}{c}{text}{c}HL70357{f}E{f}{f}{f}{f}{user_message}"
 
@@ -222,7 +201,7 @@ def _err_1(error: AckError, header: MshHeader) -> str:
     sub = header.encoding_characters[3]
     where = error.location
     place = [where.segment, str(where.sequence or 1), str(where.field or "")] if where else ["", "", ""]
-    code, text = error.code.value
+    code, text = error.code.value, error.code.text
     return f"ERR{f}{c.join([*place, sub.join([code, text, 'HL70357'])])}"
 
 

@@ -36,12 +36,12 @@ from typing import Protocol
 
 from integration.errors import InvalidInput, Rejected
 from integration.formats.adt import VERSIONS as ADT_VERSIONS
+from integration.formats.er7 import ErrorCode
 from integration.formats.er7_digest import content_digest as er7_content_digest
 from integration.formats.hl7_ack import (
     HEADER_BYTES,
     AckCode,
     AckError,
-    ErrorCode,
     ErrorLocation,
     MshHeader,
     build_ack,
@@ -218,10 +218,10 @@ def unsupported(header: MshHeader, supported: Supported = SUPPORTED) -> AckError
         return AckError(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, what, ErrorLocation("MSH", 1, 9, 1, 1))
     if header.trigger not in supported.triggers:
         what = f"trigger event MSH-9.2 is not one this listener takes ({', '.join(sorted(supported.triggers))})"
-        return AckError(ErrorCode.UNSUPPORTED_EVENT, what, ErrorLocation("MSH", 1, 9, 1, 2))
+        return AckError(ErrorCode.UNSUPPORTED_EVENT_CODE, what, ErrorLocation("MSH", 1, 9, 1, 2))
     if header.version_id not in supported.versions:
         what = f"version MSH-12 is not one this listener reads ({', '.join(sorted(supported.versions))})"
-        return AckError(ErrorCode.UNSUPPORTED_VERSION, what, ErrorLocation("MSH", 1, 12, 1, 1))
+        return AckError(ErrorCode.UNSUPPORTED_VERSION_ID, what, ErrorLocation("MSH", 1, 12, 1, 1))
     if header.processing not in supported.processing_ids:
         what = f"processing id MSH-11 is not one this listener takes ({', '.join(sorted(supported.processing_ids))})"
         return AckError(ErrorCode.UNSUPPORTED_PROCESSING_ID, what, ErrorLocation("MSH", 1, 11, 1, 1))
@@ -235,7 +235,7 @@ def unsupported(header: MshHeader, supported: Supported = SUPPORTED) -> AckError
 def content_error(problem: Rejected) -> AckError:
     """The ERR for content the consumer would refuse: Hl7Problem's location and 0357 code when it has them
     (duck-typed: formats.er7 defines it), else the refusal's text alone (which names the field)."""
-    code = ErrorCode.of(str(getattr(problem, "code", "") or ErrorCode.DATA_TYPE.value[0]))
+    code = ErrorCode.of(str(getattr(problem, "code", "") or ErrorCode.DATA_TYPE.value))
     segment = str(getattr(problem, "segment", "") or "")
     location = None
     if segment:
@@ -278,7 +278,7 @@ class Intake:
         where = ""
         if error is not None:
             place = error.location
-            where = error.code.value[0] + (f" at {place.segment}-{place.field}" if place and place.field else "")
+            where = error.code.value + (f" at {place.segment}-{place.field}" if place and place.field else "")
         return Answer(ack if _wanted(header, accepted) else None, code, header.control_id, header.trigger, where)
 
     def _audit(
@@ -317,7 +317,9 @@ class Intake:
     def unavailable(self, header: MshHeader, why: str) -> Answer:
         """AR (CE) with ERR 207: our side failed; the sender may send the message again. Builds the answer only
         (no I/O: it must go back at once); `record_unavailable` audits it when the store can."""
-        error = AckError(ErrorCode.INTERNAL_ERROR, f"not accepted now ({why}): send the message again later")
+        error = AckError(
+            ErrorCode.APPLICATION_INTERNAL_ERROR, f"not accepted now ({why}): send the message again later"
+        )
         return self._answer(header, _unavailable_code(header.enhanced_mode), error)
 
     def record_unavailable(self, header: MshHeader, answer: Answer, why: str) -> None:

@@ -29,11 +29,11 @@ def frames_of(data: bytes, step: int) -> tuple[list[object], int]:
 
 def check(raw: bytes) -> None:
     from integration.adapters.mllp import Oversized
+    from integration.formats.er7 import ErrorCode
     from integration.formats.hl7_ack import (
         HEADER_BYTES,
         AckCode,
         AckError,
-        ErrorCode,
         ErrorLocation,
         build_ack,
         read_header,
