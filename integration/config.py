@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_ca_file": None,
     "broker_cert_file": None,
     "broker_key_file": None,
-    "prefetch": 20,
+    "prefetch": 100,
     "audit_dsn": None,  # default_audit_dsn(): in the user's state directory
     "flows": "",
     "mappings_dir": str(shipped("mappings")),
@@ -164,7 +164,7 @@ class Settings:
     broker_ca_file: str | None = None
     broker_cert_file: str | None = None
     broker_key_file: str | None = None
-    prefetch: int = 20
+    prefetch: int = 100
     audit_dsn: str = ""  # from_env: default_audit_dsn() when not set
     flows: tuple[str, ...] = ()
     hotline_overdue_hours: int = 8

@@ -49,6 +49,9 @@ class Rejected(IntegrationError):
     """
 
     reason = "rejected"
+    # Whether an earlier message still in flight (in another consumer process) may make it acceptable: the
+    # consumer then holds it and tries again for a few seconds before it is refused (decision 31).
+    awaits_earlier_message: bool = False
 
 
 class InvalidInput(Rejected):
@@ -94,6 +97,16 @@ class Transient(IntegrationError):
     def __init__(self, message: str, dependency: str = "audit-store") -> None:
         super().__init__(message)
         self.dependency = dependency
+
+
+class Unconfirmed(Transient):
+    """Some of a window of publishes were not confirmed: the broker refused (nacked) or returned them, or their
+    confirms did not come in time. `confirmed` holds the positions (0-based, in publishing order) the broker did
+    confirm, so that a retry publishes only the others (integration.service.ports.Bus.publish_all)."""
+
+    def __init__(self, message: str, confirmed: frozenset[int], dependency: str = "broker") -> None:
+        super().__init__(message, dependency)
+        self.confirmed = confirmed
 
 
 class StoreDamaged(Transient):

@@ -22,6 +22,14 @@ afresh after a minute of consuming), so that a fault that recurs at once is no h
 message arrives, the audit store is asked every few seconds whether it answers, so that `/readyz`
 tells of an outage before a message meets it.
 
+A delivery a flow refuses for want of an earlier message (`Rejected.awaits_earlier_message`: a visitation
+before its discharge) is held unacked and tried again for `wait_for_earlier` seconds (10) before it is
+refused (decision 31): with competing consumers, the earlier message may be in another process's batch.
+
+A batch's deliveries are acked with one `multiple` ack when they are every delivery in hand up to the highest
+of them, else one by one (decision 29); the "acked" audit records go with the next batch's "published"
+records, or are written when the consumer is idle or stops.
+
 No exception from a message ever ends the loop: a defect is logged with its traceback and the
 batch goes back to its queue. `stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be
 acked, then closes. Between batches, `periodic` (the resend of our unacknowledged messages) runs
@@ -39,6 +47,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import structlog
@@ -59,7 +68,7 @@ from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.log import one_line
 from integration.service import metrics
 from integration.service.ports import Bus
-from integration.service.processor import Delivery, Held, Outcome, Processor, log_context
+from integration.service.processor import Delivery, Disposition, Held, Outcome, Processor, log_context
 from integration.topology import REPLAY_EXCHANGE, Flow
 
 log = structlog.get_logger("integration.consumer")
@@ -68,6 +77,8 @@ ORIGINAL_SOURCE = "x-rehab-original-source"  # set by `integration dlq replay`
 STILL_WAITING_EVERY = 60.0  # seconds between "still waiting" lines during an outage
 PROBE_EVERY = 5.0  # seconds without a word from the audit store before the idle consumer asks it
 HEALTHY_AFTER = 60.0  # seconds of consuming after which a failure is retried at the first backoff again
+WAIT_FOR_EARLIER = 10.0  # seconds a delivery refused for want of an earlier message is held and tried again
+WAIT_STEPS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between its tries (then the last, until WAIT_FOR_EARLIER)
 STORE = "audit-store"
 
 
@@ -88,6 +99,7 @@ class ConsumerService:
         probe_every: float = PROBE_EVERY,
         refresh: Callable[[RabbitConnection], object] | None = None,
         refresh_every: float = metrics.REFRESH_SECONDS,
+        wait_for_earlier: float = WAIT_FOR_EARLIER,
     ) -> None:
         self._broker = broker
         self._flows = flows
@@ -98,6 +110,11 @@ class ConsumerService:
         self._next_periodic = 0.0
         self._stopping = threading.Event()
         self._in_hand: list[tuple[Flow, Received]] = []
+        self._unsettled: set[int] = set()  # delivery tags taken and neither acked nor requeued (multiple acks)
+        self._waiting: list[_Waiting] = []  # deliveries held for an earlier message (decision 31)
+        self._first_tried: dict[int, float] = {}  # delivery tag → when it was first processed (time.monotonic)
+        self._tries: dict[int, int] = {}  # delivery tag → how often it was held for an earlier message
+        self._wait_for_earlier = wait_for_earlier
         self.health = health or Health()
         self._wait_initial = wait_initial
         self._wait_max = wait_max
@@ -139,6 +156,10 @@ class ConsumerService:
                 self._broker_lost(f"consumer loop failed: {type(exc).__name__}")
             finally:
                 self._in_hand.clear()  # unacked: the broker redelivers them
+                self._unsettled.clear()
+                self._waiting.clear()
+                self._first_tried.clear()
+                self._tries.clear()
                 connection.close()
                 metrics.IN_FLIGHT.set(0)
             if self._consuming_since is not None and time.monotonic() - self._consuming_since >= HEALTHY_AFTER:
@@ -194,6 +215,7 @@ class ConsumerService:
 
     def _take(self, flow: Flow, message: Received) -> None:
         self._in_hand.append((flow, message))
+        self._unsettled.add(message.delivery_tag)
         taken(flow)
 
     def _pause(self, seconds: float) -> None:
@@ -214,19 +236,42 @@ class ConsumerService:
             log.info("consuming", queues=[f.queue for f in self._flows])
             while not self._stopping.is_set():
                 self.health.beat()
-                connection.process_events(0 if self._in_hand else POLL_SECONDS)
+                connection.process_events(0 if self._in_hand else self._idle_wait())
+                self._take_back_waiting()
                 if self._in_hand:
                     in_hand, self._in_hand = self._in_hand, []
                     for batch in _batches(in_hand):
                         self._handle(connection, processor, batch)
                 else:
+                    self._record_acks(processor)
                     self._probe_when_idle(processor)
                 self._run_periodic(connection)
                 self._refresh_metrics(connection)
+            self._record_acks(processor)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             raise
+
+    def _idle_wait(self) -> float:
+        """Seconds to wait for deliveries: the poll, or less when a held delivery is due sooner."""
+        due = min((w.due for w in self._waiting), default=None)
+        return POLL_SECONDS if due is None else max(0.0, min(POLL_SECONDS, due - time.monotonic()))
+
+    def _take_back_waiting(self) -> None:
+        """Deliveries held for an earlier message whose time to try again has come join the messages in hand."""
+        now = time.monotonic()
+        due = [w for w in self._waiting if w.due <= now]
+        if due:
+            self._waiting = [w for w in self._waiting if w.due > now]
+            self._in_hand += [(w.flow, w.message) for w in due]
+
+    def _record_acks(self, processor: Processor) -> None:
+        """Write the "acked" records not written with a batch (idle, or stopping); an outage keeps them for later."""
+        try:
+            processor.flush_acknowledged()
+        except Transient as exc:
+            log.warning("acks not audited yet; kept for the next try", reason=one_line(exc))
 
     def _probe_when_idle(self, processor: Processor) -> None:
         """Ask the audit store whether it answers, when nothing else has for `probe_every` seconds (readiness)."""
@@ -290,7 +335,7 @@ class ConsumerService:
             log.error("metrics refresh failed", error=type(exc).__name__, exc_info=exc)
 
     def _handle(self, connection: RabbitConnection, processor: Processor, batch: list[tuple[Flow, Received]]) -> None:
-        deliveries = [delivery_of(flow, m) for flow, m in batch]
+        deliveries = [delivery_of(flow, m, may_wait=self._may_wait(m)) for flow, m in batch]
         started = time.perf_counter()
         try:
             outcomes = self._process_waiting(connection, processor, deliveries)
@@ -301,19 +346,23 @@ class ConsumerService:
                 raise
             log.error("batch could not be processed; returned to its queue", error=type(exc).__name__, exc_info=exc)
             for _, message in batch:
-                connection.requeue(message.delivery_tag)
+                self._requeue(connection, message)
                 metrics.IN_FLIGHT.dec()
             return
         if outcomes is None:  # stopping during an outage: the broker returns them when we close
             return
         batch_settled(len(batch), started)
+        self._ack_all(connection, [m for (_, m), o in zip(batch, outcomes, strict=True) if o.ackable])
         acked = []
         for (flow, message), delivery, outcome in zip(batch, deliveries, outcomes, strict=True):
             if outcome.ackable:
-                connection.ack(message.delivery_tag)
                 acked.append((delivery, outcome))
+            elif outcome.disposition is Disposition.WAITING:  # held unacked, tried again shortly
+                self._hold(flow, message)
+                metrics.IN_FLIGHT.dec()
+                continue
             else:  # a failure of ours, counted: back to the queue until the processor gives up on it
-                connection.requeue(message.delivery_tag)
+                self._requeue(connection, message)
             settled(flow, outcome, started)
             log.info(
                 "message",
@@ -327,10 +376,43 @@ class ConsumerService:
                 ms=_ms(started),
             )
         self.handled += len(acked)
-        try:
-            processor.acknowledged(acked)
-        except Transient as exc:
-            log.warning("acks not audited", reason=one_line(exc), messages=len(acked))
+        processor.note_acknowledged(acked)
+
+    def _ack_all(self, connection: RabbitConnection, messages: Sequence[Received]) -> None:
+        """Ack these deliveries: with one `multiple` ack when they are every delivery in hand up to the highest of
+        them (decision 29), else one by one — a multiple ack must never take along one still in hand or held."""
+        tags = {m.delivery_tag for m in messages}
+        if not tags:
+            return
+        highest = max(tags)
+        if len(tags) > 1 and {t for t in self._unsettled if t <= highest} == tags:
+            connection.ack(highest, multiple=True)
+        else:
+            for tag in sorted(tags):
+                connection.ack(tag)
+        for tag in tags:
+            self._forget(tag)
+
+    def _requeue(self, connection: RabbitConnection, message: Received) -> None:
+        connection.requeue(message.delivery_tag)
+        self._forget(message.delivery_tag)
+
+    def _forget(self, tag: int) -> None:
+        """A delivery acked or requeued: no longer in hand."""
+        self._unsettled.discard(tag)
+        self._first_tried.pop(tag, None)
+        self._tries.pop(tag, None)
+
+    def _may_wait(self, message: Received) -> bool:
+        """Whether a delivery refused for want of an earlier message may still be held (WAIT_FOR_EARLIER)."""
+        first = self._first_tried.setdefault(message.delivery_tag, time.monotonic())
+        return time.monotonic() - first < self._wait_for_earlier
+
+    def _hold(self, flow: Flow, message: Received) -> None:
+        tries = self._tries.get(message.delivery_tag, 0)
+        self._tries[message.delivery_tag] = tries + 1
+        pause = WAIT_STEPS[min(tries, len(WAIT_STEPS) - 1)]
+        self._waiting.append(_Waiting(time.monotonic() + pause, flow, message))
 
     def _process_waiting(
         self, connection: RabbitConnection, processor: Processor, deliveries: list[Delivery]
@@ -380,7 +462,16 @@ class ConsumerService:
             connection.process_events(min(left, 1.0))
 
 
-def delivery_of(flow: Flow, message: Received) -> Delivery:
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A delivery held unacked for an earlier message, to be tried again at `due` (time.monotonic)."""
+
+    due: float
+    flow: Flow
+    message: Received
+
+
+def delivery_of(flow: Flow, message: Received, may_wait: bool = False) -> Delivery:
     """The processor's view of a delivery. Only on `rehab.replay` (which the service and the administrator alone
     may write) is our own header naming a replayed message's first sender believed."""
     original = message.raw_headers.get(ORIGINAL_SOURCE) if message.exchange == REPLAY_EXCHANGE else None
@@ -396,6 +487,7 @@ def delivery_of(flow: Flow, message: Received) -> Delivery:
         message.problem,
         original_source=original if isinstance(original, str) and text_problem(original) is None else None,
         delivery_tag=message.delivery_tag,
+        may_wait=may_wait,
     )
 
 

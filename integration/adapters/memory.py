@@ -20,10 +20,11 @@ import structlog
 from integration.adapters import consumer
 from integration.adapters.amqp_properties import read_properties
 from integration.adapters.rabbitmq import Received
-from integration.errors import ConnectionLost, Transient
+from integration.errors import ConnectionLost, Transient, Unconfirmed
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
 from integration.service import metrics
+from integration.service.ports import Publication
 from integration.service.processor import Delivery, Processor
 from integration.topology import Flow, bindings, exchanges, queues
 
@@ -119,6 +120,21 @@ class InMemoryBroker:
         refused = [queue for queue in targets if not self._enqueue(queue, message)]
         if refused:  # RabbitMQ nacks the publish when any queue refused it
             raise Transient(f"the broker refused the message for {exchange} {routing_key}", "broker")
+
+    def publish_all(self, publications: Sequence[Publication]) -> None:
+        """Each publication as `publish`; like the broker's confirms, each one is confirmed or refused on its own:
+        Unconfirmed naming the confirmed positions when any was refused (the first refusal's reason)."""
+        confirmed: set[int] = set()
+        refusal: Transient | None = None
+        for position, p in enumerate(publications):
+            try:
+                self.publish(p.exchange, p.routing_key, p.body, p.message_id, p.headers, p.content_type)
+            except Transient as exc:
+                refusal = refusal or exc
+            else:
+                confirmed.add(position)
+        if refusal is not None:
+            raise Unconfirmed(str(refusal), frozenset(confirmed))
 
     def _enqueue(self, queue: str, message: StoredMessage) -> bool:
         arguments = self.arguments.get(queue, {})

@@ -6,9 +6,12 @@ channel for operations the broker may refuse), never through pika.
 
 Publishing is always persistent, mandatory and confirmed, and carries our broker user as the
 AMQP user-id: `publish` returns only when the broker has taken responsibility for the message.
-A refused or unroutable publish is Transient (the broker refuses for now: a full queue, a
-resource alarm); a lost connection or channel is ConnectionLost, and the consumer reconnects;
-a queue the broker will not let us consume (missing, or not ours to read) is QueueRefused.
+`publish_all` puts a window of messages on the wire without waiting for each confirm, then waits
+for all of them (decision 29: the consumer's outputs of a whole batch): one round trip instead of
+one per message. A refused or unroutable publish is Transient (`Unconfirmed`, naming the ones that
+were confirmed; the broker refuses for now: a full queue, a resource alarm); a lost connection or
+channel is ConnectionLost, and the consumer reconnects; a queue the broker will not let us consume
+(missing, or not ours to read) is QueueRefused.
 
 A dead peer is noticed by AMQP heartbeats (15 s: pika gives up after 20 to 40 s of silence) and,
 where the network drops packets, by TCP keepalives and a TCP user timeout. The heartbeat is no
@@ -42,12 +45,13 @@ import pika.data
 import pika.exceptions as px
 import pika.spec
 import structlog
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, _IoloopTimerContext
 
 from integration.adapters.amqp_properties import read_properties
-from integration.errors import ConfigurationError, ConnectionLost, Transient
+from integration.errors import ConfigurationError, ConnectionLost, Unconfirmed
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
+from integration.service.ports import Publication
 from integration.topology import RETIRED_EXCHANGES, bindings, exchanges, queues
 
 log = structlog.get_logger("integration.rabbitmq")
@@ -66,12 +70,13 @@ _LOST = (
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
     url: str  # one amqp(s):// URL, or several separated by commas: the nodes of one cluster
-    prefetch: int = 20
+    prefetch: int = 100  # deliveries in hand at once: a batch shares its transactions and its confirm window
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     heartbeat: int = 15  # seconds; see the module's docstring before lowering it
     socket_timeout: float = 5.0  # seconds to reach a node before trying the next
+    confirm_timeout: float = 30.0  # seconds to wait for a window's publisher confirms before it is Unconfirmed
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -357,8 +362,8 @@ class RabbitConnection(QueueOperations):
         try:
             self._connection = pika.BlockingConnection(parameters)
             channel: BlockingChannel = self._connection.channel()
-            channel.confirm_delivery()
             channel.basic_qos(prefetch_count=settings.prefetch)
+            self._window = ConfirmWindow(self._connection, settings.confirm_timeout)
         except _LOST as exc:
             if _refusal(exc):
                 raise BrokerRefused(f"the broker refused our login or vhost: {_described(exc)}") from exc
@@ -378,23 +383,28 @@ class RabbitConnection(QueueOperations):
         headers: Mapping[str, Any] | None = None,
         content_type: str = FHIR_JSON,
     ) -> None:
-        properties = self._fitting(
+        """Publish one message and wait for its confirm (see `publish_all`)."""
+        self.publish_all([Publication(exchange, routing_key, body, message_id, headers, content_type)])
+
+    def publish_all(self, publications: Sequence[Publication]) -> None:
+        """Publish every message, persistent and mandatory, then wait for all their confirms (decision 29).
+
+        Raises Unconfirmed (a Transient naming the positions confirmed) when the broker nacked or returned any,
+        or their confirms took longer than the confirm timeout; ConnectionLost when the connection or the
+        publishing channel went."""
+        properties = [self._properties(p) for p in publications]
+        self._window.publish_all(publications, properties)
+
+    def _properties(self, publication: Publication) -> pika.BasicProperties:
+        return self._fitting(
             pika.BasicProperties(
                 delivery_mode=pika.DeliveryMode.Persistent,
-                content_type=content_type,
-                message_id=message_id,
+                content_type=publication.content_type,
+                message_id=publication.message_id,
                 user_id=self.user,
-                headers=dict(headers) if headers else None,
+                headers=dict(publication.headers) if publication.headers else None,
             )
         )
-        try:
-            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except px.UnroutableError:
-            raise Transient(f"unroutable: {exchange} {routing_key}", "broker") from None
-        except px.NackError:
-            raise Transient(f"the broker refused the message for {exchange} {routing_key}", "broker") from None
-        except _LOST as exc:
-            raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
 
     def _fitting(self, properties: pika.BasicProperties) -> pika.BasicProperties:
         """`properties` as they can be sent: AMQP carries them in one content-header frame, and the broker
@@ -438,9 +448,11 @@ class RabbitConnection(QueueOperations):
         method, properties, body = self._channel.basic_get(queue, auto_ack=False)
         return None if method is None else received(method, properties, body)
 
-    def ack(self, delivery_tag: int) -> None:
-        """The message is done with: the broker forgets it. Only after everything durable about it is done."""
-        self._channel.basic_ack(delivery_tag)
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """The message is done with: the broker forgets it. Only after everything durable about it is done.
+        `multiple`: every unacked delivery on this channel up to and including `delivery_tag` (one frame for a
+        batch; the caller must know that no delivery up to it is still in hand)."""
+        self._channel.basic_ack(delivery_tag, multiple=multiple)
 
     def requeue(self, delivery_tag: int) -> None:
         """Return the message to its queue, redelivered (AMQP basic.nack with requeue); a quorum queue counts
@@ -485,6 +497,88 @@ class RabbitConnection(QueueOperations):
                 self._connection.close()
         except _LOST:
             pass
+
+
+class ConfirmWindow:
+    """A channel of its own in publisher-confirm mode whose confirms are collected, not awaited one by one.
+
+    pika's BlockingChannel in confirm mode waits for each message's confirm before the next is sent. Here
+    the channel's confirm mode is driven below that (the channel implementation's `confirm_delivery`
+    with our callback): `publish_all` writes every message, then serves the connection until each delivery
+    tag is acked or nacked by the broker (a `multiple` confirm settles every tag up to it), or until the
+    timeout. A message the broker returns as unroutable (mandatory) is returned before its ack and counts as
+    not confirmed. One window at a time; not thread-safe (the consumer loop's thread)."""
+
+    def __init__(self, connection: pika.BlockingConnection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._channel: BlockingChannel = connection.channel()
+        self._impl = self._channel._impl  # noqa: SLF001 - confirm mode below the blocking wrapper (see the class)
+        self._next_tag = 1
+        self._pending: dict[int, int] = {}  # delivery tag → position in the window
+        self._confirmed: set[int] = set()
+        self._failed: set[int] = set()
+        self._returned: list[tuple[str, str, str | None]] = []  # (exchange, routing key, message-id)
+        selected: list[bool] = []
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True))
+        self._impl.add_on_return_callback(self._on_return)
+        self._channel._flush_output(lambda: bool(selected))  # noqa: SLF001 - wait for Confirm.SelectOk
+
+    def publish_all(self, publications: Sequence[Publication], properties: Sequence[pika.BasicProperties]) -> None:
+        self._pending, self._confirmed, self._failed, self._returned = {}, set(), set(), []
+        try:
+            for position, (publication, props) in enumerate(zip(publications, properties, strict=True)):
+                self._impl.basic_publish(
+                    publication.exchange, publication.routing_key, publication.body, props, mandatory=True
+                )
+                self._pending[self._next_tag] = position
+                self._next_tag += 1
+            with _IoloopTimerContext(self._timeout, self._connection._impl) as timer:  # noqa: SLF001
+                self._channel._flush_output(lambda: not self._pending, timer.is_ready)  # noqa: SLF001
+        except _LOST as exc:
+            raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
+        if self._channel.is_closed:
+            raise ConnectionLost("lost while publishing: the broker closed the publishing channel")
+        self._settle_returns(publications)
+        if self._pending or self._failed:
+            raise Unconfirmed(self._unconfirmed_text(publications), frozenset(self._confirmed))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        into = self._confirmed if isinstance(method, pika.spec.Basic.Ack) else self._failed
+        for tag in tags:
+            if (position := self._pending.pop(tag, None)) is not None:
+                into.add(position)
+
+    def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
+        self._returned.append((method.exchange, method.routing_key, properties.message_id))
+
+    def _settle_returns(self, publications: Sequence[Publication]) -> None:
+        """A returned message was acked all the same (AMQP: basic.return, then basic.ack): not delivered."""
+        for exchange, routing_key, message_id in self._returned:
+            position = next(
+                (
+                    i
+                    for i in sorted(self._confirmed)
+                    if (publications[i].exchange, publications[i].routing_key, publications[i].message_id)
+                    == (exchange, routing_key, message_id)
+                ),
+                None,
+            )
+            if position is not None:
+                self._confirmed.discard(position)
+                self._failed.add(position)
+
+    def _unconfirmed_text(self, publications: Sequence[Publication]) -> str:
+        returned = {(e, k) for e, k, _ in self._returned}
+        if returned:
+            exchange, key = sorted(returned)[0]
+            return f"unroutable: {exchange} {key}"
+        if self._failed:
+            first = publications[min(self._failed)]
+            return f"the broker refused the message for {first.exchange} {first.routing_key}"
+        return f"{len(self._pending)} of {len(publications)} publishes not confirmed within {self._timeout:g} s"
 
 
 # A content-header frame: the frame's own 8 bytes, then class, weight and body size (12) before the properties.

@@ -48,9 +48,12 @@ class Step(_Value):
 
 class OutOfOrder(InvalidInput):
     """An event that cannot follow what this patient's course has seen (decision 18): refused, dead-lettered
-    with this reason, and replayable (`integration dlq replay`) once the event it waits for has arrived."""
+    with this reason, and replayable (`integration dlq replay`) once the event it waits for has arrived. The
+    consumer first holds it for a few seconds (decision 31): the event it waits for may be in another consumer
+    process's hands."""
 
     reason = "out-of-order"
+    awaits_earlier_message = True
 
 
 class ReferralSettled(InvalidInput):

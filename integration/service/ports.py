@@ -23,8 +23,27 @@ from integration.service.audit_chain import AuditEntry
 NO_CHANGES = StateChanges()
 
 
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message to publish, persistent and mandatory, with our broker user as its AMQP user-id."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, Any] | None = None
+    content_type: str = FHIR_JSON
+
+
 class Bus(Protocol):
-    """Publishing with a broker confirm: returns when the broker has the message, else raises Transient."""
+    """Publishing with a broker confirm: returns when the broker has the message, else raises Transient.
+
+    `publish_all` publishes a window of messages without waiting for each confirm, then waits for all of them
+    (decision 29): it returns when every one is confirmed, and raises `Unconfirmed` (a Transient) naming the
+    positions that were confirmed when any was refused, returned unroutable or not confirmed in time;
+    ConnectionLost when the connection went (nothing is then known to be confirmed)."""
+
+    def publish_all(self, publications: Sequence[Publication]) -> None: ...
 
     def publish(
         self,

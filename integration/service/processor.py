@@ -32,7 +32,8 @@ What happens on failure, by whose fault (`integration.errors`):
   failure counted twice), and an output the broker confirmed not published again.
 
 `fault`, when given, is called at named points ("handled", "dead-lettered", "committed",
-"published") so that tests can kill the process exactly there.
+"published", "recorded": after the "published" records' commit, before the caller acks) so that tests
+can kill the process exactly there.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from integration.domain.course import (
     State,
     StateChanges,
 )
-from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient
+from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient, Unconfirmed
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult, Handled, Refusal
 from integration.formats.er7_digest import content_digest as er7_content_digest
@@ -64,7 +65,7 @@ from integration.log import mask_cpr, masked_headers, one_line
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
 from integration.service.hl7_intake import message_id_of
-from integration.service.ports import Bus, EarlierDelivery, Failure, Store, StoredOutput
+from integration.service.ports import Bus, EarlierDelivery, Failure, Publication, Store, StoredOutput
 from integration.topology import DEAD_LETTER_EXCHANGE, RESERVED_HEADERS
 
 log = structlog.get_logger("integration.processor")
@@ -75,6 +76,7 @@ Handler = Callable[[bytes, datetime, State], Handled]
 # What to send for a message that could not be processed now and is given up on (None: nothing).
 Unprocessable = Callable[[bytes, datetime], FlowResult | None]
 FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
+MAX_UNRECORDED_ACKS = 1000  # "acked" records held for the next transaction before they get one of their own
 
 
 class ReusedMessageId(InvalidInput):
@@ -109,6 +111,8 @@ class Delivery:
     digest: str = ""  # the body's SHA-256, hex; computed when not given
     original_source: str | None = None  # a replay's first sender, as our own dead letter recorded it
     delivery_tag: int | None = None  # the broker's number for this delivery on its channel (for the logs)
+    # The consumer will hold it and try again if a flow refuses it for want of an earlier message (decision 31)
+    may_wait: bool = False
 
     hl7_id: str | None = None  # an HL7 v2 message's own id (MSH-3, MSH-4, MSH-10); computed
     # What a copy under the same key must match to be the same message, as processed_message stores it: for ER7
@@ -162,6 +166,7 @@ class Disposition(StrEnum):
     DUPLICATE_IN_BATCH = "duplicate-in-batch"  # a second copy within one batch, settled with the first
     DEAD_LETTERED = "dead-lettered"
     FAILED = "failed"  # our side failed; back to its queue
+    WAITING = "waiting"  # refused for want of an earlier message: held unacked and tried again (decision 31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class Outcome:
 
     @property
     def ackable(self) -> bool:
-        return self.disposition is not Disposition.FAILED
+        return self.disposition not in (Disposition.FAILED, Disposition.WAITING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +214,7 @@ class _Batch:
     failures: list[Failure] = field(default_factory=list)
     firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     committed: bool = False
-    published: list[AuditEntry] = field(default_factory=list)  # one per output of to_publish confirmed, in order
+    confirmed: set[int] = field(default_factory=set)  # positions in to_publish the broker confirmed
     published_recorded: bool = False
 
 
@@ -320,6 +325,7 @@ class Processor:
         self._unprocessable = unprocessable
         self._attempts = attempts
         self._fault = fault
+        self._acks: list[AuditEntry] = []  # "acked" records noted, not yet written (note_acknowledged)
 
     def _durably(self, step: Callable[[], Any]) -> Any:
         return self._retry.retrying()(step)
@@ -345,10 +351,25 @@ class Processor:
             return [self._fail_alone(deliveries[0], exc, held)]
 
     def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
-        """Audit the acks (after they happened: a lost record here loses no message)."""
-        entries = [self._entry("acked", d, o.patient) for d, o in acked]
-        if entries:
+        """Audit the acks now (after they happened: a lost record here loses no message)."""
+        self.note_acknowledged(acked)
+        self.flush_acknowledged()
+
+    def note_acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
+        """Audit the acks with the next batch's "published" records, in its transaction (decision 29), or at
+        `flush_acknowledged`: the consumer's way, one transaction fewer per batch. A lost record here loses no
+        message: it says what the broker was told, after it was told."""
+        self._acks += [self._entry("acked", d, o.patient) for d, o in acked]
+        if len(self._acks) >= MAX_UNRECORDED_ACKS:
+            self.flush_acknowledged()
+
+    def flush_acknowledged(self) -> None:
+        """Record the acks noted and not recorded yet (the consumer, when idle and when it stops). Raises
+        Transient when the store stays unavailable (they are kept for the next try)."""
+        if self._acks:
+            entries = self._acks
             self._durably(lambda: self._store.record(entries, self._clock()))
+            self._acks = []
 
     def probe(self) -> None:
         """Raise Transient while the audit store is unavailable (the consumer's readiness check)."""
@@ -418,7 +439,8 @@ class Processor:
         try:
             result = self._handlers[delivery.flow](delivery.body, now, _BatchState(self._store, batch))
         except Rejected as rejection:
-            self._plan_rejection(batch, index, delivery, rejection, received)
+            if not self._waits(batch, index, delivery, rejection):
+                self._plan_rejection(batch, index, delivery, rejection, received)
             return
         except (Transient, ConnectionLost):  # the store went away while the flow read its state: an outage
             raise
@@ -428,7 +450,8 @@ class Processor:
             self._plan_failure(batch, index, delivery, exc, received, failures, now)
             return
         if isinstance(result, Refusal):
-            self._plan_rejection(batch, index, delivery, result.rejection, received, result.answer)
+            if not self._waits(batch, index, delivery, result.rejection):
+                self._plan_rejection(batch, index, delivery, result.rejection, received, result.answer)
             return
         self._fault("handled")
         patient = result.patient
@@ -443,6 +466,16 @@ class Processor:
         batch.changes = batch.changes + result.state
         batch.to_publish += [(delivery, output, result.patient) for output in outputs]
         batch.outcomes[index] = Outcome(Disposition.PROCESSED, len(outputs), patient)
+
+    @staticmethod
+    def _waits(batch: _Batch, index: int, delivery: Delivery, rejection: Rejected) -> bool:
+        """Whether this refusal waits instead (decision 31): one for want of an earlier message, while the consumer
+        may still hold the delivery. Nothing of it is recorded or sent; the consumer tries it again."""
+        if not (delivery.may_wait and rejection.awaits_earlier_message):
+            return False
+        log.info("waiting for an earlier message of the same course", reason=rejection.reason)
+        batch.outcomes[index] = Outcome(Disposition.WAITING, 0, error=rejection.reason)
+        return True
 
     @staticmethod
     def _outputs(result: FlowResult) -> list[StoredOutput]:
@@ -625,16 +658,12 @@ class Processor:
 
     # -- the durable steps ---------------------------------------------------------------------
     def _settle(self, batch: _Batch, held: Held) -> None:
-        """Dead letters (confirmed), then one commit of everything decided, then the outputs (confirmed).
+        """Dead letters (one confirm window), then one commit of everything decided, then the outputs (one
+        confirm window), then one commit of their "published" records with the acks noted before (decision 29).
 
         Each step done is marked in `batch` and `held`, so that settling the same plan again after an
-        outage goes on where it stopped."""
-        for delivery, rejection in batch.dead_letters:
-            if held.dead_lettered(delivery):
-                continue
-            self._durably(partial(self._publish_dead_letter, delivery, rejection, batch.now))
-            held.confirm_dead_letter(delivery)
-            metrics.DEAD_LETTERS.labels(delivery.flow, rejection.reason).inc()
+        outage goes on where it stopped: nothing the broker confirmed is published again."""
+        self._dead_letter_all(batch, held)
         if batch.dead_letters:
             self._fault("dead-lettered")
         if not batch.committed:
@@ -645,39 +674,74 @@ class Processor:
             )
             batch.committed = True
         self._fault("committed")
-        self._publish_outputs(batch)
-        if batch.published and not batch.published_recorded:
+        self._durably(partial(self._publish_window, batch))
+        if batch.confirmed and not batch.published_recorded:
             self._fault("published")
-            self._durably(lambda: self._store.record(batch.published, self._clock()))
+            acks = self._acks
+            self._durably(lambda: self._store.record([*self._published_entries(batch), *acks], self._clock()))
+            self._acks = self._acks[len(acks) :]
             batch.published_recorded = True
+            self._fault("recorded")
 
-    def _publish_outputs(self, batch: _Batch) -> None:
-        """Publish the outputs not confirmed yet, each with a broker confirm, in order."""
-        for delivery, output, patient in batch.to_publish[len(batch.published) :]:
-            self._durably(
-                partial(
-                    self._bus.publish,
-                    output.exchange,
-                    output.routing_key,
-                    output.body,
-                    output.message_id,
-                    None,
-                    output.content_type,
-                )
-            )
-            batch.published.append(
-                self._entry(
-                    "published",
-                    delivery,
-                    patient,
-                    exchange=output.exchange,
-                    routingKey=output.routing_key,
-                    outputId=output.message_id,
-                    confirmed=True,
-                )
-            )
+    def _dead_letter_all(self, batch: _Batch, held: Held) -> None:
+        """Copy the batch's rejected deliveries to the dead-letter exchange not confirmed yet, in one window."""
+        todo = [(d, r) for d, r in batch.dead_letters if not held.dead_lettered(d)]
+        if not todo:
+            return
 
-    def _publish_dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> None:
+        def window() -> None:
+            left = [(d, r) for d, r in todo if not held.dead_lettered(d)]
+            try:
+                self._bus.publish_all([self._dead_letter(d, r, batch.now) for d, r in left])
+            except Unconfirmed as exc:
+                self._confirm_dead_letters([left[i] for i in exc.confirmed], held)
+                raise
+            self._confirm_dead_letters(left, held)
+
+        self._durably(window)
+
+    @staticmethod
+    def _confirm_dead_letters(confirmed: Sequence[tuple[Delivery, Rejected]], held: Held) -> None:
+        for delivery, rejection in confirmed:
+            held.confirm_dead_letter(delivery)
+            metrics.DEAD_LETTERS.labels(delivery.flow, rejection.reason).inc()
+
+    def _publish_window(self, batch: _Batch) -> None:
+        """Publish the outputs the broker has not confirmed yet, in order, in one window; mark those confirmed."""
+        todo = [i for i in range(len(batch.to_publish)) if i not in batch.confirmed]
+        if not todo:
+            return
+        publications = [self._publication(batch.to_publish[i][1]) for i in todo]
+        try:
+            self._bus.publish_all(publications)
+        except Unconfirmed as exc:
+            batch.confirmed.update(todo[i] for i in exc.confirmed)
+            raise
+        batch.confirmed.update(todo)
+
+    @staticmethod
+    def _publication(output: StoredOutput) -> Publication:
+        return Publication(
+            output.exchange, output.routing_key, output.body, output.message_id, None, output.content_type
+        )
+
+    def _published_entries(self, batch: _Batch) -> list[AuditEntry]:
+        """One "published" record per confirmed output, in publishing order."""
+        return [
+            self._entry(
+                "published",
+                delivery,
+                patient,
+                exchange=output.exchange,
+                routingKey=output.routing_key,
+                outputId=output.message_id,
+                confirmed=True,
+            )
+            for position, (delivery, output, patient) in enumerate(batch.to_publish)
+            if position in batch.confirmed
+        ]
+
+    def _dead_letter(self, delivery: Delivery, rejection: Rejected, now: datetime) -> Publication:
         """A copy of the message with our reason, for `dlq list` and `dlq replay`. The sender's own headers
         go along (without any it forged in our name); nothing in ours holds a CPR number or a raw id."""
         headers = {
@@ -690,7 +754,7 @@ class Processor:
             "x-rehab-body-sha256": delivery.digest,
             "x-rehab-source": one_line(delivery.original_source or delivery.source or "unknown"),
         }
-        self._bus.publish(
+        return Publication(
             DEAD_LETTER_EXCHANGE,
             delivery.flow,
             delivery.body,

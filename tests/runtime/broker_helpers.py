@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -204,12 +205,17 @@ def running(service: ConsumerService) -> Iterator[ConsumerService]:
 
 @contextmanager
 def consumer(
-    vhost: str, store: Any, retry: RetryPolicy = FAST, fault: Callable[[str], None] | None = None, **options: Any
+    vhost: str,
+    store: Any,
+    retry: RetryPolicy = FAST,
+    fault: Callable[[str], None] | None = None,
+    clock_at: datetime = FIXED_NOW,
+    **options: Any,
 ) -> Iterator[ConsumerService]:
     """The discharge flow's consumer (prefetch 20, reconnecting within a second; `options` go to ConsumerService)
     on a vhost of the shared broker or a URL (`target_url`), in a thread of this process (`running`), its
-    processor on `store` with `retry` and, when given, the `fault` hook."""
-    wiring = build(Settings.from_env({}), store=store, clock=lambda: FIXED_NOW, retry=retry, fault=fault)
+    processor on `store` with `retry`, its clock stopped at `clock_at` and, when given, the `fault` hook."""
+    wiring = build(Settings.from_env({}), store=store, clock=lambda: clock_at, retry=retry, fault=fault)
     service = ConsumerService(
         BrokerSettings(target_url(vhost), prefetch=20),
         [FLOWS_BY_NAME["discharge"]],
@@ -223,10 +229,12 @@ def consumer(
 
 def refusing_queue(vhost: str, name: str, max_length: int) -> None:
     """A queue of the receivers, bound to rehab.referral, that refuses publishes once it holds `max_length`
-    messages (`reject-publish`): our confirms come back negative until it is drained."""
+    messages (`reject-publish`): our confirms come back negative until it is drained. A classic queue: a quorum
+    queue applies its limit to what its log has committed, so a window of publishes in flight (decision 29) may
+    all be taken past it — exactly what a test of the refusal must not depend on."""
     connection = connect(vhost)
     try:
-        arguments = {"x-queue-type": "quorum", "x-max-length": max_length, "x-overflow": "reject-publish"}
+        arguments = {"x-queue-type": "classic", "x-max-length": max_length, "x-overflow": "reject-publish"}
         connection.declare_queue(name, arguments)
         connection.bind_queue(name, "rehab.referral", "#")
     finally:

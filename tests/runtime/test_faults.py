@@ -104,7 +104,9 @@ def test_kill_9_many_times_mid_run_loses_nothing_and_duplicates_nothing(
     _assert_exactly_once(broker, outputs, events, poisoned, audit_dsn)
 
 
-POINTS = ["handled", "dead-lettered", "committed", "published"]
+# Each durable step, and the points confirm windows added (decision 29): a window half published, and the
+# "published" records committed before the batch's one multiple ack.
+POINTS = ["handled", "dead-lettered", "committed", "published", "mid-window", "recorded"]
 
 
 def test_kill_9_at_each_durable_step_loses_nothing_and_duplicates_nothing(

@@ -105,7 +105,8 @@ def test_pathway_scenario_on_the_broker(
     clock = Clock()
     clock.now = steps(scenario)[0].received_at
     wiring = build(Settings.from_env({}), store=store, clock=clock, retry=RetryPolicy(attempts=2, seconds=1))
-    service = ConsumerService(BrokerSettings(broker_url(vhost)), list(FLOWS), wiring.processor_on)
+    # one consumer, one step at a time: nothing earlier can be in flight, so an out-of-order step waits 0.3 s only
+    service = ConsumerService(BrokerSettings(broker_url(vhost)), list(FLOWS), wiring.processor_on, wait_for_earlier=0.3)
     worker = threading.Thread(target=service.run, daemon=True)
     worker.start()
     try:

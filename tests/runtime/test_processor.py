@@ -14,7 +14,7 @@ import pytest
 from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.sqlite import SqliteAuditStore
 from integration.bootstrap import flow_handlers
-from integration.errors import Transient
+from integration.errors import Transient, Unconfirmed
 from integration.flows.dispatch import Pipeline
 from integration.formats.adt import event_id
 from integration.service.audit_chain import verify
@@ -112,6 +112,12 @@ class FlakyBus:
             self.failures -= 1
             raise Transient("broker said no")
         self.inner.publish(*args, **kwargs)
+
+    def publish_all(self, publications: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise Unconfirmed("broker said no", frozenset())
+        self.inner.publish_all(publications)
 
 
 def test_transient_publish_failure_is_retried(pipeline, store, broker) -> None:
