@@ -31,10 +31,11 @@ _FULL_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 
 def is_calendar_date(text: str) -> bool:
     """Whether a FHIR date, dateTime or instant names a day the calendar has (its regex already checked the
-    rest: the time of day, the zone). Partial dates (2026, 2026-02) have no day to check. Any year R4's regex
-    allows (0001-9999) is one `datetime.date` holds, as fhir.resources' reading of it needs."""
+    rest: the time of day, the zone). Partial dates (2026, 2026-02) have no day to check, and a month or day
+    outside R4's ranges (13, 32) is the regex's finding, not a second one here. Any year R4's regex allows
+    (0001-9999) is one `datetime.date` holds, as fhir.resources' reading of it needs."""
     parts = _FULL_DATE.match(text)
-    if parts is None:
+    if parts is None or not (1 <= int(parts[2]) <= 12 and 1 <= int(parts[3]) <= 31):
         return True
     try:
         date(int(parts[1]), int(parts[2]), int(parts[3]))
