@@ -201,8 +201,11 @@ def json_type_errors(resource: Resource, model: Any) -> list[ContentError]:
 
 
 def _shell(bundle: Resource) -> Resource:
-    """The Bundle without its entries' resources (each is validated with its own model)."""
-    entries = bundle.get("entry", [])
+    """The Bundle without its entries' resources (each is validated with its own model); any other resource
+    as it is."""
+    if bundle.get("resourceType") != "Bundle" or "entry" not in bundle:
+        return bundle
+    entries = bundle["entry"]
     if isinstance(entries, list):
         entries = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries]
     return {**bundle, "entry": entries}
