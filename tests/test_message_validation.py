@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from integration.conformance.validation import Unsendable, fhir_problems, messaging_problems, validate_message
+from integration.conformance.validation import (
+    Unsendable,
+    fhir_problems,
+    messaging_problems,
+    outgoing_findings,
+    validate_message,
+)
 from integration.flows.dispatch import Pipeline, transform
-from tests.conftest import FIXED_NOW, GOLDEN, received_at
+from tests.conftest import GOLDEN, received_at
 
 INTENTIONALLY_INVALID = {"HospitalNotification_Ex_TEK_FCC.json"}
 
@@ -126,64 +132,52 @@ def test_medcom_carecommunication_example_meets_the_messaging_rules_but_its_test
     assert messaging_problems(json.loads(path.read_text(encoding="utf-8"))) == ["Bundle.id must be a UUID"]
 
 
-def test_remembered_validation_still_catches_changed_content(referral: dict[str, Any]) -> None:
-    assert fhir_problems(referral) == []  # every element of this message is now remembered
+def _gate_texts(bundle: dict[str, Any]) -> str:
+    with pytest.raises(Unsendable) as caught:
+        validate_message(bundle)
+    return " ".join(caught.value.texts)
+
+
+def test_the_gate_names_each_changed_element(referral: dict[str, Any]) -> None:
     broken = copy.deepcopy(referral)
     _resource(broken, "ServiceRequest")["category"][0]["coding"][0]["code"] = ["gop-general"]
     organisation = _resource(broken, "Organization")
     organisation["identifier"][0]["use"] = 7
-    problems = " ".join(fhir_problems(broken))
-    assert "category.0.coding.0.code" in problems and "Organization/" in problems
-
-
-def test_results_are_the_same_with_nothing_remembered(referral: dict[str, Any]) -> None:
-    from integration.conformance.validation import forget_validated
-
-    broken = copy.deepcopy(referral)
-    _resource(broken, "Observation").update(valueBoolean=True)
-    remembered = fhir_problems(broken)
-    assert fhir_problems(broken, remember=False) == remembered != []
-    forget_validated()
-    assert fhir_problems(broken) == remembered
-
-
-def test_a_message_differing_only_in_ids_and_timestamp_reuses_what_was_validated(pipeline: Pipeline) -> None:
-    from dataclasses import replace
-
-    from integration.conformance.resource_validation import _validated_element
-
-    raw = (GOLDEN / "discharge" / "04-high-risk-hospital.event.json").read_text(encoding="utf-8")
-    first = transform(raw.encode(), pipeline, FIXED_NOW).outgoing[0].message
-    unvalidated = replace(pipeline, referral=replace(pipeline.referral, validate=lambda bundle: None))
-    other_event = raw.replace(json.loads(raw)["eventId"], "0d1f2e3c-4b5a-4978-8a6b-5c4d3e2f1a0b")
-    second = transform(other_event.encode(), unvalidated, FIXED_NOW.replace(hour=16)).outgoing[0].message
-    assert first["id"] != second["id"] and first["timestamp"] != second["timestamp"]
-    misses = _validated_element.cache_info().misses
-    assert fhir_problems(second) == []
-    # Only the ServiceRequest's identifier, which carries the new event id, is new content.
-    assert _validated_element.cache_info().misses == misses + 1
+    problems = _gate_texts(broken)
+    assert "category.0.coding.0.code: must be a JSON string" in problems
+    assert "Organization/" in problems and "identifier.0.use: must be a JSON string" in problems
 
 
 @pytest.mark.parametrize(
     ("timestamp", "expected"),
-    [("2026-11-31T14:30:00+01:00", "timestamp"), ("2026-11-20T25:30:00+01:00", "timestamp")],
+    [
+        ("2026-11-31T14:30:00+01:00", "is not a real date (the calendar has no such day)"),
+        ("2026-11-20T25:30:00+01:00", "is not a valid FHIR instant (R4's regex)"),
+    ],
     ids=["no-such-day", "no-such-hour"],
 )
-def test_a_timestamp_that_is_not_real_is_never_taken_for_a_remembered_one(
+def test_a_timestamp_that_is_not_real_is_refused_where_it_is(
     referral: dict[str, Any], timestamp: str, expected: str
 ) -> None:
-    assert fhir_problems(referral) == []  # the real timestamp's shape is now remembered
     broken = copy.deepcopy(referral)
-    real = broken["timestamp"]
     provenance = _resource(broken, "Provenance")
-    broken["timestamp"] = provenance["occurredDateTime"] = provenance["recorded"] = timestamp
-    assert real != timestamp
-    problems = " ".join(fhir_problems(broken))
-    assert "Bundle" in problems and "Provenance" in problems
+    broken["timestamp"] = provenance["recorded"] = timestamp
+    problems = _gate_texts(broken)
+    assert f"timestamp: {expected}" in problems and f"recorded: {expected}" in problems  # both are instants
 
 
-def test_an_id_that_is_not_a_uuid_is_validated_for_itself(referral: dict[str, Any]) -> None:
-    assert fhir_problems(referral) == []
+def _gate_fields(bundle: dict[str, Any]) -> set[str]:
+    return {finding.field for finding in outgoing_findings(bundle)}
+
+
+def test_an_impossible_date_is_refused_by_the_gate_and_by_fhir_resources(referral: dict[str, Any]) -> None:
+    broken = copy.deepcopy(referral)
+    _resource(broken, "Patient")["birthDate"] = "1948-02-30"
+    assert "Patient.birthDate" in _gate_fields(broken)
+    assert any("birthDate" in p for p in fhir_problems(broken))
+
+
+def test_an_id_that_is_not_an_fhir_id_is_refused(referral: dict[str, Any]) -> None:
     broken = copy.deepcopy(referral)
     _resource(broken, "Provenance")["id"] = "not a valid id!"
-    assert any("Provenance/not a valid id!: id" in p for p in fhir_problems(broken))
+    assert "Provenance/not a valid id!: id: is not a valid FHIR id" in _gate_texts(broken)

@@ -43,7 +43,7 @@ def _fast_findings(raw: bytes) -> list[str] | None:
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
         return None
     structure = document_problems(doc) if doc.get("type") == "document" else messaging_problems(doc)
-    return structure + fhir_problems(doc, remember=False) + fhirpath_findings(doc)
+    return structure + fhir_problems(doc) + fhirpath_findings(doc)
 
 
 def _ack_codes(result: FlowResult | None) -> list[str]:

@@ -3,7 +3,7 @@ must pass before it is routed, and the gate every message and document we build 
 
     layer                                   issue type      sent  received  validate
     MedCom's messaging or document rules    invariant        1       2         1
-    FHIR R4 content (fhir.resources)        structure        2       1         2
+    FHIR R4 content                         structure        2       1         2
     the TouchStone assertions of its event  business-rule    3       3         3
     FHIR's narrative rules (txt-1, txt-2)   invariant        4       -         -
 
@@ -11,9 +11,13 @@ The numbers are each use's order (the first finding names a refusal, and an ackn
 issues in this order); `-` is a use the layer does not apply to. Where the uses differ:
 
 - received: a MedCom message, so always held to the messaging rules (a Bundle of type `document` is a
-  finding, not a document); FHIR content validated afresh, nothing remembered (it is not ours).
-- sent: the document rules for a document; content remembered once valid (`resource_validation`); `cc`
-  destinations where the flow allows them; the narrative rules, which `validate` gets from the profile layer.
+  finding, not a document).
+- sent: the document rules for a document; `cc` destinations where the flow allows them; the narrative rules,
+  which `validate` gets from the profile layer.
+- sent and received: FHIR R4 content by the schema generated from the R4 core definitions (`r4_validator`,
+  microseconds); validate: by fhir.resources (`resource_validation`, milliseconds), as the conformance suite
+  and the tests do. tests/test_validator_differential.py holds the two to the same verdicts, but for the
+  classes docs/decisions/0030-message-path-validator.md lists.
 - validate: a layer that fails on its input is a check not made (`checks.conformance`), never a finding.
 
 The profile layer (snapshots, cardinality, bindings) is `validate`'s alone, for its cost.
@@ -27,9 +31,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from integration.conformance import r4_validator, resource_validation
+from integration.conformance.content_error import ContentError
 from integration.conformance.messaging_rules import Finding, as_dict, as_list, document_findings, messaging_findings
 from integration.conformance.profile_check import html_checks
-from integration.conformance.resource_validation import content_errors
 from integration.conformance.touchstone import assertion_findings
 
 
@@ -87,10 +92,16 @@ def _structure(bundle: Any, scope: Scope) -> list[Finding]:
     return messaging_findings(bundle, allow_cc=scope.allow_cc)
 
 
+CONTENT_CHECKS: dict[Use, Callable[[Any], list[ContentError]]] = {
+    Use.SENT: r4_validator.content_errors,
+    Use.RECEIVED: r4_validator.content_errors,
+    Use.VALIDATE: resource_validation.content_errors,
+}
+
+
 def _content(bundle: Any, scope: Scope) -> list[Finding]:
-    """FHIR R4 content, remembered once valid only for what we send (`resource_validation`)."""
-    errors = content_errors(bundle, remember=scope.use is Use.SENT)
-    return [Finding(error.field, error.shown, error.text) for error in errors]
+    """FHIR R4 content: on the message path by the generated schema, in `validate` by fhir.resources."""
+    return [Finding(error.field, error.shown, error.text) for error in CONTENT_CHECKS[scope.use](bundle)]
 
 
 def _touchstone(bundle: Any, scope: Scope) -> list[Finding]:

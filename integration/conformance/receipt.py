@@ -1,9 +1,10 @@
 """What a received MedCom message must pass before it is routed: the fast layers of `integration validate`
 (their table, and how a received message is read differently, is `layers`).
 
-    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`, validated afresh,
-                                                  and every primitive's JSON type (booleans true/false,
-                                                  integers without fraction or exponent, strings)
+    FHIR R4 content (the generated R4 schema)     `r4_validator.content_errors`: elements, cardinalities,
+                                                  choices, every primitive's JSON type and regex (booleans
+                                                  true/false, integers without fraction or exponent,
+                                                  strings), real dates
     MedCom's messaging rules and Bundle invariants `messaging_rules.messaging_findings`: bdl-1 to bdl-4,
                                                   bdl-7, fullUrl ↔ resource type and id, resolving
                                                   references, one MessageHeader first, narratives, UUID

@@ -4,7 +4,8 @@ in this order (their table, shared with `validate` and what we receive, is `laye
     MedCom's messaging rules, or the document     `messaging_rules.messaging_findings` / `document_findings`:
     rules, with FHIR's invariants and required    bdl-7, fullUrl ↔ resource, one MessageHeader first,
     codes the models do not check                 UUID ids, narratives present, required codes
-    FHIR R4 content (fhir.resources)              `resource_validation.content_errors`
+    FHIR R4 content (the generated R4 schema)     `r4_validator.content_errors`: jsonschema-rs and a calendar
+                                                  check of dates (docs/decisions/0030-message-path-validator.md)
     the TouchStone assertions of its event        `touchstone.assertion_findings`
     FHIR's narrative rules (txt-1, txt-2)         `layers.narrative_findings` (`profile_check.html_checks` on
                                                   every `text.div`): well-formed XHTML, no active content,
@@ -23,14 +24,13 @@ from typing import Any
 
 from integration.conformance.layers import LayerFinding, Use, layer_findings, narrative_findings
 from integration.conformance.messaging_rules import document_findings, messaging_findings
-from integration.conformance.resource_validation import fhir_problems, forget_validated
+from integration.conformance.resource_validation import fhir_problems
 from integration.errors import InvalidInput
 
 __all__ = [
     "Unsendable",
     "document_problems",
     "fhir_problems",
-    "forget_validated",
     "messaging_problems",
     "narrative_findings",
     "outgoing_findings",

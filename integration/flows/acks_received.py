@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from integration.conformance.messaging_rules import UUID
-from integration.conformance.resource_validation import content_errors
+from integration.conformance.r4_validator import content_errors
 from integration.domain.course import AckReceived, OutboundState, State, StateChanges
 from integration.errors import InvalidInput
 from integration.flows.results import AuditFact, FlowResult
@@ -22,7 +22,7 @@ log = structlog.get_logger("integration.acks")
 
 
 def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
-    errors = content_errors(bundle, remember=False)
+    errors = content_errors(bundle)
     if errors:
         raise InvalidInput(errors[0].field, f"not valid FHIR R4: {errors[0].shown}")
     header_id, code, issues = response_of(bundle)
