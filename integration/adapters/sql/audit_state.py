@@ -18,7 +18,7 @@ still shows. (Or it records the rows' new digests, as `adopt` does; that also ad
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,10 +216,15 @@ def rows_where(cursor: Any, sql: Sql, table: str, column: str, values: Collectio
 
 def every_row(cursor: Any, table: str) -> dict[str, tuple[str, str]]:
     """Every row of a covered table: key digest → (row digest, the key as it may be shown)."""
-    spec = COVERED[table]
-    width = len(spec.key)
-    cursor.execute(f"SELECT {', '.join(spec.columns)} FROM {table}")
-    return {key_digest(table, row[:width]): (row_digest(table, row), shown_key(table, row[:width])) for row in cursor}
+    cursor.execute(f"SELECT {', '.join(COVERED[table].columns)} FROM {table}")
+    return {key: (digest, shown) for key, digest, shown in digested(table, cursor)}
+
+
+def digested(table: str, rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, str, str]]:
+    """Rows of a covered table's columns as (key digest, row digest, the key as it may be shown), one by one."""
+    width = len(COVERED[table].key)
+    for row in rows:
+        yield key_digest(table, row[:width]), row_digest(table, row), shown_key(table, row[:width])
 
 
 def merge(into: StateDigests, more: Mapping[str, Mapping[str, str]]) -> StateDigests:

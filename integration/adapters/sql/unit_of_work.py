@@ -13,13 +13,14 @@ and pass it through `sql`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from integration.adapters.sql import audit_state
 
 Row = tuple[Any, ...]
+STREAM_CHUNK = 1000  # rows per fetch of `stream`
 
 
 class UnitOfWork:
@@ -60,6 +61,18 @@ class UnitOfWork:
 
     def snapshot(self, cursor: Any) -> None:
         """Make the rest of this read transaction see one consistent snapshot of every table."""
+
+    def stream(self, cursor: Any, query: str, size: int = STREAM_CHUNK) -> Iterator[Row]:
+        """The rows of `query` (no parameters) in this transaction, read `size` at a time: what a reader of
+        the whole log or a whole table holds does not grow with it. (SQLite steps a cursor of its own on the
+        connection; PostgreSQL overrides this with a server-side cursor.)"""
+        reader = cursor.connection.cursor()
+        try:
+            reader.execute(query)
+            while rows := reader.fetchmany(size):
+                yield from rows
+        finally:
+            reader.close()
 
     def sql(self, text: str) -> str:
         """The statement with the database's placeholders for `?`."""
