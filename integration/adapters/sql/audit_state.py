@@ -108,6 +108,8 @@ COVERED: Mapping[str, Table] = {
         ),
         key_is_personal=True,  # the patient's CPR number leads the key
     ),
+    # schema 8: the outgoing bodies, each once, keyed by its SHA-256 (bodies.py); the two tables above name them
+    "output_body": Table(("body_sha256",), ("body_sha256", "encoding", "body")),
 }
 READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back
 

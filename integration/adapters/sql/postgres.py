@@ -55,6 +55,7 @@ class PostgresUnitOfWork(UnitOfWork):
     the chain and schema changes; a watchdog on each transaction (`TRANSACTION_DEADLINE`)."""
 
     placeholder = "%s"
+    blob_type = "BYTEA"
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn

@@ -28,6 +28,7 @@ class UnitOfWork:
     `close`, and the hooks its database needs."""
 
     placeholder = "?"
+    blob_type = "BLOB"  # the column type of bytes, `{blob}` in a migration
 
     def transaction(self, write: bool = True) -> AbstractContextManager[Any]:
         """A transaction yielding a cursor (a writer's takes the write lock where the database has one);
