@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -276,7 +276,8 @@ def check_anchors(records: Iterable[AuditRecord], anchors: Sequence[Anchor]) -> 
 
 
 # -- state rows ------------------------------------------------------------------------------------
-Row = tuple[str, str, str]  # a covered row as verify reads it: (key digest, row digest, the key as it may be shown)
+# a covered row as verify reads it: (key digest, row digest, the key as it may be shown, made when asked)
+Row = tuple[str, str, Callable[[], str]]
 ROWS_PER_LOOKUP = 500  # rows of a table compared with the replayed state at a time
 
 
@@ -348,10 +349,11 @@ def _compare(table: str, rows: Sequence[Row], replay: StateReplay, problems: Pro
     for key, digest, shown in rows:
         recorded = expected.pop(key, None)
         if recorded is None:
-            problems.add(f"table {table}", f"row {shown} was inserted outside the service (no record wrote it)")
+            problems.add(f"table {table}", f"row {shown()} was inserted outside the service (no record wrote it)")
         elif recorded[0] != digest:
             problems.add(
-                f"table {table}", f"row {shown} was changed outside the service (last written at record {recorded[1]})"
+                f"table {table}",
+                f"row {shown()} was changed outside the service (last written at record {recorded[1]})",
             )
     return len(rows)
 

@@ -17,6 +17,7 @@ still shows. (Or it records the rows' new digests, as `adopt` does; that also ad
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,14 +220,16 @@ def rows_where(cursor: Any, sql: Sql, table: str, column: str, values: Collectio
 def every_row(cursor: Any, table: str) -> dict[str, tuple[str, str]]:
     """Every row of a covered table: key digest → (row digest, the key as it may be shown)."""
     cursor.execute(f"SELECT {', '.join(COVERED[table].columns)} FROM {table}")
-    return {key: (digest, shown) for key, digest, shown in digested(table, cursor)}
+    return {key: (digest, shown()) for key, digest, shown in digested(table, cursor)}
 
 
-def digested(table: str, rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, str, str]]:
-    """Rows of a covered table's columns as (key digest, row digest, the key as it may be shown), one by one."""
+def digested(table: str, rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, str, Callable[[], str]]]:
+    """Rows of a covered table's columns as (key digest, row digest, the key as it may be shown), one by one;
+    the key is made showable only when asked (a finding), which verifying every row would otherwise pay for."""
     width = len(COVERED[table].key)
     for row in rows:
-        yield key_digest(table, row[:width]), row_digest(table, row), shown_key(table, row[:width])
+        key = row[:width]
+        yield key_digest(table, key), row_digest(table, row), functools.partial(shown_key, table, key)
 
 
 def merge(into: StateDigests, more: Mapping[str, Mapping[str, str]]) -> StateDigests:
