@@ -144,13 +144,11 @@ def audit_verify(anchor_files: tuple[Path, ...], allow_empty: bool) -> None:
     except ConfigurationError as exc:
         fail(EXIT_CONFIGURATION, f"configuration: {exc}")
     with existing_store(settings, keys, verifying=True) as store:
-        evidence = store.evidence()
-        result = examine(
-            evidence.head, evidence.records, evidence.rows, keys, anchors, allow_empty, evidence.foreign_objects
-        )
+        with store.evidence() as evidence:  # streamed: its memory does not grow with the log
+            result = examine(evidence, keys, anchors, allow_empty)
         unrecorded = None
-        if evidence.records:  # it read every patient's records: who did is recorded
-            detail = {**reader(), "intact": result.intact, "records": len(evidence.records), "anchors": len(anchors)}
+        if result.records:  # it read every patient's records: who did is recorded
+            detail = {**reader(), "intact": result.intact, "records": result.records, "anchors": len(anchors)}
             try:
                 store.record([AuditEntry("audit-verified", "audit", "-", detail)], datetime.now(UTC))
             except StoreRefused as exc:  # a head that disagrees with the records: the findings say so

@@ -105,23 +105,49 @@ class ChainBreak:
     problem: str
 
 
+class ChainWalk:
+    """`verify` one record at a time, for a log read as a stream (its memory does not grow with the log):
+    `add` each record in chain order, then `end` with the head."""
+
+    def __init__(self) -> None:
+        self.expected_seq, self.prev = 1, GENESIS
+        self.broken: ChainBreak | None = None
+
+    def add(self, record: AuditRecord) -> None:
+        """Check the next record; after the first break the rest are not checked (they follow a broken chain)."""
+        if self.broken is None:
+            self.broken = _break(record, self.expected_seq, self.prev)
+        if self.broken is None:
+            self.expected_seq, self.prev = record.seq + 1, record.hash
+
+    def end(self, head: tuple[int, str] | None = None) -> ChainBreak | None:
+        """The first break, or where the head says records were cut off the end, or None when whole."""
+        if self.broken is not None or head is None or head == (self.expected_seq - 1, self.prev):
+            return self.broken
+        last = self.expected_seq - 1
+        return ChainBreak(head[0], f"the log ends at record {last}, but record {head[0]} was the last written")
+
+
+def _break(record: AuditRecord, expected_seq: int, prev: str) -> ChainBreak | None:
+    if record.seq != expected_seq:
+        return ChainBreak(record.seq, f"record {expected_seq} is missing (found {record.seq} next)")
+    if record.prev_hash != prev:
+        return ChainBreak(record.seq, "does not follow the record before it (inserted, or one before was deleted)")
+    entry = AuditEntry(record.step, record.flow, record.message_id, record.detail, record.patient)
+    if record_hash(record.seq, record.at, entry, record.prev_hash, record.state) != record.hash:
+        return ChainBreak(record.seq, "its content was changed after it was written")
+    return None
+
+
 def verify(records: Iterable[AuditRecord], head: tuple[int, str] | None = None) -> ChainBreak | None:
     """The first place where the stored chain is broken, or None when it is whole.
 
     `head` is the (seq, hash) the store keeps of its last record; it reveals records cut off the end.
+    Reads `records` once, in order, holding none of them.
     """
-    expected_seq, prev = 1, GENESIS
+    walk = ChainWalk()
     for record in records:
-        if record.seq != expected_seq:
-            return ChainBreak(record.seq, f"record {expected_seq} is missing (found {record.seq} next)")
-        if record.prev_hash != prev:
-            return ChainBreak(record.seq, "does not follow the record before it (inserted, or one before was deleted)")
-        entry = AuditEntry(record.step, record.flow, record.message_id, record.detail, record.patient)
-        if record_hash(record.seq, record.at, entry, record.prev_hash, record.state) != record.hash:
-            return ChainBreak(record.seq, "its content was changed after it was written")
-        expected_seq, prev = record.seq + 1, record.hash
-    if head is not None and head != (expected_seq - 1, prev):
-        return ChainBreak(
-            head[0], f"the log ends at record {expected_seq - 1}, but record {head[0]} was the last written"
-        )
-    return None
+        walk.add(record)
+        if walk.broken is not None:
+            return walk.broken
+    return walk.end(head)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
-from integration.service.audit_chain import GENESIS, AuditRecord, verify
+from integration.service.audit_chain import GENESIS, AuditRecord, ChainWalk
 
 MASKED = "<cpr>"  # the log's CPR mask may hit ten digits in a row of a hash: they then match any ten digits
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -40,6 +41,23 @@ class Finding:
 
     def line(self) -> str:
         return f"audit log BROKEN at {self.where}: {self.problem}"
+
+
+@dataclass(slots=True)
+class Problems:
+    """The first `SHOWN_PER_KIND` findings of one kind, and how many more there were."""
+
+    shown: list[Finding] = field(default_factory=list)
+    skipped: int = 0
+
+    def add(self, where: str, problem: str) -> None:
+        if len(self.shown) < SHOWN_PER_KIND:
+            self.shown.append(Finding(where, problem))
+        else:
+            self.skipped += 1
+
+    def findings(self, where: str, more: str) -> list[Finding]:
+        return [*self.shown, *([Finding(where, f"{self.skipped} {more}")] if self.skipped else [])]
 
 
 # -- HMAC ------------------------------------------------------------------------------------------
@@ -97,31 +115,50 @@ def _mac(key: bytes, key_id: str, digest: str) -> str:
     return hmac.new(key, f"{key_id}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-def check_macs(records: Sequence[AuditRecord], keys: MacKeys) -> tuple[list[Finding], str]:
-    """Every record from the first signed one on must carry a valid HMAC; (findings, a summary)."""
-    problems: list[tuple[int, str]] = []
-    first_signed: int | None = None
-    used: set[str] = set()
-    for record in records:
+class MacCheck:
+    """Every record from the first signed one on must carry a valid HMAC; one record at a time (`add`), then
+    `result`. Holds the first problems only, and counts the rest."""
+
+    def __init__(self, keys: MacKeys) -> None:
+        self._keys = keys
+        self._problems = Problems()
+        self._first_signed: int | None = None
+        self._used: set[str] = set()  # key ids that vouched for a record: only the file's, so few
+        self._records = 0
+
+    def add(self, record: AuditRecord) -> None:
+        self._records += 1
         if record.mac is None:
-            if first_signed is not None:
-                problems.append(
-                    (record.seq, "it carries no HMAC, though records before it do (written without the key)")
+            if self._first_signed is not None:
+                self._problems.add(
+                    f"record {record.seq}", "it carries no HMAC, though records before it do (written without the key)"
                 )
-            continue
-        first_signed = record.seq if first_signed is None else first_signed
-        used.add(record.mac.partition(":")[0])
-        if (problem := keys.problem(record.mac, record.hash)) is not None:
-            problems.append((record.seq, problem))
-    findings = [Finding(f"record {seq}", problem) for seq, problem in problems[:SHOWN_PER_KIND]]
-    if len(problems) > SHOWN_PER_KIND:
-        findings.append(Finding("HMAC", f"{len(problems) - SHOWN_PER_KIND} more records fail their HMAC check"))
-    if records and first_signed is None:
-        findings.append(
-            Finding("HMAC", "no record carries an HMAC, though a key is configured (the chain rewritten without it?)")
-        )
-    summary = f"HMAC: records from {first_signed} on signed (key ids {', '.join(sorted(used))})" if used else ""
-    return findings, summary
+            return
+        self._first_signed = record.seq if self._first_signed is None else self._first_signed
+        if (problem := self._keys.problem(record.mac, record.hash)) is not None:
+            self._problems.add(f"record {record.seq}", problem)
+        else:
+            self._used.add(record.mac.partition(":")[0])
+
+    def result(self) -> tuple[list[Finding], str]:
+        """(findings, a summary)."""
+        findings = self._problems.findings("HMAC", "more records fail their HMAC check")
+        if self._records and self._first_signed is None:
+            findings.append(
+                Finding(
+                    "HMAC", "no record carries an HMAC, though a key is configured (the chain rewritten without it?)"
+                )
+            )
+        used = ", ".join(sorted(self._used))
+        return findings, f"HMAC: records from {self._first_signed} on signed (key ids {used})" if used else ""
+
+
+def check_macs(records: Iterable[AuditRecord], keys: MacKeys) -> tuple[list[Finding], str]:
+    """`MacCheck` over every record: (findings, a summary)."""
+    check = MacCheck(keys)
+    for record in records:
+        check.add(record)
+    return check.result()
 
 
 # -- anchors ---------------------------------------------------------------------------------------
@@ -189,73 +226,136 @@ def _console_anchor(line: str) -> tuple[int, str] | None:
     return (int(found.group(2)), found.group(1)) if found else None
 
 
-def check_anchors(records: Sequence[AuditRecord], anchors: Sequence[Anchor]) -> tuple[list[Finding], str]:
-    """Every anchored (seq, hash) must still be in the chain: (findings, a summary)."""
-    hashes = {record.seq: record.hash for record in records}
-    last = records[-1].seq if records else 0
-    problems = []
-    for anchor in anchors:
-        if anchor.seq == 0 and anchor.matches(GENESIS):
-            continue
-        digest = hashes.get(anchor.seq)
-        if digest is None and anchor.seq > last:
-            problems.append(
-                Finding(
-                    f"anchor {anchor.source}",
-                    f"record {anchor.seq} was anchored, but the log ends at record {last} (records cut off the end)",
+class AnchorCheck:
+    """Every anchored (seq, hash) must still be in the chain; one record at a time (`add`), then `result`.
+    Keeps the hashes of the anchored records only."""
+
+    def __init__(self, anchors: Sequence[Anchor]) -> None:
+        self._anchors = anchors
+        self._wanted = {anchor.seq for anchor in anchors}
+        self._hashes: dict[int, str] = {}
+        self._last = 0
+
+    def add(self, record: AuditRecord) -> None:
+        if record.seq in self._wanted:
+            self._hashes[record.seq] = record.hash
+        self._last = record.seq
+
+    def result(self) -> tuple[list[Finding], str]:
+        """(findings, a summary)."""
+        problems = Problems()
+        for anchor in self._anchors:
+            if anchor.seq == 0 and anchor.matches(GENESIS):
+                continue
+            digest = self._hashes.get(anchor.seq)
+            where = f"anchor {anchor.source}"
+            if digest is None and anchor.seq > self._last:
+                problems.add(
+                    where,
+                    f"record {anchor.seq} was anchored, but the log ends at record {self._last} "
+                    "(records cut off the end)",
                 )
-            )
-        elif digest is None:
-            problems.append(Finding(f"anchor {anchor.source}", f"record {anchor.seq} was anchored and is gone"))
-        elif not anchor.matches(digest):
-            problems.append(
-                Finding(
+            elif digest is None:
+                problems.add(where, f"record {anchor.seq} was anchored and is gone")
+            elif not anchor.matches(digest):
+                problems.add(
                     f"record {anchor.seq}",
                     f"its hash differs from the anchor at {anchor.source} (rewritten after it was anchored)",
                 )
-            )
-    findings = problems[:SHOWN_PER_KIND]
-    if len(problems) > SHOWN_PER_KIND:
-        findings.append(Finding("anchors", f"{len(problems) - SHOWN_PER_KIND} more anchors disagree with the log"))
-    latest = max((a.seq for a in anchors), default=0)
-    return findings, f"{len(anchors)} anchor(s) checked, the latest at record {latest}"
+        latest = max((a.seq for a in self._anchors), default=0)
+        summary = f"{len(self._anchors)} anchor(s) checked, the latest at record {latest}"
+        return problems.findings("anchors", "more anchors disagree with the log"), summary
+
+
+def check_anchors(records: Iterable[AuditRecord], anchors: Sequence[Anchor]) -> tuple[list[Finding], str]:
+    """`AnchorCheck` over every record: (findings, a summary)."""
+    check = AnchorCheck(anchors)
+    for record in records:
+        check.add(record)
+    return check.result()
 
 
 # -- state rows ------------------------------------------------------------------------------------
-Rows = Mapping[str, Mapping[str, tuple[str, str]]]  # table → key digest → (row digest, the key as shown)
+# a covered row as verify reads it: (key digest, row digest, the key as it may be shown, made when asked)
+Row = tuple[str, str, Callable[[], str]]
+ROWS_PER_LOOKUP = 500  # rows of a table compared with the replayed state at a time
 
 
-def expected_state(records: Iterable[AuditRecord]) -> dict[tuple[str, str], tuple[str, int]]:
-    """(table, key digest) → (row digest, seq of the record that last wrote it), replayed from the chain."""
-    expected: dict[tuple[str, str], tuple[str, int]] = {}
-    for record in records:
-        if not isinstance(record.state, Mapping):
-            continue
-        for table, rows in record.state.items():
-            if isinstance(rows, Mapping):
-                expected.update({(table, key): (str(digest), record.seq) for key, digest in rows.items()})
-    return expected
+class StateReplay(Protocol):
+    """The state the chain says the covered tables hold, replayed record by record: (table, key digest) →
+    (row digest, seq of the record that last wrote it). The store's reader keeps it in a scratch file, so that
+    verifying a log of any length takes the same memory."""
+
+    def write(self, seq: int, state: Mapping[str, Mapping[str, str]]) -> None:
+        """The digests a record carries; they replace what earlier records said of the same keys."""
+
+    def take(self, table: str, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """What was replayed of these keys (those never written left out), removed from the replay."""
+        ...
+
+    def left(self, table: str, first: int) -> tuple[int, list[int]]:
+        """(how many of the table's keys were never taken, the seqs that last wrote the `first` earliest of them)."""
+        ...
 
 
-def check_state(records: Sequence[AuditRecord], rows: Rows) -> tuple[list[Finding], str]:
-    """Every covered row must be as the chain last recorded it: (findings, a summary)."""
-    expected = expected_state(records)
-    findings, total = [], 0
-    for table, actual in rows.items():
-        problems = []
-        for key, (digest, shown) in actual.items():
-            total += 1
-            recorded = expected.pop((table, key), None)
-            if recorded is None:
-                problems.append(f"row {shown} was inserted outside the service (no record wrote it)")
-            elif recorded[0] != digest:
-                problems.append(f"row {shown} was changed outside the service (last written at record {recorded[1]})")
-        gone = sorted(seq for (t, _), (_, seq) in expected.items() if t == table)
-        problems += [f"a row last written at record {seq} is gone (deleted outside the service)" for seq in gone]
-        findings += [Finding(f"table {table}", p) for p in problems[:SHOWN_PER_KIND]]
-        if len(problems) > SHOWN_PER_KIND:
-            findings.append(Finding(f"table {table}", f"{len(problems) - SHOWN_PER_KIND} more rows differ"))
-    return findings, f"{total} state row(s) in {len(rows)} tables as the chain recorded them"
+class Evidence(Protocol):
+    """What `audit verify` examines, read from one snapshot: the head, the records in chain order, every row of
+    each covered table, and the schema's foreign objects; `replay` holds the replayed state meanwhile."""
+
+    @property
+    def head(self) -> tuple[int, str]: ...
+
+    @property
+    def tables(self) -> Sequence[str]: ...
+
+    @property
+    def foreign_objects(self) -> Sequence[str]: ...
+
+    @property
+    def replay(self) -> StateReplay: ...
+
+    def records(self) -> Iterable[AuditRecord]: ...
+
+    def rows(self, table: str) -> Iterable[Row]: ...
+
+
+def replay_state(replay: StateReplay, record: AuditRecord) -> None:
+    """Replay the digests a record carries (a value that is no mapping, written by someone else, carries none)."""
+    if isinstance(record.state, Mapping):
+        state = {t: rows for t, rows in record.state.items() if isinstance(rows, Mapping)}
+        if state:
+            replay.write(record.seq, {t: {k: str(d) for k, d in rows.items()} for t, rows in state.items()})
+
+
+def check_table(table: str, rows: Iterable[Row], replay: StateReplay) -> tuple[list[Finding], int]:
+    """Every row of the table as the chain last recorded it, and no row the chain recorded gone: (findings,
+    how many rows), reading the rows `ROWS_PER_LOOKUP` at a time."""
+    problems, total, chunk = Problems(), 0, []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == ROWS_PER_LOOKUP:
+            total += _compare(table, chunk, replay, problems)
+            chunk = []
+    total += _compare(table, chunk, replay, problems)
+    gone, seqs = replay.left(table, SHOWN_PER_KIND)
+    for seq in seqs:
+        problems.add(f"table {table}", f"a row last written at record {seq} is gone (deleted outside the service)")
+    problems.skipped += gone - len(seqs)
+    return problems.findings(f"table {table}", "more rows differ"), total
+
+
+def _compare(table: str, rows: Sequence[Row], replay: StateReplay, problems: Problems) -> int:
+    expected = replay.take(table, [key for key, _, _ in rows]) if rows else {}
+    for key, digest, shown in rows:
+        recorded = expected.pop(key, None)
+        if recorded is None:
+            problems.add(f"table {table}", f"row {shown()} was inserted outside the service (no record wrote it)")
+        elif recorded[0] != digest:
+            problems.add(
+                f"table {table}",
+                f"row {shown()} was changed outside the service (last written at record {recorded[1]})",
+            )
+    return len(rows)
 
 
 # -- the examination -------------------------------------------------------------------------------
@@ -263,6 +363,7 @@ def check_state(records: Sequence[AuditRecord], rows: Rows) -> tuple[list[Findin
 class Examination:
     findings: list[Finding]
     summary: list[str]
+    records: int = 0
 
     @property
     def intact(self) -> bool:
@@ -270,35 +371,44 @@ class Examination:
 
 
 def examine(
-    head: tuple[int, str],
-    records: Sequence[AuditRecord],
-    rows: Rows,
+    evidence: Evidence,
     keys: MacKeys | None = None,
     anchors: Sequence[Anchor] = (),
     allow_empty: bool = False,
-    foreign_objects: Sequence[str] = (),
 ) -> Examination:
     """Every check `audit verify` makes: the chain, the state rows, the anchors given, the HMACs, and the
     schema: a trigger, rule or policy (`foreign_objects`; the service creates none) could change the rows
-    the service writes and reads back, so that their changes were chained as the service's own."""
-    findings, summary = [], [f"{len(records)} records, head {head[0]} {head[1]}"]
-    if not records and head == (0, GENESIS) and not allow_empty:
-        findings.append(
-            Finding("the log", "it is empty (emptied, or a fresh store: --allow-empty accepts a fresh deployment)")
-        )
-    findings += [
+    the service writes and reads back, so that their changes were chained as the service's own.
+
+    One pass over the records and one over each covered table; what it holds meanwhile does not grow with
+    the log (the replayed state is the evidence's `replay`)."""
+    head, walk, anchored = evidence.head, ChainWalk(), AnchorCheck(anchors)
+    macs = MacCheck(keys) if keys is not None else None
+    count = 0
+    for record in evidence.records():
+        count += 1
+        walk.add(record)
+        anchored.add(record)
+        replay_state(evidence.replay, record)
+        if macs is not None:
+            macs.add(record)
+    findings = [
         Finding("the schema", f"{name}: the service creates none; it can change rows under the chain")
-        for name in foreign_objects
+        for name in evidence.foreign_objects
     ]
-    broken = verify(records, head)
-    if broken is not None:
+    if not count and head == (0, GENESIS) and not allow_empty:
+        findings.insert(
+            0, Finding("the log", "it is empty (emptied, or a fresh store: --allow-empty accepts a fresh deployment)")
+        )
+    if (broken := walk.end(head)) is not None:
         findings.append(Finding(f"record {broken.seq}", broken.problem))
-    checks = [check_state(records, rows)]
-    if anchors:
-        checks.append(check_anchors(records, anchors))
-    if keys is not None:
-        checks.append(check_macs(records, keys))
-    for found, said in checks:
+    rows = 0
+    for table in evidence.tables:
+        found, counted = check_table(table, evidence.rows(table), evidence.replay)
+        findings, rows = findings + found, rows + counted
+    summary = [f"{count} records, head {head[0]} {head[1]}"]
+    summary.append(f"{rows} state row(s) in {len(evidence.tables)} tables as the chain recorded them")
+    for found, said in [anchored.result()] * bool(anchors) + ([macs.result()] if macs is not None else []):
         findings += found
         summary += [said] if said else []
-    return Examination(findings, summary)
+    return Examination(findings, summary, count)

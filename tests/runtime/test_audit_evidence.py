@@ -172,7 +172,7 @@ def test_an_intact_log_verifies_with_everything_it_covers(dsn: str, tmp_path: Pa
     done = verify(dsn, "--anchor", str(anchors), INTEGRATION_AUDIT_HMAC_KEY_FILE=str(key_file))
     assert done.exit_code == 0, done.stderr
     assert done.stdout.startswith("audit log intact: 7 records, head 7 ")
-    assert "state row(s) in 9 tables as the chain recorded them" in done.stdout
+    assert "state row(s) in 10 tables as the chain recorded them" in done.stdout
     assert (
         "1 anchor(s) checked, the latest at record 7" in done.stdout and "HMAC: records from 1 on signed" in done.stdout
     )
@@ -231,6 +231,7 @@ def test_an_emptied_log_and_tables_are_found_by_the_anchor(dsn: str, tmp_path: P
         dsn,
         *(f"DELETE FROM {table}" for table in ("audit_log", "processed_message", "delivery_failure", "rehab_course")),
         *(f"DELETE FROM {table}" for table in ("hotline_request", "medcom_received", "medcom_ack", "outbound_message")),
+        "DELETE FROM output_body",
         f"UPDATE audit_head SET seq = 0, hash = '{GENESIS}'",
     )
     done = verify(dsn, "--allow-empty", "--anchor", str(anchors))
@@ -249,7 +250,7 @@ def test_dropped_tables_are_found_and_not_recreated(dsn: str) -> None:
     assert done.stderr.strip().endswith("the audit store lacks table(s) audit_log, rehab_course (dropped?)")
     sql(dsn, *(f"DROP TABLE {t}" for t in ("schema_version", "audit_head", "processed_message", "delivery_failure")))
     sql(dsn, *(f"DROP TABLE {t}" for t in ("hotline_request", "medcom_received", "medcom_ack", "outbound_message")))
-    sql(dsn, "DROP TABLE watched_episode", "DROP TABLE hl7_received")
+    sql(dsn, "DROP TABLE watched_episode", "DROP TABLE hl7_received", "DROP TABLE output_body")
     done = verify(dsn)
     assert done.exit_code == 1 and done.stderr.strip().endswith("none of the audit store's tables exists")
     store = open_audit_store(dsn)  # only the service (create=True) makes a store
@@ -405,6 +406,7 @@ def test_keys_rotate_and_a_signed_log_refuses_unsigned_writers(dsn: str, tmp_pat
 
 
 # -- the state tables ----------------------------------------------------------------------------------
+BODY_1, BODY_2 = (hashlib.sha256(body).hexdigest() for body in (b'{"x": 1}', b'{"x": 2}'))
 TAMPERING = {
     "processed_message": (
         "UPDATE processed_message SET outputs = '[]' WHERE message_id = 'm-1'",
@@ -445,6 +447,12 @@ TAMPERING = {
         "INSERT INTO medcom_ack (header_id, code, ack, at) VALUES ('h-new', 'ok', '{}', 'x')",
         "DELETE FROM medcom_ack",
         "h-in-1",
+    ),
+    "output_body": (  # the bodies of o-1 and o-2 (fill), each once
+        f"UPDATE output_body SET encoding = 'zlib' WHERE body_sha256 = '{BODY_1}'",
+        f"INSERT INTO output_body SELECT 'ab', encoding, body FROM output_body WHERE body_sha256 = '{BODY_1}'",
+        f"DELETE FROM output_body WHERE body_sha256 = '{BODY_2}'",
+        BODY_1,
     ),
     "outbound_message": (
         "UPDATE outbound_message SET state = 'acknowledged' WHERE header_id = 'h-2'",
@@ -738,9 +746,10 @@ def test_the_processor_path_leaves_every_row_it_wrote_covered(dsn: str) -> None:
     outcomes = processor.process_batch(deliveries[:6]) + processor.process_batch(deliveries[6:])
     processor.acknowledged(list(zip(deliveries, outcomes, strict=True)))
     assert isinstance(store, SqlAuditStore)
-    evidence = store.evidence()
+    with store.evidence() as evidence:
+        rows = sum(1 for table in evidence.tables for _ in evidence.rows(table))
     store.close()
-    assert sum(len(rows) for rows in evidence.rows.values()) >= 24  # processed, and tracked for its ack
+    assert rows >= 24  # processed, and tracked for its ack
     done = verify(dsn)
     assert done.exit_code == 0, done.stderr
 

@@ -2,42 +2,30 @@
 
 Records are only appended, in the transaction that makes the changes they report, under the chain
 lock; the last record of a transaction carries the digests of the covered rows it left (audit_state).
-With a signing key, every record gets an HMAC. The readers give the records back as written, for
-`audit verify` (`evidence`: one snapshot of the head, the records and every covered row) and for a
-patient's trail.
+With a signing key, every record gets an HMAC. The readers give the records back as written: all of them
+a chunk at a time (`records`), or those of a patient's trail; `audit verify` streams them from one
+snapshot (`evidence.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
 
-from integration.adapters.sql import audit_state
-from integration.adapters.sql.audit_state import COVERED, StateDigests
+from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.errors import ConfigurationError
 from integration.service.audit_chain import AuditEntry, AuditRecord, chain
 
 Signer = Callable[[str], str]  # a record's hash → its HMAC, "key-id:hex"
 RECORD_COLUMNS = "seq, at, step, flow, message_id, patient, detail, prev_hash, hash, state, mac"
+RECORDS_PER_READ = 1000  # records per read transaction of `records`
 INSERT_RECORD = (
     "INSERT INTO audit_log (seq, at, step, flow, message_id, patient, detail, prev_hash, hash, state, mac) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """What `audit verify` examines, read in one snapshot: the head, every record, and every row of the
-    covered tables (table → key digest → (row digest, the key as it may be shown))."""
-
-    head: tuple[int, str]
-    records: list[AuditRecord]
-    rows: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
-    foreign_objects: list[str] = field(default_factory=list)  # triggers, rules, policies: none are ours
 
 
 class AuditLog:
@@ -76,19 +64,22 @@ class AuditLog:
         """The records matching `where` (an SQL WHERE clause with `?` placeholders), in chain order."""
         with self._unit.transaction(write=False) as cursor:
             cursor.execute(self._unit.sql(f"SELECT {RECORD_COLUMNS} FROM audit_log {where} ORDER BY seq"), params)
-            return [_record(r) for r in cursor.fetchall()]
+            return [record_from_row(r) for r in cursor.fetchall()]
 
-    def evidence(self) -> Evidence:
-        """The head, every record and every covered row, from one snapshot (the service may be writing)."""
-        with self._unit.transaction(write=False) as cursor:
-            self._unit.snapshot(cursor)
-            cursor.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
-            seq, digest = cursor.fetchone()
-            cursor.execute(f"SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY seq")
-            records = [_record(r) for r in cursor]
-            rows = {table: audit_state.every_row(cursor, table) for table in COVERED}
-            foreign = self._unit.foreign_objects(cursor)
-        return Evidence((int(seq), str(digest)), records, rows, foreign)
+    def records(self, after: int = 0, chunk: int = RECORDS_PER_READ) -> Iterator[AuditRecord]:
+        """Every record after record `after`, in chain order, read `chunk` at a time, each chunk in a short
+        read transaction of its own: never the whole log in memory, and no transaction left open while the
+        caller holds the iterator. (Records are only appended: the chunks join into the log as it was at the
+        first read, plus what was appended since.)"""
+        query = self._unit.sql(f"SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT {int(chunk)}")
+        while True:
+            with self._unit.transaction(write=False) as cursor:
+                cursor.execute(query, (after,))
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from (record_from_row(row) for row in rows)
+            after = rows[-1][0]
 
     def check_signing(self) -> None:
         """Without a key, refuse to write to a log whose last record is signed: a record appended
@@ -123,7 +114,8 @@ def _row(record: AuditRecord) -> tuple[Any, ...]:
     )
 
 
-def _record(row: Sequence[Any]) -> AuditRecord:
+def record_from_row(row: Sequence[Any]) -> AuditRecord:
+    """A record from a row of RECORD_COLUMNS."""
     state = None if row[9] is None else _json(row[9])
     return AuditRecord(row[0], row[1], row[2], row[3], row[4], row[5], _json(row[6]), row[7], row[8], state, row[10])
 

@@ -17,8 +17,9 @@ still shows. (Or it records the rows' new digests, as `adopt` does; that also ad
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,8 @@ COVERED: Mapping[str, Table] = {
         ),
         key_is_personal=True,  # the patient's CPR number leads the key
     ),
+    # schema 8: the outgoing bodies, each once, keyed by its SHA-256 (bodies.py); the two tables above name them
+    "output_body": Table(("body_sha256",), ("body_sha256", "encoding", "body")),
 }
 READ_BACK_CHUNK = 200  # keys per SELECT when reading touched rows back
 
@@ -216,10 +219,17 @@ def rows_where(cursor: Any, sql: Sql, table: str, column: str, values: Collectio
 
 def every_row(cursor: Any, table: str) -> dict[str, tuple[str, str]]:
     """Every row of a covered table: key digest → (row digest, the key as it may be shown)."""
-    spec = COVERED[table]
-    width = len(spec.key)
-    cursor.execute(f"SELECT {', '.join(spec.columns)} FROM {table}")
-    return {key_digest(table, row[:width]): (row_digest(table, row), shown_key(table, row[:width])) for row in cursor}
+    cursor.execute(f"SELECT {', '.join(COVERED[table].columns)} FROM {table}")
+    return {key: (digest, shown()) for key, digest, shown in digested(table, cursor)}
+
+
+def digested(table: str, rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, str, Callable[[], str]]]:
+    """Rows of a covered table's columns as (key digest, row digest, the key as it may be shown), one by one;
+    the key is made showable only when asked (a finding), which verifying every row would otherwise pay for."""
+    width = len(COVERED[table].key)
+    for row in rows:
+        key = row[:width]
+        yield key_digest(table, key), row_digest(table, row), functools.partial(shown_key, table, key)
 
 
 def merge(into: StateDigests, more: Mapping[str, Mapping[str, str]]) -> StateDigests:

@@ -1,5 +1,6 @@
 """The outbound tracking's repository (`outbound_message`): our MedCom messages, each tracked from its
 first transmission until its ack comes (acknowledged, failed) or the resend job gives up on it (gave-up).
+Its output names its body, stored once in `output_body` (bodies.py; inline in rows from before schema 8).
 
 Times here are kept in UTC with microseconds, so that they compare as text in SQL across DST changes.
 A late ack still settles a message given up on.
@@ -13,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from integration.adapters.sql.audit_state import StateDigests
+from integration.adapters.sql import bodies
+from integration.adapters.sql.audit_state import StateDigests, merge
 from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.domain.course import AckReceived, OutboundState, OutboundStatus
 from integration.service.ports import OutboundMessage, Processed, Resend, StoredOutput
@@ -34,6 +36,7 @@ def utc(moment: datetime) -> str:
 class OutboundTracking:
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
+        self._bodies = bodies.OutputBodies(unit)
 
     def outbound(self, header_id: str) -> OutboundStatus | None:
         """Where our message with this MessageHeader id stands, or None when it is not tracked."""
@@ -74,7 +77,7 @@ class OutboundTracking:
                 ),
                 tuple(params),
             )
-            return [_message(r, bodies) for r in _rows(cursor)]
+            return self._messages(cursor, list(_rows(cursor)), bodies)
 
     def outbound_sent(self, header_ids: Sequence[str], bodies: bool = True) -> dict[str, OutboundMessage]:
         """Our messages with these MessageHeader ids, whatever their state, by id (ids not tracked left out);
@@ -91,16 +94,27 @@ class OutboundTracking:
                     ),
                     tuple(chunk),
                 )
-                found.update((row[0], _message(row, bodies)) for row in _rows(cursor))
+                found.update((m.header_id, m) for m in self._messages(cursor, list(_rows(cursor)), bodies))
         return found
 
+    def _messages(self, cursor: Any, rows: Sequence[Sequence[Any]], with_bodies: bool) -> list[OutboundMessage]:
+        """The messages of these rows, each output's body read from `output_body` (or left out: b"")."""
+        docs = [orjson.loads(row[2]) for row in rows]
+        if not with_bodies:
+            for doc in docs:
+                doc.pop("bodySha256", None)
+                doc["body"] = ""
+        named = self._bodies.load(cursor, bodies.wanted(docs))
+        return [_message(row, bodies.stored_output(doc, named)) for row, doc in zip(rows, docs, strict=True)]
+
     def track(self, cursor: Any, processed: Processed, sent_at: str) -> StateDigests:
-        """Track those of the outputs that await an ack (`sent_at` in UTC); the digests of the rows inserted."""
+        """Track those of the outputs that await an ack (`sent_at` in UTC), each naming its body (stored by
+        `ProcessedMessages.mark` in this transaction); the digests of the rows inserted."""
         tracked = [
             (
                 o.awaits_ack,
                 flow,
-                orjson.dumps(o.as_json()).decode(),
+                orjson.dumps(bodies.reference(o)).decode(),
                 sent_at,
                 sent_at,
                 0,
@@ -123,10 +137,13 @@ class OutboundTracking:
                 self._unit.sql(SETTLE),
                 [(_settled(a.code).value, stamp, a.header_id) for a in acks],
             )
+        state: StateDigests = {}
         for resend in resends:
-            self._resend(cursor, resend, stamp, sent_at)
+            merge(state, self._resend(cursor, resend, stamp, sent_at))
         settled = {(a.header_id,) for a in acks} | {(r.header_id,) for r in resends}
-        return {"outbound_message": self._unit.read_back(cursor, "outbound_message", settled)} if settled else {}
+        if settled:
+            merge(state, {"outbound_message": self._unit.read_back(cursor, "outbound_message", settled)})
+        return state
 
     def stop(self, cursor: Any, patients: Sequence[str], stamp: str) -> StateDigests:
         """Stop our messages awaiting an ack for these patients (who died): state `stopped`, never resent, a
@@ -144,14 +161,18 @@ class OutboundTracking:
         )
         return {"outbound_message": self._unit.read_back(cursor, "outbound_message", set(stopped))} if stopped else {}
 
-    def _resend(self, cursor: Any, resend: Resend, stamp: str, sent_at: str) -> None:
+    def _resend(self, cursor: Any, resend: Resend, stamp: str, sent_at: str) -> StateDigests:
+        """Record a resend (its body stored once, named by the row, which a row from before schema 8 then
+        does too) or the decision to give up; the digests of the bodies stored."""
         if resend.body is None:
             cursor.execute(self._unit.sql(GIVE_UP), (stamp, resend.header_id))
-            return
+            return {}
         cursor.execute(self._unit.sql("SELECT output FROM outbound_message WHERE header_id = ?"), (resend.header_id,))
         output = orjson.loads(cursor.fetchone()[0])
-        output["body"] = resend.body.decode("utf-8")
+        output.pop("body", None)
+        output["bodySha256"] = bodies.body_sha256(resend.body)
         cursor.execute(self._unit.sql(RESENT), (orjson.dumps(output).decode(), sent_at, resend.header_id))
+        return self._bodies.save(cursor, [resend.body])
 
 
 def _rows(cursor: Any, size: int = 200) -> Iterator[Sequence[Any]]:
@@ -160,14 +181,11 @@ def _rows(cursor: Any, size: int = 200) -> Iterator[Sequence[Any]]:
         yield from rows
 
 
-def _message(row: Sequence[Any], body: bool = True) -> OutboundMessage:
-    output = orjson.loads(row[2])
-    if not body:
-        output["body"] = ""
+def _message(row: Sequence[Any], output: StoredOutput) -> OutboundMessage:
     return OutboundMessage(
         row[0],
         row[1],
-        StoredOutput.from_json(output),
+        output,
         datetime.fromisoformat(row[3]),
         datetime.fromisoformat(row[4]),
         int(row[5]),

@@ -15,6 +15,7 @@ of one database (tests, or several deployments) do not wait for each other.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +26,7 @@ from integration.adapters.sql import audit_state
 from integration.adapters.sql.audit_log import Signer
 from integration.adapters.sql.deadline import SocketDeadline
 from integration.adapters.sql.store import SqlAuditStore
-from integration.adapters.sql.unit_of_work import Row, UnitOfWork
+from integration.adapters.sql.unit_of_work import STREAM_CHUNK, Row, UnitOfWork
 from integration.errors import StoreDamaged, StoreRefused, Transient
 
 CHAIN_LOCK = "hjerterehab:audit-chain"  # with the schema's name: the same in every process of one store
@@ -54,10 +55,12 @@ class PostgresUnitOfWork(UnitOfWork):
     the chain and schema changes; a watchdog on each transaction (`TRANSACTION_DEADLINE`)."""
 
     placeholder = "%s"
+    blob_type = "BYTEA"
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._deadline = SocketDeadline(TRANSACTION_DEADLINE)
+        self._streams = itertools.count(1)  # names of server-side cursors
         self._db = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -128,6 +131,15 @@ class PostgresUnitOfWork(UnitOfWork):
             f"JOIN pg_class c ON c.oid = p.polrelid WHERE {ours} ORDER BY 1"
         )
         return [str(r[0]) for r in cursor.fetchall()]
+
+    def stream(self, cursor: Any, query: str, size: int = STREAM_CHUNK) -> Iterator[Row]:
+        """A server-side cursor (DECLARE … FETCH): psycopg's client-side cursor would hold the whole answer.
+        It lives until the transaction ends; each chunk is fetched whole before its rows are yielded, so the
+        caller may use `cursor` meanwhile."""
+        name = f"stream_{next(self._streams)}"
+        cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {query}")
+        while rows := cursor.execute(f"FETCH FORWARD {int(size)} FROM {name}").fetchall():
+            yield from rows
 
     def snapshot(self, cursor: Any) -> None:
         """One consistent read of the whole log (audit verify): it may take as long as the log is long."""

@@ -2,8 +2,8 @@
 
 `processed_message` holds each key processed, with the body's SHA-256 (a reused message-id is told
 from a redelivery) and the outputs exactly as first published (a redelivery republishes them byte
-for byte); `delivery_failure` counts how often our side failed on a key, so attempts never depend on
-a header the sender could change.
+for byte), each naming its body, stored once in `output_body` (bodies.py); `delivery_failure` counts how
+often our side failed on a key, so attempts never depend on a header the sender could change.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from integration.adapters.sql import audit_state
+from integration.adapters.sql import audit_state, bodies
 from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.service.ports import EarlierDelivery, Failure, Processed, StoredOutput
@@ -29,12 +29,14 @@ COUNT_FAILURE = (
 
 
 def outputs_json(outputs: Sequence[StoredOutput]) -> str:
-    return orjson.dumps([o.as_json() for o in outputs]).decode()
+    """The outputs as `processed_message.outputs` holds them: each body named by its digest (bodies.py)."""
+    return orjson.dumps([bodies.reference(o) for o in outputs]).decode()
 
 
 class ProcessedMessages:
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
+        self._bodies = bodies.OutputBodies(unit)
 
     def deliveries(self, keys: Sequence[Key]) -> dict[Key, EarlierDelivery]:
         """What is known of each of `keys` (flow, key): processed (with its body hash and stored outputs),
@@ -68,9 +70,13 @@ class ProcessedMessages:
             ),
             (flow, *ids),
         )
+        rows = [
+            (message_id, digest, at, orjson.loads(outputs)) for message_id, digest, at, outputs in cursor.fetchall()
+        ]
+        named = self._bodies.load(cursor, bodies.wanted(doc for *_, docs in rows for doc in docs))
         return {
-            (flow, message_id): (digest, at, tuple(StoredOutput.from_json(o) for o in orjson.loads(outputs)))
-            for message_id, digest, at, outputs in cursor.fetchall()
+            (flow, message_id): (digest, at, tuple(bodies.stored_output(doc, named) for doc in docs))
+            for message_id, digest, at, docs in rows
         }
 
     def _failures(self, cursor: Any, flow: str, ids: list[str]) -> dict[Key, int]:
@@ -84,11 +90,12 @@ class ProcessedMessages:
         return {(flow, m): int(n) for m, n in cursor.fetchall()}
 
     def mark(self, cursor: Any, processed: Processed, stamp: str) -> StateDigests:
-        """Mark messages processed with their outputs; a key already there fails the insert (StoreRefused),
-        so the digests are of what was inserted."""
+        """Mark messages processed with their outputs, whose bodies are stored once (bodies.py); a key already
+        there fails the insert (StoreRefused), so the digests are of what was inserted."""
+        state = self._bodies.save(cursor, (o.body for *_, outputs in processed for o in outputs))
         rows = [(flow, key, digest, stamp, outputs_json(outputs)) for flow, key, digest, outputs in processed]
         cursor.executemany(self._unit.sql(INSERT_PROCESSED), rows)
-        return {"processed_message": audit_state.digest_rows("processed_message", rows)}
+        return audit_state.merge(state, {"processed_message": audit_state.digest_rows("processed_message", rows)})
 
     def count_failures(self, cursor: Any, failures: Sequence[Failure], stamp: str) -> StateDigests:
         """Count one more failure of our side on each (flow, key), with its error."""

@@ -89,6 +89,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             due_at TEXT NOT NULL, header_id TEXT NOT NULL, watched_at TEXT NOT NULL, matched_by TEXT,
             matched_at TEXT, cancelled_at TEXT, PRIMARY KEY (patient, episode))""",
     ),
+    (  # 8: each outgoing body once, as bytes keyed by its SHA-256, compressed when it pays (bodies.py, decision 32);
+        # processed_message.outputs and outbound_message.output name it from here on. Rows from before keep their
+        # bodies inline and their state digests: nothing they hold changes
+        """CREATE TABLE IF NOT EXISTS output_body (
+            body_sha256 TEXT PRIMARY KEY, encoding TEXT NOT NULL, body {blob} NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 STATE_COVERED_FROM = 3  # a store migrated to this version adopts the rows it holds into the chain, as they are
@@ -141,7 +147,7 @@ def _migrate(unit: UnitOfWork, cursor: Any, version: int) -> None:
     """Run the migrations after `version`; a statement the schema refuses is StoreDamaged."""
     for statement in (s for step in MIGRATIONS[version:] for s in step):
         try:
-            cursor.execute(statement)
+            cursor.execute(statement.replace("{blob}", unit.blob_type))
         except Exception as exc:
             if not unit.schema_error(exc):
                 raise

@@ -17,14 +17,15 @@ re-exports here for the modules that import them from the store.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
 from integration.adapters.sql import audit_state, schema
-from integration.adapters.sql.audit_log import AuditLog, Evidence, Signer
+from integration.adapters.sql.audit_log import AuditLog, Signer
 from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.courses import Courses
+from integration.adapters.sql.evidence import ScratchReplay, StoreEvidence
 from integration.adapters.sql.hl7_received import Hl7Receipts
 from integration.adapters.sql.hotline import HotlineRequests, PendingRequest
 from integration.adapters.sql.outbound import OutboundTracking, utc
@@ -55,7 +56,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditStore",
     "EarlierDelivery",
-    "Evidence",
     "Failure",
     "OutboundMessage",
     "PendingRequest",
@@ -63,6 +63,7 @@ __all__ = [
     "Resend",
     "Signer",
     "SqlAuditStore",
+    "StoreEvidence",
     "StoreMissing",
     "StoredOutput",
 ]
@@ -82,7 +83,7 @@ class AuditStore(Store, Protocol):
 
     def records(self) -> Iterator[AuditRecord]: ...
 
-    def evidence(self) -> Evidence: ...
+    def evidence(self) -> AbstractContextManager[StoreEvidence]: ...
 
     def trail(self, patient: str) -> list[AuditRecord]: ...
 
@@ -231,10 +232,20 @@ class SqlAuditStore:
         return self._watched.episode(patient, episode)
 
     def records(self) -> Iterator[AuditRecord]:
-        yield from self._log.rows()
+        """Every record in chain order, read a chunk at a time (`AuditLog.records`)."""
+        return self._log.records()
 
-    def evidence(self) -> Evidence:
-        return self._log.evidence()
+    @contextmanager
+    def evidence(self) -> Iterator[StoreEvidence]:
+        """What `audit verify` examines, from one snapshot (the service may be writing), streamed while the
+        block lasts; the chain's replayed state meanwhile in a scratch file (`evidence.py`)."""
+        with self._unit.transaction(write=False) as cursor:
+            self._unit.snapshot(cursor)
+            replay = ScratchReplay()
+            try:
+                yield StoreEvidence(self._unit, cursor, replay)
+            finally:
+                replay.close()
 
     def head(self) -> tuple[int, str]:
         return self._log.head()

@@ -13,13 +13,14 @@ and pass it through `sql`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from integration.adapters.sql import audit_state
 
 Row = tuple[Any, ...]
+STREAM_CHUNK = 1000  # rows per fetch of `stream`
 
 
 class UnitOfWork:
@@ -27,6 +28,7 @@ class UnitOfWork:
     `close`, and the hooks its database needs."""
 
     placeholder = "?"
+    blob_type = "BLOB"  # the column type of bytes, `{blob}` in a migration
 
     def transaction(self, write: bool = True) -> AbstractContextManager[Any]:
         """A transaction yielding a cursor (a writer's takes the write lock where the database has one);
@@ -60,6 +62,18 @@ class UnitOfWork:
 
     def snapshot(self, cursor: Any) -> None:
         """Make the rest of this read transaction see one consistent snapshot of every table."""
+
+    def stream(self, cursor: Any, query: str, size: int = STREAM_CHUNK) -> Iterator[Row]:
+        """The rows of `query` (no parameters) in this transaction, read `size` at a time: what a reader of
+        the whole log or a whole table holds does not grow with it. (SQLite steps a cursor of its own on the
+        connection; PostgreSQL overrides this with a server-side cursor.)"""
+        reader = cursor.connection.cursor()
+        try:
+            reader.execute(query)
+            while rows := reader.fetchmany(size):
+                yield from rows
+        finally:
+            reader.close()
 
     def sql(self, text: str) -> str:
         """The statement with the database's placeholders for `?`."""
