@@ -54,6 +54,7 @@ class PostgresUnitOfWork(UnitOfWork):
     the chain and schema changes; a watchdog on each transaction (`TRANSACTION_DEADLINE`)."""
 
     placeholder = "%s"
+    row_lock = " FOR UPDATE"
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
