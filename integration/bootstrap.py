@@ -312,12 +312,19 @@ def resend_policy(settings: Settings) -> ResendPolicy:
     return ResendPolicy(timedelta(minutes=settings.ack_timeout_minutes), settings.max_resends)
 
 
-def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | None = None) -> None:
+def run_consumers(
+    settings: Settings, flow_names: str | None, fault: Fault | None = None, worker: tuple[int, int] | None = None
+) -> None:
     """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
     as during operation: one line says what is awaited, `/readyz` fails until it answers. The health
     endpoints are served first (their address in use is a ConfigurationError), and `/readyz` names the
     mappings until they have loaded. `fault` is passed to the processors (the fault tests' kill switch;
-    never set by the command line)."""
+    never set by the command line). `worker` (i, N): this process is worker i of `run --processes N`
+    (`adapters.workers`): every log line names it, and only worker 0 runs the periodic jobs (the resend
+    of unacknowledged messages, the chain's anchor), so that nothing is resent once per worker."""
+    if worker is not None:
+        structlog.contextvars.bind_contextvars(worker=worker[0])
+    jobs = worker is None or worker[0] == 0
     health = Health()
     health.down(MAPPINGS, f"not loaded yet ({settings.mappings_dir})")
     serve(health, settings.health_listen)
@@ -339,7 +346,7 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | Non
         broker,
         flows,
         wiring.with_store(store).processor_on,
-        periodic=lambda bus: (anchor(), resend_unacknowledged(store, bus, wiring.clock(), policy)),
+        periodic=(lambda bus: (anchor(), resend_unacknowledged(store, bus, wiring.clock(), policy))) if jobs else None,
         health=health,
         refresh=gauge_refresher(settings, wiring, store, flows, health),
     )
@@ -351,6 +358,7 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | Non
         broker=masked_url(broker.url),
         audit=masked_dsn(settings.audit_dsn),
         prefetch=broker.prefetch,
+        periodic_jobs=jobs,
     )
 
     def stop_when_signalled() -> None:
@@ -363,7 +371,8 @@ def run_consumers(settings: Settings, flow_names: str | None, fault: Fault | Non
     try:
         service.run()
     finally:
-        anchor.last()
+        if jobs:
+            anchor.last()
         store.close()
     log.info("stopped", handled=service.handled)
 

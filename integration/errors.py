@@ -19,6 +19,10 @@
     │                         command stop with one line, since waiting will not mend it
     ├── StoreRefused          the database refused a write for this content (a constraint, a value
     │                         it cannot hold): a defect of ours, counted against the message
+    ├── Conflict              another consumer process changed a course this batch read before the
+    │                         batch could record its own change (optimistic concurrency): nothing of
+    │                         the batch is kept; it is planned again from what is stored now, and no
+    │                         delivery attempt is spent (decision 31)
     └── ConnectionLost        the broker connection is gone: unacked messages come back on
                               their own; the consumer reconnects with backoff
 
@@ -129,6 +133,23 @@ class StoreRefused(IntegrationError):
     """
 
     reason = "store-refused"
+
+
+class Conflict(IntegrationError):
+    """A course this batch read was changed (or created) by another consumer before the batch recorded its
+    own change: recording it would overwrite that change unseen (a lost update). The transaction is rolled
+    back; nothing of it is kept.
+
+    Neither a refusal of the content (StoreRefused) nor an outage (Transient): planning the batch again at
+    once, from the course as it now stands, succeeds. `table` names where; `count` how many rows differed
+    (the keys are CPR numbers: never in the message). Decision 31."""
+
+    reason = "conflict"
+
+    def __init__(self, table: str, count: int) -> None:
+        super().__init__(f"{count} row(s) of {table} changed by another consumer since this batch read them")
+        self.table = table
+        self.count = count
 
 
 class ConnectionLost(IntegrationError):

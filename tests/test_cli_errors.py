@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from integration.adapters.sql.store import StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.cli.errors import IntegrationCommand, explain
-from integration.errors import ConfigurationError, ConnectionLost, InvalidInput, StoreDamaged, Transient
+from integration.errors import ConfigurationError, Conflict, ConnectionLost, InvalidInput, StoreDamaged, Transient
 from tests.cli_runs import run_integration
 
 CPR, DASHED, SPACED = "2512489996", "251248-9996", "251248 9996"
@@ -138,6 +138,7 @@ def test_topology_export_to_a_place_that_cannot_be_written_is_an_io_error(tmp_pa
         (Transient("x"), 69),
         (Transient("x", "broker"), 69),
         (ConnectionLost("x"), 69),
+        (Conflict("rehab_course", 1), 69),
         (FileNotFoundError(2, "No such file or directory", "f"), 74),
     ],
 )

@@ -11,7 +11,8 @@ traceback for a mistake, a misconfiguration or an outage, and never a CPR number
           login, our vhost, our permissions or naming a queue the topology lacks
     65    EX_DATAERR: the audit store is damaged, or refuses to record the read
     66    EX_NOINPUT: no audit store where the configuration says
-    69    EX_UNAVAILABLE: the broker or the database cannot be reached or refuses for now: try again
+    69    EX_UNAVAILABLE: the broker or the database cannot be reached or refuses for now, or a consumer
+          changed a course while the command was changing it (Conflict): try again
     70    EX_SOFTWARE: a bug; the line names the exception, the log line at ERROR has the traceback
     74    EX_IOERR: a file could not be read or written
 
@@ -32,6 +33,7 @@ from integration.adapters.sql.store import StoreMissing
 from integration.errors import (
     BuildError,
     ConfigurationError,
+    Conflict,
     ConnectionLost,
     Rejected,
     StoreDamaged,
@@ -76,6 +78,7 @@ _OURS: Sequence[tuple[type[BaseException], int, str]] = (
     (StoreMissing, EXIT_NO_INPUT, "no audit store: "),
     (StoreRefused, EXIT_DATA, "the audit store refused to record this (integration audit verify says why): "),
     (ConfigurationError, EXIT_CONFIGURATION, "configuration: "),
+    (Conflict, EXIT_UNAVAILABLE, "the audit store changed meanwhile, nothing was recorded; try again: "),
     (Rejected, EXIT_USAGE, ""),
     (BuildError, EXIT_BUG, "internal error, nothing was produced: "),
 )

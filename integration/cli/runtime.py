@@ -1,17 +1,60 @@
-"""The `run` command: the consumers until a signal (`integration.bootstrap.run_consumers`)."""
+"""The `run` command: the consumers until a signal (`integration.bootstrap.run_consumers`), in this process or
+in N worker processes under a supervisor (`integration.adapters.workers`)."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from integration.adapters.workers import MAX_PROCESSES, shared_store, supervise, worker_commands
 from integration.bootstrap import run_consumers
 from integration.config import Settings
 
 
+def _worker(value: str | None) -> tuple[int, int] | None:
+    """`--worker i/N`: this process is worker i of N under `--processes N`."""
+    if value is None:
+        return None
+    number, _, count = value.partition("/")
+    if not (number.isdigit() and count.isdigit() and int(number) < int(count)):
+        raise click.BadParameter("must be i/N with 0 <= i < N", param_hint="--worker")
+    return int(number), int(count)
+
+
+def _global_options(ctx: click.Context) -> list[str]:
+    """The `integration` group's options as given, for the workers' command lines."""
+    root = ctx.find_root().params
+    return [f"--{name.replace('_', '-')}={root[name]}" for name in ("log_level", "log_format") if root.get(name)]
+
+
 @click.command()
 @click.option("--flows", default=None, help="comma-separated flows to consume (default: all with a handler)")
-def run(flows: str | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_PROCESSES),
+    default=1,
+    show_default=True,
+    help="competing consumer processes on the same queues and store; worker i serves its health endpoints "
+    "on the base port of INTEGRATION_HEALTH_LISTEN plus i",
+)
+@click.option("--worker", default=None, hidden=True, help="i/N: run as worker i of a supervisor's N")
+@click.pass_context
+def run(ctx: click.Context, flows: str | None, processes: int, worker: str | None) -> None:
     """Run the consumers until SIGTERM or SIGINT (exit 0). A database or broker that is down is waited for;
     exit 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
-    what its version says: it is not migrated), 66 when its file is not a database."""
-    run_consumers(Settings.from_env(), flows)
+    what its version says: it is not migrated), 66 when its file is not a database.
+
+    With --processes N (N > 1) a supervisor runs N such consumers as worker processes on the same queues:
+    SIGTERM and SIGINT are forwarded and awaited; a worker that ends unexpectedly is started again with a
+    backoff; a worker ending with 2, 3, 65 or 66 stops them all and the supervisor exits with its code. The
+    audit store must be shared: PostgreSQL or a SQLite file (a SQLite :memory: store is exit 3)."""
+    settings = Settings.from_env()
+    if processes == 1:
+        run_consumers(settings, flows, worker=_worker(worker))
+        return
+    shared_store(settings.audit_dsn)
+    commands, envs = worker_commands(
+        processes, _global_options(ctx), ["--flows", flows] if flows else [], settings.health_listen
+    )
+    sys.exit(supervise(commands, envs))

@@ -162,12 +162,14 @@ def _chunks(keys: Collection[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]
         yield ordered[start : start + READ_BACK_CHUNK]
 
 
-def read_back(cursor: Any, sql: Sql, table: str, keys: Collection[tuple[Any, ...]]) -> dict[str, str]:
-    """The digests of the rows with these keys, as they stand in this transaction (absent ones left out)."""
+def read_back(cursor: Any, sql: Sql, table: str, keys: Collection[tuple[Any, ...]], lock: str = "") -> dict[str, str]:
+    """The digests of the rows with these keys, as they stand in this transaction (absent ones left out);
+    `lock` ends the SELECT (" FOR UPDATE": the rows stay locked until the transaction ends)."""
     found: dict[str, str] = {}
     for chunk in _chunks(keys):
         columns = ", ".join(COVERED[table].columns)
-        cursor.execute(sql(f"SELECT {columns} FROM {table} WHERE {_by_keys(table, len(chunk))}"), _flat(chunk))
+        where = _by_keys(table, len(chunk))
+        cursor.execute(sql(f"SELECT {columns} FROM {table} WHERE {where}{lock}"), _flat(chunk))
         found.update(digest_rows(table, cursor.fetchall()))
     return found
 

@@ -16,21 +16,30 @@ Schema 5 added two columns, both NULL in the rows written before (they read as t
 
 A stored value the service would not have written (another type, an unknown key, a time without offset)
 is StoreDamaged when read: the row was changed outside the service (`audit verify` says which).
+
+Optimistic concurrency (decision 31): consumer processes on one store each read a course, decide, and
+record. The repository remembers the version of each course it read (the digest of its row's covered
+columns, the one the chain records; "no row" for a patient without a course) until it records a change to
+it, and `save` first compares the row as it stands, inside the writing transaction (under the chain's lock:
+SQLite's write lock, PostgreSQL's advisory lock, and FOR UPDATE on the rows there), with the version read.
+A row changed or created since raises Conflict, and the transaction keeps nothing. A course written
+without having been read through this handle (the operator's tools, tests) is written as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, TypeVar
 
 import orjson
 
+from integration.adapters.sql import audit_state
 from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.unit_of_work import UnitOfWork
 from integration.domain.course import Course, Referrer, Responsible, SentReferral, Stage
-from integration.errors import StoreDamaged, StoreRefused
+from integration.errors import Conflict, StoreDamaged, StoreRefused
 
 T = TypeVar("T")
 COLUMNS = "patient, referring_department, municipality_code, is_open, responsible, stage, pathway"
@@ -40,6 +49,9 @@ UPSERT_COURSE = (
     "excluded.municipality_code, is_open = excluded.is_open, responsible = excluded.responsible, "
     "stage = excluded.stage, pathway = excluded.pathway, changed_at = excluded.changed_at"
 )
+ROW = audit_state.COVERED["rehab_course"].columns  # a course's version is the digest of these (audit_state)
+CHANGED_AT = ROW.index("changed_at")  # the one covered column that is not a field of Course
+SEEN_LIMIT = 10_000  # versions remembered at most: far more than a batch reads between planning and recording
 # A row from before stages (`stage` NULL) is at `Course.current`'s stage: municipal while open, else closed.
 UNSTAGED = {Stage.MUNICIPAL: "(stage IS NULL AND is_open <> 0)", Stage.CLOSED: "(stage IS NULL AND is_open = 0)"}
 
@@ -203,16 +215,44 @@ def _course(row: Sequence[Any]) -> Course:
     )
 
 
+def _version(row: Sequence[Any] | None) -> str | None:
+    """A course's version: the digest of its row's covered columns (as the chain has it); None for no row."""
+    return None if row is None else audit_state.row_digest("rehab_course", row)
+
+
+def _fields(row: Sequence[Any]) -> Sequence[Any]:
+    """A row of `ROW` as a row of `COLUMNS` (without `changed_at`)."""
+    return (*row[:CHANGED_AT], *row[CHANGED_AT + 1 :])
+
+
 class Courses:
+    """The courses, and the version of each this handle read and has not recorded a change to yet (the
+    module's docstring: optimistic concurrency). One handle serves one consumer: the versions are its reads."""
+
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
+        self._seen: dict[str, str | None] = {}  # patient → version read (None: no course), oldest first
 
     def course(self, patient: str) -> Course | None:
-        """The patient's course (by CPR number), or None. StoreDamaged for a row the service did not write."""
+        """The patient's course (by CPR number), or None; its version is remembered for `save`. StoreDamaged
+        for a row the service did not write."""
         with self._unit.transaction(write=False) as cursor:
-            cursor.execute(self._unit.sql(f"SELECT {COLUMNS} FROM rehab_course WHERE patient = ?"), (patient,))
+            cursor.execute(self._unit.sql(f"SELECT {', '.join(ROW)} FROM rehab_course WHERE patient = ?"), (patient,))
             row = cursor.fetchone()
-        return None if row is None else _course(row)
+        course = None if row is None else _course(_fields(row))  # StoreDamaged before anything is remembered
+        self._remember(patient, _version(row))
+        return course
+
+    def _remember(self, patient: str, version: str | None) -> None:
+        self._seen.pop(patient, None)  # a read again is the newest
+        self._seen[patient] = version
+        if len(self._seen) > SEEN_LIMIT:  # reads never followed by a change (a refused message): the oldest go
+            del self._seen[next(iter(self._seen))]
+
+    def recorded(self, patients: Collection[str]) -> None:
+        """The changes to these patients' courses are committed: their versions read are spent."""
+        for patient in patients:
+            self._seen.pop(patient, None)
 
     def courses_at(self, stages: Sequence[Stage]) -> list[Course]:
         """The courses whose stage (`Course.current`: a row from before stages counts as municipal while
@@ -230,10 +270,13 @@ class Courses:
         return [_course(row) for row in rows]
 
     def save(self, cursor: Any, courses: Sequence[Course], stamp: str) -> StateDigests:
-        """Insert or overwrite each patient's course; the digests of the rows as they now stand. Raises
-        StoreRefused for a course it cannot store as it is (a discharge time without a zone)."""
+        """Insert or overwrite each patient's course (the last of a patient's wins); the digests of the rows
+        as they now stand. Raises Conflict when a course read through this handle has changed since (or one
+        was created for a patient read without one), StoreRefused for a course it cannot store as it is (a
+        discharge time without a zone)."""
         if not courses:
             return {}
+        self._check_unchanged(cursor, {c.patient for c in courses})
         cursor.executemany(
             self._unit.sql(UPSERT_COURSE),
             [
@@ -251,3 +294,14 @@ class Courses:
             ],
         )
         return {"rehab_course": self._unit.read_back(cursor, "rehab_course", {(c.patient,) for c in courses})}
+
+    def _check_unchanged(self, cursor: Any, patients: Collection[str]) -> None:
+        """Raise Conflict unless each of these courses that was read still stands at the version read. The
+        rows are locked for the rest of the transaction where the database can (PostgreSQL: FOR UPDATE)."""
+        expected = {p: self._seen[p] for p in patients if p in self._seen}
+        if not expected:
+            return
+        now = self._unit.read_back(cursor, "rehab_course", {(p,) for p in expected}, lock=True)
+        changed = [p for p, v in expected.items() if now.get(audit_state.key_digest("rehab_course", (p,))) != v]
+        if changed:
+            raise Conflict("rehab_course", len(changed))

@@ -56,6 +56,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     placeholder = "%s"
     blob_type = "BYTEA"
+    row_lock = " FOR UPDATE"
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn

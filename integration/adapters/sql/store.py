@@ -129,7 +129,9 @@ class SqlAuditStore:
         failures: Sequence[Failure] = (),
     ) -> None:
         """Append entries to the chain, mark messages processed, count failures and record state, in one
-        transaction, under the chain lock; the last record carries the digests of the rows it left."""
+        transaction, under the chain lock; the last record carries the digests of the rows it left. Raises
+        Conflict, keeping nothing, when a course this handle read has been changed since by another
+        (`courses`: optimistic concurrency, decision 31)."""
         if not (entries or processed or changes != NO_CHANGES or resends or failures):
             return
         stamp = at.isoformat()
@@ -145,6 +147,7 @@ class SqlAuditStore:
             audit_state.merge(state, self._outbound.stop(cursor, changes.stopped, stamp))
             self._log.append(cursor, entries, stamp, state)
         # Committed (the transaction ended without an error); state alone is one "state-changed" record.
+        self._courses.recorded({c.patient for c in changes.courses})
         metrics.AUDIT_RECORDS.inc(len(entries) or int(bool(state)))
 
     def _record_state(self, cursor: Any, changes: StateChanges, stamp: str) -> StateDigests:

@@ -29,6 +29,7 @@ class UnitOfWork:
 
     placeholder = "?"
     blob_type = "BLOB"  # the column type of bytes, `{blob}` in a migration
+    row_lock = ""  # what locks the rows a SELECT returns until the transaction ends (PostgreSQL: FOR UPDATE)
 
     def transaction(self, write: bool = True) -> AbstractContextManager[Any]:
         """A transaction yielding a cursor (a writer's takes the write lock where the database has one);
@@ -81,9 +82,10 @@ class UnitOfWork:
 
     # Each writer returns the digests of the covered rows it changed, as they now stand: computed from what
     # it inserted when it knows that, read back when the database computed them (upserts, updates).
-    def read_back(self, cursor: Any, table: str, keys: Collection[Row]) -> dict[str, str]:
-        """The digests of the covered table's rows with these keys, as they stand in this transaction."""
-        return audit_state.read_back(cursor, self.sql, table, keys)
+    def read_back(self, cursor: Any, table: str, keys: Collection[Row], lock: bool = False) -> dict[str, str]:
+        """The digests of the covered table's rows with these keys, as they stand in this transaction;
+        with `lock`, those rows locked until it ends (where the database locks rows: `row_lock`)."""
+        return audit_state.read_back(cursor, self.sql, table, keys, self.row_lock if lock else "")
 
     def rows_where(self, cursor: Any, table: str, column: str, values: Collection[Any]) -> dict[str, str]:
         """The digests of the covered table's rows whose `column` is one of `values`."""
