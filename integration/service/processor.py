@@ -57,7 +57,16 @@ from integration.domain.course import (
     State,
     StateChanges,
 )
-from integration.errors import ConnectionLost, GivenUp, InvalidInput, Rejected, StoreRefused, Transient, Unconfirmed
+from integration.errors import (
+    Conflict,
+    ConnectionLost,
+    GivenUp,
+    InvalidInput,
+    Rejected,
+    StoreRefused,
+    Transient,
+    Unconfirmed,
+)
 from integration.fhir import fhir_json
 from integration.flows.results import FlowResult, Handled, Refusal
 from integration.formats.er7_digest import content_digest as er7_content_digest
@@ -76,6 +85,7 @@ Handler = Callable[[bytes, datetime, State], Handled]
 # What to send for a message that could not be processed now and is given up on (None: nothing).
 Unprocessable = Callable[[bytes, datetime], FlowResult | None]
 FLOW_ATTEMPTS = 6  # our flow is run at most this many times on one message before we give up on it
+CONFLICT_REPLANS = 5  # a batch planned again at once when another consumer changed a course it read (decision 31)
 MAX_UNRECORDED_ACKS = 1000  # "acked" records held for the next transaction before they get one of their own
 
 
@@ -215,6 +225,9 @@ class _Batch:
     firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     committed: bool = False
     confirmed: set[int] = field(default_factory=set)  # positions in to_publish the broker confirmed
+    # Each patient's course as the store gave it the first time the plan read it: every later read of the plan
+    # gets the same, so the whole plan decides from one version — the one the commit checks (decision 31).
+    courses_read: dict[str, Course | None] = field(default_factory=dict)
     published_recorded: bool = False
 
 
@@ -255,9 +268,10 @@ class _BatchState:
         self._batch = batch
 
     def course(self, patient: str) -> Course | None:
-        """The patient's course as the last earlier message of the batch left it, else as stored."""
+        """The patient's course as the last earlier message of the batch left it, else as stored when the batch
+        first read it (a course another consumer changed meanwhile is the commit's Conflict, never half seen)."""
         ours = [c for c in self._batch.changes.courses if c.patient == patient]
-        return ours[-1] if ours else self._store.course(patient)
+        return ours[-1] if ours else read_course(self._store, self._batch, patient)
 
     def requester(self, thread_id: str) -> str | None:
         return self._store.requester(thread_id)
@@ -277,6 +291,13 @@ class _BatchState:
 
     def outbound(self, header_id: str) -> OutboundStatus | None:
         return self._store.outbound(header_id)
+
+
+def read_course(store: Store, batch: _Batch, patient: str) -> Course | None:
+    """The patient's course as stored when `batch`'s plan first read it (`_Batch.courses_read`)."""
+    if patient not in batch.courses_read:
+        batch.courses_read[patient] = store.course(patient)
+    return batch.courses_read[patient]
 
 
 def _lookup_keys(delivery: Delivery) -> list[tuple[str, str]]:
@@ -336,19 +357,33 @@ class Processor:
     def process_batch(self, deliveries: Sequence[Delivery], held: Held | None = None) -> list[Outcome]:
         """Do every durable step for these deliveries; the caller may ack each whose outcome is ackable.
 
+        A Conflict (another consumer changed a course the batch read, before its commit: decision 31) plans the
+        batch again at once from the courses as they now stand, spending no attempt, up to CONFLICT_REPLANS
+        times; then its deliveries go back to their queue uncounted (FAILED without a failure recorded).
+
         Raises Transient when a dependency stays unavailable (nothing is lost: the caller holds the
         deliveries and calls again, with the same `held`), ConnectionLost when the broker connection is gone."""
         held = Held() if held is None else held
-        try:
-            return self._process_together(deliveries, held)
-        except (Transient, ConnectionLost):
-            raise
-        except Exception as exc:  # StoreRefused, or a defect outside the flows: find the delivery it belongs to
-            held.drop("together", deliveries)
-            if len(deliveries) > 1:
-                log.warning("batch failed; processing its deliveries one at a time", error=type(exc).__name__)
-                return [outcome for d in deliveries for outcome in self.process_batch([d], held)]
-            return [self._fail_alone(deliveries[0], exc, held)]
+        for replan in range(CONFLICT_REPLANS + 1):
+            try:
+                return self._process_together(deliveries, held)
+            except Conflict as conflict:
+                held.drop("together", deliveries)  # the dead letters the broker confirmed stay confirmed
+                log.info("a course changed under the batch: planned again", rows=conflict.count, replan=replan + 1)
+            except (Transient, ConnectionLost):
+                raise
+            except Exception as exc:  # StoreRefused, or a defect outside the flows
+                return self._one_at_a_time(deliveries, held, exc)
+        log.warning("courses kept changing under the batch: returned to its queue", deliveries=len(deliveries))
+        return [Outcome(Disposition.FAILED, 0, error="Conflict") for _ in deliveries]
+
+    def _one_at_a_time(self, deliveries: Sequence[Delivery], held: Held, exc: Exception) -> list[Outcome]:
+        """A batch that failed outside its flows: find the delivery it belongs to."""
+        held.drop("together", deliveries)
+        if len(deliveries) > 1:
+            log.warning("batch failed; processing its deliveries one at a time", error=type(exc).__name__)
+            return [outcome for d in deliveries for outcome in self.process_batch([d], held)]
+        return [self._fail_alone(deliveries[0], exc, held)]
 
     def acknowledged(self, acked: Sequence[tuple[Delivery, Outcome]]) -> None:
         """Audit the acks now (after they happened: a lost record here loses no message)."""
@@ -590,7 +625,7 @@ class Processor:
         notified death (`OutboundState.STOPPED`), or any message about a patient whose death was notified
         (`withhold_for_the_deceased` holds back new ones; a redelivery may not send old ones either). Each
         republished message of ours is audited under its patient; the held-back ones in a `withheld` record."""
-        kept, withheld = self._republishable(stored)
+        kept, withheld = self._republishable(stored, batch)
         log.info("redelivery of a processed message: republishing its stored outputs", outputs=len(kept))
         batch.entries.append(self._entry("received", delivery, None, redelivered=delivery.redelivered, duplicate=True))
         if withheld:
@@ -609,14 +644,16 @@ class Processor:
         batch.to_publish += [(delivery, output, output.patient) for output in kept]
         batch.outcomes[index] = Outcome(Disposition.REPLAYED_OUTPUTS, len(kept))
 
-    def _republishable(self, stored: Sequence[StoredOutput]) -> tuple[list[StoredOutput], list[StoredOutput]]:
+    def _republishable(
+        self, stored: Sequence[StoredOutput], batch: _Batch
+    ) -> tuple[list[StoredOutput], list[StoredOutput]]:
         """(to publish again, to hold back) of a redelivery's stored outputs (see `_plan_republish`)."""
         kept: list[StoredOutput] = []
         withheld: list[StoredOutput] = []
         for output in stored:
             status = self._durably(partial(self._store.outbound, output.awaits_ack)) if output.awaits_ack else None
             patient = output.patient or (status.patient if status else None)
-            course = self._durably(partial(self._store.course, patient)) if patient else None
+            course = self._durably(partial(read_course, self._store, batch, patient)) if patient else None
             stopped = status is not None and status.state is OutboundState.STOPPED
             (withheld if stopped or (course is not None and course.deceased) else kept).append(
                 replace(output, patient=patient) if patient != output.patient else output

@@ -44,7 +44,7 @@ PROCESSES = int(os.environ.get("COMPETING_PROCESSES", "3"))
 DISCHARGES = 600
 ONE_VISITATION, TWO_VISITATIONS = 150, 50  # the first 150 patients get a visitation, the first 50 a second one
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-WAIT_AND_RETRY = False  # the lead's bounded wait-and-retry for a missing course (processor): flip when it is in
+WAIT_AND_RETRY = True  # the consumer holds an out-of-order delivery and tries again (decision 31)
 
 
 @dataclass

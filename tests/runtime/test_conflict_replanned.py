@@ -5,7 +5,7 @@ between the flow's read and the batch's commit.
 Today the processor treats the Conflict as a defect outside the flows: a batch of several is planned again one
 delivery at a time (each reads afresh, which succeeds), but a lone delivery is counted as a failure of ours and
 goes back to its queue. The lead's hook (the processor catching Conflict and planning the batch again at once,
-spending no attempt) makes the lone delivery processed at once: xfail until then."""
+spending no attempt) makes the lone delivery processed at once."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ OTHER_CPR = "0107729995"
 AALBORG = "715541000016001"
 FAST = RetryPolicy(attempts=3, seconds=2, initial_wait=0.001, max_wait=0.01)
 VISITING = Course(CPR, AALBORG, "851", True, Responsible.HOSPITAL, Stage.AWAITING_VISITATION)
-LEAD_REPLANS_ON_CONFLICT = False  # flip when the processor plans a batch again on Conflict
 
 
 class Interleaved:
@@ -72,11 +71,6 @@ def test_a_batch_of_several_that_conflicts_is_planned_again_and_no_change_is_los
     assert stored == replace(VISITING, stage=Stage.MUNICIPAL, heart_failure=True)  # both changes stand
 
 
-@pytest.mark.xfail(
-    not LEAD_REPLANS_ON_CONFLICT,
-    strict=True,
-    reason="the processor does not yet plan a batch again on Conflict: a lone delivery is counted as a failure",
-)
 def test_a_lone_delivery_that_conflicts_is_processed_at_once_spending_no_attempt(
     stores: tuple[SqliteAuditStore, SqliteAuditStore],
 ) -> None:
@@ -86,4 +80,34 @@ def test_a_lone_delivery_that_conflicts_is_processed_at_once_spending_no_attempt
     outcome = processor.process(Delivery("discharge", CPR.encode(), "m-1"))
     assert outcome.disposition is Disposition.PROCESSED
     assert mine.deliveries([("discharge", "m-1")])[("discharge", "m-1")].failures == 0
+    assert mine.course(CPR) == replace(VISITING, stage=Stage.MUNICIPAL, heart_failure=True)
+
+
+class ReadsTwice:
+    """A fake flow that reads the course, lets another process change it, reads it again and decides from the
+    first read (as a flow that reads the course in two places would): the commit must still see the change."""
+
+    def __init__(self, other: SqliteAuditStore) -> None:
+        self.other, self.runs = other, 0
+
+    def __call__(self, body: bytes, _now: datetime, state: State) -> FlowResult:
+        self.runs += 1
+        first = state.course(CPR)
+        assert first is not None
+        if self.runs == 1:
+            self.other.record([], FIXED_NOW, changes=StateChanges(courses=(replace(first, stage=Stage.MUNICIPAL),)))
+        assert state.course(CPR) == first, "one plan sees one version of a course"
+        return FlowResult((), (), CPR, StateChanges(courses=(replace(first, heart_failure=True),)))
+
+
+def test_a_flow_reading_a_course_twice_decides_from_the_version_the_commit_checks(
+    stores: tuple[SqliteAuditStore, SqliteAuditStore],
+) -> None:
+    """Found by the competing-consumers test: a second read of a course within one plan made the store remember
+    the newer version, so a decision taken on the older one was committed over another process's change."""
+    mine, other = stores
+    flow = ReadsTwice(other)
+    processor = Processor({"discharge": flow}, mine, InMemoryBroker(), lambda: FIXED_NOW, FAST)
+    outcome = processor.process(Delivery("discharge", b"x", "m-1"))
+    assert outcome.disposition is Disposition.PROCESSED and flow.runs == 2  # planned again after the Conflict
     assert mine.course(CPR) == replace(VISITING, stage=Stage.MUNICIPAL, heart_failure=True)

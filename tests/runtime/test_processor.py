@@ -306,7 +306,7 @@ def test_the_fault_hook_is_called_at_each_durable_step_in_order(pipeline, store,
     bad = bad.replace(b'"schemaVersion":"1"', b'"schemaVersion":"9"')
     processor = Processor(flow_handlers(pipeline), store, broker, lambda: FIXED_NOW, FAST, fault=points.append)
     processor.process_batch([delivery(body, event_id), delivery(bad, "bad")])
-    assert points == ["handled", "dead-lettered", "committed", "published"]
+    assert points == ["handled", "dead-lettered", "committed", "published", "recorded"]
 
 
 def test_the_store_going_away_while_a_flow_reads_its_state_is_an_outage_not_a_failure(pipeline, store, broker) -> None:
