@@ -1,14 +1,19 @@
-"""Benchmark on the local RabbitMQ: a raw relay against the real referral pipeline, same run, same machine.
+"""Benchmark on the local RabbitMQ: the transport's ceiling against the real referral pipeline, same run, same
+machine (issue #16). CPU is read from /proc (utime + stime of the consumer processes and of the broker's beam
+process), so the shared machine's load distorts rates but not CPU per event.
 
-(a) relay: a pika consumer (BlockingConnection, prefetch 20) that consumes each message, republishes it
-    persistent and mandatory with a publisher confirm, and acks it: the transport's own cost.
-(b) pipeline: `integration run` (its own process) with validation, transformation and the audit log
-    (SQLite unless INTEGRATION_AUDIT_DSN says otherwise).
-Both drain the same backlog of distinct discharge events. Then the pipeline gets a fixed offered load of
-100 events/s for end-to-end latency, and a large backlog while its resident memory is sampled.
-The last line printed is one JSON object. Needs `rabbitmqctl` (a vhost of its own, deleted at the end).
+(a) async relay: consumes each batch, republishes it persistent and mandatory in one confirm window (confirms
+    in flight), acks the batch with one `multiple` ack — the transport's ceiling for this work.
+(b) relay: the same with pika's blocking confirm per message and an ack per message.
+(c) pipeline: `integration run --processes N` (N = 1, 2, 3) with validation, transformation and the audit log
+    (SQLite unless INTEGRATION_AUDIT_DSN says otherwise), draining the same backlog of distinct discharge events.
+Then, with the best N: end-to-end latency at a fixed offered load of 100 events/s; resident memory (the largest
+process) while a 100k backlog drains; and `integration audit verify` on 1 M records (bench/audit_verify_bench.py).
+The last line printed is one JSON object with at least: async_relay_eps, relay_eps, pipeline_eps (best N),
+best_n, ratio_async, cpu_us_per_event (consumer + broker, best N), p50_ms, p99_ms, rss_mb_max, verify_1m_s,
+verify_1m_mb. Needs `rabbitmqctl` (a vhost of its own, deleted at the end).
 
-    python bench/pipeline.py [--events 5000] [--backlog 100000] [--rate 100] [--seconds 20]
+    python bench/pipeline.py [--events 5000] [--backlog 100000] [--rate 100] [--seconds 20] [--verify-records 1000000]
 """
 
 from __future__ import annotations
@@ -105,15 +110,89 @@ def relay(url: str, source: str, target: str, count: int) -> None:
     connection.close()
 
 
-def start_pipeline(url: str, audit_dsn: str, log: Path) -> subprocess.Popen[bytes]:
+def async_relay(url: str, source: str, target: str, count: int) -> None:
+    """The relay with confirms in flight, run in its own process: each batch taken is published in one confirm
+    window and acked with one `multiple` ack (the project's RabbitMQ adapter, which does exactly that)."""
+    from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection
+    from integration.service.ports import Publication
+
+    connection = RabbitConnection(BrokerSettings(url, prefetch=100))
+    batch: list = []
+    connection.consume(source, batch.append)
+    done = 0
+    while done < count:
+        connection.process_events(0 if batch else 0.05)
+        if not batch:
+            continue
+        taken, batch[:] = list(batch), []
+        connection.publish_all([Publication("", target, m.body, m.message_id or "x") for m in taken])
+        connection.ack(max(m.delivery_tag for m in taken), multiple=True)
+        done += len(taken)
+    connection.close()
+
+
+def start_pipeline(url: str, audit_dsn: str, log: Path, processes: int = 1) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
     env.update(
         {"INTEGRATION_BROKER_URL": url, "INTEGRATION_AUDIT_DSN": os.environ.get("INTEGRATION_AUDIT_DSN", audit_dsn)}
     )
+    command = [sys.executable, "-m", "integration", "--log-level", "WARNING", "run", "--processes", str(processes)]
     with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "integration", "--log-level", "WARNING", "run"], env=env, stdout=sink, stderr=sink
-        )
+        return subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants (a supervisor's workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            children = (task / "children").read_text().split() if (task / "children").exists() else []
+            todo += [int(c) for c in children]
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (and of their reaped children), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
+def broker_pid() -> int:
+    return int(
+        subprocess.run(
+            ["rabbitmqctl", "eval", "list_to_integer(os:getpid())."],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+    )
+
+
+class CpuMeter:
+    """CPU seconds spent by the consumer processes and by the broker between `start` and `stop`."""
+
+    def __init__(self, consumer_pids: list[int], broker: int) -> None:
+        self.consumer_pids, self.broker = consumer_pids, broker
+
+    def start(self) -> CpuMeter:
+        self.consumer0, self.broker0 = cpu_seconds(self.consumer_pids), cpu_seconds([self.broker])
+        return self
+
+    def stop(self, events: int) -> tuple[float, float]:
+        """(consumer µs per event, broker µs per event)."""
+        consumer = cpu_seconds(self.consumer_pids) - self.consumer0
+        broker = cpu_seconds([self.broker]) - self.broker0
+        return consumer / events * 1e6, broker / events * 1e6
 
 
 def rss_mb(pid: int) -> float:
@@ -173,6 +252,19 @@ def latency_run(broker_url: str, outputs: str, rate: int, seconds: int) -> list[
     return latencies
 
 
+def drain_measured(broker: Broker, queue: str, count: int, root: int, beam: int) -> tuple[float, float, float]:
+    """(events/s, consumer µs per event, broker µs per event) while `count` events arrive in `queue`; the rate from
+    the first to the last arrival (start-up excluded), CPU over the same span, of process `root` and its
+    descendants (read once the first event has arrived: a supervisor's workers are up by then)."""
+    broker.wait_depth(queue, 1, 600)
+    meter = CpuMeter(family(root), beam).start()
+    first = time.perf_counter()
+    broker.wait_depth(queue, count, 900)
+    elapsed = time.perf_counter() - first
+    consumer_us, broker_us = meter.stop(count)
+    return (count - 1) / elapsed, consumer_us, broker_us
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5000)
@@ -180,6 +272,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--drain-seconds", type=int, default=150, help="how long to watch memory while draining")
+    parser.add_argument("--processes", default="1,2,3", help="the pipeline's consumer processes to try")
+    parser.add_argument("--verify-records", type=int, default=1_000_000, help="0: skip audit verify")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -190,6 +284,7 @@ def main() -> None:
     rabbitmqctl("add_vhost", vhost)
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    beam = broker_pid()
     result: dict[str, float] = {}
     try:
         with connected(BrokerSettings(url)) as connection:
@@ -200,41 +295,77 @@ def main() -> None:
         broker.channel.queue_bind("bench.outputs", "rehab.referral", "#")
         sample = events(args.events)
 
-        # (a) the raw relay
-        broker.load("", "bench.relay.in", sample)
-        broker.wait_depth("bench.relay.in", args.events, 60)
-        relay_process = subprocess.Popen([sys.executable, __file__, "--relay", url, str(args.events)])
-        result["relay_eps"] = round(broker.drain_rate("bench.relay.out", args.events, 600), 1)
-        relay_process.wait(timeout=60)
-        print(f"relay: {args.events} events, {result['relay_eps']} events/s", flush=True)
+        # (a) the async relay, (b) the blocking relay: the same backlog each
+        for name, mode in (("async_relay", "--async-relay"), ("relay", "--relay")):
+            broker.load("", "bench.relay.in", sample)
+            broker.wait_depth("bench.relay.in", args.events, 60)
+            process = subprocess.Popen([sys.executable, __file__, mode, url, str(args.events)])
+            eps, consumer_us, broker_us = drain_measured(broker, "bench.relay.out", args.events, process.pid, beam)
+            process.wait(timeout=120)
+            broker.channel.queue_purge("bench.relay.out")
+            result[f"{name}_eps"] = round(eps, 1)
+            result[f"{name}_cpu_us_per_event"] = round(consumer_us + broker_us)
+            print(
+                f"{name}: {args.events} events, {eps:.0f} events/s, CPU {consumer_us:.0f} µs relay + "
+                f"{broker_us:.0f} µs broker per event",
+                flush=True,
+            )
 
-        # (b) the pipeline, same backlog size
-        broker.load(HOSPITAL, "discharge", sample)
-        broker.wait_depth("rehab.discharge-events", args.events, 60)
-        pipeline = start_pipeline(url, f"sqlite:///{workdir / 'audit.sqlite3'}", workdir / "pipeline.log")
-        result["pipeline_eps"] = round(broker.drain_rate("bench.outputs", args.events, 900), 1)
-        result["ratio"] = round(result["pipeline_eps"] / result["relay_eps"], 3)
-        print(f"pipeline: {args.events} events, {result['pipeline_eps']} events/s; ratio {result['ratio']}", flush=True)
-        broker.channel.queue_purge("bench.outputs")
+        # (c) the pipeline with N consumer processes, a fresh store each time
+        runs: dict[int, tuple[float, float, float]] = {}
+        for n in [int(n) for n in args.processes.split(",")]:
+            broker.load(HOSPITAL, "discharge", events(args.events))
+            broker.wait_depth("rehab.discharge-events", args.events, 60)
+            dsn = f"sqlite:///{workdir / f'audit-{n}.sqlite3'}"
+            pipeline = start_pipeline(url, dsn, workdir / f"pipeline-{n}.log", n)
+            time.sleep(0.5)
+            runs[n] = drain_measured(broker, "bench.outputs", args.events, pipeline.pid, beam)
+            pipeline.terminate()
+            pipeline.wait(timeout=120)
+            broker.channel.queue_purge("bench.outputs")
+            eps, consumer_us, broker_us = runs[n]
+            result[f"pipeline_{n}_eps"] = round(eps, 1)
+            result[f"pipeline_{n}_cpu_us_per_event"] = round(consumer_us + broker_us)
+            print(
+                f"pipeline N={n}: {args.events} events, {eps:.0f} events/s, CPU {consumer_us:.0f} µs consumer + "
+                f"{broker_us:.0f} µs broker per event",
+                flush=True,
+            )
+        best_n = max(runs, key=lambda n: runs[n][0])
+        eps, consumer_us, broker_us = runs[best_n]
+        result.update(
+            best_n=best_n,
+            pipeline_eps=round(eps, 1),
+            ratio_async=round(eps / result["async_relay_eps"], 3),
+            ratio=round(eps / result["relay_eps"], 3),
+            consumer_cpu_us_per_event=round(consumer_us),
+            broker_cpu_us_per_event=round(broker_us),
+            cpu_us_per_event=round(consumer_us + broker_us),
+        )
+        print(f"best N={best_n}: {eps:.0f} events/s, {result['ratio_async']} of the async relay", flush=True)
 
-        # latency at a fixed offered load
+        # latency at a fixed offered load, with the best N
+        pipeline = start_pipeline(
+            url, f"sqlite:///{workdir / 'audit-latency.sqlite3'}", workdir / "latency.log", best_n
+        )
+        time.sleep(3)
         latencies = latency_run(url, "bench.outputs", args.rate, args.seconds)
         latencies.sort()
         result["p50_ms"] = round(statistics.median(latencies), 1)
         result["p99_ms"] = round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
         print(
-            f"latency at {args.rate} events/s for {args.seconds} s: {len(latencies)} referrals, "
+            f"latency at {args.rate} events/s for {args.seconds} s (N={best_n}): {len(latencies)} referrals, "
             f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms",
             flush=True,
         )
 
-        # resident memory while a large backlog drains
+        # resident memory while a large backlog drains (the largest process)
         broker.channel.queue_unbind("bench.outputs", "rehab.referral", "#")
         broker.load(HOSPITAL, "discharge", events(args.backlog))
         samples = []
         deadline = time.perf_counter() + args.drain_seconds
         while time.perf_counter() < deadline and broker.depth("rehab.discharge-events") > 0:
-            samples.append(rss_mb(pipeline.pid))
+            samples.append(max(rss_mb(pid) for pid in family(pipeline.pid)))
             time.sleep(1)
         drained = args.backlog - broker.depth("rehab.discharge-events")
         result["rss_mb_max"] = round(max(samples), 1)
@@ -246,14 +377,26 @@ def main() -> None:
             flush=True,
         )
         pipeline.terminate()
-        pipeline.wait(timeout=60)
+        pipeline.wait(timeout=120)
     finally:
         rabbitmqctl("delete_vhost", vhost)
+    if args.verify_records:
+        from bench.audit_verify_bench import measure_verify
+
+        verified = measure_verify(args.verify_records)
+        result["verify_1m_s"], result["verify_1m_mb"] = verified["verify_1m_s"], verified["verify_1m_mb"]
+        result["verify_records"] = args.verify_records
+        print(
+            f"audit verify of {args.verify_records} records: {result['verify_1m_s']} s, {result['verify_1m_mb']} MB",
+            flush=True,
+        )
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--relay":
         relay(sys.argv[2], "bench.relay.in", "bench.relay.out", int(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--async-relay":
+        async_relay(sys.argv[2], "bench.relay.in", "bench.relay.out", int(sys.argv[3]))
     else:
         main()
