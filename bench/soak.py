@@ -6,10 +6,11 @@ The default rate is ten times Region Nordjylland's daily volume of cardiac disch
 figure), at the upper end 12, so 120 events/s. Distinct discharge events (each makes one referral) are
 published at that rate with a paced loop, persistent, as the hospital sender; the end-to-end latency of an
 event runs from its publish to its referral arriving on an output queue bound to rehab.referral (as
-bench/pipeline.py measures it). The consumer's resident memory is read from /proc every second.
+bench/pipeline.py measures it). The consumers' resident memory (summed over --consumers processes, default
+one) is read from /proc every second.
 
 After a warm-up (not counted), one line per minute: the referrals that arrived in that minute, their p50, p99
-and maximum latency, the inbound queue's depth, the consumer's RSS at the minute's end. Publishing stops after
+and maximum latency, the inbound queue's depth, the consumers' RSS at the minute's end. Publishing stops after
 --minutes; referrals still on their way arrive within --drain-seconds and count in the last minute. The last
 line printed is one JSON object; "flat" is true when the last minute's p99 is within 1.5 × the first minute's
 + 5 ms and the RSS grew by less than 20 % from the end of the first minute to the end of the last.
@@ -19,7 +20,7 @@ temporary directory (≈27 kB per event: 30 minutes at 120/s is ≈6 GB; removed
 with rabbitmqctl and deleted at the end, whatever happened. Exit status 0 when flat and no event was lost,
 1 otherwise.
 
-    python bench/soak.py [--minutes 30] [--rate 120] [--warmup-seconds 15] [--drain-seconds 60]
+    python bench/soak.py [--minutes 30] [--rate 120] [--consumers 1] [--warmup-seconds 15] [--drain-seconds 60]
 """
 
 from __future__ import annotations
@@ -218,44 +219,68 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_of_live(consumer: Any) -> float:
-    """The consumer's resident memory (MB). Raises RuntimeError if it has exited."""
-    if consumer.poll() is not None:
-        raise RuntimeError(f"the consumer exited with {consumer.returncode}")
-    return rss_mb(consumer.pid)
+class Consumers:
+    """The `integration run` processes under test (separate processes competing for the same queues), with
+    their memory and CPU summed: the service's, whatever its number of processes."""
+
+    def __init__(self, url: str, count: int, workdir: Path) -> None:
+        sqlite = f"sqlite:///{workdir / 'audit.sqlite3'}"  # unless INTEGRATION_AUDIT_DSN is set (start_pipeline)
+        self.logs = [workdir / f"consumer-{i + 1}.log" for i in range(count)]
+        # the health port off: another instance on this host may hold the default one
+        self.processes = [start_pipeline(url, sqlite, log, INTEGRATION_HEALTH_LISTEN="") for log in self.logs]
+
+    def _alive(self) -> list[int]:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a consumer exited with {process.returncode}")
+        return [process.pid for process in self.processes]
+
+    def rss_mb(self) -> float:
+        """Resident memory of all of them (MB). Raises RuntimeError if one has exited."""
+        return sum(rss_mb(pid) for pid in self._alive())
+
+    def cpu_seconds(self) -> float:
+        """CPU time of all of them so far. Raises RuntimeError if one has exited."""
+        return sum(cpu_seconds(pid) for pid in self._alive())
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=60)
 
 
-def watch(book: Book, consumer: Any, depth: Broker, drain_seconds: float) -> list[float]:
-    """Sample the consumer's RSS every second, print each minute as it ends; after the last, wait up to
+def watch(book: Book, consumers: Consumers, depth: Broker, drain_seconds: float) -> list[float]:
+    """Sample the consumers' RSS every second, print each minute as it ends; after the last, wait up to
     `drain_seconds` for the referrals still on their way. Returns the RSS samples of the counted minutes.
-    Raises RuntimeError if the consumer exits."""
+    Raises RuntimeError if a consumer exits."""
     clock, samples = book.clock, []
     for index, minute in enumerate(book.minutes):
         until = clock.minute_end(index)
         if index == clock.minutes - 1:
             until = max(until, time.perf_counter())  # then the stragglers, below
         while time.perf_counter() < until:
-            rss = rss_of_live(consumer)
+            rss = consumers.rss_mb()
             if clock.minute(time.perf_counter()) >= 0:
                 samples.append(rss)
             time.sleep(1)
         if index == clock.minutes - 1:
             deadline = time.perf_counter() + drain_seconds
             while book.in_flight() and time.perf_counter() < deadline:
-                samples.append(rss_of_live(consumer))
+                samples.append(consumers.rss_mb())
                 time.sleep(1)
         minute.rss_mb, minute.backlog = samples[-1], depth.depth(INBOUND)
         print(minute.line(index + 1), flush=True)
     return samples
 
 
-def await_consumer(broker: Broker, consumer: Any, timeout: float = 60) -> None:
-    """Wait until the consumer consumes the inbound queue. Raises RuntimeError if it exits or does not start."""
+def await_consumers(broker: Broker, consumers: Consumers, timeout: float = 60) -> None:
+    """Wait until every consumer consumes the inbound queue. Raises RuntimeError if one exits or does not start."""
     deadline = time.perf_counter() + timeout
-    while not broker.channel.queue_declare(INBOUND, passive=True).method.consumer_count:
-        rss_of_live(consumer)
+    while broker.channel.queue_declare(INBOUND, passive=True).method.consumer_count < len(consumers.processes):
+        consumers.rss_mb()
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"the consumer did not start consuming within {timeout:.0f} s")
+            raise RuntimeError(f"the consumers did not start consuming within {timeout:.0f} s")
         time.sleep(0.5)
 
 
@@ -268,33 +293,32 @@ def soak(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     broker = Broker(url)
     broker.channel.queue_declare(OUTPUTS, durable=True, arguments={"x-queue-type": "quorum"})
     broker.channel.queue_bind(OUTPUTS, "rehab.referral", "#")
-    log = workdir / "consumer.log"
-    consumer = start_pipeline(url, f"sqlite:///{workdir / 'audit.sqlite3'}", log, INTEGRATION_HEALTH_LISTEN="")
+    consumers = Consumers(url, args.consumers, workdir)
     stop = threading.Event()
     try:
-        await_consumer(broker, consumer)  # its start-up (imports, store, topology) is no part of the figures
+        await_consumers(broker, consumers)  # start-up (imports, store, topology) is no part of the figures
         book = Book(Clock(time.perf_counter(), args.warmup_seconds, args.minutes))
         collector = threading.Thread(target=collect, args=(url, book, stop), daemon=True)
         publisher = threading.Thread(target=publish, args=(url, book, args.rate, stop), daemon=True)
-        cpu_before = cpu_seconds(consumer.pid)
+        cpu_before = consumers.cpu_seconds()
         collector.start()
         publisher.start()
-        samples = watch(book, consumer, broker, args.drain_seconds)
-        cpu = cpu_seconds(consumer.pid) - cpu_before
+        samples = watch(book, consumers, broker, args.drain_seconds)
+        cpu = consumers.cpu_seconds() - cpu_before
         publisher.join(timeout=10)
         figures = summary(book.minutes, args.rate, book.published, samples)
         figures["lost"] = book.in_flight()
         answered = book.published - figures["lost"]
+        figures["consumers"] = args.consumers
         figures["consumer_cpu_ms_per_event"] = round(1000 * cpu / answered, 2) if answered else None
         figures["loadavg_1m"] = round(os.getloadavg()[0], 2)  # the machine's load: the latencies depend on it
         return figures
     except BaseException:
-        print(f"consumer log: {log}", file=sys.stderr)
+        print(f"consumer logs: {' '.join(map(str, consumers.logs))}", file=sys.stderr)
         raise
     finally:
         stop.set()
-        consumer.terminate()
-        consumer.wait(timeout=60)
+        consumers.stop()
 
 
 def bounded(low: int, high: int) -> Any:
@@ -313,6 +337,7 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=bounded(1, 240), default=30, help="counted minutes, 1..240 (default 30)")
     parser.add_argument("--rate", type=bounded(1, 5000), default=RATE_EPS, help=f"events/s (default {RATE_EPS})")
+    parser.add_argument("--consumers", type=bounded(1, 8), default=1, help="`integration run` processes (default 1)")
     parser.add_argument("--warmup-seconds", type=float, default=15.0, help="published but not counted")
     parser.add_argument("--drain-seconds", type=float, default=60.0, help="how long to wait for the last referrals")
     parser.add_argument("--vhost", default=f"soak-{uuid.uuid4().hex[:8]}", help="made here, deleted at the end")
@@ -322,7 +347,11 @@ def arguments() -> argparse.Namespace:
 def main() -> int:
     args = arguments()
     store = "postgresql" if os.environ.get("INTEGRATION_AUDIT_DSN") else "sqlite"
-    print(f"soak: {args.minutes} min at {args.rate} events/s on vhost {args.vhost}, store {store}", flush=True)
+    print(
+        f"soak: {args.minutes} min at {args.rate} events/s, {args.consumers} consumer process(es), "
+        f"vhost {args.vhost}, store {store}",
+        flush=True,
+    )
     rabbitmqctl("add_vhost", args.vhost)  # fails if it exists: never a vhost of someone else's
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     try:
