@@ -144,6 +144,9 @@ class Course:
     # The hospital's episode of care (HL7 v2 PV1-19, the contract's `episodeOfCare`) of the discharge that opened
     # the course or last changed it: what a discharge's update (ADT^A08) or cancellation (ADT^A13/A11) names.
     episode: str | None = None
+    # When the hospital's last visitation talk that decided the referral took place (its `occurredAt`, zoned): an
+    # older one arriving after it (competing consumers take them in any order) decides nothing (decision 31).
+    decided_at: datetime | None = None
 
     @property
     def current(self) -> Stage:

@@ -424,21 +424,32 @@ def _readmission(
     return _result(decided, _actions(change, in_force, decided.proposal), after, ctx, now, facts)
 
 
+def _superseded_visitation(event: DischargeEvent) -> FlowResult:
+    """A visitation talk older than the one that last decided the referral, arriving after it (with competing
+    consumers they may be taken in either order): it decides nothing and sends nothing; audited (decision 31)."""
+    fact = AuditFact("visitation-superseded", {"eventId": event.event_id, "occurredAt": event.occurred_at.isoformat()})
+    return FlowResult(outgoing=(), facts=(fact,), patient=event.patient.cpr.key)
+
+
 def handle_visitation(event: DischargeEvent, course: Course | None, ctx: ReferralContext, now: datetime) -> FlowResult:
     """The visitation talk: refers a patient not yet referred, or changes the referral in force (an update, a
     cancellation and a new referral, a cancellation), or changes nothing (audited, nothing sent). Raises
     OutOfOrder when no discharge is known for the patient, or the course is past its visitation."""
     ctx.directory.municipality(event.patient.municipality_code)
     known = admit_visitation(course, event.occurred_at)
+    if known.decided_at is not None and event.occurred_at < known.decided_at:
+        return _superseded_visitation(event)
     decided = decide(event, None, ctx)
     facts = _decision_facts(decided)
     change = compare(known.referral, decided.proposal)
     facts.append(AuditFact("visitation", {"eventId": event.event_id, "change": change.value}))
-    if change is Change.UNCHANGED:
-        return _result(decided, (), None, ctx, now, facts)
+    if change is Change.UNCHANGED:  # nothing sent, but it is now the last decision
+        unchanged = _result(decided, (), None, ctx, now, facts)
+        return replace(unchanged, state=StateChanges(courses=(replace(known, decided_at=event.occurred_at),)))
     referral = decided.proposal
     after = replace(
         known,
+        decided_at=event.occurred_at,
         stage=_stage_for(referral),
         referral=referral,
         open=referral is not None,

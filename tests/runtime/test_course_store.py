@@ -212,6 +212,7 @@ def test_the_pathway_as_stored() -> None:
         "admittedSince": None,
         "admissionEpisode": None,
         "episode": None,
+        "decidedAt": None,
     }
 
 

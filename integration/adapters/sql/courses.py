@@ -170,6 +170,7 @@ PATHWAY_KINDS: Mapping[str, _Kind] = {  # the fields schema 5 keeps in `pathway`
     "admitted_since": _optional(_MOMENT),
     "admission_episode": _optional(_TEXT),
     "episode": _optional(_TEXT),  # added with issue 15; rows written before lack the key (None)
+    "decided_at": _optional(_MOMENT),  # added with issue 16 (the last visitation's time), likewise
 }
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Course) if f.name in PATHWAY_KINDS}
 
