@@ -499,15 +499,23 @@ class RabbitConnection(QueueOperations):
             pass
 
 
+_Key = tuple[str, str, str | None, int]  # what a publish carried: exchange, routing key, message-id, body's hash
+TAKEN, REFUSED, RETURNED = "taken", "refused", "returned"  # what the broker's confirm said of a publish
+MAX_LATE_CONFIRMS = 10_000  # confirms kept for publishes no window asks about any more (the oldest dropped)
+
+
 class ConfirmWindow:
     """A channel of its own in publisher-confirm mode whose confirms are collected, not awaited one by one.
 
     pika's BlockingChannel in confirm mode waits for each message's confirm before the next is sent. Here
     the channel's confirm mode is driven below that (the channel implementation's `confirm_delivery`
-    with our callback): `publish_all` writes every message, then serves the connection until each delivery
-    tag is acked or nacked by the broker (a `multiple` confirm settles every tag up to it), or until the
+    with our callback): `publish_all` writes every message, then serves the connection until each one is
+    acked or nacked by the broker (a `multiple` confirm settles every delivery tag up to it), or until the
     timeout. A message the broker returns as unroutable (mandatory) is returned before its ack and counts as
-    not confirmed. One window at a time; not thread-safe (the consumer loop's thread)."""
+    not confirmed. A publish still unconfirmed when a window gives up stays in flight on the channel: asked
+    for again (the processor's retry), it is not sent a second time but awaited — its late confirm counts —,
+    so a slow broker (an alarm, a loaded node) gets no copy per retry. One window at a time; not thread-safe
+    (the consumer loop's thread)."""
 
     def __init__(self, connection: pika.BlockingConnection, timeout: float) -> None:
         self._connection = connection
@@ -515,70 +523,67 @@ class ConfirmWindow:
         self._channel: BlockingChannel = connection.channel()
         self._impl = self._channel._impl  # noqa: SLF001 - confirm mode below the blocking wrapper (see the class)
         self._next_tag = 1
-        self._pending: dict[int, int] = {}  # delivery tag → position in the window
-        self._confirmed: set[int] = set()
-        self._failed: set[int] = set()
-        self._returned: list[tuple[str, str, str | None]] = []  # (exchange, routing key, message-id)
+        self._in_flight: dict[int, _Key] = {}  # delivery tag → what it carried, until the broker confirms it
+        self._settled: dict[_Key, str] = {}  # confirms in, not yet asked for: TAKEN, REFUSED (nacked) or RETURNED
+        self._returned: set[_Key] = set()  # returned as unroutable, their ack still to come
         selected: list[bool] = []
         self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True))
         self._impl.add_on_return_callback(self._on_return)
         self._channel._flush_output(lambda: bool(selected))  # noqa: SLF001 - wait for Confirm.SelectOk
 
+    @staticmethod
+    def _key(exchange: str, routing_key: str, message_id: str | None, body: bytes) -> _Key:
+        return (exchange, routing_key, message_id, hash(body))
+
     def publish_all(self, publications: Sequence[Publication], properties: Sequence[pika.BasicProperties]) -> None:
-        self._pending, self._confirmed, self._failed, self._returned = {}, set(), set(), []
+        keys = [self._key(p.exchange, p.routing_key, p.message_id, p.body) for p in publications]
         try:
-            for position, (publication, props) in enumerate(zip(publications, properties, strict=True)):
+            for key, publication, props in zip(keys, publications, properties, strict=True):
+                if self._settled.get(key) == TAKEN or key in self._in_flight.values():
+                    continue  # confirmed late, or still in flight from a window that gave up: not sent again
+                self._settled.pop(key, None)  # refused before: sent again
                 self._impl.basic_publish(
                     publication.exchange, publication.routing_key, publication.body, props, mandatory=True
                 )
-                self._pending[self._next_tag] = position
+                self._in_flight[self._next_tag] = key
                 self._next_tag += 1
+            wanted = set(keys)
             with _IoloopTimerContext(self._timeout, self._connection._impl) as timer:  # noqa: SLF001
-                self._channel._flush_output(lambda: not self._pending, timer.is_ready)  # noqa: SLF001
+                self._channel._flush_output(lambda: wanted <= self._settled.keys(), timer.is_ready)  # noqa: SLF001
+        except px.ChannelClosedByBroker as exc:
+            raise ConnectionLost(f"the broker closed the publishing channel: {one_line(exc.reply_text, 200)}") from None
         except _LOST as exc:
             raise ConnectionLost(f"lost while publishing: {type(exc).__name__}") from None
         if self._channel.is_closed:
             raise ConnectionLost("lost while publishing: the broker closed the publishing channel")
-        self._settle_returns(publications)
-        if self._pending or self._failed:
-            raise Unconfirmed(self._unconfirmed_text(publications), frozenset(self._confirmed))
+        outcome = {key: self._settled.pop(key) for key in set(keys) if key in self._settled}
+        confirmed = frozenset(i for i, key in enumerate(keys) if outcome.get(key) == TAKEN)
+        if len(confirmed) < len(keys):
+            raise Unconfirmed(self._unconfirmed_text(publications, keys, outcome), confirmed)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
-        into = self._confirmed if isinstance(method, pika.spec.Basic.Ack) else self._failed
-        for tag in tags:
-            if (position := self._pending.pop(tag, None)) is not None:
-                into.add(position)
+        tag = method.delivery_tag
+        tags = [t for t in self._in_flight if t <= tag] if method.multiple else [tag]
+        taken = isinstance(method, pika.spec.Basic.Ack)
+        for each in tags:
+            if (key := self._in_flight.pop(each, None)) is not None:
+                returned = key in self._returned
+                self._returned.discard(key)
+                self._settled[key] = RETURNED if returned else TAKEN if taken else REFUSED
+        while len(self._settled) > MAX_LATE_CONFIRMS:
+            del self._settled[next(iter(self._settled))]
 
-    def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
-        self._returned.append((method.exchange, method.routing_key, properties.message_id))
+    def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        self._returned.add(self._key(method.exchange, method.routing_key, properties.message_id, body))
 
-    def _settle_returns(self, publications: Sequence[Publication]) -> None:
-        """A returned message was acked all the same (AMQP: basic.return, then basic.ack): not delivered."""
-        for exchange, routing_key, message_id in self._returned:
-            position = next(
-                (
-                    i
-                    for i in sorted(self._confirmed)
-                    if (publications[i].exchange, publications[i].routing_key, publications[i].message_id)
-                    == (exchange, routing_key, message_id)
-                ),
-                None,
-            )
-            if position is not None:
-                self._confirmed.discard(position)
-                self._failed.add(position)
-
-    def _unconfirmed_text(self, publications: Sequence[Publication]) -> str:
-        returned = {(e, k) for e, k, _ in self._returned}
-        if returned:
-            exchange, key = sorted(returned)[0]
-            return f"unroutable: {exchange} {key}"
-        if self._failed:
-            first = publications[min(self._failed)]
-            return f"the broker refused the message for {first.exchange} {first.routing_key}"
-        return f"{len(self._pending)} of {len(publications)} publishes not confirmed within {self._timeout:g} s"
+    def _unconfirmed_text(self, publications: Sequence[Publication], keys: list[_Key], outcome: dict[_Key, str]) -> str:
+        for what, said in ((RETURNED, "unroutable:"), (REFUSED, "the broker refused the message for")):
+            first = next((p for p, key in zip(publications, keys, strict=True) if outcome.get(key) == what), None)
+            if first is not None:
+                return f"{said} {first.exchange} {first.routing_key}"
+        waiting = sum(1 for key in keys if key not in outcome)
+        return f"{waiting} of {len(publications)} publishes not confirmed within {self._timeout:g} s"
 
 
 # A content-header frame: the frame's own 8 bytes, then class, weight and body size (12) before the properties.

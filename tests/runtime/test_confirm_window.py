@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from integration.adapters import consumer as consumer_module
-from integration.adapters.rabbitmq import RabbitConnection
+from integration.adapters.rabbitmq import BrokerSettings, RabbitConnection
 from integration.adapters.sql.stores import open_audit_store
 from integration.errors import ConnectionLost, Unconfirmed
 from integration.service.audit_chain import verify
@@ -30,6 +30,7 @@ from tests.runtime.broker_helpers import (
     referral_events,
     referrals_by_event,
     take_all,
+    target_url,
     unsettled,
     wait_for,
 )
@@ -79,13 +80,33 @@ def test_an_unroutable_message_in_a_window_is_not_confirmed(vhost_of_its_own: st
     assert "unroutable: amq.topic no.binding" in str(refused.value)
 
 
-def test_a_window_to_a_missing_exchange_is_a_lost_connection_not_a_hang(vhost_of_its_own: str) -> None:
+def test_a_window_to_a_missing_exchange_is_a_lost_connection_naming_it(vhost_of_its_own: str) -> None:
     connection = connect(vhost_of_its_own)
     try:
-        with pytest.raises(ConnectionLost, match="publishing"):
+        with pytest.raises(ConnectionLost, match="publishing channel.*no exchange 'no-such-exchange'"):
             connection.publish_all([Publication("no-such-exchange", "x", b"x", "m-1")])
     finally:
         connection.close()
+
+
+def test_confirms_later_than_the_timeout_are_awaited_not_answered_with_another_copy(vhost_of_its_own: str) -> None:
+    """A window that gives up before the broker confirmed (an alarm, a slow quorum): its retry must not publish
+    again what is still in flight on the channel — each retry would add a copy for as long as the broker is slow."""
+    queue = collector(vhost_of_its_own, "amq.direct", "nothing")
+    connection = RabbitConnection(BrokerSettings(target_url(vhost_of_its_own), confirm_timeout=0.000001))
+    window, gave_up = _window(queue, 1000), 0
+    try:
+        for _ in range(200):
+            try:
+                connection.publish_all(window)
+                break
+            except Unconfirmed:
+                gave_up += 1
+    finally:
+        connection.close()
+    assert gave_up > 0, "the broker confirmed a thousand messages within a microsecond: the test proves nothing"
+    taken = Counter(m.message_id for m in take_all(vhost_of_its_own, queue))
+    assert len(taken) == 1000 and set(taken.values()) == {1}, f"copies: {sum(taken.values()) - len(taken)}"
 
 
 class AckSpy:
