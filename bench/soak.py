@@ -46,7 +46,7 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import HOSPITAL, Broker, rabbitmqctl, rss_mb, start_pipeline  # noqa: E402 - after the path
+from bench.pipeline import HOSPITAL, Broker, family, rabbitmqctl, rss_mb, start_pipeline  # noqa: E402 - after the path
 from tests.support.events import distinct_referral_events  # noqa: E402 - after the path is set
 
 # Region Nordjylland: some 8-12 cardiac discharge events a weekday (../shared/domain/README.md §8, an estimate).
@@ -225,15 +225,15 @@ class Consumers:
 
     def __init__(self, url: str, count: int, workdir: Path) -> None:
         sqlite = f"sqlite:///{workdir / 'audit.sqlite3'}"  # unless INTEGRATION_AUDIT_DSN is set (start_pipeline)
-        self.logs = [workdir / f"consumer-{i + 1}.log" for i in range(count)]
-        # the health port off: another instance on this host may hold the default one
-        self.processes = [start_pipeline(url, sqlite, log, INTEGRATION_HEALTH_LISTEN="") for log in self.logs]
+        self.logs = [workdir / "consumers.log"]
+        # `integration run --processes N`; the health ports off: another instance may hold the default ones
+        self.processes = [start_pipeline(url, sqlite, self.logs[0], count, INTEGRATION_HEALTH_LISTEN="")]
 
     def _alive(self) -> list[int]:
         for process in self.processes:
             if process.poll() is not None:
                 raise RuntimeError(f"a consumer exited with {process.returncode}")
-        return [process.pid for process in self.processes]
+        return [pid for process in self.processes for pid in family(process.pid)]
 
     def rss_mb(self) -> float:
         """Resident memory of all of them (MB). Raises RuntimeError if one has exited."""

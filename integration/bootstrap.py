@@ -348,7 +348,7 @@ def run_consumers(
         wiring.with_store(store).processor_on,
         periodic=(lambda bus: (anchor(), resend_unacknowledged(store, bus, wiring.clock(), policy))) if jobs else None,
         health=health,
-        refresh=gauge_refresher(settings, wiring, store, flows, health),
+        refresh=gauge_refresher(settings, wiring, store, flows, health, keys.sign if keys else None, pathway=jobs),
     )
     log.info(
         "starting",
@@ -378,11 +378,20 @@ def run_consumers(
 
 
 def gauge_refresher(
-    settings: Settings, wiring: Wiring, store: AuditStore, flows: Sequence[Flow], health: Health
+    settings: Settings,
+    wiring: Wiring,
+    store: AuditStore,
+    flows: Sequence[Flow],
+    health: Health,
+    sign: Signer | None = None,
+    pathway: bool = True,
 ) -> GaugeRefresher:
     """The refresher of the store- and broker-derived gauges for the consumer loop: the consumed flows'
     dead-letter queues, the refused queue and the flows' inbound queues, the hotline limit, the store asked
-    only while the consumer believes it answers."""
+    only while the consumer believes it answers. The pathway's deadlines, which read every open course, are
+    counted in a thread of their own on a store handle of their own (`pathway_overdue_apart`): never a pause in
+    the consumer loop, however many courses are open (issue #16's soak); under `run --processes N` by worker 0
+    alone (`pathway`), as the periodic jobs are."""
     return GaugeRefresher(
         store=store,
         hotlines=wiring.pipeline.hotline.hotlines,
@@ -391,7 +400,8 @@ def gauge_refresher(
         inbound_queues=[f.queue for f in flows],
         clock=wiring.clock,
         store_up=lambda: health.available(STORE),
-        pathway=pathway_overdue(settings, store),
+        pathway=pathway_overdue_apart(settings, sign) if pathway else None,
+        pathway_apart=True,
     )
 
 
@@ -399,6 +409,20 @@ def pathway_overdue(settings: Settings, store: AuditStore) -> PathwayCounts:
     """The single place where the pathway's deadlines are wired into the metrics (`rehab_pathway_overdue`):
     the overdue deadlines of each rule at a moment (`pathway_watch.overdue_counts`), from the audit store."""
     return partial(pathway_watch.overdue_counts, store, settings)
+
+
+def pathway_overdue_apart(settings: Settings, sign: Signer | None = None) -> PathwayCounts:
+    """`pathway_overdue` on a store handle opened for the count and closed after it (the refresher runs it in a
+    thread of its own; a handle belongs to its thread)."""
+
+    def counts(now: datetime) -> Mapping[str, int]:
+        store = open_audit_store(settings.audit_dsn, create=False, sign=sign)
+        try:
+            return pathway_overdue(settings, store)(now)
+        finally:
+            store.close()
+
+    return counts
 
 
 def _stop_on_signals() -> tuple[threading.Event, list[str]]:

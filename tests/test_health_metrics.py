@@ -5,6 +5,7 @@ until they have loaded, and a health port already in use."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -472,3 +473,27 @@ def test_a_refresh_failing_again_and_again_is_one_log_line_until_it_works_again(
         ("metrics refresh failed; gauges keep their last value", "audit-store"),
         ("metrics refresh works again", "audit-store"),
     ]
+
+
+def test_the_pathway_counted_apart_never_pauses_the_consumer_loop() -> None:
+    """Counting the pathway reads every open course (issue #16's soak: seconds once tens of thousands are open);
+    counted apart, the refresh returns at once and the gauge follows when the count is done — one count at a time."""
+    release, calls = threading.Event(), []
+
+    def slow_pathway(_now: datetime) -> dict[str, int]:
+        calls.append(1)
+        release.wait(10)
+        return {"ack-missing": 3}
+
+    ticks = [0.0]
+    refresh = refresher(CountingStore(), [True], pathway=slow_pathway, pathway_apart=True, monotonic=lambda: ticks[0])
+    started = time.monotonic()
+    refresh(Depths({"t.dlq": 0, "t.in": 0}))
+    ticks[0] += 60
+    refresh(Depths({"t.dlq": 0, "t.in": 0}))  # due again while the first count runs: not a second one
+    assert time.monotonic() - started < 1.0 and len(calls) == 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while value("rehab_pathway_overdue", rule="ack-missing") != 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert value("rehab_pathway_overdue", rule="ack-missing") == 3

@@ -25,6 +25,7 @@ Sources:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -92,6 +93,8 @@ class GaugeRefresher:
     inbound_queues: Sequence[str] = ()
     pathway_every: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
+    pathway_apart: bool = False  # count the pathway in a thread of its own (its own store handle: bootstrap)
+    _pathway_thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _pathway_next: float = field(default=float("-inf"), init=False, repr=False)
     _failing: set[str] = field(default_factory=set, init=False, repr=False)  # logged once until it recovers
 
@@ -103,7 +106,13 @@ class GaugeRefresher:
             # Where the pathway's deadlines become gauges (pathway_watch.overdue_counts, bootstrap.pathway_overdue).
             self._pathway_next = self.monotonic() + self.pathway_every
             pathway = self.pathway
-            self._source("pathway", lambda: self._from_pathway(pathway, now))
+            if not self.pathway_apart:
+                self._source("pathway", lambda: self._from_pathway(pathway, now))
+            elif self._pathway_thread is None or not self._pathway_thread.is_alive():  # one count at a time
+                self._pathway_thread = threading.Thread(
+                    target=self._source, args=("pathway", lambda: self._from_pathway(pathway, now)), daemon=True
+                )
+                self._pathway_thread.start()
 
     def _source(self, source: str, refresh: Callable[[], None]) -> None:
         if source in ("audit-store", "pathway") and not self.store_up():
