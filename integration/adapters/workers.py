@@ -21,6 +21,7 @@ the chain's appends and the courses' version checks, as it does for any processe
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -45,6 +46,20 @@ POLL = 0.2  # seconds between looks at the workers
 # Exit codes of a worker (cli/errors.py) that starting it again cannot mend: usage, configuration, the store
 # damaged, no store. Any other end (69 unavailable, 70 a bug, a signal such as the OOM killer's) is restarted.
 FATAL = {2: "usage", 3: "configuration", 65: "audit store damaged", 66: "no audit store"}
+
+
+def _die_with_the_supervisor() -> None:
+    """In a worker, before it runs: the kernel sends it SIGTERM when the supervisor dies, however it dies (SIGKILL,
+    the OOM killer), so that no worker consumes on without a supervisor (Linux `PR_SET_PDEATHSIG`; elsewhere
+    nothing). Runs between fork and exec: no logging, no locks."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def shared_store(dsn: str) -> None:
@@ -84,7 +99,7 @@ class _Worker:
     due: float = 0.0  # monotonic time at which an ended worker is started again
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env)
+        self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=_die_with_the_supervisor)  # noqa: PLW1509
         self.started = time.monotonic()
 
     def ended(self) -> int | None:
@@ -173,6 +188,7 @@ def supervise(commands: Sequence[list[str]], envs: Sequence[Mapping[str, str]]) 
     supervisor = Supervisor(commands, envs)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
+    signal.signal(signal.SIGHUP, supervisor.stop)  # the terminal gone: stop the workers as for SIGTERM
     return supervisor.run()
 
 

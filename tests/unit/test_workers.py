@@ -169,3 +169,31 @@ def test_run_refuses_what_cannot_work(arguments: list[str], dsn: str, code: int,
     done = run_integration(*arguments, env=env, text=True)
     assert done.returncode == code, done.stderr
     assert said in done.stderr and done.stderr.count("\n") == 1
+
+
+SUPERVISOR = """
+import sys
+from integration.adapters.workers import supervise
+from tests.unit.test_workers import stand_ins
+from pathlib import Path
+sys.exit(supervise(stand_ins(Path(sys.argv[1]), "", ""), [{}] * 2))
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
+def test_workers_do_not_outlive_their_supervisor(tmp_path: Path, how: str) -> None:
+    """A supervisor killed outright (the OOM killer, `kill -9`) or hung up on: its workers stop too, instead of
+    consuming on unsupervised and holding their health ports (attack on issue #16)."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(tmp_path)], env=env)
+    try:
+        wait_until(lambda: all(starts(tmp_path, i) for i in range(2)))
+        supervisor.send_signal(getattr(signal, how))
+        supervisor.wait(timeout=30)
+        wait_until(lambda: all((tmp_path / f"stopped-{i}").exists() for i in range(2)), timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
