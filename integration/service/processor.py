@@ -221,6 +221,7 @@ class _Batch:
     changes: StateChanges = StateChanges()
     to_publish: list[tuple[Delivery, StoredOutput, str | None]] = field(default_factory=list)
     dead_letters: list[tuple[Delivery, Rejected]] = field(default_factory=list)
+    answers: dict[int, FlowResult] = field(default_factory=dict)  # id(delivery) → what its refusal answers
     failures: list[Failure] = field(default_factory=list)
     firsts: dict[tuple[str, str], Delivery] = field(default_factory=dict)
     committed: bool = False
@@ -239,6 +240,7 @@ class Held:
     def __init__(self) -> None:
         self._plans: dict[tuple[str, tuple[int, ...]], _Batch] = {}
         self._dead_lettered: set[int] = set()
+        self._refusals: dict[int, tuple[Rejected, FlowResult | None]] = {}  # dead-lettered: refused again on a re-plan
 
     def plan(self, how: str, deliveries: Sequence[Delivery]) -> _Batch | None:
         return self._plans.get((how, tuple(map(id, deliveries))))
@@ -256,6 +258,17 @@ class Held:
 
     def confirm_dead_letter(self, delivery: Delivery) -> None:
         self._dead_lettered.add(id(delivery))
+
+    def keep_refusals(self, batch: _Batch) -> None:
+        """Before a plan is dropped for a re-plan (a Conflict): its refusals the broker already dead-lettered stay
+        refusals, with their answers — a re-plan that took one of them would leave it processed and in the
+        dead-letter queue at once."""
+        for delivery, rejection in batch.dead_letters:
+            if id(delivery) in self._dead_lettered:
+                self._refusals[id(delivery)] = (rejection, batch.answers.get(id(delivery)))
+
+    def refusal(self, delivery: Delivery) -> tuple[Rejected, FlowResult | None] | None:
+        return self._refusals.get(id(delivery))
 
 
 class _BatchState:
@@ -368,7 +381,9 @@ class Processor:
             try:
                 return self._process_together(deliveries, held)
             except Conflict as conflict:
-                held.drop("together", deliveries)  # the dead letters the broker confirmed stay confirmed
+                if (plan := held.plan("together", deliveries)) is not None:
+                    held.keep_refusals(plan)  # what the broker dead-lettered stays refused
+                held.drop("together", deliveries)
                 log.info("a course changed under the batch: planned again", rows=conflict.count, replan=replan + 1)
             except (Transient, ConnectionLost):
                 raise
@@ -412,24 +427,33 @@ class Processor:
 
     # -- planning ------------------------------------------------------------------------------
     def _process_together(self, deliveries: Sequence[Delivery], held: Held) -> list[Outcome]:
-        batch = held.plan("together", deliveries) or held.keep("together", deliveries, self._plan_all(deliveries))
+        batch = held.plan("together", deliveries) or held.keep("together", deliveries, self._plan_all(deliveries, held))
         self._settle(batch, held)
         return [batch.outcomes[i] for i in range(len(deliveries))]
 
-    def _plan_all(self, deliveries: Sequence[Delivery]) -> _Batch:
+    def _plan_all(self, deliveries: Sequence[Delivery], held: Held) -> _Batch:
         now = self._clock()
         keys = [k for d in deliveries for k in _lookup_keys(d)]
         earlier: dict[tuple[str, str], EarlierDelivery] = self._durably(lambda: self._store.deliveries(keys))
         batch = _Batch(now)
         for index, delivery in enumerate(deliveries):
             with structlog.contextvars.bound_contextvars(**log_context(delivery)):
-                self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now)
+                self._plan_one(batch, index, delivery, _earlier(earlier, delivery), now, held.refusal(delivery))
         return batch
 
     def _plan_one(
-        self, batch: _Batch, index: int, delivery: Delivery, earlier: EarlierDelivery | None, now: datetime
+        self,
+        batch: _Batch,
+        index: int,
+        delivery: Delivery,
+        earlier: EarlierDelivery | None,
+        now: datetime,
+        refused: tuple[Rejected, FlowResult | None] | None = None,
     ) -> None:
         received = self._received(delivery)
+        if refused is not None:  # dead-lettered by an earlier plan of this batch (see Held.keep_refusals)
+            self._plan_rejection(batch, index, delivery, refused[0], received, refused[1])
+            return
         if delivery.problem is not None:  # refused for its properties: no copy of it stands for another
             self._plan_rejection(batch, index, delivery, InvalidInput(*delivery.problem), received)
             return
@@ -563,6 +587,8 @@ class Processor:
     ) -> None:
         """Dead-letter it with its reason; `answer` (a Refusal's, e.g. a MedCom fatal-error ack) is sent too."""
         batch.dead_letters.append((delivery, rejection))
+        if answer is not None:
+            batch.answers[id(delivery)] = answer
         batch.entries += [
             received,
             self._entry("rejected", delivery, None, reason=mask_cpr(str(rejection)), code=rejection.reason),

@@ -18,8 +18,10 @@ import pytest
 from integration.adapters.memory import InMemoryBroker
 from integration.adapters.sql.sqlite import SqliteAuditStore
 from integration.domain.course import Course, Responsible, Stage, State, StateChanges
+from integration.errors import InvalidInput
 from integration.flows.results import FlowResult
 from integration.service.processor import Delivery, Disposition, Processor, RetryPolicy
+from integration.topology import DEAD_LETTER_EXCHANGE
 from tests.conftest import FIXED_NOW
 
 CPR = "2512489996"
@@ -111,3 +113,43 @@ def test_a_flow_reading_a_course_twice_decides_from_the_version_the_commit_check
     outcome = processor.process(Delivery("discharge", b"x", "m-1"))
     assert outcome.disposition is Disposition.PROCESSED and flow.runs == 2  # planned again after the Conflict
     assert mine.course(CPR) == replace(VISITING, stage=Stage.MUNICIPAL, heart_failure=True)
+
+
+class RefusesOnce:
+    """A fake flow: the course's patient is changed (and another process moves the course on, the first time);
+    `b"other"` is refused the first time only — as a refusal that depends on the course might be."""
+
+    def __init__(self, other: SqliteAuditStore) -> None:
+        self.other, self.runs = other, 0
+
+    def __call__(self, body: bytes, _now: datetime, state: State) -> FlowResult:
+        if body == b"other":
+            self.runs += 1
+            if self.runs == 1:
+                raise InvalidInput("eventType", "refused on the first plan")
+            return FlowResult((), (), OTHER_CPR, StateChanges())
+        course = state.course(CPR)
+        assert course is not None
+        if self.runs == 1:
+            self.other.record([], FIXED_NOW, changes=StateChanges(courses=(replace(course, stage=Stage.MUNICIPAL),)))
+        return FlowResult((), (), CPR, StateChanges(courses=(replace(course, heart_failure=True),)))
+
+
+def test_a_refusal_dead_lettered_before_a_conflict_stays_a_refusal_on_the_re_plan(
+    stores: tuple[SqliteAuditStore, SqliteAuditStore],
+) -> None:
+    """The dead letters go out before the commit that meets the Conflict: a re-plan that then took the message
+    would leave it processed and in the dead-letter queue at once (attack on issue #16)."""
+    mine, other = stores
+    broker = InMemoryBroker()
+    flow = RefusesOnce(other)
+    processor = Processor({"discharge": flow}, mine, broker, lambda: FIXED_NOW, FAST)
+    outcomes = processor.process_batch([Delivery("discharge", b"x", "m-1"), Delivery("discharge", b"other", "m-2")])
+    assert [o.disposition for o in outcomes] == [Disposition.PROCESSED, Disposition.DEAD_LETTERED]
+    assert flow.runs == 1  # the re-plan did not run the flow on it again
+    copies = [m for queue in broker.queues.values() for m in queue if m.message_id == "m-2"]
+    assert len(copies) == 1 and copies[0].exchange == DEAD_LETTER_EXCHANGE  # dead-lettered once, nothing else
+    earlier = mine.deliveries([("discharge", "m-2")]).get(("discharge", "m-2"))
+    assert earlier is None or not earlier.processed
+    rejected = [r for r in mine.records() if r.message_id == "m-2" and r.step == "rejected"]
+    assert len(rejected) == 1
