@@ -120,7 +120,7 @@ class RefusesOnce:
     `b"other"` is refused the first time only — as a refusal that depends on the course might be."""
 
     def __init__(self, other: SqliteAuditStore) -> None:
-        self.other, self.runs = other, 0
+        self.other, self.runs, self.plans = other, 0, 0
 
     def __call__(self, body: bytes, _now: datetime, state: State) -> FlowResult:
         if body == b"other":
@@ -130,7 +130,8 @@ class RefusesOnce:
             return FlowResult((), (), OTHER_CPR, StateChanges())
         course = state.course(CPR)
         assert course is not None
-        if self.runs == 1:
+        self.plans += 1
+        if self.plans == 1:
             self.other.record([], FIXED_NOW, changes=StateChanges(courses=(replace(course, stage=Stage.MUNICIPAL),)))
         return FlowResult((), (), CPR, StateChanges(courses=(replace(course, heart_failure=True),)))
 
@@ -146,7 +147,7 @@ def test_a_refusal_dead_lettered_before_a_conflict_stays_a_refusal_on_the_re_pla
     processor = Processor({"discharge": flow}, mine, broker, lambda: FIXED_NOW, FAST)
     outcomes = processor.process_batch([Delivery("discharge", b"x", "m-1"), Delivery("discharge", b"other", "m-2")])
     assert [o.disposition for o in outcomes] == [Disposition.PROCESSED, Disposition.DEAD_LETTERED]
-    assert flow.runs == 1  # the re-plan did not run the flow on it again
+    assert flow.plans == 2 and flow.runs == 1  # planned again after the Conflict, not run again on the refused one
     copies = [m for queue in broker.queues.values() for m in queue if m.message_id == "m-2"]
     assert len(copies) == 1 and copies[0].exchange == DEAD_LETTER_EXCHANGE  # dead-lettered once, nothing else
     earlier = mine.deliveries([("discharge", "m-2")]).get(("discharge", "m-2"))
