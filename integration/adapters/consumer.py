@@ -155,6 +155,8 @@ class ConsumerService:
                 log.error("consumer loop failed; reconnecting", error=type(exc).__name__, exc_info=exc)
                 self._broker_lost(f"consumer loop failed: {type(exc).__name__}")
             finally:
+                if self._waiting:
+                    log.info("deliveries held for an earlier message go back to their queue", held=len(self._waiting))
                 self._in_hand.clear()  # unacked: the broker redelivers them
                 self._unsettled.clear()
                 self._waiting.clear()
