@@ -32,7 +32,7 @@ from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.flows.dispatch import Pipeline
 from integration.service import metrics
 from integration.service.audit_chain import AuditEntry
-from integration.service.metrics_refresh import PATHWAY_RULES, GaugeRefresher
+from integration.service.metrics_refresh import PATHWAY_RULES, PATHWAY_SHARE, GaugeRefresher
 from integration.service.processor import RetryPolicy
 from integration.topology import FLOWS_BY_NAME, SENDERS_BY_KIND
 from tests.conftest import FIXED_NOW, GOLDEN
@@ -497,3 +497,28 @@ def test_the_pathway_counted_apart_never_pauses_the_consumer_loop() -> None:
     while value("rehab_pathway_overdue", rule="ack-missing") != 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert value("rehab_pathway_overdue", rule="ack-missing") == 3
+
+
+def test_a_slow_pathway_count_apart_is_spaced_to_its_share_of_the_time() -> None:
+    """A count that took 10 s (a clock of the test's) is not run again for 10 s / PATHWAY_SHARE: never more than
+    that share of a core, however many courses are open."""
+    ticks, calls = [0.0], []
+
+    def slow_pathway(_now: datetime) -> dict[str, int]:
+        calls.append(ticks[0])
+        ticks[0] += 10
+        return {}
+
+    refresh = refresher(CountingStore(), [True], pathway=slow_pathway, pathway_apart=True, monotonic=lambda: ticks[0])
+
+    def refreshed_at(moment: float) -> None:
+        ticks[0] = moment
+        refresh(Depths({"t.dlq": 0, "t.in": 0}))
+        thread = refresh._pathway_thread  # noqa: SLF001 - the test waits for the count it started
+        if thread is not None:
+            thread.join(5)
+
+    refreshed_at(0)
+    refreshed_at(100)  # 60 s passed, but the count took 10 s: not yet
+    refreshed_at(10 / PATHWAY_SHARE + 1)
+    assert calls == [0, 10 / PATHWAY_SHARE + 1]

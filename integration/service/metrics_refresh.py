@@ -51,6 +51,7 @@ OUTBOUND_STATES = (OutboundState.AWAITING, *OutboundState.needing_a_person())
 # The rules of `pathway_watch.overdue_counts`; each is set (0 when absent from an answer) so that a rule that
 # clears goes back to 0 instead of keeping its last count.
 PATHWAY_RULES = OVERDUE_RULES
+PATHWAY_SHARE = 0.05  # at most this share of the time counting the pathway apart (pathway_every lengthens)
 
 
 class CountingStore(Protocol):
@@ -109,10 +110,17 @@ class GaugeRefresher:
             if not self.pathway_apart:
                 self._source("pathway", lambda: self._from_pathway(pathway, now))
             elif self._pathway_thread is None or not self._pathway_thread.is_alive():  # one count at a time
-                self._pathway_thread = threading.Thread(
-                    target=self._source, args=("pathway", lambda: self._from_pathway(pathway, now)), daemon=True
-                )
+                self._pathway_thread = threading.Thread(target=self._count_apart, args=(pathway, now), daemon=True)
                 self._pathway_thread.start()
+
+    def _count_apart(self, pathway: PathwayCounts, now: datetime) -> None:
+        """The pathway's count in its thread; the next one no sooner than PATHWAY_SHARE allows: a count that took
+        seconds (tens of thousands of open courses) may use at most that share of the time, so that it never
+        takes the consumer loop's core (the interpreter's lock) for long."""
+        started = self.monotonic()
+        self._source("pathway", lambda: self._from_pathway(pathway, now))
+        took = self.monotonic() - started
+        self._pathway_next = max(self._pathway_next, started + took / PATHWAY_SHARE)
 
     def _source(self, source: str, refresh: Callable[[], None]) -> None:
         if source in ("audit-store", "pathway") and not self.store_up():
