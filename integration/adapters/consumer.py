@@ -67,6 +67,7 @@ from integration.adapters.rabbitmq import (
 from integration.errors import ConfigurationError, ConnectionLost, Transient
 from integration.log import one_line
 from integration.service import metrics
+from integration.service.audit_chain import AuditEntry
 from integration.service.ports import Bus
 from integration.service.processor import Delivery, Disposition, Held, Outcome, Processor, log_context
 from integration.topology import REPLAY_EXCHANGE, Flow
@@ -111,6 +112,7 @@ class ConsumerService:
         self._stopping = threading.Event()
         self._in_hand: list[tuple[Flow, Received]] = []
         self._unsettled: set[int] = set()  # delivery tags taken and neither acked nor requeued (multiple acks)
+        self._carried_acks: list[AuditEntry] = []  # "acked" records a lost connection's processor could not write
         self._waiting: list[_Waiting] = []  # deliveries held for an earlier message (decision 31)
         self._first_tried: dict[int, float] = {}  # delivery tag → when it was first processed (time.monotonic)
         self._tries: dict[int, int] = {}  # delivery tag → how often it was held for an earlier message
@@ -229,6 +231,8 @@ class ConsumerService:
 
     def _serve(self, connection: RabbitConnection) -> None:
         processor = self._make_processor(connection)
+        processor.carry_acks(self._carried_acks)  # the last connection's, not written yet
+        self._carried_acks = []
         try:
             for flow in self._flows:
                 connection.consume(flow.queue, partial(self._take, flow))
@@ -249,11 +253,13 @@ class ConsumerService:
                     self._probe_when_idle(processor)
                 self._run_periodic(connection)
                 self._refresh_metrics(connection)
-            self._record_acks(processor)
         except Exception as exc:
             if translate_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             raise
+        finally:  # the acks the broker was told of are recorded, now or by the next connection's processor
+            self._record_acks(processor)
+            self._carried_acks = processor.unrecorded_acks()
 
     def _idle_wait(self) -> float:
         """Seconds to wait for deliveries: the poll, or less when a held delivery is due sooner."""

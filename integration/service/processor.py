@@ -413,6 +413,15 @@ class Processor:
         if len(self._acks) >= MAX_UNRECORDED_ACKS:
             self.flush_acknowledged()
 
+    def unrecorded_acks(self) -> list[AuditEntry]:
+        """The "acked" records noted and not written yet: the consumer hands them to the processor of its next
+        connection (`carry_acks`), so that a reconnection loses none."""
+        return list(self._acks)
+
+    def carry_acks(self, entries: Sequence[AuditEntry]) -> None:
+        """ "acked" records an earlier processor noted and could not write: written with this one's."""
+        self._acks = [*entries, *self._acks]
+
     def flush_acknowledged(self) -> None:
         """Record the acks noted and not recorded yet (the consumer, when idle and when it stops). Raises
         Transient when the store stays unavailable (they are kept for the next try)."""

@@ -495,3 +495,16 @@ def test_a_redelivery_republishes_our_message_audited_under_its_patient(pipeline
     assert processor.process(delivery(EVENT.read_bytes())).disposition == "replayed-outputs"
     published = [r for r in store.records() if r.step == "published"]
     assert [r.patient for r in published] == ["2512489996", "2512489996"]
+
+
+def test_acks_noted_by_one_processor_are_written_by_the_next(pipeline, store, broker) -> None:
+    """The consumer makes a processor per connection: the "acked" records one noted and could not write yet are
+    carried to the next, so that a reconnection loses none (the cluster tests count them)."""
+    first = make(pipeline, store, broker)
+    event_id, body = _events(1)[0]
+    one = delivery(body, event_id)
+    first.note_acknowledged([(one, first.process(one))])
+    second = make(pipeline, store, broker)
+    second.carry_acks(first.unrecorded_acks())
+    second.flush_acknowledged()
+    assert [r.message_id for r in store.records() if r.step == "acked"] == [event_id]
