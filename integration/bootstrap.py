@@ -412,15 +412,16 @@ def pathway_overdue(settings: Settings, store: AuditStore) -> PathwayCounts:
 
 
 def pathway_overdue_apart(settings: Settings, sign: Signer | None = None) -> PathwayCounts:
-    """`pathway_overdue` on a store handle opened for the count and closed after it (the refresher runs it in a
-    thread of its own; a handle belongs to its thread)."""
+    """`pathway_overdue` on a store handle of its own, opened at the first count and kept (the refresher runs the
+    counts one at a time in a thread of their own; the consumer's handle is its loop's). Opened as the service
+    opens its store, not as a reader: a reader's open checks every page of the file, which the soak showed
+    growing with the log at every count."""
+    own: list[AuditStore] = []
 
     def counts(now: datetime) -> Mapping[str, int]:
-        store = open_audit_store(settings.audit_dsn, create=False, sign=sign)
-        try:
-            return pathway_overdue(settings, store)(now)
-        finally:
-            store.close()
+        if not own:
+            own.append(open_audit_store(settings.audit_dsn, sign=sign))
+        return pathway_overdue(settings, own[0])(now)
 
     return counts
 
