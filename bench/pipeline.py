@@ -7,8 +7,9 @@ process), so the shared machine's load distorts rates but not CPU per event.
 (b) relay: the same with pika's blocking confirm per message and an ack per message.
 (c) pipeline: `integration run --processes N` (N = 1, 2, 3) with validation, transformation and the audit log
     (SQLite unless INTEGRATION_AUDIT_DSN says otherwise), draining the same backlog of distinct discharge events.
-Then, with the best N: end-to-end latency at a fixed offered load of 100 events/s; resident memory (the largest
-process) while a 100k backlog drains; and `integration audit verify` on 1 M records (bench/audit_verify_bench.py).
+Then end-to-end latency at a fixed offered load of 100 events/s with the best N (and with one process,
+`p50_ms_n1`/`p99_ms_n1`, when the best is more); resident memory (the largest process) while a 100k backlog
+drains; and `integration audit verify` on 1 M records (bench/audit_verify_bench.py).
 The last line printed is one JSON object with at least: async_relay_eps, relay_eps, pipeline_eps (best N),
 best_n, ratio_async, cpu_us_per_event (consumer + broker, best N), p50_ms, p99_ms, rss_mb_max, verify_1m_s,
 verify_1m_mb. Needs `rabbitmqctl` (a vhost of its own, deleted at the end).
@@ -347,20 +348,22 @@ def main() -> None:
         )
         print(f"best N={best_n}: {eps:.0f} events/s, {result['ratio_async']} of the async relay", flush=True)
 
-        # latency at a fixed offered load, with the best N
-        pipeline = start_pipeline(
-            url, f"sqlite:///{workdir / 'audit-latency.sqlite3'}", workdir / "latency.log", best_n
-        )
-        time.sleep(3)
-        latencies = latency_run(url, "bench.outputs", args.rate, args.seconds)
-        latencies.sort()
-        result["p50_ms"] = round(statistics.median(latencies), 1)
-        result["p99_ms"] = round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
-        print(
-            f"latency at {args.rate} events/s for {args.seconds} s (N={best_n}): {len(latencies)} referrals, "
-            f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms",
-            flush=True,
-        )
+        # latency at a fixed offered load: one process, and the best N when that is more
+        for n in sorted({1, best_n}, reverse=True):
+            if n != best_n:
+                pipeline.terminate()
+                pipeline.wait(timeout=120)
+            pipeline = start_pipeline(url, f"sqlite:///{workdir / f'audit-latency-{n}.sqlite3'}", workdir / "l.log", n)
+            time.sleep(3)
+            latencies = sorted(latency_run(url, "bench.outputs", args.rate, args.seconds))
+            p50, p99 = statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            suffix = "" if n == best_n else f"_n{n}"
+            result[f"p50_ms{suffix}"], result[f"p99_ms{suffix}"] = round(p50, 1), round(p99, 1)
+            print(
+                f"latency at {args.rate} events/s for {args.seconds} s (N={n}): {len(latencies)} referrals, "
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                flush=True,
+            )
 
         # resident memory while a large backlog drains (the largest process)
         broker.channel.queue_unbind("bench.outputs", "rehab.referral", "#")
