@@ -249,7 +249,8 @@ class ConsumerService:
                     for batch in _batches(in_hand):
                         self._handle(connection, processor, batch)
                 else:
-                    self._record_acks(processor)
+                    if self.health.available(STORE):  # while it is down, the probe asks it; no line per loop
+                        self._record_acks(processor)
                     self._probe_when_idle(processor)
                 self._run_periodic(connection)
                 self._refresh_metrics(connection)
