@@ -21,7 +21,7 @@ def test_defaults_run_on_a_laptop() -> None:
     settings = Settings.from_env({"HOME": "/home/anna"})
     assert settings.broker_url == "amqp://guest:guest@127.0.0.1:5672/hjerterehab"
     assert settings.audit_dsn == "sqlite:////home/anna/.local/state/hjerterehab-integration/audit.sqlite3"
-    assert settings.prefetch == 20
+    assert settings.prefetch == 100  # decision 29: a batch shares one confirm window
 
 
 def test_the_default_audit_store_is_one_place_whatever_the_working_directory(tmp_path, monkeypatch) -> None:
@@ -202,4 +202,4 @@ def test_the_example_settings_file_is_valid() -> None:
     from integration.config import PROJECT_ROOT
 
     settings = Settings.from_env({"INTEGRATION_CONFIG": str(PROJECT_ROOT / "deploy" / "integration.example.toml")})
-    assert settings.ack_timeout_minutes == 30 and settings.max_resends == 2 and settings.prefetch == 20
+    assert settings.ack_timeout_minutes == 30 and settings.max_resends == 2 and settings.prefetch == 100
