@@ -18,18 +18,27 @@ from tests.runtime.rabbit_nodes import own_broker, pytest_configure, rabbit_clus
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-@pytest.fixture
-def postgres_dsn() -> Iterator[str]:
+@contextmanager
+def postgres_schema(prefix: str = "t") -> Iterator[str]:
+    """A DSN on a PostgreSQL schema of the caller's own in the shared database, dropped afterwards."""
     psycopg = pytest.importorskip("psycopg")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it): {exc}")
-    yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    with postgres_schema() as dsn:
+        yield dsn
 
 
 def rabbitmqctl(*args: str) -> str:

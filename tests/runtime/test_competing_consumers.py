@@ -37,13 +37,12 @@ from integration.adapters.sql.stores import open_audit_store
 from integration.cli.audit import audit
 from integration.domain.course import Stage
 from tests.runtime.broker_helpers import DLQ, INBOUND, consumer_env, output_queue, publish_events, take_all, unsettled
-from tests.runtime.conftest import broker_url, rabbitmqctl
+from tests.runtime.conftest import broker_url, postgres_schema, rabbitmqctl
 from tests.support.events import distinct_referral_events
 
 PROCESSES = int(os.environ.get("COMPETING_PROCESSES", "3"))
 DISCHARGES = 600
 ONE_VISITATION, TWO_VISITATIONS = 150, 50  # the first 150 patients get a visitation, the first 50 a second one
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 WAIT_AND_RETRY = True  # the consumer holds an out-of-order delivery and tries again (decision 31)
 
 
@@ -118,15 +117,8 @@ def own_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("COMPETING_STORE") == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'audit.sqlite3'}"
         return
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"ordering_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with postgres_schema("ordering") as dsn:
+        yield dsn
 
 
 def _cpu_seconds(pids: list[int]) -> float:

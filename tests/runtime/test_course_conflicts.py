@@ -7,7 +7,6 @@ is written as before; and the chain verifies after each."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,13 +22,13 @@ from integration.cli.audit import audit
 from integration.domain.course import Course, Responsible, Stage, StateChanges
 from integration.errors import Conflict, StoreRefused
 from integration.service.audit_chain import AuditEntry
+from tests.runtime.conftest import postgres_schema
 
 AT = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 CPR = "2512489996"
 OTHER_CPR = "0107729995"
 AALBORG = "715541000016001"
 VISITING = Course(CPR, AALBORG, "851", True, Responsible.HOSPITAL, Stage.AWAITING_VISITATION)
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,15 +37,8 @@ def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'audit.sqlite3'}"
         return
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"ordering_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN_DSN}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with postgres_schema("ordering") as dsn:
+        yield dsn
 
 
 @pytest.fixture
