@@ -142,21 +142,6 @@ def test_persistent_transient_failure_ends_in_the_dlq_through_the_delivery_limit
     assert dead.raw_headers["x-first-death-reason"] == "delivery_limit"
 
 
-def test_consumer_reconnects_when_the_broker_drops_its_connections(vhost: str, audit_dsn: str) -> None:
-    store = open_audit_store(audit_dsn)
-    outputs = output_queue(vhost)
-    events = referral_events(300)
-    with consumer(vhost, store):
-        publish_events(vhost, events[:150])
-        wait_for(lambda: queue_depth(vhost, outputs) >= 50, 60, "a first part")
-        rabbitmqctl("close_all_connections", "test: dropped on purpose")
-        publish_events(vhost, events[150:])
-        wait_for(lambda: unsettled(vhost, INBOUND) == 0 and queue_depth(vhost, outputs) >= 300, 90, "all 300")
-    found = referrals_by_event(take_all(vhost, outputs))
-    assert set(found) == {e for e, _ in events} and all(len(ids) == 1 for ids in found.values())
-    store.close()
-
-
 def test_sigterm_finishes_in_flight_work_and_loses_nothing(vhost: str, audit_dsn: str, tmp_path: Path) -> None:
     outputs = output_queue(vhost)
     events = referral_events(400)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -18,6 +19,7 @@ from integration.service.audit_chain import verify
 from tests.runtime.broker_helpers import (
     DLQ,
     INBOUND,
+    consumer,
     consumer_env,
     output_queue,
     publish_events,
@@ -153,3 +155,33 @@ def test_broker_node_killed_and_restarted_mid_run_loses_nothing(
     finally:
         stop_process(process)
     _assert_exactly_once(broker, outputs, events, set(), audit_dsn)
+
+
+def _consumer_connections(own_broker, vhost: str) -> set[str]:  # type: ignore[no-untyped-def]
+    """The peer ports of the node's connections on `vhost` (one per connection our consumer holds)."""
+    listed = own_broker.ctl("list_connections", "vhost", "peer_port", "--silent").splitlines()
+    return {port for name, port in (line.split("\t") for line in listed if "\t" in line) if name == vhost}
+
+
+def test_consumer_reconnects_when_the_broker_closes_its_connections(own_broker, broker: str, audit_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    """The node closes every connection of the vhost mid-run (an operator's `close_all_connections`, a node
+    going into maintenance): the consumer connects again and every event gets exactly one referral."""
+    vhost = unquote(urlsplit(broker).path.lstrip("/"))
+    store = open_audit_store(audit_dsn)
+    outputs = output_queue(broker)
+    events = referral_events(300)
+    try:
+        with consumer(broker, store):
+            publish_events(broker, events[:150])
+            wait_for(lambda: queue_depth(broker, outputs) >= 50, 60, "a first part")
+            before = _consumer_connections(own_broker, vhost)
+            assert before, "the consumer holds a connection to the node"
+            own_broker.ctl("close_all_connections", "--vhost", vhost, "test: dropped on purpose")
+            wait_for(lambda: not before & _consumer_connections(own_broker, vhost), 30, "the connections to close")
+            publish_events(broker, events[150:])
+            wait_for(lambda: queue_depth(broker, outputs) >= 300, 90, "all 300 after the reconnection")
+            wait_for(lambda: unsettled(broker, INBOUND, own_broker.node.ctl) == 0, 60, "every inbound message acked")
+            assert _consumer_connections(own_broker, vhost), "the consumer connected again"
+        _assert_exactly_once(broker, outputs, events, set(), audit_dsn)
+    finally:
+        store.close()
