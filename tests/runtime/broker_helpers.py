@@ -127,15 +127,26 @@ def take_all(vhost: str, queue: str) -> list[Any]:
 
 
 def unsettled(vhost: str, queue: str, ctl: Callable[..., str] = rabbitmqctl) -> int:
-    """Messages in `queue`, ready *and* delivered but not acked: 0 only once a consumer acked the last one.
+    """Messages in `queue` not yet acked, ready *or* delivered: 0 only once a consumer acked the last one.
 
-    `queue_depth` (a passive declare) counts only the ready ones, so a consumer holding its prefetch
-    would look done. `ctl` is `rabbitmqctl` of the shared broker, or an own node's `ctl`."""
+    The ready ones by a passive declare, before and after; the delivered ones from the channels consuming the
+    queue (`list_consumers`, then `list_channels`, which asks each channel). All exact, and a message moving
+    between the readings is counted twice rather than missed. Not `list_queues messages`: for a quorum queue
+    that is the queue's statistics of up to 5 s ago, 0 just after a publish. `queue_depth` alone counts only
+    the ready ones, so a consumer holding its prefetch would look done. `ctl` is `rabbitmqctl` of the shared
+    broker, or an own node's `ctl`."""
     url = target_url(vhost).split(",")[0]
     name = unquote(urlsplit(url).path.lstrip("/")) or "/"
-    listed = ctl("list_queues", "-p", name, "--quiet", "--no-table-headers", "name", "messages")
-    counts = dict(line.split() for line in listed.splitlines() if line.strip())
-    return int(counts[queue])
+    ready = queue_depth(vhost, queue)
+    consumers = ctl("list_consumers", "-p", name, "--quiet", "--no-table-headers", "queue_name", "channel_pid")
+    channels = {fields[1] for fields in _rows(consumers) if fields[0] == queue}
+    held = ctl("list_channels", "--quiet", "--no-table-headers", "pid", "messages_unacknowledged")
+    delivered = sum(int(fields[1]) for fields in _rows(held) if fields[0] in channels)
+    return ready + delivered + queue_depth(vhost, queue)
+
+
+def _rows(listed: str) -> list[list[str]]:
+    return [line.split("\t") for line in listed.splitlines() if "\t" in line]
 
 
 def queue_depth(vhost: str, queue: str) -> int:

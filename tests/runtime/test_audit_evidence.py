@@ -639,6 +639,16 @@ def _anchored_seq(anchors: Path) -> int:
     return max((orjson.loads(line)["seq"] for line in anchors.read_text().splitlines() if line.strip()), default=0)
 
 
+def _head(dsn: str) -> tuple[int, str]:
+    """The store's head read through a handle of the test's own: the consumer's handle is its thread's alone
+    (a SQLite connection used by two threads at once meets the other's open transaction)."""
+    reader = open_audit_store(dsn, create=False)
+    try:
+        return reader.head()
+    finally:
+        reader.close()
+
+
 def test_the_running_consumer_anchors_the_head_and_verify_checks_against_it(
     vhost: str, dsn: str, tmp_path: Path, consumer_log: Path
 ) -> None:
@@ -654,7 +664,7 @@ def test_the_running_consumer_anchors_the_head_and_verify_checks_against_it(
             expected = queue_depth(vhost, outputs) + len(part)
             publish_events(vhost, part)
             wait_for(lambda n=expected: queue_depth(vhost, outputs) >= n, 60, "the referrals")  # type: ignore[misc]
-            head = store.head()  # the acks' records may follow (decision 29): an anchor at or after it will do
+            head = _head(dsn)  # the acks' records may follow (decision 29): an anchor at or after it will do
             wait_for(lambda h=head: _anchored_seq(anchors) >= h[0], 30, "an anchor")  # type: ignore[misc]
     finally:
         service.stop()
