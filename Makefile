@@ -50,8 +50,11 @@ promtool:
 	  || echo "promtool not fetched: the alert rules' promtool tests will skip"; \
 	fi
 
+# The suite on TEST_WORKERS processes (pytest-xdist; a module stays on one worker): it mostly waits on brokers,
+# databases and subprocesses. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 4
 test: install fhir-core promtool
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check integration tests bench
