@@ -93,7 +93,8 @@ class GivenUp(Rejected):
 class Transient(IntegrationError):
     """A dependency is unavailable for now; the same message will succeed once it is back.
 
-    `dependency` names it for the operator's log line and the readiness check: "audit-store" or "broker".
+    `dependency` names it for the operator's log line and the readiness check: "audit-store", "broker", or
+    "topology" (the broker is up but returned an output as unroutable: no queue is bound for its routing key).
     """
 
     reason = "transient"
@@ -101,6 +102,9 @@ class Transient(IntegrationError):
     def __init__(self, message: str, dependency: str = "audit-store") -> None:
         super().__init__(message)
         self.dependency = dependency
+
+
+TOPOLOGY = "topology"  # the dependency named when the broker returns a publish as unroutable
 
 
 class Unconfirmed(Transient):

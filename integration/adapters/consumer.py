@@ -430,12 +430,14 @@ class ConsumerService:
 
         Returns None when asked to stop during the wait (the deliveries stay unacked)."""
         delay, waiting_for, since, noted = self._wait_initial, None, 0.0, 0.0
+        missed: set[str] = set()  # every dependency this wait met: all are back once the batch is settled
         held = Held()  # what the batch already did: a retry after the wait goes on from there
         while True:
             try:
                 outcomes = processor.process_batch(deliveries, held)
             except Transient as exc:
                 newly_down = self._dependency_down(exc, held=len(deliveries))
+                missed.add(exc.dependency)
                 if waiting_for is None:
                     waiting_for, since, noted = exc.dependency, time.monotonic(), time.monotonic()
                     if not newly_down:  # known to be down since an idle probe: the wait for it begins now
@@ -456,9 +458,10 @@ class ConsumerService:
                 continue
             if waiting_for is not None:
                 metrics.WAITING_MESSAGES.set(0)
-                away = self.health.up(waiting_for)
+            for dependency in sorted(missed):
+                away = self.health.up(dependency)
                 if away is not None:
-                    log.info(f"{waiting_for} available again: resuming", waited_s=round(away, 1))
+                    log.info(f"{dependency} available again: resuming", waited_s=round(away, 1))
             self._store_up()  # the batch was settled: the store answered, whatever the probe said last
             self._next_probe = time.monotonic() + self._probe_every
             return outcomes

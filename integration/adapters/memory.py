@@ -20,7 +20,7 @@ import structlog
 from integration.adapters import consumer
 from integration.adapters.amqp_properties import read_properties
 from integration.adapters.rabbitmq import Received
-from integration.errors import ConnectionLost, Transient, Unconfirmed
+from integration.errors import TOPOLOGY, ConnectionLost, Transient, Unconfirmed
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
 from integration.service import metrics
@@ -113,7 +113,7 @@ class InMemoryBroker:
         if not targets and alternate:
             targets = self._routes(alternate, routing_key)
         if not targets:
-            raise Transient(f"unroutable: {exchange} {routing_key}", "broker")
+            raise Transient(f"unroutable: {exchange} {routing_key}", TOPOLOGY)
         message = StoredMessage(
             body, message_id, dict(headers or {}), content_type, False, self.user_id, exchange, routing_key
         )
@@ -134,7 +134,7 @@ class InMemoryBroker:
             else:
                 confirmed.add(position)
         if refusal is not None:
-            raise Unconfirmed(str(refusal), frozenset(confirmed))
+            raise Unconfirmed(str(refusal), frozenset(confirmed), refusal.dependency)
 
     def _enqueue(self, queue: str, message: StoredMessage) -> bool:
         arguments = self.arguments.get(queue, {})

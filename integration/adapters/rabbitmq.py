@@ -48,7 +48,7 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel, _IoloopTimerContext
 
 from integration.adapters.amqp_properties import read_properties
-from integration.errors import ConfigurationError, ConnectionLost, Unconfirmed
+from integration.errors import TOPOLOGY, ConfigurationError, ConnectionLost, Unconfirmed
 from integration.flows.results import FHIR_JSON
 from integration.log import one_line
 from integration.service.ports import Publication
@@ -501,6 +501,7 @@ class RabbitConnection(QueueOperations):
 
 _Key = tuple[str, str, str | None, int]  # what a publish carried: exchange, routing key, message-id, body's hash
 TAKEN, REFUSED, RETURNED = "taken", "refused", "returned"  # what the broker's confirm said of a publish
+UNROUTABLE_WHY = " (no queue is bound for it: has a receiver's queue or rehab.unrouted been deleted?)"
 MAX_LATE_CONFIRMS = 10_000  # confirms kept for publishes no window asks about any more (the oldest dropped)
 
 
@@ -559,7 +560,8 @@ class ConfirmWindow:
         outcome = {key: self._settled.pop(key) for key in set(keys) if key in self._settled}
         confirmed = frozenset(i for i, key in enumerate(keys) if outcome.get(key) == TAKEN)
         if len(confirmed) < len(keys):
-            raise Unconfirmed(self._unconfirmed_text(publications, keys, outcome), confirmed)
+            dependency = TOPOLOGY if RETURNED in outcome.values() else "broker"
+            raise Unconfirmed(self._unconfirmed_text(publications, keys, outcome), confirmed, dependency)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -578,10 +580,13 @@ class ConfirmWindow:
         self._returned.add(self._key(method.exchange, method.routing_key, properties.message_id, body))
 
     def _unconfirmed_text(self, publications: Sequence[Publication], keys: list[_Key], outcome: dict[_Key, str]) -> str:
-        for what, said in ((RETURNED, "unroutable:"), (REFUSED, "the broker refused the message for")):
+        for what, said, why in (
+            (RETURNED, "unroutable:", UNROUTABLE_WHY),
+            (REFUSED, "the broker refused the message for", ""),
+        ):
             first = next((p for p, key in zip(publications, keys, strict=True) if outcome.get(key) == what), None)
             if first is not None:
-                return f"{said} {first.exchange} {first.routing_key}"
+                return f"{said} {first.exchange} {first.routing_key}{why}"
         waiting = sum(1 for key in keys if key not in outcome)
         return f"{waiting} of {len(publications)} publishes not confirmed within {self._timeout:g} s"
 

@@ -46,7 +46,7 @@ EXIT_NO, EXIT_USAGE, EXIT_CONFIGURATION = 1, 2, 3
 EXIT_DATA, EXIT_NO_INPUT, EXIT_UNAVAILABLE, EXIT_BUG, EXIT_IO = 65, 66, 69, 70, 74
 # AMQP reply codes by which the broker refuses what we ask for a reason of ours, not for now.
 _REFUSALS = {403: "permissions (ACCESS_REFUSED)", 404: "is the topology applied? (integration topology apply)"}
-_DEPENDENCY = {"audit-store": "audit store", "broker": "broker"}
+_DEPENDENCY = {"audit-store": "audit store", "broker": "broker", "topology": "broker's topology"}
 _AFTER: dict[type[BaseException], str] = {StoreDamaged: "; restore the store from a backup (audit verify says more)"}
 
 log = structlog.get_logger("integration.cli.main")

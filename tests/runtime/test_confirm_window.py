@@ -78,6 +78,7 @@ def test_an_unroutable_message_in_a_window_is_not_confirmed(vhost_of_its_own: st
         connection.close()
     assert refused.value.confirmed == frozenset({0, 2})
     assert "unroutable: amq.topic no.binding" in str(refused.value)
+    assert refused.value.dependency == "topology", "the broker is up: its topology lacks a queue"
 
 
 def test_a_window_to_a_missing_exchange_is_a_lost_connection_naming_it(vhost_of_its_own: str) -> None:

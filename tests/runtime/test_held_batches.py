@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from integration.adapters.health import Health
+from integration.adapters.rabbitmq import BrokerSettings, connected
 from integration.adapters.sql.stores import open_audit_store
 from integration.errors import Transient
 from integration.service.audit_chain import verify
+from integration.topology import UNROUTED_QUEUE
 from tests.runtime.broker_helpers import (
     DLQ,
     collector,
@@ -28,6 +30,7 @@ from tests.runtime.broker_helpers import (
     take_all,
     wait_for,
 )
+from tests.runtime.conftest import broker_url
 
 WAITS = {"wait_initial": 0.05, "wait_max": 0.2}  # the consumer's wait for a dependency, short for a test
 
@@ -120,4 +123,29 @@ def test_a_queue_refusing_our_outputs_repeats_no_dead_letter_and_no_confirmed_ou
     assert dead == dict.fromkeys(poisoned, 1)
     rejected = Counter(r.message_id for r in store.records() if r.step == "rejected")
     assert rejected == dict.fromkeys(poisoned, 1)
+    store.close()
+
+
+def test_an_unroutable_output_holds_the_batch_naming_the_topology_not_the_broker(
+    vhost_of_its_own: str, audit_dsn: str
+) -> None:
+    """rehab.unrouted deleted and no receiver's queue bound: the broker is up but returns our referral. The batch
+    is held (nothing lost), readiness names the topology — an operator is not sent to look for a broker outage —
+    and once the topology is applied again the referral goes out and readiness comes back."""
+    vhost = vhost_of_its_own
+    with connected(BrokerSettings(broker_url(vhost))) as connection:
+        connection.delete_queue(UNROUTED_QUEUE)
+    store = open_audit_store(audit_dsn)
+    health = Health()
+    events = referral_events(1)
+    publish_events(vhost, events)
+    with consumer(vhost, store, health=health, **WAITS) as service:
+        topology = lambda: [p for p in health.problems() if p.startswith("topology unavailable")]  # noqa: E731
+        wait_for(topology, 30, "the returned referral to hold the batch")
+        assert "unroutable: rehab.referral referral.municipality." in topology()[0]
+        assert not any(p.startswith("broker") for p in health.problems()), "the broker is up"
+        with connected(BrokerSettings(broker_url(vhost))) as connection:
+            connection.apply_topology()
+        wait_for(lambda: service.handled == 1 and health.ready, 30, "the referral sent once the queue is back")
+    assert len(take_all(vhost, UNROUTED_QUEUE)) == 1
     store.close()
