@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from integration.config import PROJECT_ROOT
-from integration.conformance import r4_validator
+from integration.conformance import r4_validator, resource_validation
 from integration.conformance.r4_schema import DEFINITION_FILES, SCHEMA_FILE, dumps, generate, xsd_pattern
 
 CORE = PROJECT_ROOT / ".cache" / "hl7.fhir.r4.core"
@@ -52,6 +52,7 @@ def _errors(resource: dict[str, Any]) -> list[str]:
 
 
 PATIENT = {"resourceType": "Patient", "id": "p1"}
+EXTENSIONS = [{"url": "http://x", "valueString": "x"}]
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,23 @@ PATIENT = {"resourceType": "Patient", "id": "p1"}
             "MessageHeader/m: event[x]: required element is missing",
         ),
         ({**PATIENT, "contained": [{"resourceType": "Patient", "nick": 1}]}, "contained.0.nick: unknown element"),
+        ({**PATIENT, "_id": {"extension": EXTENSIONS}}, "Patient/p1: _id: unknown element"),
+        (
+            {**PATIENT, "extension": [{"url": "u", "_url": {"id": "a"}, "valueString": "x"}]},
+            "extension.0._url: unknown",
+        ),
+        ({**PATIENT, "birthDate": "2026-01-01", "_birthDate": {}}, "_birthDate: empty: an id or an extension"),
+        (
+            {"resourceType": "Observation", "id": "o", "code": {"text": "x"}, "_status": {"id": "a"}},
+            "Observation/o: status: required element is missing",
+        ),
+        ({**PATIENT, "contained": [{"id": "c"}]}, "contained.0.resourceType: required element is missing"),
+        (
+            {**PATIENT, "contained": [{**PATIENT, "contained": [PATIENT]}]},
+            "contained.0: a contained resource must not contain resources (dom-2)",
+        ),
+        ({**PATIENT, "contained": [{**PATIENT, "meta": {"lastUpdated": "2026-01-01T10:00:00Z"}}]}, "(dom-4)"),
+        ({**PATIENT, "contained": [{**PATIENT, "meta": {"security": [{"code": "R"}]}}]}, "(dom-5)"),
     ],
     ids=[
         "extension-url",
@@ -93,6 +111,14 @@ PATIENT = {"resourceType": "Patient", "id": "p1"}
         "code-regex",
         "required-choice",
         "contained-by-type",
+        "no-_id",
+        "no-_url",
+        "empty-_element",
+        "id-alone-is-no-content",
+        "contained-needs-a-type",
+        "dom-2",
+        "dom-4",
+        "dom-5",
     ],
 )
 def test_the_schema_holds_what_the_published_one_misses(resource: dict[str, Any], expected: str) -> None:
@@ -107,8 +133,20 @@ def test_the_schema_holds_what_the_published_one_misses(resource: dict[str, Any]
         {**PATIENT, "name": [{"family": "Ha\u00a0Nguyen"}], "gender": "male"},
         {**PATIENT, "deceasedDateTime": "2016-12-31T23:59:60Z", "birthDate": "2024-02-29"},
         {**PATIENT, "multipleBirthInteger": 2},
+        {**PATIENT, "extension": [{"url": "u", "_valueDateTime": {"extension": EXTENSIONS}}]},
+        {**PATIENT, "extension": [{"url": "u", "valueDateTime": "2026-01-01", "_valueDateTime": {"id": "a"}}]},
+        {**PATIENT, "contained": [{**PATIENT, "text": {"status": "empty", "div": "<div>x</div>"}}]},
     ],
-    ids=["required-by-element", "null-pairs-element", "no-break-space", "leap-second-and-day", "integer"],
+    ids=[
+        "required-by-element",
+        "null-pairs-element",
+        "no-break-space",
+        "leap-second-and-day",
+        "integer",
+        "choice-by-element",
+        "choice-element-beside",
+        "contained-with-narrative",
+    ],
 )
 def test_what_fhir_allows_passes(resource: dict[str, Any]) -> None:
     assert _errors(resource) == []
@@ -130,3 +168,9 @@ def test_findings_never_repeat_a_value_or_a_non_uuid_id() -> None:
 def test_a_bad_date_is_one_finding(value: str, problem: str) -> None:
     (only,) = _errors({**PATIENT, "birthDate": value})
     assert problem in only
+
+
+def test_validate_refuses_a_contained_resource_without_its_type_as_the_message_path_does() -> None:
+    (found,) = resource_validation.content_errors({**PATIENT, "contained": [{"id": "c"}]})
+    assert found.text == "Patient/p1: contained.0.resourceType: required element is missing"
+    assert found.field == "Patient.contained[0].resourceType"

@@ -9,15 +9,17 @@ reach: element paths, min/max (required elements, arrays, `maxItems`), types, ch
 `valueString`, … with at most one of them), backbone elements and `contentReference` as named definitions,
 contained resources by `resourceType`, primitives as FHIR JSON writes them (R4 §2.6.2: booleans, integers and
 decimals as JSON values, everything else a string with R4's regex over the whole value), each primitive's
-`_element` sibling (id and extensions; in arrays, nulls pair the two lists), and no element the definitions do
-not name (`additionalProperties: false`). The published fhir.schema.json misses required primitives,
-Extension.url, choice exclusivity and impossible dates (docs/decisions/0030-message-path-validator.md); here a
-required primitive may be given by its value or by its `_element` alone (an extension such as
-data-absent-reason), as FHIR allows.
+`_element` sibling (id and extensions, never empty; in arrays, nulls pair the two lists; none for the bare
+values `Element.id`, `Extension.url`, `Resource.id`), and no element the definitions do not name
+(`additionalProperties: false`). The published fhir.schema.json misses required primitives, Extension.url,
+choice exclusivity and impossible dates (docs/decisions/0030-message-path-validator.md); here a required
+primitive may be given by its value or by its `_element` with extensions alone (such as data-absent-reason),
+as FHIR allows (ele-1: an id alone is no content).
 
-Two keywords are ours, both run by `r4_validator`: the formats `fhir-date`, `fhir-dateTime` and `fhir-instant`
-(a calendar check: no 2026-02-30), and `fhirJsonInteger` (an integer written without a fraction or exponent:
-JSON Schema calls 3.0 an integer, FHIR JSON does not). A JSON Schema validator that knows neither ignores them.
+Three keywords are ours, all run by `r4_validator`: the formats `fhir-date`, `fhir-dateTime` and `fhir-instant`
+(a calendar check: no 2026-02-30), `fhirJsonInteger` (an integer written without a fraction or exponent: JSON
+Schema calls 3.0 an integer, FHIR JSON does not), and `fhirContained` (DomainResource's invariants dom-2, dom-4
+and dom-5 on a contained resource). A JSON Schema validator that knows none of them ignores them.
 
 Pure functions from the definitions' JSON to the schema's; the file I/O is `main`'s.
 """
@@ -65,6 +67,9 @@ JSON_TYPES["decimal"] = "number"
 # R4 datatypes: integer is 32-bit signed; positiveInt and unsignedInt are its positive and non-negative parts.
 INTEGER_RANGES = {"integer": (-(2**31), 2**31 - 1), "positiveInt": (1, 2**31 - 1), "unsignedInt": (0, 2**31 - 1)}
 CALENDAR_FORMATS = {"date": "fhir-date", "dateTime": "fhir-dateTime", "instant": "fhir-instant"}
+# DomainResource's invariants on a contained resource that look at the contained resource alone (dom-3, that it
+# is referred to, needs the whole resource: `integration validate`'s profile layer checks it).
+CONTAINED_INVARIANTS = ("dom-2", "dom-4", "dom-5")
 # The regexes are XML Schema's (the definitions carry them for the XSDs): there `\s` is space, tab, LF and CR
 # only, so a no-break space is not white space (Python's and Rust's Unicode `\s` would say it is).
 XSD_SPACE = " \\t\\n\\r"
@@ -126,6 +131,22 @@ def _type_code(element: Mapping[str, Any], type_: Mapping[str, Any]) -> str:
     return str(_extension_value(type_, FHIR_TYPE) or "string")
 
 
+def _system_typed(element: Mapping[str, Any]) -> bool:
+    """Whether an element's type is a FHIRPath system type: `Element.id`, `Extension.url` and `Resource.id`, which
+    the snapshots type so because they are bare values, with no id and no extensions of their own (XML attributes
+    in FHIR XML but for `Resource.id`), so no `_id` or `_url` in FHIR JSON."""
+    types = element.get("type", [])
+    return len(types) == 1 and str(types[0]["code"]).startswith(SYSTEM_TYPE)
+
+
+def _given(name: str) -> Json:
+    """The rule that an element is given: its name present, and a primitive's `_element` (outside a list) with
+    extensions (ele-1: `hasValue() or (children().count() > id.count())`)."""
+    if not name.startswith("_"):
+        return {"required": [name]}
+    return {"required": [name], "properties": {name: {"required": ["extension"]}}}
+
+
 def _choice_name(base: str, code: str) -> str:
     return base + code[0].upper() + code[1:]
 
@@ -155,6 +176,8 @@ class _Generator:
     def definition(self, name: str) -> Json:
         if name == "Resource":
             return self.resource_dispatch()
+        if name == "ContainedResource":
+            return self.contained_resource()
         if name == "Element-primitive":
             return self.primitive_element(nullable=False)
         if name == "Element-primitive-item":
@@ -187,6 +210,17 @@ class _Generator:
 
     resources: frozenset[str] = frozenset()
 
+    def contained_resource(self) -> Json:
+        """A resource in another's `contained`: any we exchange, held to DomainResource's invariants on contained
+        resources (`fhirContained`, run by `r4_validator`: no nested resources, no meta.versionId,
+        meta.lastUpdated or security label). Raises KeyError when R4 has not these invariants."""
+        snapshot = self.sds["DomainResource"]["snapshot"]["element"]
+        keys = {c["key"] for e in snapshot if e["path"] == "DomainResource" for c in e.get("constraint", [])}
+        missing = set(CONTAINED_INVARIANTS) - keys
+        if missing:
+            raise KeyError(f"not invariants of DomainResource: {sorted(missing)}")
+        return {**self.ref("Resource"), "fhirContained": list(CONTAINED_INVARIANTS)}
+
     def primitive(self, name: str, *, nullable: bool) -> Json:
         sd = self.sds[name]
         value = next(e for e in sd["snapshot"]["element"] if e["path"] == f"{name}.value")
@@ -205,11 +239,13 @@ class _Generator:
         return schema
 
     def primitive_element(self, *, nullable: bool) -> Json:
-        """A primitive's `_element`: its id and extensions (R4 §2.6.2)."""
+        """A primitive's `_element`: its id and extensions (R4 §2.6.2), one of them at least (FHIR JSON has no
+        empty objects; ele-1)."""
         return {
             "type": ["object", "null"] if nullable else "object",
             "properties": {"id": self.ref("string"), "extension": {"type": "array", "items": self.ref("Extension")}},
             "additionalProperties": False,
+            "minProperties": 1,
         }
 
     def complex(self, type_name: str, path: str, *, resource: bool = False) -> Json:
@@ -253,6 +289,10 @@ class _Generator:
         code = codes[0]
         if code in ("BackboneElement", "Element") and any(p.startswith(element["path"] + ".") for p in by_path):
             return [(name, self.wrap(self.ref(element["path"]), element, many))]
+        if element.get("base", {}).get("path") == "DomainResource.contained":
+            return [(name, self.wrap(self.ref("ContainedResource"), element, many))]
+        if _system_typed(element):  # no id, no extensions: no `_element`
+            return [(name, self.wrap(self.ref(code), element, many))]
         return self.typed(name, code, element, many)
 
     def typed(self, name: str, code: str, element: Json, many: bool) -> list[tuple[str, Json]]:
@@ -274,8 +314,9 @@ class _Generator:
         return array
 
     def cardinality(self, element: Json, name: str, required: list[str]) -> list[Json]:
-        """A required element: its name in `required`, or (a primitive, given by value or `_element`; a choice,
-        by any of its types) a rule whose error names it: `then: required [name]`."""
+        """A required element: its name in `required`, or (a primitive, given by value or by an `_element` with
+        extensions, as ele-1 has it: an id alone is no content; a choice, by any of its types) a rule whose error
+        names it: `then: required [name]`."""
         if element["min"] < 1:
             return []
         codes = self.codes(element)
@@ -284,12 +325,13 @@ class _Generator:
             for code in codes:
                 choice = _choice_name(name[:-3], code)
                 present += [choice, f"_{choice}"] if code in self.primitives else [choice]
-        elif codes and codes[0] in self.primitives and "contentReference" not in element:
+        elif codes and codes[0] in self.primitives and "contentReference" not in element and not _system_typed(element):
             present = [name, f"_{name}"]
         else:
             required.append(name)
             return []
-        return [{"if": {"not": {"anyOf": [{"required": [n]} for n in present]}}, "then": {"required": [name]}}]
+        given = [_given(n) for n in present]
+        return [{"if": {"not": {"anyOf": given}}, "then": {"required": [name]}}]
 
     def exclusive(self, element: Json, name: str) -> Json:
         """At most one of a choice's types (FHIR JSON): each name forbids the others (and their `_elements`)."""

@@ -1,10 +1,10 @@
 """FHIR R4 content on the message path (what we send, what we receive): the schema generated from the R4 core
-StructureDefinitions (`r4_schema`, shipped in schemas/) run by jsonschema-rs, with its two keywords of ours: the
-calendar check of dates (`fhir-date`, `fhir-dateTime`, `fhir-instant`: 2026-02-30 is no date) and integers
-written as JSON integers (`fhirJsonInteger`). About 30 µs per referral Bundle, against fhir.resources' 1.3 ms
-(`make bench`); fhir.resources stays in `integration validate`, the conformance suite and the tests, and
-tests/test_validator_differential.py shows the two agree, but for the classes
-docs/decisions/0030-message-path-validator.md lists.
+StructureDefinitions (`r4_schema`, shipped in schemas/) run by jsonschema-rs, with its three keywords of ours: the
+calendar check of dates (`fhir-date`, `fhir-dateTime`, `fhir-instant`: 2026-02-30 is no date), integers
+written as JSON integers (`fhirJsonInteger`), and R4's invariants on a contained resource (`fhirContained`).
+About 30 µs per referral Bundle, against fhir.resources' 1.3 ms (`make bench`); fhir.resources stays in
+`integration validate`, the conformance suite and the tests, and tests/test_validator_differential.py shows the
+two agree, but for the classes docs/decisions/0030-message-path-validator.md lists.
 
 Findings have `resource_validation`'s shape (`content_error.ContentError`): `Patient/<id>: name.0.given.1:
 <problem>`, field `Patient.name[0].given[1]`, never a value from the message.
@@ -56,8 +56,42 @@ class _JsonInteger:
             raise ValueError(JSON_INTEGER)
 
 
+def _meta_has(resource: dict[str, Any], *names: str) -> bool:
+    meta = resource.get("meta")
+    return isinstance(meta, dict) and any(name in meta for name in names)
+
+
+# DomainResource's invariants on a contained resource (R4, DomainResource's constraints), by key: what breaks it.
+CONTAINED_RULES: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "dom-2": ("a contained resource must not contain resources (dom-2)", lambda r: "contained" in r),
+    "dom-4": (
+        "a contained resource must not have meta.versionId or meta.lastUpdated (dom-4)",
+        lambda r: _meta_has(r, "versionId", "lastUpdated"),
+    ),
+    "dom-5": (
+        "a contained resource must not have a security label, meta.security (dom-5)",
+        lambda r: _meta_has(r, "security"),
+    ),
+}
+
+
+class _Contained:
+    """The `fhirContained` keyword: a contained resource breaks none of the invariants its value names (keys of
+    `CONTAINED_RULES`; KeyError at compile time for one this module does not check)."""
+
+    def __init__(self, parent_schema: Any, value: Any, schema_path: Any) -> None:
+        self.rules = [CONTAINED_RULES[key] for key in value]
+
+    def validate(self, instance: Any) -> None:
+        if isinstance(instance, dict):
+            broken = [problem for problem, breaks in self.rules if breaks(instance)]
+            if broken:
+                raise ValueError("; ".join(broken))
+
+
 JSON_INTEGER = "must be a JSON integer (no fraction, no exponent)"
 NOT_A_DAY = "is not a real date (the calendar has no such day)"
+EMPTY_ELEMENT = "empty: an id or an extension is needed (FHIR JSON has no empty objects; ele-1)"
 CHOICE = "a choice element ([x]) has more than one type given: at most one may be"
 _FORMATS: dict[str, Callable[[str], bool]] = dict.fromkeys(CALENDAR_FORMATS.values(), is_calendar_date)
 
@@ -73,7 +107,10 @@ def _compiled() -> tuple[Any, dict[str, str]]:
     """The compiled validator, once per process (about 50 ms), and each primitive's pattern → its FHIR type."""
     schema = load_schema()
     validator = jsonschema_rs.Draft202012Validator(
-        schema, formats=_FORMATS, validate_formats=True, keywords={"fhirJsonInteger": _JsonInteger}
+        schema,
+        formats=_FORMATS,
+        validate_formats=True,
+        keywords={"fhirJsonInteger": _JsonInteger, "fhirContained": _Contained},
     )
     patterns = {d["pattern"]: name.removesuffix("-item") for name, d in schema["$defs"].items() if "pattern" in d}
     return validator, patterns
@@ -102,6 +139,8 @@ def _problem(kind: str, detail: dict[str, Any], patterns: dict[str, str]) -> str
             return f"has more than {detail['limit']} item(s)"
         case "MaxLength":
             return f"longer than {detail['limit']} characters"
+        case "MinProperties":
+            return EMPTY_ELEMENT
         case "Custom":
             return str(detail["message"])
     return f"violates FHIR R4 ({kind})"

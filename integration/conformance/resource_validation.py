@@ -200,6 +200,27 @@ def json_type_errors(resource: Resource, model: Any) -> list[ContentError]:
     return errors
 
 
+def contained_errors(resource: Resource) -> list[ContentError]:
+    """A contained resource without `resourceType` (R4: every resource names its type; fhir.resources reads such
+    an object as a bare Resource and lets it pass)."""
+    contained = resource.get("contained")
+    return [
+        located(
+            str(resource.get("resourceType")),
+            resource.get("id"),
+            ["contained", i],
+            "required element is missing",
+            named="resourceType",
+        )
+        for i, item in enumerate(contained if isinstance(contained, list) else [])
+        if isinstance(item, dict) and "resourceType" not in item
+    ]
+
+
+def _resource_errors(resource: Resource, model: Any) -> list[ContentError]:
+    return _checked(resource, model) + json_type_errors(resource, model) + contained_errors(resource)
+
+
 def _shell(bundle: Resource) -> Resource:
     """The Bundle without its entries' resources (each is validated with its own model); any other resource
     as it is."""
@@ -217,7 +238,7 @@ def content_errors(bundle: Any) -> list[ContentError]:
     if model is None:
         return [NOT_A_RESOURCE]
     shell = _shell(bundle)
-    errors = _checked(shell, model) + json_type_errors(shell, model)
+    errors = _resource_errors(shell, model)
     entries = bundle.get("entry")
     for position, entry in enumerate(entries if isinstance(entries, list) else []):
         resource = (entry.get("resource") if isinstance(entry, dict) else None) or {}
@@ -225,7 +246,7 @@ def content_errors(bundle: Any) -> list[ContentError]:
         if model is None:
             errors.append(not_a_resource(position, "not a FHIR resource (no resourceType, or not an R4 type)"))
         else:
-            errors += _checked(resource, model) + json_type_errors(resource, model)
+            errors += _resource_errors(resource, model)
     return errors
 
 

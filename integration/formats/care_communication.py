@@ -1,7 +1,8 @@
 """A MedCom CareCommunication 5.0 message (FHIR R4 message Bundle, JSON or XML) → an advice request.
 
 XML is parsed with a hardened lxml parser first (no DTD, no entities, no network, size-capped; a
-DOCTYPE is refused), then read into FHIR JSON by fhir.resources. Before anything is read for routing,
+DOCTYPE is refused), then read into FHIR JSON along the R4 schema (`fhir_xml`), judging nothing, and proven
+carried exactly (`fhir_xml_fidelity`). Before anything is read for routing,
 the message passes the fast layers of `integration validate` (`fhir.receipt`): FHIR content, MedCom's
 messaging rules and Bundle invariants, and the TouchStone assertions; a finding refuses it. The patient
 is named by a CPR number, or for a patient without one by a replacement number (X-eCPR, D-eCPR); a CPR
@@ -15,20 +16,17 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-import orjson
-from fhir.resources.R4B.bundle import Bundle
 from lxml import etree
-from pydantic import ValidationError
 
 from integration.conformance.messaging_rules import as_dict, as_list, message_header
 from integration.conformance.receipt import check_on_receipt
-from integration.conformance.resource_validation import without_values
 from integration.domain.cpr import Cpr, born_by
 from integration.domain.hotline import AdviceRequest, SenderKind
 from integration.domain.identifiers import PatientNumber, patient_number
 from integration.domain.moment import read_moment
 from integration.errors import InvalidInput
-from integration.formats.fhir_xml_fidelity import carry_exactly, check_shape
+from integration.formats.fhir_xml import fhir_json
+from integration.formats.fhir_xml_fidelity import carry_exactly
 from integration.formats.json_contract import check_depth
 from integration.formats.safe_xml import parse_xml
 
@@ -38,7 +36,6 @@ CPR = "urn:oid:1.2.208.176.1.2"
 YDERNUMMER = "urn:oid:1.2.208.176.1.4"
 FHIR_NS = "http://hl7.org/fhir"
 _CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
-_NAME = re.compile(r"(?![A-Za-z0-9_]*\d{6})[A-Za-z_][A-Za-z0-9_]{0,63}")  # no six digits: a CPR is ten
 SOR_CODE = re.compile(r"[0-9]{11,18}")  # it becomes part of routing keys: `hotline.reply.<SOR>`, `ack.<SOR>`
 
 
@@ -50,45 +47,17 @@ def decode_xml_bundle(raw: bytes, max_bytes: int) -> dict[str, Any]:
 
 
 def read_xml_bundle(root: etree._Element) -> dict[str, Any]:
-    """A parsed FHIR XML Bundle → FHIR JSON (as `decode_xml_bundle`, for a root already parsed)."""
+    """A parsed FHIR XML Bundle → FHIR JSON (as `decode_xml_bundle`, for a root already parsed). Its content is
+    not judged here: the same checks judge it as the same message in JSON (`fhir_xml`)."""
     if root.tag != f"{{{FHIR_NS}}}Bundle":
         raise NotFhirBundle("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
-    try:
-        bundle: dict[str, Any] = orjson.loads(Bundle.model_validate_xml(etree.tostring(root)).model_dump_json())
-    except ValidationError as exc:
-        check_shape(root)  # names where, if the shape is what the reader could not place
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"] if _NAME.fullmatch(str(p)))
-        raise InvalidInput(f"Bundle{where}", f"not valid FHIR: {without_values(first['msg'])}") from None
-    except KeyError as exc:  # fhir.resources' XML reader on an element name it cannot place
-        check_shape(root)
-        where = _first_element_named(root, str(exc.args[0]) if exc.args else "")
-        raise InvalidInput(where, "not valid FHIR XML: an element FHIR R4 does not define here") from None
-    except (ValueError, TypeError, AttributeError):  # fhir.resources' XML reader on what it cannot place
-        check_shape(root)
-        raise InvalidInput("Bundle", "not valid FHIR XML: an element or value FHIR R4 does not define here") from None
+    bundle = fhir_json(root)
     check_depth(bundle)
     return carry_exactly(root, bundle)
 
 
 class NotFhirBundle(InvalidInput):
     """Well-formed XML whose root is not a FHIR Bundle."""
-
-
-def _first_element_named(root: etree._Element, name: str) -> str:
-    """The FHIR-style path (`Patient.identifier.bogus`) of the first element called `name`; "Bundle" if none."""
-    if not _NAME.fullmatch(name):
-        return "Bundle"
-    for element in root.iter():
-        if isinstance(element.tag, str) and etree.QName(element).localname == name:
-            names: list[str] = []
-            for node in (element, *element.iterancestors()):
-                local = etree.QName(node).localname
-                names.append(local)
-                if local[:1].isupper():  # a resource: FHIR paths start there
-                    break
-            return ".".join(reversed(names))
-    return "Bundle"
 
 
 def is_care_communication(doc: Any) -> bool:

@@ -1,18 +1,18 @@
 """Proof that FHIR XML read into FHIR JSON lost and changed nothing (the FHIR XML reader's check).
 
-fhir.resources' XML reader keeps only the last of a repeated element where FHIR allows one, ignores
-text inside an element, attributes it does not know and the namespace of an element, and rewrites
-some lexical forms (`10:00:00.000` → `10:00:00`, `+00:00` → `Z`). So the document it made is walked beside the parsed
-XML, element by element: every element, attribute and text of the input must be carried by the result,
-and every value of the result must come from the input. Rules from FHIR R4's XML format
+The reader (`fhir_xml`) keeps only the last of a repeated element where FHIR allows one and passes over
+text inside an element, attributes FHIR XML does not define and elements of another namespace: FHIR JSON has no
+place for them (fhir.resources' reader, before it, also rewrote some lexical forms: `10:00:00.000` →
+`10:00:00`, `+00:00` → `Z`). So the document it made is walked beside the parsed XML, element by element:
+every element, attribute and text of the input must be carried by the result, and every value of the result
+must come from the input. Rules from FHIR R4's XML format
 (https://hl7.org/fhir/R4/xml.html): elements in the FHIR namespace; a primitive's value in its `value`
 attribute; `id` an attribute on every element but a resource; `url` an attribute on an extension;
 the narrative a single XHTML `div`, compared as canonical XML; no text content elsewhere.
 
-Where they differ, InvalidInput names the element FHIR style without indices (`Patient.identifier.value`)
-and never its value. A date or time the reader re-wrote is put back as sent (same instant, its lexical
-form kept); a decimal is carried as a JSON number of the same value (JSON numbers hold no trailing
-zeros; orjson reads the JSON syntax the same way).
+Where they differ, NotCarried names the element FHIR style without indices (`Patient.identifier.value`)
+and never its value. A date or time a reader re-wrote is put back as sent (same instant, its lexical
+form kept); a decimal is carried as a JSON number of the same value.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 from lxml import etree
 
-from integration.errors import InvalidInput
 from integration.formats.json_contract import RefusedContent
 
 FHIR_NS = "http://hl7.org/fhir"
@@ -64,28 +63,6 @@ def carry_exactly(root: etree._Element, document: dict[str, Any]) -> dict[str, A
     except _Differs as differs:
         raise NotCarried(differs.field, differs.problem, document) from None
     return document
-
-
-def check_shape(root: etree._Element) -> None:
-    """InvalidInput naming the first element whose shape FHIR XML does not allow, whatever its fields:
-    an element outside the FHIR namespace (but the narrative's XHTML `div`), an attribute other than
-    `value`, `id` and an extension's `url`, or text outside the narrative. For a message the FHIR reader
-    refused, so that the refusal names where."""
-    pending: list[tuple[etree._Element, str]] = [(root, _local(root))]
-    while pending:
-        element, path = pending.pop()
-        try:
-            allowed = (
-                () if path == _local(element) else ("id", "url") if _local(element) in _EXTENSIONS else ("id", "value")
-            )
-            _Walk()._no_attributes(element, path, allowed)
-            _Walk()._no_text(element, path)
-            children = [(child, path, _Walk()._child_name(child, path)) for child in element]
-        except _Differs as differs:
-            raise InvalidInput(differs.field, differs.problem) from None
-        for child, parent, name in reversed(children):
-            if name != "div":
-                pending.append((child, _shown(name) if name[:1].isupper() else f"{parent}.{name}"))
 
 
 class _Walk:
@@ -224,9 +201,10 @@ def _same_value(sent: str, value: Any, where: str) -> Any:
         if sent != ("true" if value else "false"):
             raise _Differs(where, "not carried as sent by the FHIR reader")
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         try:
-            same = Decimal(sent) == Decimal(repr(value)) and Decimal(sent).is_finite()
+            same = Decimal(sent) == Decimal(str(value) if isinstance(value, Decimal) else repr(value))
+            same = same and Decimal(sent).is_finite()
         except InvalidOperation:
             same = False
         if not same:
