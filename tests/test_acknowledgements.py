@@ -377,8 +377,9 @@ def test_nothing_to_answer_for_what_is_not_a_medcom_message(pipeline: Pipeline) 
 
 
 def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState, dict[str, Any]]:
+    """Our referral to Aalborg (SOR 434751000016002) awaiting its ack, and Aalborg's ack with `code`."""
     from integration.domain.course import OutboundStatus
-    from integration.messages.acknowledgement import Issue, acknowledgement, addressing
+    from integration.messages.acknowledgement import Issue, acknowledgement, addressing, receiver_of
     from tests.conftest import GOLDEN
 
     event = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
@@ -386,7 +387,8 @@ def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState,
     issues = [] if code == "ok" else [Issue("invalid", "MSG_BAD_FORMAT", "no", "Patient")]
     ack = acknowledgement(addressing(referral.message), code, issues, SATURDAY, pipeline.referral.terminology)
     header = referral.message["entry"][0]["resource"]["id"]
-    return FixedState(sent={header: OutboundStatus(header, "awaiting", 0, "2512489996")}), ack
+    sent = OutboundStatus(header, "awaiting", 0, "2512489996", receiver_of(referral.message))
+    return FixedState(sent={header: sent}), ack
 
 
 @pytest.mark.parametrize(
@@ -412,3 +414,84 @@ def test_an_ack_settles_our_message_and_names_its_patient_for_the_audit(pipeline
     assert result.outgoing == () and result.patient == "2512489996"
     (settled,) = result.state.acks
     assert settled.code == "ok" and [f.kind for f in result.facts] == ["ack-received"]
+
+
+MORSO_SOR, MORSO_EAN = "435201000016003", "5790007734750"  # Morsø Kommune: not whom our referral went to
+
+
+def _ack_sender(ack: dict[str, Any]) -> dict[str, Any]:
+    """The Organization an ack's MessageHeader.sender names."""
+    reference = ack["entry"][0]["resource"]["sender"]["reference"]
+    return next(e["resource"] for e in ack["entry"] if f"Organization/{e['resource'].get('id')}" == reference)
+
+
+def _with_identifier(organization: dict[str, Any], system: str, value: str) -> None:
+    for identifier in organization["identifier"]:
+        if identifier["system"] == system:
+            identifier["value"] = value
+
+
+def _as_morso(ack: dict[str, Any]) -> None:
+    """Another municipality's SOR, EAN and endpoint in the ack (what a forger copies from the SOR registry)."""
+    _with_identifier(_ack_sender(ack), "urn:oid:1.2.208.176.1.1", MORSO_SOR)
+    _with_identifier(_ack_sender(ack), "https://www.gs1.org/gln", MORSO_EAN)
+    ack["entry"][0]["resource"]["source"]["endpoint"] = f"https://sor2.sum.dsdn.dk/#id={MORSO_SOR}"
+
+
+@pytest.mark.parametrize(
+    ("forgery", "field"),
+    [
+        (_as_morso, "MessageHeader.sender"),
+        (lambda a: _with_identifier(_ack_sender(a), "urn:oid:1.2.208.176.1.1", MORSO_SOR), "MessageHeader.sender"),
+        (lambda a: _with_identifier(_ack_sender(a), "https://www.gs1.org/gln", MORSO_EAN), "MessageHeader.sender"),
+        (lambda a: _ack_sender(a).update(identifier=[]), "MessageHeader.sender"),
+        (
+            lambda a: a["entry"][0]["resource"].update(sender={"reference": "Organization/elsewhere"}),
+            "MessageHeader.sender",
+        ),
+        (
+            lambda a: a["entry"][0]["resource"]["source"].update(endpoint=f"https://sor2.sum.dsdn.dk/#id={MORSO_SOR}"),
+            "MessageHeader.source.endpoint",
+        ),
+    ],
+    ids=["another-municipality", "sor", "ean", "no-ids", "no-sender-organization", "endpoint"],
+)
+@pytest.mark.parametrize("code", ["ok", "fatal-error"])
+def test_an_ack_not_from_the_receiver_of_our_message_settles_nothing(
+    pipeline: Pipeline, forgery: Any, field: str, code: str
+) -> None:
+    from integration.flows.acks_received import NotFromTheReceiver
+
+    state, ack = _our_message_and_its_ack(pipeline, code)
+    forgery(ack)
+    rejection, answer = refusal(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    assert isinstance(rejection, NotFromTheReceiver) and rejection.reason == "ack-not-from-receiver"
+    assert rejection.field == field and "only that receiver may acknowledge it" in str(rejection)
+    assert MORSO_SOR not in str(rejection), "the reason names our receiver, never repeats the ack's value"
+    assert answer is None, "an ack is never acknowledged, and nothing is settled"
+
+
+def test_an_ack_is_taken_from_the_receiver_under_either_gln_system(pipeline: Pipeline) -> None:
+    """dk-core 3.5.0 writes the GLN under http://www.gs1.org/gln: the same number is the same receiver."""
+    state, ack = _our_message_and_its_ack(pipeline, "ok")
+    for identifier in _ack_sender(ack)["identifier"]:
+        if identifier["system"] == "https://www.gs1.org/gln":
+            identifier["system"] = "http://www.gs1.org/gln"
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    assert [a.code for a in result.state.acks] == ["ok"]
+
+
+def test_no_ack_settles_a_message_whose_receiver_we_do_not_know(pipeline: Pipeline) -> None:
+    from dataclasses import replace
+
+    from integration.domain.course import Addressee
+    from integration.flows.acks_received import NotFromTheReceiver, not_from_the_receiver
+
+    state, ack = _our_message_and_its_ack(pipeline, "ok")
+    ((header, sent),) = state.sent.items()
+    unknown = FixedState(sent={header: replace(sent, receiver=None)})
+    rejection, _ = refusal(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=unknown)
+    assert isinstance(rejection, NotFromTheReceiver) and rejection.field == "MessageHeader.response.identifier"
+    anyone = Addressee("434751000016002", None, "https://sor2.sum.dsdn.dk/#id=434751000016002")
+    assert not_from_the_receiver(anyone, Addressee("434751000016002", None, None)) is not None
+    assert not_from_the_receiver(anyone, Addressee("434751000016002", None, anyone.endpoint)) is None
