@@ -133,6 +133,64 @@ def test_every_content_error_is_its_own_issue(shared: Path, pipeline: Pipeline) 
     assert sorted(i["expression"][0] for i in issues) == ["Communication.sent", "Patient.birthDate"]
 
 
+def test_a_small_message_with_thousands_of_errors_gets_a_small_ack_and_audit_record(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    """The hostile tester's 509 KB CareCommunication with 25,000 extensions lacking `url` made a 13.9 MB ack and
+    a 6 MB audit record: now the first 99 are described, one issue counts the rest."""
+    from integration.messages.acknowledgement import MAX_ISSUES
+
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{"valueString": "x"} for _ in range(25_000)]
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    issues = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert len(issues) == MAX_ISSUES
+    assert all(i["expression"] == [f"Communication.extension[{n}].url"] for n, i in enumerate(issues[:-1]))
+    assert issues[-1]["details"]["text"] == "Bundle: 24901 more FHIR R4 content error(s) found, not described"
+    assert len(json.dumps(out.message)) < 100_000 and conformance_findings(out.message) == []
+    (fact,) = [f for f in refused.answer.facts if f.kind == "acknowledged"]
+    assert len(fact.detail["issues"]) == MAX_ISSUES and len(json.dumps(fact.detail)) < 50_000
+
+
+def test_findings_of_every_layer_beyond_what_an_ack_lists_are_counted_in_one_issue(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{} for _ in range(250)]  # each a content error and an empty element
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    issues = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert [i["details"]["text"] for i in issues[99:]] == [
+        "Bundle: 151 more FHIR R4 content error(s) found, not described",
+        "250 more problem(s) found in the message, not listed here: an acknowledgement lists the first 100",
+    ]
+    assert "expression" not in issues[-1] and issues[-1]["severity"] == "error"
+
+
+def test_listed_keeps_up_to_the_most_and_counts_the_rest() -> None:
+    from integration.messages.acknowledgement import Issue, listed
+
+    issues = [Issue("invalid", "MSG_BAD_FORMAT", f"problem {n}") for n in range(5)]
+    assert listed(issues, most=5) == issues
+    shortened = listed(issues, most=3)
+    assert shortened[:3] == issues[:3] and len(shortened) == 4
+    assert shortened[3].text.startswith("2 more problem(s)")
+
+
+def test_the_content_check_describes_up_to_its_limit_and_counts_the_rest(shared: Path) -> None:
+    from integration.conformance.r4_validator import content_errors
+
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{} for _ in range(30)]
+    everything = content_errors(bundle)
+    assert len(everything) == 30
+    first = content_errors(bundle, limit=10)
+    assert first[:10] == everything[:10] and len(first) == 11
+    assert (first[10].field, first[10].shown) == ("Bundle", "20 more FHIR R4 content error(s) found, not described")
+
+
 def test_a_carecommunication_without_a_usable_cpr_gets_fatal_error_at_the_patient_identifier(
     shared: Path, pipeline: Pipeline
 ) -> None:
@@ -495,3 +553,16 @@ def test_no_ack_settles_a_message_whose_receiver_we_do_not_know(pipeline: Pipeli
     anyone = Addressee("434751000016002", None, "https://sor2.sum.dsdn.dk/#id=434751000016002")
     assert not_from_the_receiver(anyone, Addressee("434751000016002", None, None)) is not None
     assert not_from_the_receiver(anyone, Addressee("434751000016002", None, anyone.endpoint)) is None
+
+
+def test_an_ack_with_thousands_of_issues_is_recorded_with_the_first_hundred(pipeline: Pipeline) -> None:
+    from integration.messages.acknowledgement import Issue
+
+    state, ack = _our_message_and_its_ack(pipeline, "fatal-error")
+    (outcome,) = _resources(ack, "OperationOutcome")
+    outcome["issue"] = [Issue("invalid", "MSG_BAD_FORMAT", f"problem {n}").as_fhir() for n in range(5_000)]
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    (fact,) = result.facts
+    assert fact.kind == "ack-received" and len(fact.detail["issues"]) == 100
+    assert fact.detail["issuesNotRecorded"] == 4_900
+    assert [a.code for a in result.state.acks] == ["fatal-error"]

@@ -15,9 +15,10 @@ issues in this order); `-` is a use the layer does not apply to. Where the uses 
 - sent: the document rules for a document; `cc` destinations where the flow allows them; the narrative rules,
   which `validate` gets from the profile layer.
 - sent and received: FHIR R4 content by the schema generated from the R4 core definitions (`r4_validator`,
-  microseconds); validate: by fhir.resources (`resource_validation`, milliseconds), as the conformance suite
-  and the tests do. tests/test_validator_differential.py holds the two to the same verdicts, but for the
-  classes docs/decisions/0030-message-path-validator.md lists.
+  microseconds; the first `REPORTED_FINDINGS - 1` errors described, the rest counted); validate: by
+  fhir.resources (`resource_validation`, milliseconds), as the conformance suite and the tests do.
+  tests/test_validator_differential.py holds the two to the same verdicts, but for the classes
+  docs/decisions/0030-message-path-validator.md lists.
 - validate: a layer that fails on its input is a check not made (`checks.conformance`), never a finding.
 
 The profile layer (snapshots, cardinality, bindings) is `validate`'s alone, for its cost.
@@ -29,6 +30,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from integration.conformance import r4_validator, resource_validation
@@ -92,9 +94,17 @@ def _structure(bundle: Any, scope: Scope) -> list[Finding]:
     return messaging_findings(bundle, allow_cc=scope.allow_cc)
 
 
+# The most findings a refusal reports: an acknowledgement lists this many issues, and one more saying how many
+# it left out (`messages.acknowledgement.listed`); its audit record names the same. A sender mending a message
+# needs its first problems (every refused message we have seen had under 20), while a small message can repeat
+# one mistake tens of thousands of times: 25,000 extensions without `url` (509 KB) made a 13.9 MB ack, 13 times
+# our own inbound limit, and a 6 MB audit record. 100 issues make an ack of about 60 kB.
+REPORTED_FINDINGS = 100
+# On the message path the content check describes one fewer and counts the rest in one more finding, so that
+# both fit one acknowledgement (content comes first on receipt); describing each costs about 35 µs.
 CONTENT_CHECKS: dict[Use, Callable[[Any], list[ContentError]]] = {
-    Use.SENT: r4_validator.content_errors,
-    Use.RECEIVED: r4_validator.content_errors,
+    Use.SENT: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
+    Use.RECEIVED: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
     Use.VALIDATE: resource_validation.content_errors,
 }
 

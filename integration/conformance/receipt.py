@@ -18,7 +18,8 @@
                                                   the category coded, the thread id, the definition, …
 
 Nothing these layers call an error is acknowledged `ok`: a message with findings is refused with all of
-them (`NotConformant`, a fatal-error acknowledgement with one issue per finding). The profile layer
+them (`NotConformant`, a fatal-error acknowledgement with one issue per finding, up to
+`layers.REPORTED_FINDINGS` and one more saying how many it left out). The profile layer
 (snapshots, bindings) stays off the message path, for its cost: `integration validate` runs it (the
 README gives both costs per message).
 """

@@ -19,7 +19,7 @@ from integration.conformance.r4_validator import content_errors
 from integration.domain.course import AckReceived, Addressee, OutboundState, OutboundStatus, State, StateChanges
 from integration.errors import InvalidInput
 from integration.flows.results import AuditFact, FlowResult
-from integration.messages.acknowledgement import RESPONSE_CODES, response_of, sender_of
+from integration.messages.acknowledgement import MAX_ISSUES, RESPONSE_CODES, response_of, sender_of
 
 log = structlog.get_logger("integration.acks")
 
@@ -73,7 +73,7 @@ def _sent(header_id: str, state: State) -> OutboundStatus:
 
 
 def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
-    errors = content_errors(bundle)
+    errors = content_errors(bundle, limit=1)  # the first names the refusal
     if errors:
         raise InvalidInput(errors[0].field, f"not valid FHIR R4: {errors[0].shown}")
     header_id, code, issues = response_of(bundle)
@@ -86,7 +86,7 @@ def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
     if foreign is not None:
         log.warning("an ack for our message not from its receiver", header=header_id, field=foreign.field)
         raise foreign
-    detail = {"header": header_id, "ack": bundle.get("id"), "code": code, "issues": issues}
+    detail = {"header": header_id, "ack": bundle.get("id"), "code": code, **_recorded(issues)}
     if sent.state in (OutboundState.ACKNOWLEDGED, OutboundState.FAILED):  # settled: this ack is a second one
         log.info("duplicate ack ignored", header=header_id, state=sent.state)
         return FlowResult((), (AuditFact("ack-duplicate", {**detail, "state": sent.state}),), sent.patient)
@@ -94,5 +94,12 @@ def handle_acknowledgement(bundle: dict[str, Any], state: State) -> FlowResult:
         (),
         (AuditFact("ack-received", detail),),
         sent.patient,
-        StateChanges(acks=(AckReceived(header_id, code, tuple(issues)),)),
+        StateChanges(acks=(AckReceived(header_id, code, tuple(issues[:MAX_ISSUES])),)),
     )
+
+
+def _recorded(issues: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ack's OperationOutcome issues as its audit record keeps them: the first MAX_ISSUES, and how many more
+    there were (`issuesNotRecorded`), as our own acks list them."""
+    more = len(issues) - MAX_ISSUES
+    return {"issues": issues[:MAX_ISSUES], **({"issuesNotRecorded": more} if more > 0 else {})}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from integration.conformance.layers import REPORTED_FINDINGS
 from integration.conformance.messaging_rules import as_dict, as_list, message_header
 from integration.domain.course import Addressee
 from integration.fhir.ids import derived_id
@@ -90,6 +91,19 @@ class Issue:
 
     def as_json(self) -> dict[str, Any]:
         return {"code": self.code, "details": self.details, "text": self.text, "expression": self.expression}
+
+
+MAX_ISSUES = REPORTED_FINDINGS  # the most issues one acknowledgement lists (`layers` says why 100)
+
+
+def listed(issues: Sequence[Issue], most: int = MAX_ISSUES) -> list[Issue]:
+    """The issues an acknowledgement lists: all of them when they are at most `most`, else the first `most`
+    and one issue saying how many more there were (an error: each of them is one)."""
+    if len(issues) <= most:
+        return list(issues)
+    more = len(issues) - most
+    text = f"{more} more problem(s) found in the message, not listed here: an acknowledgement lists the first {most}"
+    return [*issues[:most], Issue("invalid", "MSG_BAD_FORMAT", text)]
 
 
 class NotAcknowledgeable(ValueError):
