@@ -5,15 +5,16 @@ must pass before it is routed, and the gate every message and document we build 
     MedCom's messaging or document rules    invariant        1       2         1
     FHIR R4 content                         structure        2       1         2
     the TouchStone assertions of its event  business-rule    3       3         3
-    FHIR's narrative rules (txt-1, txt-2)   invariant        4       -         -
+    FHIR's narrative rules (txt-1, txt-2)   invariant        4       4         -
 
 The numbers are each use's order (the first finding names a refusal, and an acknowledgement lists its
 issues in this order); `-` is a use the layer does not apply to. Where the uses differ:
 
 - received: a MedCom message, so always held to the messaging rules (a Bundle of type `document` is a
   finding, not a document).
-- sent: the document rules for a document; `cc` destinations where the flow allows them; the narrative rules,
-  which `validate` gets from the profile layer.
+- sent: the document rules for a document; `cc` destinations where the flow allows them.
+- sent and received: the narrative rules, which `validate` gets from the profile layer; on receipt because a
+  flow forwards the received Bundle as it is (the hotline's), so active content would reach the receiver.
 - sent and received: FHIR R4 content by the schema generated from the R4 core definitions (`r4_validator`,
   microseconds; the first `REPORTED_FINDINGS - 1` errors described, the rest counted); validate: by
   fhir.resources (`resource_validation`, milliseconds), as the conformance suite and the tests do.
@@ -119,18 +120,30 @@ def _touchstone(bundle: Any, scope: Scope) -> list[Finding]:
     return assertion_findings(bundle) if isinstance(bundle, dict) else []
 
 
-def narrative_findings(bundle: Any) -> list[Finding]:
-    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
-    messaging rule): the check the profile layer runs, cheap enough for every message (an XML parse of
-    each div)."""
+def _narrated(bundle: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every resource of the Bundle that may carry a narrative, with its FHIR path's head: each entry's resource
+    (`Communication`) and the resources it contains (`Communication.contained[0]`; R4 allows no deeper ones)."""
     found = []
     for entry in as_list(as_dict(bundle).get("entry")):
         resource = as_dict(as_dict(entry).get("resource"))
+        rtype = str(resource.get("resourceType"))
+        found.append((rtype, resource))
+        found += [(f"{rtype}.contained[{n}]", as_dict(c)) for n, c in enumerate(as_list(resource.get("contained")))]
+    return found
+
+
+def narrative_findings(bundle: Any) -> list[Finding]:
+    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
+    messaging rule), contained resources' too: well-formed XHTML in a `div`, no active content (`<script>`,
+    `<object>`, `on…` attributes, …: `profile_check.html_checks`), some text. The check the profile layer runs,
+    cheap enough for every message (an XML parse of each div)."""
+    found = []
+    for path, resource in _narrated(bundle):
         div = as_dict(resource.get("text")).get("div")
         if div and not (isinstance(div, str) and html_checks(div)):
             rtype, rid = resource.get("resourceType"), resource.get("id")
             problem = "narrative is not well-formed XHTML with some text and no active content (txt-1, txt-2)"
-            found.append(Finding(f"{rtype}.text.div", problem, f"{rtype}/{rid}: {problem}"))
+            found.append(Finding(f"{path}.text.div", problem, f"{rtype}/{rid}: {problem}"))
     return found
 
 
@@ -159,7 +172,9 @@ LAYERS: tuple[CheckLayer, ...] = (
     CheckLayer("the messaging or document rules", Layer.RULES, _structure, sent=1, received=2, validate=1),
     CheckLayer("the FHIR R4 content check", Layer.FHIR, _content, sent=2, received=1, validate=2),
     CheckLayer("the TouchStone assertions", Layer.TOUCHSTONE, _touchstone, sent=3, received=3, validate=3),
-    CheckLayer("FHIR's narrative rules", Layer.RULES, lambda bundle, _scope: narrative_findings(bundle), sent=4),
+    CheckLayer(
+        "FHIR's narrative rules", Layer.RULES, lambda bundle, _scope: narrative_findings(bundle), sent=4, received=4
+    ),
 )
 
 

@@ -221,3 +221,40 @@ def test_an_ack_from_another_organisation_settles_nothing_on_the_broker(
         worker.join(timeout=30)
         store.close()
         ours.close()
+
+
+def test_a_carecommunication_with_a_script_in_its_narrative_is_refused_not_forwarded_on_the_broker(
+    vhost: str, tmp_path: Path, shared: Path, pipeline: Pipeline
+) -> None:
+    """The hotline forwards a received CareCommunication as it is: one whose narrative holds a <script> reaches
+    no department; its sender gets fatal-error naming Communication.text.div and txt-1/txt-2."""
+    bundle = json.loads(_municipal_nursing_to_gp(shared).read_bytes())
+    communication = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Communication")
+    communication["text"]["div"] = '<div xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script><p>x</p></div>'
+    store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    service = ConsumerService(
+        BrokerSettings(broker_url(vhost)),
+        [FLOWS_BY_NAME["hotline"]],
+        build(
+            Settings.from_env({}), store=store, clock=lambda: SATURDAY, pipeline=_configured(pipeline, bundle)
+        ).processor_on,
+    )
+    acks, hotline = collector(vhost, "rehab.ack"), collector(vhost, "rehab.hotline")
+    dlq = FLOWS_BY_NAME["hotline"].dead_letter_queue
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        _send(vhost, "hotline", bundle)
+        wait_for(lambda: queue_depth(vhost, acks) == 1 and queue_depth(vhost, dlq) == 1, 30, "the ack, the dead letter")
+    finally:
+        service.stop()
+        worker.join(timeout=30)
+        store.close()
+    assert queue_depth(vhost, hotline) == 0, "nothing forwarded"
+    ((_, ack),) = _bodies(vhost, acks)
+    assert _code(ack) == "fatal-error"
+    outcome = next(e["resource"] for e in ack["entry"] if e["resource"]["resourceType"] == "OperationOutcome")
+    (issue,) = [i for i in outcome["issue"] if i["expression"] == ["Communication.text.div"]]
+    assert "(txt-1, txt-2)" in issue["details"]["text"]
+    (dead,) = take_all(vhost, dlq)
+    assert dead.raw_headers["x-rehab-reason"].startswith("Communication.text.div: ")
