@@ -133,6 +133,64 @@ def test_every_content_error_is_its_own_issue(shared: Path, pipeline: Pipeline) 
     assert sorted(i["expression"][0] for i in issues) == ["Communication.sent", "Patient.birthDate"]
 
 
+def test_a_small_message_with_thousands_of_errors_gets_a_small_ack_and_audit_record(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    """The hostile tester's 509 KB CareCommunication with 25,000 extensions lacking `url` made a 13.9 MB ack and
+    a 6 MB audit record: now the first 99 are described, one issue counts the rest."""
+    from integration.messages.acknowledgement import MAX_ISSUES
+
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{"valueString": "x"} for _ in range(25_000)]
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    issues = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert len(issues) == MAX_ISSUES
+    assert all(i["expression"] == [f"Communication.extension[{n}].url"] for n, i in enumerate(issues[:-1]))
+    assert issues[-1]["details"]["text"] == "Bundle: 24901 more FHIR R4 content error(s) found, not described"
+    assert len(json.dumps(out.message)) < 100_000 and conformance_findings(out.message) == []
+    (fact,) = [f for f in refused.answer.facts if f.kind == "acknowledged"]
+    assert len(fact.detail["issues"]) == MAX_ISSUES and len(json.dumps(fact.detail)) < 50_000
+
+
+def test_findings_of_every_layer_beyond_what_an_ack_lists_are_counted_in_one_issue(
+    shared: Path, pipeline: Pipeline
+) -> None:
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{} for _ in range(250)]  # each a content error and an empty element
+    refused, out = _rejected_ack(_configured(pipeline, bundle), bundle)
+    issues = _resources(out.message, "OperationOutcome")[0]["issue"]
+    assert [i["details"]["text"] for i in issues[99:]] == [
+        "Bundle: 151 more FHIR R4 content error(s) found, not described",
+        "250 more problem(s) found in the message, not listed here: an acknowledgement lists the first 100",
+    ]
+    assert "expression" not in issues[-1] and issues[-1]["severity"] == "error"
+
+
+def test_listed_keeps_up_to_the_most_and_counts_the_rest() -> None:
+    from integration.messages.acknowledgement import Issue, listed
+
+    issues = [Issue("invalid", "MSG_BAD_FORMAT", f"problem {n}") for n in range(5)]
+    assert listed(issues, most=5) == issues
+    shortened = listed(issues, most=3)
+    assert shortened[:3] == issues[:3] and len(shortened) == 4
+    assert shortened[3].text.startswith("2 more problem(s)")
+
+
+def test_the_content_check_describes_up_to_its_limit_and_counts_the_rest(shared: Path) -> None:
+    from integration.conformance.r4_validator import content_errors
+
+    bundle = _load(_municipal_nursing_to_gp(shared))
+    (communication,) = _resources(bundle, "Communication")
+    communication["extension"] = [{} for _ in range(30)]
+    everything = content_errors(bundle)
+    assert len(everything) == 30
+    first = content_errors(bundle, limit=10)
+    assert first[:10] == everything[:10] and len(first) == 11
+    assert (first[10].field, first[10].shown) == ("Bundle", "20 more FHIR R4 content error(s) found, not described")
+
+
 def test_a_carecommunication_without_a_usable_cpr_gets_fatal_error_at_the_patient_identifier(
     shared: Path, pipeline: Pipeline
 ) -> None:
@@ -377,8 +435,9 @@ def test_nothing_to_answer_for_what_is_not_a_medcom_message(pipeline: Pipeline) 
 
 
 def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState, dict[str, Any]]:
+    """Our referral to Aalborg (SOR 434751000016002) awaiting its ack, and Aalborg's ack with `code`."""
     from integration.domain.course import OutboundStatus
-    from integration.messages.acknowledgement import Issue, acknowledgement, addressing
+    from integration.messages.acknowledgement import Issue, acknowledgement, addressing, receiver_of
     from tests.conftest import GOLDEN
 
     event = GOLDEN / "discharge" / "01-municipal-gop-general-sternotomy.event.json"
@@ -386,7 +445,8 @@ def _our_message_and_its_ack(pipeline: Pipeline, code: str) -> tuple[FixedState,
     issues = [] if code == "ok" else [Issue("invalid", "MSG_BAD_FORMAT", "no", "Patient")]
     ack = acknowledgement(addressing(referral.message), code, issues, SATURDAY, pipeline.referral.terminology)
     header = referral.message["entry"][0]["resource"]["id"]
-    return FixedState(sent={header: OutboundStatus(header, "awaiting", 0, "2512489996")}), ack
+    sent = OutboundStatus(header, "awaiting", 0, "2512489996", receiver_of(referral.message))
+    return FixedState(sent={header: sent}), ack
 
 
 @pytest.mark.parametrize(
@@ -412,3 +472,97 @@ def test_an_ack_settles_our_message_and_names_its_patient_for_the_audit(pipeline
     assert result.outgoing == () and result.patient == "2512489996"
     (settled,) = result.state.acks
     assert settled.code == "ok" and [f.kind for f in result.facts] == ["ack-received"]
+
+
+MORSO_SOR, MORSO_EAN = "435201000016003", "5790007734750"  # Morsø Kommune: not whom our referral went to
+
+
+def _ack_sender(ack: dict[str, Any]) -> dict[str, Any]:
+    """The Organization an ack's MessageHeader.sender names."""
+    reference = ack["entry"][0]["resource"]["sender"]["reference"]
+    return next(e["resource"] for e in ack["entry"] if f"Organization/{e['resource'].get('id')}" == reference)
+
+
+def _with_identifier(organization: dict[str, Any], system: str, value: str) -> None:
+    for identifier in organization["identifier"]:
+        if identifier["system"] == system:
+            identifier["value"] = value
+
+
+def _as_morso(ack: dict[str, Any]) -> None:
+    """Another municipality's SOR, EAN and endpoint in the ack (what a forger copies from the SOR registry)."""
+    _with_identifier(_ack_sender(ack), "urn:oid:1.2.208.176.1.1", MORSO_SOR)
+    _with_identifier(_ack_sender(ack), "https://www.gs1.org/gln", MORSO_EAN)
+    ack["entry"][0]["resource"]["source"]["endpoint"] = f"https://sor2.sum.dsdn.dk/#id={MORSO_SOR}"
+
+
+@pytest.mark.parametrize(
+    ("forgery", "field"),
+    [
+        (_as_morso, "MessageHeader.sender"),
+        (lambda a: _with_identifier(_ack_sender(a), "urn:oid:1.2.208.176.1.1", MORSO_SOR), "MessageHeader.sender"),
+        (lambda a: _with_identifier(_ack_sender(a), "https://www.gs1.org/gln", MORSO_EAN), "MessageHeader.sender"),
+        (lambda a: _ack_sender(a).update(identifier=[]), "MessageHeader.sender"),
+        (
+            lambda a: a["entry"][0]["resource"].update(sender={"reference": "Organization/elsewhere"}),
+            "MessageHeader.sender",
+        ),
+        (
+            lambda a: a["entry"][0]["resource"]["source"].update(endpoint=f"https://sor2.sum.dsdn.dk/#id={MORSO_SOR}"),
+            "MessageHeader.source.endpoint",
+        ),
+    ],
+    ids=["another-municipality", "sor", "ean", "no-ids", "no-sender-organization", "endpoint"],
+)
+@pytest.mark.parametrize("code", ["ok", "fatal-error"])
+def test_an_ack_not_from_the_receiver_of_our_message_settles_nothing(
+    pipeline: Pipeline, forgery: Any, field: str, code: str
+) -> None:
+    from integration.flows.acks_received import NotFromTheReceiver
+
+    state, ack = _our_message_and_its_ack(pipeline, code)
+    forgery(ack)
+    rejection, answer = refusal(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    assert isinstance(rejection, NotFromTheReceiver) and rejection.reason == "ack-not-from-receiver"
+    assert rejection.field == field and "only that receiver may acknowledge it" in str(rejection)
+    assert MORSO_SOR not in str(rejection), "the reason names our receiver, never repeats the ack's value"
+    assert answer is None, "an ack is never acknowledged, and nothing is settled"
+
+
+def test_an_ack_is_taken_from_the_receiver_under_either_gln_system(pipeline: Pipeline) -> None:
+    """dk-core 3.5.0 writes the GLN under http://www.gs1.org/gln: the same number is the same receiver."""
+    state, ack = _our_message_and_its_ack(pipeline, "ok")
+    for identifier in _ack_sender(ack)["identifier"]:
+        if identifier["system"] == "https://www.gs1.org/gln":
+            identifier["system"] = "http://www.gs1.org/gln"
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    assert [a.code for a in result.state.acks] == ["ok"]
+
+
+def test_no_ack_settles_a_message_whose_receiver_we_do_not_know(pipeline: Pipeline) -> None:
+    from dataclasses import replace
+
+    from integration.domain.course import Addressee
+    from integration.flows.acks_received import NotFromTheReceiver, not_from_the_receiver
+
+    state, ack = _our_message_and_its_ack(pipeline, "ok")
+    ((header, sent),) = state.sent.items()
+    unknown = FixedState(sent={header: replace(sent, receiver=None)})
+    rejection, _ = refusal(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=unknown)
+    assert isinstance(rejection, NotFromTheReceiver) and rejection.field == "MessageHeader.response.identifier"
+    anyone = Addressee("434751000016002", None, "https://sor2.sum.dsdn.dk/#id=434751000016002")
+    assert not_from_the_receiver(anyone, Addressee("434751000016002", None, None)) is not None
+    assert not_from_the_receiver(anyone, Addressee("434751000016002", None, anyone.endpoint)) is None
+
+
+def test_an_ack_with_thousands_of_issues_is_recorded_with_the_first_hundred(pipeline: Pipeline) -> None:
+    from integration.messages.acknowledgement import Issue
+
+    state, ack = _our_message_and_its_ack(pipeline, "fatal-error")
+    (outcome,) = _resources(ack, "OperationOutcome")
+    outcome["issue"] = [Issue("invalid", "MSG_BAD_FORMAT", f"problem {n}").as_fhir() for n in range(5_000)]
+    result = transform(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
+    (fact,) = result.facts
+    assert fact.kind == "ack-received" and len(fact.detail["issues"]) == 100
+    assert fact.detail["issuesNotRecorded"] == 4_900
+    assert [a.code for a in result.state.acks] == ["fatal-error"]

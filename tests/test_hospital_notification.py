@@ -210,3 +210,15 @@ def test_only_an_earlier_exchanges_provenance_may_name_an_agent_outside_the_bund
     )
     rejection, _ = refusal(json.dumps(bundle).encode(), pipeline, NOW, flow=DISCHARGE, state=FixedState())
     assert isinstance(rejection, InvalidInput) and rejection.field == "Provenance.agent[0].who"
+
+
+def test_a_notification_with_active_content_in_a_narrative_is_refused(shared: Path, pipeline: Pipeline) -> None:
+    bundle = copy.deepcopy(example(shared, "STOR_F"))
+    encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
+    encounter["text"] = {
+        "status": "generated",
+        "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p onmouseover="alert(1)">Indlagt</p></div>',
+    }
+    rejection, answer = refusal(json.dumps(bundle).encode(), pipeline, NOW, flow=DISCHARGE, state=FixedState())
+    assert isinstance(rejection, InvalidInput) and rejection.field == "Encounter.text.div"
+    assert answer is not None and _ack_code(answer) == "fatal-error"

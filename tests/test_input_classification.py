@@ -28,7 +28,7 @@ from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult
 from integration.formats.closing_report import parse_closing_report
 from integration.log import cpr_numbers_in
-from integration.messages.acknowledgement import Issue, acknowledgement, addressing
+from integration.messages.acknowledgement import Issue, acknowledgement, addressing, receiver_of
 from tests.conftest import GOLDEN
 from tests.refusals import refusal
 
@@ -489,7 +489,7 @@ def test_an_ack_for_an_unknown_id_does_not_repeat_it(pipeline: Pipeline) -> None
     ack = acknowledgement(addressing(referral.message), "fatal-error", issues, SATURDAY, pipeline.referral.terminology)
     ack["entry"][0]["resource"]["response"]["identifier"] = CPR
     header = referral.message["entry"][0]["resource"]["id"]
-    state = FixedState(sent={header: OutboundStatus(header, "awaiting", 0, CPR)})
+    state = FixedState(sent={header: OutboundStatus(header, "awaiting", 0, CPR, receiver_of(referral.message))})
     rejection = rejected(json.dumps(ack).encode(), pipeline, SATURDAY, flow="acknowledgement", state=state)
     assert isinstance(rejection, InvalidInput) and rejection.field == "MessageHeader.response.identifier"
 

@@ -30,7 +30,7 @@ from integration.errors import InvalidInput, Rejected, UnknownMessageKind
 from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FlowResult, Refusal
 from integration.log import cpr_numbers_in
-from integration.messages.acknowledgement import Issue, acknowledgement, addressing
+from integration.messages.acknowledgement import Issue, acknowledgement, addressing, receiver_of
 from tests.conftest import GOLDEN
 from tests.fuzz.harness import check_emitted
 
@@ -359,7 +359,7 @@ def our_referral_and_ack(pipeline: Pipeline) -> tuple[FixedState, dict[str, Any]
     issues = [Issue("invalid", "MSG_BAD_FORMAT", "no", "Patient")]
     ack = acknowledgement(addressing(referral.message), "fatal-error", issues, SATURDAY, pipeline.referral.terminology)
     header = referral.message["entry"][0]["resource"]["id"]
-    return FixedState(sent={header: OutboundStatus(header, "awaiting", 0, PATIENT)}), ack
+    return FixedState(sent={header: OutboundStatus(header, "awaiting", 0, PATIENT, receiver_of(referral.message))}), ack
 
 
 @BOUNDED

@@ -159,3 +159,49 @@ def test_the_shared_broken_bundles_are_answered_fatal_error(
 def test_a_clean_carecommunication_is_still_routed_and_acked_ok(pipeline: Pipeline) -> None:
     result = transform(json.dumps(CC).encode(), pipeline, JAN_12)
     assert _ack_codes(result) == ["ok"]
+
+
+XHTML = '<div xmlns="http://www.w3.org/1999/xhtml">'
+ACTIVE = {
+    "script": XHTML + "<script>alert(1)</script><p>x</p></div>",
+    "onclick": XHTML + '<p onclick="alert(1)">x</p></div>',
+    "javascript-url": XHTML + '<p><a href=" JaVa&#9;script:alert(1)">x</a></p></div>',
+    "not-xhtml": '<div xmlns="http://www.w3.org/1999/xhtml"><p>x</div>',
+}
+
+
+def _narrative(rtype: str, div: str) -> Callable[[dict[str, Any]], None]:
+    return lambda bundle: _resource(bundle, rtype)["text"].update(div=div)
+
+
+def _contained(div: str) -> Callable[[dict[str, Any]], None]:
+    practitioner = {"resourceType": "Practitioner", "id": "p1", "text": {"status": "generated", "div": div}}
+    return lambda bundle: _resource(bundle, "Communication").update(contained=[practitioner])
+
+
+@pytest.mark.parametrize("active", sorted(ACTIVE))
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda div: _narrative("Communication", div), "Communication.text.div"),
+        (lambda div: _narrative("MessageHeader", div), "MessageHeader.text.div"),
+        (_contained, "Communication.contained[0].text.div"),
+    ],
+    ids=["communication", "messageheader", "contained"],
+)
+def test_a_narrative_with_active_content_is_refused_on_receipt_and_never_forwarded(
+    pipeline: Pipeline, change: Callable[[str], Callable[[dict[str, Any]], None]], field: str, active: str
+) -> None:
+    """The hotline forwards a received CareCommunication as it is: a <script>, an onclick or a javascript: link in
+    any narrative would reach the department's system (found by a hostile tester)."""
+    result, rejection = _answer(_changed(change(ACTIVE[active])), pipeline)
+    assert rejection is not None and result is not None
+    assert [o.route.exchange for o in result.outgoing] == ["rehab.ack"], "nothing forwarded, only the ack"
+    issues = [i for i in _issues(result) if i["expression"] == [field]]
+    assert issues and "(txt-1, txt-2)" in issues[0]["details"]["text"] and issues[0]["code"] == "invariant"
+
+
+def test_a_narrative_without_active_content_is_still_routed(pipeline: Pipeline) -> None:
+    div = XHTML + '<p>Kontakt: <a href="https://www.rn.dk">rn.dk</a>, <b>javascript:</b> is only text here</p></div>'
+    result = transform(_changed(_narrative("Communication", div)), pipeline, JAN_12)
+    assert _ack_codes(result) == ["ok"]

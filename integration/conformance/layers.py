@@ -5,19 +5,21 @@ must pass before it is routed, and the gate every message and document we build 
     MedCom's messaging or document rules    invariant        1       2         1
     FHIR R4 content                         structure        2       1         2
     the TouchStone assertions of its event  business-rule    3       3         3
-    FHIR's narrative rules (txt-1, txt-2)   invariant        4       -         -
+    FHIR's narrative rules (txt-1, txt-2)   invariant        4       4         -
 
 The numbers are each use's order (the first finding names a refusal, and an acknowledgement lists its
 issues in this order); `-` is a use the layer does not apply to. Where the uses differ:
 
 - received: a MedCom message, so always held to the messaging rules (a Bundle of type `document` is a
   finding, not a document).
-- sent: the document rules for a document; `cc` destinations where the flow allows them; the narrative rules,
-  which `validate` gets from the profile layer.
+- sent: the document rules for a document; `cc` destinations where the flow allows them.
+- sent and received: the narrative rules, which `validate` gets from the profile layer; on receipt because a
+  flow forwards the received Bundle as it is (the hotline's), so active content would reach the receiver.
 - sent and received: FHIR R4 content by the schema generated from the R4 core definitions (`r4_validator`,
-  microseconds); validate: by fhir.resources (`resource_validation`, milliseconds), as the conformance suite
-  and the tests do. tests/test_validator_differential.py holds the two to the same verdicts, but for the
-  classes docs/decisions/0030-message-path-validator.md lists.
+  microseconds; the first `REPORTED_FINDINGS - 1` errors described, the rest counted); validate: by
+  fhir.resources (`resource_validation`, milliseconds), as the conformance suite and the tests do.
+  tests/test_validator_differential.py holds the two to the same verdicts, but for the classes
+  docs/decisions/0030-message-path-validator.md lists.
 - validate: a layer that fails on its input is a check not made (`checks.conformance`), never a finding.
 
 The profile layer (snapshots, cardinality, bindings) is `validate`'s alone, for its cost.
@@ -29,6 +31,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from integration.conformance import r4_validator, resource_validation
@@ -92,9 +95,17 @@ def _structure(bundle: Any, scope: Scope) -> list[Finding]:
     return messaging_findings(bundle, allow_cc=scope.allow_cc)
 
 
+# The most findings a refusal reports: an acknowledgement lists this many issues, and one more saying how many
+# it left out (`messages.acknowledgement.listed`); its audit record names the same. A sender mending a message
+# needs its first problems (every refused message we have seen had under 20), while a small message can repeat
+# one mistake tens of thousands of times: 25,000 extensions without `url` (509 KB) made a 13.9 MB ack, 13 times
+# our own inbound limit, and a 6 MB audit record. 100 issues make an ack of about 60 kB.
+REPORTED_FINDINGS = 100
+# On the message path the content check describes one fewer and counts the rest in one more finding, so that
+# both fit one acknowledgement (content comes first on receipt); describing each costs about 35 µs.
 CONTENT_CHECKS: dict[Use, Callable[[Any], list[ContentError]]] = {
-    Use.SENT: r4_validator.content_errors,
-    Use.RECEIVED: r4_validator.content_errors,
+    Use.SENT: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
+    Use.RECEIVED: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
     Use.VALIDATE: resource_validation.content_errors,
 }
 
@@ -109,18 +120,30 @@ def _touchstone(bundle: Any, scope: Scope) -> list[Finding]:
     return assertion_findings(bundle) if isinstance(bundle, dict) else []
 
 
-def narrative_findings(bundle: Any) -> list[Finding]:
-    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
-    messaging rule): the check the profile layer runs, cheap enough for every message (an XML parse of
-    each div)."""
+def _narrated(bundle: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every resource of the Bundle that may carry a narrative, with its FHIR path's head: each entry's resource
+    (`Communication`) and the resources it contains (`Communication.contained[0]`; R4 allows no deeper ones)."""
     found = []
     for entry in as_list(as_dict(bundle).get("entry")):
         resource = as_dict(as_dict(entry).get("resource"))
+        rtype = str(resource.get("resourceType"))
+        found.append((rtype, resource))
+        found += [(f"{rtype}.contained[{n}]", as_dict(c)) for n, c in enumerate(as_list(resource.get("contained")))]
+    return found
+
+
+def narrative_findings(bundle: Any) -> list[Finding]:
+    """FHIR's narrative rules (txt-1, txt-2) on every resource's `text.div` that is there (a missing one is a
+    messaging rule), contained resources' too: well-formed XHTML in a `div`, no active content (`<script>`,
+    `<object>`, `on…` attributes, …: `profile_check.html_checks`), some text. The check the profile layer runs,
+    cheap enough for every message (an XML parse of each div)."""
+    found = []
+    for path, resource in _narrated(bundle):
         div = as_dict(resource.get("text")).get("div")
         if div and not (isinstance(div, str) and html_checks(div)):
             rtype, rid = resource.get("resourceType"), resource.get("id")
             problem = "narrative is not well-formed XHTML with some text and no active content (txt-1, txt-2)"
-            found.append(Finding(f"{rtype}.text.div", problem, f"{rtype}/{rid}: {problem}"))
+            found.append(Finding(f"{path}.text.div", problem, f"{rtype}/{rid}: {problem}"))
     return found
 
 
@@ -149,7 +172,9 @@ LAYERS: tuple[CheckLayer, ...] = (
     CheckLayer("the messaging or document rules", Layer.RULES, _structure, sent=1, received=2, validate=1),
     CheckLayer("the FHIR R4 content check", Layer.FHIR, _content, sent=2, received=1, validate=2),
     CheckLayer("the TouchStone assertions", Layer.TOUCHSTONE, _touchstone, sent=3, received=3, validate=3),
-    CheckLayer("FHIR's narrative rules", Layer.RULES, lambda bundle, _scope: narrative_findings(bundle), sent=4),
+    CheckLayer(
+        "FHIR's narrative rules", Layer.RULES, lambda bundle, _scope: narrative_findings(bundle), sent=4, received=4
+    ),
 )
 
 

@@ -42,6 +42,10 @@ _current: ContextVar[_Check] = ContextVar("profile_check")
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
 _UNSAFE_TAGS = {"script", "object", "applet", "iframe", "form", "input", "embed", "base", "link", "meta", "style"}
+# A URL that runs script when followed: active content as much as a <script>. URL parsers ignore the case, tabs
+# and line breaks anywhere, and leading control characters and spaces (WHATWG URL), so `java&#9;script:` is one.
+_SCRIPT_URL = re.compile(r"[\x00-\x20]*(?:javascript|vbscript):", re.IGNORECASE)
+_URL_IGNORED = str.maketrans("", "", "\t\n\r")
 
 
 @dataclass
@@ -88,6 +92,8 @@ def html_checks(div: str) -> bool:
         if element.tag[len(XHTML) :] in _UNSAFE_TAGS:
             return False
         if any(name.lower().startswith("on") for name in element.attrib):
+            return False
+        if any(_SCRIPT_URL.match(value.translate(_URL_IGNORED)) for value in element.attrib.values()):
             return False
     return bool("".join(root.itertext()).strip())
 

@@ -16,9 +16,14 @@
                                                   id) and one MessageHeader.focus
     the TouchStone assertions of its event        `touchstone.assertion_findings`: exactly one Patient,
                                                   the category coded, the thread id, the definition, …
+    FHIR's narrative rules (txt-1, txt-2)         `layers.narrative_findings`: every `text.div` well-formed
+                                                  XHTML with no active content (`<script>`, `on…`
+                                                  attributes, …): the hotline forwards a received Bundle
+                                                  as it is
 
 Nothing these layers call an error is acknowledged `ok`: a message with findings is refused with all of
-them (`NotConformant`, a fatal-error acknowledgement with one issue per finding). The profile layer
+them (`NotConformant`, a fatal-error acknowledgement with one issue per finding, up to
+`layers.REPORTED_FINDINGS` and one more saying how many it left out). The profile layer
 (snapshots, bindings) stays off the message path, for its cost: `integration validate` runs it (the
 README gives both costs per message).
 """

@@ -200,11 +200,25 @@ class AckReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class Addressee:
+    """One end of a MedCom message as its MessageHeader names it: the Organization's SOR id and EAN (GLN) id,
+    and the endpoint (`destination.endpoint` for a receiver, `source.endpoint` for a sender); None where the
+    message names none."""
+
+    sor: str | None
+    ean: str | None
+    endpoint: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundStatus:
     header_id: str
     state: OutboundState
     resends: int
     patient: str | None = None
+    # Whom we sent it to, as its MessageHeader named them: the only party that may acknowledge it (None: our
+    # record names no receiver with a SOR id and an endpoint, so no ack can be matched to it)
+    receiver: Addressee | None = None
 
 
 @dataclass(frozen=True, slots=True)

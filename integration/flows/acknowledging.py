@@ -47,6 +47,7 @@ from integration.messages.acknowledgement import (
     NotAcknowledgeable,
     acknowledgement,
     addressing,
+    listed,
     retransmission,
 )
 
@@ -259,6 +260,7 @@ class Acknowledger:
         record: bool = True,
         content: str | None = None,
     ) -> FlowResult:
+        issues = listed(issues)  # the ack and its audit record name the first MAX_ISSUES, and how many more
         ack = self._ack(to, code, issues, now)
         if ack is None:
             fact = AuditFact("not-acknowledged", {"header": to.header_id, "why": "its parties cannot make a valid ack"})

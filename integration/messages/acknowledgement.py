@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from integration.conformance.layers import REPORTED_FINDINGS
 from integration.conformance.messaging_rules import as_dict, as_list, message_header
+from integration.domain.course import Addressee
 from integration.fhir.ids import derived_id
 from integration.fhir.narrative import narrative
 from integration.fhir.terminology import Terminology
@@ -57,6 +59,9 @@ DETAILS_SYSTEM = {
     "MSG_VALUESET_VALUE_UNKNOWN": MEDCOM_ISSUE_DETAILS,
 }
 RESPONSE_CODES = ("ok", "transient-error", "fatal-error")
+SOR_SYSTEM = "urn:oid:1.2.208.176.1.1"
+# The GLN (EAN location number) under dk-core ≤ 3.4.0's system, which MedCom's IGs pin, and dk-core 3.5.0's.
+GLN_SYSTEMS = frozenset({"https://www.gs1.org/gln", "http://www.gs1.org/gln"})
 PROFILES = Profiles(
     bundle=ACK + "medcom-messaging-acknowledgement",
     header=ACK + "medcom-messaging-acknowledgementHeader",
@@ -86,6 +91,19 @@ class Issue:
 
     def as_json(self) -> dict[str, Any]:
         return {"code": self.code, "details": self.details, "text": self.text, "expression": self.expression}
+
+
+MAX_ISSUES = REPORTED_FINDINGS  # the most issues one acknowledgement lists (`layers` says why 100)
+
+
+def listed(issues: Sequence[Issue], most: int = MAX_ISSUES) -> list[Issue]:
+    """The issues an acknowledgement lists: all of them when they are at most `most`, else the first `most`
+    and one issue saying how many more there were (an error: each of them is one)."""
+    if len(issues) <= most:
+        return list(issues)
+    more = len(issues) - most
+    text = f"{more} more problem(s) found in the message, not listed here: an acknowledgement lists the first {most}"
+    return [*issues[:most], Issue("invalid", "MSG_BAD_FORMAT", text)]
 
 
 class NotAcknowledgeable(ValueError):
@@ -165,6 +183,42 @@ def addressing(bundle: Any) -> Addressing:
         sender_endpoint=sender_endpoint,
         receiver_endpoint=receiver_endpoint,
         latest_provenance=latest,
+    )
+
+
+def _identifier(organization: Resource, systems: frozenset[str]) -> str | None:
+    """The Organization's first non-empty identifier value in one of `systems`, or None."""
+    values = (
+        as_dict(i).get("value") for i in as_list(organization.get("identifier")) if as_dict(i).get("system") in systems
+    )
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
+def _addressee(message: Resource, organization: Any, endpoint: Any) -> Addressee:
+    """The Organization the reference `organization` names in `message` (its SOR and GLN ids) and `endpoint`."""
+    named = as_dict(_entry_resource(message, organization))
+    return Addressee(
+        _identifier(named, frozenset({SOR_SYSTEM})),
+        _identifier(named, GLN_SYSTEMS),
+        endpoint if isinstance(endpoint, str) and endpoint else None,
+    )
+
+
+def receiver_of(message: Any) -> Addressee:
+    """Whom a message is addressed to: its first `destination`'s receiver Organization (ids) and endpoint (ours
+    have one destination, the primary). Any JSON value is read; what it does not name is None."""
+    bundle = as_dict(message)
+    destination = as_dict((as_list(message_header(bundle).get("destination")) or [None])[0])
+    return _addressee(bundle, as_dict(destination.get("receiver")).get("reference"), destination.get("endpoint"))
+
+
+def sender_of(message: Any) -> Addressee:
+    """Who says they sent a message: its MessageHeader.sender Organization (ids) and `source.endpoint`. Any JSON
+    value is read; what it does not name is None."""
+    bundle = as_dict(message)
+    header = message_header(bundle)
+    return _addressee(
+        bundle, as_dict(header.get("sender")).get("reference"), as_dict(header.get("source")).get("endpoint")
     )
 
 

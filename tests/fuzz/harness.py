@@ -35,6 +35,7 @@ from integration.fhir import fhir_json
 from integration.flows.dispatch import Pipeline, transform
 from integration.flows.results import FHIR_JSON, FlowResult, Refusal
 from integration.log import cpr_numbers_in
+from integration.messages.acknowledgement import receiver_of
 
 FUZZ = Path(__file__).parent
 TESTS = FUZZ.parent
@@ -86,8 +87,8 @@ class Entry:
 @cache
 def _acknowledged_state() -> State:
     """Our golden referrals awaiting their acks (the acks answer them)."""
-    headers = [r["entry"][0]["resource"]["id"] for r in golden_referrals()]
-    return FixedState(courses=COURSES, sent={h: OutboundStatus(h, "awaiting", 0, PATIENT) for h in headers})
+    sent = [(r["entry"][0]["resource"]["id"], receiver_of(r)) for r in golden_referrals()]
+    return FixedState(courses=COURSES, sent={h: OutboundStatus(h, "awaiting", 0, PATIENT, to) for h, to in sent})
 
 
 def WITH_COURSE() -> State:  # noqa: N802 - read as a constant in the table below

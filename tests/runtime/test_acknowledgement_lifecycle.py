@@ -133,6 +133,22 @@ def test_an_invalid_message_is_dead_lettered_and_answered_fatal_error_and_a_rede
     assert len(broker.queues["rehab.hotline-requests.dlq"]) == 1
 
 
+def test_a_message_with_25000_errors_leaves_a_small_ack_and_small_audit_records(
+    shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker
+) -> None:
+    """The hostile tester's 509 KB CareCommunication: a 13.9 MB ack and a 6 MB audit record before."""
+    bundle = _cc(shared)
+    communication = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Communication")
+    communication["extension"] = [{"valueString": "x"} for _ in range(25_000)]
+    processor = _processor(_configured(pipeline, bundle), store, broker, Clock(SATURDAY))
+    assert processor.process(_delivery(bundle)).disposition == "dead-lettered"
+    (ack,) = broker.queues["sink.rehab.ack"]
+    assert len(ack.body) < 100_000
+    assert max(len(orjson.dumps(r.detail)) for r in store.records()) < 50_000
+    remembered = store.received(bundle["entry"][0]["resource"]["id"])
+    assert remembered is not None and len(orjson.dumps(remembered.ack)) < 100_000
+
+
 def test_a_gap_in_our_configuration_is_transient_error_and_a_replay_after_the_fix_is_processed(
     shared: Path, pipeline: Pipeline, store: SqlAuditStore, broker: InMemoryBroker
 ) -> None:

@@ -17,7 +17,8 @@ import orjson
 from integration.adapters.sql import bodies
 from integration.adapters.sql.audit_state import StateDigests, merge
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.domain.course import AckReceived, OutboundState, OutboundStatus
+from integration.domain.course import AckReceived, Addressee, OutboundState, OutboundStatus
+from integration.messages.acknowledgement import receiver_of
 from integration.service.ports import OutboundMessage, Processed, Resend, StoredOutput
 
 SETTLE = (
@@ -39,15 +40,19 @@ class OutboundTracking:
         self._bodies = bodies.OutputBodies(unit)
 
     def outbound(self, header_id: str) -> OutboundStatus | None:
-        """Where our message with this MessageHeader id stands, or None when it is not tracked."""
+        """Where our message with this MessageHeader id stands, or None when it is not tracked; with whom it went
+        to, read from the body as last sent (the row records no receiver of its own; rows from every schema
+        version hold the body, inline or by digest). StoreDamaged when the body it names is not there."""
         with self._unit.transaction(write=False) as cursor:
             cursor.execute(
                 self._unit.sql("SELECT state, resends, output FROM outbound_message WHERE header_id = ?"), (header_id,)
             )
             row = cursor.fetchone()
-        if row is None:
-            return None
-        return OutboundStatus(header_id, OutboundState(row[0]), int(row[1]), orjson.loads(row[2]).get("patient"))
+            if row is None:
+                return None
+            doc = orjson.loads(row[2])
+            output = bodies.stored_output(doc, self._bodies.load(cursor, bodies.wanted([doc])))
+        return OutboundStatus(header_id, OutboundState(row[0]), int(row[1]), doc.get("patient"), _receiver(output.body))
 
     def outbound_count(self, state: OutboundState) -> int:
         """How many of our messages are in this state."""
@@ -173,6 +178,15 @@ class OutboundTracking:
         output["bodySha256"] = bodies.body_sha256(resend.body)
         cursor.execute(self._unit.sql(RESENT), (orjson.dumps(output).decode(), sent_at, resend.header_id))
         return self._bodies.save(cursor, [resend.body])
+
+
+def _receiver(body: bytes) -> Addressee | None:
+    """Whom our message went to, as its MessageHeader names them; None for a body that is no JSON (then no ack
+    can be matched to it: `acks_received` refuses every one, rather than take one from anyone)."""
+    try:
+        return receiver_of(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _rows(cursor: Any, size: int = 200) -> Iterator[Sequence[Any]]:
