@@ -41,14 +41,16 @@ def _global_options(ctx: click.Context) -> list[str]:
 @click.option("--worker", default=None, hidden=True, help="i/N: run as worker i of a supervisor's N")
 @click.pass_context
 def run(ctx: click.Context, flows: str | None, processes: int, worker: str | None) -> None:
-    """Run the consumers until SIGTERM or SIGINT (exit 0). A database or broker that is down is waited for;
-    exit 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
-    what its version says: it is not migrated), 66 when its file is not a database.
+    """Run the consumers until SIGTERM, SIGINT or SIGHUP (exit 0: the batch in hand finished and acked, the
+    chain anchored once more). A database or broker that is down is waited for; exit 3 on a configuration
+    error, 65 when the audit store is damaged (its file, or a schema that is not what its version says: it is
+    not migrated), 66 when its file is not a database.
 
     With --processes N (N > 1) a supervisor runs N such consumers as worker processes on the same queues:
-    SIGTERM and SIGINT are forwarded and awaited; a worker that ends unexpectedly is started again with a
-    backoff; a worker ending with 2, 3, 65 or 66 stops them all and the supervisor exits with its code. The
-    audit store must be shared: PostgreSQL or a SQLite file (a SQLite :memory: store is exit 3)."""
+    SIGTERM, SIGINT and SIGHUP are forwarded and awaited (a worker stops so on a SIGHUP of its own, too); a
+    worker that ends unexpectedly is started again with a backoff; a worker ending with 2, 3, 65 or 66 stops
+    them all and the supervisor exits with its code. The audit store must be shared: PostgreSQL or a SQLite
+    file (a SQLite :memory: store is exit 3)."""
     settings = Settings.from_env()
     if processes == 1:
         run_consumers(settings, flows, worker=_worker(worker))

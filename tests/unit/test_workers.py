@@ -1,7 +1,8 @@
 """The supervisor of `integration run --processes N` (adapters/workers.py), with stand-in workers (small Python
 processes): SIGTERM forwarded and awaited, a worker that dies restarted after a backoff with one log line, a
-worker's fatal exit stopping all with its code, a worker deaf to SIGTERM killed after the grace; the health
-ports; and the command's refusals (a store the processes cannot share, a count out of range)."""
+worker's fatal exit stopping all with its code, a worker deaf to SIGTERM killed after the grace, one ended by a
+signal while stopping named; the health ports; and the command's refusals (a store the processes cannot share, a
+count out of range)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,29 @@ def test_a_worker_deaf_to_sigterm_is_killed_after_the_grace(tmp_path: Path) -> N
         thread.join(timeout=30)
     assert code == [0]
     assert any(line["event"] == "worker did not stop in time; killed" for line in logs)
+
+
+def test_a_worker_that_a_signal_ended_while_stopping_is_one_warning_not_a_clean_stop(tmp_path: Path) -> None:
+    """A hang-up of the process group had killed every worker, and the supervisor said it stopped them cleanly."""
+    dies = "signal.signal(signal.SIGTERM, signal.SIG_DFL)"  # ends by the signal itself, not by a clean stop
+    supervisor = Supervisor(stand_ins(tmp_path, "", dies), [{}] * 2)
+    with capture_logs() as logs:
+        thread, code = in_thread(supervisor)
+        wait_until(lambda: starts(tmp_path, 0) == 1 and starts(tmp_path, 1) == 1)
+        time.sleep(0.3)  # the stand-ins have set their handlers
+        supervisor.stop()
+        thread.join(timeout=30)
+    assert code == [0] and (tmp_path / "stopped-0").exists()
+    unclean = [line for line in logs if line["event"] == "worker did not stop cleanly"]
+    assert unclean == [
+        {
+            "event": "worker did not stop cleanly",
+            "log_level": "warning",
+            "worker": 1,
+            "exit_code": -15,
+            "killed_by": "SIGTERM",
+        }
+    ]
 
 
 def test_each_worker_serves_its_health_on_the_base_port_plus_its_number() -> None:
