@@ -72,6 +72,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ FILE_TABLE = "integration"
 # suite puts in the environment of the broker nodes it starts (tests/runtime/rabbit_nodes.py).
 OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
+AUDIT_DSN_SETTING = "audit_dsn (INTEGRATION_AUDIT_DSN)"  # how an error names the setting
 MAX_VISITATION_DAYS = 366  # a visitation window of more than a year is a typing mistake
 MAX_CLOSING_REPORT_WEEKS = 104  # a municipal course of more than two years is a typing mistake
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # RabbitMQ's max_message_size cannot be set higher
@@ -343,11 +345,45 @@ def default_audit_dsn(env: Mapping[str, str]) -> str:
 
 
 def _absolute_sqlite(dsn: str) -> str:
-    """A sqlite DSN with a relative path made absolute now, so that every line naming the store names the file."""
+    """A sqlite DSN with a relative path made absolute now, so that every line naming the store names the file.
+    ConfigurationError (naming INTEGRATION_AUDIT_DSN) for a path that can never be the store's file: empty (it
+    would be the working directory), a directory, a symbolic link, or under something that is not a directory.
+    The service would wait for such a store forever, and it sets the mode of the file it opens (owner-only: it
+    holds CPR numbers), which must never be a directory's or a link's target's."""
     if not dsn.startswith("sqlite:///"):
         return dsn
     path = dsn.removeprefix("sqlite:///")
-    return dsn if os.path.isabs(path) or path == ":memory:" else "sqlite:///" + os.path.abspath(path)
+    if path == ":memory:":
+        return dsn
+    if not path or path.endswith("/"):
+        raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {dsn} names no file (give sqlite:///path/to/audit.sqlite3)")
+    absolute = os.path.abspath(path)
+    if (problem := _not_a_file(absolute)) is not None:
+        raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {absolute} {problem} (give sqlite:///path/to/audit.sqlite3)")
+    return "sqlite:///" + absolute
+
+
+_KINDS = {stat.S_IFDIR: "is a directory, not a file", stat.S_IFLNK: "is a symbolic link: name the file itself"}
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why `path` cannot be the SQLite store's file, as it stands now; None when it is a regular file or can
+    be made one (absent, under a directory). A question the file system answers (lstat: a link is not followed)."""
+    try:
+        kind = stat.S_IFMT(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return _under_a_file(path)
+    except OSError:
+        return None  # not ours to say (a directory we may not search): opening it says why
+    return None if kind == stat.S_IFREG else _KINDS.get(kind, "is not a regular file (a device, a pipe, a socket)")
+
+
+def _under_a_file(path: str) -> str | None:
+    """Why an absent `path` cannot be created: its nearest existing ancestor is no directory; else None."""
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) else f"cannot be created: {parent} is not a directory"
 
 
 def _nearest(name: str, known: Iterable[str]) -> str:
