@@ -36,6 +36,7 @@ from types import FrameType
 
 import structlog
 
+from integration.adapters.health import HEALTH_LISTEN, MAX_PORT, health_address
 from integration.errors import ConfigurationError
 
 log = structlog.get_logger("integration.workers")
@@ -75,17 +76,17 @@ def shared_store(dsn: str) -> None:
 
 def health_addresses(listen: str, count: int) -> list[str]:
     """Each worker's health address: the base port plus the worker's number ("" stays off, port 0 stays 0).
-    ConfigurationError when the base is not host:port or the last port would pass 65535."""
+    ConfigurationError naming INTEGRATION_HEALTH_LISTEN, as a lone `run` does (`health.health_address`), when
+    the base is not host:port or the last port would pass 65535."""
     if not listen:
         return [""] * count
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigurationError(f"health_listen must be host:port, not {listen!r}")
-    port = int(port_text)
+    host, port = health_address(listen)
     if port == 0:
         return [listen] * count
-    if port + count - 1 > 65535:
-        raise ConfigurationError(f"health_listen {listen}: {count} workers need ports up to {port + count - 1}")
+    if port + count - 1 > MAX_PORT:
+        raise ConfigurationError(
+            f"{HEALTH_LISTEN}={listen}: {count} workers need ports up to {port + count - 1}, past {MAX_PORT}"
+        )
     return [f"{host}:{port + i}" for i in range(count)]
 
 
@@ -214,5 +215,5 @@ def worker_commands(
     base = [sys.executable, "-m", "integration", *global_options, "run", *run_options]
     addresses = health_addresses(listen, count)
     commands = [[*base, "--worker", f"{i}/{count}"] for i in range(count)]
-    envs = [{**os.environ, "INTEGRATION_HEALTH_LISTEN": address} for address in addresses]
+    envs = [{**os.environ, HEALTH_LISTEN: address} for address in addresses]
     return commands, envs
