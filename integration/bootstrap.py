@@ -315,7 +315,7 @@ def resend_policy(settings: Settings) -> ResendPolicy:
 def run_consumers(
     settings: Settings, flow_names: str | None, fault: Fault | None = None, worker: tuple[int, int] | None = None
 ) -> None:
-    """Run the consumers until SIGTERM or SIGINT. An audit store that is down at start is waited for,
+    """Run the consumers until SIGTERM, SIGINT or SIGHUP. An audit store that is down at start is waited for,
     as during operation: one line says what is awaited, `/readyz` fails until it answers. The health
     endpoints are served first (their address in use is a ConfigurationError), and `/readyz` names the
     mappings until they have loaded. `fault` is passed to the processors (the fault tests' kill switch;
@@ -426,8 +426,14 @@ def pathway_overdue_apart(settings: Settings, sign: Signer | None = None) -> Pat
     return counts
 
 
+# What stops the consumers gracefully (the batch in hand finished and acked, the chain anchored once more, exit
+# 0): SIGHUP too, the terminal closed or the process group hung up (a worker of `run --processes` gets the
+# group's), which would otherwise end the process at once, unlogged and unanchored.
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _stop_on_signals() -> tuple[threading.Event, list[str]]:
-    """An event set on SIGTERM or SIGINT, and the signals' names as they come."""
+    """An event set on any of STOPPING_SIGNALS, and the signals' names as they come."""
     stopping = threading.Event()
     signalled: list[str] = []
 
@@ -436,8 +442,8 @@ def _stop_on_signals() -> tuple[threading.Event, list[str]]:
         signalled.append(signal.Signals(signum).name)
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in STOPPING_SIGNALS:
+        signal.signal(signum, on_signal)
     return stopping, signalled
 
 

@@ -4,7 +4,7 @@ INTEGRATION_CONFIG             path of a TOML file whose [integration] table set
 INTEGRATION_BROKER_URL         amqp(s)://user:password@host:port/vhost  (guest is for local development only);
                                several, comma-separated (a list in the file): the nodes of one cluster
 INTEGRATION_BROKER_CA_FILE, INTEGRATION_BROKER_CERT_FILE, INTEGRATION_BROKER_KEY_FILE   TLS (amqps)
-INTEGRATION_PREFETCH           unacked messages per consumer (default 20)
+INTEGRATION_PREFETCH           unacked messages per consumer (default 100; at most 65535, AMQP's prefetch-count)
 INTEGRATION_AUDIT_DSN          sqlite:///path or postgresql://… (default: sqlite in the user's state directory,
                                $XDG_STATE_HOME/hjerterehab-integration/audit.sqlite3, else
                                ~/.local/state/hjerterehab-integration/audit.sqlite3; never relative to the working
@@ -58,6 +58,9 @@ INTEGRATION_MLLP_TLS_CLIENT_CA_FILE  PEM CA certificates: mutual TLS, a client c
                                    required (default: none, no client certificate asked for)
 INTEGRATION_MLLP_MAX_CONNECTIONS_PER_PEER  connections at once from one address (default 4)
 
+Every whole number is at least 1 and at most a bound (`MOST`: a protocol field's width, or a year, a day, where
+more is a typing mistake); a value outside is refused naming the setting and its range.
+
 A name the service does not know is refused (ConfigurationError naming it, with the nearest known name): a
 table other than [integration] or a key not above in the file, and any INTEGRATION_* environment variable
 other than these (and INTEGRATION_TEST_RABBIT_OWNER, which the test suite sets on broker nodes it starts) — a
@@ -69,6 +72,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -93,8 +97,11 @@ FILE_TABLE = "integration"
 # suite puts in the environment of the broker nodes it starts (tests/runtime/rabbit_nodes.py).
 OTHER_VARIABLES = frozenset({"INTEGRATION_CONFIG", "INTEGRATION_TEST_RABBIT_OWNER"})
 
+AUDIT_DSN_SETTING = "audit_dsn (INTEGRATION_AUDIT_DSN)"  # how an error names the setting
 MAX_VISITATION_DAYS = 366  # a visitation window of more than a year is a typing mistake
 MAX_CLOSING_REPORT_WEEKS = 104  # a municipal course of more than two years is a typing mistake
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # RabbitMQ's max_message_size cannot be set higher
+A_DAY_SECONDS, A_YEAR_HOURS = 86_400, 366 * 24
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 DEFAULTS: dict[str, Any] = {
@@ -145,6 +152,26 @@ BOOLEANS = frozenset({"board_secure_cookies"})
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 # The settings that are whole numbers (their defaults are integers); every other one is a string.
 WHOLE_NUMBERS = frozenset(key for key, value in DEFAULTS.items() if type(value) is int)
+# The largest value of each whole-number setting (the least is 1 for every one), its unit and why: a protocol
+# field's width, or the point past which it is a typing mistake (and a time span would overflow `timedelta`).
+# Checked when the settings are read (`_whole_number`): a value out of range is one line naming the setting.
+MOST: dict[str, tuple[int, str, str]] = {
+    "prefetch": (65_535, "", "AMQP 0-9-1 basic.qos prefetch-count is a 16-bit number"),
+    "max_payload_bytes": (MAX_MESSAGE_BYTES, " bytes", "512 MiB: RabbitMQ takes no larger message"),
+    "hotline_overdue_hours": (A_YEAR_HOURS, " hours", "a year"),
+    "ack_timeout_minutes": (A_YEAR_HOURS * 60, " minutes", "a year"),
+    "max_resends": (100, "", "a message resent more often needs a person long before"),
+    "visitation_window_days": (MAX_VISITATION_DAYS, " days", "a year"),
+    "heart_failure_visitation_window_days": (MAX_VISITATION_DAYS, " days", "a year"),
+    "audit_anchor_minutes": (24 * 60, " minutes", "a day: anchors further apart leave more of the log unanchored"),
+    "closing_report_weeks": (MAX_CLOSING_REPORT_WEEKS, " weeks", "two years"),
+    "mllp_max_message_bytes": (MAX_MESSAGE_BYTES, " bytes", "512 MiB: RabbitMQ takes no larger message"),
+    "mllp_max_connections": (65_535, "", "more is a typing mistake"),
+    "mllp_max_connections_per_peer": (65_535, "", "more is a typing mistake"),
+    "mllp_idle_timeout_seconds": (A_DAY_SECONDS, " seconds", "a day"),
+    "mllp_frame_timeout_seconds": (A_DAY_SECONDS, " seconds", "a day"),
+    "mllp_publish_timeout_seconds": (A_DAY_SECONDS, " seconds", "a day"),
+}
 MLLP_NUMBERS = (
     "mllp_max_message_bytes",
     "mllp_max_connections",
@@ -231,7 +258,7 @@ class Settings:
             audit_anchor_file=Path(values["audit_anchor_file"]) if values["audit_anchor_file"] else None,
             audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
             audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
-            closing_report_weeks=_closing_report_weeks(values),
+            closing_report_weeks=_whole_number(values, "closing_report_weeks"),
             board_listen=str(values["board_listen"]).strip(),  # checked by `board serve`: listen_address
             board_users_file=Path(values["board_users_file"]) if values["board_users_file"] else None,
             board_session_secret_file=(
@@ -298,24 +325,12 @@ def _visitation_windows(values: Mapping[str, Any]) -> dict[str, int]:
     sooner), at most a year (more is a typing mistake). ConfigurationError naming the setting otherwise."""
     window = _whole_number(values, "visitation_window_days")
     heart_failure = _whole_number(values, "heart_failure_visitation_window_days")
-    for key, days in (("visitation_window_days", window), ("heart_failure_visitation_window_days", heart_failure)):
-        if days > MAX_VISITATION_DAYS:
-            raise ConfigurationError(f"{key} must be at most {MAX_VISITATION_DAYS} days (a year)")
     if heart_failure < window:
         raise ConfigurationError(
             f"heart_failure_visitation_window_days ({heart_failure}) must be at least visitation_window_days "
             f"({window}): a heart-failure patient's visitation may come later, never sooner"
         )
     return {"visitation_window_days": window, "heart_failure_visitation_window_days": heart_failure}
-
-
-def _closing_report_weeks(values: Mapping[str, Any]) -> int:
-    """`closing_report_weeks` (`domain.deadlines.closing_report_due`): a whole number of weeks, 1 to
-    MAX_CLOSING_REPORT_WEEKS. ConfigurationError naming the setting otherwise."""
-    weeks = _whole_number(values, "closing_report_weeks")
-    if weeks > MAX_CLOSING_REPORT_WEEKS:
-        raise ConfigurationError(f"closing_report_weeks must be at most {MAX_CLOSING_REPORT_WEEKS} weeks (two years)")
-    return weeks
 
 
 def default_audit_dsn(env: Mapping[str, str]) -> str:
@@ -330,11 +345,45 @@ def default_audit_dsn(env: Mapping[str, str]) -> str:
 
 
 def _absolute_sqlite(dsn: str) -> str:
-    """A sqlite DSN with a relative path made absolute now, so that every line naming the store names the file."""
+    """A sqlite DSN with a relative path made absolute now, so that every line naming the store names the file.
+    ConfigurationError (naming INTEGRATION_AUDIT_DSN) for a path that can never be the store's file: empty (it
+    would be the working directory), a directory, a symbolic link, or under something that is not a directory.
+    The service would wait for such a store forever, and it sets the mode of the file it opens (owner-only: it
+    holds CPR numbers), which must never be a directory's or a link's target's."""
     if not dsn.startswith("sqlite:///"):
         return dsn
     path = dsn.removeprefix("sqlite:///")
-    return dsn if os.path.isabs(path) or path == ":memory:" else "sqlite:///" + os.path.abspath(path)
+    if path == ":memory:":
+        return dsn
+    if not path or path.endswith("/"):
+        raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {dsn} names no file (give sqlite:///path/to/audit.sqlite3)")
+    absolute = os.path.abspath(path)
+    if (problem := _not_a_file(absolute)) is not None:
+        raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {absolute} {problem} (give sqlite:///path/to/audit.sqlite3)")
+    return "sqlite:///" + absolute
+
+
+_KINDS = {stat.S_IFDIR: "is a directory, not a file", stat.S_IFLNK: "is a symbolic link: name the file itself"}
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why `path` cannot be the SQLite store's file, as it stands now; None when it is a regular file or can
+    be made one (absent, under a directory). A question the file system answers (lstat: a link is not followed)."""
+    try:
+        kind = stat.S_IFMT(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return _under_a_file(path)
+    except OSError:
+        return None  # not ours to say (a directory we may not search): opening it says why
+    return None if kind == stat.S_IFREG else _KINDS.get(kind, "is not a regular file (a device, a pipe, a socket)")
+
+
+def _under_a_file(path: str) -> str | None:
+    """Why an absent `path` cannot be created: its nearest existing ancestor is no directory; else None."""
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) else f"cannot be created: {parent} is not a directory"
 
 
 def _nearest(name: str, known: Iterable[str]) -> str:
@@ -409,9 +458,10 @@ def _url_list(value: Any) -> str:
 
 
 def _whole_number(values: Mapping[str, Any], key: str) -> int:
-    """A positive whole number: an integer (the defaults, the file: `_check_file_type`), or from the
-    environment the digits 0-9 alone (no sign, point, exponent, underscore or blank: `2.5`, `1e3`, `true`
-    and ` 20` are refused, not read as something near them). ConfigurationError names the setting."""
+    """A whole number from 1 to the setting's `MOST`: an integer (the defaults, the file: `_check_file_type`),
+    or from the environment the digits 0-9 alone (no sign, point, exponent, underscore or blank: `2.5`, `1e3`,
+    `true` and ` 20` are refused, not read as something near them). ConfigurationError names the setting, its
+    environment variable and its range."""
     value = values[key]
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         number = int(value)
@@ -420,6 +470,10 @@ def _whole_number(values: Mapping[str, Any], key: str) -> int:
     else:
         source = f" (INTEGRATION_{key.upper()}: the digits 0-9 alone)" if isinstance(value, str) else ""
         raise ConfigurationError(f"{key} must be a whole number{source}")
+    most, unit, why = MOST[key]
+    span = f"INTEGRATION_{key.upper()} takes 1 to {most}"
     if number <= 0:
-        raise ConfigurationError(f"{key} must be positive")
+        raise ConfigurationError(f"{key} must be positive ({span})")
+    if number > most:
+        raise ConfigurationError(f"{key} must be at most {most}{unit} ({why}; {span})")
     return number

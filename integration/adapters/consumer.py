@@ -31,7 +31,7 @@ of them, else one by one (decision 29); the "acked" audit records go with the ne
 records, or are written when the consumer is idle or stops.
 
 No exception from a message ever ends the loop: a defect is logged with its traceback and the
-batch goes back to its queue. `stop()` (SIGTERM, SIGINT) lets the batch in hand finish and be
+batch goes back to its queue. `stop()` (SIGTERM, SIGINT, SIGHUP) lets the batch in hand finish and be
 acked, then closes. Between batches, `periodic` (the resend of our unacknowledged messages) runs
 every `period` seconds, and `refresh` (the gauges read from the audit store and the broker,
 `integration.service.metrics_refresh`) every `refresh_every` seconds, on this loop's connection; a

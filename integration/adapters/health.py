@@ -42,6 +42,7 @@ log = structlog.get_logger("integration.health")
 STALE_AFTER = 60.0  # seconds without a beat before /livez says the loop is stuck
 REQUEST_TIMEOUT = 5.0  # seconds a connection may last in all (a slow client too) before the server closes it
 MAX_CONNECTIONS = 256  # connections served at once; one more is closed unanswered (and said, once a minute)
+MAX_PORT = 65_535
 MAPPINGS = "mappings"  # the dependency `run` marks down until the mappings and schemas have loaded
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -184,7 +185,23 @@ class _Server(ThreadingMixIn, WSGIServer):
         log.warning("health request failed", error=one_line(repr(failure)))
 
 
-def serve(health: Health, listen: str, setting: str = "INTEGRATION_HEALTH_LISTEN") -> WSGIServer | None:
+HEALTH_LISTEN = "INTEGRATION_HEALTH_LISTEN"
+
+
+def health_address(listen: str, setting: str = HEALTH_LISTEN) -> tuple[str, int]:
+    """`host:port` as (host, port), an empty host 127.0.0.1, the port 0-65535 (0: a free one). ConfigurationError
+    naming `setting` (the environment variable: a lone `run` and the supervisor of `run --processes` say the
+    same) otherwise."""
+    host, colon, port = listen.rpartition(":")
+    if not colon or not port.isascii() or not port.isdigit() or int(port) > MAX_PORT:
+        raise ConfigurationError(
+            f"{setting}={listen!r} is not host:port with a port 0-{MAX_PORT} (e.g. 127.0.0.1:9464; 0: a free port; "
+            "empty: off)"
+        )
+    return host or "127.0.0.1", int(port)
+
+
+def serve(health: Health, listen: str, setting: str = HEALTH_LISTEN) -> WSGIServer | None:
     """Serve the endpoints on `listen` ("host:port"; port 0 picks a free one) in a daemon thread.
 
     Returns the server (its `server_port` is the port bound), or None when switched off (`listen` empty).
@@ -193,16 +210,10 @@ def serve(health: Health, listen: str, setting: str = "INTEGRATION_HEALTH_LISTEN
     which needs a port of its own)."""
     if not listen:
         return None
-    host, _, port = listen.rpartition(":")
+    host, number = health_address(listen, setting)
     try:
-        number = int(port)
-    except ValueError:
-        raise ConfigurationError(f"{setting}={listen!r} is not host:port (e.g. 127.0.0.1:9464; empty: off)") from None
-    try:
-        server = make_server(
-            host or "127.0.0.1", number, application(health), server_class=_Server, handler_class=_Quiet
-        )
-    except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
+        server = make_server(host, number, application(health), server_class=_Server, handler_class=_Quiet)
+    except OSError as exc:
         why = getattr(exc, "strerror", None) or exc
         raise ConfigurationError(
             f"{setting}={listen} cannot be bound ({why}): another process, perhaps "

@@ -83,6 +83,8 @@ class BrokerSettings:
         return tuple(u.strip() for u in self.url.split(",") if u.strip())
 
 
+AMQP_SHORT = 65_535  # the largest value of AMQP 0-9-1's 16-bit fields (the port of a URL is one too)
+
 # Linux TCP options (pika sets those the platform has): probe an idle peer after 10 s, every 5 s, 3 times;
 # give up on data the peer has not acknowledged for 30 s.
 TCP_OPTIONS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
@@ -228,6 +230,8 @@ def _parameters(url: str, settings: BrokerSettings) -> pika.URLParameters:
     except ValueError as exc:
         raise ConfigurationError(f"broker_url: {masked_url(url)}: {exc}") from None
     given = parse_qs(urlsplit(url).query)
+    if problems := _out_of_range(params):
+        raise ConfigurationError(f"broker_url: {masked_url(url)}: {'; '.join(problems)}")
     if "heartbeat" not in given:
         params.heartbeat = settings.heartbeat
     if "blocked_connection_timeout" not in given:
@@ -244,6 +248,18 @@ def _parameters(url: str, settings: BrokerSettings) -> pika.URLParameters:
     elif settings.ca_file or settings.cert_file:
         raise ConfigurationError("TLS files are set but the broker URL is not amqps://")
     return params
+
+
+def _out_of_range(params: pika.URLParameters) -> list[str]:
+    """What pika takes from a URL and the connection cannot use: port 0 (pika tries it, and waits for the
+    broker forever), a heartbeat past AMQP's 16-bit connection.tune-ok field (pika fails mid-handshake, which
+    reads as a refused login)."""
+    problems = []
+    if not 0 < params.port <= AMQP_SHORT:
+        problems.append(f"the port must be 1 to {AMQP_SHORT}")
+    if isinstance(params.heartbeat, int) and params.heartbeat > AMQP_SHORT:
+        problems.append(f"heartbeat must be 0 to {AMQP_SHORT} seconds (a 16-bit field of AMQP 0-9-1)")
+    return problems
 
 
 def masked_url(url: str) -> str:

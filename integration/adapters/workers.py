@@ -7,8 +7,10 @@ endpoints on the base port plus its number (`INTEGRATION_HEALTH_LISTEN` 127.0.0.
 9465, …; port 0: each an ephemeral port; empty: none). Only worker 0 runs the periodic jobs (the resend of
 unacknowledged messages, the chain's anchor), so that a message is not resent once per worker.
 
-- SIGTERM or SIGINT is forwarded to every worker, which finishes the batch in hand; the supervisor waits for
-  all of them (`STOP_GRACE` seconds, then SIGKILL: unacked messages go back to their queues) and exits 0.
+- SIGTERM, SIGINT or SIGHUP is forwarded (as SIGTERM) to every worker, which finishes the batch in hand; the
+  supervisor waits for all of them (`STOP_GRACE` seconds, then SIGKILL: unacked messages go back to their
+  queues) and exits 0. A worker that ended otherwise meanwhile (a signal of its own) is one warning line. (A
+  worker stops as for SIGTERM on SIGHUP too: a hang-up of the process group reaches every worker at once.)
 - A worker that ends while nobody asked it to is started again after a backoff (1 s doubling to 30 s; back
   to 1 s once a worker has run for a minute), with one log line naming it, its exit code and the wait —
   unless its exit code says that starting it again cannot help (`FATAL`: usage, configuration, the store
@@ -34,6 +36,7 @@ from types import FrameType
 
 import structlog
 
+from integration.adapters.health import HEALTH_LISTEN, MAX_PORT, health_address
 from integration.errors import ConfigurationError
 
 log = structlog.get_logger("integration.workers")
@@ -73,17 +76,17 @@ def shared_store(dsn: str) -> None:
 
 def health_addresses(listen: str, count: int) -> list[str]:
     """Each worker's health address: the base port plus the worker's number ("" stays off, port 0 stays 0).
-    ConfigurationError when the base is not host:port or the last port would pass 65535."""
+    ConfigurationError naming INTEGRATION_HEALTH_LISTEN, as a lone `run` does (`health.health_address`), when
+    the base is not host:port or the last port would pass 65535."""
     if not listen:
         return [""] * count
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigurationError(f"health_listen must be host:port, not {listen!r}")
-    port = int(port_text)
+    host, port = health_address(listen)
     if port == 0:
         return [listen] * count
-    if port + count - 1 > 65535:
-        raise ConfigurationError(f"health_listen {listen}: {count} workers need ports up to {port + count - 1}")
+    if port + count - 1 > MAX_PORT:
+        raise ConfigurationError(
+            f"{HEALTH_LISTEN}={listen}: {count} workers need ports up to {port + count - 1}, past {MAX_PORT}"
+        )
     return [f"{host}:{port + i}" for i in range(count)]
 
 
@@ -156,12 +159,11 @@ class Supervisor:
             worker.backoff = self.first_backoff
         worker.process, worker.due = None, now + worker.backoff
         worker.restarts += 1
-        by = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
         log.warning(
             "worker ended unexpectedly; restarting",
             worker=worker.number,
             exit_code=code,
-            killed_by=by,
+            killed_by=_killed_by(code),
             restart_in_s=worker.backoff,
             restarts=worker.restarts,
         )
@@ -173,6 +175,7 @@ class Supervisor:
             assert worker.process is not None
             worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace
+        killed = set()
         for worker in running:
             assert worker.process is not None
             try:
@@ -181,10 +184,22 @@ class Supervisor:
                 log.error("worker did not stop in time; killed", worker=worker.number, grace_s=self.stop_grace)
                 worker.process.kill()
                 worker.process.wait()
+                killed.add(worker.number)
+        for worker in workers:  # the fatal end and the kill above have their lines; any other is not a clean stop
+            code = worker.ended()
+            if code and code not in FATAL and worker.number not in killed:
+                log.warning(
+                    "worker did not stop cleanly", worker=worker.number, exit_code=code, killed_by=_killed_by(code)
+                )
+
+
+def _killed_by(code: int) -> str | None:
+    """The signal that ended a process, from its return code (-N), or None."""
+    return signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
 
 
 def supervise(commands: Sequence[list[str]], envs: Sequence[Mapping[str, str]]) -> int:
-    """Run the workers until SIGTERM or SIGINT (forwarded to each); the exit code (module docstring)."""
+    """Run the workers until SIGTERM, SIGINT or SIGHUP (forwarded to each); the exit code (module docstring)."""
     supervisor = Supervisor(commands, envs)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
@@ -200,5 +215,5 @@ def worker_commands(
     base = [sys.executable, "-m", "integration", *global_options, "run", *run_options]
     addresses = health_addresses(listen, count)
     commands = [[*base, "--worker", f"{i}/{count}"] for i in range(count)]
-    envs = [{**os.environ, "INTEGRATION_HEALTH_LISTEN": address} for address in addresses]
+    envs = [{**os.environ, HEALTH_LISTEN: address} for address in addresses]
     return commands, envs

@@ -30,7 +30,7 @@ from integration.domain.identifiers import typed_patient_key
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 from integration.fhir import fhir_json
 from integration.log import mask_cpr, one_line
-from integration.service.audit_chain import AuditEntry, AuditRecord
+from integration.service.audit_chain import AuditEntry, AuditRecord, first_malformed
 from integration.service.audit_events import EventCodes, audit_bundle, unmapped
 from integration.service.audit_evidence import Anchor, MacKeys, examine, parse_anchors
 
@@ -304,6 +304,12 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
     try:
         with existing_store(settings) as store:
             read = store.trail(patient) if patient else list(store.records())
+            if (malformed := first_malformed(read)) is not None:  # no AuditEvent can say what it holds
+                fail(
+                    EXIT_STORE_REFUSED,
+                    f"audit log BROKEN at {malformed[0]}: {malformed[1]}; nothing exported "
+                    "(integration audit verify names every such record)",
+                )
             chosen = [r for r in read if _after(r, since)]
             missing = unmapped(chosen, codes)
             if missing:

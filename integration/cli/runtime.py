@@ -10,6 +10,7 @@ import click
 from integration.adapters.workers import MAX_PROCESSES, shared_store, supervise, worker_commands
 from integration.bootstrap import run_consumers
 from integration.config import Settings
+from integration.topology import FLOWS_BY_NAME
 
 
 def _worker(value: str | None) -> tuple[int, int] | None:
@@ -22,6 +23,19 @@ def _worker(value: str | None) -> tuple[int, int] | None:
     return int(number), int(count)
 
 
+def _flows(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """`--flows`: comma-separated names of flows in the topology; an unknown one is a usage error (exit 2),
+    as `dlq list --flow` says it (INTEGRATION_FLOWS, a setting, is a configuration error: exit 3)."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FLOWS_BY_NAME]
+    if unknown or not names:
+        said = f"unknown flow(s) {', '.join(unknown)}" if unknown else "names no flow"
+        raise click.BadParameter(f"{said}; the flows: {', '.join(sorted(FLOWS_BY_NAME))}")
+    return ",".join(names)
+
+
 def _global_options(ctx: click.Context) -> list[str]:
     """The `integration` group's options as given, for the workers' command lines."""
     root = ctx.find_root().params
@@ -29,7 +43,9 @@ def _global_options(ctx: click.Context) -> list[str]:
 
 
 @click.command()
-@click.option("--flows", default=None, help="comma-separated flows to consume (default: all with a handler)")
+@click.option(
+    "--flows", default=None, callback=_flows, help="comma-separated flows to consume (default: all with a handler)"
+)
 @click.option(
     "--processes",
     type=click.IntRange(1, MAX_PROCESSES),
@@ -41,14 +57,16 @@ def _global_options(ctx: click.Context) -> list[str]:
 @click.option("--worker", default=None, hidden=True, help="i/N: run as worker i of a supervisor's N")
 @click.pass_context
 def run(ctx: click.Context, flows: str | None, processes: int, worker: str | None) -> None:
-    """Run the consumers until SIGTERM or SIGINT (exit 0). A database or broker that is down is waited for;
-    exit 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
+    """Run the consumers until SIGTERM, SIGINT or SIGHUP (exit 0: the batch in hand finished and acked, the
+    chain anchored once more). A database or broker that is down is waited for; exit 2 for an unknown flow in
+    --flows, 3 on a configuration error, 65 when the audit store is damaged (its file, or a schema that is not
     what its version says: it is not migrated), 66 when its file is not a database.
 
     With --processes N (N > 1) a supervisor runs N such consumers as worker processes on the same queues:
-    SIGTERM and SIGINT are forwarded and awaited; a worker that ends unexpectedly is started again with a
-    backoff; a worker ending with 2, 3, 65 or 66 stops them all and the supervisor exits with its code. The
-    audit store must be shared: PostgreSQL or a SQLite file (a SQLite :memory: store is exit 3)."""
+    SIGTERM, SIGINT and SIGHUP are forwarded and awaited (a worker stops so on a SIGHUP of its own, too); a
+    worker that ends unexpectedly is started again with a backoff; a worker ending with 2, 3, 65 or 66 stops
+    them all and the supervisor exits with its code. The audit store must be shared: PostgreSQL or a SQLite
+    file (a SQLite :memory: store is exit 3)."""
     settings = Settings.from_env()
     if processes == 1:
         run_consumers(settings, flows, worker=_worker(worker))

@@ -99,10 +99,91 @@ def chain(
     return records
 
 
+# The type of each column of a record (and of the head) as the service writes it: (field, accepted types,
+# what the service writes there, as a finding says it). `detail` and `state` are JSON the store decodes.
+_WHOLE_NUMBER = ((int,), "a whole number")
+_TEXT = ((str,), "text")
+_TEXT_OR_NULL = ((str, type(None)), "text or NULL")
+RECORD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = tuple(
+    (name, *kind)
+    for name, kind in (
+        ("seq", _WHOLE_NUMBER),
+        ("at", _TEXT),
+        ("step", _TEXT),
+        ("flow", _TEXT),
+        ("message_id", _TEXT),
+        ("patient", _TEXT_OR_NULL),
+        ("prev_hash", _TEXT),
+        ("hash", _TEXT),
+        ("mac", _TEXT_OR_NULL),
+    )
+)
+HEAD_TYPES = (("seq", *_WHOLE_NUMBER), ("hash", *_TEXT))
+_HELD = {
+    bytes: "a blob",
+    bytearray: "a blob",
+    memoryview: "a blob",
+    str: "text",
+    type(None): "NULL",
+    float: "a real number",
+}
+
+
+def whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _held(value: Any) -> str:
+    """What a column holds, as a finding names it; never the value itself (a patient's column holds a CPR number)."""
+    if whole_number(value):
+        return "a whole number"
+    return _HELD.get(type(value), f"a value of type {type(value).__name__}")
+
+
+def _wrong_type(values: Sequence[tuple[str, Any]], types: Sequence[tuple[str, tuple[type, ...], str]]) -> str | None:
+    for (name, value), (_, accepted, written) in zip(values, types, strict=True):
+        if not isinstance(value, accepted) or isinstance(value, bool):
+            return f"its {name} holds {_held(value)}, not {written} (written outside the service)"
+    return None
+
+
+def malformed(record: AuditRecord) -> str | None:
+    """Why the record cannot be one the service wrote, by the type of a column (`RECORD_TYPES`: the first
+    column of another type), or None. Such a record is not hashed, replayed or anchored: it is a finding."""
+    return _wrong_type([(name, getattr(record, name)) for name, _, _ in RECORD_TYPES], RECORD_TYPES)
+
+
+def malformed_head(head: tuple[Any, Any]) -> str | None:
+    """Why the chain's head (seq, hash) cannot be one the service wrote (`HEAD_TYPES`), or None."""
+    return _wrong_type(list(zip(("seq", "hash"), head, strict=True)), HEAD_TYPES)
+
+
+def place(seq: Any, after: int) -> str:
+    """How a finding names a record: by its seq, or, when that is no whole number, by where it was read
+    (after record `after`, the last whole seq read before it)."""
+    if whole_number(seq):
+        return f"record {seq}"
+    return f"the record read after record {after}" if after else "the first record read"
+
+
+def first_malformed(records: Iterable[AuditRecord]) -> tuple[str, str] | None:
+    """(where, why) of the first `malformed` record, in the order given; None when every record has its types."""
+    after = 0
+    for record in records:
+        if (problem := malformed(record)) is not None:
+            return place(record.seq, after), problem
+        after = record.seq
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
-    seq: int
+    seq: int  # the record's; for a record whose seq is no whole number, the one expected where it was read
     problem: str
+    where: str = ""  # how a finding names the record, when not "record <seq>"
+
+    def place(self) -> str:
+        return self.where or f"record {self.seq}"
 
 
 class ChainWalk:
@@ -121,14 +202,20 @@ class ChainWalk:
             self.expected_seq, self.prev = record.seq + 1, record.hash
 
     def end(self, head: tuple[int, str] | None = None) -> ChainBreak | None:
-        """The first break, or where the head says records were cut off the end, or None when whole."""
+        """The first break, or where the head says records were cut off the end (or the head itself, when it
+        is `malformed_head`), or None when whole."""
         if self.broken is not None or head is None or head == (self.expected_seq - 1, self.prev):
             return self.broken
+        if (problem := malformed_head(head)) is not None:
+            return ChainBreak(self.expected_seq - 1, problem, "the head")
         last = self.expected_seq - 1
         return ChainBreak(head[0], f"the log ends at record {last}, but record {head[0]} was the last written")
 
 
 def _break(record: AuditRecord, expected_seq: int, prev: str) -> ChainBreak | None:
+    if (problem := malformed(record)) is not None:
+        seq = record.seq if whole_number(record.seq) else expected_seq
+        return ChainBreak(seq, problem, place(record.seq, expected_seq - 1))
     if record.seq != expected_seq:
         return ChainBreak(record.seq, f"record {expected_seq} is missing (found {record.seq} next)")
     if record.prev_hash != prev:

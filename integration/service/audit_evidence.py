@@ -24,7 +24,14 @@ from typing import Protocol
 
 import orjson
 
-from integration.service.audit_chain import GENESIS, AuditRecord, ChainWalk
+from integration.service.audit_chain import (
+    GENESIS,
+    AuditRecord,
+    ChainWalk,
+    malformed,
+    place,
+    whole_number,
+)
 
 MASKED = "<cpr>"  # the log's CPR mask may hit ten digits in a row of a hash: they then match any ten digits
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -237,8 +244,10 @@ class AnchorCheck:
         self._last = 0
 
     def add(self, record: AuditRecord) -> None:
+        """The next record; its seq must be a whole number. A hash that is not text (a `malformed` record's)
+        matches no anchor."""
         if record.seq in self._wanted:
-            self._hashes[record.seq] = record.hash
+            self._hashes[record.seq] = record.hash if isinstance(record.hash, str) else ""
         self._last = record.seq
 
     def result(self) -> tuple[list[Finding], str]:
@@ -303,7 +312,9 @@ class Evidence(Protocol):
     each covered table, and the schema's foreign objects; `replay` holds the replayed state meanwhile."""
 
     @property
-    def head(self) -> tuple[int, str]: ...
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) as the store holds them: of other types when someone else wrote them (`malformed_head`)."""
+        ...
 
     @property
     def tables(self) -> Sequence[str]: ...
@@ -384,14 +395,18 @@ def examine(
     the log (the replayed state is the evidence's `replay`)."""
     head, walk, anchored = evidence.head, ChainWalk(), AnchorCheck(anchors)
     macs = MacCheck(keys) if keys is not None else None
-    count = 0
+    unreadable, count, last_seq = Problems(), 0, 0
     for record in evidence.records():
         count += 1
         walk.add(record)
-        anchored.add(record)
-        replay_state(evidence.replay, record)
-        if macs is not None:
+        if (problem := malformed(record)) is not None:  # a finding; its HMAC cannot be checked
+            unreadable.add(place(record.seq, last_seq), problem)
+        elif macs is not None:
             macs.add(record)
+        if whole_number(record.seq):  # its state replayed as a changed record's is: the tables name only their own
+            last_seq = record.seq
+            anchored.add(record)
+            replay_state(evidence.replay, record)
     findings = [
         Finding("the schema", f"{name}: the service creates none; it can change rows under the chain")
         for name in evidence.foreign_objects
@@ -401,7 +416,9 @@ def examine(
             0, Finding("the log", "it is empty (emptied, or a fresh store: --allow-empty accepts a fresh deployment)")
         )
     if (broken := walk.end(head)) is not None:
-        findings.append(Finding(f"record {broken.seq}", broken.problem))
+        findings.append(Finding(broken.place(), broken.problem))
+    more = unreadable.findings("the log", "more records hold a value of a type the service never writes")
+    findings += [finding for finding in more if finding not in findings]  # the walk's break may be the first
     rows = 0
     for table in evidence.tables:
         found, counted = check_table(table, evidence.rows(table), evidence.replay)

@@ -484,6 +484,53 @@ def test_a_state_row_changed_inserted_or_deleted_outside_the_service_is_found(ds
     assert cpr_numbers_in(line) == [] and CPR not in line and OTHER_CPR not in line
 
 
+# SQLite keeps any value in any column (a typed column only prefers its type): each of these writes a value of
+# a type the service never writes. (PostgreSQL refuses them: its columns are typed.) (tampering, where, problem)
+TYPE_CONFUSIONS = [
+    ("UPDATE audit_log SET seq = '5x' WHERE seq = 5", "the record read after record 7", "its seq holds text"),
+    ("UPDATE audit_log SET seq = NULL WHERE seq = 5", "the first record read", "its seq holds NULL"),
+    ("UPDATE audit_log SET seq = 5.5 WHERE seq = 5", "the record read after record 4", "its seq holds a real number"),
+    ("UPDATE audit_log SET at = x'ff00'", "record 1", "its at holds a blob, not text"),
+    ("UPDATE audit_log SET patient = x'ff'", "record 1", "its patient holds a blob, not text or NULL"),
+    ("UPDATE audit_log SET step = x'ff' WHERE seq = 3", "record 3", "its step holds a blob, not text"),
+    ("UPDATE audit_log SET hash = x'00' WHERE seq = 7", "record 7", "its hash holds a blob, not text"),
+    ("UPDATE audit_log SET mac = x'00' WHERE seq = 2", "record 2", "its mac holds a blob, not text or NULL"),
+    ("UPDATE audit_log SET detail = CAST('{}' AS BLOB) WHERE seq = 2", "record 2", "its content was changed"),
+    ("UPDATE audit_head SET seq = 'x'", "the head", "its seq holds text, not a whole number"),
+    ("UPDATE audit_head SET hash = x'00'", "the head", "its hash holds a blob, not text"),
+    ("UPDATE rehab_course SET is_open = x'ff'", "table rehab_course", "was changed outside the service"),
+]
+
+
+@pytest.mark.parametrize(("tampering", "where", "problem"), TYPE_CONFUSIONS)
+def test_a_value_of_a_type_the_service_never_writes_is_a_broken_record_named_with_its_field(
+    tmp_path: Path, key_file: Path, tampering: str, where: str, problem: str
+) -> None:
+    """Not an internal error (70) with a traceback, nor the store "refusing" verify's scratch copy (65): exit 1,
+    the record (or head, or table) and the field named, never a value (the patient's column holds a CPR)."""
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    anchors = tmp_path / "anchors.jsonl"
+    filled(dsn, key_file)
+    anchor_now(dsn, anchors, key_file)
+    sql(dsn, tampering)
+    done = verify(dsn, "--anchor", str(anchors), INTEGRATION_AUDIT_HMAC_KEY_FILE=str(key_file))
+    assert isinstance(done.exception, SystemExit) and done.exit_code == 1, done.output
+    lines = findings(done)
+    assert any(line.startswith(f"audit log BROKEN at {where}: ") and problem in line for line in lines), lines
+    assert "Traceback" not in done.output and cpr_numbers_in(done.output) == [] and CPR not in done.output
+
+
+def test_an_export_of_a_log_with_a_malformed_record_is_one_line_and_65(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    filled(dsn)
+    sql(dsn, "UPDATE audit_log SET at = x'ff00' WHERE seq = 3")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_AUDIT_DSN": dsn}
+    done = run_integration("audit", "export", "--out", str(tmp_path / "out.json"), env=env, text=True)
+    assert done.returncode == 65 and done.stderr.count("\n") == 1, done.stderr
+    assert "audit log BROKEN at record 3: its at holds a blob, not text" in done.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_a_store_from_before_the_evidence_adopts_its_rows_when_migrated(tmp_path: Path) -> None:
     path = tmp_path / "audit.sqlite3"
     _version_2_store(path)

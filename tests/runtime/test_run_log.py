@@ -6,6 +6,7 @@ exit 3 within seconds, one line naming the cause, never "waiting for the broker"
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from integration.adapters.consumer import ConsumerService
 from integration.adapters.rabbitmq import BrokerRefused, BrokerSettings
+from integration.adapters.sql.stores import open_audit_store
 from integration.errors import ConnectionLost
 from integration.log import configure_logging
 from integration.topology import FLOWS_BY_NAME
@@ -112,3 +114,45 @@ def test_a_refusal_after_the_service_was_connected_is_waited_out_naming_its_caus
     waiting = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert waiting and all("ACCESS_REFUSED" in str(line["reason"]) for line in waiting)
     assert "rotated" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["lone", "two-workers"])
+def test_sighup_stops_run_as_sigterm_does_with_its_lines_and_a_final_anchor(
+    processes: int, vhost_of_its_own: str, audit_dsn: str, tmp_path: Path
+) -> None:
+    """A hang-up (the terminal closed: SIGHUP to the whole process group) ended a lone `run` silently, with no
+    `stopping`/`stopped` line and no anchor of the head at stop; under `--processes` it killed every worker
+    while the supervisor logged a clean stop. Now each process finishes, anchors and exits 0, as for SIGTERM."""
+    log, anchors = tmp_path / "run.log", tmp_path / "anchors.jsonl"
+    env = consumer_env(
+        vhost_of_its_own, audit_dsn, INTEGRATION_HEALTH_LISTEN="", INTEGRATION_AUDIT_ANCHOR_FILE=str(anchors)
+    )
+    command = [sys.executable, "-m", "integration", "run", "--processes", str(processes)]
+    with log.open("ab") as out:  # a session of its own: the hang-up reaches this group only
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_for(lambda: log.read_text().count('"consuming"') >= processes, 60, "every consumer to start")
+        publish_events(vhost_of_its_own, referral_events(6))
+        wait_for(lambda: log.read_text().count('"event": "message"') >= 6, 60, "the events processed")
+        os.killpg(process.pid, signal.SIGHUP)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    lines = _json_lines(log)
+    events = [str(line["event"]) for line in lines]
+    stopping = [line for line in lines if str(line["event"]).startswith("stopping")]
+    assert len(stopping) == processes and {line["signal"] for line in stopping} == {"SIGHUP"}, events
+    assert events.count("stopped") == processes, events
+    if processes > 1:
+        (stopped,) = [line for line in lines if line["event"] == "workers stopped"]
+        assert stopped["signal"] == "SIGHUP" and stopped["exit_code"] == 0
+        assert "worker did not stop cleanly" not in events
+    reader = open_audit_store(audit_dsn, create=False)
+    try:
+        head = reader.head()
+    finally:
+        reader.close()
+    last = json.loads(anchors.read_text().splitlines()[-1])
+    assert (last["seq"], last["hash"]) == head, "the head at stop is anchored"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from integration.adapters.rabbitmq import BrokerSettings, connection_parameters
-from integration.config import Settings
+from integration.config import MOST, Settings
 from integration.errors import ConfigurationError
 
 
@@ -111,6 +111,29 @@ def test_bad_settings_are_configuration_errors(env: dict[str, str], message: str
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize("key", sorted(MOST))
+def test_every_whole_number_has_a_range_and_out_of_it_is_refused_naming_the_variable(key: str) -> None:
+    """`INTEGRATION_PREFETCH=70000` was read, then crashed `run` (exit 70: AMQP's prefetch-count is 16 bits)."""
+    most, unit, _ = MOST[key]
+    name = f"INTEGRATION_{key.upper()}"
+    related = {"INTEGRATION_HEART_FAILURE_VISITATION_WINDOW_DAYS": str(most)} if key == "visitation_window_days" else {}
+    assert getattr(Settings.from_env({name: str(most)} | related), key) == most
+    for value, says in [(most + 1, f"must be at most {most}{unit} ("), (0, "must be positive (")]:
+        with pytest.raises(ConfigurationError) as refused:
+            Settings.from_env({name: str(value)} | related)
+        assert str(refused.value).startswith(f"{key} {says}") and f"{name} takes 1 to {most})" in str(refused.value)
+
+
+@pytest.mark.parametrize("args", [(), ("--processes", "2")])
+def test_a_prefetch_past_amqps_16_bits_is_exit_3_before_anything_starts(args: tuple[str, ...]) -> None:
+    from tests.cli_runs import run_integration
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")} | {"INTEGRATION_PREFETCH": "70000"}
+    done = run_integration("run", *args, env=env, text=True, timeout=60)
+    assert done.returncode == 3 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "prefetch must be at most 65535" in done.stderr and "INTEGRATION_PREFETCH takes 1 to 65535" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("line", "says"),
     [
@@ -185,6 +208,8 @@ def test_a_broker_url_list_in_the_settings_file(tmp_path) -> None:
         ("amqp://u:p@a/v,amqp://u:p@b/other", "different vhosts"),
         ("http://u:secret@a/v", "not an amqp"),
         (" , ", "no broker URL"),
+        ("amqp://u:secret@a:0/v", "the port must be 1 to 65535"),  # pika tried port 0, waiting forever
+        ("amqp://u:secret@a/v?heartbeat=70000", "heartbeat must be 0 to 65535 seconds"),  # a refused login, it said
     ],
 )
 def test_broker_urls_that_cannot_work_are_configuration_errors(url: str, problem: str) -> None:

@@ -1,7 +1,8 @@
 """The supervisor of `integration run --processes N` (adapters/workers.py), with stand-in workers (small Python
 processes): SIGTERM forwarded and awaited, a worker that dies restarted after a backoff with one log line, a
-worker's fatal exit stopping all with its code, a worker deaf to SIGTERM killed after the grace; the health
-ports; and the command's refusals (a store the processes cannot share, a count out of range)."""
+worker's fatal exit stopping all with its code, a worker deaf to SIGTERM killed after the grace, one ended by a
+signal while stopping named; the health ports; and the command's refusals (a store the processes cannot share, a
+count out of range)."""
 
 from __future__ import annotations
 
@@ -126,14 +127,37 @@ def test_a_worker_deaf_to_sigterm_is_killed_after_the_grace(tmp_path: Path) -> N
     assert any(line["event"] == "worker did not stop in time; killed" for line in logs)
 
 
+def test_a_worker_that_a_signal_ended_while_stopping_is_one_warning_not_a_clean_stop(tmp_path: Path) -> None:
+    """A hang-up of the process group had killed every worker, and the supervisor said it stopped them cleanly."""
+    dies = "signal.signal(signal.SIGTERM, signal.SIG_DFL)"  # ends by the signal itself, not by a clean stop
+    supervisor = Supervisor(stand_ins(tmp_path, "", dies), [{}] * 2)
+    with capture_logs() as logs:
+        thread, code = in_thread(supervisor)
+        wait_until(lambda: starts(tmp_path, 0) == 1 and starts(tmp_path, 1) == 1)
+        time.sleep(0.3)  # the stand-ins have set their handlers
+        supervisor.stop()
+        thread.join(timeout=30)
+    assert code == [0] and (tmp_path / "stopped-0").exists()
+    unclean = [line for line in logs if line["event"] == "worker did not stop cleanly"]
+    assert unclean == [
+        {
+            "event": "worker did not stop cleanly",
+            "log_level": "warning",
+            "worker": 1,
+            "exit_code": -15,
+            "killed_by": "SIGTERM",
+        }
+    ]
+
+
 def test_each_worker_serves_its_health_on_the_base_port_plus_its_number() -> None:
     assert health_addresses("127.0.0.1:9464", 3) == ["127.0.0.1:9464", "127.0.0.1:9465", "127.0.0.1:9466"]
     assert health_addresses("[::1]:9464", 2) == ["[::1]:9464", "[::1]:9465"]
     assert health_addresses("127.0.0.1:0", 2) == ["127.0.0.1:0"] * 2  # each an ephemeral port
     assert health_addresses("", 2) == ["", ""]  # off stays off
-    with pytest.raises(ConfigurationError, match="65536"):
+    with pytest.raises(ConfigurationError, match="INTEGRATION_HEALTH_LISTEN=127.0.0.1:65535: 2 workers .* 65536"):
         health_addresses("127.0.0.1:65535", 2)
-    with pytest.raises(ConfigurationError, match="host:port"):
+    with pytest.raises(ConfigurationError, match="INTEGRATION_HEALTH_LISTEN='9464' is not host:port"):
         health_addresses("9464", 2)
 
 
@@ -169,6 +193,36 @@ def test_run_refuses_what_cannot_work(arguments: list[str], dsn: str, code: int,
     done = run_integration(*arguments, env=env, text=True)
     assert done.returncode == code, done.stderr
     assert said in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["lone", "supervisor"])
+@pytest.mark.parametrize(
+    ("arguments", "env", "code", "said"),
+    [
+        (["--flows", "DISCHARGE"], {}, 2, "Invalid value for '--flows': unknown flow(s) DISCHARGE; the flows: "),
+        (["--flows", " , "], {}, 2, "Invalid value for '--flows': names no flow"),
+        (
+            [],
+            {"INTEGRATION_HEALTH_LISTEN": "x"},
+            3,
+            "INTEGRATION_HEALTH_LISTEN='x' is not host:port with a port 0-65535",
+        ),
+        ([], {"INTEGRATION_HEALTH_LISTEN": "127.0.0.1:70000"}, 3, "INTEGRATION_HEALTH_LISTEN='127.0.0.1:70000' is not"),
+    ],
+    ids=["unknown-flow", "no-flow", "listen-no-port", "listen-port-too-big"],
+)
+def test_a_lone_run_and_the_supervisor_refuse_alike_naming_what_the_operator_typed(
+    tmp_path: Path, processes: str, arguments: list[str], env: dict[str, str], code: int, said: str
+) -> None:
+    """An unknown flow on the command line is a usage error (2) as in `dlq list --flow` (it was 3, the README said
+    2); a bad health address names INTEGRATION_HEALTH_LISTEN (the supervisor said `health_listen`)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    clean |= {"INTEGRATION_AUDIT_DSN": f"sqlite:///{tmp_path / 'audit.sqlite3'}", "INTEGRATION_HEALTH_LISTEN": ""}
+    clean |= {"INTEGRATION_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/nowhere"} | env
+    done = run_integration("run", "--processes", processes, *arguments, env=clean, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert said in line and "health_listen" not in line
 
 
 SUPERVISOR = """

@@ -16,8 +16,8 @@ import orjson
 
 from integration.adapters.sql.audit_state import StateDigests
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.errors import ConfigurationError
-from integration.service.audit_chain import AuditEntry, AuditRecord, chain
+from integration.errors import ConfigurationError, StoreRefused
+from integration.service.audit_chain import AuditEntry, AuditRecord, chain, malformed_head
 
 Signer = Callable[[str], str]  # a record's hash → its HMAC, "key-id:hex"
 RECORD_COLUMNS = "seq, at, step, flow, message_id, patient, detail, prev_hash, hash, state, mac"
@@ -50,15 +50,19 @@ class AuditLog:
         )
 
     def _head(self, cursor: Any) -> tuple[int, str]:
+        """The head; StoreRefused when it holds values of types the service never writes (nothing is
+        appended after such a head: `audit verify` names it)."""
         cursor.execute(self._unit.sql("SELECT seq, hash FROM audit_head WHERE id = 1"))
         seq, digest = cursor.fetchone()
+        if (problem := malformed_head((seq, digest))) is not None:
+            raise StoreRefused(f"the audit chain's head is not as the service wrote it: {problem}")
         return seq, digest
 
     def head(self) -> tuple[int, str]:
-        """(sequence number of the last record, its hash); (0, GENESIS) for an empty chain."""
+        """(sequence number of the last record, its hash); (0, GENESIS) for an empty chain. StoreRefused
+        when the head is malformed."""
         with self._unit.transaction(write=False) as cursor:
-            seq, digest = self._head(cursor)
-        return int(seq), str(digest)
+            return self._head(cursor)
 
     def rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[AuditRecord]:
         """The records matching `where` (an SQL WHERE clause with `?` placeholders), in chain order."""
@@ -121,9 +125,12 @@ def record_from_row(row: Sequence[Any]) -> AuditRecord:
 
 
 def _json(text: Any) -> Any:
-    """A stored JSON value; text that is not JSON (written by someone else) is kept as it is, so that
-    verification reports the record as changed instead of failing to read it."""
+    """A stored JSON value; a value that is not JSON text (written by someone else: text that does not
+    parse, a blob even of JSON) is kept as text, so that verification reports the record as changed
+    instead of failing to read it."""
+    if not isinstance(text, str):
+        return {"<not JSON>": f"<{type(text).__name__}>"}
     try:
         return orjson.loads(text)
-    except (orjson.JSONDecodeError, TypeError):
-        return {"<not JSON>": str(text)}
+    except orjson.JSONDecodeError:
+        return {"<not JSON>": text}

@@ -98,7 +98,7 @@ class StoreEvidence:
         self._unit, self._cursor = unit, cursor
         cursor.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
         seq, digest = cursor.fetchone()
-        self.head = (int(seq), str(digest))
+        self.head: tuple[Any, Any] = (seq, digest)  # as stored: the examination checks their types
         self.foreign_objects = unit.foreign_objects(cursor)
         self.tables: tuple[str, ...] = tuple(COVERED)
         self.replay = replay

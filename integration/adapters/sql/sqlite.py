@@ -4,12 +4,14 @@ WAL journal with synchronous=FULL: a committed record survives a crash of the pr
 machine. BEGIN IMMEDIATE takes the write lock at once, which serialises appends to the chain
 across consumer processes sharing the file; a lock not granted within the busy timeout is an
 outage (Transient), like a file that cannot be opened. The file holds CPR numbers: it is created
-readable by its owner only (0600), and a looser existing file is tightened. Opened with
+readable by its owner only (0600), and a looser existing database is tightened (never a directory, a
+symbolic link or a file that is no SQLite database: `_owner_only`). Opened with
 `create=False`, a missing file is `StoreMissing` and is never created (read-write, `mode=rw`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -24,9 +26,11 @@ from integration.adapters.sql.audit_log import Signer
 from integration.adapters.sql.schema import StoreMissing
 from integration.adapters.sql.store import SqlAuditStore
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.errors import StoreDamaged, StoreRefused, Transient
+from integration.config import AUDIT_DSN_SETTING
+from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 
 log = structlog.get_logger("integration.audit_store")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file (its file format)
 BUSY_TIMEOUT_SECONDS = 5.0
 OWNER_ONLY = 0o600
 # Refusals of a value or a constraint; a damaged file is StoreDamaged; every other sqlite3 error (locked,
@@ -40,22 +44,53 @@ def _damaged(exc: sqlite3.Error) -> bool:
 
 
 def _owner_only(path: Path) -> None:
-    """Create the file 0600, or tighten an existing one that others could read."""
+    """Create the file 0600, or tighten an existing one that others could read — only when it is ours: a
+    regular file that is an SQLite database (or empty: SQLite makes it one). Anything else keeps its mode:
+    a directory or a symbolic link is a ConfigurationError, another file is refused by SQLite when opened
+    (StoreMissing, "not an SQLite database").
+
+    Why through a descriptor: the file is opened without following a symbolic link (O_NOFOLLOW; Linux has
+    no lchmod, so `os.chmod(follow_symlinks=False)` is not there to use) and checked and changed through
+    that descriptor (fstat, pread, fchmod), so the mode set is that of the very file checked: never a link's
+    target (a link in the store's directory could point at any file the service's user owns), nor a file
+    put in its place between the check and the change. (Settings refuse such paths first: `config._absolute_sqlite`.)"""
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            os.chmod(path, OWNER_ONLY)
-            log.warning("audit store file was readable by others: made owner-only", path=str(path), was=oct(mode))
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, OWNER_ONLY)
+    except FileExistsError:  # O_EXCL: also for a symbolic link, which is not followed
+        _tighten(path)
     else:
+        os.close(descriptor)
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing store file owner-only, if it is an SQLite database or empty (`_owner_only`)."""
+    try:  # O_NONBLOCK: a FIFO must not hang the open
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {path} is a symbolic link: name the file itself") from None
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {path} is {kind}, not the store's file")
+        if info.st_size and os.pread(descriptor, len(SQLITE_HEADER), 0) != SQLITE_HEADER:
+            return  # not a database: never ours to change; SQLite refuses to open it
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            os.fchmod(descriptor, OWNER_ONLY)
+            log.warning("audit store file was readable by others: made owner-only", path=str(path), was=oct(mode))
+    finally:
         os.close(descriptor)
 
 
 def _existing(path: str) -> str:
     """The URI that opens an existing file read-write and never creates one."""
-    if path == ":memory:" or not Path(path).is_file():
+    if path == ":memory:" or not Path(path).exists():
         raise StoreMissing(f"the file {path} does not exist")
+    if not Path(path).is_file():
+        raise StoreMissing(f"{path} is {'a directory' if Path(path).is_dir() else 'not a regular file'}, not a file")
     return f"{Path(path).resolve().as_uri()}?mode=rw"
 
 
