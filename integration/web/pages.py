@@ -520,7 +520,7 @@ def throughput(records: Iterable[AuditRecord], at: datetime) -> dict[str, dict[s
             continue
         try:
             when = datetime.fromisoformat(record.at)
-        except ValueError:
+        except (TypeError, ValueError):  # a value the service never writes (a blob in `at`): audit verify names it
             continue
         kind = "received" if record.step == "received" else "sent"
         if when >= day:
