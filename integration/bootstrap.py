@@ -35,6 +35,7 @@ from integration.adapters.rabbitmq import (
 )
 from integration.adapters.sql.store import AuditStore, Signer
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_audit_store
+from integration.adapters.workers import first_signal
 from integration.config import Settings, listen_address
 from integration.errors import ConfigurationError, ConnectionLost, StoreDamaged, Transient
 from integration.flows.acknowledging import AckContext, Acknowledger
@@ -439,8 +440,11 @@ def _stop_on_signals() -> tuple[threading.Event, list[str]]:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         # No logging here: a signal handler may interrupt a log line being written. The stopper thread says it.
-        signalled.append(signal.Signals(signum).name)
-        stopping.set()
+        # Only the first signal sets the event: a second one (the group's SIGHUP and the supervisor's SIGTERM
+        # arrive together) can run while the first handler is inside `stopping.set()`, holding the event's
+        # lock, and would wait for it for ever in the same thread (`first_signal`).
+        if first_signal(signalled, signal.Signals(signum).name):
+            stopping.set()
 
     for signum in STOPPING_SIGNALS:
         signal.signal(signum, on_signal)

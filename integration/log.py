@@ -127,7 +127,9 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stderr, fmt: str
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # one write per line (WriteLogger: the line and its newline together; print() writes them apart): the
+        # workers of `run --processes` share one stderr, and two lines must never interleave
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     _route_standard_logging(level)

@@ -94,3 +94,32 @@ def test_library_log_lines_are_rendered_and_masked_like_ours() -> None:
     logging.getLogger("some.library").info("routine")  # a library's INFO is below what we show
     (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert line["event"] == "could not reach db for <cpr>" and line["logger"] == "some.library"
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart, as the kernel sees them on a file or pipe shared by processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_each_log_line_is_one_write_with_its_newline() -> None:
+    """The workers of `run --processes N` share the supervisor's stderr: a line written in two parts (the text,
+    then its newline, as print() does) lets another process's line in between, and both lines are lost to a
+    JSON reader (seen as 'Extra data' in a SIGHUP test with two workers)."""
+    stream = _Writes()
+    configure_logging("INFO", stream, "json")
+    try:
+        structlog.get_logger("test").info("one line", worker=1)
+        logging.getLogger("library").warning("from the standard library")
+    finally:
+        configure_logging("INFO")
+    assert stream.writes, "nothing was written"
+    for written in stream.writes:
+        assert written.endswith("\n") and written.count("\n") == 1, stream.writes
+        json.loads(written)

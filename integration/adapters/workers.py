@@ -109,6 +109,16 @@ class _Worker:
         return None if self.process is None else self.process.poll()
 
 
+def first_signal(signalled: list[str], name: str) -> bool:
+    """Note `name` in `signalled`; whether it is the first signal noted. Safe in a handler that another signal's
+    handler interrupts: a handler that finds the list empty before it appends is the only one to act, and one
+    that interrupts it after its append finds the list not empty (a signal handler may not take a lock that an
+    interrupted handler of the same thread holds, such as a threading.Event's)."""
+    first = not signalled
+    signalled.append(name)
+    return first
+
+
 @dataclass
 class Supervisor:
     """N worker processes, kept running until a signal; `run` returns the exit code."""
@@ -122,8 +132,8 @@ class Supervisor:
 
     def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Ask every worker to stop (a signal handler, or a test)."""
-        self._signalled.append(signal.Signals(signum).name)
-        self._stopping.set()
+        if first_signal(self._signalled, signal.Signals(signum).name):  # a second one must not take the lock
+            self._stopping.set()
 
     def run(self) -> int:
         pairs = enumerate(zip(self.commands, self.envs, strict=True))

@@ -143,7 +143,9 @@ def test_sighup_stops_run_as_sigterm_does_with_its_lines_and_a_final_anchor(
     lines = _json_lines(log)
     events = [str(line["event"]) for line in lines]
     stopping = [line for line in lines if str(line["event"]).startswith("stopping")]
-    assert len(stopping) == processes and {line["signal"] for line in stopping} == {"SIGHUP"}, events
+    # a worker stops on the group's SIGHUP or on the SIGTERM its supervisor forwards, whichever comes first
+    said = {"SIGHUP"} if processes == 1 else {"SIGHUP", "SIGTERM"}
+    assert len(stopping) == processes and {line["signal"] for line in stopping} <= said, events
     assert events.count("stopped") == processes, events
     if processes > 1:
         (stopped,) = [line for line in lines if line["event"] == "workers stopped"]
@@ -152,7 +154,11 @@ def test_sighup_stops_run_as_sigterm_does_with_its_lines_and_a_final_anchor(
     reader = open_audit_store(audit_dsn, create=False)
     try:
         head = reader.head()
+        hashes = {record.seq: record.hash for record in reader.records()}
     finally:
         reader.close()
     last = json.loads(anchors.read_text().splitlines()[-1])
-    assert (last["seq"], last["hash"]) == head, "the head at stop is anchored"
+    if processes == 1:
+        assert (last["seq"], last["hash"]) == head, "the head at stop is anchored"
+    else:  # worker 0 anchors at its stop; another worker's last acks may be recorded after it (the next start's)
+        assert hashes.get(last["seq"]) == last["hash"], "the last anchor names a record of the chain"

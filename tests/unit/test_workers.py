@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from integration.adapters import workers
-from integration.adapters.workers import Supervisor, health_addresses, shared_store, worker_commands
+from integration.adapters.workers import Supervisor, first_signal, health_addresses, shared_store, worker_commands
 from integration.errors import ConfigurationError
 from tests.cli_runs import run_integration
 
@@ -251,3 +251,29 @@ def test_workers_do_not_outlive_their_supervisor(tmp_path: Path, how: str) -> No
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+
+
+def test_a_signal_arriving_inside_the_first_handlers_event_set_does_not_deadlock() -> None:
+    """The process group's SIGHUP and the supervisor's SIGTERM reach a worker together: the second handler runs
+    in the same thread while the first is inside `Event.set`, holding the event's (non-reentrant) lock. Only the
+    first signal may set the event (`first_signal`), else the worker hangs for ever, unstopped."""
+    signalled: list[str] = []
+
+    class Interrupted(threading.Event):
+        def set(self) -> None:  # Event.set, with the second signal's handler run at its worst moment
+            with self._cond:  # type: ignore[attr-defined]
+                self._flag = True  # type: ignore[attr-defined]
+                handler("SIGTERM")
+                self._cond.notify_all()  # type: ignore[attr-defined]
+
+    stopping = Interrupted()
+
+    def handler(name: str) -> None:
+        if first_signal(signalled, name):
+            stopping.set()
+
+    worker = threading.Thread(target=handler, args=("SIGHUP",), daemon=True)
+    worker.start()
+    worker.join(2)
+    assert not worker.is_alive(), "the second signal's handler waited for the lock the first one holds"
+    assert stopping.is_set() and signalled == ["SIGHUP", "SIGTERM"]
