@@ -148,6 +148,16 @@ def test_conforms_to_follows_the_claimed_profiles_base_chain(shared: Path) -> No
         ("<div><p>no namespace</p></div>", False),
         ('<div xmlns="http://www.w3.org/1999/xhtml"><p>unclosed</div>', False),
         ('<p xmlns="http://www.w3.org/1999/xhtml">not a div</p>', False),
+        # a receiver showing the narrative as HTML ignores the tag's case (the second attack on issue 16)
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p>Hej</p><SCRIPT>alert(1)</SCRIPT></div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><scRipt>alert(1)</scRipt>Tekst</div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p>x</p><META HTTP-EQUIV="refresh" CONTENT="0"/></div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><EMBED SRC="x.swf"/>Tekst</div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p style="width: expression(alert(1))">x</p></div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p style="background:url(javascript:alert(1))">x</p></div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><a href="data:text/html;base64,PHNjcmlwdD4=">x</a></div>', False),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><p style="font-weight: bold">Tekst</p></div>', True),
+        ('<div xmlns="http://www.w3.org/1999/xhtml"><img src="data:image/png;base64,iVBO" alt="x"/>T</div>', True),
     ],
 )
 def test_html_checks(div: str, ok: bool) -> None:

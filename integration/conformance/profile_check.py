@@ -44,7 +44,13 @@ XHTML = "{http://www.w3.org/1999/xhtml}"
 _UNSAFE_TAGS = {"script", "object", "applet", "iframe", "form", "input", "embed", "base", "link", "meta", "style"}
 # A URL that runs script when followed: active content as much as a <script>. URL parsers ignore the case, tabs
 # and line breaks anywhere, and leading control characters and spaces (WHATWG URL), so `java&#9;script:` is one.
-_SCRIPT_URL = re.compile(r"[\x00-\x20]*(?:javascript|vbscript):", re.IGNORECASE)
+# A data: URL of a document type runs its own script when opened (text/html, XHTML, SVG); a data: image does not.
+_SCRIPT_URL = re.compile(
+    r"[\x00-\x20]*(?:(?:javascript|vbscript):|data:[\x00-\x20]*(?:text/html|application/xhtml\+xml|image/svg\+xml))",
+    re.IGNORECASE,
+)
+# A style attribute that runs script or loads a script URL (old IE's expression(), url(javascript:…)).
+_SCRIPT_STYLE = re.compile(r"expression[\x00-\x20]*\(|(?:javascript|vbscript):", re.IGNORECASE)
 _URL_IGNORED = str.maketrans("", "", "\t\n\r")
 
 
@@ -89,11 +95,13 @@ def html_checks(div: str) -> bool:
     for element in root.iter():
         if not isinstance(element.tag, str) or not element.tag.startswith(XHTML):
             return False
-        if element.tag[len(XHTML) :] in _UNSAFE_TAGS:
+        if element.tag[len(XHTML) :].lower() in _UNSAFE_TAGS:  # a receiver showing it as HTML ignores the case
             return False
         if any(name.lower().startswith("on") for name in element.attrib):
             return False
         if any(_SCRIPT_URL.match(value.translate(_URL_IGNORED)) for value in element.attrib.values()):
+            return False
+        if _SCRIPT_STYLE.search(element.attrib.get("style", "").translate(_URL_IGNORED)):
             return False
     return bool("".join(root.itertext()).strip())
 
