@@ -511,8 +511,26 @@ def _as_morso(ack: dict[str, Any]) -> None:
             lambda a: a["entry"][0]["resource"]["source"].update(endpoint=f"https://sor2.sum.dsdn.dk/#id={MORSO_SOR}"),
             "MessageHeader.source.endpoint",
         ),
+        # the receiver's id first, another beside it: one Organization is one party (the second attack on issue 16)
+        (
+            lambda a: _ack_sender(a)["identifier"].append({"system": "urn:oid:1.2.208.176.1.1", "value": MORSO_SOR}),
+            "MessageHeader.sender",
+        ),
+        (
+            lambda a: _ack_sender(a)["identifier"].append({"system": "https://www.gs1.org/gln", "value": MORSO_EAN}),
+            "MessageHeader.sender",
+        ),
     ],
-    ids=["another-municipality", "sor", "ean", "no-ids", "no-sender-organization", "endpoint"],
+    ids=[
+        "another-municipality",
+        "sor",
+        "ean",
+        "no-ids",
+        "no-sender-organization",
+        "endpoint",
+        "a-second-sor",
+        "a-second-ean",
+    ],
 )
 @pytest.mark.parametrize("code", ["ok", "fatal-error"])
 def test_an_ack_not_from_the_receiver_of_our_message_settles_nothing(

@@ -187,11 +187,15 @@ def addressing(bundle: Any) -> Addressing:
 
 
 def _identifier(organization: Resource, systems: frozenset[str]) -> str | None:
-    """The Organization's first non-empty identifier value in one of `systems`, or None."""
-    values = (
-        as_dict(i).get("value") for i in as_list(organization.get("identifier")) if as_dict(i).get("system") in systems
-    )
-    return next((v for v in values if isinstance(v, str) and v), None)
+    """The Organization's identifier value in one of `systems`; None when it has none, or several different ones:
+    one Organization is one party, and an ack's sender naming the receiver's SOR id beside another must not pass
+    for the receiver by its first."""
+    values = {
+        v
+        for i in as_list(organization.get("identifier"))
+        if as_dict(i).get("system") in systems and isinstance(v := as_dict(i).get("value"), str) and v
+    }
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def _addressee(message: Resource, organization: Any, endpoint: Any) -> Addressee:
