@@ -522,3 +522,16 @@ def test_a_slow_pathway_count_apart_is_spaced_to_its_share_of_the_time() -> None
     refreshed_at(100)  # 60 s passed, but the count took 10 s: not yet
     refreshed_at(10 / PATHWAY_SHARE + 1)
     assert calls == [0, 10 / PATHWAY_SHARE + 1]
+
+
+@pytest.mark.parametrize("listen", ["no-such-host.invalid:9464", "192.0.2.1:9464"])
+def test_an_address_not_of_this_host_is_said_so_not_blamed_on_another_process(listen: str) -> None:
+    """Only a port in use means another process serves there; a name that does not resolve or an address this
+    host does not have is the setting's mistake (the second attack on issue 16 got 'another process … serves
+    there' for a mistyped address)."""
+    with pytest.raises(ConfigurationError) as raised:
+        serve(Health(), listen)
+    said = str(raised.value)
+    assert said.startswith(f"INTEGRATION_HEALTH_LISTEN={listen} cannot be bound")
+    assert "not an address of this host" in said
+    assert "another process" not in said and "\n" not in said

@@ -21,6 +21,7 @@ state is also one log line, so the same story is in the logs.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 import threading
@@ -193,12 +194,19 @@ def health_address(listen: str, setting: str = HEALTH_LISTEN) -> tuple[str, int]
     naming `setting` (the environment variable: a lone `run` and the supervisor of `run --processes` say the
     same) otherwise."""
     host, colon, port = listen.rpartition(":")
-    if not colon or not port.isascii() or not port.isdigit() or int(port) > MAX_PORT:
+    bracketed = host.startswith("[") or host.endswith("]")  # an IPv6 address: [::1]:9464
+    if (
+        not colon
+        or not port.isascii()
+        or not port.isdigit()
+        or int(port) > MAX_PORT
+        or (bracketed and not (len(host) > 2 and host.startswith("[") and host.endswith("]")))
+    ):
         raise ConfigurationError(
-            f"{setting}={listen!r} is not host:port with a port 0-{MAX_PORT} (e.g. 127.0.0.1:9464; 0: a free port; "
-            "empty: off)"
+            f"{setting}={listen!r} is not host:port with a port 0-{MAX_PORT} (e.g. 127.0.0.1:9464 or [::1]:9464; "
+            "0: a free port; empty: off)"
         )
-    return host or "127.0.0.1", int(port)
+    return (host[1:-1] if bracketed else host) or "127.0.0.1", int(port)
 
 
 def serve(health: Health, listen: str, setting: str = HEALTH_LISTEN) -> WSGIServer | None:
@@ -215,6 +223,9 @@ def serve(health: Health, listen: str, setting: str = HEALTH_LISTEN) -> WSGIServ
         server = make_server(host, number, application(health), server_class=_Server, handler_class=_Quiet)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or exc
+        if exc.errno != errno.EADDRINUSE:  # a typo, a name that does not resolve, a port below 1024
+            reason = "not an address of this host, or not one this user may bind"
+            raise ConfigurationError(f"{setting}={listen} cannot be bound ({why}): {reason}") from None
         raise ConfigurationError(
             f"{setting}={listen} cannot be bound ({why}): another process, perhaps "
             "another instance, serves there; give each instance a port of its own, or set it empty to switch off "

@@ -80,7 +80,8 @@ def health_addresses(listen: str, count: int) -> list[str]:
     the base is not host:port or the last port would pass 65535."""
     if not listen:
         return [""] * count
-    host, port = health_address(listen)
+    _, port = health_address(listen)
+    host = listen.rpartition(":")[0]  # as given: an IPv6 address keeps its brackets
     if port == 0:
         return [listen] * count
     if port + count - 1 > MAX_PORT:

@@ -159,6 +159,8 @@ def test_each_worker_serves_its_health_on_the_base_port_plus_its_number() -> Non
         health_addresses("127.0.0.1:65535", 2)
     with pytest.raises(ConfigurationError, match="INTEGRATION_HEALTH_LISTEN='9464' is not host:port"):
         health_addresses("9464", 2)
+    with pytest.raises(ConfigurationError, match=r"INTEGRATION_HEALTH_LISTEN='\[::1' is not host:port"):
+        health_addresses("[::1", 2)  # it read as host '[:' and port 1, and the workers got '[::2' (second attack)
 
 
 def test_the_workers_are_this_command_as_worker_i_of_n() -> None:
