@@ -4,6 +4,7 @@ scans for CPR numbers along with every other log (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -47,3 +48,14 @@ def run_integration(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[An
     """`python -m integration ARGS`, captured and logged (keyword arguments as for subprocess.run)."""
     printed = bool(args) and args[0] in PRINTS_MESSAGES
     return run_logged([sys.executable, "-m", "integration", *args], stdout_is_data=printed, **kwargs)
+
+
+def store_env(dsn: str) -> dict[str, str]:
+    """The environment for a command that needs only the audit store at `dsn`: no INTEGRATION_* of the caller's,
+    a broker nobody listens at, no health endpoint."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    return clean | {
+        "INTEGRATION_AUDIT_DSN": dsn,
+        "INTEGRATION_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/nowhere",
+        "INTEGRATION_HEALTH_LISTEN": "",
+    }

@@ -17,20 +17,11 @@ from integration.adapters.sql.schema import StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.config import Settings
 from integration.errors import ConfigurationError
-from tests.cli_runs import run_integration
+from tests.cli_runs import run_integration, store_env
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-def env(dsn: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
-    return clean | {
-        "INTEGRATION_AUDIT_DSN": dsn,
-        "INTEGRATION_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/nowhere",
-        "INTEGRATION_HEALTH_LISTEN": "",
-    }
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ def test_a_path_that_cannot_be_the_store_file_is_exit_3_and_no_mode_changes(
 ) -> None:
     """`sqlite:///` chmod-ed the working directory (the checkout!) to 600 and waited forever for the store."""
     before = {path: mode(path) for path in (place, place / "dir", place / "notes.txt", place / "link.sqlite3")}
-    done = run_integration(*command, env=env(dsn.format(place=place)), cwd=place / "dir", text=True, timeout=60)
+    done = run_integration(*command, env=store_env(dsn.format(place=place)), cwd=place / "dir", text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     (line,) = done.stderr.splitlines()
     assert (
@@ -73,7 +64,7 @@ def test_a_path_that_cannot_be_the_store_file_is_exit_3_and_no_mode_changes(
 
 
 def test_an_existing_file_that_is_no_database_keeps_its_mode(place: Path) -> None:
-    done = run_integration("run", env=env(f"sqlite:///{place}/notes.txt"), text=True, timeout=60)
+    done = run_integration("run", env=store_env(f"sqlite:///{place}/notes.txt"), text=True, timeout=60)
     assert done.returncode == 66 and "is not an SQLite database" in done.stderr, done.stderr
     assert mode(place / "notes.txt") == 0o644 and (place / "notes.txt").read_text() == "not a database\n"
 

@@ -7,7 +7,6 @@ number. A PostgreSQL database that does not exist is "unavailable" (69), and the
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 from integration.adapters.sql.stores import open_audit_store
 from integration.domain.course import Course, StateChanges
 from integration.service.audit_chain import AuditEntry
-from tests.cli_runs import run_integration
+from tests.cli_runs import run_integration, store_env
 from tests.conftest import FIXED_NOW
 
 CPR = "2512489996"
@@ -28,15 +27,6 @@ READERS = [
     (("outbound", "pending"), 65),
     (("audit", "verify"), 1),
 ]
-
-
-def env(dsn: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
-    return clean | {
-        "INTEGRATION_AUDIT_DSN": dsn,
-        "INTEGRATION_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/nowhere",
-        "INTEGRATION_HEALTH_LISTEN": "",
-    }
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -69,7 +59,7 @@ def test_a_damaged_index_page_is_found_by_every_reader(tmp_path: Path) -> None:
         file.seek((root - 1) * size + 12)
         file.write(b"\x00\xff" * 200)
     for command, code in READERS:
-        done = run_integration(*command, env=env(dsn), text=True, timeout=60)
+        done = run_integration(*command, env=store_env(dsn), text=True, timeout=60)
         assert done.returncode == code, (command, done.stderr)
         assert "audit store (SQLite) damaged" in one_line(done) and "restore it from a backup" in done.stderr
         assert done.stdout == ""
@@ -92,7 +82,7 @@ def test_run_on_a_tampered_schema_version_exits_65_at_once(tampering: str, tmp_p
     with sqlite3.connect(path) as db:
         db.execute(tampering)
     started = time.monotonic()
-    done = run_integration("run", env=env(dsn), text=True, timeout=60)
+    done = run_integration("run", env=store_env(dsn), text=True, timeout=60)
     assert done.returncode == 65, done.stderr
     assert time.monotonic() - started < 30  # not waiting for an outage that is none
     line = one_line(done)
@@ -106,7 +96,7 @@ def test_run_on_a_tampered_postgres_schema_version_exits_65(tampering: str, post
     filled(postgres_dsn, records=3)
     with psycopg.connect(postgres_dsn, autocommit=True) as db:
         db.execute(tampering)
-    done = run_integration("run", env=env(postgres_dsn), text=True, timeout=60)
+    done = run_integration("run", env=store_env(postgres_dsn), text=True, timeout=60)
     assert done.returncode == 65, done.stderr
     assert "not migrated" in one_line(done)
 
@@ -118,13 +108,13 @@ def test_a_schema_version_that_is_no_number_is_damage_for_a_reader(tmp_path: Pat
     with sqlite3.connect(path) as db:
         db.execute("UPDATE schema_version SET version = 'three'")
     for command, code in READERS:
-        done = run_integration(*command, env=env(dsn), text=True, timeout=60)
+        done = run_integration(*command, env=store_env(dsn), text=True, timeout=60)
         assert done.returncode == code and "no version number" in one_line(done), (command, done.stderr)
 
 
 def test_a_missing_postgres_database_is_unavailable_and_says_it_does_not_exist() -> None:
     dsn = "postgresql://postgres@127.0.0.1:5432/no_such_database_here"
     for command, _ in READERS:
-        done = run_integration(*command, env=env(dsn), text=True, timeout=60)
+        done = run_integration(*command, env=store_env(dsn), text=True, timeout=60)
         assert done.returncode == 69, (command, done.stderr)
         assert 'database "no_such_database_here" does not exist' in one_line(done)
