@@ -103,9 +103,10 @@ def _structure(bundle: Any, scope: Scope) -> list[Finding]:
 REPORTED_FINDINGS = 100
 # On the message path the content check describes one fewer and counts the rest in one more finding, so that
 # both fit one acknowledgement (content comes first on receipt); describing each costs about 35 µs.
+_MESSAGE_PATH_CONTENT = partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1)
 CONTENT_CHECKS: dict[Use, Callable[[Any], list[ContentError]]] = {
-    Use.SENT: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
-    Use.RECEIVED: partial(r4_validator.content_errors, limit=REPORTED_FINDINGS - 1),
+    Use.SENT: _MESSAGE_PATH_CONTENT,
+    Use.RECEIVED: _MESSAGE_PATH_CONTENT,
     Use.VALIDATE: resource_validation.content_errors,
 }
 
