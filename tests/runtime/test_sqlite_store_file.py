@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from integration.adapters.sql.schema import StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.config import Settings
 from integration.errors import ConfigurationError
+from integration.service.audit_chain import AuditEntry
 from tests.cli_runs import run_integration, store_env
 
 
@@ -92,3 +96,42 @@ def test_a_new_store_is_owner_only_and_a_loose_database_is_tightened(tmp_path: P
     open_audit_store(f"sqlite:///{loose}").close()
     assert mode(loose) == 0o600
     assert Settings.from_env({"INTEGRATION_AUDIT_DSN": f"sqlite:///{loose}"}).audit_dsn == f"sqlite:///{loose}"
+
+
+READ_STEPS = """
+import sys
+from integration.adapters.sql.stores import open_audit_store
+store = open_audit_store(sys.argv[1], create=False)
+print(",".join(r.message_id for r in store.records()))
+store.close()
+"""
+
+
+def read_elsewhere(dsn: str) -> list[str]:
+    """The records' message ids as another process (`audit verify`, the board, a test) reads them."""
+    done = subprocess.run([sys.executable, "-c", READ_STEPS, dsn], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [m for m in done.stdout.strip().split(",") if m.startswith("m-")]
+
+
+@pytest.mark.parametrize("second", ["service", "reader"])
+def test_a_second_handle_in_the_process_leaves_the_first_its_locks(tmp_path: Path, second: str) -> None:
+    """Issue #16's cluster test waited two minutes for an "acked" record the consumer had committed: the
+    pathway counter's own handle, opened in the service's process, checked the file through a descriptor of
+    ours, and closing it dropped every POSIX lock of the process on the file, the consumer's connection's too.
+    The next reader elsewhere to close then deleted the WAL under the consumer, whose later commits went to an
+    unlinked file — seen by no one, gone with a kill -9. A second handle must not touch the file's locks."""
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    now = datetime.now(UTC)
+    service = open_audit_store(dsn)
+    try:
+        service.record([AuditEntry("received", "discharge", "m-1")], now)
+        other = open_audit_store(dsn, create=second == "service")
+        other.close()
+        assert read_elsewhere(dsn) == ["m-1"]  # a reader in another process opens and closes
+        service.record([AuditEntry("received", "discharge", "m-2")], now)
+        assert (tmp_path / "audit.sqlite3-wal").exists(), "the WAL was deleted under an open connection"
+        assert read_elsewhere(dsn) == ["m-1", "m-2"]
+    finally:
+        service.close()
+    assert read_elsewhere(dsn) == ["m-1", "m-2"]

@@ -15,6 +15,8 @@ import errno
 import os
 import sqlite3
 import stat
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,14 @@ log = structlog.get_logger("integration.audit_store")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file (its file format)
 BUSY_TIMEOUT_SECONDS = 5.0
 OWNER_ONLY = 0o600
+
+# The files this process has SQLite connections to, by (device, inode), with how many. Closing any descriptor
+# of a file drops every POSIX lock this process holds on it (fcntl semantics), SQLite's shared lock among
+# them; a connection left without it lets another process's last close checkpoint and delete the WAL under
+# it, and its later commits go to an unlinked file: invisible to every other reader, lost with the process.
+# So `_owner_only` opens the file only while no connection of this process has it open (decision 34).
+_OPEN: Counter[tuple[int, int]] = Counter()
+_OPEN_LOCK = threading.Lock()
 # Refusals of a value or a constraint; a damaged file is StoreDamaged; every other sqlite3 error (locked,
 # I/O, no such table) is an outage.
 _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
@@ -109,12 +119,51 @@ def _check_pages(connection: sqlite3.Connection, path: str) -> None:
         raise StoreDamaged(f"audit store (SQLite) damaged: {' '.join(' '.join(found).split())[:300]}")
 
 
-def _connect(path: str, create: bool) -> sqlite3.Connection:
-    """Open the file (WAL, synchronous=FULL); a reader's must exist and pass the quick check."""
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file at `path` as (device, inode); None for `:memory:` or a file not there."""
+    if path == ":memory:":
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _release(identity: tuple[int, int] | None) -> None:
+    """One connection of this process to the file `identity` closed (`_OPEN`)."""
+    if identity is None:
+        return
+    with _OPEN_LOCK:
+        _OPEN[identity] -= 1
+        if _OPEN[identity] <= 0:
+            del _OPEN[identity]
+
+
+def _connect(path: str, create: bool) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+    """Open the file (WAL, synchronous=FULL) and count it open in this process (`_OPEN`); a reader's must
+    exist and pass the quick check. Returns the connection and the file's identity (`_release` it on close)."""
+    with _OPEN_LOCK:
+        connection = _open_file(path, create)
+        identity = _identity(path)
+        if identity is not None:
+            _OPEN[identity] += 1
+    if not create:
+        try:
+            _check_pages(connection, path)
+        except BaseException:
+            _release(identity)
+            raise
+    return connection, identity
+
+
+def _open_file(path: str, create: bool) -> sqlite3.Connection:
+    """`_connect`'s open, under `_OPEN_LOCK`: the file tightened first unless this process has it open."""
     try:
         if create and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            _owner_only(Path(path))
+            if _identity(path) not in _OPEN:
+                _owner_only(Path(path))
         connection = sqlite3.connect(
             path if create else _existing(path),
             isolation_level=None,
@@ -132,8 +181,6 @@ def _connect(path: str, create: bool) -> sqlite3.Connection:
         raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
         raise Transient(f"audit store (SQLite) cannot open {path}: {exc}") from None
-    if not create:
-        _check_pages(connection, path)
     return connection
 
 
@@ -142,7 +189,7 @@ class SqliteUnitOfWork(UnitOfWork):
     also serialises the chain and schema changes), BEGIN for a reader."""
 
     def __init__(self, path: str, create: bool = True) -> None:
-        self._db = _connect(path, create)
+        self._db, self._identity = _connect(path, create)
 
     def schema_error(self, exc: Exception) -> bool:
         """SQLITE_ERROR is SQLite's result code for a statement the schema refuses (no such table, a
@@ -185,6 +232,8 @@ class SqliteUnitOfWork(UnitOfWork):
 
     def close(self) -> None:
         self._db.close()
+        _release(self._identity)
+        self._identity = None
 
 
 class SqliteAuditStore(SqlAuditStore):
