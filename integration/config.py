@@ -245,7 +245,7 @@ class Settings:
             broker_cert_file=values["broker_cert_file"] or None,
             broker_key_file=values["broker_key_file"] or None,
             prefetch=_whole_number(values, "prefetch"),
-            audit_dsn=_absolute_sqlite(str(values["audit_dsn"])),
+            audit_dsn=(audit_dsn := _absolute_sqlite(str(values["audit_dsn"]))),
             flows=tuple(f.strip() for f in str(values["flows"]).split(",") if f.strip()),
             hotline_overdue_hours=_whole_number(values, "hotline_overdue_hours"),
             ack_timeout_minutes=_whole_number(values, "ack_timeout_minutes"),
@@ -255,7 +255,7 @@ class Settings:
             fhir_core_dir=Path(values["fhir_core_dir"]),
             health_listen=str(values["health_listen"] or ""),
             audit_anchor_minutes=_whole_number(values, "audit_anchor_minutes"),
-            audit_anchor_file=Path(values["audit_anchor_file"]) if values["audit_anchor_file"] else None,
+            audit_anchor_file=_anchor_file(values, audit_dsn),
             audit_hmac_key_file=Path(values["audit_hmac_key_file"]) if values["audit_hmac_key_file"] else None,
             audit_hmac_key_id=str(values["audit_hmac_key_id"]) or None,
             closing_report_weeks=_whole_number(values, "closing_report_weeks"),
@@ -375,7 +375,33 @@ def _not_a_file(path: str) -> str | None:
         return _under_a_file(path)
     except OSError:
         return None  # not ours to say (a directory we may not search): opening it says why
+    if kind == stat.S_IFREG and (names := os.lstat(path).st_nlink) > 1:
+        return f"has {names} names (hard links): SQLite would keep a write-ahead log per name; give the store its own"
     return None if kind == stat.S_IFREG else _KINDS.get(kind, "is not a regular file (a device, a pipe, a socket)")
+
+
+def _anchor_file(values: Mapping[str, Any], audit_dsn: str) -> Path | None:
+    """INTEGRATION_AUDIT_ANCHOR_FILE, which must not be the SQLite store's file nor its WAL or index: the anchor
+    is appended through a descriptor of its own, and closing it would drop the service's locks on the store
+    (decision 34) — and write into the records. ConfigurationError naming the setting."""
+    if not values["audit_anchor_file"]:
+        return None
+    anchor = Path(values["audit_anchor_file"])
+    if audit_dsn.startswith("sqlite:///") and (store := audit_dsn.removeprefix("sqlite:///")) != ":memory:":
+        names = [store, f"{store}-wal", f"{store}-shm", f"{store}-journal"]
+        if os.path.abspath(anchor) in names or any(_same_file(anchor, name) for name in names):
+            raise ConfigurationError(
+                f"INTEGRATION_AUDIT_ANCHOR_FILE: {anchor} is the audit store's own file ({store}): "
+                "keep the anchors apart, out of the database's reach"
+            )
+    return anchor
+
+
+def _same_file(one: Path, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
 
 
 def _under_a_file(path: str) -> str | None:

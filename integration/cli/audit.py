@@ -23,6 +23,7 @@ import click
 import orjson
 
 from integration.adapters.os_user import reader as reader  # re-exported: the commands import it from here
+from integration.adapters.sql.sqlite import database_file
 from integration.adapters.sql.store import AuditStore, StoreMissing
 from integration.adapters.sql.stores import mac_keys, masked_dsn, open_store
 from integration.config import Settings
@@ -245,6 +246,8 @@ def _scratch(out: Path | None) -> tuple[int, Path] | None:
     takes none, or `out` is a folder): nothing is read, nothing audited, when the output cannot be written."""
     if out is None:
         return None
+    if database_file(out):
+        fail(EXIT_USAGE, f"--out {out}: an SQLite database's file (the audit store?): it is never replaced")
     if out.is_dir():
         fail(EXIT_NOT_WRITABLE, f"--out {out}: a folder, not a file")
     try:

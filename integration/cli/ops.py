@@ -13,8 +13,9 @@ import click
 import orjson
 import structlog
 
+from integration.adapters.sql.sqlite import database_file
 from integration.bootstrap import broker_connection, build, resend_policy
-from integration.cli.audit import existing_store
+from integration.cli.audit import EXIT_USAGE, existing_store, fail
 from integration.config import Settings
 from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError, InvalidInput
@@ -81,6 +82,8 @@ def topology_apply(migrate: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def topology_export(out: Path | None) -> None:
     """Write the definitions for `rabbitmqctl import_definitions` (vhost, users, policies, topology)."""
+    if out is not None and database_file(out):
+        fail(EXIT_USAGE, f"--out {out}: an SQLite database's file (the audit store?): it is never replaced")
     document = definitions_document()
     if out is None:
         click.echo(document.decode(), nl=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from integration.adapters.sql import sqlite as sqlite_adapter
 from integration.adapters.sql.schema import StoreMissing
 from integration.adapters.sql.stores import open_audit_store
 from integration.config import Settings
@@ -135,3 +136,113 @@ def test_a_second_handle_in_the_process_leaves_the_first_its_locks(tmp_path: Pat
     finally:
         service.close()
     assert read_elsewhere(dsn) == ["m-1", "m-2"]
+
+
+# -- what a second attack on decision 34 found -----------------------------------------------------------
+
+
+def test_a_store_file_with_a_second_name_is_a_configuration_error(tmp_path: Path) -> None:
+    """SQLite names the WAL after the name it opened: through a hard link a second WAL, records lost or the
+    file corrupted while `audit verify` said intact (SQLite's "multiple links to the same file")."""
+    store = tmp_path / "audit.sqlite3"
+    open_audit_store(f"sqlite:///{store}").close()
+    os.link(store, tmp_path / "copy.sqlite3")
+    for name in ("audit.sqlite3", "copy.sqlite3"):
+        for command in (("run",), ("audit", "verify")):
+            done = run_integration(*command, env=store_env(f"sqlite:///{tmp_path / name}"), text=True, timeout=60)
+            assert done.returncode == 3, done.stderr
+            assert "INTEGRATION_AUDIT_DSN" in done.stderr and "2 names (hard links)" in done.stderr
+        for create in (True, False):
+            with pytest.raises(ConfigurationError, match="hard links"):
+                open_audit_store(f"sqlite:///{tmp_path / name}", create=create)
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+@pytest.mark.parametrize("command", [("audit", "export"), ("topology", "export")])
+def test_an_export_never_replaces_the_store_or_its_wal(tmp_path: Path, suffix: str, command: tuple[str, ...]) -> None:
+    """`audit export --out` the store's own name replaced the store by the export (exit 0); its `-wal` left the
+    service writing into a deleted file: every record since lost at the next kill."""
+    store = tmp_path / "audit.sqlite3"
+    writer = open_audit_store(f"sqlite:///{store}")
+    try:
+        writer.record([AuditEntry("received", "discharge", "m-1")], datetime.now(UTC))
+        target = Path(f"{store}{suffix}")
+        before = target.read_bytes()
+        done = run_integration(*command, "--out", str(target), env=store_env(f"sqlite:///{store}"), text=True)
+        assert done.returncode == 2, done.stderr
+        assert (
+            done.stderr.strip()
+            == f"error: --out {target}: an SQLite database's file (the audit store?): it is never replaced"
+        )
+        assert target.read_bytes() == before
+        assert read_elsewhere(f"sqlite:///{store}") == ["m-1"]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_the_anchor_file_cannot_be_the_store(tmp_path: Path, suffix: str) -> None:
+    """The anchor appended to the store's own file through a descriptor of its own: decision 34's lost locks."""
+    store = tmp_path / "audit.sqlite3"
+    env = store_env(f"sqlite:///{store}") | {"INTEGRATION_AUDIT_ANCHOR_FILE": f"{store}{suffix}"}
+    done = run_integration("run", env=env, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "INTEGRATION_AUDIT_ANCHOR_FILE" in done.stderr and "the audit store's own file" in done.stderr
+    assert not store.exists()
+
+
+def test_a_crash_left_wal_and_index_are_tightened_with_the_store(tmp_path: Path) -> None:
+    """The main file was made owner-only and the WAL beside it — the latest records — stayed readable by all."""
+    store = tmp_path / "audit.sqlite3"
+    crash = "\n".join(
+        [
+            "import os, sys",
+            "from datetime import UTC, datetime",
+            "from integration.adapters.sql.stores import open_audit_store",
+            "from integration.service.audit_chain import AuditEntry",
+            "s = open_audit_store(sys.argv[1])",
+            "s.record([AuditEntry('received', 'discharge', 'm-1')], datetime.now(UTC))",
+            "os._exit(9)  # as a kill: the WAL and its index stay",
+        ]
+    )
+    subprocess.run([sys.executable, "-c", crash, f"sqlite:///{store}"], timeout=60)
+    names = [store, Path(f"{store}-wal"), Path(f"{store}-shm")]
+    assert all(p.exists() for p in names)
+    for p in names:
+        p.chmod(0o644)
+    opened = open_audit_store(f"sqlite:///{store}")
+    try:
+        assert [mode(p) for p in names] == [0o600] * 3  # while open: at its close SQLite removes the two
+        assert read_elsewhere(f"sqlite:///{store}") == ["m-1"]
+    finally:
+        opened.close()
+
+
+def test_a_loose_store_of_another_user_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited for ever ("Operation not permitted", as an outage) when the mode could not be changed."""
+    store = tmp_path / "audit.sqlite3"
+    open_audit_store(f"sqlite:///{store}").close()
+    store.chmod(0o644)
+
+    def not_the_owner(_descriptor: int, _mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", not_the_owner)
+    with pytest.raises(ConfigurationError, match=r"INTEGRATION_AUDIT_DSN\): .* belongs to another user"):
+        open_audit_store(f"sqlite:///{store}")
+
+
+def test_a_store_that_fails_to_open_is_not_counted_open(tmp_path: Path) -> None:
+    """A schema refused after the connection was made left the file counted open for good (never tightened)."""
+    store = tmp_path / "audit.sqlite3"
+    open_audit_store(f"sqlite:///{store}").close()
+    raw = sqlite3.connect(store)
+    raw.execute("UPDATE schema_version SET version = version + 1")
+    raw.commit()
+    raw.close()
+    for _ in range(3):
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whichever refusal: the count is the point
+            open_audit_store(f"sqlite:///{store}")
+    assert sqlite_adapter._OPEN == {}

@@ -35,6 +35,7 @@ log = structlog.get_logger("integration.audit_store")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file (its file format)
 BUSY_TIMEOUT_SECONDS = 5.0
 OWNER_ONLY = 0o600
+WAL_COMPANIONS = ("-wal", "-shm")  # the files SQLite keeps beside a database in WAL mode, named after it
 
 # The files this process has SQLite connections to, by (device, inode), with how many. Closing any descriptor
 # of a file drops every POSIX lock this process holds on it (fcntl semantics), SQLite's shared lock among
@@ -73,7 +74,19 @@ def _owner_only(path: Path) -> None:
 
 
 def _tighten(path: Path) -> None:
-    """Make an existing store file owner-only, if it is an SQLite database or empty (`_owner_only`)."""
+    """Make an existing store file owner-only, if it is an SQLite database or empty (`_owner_only`), and the
+    write-ahead log and shared-memory index a crash left beside it (they hold the latest records)."""
+    if _tighten_one(path, database=True):
+        for companion in WAL_COMPANIONS:
+            if os.path.lexists(f"{path}{companion}"):
+                _tighten_one(Path(f"{path}{companion}"), database=False)
+
+
+def _tighten_one(path: Path, database: bool) -> bool:
+    """Make `path` owner-only through a descriptor that never follows a link. False when it is no SQLite
+    database (`database`: the store's own file; never ours to change). ConfigurationError for a link, a
+    directory, a second name of the file (a hard link: SQLite would keep a second WAL for it) or a file
+    whose mode we may not change."""
     try:  # O_NONBLOCK: a FIFO must not hang the open
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -85,14 +98,50 @@ def _tighten(path: Path) -> None:
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {path} is {kind}, not the store's file")
-        if info.st_size and os.pread(descriptor, len(SQLITE_HEADER), 0) != SQLITE_HEADER:
-            return  # not a database: never ours to change; SQLite refuses to open it
+        if info.st_nlink > 1:
+            raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {path} {hard_links(info.st_nlink)}")
+        if database and info.st_size and os.pread(descriptor, len(SQLITE_HEADER), 0) != SQLITE_HEADER:
+            return False  # not a database: never ours to change; SQLite refuses to open it
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
-            os.fchmod(descriptor, OWNER_ONLY)
+            try:
+                os.fchmod(descriptor, OWNER_ONLY)
+            except PermissionError:
+                raise ConfigurationError(
+                    f"{AUDIT_DSN_SETTING}: {path} is readable by others (mode {oct(mode)}) and belongs to another "
+                    f"user (uid {info.st_uid}): it holds CPR numbers; make it the service's, mode 600"
+                ) from None
             log.warning("audit store file was readable by others: made owner-only", path=str(path), was=oct(mode))
+        return True
     finally:
         os.close(descriptor)
+
+
+def database_file(path: Path) -> bool:
+    """Whether `path` is an SQLite database's file or one of those SQLite keeps beside it (its WAL, index or
+    rollback journal): what an export's `--out` must never replace (the store's records would be lost).
+    Reads the file's first bytes through a descriptor: ask before this process opens the store (decision 34)."""
+    for companion in (*WAL_COMPANIONS, "-journal"):
+        if path.name.endswith(companion) and database_file(path.with_name(path.name.removesuffix(companion))):
+            return True
+    try:  # O_NONBLOCK: a FIFO must not hang the question
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.pread(descriptor, len(SQLITE_HEADER), 0) == SQLITE_HEADER
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def hard_links(count: int) -> str:
+    """What is wrong with a store file of `count` names (SQLite names its WAL after the name it was opened by)."""
+    return (
+        f"has {count} names (hard links): SQLite would keep a write-ahead log per name and lose or corrupt records; "
+        "give the store a file of its own"
+    )
 
 
 def _existing(path: str) -> str:
@@ -101,6 +150,8 @@ def _existing(path: str) -> str:
         raise StoreMissing(f"the file {path} does not exist")
     if not Path(path).is_file():
         raise StoreMissing(f"{path} is {'a directory' if Path(path).is_dir() else 'not a regular file'}, not a file")
+    if (names := os.stat(path).st_nlink) > 1:
+        raise ConfigurationError(f"{AUDIT_DSN_SETTING}: {path} {hard_links(names)}")
     return f"{Path(path).resolve().as_uri()}?mode=rw"
 
 
@@ -240,4 +291,9 @@ class SqliteAuditStore(SqlAuditStore):
     """The audit store in the SQLite file at `path` (`:memory:` for a throwaway one)."""
 
     def __init__(self, path: str, create: bool = True, sign: Signer | None = None) -> None:
-        super().__init__(SqliteUnitOfWork(path, create), create, sign)
+        unit = SqliteUnitOfWork(path, create)
+        try:
+            super().__init__(unit, create, sign)
+        except BaseException:  # a schema refused, an outage while setting it up: the connection is not kept
+            unit.close()
+            raise
