@@ -59,6 +59,14 @@ class Broker:
     def depth(self, queue: str) -> int:
         return int(self.channel.queue_declare(queue, passive=True).method.message_count)
 
+    def wait_consumers(self, queue: str, count: int, timeout: float) -> None:
+        """Until `count` consumers take from `queue` (the pipeline has started, warmed up and connected)."""
+        deadline = time.perf_counter() + timeout
+        while self.channel.queue_declare(queue, passive=True).method.consumer_count < count:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"the pipeline did not start consuming {queue} within {timeout:.0f} s")
+            time.sleep(0.1)
+
     def load(self, exchange: str, key: str, items: list[tuple[str, bytes]]) -> None:
         """Fill a backlog quickly (no confirms needed to set up a benchmark)."""
         for message_id, body in items:
@@ -204,6 +212,41 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class FsyncProbe:
+    """The disk's own latency floor during the latency run: an 8 kB write and fsync every 50 ms in the store's
+    directory, as SQLite's commit does (synchronous=FULL), timed. A batch is acked only after its commit's fsync,
+    so no event's latency can beat a slow fsync met on its way."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "fsync-probe.bin"
+        self.times_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> tuple[float, float]:
+        """(p99, max) of the fsyncs timed, in milliseconds."""
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+        ordered = sorted(self.times_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], ordered[-1]
+
+    def _run(self) -> None:
+        descriptor = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            while not self._stop.wait(0.05):
+                os.write(descriptor, b"\0" * 8192)
+                started = time.perf_counter()
+                os.fsync(descriptor)
+                self.times_ms.append((time.perf_counter() - started) * 1000)
+        finally:
+            os.close(descriptor)
 
 
 def latency_run(broker_url: str, outputs: str, rate: int, seconds: int) -> list[float]:
@@ -354,14 +397,18 @@ def main() -> None:
                 pipeline.terminate()
                 pipeline.wait(timeout=120)
             pipeline = start_pipeline(url, f"sqlite:///{workdir / f'audit-latency-{n}.sqlite3'}", workdir / "l.log", n)
-            time.sleep(3)
+            broker.wait_consumers("rehab.discharge-events", n, 60)
+            probe = FsyncProbe(workdir).start()
             latencies = sorted(latency_run(url, "bench.outputs", args.rate, args.seconds))
+            fsync_p99, fsync_max = probe.stop()
             p50, p99 = statistics.median(latencies), latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
             suffix = "" if n == best_n else f"_n{n}"
             result[f"p50_ms{suffix}"], result[f"p99_ms{suffix}"] = round(p50, 1), round(p99, 1)
+            result[f"fsync_p99_ms{suffix}"], result[f"fsync_max_ms{suffix}"] = round(fsync_p99, 1), round(fsync_max, 1)
             print(
                 f"latency at {args.rate} events/s for {args.seconds} s (N={n}): {len(latencies)} referrals, "
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; the disk's fsync meanwhile: p99 {fsync_p99:.1f} ms, "
+                f"max {fsync_max:.1f} ms",
                 flush=True,
             )
 
