@@ -391,7 +391,7 @@ def _anchor_file(values: Mapping[str, Any], audit_dsn: str) -> Path | None:
         names = [store, f"{store}-wal", f"{store}-shm", f"{store}-journal"]
         if os.path.abspath(anchor) in names or any(_same_file(anchor, name) for name in names):
             raise ConfigurationError(
-                f"INTEGRATION_AUDIT_ANCHOR_FILE: {anchor} is the audit store's own file ({store}): "
+                f"audit_anchor_file (INTEGRATION_AUDIT_ANCHOR_FILE): {anchor} is the audit store's own file ({store}): "
                 "keep the anchors apart, out of the database's reach"
             )
     return anchor

@@ -44,7 +44,8 @@ class RefusedContent(InvalidInput):
 
 def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Bytes → JSON value: size-capped, UTF-8 (RFC 8259 §8.1; a UTF-8 BOM is tolerated), strict JSON, nested at
-    most MAX_DEPTH deep, no object with a key twice (RFC 8259 §4 leaves it open; FHIR JSON and our contracts
+    most MAX_DEPTH deep, at most MAX_CONTAINERS objects and arrays (else RefusedContent: a MedCom sender is still
+    answered), no object with a key twice (RFC 8259 §4 leaves it open; FHIR JSON and our contracts
     forbid it), no string with a character that no message may carry (`forbidden_character`).
 
     Every number written with a fraction or an exponent (`7.50`, `1e2`, `-0.0`) comes back as a
