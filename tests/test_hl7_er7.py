@@ -226,3 +226,17 @@ def test_python_hl7_never_logs_a_value(caplog: pytest.LogCaptureFixture) -> None
     hl7.util.logger.disabled = False  # what logging.config.dictConfig does to existing loggers: the filter stays
     message.unescape("Berg\\EE\\gren")
     assert "Berg" not in caplog.text and not caplog.records
+
+
+def test_more_segments_than_any_message_are_refused_before_reading() -> None:
+    """166,000 segments took 114 s to read, and the message was then accepted (attack on issue #16)."""
+    assert len(read(*["ZZZ|1"] * 999).segments("ZZZ")) == 999
+    refused = problem(er7(*["ZZZ|1"] * 1000))
+    assert refused.code == "102" and "1001 segments: at most 1000 are read" in str(refused)
+
+
+def test_more_delimiters_than_any_message_are_refused_before_reading() -> None:
+    """1 MB of `|` in one segment took 5 s to refuse for its segment id."""
+    read("ZZZ|" + "|" * 19_000)
+    refused = problem(er7("ZZZ|" + "^" * 20_000))
+    assert refused.code == "102" and "delimiters" in str(refused) and "at most 20000" in str(refused)

@@ -83,15 +83,18 @@ def _add(into: Json, name: str, child: etree._Element, schema: Json | None) -> N
     value, extras = _value(child, schema.get("items", schema) if schema is not None else None)
     if not many:
         if name in into and schema is None:  # an unknown element given twice: carried as a list
-            into[name] = [*(into[name] if isinstance(into[name], list) else [into[name]]), value]
+            if not isinstance(into[name], list):
+                into[name] = [into[name]]
+            into[name].append(value)  # in place: a copy per repeat made 200,000 of them take a minute
             return
         into[name] = value
         if extras is not None:
             into[f"_{name}"] = extras
         return
     values, extras_list = into.setdefault(name, []), into.get(f"_{name}")
-    if extras is not None or extras_list is not None:
-        extras_list = into.setdefault(f"_{name}", [None] * len(values))
+    if extras is not None and extras_list is None:  # the first with an id or extensions: the rest had none
+        extras_list = into[f"_{name}"] = [None] * len(values)
+    if extras_list is not None:
         extras_list.append(extras)
     values.append(value)
 

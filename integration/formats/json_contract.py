@@ -23,10 +23,11 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 # No message we accept nests beyond about 15 levels; the schema validator gives up at 255, and the
 # readers and FHIR rules recurse. Deeper input is refused where it is decoded, naming where.
 MAX_DEPTH = 64
-# The largest message we know (MedCom's examples, our golden messages, R4 StructureDefinitions) holds about 2,200
-# JSON objects and arrays. Checking a value costs per element: a 1 MiB message of 330,000 empty extensions took
-# ~9 s to refuse (every schema error built, every rule run), a consumer stalled by one sender. Refused before.
-MAX_CONTAINERS = 20_000
+# The largest message we know (MedCom's examples, our golden messages and samples) holds 921 JSON values (objects,
+# arrays, strings, numbers, …); an R4 StructureDefinition 7,700. Checking costs per value: a 1 MiB message of
+# 330,000 empty extensions, or of 500,000 numbers, took 5-9 s to refuse (every schema error built, every rule run),
+# a consumer held by one sender. More than this is refused before any check (at most ~0.4 s to get there).
+MAX_VALUES = 20_000
 _CODE_LIKE = re.compile(r"(?!.*\d(?:-?\d){5})[a-z][a-z0-9]*(-[a-z0-9]+)*")  # no six digits: a CPR is ten
 # A key from the payload is repeated in an error only when it looks like a field name: letters, digits and
 # underscores, and no run of six digits (a sender may put a CPR number into an unknown key).
@@ -44,7 +45,7 @@ class RefusedContent(InvalidInput):
 
 def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Bytes → JSON value: size-capped, UTF-8 (RFC 8259 §8.1; a UTF-8 BOM is tolerated), strict JSON, nested at
-    most MAX_DEPTH deep, at most MAX_CONTAINERS objects and arrays (else RefusedContent: a MedCom sender is still
+    most MAX_DEPTH deep, at most MAX_VALUES values in all (else RefusedContent: a MedCom sender is still
     answered), no object with a key twice (RFC 8259 §4 leaves it open; FHIR JSON and our contracts
     forbid it), no string with a character that no message may carry (`forbidden_character`).
 
@@ -71,11 +72,11 @@ def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             raise InvalidInput(_field_of_huge_number(raw), "a number too large to read (beyond a double)") from None
         _refuse_forbidden_characters(_lenient(raw))  # orjson refuses them without saying where
         raise InvalidInput("", f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    keys, depth, fractional, containers = _shape(document)
+    keys, depth, fractional, values = _shape(document)
     if depth > MAX_DEPTH:
         check_depth(document)
-    if containers > MAX_CONTAINERS:
-        raise RefusedContent("", sprawl_problem(containers), document)
+    if values > MAX_VALUES:
+        raise RefusedContent("", sprawl_problem(values), document)
     if fractional or keys != _key_ends(raw):  # else no key can be there twice (see _key_ends)
         document = _exact(raw, document)
     if _may_hold_forbidden(raw):
@@ -98,33 +99,34 @@ def _key_ends(raw: bytes) -> int:
     return raw.count(b'":') + len(_KEY_END_SPACED.findall(raw))
 
 
-def sprawl_problem(containers: int) -> str:
-    """What is wrong with a value of more than MAX_CONTAINERS objects and arrays (never a value of it)."""
-    return f"{containers} JSON objects and arrays: at most {MAX_CONTAINERS} are read (no message is near that)"
+def sprawl_problem(values: int) -> str:
+    """What is wrong with a document of more than MAX_VALUES values (never a value of it)."""
+    return f"{values} JSON values: at most {MAX_VALUES} are read (the largest message we know has under 1,000)"
 
 
 def check_sprawl(document: Any) -> None:
-    """Refuse a JSON value of more than MAX_CONTAINERS objects and arrays (RefusedContent, with `document` for
-    a MedCom sender's ack): what `decode_json` checks, for a document read from another syntax (FHIR XML)."""
-    containers = _shape(document)[3]
-    if containers > MAX_CONTAINERS:
-        raise RefusedContent("", sprawl_problem(containers), document)
+    """Refuse a JSON value of more than MAX_VALUES values in all (RefusedContent, with `document` for a MedCom
+    sender's ack): what `decode_json` checks, for a document read from another syntax (FHIR XML)."""
+    values = _shape(document)[3]
+    if values > MAX_VALUES:
+        raise RefusedContent("", sprawl_problem(values), document)
 
 
 def _shape(document: Any) -> tuple[int, int, bool, int]:
-    """(keys in every object, deepest nesting, whether any number is a float, how many objects and arrays) of
-    a JSON value, level by level, without recursion."""
-    keys = depth = containers = 0
+    """(keys in every object, deepest nesting, whether any number is a float, how many values in all: the
+    document, and every member and item below it) of a JSON value, level by level, without recursion."""
+    keys = depth = 0
+    values = 1
     fractional = type(document) is float
     level = [document] if isinstance(document, dict | list) else []
     while level:
         depth += 1
-        containers += len(level)
         below: list[Any] = []
         for container in level:
             children = container.values() if type(container) is dict else container
             if type(container) is dict:
                 keys += len(container)
+            values += len(container)
             for child in children:
                 kind = type(child)
                 if kind is dict or kind is list:
@@ -132,7 +134,7 @@ def _shape(document: Any) -> tuple[int, int, bool, int]:
                 elif kind is float:
                     fractional = True
         level = below
-    return keys, depth, fractional, containers
+    return keys, depth, fractional, values
 
 
 class _Repeated(dict[str, Any]):
