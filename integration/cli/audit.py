@@ -11,6 +11,7 @@ record their read (its chain is inconsistent: `audit verify` says where).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -241,15 +242,19 @@ def _after(record: AuditRecord, since: datetime | None) -> bool:
         return True
 
 
-def _scratch(out: Path | None) -> tuple[int, Path] | None:
-    """A new file next to `out` to write the export into before it replaces `out` (exit 74 when the folder
-    takes none, or `out` is a folder): nothing is read, nothing audited, when the output cannot be written."""
+def reserve_output(out: Path | None) -> tuple[int, Path] | None:
+    """A new file next to `out` to write an export into before it replaces `out` (exit 74 when the folder takes
+    none, or `out` is a folder): nothing is read, nothing audited, when the output cannot be written. None for
+    stdout, and for an existing `out` that is no regular file (a terminal, `/dev/stdout`, a FIFO): written into,
+    never replaced by a file. Exit 2 for an SQLite database's file or its WAL or index (the store's records)."""
     if out is None:
         return None
     if database_file(out):
         fail(EXIT_USAGE, f"--out {out}: an SQLite database's file (the audit store?): it is never replaced")
     if out.is_dir():
         fail(EXIT_NOT_WRITABLE, f"--out {out}: a folder, not a file")
+    if _written_in_place(out):
+        return None
     try:
         handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     except OSError as exc:
@@ -257,18 +262,36 @@ def _scratch(out: Path | None) -> tuple[int, Path] | None:
     return handle, Path(name)
 
 
-def _write(document: bytes, out: Path | None, scratch: tuple[int, Path] | None) -> None:
-    if out is None or scratch is None:
+def _written_in_place(out: Path) -> bool:
+    """Whether `out` (a link followed) exists and is no regular file: a device or a FIFO is written into."""
+    try:
+        mode = out.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
+
+
+def write_output(document: bytes, out: Path | None, scratch: tuple[int, Path] | None) -> None:
+    """`document` to stdout (`out` None), into `out` (no `scratch`: a device or a FIFO), or through `scratch`
+    renamed over `out` (a link at `out` is replaced, never what it points at). Exit 74 when it cannot be."""
+    if out is None:
         sys.stdout.buffer.write(document)
         sys.stdout.buffer.flush()
         return
-    handle, name = scratch
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(document)
-        name.replace(out)
+        if scratch is None:
+            with out.open("wb") as file:
+                file.write(document)
+            return
+        handle, name = scratch
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(document)
+            name.replace(out)
+        except OSError:
+            name.unlink(missing_ok=True)
+            raise
     except OSError as exc:
-        name.unlink(missing_ok=True)
         fail(EXIT_NOT_WRITABLE, f"--out {out}: cannot write it: {exc.strerror or type(exc).__name__}")
 
 
@@ -303,7 +326,7 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
     66 no audit store; 69 the store unreachable; 74 --out cannot be written."""
     settings = settings_with_store(dsn)
     codes = _event_codes(settings)
-    scratch = _scratch(out)
+    scratch = reserve_output(out)
     try:
         with existing_store(settings) as store:
             read = store.trail(patient) if patient else list(store.records())
@@ -326,8 +349,8 @@ def audit_export(patient: str | None, since: datetime | None, out: Path | None, 
                 r for r in store.records_after(last) if r.step == "audit-exported" and dict(r.detail) == detail
             )
         document = fhir_json.dumps(audit_bundle([*chosen, export], codes, export), option=orjson.OPT_INDENT_2)
-        writing, scratch = scratch, None  # `_write` closes it, and removes it when it fails
-        _write(document + b"\n", out, writing)
+        writing, scratch = scratch, None  # `write_output` closes it, and removes it when it fails
+        write_output(document + b"\n", out, writing)
     finally:
         if scratch is not None:
             os.close(scratch[0])

@@ -13,9 +13,8 @@ import click
 import orjson
 import structlog
 
-from integration.adapters.sql.sqlite import database_file
 from integration.bootstrap import broker_connection, build, resend_policy
-from integration.cli.audit import EXIT_USAGE, existing_store, fail
+from integration.cli.audit import existing_store, reserve_output, write_output
 from integration.config import Settings
 from integration.domain.course import OutboundState
 from integration.errors import ConfigurationError, InvalidInput
@@ -82,13 +81,8 @@ def topology_apply(migrate: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def topology_export(out: Path | None) -> None:
     """Write the definitions for `rabbitmqctl import_definitions` (vhost, users, policies, topology)."""
-    if out is not None and database_file(out):
-        fail(EXIT_USAGE, f"--out {out}: an SQLite database's file (the audit store?): it is never replaced")
-    document = definitions_document()
-    if out is None:
-        click.echo(document.decode(), nl=False)
-    else:
-        out.write_bytes(document)
+    scratch = reserve_output(out)  # through a file renamed over `out`: a link there is replaced, never followed
+    write_output(definitions_document(), out, scratch)
 
 
 @click.group()

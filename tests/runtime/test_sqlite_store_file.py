@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -246,3 +247,50 @@ def test_a_store_that_fails_to_open_is_not_counted_open(tmp_path: Path) -> None:
         with pytest.raises(Exception):  # noqa: B017, PT011 - whichever refusal: the count is the point
             open_audit_store(f"sqlite:///{store}")
     assert sqlite_adapter._OPEN == {}
+
+
+@pytest.mark.parametrize("command", [("audit", "export"), ("topology", "export")])
+def test_an_export_through_a_link_never_writes_into_the_wal(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """`topology export --out` a symbolic link to the live WAL wrote the definitions into it (exit 0): the
+    store was damaged for good. A link to the WAL, symbolic or hard, is refused; a link to any other file is
+    replaced by the export, its target untouched."""
+    store = tmp_path / "audit.sqlite3"
+    writer = open_audit_store(f"sqlite:///{store}")
+    try:
+        writer.record([AuditEntry("received", "discharge", "m-1")], datetime.now(UTC))
+        wal = Path(f"{store}-wal")
+        before = wal.read_bytes()
+        (tmp_path / "defs.json").symlink_to(wal)
+        os.link(wal, tmp_path / "hard.json")
+        for name in ("defs.json", "hard.json"):
+            done = run_integration(*command, "--out", str(tmp_path / name), env=store_env(f"sqlite:///{store}"))
+            assert done.returncode == 2 and b"an SQLite database's file" in done.stderr, done.stderr
+        assert wal.read_bytes() == before
+        (tmp_path / "notes.txt").write_text("mine\n")
+        (tmp_path / "elsewhere.json").symlink_to(tmp_path / "notes.txt")
+        done = run_integration(*command, "--out", str(tmp_path / "elsewhere.json"), env=store_env(f"sqlite:///{store}"))
+        assert done.returncode == 0, done.stderr
+        assert not (tmp_path / "elsewhere.json").is_symlink()
+        assert (tmp_path / "elsewhere.json").read_bytes().startswith(b"{")
+        assert (tmp_path / "notes.txt").read_text() == "mine\n"
+        writer.record([AuditEntry("received", "discharge", "m-2")], datetime.now(UTC))
+        assert read_elsewhere(f"sqlite:///{store}") == ["m-1", "m-2"]
+    finally:
+        writer.close()
+
+
+def test_an_export_into_a_fifo_is_written_into_it_and_leaves_it_a_fifo(tmp_path: Path) -> None:
+    """`--out /dev/stdout` (as root) replaced the device's link with a file of the export, CPR numbers and all;
+    a FIFO was replaced by a file its reader never saw. A device or a FIFO is written into."""
+    store = tmp_path / "audit.sqlite3"
+    open_audit_store(f"sqlite:///{store}").close()
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader_thread = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader_thread.start()
+    done = run_integration("audit", "export", "--out", str(fifo), env=store_env(f"sqlite:///{store}"), timeout=60)
+    reader_thread.join(30)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert received and received[0].startswith(b"{") and b'"resourceType": "Bundle"' in received[0]

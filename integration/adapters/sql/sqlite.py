@@ -36,6 +36,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite dat
 BUSY_TIMEOUT_SECONDS = 5.0
 OWNER_ONLY = 0o600
 WAL_COMPANIONS = ("-wal", "-shm")  # the files SQLite keeps beside a database in WAL mode, named after it
+WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # the first bytes of a write-ahead log (SQLite's WAL format)
 
 # The files this process has SQLite connections to, by (device, inode), with how many. Closing any descriptor
 # of a file drops every POSIX lock this process holds on it (fcntl semantics), SQLite's shared lock among
@@ -129,11 +130,12 @@ def database_file(path: Path) -> bool:
     except OSError:
         return False
     try:
-        return os.pread(descriptor, len(SQLITE_HEADER), 0) == SQLITE_HEADER
+        start = os.pread(descriptor, len(SQLITE_HEADER), 0)
     except OSError:
         return False
     finally:
         os.close(descriptor)
+    return start == SQLITE_HEADER or start[:4] in WAL_MAGIC
 
 
 def hard_links(count: int) -> str:
