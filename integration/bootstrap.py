@@ -328,15 +328,17 @@ def warm_up(pipeline: Pipeline, clock: Clock, samples: Path = WARM_UP_SAMPLES) -
     published), so that the first real message does not pay for what is made on first use — the R4 schema
     validator compiled, the FHIRPath rules parsed, the mappings' caches filled: about 100 ms each for the first
     referral and the first of each other kind (issue #16's latency). A sample that fails is skipped: a warm-up
-    never stops the service. Returns how many samples ran; logs one line with the milliseconds taken."""
-    started, ran = time.perf_counter(), 0
+    never stops the service (a region's own mappings may refuse a shipped sample: the line names them). Returns
+    how many samples ran; logs one line with those that failed and the milliseconds taken."""
+    started, ran, failed = time.perf_counter(), 0, []
     for path in sorted(p for p in samples.glob("*/*") if p.is_file()):
         try:
             transform(path.read_bytes(), pipeline, clock())
         except Exception as exc:  # noqa: BLE001 - a refusal or a defect: the message path will say it for real
+            failed.append(path.name)
             log.debug("warm-up sample not transformed", sample=path.name, error=type(exc).__name__)
         ran += 1
-    log.info("warmed up", samples=ran, ms=round((time.perf_counter() - started) * 1000))
+    log.info("warmed up", samples=ran, failed=failed, ms=round((time.perf_counter() - started) * 1000))
     return ran
 
 
@@ -365,6 +367,7 @@ def run_consumers(
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker[0])
     jobs = worker is None or worker[0] == 0
+    stopping, signalled = _stop_on_signals()  # first: a stop while starting is a clean stop, not a kill
     health = Health()
     health.down(MAPPINGS, f"not loaded yet ({settings.mappings_dir})")
     serve(health, settings.health_listen)
@@ -375,7 +378,9 @@ def run_consumers(
     broker = broker_settings(settings)
     # A broker URL that cannot work is a configuration error now, not a retry loop.
     vhost = connection_parameters(broker)[0].virtual_host
-    stopping, signalled = _stop_on_signals()
+    if stopping.is_set():
+        log.info("stopped while starting", signal=signalled[0] if signalled else None)
+        return
     keys = mac_keys(settings)
     store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
     if store is None:

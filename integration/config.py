@@ -388,8 +388,9 @@ def _anchor_file(values: Mapping[str, Any], audit_dsn: str) -> Path | None:
         return None
     anchor = Path(values["audit_anchor_file"])
     if audit_dsn.startswith("sqlite:///") and (store := audit_dsn.removeprefix("sqlite:///")) != ":memory:":
-        names = [store, f"{store}-wal", f"{store}-shm", f"{store}-journal"]
-        if os.path.abspath(anchor) in names or any(_same_file(anchor, name) for name in names):
+        real = os.path.realpath(store)  # through any symbolic link on the way, to either
+        names = [f"{real}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+        if os.path.realpath(anchor) in names or any(_same_file(anchor, name) for name in names):
             raise ConfigurationError(
                 f"audit_anchor_file (INTEGRATION_AUDIT_ANCHOR_FILE): {anchor} is the audit store's own file ({store}): "
                 "keep the anchors apart, out of the database's reach"

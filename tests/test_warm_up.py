@@ -35,7 +35,7 @@ def test_the_warm_up_runs_every_shipped_sample_and_compiles_what_the_first_messa
     assert r4_validator._compiled.cache_info().currsize == 1
     assert profile_check.compiled_fhirpath.cache_info().currsize > 0
     (said,) = [e for e in logs if e["event"] == "warmed up"]
-    assert said["samples"] == ran and said["log_level"] == "info"
+    assert said["samples"] == ran and said["failed"] == [] and said["log_level"] == "info"
     parsed = profile_check.compiled_fhirpath.cache_info().misses
     _, body = distinct_referral_events(1)[0]
     transform(body, pipeline, NOW, "discharge")
@@ -46,7 +46,10 @@ def test_a_sample_that_fails_is_skipped_and_never_stops_the_start(pipeline: Pipe
     (tmp_path / "discharge").mkdir()
     (tmp_path / "discharge" / "broken.event.json").write_bytes(b'{"eventType": "discharge", "patient": ')
     (tmp_path / "discharge" / "binary.bin").write_bytes(b"\x00\xff" * 10)
-    assert warm_up(pipeline, lambda: NOW, samples=tmp_path) == 2
+    with structlog.testing.capture_logs() as logs:
+        assert warm_up(pipeline, lambda: NOW, samples=tmp_path) == 2
+    (said,) = [e for e in logs if e["event"] == "warmed up"]
+    assert said["failed"] == ["binary.bin", "broken.event.json"]  # it said 2 samples as if both had run
 
 
 def test_what_start_up_made_is_kept_out_of_full_collections() -> None:

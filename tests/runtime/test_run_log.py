@@ -162,3 +162,26 @@ def test_sighup_stops_run_as_sigterm_does_with_its_lines_and_a_final_anchor(
         assert (last["seq"], last["hash"]) == head, "the head at stop is anchored"
     else:  # worker 0 anchors at its stop; another worker's last acks may be recorded after it (the next start's)
         assert hashes.get(last["seq"]) == last["hash"], "the last anchor names a record of the chain"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_starting_is_a_clean_stop(
+    signum: int, vhost_of_its_own: str, audit_dsn: str, tmp_path: Path
+) -> None:
+    """SIGTERM while the mappings were read and the pipeline warmed up killed `run` (exit 143, no line): the
+    handlers came after. Now a stop at any moment after the health endpoint is up says so and exits 0."""
+    log = tmp_path / "run.log"
+    env = consumer_env(vhost_of_its_own, audit_dsn, INTEGRATION_HEALTH_LISTEN="127.0.0.1:0")
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "integration", "run"], env=env, stdout=out, stderr=out)
+    try:
+        wait_for(lambda: '"health endpoint"' in log.read_text(), 60, "the health endpoint")
+        process.send_signal(signum)  # while the pipeline is built and warmed up (about a second)
+        assert process.wait(timeout=60) == 0, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    events = [str(line["event"]) for line in _json_lines(log)]
+    assert "stopped while starting" in events or "stopped" in events, events
+    assert "Traceback" not in log.read_text()

@@ -182,10 +182,14 @@ def test_an_export_never_replaces_the_store_or_its_wal(tmp_path: Path, suffix: s
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
-def test_the_anchor_file_cannot_be_the_store(tmp_path: Path, suffix: str) -> None:
-    """The anchor appended to the store's own file through a descriptor of its own: decision 34's lost locks."""
+@pytest.mark.parametrize("through", ["the same path", "a linked directory"])
+def test_the_anchor_file_cannot_be_the_store(tmp_path: Path, suffix: str, through: str) -> None:
+    """The anchor appended to the store's own file through a descriptor of its own: decision 34's lost locks
+    (through a symbolic link to the store's directory too, before the store exists)."""
     store = tmp_path / "audit.sqlite3"
-    env = store_env(f"sqlite:///{store}") | {"INTEGRATION_AUDIT_ANCHOR_FILE": f"{store}{suffix}"}
+    (tmp_path / "linked").symlink_to(tmp_path)
+    anchor = store if through == "the same path" else tmp_path / "linked" / store.name
+    env = store_env(f"sqlite:///{store}") | {"INTEGRATION_AUDIT_ANCHOR_FILE": f"{anchor}{suffix}"}
     done = run_integration("run", env=env, text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     assert "INTEGRATION_AUDIT_ANCHOR_FILE" in done.stderr and "the audit store's own file" in done.stderr
