@@ -363,28 +363,50 @@ def run_consumers(
     mappings until they have loaded. `fault` is passed to the processors (the fault tests' kill switch;
     never set by the command line). `worker` (i, N): this process is worker i of `run --processes N`
     (`adapters.workers`): every log line names it, and only worker 0 runs the periodic jobs (the resend
-    of unacknowledged messages, the chain's anchor), so that nothing is resent once per worker."""
+    of unacknowledged messages, the chain's anchor), so that nothing is resent once per worker.
+
+    The stopping signals are handled from the first moment (a stop while starting is a clean stop, exit 0, not
+    a kill) until this returns or raises (the handlers before are put back)."""
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker[0])
-    jobs = worker is None or worker[0] == 0
-    stopping, signalled = _stop_on_signals()  # first: a stop while starting is a clean stop, not a kill
+    previous = {signum: signal.getsignal(signum) for signum in STOPPING_SIGNALS}
+    stopping, signalled = _stop_on_signals()
+    try:
+        _start_and_consume(settings, flow_names, fault, worker is None or worker[0] == 0, stopping, signalled)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _start_and_consume(
+    settings: Settings,
+    flow_names: str | None,
+    fault: Fault | None,
+    jobs: bool,
+    stopping: threading.Event,
+    signalled: list[str],
+) -> None:
+    """`run_consumers` once the stopping signals are handled: serve health, build, open the store, warm up,
+    consume until stopped. `jobs`: this process runs the periodic jobs (worker 0, or the only process)."""
     health = Health()
     health.down(MAPPINGS, f"not loaded yet ({settings.mappings_dir})")
     serve(health, settings.health_listen)
     wiring = build(settings, fault=fault)
-    warm_up(wiring.pipeline, wiring.clock)
-    health.up(MAPPINGS)
     flows = wiring.flows(flow_names)
     broker = broker_settings(settings)
     # A broker URL that cannot work is a configuration error now, not a retry loop.
     vhost = connection_parameters(broker)[0].virtual_host
-    if stopping.is_set():
-        log.info("stopped while starting", signal=signalled[0] if signalled else None)
-        return
     keys = mac_keys(settings)
     store = wait_for_store(settings.audit_dsn, health, stopping, sign=keys.sign if keys else None)
     if store is None:
         log.info("stopped while waiting for the audit store", signal=signalled[0] if signalled else None)
+        return
+    # After every check an operator's mistake can fail (its one line is then the only one), before the first message
+    warm_up(wiring.pipeline, wiring.clock)
+    health.up(MAPPINGS)
+    if stopping.is_set():
+        log.info("stopped while starting", signal=signalled[0] if signalled else None)
+        store.close()
         return
     policy = resend_policy(settings)
     anchor = anchor_job(settings, store)  # the chain's head, out of the database's reach (decision 15)
