@@ -366,16 +366,19 @@ def run_consumers(
     of unacknowledged messages, the chain's anchor), so that nothing is resent once per worker.
 
     The stopping signals are handled from the first moment (a stop while starting is a clean stop, exit 0, not
-    a kill) until this returns or raises (the handlers before are put back)."""
+    a kill); when the start fails, the handlers before are put back."""
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker[0])
     previous = {signum: signal.getsignal(signum) for signum in STOPPING_SIGNALS}
     stopping, signalled = _stop_on_signals()
     try:
         _start_and_consume(settings, flow_names, fault, worker is None or worker[0] == 0, stopping, signalled)
-    finally:
+    except BaseException:  # a start that failed hands the process back as it was (an in-process caller, a test)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        raise
+    # Stopped: the handlers stay, so that a second signal arriving as the process exits (the group's SIGHUP after
+    # the supervisor's SIGTERM) cannot turn a clean stop into a kill.
 
 
 def _start_and_consume(
