@@ -376,8 +376,17 @@ def _not_a_file(path: str) -> str | None:
     except OSError:
         return None  # not ours to say (a directory we may not search): opening it says why
     if kind == stat.S_IFREG and (names := os.lstat(path).st_nlink) > 1:
-        return f"has {names} names (hard links): SQLite would keep a write-ahead log per name; give the store its own"
+        return hard_links(names)
     return None if kind == stat.S_IFREG else _KINDS.get(kind, "is not a regular file (a device, a pipe, a socket)")
+
+
+def hard_links(count: int) -> str:
+    """What is wrong with a store file of `count` names (SQLite names its WAL after the name it was opened by):
+    said by the settings and, for a link made after they were read, by the SQLite adapter."""
+    return (
+        f"has {count} names (hard links): SQLite would keep a write-ahead log per name and lose or corrupt records; "
+        "give the store a file of its own"
+    )
 
 
 def _anchor_file(values: Mapping[str, Any], audit_dsn: str) -> Path | None:

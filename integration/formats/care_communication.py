@@ -27,7 +27,7 @@ from integration.domain.moment import read_moment
 from integration.errors import InvalidInput
 from integration.formats.fhir_xml import fhir_json
 from integration.formats.fhir_xml_fidelity import carry_exactly
-from integration.formats.json_contract import check_depth, check_sprawl
+from integration.formats.json_contract import check_limits
 from integration.formats.safe_xml import parse_xml
 
 CARE_COMMUNICATION_EVENT = "care-communication-message"
@@ -52,8 +52,7 @@ def read_xml_bundle(root: etree._Element) -> dict[str, Any]:
     if root.tag != f"{{{FHIR_NS}}}Bundle":
         raise NotFhirBundle("", 'not a FHIR Bundle (expected <Bundle xmlns="http://hl7.org/fhir">)')
     bundle = fhir_json(root)
-    check_depth(bundle)
-    check_sprawl(bundle)
+    check_limits(bundle)
     return carry_exactly(root, bundle)
 
 

@@ -73,10 +73,7 @@ def decode_json(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         _refuse_forbidden_characters(_lenient(raw))  # orjson refuses them without saying where
         raise InvalidInput("", f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     keys, depth, fractional, values = _shape(document)
-    if depth > MAX_DEPTH:
-        check_depth(document)
-    if values > MAX_VALUES:
-        raise RefusedContent("", sprawl_problem(values), document)
+    _refuse_beyond_limits(document, depth, values)
     if fractional or keys != _key_ends(raw):  # else no key can be there twice (see _key_ends)
         document = _exact(raw, document)
     if _may_hold_forbidden(raw):
@@ -99,17 +96,23 @@ def _key_ends(raw: bytes) -> int:
     return raw.count(b'":') + len(_KEY_END_SPACED.findall(raw))
 
 
-def sprawl_problem(values: int) -> str:
-    """What is wrong with a document of more than MAX_VALUES values (never a value of it)."""
-    return f"{values} JSON values: at most {MAX_VALUES} are read (the largest message we know has under 1,000)"
+def check_limits(document: Any) -> None:
+    """What `decode_json` checks of a document's shape, for one read from another syntax (FHIR XML): nested at
+    most MAX_DEPTH deep (InvalidInput naming where), at most MAX_VALUES values in all (RefusedContent, with
+    `document` for a MedCom sender's ack). One walk of the document."""
+    _, depth, _, values = _shape(document)
+    _refuse_beyond_limits(document, depth, values)
 
 
-def check_sprawl(document: Any) -> None:
-    """Refuse a JSON value of more than MAX_VALUES values in all (RefusedContent, with `document` for a MedCom
-    sender's ack): what `decode_json` checks, for a document read from another syntax (FHIR XML)."""
-    values = _shape(document)[3]
+def _refuse_beyond_limits(document: Any, depth: int, values: int) -> None:
+    if depth > MAX_DEPTH:
+        check_depth(document)
     if values > MAX_VALUES:
-        raise RefusedContent("", sprawl_problem(values), document)
+        raise RefusedContent(
+            "",
+            f"{values} JSON values: at most {MAX_VALUES} are read (the largest message we know has under 1,000)",
+            document,
+        )
 
 
 def _shape(document: Any) -> tuple[int, int, bool, int]:

@@ -28,7 +28,7 @@ from integration.adapters.sql.audit_log import Signer
 from integration.adapters.sql.schema import StoreMissing
 from integration.adapters.sql.store import SqlAuditStore
 from integration.adapters.sql.unit_of_work import UnitOfWork
-from integration.config import AUDIT_DSN_SETTING
+from integration.config import AUDIT_DSN_SETTING, hard_links
 from integration.errors import ConfigurationError, StoreDamaged, StoreRefused, Transient
 
 log = structlog.get_logger("integration.audit_store")
@@ -136,14 +136,6 @@ def database_file(path: Path) -> bool:
     finally:
         os.close(descriptor)
     return start == SQLITE_HEADER or start[:4] in WAL_MAGIC
-
-
-def hard_links(count: int) -> str:
-    """What is wrong with a store file of `count` names (SQLite names its WAL after the name it was opened by)."""
-    return (
-        f"has {count} names (hard links): SQLite would keep a write-ahead log per name and lose or corrupt records; "
-        "give the store a file of its own"
-    )
 
 
 def _existing(path: str) -> str:
