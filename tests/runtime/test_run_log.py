@@ -22,7 +22,7 @@ from integration.errors import ConnectionLost
 from integration.log import configure_logging
 from integration.topology import FLOWS_BY_NAME
 from tests.cli_runs import run_integration
-from tests.runtime.broker_helpers import consumer_env, publish_events, referral_events, wait_for
+from tests.runtime.broker_helpers import consumer_env, publish_events, referral_events, start_consumer, wait_for
 from tests.runtime.conftest import broker_url
 
 CPR = "2512489996"
@@ -171,9 +171,7 @@ def test_a_stop_while_starting_is_a_clean_stop(
     """SIGTERM while the mappings were read and the pipeline warmed up killed `run` (exit 143, no line): the
     handlers came after. Now a stop at any moment after the health endpoint is up says so and exits 0."""
     log = tmp_path / "run.log"
-    env = consumer_env(vhost_of_its_own, audit_dsn, INTEGRATION_HEALTH_LISTEN="127.0.0.1:0")
-    with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "integration", "run"], env=env, stdout=out, stderr=out)
+    process = start_consumer(vhost_of_its_own, audit_dsn, log, INTEGRATION_HEALTH_LISTEN="127.0.0.1:0")
     try:
         wait_for(lambda: '"health endpoint"' in log.read_text(), 60, "the health endpoint")
         process.send_signal(signum)  # while the pipeline is built and warmed up (about a second)

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from integration.adapters.sql import sqlite as sqlite_adapter
 from integration.adapters.sql.schema import StoreMissing
+from integration.adapters.sql.store import AuditStore
 from integration.adapters.sql.stores import open_audit_store
 from integration.config import Settings
 from integration.errors import ConfigurationError
@@ -142,6 +144,18 @@ def test_a_second_handle_in_the_process_leaves_the_first_its_locks(tmp_path: Pat
 # -- what a second attack on decision 34 found -----------------------------------------------------------
 
 
+@pytest.fixture
+def writing(tmp_path: Path) -> Iterator[tuple[Path, AuditStore]]:
+    """A store's file and the service's handle on it, one record ("m-1") committed into its WAL."""
+    store = tmp_path / "audit.sqlite3"
+    writer = open_audit_store(f"sqlite:///{store}")
+    try:
+        writer.record([AuditEntry("received", "discharge", "m-1")], datetime.now(UTC))
+        yield store, writer
+    finally:
+        writer.close()
+
+
 def test_a_store_file_with_a_second_name_is_a_configuration_error(tmp_path: Path) -> None:
     """SQLite names the WAL after the name it opened: through a hard link a second WAL, records lost or the
     file corrupted while `audit verify` said intact (SQLite's "multiple links to the same file")."""
@@ -160,25 +174,22 @@ def test_a_store_file_with_a_second_name_is_a_configuration_error(tmp_path: Path
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
 @pytest.mark.parametrize("command", [("audit", "export"), ("topology", "export")])
-def test_an_export_never_replaces_the_store_or_its_wal(tmp_path: Path, suffix: str, command: tuple[str, ...]) -> None:
+def test_an_export_never_replaces_the_store_or_its_wal(
+    writing: tuple[Path, AuditStore], suffix: str, command: tuple[str, ...]
+) -> None:
     """`audit export --out` the store's own name replaced the store by the export (exit 0); its `-wal` left the
     service writing into a deleted file: every record since lost at the next kill."""
-    store = tmp_path / "audit.sqlite3"
-    writer = open_audit_store(f"sqlite:///{store}")
-    try:
-        writer.record([AuditEntry("received", "discharge", "m-1")], datetime.now(UTC))
-        target = Path(f"{store}{suffix}")
-        before = target.read_bytes()
-        done = run_integration(*command, "--out", str(target), env=store_env(f"sqlite:///{store}"), text=True)
-        assert done.returncode == 2, done.stderr
-        assert (
-            done.stderr.strip()
-            == f"error: --out {target}: an SQLite database's file (the audit store?): it is never replaced"
-        )
-        assert target.read_bytes() == before
-        assert read_elsewhere(f"sqlite:///{store}") == ["m-1"]
-    finally:
-        writer.close()
+    store, _ = writing
+    target = Path(f"{store}{suffix}")
+    before = target.read_bytes()
+    done = run_integration(*command, "--out", str(target), env=store_env(f"sqlite:///{store}"), text=True)
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip()
+        == f"error: --out {target}: an SQLite database's file (the audit store?): it is never replaced"
+    )
+    assert target.read_bytes() == before
+    assert read_elsewhere(f"sqlite:///{store}") == ["m-1"]
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
@@ -255,33 +266,30 @@ def test_a_store_that_fails_to_open_is_not_counted_open(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [("audit", "export"), ("topology", "export")])
-def test_an_export_through_a_link_never_writes_into_the_wal(tmp_path: Path, command: tuple[str, ...]) -> None:
+def test_an_export_through_a_link_never_writes_into_the_wal(
+    tmp_path: Path, writing: tuple[Path, AuditStore], command: tuple[str, ...]
+) -> None:
     """`topology export --out` a symbolic link to the live WAL wrote the definitions into it (exit 0): the
     store was damaged for good. A link to the WAL, symbolic or hard, is refused; a link to any other file is
     replaced by the export, its target untouched."""
-    store = tmp_path / "audit.sqlite3"
-    writer = open_audit_store(f"sqlite:///{store}")
-    try:
-        writer.record([AuditEntry("received", "discharge", "m-1")], datetime.now(UTC))
-        wal = Path(f"{store}-wal")
-        before = wal.read_bytes()
-        (tmp_path / "defs.json").symlink_to(wal)
-        os.link(wal, tmp_path / "hard.json")
-        for name in ("defs.json", "hard.json"):
-            done = run_integration(*command, "--out", str(tmp_path / name), env=store_env(f"sqlite:///{store}"))
-            assert done.returncode == 2 and b"an SQLite database's file" in done.stderr, done.stderr
-        assert wal.read_bytes() == before
-        (tmp_path / "notes.txt").write_text("mine\n")
-        (tmp_path / "elsewhere.json").symlink_to(tmp_path / "notes.txt")
-        done = run_integration(*command, "--out", str(tmp_path / "elsewhere.json"), env=store_env(f"sqlite:///{store}"))
-        assert done.returncode == 0, done.stderr
-        assert not (tmp_path / "elsewhere.json").is_symlink()
-        assert (tmp_path / "elsewhere.json").read_bytes().startswith(b"{")
-        assert (tmp_path / "notes.txt").read_text() == "mine\n"
-        writer.record([AuditEntry("received", "discharge", "m-2")], datetime.now(UTC))
-        assert read_elsewhere(f"sqlite:///{store}") == ["m-1", "m-2"]
-    finally:
-        writer.close()
+    store, writer = writing
+    wal = Path(f"{store}-wal")
+    before = wal.read_bytes()
+    (tmp_path / "defs.json").symlink_to(wal)
+    os.link(wal, tmp_path / "hard.json")
+    for name in ("defs.json", "hard.json"):
+        done = run_integration(*command, "--out", str(tmp_path / name), env=store_env(f"sqlite:///{store}"))
+        assert done.returncode == 2 and b"an SQLite database's file" in done.stderr, done.stderr
+    assert wal.read_bytes() == before
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "elsewhere.json").symlink_to(tmp_path / "notes.txt")
+    done = run_integration(*command, "--out", str(tmp_path / "elsewhere.json"), env=store_env(f"sqlite:///{store}"))
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "elsewhere.json").is_symlink()
+    assert (tmp_path / "elsewhere.json").read_bytes().startswith(b"{")
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    writer.record([AuditEntry("received", "discharge", "m-2")], datetime.now(UTC))
+    assert read_elsewhere(f"sqlite:///{store}") == ["m-1", "m-2"]
 
 
 def test_an_export_into_a_fifo_is_written_into_it_and_leaves_it_a_fifo(tmp_path: Path) -> None:
